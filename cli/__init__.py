@@ -1,0 +1,1 @@
+"""botopt's command-line interface: a thin typer + rich shell over ``botopt.core``."""

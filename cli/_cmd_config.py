@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import typer
+
+from botopt.cli._context import get_state
+from botopt.cli._render import print_json, print_table
+
+
+def register(app: typer.Typer) -> None:
+    config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+    app.add_typer(config_app, name="config")
+
+    @config_app.command("show")
+    def show(
+        ctx: typer.Context,
+        json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Print every setting in effect, where it came from, secrets masked."""
+        from botopt.core._config import config_items
+
+        state = get_state(ctx)
+        cfg = state.config()
+        rows = config_items(cfg)
+        if json_out:
+            print_json({"path": str(cfg.path) if cfg.path else None,
+                        "settings": {k: {"value": v, "source": s} for k, v, s in rows}})
+            return
+        if state.quiet:
+            return
+        title = f"config: {cfg.path}" if cfg.path else "config: no file (defaults)"
+        print_table(state, title, ["key", "value", "source"], rows)

@@ -1,0 +1,78 @@
+"""Global options and the per-run state that every command receives."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from botopt.core._config import Config
+
+
+def _plain(stream: Any) -> bool:
+    return bool(os.environ.get("NO_COLOR")) or not getattr(stream, "isatty", lambda: False)()
+
+
+@dataclass
+class AppState:
+    config_path: Path | None = None
+    cache_dir: Path | None = None
+    quiet: bool = False
+    debug: bool = False
+    _configs: dict[tuple[tuple[str, Any], ...], Config] = field(default_factory=dict)
+    _notice_shown: bool = False
+
+    @property
+    def is_terminal(self) -> bool:
+        return not _plain(sys.stdout)
+
+    @property
+    def console(self) -> Console:
+        plain = _plain(sys.stdout)
+        return Console(
+            file=sys.stdout, no_color=plain, highlight=False, soft_wrap=plain,
+            force_terminal=False if plain else None, width=None if not plain else 200,
+        )
+
+    @property
+    def err(self) -> Console:
+        return Console(file=sys.stderr, no_color=_plain(sys.stderr), highlight=False,
+                       soft_wrap=True)
+
+    def notice(self, message: str) -> None:
+        """An informational line on stderr, silenced by --quiet."""
+        if not self.quiet:
+            print(f"botopt: {message}", file=sys.stderr)
+
+    def config(self, **overrides: Any) -> Config:
+        """The effective configuration with this command's flags (``section.key`` with
+        ``__`` for the dot, e.g. ``data__source="local"``) applied on top."""
+        from botopt.core._config import load_config
+
+        flags = {k.replace("__", "."): v for k, v in overrides.items() if v is not None}
+        if self.cache_dir is not None:
+            flags["cache.dir"] = str(self.cache_dir)
+        key = tuple(sorted((k, str(v)) for k, v in flags.items()))
+        cfg = self._configs.get(key)
+        if cfg is None:
+            cfg = load_config(self.config_path, overrides=flags)
+            self._configs[key] = cfg
+            if cfg.path is None and cfg.sources.get("data.source") == "default" \
+                    and not self._notice_shown:
+                self._notice_shown = True
+                self.notice("no configuration found; using the bundled sample data "
+                            "(botopt init writes a botopt.toml)")
+        return cfg
+
+
+def get_state(ctx: typer.Context) -> AppState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState()
+    return root.obj

@@ -1,0 +1,455 @@
+"""Typed configuration: frozen dataclasses, validated once at load, then passed down.
+
+Precedence, lowest to highest: defaults < botopt.toml < BOTOPT_<SECTION>_<KEY> < flags.
+The file is found from ``--config``, ``BOTOPT_CONFIG``, ``./botopt.toml``, then the user config
+directory. Every value remembers where it came from so ``botopt config show`` can say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from botopt.core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+INTERVALS: tuple[str, ...] = (
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
+)
+SOURCES: tuple[str, ...] = ("sample", "local", "binance")
+SECRET_KEYS = frozenset({"telegram.token"})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "sample"
+    data_dir: Path | None = None
+    interval: str = "5m"
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+
+
+@dataclass(frozen=True)
+class BinanceConfig:
+    api_url: str = "https://api.binance.com"
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    max_retries: int = 5
+    # Upper bound on any single wait (Retry-After included); a cron run must end.
+    max_wait_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    dir: Path | None = None
+    enabled: bool = True
+    features_ttl: float = 60.0
+    predictions_ttl: float = 30.0
+    regime_ttl: float = 300.0
+    gates_ttl: float = 10.0
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    ema_fast: int = 12
+    ema_slow: int = 26
+    rsi_period: int = 14
+    atr_period: int = 14
+    adx_period: int = 14
+    bb_period: int = 20
+    bb_std: float = 2.0
+    vol_period: int = 20
+    volume_z_period: int = 20
+    # How many closed candles the pipeline loads per symbol (warm-up + regime lookback).
+    history: int = 1000
+
+
+@dataclass(frozen=True)
+class RegimeConfig:
+    adx_trend: float = 25.0
+    adx_range: float = 20.0
+    vol_percentile: float = 90.0
+    vol_lookback: int = 288
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: Path | None = None
+    predict: str | None = None
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    min_strength: float = 0.3
+    min_probability: float = 0.5
+    block_high_vol: bool = True
+    min_volume_z: float = -2.0
+    cooldown_seconds: float = 1800.0
+    correlation_threshold: float = 0.8
+
+
+@dataclass(frozen=True)
+class CorrelationConfig:
+    window: int = 288
+    min_periods: int = 30
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    token: str | None = None
+    chat_id: str | None = None
+    api_url: str = "https://api.telegram.org"
+    max_batch_size: int = 5
+    batch_interval: float = 30.0
+    timeout: float = 10.0
+    max_retries: int = 3
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    check_interval: float = 30.0
+    stale_after: float = 600.0
+    stuck_after: float = 600.0
+    event_max_age: float = 7 * 86400.0
+    event_max_bytes: int = 10_000_000
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    binance: BinanceConfig = BinanceConfig()
+    cache: CacheConfig = CacheConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    regime: RegimeConfig = RegimeConfig()
+    model: ModelConfig = ModelConfig()
+    gates: GatesConfig = GatesConfig()
+    correlation: CorrelationConfig = CorrelationConfig()
+    telegram: TelegramConfig = TelegramConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    # Where each "section.key" value came from: default, file:<path>, env:<VAR>, flag.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def is_default(self) -> bool:
+        """True when no file, variable or flag set anything: the offline sample-data mode."""
+        return all(src == "default" for src in self.sources.values())
+
+
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Config)[f.name]
+    for f in dataclasses.fields(Config)
+    if f.name not in ("sources", "path")
+}
+
+
+def _user_config_file() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("botopt")) / "botopt.toml"
+
+
+def find_config_file(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Path | None:
+    """The config file to read, or None. An explicit path that does not exist is an error."""
+    env = os.environ if env is None else env
+    if explicit is not None:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    from_env = env.get("BOTOPT_CONFIG")
+    if from_env:
+        p = Path(from_env).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p} (from BOTOPT_CONFIG)")
+        return p
+    for candidate in (Path.cwd() / "botopt.toml", _user_config_file()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
+
+
+def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
+    """Check (file values) or parse (env/flag text) one value against its declared type."""
+    where = f"{key} ({origin})"
+    opt_origin = typing.get_origin(tp)
+    if opt_origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (from_text and value == ""):
+            return None
+        return _coerce(value, args[0], key, origin, from_text)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text and isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and key == "telegram.chat_id":
+            return str(value)  # chat ids are often written as bare integers
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value).expanduser()
+        raise ConfigError(f"{where}: expected a path, got {value!r}")
+    if typing.get_origin(tp) is tuple:
+        if from_text and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _validate(cfg: Config) -> None:
+    src = cfg.sources
+
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{key} ({src.get(key, 'default')}): {msg}")
+
+    if cfg.data.source not in SOURCES:
+        raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
+    if cfg.data.interval not in INTERVALS:
+        raise bad("data.interval", f"unknown interval {cfg.data.interval!r}; "
+                  f"use one of {', '.join(INTERVALS)}")
+    if cfg.data.source == "local" and cfg.data.data_dir is None:
+        raise bad("data.data_dir", "source 'local' needs a data directory (--data-dir)")
+    for name in ("features_ttl", "predictions_ttl", "regime_ttl", "gates_ttl"):
+        if getattr(cfg.cache, name) < 0:
+            raise bad(f"cache.{name}", "must be zero or more seconds")
+    for f in dataclasses.fields(FeaturesConfig):
+        if f.name != "bb_std" and getattr(cfg.features, f.name) < 1:
+            raise bad(f"features.{f.name}", "must be at least 1")
+    if cfg.features.ema_fast >= cfg.features.ema_slow:
+        raise bad("features.ema_fast", "must be shorter than features.ema_slow")
+    if not cfg.regime.adx_range <= cfg.regime.adx_trend:
+        raise bad("regime.adx_range", "must not exceed regime.adx_trend")
+    if not 0 < cfg.regime.vol_percentile < 100:
+        raise bad("regime.vol_percentile", "must be between 0 and 100")
+    if cfg.correlation.window < 2 or cfg.correlation.min_periods < 2:
+        raise bad("correlation.window", "window and min_periods must be at least 2")
+    if not 1 <= cfg.telegram.max_batch_size <= 50:
+        raise bad("telegram.max_batch_size", "must be between 1 and 50")
+    if cfg.telegram.batch_interval < 0:
+        raise bad("telegram.batch_interval", "must be zero or more seconds")
+    if cfg.monitor.check_interval <= 0:
+        raise bad("monitor.check_interval", "must be more than zero seconds")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the effective configuration. Raises ConfigError naming the offending key.
+
+    ``overrides`` are command-line flags as {"section.key": value}; None values are ignored.
+    """
+    env = os.environ if env is None else env
+    file = find_config_file(path, env)
+    raw: dict[str, Any] = {}
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: invalid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
+
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    sources: dict[str, str] = {}
+    for sec_name, sec_cls in SECTIONS.items():
+        for f in dataclasses.fields(sec_cls):
+            sources[f"{sec_name}.{f.name}"] = "default"
+
+    for sec_name, sec_val in raw.items():
+        if sec_name not in SECTIONS:
+            raise ConfigError(f"{file}: unknown section [{sec_name}]; "
+                              f"known: {', '.join(SECTIONS)}")
+        if not isinstance(sec_val, dict):
+            raise ConfigError(f"{file}: {sec_name} must be a table [{sec_name}]")
+        hints = typing.get_type_hints(SECTIONS[sec_name])
+        for key, val in sec_val.items():
+            full = f"{sec_name}.{key}"
+            if key not in hints:
+                raise ConfigError(f"{file}: unknown key {full}; "
+                                  f"known in [{sec_name}]: {', '.join(hints)}")
+            values[sec_name][key] = _coerce(val, hints[key], full, f"file {file}", False)
+            sources[full] = f"file:{file}"
+
+    for sec_name, sec_cls in SECTIONS.items():
+        hints = typing.get_type_hints(sec_cls)
+        for key in hints:
+            var = f"BOTOPT_{sec_name.upper()}_{key.upper()}"
+            if var in env:
+                full = f"{sec_name}.{key}"
+                values[sec_name][key] = _coerce(env[var], hints[key], full, f"env {var}", True)
+                sources[full] = f"env:{var}"
+
+    for full, val in (overrides or {}).items():
+        if val is None:
+            continue
+        sec_name, _, key = full.partition(".")
+        hints = typing.get_type_hints(SECTIONS[sec_name])
+        from_text = isinstance(val, str) and hints[key] is not str
+        values[sec_name][key] = _coerce(val, hints[key], full, "flag", from_text)
+        sources[full] = "flag"
+
+    cfg = Config(
+        **{name: SECTIONS[name](**values[name]) for name in SECTIONS},
+        sources=types.MappingProxyType(sources),
+        path=file,
+    )
+    _validate(cfg)
+    return cfg
+
+
+def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
+    """(key, value, source) for every setting, secrets masked: what ``config show`` prints."""
+    rows: list[tuple[str, Any, str]] = []
+    for sec_name in SECTIONS:
+        section = getattr(cfg, sec_name)
+        for f in dataclasses.fields(section):
+            key = f"{sec_name}.{f.name}"
+            val = getattr(section, f.name)
+            if key in SECRET_KEYS and val:
+                val = "***"
+            elif isinstance(val, Path):
+                val = str(val)
+            elif isinstance(val, tuple):
+                val = list(val)
+            rows.append((key, val, cfg.sources.get(key, "default")))
+    return rows
+
+
+STARTER_CONFIG = """\
+# botopt configuration. Every key is optional; the value shown is the default.
+# Environment variables override this file: BOTOPT_<SECTION>_<KEY>, e.g. BOTOPT_DATA_SOURCE.
+# Command-line flags override both. `botopt config show` prints what is in effect.
+
+[data]
+# sample: bundled offline data; local: a freqtrade-style directory; binance: the public API
+source = "sample"
+# data_dir = "~/freqtrade/user_data/data/binance"
+interval = "5m"
+symbols = ["BTCUSDT", "ETHUSDT"]
+
+[binance]
+api_url = "https://api.binance.com"
+connect_timeout = 5.0
+read_timeout = 15.0
+max_retries = 5
+max_wait_seconds = 60.0
+
+[cache]
+# dir = "~/.cache/botopt"
+enabled = true
+features_ttl = 60.0
+predictions_ttl = 30.0
+regime_ttl = 300.0
+gates_ttl = 10.0
+
+[features]
+ema_fast = 12
+ema_slow = 26
+rsi_period = 14
+atr_period = 14
+adx_period = 14
+bb_period = 20
+bb_std = 2.0
+vol_period = 20
+volume_z_period = 20
+history = 1000
+
+[regime]
+adx_trend = 25.0
+adx_range = 20.0
+vol_percentile = 90.0
+vol_lookback = 288
+
+[model]
+# path = "~/botopt-model.json"
+# predict = "mypackage.mymodule:predict"
+
+[gates]
+min_strength = 0.3
+min_probability = 0.5
+block_high_vol = true
+min_volume_z = -2.0
+cooldown_seconds = 1800.0
+correlation_threshold = 0.8
+
+[correlation]
+window = 288
+min_periods = 30
+
+[telegram]
+# Prefer the environment for the token: BOTOPT_TELEGRAM_TOKEN
+# token = "123456:ABC..."
+# chat_id = "-1001234567890"
+api_url = "https://api.telegram.org"
+max_batch_size = 5
+batch_interval = 30.0
+timeout = 10.0
+max_retries = 3
+
+[monitor]
+check_interval = 30.0
+stale_after = 600.0
+stuck_after = 600.0
+event_max_age = 604800.0
+event_max_bytes = 10000000
+"""
+
+
+def write_starter_config(path: Path, *, force: bool = False) -> Path:
+    """Write STARTER_CONFIG to ``path``; refuse to overwrite unless ``force``."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists (use --force to overwrite)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(STARTER_CONFIG, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+    return path

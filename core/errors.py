@@ -1,0 +1,125 @@
+"""botopt's exceptions, and the one place that turns them into exit codes.
+
+Every error botopt raises on purpose is a ``BotoptError``; anything else reaching the CLI is a
+bug and is reported as such. Exceptions from dependencies (requests, diskcache, sqlite3,
+polars, OSError) are converted where they enter botopt: ``raise DataError(...) from exc``.
+Messages are one line, name the culprit (symbol, file, row, key) and never contain a secret.
+
+    BotoptError                      exit 1  something failed at run time
+    +-- UsageError                   exit 2  the command line asked for something impossible
+    |   +-- ConfigError              exit 2  botopt.toml / BOTOPT_* / flags are invalid
+    |       +-- CacheDirUnsafeError  exit 2  the cache directory is not ours alone
+    +-- DataError                    exit 1  candle data is missing, malformed or inconsistent
+    |   +-- UnknownSymbolError       exit 2  a requested symbol does not exist at the source
+    +-- NetworkError                 exit 1  a remote API stayed unreachable after retries
+    +-- CacheError                   exit 1  the cache could not be used (runs degrade, not fail)
+    +-- ModelError                   exit 1  the prediction model could not be loaded or run
+    +-- NotifyError                  exit 1  notifications could not be delivered (kept queued)
+        +-- TelegramConfigError      exit 2  Telegram refused the token or chat (401/403/...)
+
+``exit_code_for`` is the only function that decides exit codes: 0 ok, 1 runtime failure,
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class BotoptError(Exception):
+    """Something botopt tried failed; the run produced no (complete) answer."""
+
+
+class UsageError(BotoptError):
+    """The command line asked for something that cannot be done (bad symbol, bad time).
+
+    Retrying the same command will fail the same way: the user must change it.
+    """
+
+
+class ConfigError(UsageError):
+    """The effective configuration is invalid: unknown key, wrong type, missing setting.
+
+    Nothing ran. The message names the key and where its value came from.
+    """
+
+
+class CacheDirUnsafeError(ConfigError):
+    """The cache directory is owned by someone else or writable by others.
+
+    botopt refuses to use it, because whoever can write it could feed botopt forged results.
+    """
+
+
+class DataError(BotoptError):
+    """Candle data is missing, malformed or inconsistent (unsorted, duplicate, NaN, ...).
+
+    The message names the symbol, the file and the row. No signal is computed from bad data.
+    """
+
+
+class UnknownSymbolError(DataError):
+    """A requested symbol does not exist at the data source (file missing, Binance -1121)."""
+
+
+class NetworkError(BotoptError):
+    """A remote API (Binance, Telegram) could not be reached or kept failing after retries.
+
+    Transient: the same command may succeed later. Queued work is kept.
+    """
+
+
+class CacheError(BotoptError):
+    """The on-disk cache could not be used. Callers degrade to computing without it."""
+
+
+class ModelError(BotoptError):
+    """The prediction model could not be loaded, imported or evaluated."""
+
+
+class NotifyError(BotoptError):
+    """Notifications could not be delivered now; they stay queued for the next flush."""
+
+
+class TelegramConfigError(NotifyError, ConfigError):
+    """Telegram refused the bot token or the chat (401, 403, chat not found).
+
+    Retrying cannot help until the configuration is fixed; the queue is kept intact.
+    """
+
+
+# Most specific first: the first matching class decides.
+_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (UsageError, EXIT_USAGE),
+    (UnknownSymbolError, EXIT_USAGE),
+    (BotoptError, EXIT_FAILURE),
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The process exit code for an exception that ended a command."""
+    for cls, code in _EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return EXIT_FAILURE
+
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "BotoptError",
+    "CacheDirUnsafeError",
+    "CacheError",
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "NetworkError",
+    "NotifyError",
+    "TelegramConfigError",
+    "UnknownSymbolError",
+    "UsageError",
+    "exit_code_for",
+]
