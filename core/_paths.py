@@ -58,3 +58,22 @@ def state_dir(config: Config, name: str) -> Path:
     """A private subdirectory of the cache directory (e.g. "queue", "events")."""
     root = ensure_dir(cache_dir_for(config))
     return ensure_dir(root / name)
+
+
+# Library entry points that take no config (the cache decorators, ``emit``) need a cache
+# directory too. The CLI sets it once per run from the effective config; library users may
+# set it themselves or rely on BOTOPT_CACHE_DIR / the platform default.
+_current_root: Path | None = None
+
+
+def set_current_cache_dir(path: Path | None) -> None:
+    global _current_root
+    _current_root = path
+
+
+def current_cache_dir() -> Path:
+    """The cache directory for config-less entry points (not created)."""
+    if _current_root is not None:
+        return _current_root
+    env = os.environ.get("BOTOPT_CACHE_DIR")
+    return Path(env).expanduser() if env else default_cache_dir()
