@@ -61,8 +61,13 @@ class AppState:
         key = tuple(sorted((k, str(v)) for k, v in flags.items()))
         cfg = self._configs.get(key)
         if cfg is None:
+            from botopt.core._paths import cache_dir_for, set_current_cache_dir
+            from botopt.core._redact import register_secret
+
             cfg = load_config(self.config_path, overrides=flags)
             self._configs[key] = cfg
+            set_current_cache_dir(cache_dir_for(cfg))
+            register_secret(cfg.telegram.token)
             if cfg.path is None and cfg.sources.get("data.source") == "default" \
                     and not self._notice_shown:
                 self._notice_shown = True
