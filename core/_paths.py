@@ -39,8 +39,8 @@ def check_dir_safe(path: Path) -> None:
         )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise CacheDirUnsafeError(
-            f"cache directory {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o});"
-            f" run: chmod 700 {path}"
+            f"cache directory {path} is writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 700 {path}"
         )
 
 

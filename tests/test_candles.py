@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from botopt.cli.main import app
+from botopt.core import load_candles, load_config, parse_as_of, parse_symbols
+from botopt.core._candles import interval_ms
+from botopt.core.errors import DataError, UnknownSymbolError, UsageError
+
+runner = CliRunner()
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def rows(n: int = 5, step_min: int = 5) -> list[dict]:
+    out = []
+    for i in range(n):
+        p = 100.0 + i
+        out.append({"date": (T0 + timedelta(minutes=step_min * i)).isoformat(),
+                    "open": p, "high": p + 2, "low": p - 2, "close": p + 1, "volume": 10.0})
+    return out
+
+
+def write_csv(d: Path, symbol: str, data: list[dict], interval: str = "5m") -> Path:
+    p = d / f"{symbol}-{interval}.csv"
+    pl.DataFrame(data).write_csv(p)
+    return p
+
+
+def invoke_signals(d: Path, *extra: str):
+    return runner.invoke(app, ["signals", "--data-dir", str(d), "--as-of", "2030-01-01", *extra])
+
+
+def cfg_local(d: Path, interval: str = "5m"):
+    return load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                  "data.interval": interval})
+
+
+def test_reads_csv_canonical(tmp_path):
+    write_csv(tmp_path, "AAAUSDT", rows())
+    df = load_candles(["aaausdt"], config=cfg_local(tmp_path), as_of="2030-01-01")
+    assert df.columns == ["symbol", "open_time", "open", "high", "low", "close", "volume"]
+    assert df.schema["open_time"] == pl.Datetime("ms", "UTC")
+    assert df.height == 5 and df["symbol"].unique().to_list() == ["AAAUSDT"]
+
+
+@pytest.mark.parametrize(
+    "mutate, message, row",
+    [
+        (lambda r: r.__setitem__(2, {**r[2], "date": r[1]["date"]}), "duplicate open time", 3),
+        (lambda r: r.__setitem__(3, {**r[3], "date": r[0]["date"]}), "not sorted", 4),
+        (lambda r: r.__setitem__(1, {**r[1], "close": float("nan")}), "close is NaN", 2),
+        (lambda r: r.__setitem__(4, {**r[4], "low": -1.0}), "low is not positive", 5),
+        (lambda r: r.__setitem__(2, {**r[2], "high": r[2]["close"] - 0.5}),
+         "high is below max(open, close)", 3),
+        (lambda r: r.__setitem__(1, {**r[1], "low": r[1]["open"] + 0.5}),
+         "low is above min(open, close)", 2),
+        (lambda r: r.__setitem__(3, {**r[3], "volume": -5.0}), "volume is negative", 4),
+        (lambda r: r.__setitem__(2, {**r[2], "date": (T0 + timedelta(minutes=11)).isoformat()}),
+         "not on a 5m boundary", 3),
+    ],
+)
+def test_bad_rows_name_symbol_file_row_and_exit_1(tmp_path, mutate, message, row):
+    data = rows()
+    mutate(data)
+    path = write_csv(tmp_path, "BADUSDT", data)
+    with pytest.raises(DataError) as info:
+        load_candles(["BADUSDT"], config=cfg_local(tmp_path), as_of="2030-01-01")
+    text = str(info.value)
+    assert "BADUSDT" in text and str(path) in text and f"row {row} " in text and message in text
+    result = invoke_signals(tmp_path, "--symbols", "BADUSDT")
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_empty_file(tmp_path):
+    pl.DataFrame(schema={"date": pl.String, "open": pl.Float64, "high": pl.Float64,
+                         "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64}
+                 ).write_csv(tmp_path / "EMPTYUSDT-5m.csv")
+    result = invoke_signals(tmp_path, "-s", "EMPTYUSDT")
+    assert result.exit_code == 1 and "EMPTYUSDT" in result.stderr and "no candles" in result.stderr
+
+
+def test_missing_column_and_garbage_file(tmp_path):
+    pl.DataFrame({"date": ["2024-01-01T00:00:00Z"], "open": [1.0]}).write_csv(
+        tmp_path / "COLSUSDT-5m.csv")
+    result = invoke_signals(tmp_path, "-s", "COLSUSDT")
+    assert result.exit_code == 1 and "missing column(s) high" in result.stderr
+    (tmp_path / "JUNKUSDT-5m.feather").write_bytes(b"not arrow at all")
+    result = invoke_signals(tmp_path, "-s", "JUNKUSDT")
+    assert result.exit_code == 1 and "JUNKUSDT-5m.feather" in result.stderr
+
+
+def test_unknown_symbol_exit_2(tmp_path):
+    write_csv(tmp_path, "AAAUSDT", rows())
+    with pytest.raises(UnknownSymbolError, match="ZZZUSDT"):
+        load_candles(["ZZZUSDT"], config=cfg_local(tmp_path))
+    result = invoke_signals(tmp_path, "-s", "AAAUSDT,ZZZUSDT")
+    assert result.exit_code == 2 and "symbol ZZZUSDT not found" in result.stderr
+
+
+def test_missing_data_dir(tmp_path):
+    result = invoke_signals(tmp_path / "nowhere", "-s", "AAAUSDT")
+    assert result.exit_code == 1 and "data directory not found" in result.stderr
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--interval", "7m"], "data.interval"),
+    (["--source", "ftp"], "data.source"),
+    (["--as-of", "yesterday-ish"], "--as-of"),
+    (["--symbols", "BTC/USDT"], "BTC/USDT"),
+    (["--symbols", " , "], "no symbols"),
+])
+def test_usage_errors_exit_2(tmp_path, args, culprit):
+    write_csv(tmp_path, "AAAUSDT", rows())
+    result = runner.invoke(app, ["signals", "--data-dir", str(tmp_path), "-s", "AAAUSDT", *args])
+    assert result.exit_code == 2, result.output
+    assert culprit in result.stderr and "Traceback" not in result.stderr
+
+
+def test_nothing_closed_yet(tmp_path):
+    write_csv(tmp_path, "AAAUSDT", rows())
+    result = runner.invoke(app, ["signals", "--data-dir", str(tmp_path), "-s", "AAAUSDT",
+                                 "--as-of", "2024-01-01T00:04:59Z"])
+    assert result.exit_code == 1 and "no candle closed by" in result.stderr
+
+
+def test_parse_symbols_normalises():
+    assert parse_symbols("btcusdt, ETHUSDT,btcUSDT,,eth_btc") == ["BTCUSDT", "ETHUSDT", "ETH_BTC"]
+    with pytest.raises(UsageError):
+        parse_symbols("BTC-USDT")
+
+
+def test_parse_as_of_forms():
+    want = datetime(2018, 1, 20, 12, 0, tzinfo=timezone.utc)
+    for text in ("2018-01-20T12:00:00Z", "2018-01-20 12:00", "2018-01-20T13:00+01:00",
+                 str(int(want.timestamp()))):
+        assert parse_as_of(text) == want
+
+
+def test_interval_lengths():
+    assert interval_ms("5m") == 300_000 and interval_ms("1d") == 86_400_000
+    with pytest.raises(UsageError):
+        interval_ms("2d")
+
+
+def test_gaps_allowed_and_reported_in_debug(tmp_path):
+    data = rows(10)
+    del data[4:7]
+    write_csv(tmp_path, "GAPUSDT", data)
+    result = runner.invoke(app, ["--debug", "signals", "--data-dir", str(tmp_path), "-s",
+                                 "GAPUSDT", "--as-of", "2030-01-01", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert "1 gap(s), 3 missing candle(s)" in result.stderr
+    assert json.loads(result.stdout)["signals"][0]["candle_time"] == "2024-01-01T00:45:00Z"
+
+
+def test_local_shared_data_freqtrade_layout(shared_data):
+    d = shared_data / "candles" / "5m"
+    df = load_candles(["ETH_BTC", "NXT_BTC"], config=cfg_local(d))
+    assert set(df["symbol"].unique()) == {"ETH_BTC", "NXT_BTC"}
+    assert df.filter(pl.col("symbol") == "NXT_BTC")["close"].max() < 1e-4
+    one = load_candles(["UNITTEST_BTC"], config=cfg_local(shared_data / "candles" / "1m", "1m"))
+    assert one.height == 13681
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(minutes=st.integers(min_value=0, max_value=20 * 24 * 60))
+def test_as_of_never_shows_an_unclosed_candle(shared_data, minutes):
+    """signals --json on the real pairs: the candle shown closed by --as-of, and is the last
+    one that did."""
+    d = shared_data / "candles" / "5m"
+    as_of = datetime(2018, 1, 10, 5, 0, tzinfo=timezone.utc) + timedelta(minutes=minutes,
+                                                                        seconds=minutes % 7)
+    result = runner.invoke(app, ["signals", "--data-dir", str(d), "--symbols",
+                                 "ADA_BTC,TRX_BTC,ETH_BTC", "--as-of", as_of.isoformat(),
+                                 "--json"])
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["as_of"] == as_of.isoformat().replace("+00:00", "Z")
+    for sig in out["signals"]:
+        t = datetime.fromisoformat(sig["candle_time"].replace("Z", "+00:00"))
+        assert t + timedelta(minutes=5) <= as_of
+        raw = pl.read_ipc(d / f"{sig['symbol']}-5m.feather")
+        closed = raw.filter(pl.col("date").dt.epoch("ms") + 300_000
+                            <= int(as_of.timestamp() * 1000))
+        assert closed["date"].max() == t

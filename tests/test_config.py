@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from botopt.cli.main import app
+from botopt.core._config import STARTER_CONFIG, Config, load_config
+from botopt.core.errors import ConfigError
+
+runner = CliRunner()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "botopt.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_without_any_config():
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.path is None and cfg.is_default
+
+
+def test_precedence_file_env_flag(tmp_path, monkeypatch):
+    p = write(tmp_path, '[data]\ninterval = "1h"\nsource = "local"\ndata_dir = "/x"\n')
+    cfg = load_config(p)
+    assert cfg.data.interval == "1h" and cfg.sources["data.interval"] == f"file:{p}"
+    monkeypatch.setenv("BOTOPT_DATA_INTERVAL", "15m")
+    cfg = load_config(p)
+    assert cfg.data.interval == "15m" and cfg.sources["data.interval"] == "env:BOTOPT_DATA_INTERVAL"
+    cfg = load_config(p, overrides={"data.interval": "4h"})
+    assert cfg.data.interval == "4h" and cfg.sources["data.interval"] == "flag"
+
+
+def test_found_in_cwd_then_env_var(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "[gates]\nmin_strength = 0.7\n")
+    assert load_config().gates.min_strength == 0.7
+    other = tmp_path / "other.toml"
+    other.write_text("[gates]\nmin_strength = 0.1\n")
+    monkeypatch.setenv("BOTOPT_CONFIG", str(other))
+    assert load_config().gates.min_strength == 0.1
+
+
+def test_env_types_are_parsed(monkeypatch):
+    monkeypatch.setenv("BOTOPT_CACHE_ENABLED", "false")
+    monkeypatch.setenv("BOTOPT_TELEGRAM_MAX_BATCH_SIZE", "3")
+    monkeypatch.setenv("BOTOPT_DATA_SYMBOLS", "BTCUSDT, SOLUSDT")
+    cfg = load_config()
+    assert cfg.cache.enabled is False
+    assert cfg.telegram.max_batch_size == 3
+    assert cfg.data.symbols == ("BTCUSDT", "SOLUSDT")
+
+
+@pytest.mark.parametrize(
+    "text, culprit",
+    [
+        ("[data]\nintervall = '5m'\n", "data.intervall"),
+        ("[dat]\ninterval = '5m'\n", "[dat]"),
+        ("[gates]\nmin_strength = 'high'\n", "gates.min_strength"),
+        ("[cache]\nenabled = 1\n", "cache.enabled"),
+        ("[data]\ninterval = '7m'\n", "data.interval"),
+        ("[data]\nsource = 'ftp'\n", "data.source"),
+        ("[features]\nema_fast = 30\n", "features.ema_fast"),
+        ("[data\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, culprit):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=culprit.replace("[", r"\[").replace("]", r"\]")):
+        load_config(p)
+    result = runner.invoke(app, ["--config", str(p), "config", "show"])
+    assert result.exit_code == 2
+    assert culprit in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_env_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("BOTOPT_CORRELATION_WINDOW", "a day")
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 2
+    assert "BOTOPT_CORRELATION_WINDOW" in result.stderr
+
+
+def test_missing_explicit_config_file(tmp_path):
+    result = runner.invoke(app, ["--config", str(tmp_path / "nope.toml"), "config", "show"])
+    assert result.exit_code == 2
+    assert "nope.toml" in result.stderr
+
+
+def test_starter_config_is_valid_and_equals_defaults(tmp_path):
+    result = runner.invoke(app, ["init", str(tmp_path / "botopt.toml")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "botopt.toml").read_text() == STARTER_CONFIG
+    assert load_config(tmp_path / "botopt.toml") == Config()
+    again = runner.invoke(app, ["init", str(tmp_path / "botopt.toml")])
+    assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+def test_config_show_masks_secret_and_gives_sources(tmp_path, monkeypatch):
+    token = "123456789:AAHsecretsecretsecretsecretXYZ"
+    monkeypatch.setenv("BOTOPT_TELEGRAM_TOKEN", token)
+    p = write(tmp_path, "[telegram]\nchat_id = -100123\n")
+    result = runner.invoke(app, ["--config", str(p), "config", "show", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert token not in result.output
+    data = json.loads(result.stdout)["settings"]
+    assert data["telegram.token"] == {"value": "***", "source": "env:BOTOPT_TELEGRAM_TOKEN"}
+    assert data["telegram.chat_id"]["value"] == "-100123"
+    assert data["data.source"]["source"] == "default"
+    plain = runner.invoke(app, ["--config", str(p), "config", "show"])
+    assert token not in plain.output and "env:BOTOPT_TELEGRAM_TOKEN" in plain.stdout
+
+
+def test_no_config_notice_once_on_stderr():
+    result = runner.invoke(app, ["config", "show", "--json"])
+    assert result.exit_code == 0
+    assert result.stderr.count("bundled sample data") == 1
+    json.loads(result.stdout)
+    quiet = runner.invoke(app, ["--quiet", "config", "show", "--json"])
+    assert "sample data" not in quiet.stderr
