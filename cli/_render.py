@@ -33,7 +33,8 @@ def print_table(state: AppState, title: str | None, columns: Sequence[str],
     if title:
         sys.stdout.write(title + "\n")
     for r in cells:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+        line = "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
 
 
 @contextmanager
