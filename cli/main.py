@@ -14,7 +14,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -36,11 +35,9 @@ def _debug_requested() -> bool:
 class BotoptGroup(TyperGroup):
     """Turns botopt's exceptions into a one-line message and the decided exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
         except KeyboardInterrupt:
             print("botopt: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
@@ -53,6 +50,10 @@ class BotoptGroup(TyperGroup):
             print(f"botopt: error: {redact(str(exc))}", file=sys.stderr)
             raise typer.Exit(exit_code_for(exc)) from None
         except Exception as exc:  # a bug: say so, keep the traceback for --debug
+            # typer/click control flow (Exit, Abort, usage errors) is theirs to render;
+            # matched by module because typer now vendors its own copy of click.
+            if type(exc).__module__.split(".")[0] in ("click", "typer"):
+                raise
             from botopt.core._redact import redact
 
             state = get_state(ctx)  # type: ignore[arg-type]
