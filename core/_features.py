@@ -104,7 +104,7 @@ def compute_features(candles: pl.DataFrame,
         # TA-Lib's DI keeps Wilder *sums* seeded with the first n-1 values and applies one
         # recursion step at row n; divided by n it is the same recursion as a Wilder mean.
         x = pl.col(col)
-        seed = (x.rolling_sum(n - 1).shift(1).over("symbol") * (1 - 1.0 / n) + x) / n
+        seed = (x.rolling_sum(n - 1).shift(1).over("symbol") * (1 - 1.0 / n) + x) * (1.0 / n)
         return _smooth(x, i, n, seed, 1.0 / n)
 
     out = out.with_columns(

@@ -1,0 +1,235 @@
+"""Alpha engines: small pure functions of a symbol's latest features, chosen by regime.
+
+Each engine is a row in ``ENGINES``: a name, the regimes where it is active, and a function
+that turns the feature columns into three polars expressions (direction, strength, reason).
+Because an engine is an expression, the per-symbol call and the batch call run exactly the
+same arithmetic: the batch just evaluates it over one frame holding every symbol's last row,
+which is where its speed comes from.
+
+An engine whose inputs are null (warm-up) gives no signal for that symbol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import polars as pl
+
+from botopt.core._config import Config, FeaturesConfig
+from botopt.core.errors import UsageError
+
+DIRECTIONS = ("long", "short", "flat")
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One engine's view of one symbol at one closed candle."""
+
+    symbol: str
+    candle_time: datetime
+    engine: str
+    direction: str
+    strength: float
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "candle_time": self.candle_time.astimezone(timezone.utc).isoformat(),
+            "engine": self.engine,
+            "direction": self.direction,
+            "strength": self.strength,
+            "reasons": list(self.reasons),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Signal:
+        return cls(symbol=d["symbol"], candle_time=datetime.fromisoformat(d["candle_time"]),
+                   engine=d["engine"], direction=d["direction"], strength=float(d["strength"]),
+                   reasons=tuple(d["reasons"]))
+
+
+@dataclass(frozen=True)
+class Cols:
+    """Feature column names for the configured periods."""
+
+    ema_fast: pl.Expr
+    ema_slow: pl.Expr
+    rsi: pl.Expr
+    atr: pl.Expr
+    adx: pl.Expr
+    pdi: pl.Expr
+    mdi: pl.Expr
+    bb_width: pl.Expr
+    vol: pl.Expr
+    volume_z: pl.Expr
+    log_return: pl.Expr
+    close: pl.Expr
+
+    @classmethod
+    def of(cls, fc: FeaturesConfig) -> Cols:
+        n = fc.adx_period
+        return cls(
+            ema_fast=pl.col(f"ema_{fc.ema_fast}"), ema_slow=pl.col(f"ema_{fc.ema_slow}"),
+            rsi=pl.col(f"rsi_{fc.rsi_period}"), atr=pl.col(f"atr_{fc.atr_period}"),
+            adx=pl.col(f"adx_{n}"), pdi=pl.col(f"plus_di_{n}"), mdi=pl.col(f"minus_di_{n}"),
+            bb_width=pl.col(f"bb_width_{fc.bb_period}"), vol=pl.col(f"vol_{fc.vol_period}"),
+            volume_z=pl.col(f"volume_z_{fc.volume_z_period}"),
+            log_return=pl.col("log_return"), close=pl.col("close"),
+        )
+
+
+EngineFn = Callable[[Cols], tuple[pl.Expr, pl.Expr, pl.Expr]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    regimes: frozenset[str]
+    inputs: Callable[[Cols], list[pl.Expr]]
+    rule: EngineFn
+
+
+def _unit(x: pl.Expr) -> pl.Expr:
+    return x.clip(0.0, 1.0)
+
+
+def _per(x: pl.Expr, scale: float) -> pl.Expr:
+    # Multiply by the reciprocal: polars divides a one-row column by a literal differently
+    # from a long one (last-bit differences), and batch must equal per-symbol exactly.
+    return x * (1.0 / scale)
+
+
+def _side(long: pl.Expr, short: pl.Expr) -> pl.Expr:
+    return pl.when(long).then(pl.lit("long")).when(short).then(pl.lit("short")) \
+        .otherwise(pl.lit("flat"))
+
+
+def _trend_following(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    # Ride an established trend: EMAs and directional movement agree.
+    long = (c.ema_fast > c.ema_slow) & (c.pdi > c.mdi)
+    short = (c.ema_fast < c.ema_slow) & (c.mdi > c.pdi)
+    separation = (c.ema_fast - c.ema_slow).abs() / c.atr
+    strength = _unit(_per(c.adx - 20.0, 30.0)) * _unit(separation)
+    reason = pl.format("ema spread {} ATR, adx {}", separation.round(2), c.adx.round(1))
+    return _side(long, short), strength, reason
+
+
+def _mean_reversion(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    # Fade stretched moves when there is no trend to fight.
+    long, short = c.rsi < 30.0, c.rsi > 70.0
+    strength = pl.when(long).then(_unit(_per(30.0 - c.rsi, 20.0))) \
+        .when(short).then(_unit(_per(c.rsi - 70.0, 20.0))).otherwise(0.0)
+    return _side(long, short), strength, pl.format("rsi {}", c.rsi.round(1))
+
+
+def _breakout(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    # A candle far outside recent volatility on above-average volume.
+    sigmas = c.log_return / c.vol
+    long = (sigmas > 2.0) & (c.volume_z > 1.0)
+    short = (sigmas < -2.0) & (c.volume_z > 1.0)
+    strength = _unit(_per(sigmas.abs() - 2.0, 3.0)) * _unit(_per(c.volume_z, 3.0))
+    reason = pl.format("return {} sigma, volume z {}", sigmas.round(2), c.volume_z.round(2))
+    return _side(long, short), strength, reason
+
+
+def _momentum(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    # Persistent but not yet overbought/oversold pressure in the trend's direction.
+    long = (c.rsi > 55.0) & (c.rsi < 70.0) & (c.ema_fast > c.ema_slow)
+    short = (c.rsi < 45.0) & (c.rsi > 30.0) & (c.ema_fast < c.ema_slow)
+    strength = pl.when(long | short).then(_unit(_per((c.rsi - 50.0).abs(), 20.0))).otherwise(0.0)
+    return _side(long, short), strength, pl.format("rsi {}", c.rsi.round(1))
+
+
+ENGINES: tuple[Engine, ...] = (
+    Engine("trend_following", frozenset({"TREND_UP", "TREND_DOWN"}),
+           lambda c: [c.ema_fast, c.ema_slow, c.pdi, c.mdi, c.adx, c.atr], _trend_following),
+    Engine("mean_reversion", frozenset({"RANGE", "HIGH_VOL"}), lambda c: [c.rsi],
+           _mean_reversion),
+    Engine("breakout", frozenset({"RANGE", "TREND_UP", "TREND_DOWN"}),
+           lambda c: [c.log_return, c.vol, c.volume_z], _breakout),
+    Engine("momentum", frozenset({"TREND_UP", "TREND_DOWN", "RANGE"}),
+           lambda c: [c.rsi, c.ema_fast, c.ema_slow], _momentum),
+)
+
+
+class AlphaEngineCoordinator:
+    """Runs the engines active in each symbol's regime."""
+
+    def __init__(self, config: FeaturesConfig | Config | None = None,
+                 engines: tuple[Engine, ...] = ENGINES) -> None:
+        fc = config.features if isinstance(config, Config) else (config or FeaturesConfig())
+        self.engines = engines
+        cols = Cols.of(fc)
+        exprs: list[pl.Expr] = []
+        for e in engines:
+            direction, strength, reason = e.rule(cols)
+            valid = pl.all_horizontal(x.is_not_null() & x.is_not_nan()
+                                      for x in e.inputs(cols))
+            active = pl.col("_regime").is_in(list(e.regimes)) & valid
+            exprs += [
+                pl.when(active).then(direction).otherwise(None).alias(f"{e.name}.direction"),
+                pl.when(active).then(strength.cast(pl.Float64)).otherwise(None)
+                .alias(f"{e.name}.strength"),
+                pl.when(active).then(reason).otherwise(None).alias(f"{e.name}.reason"),
+            ]
+        self._exprs = exprs
+
+    def _evaluate(self, last_rows: pl.DataFrame, regimes: list[str]) -> dict[str, list[Signal]]:
+        bad = sorted({r for r in regimes if r not in ("TREND_UP", "TREND_DOWN", "RANGE",
+                                                      "HIGH_VOL")})
+        if bad:
+            raise UsageError(f"unknown regime {bad[0]!r}")
+        frame = last_rows.with_columns(_regime=pl.Series(regimes, dtype=pl.String)) \
+            .select("symbol", "open_time", *self._exprs)
+        out: dict[str, list[Signal]] = {}
+        for row in frame.iter_rows(named=True):
+            sigs = []
+            for e in self.engines:
+                direction = row[f"{e.name}.direction"]
+                if direction is None:
+                    continue
+                sigs.append(Signal(
+                    symbol=row["symbol"], candle_time=row["open_time"], engine=e.name,
+                    direction=direction, strength=float(row[f"{e.name}.strength"]),
+                    reasons=(row[f"{e.name}.reason"],)))
+            out[row["symbol"]] = sigs
+        return out
+
+    def generate_all_signals(self, features: pl.DataFrame, regime: str) -> list[Signal]:
+        """Signals for one symbol from its feature frame (its last row is evaluated)."""
+        if features.height == 0:
+            return []
+        return next(iter(self._evaluate(features.tail(1), [regime]).values()))
+
+    def generate_all_signals_batch(self, symbols_features: Mapping[str, pl.DataFrame],
+                                   current_regimes: Mapping[str, str]
+                                   ) -> dict[str, list[Signal]]:
+        """Signals for many symbols in one vectorised evaluation; equal to calling
+        ``generate_all_signals`` for each symbol."""
+        syms = [s for s, f in symbols_features.items() if f.height]
+        if not syms:
+            return {s: [] for s in symbols_features}
+        missing = [s for s in syms if s not in current_regimes]
+        if missing:
+            raise UsageError(f"no regime given for symbol {missing[0]}")
+        last = pl.concat([symbols_features[s].tail(1).with_columns(symbol=pl.lit(s))
+                          for s in syms], how="vertical_relaxed")
+        result = self._evaluate(last, [current_regimes[s] for s in syms])
+        return {s: result.get(s, []) for s in symbols_features}
+
+    def evaluate_frame(self, features: pl.DataFrame,
+                       regimes: Mapping[str, str]) -> dict[str, list[Signal]]:
+        """Batch evaluation straight from one multi-symbol feature frame (the pipeline's
+        path: no per-symbol frames to build)."""
+        last = features.group_by("symbol", maintain_order=True).tail(1)
+        return self._evaluate(last, [regimes[s] for s in last["symbol"].to_list()])
+
+
+def best_signal(signals: list[Signal]) -> Signal | None:
+    """The strongest non-flat signal (ties: the engine listed first)."""
+    candidates = [s for s in signals if s.direction != "flat"]
+    return max(candidates, key=lambda s: s.strength, default=None)
