@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from botopt.core._codec import register_type
 from botopt.core._config import Config, FeaturesConfig
 from botopt.core.errors import UsageError
 
@@ -50,6 +51,9 @@ class Signal:
         return cls(symbol=d["symbol"], candle_time=datetime.fromisoformat(d["candle_time"]),
                    engine=d["engine"], direction=d["direction"], strength=float(d["strength"]),
                    reasons=tuple(d["reasons"]))
+
+
+register_type(Signal)
 
 
 @dataclass(frozen=True)

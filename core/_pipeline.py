@@ -1,17 +1,49 @@
 """``botopt signals``: candles -> features -> regime -> engines -> model -> gates.
 
-All symbols go through every stage together (one polars frame), and every stage's result is
-cached under a key made of what it depends on, so a warm cron run does almost no work and
-still returns exactly what an uncached run would.
+All symbols go through every stage together, and each stage's result is cached under a key
+made of what it depends on:
+
+=============  ==============================================================  =========
+cache          key                                                              value
+=============  ==============================================================  =========
+features       symbol's candle fingerprint, feature settings, code version      frame
+regime         candle fingerprint, feature + regime settings, code version      label
+predictions    model version, the symbol's last feature row (content hash)      P(up)
+gates          every gate input, relevant cooldown records, correlations        decisions
+signals        file contents, as-of candle slot, all settings, cooldown state   the result
+=============  ==============================================================  =========
+
+The ``signals`` entry lets a warm cron run answer without importing polars or numpy: its key
+is computed from the raw bytes of the candle files and the candle slot the as-of time falls
+in, which determine the closed candles exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from botopt.core._config import Config
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from botopt.core._cache import CacheManager
+
+log = logging.getLogger("botopt.pipeline")
+PIPELINE_VERSION = "1"
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -29,17 +61,19 @@ class SymbolResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "symbol": self.symbol,
-            "candle_time": self.candle_time.astimezone(timezone.utc).isoformat().replace(
-                "+00:00", "Z"),
-            "close": self.close,
-            "regime": self.regime,
-            "direction": self.direction,
-            "strength": self.strength,
-            "probability": self.probability,
-            "engine": self.engine,
+            "symbol": self.symbol, "candle_time": _iso(self.candle_time), "close": self.close,
+            "regime": self.regime, "direction": self.direction, "strength": self.strength,
+            "probability": self.probability, "engine": self.engine,
             "gate": {"passed": self.gate_passed, "reasons": list(self.gate_reasons)},
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SymbolResult:
+        return cls(symbol=d["symbol"],
+                   candle_time=datetime.fromisoformat(d["candle_time"].replace("Z", "+00:00")),
+                   close=d["close"], regime=d["regime"], direction=d["direction"],
+                   strength=d["strength"], probability=d["probability"], engine=d["engine"],
+                   gate_passed=d["gate"]["passed"], gate_reasons=tuple(d["gate"]["reasons"]))
 
 
 @dataclass(frozen=True)
@@ -48,25 +82,326 @@ class SignalsResult:
     interval: str
     source: str
     symbols: list[SymbolResult] = field(default_factory=list)
+    # Side effects of this run (not part of the answer, so not compared or cached).
+    new_signals: list[SymbolResult] = field(default_factory=list, compare=False)
+    regime_changes: list[tuple[str, str | None, str]] = field(default_factory=list,
+                                                              compare=False)
+    from_cache: bool = field(default=False, compare=False)
+
+    @property
+    def passed(self) -> list[SymbolResult]:
+        return [s for s in self.symbols if s.gate_passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "as_of": self.as_of.isoformat().replace("+00:00", "Z"),
-            "interval": self.interval,
-            "source": self.source,
-            "signals": [s.to_dict() for s in self.symbols],
-        }
+        return {"as_of": _iso(self.as_of), "interval": self.interval, "source": self.source,
+                "signals": [s.to_dict() for s in self.symbols]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SignalsResult:
+        return cls(as_of=datetime.fromisoformat(d["as_of"].replace("Z", "+00:00")),
+                   interval=d["interval"], source=d["source"],
+                   symbols=[SymbolResult.from_dict(s) for s in d["signals"]])
 
 
-def run_signals(config: Config, symbols: list[str], *, as_of: datetime | None = None,
-                use_cache: bool = True) -> SignalsResult:
-    from botopt.core._candles import load_candles
+# -- fingerprints that need neither polars nor numpy ------------------------------------------
 
+_code_tag_value: str | None = None
+
+
+def code_tag() -> str:
+    """A hash of botopt's own source: any code change invalidates every cached stage."""
+    global _code_tag_value
+    if _code_tag_value is None:
+        h = hashlib.blake2b(digest_size=16)
+        for p in sorted(Path(__file__).parent.glob("*.py")):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+        h.update(PIPELINE_VERSION.encode())
+        _code_tag_value = h.hexdigest()
+    return _code_tag_value
+
+
+def _settings(config: Config, *sections: str) -> str:
+    return json.dumps({s: dataclasses.asdict(getattr(config, s)) for s in sections},
+                      sort_keys=True, default=str)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+def _model_digest(config: Config) -> str:
+    mc = config.model
+    if mc.predict:
+        import importlib.util
+
+        spec = importlib.util.find_spec(mc.predict.partition(":")[0])
+        origin = spec.origin if spec else None
+        return f"{mc.predict}:{_file_digest(Path(origin)) if origin else 'nosrc'}"
+    if mc.path is not None:
+        return _file_digest(Path(mc.path)) if Path(mc.path).is_file() else "missing"
+    from importlib.resources import files
+
+    return hashlib.blake2b(files("botopt.core").joinpath("default_model.json").read_bytes(),
+                           digest_size=16).hexdigest()
+
+
+def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
+             cooldown_digest: str) -> str | None:
+    """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply."""
+    from botopt.core._candles import _sample_dir, find_candle_file, interval_ms
+
+    if config.data.source == "binance":
+        return None  # the data only exists after a network round trip
+    data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
+    if data_dir is None:
+        return None
+    step = interval_ms(config.data.interval)
+    slot = int(as_of.timestamp() * 1000) // step
+    files = [_file_digest(find_candle_file(Path(data_dir), s, config.data.interval))
+             for s in symbols]
+    parts = [code_tag(), list(symbols), files, slot, config.data.interval,
+             config.data.source, _settings(config, "features", "regime", "gates",
+                                           "correlation", "model"),
+             _model_digest(config), cooldown_digest]
+    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=20).hexdigest()
+
+
+# -- the stages -------------------------------------------------------------------------------
+
+def candle_fingerprints(candles: pl.DataFrame, interval: str) -> dict[str, str]:
+    """Per symbol: interval, last closed candle time, row count and a hash of the rows."""
+    import polars as pl
+
+    hashes = candles.with_columns(_h=candles.select(
+        "open_time", "open", "high", "low", "close", "volume").hash_rows(seed=0))
+    out: dict[str, str] = {}
+    for (sym,), g in hashes.group_by("symbol", maintain_order=True):
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"{sym}|{interval}|{g['open_time'][-1]}|{g.height}|{pl.__version__}"
+                 .encode())
+        h.update(g["_h"].to_numpy().tobytes())
+        out[str(sym)] = h.hexdigest()
+    return out
+
+
+def _per_symbol(mgr: CacheManager, name: str, keys: Mapping[str, str],
+                compute: Callable[[list[str]], Mapping[str, Any]]) -> dict[str, Any]:
+    """Look every symbol up; compute all the misses in one batch; store them."""
+    from botopt.core._cache import MISS
+
+    found: dict[str, Any] = {}
+    for sym, key in keys.items():
+        value = mgr.get(name, key)
+        if value is not MISS:
+            found[sym] = value
+    missing = [s for s in keys if s not in found]
+    counters = mgr._count(name)
+    counters.hits += len(found)
+    counters.misses += len(missing)
+    if missing:
+        start = time.perf_counter()
+        fresh = compute(missing)
+        each = (time.perf_counter() - start) / len(missing)
+        for sym in missing:
+            mgr.set(name, keys[sym], fresh[sym], each)
+        found.update(fresh)
+    return {s: found[s] for s in keys}
+
+
+@dataclass
+class _Stages:
+    """What each stage computed (benchmarks count these; the answer never depends on it)."""
+
+    features: int = 0
+    regime: int = 0
+    predictions: int = 0
+    gates: int = 0
+
+
+def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | None = None,
+                use_cache: bool = True, manager: CacheManager | None = None,
+                batch: bool = True, side_effects: bool = True,
+                stages: _Stages | None = None) -> SignalsResult:
+    """Compute ranked, gated signals for ``symbols`` at ``as_of`` (default: now).
+
+    ``batch=False`` runs features, regime, engines and model one symbol at a time (the
+    reference path; same answer, slower). ``side_effects=False`` skips recording cooldowns,
+    regime changes and notifications (benchmarks, comparisons).
+    """
+    from botopt.core._cache import CacheManager
+    from botopt.core._candles import parse_symbols
+    from botopt.core._paths import state_dir
+
+    syms = parse_symbols(symbols)
     now = as_of or datetime.now(timezone.utc)
-    candles = load_candles(symbols, config=config, as_of=now, limit=config.features.history)
+    if manager is None:
+        manager = CacheManager.from_config(config)
+    if not use_cache:
+        manager = dataclasses.replace(manager, enabled=False, _caches={}, _counts={})
+    stages = stages if stages is not None else _Stages()
+
+    from botopt.core._gates import CooldownStore
+
+    cooldowns = CooldownStore(state_dir(config, "gates") / "cooldowns.json")
+    cooldown_digest = cooldowns.digest()
+
+    run_key = _run_key(config, syms, now, cooldown_digest) if manager.enabled else None
+    if run_key is not None:
+        from botopt.core._cache import MISS
+
+        hit = manager.get("signals", run_key)
+        if hit is not MISS:
+            manager._count("signals").hits += 1
+            result = SignalsResult.from_dict(hit)
+            return dataclasses.replace(result, as_of=now, from_cache=True)
+        manager._count("signals").misses += 1
+
+    start = time.perf_counter()
+    result, records = _compute(config, syms, now, manager, batch, cooldowns, stages)
+    if run_key is not None:
+        manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start,
+                    ttl=min(manager.ttl(n) for n in ("features", "predictions", "regime")))
+    if side_effects:
+        result = _record(config, result, cooldowns, records)
+        if run_key is not None:
+            # Recording changed the cooldown state; the next run on this candle still gets
+            # this answer (a record for the current candle never blocks it), so store it
+            # under the new state too and let that run skip all the work.
+            after = _run_key(config, syms, now, cooldowns.digest())
+            if after is not None and after != run_key:
+                manager.set("signals", after, result.to_dict(),
+                            time.perf_counter() - start,
+                            ttl=min(manager.ttl(n) for n in ("features", "predictions",
+                                                             "regime")))
+    return result
+
+
+def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManager,
+             batch: bool, cooldowns: Any, stages: _Stages) -> tuple[SignalsResult, list[Any]]:
+    import polars as pl
+
+    from botopt.core._candles import load_candles
+    from botopt.core._codec import fingerprint
+    from botopt.core._engines import AlphaEngineCoordinator, best_signal
+    from botopt.core._features import FEATURES_VERSION, compute_features
+    from botopt.core._gates import CooldownRecord, GateInput, evaluate_gates
+    from botopt.core._model import load_model
+    from botopt.core._regime import detect_regime
+
+    candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
+    fps = candle_fingerprints(candles, config.data.interval)
+    tag = code_tag()
+    by_symbol = candles.partition_by("symbol", as_dict=True, maintain_order=True)
+    frames = {str(k[0]): v for k, v in by_symbol.items()}
+
+    def feats(missing: list[str]) -> dict[str, pl.DataFrame]:
+        stages.features += len(missing)
+        if batch:
+            out = compute_features(pl.concat([frames[s] for s in missing]), config)
+            return {str(k[0]): v for k, v in
+                    out.partition_by("symbol", as_dict=True, maintain_order=True).items()}
+        return {s: compute_features(frames[s], config) for s in missing}
+
+    fkey = _settings(config, "features")
+    features = _per_symbol(manager, "features", {
+        s: fingerprint(["features", tag, FEATURES_VERSION, fkey, fps[s]]) for s in syms},
+        feats)
+
+    def regimes_of(missing: list[str]) -> dict[str, str]:
+        stages.regime += len(missing)
+        if batch:
+            return detect_regime(pl.concat([features[s] for s in missing]), config)
+        return {s: detect_regime(features[s], config)[s] for s in missing}
+
+    rkey = _settings(config, "features", "regime")
+    regimes = _per_symbol(manager, "regime", {
+        s: fingerprint(["regime", tag, rkey, fps[s]]) for s in syms}, regimes_of)
+
+    coord = AlphaEngineCoordinator(config)
+    if batch:
+        signals = coord.generate_all_signals_batch(features, regimes)
+    else:
+        signals = {s: coord.generate_all_signals(features[s], regimes[s]) for s in syms}
+    best = {s: best_signal(signals[s]) for s in syms}
+
+    model = load_model(config)
+    last_rows = {s: features[s].tail(1) for s in syms}
+
+    def predict(missing: list[str]) -> dict[str, float | None]:
+        stages.predictions += len(missing)
+        if batch:
+            probs = model.predict_proba(pl.concat([last_rows[s] for s in missing]))
+        else:
+            probs = [model.predict_proba(last_rows[s])[0] for s in missing]
+        return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
+                                                                   strict=True)}
+
+    probs = _per_symbol(manager, "predictions", {
+        s: fingerprint(["predictions", model.version, last_rows[s]]) for s in syms}, predict)
+
+    vz_col = f"volume_z_{config.features.volume_z_period}"
+    candidates = []
+    for s in syms:
+        b = best[s]
+        vz = last_rows[s][vz_col][0]
+        candidates.append(GateInput(
+            symbol=s, candle_time=last_rows[s]["open_time"][0],
+            direction=b.direction if b else "flat", strength=b.strength if b else 0.0,
+            probability=probs[s], regime=regimes[s], volume_z=vz,
+            engine=b.engine if b else ""))
+    records = cooldowns.snapshot()
+    correlation = _correlation_for_gates(config, candles, syms)
+    relevant = sorted(
+        (r.symbol, r.direction, r.candle_time.isoformat()) for r in records
+        if r.symbol in syms)
+    corr_part = None if correlation is None else (list(correlation[0]), correlation[1])
+
+    def gate() -> list[Any]:
+        stages.gates += 1
+        return evaluate_gates(candidates, records, config.gates, correlation)
+
+    decisions = manager.get_or_compute("gates", fingerprint(
+        ["gates", tag, _settings(config, "gates"), [dataclasses.astuple(c)
+                                                    for c in candidates],
+         relevant, corr_part]), gate)
+
     rows = []
-    for sym, part in candles.group_by("symbol", maintain_order=True):
-        rows.append(SymbolResult(symbol=str(sym[0]), candle_time=part["open_time"][-1],
-                                 close=float(part["close"][-1])))
+    for s, c, d in zip(syms, candidates, decisions, strict=True):
+        b = best[s]
+        rows.append(SymbolResult(
+            symbol=s, candle_time=c.candle_time, close=float(last_rows[s]["close"][0]),
+            regime=regimes[s], direction=c.direction, strength=c.strength,
+            probability=probs[s], engine=b.engine if b else None,
+            gate_passed=d.passed, gate_reasons=d.reasons))
+    rows.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
+    new_records = [CooldownRecord(r.symbol, r.direction or "flat", r.candle_time)
+                   for r in rows if r.gate_passed]
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
-                         symbols=rows)
+                         symbols=rows), new_records
+
+
+def _correlation_for_gates(config: Config, candles: pl.DataFrame,
+                           syms: list[str]) -> tuple[list[str], Any] | None:
+    """The stored rolling correlation matrix, brought up to date (only moved symbols)."""
+    if len(syms) < 2:
+        return None
+    from botopt.core._correlation import update_correlation
+
+    result = update_correlation(config, candles)
+    return list(result.symbols), result.matrix
+
+
+def _record(config: Config, result: SignalsResult, cooldowns: Any,
+            records: list[Any]) -> SignalsResult:
+    """Cooldowns, regime changes and notifications: each reported once across runs."""
+    from botopt.core._regime_state import RegimeState
+
+    added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
+    new = [s for s in result.symbols
+           if (s.symbol, s.direction, s.candle_time) in added]
+    from botopt.core._paths import state_dir
+
+    changes = RegimeState(state_dir(config, "gates") / "regimes.json").update(
+        [(s.symbol, s.regime, s.candle_time) for s in result.symbols if s.regime])
+    return dataclasses.replace(result, new_signals=new, regime_changes=changes)

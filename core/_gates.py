@@ -1,0 +1,196 @@
+"""Gates: the per-signal decision to pass or block, with every reason recorded.
+
+Evaluation is a pure function of its inputs (candidates, a snapshot of the cooldown records,
+the correlation matrix, the config), so a cached decision equals an uncached one. Recording
+passed signals into the cooldown store is a separate step done under a file lock, because
+overlapping cron runs share that store.
+
+Time is candle time, never the wall clock: replays with ``--as-of`` give the same decisions.
+A record made for the very candle being evaluated does not block it (re-running a minute
+later on the same candle must give the same answer, not "cooldown").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from botopt.core._codec import register_type
+from botopt.core._config import GatesConfig
+from botopt.core._fs import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class GateInput:
+    symbol: str
+    candle_time: datetime
+    direction: str
+    strength: float
+    probability: float | None  # P(up) from the model; None when it has no value
+    regime: str
+    volume_z: float | None
+    engine: str = ""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": list(self.reasons)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GateDecision:
+        return cls(bool(d["passed"]), tuple(d["reasons"]))
+
+
+register_type(GateDecision)
+
+
+@dataclass(frozen=True)
+class CooldownRecord:
+    symbol: str
+    direction: str
+    candle_time: datetime
+
+    def key(self) -> tuple[str, str, str]:
+        return (self.symbol, self.direction, self.candle_time.isoformat())
+
+
+def directional_probability(p_up: float | None, direction: str) -> float | None:
+    if p_up is None or math.isnan(p_up):
+        return None
+    return p_up if direction == "long" else 1.0 - p_up
+
+
+def evaluate_gates(
+    candidates: Sequence[GateInput],
+    records: Iterable[CooldownRecord],
+    config: GatesConfig,
+    correlation: tuple[Sequence[str], Any] | None = None,
+) -> list[GateDecision]:
+    """One decision per candidate, in the order given.
+
+    Candidates are judged strongest first, so for the correlation gate a stronger signal in
+    this run counts as already active for a weaker, correlated one.
+    """
+    cooldown = timedelta(seconds=config.cooldown_seconds)
+    history = list(records)
+    index = {s: i for i, s in enumerate(correlation[0])} if correlation else {}
+    order = sorted(range(len(candidates)),
+                   key=lambda i: (-candidates[i].strength, candidates[i].symbol))
+    passed_now: list[GateInput] = []
+    decisions: dict[int, GateDecision] = {}
+    for i in order:
+        c = candidates[i]
+        reasons: list[str] = []
+        if c.direction == "flat":
+            reasons.append("no directional signal")
+        if c.strength < config.min_strength:
+            reasons.append(f"strength {c.strength:.2f} < {config.min_strength:.2f}")
+        p = directional_probability(c.probability, c.direction)
+        if p is None:
+            reasons.append("no model probability")
+        elif p < config.min_probability:
+            reasons.append(f"probability {p:.2f} < {config.min_probability:.2f}")
+        if config.block_high_vol and c.regime == "HIGH_VOL":
+            reasons.append("regime HIGH_VOL")
+        if c.volume_z is None or math.isnan(c.volume_z):
+            reasons.append("no volume z-score")
+        elif c.volume_z < config.min_volume_z:
+            reasons.append(f"volume z {c.volume_z:.2f} < {config.min_volume_z:.2f}")
+        for r in history:
+            if (r.symbol == c.symbol and r.direction == c.direction
+                    and c.candle_time - cooldown < r.candle_time < c.candle_time):
+                reasons.append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
+                break
+        if correlation is not None and c.symbol in index:
+            matrix = correlation[1]
+            active = [(r.symbol, r.candle_time) for r in history
+                      if r.direction == c.direction and r.symbol != c.symbol
+                      and c.candle_time - cooldown < r.candle_time <= c.candle_time]
+            active += [(o.symbol, o.candle_time) for o in passed_now
+                       if o.direction == c.direction]
+            for other, _ in active:
+                j = index.get(other)
+                if j is None:
+                    continue
+                rho = float(matrix[index[c.symbol], j])
+                if not math.isnan(rho) and rho > config.correlation_threshold:
+                    reasons.append(f"correlated {rho:.2f} with active {other} {c.direction}")
+                    break
+        decision = GateDecision(passed=not reasons, reasons=tuple(reasons))
+        if decision.passed:
+            passed_now.append(c)
+        decisions[i] = decision
+    return [decisions[i] for i in range(len(candidates))]
+
+
+class CooldownStore:
+    """Passed signals, kept between runs in a JSON file (atomic replace, file lock)."""
+
+    def __init__(self, path: Path, keep: timedelta = timedelta(days=2)) -> None:
+        self.path = path
+        self.keep = keep
+
+    def _read(self) -> list[CooldownRecord]:
+        try:
+            raw = json.loads(self.path.read_bytes())
+            return [CooldownRecord(r["symbol"], r["direction"],
+                                   datetime.fromisoformat(r["candle_time"]))
+                    for r in raw["records"]]
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError):
+            # A damaged file must not stop signals: start over (costs at most one cooldown).
+            import logging
+
+            logging.getLogger("botopt.gates").warning(
+                "cooldown state %s is damaged; starting afresh", self.path)
+            return []
+
+    def digest(self) -> str:
+        """A hash of the stored records (part of the whole-run cache key)."""
+        import hashlib
+
+        try:
+            return hashlib.blake2b(self.path.read_bytes(), digest_size=16).hexdigest()
+        except FileNotFoundError:
+            return "empty"
+
+    def snapshot(self) -> list[CooldownRecord]:
+        return self._read()
+
+    def record(self, passed: Iterable[CooldownRecord]) -> list[CooldownRecord]:
+        """Add records; return those that were not there yet (first run to see them wins)."""
+        from filelock import FileLock, Timeout
+
+        new_items = list(passed)
+        if not new_items:
+            return []
+        try:
+            with FileLock(str(self.path) + ".lock", timeout=10):
+                current = self._read()
+                known = {r.key() for r in current}
+                added = [r for r in new_items if r.key() not in known]
+                if added:
+                    merged = current + added
+                    newest = max(r.candle_time for r in merged)
+                    merged = [r for r in merged if r.candle_time > newest - self.keep]
+                    body = {"records": [{"symbol": r.symbol, "direction": r.direction,
+                                         "candle_time": r.candle_time.isoformat()}
+                                        for r in merged]}
+                    atomic_write_bytes(self.path, json.dumps(body).encode())
+                return added
+        except Timeout:
+            import logging
+
+            logging.getLogger("botopt.gates").warning(
+                "cooldown state %s is locked by another run; not recorded", self.path)
+            return []

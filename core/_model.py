@@ -1,0 +1,261 @@
+"""The prediction model: P(next candle closes up) for each symbol's latest features.
+
+The baseline is a logistic regression in numpy on scale-free transforms of the features, so
+one model serves BTC at 60,000 and a pair at 2e-05. It is trained deterministically (Newton
+steps with a small L2 penalty) on a time-ordered split: the holdout is strictly later than
+everything trained on. Users may plug in their own function instead
+(``model.predict = "pkg.mod:fn"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from botopt.core._config import Config, FeaturesConfig, ModelConfig
+from botopt.core._fs import atomic_write_bytes
+from botopt.core.errors import ModelError
+
+FORMAT = "botopt-logreg-1"
+BUNDLED = "default_model.json"
+
+
+def input_exprs(fc: FeaturesConfig) -> dict[str, pl.Expr]:
+    """Scale-free model inputs, derived from the feature columns."""
+    n = fc.adx_period
+    close = pl.col("close")
+    return {
+        "rsi": pl.col(f"rsi_{fc.rsi_period}") * 0.01 - 0.5,
+        "adx": pl.col(f"adx_{n}") * 0.01,
+        "di_spread": (pl.col(f"plus_di_{n}") - pl.col(f"minus_di_{n}")) * 0.01,
+        "ema_spread": (pl.col(f"ema_{fc.ema_fast}") - pl.col(f"ema_{fc.ema_slow}")) / close,
+        "atr_rel": pl.col(f"atr_{fc.atr_period}") / close,
+        "bb_width": pl.col(f"bb_width_{fc.bb_period}"),
+        "vol": pl.col(f"vol_{fc.vol_period}"),
+        "volume_z": pl.col(f"volume_z_{fc.volume_z_period}"),
+        "log_return": pl.col("log_return"),
+    }
+
+
+def design_matrix(rows: pl.DataFrame, names: Sequence[str], fc: FeaturesConfig) -> np.ndarray:
+    exprs = input_exprs(fc)
+    unknown = [n for n in names if n not in exprs]
+    if unknown:
+        raise ModelError(f"model uses unknown input {unknown[0]!r}")
+    return rows.select([exprs[n].alias(n) for n in names]).to_numpy().astype(np.float64)
+
+
+class Predictor(Protocol):
+    @property
+    def version(self) -> str: ...
+
+    def predict_proba(self, rows: pl.DataFrame) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class LogisticModel:
+    names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+    features: FeaturesConfig
+    meta: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def version(self) -> str:
+        body = json.dumps([FORMAT, self.names, self.mean, self.std, self.weights, self.bias,
+                           sorted(vars(self.features).items())], sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def predict_proba(self, rows: pl.DataFrame) -> np.ndarray:
+        """P(up) per row; NaN where an input is missing (warm-up)."""
+        x = design_matrix(rows, self.names, self.features)
+        z = (x - np.asarray(self.mean)) / np.asarray(self.std)
+        # A per-row sum (not a BLAS matmul) so one row alone gives the same bits as in a batch.
+        logits = np.sum(z * np.asarray(self.weights), axis=1) + self.bias
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": self.version, "inputs": list(self.names),
+                "mean": list(self.mean), "std": list(self.std),
+                "weights": list(self.weights), "bias": self.bias,
+                "features": vars(self.features), "meta": dict(self.meta)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str) -> LogisticModel:
+        try:
+            if d.get("format") != FORMAT:
+                raise ValueError(f"format {d.get('format')!r}, expected {FORMAT!r}")
+            model = cls(names=tuple(d["inputs"]), mean=tuple(map(float, d["mean"])),
+                        std=tuple(map(float, d["std"])),
+                        weights=tuple(map(float, d["weights"])), bias=float(d["bias"]),
+                        features=FeaturesConfig(**d["features"]),
+                        meta=tuple(sorted(d.get("meta", {}).items())))
+            if not len(model.names) == len(model.mean) == len(model.std) == len(model.weights):
+                raise ValueError("inputs, mean, std and weights differ in length")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: not a botopt model ({exc})") from None
+        if d.get("version") not in (None, model.version):
+            raise ModelError(f"{where}: version hash does not match its weights (edited?)")
+        return model
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(path, json.dumps(self.to_json(), indent=1).encode(), mode=0o644)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: LogisticModel
+    train_rows: int
+    holdout_rows: int
+    holdout_start: str
+    accuracy: float
+    log_loss: float
+    baseline_accuracy: float
+    baseline_log_loss: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.model.version, "train_rows": self.train_rows,
+                "holdout_rows": self.holdout_rows, "holdout_start": self.holdout_start,
+                "accuracy": self.accuracy, "log_loss": self.log_loss,
+                "baseline_accuracy": self.baseline_accuracy,
+                "baseline_log_loss": self.baseline_log_loss}
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def training_set(features: pl.DataFrame, interval_ms: int,
+                 fc: FeaturesConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, open_time_ms) with y = next candle closes up. A row whose next candle is
+    missing (gap, or the end) has no label and is dropped, as is a row with a null input."""
+    names = list(input_exprs(fc))
+    nxt = features.with_columns(
+        _next_ret=pl.col("log_return").shift(-1).over("symbol"),
+        _next_t=pl.col("open_time").shift(-1).over("symbol"),
+    ).filter((pl.col("_next_t") - pl.col("open_time")).dt.total_milliseconds() == interval_ms)
+    x = design_matrix(nxt, names, fc)
+    y = (nxt["_next_ret"].to_numpy() > 0).astype(np.float64)
+    t = nxt["open_time"].dt.epoch("ms").to_numpy()
+    keep = np.isfinite(x).all(axis=1)
+    return x[keep], y[keep], t[keep]
+
+
+def train_model(features: pl.DataFrame, *, interval_ms: int,
+                features_config: FeaturesConfig | None = None,
+                holdout_fraction: float = 0.2, l2: float = 1e-2) -> TrainResult:
+    fc = features_config or FeaturesConfig()
+    x, y, t = training_set(features, interval_ms, fc)
+    if len(y) < 100:
+        raise ModelError(f"only {len(y)} labelled rows: not enough to train (need 100)")
+    cut = np.quantile(t, 1 - holdout_fraction, method="lower")
+    train, hold = t < cut, t >= cut
+    if train.sum() < 50 or hold.sum() < 20:
+        raise ModelError("not enough rows on one side of the time split")
+    mean = x[train].mean(axis=0)
+    std = x[train].std(axis=0)
+    std[std == 0] = 1.0
+    z = (x - mean) / std
+    zt, yt = z[train], y[train]
+    a = np.hstack([zt, np.ones((len(yt), 1))])
+    w = np.zeros(a.shape[1])
+    reg = np.eye(a.shape[1]) * l2
+    reg[-1, -1] = 0.0
+    for _ in range(25):  # Newton/IRLS: converges in a handful of steps, deterministically
+        p = 1 / (1 + np.exp(-(a @ w)))
+        grad = a.T @ (p - yt) / len(yt) + reg @ w
+        hess = (a * (p * (1 - p))[:, None]).T @ a / len(yt) + reg
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    names = tuple(input_exprs(fc))
+    model = LogisticModel(names=names, mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+                          weights=tuple(w[:-1].tolist()), bias=float(w[-1]), features=fc,
+                          meta=(("holdout_fraction", holdout_fraction), ("l2", l2),
+                                ("train_rows", int(train.sum()))))
+    ph = 1 / (1 + np.exp(-(np.hstack([z[hold], np.ones((int(hold.sum()), 1))]) @ w)))
+    yh = y[hold]
+    base_p = float(yt.mean())
+    majority = 1.0 if base_p >= 0.5 else 0.0
+    from datetime import datetime, timezone
+
+    return TrainResult(
+        model=model, train_rows=int(train.sum()), holdout_rows=int(hold.sum()),
+        holdout_start=datetime.fromtimestamp(cut / 1000, tz=timezone.utc).isoformat(),
+        accuracy=float(np.mean((ph >= 0.5) == (yh == 1))), log_loss=_log_loss(yh, ph),
+        baseline_accuracy=float(np.mean(yh == majority)),
+        baseline_log_loss=_log_loss(yh, np.full_like(yh, base_p)),
+    )
+
+
+@dataclass(frozen=True)
+class PluginPredictor:
+    """A user's ``pkg.mod:fn`` taking the rows frame and returning one P(up) per row."""
+
+    target: str
+    fn: Any
+    version: str
+
+    def predict_proba(self, rows: pl.DataFrame) -> np.ndarray:
+        try:
+            out = self.fn(rows)
+            arr = np.array([math.nan if v is None else float(v) for v in out], dtype=float)
+        except Exception as exc:
+            raise ModelError(f"model {self.target} failed: {type(exc).__name__}: {exc}"
+                             ) from exc
+        if arr.shape != (rows.height,):
+            raise ModelError(f"model {self.target} returned {arr.size} values for "
+                             f"{rows.height} rows")
+        if np.any((arr < 0) | (arr > 1)):
+            raise ModelError(f"model {self.target} returned a probability outside [0, 1]")
+        return arr
+
+
+def _load_plugin(target: str) -> PluginPredictor:
+    mod_name, _, fn_name = target.partition(":")
+    if not mod_name or not fn_name:
+        raise ModelError(f"model.predict {target!r}: expected 'package.module:function'")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as exc:
+        raise ModelError(f"model.predict {target!r}: cannot import {mod_name} "
+                         f"({type(exc).__name__}: {exc})") from exc
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise ModelError(f"model.predict {target!r}: {mod_name} has no function {fn_name}")
+    # The cache key must change when the user's code changes: hash the module's source.
+    src = getattr(mod, "__file__", None)
+    digest = hashlib.sha256(Path(src).read_bytes()).hexdigest()[:16] if src else "nosrc"
+    return PluginPredictor(target, fn, f"plugin:{target}:{digest}")
+
+
+def load_model(config: ModelConfig | Config | None = None) -> Predictor:
+    mc = config.model if isinstance(config, Config) else (config or ModelConfig())
+    if mc.predict:
+        return _load_plugin(mc.predict)
+    if mc.path is not None:
+        path = Path(mc.path)
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise ModelError(f"model file not found: {path}") from None
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path}: cannot read model ({exc})") from exc
+        return LogisticModel.from_json(data, str(path))
+    from importlib.resources import files
+
+    data = json.loads(files("botopt.core").joinpath(BUNDLED).read_bytes())
+    return LogisticModel.from_json(data, f"bundled {BUNDLED}")

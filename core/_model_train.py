@@ -1,0 +1,26 @@
+"""``botopt model train``: load candles, compute features, train, save."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from botopt.core._candles import interval_ms, load_candles, parse_symbols
+from botopt.core._config import Config
+from botopt.core._features import compute_features
+from botopt.core._model import TrainResult, train_model
+from botopt.core._paths import cache_dir_for, ensure_dir
+
+
+def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,
+                   as_of: str | None = None, output: Path | None = None,
+                   holdout_fraction: float = 0.2) -> tuple[TrainResult, Path]:
+    syms = parse_symbols(symbols if symbols else config.data.symbols)
+    candles = load_candles(syms, config=config, as_of=as_of)
+    features = compute_features(candles, config)
+    result = train_model(features, interval_ms=interval_ms(config.data.interval),
+                         features_config=config.features, holdout_fraction=holdout_fraction)
+    if output is None:
+        output = ensure_dir(cache_dir_for(config)) / "model.json"
+    result.model.save(output)
+    return result, output
