@@ -26,6 +26,8 @@ COMMAND_MODULES: list[str] = [
     "config",
     "signals",
     "model",
+    "correlations",
+    "cache",
 ]
 
 

@@ -168,7 +168,15 @@ class CacheManager:
 
         try:
             yield
-        except (diskcache.Timeout, _Uncacheable) as exc:
+        except diskcache.Timeout as exc:
+            # diskcache reports every failed BEGIN as Timeout; the SQLite error it replaced
+            # tells lock contention (recompute) from a read-only or full disk (degrade).
+            cause = str(exc.__context__ or "")
+            if "locked" in cause or "busy" in cause or not cause:
+                log.debug("cache %s busy; recomputing", name)
+            else:
+                self._degrade(exc.__context__ or exc)
+        except _Uncacheable as exc:
             log.debug("cache %s: %s; recomputing", name, exc)
         except sqlite3.OperationalError as exc:
             text = str(exc)

@@ -231,17 +231,25 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
     """
     from botopt.core._cache import CacheManager
     from botopt.core._candles import parse_symbols
-    from botopt.core._paths import state_dir
 
     syms = parse_symbols(symbols)
     now = as_of or datetime.now(timezone.utc)
+    own_manager = manager is None
     if manager is None:
         manager = CacheManager.from_config(config)
-    if not use_cache:
-        manager = dataclasses.replace(manager, enabled=False, _caches={}, _counts={})
-    stages = stages if stages is not None else _Stages()
+    try:
+        return _run(config, syms, now, manager if use_cache else dataclasses.replace(
+            manager, enabled=False, _caches={}, _counts={}), batch, side_effects,
+            stages if stages is not None else _Stages())
+    finally:
+        if own_manager:
+            manager.close()  # one statistics write per run, not one per read
 
+
+def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
+         batch: bool, side_effects: bool, stages: _Stages) -> SignalsResult:
     from botopt.core._gates import CooldownStore
+    from botopt.core._paths import state_dir
 
     cooldowns = CooldownStore(state_dir(config, "gates") / "cooldowns.json")
     cooldown_digest = cooldowns.digest()

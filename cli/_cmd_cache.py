@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from botopt.cli import _options as opt
+from botopt.cli._context import get_state
+from botopt.cli._render import print_json, print_table
+
+
+def _bar(rate: float, width: int = 20) -> str:
+    full = round(rate * width)
+    return "█" * full + "░" * (width - full)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("cache-stats")
+    def cache_stats(ctx: typer.Context, json_out: bool = opt.JSON) -> None:
+        """Hits, misses, hit rate, entries, size and time saved per cache."""
+        # Deliberately light: no polars or numpy on this path (cron runs it every minute).
+        from botopt.core._cache import get_cache_stats
+        from botopt.core._paths import cache_dir_for
+
+        state = get_state(ctx)
+        cfg = state.config()
+        cc = cfg.cache
+        stats = get_cache_stats(cache_dir_for(cfg), ttls={
+            "features": cc.features_ttl, "predictions": cc.predictions_ttl,
+            "regime": cc.regime_ttl, "gates": cc.gates_ttl})
+        if json_out:
+            print_json({"caches": stats})
+            return
+        if state.quiet:
+            return
+        rows = []
+        for name, s in stats.items():
+            rate = f"{s['hit_rate']:6.1%}"
+            rows.append((name, f"{_bar(s['hit_rate'])} {rate}" if state.is_terminal else rate,
+                         s["hits"], s["misses"], s["entries"],
+                         f"{s['size_bytes'] / 1024:.1f} KiB",
+                         "-" if s["ttl_seconds"] is None else f"{s['ttl_seconds']:g} s",
+                         f"{s['time_saved_seconds']:.3f} s"))
+        print_table(state, f"caches in {cache_dir_for(cfg)}",
+                    ["cache", "hit rate", "hits", "misses", "entries", "size", "ttl",
+                     "time saved"], rows)
+
+    @app.command("cache-clear")
+    def cache_clear(
+        ctx: typer.Context,
+        cache: Optional[str] = typer.Option(None, "--cache", help="Only this cache "
+                                            "(features, predictions, regime, gates, ...)."),
+    ) -> None:
+        """Delete cached entries (all caches, or one) and their statistics."""
+        from botopt.core._cache import clear_cache
+        from botopt.core._paths import cache_dir_for
+
+        state = get_state(ctx)
+        cleared = clear_cache(cache, cache_dir_for(state.config()))
+        state.notice(f"cleared {', '.join(cleared)}")

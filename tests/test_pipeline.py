@@ -1,0 +1,132 @@
+"""The signals pipeline: batch == per-symbol, cached == uncached, only closed candles."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from typer.testing import CliRunner
+
+from botopt.cli.main import app
+from botopt.core import load_config
+from botopt.core._cache import CacheManager
+from botopt.core._pipeline import _Stages, run_signals
+
+runner = CliRunner()
+SAMPLE = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
+T0 = datetime(2026, 9, 19, 6, 0, 30, tzinfo=timezone.utc)
+
+
+def cfg_for(tmp_path, **extra):
+    return load_config(overrides={"cache.dir": str(tmp_path / "cache"), **extra})
+
+
+def test_batch_equals_sequential_on_sample_and_real_data(tmp_path, shared_data):
+    cfg = cfg_for(tmp_path)
+    for minutes in (0, 600, 3000):
+        now = T0 + timedelta(minutes=minutes)
+        batch = run_signals(cfg, SAMPLE, as_of=now, use_cache=False, side_effects=False)
+        seq = run_signals(cfg, SAMPLE, as_of=now, use_cache=False, side_effects=False,
+                          batch=False)
+        assert batch == seq
+    real = cfg_for(tmp_path, **{"data.source": "local",
+                                "data.data_dir": str(shared_data / "candles" / "5m")})
+    syms = ["ADA_BTC", "DASH_BTC", "ETC_BTC", "ETH_BTC", "LTC_BTC", "NXT_BTC", "TRX_BTC",
+            "XLM_BTC", "XMR_BTC", "ZEC_BTC"]
+    now = datetime(2018, 1, 25, 13, 2, tzinfo=timezone.utc)
+    assert run_signals(real, syms, as_of=now, use_cache=False, side_effects=False) == \
+        run_signals(real, syms, as_of=now, use_cache=False, side_effects=False, batch=False)
+
+
+def test_cached_equals_uncached_over_a_replay(tmp_path):
+    """An hour of cron runs every 60 s: each cached answer equals the uncached one, and the
+    caches are actually used."""
+    clock = [T0.timestamp()]
+    cfg = cfg_for(tmp_path, **{"cache.features_ttl": 600, "cache.regime_ttl": 600,
+                               "cache.predictions_ttl": 600, "cache.gates_ttl": 600})
+    mgr = CacheManager.from_config(cfg, clock=lambda: clock[0])
+    stages = _Stages()
+    for k in range(60):
+        now = T0 + timedelta(seconds=60 * k)
+        clock[0] = now.timestamp()
+        cached = run_signals(cfg, SAMPLE[:3], as_of=now, manager=mgr, stages=stages)
+        fresh = run_signals(cfg, SAMPLE[:3], as_of=now, use_cache=False,
+                            side_effects=False)
+        assert cached == fresh, now
+    counts = mgr.counters()
+    assert counts["signals"]["hits"] >= 40  # 4 of 5 minutes share a candle
+    assert stages.features <= 3 * 13  # one computation per symbol per new candle (+1)
+
+
+def test_new_candle_invalidates_and_ttl_expires(tmp_path):
+    clock = [T0.timestamp()]
+    cfg = cfg_for(tmp_path)
+    mgr = CacheManager.from_config(cfg, clock=lambda: clock[0])
+    a = run_signals(cfg, ["BTCUSDT"], as_of=T0, manager=mgr)
+    b = run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr)
+    assert a.symbols[0].candle_time + timedelta(minutes=5) == b.symbols[0].candle_time
+    assert not b.from_cache
+    clock[0] += 20  # within every TTL (the shortest stage here, predictions, is 30 s)
+    assert run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr
+                       ).from_cache
+    clock[0] += 3600  # every TTL has passed: recomputed, same answer
+    c = run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr)
+    assert not c.from_cache and c == b
+
+
+def test_changed_setting_is_a_miss(tmp_path):
+    cfg = cfg_for(tmp_path)
+    mgr = CacheManager.from_config(cfg)
+    run_signals(cfg, SAMPLE[:2], as_of=T0, manager=mgr)
+    other = cfg_for(tmp_path, **{"gates.min_strength": 0.0, "gates.min_probability": 0.0})
+    r = run_signals(other, SAMPLE[:2], as_of=T0, manager=CacheManager.from_config(other))
+    assert not r.from_cache
+    assert r == run_signals(other, SAMPLE[:2], as_of=T0, use_cache=False, side_effects=False)
+
+
+def test_passed_signal_recorded_once_and_cooldown_blocks_later(tmp_path):
+    cfg = cfg_for(tmp_path, **{"gates.min_strength": 0.0, "gates.min_probability": 0.0,
+                               "gates.block_high_vol": False, "gates.min_volume_z": -99.0,
+                               "gates.correlation_threshold": 1.0})
+    first = run_signals(cfg, SAMPLE, as_of=T0)
+    assert first.passed and first.new_signals == first.passed
+    again = run_signals(cfg, SAMPLE, as_of=T0)
+    assert again == first and again.new_signals == []
+    # What the cache served equals a fresh computation against the updated cooldown state.
+    assert run_signals(cfg, SAMPLE, as_of=T0, use_cache=False, side_effects=False) == first
+    later = run_signals(cfg, SAMPLE, as_of=T0 + timedelta(minutes=5), use_cache=False)
+    blocked = [s for s in later.symbols if any(r.startswith("cooldown") for r in
+                                                 s.gate_reasons)]
+    same_dir = {(s.symbol, s.direction) for s in first.passed}
+    assert all((s.symbol, s.direction) in same_dir for s in blocked)
+    assert blocked or not same_dir & {(s.symbol, s.direction) for s in later.symbols}
+
+
+def test_signals_json_cli(tmp_path):
+    result = runner.invoke(app, ["--cache-dir", str(tmp_path / "c"), "signals", "--symbols",
+                                 "btcusdt,ETHUSDT,SOLUSDT", "--as-of", "2026-09-20T12:00Z",
+                                 "--json"])
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["as_of"] == "2026-09-20T12:00:00Z" and out["interval"] == "5m"
+    assert out["source"] == "sample"
+    assert {s["symbol"] for s in out["signals"]} == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    for s in out["signals"]:
+        assert s["candle_time"] == "2026-09-20T11:55:00Z"
+        assert s["regime"] in ("TREND_UP", "TREND_DOWN", "RANGE", "HIGH_VOL")
+        assert set(s["gate"]) == {"passed", "reasons"} and isinstance(s["gate"]["passed"], bool)
+        assert s["direction"] in ("long", "short", "flat")
+    no_cache = runner.invoke(app, ["--cache-dir", str(tmp_path / "c"), "signals", "--symbols",
+                                   "BTCUSDT,ETHUSDT,SOLUSDT", "--as-of", "2026-09-20T12:00Z",
+                                   "--json", "--no-cache"])
+    assert json.loads(no_cache.stdout) == out
+    plain = runner.invoke(app, ["--cache-dir", str(tmp_path / "c"), "signals", "-s", "BTCUSDT",
+                                "--as-of", "2026-09-20T12:00Z"])
+    assert plain.exit_code == 0 and "BTCUSDT" in plain.stdout and "\x1b[" not in plain.stdout
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_single_symbol_and_pairs_work(tmp_path, n):
+    r = run_signals(cfg_for(tmp_path), SAMPLE[:n], as_of=T0)
+    assert len(r.symbols) == n
