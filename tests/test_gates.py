@@ -1,0 +1,94 @@
+"""Gates: each rule alone and together, reasons recorded, cooldowns shared across runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from botopt.core._config import GatesConfig
+from botopt.core._gates import CooldownRecord, CooldownStore, GateInput, evaluate_gates
+
+T = datetime(2026, 9, 20, 12, 0, tzinfo=timezone.utc)
+CFG = GatesConfig(min_strength=0.3, min_probability=0.55, block_high_vol=True,
+                  min_volume_z=-1.0, cooldown_seconds=1800, correlation_threshold=0.8)
+
+
+def cand(symbol="A", direction="long", strength=0.6, p=0.7, regime="TREND_UP", vz=0.0,
+         t=T):
+    return GateInput(symbol, t, direction, strength, p, regime, vz)
+
+
+def test_each_gate_alone():
+    assert evaluate_gates([cand()], [], CFG)[0].passed
+    cases = {
+        "strength 0.10 < 0.30": cand(strength=0.1),
+        "probability 0.40 < 0.55": cand(p=0.4),
+        "probability 0.30 < 0.55": cand(direction="short", p=0.7),
+        "regime HIGH_VOL": cand(regime="HIGH_VOL"),
+        "volume z -2.00 < -1.00": cand(vz=-2.0),
+        "no model probability": cand(p=None),
+        "no directional signal": cand(direction="flat"),
+    }
+    for reason, c in cases.items():
+        d = evaluate_gates([c], [], CFG)[0]
+        assert not d.passed and reason in d.reasons, (reason, d)
+
+
+def test_all_failing_reasons_are_listed():
+    d = evaluate_gates([cand(strength=0.1, p=0.2, regime="HIGH_VOL")], [], CFG)[0]
+    assert len(d.reasons) == 3
+
+
+def test_cooldown_uses_candle_time_and_ignores_the_same_candle():
+    rec = [CooldownRecord("A", "long", T - timedelta(minutes=10))]
+    assert "cooldown" in evaluate_gates([cand()], rec, CFG)[0].reasons[0]
+    assert evaluate_gates([cand(direction="short", p=0.2)], rec, CFG)[0].passed
+    assert evaluate_gates([cand(t=T + timedelta(hours=1))], rec, CFG)[0].passed
+    same = [CooldownRecord("A", "long", T)]
+    assert evaluate_gates([cand()], same, CFG)[0].passed
+
+
+def test_correlation_gate():
+    corr = (["A", "B", "C"], np.array([[1, 0.9, 0.1], [0.9, 1, 0.2], [0.1, 0.2, 1]]))
+    ds = evaluate_gates([cand("A", strength=0.5), cand("B", strength=0.9),
+                         cand("C", strength=0.4)], [], CFG, corr)
+    assert [d.passed for d in ds] == [False, True, True]
+    assert "correlated 0.90 with active B long" in ds[0].reasons
+    active = [CooldownRecord("B", "long", T - timedelta(minutes=5))]
+    assert not evaluate_gates([cand("A")], active, CFG, corr)[0].passed
+    assert evaluate_gates([cand("A")], active, CFG, None)[0].passed  # no matrix: no gate
+
+
+def test_cooldown_store_between_runs(tmp_path):
+    path = tmp_path / "cooldowns.json"
+    first = CooldownStore(path).record([CooldownRecord("A", "long", T)])
+    assert len(first) == 1
+    again = CooldownStore(path).record([CooldownRecord("A", "long", T),
+                                        CooldownRecord("B", "short", T)])
+    assert [r.symbol for r in again] == ["B"]
+    assert {r.symbol for r in CooldownStore(path).snapshot()} == {"A", "B"}
+    path.write_text("{broken")
+    assert CooldownStore(path).snapshot() == []
+
+
+WRITER = r"""
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from botopt.core._gates import CooldownRecord, CooldownStore
+store = CooldownStore(Path(sys.argv[1]))
+base = datetime(2026, 9, 20, tzinfo=timezone.utc)
+for i in range(30):
+    store.record([CooldownRecord(f"S{sys.argv[2]}", "long", base + timedelta(minutes=5 * i))])
+"""
+
+
+def test_concurrent_processes_lose_no_record(tmp_path):
+    path = tmp_path / "cooldowns.json"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(i)])
+             for i in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert len(CooldownStore(path).snapshot()) == 120
