@@ -24,12 +24,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compute ranked, gated signals from the last closed candles of each symbol."""
         from botopt.core._candles import parse_as_of, parse_symbols
+        from botopt.core._events import run_events
         from botopt.core._pipeline import run_signals
 
         state = get_state(ctx)
         cfg = state.config(**opt.data_overrides(interval, source, data_dir))
         syms = parse_symbols(symbols if symbols else cfg.data.symbols)
-        result = run_signals(cfg, syms, as_of=parse_as_of(as_of), use_cache=not no_cache)
+        with run_events("signals") as counts:
+            result = run_signals(cfg, syms, as_of=parse_as_of(as_of), use_cache=not no_cache)
+            counts.update(symbols=len(result.symbols), passed=len(result.passed),
+                          cached=result.from_cache)
         if json_out:
             print_json(result.to_dict())
             return

@@ -28,6 +28,8 @@ COMMAND_MODULES: list[str] = [
     "model",
     "correlations",
     "cache",
+    "notify",
+    "monitor",
 ]
 
 

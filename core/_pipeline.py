@@ -412,4 +412,30 @@ def _record(config: Config, result: SignalsResult, cooldowns: Any,
 
     changes = RegimeState(state_dir(config, "gates") / "regimes.json").update(
         [(s.symbol, s.regime, s.candle_time) for s in result.symbols if s.regime])
+    _publish(config, new, changes)
     return dataclasses.replace(result, new_signals=new, regime_changes=changes)
+
+
+def _publish(config: Config, new: list[SymbolResult],
+             changes: list[tuple[str, str | None, str]]) -> None:
+    """Queue notifications and emit events for what is new. A broken queue costs a warning:
+    it must never fail or slow the signals run itself."""
+    from botopt.core._events import emit
+    from botopt.core._notify import enqueue
+    from botopt.core.errors import NotifyError
+
+    items = [{"type": "signal", "data": {k: v for k, v in s.to_dict().items()
+                                         if k != "gate"}} for s in new]
+    items += [{"type": "regime_change", "data": {"symbol": sym, "old": old, "new": new_}}
+              for sym, old, new_ in changes]
+    queued = True
+    try:
+        enqueue(config, items)
+    except NotifyError as exc:
+        queued = False
+        log.warning("notifications not queued: %s", exc)
+    for s in new:
+        emit("signal_passed", symbol=s.symbol, direction=s.direction, engine=s.engine,
+             strength=s.strength, candle_time=_iso(s.candle_time), queued=queued)
+    for sym, old, new_ in changes:
+        emit("regime_changed", symbol=sym, old=old, new=new_, queued=queued)

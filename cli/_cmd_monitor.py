@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import typer
+
+from botopt.cli import _options as opt
+from botopt.cli._context import get_state
+from botopt.cli._render import print_json, print_table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("monitor")
+    def monitor(
+        ctx: typer.Context,
+        once: bool = typer.Option(False, "--once", help="Handle pending events and due "
+                                  "checks, then exit (for cron)."),
+        json_out: bool = opt.JSON,
+    ) -> None:
+        """Watch botopt's activity: alert on failures, stalls and stuck notifications."""
+        from botopt.core._monitor import run_monitor
+
+        state = get_state(ctx)
+        cfg = state.config()
+        if not once:
+            state.notice("monitor running; Ctrl-C or SIGTERM stops it")
+        result = run_monitor(cfg, once=once)
+        data = {"events_handled": result.events_handled, "checks_run": result.checks_run,
+                "notifications_queued": result.notifications_queued,
+                "wakeups": result.wakeups, "busy": result.busy}
+        if json_out:
+            print_json(data)
+        elif result.busy:
+            state.notice("another monitor is running; nothing to do")
+        elif not state.quiet:
+            print(f"handled {result.events_handled} event(s), ran {result.checks_run} "
+                  f"check(s), queued {result.notifications_queued} notification(s)")
+
+    @app.command("status")
+    def status(ctx: typer.Context, json_out: bool = opt.JSON) -> None:
+        """Last run, recent failures, pending events, notification backlog, monitor."""
+        from datetime import datetime, timezone
+
+        from botopt.core._monitor import get_status
+
+        state = get_state(ctx)
+        data = get_status(state.config())
+        if json_out:
+            print_json(data)
+            return
+        if state.quiet:
+            return
+
+        def when(t: float | None) -> str:
+            return "never" if t is None else \
+                datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+        last = data["last_run"]
+        q = data["notifications"]
+        rows = [
+            ("last run", "none" if last is None else
+             f"{last['command']} {'ok' if last['ok'] else 'FAILED'} at "
+             f"{when(last['finished_at'])} ({last['duration_s']} s)"),
+            ("runs / failures (1 h)", f"{data['runs_last_hour']} / "
+             f"{data['failures_last_hour']}"),
+            ("events pending", data["events_pending"]),
+            ("notifications queued", q.get("pending", q.get("error"))),
+            ("last flush", when(data["last_flush_at"])),
+            ("monitor running", "yes" if data["monitor_running"] else "no"),
+        ]
+        print_table(state, "botopt status", ["", ""], rows)

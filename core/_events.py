@@ -1,0 +1,125 @@
+"""Events: what commands report about themselves, for the activity monitor.
+
+``emit`` appends one JSON line to ``events/events.log`` in the cache directory (a single
+``O_APPEND`` write, so concurrent emitters never interleave) and sends a one-byte datagram to
+the monitor's socket to wake it. It never blocks and never raises: an unwritable disk or no
+monitor costs the caller a debug line, nothing more. Kept free of heavy imports on purpose:
+every command calls it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from botopt.core._paths import current_cache_dir
+
+log = logging.getLogger("botopt.events")
+LOG_NAME = "events.log"
+_MAX_LINE = 3500  # below PIPE_BUF-sized writes, which Linux appends atomically
+
+
+def events_dir(root: Path | None = None) -> Path:
+    return (root or current_cache_dir()) / "events"
+
+
+def socket_path(directory: Path) -> Path:
+    """The monitor's wake-up socket. Unix socket paths are limited to ~107 bytes, so a deep
+    cache directory gets a short, stable path in the temp directory instead."""
+    p = directory / "monitor.sock"
+    if len(str(p)) < 100:
+        return p
+    digest = hashlib.blake2b(str(directory).encode(), digest_size=6).hexdigest()
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path("/tmp") / f"botopt-{uid}-{digest}.sock"
+
+
+def _line(event_type: str, data: dict[str, Any]) -> bytes:
+    record: dict[str, Any] = {"id": uuid.uuid4().hex, "t": time.time(), "type": event_type,
+              "pid": os.getpid(), "data": data}
+    raw = json.dumps(record, default=str, separators=(",", ":"))
+    if len(raw) > _MAX_LINE:
+        short: dict[str, Any] = {k: (str(v)[:200] if isinstance(v, str) else v)
+                                 for k, v in data.items()
+                                 if len(json.dumps(v, default=str)) < 400}
+        short["truncated"] = True
+        record["data"] = short
+        raw = json.dumps(record, default=str, separators=(",", ":"))[:_MAX_LINE]
+        if not raw.endswith("}"):
+            raw = json.dumps({**record, "data": {"truncated": True}}, separators=(",", ":"))
+    return (raw + "\n").encode()
+
+
+def emit(event_type: str, *, _root: Path | None = None, **data: Any) -> None:
+    """Record an event and wake a running monitor. Never blocks, never raises."""
+    try:
+        directory = events_dir(_root)
+        if not directory.is_dir():
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, _line(event_type, data))
+        finally:
+            os.close(fd)
+    except Exception as exc:  # the caller's work matters more than its log line
+        log.debug("event %s not recorded: %s", event_type, exc)
+        return
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.sendto(b"!", str(socket_path(directory)))
+        finally:
+            sock.close()
+    except OSError:
+        pass  # no monitor listening (or its buffer is full: it will read the log anyway)
+
+
+@contextmanager
+def run_events(command: str, root: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Emit run_started, then run_finished (duration, counts) or run_failed (error).
+
+    The body may put counts into the yielded dict.
+    """
+    counts: dict[str, Any] = {}
+    start = time.monotonic()
+    emit("run_started", _root=root, command=command)
+    try:
+        yield counts
+    except BaseException as exc:
+        from botopt.core._redact import redact
+
+        emit("run_failed", _root=root, command=command,
+             duration_s=round(time.monotonic() - start, 4),
+             error=redact(f"{type(exc).__name__}: {exc}")[:500])
+        raise
+    emit("run_finished", _root=root, command=command,
+         duration_s=round(time.monotonic() - start, 4), **counts)
+
+
+def read_events(directory: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete events from byte ``offset``; returns them and the offset after the last."""
+    path = directory / LOG_NAME
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+    except FileNotFoundError:
+        return [], 0
+    end = chunk.rfind(b"\n") + 1  # a line still being written is left for next time
+    out = []
+    for raw in chunk[:end].splitlines():
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            log.debug("skipping a damaged event line")
+    return out, offset + end
