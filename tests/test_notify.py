@@ -1,0 +1,281 @@
+"""Notifications against a fake Bot API on 127.0.0.1: batching, limits, errors, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from botopt.cli.main import app
+from botopt.core import batch_notify, load_config
+from botopt.core._notify import enqueue, flush_notifications, queue_stats
+from botopt.core._notify_format import MAX_LEN, render_batch, telegram_length
+from botopt.core._paths import set_current_cache_dir
+from botopt.core.errors import TelegramConfigError, UsageError
+from tests.fakes.telegram_server import FakeTelegram, VirtualClock, parse_entities
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+TOKEN = "123456789:AAtesttokentesttokentesttokentest"
+
+
+@pytest.fixture
+def vclock():
+    return VirtualClock()
+
+
+@pytest.fixture
+def fake(vclock):
+    server = FakeTelegram(token=TOKEN, clock=vclock.time).start()
+    yield server
+    server.stop()
+
+
+def make_config(tmp_path, fake, chat="-1001", **extra):
+    return load_config(overrides={"cache.dir": str(tmp_path / "cache"), "telegram.token": TOKEN,
+                                  "telegram.chat_id": chat, "telegram.api_url": fake.url,
+                                  **extra})
+
+
+def flush(cfg, vclock, **kw):
+    return flush_notifications(cfg, clock=vclock.time, sleep=vclock.sleep, **kw)
+
+
+def items(n, kind="signal"):
+    return [{"type": kind, "data": {"symbol": f"S{i}", "direction": "long", "close": 1.5,
+                                    "n": i}} for i in range(n)]
+
+
+def test_groups_by_type_at_most_five_per_message(tmp_path, fake, vclock):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(12) + items(3, "alert"), now=vclock.time())
+    result = flush(cfg, vclock)  # only the full groups are due yet
+    assert (result.notifications_sent, result.messages_sent, result.remaining) == (10, 2, 5)
+    vclock.sleep(31)
+    result = flush(cfg, vclock)
+    assert (result.notifications_sent, result.messages_sent, result.remaining) == (5, 2, 0)
+    texts = [m["shown"] for m in fake.received]
+    assert sum(t.count("LONG S") for t in texts) == 12
+    assert all(t.count("LONG S") <= 5 and "⚠️" not in t for t in texts if "Signals" in t)
+    assert 429 not in fake.responses
+
+
+def test_force_sends_everything(tmp_path, fake, vclock):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(2), now=vclock.time())
+    assert flush(cfg, vclock).notifications_sent == 0
+    assert flush(cfg, vclock, force=True).notifications_sent == 2
+
+
+def test_values_are_escaped(tmp_path, fake, vclock):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, [{"type": "alert", "data": {"message": "<b>x</b> & </i> AT&T"}}])
+    assert flush(cfg, vclock, force=True).messages_sent == 1
+    assert "<b>x</b> & </i> AT&T" in fake.received[0]["shown"]
+
+
+def test_429_waits_retry_after_and_remembers_it(tmp_path, fake, vclock):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(5))
+    fake.script = ["429:7"]
+    t0 = vclock.time()
+    assert flush(cfg, vclock).notifications_sent == 5
+    assert vclock.time() - t0 >= 7
+    # A 429 with a long retry_after: this run stops, the next run does not hammer.
+    enqueue(cfg, items(5))
+    fake.script = ["429:120"]
+    r = flush(cfg, vclock)
+    assert r.notifications_sent == 0 and r.remaining == 5 and r.next_retry_at
+    before = len(fake.responses)
+    r2 = flush(cfg, vclock)
+    assert len(fake.responses) == before and r2.remaining == 5  # nothing sent yet
+    vclock.sleep(121)
+    assert flush(cfg, vclock).notifications_sent == 5
+
+
+def test_group_pacing_never_provokes_429(tmp_path, fake, vclock):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(150))
+    sent = 0
+    for _ in range(20):
+        r = flush(cfg, vclock)
+        sent += r.notifications_sent
+        if not r.remaining:
+            break
+        vclock.sleep(max(0.0, (r.next_retry_at or vclock.time()) - vclock.time()))
+    assert sent == 150 and 429 not in fake.responses and len(fake.received) == 30
+
+
+def test_5xx_and_dropped_connection_are_retried(tmp_path, fake, vclock):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(5))
+    fake.script = ["500", "drop"]
+    assert flush(cfg, vclock).notifications_sent == 5
+    enqueue(cfg, items(5))
+    fake.script = ["500"] * 10
+    r = flush(cfg, vclock)
+    assert r.notifications_sent == 0 and r.remaining == 5 and r.failed == 5
+
+
+def test_too_long_splits_and_parse_error_resends_plain(tmp_path, fake, vclock):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(5))
+    fake.script = ["long"]
+    assert flush(cfg, vclock).notifications_sent == 5
+    assert len(fake.received) >= 2 and fake.received[0]["parse_mode"] is None
+    fake.received.clear()
+    enqueue(cfg, items(5))
+    fake.script = ["parse"]
+    assert flush(cfg, vclock).notifications_sent == 5
+    assert fake.received[0]["parse_mode"] is None and "<b>" not in fake.received[0]["text"]
+
+
+@pytest.mark.parametrize("action, text", [("401", "401"), ("403", "blocked"),
+                                          ("chat", "chat not found")])
+def test_fatal_answers_stop_and_keep_the_queue(tmp_path, fake, vclock, action, text):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(5))
+    fake.script = [action]
+    with pytest.raises(TelegramConfigError, match=text) as info:
+        flush(cfg, vclock)
+    assert TOKEN not in str(info.value)
+    assert queue_stats(cfg)["pending"] == 5 and queue_stats(cfg)["claimed"] == 0
+
+
+def test_cli_flush_exit_codes_and_token_never_printed(tmp_path, fake):
+    env = {"BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "-1001",
+           "BOTOPT_TELEGRAM_API_URL": fake.url}
+    base = ["--cache-dir", str(tmp_path / "c")]
+    add = runner.invoke(app, [*base, "notify", "add", "--type", "trade_executed", "--data",
+                              '{"symbol": "BTCUSDT", "side": "buy", "price": 60000}'], env=env)
+    assert add.exit_code == 0, add.stderr
+    dry = runner.invoke(app, [*base, "notify-flush", "--dry-run", "--force"], env=env)
+    assert dry.exit_code == 0 and "BTCUSDT" in dry.stdout and not fake.received
+    ok = runner.invoke(app, [*base, "notify-flush", "--force", "--json"], env=env)
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout) == {"notifications_sent": 1, "messages_sent": 1,
+                                     "remaining": 0, "failed": 0, "next_retry_at": None}
+    runner.invoke(app, [*base, "notify", "add", "--type", "alert", "--data", "{}"], env=env)
+    bad = runner.invoke(app, [*base, "--debug", "notify-flush", "--force"],
+                        env={**env, "BOTOPT_TELEGRAM_TOKEN": "999:" + "x" * 30})
+    assert bad.exit_code == 2 and "401" in bad.stderr
+    for out in (add, dry, ok, bad):
+        assert TOKEN not in out.stdout + out.stderr and "x" * 30 not in out.stderr
+    down = runner.invoke(app, [*base, "--debug", "notify-flush", "--force"],
+                         env={**env, "BOTOPT_TELEGRAM_API_URL": "http://127.0.0.1:9"})
+    assert down.exit_code == 0 and "x" * 30 not in down.stderr and TOKEN not in down.stderr
+    missing = runner.invoke(app, [*base, "notify-flush"], env={})
+    assert missing.exit_code == 2 and "BOTOPT_TELEGRAM_TOKEN" in missing.stderr
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (["--type", "Bad Type", "--data", "{}"], None, "not a lower_case name"),
+    (["--type", "alert", "--data", "[1, 2]"], None, "data must be a JSON object"),
+    (["--type", "alert", "--data", "{oops"], None, "--data is not JSON"),
+    (["--stdin"], '{"type": "alert", "data": {}}\nnot json\n', "stdin line 2"),
+    ([], None, "give --type and --data"),
+])
+def test_notify_add_bad_input(tmp_path, args, stdin, message):
+    result = runner.invoke(app, ["--cache-dir", str(tmp_path), "notify", "add", *args],
+                           input=stdin)
+    assert result.exit_code == 2 and message in result.stderr
+    listing = runner.invoke(app, ["--cache-dir", str(tmp_path), "notify", "list", "--json"])
+    assert json.loads(listing.stdout)["notifications"] == []  # nothing half-queued
+
+
+def test_notify_add_stdin_and_batch_notify(tmp_path):
+    lines = "\n".join(json.dumps({"type": "trade_exited", "data": {"symbol": f"S{i}"}})
+                      for i in range(3))
+    result = runner.invoke(app, ["--cache-dir", str(tmp_path), "notify", "add", "--stdin"],
+                           input=lines)
+    assert result.exit_code == 0
+    set_current_cache_dir(tmp_path)
+    try:
+        ids = batch_notify([{"type": "trade_executed", "data": {"symbol": "X"}}],
+                           max_batch_size=5)
+    finally:
+        set_current_cache_dir(None)
+    assert len(ids) == 1
+    with pytest.raises(UsageError):
+        batch_notify([{"type": "", "data": {}}])
+
+
+def test_two_flushes_at_once_never_double_send(tmp_path, fake, vclock):
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(40))
+    from filelock import FileLock
+
+    lock = FileLock(str(tmp_path / "cache" / "notify" / "flush.lock"))
+    with lock:  # another flush holds the lock
+        r = flush_notifications(cfg, force=True)
+        assert r.skipped and r.notifications_sent == 0 and not fake.received
+
+
+FLUSHER = r"""
+import sys, time
+from botopt.core import load_config
+from botopt.core._notify import flush_notifications
+cfg = load_config(overrides={"cache.dir": sys.argv[1], "telegram.token": sys.argv[2],
+                             "telegram.chat_id": "42", "telegram.api_url": sys.argv[3]})
+while True:
+    flush_notifications(cfg, force=True)
+"""
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    server = FakeTelegram(token=TOKEN, enforce_limits=False).start()
+    try:
+        cfg = load_config(overrides={"cache.dir": str(tmp_path), "telegram.token": TOKEN,
+                                     "telegram.chat_id": "42", "telegram.api_url": server.url,
+                                     "telegram.max_batch_size": 2})
+        data = [{"type": "alert", "data": {"message": f"n{i:03d}"}} for i in range(60)]
+        enqueue(cfg, data)
+        rng = random.Random(5)
+        kills = 0
+        for _ in range(12):
+            p = subprocess.Popen([sys.executable, "-c", FLUSHER, str(tmp_path), TOKEN,
+                                  server.url], env={**os.environ, "PYTHONPATH": str(ROOT)})
+            time.sleep(rng.uniform(0.3, 1.2))
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            kills += 1
+        while queue_stats(cfg)["pending"]:
+            flush_notifications(cfg, force=True, sleep=lambda s: None)
+        shown = [m["shown"] for m in server.received]
+        seen = [f"n{i:03d}" for i in range(60) if any(f"n{i:03d}" in t for t in shown)]
+        assert len(seen) == 60
+        deliveries = sum(t.count("⚠️") for t in shown)
+        assert deliveries <= 60 + 2 * kills  # at most one resent batch per kill
+    finally:
+        server.stop()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=3000), min_size=1,
+                max_size=6))
+def test_messages_fit_and_keep_every_character(texts):
+    batch = [(str(i), {"message": t}) for i, t in enumerate(texts)]
+    messages = render_batch("alert", batch)
+    for m in messages:
+        assert telegram_length(m.text, m.parse_mode) <= MAX_LEN
+        if m.parse_mode == "HTML":
+            parse_entities(m.text)  # well-formed for Telegram
+    shown = "".join(parse_entities(m.text) if m.parse_mode else m.text for m in messages)
+    for t in texts:
+        assert "".join(t.split()) in "".join(shown.split())
+
+
+def test_utf16_counting():
+    assert telegram_length("😀" * 2048) == 4096 and telegram_length("&amp;<b>a</b>") == 2
+    big = render_batch("alert", [("1", {"message": "😀" * 5000})])
+    assert len(big) == 3 and all(telegram_length(m.text, m.parse_mode) <= MAX_LEN for m in big)
