@@ -1,0 +1,213 @@
+"""Events and the activity monitor: never blocking emitters, prompt reactions, no doubles."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from botopt.cli.main import app
+from botopt.core import load_config
+from botopt.core._events import emit, events_dir, read_events, run_events
+from botopt.core._monitor import Monitor, get_status, run_monitor
+from botopt.core._notify import pending_notifications
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_config(overrides={"cache.dir": str(tmp_path / "c"),
+                                  "monitor.check_interval": 30.0})
+
+
+def root(cfg) -> Path:
+    return cfg.cache.dir
+
+
+def test_emit_never_raises_and_stays_fast(tmp_path):
+    # No monitor, unwritable directory, a file where the directory should be: all fine.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a directory")
+    start = time.perf_counter()
+    for _ in range(200):
+        emit("run_started", _root=blocked, command="x")
+        emit("run_started", _root=tmp_path / "ok", command="x", big="y" * 100_000)
+    per_call = (time.perf_counter() - start) / 400
+    assert per_call < 0.01
+    events, _ = read_events(events_dir(tmp_path / "ok"))
+    assert len(events) == 200 and events[0]["data"].get("truncated")
+
+
+def test_concurrent_emitters_never_tear_lines(tmp_path):
+    code = ("import sys\nfrom pathlib import Path\nfrom botopt.core._events import emit\n"
+            "for i in range(300):\n    emit('signal_passed', _root=Path(sys.argv[1]), "
+            "i=i, pad='z' * 500)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)]) for _ in range(4)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    raw = (events_dir(tmp_path) / "events.log").read_bytes().splitlines()
+    assert len(raw) == 1200 and all(json.loads(line)["type"] == "signal_passed" for line in raw)
+
+
+def test_handlers_queue_notifications(cfg):
+    emit("run_failed", _root=root(cfg), command="signals", error="DataError: bad row")
+    emit("regime_changed", _root=root(cfg), symbol="BTCUSDT", old="RANGE", new="TREND_UP")
+    emit("regime_changed", _root=root(cfg), symbol="ETHUSDT", old="RANGE", new="TREND_UP",
+         queued=True)
+    result = run_monitor(cfg, once=True)
+    assert result.events_handled == 3
+    queued = pending_notifications(cfg)
+    assert [q["type"] for q in queued] == ["alert", "regime_change"]
+    assert "bad row" in queued[0]["data"]["message"]
+    assert run_monitor(cfg, once=True).events_handled == 0  # each event handled once
+
+
+def test_stale_alert_once_and_rearmed(cfg):
+    now = [1000.0]
+    sent: list = []
+    mon = Monitor(cfg, clock=lambda: now[0], enqueue=sent.extend)
+    for _ in range(30):  # 15 minutes of checks with no run finishing
+        now[0] += 30
+        mon.run_checks()
+        mon.commit()
+    stalled = [s for s in sent if "stalled" in s["data"]["message"]]
+    assert len(stalled) == 1
+    emit("run_finished", _root=root(cfg), command="signals", duration_s=0.2)
+    mon.handle_pending()
+    mon.state.last_finished = now[0]
+    mon.commit()
+    assert any("recovered" in s["data"]["message"] for s in sent)
+    for _ in range(25):
+        now[0] += 30
+        mon.run_checks()
+        mon.commit()
+    assert len([s for s in sent if "stalled" in s["data"]["message"]]) == 2
+
+
+def test_stuck_queue_and_failure_summary(cfg):
+    from botopt.core._notify import enqueue
+
+    enqueue(cfg, [{"type": "signal", "data": {"symbol": "X"}}], now=0.0)
+    now = [10_000.0]
+    sent: list = []
+    mon = Monitor(cfg, clock=lambda: now[0], enqueue=sent.extend)
+    for _ in range(3):
+        now[0] += 30
+        mon.run_checks()
+        mon.commit()
+    assert len([s for s in sent if "stuck" in s["data"]["message"]]) == 1
+    for i in range(5):
+        emit("run_failed", _root=root(cfg), command="signals", error=f"e{i}")
+    mon.handle_pending()
+    mon.commit()
+    assert len([s for s in sent if "failed" in s["data"]["message"]]) == 1
+    now[0] = time.time() + 30
+    mon.run_checks()
+    mon.commit()
+    summary = [s for s in sent if "more failure" in s["data"]["message"]]
+    assert len(summary) == 1 and "4 more" in summary[0]["data"]["message"]
+    assert "e4" in summary[0]["data"]["message"]
+
+
+def test_event_from_another_process_handled_within_a_second(cfg):
+    stop = threading.Event()
+    ready = threading.Event()
+    handled: list = []
+    t = threading.Thread(target=run_monitor, kwargs=dict(
+        config=cfg, stop_event=stop, ready=ready, enqueue=handled.extend))
+    t.start()
+    try:
+        assert ready.wait(10)
+        time.sleep(0.1)
+        start = time.monotonic()
+        subprocess.run([sys.executable, "-c",
+                        "import sys\nfrom pathlib import Path\n"
+                        "from botopt.core._events import emit\n"
+                        "emit('run_failed', _root=Path(sys.argv[1]), command='signals', "
+                        "error='boom')\n", str(root(cfg))], check=True)
+        while not handled and time.monotonic() - start < 5:
+            time.sleep(0.01)
+        elapsed = time.monotonic() - start
+        assert handled and "boom" in handled[0]["data"]["message"]
+        # the emitting subprocess itself takes a few hundred ms to start; the reaction is
+        # what is left of the second
+        assert elapsed < 1.5
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def test_two_monitors_never_double_handle(cfg):
+    for i in range(50):
+        emit("run_failed", _root=root(cfg), command="signals", error=f"e{i}")
+    code = ("import sys\nfrom botopt.core import load_config\n"
+            "from botopt.core._monitor import run_monitor\n"
+            "cfg = load_config(overrides={'cache.dir': sys.argv[1]})\n"
+            "r = run_monitor(cfg, once=True)\nprint(r.events_handled, r.busy)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root(cfg))],
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert sum(int(o[0]) for o in outs) == 50
+
+
+def test_monitor_process_stops_cleanly_on_sigterm(cfg):
+    p = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+                          str(root(cfg)), "monitor"], stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    assert get_status(cfg)["monitor_running"]
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 0
+    assert not get_status(cfg)["monitor_running"]
+
+
+def test_status_and_monitor_cli(cfg):
+    with run_events("signals", root=root(cfg)) as counts:
+        counts["symbols"] = 2
+    with pytest.raises(RuntimeError):
+        with run_events("signals", root=root(cfg)):
+            raise RuntimeError("boom")
+    base = ["--cache-dir", str(root(cfg))]
+    status = runner.invoke(app, [*base, "status", "--json"])
+    assert status.exit_code == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["runs_last_hour"] == 1 and data["failures_last_hour"] == 1
+    assert data["last_run"]["ok"] is False and "boom" in data["last_run"]["error"]
+    assert data["events_pending"] == 4 and data["monitor_running"] is False
+    once = runner.invoke(app, [*base, "monitor", "--once", "--json"])
+    assert once.exit_code == 0 and json.loads(once.stdout)["events_handled"] == 4
+    assert json.loads(runner.invoke(app, [*base, "status", "--json"]).stdout
+                      )["events_pending"] == 0
+    assert runner.invoke(app, [*base, "status"]).exit_code == 0
+
+
+def test_signals_run_emits_events(tmp_path):
+    c = tmp_path / "c"
+    r = runner.invoke(app, ["--cache-dir", str(c), "signals", "-s", "BTCUSDT",
+                            "--as-of", "2026-09-20"])
+    assert r.exit_code == 0
+    bad = runner.invoke(app, ["--cache-dir", str(c), "signals", "-s", "NOPEUSDT"])
+    assert bad.exit_code == 2
+    types = [e["type"] for e in read_events(events_dir(c))[0]]
+    assert types[:2] == ["run_started", "run_finished"] and types[-1] == "run_failed"
+
+
+def test_event_log_is_pruned_by_size(cfg):
+    small = load_config(overrides={"cache.dir": str(root(cfg)),
+                                   "monitor.event_max_bytes": 2000})
+    for i in range(40):
+        emit("signal_passed", _root=root(cfg), i=i, queued=True)
+    run_monitor(small, once=True)
+    d = events_dir(root(cfg))
+    assert (d / "events.log.1").exists() and not (d / "events.log").exists()
+    emit("signal_passed", _root=root(cfg), i=99, queued=True)
+    assert run_monitor(small, once=True).events_handled == 1
+    assert os.path.getsize(d / "events.log") < 2000
