@@ -64,7 +64,9 @@ def emit(event_type: str, *, _root: Path | None = None, **data: Any) -> None:
     try:
         directory = events_dir(_root)
         if not directory.is_dir():
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # mkdir(parents=True) would give the cache directory itself the default mode.
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, _line(event_type, data))
