@@ -3,7 +3,7 @@
 Every recursive smoother (EMA, Wilder's RSI/ATR/DI/ADX) is written as polars' ``ewm_mean``
 with ``adjust=False`` over a column that is null during the warm-up and holds TA-Lib's seed
 (the simple average, or for DI the scaled partial sum) at the first output bar. That keeps the
-whole computation in a handful of vectorised passes ``.over("symbol")`` with no Python loop
+whole computation in a handful of vectorised passes ``.over("_g")`` with no Python loop
 per symbol, and each symbol's values depend on its own rows only.
 
 Indicators run over rows, as TA-Lib does: a gap in time is not filled or bridged by a fake
@@ -13,11 +13,12 @@ that is what a user's TA-Lib code sees too).
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from botopt.core._config import Config, FeaturesConfig
 
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"
 
 
 def _features_config(config: FeaturesConfig | Config | None) -> FeaturesConfig:
@@ -42,7 +43,7 @@ def feature_columns(config: FeaturesConfig | Config | None = None) -> list[str]:
 def _smooth(x: pl.Expr, idx: pl.Expr, first: int, seed: pl.Expr, alpha: float) -> pl.Expr:
     """null before row ``first``, ``seed`` at ``first``, then y += alpha * (x - y)."""
     src = pl.when(idx < first).then(None).when(idx == first).then(seed).otherwise(x)
-    return src.ewm_mean(alpha=alpha, adjust=False).over("symbol")
+    return src.ewm_mean(alpha=alpha, adjust=False).over("_g")
 
 
 def _ratio(num: pl.Expr, den: pl.Expr, scale: float = 100.0) -> pl.Expr:
@@ -57,7 +58,7 @@ def _rolling_std(x: pl.Expr, n: int, ddof: int) -> pl.Expr:
     flat stretches are common in thin markets, and 0 vs 1e-16 decides whether a z-score exists.
     """
     flat = x.rolling_max(n) == x.rolling_min(n)
-    return pl.when(flat).then(0.0).otherwise(x.rolling_std(n, ddof=ddof)).over("symbol")
+    return pl.when(flat).then(0.0).otherwise(x.rolling_std(n, ddof=ddof)).over("_g")
 
 
 def compute_features(candles: pl.DataFrame,
@@ -75,11 +76,20 @@ def compute_features(candles: pl.DataFrame,
     i = pl.col("_i")
     prev_c = pl.col("_pc")
 
+    if candles.height and candles["symbol"].rle_id().max() + 1 != candles["symbol"].n_unique():
+        candles = candles.sort("symbol", "open_time", maintain_order=True)
+    # Windows over a sorted integer key partition much faster than over the symbol strings,
+    # and the row index within each symbol comes straight from the run lengths.
+    runs = candles["symbol"].rle().struct.field("len").to_numpy().astype(np.int64)
+    starts = np.repeat(np.cumsum(runs) - runs, runs)
     out = candles.with_columns(
-        _i=pl.int_range(pl.len()).over("symbol"),
-        _pc=c.shift(1).over("symbol"),
-        _up=(h - h.shift(1)).over("symbol"),
-        _down=(lo.shift(1) - lo).over("symbol"),
+        _g=pl.col("symbol").rle_id().set_sorted(),
+        _i=pl.Series(np.arange(candles.height, dtype=np.int64) - starts),
+    )
+    out = out.with_columns(
+        _pc=c.shift(1).over("_g"),
+        _up=(h - h.shift(1)).over("_g"),
+        _down=(lo.shift(1) - lo).over("_g"),
     )
     up, down = pl.col("_up"), pl.col("_down")
     out = out.with_columns(
@@ -93,18 +103,18 @@ def compute_features(candles: pl.DataFrame,
     )
 
     def ema(n: int) -> pl.Expr:
-        return _smooth(c, i, n - 1, c.rolling_mean(n).over("symbol"), 2.0 / (n + 1))
+        return _smooth(c, i, n - 1, c.rolling_mean(n).over("_g"), 2.0 / (n + 1))
 
     def wilder_mean(col: str, n: int) -> pl.Expr:
         # Seed: the mean of the first n values, which start at row 1 (row 0 has no change).
         x = pl.col(col)
-        return _smooth(x, i, n, x.rolling_mean(n).over("symbol"), 1.0 / n)
+        return _smooth(x, i, n, x.rolling_mean(n).over("_g"), 1.0 / n)
 
     def wilder_sum(col: str, n: int) -> pl.Expr:
         # TA-Lib's DI keeps Wilder *sums* seeded with the first n-1 values and applies one
         # recursion step at row n; divided by n it is the same recursion as a Wilder mean.
         x = pl.col(col)
-        seed = (x.rolling_sum(n - 1).shift(1).over("symbol") * (1 - 1.0 / n) + x) * (1.0 / n)
+        seed = (x.rolling_sum(n - 1).shift(1).over("_g") * (1 - 1.0 / n) + x) * (1.0 / n)
         return _smooth(x, i, n, seed, 1.0 / n)
 
     out = out.with_columns(
@@ -130,12 +140,12 @@ def compute_features(candles: pl.DataFrame,
     volume = pl.col("volume")
     out = out.with_columns(
         # ADX: the mean of the first n DX values (rows n..2n-1), then Wilder.
-        _smooth(dx, i, 2 * n_adx - 1, dx.rolling_mean(n_adx).over("symbol"), 1.0 / n_adx)
+        _smooth(dx, i, 2 * n_adx - 1, dx.rolling_mean(n_adx).over("_g"), 1.0 / n_adx)
         .alias(f"adx_{n_adx}"),
         (2 * fc.bb_std * _rolling_std(c, fc.bb_period, ddof=0)
-         / c.rolling_mean(fc.bb_period).over("symbol")).alias(f"bb_width_{fc.bb_period}"),
+         / c.rolling_mean(fc.bb_period).over("_g")).alias(f"bb_width_{fc.bb_period}"),
         log_ret.alias("log_return"),
-        _ratio(volume - volume.rolling_mean(fc.volume_z_period).over("symbol"),
+        _ratio(volume - volume.rolling_mean(fc.volume_z_period).over("_g"),
                _rolling_std(volume, fc.volume_z_period, ddof=1), scale=1.0)
         .alias(f"volume_z_{fc.volume_z_period}"),
     )
