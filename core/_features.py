@@ -76,7 +76,8 @@ def compute_features(candles: pl.DataFrame,
     i = pl.col("_i")
     prev_c = pl.col("_pc")
 
-    if candles.height and candles["symbol"].rle_id().max() + 1 != candles["symbol"].n_unique():
+    runs_of_symbol = candles["symbol"].rle().height if candles.height else 0
+    if runs_of_symbol != candles["symbol"].n_unique():
         candles = candles.sort("symbol", "open_time", maintain_order=True)
     # Windows over a sorted integer key partition much faster than over the symbol strings,
     # and the row index within each symbol comes straight from the run lengths.
