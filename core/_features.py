@@ -76,7 +76,7 @@ def compute_features(candles: pl.DataFrame,
     i = pl.col("_i")
     prev_c = pl.col("_pc")
 
-    runs_of_symbol = candles["symbol"].rle().height if candles.height else 0
+    runs_of_symbol = candles["symbol"].rle().len() if candles.height else 0
     if runs_of_symbol != candles["symbol"].n_unique():
         candles = candles.sort("symbol", "open_time", maintain_order=True)
     # Windows over a sorted integer key partition much faster than over the symbol strings,

@@ -139,3 +139,11 @@ def test_columns_and_warmup_nulls():
                            "bb_width_20": 19, "vol_20": 20, "volume_z_20": 19,
                            "log_return": 1}
     assert not out.select(pl.all().exclude("symbol", "open_time").is_nan().any()).row(0)[0]
+
+
+def test_interleaved_input_is_grouped_first(shared_data):
+    d = shared_data / "candles" / "5m"
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(d)})
+    candles = load_candles(["ETH_BTC", "XMR_BTC"], config=cfg)
+    interleaved = candles.sort("open_time", "symbol")
+    assert compute_features(interleaved).equals(compute_features(candles))
