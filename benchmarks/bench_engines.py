@@ -26,9 +26,10 @@ def run(quick: bool = False) -> list[Row]:
         batch = coord.generate_all_signals_batch(frames, regimes)
         single = {s: coord.generate_all_signals(f, regimes[s]) for s, f in frames.items()}
         repeat = 2 if quick else 3
-        t_batch = best_time(lambda: coord.generate_all_signals_batch(frames, regimes), repeat)
-        t_loop = best_time(lambda: [coord.generate_all_signals(f, regimes[s])
-                                    for s, f in frames.items()], repeat)
+        t_batch = best_time(lambda fr=frames, rg=regimes: coord.generate_all_signals_batch(
+            fr, rg), repeat)
+        t_loop = best_time(lambda fr=frames, rg=regimes: [
+            coord.generate_all_signals(f, rg[s]) for s, f in fr.items()], repeat)
         rows.append(Row("engines", f"{n} symbols: batch vs per-symbol",
                         f"per-symbol {t_loop * 1e3:.2f} ms", f"batch {t_batch * 1e3:.2f} ms",
                         t_loop, t_batch, "speedup",
