@@ -101,6 +101,9 @@ class RollingCorrelation:
         self._sum = x.T @ m  # [i, j]: sum of x_i over the times i and j share
         self._sq = (x * x).T @ m
         self._prod = x.T @ x
+        # Every x^2 that went in or out since this anchor: the scale of the rounding left in
+        # the sums, which decides when a small variance cannot be trusted.
+        self._scale = self._sq.copy()
         self._slides = 0
 
     def _add(self, k: int, j: int, value: float, sign: float = 1.0) -> None:
@@ -110,12 +113,14 @@ class RollingCorrelation:
         m[j] = 1.0
         row[j] = value
         x = np.where(m > 0, row, 0.0)
-        for mat, mine, theirs in ((self._count, m, m), (self._sum, value * m, x * m),
-                                  (self._sq, value * value * m, x * x * m),
-                                  (self._prod, value * x, value * x)):
-            mat[j, :] += sign * mine
-            mat[:, j] += sign * theirs
-            mat[j, j] -= sign * mine[j]  # the diagonal got the term twice
+        for mat, mine, theirs, sgn in (
+                (self._count, m, m, sign), (self._sum, value * m, x * m, sign),
+                (self._sq, value * value * m, x * x * m, sign),
+                (self._prod, value * x, value * x, sign),
+                (self._scale, value * value * m, x * x * m, 1.0)):
+            mat[j, :] += sgn * mine
+            mat[:, j] += sgn * theirs
+            mat[j, j] -= sgn * mine[j]  # the diagonal got the term twice
         if sign < 0:
             row[j] = np.nan
         self._dirty.add(j)
@@ -127,6 +132,7 @@ class RollingCorrelation:
         self._count -= m.T @ m
         self._sum -= x.T @ m
         self._sq -= (x * x).T @ m
+        self._scale += (x * x).T @ m
         self._prod -= x.T @ x
 
     # -- updates -------------------------------------------------------------------------
@@ -157,7 +163,7 @@ class RollingCorrelation:
             grown = np.full((n, n), np.nan)
             grown[:n - 1, :n - 1] = self._matrix
             self._matrix = grown
-            for name in ("_count", "_sum", "_sq", "_prod"):
+            for name in ("_count", "_sum", "_sq", "_prod", "_scale"):
                 old = getattr(self, name)
                 new = np.zeros((n, n))
                 new[:n - 1, :n - 1] = old
@@ -213,7 +219,7 @@ class RollingCorrelation:
         self.symbols.pop(j)
         self.returns = np.delete(self.returns, j, axis=1)
         self._matrix = np.delete(np.delete(self._matrix, j, axis=0), j, axis=1)
-        for name in ("_count", "_sum", "_sq", "_prod"):
+        for name in ("_count", "_sum", "_sq", "_prod", "_scale"):
             setattr(self, name, np.delete(np.delete(getattr(self, name), j, axis=0), j,
                                           axis=1))
         self.last_time.pop(symbol, None)
@@ -231,7 +237,7 @@ class RollingCorrelation:
             cov = self._prod[i] - sx * sy / n
             out = np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0)
             # Within rounding of zero variance: decide exactly from the returns themselves.
-            doubt = (vx <= 1e-9 * self._sq[i]) | (vy <= 1e-9 * self._sq[:, i]) | ~(
+            doubt = (vx <= 1e-6 * self._scale[i]) | (vy <= 1e-6 * self._scale[:, i]) | ~(
                 np.isfinite(out))
         out[n < self.min_periods] = np.nan
         doubt &= n >= self.min_periods

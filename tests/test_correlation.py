@@ -76,7 +76,8 @@ def frame(sym: str, rows) -> pl.DataFrame:
     }).with_columns(pl.col("open_time").dt.cast_time_unit("ms"))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(update_sequences(), st.integers(3, 40), st.integers(2, 10))
 def test_incremental_equals_full_after_any_updates(ops, window, min_periods):
     rc = RollingCorrelation(window=window, min_periods=min_periods, interval_ms=STEP)
