@@ -1,0 +1,188 @@
+"""A fake Telegram Bot API on 127.0.0.1 that behaves as the real one does.
+
+Error envelopes follow the official server (see ../shared/data/http/telegram/): HTTP status =
+error_code, compact JSON keys ok, error_code, description[, parameters]; a 429 carries
+parameters.retry_after and a Retry-After header. It parses HTML entities strictly, measures
+length in UTF-16 units after parsing, enforces 1 message/s per chat and 20/min per group,
+and can be scripted to fail ("500", "drop", "429:N", "401", "403", "chat", "long", "parse").
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+ALLOWED = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "code", "pre", "a",
+           "tg-spoiler", "blockquote"}
+_TAG = re.compile(r"<(/?)([a-zA-Z-]+)[^>]*>")
+
+
+def parse_entities(text: str) -> str:
+    """The plain text Telegram would show; ValueError like "can't parse entities"."""
+    stack: list[str] = []
+    pos = 0
+    for m in _TAG.finditer(text):
+        closing, name = m.group(1), m.group(2).lower()
+        if name not in ALLOWED:
+            raise ValueError(f"Unsupported start tag \"{name}\" at byte offset {m.start()}")
+        if closing:
+            if not stack or stack.pop() != name:
+                raise ValueError(f"Unmatched end tag at byte offset {m.start()}")
+        else:
+            stack.append(name)
+        pos = m.end()
+    if stack:
+        raise ValueError(f"Can't find end tag corresponding to start tag \"{stack[-1]}\"")
+    del pos
+    plain = _TAG.sub("", text)
+    if re.search(r"&(?!(amp|lt|gt|quot|#\d+|#x[0-9a-fA-F]+);)", plain):
+        raise ValueError("Character '&' is reserved and must be escaped")
+    if "<" in plain.replace("&lt;", "") or ">" in re.sub(r"&gt;", "", plain):
+        raise ValueError("Unexpected character")
+    return html.unescape(plain)
+
+
+@dataclass
+class FakeTelegram:
+    token: str = "123456789:AAtesttokentesttokentesttokentest"
+    chats: tuple[str, ...] = ("-1001", "42")
+    clock: Callable[[], float] = time.monotonic
+    enforce_limits: bool = True
+    script: list[str] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[int] = field(default_factory=list)
+    _sent_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> FakeTelegram:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                status, payload, headers = fake.handle(self.path, body)
+                if status == 0:  # drop the connection without an answer
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                data = json.dumps(payload, separators=(",", ":")).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @staticmethod
+    def error(code: int, description: str, retry_after: int | None = None
+              ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        payload: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+        headers = {}
+        if retry_after is not None:
+            payload["parameters"] = {"retry_after": retry_after}
+            headers["Retry-After"] = str(retry_after)
+        return code, payload, headers
+
+    def handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self._lock:
+            out = self._handle(path, body)
+            self.responses.append(out[0])
+            return out
+
+    def _handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        m = re.fullmatch(r"/bot([^/]+)/sendMessage", path)
+        if not m or m.group(1) != self.token:
+            return self.error(401, "Unauthorized")
+        if self.script:
+            action = self.script.pop(0)
+            if action == "drop":
+                return 0, {}, {}
+            if action == "500":
+                return self.error(500, "Internal Server Error")
+            if action.startswith("429"):
+                return self.error(429, f"Too Many Requests: retry after "
+                                  f"{action.split(':')[1]}", int(action.split(":")[1]))
+            if action == "401":
+                return self.error(401, "Unauthorized")
+            if action == "403":
+                return self.error(403, "Forbidden: bot was blocked by the user")
+            if action == "chat":
+                return self.error(400, "Bad Request: chat not found")
+            if action == "long":
+                return self.error(400, "Bad Request: message is too long")
+            if action == "parse":
+                return self.error(400, "Bad Request: can't parse entities: Can't find end of "
+                                  "the entity starting at byte offset 138")
+        req = json.loads(body)
+        chat = str(req.get("chat_id"))
+        if chat not in self.chats:
+            return self.error(400, "Bad Request: chat not found")
+        text = req.get("text", "")
+        if req.get("parse_mode") == "HTML":
+            try:
+                shown = parse_entities(text)
+            except ValueError as exc:
+                return self.error(400, f"Bad Request: can't parse entities: {exc}")
+        else:
+            shown = text
+        if not shown.strip():
+            return self.error(400, "Bad Request: message text is empty")
+        if len(shown.encode("utf-16-le")) // 2 > 4096:
+            return self.error(400, "Bad Request: message is too long")
+        now = self.clock()
+        if self.enforce_limits:
+            sent = [t for t in self._sent_at[chat] if t > now - 60]
+            self._sent_at[chat] = sent
+            if sent and now - sent[-1] < 1.0:
+                return self.error(429, "Too Many Requests: retry after 1", 1)
+            if chat.startswith("-") and len(sent) >= 20:
+                wait = int(sent[-20] + 60 - now) + 1
+                return self.error(429, f"Too Many Requests: retry after {wait}", wait)
+        self._sent_at[chat].append(now)
+        self.received.append({"chat_id": chat, "text": text, "shown": shown,
+                              "parse_mode": req.get("parse_mode")})
+        return 200, {"ok": True, "result": {"message_id": len(self.received),
+                                            "chat": {"id": int(chat)}, "date": int(now),
+                                            "text": shown}}, {}
+
+
+class VirtualClock:
+    """Compressed time for rate-limit tests: sleeping advances the clock instantly."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+        self.lock = threading.Lock()
+
+    def time(self) -> float:
+        with self.lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += max(0.0, seconds)
