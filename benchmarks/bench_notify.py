@@ -18,9 +18,9 @@ TOKEN = "123456789:AAbenchbenchbenchbenchbenchbench"
 
 
 def _send_all(batch_size: int, n: int) -> tuple[int, int, set[int], float]:
+    from botopt.benchmarks.fake_telegram import FakeTelegram, VirtualClock
     from botopt.core._config import load_config
     from botopt.core._notify import enqueue, flush_notifications, queue_stats
-    from botopt.benchmarks.fake_telegram import FakeTelegram, VirtualClock
 
     clock = VirtualClock()
     server = FakeTelegram(token=TOKEN, clock=clock.time).start()

@@ -56,7 +56,8 @@ def replay(label: str, overrides: dict[str, object], symbols: list[str], start: 
                         f"{before} uncached", f"{after} cached", before, after, "reduction",
                         claim=f"authors: {CLAIMS[stage]} fewer", identical=identical))
     rows.append(Row("cache", f"{label}: in-process run time ({ttl_note})",
-                    f"{t_fresh / minutes * 1e3:.1f} ms/run", f"{t_cached / minutes * 1e3:.1f} ms/run",
+                    f"{t_fresh / minutes * 1e3:.1f} ms/run",
+                    f"{t_cached / minutes * 1e3:.1f} ms/run",
                     t_fresh, t_cached, "speedup", identical=identical))
     return rows
 

@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table."),
     ) -> None:
         """Measure botopt's speed-ups side by side and check the results are identical."""
-        from botopt.benchmarks.suite import MODULES, markdown as to_markdown, run_all
+        from botopt.benchmarks.suite import MODULES, run_all
+        from botopt.benchmarks.suite import markdown as to_markdown
         from botopt.cli._render import progress
 
         state = get_state(ctx)
