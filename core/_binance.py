@@ -1,126 +1,105 @@
-"""Binance's public klines endpoint, as a source of closed candles.
+"""Binance's public klines endpoint as a source of closed candles.
 
-``GET {api_url}/api/v3/klines`` returns at most 1,000 rows per request; we page forward by
-``startTime``. Retries follow Binance's rules: 429 (rate limit) and 418 (IP ban) carry a
-``Retry-After`` in seconds, which we honour exactly, up to ``max_wait_seconds``; 5xx, timeouts
-and dropped connections back off exponentially. Other 4xx answers are final: -1121 "Invalid
-symbol." becomes an UnknownSymbolError naming the symbol. We do not use urllib3's Retry here
-because it would also retry on our behalf inside ``requests`` and hide the Retry-After budget
-that a cron run must keep bounded.
+``GET {api_url}/api/v3/klines`` answers at most 1,000 rows per request, so we page forward by
+``startTime`` (inclusive, on the open time). The last row Binance sends is usually the candle
+still forming; we keep only candles whose close time has passed.
+
+Retries are ours rather than urllib3's ``Retry``: Binance's rules need the answer's body and
+a budget shared across the whole call. 429 (rate limited) and 418 (IP banned) carry a
+``Retry-After`` in seconds that we honour exactly, within ``max_wait_seconds``; past that we
+stop at once with a NetworkError saying when to retry, because a cron run that sleeps through
+a ban only piles up behind the next one. 5xx answers, timeouts and dropped connections back
+off exponentially with jitter. Any other 4xx is final and never retried: Binance would answer
+the same, and hammering it with bad requests counts against the IP.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
-from typing import Any
-
-import polars as pl
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from botopt.core._candles import interval_ms
 from botopt.core._config import BinanceConfig
-from botopt.core.errors import DataError, NetworkError, UnknownSymbolError, UsageError
+from botopt.core.errors import (
+    ConfigError,
+    DataError,
+    NetworkError,
+    UnknownSymbolError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
+    import requests
 
 log = logging.getLogger("botopt.binance")
+
 PAGE = 1000
+# Binance allows 6,000 request weight per minute per IP (klines cost 2). Other bots often share
+# the IP, so we pause until the next minute when the reported use gets close to the limit.
+WEIGHT_LIMIT = 6000
+WEIGHT_PAUSE_AT = 5000
+_BACKOFF_BASE = 0.5
+_BACKOFF_CAP = 8.0
+
+
+def _user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"botopt/{version('botopt')}"
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "botopt"
 
 
 class BinanceClient:
-    def __init__(self, config: BinanceConfig | None = None, session: Any = None,
+    """Closed candles from Binance's public REST API (no API key needed).
+
+    ``session``: a ``requests.Session`` to reuse (its headers are left alone); by default
+    one of our own, which keeps connections alive across pages. ``sleep`` is how the client
+    waits, replaceable so that tests of long back-offs need not take that long.
+    """
+
+    def __init__(self, config: BinanceConfig | None = None,
+                 session: requests.Session | None = None, *,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         import requests
 
         self.config = config or BinanceConfig()
-        self.session = session or requests.Session()
-        self.session.headers.setdefault("User-Agent", "botopt")
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = _user_agent()
+        self.session = session
         self.sleep = sleep
         self.requests_made = 0
-
-    def _get(self, params: dict[str, Any]) -> list[list[Any]]:
-        import requests
-
-        cfg = self.config
-        url = f"{cfg.api_url.rstrip('/')}/api/v3/klines"
-        waited = 0.0
-        for attempt in range(cfg.max_retries + 1):
-            last = attempt == cfg.max_retries
-            try:
-                self.requests_made += 1
-                resp = self.session.get(url, params=params,
-                                        timeout=(cfg.connect_timeout, cfg.read_timeout))
-            except requests.RequestException as exc:
-                reason = f"{type(exc).__name__}"
-                if last:
-                    raise NetworkError(f"Binance unreachable at {cfg.api_url} after "
-                                       f"{attempt + 1} attempts ({reason})") from None
-                waited += self._backoff(attempt, waited)
-                continue
-            if resp.status_code == 200:
-                try:
-                    rows = resp.json()
-                except ValueError:
-                    raise DataError("Binance klines: answer is not JSON") from None
-                if not isinstance(rows, list):
-                    raise DataError(f"Binance klines: unexpected answer {str(rows)[:100]}")
-                return rows
-            code, msg = self._error(resp)
-            if resp.status_code in (429, 418):
-                wait = self._retry_after(resp, attempt)
-                if last or waited + wait > cfg.max_wait_seconds:
-                    raise NetworkError(
-                        f"Binance rate limit ({resp.status_code}{f' {code}' if code else ''}"
-                        f"): retry after {wait:.0f} s")
-                log.info("Binance %s: waiting %.1f s", resp.status_code, wait)
-                self.sleep(wait)
-                waited += wait
-                continue
-            if resp.status_code >= 500:
-                if last:
-                    raise NetworkError(f"Binance answered {resp.status_code} "
-                                       f"{attempt + 1} times; try again later")
-                waited += self._backoff(attempt, waited)
-                continue
-            if code == -1121:
-                raise UnknownSymbolError(f"symbol {params['symbol']} is not listed on Binance "
-                                         "(-1121 Invalid symbol.)")
-            if code == -1120:
-                raise UsageError(f"interval {params['interval']} refused by Binance "
-                                 "(-1120 Invalid interval.)")
-            raise DataError(f"Binance answered {resp.status_code} for {params['symbol']}: "
-                            f"{code} {msg}".strip())
-        raise NetworkError("Binance: retries exhausted")  # pragma: no cover
-
-    @staticmethod
-    def _error(resp: Any) -> tuple[int | None, str]:
-        try:
-            body = resp.json()
-            return body.get("code"), str(body.get("msg", ""))
-        except (ValueError, AttributeError):
-            return None, resp.text[:200]
-
-    def _retry_after(self, resp: Any, attempt: int) -> float:
-        try:
-            return max(0.0, float(resp.headers.get("Retry-After", "")))
-        except ValueError:
-            return min(2.0 ** attempt, 30.0)
-
-    def _backoff(self, attempt: int, waited: float) -> float:
-        wait = min(0.5 * 2 ** attempt, max(0.0, self.config.max_wait_seconds - waited), 8.0)
-        self.sleep(wait)
-        return wait
+        self.used_weight: int | None = None
 
     def klines(self, symbol: str, interval: str, *, start_ms: int | None = None,
                end_ms: int | None = None, limit: int | None = None,
-               now_ms: int | None = None, progress: Callable[[int], None] | None = None
-               ) -> pl.DataFrame:
-        """Closed candles of ``symbol`` from ``start_ms`` (inclusive) to ``end_ms``, paged.
+               now_ms: int | None = None,
+               progress: Callable[[int], None] | None = None) -> pl.DataFrame:
+        """Closed candles of ``symbol`` in the canonical frame, oldest first.
 
-        A candle is closed when its close time is before ``now_ms`` (default: now); the
-        still-open last candle is dropped.
+        ``start_ms``/``end_ms`` bound the open times (inclusive). ``limit`` keeps the last
+        ``limit`` closed candles (fewer where Binance has gaps). With neither ``start_ms`` nor
+        ``limit`` Binance's latest 1,000 candles are asked for. A candle is closed when
+        ``open + interval <= now_ms`` (default: the local clock). ``progress`` is called
+        with the number of rows of each page received.
         """
         step = interval_ms(interval)
         now = int(time.time() * 1000) if now_ms is None else now_ms
+        if limit is not None:
+            if limit <= 0:
+                raise UsageError(f"limit must be positive, got {limit}")
+            if start_ms is None:
+                last_closed = now // step * step - step
+                if end_ms is not None:
+                    last_closed = min(last_closed, end_ms // step * step)
+                start_ms = last_closed - (limit - 1) * step
         rows: list[list[Any]] = []
         cursor = start_ms
         while True:
@@ -130,32 +109,182 @@ class BinanceClient:
             if end_ms is not None:
                 params["endTime"] = end_ms
             page = self._get(params)
-            rows += page
-            if progress:
+            if progress is not None:
                 progress(len(page))
-            if len(page) < PAGE or cursor is None and start_ms is None:
+            if not page:
                 break
-            cursor = int(page[-1][0]) + step
-            if end_ms is not None and cursor > end_ms:
-                break
-        return _frame(symbol, rows, step, now, limit)
+            rows += page
+            if cursor is None or len(page) < PAGE:
+                break  # the latest rows were asked for, or the range is exhausted
+            try:
+                nxt = int(page[-1][0]) + step
+            except (IndexError, TypeError, ValueError):
+                break  # _frame names the malformed row
+            if nxt <= cursor or nxt + step > now or (end_ms is not None and nxt > end_ms):
+                break  # nothing closed is left to ask for
+            cursor = nxt
+        df = _frame(symbol, rows, step, now)
+        return df.tail(limit) if limit is not None else df
+
+    def _get(self, params: dict[str, Any]) -> list[list[Any]]:
+        import requests
+
+        cfg = self.config
+        url = f"{cfg.api_url.rstrip('/')}/api/v3/klines"
+        sym = params["symbol"]
+        waited = 0.0
+        attempt = 0
+        while True:
+            last = attempt >= cfg.max_retries
+            try:
+                self.requests_made += 1
+                resp = self.session.get(url, params=params,
+                                        timeout=(cfg.connect_timeout, cfg.read_timeout))
+            except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                    requests.exceptions.InvalidSchema) as exc:
+                raise ConfigError(f"binance.api_url {cfg.api_url!r} is not a usable URL "
+                                  f"({type(exc).__name__})") from exc
+            except requests.RequestException as exc:
+                if last or waited >= cfg.max_wait_seconds:
+                    raise NetworkError(
+                        f"Binance unreachable at {cfg.api_url} for {sym} after {attempt + 1} "
+                        f"attempt(s) ({type(exc).__name__}); try again later") from exc
+                log.info("Binance %s for %s; retrying", type(exc).__name__, sym)
+                waited += self._backoff(attempt, waited)
+                attempt += 1
+                continue
+            self._note_weight(resp)
+            if resp.status_code == 200:
+                return _rows(resp, sym)
+            code, msg = _error_body(resp)
+            what = f"HTTP {resp.status_code}" + (f" {code} {msg}" if code is not None else "")
+            if resp.status_code in (429, 418):
+                wait = _retry_after(resp)
+                if wait is None:
+                    wait = min(_BACKOFF_BASE * 2 ** attempt, _BACKOFF_CAP)
+                if last or waited + wait > cfg.max_wait_seconds:
+                    until = datetime.fromtimestamp(time.time() + wait, tz=timezone.utc)
+                    kind = "banned this IP" if resp.status_code == 418 else "rate-limited us"
+                    raise NetworkError(
+                        f"Binance {kind} ({what}): retry after {wait:.0f} s "
+                        f"({until:%Y-%m-%d %H:%M:%S} UTC)")
+                log.info("Binance %s for %s: waiting %.1f s as asked", resp.status_code, sym,
+                         wait)
+                self.sleep(wait)
+                waited += wait
+                attempt += 1
+                continue
+            if resp.status_code >= 500:
+                if last or waited >= cfg.max_wait_seconds:
+                    raise NetworkError(f"Binance answered {what} for {sym} after "
+                                       f"{attempt + 1} attempt(s); try again later")
+                log.info("Binance %s for %s; retrying", resp.status_code, sym)
+                waited += self._backoff(attempt, waited)
+                attempt += 1
+                continue
+            if code == -1121:
+                raise UnknownSymbolError(f"symbol {sym} is not listed on Binance "
+                                         "(-1121 Invalid symbol.)")
+            if code == -1120:
+                raise UsageError(f"interval {params['interval']} refused by Binance "
+                                 "(-1120 Invalid interval.)")
+            if resp.status_code == 451:
+                raise ConfigError(f"Binance refuses requests from this location ({what}); set "
+                                  "binance.api_url (BOTOPT_BINANCE_API_URL) to an endpoint "
+                                  "you may use")
+            if resp.status_code == 403:
+                raise NetworkError(f"Binance's firewall refused the request for {sym} ({what})"
+                                   "; try again later")
+            raise DataError(f"Binance refused klines for {sym} ({what})")
+
+    def _backoff(self, attempt: int, waited: float) -> float:
+        budget = max(0.0, self.config.max_wait_seconds - waited)
+        # Jitter keeps overlapping cron runs from retrying in lockstep.
+        wait = min(_BACKOFF_BASE * 2 ** attempt, _BACKOFF_CAP, budget) * random.uniform(0.5, 1)
+        self.sleep(wait)
+        return wait
+
+    def _note_weight(self, resp: Any) -> None:
+        raw = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+        try:
+            self.used_weight = int(raw) if raw is not None else None
+        except ValueError:
+            self.used_weight = None
+        if self.used_weight is not None and self.used_weight >= WEIGHT_PAUSE_AT \
+                and resp.status_code == 200:
+            # Binance's weight window is the calendar minute: the next one starts afresh.
+            pause = 60.5 - time.time() % 60
+            if pause <= self.config.max_wait_seconds:
+                log.info("Binance request weight %d/%d used; pausing %.1f s",
+                         self.used_weight, WEIGHT_LIMIT, pause)
+                self.sleep(pause)
 
 
-def _frame(symbol: str, rows: list[list[Any]], step: int, now: int,
-           limit: int | None) -> pl.DataFrame:
+def _rows(resp: Any, sym: str) -> list[list[Any]]:
     try:
-        closed = [r for r in rows if int(r[6]) < now and int(r[0]) + step <= now]
-        df = pl.DataFrame({
-            "symbol": [symbol] * len(closed),
-            "open_time": [int(r[0]) for r in closed],
-            **{name: [float(r[i]) for r in closed] for i, name in
-               ((1, "open"), (2, "high"), (3, "low"), (4, "close"), (5, "volume"))},
-        }, schema={"symbol": pl.String, "open_time": pl.Int64, "open": pl.Float64,
-                   "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
-                   "volume": pl.Float64})
-    except (IndexError, TypeError, ValueError) as exc:
-        raise DataError(f"Binance klines for {symbol}: malformed row ({exc})") from None
-    df = df.unique("open_time", keep="last").sort("open_time").with_columns(
+        rows = resp.json()
+    except ValueError:
+        raise DataError(f"Binance klines for {sym}: the answer is not JSON "
+                        f"({resp.text[:80]!r})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"Binance klines for {sym}: expected a list of rows, got "
+                        f"{str(rows)[:80]}")
+    return rows
+
+
+def _error_body(resp: Any) -> tuple[int | None, str]:
+    """Binance's ``{"code": -1121, "msg": "..."}``, or (None, text) for anything else."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None, " ".join(resp.text.split())[:120]
+    if isinstance(body, dict) and isinstance(body.get("code"), int):
+        return body["code"], " ".join(str(body.get("msg", "")).split())[:160]
+    return None, str(body)[:120]
+
+
+def _retry_after(resp: Any) -> float | None:
+    """Seconds from ``Retry-After`` (Binance sends seconds; an HTTP date is accepted too)."""
+    raw = resp.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _frame(symbol: str, rows: list[list[Any]], step: int, now: int) -> pl.DataFrame:
+    """The 12-field rows as the canonical frame, closed candles only, sorted, unique."""
+    import polars as pl
+
+    opens: list[int] = []
+    values: list[list[float]] = [[], [], [], [], []]
+    for i, r in enumerate(rows):
+        try:
+            t = int(r[0])
+            vals = [float(r[j]) for j in range(1, 6)]
+        except (IndexError, KeyError, TypeError, ValueError):
+            raise DataError(f"Binance klines for {symbol}: malformed row {i + 1}: "
+                            f"{str(r)[:80]}") from None
+        if t + step > now:
+            continue  # still open: its close time has not passed
+        opens.append(t)
+        for col, v in zip(values, vals, strict=True):
+            col.append(v)
+    df = pl.DataFrame(
+        {"symbol": [symbol] * len(opens), "open_time": opens,
+         **dict(zip(("open", "high", "low", "close", "volume"), values, strict=True))},
+        schema={"symbol": pl.String, "open_time": pl.Int64, "open": pl.Float64,
+                "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
+                "volume": pl.Float64})
+    return df.unique("open_time", keep="last").sort("open_time").with_columns(
         pl.from_epoch("open_time", time_unit="ms").dt.cast_time_unit("ms")
         .dt.replace_time_zone("UTC"))
-    return df.tail(limit) if limit else df

@@ -1,9 +1,16 @@
-"""A fake Binance spot API on 127.0.0.1 serving GET /api/v3/klines like the real one.
+"""A fake Binance spot API on 127.0.0.1 serving ``GET /api/v3/klines`` as the real one does.
 
-Rows are the documented 12-field arrays with prices as strings; ``startTime`` is inclusive,
-``limit`` caps a page at 1,000, the current (still open) candle is included as Binance does,
-and errors use Binance's bodies: -1121 "Invalid symbol." with HTTP 400, 429 and 418 with a
-Retry-After header (see ../shared/data/http/binance/errors_with_provenance.json).
+Behaviour copied from Binance's REST documentation and the recorded answers in
+``../shared/data/http/binance/``: rows are the 12-field arrays with prices and volumes as
+strings and the close time as ``open + step - 1``; ``startTime``/``endTime`` filter on the
+open time, inclusive; ``limit`` defaults to 500 and is capped at 1,000; without
+``startTime`` the latest rows are served; the current, still open candle is included; every
+answer carries ``X-MBX-USED-WEIGHT-1M``. Errors use Binance's bodies: -1121 "Invalid
+symbol." and -1120 "Invalid interval." with HTTP 400.
+
+``script`` injects answers for the next requests, in order: ``(status, body, headers)``
+(a ``str`` body is sent verbatim, e.g. a truncated JSON), ``"drop"`` (close the connection
+without an answer), ``"500"``, or ``("slow", seconds)`` (stall, then answer normally).
 """
 
 from __future__ import annotations
@@ -17,34 +24,51 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-STEPS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000}
+STEPS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+         "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
+
+Row = tuple[int, float, float, float, float, float]  # open ms, o, h, l, c, v
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass
 class FakeBinance:
-    """``candles``: {symbol: [(open_ms, o, h, l, c, v), ...]} sorted by time."""
+    """``candles``: {symbol: rows sorted by open time}; ``interval`` is what they are."""
 
-    candles: dict[str, list[tuple[int, float, float, float, float, float]]]
-    now_ms: Callable[[], int] = lambda: int(time.time() * 1000)
-    script: list[tuple[int, dict[str, Any], dict[str, str]] | str] = field(default_factory=list)
+    candles: dict[str, list[Row]]
+    interval: str = "5m"
+    now_ms: Callable[[], int] = _now
+    script: list[Any] = field(default_factory=list)
+    delay: float = 0.0  # seconds added to every klines answer, to make fetches overlap
+    used_weight: int | None = None  # X-MBX-USED-WEIGHT-1M to report instead of the count
     requests: list[dict[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
 
     def start(self) -> FakeBinance:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as requests' pooled sessions expect
+
             def log_message(self, *args: Any) -> None:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802
-                status, payload, headers = fake.handle(self.path)
+                status, payload, headers = fake.handle(self.path, dict(self.headers))
                 if status == 0:
+                    self.close_connection = True
                     self.connection.shutdown(2)
                     return
                 data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/json;charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -52,7 +76,9 @@ class FakeBinance:
                 self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         return self
 
     @property
@@ -63,27 +89,46 @@ class FakeBinance:
         self.server.shutdown()
         self.server.server_close()
 
-    def handle(self, path: str) -> tuple[int, Any, dict[str, str]]:
+    def klines_requests(self) -> list[dict[str, str]]:
+        return [q for q in self.requests if q.get("_path") == "/api/v3/klines"]
+
+    def handle(self, path: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         url = urlparse(path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
-        self.requests.append(q)
-        self.times.append(time.monotonic())
-        if self.script:
-            action = self.script.pop(0)
-            if action == "drop":
-                return 0, "", {}
-            if action == "500":
-                return 500, {"code": -1000, "msg": "An unknown error occurred."}, {}
-            assert not isinstance(action, str)
-            return action
-        if url.path != "/api/v3/klines":
-            return 404, {"code": -1, "msg": "not found"}, {}
-        sym = q.get("symbol", "")
-        if sym not in self.candles:
-            return 400, {"code": -1121, "msg": "Invalid symbol."}, {}
+        with self._lock:
+            self.requests.append({**q, "_path": url.path})
+            self.headers.append(headers)
+            self.times.append(time.monotonic())
+            action = self.script.pop(0) if self.script else None
+            weight = self.used_weight if self.used_weight is not None else 2 * len(self.requests)
+        if action == "drop":
+            return 0, "", {}
+        if action == "500":
+            return 500, {"code": -1000, "msg": "An unknown error occurred while processing "
+                         "the request."}, {}
+        if isinstance(action, tuple) and action[0] == "slow":
+            time.sleep(action[1])
+        elif action is not None:
+            return action  # type: ignore[no-any-return]
+        if self.delay:
+            time.sleep(self.delay)
+        status, body = self._klines(url.path, q)
+        return status, body, {"X-MBX-USED-WEIGHT-1M": str(weight)}
+
+    def _klines(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        if path != "/api/v3/klines":
+            return 404, "<html><body><h1>404 Not Found</h1></body></html>"
+        if "symbol" not in q:
+            return 400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was "
+                         "empty/null, or malformed."}
+        sym = q["symbol"]
         step = STEPS.get(q.get("interval", ""))
         if step is None:
-            return 400, {"code": -1120, "msg": "Invalid interval."}, {}
+            return 400, {"code": -1120, "msg": "Invalid interval."}
+        if sym not in self.candles:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        if q.get("interval") != self.interval:
+            return 200, []  # a real symbol at another interval: not modelled, so no rows
         limit = min(int(q.get("limit", 500)), 1000)
         start = int(q["startTime"]) if "startTime" in q else None
         end = int(q["endTime"]) if "endTime" in q else None
@@ -91,5 +136,18 @@ class FakeBinance:
         rows = [r for r in self.candles[sym] if r[0] <= now
                 and (start is None or r[0] >= start) and (end is None or r[0] <= end)]
         rows = rows[:limit] if start is not None else rows[-limit:]
-        return 200, [[r[0], f"{r[1]:.8f}", f"{r[2]:.8f}", f"{r[3]:.8f}", f"{r[4]:.8f}",
-                      f"{r[5]:.8f}", r[0] + step - 1, "0", 10, "0", "0", "0"] for r in rows], {}
+        return 200, [kline_row(r, step) for r in rows]
+
+
+def kline_row(r: Row, step: int) -> list[Any]:
+    """One row as Binance writes it (see nautilus_http_spot_market_klines.json)."""
+    return [r[0], f"{r[1]:.8f}", f"{r[2]:.8f}", f"{r[3]:.8f}", f"{r[4]:.8f}", f"{r[5]:.8f}",
+            r[0] + step - 1, f"{r[4] * r[5]:.8f}", 100, f"{r[5] / 2:.8f}",
+            f"{r[4] * r[5] / 2:.8f}", "0"]
+
+
+def rows_from_frame(df: Any) -> list[Row]:
+    """Rows from a freqtrade-layout polars frame (``date`` + ohlcv)."""
+    ms = df["date"].dt.epoch("ms").to_list()
+    cols = [df[c].to_list() for c in ("open", "high", "low", "close", "volume")]
+    return [(t, *vals) for t, *vals in zip(ms, *cols, strict=True)]
