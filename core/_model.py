@@ -81,8 +81,12 @@ class LogisticModel:
         """P(up) per row; NaN where an input is missing (warm-up)."""
         x = design_matrix(rows, self.names, self.features)
         z = (x - np.asarray(self.mean)) / np.asarray(self.std)
-        # A per-row sum (not a BLAS matmul) so one row alone gives the same bits as in a batch.
-        logits = np.sum(z * np.asarray(self.weights), axis=1) + self.bias
+        # Column by column, not a matmul or an axis sum: numpy picks the summation order of
+        # those by array shape, so one row alone could differ in the last bit from the same
+        # row in a batch, and a cached or batched answer must equal the single one exactly.
+        logits = np.full(x.shape[0], self.bias, dtype=np.float64)
+        for j, w in enumerate(self.weights):
+            logits = logits + z[:, j] * w
         return 1.0 / (1.0 + np.exp(-logits))
 
     def to_json(self) -> dict[str, Any]:
