@@ -19,28 +19,34 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", file_okay=False,
                                                 help="Local store to update (default: "
                                                 "data.data_dir)."),
-        since: Optional[str] = typer.Option(None, "--since", help="First candle to download "
-                                            "when a symbol is not stored yet (ISO 8601)."),
+        since: Optional[str] = typer.Option(None, "--since", help="First candle wanted (ISO "
+                                            "8601): older missing candles are back-filled. "
+                                            "Default: the latest 1,000 for a new symbol."),
+        as_of: Optional[str] = opt.AS_OF,
         json_out: bool = opt.JSON,
     ) -> None:
         """Download new closed candles from Binance into the local store."""
         from botopt.core._candles import parse_as_of, parse_symbols
-        from botopt.core._store import fetch_to_store
+        from botopt.core._store import fetch_to_store, plan_fetch
 
         state = get_state(ctx)
-        cfg = state.config(data__interval=interval,
+        # Binance is where fetch reads from, whatever data.source says signals should read.
+        cfg = state.config(data__source="binance", data__interval=interval,
                            data__data_dir=str(data_dir) if data_dir else None)
         syms = parse_symbols(symbols if symbols else cfg.data.symbols)
-        start = parse_as_of(since) if since else None
-        with progress(state, "fetching candles", None) as advance:
-            results = fetch_to_store(cfg, syms, cfg.data.interval, since=start,
+        when = parse_as_of(as_of)
+        now_ms = int(when.timestamp() * 1000) if when is not None else None
+        total = plan_fetch(cfg, syms, cfg.data.interval, since=since, now_ms=now_ms)
+        with progress(state, "fetching candles", sum(total.values()) or None) as advance:
+            results = fetch_to_store(cfg, syms, cfg.data.interval, since=since, now_ms=now_ms,
                                      progress=lambda _s, n: advance(n))
         if json_out:
-            print_json({"interval": cfg.data.interval,
-                        "symbols": [r.to_dict() for r in results]})
+            print_json({"interval": cfg.data.interval, "data_dir": str(cfg.data.data_dir),
+                        "symbols": [r.to_dict() for r in results.values()]})
             return
         if not state.quiet:
             print_table(state, f"fetched into {cfg.data.data_dir}",
                         ["symbol", "added", "stored", "last candle (UTC)"],
                         [(r.symbol, r.added, r.total,
-                          f"{r.last:%Y-%m-%d %H:%M}" if r.last else "-") for r in results])
+                          f"{r.last:%Y-%m-%d %H:%M}" if r.last else "-")
+                         for r in results.values()])

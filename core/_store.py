@@ -1,83 +1,257 @@
-"""``botopt fetch``: keep a local, freqtrade-layout candle store up to date from Binance.
+"""The local candle store that ``botopt fetch`` keeps up to date from Binance.
 
-Each file is ``{data_dir}/{SYMBOL}-{interval}.feather`` with columns ``date``, open, high, low,
-close, volume. Only candles newer than the last stored one are downloaded; the merged file is
-written to a temporary name and renamed over the old one under a per-file lock, so a crash
-or an overlapping fetch never leaves a torn or half-merged file.
+Each symbol is one file, ``{data_dir}/{SYMBOL}-{interval}.feather`` in freqtrade's layout
+(Arrow IPC, columns ``date`` (UTC, ms), open, high, low, close, volume), so the same directory
+serves ``--source local``, freqtrade and botopt alike.
+
+Only candles newer than the last stored one are downloaded (plus, with ``since``, any older
+ones not stored yet). The merged frame is validated, then written to a temporary file and
+renamed over the old one: readers see the old file or the new one, never a torn one, and a
+crash leaves the old file as it was. A per-file lock, held from reading the old file to the
+rename, serialises overlapping runs, so no run overwrites rows another has just added and the
+second run downloads only what the first did not.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
-from botopt.core._binance import BinanceClient
-from botopt.core._candles import interval_ms, read_candle_file, validate_candles
+from botopt.core._candles import (
+    FILE_SUFFIXES,
+    interval_ms,
+    parse_as_of,
+    parse_symbols,
+    read_candle_file,
+    validate_candles,
+)
 from botopt.core._config import Config
 from botopt.core._fs import atomic_write_bytes
-from botopt.core.errors import ConfigError, DataError
+from botopt.core.errors import BotoptError, ConfigError, DataError, UsageError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from botopt.core._binance import BinanceClient
+
+log = logging.getLogger("botopt.store")
+
+# Long enough for another run's large first download to finish; short enough that a stuck
+# run cannot hold every later cron run hostage.
+LOCK_TIMEOUT = 600.0
+# With neither a stored file nor ``since``, Binance's default answer: its latest candles.
+_DEFAULT_BATCH = 1000
 
 
 @dataclass(frozen=True)
 class FetchResult:
+    """What one symbol's fetch did: rows added, rows now stored, their time span, the file."""
+
     symbol: str
+    interval: str
     added: int
     total: int
+    first: datetime | None
     last: datetime | None
     path: Path
 
-    def to_dict(self) -> dict[str, object]:
-        return {"symbol": self.symbol, "added": self.added, "total": self.total,
-                "last": self.last.isoformat().replace("+00:00", "Z") if self.last else None,
+    def to_dict(self) -> dict[str, Any]:
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat().replace("+00:00", "Z") if t is not None else None
+
+        return {"symbol": self.symbol, "interval": self.interval, "added": self.added,
+                "total": self.total, "first": iso(self.first), "last": iso(self.last),
                 "path": str(self.path)}
 
 
-def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None = None, *,
-                   since: datetime | None = None, client: BinanceClient | None = None,
-                   now_ms: int | None = None,
-                   progress: Callable[[str, int], None] | None = None) -> list[FetchResult]:
-    from filelock import FileLock
+def store_path(data_dir: Path, symbol: str, interval: str) -> Path:
+    return Path(data_dir) / f"{symbol}-{interval}.feather"
 
+
+def _data_dir(config: Config, *, create: bool = True) -> Path:
     if config.data.data_dir is None:
-        raise ConfigError("fetch needs a data directory: --data-dir or data.data_dir")
-    interval = interval or config.data.interval
-    step = interval_ms(interval)
-    data_dir = Path(config.data.data_dir)
+        raise ConfigError("fetch needs a data directory: pass --data-dir or set data.data_dir")
+    data_dir = Path(config.data.data_dir).expanduser()
+    if not create:
+        return data_dir
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create data directory {data_dir}: {exc.strerror}") from exc
-    client = client or BinanceClient(config.binance)
-    results = []
-    for sym in symbols:
-        path = data_dir / f"{sym}-{interval}.feather"
-        with FileLock(str(path) + ".lock", timeout=120):
-            old = read_candle_file(path, sym) if path.exists() else None
-            if old is not None and old.height:
-                start = int(old["open_time"].dt.epoch("ms").max()) + step
-            elif since is not None:
-                start = int(since.timestamp() * 1000) // step * step
+        raise ConfigError(f"data.data_dir {data_dir}: cannot create it "
+                          f"({exc.strerror or exc})") from exc
+    return data_dir
+
+
+def _since_ms(since: datetime | str | None, step: int, now: int) -> int | None:
+    try:
+        when = parse_as_of(since)
+    except UsageError:
+        raise UsageError(f"invalid --since {since!r}: use ISO 8601, e.g. 2026-01-01 or "
+                         "2026-01-01T12:00:00Z") from None
+    if when is None:
+        return None
+    ms = int(when.timestamp() * 1000)
+    if ms + step > now:
+        raise UsageError(f"--since {when:%Y-%m-%d %H:%M} UTC: no candle has closed since then")
+    return ms // step * step
+
+
+def _ranges(span: tuple[int, int] | None, since: int | None, step: int,
+            now: int) -> list[tuple[int | None, int | None]]:
+    """(start, end) open-time ranges to download, given the stored (first, last) span."""
+    if span is None:
+        return [(since, None)]
+    first, last = span
+    out: list[tuple[int | None, int | None]] = []
+    if since is not None and since < first:
+        out.append((since, first - step))
+    if last + 2 * step <= now:  # the next candle has closed: worth a request
+        out.append((last + step, None))
+    return out
+
+
+def _existing(data_dir: Path, symbol: str, interval: str) -> Path | None:
+    """The stored file, or one in another freqtrade format to carry over into the feather."""
+    for suffix in FILE_SUFFIXES:
+        p = data_dir / f"{symbol}-{interval}.{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _span(df: pl.DataFrame) -> tuple[int, int] | None:
+    if df.height == 0:
+        return None
+    ms = df.get_column("open_time").dt.epoch("ms")
+    return int(ms.min()), int(ms.max())  # type: ignore[arg-type]
+
+
+def _write(path: Path, df: pl.DataFrame) -> None:
+    buf = io.BytesIO()
+    df.drop("symbol").rename({"open_time": "date"}).write_ipc(buf, compression="zstd")
+    # 0644: the store is data the user may share with freqtrade, not botopt's private state.
+    atomic_write_bytes(path, buf.getvalue(), mode=0o644)
+
+
+def _remove_stray_temporaries(path: Path) -> None:
+    # atomic_write_bytes leaves ".{name}.*.tmp" only when a writer died before its rename;
+    # under the lock nobody else is writing this file, so they are safe to delete.
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            log.info("removed %s left by an interrupted fetch", tmp)
+        except OSError:
+            pass
+
+
+def plan_fetch(config: Config, symbols: Sequence[str], interval: str | None = None, *,
+               since: datetime | str | None = None, now_ms: int | None = None) -> dict[str, int]:
+    """An estimate of the candles ``fetch_to_store`` will download per symbol (for a
+    progress bar's total). Reads only the stored files; no lock, no network."""
+    interval = interval or config.data.interval
+    step = interval_ms(interval)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    data_dir = _data_dir(config, create=False)
+    since_ms = _since_ms(since, step, now)
+    out = {}
+    for sym in parse_symbols(symbols):
+        src = _existing(data_dir, sym, interval)
+        span = None
+        if src is not None:
+            try:
+                span = _span(read_candle_file(src, sym))
+            except DataError:
+                span = None  # fetch_to_store will report it properly
+        n = 0
+        for start, end in _ranges(span, since_ms, step, now):
+            if start is None:
+                n += _DEFAULT_BATCH
             else:
-                start = None  # Binance answers the latest 1,000 candles
-            new = client.klines(sym, interval, start_ms=start, now_ms=now_ms,
-                                progress=(lambda n, s=sym: progress(s, n)) if progress
-                                else None)
-            merged = new if old is None else pl.concat([old, new]).unique(
-                "open_time", keep="last").sort("open_time")
-            if merged.height == 0:
-                raise DataError(f"Binance returned no closed {interval} candles for {sym}")
-            validate_candles(merged, symbol=sym, interval=interval, source="binance")
-            added = merged.height - (old.height if old is not None else 0)
-            if added or old is None:
-                buf = io.BytesIO()
-                merged.drop("symbol").rename({"open_time": "date"}).write_ipc(buf)
-                atomic_write_bytes(path, buf.getvalue(), mode=0o644)
-            last = merged["open_time"][-1]
-            results.append(FetchResult(sym, added, merged.height,
-                                       last.astimezone(timezone.utc) if last else None, path))
+                n += max(0, ((end if end is not None else now - step) - start) // step + 1)
+        out[sym] = n
+    return out
+
+
+def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None = None, *,
+                   since: datetime | str | None = None,
+                   progress: Callable[[str, int], None] | None = None,
+                   now_ms: int | None = None,
+                   client: BinanceClient | None = None) -> dict[str, FetchResult]:
+    """Bring ``{data_dir}/{SYMBOL}-{interval}.feather`` up to date from Binance.
+
+    ``since``: the first candle wanted (ISO 8601 or datetime; UTC if naive). Without it a
+    symbol not stored yet gets Binance's latest 1,000 closed candles, and stored symbols only new
+    ones; with it, missing older candles back to ``since`` are added too. Nothing stored is
+    ever deleted. ``now_ms`` replaces the clock (only candles closed by then are kept).
+    ``progress(symbol, rows)`` is called per page received. Symbols are processed in order
+    and the first error stops the run (files already updated stay updated).
+    """
+    from filelock import FileLock, Timeout
+
+    from botopt.core._binance import BinanceClient
+
+    interval = interval or config.data.interval
+    step = interval_ms(interval)
+    syms = parse_symbols(symbols)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    since_ms = _since_ms(since, step, now)
+    data_dir = _data_dir(config)
+    client = client or BinanceClient(config.binance)
+    results: dict[str, FetchResult] = {}
+    for sym in syms:
+        path = store_path(data_dir, sym, interval)
+        lock = FileLock(str(data_dir / f".{path.name}.lock"), timeout=LOCK_TIMEOUT)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise BotoptError(f"{path}: another botopt fetch has held its lock for "
+                              f"{LOCK_TIMEOUT:.0f} s; try again later") from None
+        try:
+            results[sym] = _fetch_one(client, sym, interval, step, path, since_ms, now,
+                                      progress)
+        finally:
+            lock.release()
     return results
+
+
+def _fetch_one(client: BinanceClient, sym: str, interval: str, step: int, path: Path,
+               since_ms: int | None, now: int,
+               progress: Callable[[str, int], None] | None) -> FetchResult:
+    import polars as pl
+
+    _remove_stray_temporaries(path)
+    src = _existing(path.parent, sym, interval)
+    old = read_candle_file(src, sym) if src is not None else None
+    if old is not None and old.height:
+        # Never rewrite a file we cannot vouch for: the user must see what is wrong with it.
+        validate_candles(old, symbol=sym, interval=interval, source=str(src))
+    span = _span(old) if old is not None else None
+    pages = (lambda n: progress(sym, n)) if progress is not None else None
+    parts = [old] if old is not None else []
+    for start, end in _ranges(span, since_ms, step, now):
+        if end is None:
+            # Bounded by the last closed candle: a replay (now_ms) must not see the future,
+            # and without a start Binance then gives its latest 1,000 *closed* candles.
+            end = now - step
+        parts.append(client.klines(sym, interval, start_ms=start, end_ms=end, now_ms=now,
+                                   progress=pages))
+    merged = pl.concat(parts, how="vertical") if parts else None
+    if merged is None or merged.height == 0:
+        after = "" if since_ms is None else \
+            f" since {datetime.fromtimestamp(since_ms / 1000, timezone.utc):%Y-%m-%d %H:%M} UTC"
+        raise DataError(f"Binance has no closed {interval} candles for {sym}{after}")
+    merged = merged.unique("open_time", keep="first").sort("open_time")
+    validate_candles(merged, symbol=sym, interval=interval, source="binance")
+    before = old.height if old is not None else 0
+    added = merged.height - before
+    if added or src != path:
+        _write(path, merged)
+    times = merged.get_column("open_time")
+    log.info("%s: %d new %s candle(s), %d stored", sym, added, interval, merged.height)
+    return FetchResult(sym, interval, added, merged.height, times[0], times[-1], path)
