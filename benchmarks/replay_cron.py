@@ -24,52 +24,69 @@ CLAIMS = {"features": "80%", "predictions": "75%", "regime": "95%", "gates": "90
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "candles" / "5m"
 
 
-def replay(label: str, overrides: dict[str, object], symbols: list[str], start: datetime,
-           minutes: int, ttl_note: str) -> list[Row]:
+def replay(label: str, base: dict[str, object], variants: dict[str, dict[str, object]],
+           symbols: list[str], start: datetime, minutes: int) -> list[Row]:
+    """One uncached pass, and one cached pass per TTL variant, minute by minute side by side.
+
+    The uncached answer does not depend on TTLs, so every variant is compared with the same
+    uncached pass (one day of uncached runs costs as much as the cached ones). Each pass is a
+    whole bot with its own state directory (cooldowns, regimes, queue): a cached bot's day
+    must equal an uncached bot's day, minute by minute."""
     from botopt.core._cache import CacheManager
     from botopt.core._config import load_config
     from botopt.core._pipeline import _Stages, run_signals
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(overrides={**overrides, "cache.dir": tmp})
         clock = [start.timestamp()]
-        mgr = CacheManager.from_config(cfg, clock=lambda: clock[0])
-        cached, fresh = _Stages(), _Stages()
-        identical = True
-        t_cached = t_fresh = 0.0
+        fresh_cfg = load_config(overrides={**base, "cache.dir": f"{tmp}/uncached"})
+        runs = []
+        for i, (note, overrides) in enumerate(variants.items()):
+            cfg = load_config(overrides={**base, **overrides, "cache.dir": f"{tmp}/{i}"})
+            runs.append((note, cfg, CacheManager.from_config(cfg, clock=lambda: clock[0]),
+                         _Stages()))
+        fresh = _Stages()
+        identical = dict.fromkeys(variants, True)
+        t_cached = dict.fromkeys(variants, 0.0)
+        t_fresh = 0.0
         for k in range(minutes):
             now = start + timedelta(seconds=60 * k + 5)
             clock[0] = now.timestamp()
             t0 = time.perf_counter()
-            a = run_signals(cfg, symbols, as_of=now, manager=mgr, stages=cached)
-            t1 = time.perf_counter()
-            b = run_signals(cfg, symbols, as_of=now, use_cache=False, side_effects=False,
-                            stages=fresh)
-            t2 = time.perf_counter()
-            t_cached += t1 - t0
-            t_fresh += t2 - t1
-            identical &= a == b
-        mgr.close()
+            b = run_signals(fresh_cfg, symbols, as_of=now, use_cache=False, stages=fresh)
+            t_fresh += time.perf_counter() - t0
+            for note, cfg, mgr, stages in runs:
+                t0 = time.perf_counter()
+                a = run_signals(cfg, symbols, as_of=now, manager=mgr, stages=stages)
+                t_cached[note] += time.perf_counter() - t0
+                identical[note] &= a == b
+        for _, _, mgr, _ in runs:
+            mgr.close()
     rows = []
-    for stage in ("features", "regime", "predictions", "gates"):
-        before, after = getattr(fresh, stage), getattr(cached, stage)
-        rows.append(Row("cache", f"{label}: {stage} computations ({ttl_note})",
-                        f"{before} uncached", f"{after} cached", before, after, "reduction",
-                        claim=f"authors: {CLAIMS[stage]} fewer", identical=identical))
-    rows.append(Row("cache", f"{label}: in-process run time ({ttl_note})",
-                    f"{t_fresh / minutes * 1e3:.1f} ms/run",
-                    f"{t_cached / minutes * 1e3:.1f} ms/run",
-                    t_fresh, t_cached, "speedup", identical=identical))
+    for note, _, _, cached in runs:
+        for stage in ("features", "regime", "predictions", "gates"):
+            before, after = getattr(fresh, stage), getattr(cached, stage)
+            rows.append(Row("cache", f"{label}: {stage} computations ({note})",
+                            f"{before} uncached", f"{after} cached", before, after,
+                            "reduction", claim=f"authors: {CLAIMS[stage]} fewer",
+                            identical=identical[note]))
+        rows.append(Row("cache", f"{label}: in-process run time ({note})",
+                        f"{t_fresh / minutes * 1e3:.1f} ms/run",
+                        f"{t_cached[note] / minutes * 1e3:.1f} ms/run",
+                        t_fresh, t_cached[note], "speedup", identical=identical[note]))
     return rows
 
 
-def _process_time(args: list[str], runs: int) -> float:
-    samples = []
+def _process_times(commands: list[list[str]], runs: int) -> list[float]:
+    """Median wall time of each command. Runs are interleaved (a, b, c, a, b, c, ...) so a
+    noisy neighbour slows every command alike instead of whichever ran at the time."""
+    samples: list[list[float]] = [[] for _ in commands]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        for args, out in zip(commands, samples, strict=True):
+            t0 = time.perf_counter()
+            subprocess.run(args, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(s) for s in samples]
 
 
 def process_rows(quick: bool) -> list[Row]:
@@ -80,9 +97,7 @@ def process_rows(quick: bool) -> list[Row]:
                "signals", "--symbols", "BTCUSDT,ETHUSDT", "--as-of", "2026-09-20T12:00:30Z"]
         stats = [sys.executable, "-m", "botopt.cli.main", "--cache-dir", tmp, "cache-stats"]
         subprocess.run(sig, check=True)  # warm the cache
-        t_bare = _process_time(bare, runs)
-        t_sig = _process_time(sig, runs)
-        t_stats = _process_time(stats, runs)
+        t_bare, t_sig, t_stats = _process_times([bare, sig, stats], runs)
         # Identical: the warm (cached) answer equals a --no-cache run's; cache-stats prints
         # what the library reads.
         warm = subprocess.run([*sig, "--json"], check=True, capture_output=True).stdout
@@ -110,8 +125,8 @@ def run(quick: bool = False, data_dir: Path | None = None) -> list[Row]:
     minutes = 60 if quick else 1440
     long_ttl = {"cache.features_ttl": 600, "cache.predictions_ttl": 600,
                 "cache.regime_ttl": 600, "cache.gates_ttl": 600}
-    rows = replay("sample, 5 symbols", {}, sample, start, minutes, "default TTLs")
-    rows += replay("sample, 5 symbols", long_ttl, sample, start, minutes, "TTLs 600 s")
+    rows = replay("sample, 5 symbols", {}, {"default TTLs": {}, "TTLs 600 s": long_ttl},
+                  sample, start, minutes)
     real = data_dir or (SHARED if SHARED.is_dir() else None)
     if real is not None:
         from botopt.core._candles import load_candles
@@ -122,9 +137,9 @@ def run(quick: bool = False, data_dir: Path | None = None) -> list[Row]:
         first = load_candles(syms, config=cfg, as_of="2100-01-01")["open_time"]
         # Start a day in, so the features have their history.
         begin = first.min() + timedelta(days=1)
-        rows += replay(f"{real.name}, {len(syms)} pairs", {"data.source": "local",
-                                                          "data.data_dir": str(real)},
-                       syms, begin, 30 if quick else 360, "default TTLs")
+        rows += replay(f"{real.name}, {len(syms)} pairs",
+                       {"data.source": "local", "data.data_dir": str(real)},
+                       {"default TTLs": {}}, syms, begin, 30 if quick else 360)
     rows += process_rows(quick)
     return rows
 
