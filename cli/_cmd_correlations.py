@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from botopt.core._correlation import update_correlation
 
         state = get_state(ctx)
-        cfg = state.config(**opt.data_overrides(interval, source, data_dir),
+        cfg = state.config(reads_candles=True, **opt.data_overrides(interval, source, data_dir),
                            correlation__window=window)
         syms = parse_symbols(symbols if symbols else cfg.data.symbols)
         win = cfg.correlation.window

@@ -90,3 +90,21 @@ def test_botopt_errors_map_to_exit_codes_and_redact_secrets():
         result = runner.invoke(_app_raising(exc), ["boom"])
         assert result.exit_code == code
         assert "SECRET" not in result.stderr and result.stderr.startswith("botopt: error: ")
+
+
+def test_sample_data_notice_only_where_candles_are_read(tmp_path):
+    # No botopt.toml (clean_env): signals says the sample data stands in; commands that read
+    # no candles stay silent on stderr, so cron mails nothing for them.
+    cache = ["--cache-dir", str(tmp_path)]
+    sig = runner.invoke(app, [*cache, "signals", "-s", "BTCUSDT", "--as-of",
+                              "2026-09-20T12:00:00Z"])
+    assert sig.exit_code == 0, sig.stderr
+    assert sig.stderr.splitlines() == ["botopt: no configuration found; using the bundled "
+                                       "sample data (botopt init writes a botopt.toml)"]
+    quiet = runner.invoke(app, [*cache, "--quiet", "signals", "-s", "BTCUSDT", "--as-of",
+                                "2026-09-20T12:00:00Z"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    for args in (["cache-stats"], ["notify", "list"], ["status"]):
+        res = runner.invoke(app, [*cache, *args])
+        assert res.exit_code == 0, (args, res.stderr)
+        assert res.stderr == "", args
