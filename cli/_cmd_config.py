@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         from botopt.core._config import config_items
 
         state = get_state(ctx)
-        cfg = state.config()
+        cfg = state.config(announce_sample_data=True)
         rows = config_items(cfg)
         if json_out:
             print_json({"path": str(cfg.path) if cfg.path else None,

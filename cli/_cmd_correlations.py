@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         from botopt.core._correlation import update_correlation
 
         state = get_state(ctx)
-        cfg = state.config(reads_candles=True, **opt.data_overrides(interval, source, data_dir),
+        cfg = state.config(announce_sample_data=True,
+                           **opt.data_overrides(interval, source, data_dir),
                            correlation__window=window)
         syms = parse_symbols(symbols if symbols else cfg.data.symbols)
         win = cfg.correlation.window

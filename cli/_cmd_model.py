@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         from botopt.core._model_train import train_and_save
 
         state = get_state(ctx)
-        cfg = state.config(reads_candles=True, **opt.data_overrides(interval, source, data_dir))
+        cfg = state.config(announce_sample_data=True,
+                           **opt.data_overrides(interval, source, data_dir))
         result, path = train_and_save(cfg, symbols, as_of=as_of, output=output,
                                       holdout_fraction=holdout)
         if json_out:

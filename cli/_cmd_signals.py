@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
         from botopt.core._pipeline import run_signals
 
         state = get_state(ctx)
-        cfg = state.config(reads_candles=True, **opt.data_overrides(interval, source, data_dir))
+        cfg = state.config(announce_sample_data=True,
+                           **opt.data_overrides(interval, source, data_dir))
         syms = parse_symbols(symbols if symbols else cfg.data.symbols)
         with run_events("signals") as counts:
             result = run_signals(cfg, syms, as_of=parse_as_of(as_of), use_cache=not no_cache)

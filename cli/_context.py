@@ -50,13 +50,14 @@ class AppState:
         if not self.quiet:
             print(f"botopt: {message}", file=sys.stderr)
 
-    def config(self, *, reads_candles: bool = False, **overrides: Any) -> Config:
+    def config(self, *, announce_sample_data: bool = False, **overrides: Any) -> Config:
         """The effective configuration with this command's flags (``section.key`` with
         ``__`` for the dot, e.g. ``data__source="local"``) applied on top.
 
-        ``reads_candles``: say on stderr when the bundled sample data stands in for a missing
-        configuration. Only commands that read candles say it: for cache-stats or
-        notify-flush it would be wrong, and in cron every stderr line becomes a mail."""
+        ``announce_sample_data``: say on stderr when the bundled sample data stands in for a
+        missing configuration. Only the commands that read candles (and ``config show``) say
+        it: for cache-stats or notify-flush it would be noise, and from cron every stderr
+        line becomes a mail."""
         from botopt.core._config import load_config
 
         flags = {k.replace("__", "."): v for k, v in overrides.items() if v is not None}
@@ -72,8 +73,8 @@ class AppState:
             self._configs[key] = cfg
             set_current_cache_dir(cache_dir_for(cfg))
             register_secret(cfg.telegram.token)
-        if reads_candles and cfg.path is None and cfg.sources.get("data.source") == "default" \
-                and not self._notice_shown:
+        if announce_sample_data and cfg.path is None and not self._notice_shown \
+                and cfg.sources.get("data.source") == "default":
             self._notice_shown = True
             self.notice("no configuration found; using the bundled sample data "
                         "(botopt init writes a botopt.toml)")
