@@ -121,6 +121,26 @@ def test_symbols_are_independent(shared_data):
     assert both.filter(pl.col("symbol") == "TRX_BTC").equals(alone)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ohlc_frames(), min_size=2, max_size=4), st.booleans())
+def test_a_symbol_alone_equals_the_same_symbol_in_a_batch(frames, flat_seams):
+    # Some steps (shifts, flatness counts) run over the whole column and null what would
+    # reach into the previous symbol; flat seams (the same constant candle at the end of one
+    # symbol and the start of the next) are where a leak would show.
+    parts = []
+    for k, f in enumerate(frames):
+        if flat_seams:
+            edge = pl.int_range(pl.len())
+            seam = (edge < 25) | (edge >= pl.len() - 25)
+            f = f.with_columns(pl.when(seam).then(pl.lit(7.0)).otherwise(pl.col(c)).alias(c)
+                               for c in ("open", "high", "low", "close", "volume"))
+        parts.append(f.with_columns(symbol=pl.lit(f"S{k}")))
+    batch = compute_features(pl.concat(parts))
+    for part in parts:
+        alone = compute_features(part)
+        assert batch.filter(pl.col("symbol") == part["symbol"][0]).equals(alone)
+
+
 def test_columns_and_warmup_nulls():
     fc = FeaturesConfig()
     t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
