@@ -88,6 +88,8 @@ class RollingCorrelation:
         if self._matrix.shape != (len(self.symbols),) * 2:
             self._matrix = np.full((len(self.symbols),) * 2, np.nan)
             self._all_dirty = True
+        # list.index is O(symbols) per update: at 500 symbols it was 5 % of an update
+        self._pos = {s: k for k, s in enumerate(self.symbols)}
         self._anchor()
 
     # -- running sums --------------------------------------------------------------------
@@ -156,19 +158,22 @@ class RollingCorrelation:
             self._anchor()  # bound the rounding that additions and subtractions accumulate
 
     def _column(self, symbol: str) -> int:
-        if symbol not in self.symbols:
-            self.symbols.append(symbol)
-            n = len(self.symbols)
-            self.returns = np.hstack([self.returns, np.full((self.window, 1), np.nan)])
-            grown = np.full((n, n), np.nan)
-            grown[:n - 1, :n - 1] = self._matrix
-            self._matrix = grown
-            for name in ("_count", "_sum", "_sq", "_prod", "_scale"):
-                old = getattr(self, name)
-                new = np.zeros((n, n))
-                new[:n - 1, :n - 1] = old
-                setattr(self, name, new)
-        return self.symbols.index(symbol)
+        j = self._pos.get(symbol)
+        if j is not None:
+            return j
+        self.symbols.append(symbol)
+        n = len(self.symbols)
+        self._pos[symbol] = n - 1
+        self.returns = np.hstack([self.returns, np.full((self.window, 1), np.nan)])
+        grown = np.full((n, n), np.nan)
+        grown[:n - 1, :n - 1] = self._matrix
+        self._matrix = grown
+        for name in ("_count", "_sum", "_sq", "_prod", "_scale"):
+            old = getattr(self, name)
+            new = np.zeros((n, n))
+            new[:n - 1, :n - 1] = old
+            setattr(self, name, new)
+        return n - 1
 
     def update(self, symbol: str, candles_or_returns: Any) -> int:
         """Feed new data for one symbol: a candle frame (``open_time``, ``close``), or a
@@ -215,8 +220,9 @@ class RollingCorrelation:
     def remove(self, symbol: str) -> None:
         if symbol not in self.symbols:
             return
-        j = self.symbols.index(symbol)
+        j = self._pos[symbol]
         self.symbols.pop(j)
+        self._pos = {s: k for k, s in enumerate(self.symbols)}
         self.returns = np.delete(self.returns, j, axis=1)
         self._matrix = np.delete(np.delete(self._matrix, j, axis=0), j, axis=1)
         for name in ("_count", "_sum", "_sq", "_prod", "_scale"):
