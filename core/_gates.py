@@ -69,6 +69,16 @@ def directional_probability(p_up: float | None, direction: str) -> float | None:
     return p_up if direction == "long" else 1.0 - p_up
 
 
+def _below(name: str, value: float, limit: float) -> str:
+    """``"probability 0.498 < 0.50"``: as many decimals as it takes for the value not to
+    print as the limit (a reason reading "0.50 < 0.50" helps nobody)."""
+    for digits in range(2, 7):
+        v, lim = f"{value:.{digits}f}", f"{limit:.{digits}f}"
+        if v != lim:
+            return f"{name} {v} < {f'{limit:.2f}' if float(f'{limit:.2f}') == limit else lim}"
+    return f"{name} {value!r} < {limit!r}"
+
+
 def evaluate_gates(
     candidates: Sequence[GateInput],
     records: Iterable[CooldownRecord],
@@ -93,18 +103,18 @@ def evaluate_gates(
         if c.direction == "flat":
             reasons.append("no directional signal")
         if c.strength < config.min_strength:
-            reasons.append(f"strength {c.strength:.2f} < {config.min_strength:.2f}")
+            reasons.append(_below("strength", c.strength, config.min_strength))
         p = directional_probability(c.probability, c.direction)
         if p is None:
             reasons.append("no model probability")
         elif p < config.min_probability:
-            reasons.append(f"probability {p:.2f} < {config.min_probability:.2f}")
+            reasons.append(_below("probability", p, config.min_probability))
         if config.block_high_vol and c.regime == "HIGH_VOL":
             reasons.append("regime HIGH_VOL")
         if c.volume_z is None or math.isnan(c.volume_z):
             reasons.append("no volume z-score")
         elif c.volume_z < config.min_volume_z:
-            reasons.append(f"volume z {c.volume_z:.2f} < {config.min_volume_z:.2f}")
+            reasons.append(_below("volume z", c.volume_z, config.min_volume_z))
         for r in history:
             if (r.symbol == c.symbol and r.direction == c.direction
                     and c.candle_time - cooldown < r.candle_time < c.candle_time):

@@ -37,6 +37,11 @@ def test_each_gate_alone():
         assert not d.passed and reason in d.reasons, (reason, d)
 
 
+def test_a_value_just_below_its_limit_does_not_print_as_the_limit():
+    d = evaluate_gates([cand(p=0.5489, strength=0.2999)], [], CFG)[0]
+    assert list(d.reasons) == ["strength 0.2999 < 0.30", "probability 0.549 < 0.55"]
+
+
 def test_all_failing_reasons_are_listed():
     d = evaluate_gates([cand(strength=0.1, p=0.2, regime="HIGH_VOL")], [], CFG)[0]
     assert len(d.reasons) == 3
