@@ -219,7 +219,8 @@ def wait_for_requests(market: Market, n: int, proc: subprocess.Popen[str]) -> No
 
 
 def test_overlapping_runs_download_once_and_leave_one_clean_file(tmp_path):
-    market = Market(delay=0.6)  # 3 pages: the first run holds the file's lock for ~2 s
+    # 2 pages: the first run holds the lock for ~3 s, longer than the second needs to start
+    market = Market(delay=1.5)
     try:
         first = botopt(market, tmp_path, "--since", iso(market.open(0)))
         wait_for_requests(market, 1, first)
