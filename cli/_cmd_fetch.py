@@ -36,8 +36,10 @@ def register(app: typer.Typer) -> None:
         syms = parse_symbols(symbols if symbols else cfg.data.symbols)
         when = parse_as_of(as_of)
         now_ms = int(when.timestamp() * 1000) if when is not None else None
-        total = plan_fetch(cfg, syms, cfg.data.interval, since=since, now_ms=now_ms)
-        with progress(state, "fetching candles", sum(total.values()) or None) as advance:
+        # The estimate reads every stored file: worth it only when a bar will show it.
+        total = sum(plan_fetch(cfg, syms, cfg.data.interval, since=since,
+                               now_ms=now_ms).values()) if state.shows_progress else 0
+        with progress(state, "fetching candles", total or None) as advance:
             results = fetch_to_store(cfg, syms, cfg.data.interval, since=since, now_ms=now_ms,
                                      progress=lambda _s, n: advance(n))
         if json_out:

@@ -33,6 +33,11 @@ class AppState:
         return not _plain(sys.stdout)
 
     @property
+    def shows_progress(self) -> bool:
+        """Progress bars go to a terminal only, and never with --quiet."""
+        return self.is_terminal and not self.quiet
+
+    @property
     def console(self) -> Console:
         plain = _plain(sys.stdout)
         return Console(

@@ -43,7 +43,7 @@ def progress(state: AppState, description: str, total: int | None) -> Iterator[A
 
     Yields a callable ``advance(n=1)``.
     """
-    if not state.is_terminal or state.quiet:
+    if not state.shows_progress:
         yield lambda n=1: None
         return
     from rich.progress import Progress

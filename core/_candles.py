@@ -107,11 +107,19 @@ def _to_canonical(df: pl.DataFrame, symbol: str, where: str) -> pl.DataFrame:
         raise DataError(f"{where}: non-numeric price or volume values") from exc
 
 
-def find_candle_file(data_dir: Path, symbol: str, interval: str) -> Path:
+def existing_candle_file(data_dir: Path, symbol: str, interval: str) -> Path | None:
+    """The symbol's file in the first format found (feather, parquet, csv), or None."""
     for suffix in FILE_SUFFIXES:
         p = data_dir / f"{symbol}-{interval}.{suffix}"
         if p.is_file():
             return p
+    return None
+
+
+def find_candle_file(data_dir: Path, symbol: str, interval: str) -> Path:
+    p = existing_candle_file(data_dir, symbol, interval)
+    if p is not None:
+        return p
     if not data_dir.is_dir():
         raise DataError(f"data directory not found: {data_dir}")
     raise UnknownSymbolError(

@@ -218,9 +218,9 @@ class RollingCorrelation:
         return out
 
     def remove(self, symbol: str) -> None:
-        if symbol not in self.symbols:
+        j = self._pos.get(symbol)
+        if j is None:
             return
-        j = self._pos[symbol]
         self.symbols.pop(j)
         self._pos = {s: k for k, s in enumerate(self.symbols)}
         self.returns = np.delete(self.returns, j, axis=1)

@@ -70,12 +70,14 @@ def directional_probability(p_up: float | None, direction: str) -> float | None:
 
 
 def _below(name: str, value: float, limit: float) -> str:
-    """``"probability 0.498 < 0.50"``: as many decimals as it takes for the value not to
+    """``"probability 0.499 < 0.50"``: as many decimals as it takes for the value not to
     print as the limit (a reason reading "0.50 < 0.50" helps nobody)."""
     for digits in range(2, 7):
-        v, lim = f"{value:.{digits}f}", f"{limit:.{digits}f}"
-        if v != lim:
-            return f"{name} {v} < {f'{limit:.2f}' if float(f'{limit:.2f}') == limit else lim}"
+        shown = f"{value:.{digits}f}"
+        if shown != f"{limit:.{digits}f}":
+            # The limit as configured: 0.55 as "0.55", 0.555 as "0.555", never rounded.
+            bound = f"{limit:.2f}" if float(f"{limit:.2f}") == limit else f"{limit:g}"
+            return f"{name} {shown} < {bound}"
     return f"{name} {value!r} < {limit!r}"
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botopt.core._candles import (
-    FILE_SUFFIXES,
+    existing_candle_file,
     interval_ms,
     parse_as_of,
     parse_symbols,
@@ -116,15 +116,6 @@ def _ranges(span: tuple[int, int] | None, since: int | None, step: int,
     return out
 
 
-def _existing(data_dir: Path, symbol: str, interval: str) -> Path | None:
-    """The stored file, or one in another freqtrade format to carry over into the feather."""
-    for suffix in FILE_SUFFIXES:
-        p = data_dir / f"{symbol}-{interval}.{suffix}"
-        if p.is_file():
-            return p
-    return None
-
-
 def _span(df: pl.DataFrame) -> tuple[int, int] | None:
     if df.height == 0:
         return None
@@ -161,7 +152,7 @@ def plan_fetch(config: Config, symbols: Sequence[str], interval: str | None = No
     since_ms = _since_ms(since, step, now)
     out = {}
     for sym in parse_symbols(symbols):
-        src = _existing(data_dir, sym, interval)
+        src = existing_candle_file(data_dir, sym, interval)
         span = None
         if src is not None:
             try:
@@ -182,7 +173,8 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
                    since: datetime | str | None = None,
                    progress: Callable[[str, int], None] | None = None,
                    now_ms: int | None = None,
-                   client: BinanceClient | None = None) -> dict[str, FetchResult]:
+                   client: BinanceClient | None = None,
+                   lock_timeout: float = LOCK_TIMEOUT) -> dict[str, FetchResult]:
     """Bring ``{data_dir}/{SYMBOL}-{interval}.feather`` up to date from Binance.
 
     ``since``: the first candle wanted (ISO 8601 or datetime; UTC if naive). Without it a
@@ -190,7 +182,8 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
     ones; with it, missing older candles back to ``since`` are added too. Nothing stored is
     ever deleted. ``now_ms`` replaces the clock (only candles closed by then are kept).
     ``progress(symbol, rows)`` is called per page received. Symbols are processed in order
-    and the first error stops the run (files already updated stay updated).
+    and the first error stops the run (files already updated stay updated). A symbol whose
+    file another fetch has locked for ``lock_timeout`` seconds is an error.
     """
     from filelock import FileLock, Timeout
 
@@ -206,12 +199,12 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
     results: dict[str, FetchResult] = {}
     for sym in syms:
         path = store_path(data_dir, sym, interval)
-        lock = FileLock(str(data_dir / f".{path.name}.lock"), timeout=LOCK_TIMEOUT)
+        lock = FileLock(str(data_dir / f".{path.name}.lock"), timeout=lock_timeout)
         try:
             lock.acquire()
         except Timeout:
             raise BotoptError(f"{path}: another botopt fetch has held its lock for "
-                              f"{LOCK_TIMEOUT:.0f} s; try again later") from None
+                              f"{lock_timeout:g} s; try again later") from None
         try:
             results[sym] = _fetch_one(client, sym, interval, step, path, since_ms, now,
                                       progress)
@@ -226,7 +219,7 @@ def _fetch_one(client: BinanceClient, sym: str, interval: str, step: int, path: 
     import polars as pl
 
     _remove_stray_temporaries(path)
-    src = _existing(path.parent, sym, interval)
+    src = existing_candle_file(path.parent, sym, interval)
     old = read_candle_file(src, sym) if src is not None else None
     if old is not None and old.height:
         # Never rewrite a file we cannot vouch for: the user must see what is wrong with it.

@@ -189,6 +189,23 @@ def test_bad_arguments_name_the_culprit(market, tmp_path):
         fetch_to_store(config(market, blocker / "sub"), ["BTCUSDT"], now_ms=market.clock)
 
 
+def test_a_lock_held_too_long_is_an_error_and_touches_nothing(market, tmp_path):
+    from filelock import FileLock
+
+    from botopt.core.errors import BotoptError, exit_code_for
+
+    cfg = config(market, tmp_path)
+    fetch_to_store(cfg, ["BTCUSDT"], now_ms=market.clock)
+    path = store_path(tmp_path, "BTCUSDT", "5m")
+    blob, asked = path.read_bytes(), len(market.klines())
+    with FileLock(str(tmp_path / ".BTCUSDT-5m.feather.lock")):  # a stuck fetch
+        with pytest.raises(BotoptError, match="another botopt fetch has held its lock for "
+                                              "0.2 s; try again later") as err:
+            fetch_to_store(cfg, ["BTCUSDT"], now_ms=market.now(1510), lock_timeout=0.2)
+    assert exit_code_for(err.value) == 1
+    assert path.read_bytes() == blob and len(market.klines()) == asked
+
+
 def test_stray_temporaries_of_a_crashed_writer_are_removed(market, tmp_path):
     cfg = config(market, tmp_path)
     fetch_to_store(cfg, ["BTCUSDT"], now_ms=market.clock)

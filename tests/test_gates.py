@@ -40,6 +40,9 @@ def test_each_gate_alone():
 def test_a_value_just_below_its_limit_does_not_print_as_the_limit():
     d = evaluate_gates([cand(p=0.5489, strength=0.2999)], [], CFG)[0]
     assert list(d.reasons) == ["strength 0.2999 < 0.30", "probability 0.549 < 0.55"]
+    odd = GatesConfig(min_strength=0.3, min_probability=0.555, min_volume_z=-1.0)
+    d = evaluate_gates([cand(p=0.5549)], [], odd)[0]
+    assert list(d.reasons) == ["probability 0.55 < 0.555"]  # the limit is never rounded
 
 
 def test_all_failing_reasons_are_listed():
