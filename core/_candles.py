@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botopt.core._config import INTERVALS, Config
 from botopt.core.errors import DataError, UnknownSymbolError, UsageError
@@ -144,47 +144,101 @@ def read_candle_file(path: Path, symbol: str) -> pl.DataFrame:
     return _to_canonical(raw, symbol, str(path))
 
 
-def validate_candles(df: pl.DataFrame, *, symbol: str, interval: str,
-                     source: str | None = None) -> None:
-    """Raise DataError naming symbol, source and (1-based data) row for the first defect.
+# Beyond these no market quotes or trades (BTC in satoshis is ~1e13, whole-exchange volumes of
+# meme coins ~1e16): a larger value is a unit error or garbage, and squared in a variance it
+# would overflow to inf and silently turn a feature into NaN.
+MAX_PRICE = 1e15
+MAX_VOLUME = 1e20
 
-    Gaps (missing candles) are allowed: they are real and are logged at debug level only.
-    """
+
+def _checks(interval: str) -> list[tuple[pl.Expr, str]]:
+    """(defect mask, what is wrong) for a canonical frame holding one or more symbols, sorted
+    as given. The order is the order of the questions a user would ask: a missing time makes
+    every time comparison meaningless, so it comes first."""
     import polars as pl
 
-    where = f"{symbol} ({source})" if source else symbol
-    if df.height == 0:
-        raise DataError(f"{where}: no candles")
     step = interval_ms(interval)
     ms = pl.col("open_time").dt.epoch("ms")
+    # diff() across a symbol boundary compares two files: masked, not a defect.
+    same = pl.col("symbol") == pl.col("symbol").shift(1)
+    diff = pl.when(same).then(ms.diff())
     checks: list[tuple[pl.Expr, str]] = [
-        (ms.diff() < 0, "open times are not sorted ascending"),
-        (ms.diff() == 0, "duplicate open time"),
+        (pl.col("open_time").is_null(), "open time is missing"),
+        (diff < 0, "open times are not sorted ascending"),
+        (diff == 0, "duplicate open time"),
     ]
     for col in PRICE_COLUMNS:
-        checks.append((pl.col(col).is_nan() | pl.col(col).is_null(), f"{col} is NaN or missing"))
-        checks.append((pl.col(col) <= 0, f"{col} is not positive"))
+        x = pl.col(col)
+        checks.append((x.is_null() | ~x.is_finite(), f"{col} is not a finite number"))
+        checks.append((x <= 0, f"{col} is not positive"))
+        checks.append((x > MAX_PRICE, f"{col} is above {MAX_PRICE:g} (wrong unit?)"))
+    v = pl.col("volume")
     checks += [
-        (pl.col("volume").is_nan() | pl.col("volume").is_null(), "volume is NaN or missing"),
-        (pl.col("volume") < 0, "volume is negative"),
+        (v.is_null() | ~v.is_finite(), "volume is not a finite number"),
+        (v < 0, "volume is negative"),
+        (v > MAX_VOLUME, f"volume is above {MAX_VOLUME:g} (wrong unit?)"),
         (pl.col("high") < pl.max_horizontal("open", "close"), "high is below max(open, close)"),
         (pl.col("low") > pl.min_horizontal("open", "close"), "low is above min(open, close)"),
         ((ms % step) != 0, f"open time is not on a {interval} boundary (wrong interval?)"),
     ]
-    masks = df.select(
-        [expr.fill_null(False).alias(f"c{i}") for i, (expr, _) in enumerate(checks)])
+    return checks
+
+
+def validate_frame(df: pl.DataFrame, *, interval: str,
+                   sources: Mapping[str, str] | None = None) -> None:
+    """Validate a canonical frame of any number of symbols in one pass.
+
+    Raises DataError naming the symbol, its source (file or exchange) and the 1-based row of
+    that symbol's data for the first defect found. Gaps (missing candles) are allowed: they
+    are real and are logged at debug level only.
+    """
+    import polars as pl
+
+    sources = sources or {}
+    if df.height == 0:
+        raise DataError("no candles")
+    checks = _checks(interval)
+    masks = df.select([expr.fill_null(False).alias(f"c{i}")
+                       for i, (expr, _) in enumerate(checks)])
     anyhit = masks.select(pl.all().any()).row(0)
     for i, (_, what) in enumerate(checks):
-        if anyhit[i]:
-            row = int(masks.get_column(f"c{i}").arg_true()[0])
-            t = df.get_column("open_time")[row]
-            raise DataError(f"{where}: row {row + 1} ({t:%Y-%m-%d %H:%M} UTC): {what}")
+        if not anyhit[i]:
+            continue
+        at = int(masks.get_column(f"c{i}").arg_true()[0])
+        symbol = df.get_column("symbol")[at]
+        start = int(df.get_column("symbol").head(at + 1).eq(symbol).arg_true()[0])
+        # rows of one symbol are contiguous in a frame built by load_candles
+        row = at - start + 1
+        t = df.get_column("open_time")[at]
+        when = f" ({t:%Y-%m-%d %H:%M} UTC)" if t is not None else " (no time)"
+        src = sources.get(symbol)
+        where = f"{symbol} ({src})" if src else symbol
+        raise DataError(f"{where}: row {row}{when}: {what}")
     if log.isEnabledFor(logging.DEBUG):
-        diffs = df.get_column("open_time").dt.epoch("ms").diff().drop_nulls()
-        gaps = diffs.filter(diffs > step)
-        if gaps.len():
-            n, missing = gaps.len(), int(((gaps // step) - 1).sum())
-            log.debug("%s: %d gap(s), %d missing candle(s); not filled", where, n, missing)
+        _log_gaps(df, interval)
+    empty = [s for s in sources if s not in set(df.get_column("symbol").unique().to_list())]
+    if empty:
+        raise DataError(f"{empty[0]} ({sources[empty[0]]}): no candles")
+
+
+def _log_gaps(df: pl.DataFrame, interval: str) -> None:
+    import polars as pl
+
+    step = interval_ms(interval)
+    missing = pl.col("open_time").dt.epoch("ms").diff() // step - 1
+    gaps = df.group_by("symbol", maintain_order=True).agg(
+        (missing > 0).sum().alias("gaps"), missing.clip(lower_bound=0).sum().alias("missing"))
+    for sym, n, m in gaps.iter_rows():
+        if n:
+            log.debug("%s: %d gap(s), %d missing candle(s); not filled", sym, n, m)
+
+
+def validate_candles(df: pl.DataFrame, *, symbol: str, interval: str,
+                     source: str | None = None) -> None:
+    """Validate one symbol's canonical frame (see ``validate_frame``)."""
+    if df.height == 0:
+        raise DataError(f"{symbol} ({source}): no candles" if source else f"{symbol}: no candles")
+    validate_frame(df, interval=interval, sources={symbol: source} if source else None)
 
 
 def _sample_dir() -> Path:
@@ -222,6 +276,8 @@ def load_candles(
 
     Only closed candles are kept: open_time + interval <= as_of (default: now). ``limit`` keeps
     the last ``limit`` closed candles of each symbol. Raises DataError/UnknownSymbolError.
+    The files are stacked first and validated as one frame: one pass of the checks, whatever
+    the number of symbols.
     """
     import polars as pl
 
@@ -230,26 +286,24 @@ def load_candles(
     step = interval_ms(interval)
     cut = parse_as_of(as_of) or datetime.now(timezone.utc)
     end_ms = int(cut.timestamp() * 1000)
-    frames = []
+    parts, sources = [], {}
     for sym in syms:
-        df, where = _load_one(sym, config, end_ms, limit)
-        validate_candles(df, symbol=sym, interval=interval, source=where)
-        closed = df.filter(
-            (pl.col("open_time").dt.epoch("ms") + step) <= end_ms)
-        if closed.height == 0:
-            first = df.get_column("open_time")[0]
-            raise DataError(f"{sym} ({where}): no candle closed by {cut:%Y-%m-%d %H:%M} UTC "
-                            f"(data starts {first:%Y-%m-%d %H:%M} UTC)")
-        if limit is not None and closed.height > limit:
-            closed = closed.tail(limit)
-        frames.append(closed)
-    return pl.concat(frames, how="vertical")
-
-
-def last_closed(candles: pl.DataFrame) -> list[dict[str, Any]]:
-    """Per symbol, the last closed candle's open time and close (input order kept)."""
-    import polars as pl
-
-    last = candles.group_by("symbol", maintain_order=True).agg(
-        pl.col("open_time").last(), pl.col("close").last())
-    return last.to_dicts()
+        df, sources[sym] = _load_one(sym, config, end_ms, limit)
+        if df.height == 0:
+            raise DataError(f"{sym} ({sources[sym]}): no candles")
+        parts.append(df)
+    frame = pl.concat(parts, how="vertical", rechunk=False)
+    del parts
+    validate_frame(frame, interval=interval, sources=sources)
+    closed = frame.filter((pl.col("open_time").dt.epoch("ms") + step) <= end_ms)
+    counts = dict(closed.group_by("symbol").len().iter_rows())
+    for sym in syms:
+        if not counts.get(sym):
+            first = frame.filter(pl.col("symbol") == sym).get_column("open_time")[0]
+            raise DataError(f"{sym} ({sources[sym]}): no candle closed by "
+                            f"{cut:%Y-%m-%d %H:%M} UTC (data starts {first:%Y-%m-%d %H:%M} UTC)")
+    del frame
+    if limit is not None and any(n > limit for n in counts.values()):
+        closed = closed.filter(
+            pl.int_range(pl.len()).over("symbol") >= pl.len().over("symbol") - limit)
+    return closed

@@ -56,7 +56,16 @@ def test_reads_csv_canonical(tmp_path):
     [
         (lambda r: r.__setitem__(2, {**r[2], "date": r[1]["date"]}), "duplicate open time", 3),
         (lambda r: r.__setitem__(3, {**r[3], "date": r[0]["date"]}), "not sorted", 4),
-        (lambda r: r.__setitem__(1, {**r[1], "close": float("nan")}), "close is NaN", 2),
+        (lambda r: r.__setitem__(1, {**r[1], "close": float("nan")}),
+         "close is not a finite number", 2),
+        (lambda r: r.__setitem__(2, {**r[2], "high": float("inf")}),
+         "high is not a finite number", 3),
+        (lambda r: r.__setitem__(4, {**r[4], "volume": float("-inf")}),
+         "volume is not a finite number", 5),
+        (lambda r: r.__setitem__(1, {**r[1], "open": 1e300, "high": 1e300}),
+         "open is above 1e+15", 2),
+        (lambda r: r.__setitem__(3, {**r[3], "volume": 1e25}), "volume is above 1e+20", 4),
+        (lambda r: r.__setitem__(2, {**r[2], "date": None}), "open time is missing", 3),
         (lambda r: r.__setitem__(4, {**r[4], "low": -1.0}), "low is not positive", 5),
         (lambda r: r.__setitem__(2, {**r[2], "high": r[2]["close"] - 0.5}),
          "high is below max(open, close)", 3),
@@ -194,3 +203,32 @@ def test_as_of_never_shows_an_unclosed_candle(shared_data, minutes):
         closed = raw.filter(pl.col("date").dt.epoch("ms") + 300_000
                             <= int(as_of.timestamp() * 1000))
         assert closed["date"].max() == t
+
+
+def test_second_symbol_defect_names_its_own_file_and_row(tmp_path):
+    write_csv(tmp_path, "AAAUSDT", rows(7))
+    data = rows(6)
+    data[4] = {**data[4], "close": float("inf")}
+    path = write_csv(tmp_path, "BBBUSDT", data)
+    with pytest.raises(DataError) as info:
+        load_candles(["AAAUSDT", "BBBUSDT"], config=cfg_local(tmp_path), as_of="2030-01-01")
+    assert str(info.value).startswith(f"BBBUSDT ({path}): row 5 ")
+
+
+def test_null_times_never_hide_unsorted_rows(tmp_path):
+    # A null between two rows used to make the sortedness check compare nothing.
+    data = rows(5)
+    data[1], data[2] = {**data[2]}, {**data[1], "date": None}
+    write_csv(tmp_path, "NULLUSDT", data)
+    with pytest.raises(DataError, match=r"row 3 \(no time\): open time is missing"):
+        load_candles(["NULLUSDT"], config=cfg_local(tmp_path), as_of="2030-01-01")
+
+
+def test_all_null_date_column_is_a_clean_error(tmp_path):
+    df = pl.DataFrame({"date": pl.Series([None, None], dtype=pl.Null),
+                       "open": [1.0, 1.0], "high": [1.0, 1.0], "low": [1.0, 1.0],
+                       "close": [1.0, 1.0], "volume": [1.0, 1.0]})
+    df.write_ipc(tmp_path / "NULLDUSDT-5m.feather")
+    result = invoke_signals(tmp_path, "-s", "NULLDUSDT")
+    assert result.exit_code == 1 and "NULLDUSDT" in result.stderr
+    assert "internal error" not in result.stderr
