@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "ModelError": "botopt.core.errors",
     "NetworkError": "botopt.core.errors",
     "NotifyError": "botopt.core.errors",
+    "StaleDataError": "botopt.core.errors",
     "TelegramConfigError": "botopt.core.errors",
     "UnknownSymbolError": "botopt.core.errors",
     "UsageError": "botopt.core.errors",
@@ -51,6 +52,8 @@ _EXPORTS: dict[str, str] = {
     "run_monitor": "botopt.core._monitor",
     "get_status": "botopt.core._monitor",
     "run_signals": "botopt.core._pipeline",
+    "is_live": "botopt.core._pipeline",
+    "sample_clock": "botopt.core._candles",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -80,6 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ModelError,
         NetworkError,
         NotifyError,
+        StaleDataError,
         TelegramConfigError,
         UnknownSymbolError,
         UsageError,

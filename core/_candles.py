@@ -241,6 +241,17 @@ def validate_candles(df: pl.DataFrame, *, symbol: str, interval: str,
     validate_frame(df, interval=interval, sources={symbol: source} if source else None)
 
 
+# The bundled sample data ends with the candle that opens 2026-09-30 23:55 UTC. Its runs use
+# this clock, not the wall clock: against today every sample candle would be stale.
+# tests/test_sample_data.py checks it against the files.
+_SAMPLE_CLOCK = datetime(2026, 10, 1, tzinfo=timezone.utc)
+
+
+def sample_clock() -> datetime:
+    """The clock of sample-data runs: the close of the last bundled candle."""
+    return _SAMPLE_CLOCK
+
+
 def _sample_dir() -> Path:
     from importlib.resources import files
 
@@ -274,7 +285,8 @@ def load_candles(
 ) -> pl.DataFrame:
     """Load, validate and concatenate candles for ``symbols``.
 
-    Only closed candles are kept: open_time + interval <= as_of (default: now). ``limit`` keeps
+    Only closed candles are kept: open_time + interval <= as_of (default: now, or the
+    sample data's clock for the sample source). ``limit`` keeps
     the last ``limit`` closed candles of each symbol. Raises DataError/UnknownSymbolError.
     The files are stacked first and validated as one frame: one pass of the checks, whatever
     the number of symbols.
@@ -284,7 +296,8 @@ def load_candles(
     syms = parse_symbols(symbols)
     interval = config.data.interval
     step = interval_ms(interval)
-    cut = parse_as_of(as_of) or datetime.now(timezone.utc)
+    cut = parse_as_of(as_of) or (sample_clock() if config.data.source == "sample"
+                                 else datetime.now(timezone.utc))
     end_ms = int(cut.timestamp() * 1000)
     parts, sources = [], {}
     for sym in syms:

@@ -37,6 +37,9 @@ class DataConfig:
     data_dir: Path | None = None
     interval: str = "5m"
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
+    # Seconds the newest closed candle may lag the run's clock before its symbol is blocked
+    # as stale; None means two candle intervals (a fetch may miss one cron beat, not two).
+    max_staleness: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,27 @@ class RegimeConfig:
     adx_range: float = 20.0
     vol_percentile: float = 90.0
     vol_lookback: int = 288
+
+
+def warmup_candles(fc: FeaturesConfig, rc: RegimeConfig) -> int:
+    """Closed candles a symbol needs before its indicators are stable enough to trade on.
+
+    A recursive smoother starts at its first output bar with a seed and forgets that seed
+    geometrically; TA-Lib calls the time it takes its unstable period, and the usual practice
+    is about three periods. So: each smoother's first output bar plus three periods (EMA(n):
+    n-1+3n, RSI/ATR(n): n+3n, ADX(n): 2n-1+3n), the rolling windows once full, and the
+    HIGH_VOL rule once half its lookback of volatility values exists. With the defaults it is
+    the volatility lookback that decides: 20 + 1 + 144 = 165 candles.
+    """
+    return max(
+        4 * fc.ema_slow,
+        4 * fc.rsi_period + 1,
+        4 * fc.atr_period + 1,
+        5 * fc.adx_period,
+        fc.bb_period,
+        fc.volume_z_period,
+        fc.vol_period + 1 + max(1, rc.vol_lookback // 2),
+    )
 
 
 @dataclass(frozen=True)
@@ -262,6 +286,14 @@ def _validate(cfg: Config) -> None:
             raise bad(f"features.{f.name}", "must be at least 1")
     if cfg.features.ema_fast >= cfg.features.ema_slow:
         raise bad("features.ema_fast", "must be shorter than features.ema_slow")
+    need = warmup_candles(cfg.features, cfg.regime)
+    if cfg.features.history < need:
+        raise bad("features.history", f"{cfg.features.history} candles cannot warm up the "
+                  f"indicators (they need {need}); raise it or shorten the periods")
+    stale = cfg.data.max_staleness
+    if stale is not None and not 0 < stale <= 30 * 86400:
+        raise bad("data.max_staleness", "must be more than 0 and at most 30 days "
+                  "(2592000 seconds)")
     if not cfg.regime.adx_range <= cfg.regime.adx_trend:
         raise bad("regime.adx_range", "must not exceed regime.adx_trend")
     if not 0 < cfg.regime.vol_percentile < 100:
@@ -374,6 +406,9 @@ source = "sample"
 # data_dir = "~/freqtrade/user_data/data/binance"
 interval = "5m"
 symbols = ["BTCUSDT", "ETHUSDT"]
+# Block a symbol whose newest closed candle is older than this many seconds
+# (default: two intervals, 600 at 5m).
+# max_staleness = 600.0
 
 [binance]
 api_url = "https://api.binance.com"

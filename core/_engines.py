@@ -7,6 +7,13 @@ same arithmetic: the batch just evaluates it over one frame holding every symbol
 which is where its speed comes from.
 
 An engine whose inputs are null (warm-up) gives no signal for that symbol.
+
+Degenerate markets: where an indicator is undefined at the last candle (no price range, a
+close that has not moved for a whole window, returns with zero variance, no trades), the
+formulas still produce numbers (TA-Lib answers RSI 0 on flat prices), and those numbers
+would read as the strongest possible signal. The ``guard`` rule runs first: a degenerate
+symbol gets one flat signal of strength 0 from the engine ``guard``, whose reason says what is
+undefined, and no engine runs for it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import polars as pl
 
 from botopt.core._codec import register_type
 from botopt.core._config import Config, FeaturesConfig
+from botopt.core._regime import REGIMES
 from botopt.core.errors import UsageError
 
 DIRECTIONS = ("long", "short", "flat")
@@ -72,6 +80,7 @@ class Cols:
     volume_z: pl.Expr
     log_return: pl.Expr
     close: pl.Expr
+    volume: pl.Expr
 
     @classmethod
     def of(cls, fc: FeaturesConfig) -> Cols:
@@ -82,7 +91,7 @@ class Cols:
             adx=pl.col(f"adx_{n}"), pdi=pl.col(f"plus_di_{n}"), mdi=pl.col(f"minus_di_{n}"),
             bb_width=pl.col(f"bb_width_{fc.bb_period}"), vol=pl.col(f"vol_{fc.vol_period}"),
             volume_z=pl.col(f"volume_z_{fc.volume_z_period}"),
-            log_return=pl.col("log_return"), close=pl.col("close"),
+            log_return=pl.col("log_return"), close=pl.col("close"), volume=pl.col("volume"),
         )
 
 
@@ -148,6 +157,29 @@ def _momentum(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     return _side(long, short), strength, pl.format("rsi {}", c.rsi.round(1))
 
 
+GUARD = "guard"
+
+
+def degenerate_reason(c: Cols, fc: FeaturesConfig) -> pl.Expr:
+    """Why the indicators are undefined at this candle (a string), or null when they are not.
+
+    Each test is exact, not a tolerance: the features are exactly 0 on a flat window by
+    construction (see ``_rolling_std`` in _features), so these fire only on truly flat data.
+    """
+    return (
+        pl.when(c.atr == 0).then(pl.lit(
+            f"flat market: no price range in {fc.atr_period}+ candles (indicators undefined)"))
+        .when(c.bb_width == 0).then(pl.lit(
+            f"flat market: close unchanged for {fc.bb_period} candles (indicators undefined)"))
+        # volume_z is 0 on a constant window; a 0 volume at the end of one means no trades.
+        .when((c.volume == 0) & (c.volume_z == 0)).then(pl.lit(
+            f"no trades: zero volume for {fc.volume_z_period} candles"))
+        .when(c.vol == 0).then(pl.lit(
+            f"zero variance: returns constant for {fc.vol_period} candles"))
+        .otherwise(None)
+    )
+
+
 ENGINES: tuple[Engine, ...] = (
     Engine("trend_following", frozenset({"TREND_UP", "TREND_DOWN"}),
            lambda c: [c.ema_fast, c.ema_slow, c.pdi, c.mdi, c.adx, c.atr], _trend_following),
@@ -168,12 +200,13 @@ class AlphaEngineCoordinator:
         fc = config.features if isinstance(config, Config) else (config or FeaturesConfig())
         self.engines = engines
         cols = Cols.of(fc)
-        exprs: list[pl.Expr] = []
+        guard = degenerate_reason(cols, fc)
+        exprs: list[pl.Expr] = [guard.alias(f"{GUARD}.reason")]
         for e in engines:
             direction, strength, reason = e.rule(cols)
             valid = pl.all_horizontal(x.is_not_null() & x.is_not_nan()
                                       for x in e.inputs(cols))
-            active = pl.col("_regime").is_in(list(e.regimes)) & valid
+            active = pl.col("_regime").is_in(list(e.regimes)) & valid & guard.is_null()
             exprs += [
                 pl.when(active).then(direction).otherwise(None).alias(f"{e.name}.direction"),
                 pl.when(active).then(strength.cast(pl.Float64)).otherwise(None)
@@ -183,8 +216,7 @@ class AlphaEngineCoordinator:
         self._exprs = exprs
 
     def _evaluate(self, last_rows: pl.DataFrame, regimes: list[str]) -> dict[str, list[Signal]]:
-        bad = sorted({r for r in regimes if r not in ("TREND_UP", "TREND_DOWN", "RANGE",
-                                                      "HIGH_VOL")})
+        bad = sorted({r for r in regimes if r not in REGIMES})
         if bad:
             raise UsageError(f"unknown regime {bad[0]!r}")
         frame = last_rows.with_columns(_regime=pl.Series(regimes, dtype=pl.String)) \
@@ -192,6 +224,10 @@ class AlphaEngineCoordinator:
         out: dict[str, list[Signal]] = {}
         for row in frame.iter_rows(named=True):
             sigs = []
+            if row[f"{GUARD}.reason"] is not None:
+                sigs.append(Signal(symbol=row["symbol"], candle_time=row["open_time"],
+                                   engine=GUARD, direction="flat", strength=0.0,
+                                   reasons=(row[f"{GUARD}.reason"],)))
             for e in self.engines:
                 direction = row[f"{e.name}.direction"]
                 if direction is None:
@@ -224,13 +260,6 @@ class AlphaEngineCoordinator:
                           for s in syms], how="vertical_relaxed")
         result = self._evaluate(last, [current_regimes[s] for s in syms])
         return {s: result.get(s, []) for s in symbols_features}
-
-    def evaluate_frame(self, features: pl.DataFrame,
-                       regimes: Mapping[str, str]) -> dict[str, list[Signal]]:
-        """Batch evaluation straight from one multi-symbol feature frame (the pipeline's
-        path: no per-symbol frames to build)."""
-        last = features.group_by("symbol", maintain_order=True).tail(1)
-        return self._evaluate(last, [regimes[s] for s in last["symbol"].to_list()])
 
 
 def best_signal(signals: list[Signal]) -> Signal | None:

@@ -87,12 +87,18 @@ def emit(event_type: str, *, _root: Path | None = None, **data: Any) -> None:
 
 
 @contextmanager
-def run_events(command: str, root: Path | None = None) -> Iterator[dict[str, Any]]:
+def run_events(command: str, root: Path | None = None,
+               enabled: bool = True) -> Iterator[dict[str, Any]]:
     """Emit run_started, then run_finished (duration, counts) or run_failed (error).
 
-    The body may put counts into the yielded dict.
+    The body may put counts into the yielded dict. ``enabled=False`` (experiments: replays,
+    sample data) emits nothing: the monitor watches the live bot, and a hand-made run must
+    neither look like a heartbeat nor raise an alert.
     """
     counts: dict[str, Any] = {}
+    if not enabled:
+        yield counts
+        return
     start = time.monotonic()
     emit("run_started", _root=root, command=command)
     try:

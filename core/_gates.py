@@ -63,8 +63,9 @@ class CooldownRecord:
         return (self.symbol, self.direction, self.candle_time.isoformat())
 
 
-def directional_probability(p_up: float | None, direction: str) -> float | None:
-    if p_up is None or math.isnan(p_up):
+def directional_probability(p_up: float | None, direction: str | None) -> float | None:
+    """P(the signal's direction): P(up) for long, 1 - P(up) for short, None for flat."""
+    if p_up is None or math.isnan(p_up) or direction not in ("long", "short"):
         return None
     return p_up if direction == "long" else 1.0 - p_up
 
@@ -106,11 +107,15 @@ def evaluate_gates(
             reasons.append("no directional signal")
         if c.strength < config.min_strength:
             reasons.append(_below("strength", c.strength, config.min_strength))
+        # Judged on the probability of the signal's own direction (p_dir); a flat signal
+        # has no direction to be probable, and is blocked above already.
         p = directional_probability(c.probability, c.direction)
-        if p is None:
+        if c.direction == "flat":
+            pass
+        elif p is None:
             reasons.append("no model probability")
         elif p < config.min_probability:
-            reasons.append(_below("probability", p, config.min_probability))
+            reasons.append(_below("p_dir", p, config.min_probability))
         if config.block_high_vol and c.regime == "HIGH_VOL":
             reasons.append("regime HIGH_VOL")
         if c.volume_z is None or math.isnan(c.volume_z):

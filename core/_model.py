@@ -9,6 +9,7 @@ everything trained on. Users may plug in their own function instead
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -246,8 +247,29 @@ def _load_plugin(target: str) -> PluginPredictor:
     return PluginPredictor(target, fn, f"plugin:{target}:{digest}")
 
 
+def check_features(model: LogisticModel, fc: FeaturesConfig, where: str) -> None:
+    """Refuse a model trained on other feature settings than the configured ones.
+
+    Its inputs name columns by period (``rsi_14``) and its weights were fitted on values
+    computed with the settings recorded in it: with any other setting it would either miss
+    a column or read a different quantity under the same name.
+    """
+    for f in dataclasses.fields(FeaturesConfig):
+        if f.name == "history":  # how much is loaded, not what a value means
+            continue
+        trained, configured = getattr(model.features, f.name), getattr(fc, f.name)
+        if trained != configured:
+            raise ModelError(
+                f"{where} was trained with features.{f.name} = {trained!r}, but the "
+                f"configuration sets {configured!r}: run `botopt model train` (and point "
+                f"model.path at the result) or reset features.{f.name}")
+
+
 def load_model(config: ModelConfig | Config | None = None) -> Predictor:
+    """The configured model. Given the whole Config, a LogisticModel is also checked
+    against the configured features (``check_features``)."""
     mc = config.model if isinstance(config, Config) else (config or ModelConfig())
+    fc = config.features if isinstance(config, Config) else None
     if mc.predict:
         return _load_plugin(mc.predict)
     if mc.path is not None:
@@ -256,10 +278,18 @@ def load_model(config: ModelConfig | Config | None = None) -> Predictor:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise ModelError(f"model file not found: {path}") from None
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path}: cannot read model ({exc})") from exc
-        return LogisticModel.from_json(data, str(path))
-    from importlib.resources import files
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ModelError(f"{path}: cannot read model ({type(exc).__name__})") from exc
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: not a botopt model (not a JSON object)")
+        model = LogisticModel.from_json(data, str(path))
+        where = f"model {path}"
+    else:
+        from importlib.resources import files
 
-    data = json.loads(files("botopt.core").joinpath(BUNDLED).read_bytes())
-    return LogisticModel.from_json(data, f"bundled {BUNDLED}")
+        data = json.loads(files("botopt.core").joinpath(BUNDLED).read_bytes())
+        model = LogisticModel.from_json(data, f"bundled {BUNDLED}")
+        where = f"the bundled model ({BUNDLED})"
+    if fc is not None:
+        check_features(model, fc, where)
+    return model

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,10 @@ def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+# What the data allowed: "ok", or why the symbol is blocked before any gate is asked.
+DATA_STATUSES = ("ok", "stale", "warming_up", "degenerate")
+
+
 @dataclass(frozen=True)
 class SymbolResult:
     symbol: str
@@ -54,16 +58,27 @@ class SymbolResult:
     regime: str | None = None
     direction: str | None = None
     strength: float | None = None
-    probability: float | None = None
+    p_up: float | None = None  # the model's P(next candle closes up)
     engine: str | None = None
     gate_passed: bool | None = None
     gate_reasons: tuple[str, ...] = ()
+    data_status: str = "ok"
+    # The run's clock minus the close of ``candle_time``; set on every run, cached or not.
+    age_seconds: float | None = None
+
+    @property
+    def p_dir(self) -> float | None:
+        """P(the signal's own direction): what is shown and gated on."""
+        from botopt.core._gates import directional_probability
+
+        return directional_probability(self.p_up, self.direction)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "symbol": self.symbol, "candle_time": _iso(self.candle_time), "close": self.close,
             "regime": self.regime, "direction": self.direction, "strength": self.strength,
-            "probability": self.probability, "engine": self.engine,
+            "p_dir": self.p_dir, "p_up": self.p_up, "engine": self.engine,
+            "data_status": self.data_status, "age_seconds": self.age_seconds,
             "gate": {"passed": self.gate_passed, "reasons": list(self.gate_reasons)},
         }
 
@@ -72,8 +87,9 @@ class SymbolResult:
         return cls(symbol=d["symbol"],
                    candle_time=datetime.fromisoformat(d["candle_time"].replace("Z", "+00:00")),
                    close=d["close"], regime=d["regime"], direction=d["direction"],
-                   strength=d["strength"], probability=d["probability"], engine=d["engine"],
-                   gate_passed=d["gate"]["passed"], gate_reasons=tuple(d["gate"]["reasons"]))
+                   strength=d["strength"], p_up=d["p_up"], engine=d["engine"],
+                   gate_passed=d["gate"]["passed"], gate_reasons=tuple(d["gate"]["reasons"]),
+                   data_status=d["data_status"], age_seconds=d["age_seconds"])
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,11 @@ class SignalsResult:
     interval: str
     source: str
     symbols: list[SymbolResult] = field(default_factory=list)
+    # Which clock ``as_of`` is: "now" (the wall clock), "as-of" (given by the caller) or
+    # "sample" (the end of the bundled sample data, whose candles are all from the past).
+    clock: str = "now"
+    # Whether this run recorded cooldowns and queued notifications (live runs only).
+    recorded: bool = field(default=False, compare=False)
     # Side effects of this run (not part of the answer, so not compared or cached).
     new_signals: list[SymbolResult] = field(default_factory=list, compare=False)
     regime_changes: list[tuple[str, str | None, str]] = field(default_factory=list,
@@ -93,13 +114,13 @@ class SignalsResult:
         return [s for s in self.symbols if s.gate_passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"as_of": _iso(self.as_of), "interval": self.interval, "source": self.source,
-                "signals": [s.to_dict() for s in self.symbols]}
+        return {"as_of": _iso(self.as_of), "clock": self.clock, "interval": self.interval,
+                "source": self.source, "signals": [s.to_dict() for s in self.symbols]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SignalsResult:
         return cls(as_of=datetime.fromisoformat(d["as_of"].replace("Z", "+00:00")),
-                   interval=d["interval"], source=d["source"],
+                   interval=d["interval"], source=d["source"], clock=d["clock"],
                    symbols=[SymbolResult.from_dict(s) for s in d["signals"]])
 
 
@@ -135,7 +156,12 @@ def _model_digest(config: Config) -> str:
     if mc.predict:
         import importlib.util
 
-        spec = importlib.util.find_spec(mc.predict.partition(":")[0])
+        try:
+            spec = importlib.util.find_spec(mc.predict.partition(":")[0])
+        except (ImportError, ValueError):
+            # Unimportable: no run key can hold an answer for it, and the computation then
+            # gives the same clean ModelError as --no-cache does.
+            spec = None
         origin = spec.origin if spec else None
         return f"{mc.predict}:{_file_digest(Path(origin)) if origin else 'nosrc'}"
     if mc.path is not None:
@@ -219,35 +245,108 @@ class _Stages:
     gates: int = 0
 
 
+def is_live(config: Config, as_of: datetime | None) -> bool:
+    """Whether a run speaks for the present: only live runs record cooldowns and queue
+    notifications. Sample data is never live, nor is a replay of the past (an ``as_of``
+    more than one candle interval before the wall clock)."""
+    from botopt.core._candles import interval_ms
+
+    if config.data.source == "sample":
+        return False
+    if as_of is None:
+        return True
+    step = timedelta(milliseconds=interval_ms(config.data.interval))
+    return as_of >= datetime.now(timezone.utc) - step
+
+
 def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | None = None,
-                use_cache: bool = True, manager: CacheManager | None = None,
-                batch: bool = True, side_effects: bool = True,
-                stages: _Stages | None = None) -> SignalsResult:
-    """Compute ranked, gated signals for ``symbols`` at ``as_of`` (default: now).
+                use_cache: bool = True, notify: bool | None = None,
+                manager: CacheManager | None = None, batch: bool = True,
+                side_effects: bool = True, stages: _Stages | None = None) -> SignalsResult:
+    """Compute ranked, gated signals for ``symbols`` at ``as_of`` (default: now; for the
+    bundled sample data, the end of that data).
+
+    ``notify``: record cooldowns and queue notifications for the passed signals. The default
+    (None) does so for live runs only (``is_live``): experiments compute the same answer and
+    leave no trace. Raises StaleDataError when every symbol's data is stale.
 
     ``batch=False`` runs features, regime, engines and model one symbol at a time (the
-    reference path; same answer, slower). ``side_effects=False`` skips recording cooldowns,
-    regime changes and notifications (benchmarks, comparisons).
+    reference path; same answer, slower). ``side_effects=False`` skips recording whatever
+    ``notify`` says (benchmarks, comparisons).
     """
     from botopt.core._cache import CacheManager
-    from botopt.core._candles import parse_symbols
+    from botopt.core._candles import parse_symbols, sample_clock
 
     syms = parse_symbols(symbols)
-    now = as_of or datetime.now(timezone.utc)
+    if as_of is not None:
+        now, clock = as_of, "as-of"
+    elif config.data.source == "sample":
+        now, clock = sample_clock(), "sample"
+    else:
+        now, clock = datetime.now(timezone.utc), "now"
+    record = side_effects and (notify if notify is not None else is_live(config, as_of))
     own_manager = manager is None
     if manager is None:
         manager = CacheManager.from_config(config)
     try:
-        return _run(config, syms, now, manager if use_cache else dataclasses.replace(
-            manager, enabled=False, _caches={}, _counts={}), batch, side_effects,
+        result = _run(config, syms, now, manager if use_cache else dataclasses.replace(
+            manager, enabled=False, _caches={}, _counts={}), batch, record,
             stages if stages is not None else _Stages())
     finally:
         if own_manager:
             manager.close()  # one statistics write per run, not one per read
+    result = dataclasses.replace(result, clock=clock, recorded=record)
+    stale = {r.symbol: r.age_seconds or 0.0 for r in result.symbols if r.data_status == "stale"}
+    if stale and len(stale) == len(result.symbols):
+        from botopt.core.errors import StaleDataError
+
+        raise StaleDataError(stale, _max_staleness(config))
+    return result
+
+
+# -- data checks that come before any gate ---------------------------------------------------
+
+def _max_staleness(config: Config) -> float:
+    from botopt.core._candles import interval_ms
+
+    if config.data.max_staleness is not None:
+        return config.data.max_staleness
+    return 2 * interval_ms(config.data.interval) / 1000
+
+
+def _age(config: Config, candle_time: datetime, now: datetime) -> float:
+    """Seconds from the close of the candle that opened at ``candle_time`` to ``now``."""
+    from botopt.core._candles import interval_ms
+
+    close = candle_time + timedelta(milliseconds=interval_ms(config.data.interval))
+    return (now - close).total_seconds()
+
+
+def _stale_symbols(config: Config, last: Mapping[str, datetime], now: datetime) -> set[str]:
+    limit = _max_staleness(config)
+    return {s for s, t in last.items() if _age(config, t, now) > limit}
+
+
+def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> SignalsResult:
+    """Ages and stale reasons follow the clock of this run, cached answer or not."""
+    from botopt.core.errors import format_age
+
+    rows = []
+    for r in result.symbols:
+        age = _age(config, r.candle_time, now)
+        reasons = r.gate_reasons
+        if r.data_status == "stale":
+            reasons = (f"stale data: last candle {format_age(age)} ago",) + tuple(
+                x for x in reasons if x != _STALE)
+        rows.append(dataclasses.replace(r, age_seconds=age, gate_reasons=reasons))
+    return dataclasses.replace(result, as_of=now, symbols=rows)
+
+
+_STALE = "stale data"  # placeholder in the cached answer; _apply_clock says how old
 
 
 def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
-         batch: bool, side_effects: bool, stages: _Stages) -> SignalsResult:
+         batch: bool, record: bool, stages: _Stages) -> SignalsResult:
     from botopt.core._gates import CooldownStore
     from botopt.core._paths import state_dir
 
@@ -260,9 +359,13 @@ def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
 
         hit = manager.get("signals", run_key)
         if hit is not MISS:
-            manager._count("signals").hits += 1
-            result = SignalsResult.from_dict(hit)
-            return dataclasses.replace(result, as_of=now, from_cache=True)
+            cached = SignalsResult.from_dict(hit)
+            # The entry holds for its candle slot, but a symbol may turn stale inside it.
+            last = {r.symbol: r.candle_time for r in cached.symbols}
+            if _stale_symbols(config, last, now) == {
+                    r.symbol for r in cached.symbols if r.data_status == "stale"}:
+                manager._count("signals").hits += 1
+                return dataclasses.replace(_apply_clock(config, cached, now), from_cache=True)
         manager._count("signals").misses += 1
 
     start = time.perf_counter()
@@ -270,7 +373,8 @@ def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
     if run_key is not None:
         manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start,
                     ttl=min(manager.ttl(n) for n in ("features", "predictions", "regime")))
-    if side_effects:
+    result = _apply_clock(config, result, now)
+    if record:
         result = _record(config, result, cooldowns, records)
         if run_key is not None:
             # Recording changed the cooldown state; the next run on this candle still gets
@@ -285,23 +389,41 @@ def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
     return result
 
 
+def _data_blocks(config: Config, frames: Mapping[str, pl.DataFrame],
+                 now: datetime) -> dict[str, tuple[str, str]]:
+    """{symbol: (data status, reason)} for symbols no gate may pass: stale or warming up."""
+    from botopt.core._config import warmup_candles
+
+    need = warmup_candles(config.features, config.regime)
+    last = {s: f.get_column("open_time")[-1] for s, f in frames.items()}
+    stale = _stale_symbols(config, last, now)
+    out: dict[str, tuple[str, str]] = {}
+    for s, f in frames.items():
+        if s in stale:
+            out[s] = ("stale", _STALE)
+        elif f.height < need:
+            out[s] = ("warming_up", f"warming up: {f.height} of {need} candles")
+    return out
+
+
 def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManager,
              batch: bool, cooldowns: Any, stages: _Stages) -> tuple[SignalsResult, list[Any]]:
     import polars as pl
 
     from botopt.core._candles import load_candles
     from botopt.core._codec import fingerprint
-    from botopt.core._engines import AlphaEngineCoordinator, best_signal
+    from botopt.core._engines import GUARD, AlphaEngineCoordinator, best_signal
     from botopt.core._features import FEATURES_VERSION, compute_features
-    from botopt.core._gates import CooldownRecord, GateInput, evaluate_gates
     from botopt.core._model import load_model
-    from botopt.core._regime import detect_regime
 
+    # The model first: a model that cannot serve these settings should fail before the work.
+    model = load_model(config)
     candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
     fps = candle_fingerprints(candles, config.data.interval)
     tag = code_tag()
     by_symbol = candles.partition_by("symbol", as_dict=True, maintain_order=True)
     frames = {str(k[0]): v for k, v in by_symbol.items()}
+    blocks = _data_blocks(config, frames, now)
 
     def feats(missing: list[str]) -> dict[str, pl.DataFrame]:
         stages.features += len(missing)
@@ -315,16 +437,7 @@ def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManag
     features = _per_symbol(manager, "features", {
         s: fingerprint(["features", tag, FEATURES_VERSION, fkey, fps[s]]) for s in syms},
         feats)
-
-    def regimes_of(missing: list[str]) -> dict[str, str]:
-        stages.regime += len(missing)
-        if batch:
-            return detect_regime(pl.concat([features[s] for s in missing]), config)
-        return {s: detect_regime(features[s], config)[s] for s in missing}
-
-    rkey = _settings(config, "features", "regime")
-    regimes = _per_symbol(manager, "regime", {
-        s: fingerprint(["regime", tag, rkey, fps[s]]) for s in syms}, regimes_of)
+    regimes = _regimes(config, manager, features, fps, batch, stages)
 
     coord = AlphaEngineCoordinator(config)
     if batch:
@@ -332,8 +445,11 @@ def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManag
     else:
         signals = {s: coord.generate_all_signals(features[s], regimes[s]) for s in syms}
     best = {s: best_signal(signals[s]) for s in syms}
+    for s in syms:
+        guard = next((x for x in signals[s] if x.engine == GUARD), None)
+        if guard is not None and s not in blocks:
+            blocks[s] = ("degenerate", guard.reasons[0])
 
-    model = load_model(config)
     last_rows = {s: features[s].tail(1) for s in syms}
 
     def predict(missing: list[str]) -> dict[str, float | None]:
@@ -347,46 +463,87 @@ def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManag
 
     probs = _per_symbol(manager, "predictions", {
         s: fingerprint(["predictions", model.version, last_rows[s]]) for s in syms}, predict)
+    decisions = _gate(config, manager, candles, syms, best, regimes, probs, last_rows,
+                      blocks, cooldowns.snapshot(), stages, tag)
+
+    rows = []
+    for s in syms:
+        b, d = best[s], decisions[s]
+        rows.append(SymbolResult(
+            symbol=s, candle_time=last_rows[s]["open_time"][0],
+            close=float(last_rows[s]["close"][0]), regime=regimes[s],
+            direction=b.direction if b else "flat", strength=b.strength if b else 0.0,
+            p_up=probs[s], engine=b.engine if b else None,
+            gate_passed=d.passed, gate_reasons=d.reasons,
+            data_status=blocks[s][0] if s in blocks else "ok"))
+    rows.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
+    from botopt.core._gates import CooldownRecord
+
+    new_records = [CooldownRecord(r.symbol, r.direction or "flat", r.candle_time)
+                   for r in rows if r.gate_passed]
+    return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
+                         symbols=rows), new_records
+
+
+def _regimes(config: Config, manager: CacheManager, features: Mapping[str, pl.DataFrame],
+             fps: Mapping[str, str], batch: bool, stages: _Stages) -> dict[str, str]:
+    import polars as pl
+
+    from botopt.core._codec import fingerprint
+    from botopt.core._regime import detect_regime
+
+    def regimes_of(missing: list[str]) -> dict[str, str]:
+        stages.regime += len(missing)
+        if batch:
+            return detect_regime(pl.concat([features[s] for s in missing]), config)
+        return {s: detect_regime(features[s], config)[s] for s in missing}
+
+    rkey = _settings(config, "features", "regime")
+    return _per_symbol(manager, "regime", {
+        s: fingerprint(["regime", code_tag(), rkey, fps[s]]) for s in features}, regimes_of)
+
+
+def _gate(config: Config, manager: CacheManager, candles: pl.DataFrame, syms: list[str],
+          best: Mapping[str, Any], regimes: Mapping[str, str],
+          probs: Mapping[str, float | None], last_rows: Mapping[str, pl.DataFrame],
+          blocks: Mapping[str, tuple[str, str]], records: list[Any], stages: _Stages,
+          tag: str) -> dict[str, Any]:
+    """Gate decisions per symbol. A symbol the data blocks (stale, warming up, degenerate)
+    is kept out of the gates altogether: it must not count as an active signal for the
+    correlation gate of another."""
+    from botopt.core._codec import fingerprint
+    from botopt.core._gates import GateDecision, GateInput, evaluate_gates
 
     vz_col = f"volume_z_{config.features.volume_z_period}"
     candidates = []
     for s in syms:
+        if s in blocks:
+            continue
         b = best[s]
-        vz = last_rows[s][vz_col][0]
         candidates.append(GateInput(
             symbol=s, candle_time=last_rows[s]["open_time"][0],
             direction=b.direction if b else "flat", strength=b.strength if b else 0.0,
-            probability=probs[s], regime=regimes[s], volume_z=vz,
+            probability=probs[s], regime=regimes[s], volume_z=last_rows[s][vz_col][0],
             engine=b.engine if b else ""))
-    records = cooldowns.snapshot()
-    correlation = _correlation_for_gates(config, candles, syms)
-    relevant = sorted(
-        (r.symbol, r.direction, r.candle_time.isoformat()) for r in records
-        if r.symbol in syms)
+    eligible = [c.symbol for c in candidates]
+    correlation = _correlation_for_gates(config, candles, syms) if len(eligible) > 1 \
+        else None
+    relevant = sorted((r.symbol, r.direction, r.candle_time.isoformat()) for r in records
+                      if r.symbol in eligible)
     corr_part = None if correlation is None else (list(correlation[0]), correlation[1])
 
     def gate() -> list[Any]:
         stages.gates += 1
         return evaluate_gates(candidates, records, config.gates, correlation)
 
-    decisions = manager.get_or_compute("gates", fingerprint(
+    decided = manager.get_or_compute("gates", fingerprint(
         ["gates", tag, _settings(config, "gates"), [dataclasses.astuple(c)
                                                     for c in candidates],
-         relevant, corr_part]), gate)
-
-    rows = []
-    for s, c, d in zip(syms, candidates, decisions, strict=True):
-        b = best[s]
-        rows.append(SymbolResult(
-            symbol=s, candle_time=c.candle_time, close=float(last_rows[s]["close"][0]),
-            regime=regimes[s], direction=c.direction, strength=c.strength,
-            probability=probs[s], engine=b.engine if b else None,
-            gate_passed=d.passed, gate_reasons=d.reasons))
-    rows.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
-    new_records = [CooldownRecord(r.symbol, r.direction or "flat", r.candle_time)
-                   for r in rows if r.gate_passed]
-    return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
-                         symbols=rows), new_records
+         relevant, corr_part]), gate) if candidates else []
+    out: dict[str, Any] = dict(zip(eligible, decided, strict=True))
+    for s, (_, reason) in blocks.items():
+        out[s] = GateDecision(passed=False, reasons=(reason,))
+    return out
 
 
 def _correlation_for_gates(config: Config, candles: pl.DataFrame,
@@ -411,9 +568,14 @@ def _record(config: Config, result: SignalsResult, cooldowns: Any,
     from botopt.core._paths import state_dir
 
     changes = RegimeState(state_dir(config, "gates") / "regimes.json").update(
-        [(s.symbol, s.regime, s.candle_time) for s in result.symbols if s.regime])
+        [(s.symbol, s.regime, s.candle_time) for s in result.symbols
+         if s.regime and s.data_status != "stale"])
     _publish(config, new, changes)
     return dataclasses.replace(result, new_signals=new, regime_changes=changes)
+
+
+_SIGNAL_FIELDS = ("symbol", "candle_time", "close", "regime", "direction", "strength", "p_dir",
+                  "engine")
 
 
 def _publish(config: Config, new: list[SymbolResult],
@@ -425,7 +587,7 @@ def _publish(config: Config, new: list[SymbolResult],
     from botopt.core.errors import NotifyError
 
     items = [{"type": "signal", "data": {k: v for k, v in s.to_dict().items()
-                                         if k != "gate"}} for s in new]
+                                         if k in _SIGNAL_FIELDS}} for s in new]
     items += [{"type": "regime_change", "data": {"symbol": sym, "old": old, "new": new_}}
               for sym, old, new_ in changes]
     queued = True

@@ -11,6 +11,7 @@ Messages are one line, name the culprit (symbol, file, row, key) and never conta
     |       +-- CacheDirUnsafeError  exit 2  the cache directory is not ours alone
     +-- DataError                    exit 1  candle data is missing, malformed or inconsistent
     |   +-- UnknownSymbolError       exit 2  a requested symbol does not exist at the source
+    |   +-- StaleDataError           exit 1  every symbol's newest candle is too old to trade on
     +-- NetworkError                 exit 1  a remote API stayed unreachable after retries
     +-- CacheError                   exit 1  the cache could not be used (runs degrade, not fail)
     +-- ModelError                   exit 1  the prediction model could not be loaded or run
@@ -26,6 +27,16 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+
+def format_age(seconds: float) -> str:
+    """``"14 min"``, ``"3 h 5 min"``, ``"2857 d"``: an age a person reads at a glance."""
+    minutes = int(max(seconds, 0) // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes // 1440} d"
 
 
 class BotoptError(Exception):
@@ -62,6 +73,22 @@ class DataError(BotoptError):
 
 class UnknownSymbolError(DataError):
     """A requested symbol does not exist at the data source (file missing, Binance -1121)."""
+
+
+class StaleDataError(DataError):
+    """Every requested symbol's newest closed candle is older than ``data.max_staleness``.
+
+    The candle feed has stopped (a broken ``botopt fetch`` cron line, a ban, a full disk, an
+    exchange outage): no signal would be about the present. ``ages`` maps each symbol to the
+    seconds since its last candle closed.
+    """
+
+    def __init__(self, ages: dict[str, float], limit: float) -> None:
+        self.ages = dict(ages)
+        self.limit = limit
+        parts = ", ".join(f"{s} {format_age(a)} ago" for s, a in self.ages.items())
+        super().__init__(f"stale data for every symbol (limit {format_age(limit)}): last "
+                         f"candle {parts}; is `botopt fetch` running?")
 
 
 class NetworkError(BotoptError):
@@ -118,6 +145,7 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "NotifyError",
+    "StaleDataError",
     "TelegramConfigError",
     "UnknownSymbolError",
     "UsageError",

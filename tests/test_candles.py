@@ -166,7 +166,7 @@ def test_gaps_allowed_and_reported_in_debug(tmp_path):
     del data[4:7]
     write_csv(tmp_path, "GAPUSDT", data)
     result = runner.invoke(app, ["--debug", "signals", "--data-dir", str(tmp_path), "-s",
-                                 "GAPUSDT", "--as-of", "2030-01-01", "--json"])
+                                 "GAPUSDT", "--as-of", "2024-01-01T00:50", "--json"])
     assert result.exit_code == 0, result.stderr
     assert "1 gap(s), 3 missing candle(s)" in result.stderr
     assert json.loads(result.stdout)["signals"][0]["candle_time"] == "2024-01-01T00:45:00Z"

@@ -25,8 +25,8 @@ def test_each_gate_alone():
     assert evaluate_gates([cand()], [], CFG)[0].passed
     cases = {
         "strength 0.10 < 0.30": cand(strength=0.1),
-        "probability 0.40 < 0.55": cand(p=0.4),
-        "probability 0.30 < 0.55": cand(direction="short", p=0.7),
+        "p_dir 0.40 < 0.55": cand(p=0.4),
+        "p_dir 0.30 < 0.55": cand(direction="short", p=0.7),
         "regime HIGH_VOL": cand(regime="HIGH_VOL"),
         "volume z -2.00 < -1.00": cand(vz=-2.0),
         "no model probability": cand(p=None),
@@ -39,10 +39,10 @@ def test_each_gate_alone():
 
 def test_a_value_just_below_its_limit_does_not_print_as_the_limit():
     d = evaluate_gates([cand(p=0.5489, strength=0.2999)], [], CFG)[0]
-    assert list(d.reasons) == ["strength 0.2999 < 0.30", "probability 0.549 < 0.55"]
+    assert list(d.reasons) == ["strength 0.2999 < 0.30", "p_dir 0.549 < 0.55"]
     odd = GatesConfig(min_strength=0.3, min_probability=0.555, min_volume_z=-1.0)
     d = evaluate_gates([cand(p=0.5549)], [], odd)[0]
-    assert list(d.reasons) == ["probability 0.55 < 0.555"]  # the limit is never rounded
+    assert list(d.reasons) == ["p_dir 0.55 < 0.555"]  # the limit is never rounded
 
 
 def test_all_failing_reasons_are_listed():

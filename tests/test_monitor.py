@@ -190,14 +190,22 @@ def test_status_and_monitor_cli(cfg):
 
 
 def test_signals_run_emits_events(tmp_path):
+    from botopt.core._candles import _sample_dir
+
     c = tmp_path / "c"
+    live = ["--cache-dir", str(c), "signals", "--data-dir", str(_sample_dir())]
+    # An experiment (sample source, --as-of in the past) is invisible to the monitor.
     r = runner.invoke(app, ["--cache-dir", str(c), "signals", "-s", "BTCUSDT",
                             "--as-of", "2026-09-20"])
-    assert r.exit_code == 0
-    bad = runner.invoke(app, ["--cache-dir", str(c), "signals", "-s", "NOPEUSDT"])
+    assert r.exit_code == 0 and read_events(events_dir(c))[0] == []
+    # A live run whose data is stale fails, and the monitor hears of it.
+    r = runner.invoke(app, [*live, "-s", "BTCUSDT"])
+    assert r.exit_code == 1 and "stale data" in r.stderr
+    # A typo in the arguments is the user's to fix, never a failed run.
+    bad = runner.invoke(app, [*live, "-s", "BTCUSDT", "--as-of", "yesterday"])
     assert bad.exit_code == 2
     types = [e["type"] for e in read_events(events_dir(c))[0]]
-    assert types[:2] == ["run_started", "run_finished"] and types[-1] == "run_failed"
+    assert types == ["run_started", "run_failed"]
 
 
 def test_event_log_is_pruned_by_size(cfg):

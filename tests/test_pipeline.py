@@ -89,7 +89,7 @@ def test_passed_signal_recorded_once_and_cooldown_blocks_later(tmp_path):
     cfg = cfg_for(tmp_path, **{"gates.min_strength": 0.0, "gates.min_probability": 0.0,
                                "gates.block_high_vol": False, "gates.min_volume_z": -99.0,
                                "gates.correlation_threshold": 1.0})
-    first = run_signals(cfg, SAMPLE, as_of=T0)
+    first = run_signals(cfg, SAMPLE, as_of=T0, notify=True)
     assert first.passed and first.new_signals == first.passed
     again = run_signals(cfg, SAMPLE, as_of=T0)
     assert again == first and again.new_signals == []
