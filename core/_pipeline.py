@@ -351,31 +351,19 @@ def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
     from botopt.core._paths import state_dir
 
     cooldowns = CooldownStore(state_dir(config, "gates") / "cooldowns.json")
-    cooldown_digest = cooldowns.digest()
-
-    run_key = _run_key(config, syms, now, cooldown_digest) if manager.enabled else None
-    if run_key is not None:
-        from botopt.core._cache import MISS
-
-        hit = manager.get("signals", run_key)
-        if hit is not MISS:
-            cached = SignalsResult.from_dict(hit)
-            # The entry holds for its candle slot, but a symbol may turn stale inside it.
-            last = {r.symbol: r.candle_time for r in cached.symbols}
-            if _stale_symbols(config, last, now) == {
-                    r.symbol for r in cached.symbols if r.data_status == "stale"}:
-                manager._count("signals").hits += 1
-                return dataclasses.replace(_apply_clock(config, cached, now), from_cache=True)
-        manager._count("signals").misses += 1
-
+    run_key = _run_key(config, syms, now, cooldowns.digest()) if manager.enabled else None
     start = time.perf_counter()
-    result, records = _compute(config, syms, now, manager, batch, cooldowns, stages)
-    if run_key is not None:
-        manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start,
-                    ttl=min(manager.ttl(n) for n in ("features", "predictions", "regime")))
-    result = _apply_clock(config, result, now)
+    result = _cached_run(config, manager, run_key, now)
+    if result is None:
+        result = _compute(config, syms, now, manager, batch, cooldowns, stages)
+        if run_key is not None:
+            manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start,
+                        ttl=min(manager.ttl(n) for n in ("features", "predictions", "regime")))
+        result = _apply_clock(config, result, now)
     if record:
-        result = _record(config, result, cooldowns, records)
+        # Also after a hit: an experiment (which records nothing) may have stored this
+        # answer, and recording is idempotent (a cooldown record is added once).
+        result = _record(config, result, cooldowns)
         if run_key is not None:
             # Recording changed the cooldown state; the next run on this candle still gets
             # this answer (a record for the current candle never blocks it), so store it
@@ -387,6 +375,26 @@ def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
                             ttl=min(manager.ttl(n) for n in ("features", "predictions",
                                                              "regime")))
     return result
+
+
+def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
+                now: datetime) -> SignalsResult | None:
+    """The whole-run entry for this key, brought to this run's clock, or None."""
+    if run_key is None:
+        return None
+    from botopt.core._cache import MISS
+
+    hit = manager.get("signals", run_key)
+    if hit is not MISS:
+        cached = SignalsResult.from_dict(hit)
+        # The entry holds for its candle slot, but a symbol may turn stale inside it.
+        last = {r.symbol: r.candle_time for r in cached.symbols}
+        if _stale_symbols(config, last, now) == {
+                r.symbol for r in cached.symbols if r.data_status == "stale"}:
+            manager._count("signals").hits += 1
+            return dataclasses.replace(_apply_clock(config, cached, now), from_cache=True)
+    manager._count("signals").misses += 1
+    return None
 
 
 def _data_blocks(config: Config, frames: Mapping[str, pl.DataFrame],
@@ -407,7 +415,7 @@ def _data_blocks(config: Config, frames: Mapping[str, pl.DataFrame],
 
 
 def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManager,
-             batch: bool, cooldowns: Any, stages: _Stages) -> tuple[SignalsResult, list[Any]]:
+             batch: bool, cooldowns: Any, stages: _Stages) -> SignalsResult:
     import polars as pl
 
     from botopt.core._candles import load_candles
@@ -477,12 +485,8 @@ def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManag
             gate_passed=d.passed, gate_reasons=d.reasons,
             data_status=blocks[s][0] if s in blocks else "ok"))
     rows.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
-    from botopt.core._gates import CooldownRecord
-
-    new_records = [CooldownRecord(r.symbol, r.direction or "flat", r.candle_time)
-                   for r in rows if r.gate_passed]
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
-                         symbols=rows), new_records
+                         symbols=rows)
 
 
 def _regimes(config: Config, manager: CacheManager, features: Mapping[str, pl.DataFrame],
@@ -557,11 +561,13 @@ def _correlation_for_gates(config: Config, candles: pl.DataFrame,
     return list(result.symbols), result.matrix
 
 
-def _record(config: Config, result: SignalsResult, cooldowns: Any,
-            records: list[Any]) -> SignalsResult:
+def _record(config: Config, result: SignalsResult, cooldowns: Any) -> SignalsResult:
     """Cooldowns, regime changes and notifications: each reported once across runs."""
+    from botopt.core._gates import CooldownRecord
     from botopt.core._regime_state import RegimeState
 
+    records = [CooldownRecord(r.symbol, r.direction or "flat", r.candle_time)
+               for r in result.symbols if r.gate_passed]
     added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
     new = [s for s in result.symbols
            if (s.symbol, s.direction, s.candle_time) in added]
