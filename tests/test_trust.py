@@ -264,3 +264,45 @@ def test_shown_and_gated_probability_is_that_of_the_direction(tmp_path):
                 if reason.startswith("p_dir"):
                     assert float(reason.split()[1]) == pytest.approx(d["p_dir"], abs=5e-3)
     assert {"long", "short"} <= seen
+
+
+def _rows(last_open: datetime, n: int, bad_at: int | None = None) -> list[tuple]:
+    cols = trend(n)
+    out = []
+    for i in range(n):
+        t = int((last_open - STEP * (n - 1 - i)).timestamp() * 1000)
+        row = [t, *(float(cols[c][i]) for c in ("open", "high", "low", "close", "volume"))]
+        if i == bad_at:
+            row[2] = float("inf")  # high
+        out.append(tuple(row))
+    return out
+
+
+def test_exchange_outage_is_stale_data_too(home):
+    from tests.fakes.binance_server import FakeBinance
+
+    now = datetime.now(timezone.utc)
+    # The exchange stopped producing candles 40 minutes ago.
+    fake = FakeBinance({"BTCUSDT": _rows(last_closed_open(now) - 8 * STEP, 300)}).start()
+    try:
+        r = botopt(home, "signals", "--source", "binance", "-s", "BTCUSDT",
+                   env={"BOTOPT_BINANCE_API_URL": fake.url})
+    finally:
+        fake.stop()
+    assert r.returncode == 1 and "stale data for every symbol" in r.stderr
+    assert "BTCUSDT 4" in r.stderr  # 40-45 min
+
+
+def test_fetch_never_writes_a_row_signals_would_refuse(tmp_path, home):
+    from tests.fakes.binance_server import FakeBinance
+
+    now = datetime.now(timezone.utc)
+    fake = FakeBinance({"BTCUSDT": _rows(last_closed_open(now), 50, bad_at=42)}).start()
+    try:
+        r = botopt(home, "fetch", "-s", "BTCUSDT", "--data-dir", str(tmp_path / "store"),
+                   env={"BOTOPT_BINANCE_API_URL": fake.url})
+    finally:
+        fake.stop()
+    assert r.returncode == 1 and "internal error" not in r.stderr
+    assert "row 43" in r.stderr and "high is not a finite number" in r.stderr
+    assert not list((tmp_path / "store").glob("*.feather"))
