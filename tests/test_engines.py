@@ -51,7 +51,8 @@ def test_engines_follow_their_regimes(feature_frames):
     for regime in REGIMES:
         engines = {s.engine for s in coord.generate_all_signals(frame, regime)}
         assert engines == {e.name for e in ENGINES if regime in e.regimes}
-    assert len(ENGINES) >= 4
+    assert {e.name for e in ENGINES} == {"trend_following", "mean_reversion", "breakout",
+                                         "momentum"}
 
 
 def test_signals_are_well_formed_and_fire(feature_frames):

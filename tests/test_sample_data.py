@@ -54,3 +54,15 @@ def test_correlated_and_has_regimes():
     ret = dict(daily.select("day", "ret").iter_rows())
     assert np.mean([vol[d] for d in (9, 10)]) > 2 * np.mean([vol[d] for d in range(4)])
     assert sum(ret[d] for d in range(4, 9)) > 0.05 and sum(ret[d] for d in range(11, 16)) < -0.05
+
+
+def test_sample_clock_is_the_close_of_the_last_bundled_candle():
+    from datetime import timedelta
+
+    from botopt.core import sample_clock
+
+    candles = load_candles(SYMBOLS, config=load_config(), as_of="2100-01-01T00:00:00Z")
+    last = candles.group_by("symbol").agg(pl.col("open_time").max())["open_time"]
+    assert set(last.to_list()) == {sample_clock() - timedelta(minutes=5)}
+    # Without --as-of a sample run uses that clock, so its newest candle is fresh.
+    assert load_candles(SYMBOLS, config=load_config())["open_time"].max() == last.max()
