@@ -247,8 +247,8 @@ class _Stages:
 
 def is_live(config: Config, as_of: datetime | None) -> bool:
     """Whether a run speaks for the present: only live runs record cooldowns and queue
-    notifications. Sample data is never live, nor is a replay of the past (an ``as_of``
-    more than one candle interval before the wall clock)."""
+    notifications. Sample data is never live, nor is a replay (an ``as_of`` more than one
+    candle interval away from the wall clock, in the past or the future)."""
     from botopt.core._candles import interval_ms
 
     if config.data.source == "sample":
@@ -256,7 +256,7 @@ def is_live(config: Config, as_of: datetime | None) -> bool:
     if as_of is None:
         return True
     step = timedelta(milliseconds=interval_ms(config.data.interval))
-    return as_of >= datetime.now(timezone.utc) - step
+    return abs(as_of - datetime.now(timezone.utc)) <= step
 
 
 def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | None = None,

@@ -219,6 +219,7 @@ def test_is_live():
     now = datetime.now(timezone.utc)
     assert is_live(local, None) and is_live(local, now)
     assert not is_live(local, now - timedelta(hours=1))
+    assert not is_live(local, now + timedelta(days=1))
     assert not is_live(load_config(), None)  # sample data
 
 
