@@ -116,7 +116,7 @@ def test_missing_data_dir(tmp_path):
     (["--interval", "7m"], "data.interval"),
     (["--source", "ftp"], "data.source"),
     (["--as-of", "yesterday-ish"], "--as-of"),
-    (["--symbols", "BTC/USDT"], "BTC/USDT"),
+    (["--symbols", "BTC-USDT"], "BTC-USDT"),
     (["--symbols", " , "], "no symbols"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, culprit):
