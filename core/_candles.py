@@ -156,22 +156,25 @@ def _with_suffix(data_dir: Path, stem: str) -> Path | None:
 def existing_candle_file(data_dir: Path, symbol: str, interval: str) -> Path | None:
     """The symbol's candle file in the first readable format found, or None.
 
-    A spot symbol also matches a file whose name differs only by ``_``: BTCUSDT finds the
-    BTC_USDT-5m.feather that fetch writes, and BTC/USDT an older store's BTCUSDT-5m.feather.
-    Two such files for one symbol (A_BC and AB_C) are ambiguous, and an error.
+    freqtrade's name comes first (BTC/USDT and BTC_USDT read BTC_USDT-5m.*); an older botopt
+    store's joined name (BTCUSDT-5m.*) is read when that is missing. Binance's BTCUSDT reads
+    the one BASE_QUOTE file that joins to it (what fetch writes), else BTCUSDT-5m.*; two such
+    files (A_BC and AB_C) are ambiguous, and an error.
     """
-    exact = _with_suffix(data_dir, candle_file_stem(symbol, interval))
-    if exact is not None or is_futures(symbol) or not data_dir.is_dir():
-        return exact
-    want = binance_symbol(symbol)
-    stems = sorted({p.name.split(f"-{interval}.", 1)[0] for p in data_dir.glob(f"*-{interval}.*")
-                    if p.name.split(f"-{interval}.", 1)[1] in FILE_SUFFIXES})
-    matches = [s for s in stems if s.replace("_", "") == want]
-    if len(matches) > 1:
+    if is_futures(symbol) or not data_dir.is_dir():
+        return _with_suffix(data_dir, candle_file_stem(symbol, interval))
+    joined = binance_symbol(symbol)
+    if symbol != joined:  # typed with a separator: that is the name wanted
+        return _with_suffix(data_dir, candle_file_stem(symbol, interval)) or \
+            _with_suffix(data_dir, f"{joined}-{interval}")
+    split = sorted({p.name.split(f"-{interval}.", 1)[0] for p in data_dir.glob(f"*_*-{interval}.*")
+                    if p.name.split(f"-{interval}.", 1)[1] in FILE_SUFFIXES
+                    and p.name.split(f"-{interval}.", 1)[0].replace("_", "") == joined})
+    if len(split) > 1:
         raise UsageError(f"symbol {symbol} matches several files in {data_dir} "
-                         f"({', '.join(matches)}); name one of them, e.g. --symbols "
-                         f"{matches[0]}")
-    return _with_suffix(data_dir, f"{matches[0]}-{interval}") if matches else None
+                         f"({', '.join(split)}); name one of them, e.g. --symbols {split[0]}")
+    return (_with_suffix(data_dir, f"{split[0]}-{interval}") if split else None) or \
+        _with_suffix(data_dir, f"{joined}-{interval}")
 
 
 def _parse_name(name: str) -> tuple[str, str | None, str | None, str] | None:

@@ -137,6 +137,12 @@ def test_binance_and_file_style_names_find_each_others_files(tmp_path, testdata)
     written["ADA_BTC-5m.feather"].write_ipc(old)
     for sym in ("BTC/USDT", "BTC_USDT", "BTCUSDT"):
         assert find_candle_file(tmp_path, sym, "5m") == old
+    # once fetch has written the freqtrade name, every spelling reads that one
+    new = tmp_path / "BTC_USDT-5m.feather"
+    new.write_bytes(old.read_bytes())
+    for sym in ("BTC/USDT", "BTC_USDT", "BTCUSDT"):
+        assert find_candle_file(tmp_path, sym, "5m") == new
     (tmp_path / "BT_CUSDT-5m.feather").write_bytes(old.read_bytes())
     with pytest.raises(UsageError, match="matches several files"):
-        find_candle_file(tmp_path, "BTC/USDT", "5m")
+        find_candle_file(tmp_path, "BTCUSDT", "5m")
+    assert find_candle_file(tmp_path, "BTC/USDT", "5m") == new  # typed exactly: no doubt
