@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "bench",
     "cron",
     "doctor",
+    "history",
 ]
 
 
