@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         cfg = state.config(announce_sample_data=True,
                            **opt.data_overrides(interval, source, data_dir),
                            correlation__window=window)
-        syms = parse_symbols(symbols if symbols else cfg.data.symbols)
+        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
         win = cfg.correlation.window
         candles = load_candles(syms, config=cfg, as_of=parse_as_of(as_of), limit=win + 1)
         result = update_correlation(cfg, candles, full=full)

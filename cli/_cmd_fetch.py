@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         # Binance is where fetch reads from, whatever data.source says signals should read.
         cfg = state.config(data__source="binance", data__interval=interval,
                            data__data_dir=str(data_dir) if data_dir else None)
-        syms = parse_symbols(symbols if symbols else cfg.data.symbols)
+        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
         when = parse_as_of(as_of)
         now_ms = int(when.timestamp() * 1000) if when is not None else None
         # The estimate reads every stored file: worth it only when a bar will show it.
