@@ -91,7 +91,8 @@ def _data(cfg: Config, now: float) -> str:
             raise BotoptError(f"{exc}; botopt fetch fills the store (botopt cron prints "
                               "the first fetch)") from exc
         age = now - (last.timestamp() + step / 1000)  # type: ignore[union-attr]
-        if src == "local" and age > 3 * step / 1000:
+        # a fetch every few minutes (botopt cron: 5) leaves up to that plus a candle behind
+        if src == "local" and age > max(3 * step / 1000, 900.0 + step / 1000):
             stale.append(f"{sym} ({age / 3600:.1f} h)")
     if src == "sample":
         return (f"bundled sample data ({', '.join(syms)}), not live: set data.source = "
