@@ -11,7 +11,8 @@ SYMBOLS = typer.Option(None, "--symbols", "-s",
                        help="Comma-separated symbols: BTCUSDT, ETH_BTC, freqtrade's ETH/BTC, "
                        "or XRP/USDT:USDT (futures) (default: data.symbols).")
 INTERVAL = typer.Option(None, "--interval", "-i", help="Candle interval: 1m 3m 5m 15m 30m "
-                        "1h 2h 4h 6h 8h 12h 1d (default: data.interval).")
+                        "1h 2h 4h 6h 8h 12h 1d, or e.g. 8m for local files (default: "
+                        "data.interval).")
 SOURCE = typer.Option(None, "--source", help="Candle source: sample, local or binance "
                       "(default: data.source).")
 DATA_DIR = typer.Option(None, "--data-dir", help="A freqtrade data directory (PAIR-interval."

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core._config import INTERVALS, Config
+from botopt.core._config import INTERVAL_RE, INTERVALS, Config
 from botopt.core.errors import DataError, UnknownSymbolError, UsageError
 
 if TYPE_CHECKING:
@@ -36,8 +36,9 @@ _NOT_CANDLES = {"mark": "mark prices", "index": "index prices",
 
 
 def interval_ms(interval: str) -> int:
-    """Length of a candle interval in milliseconds ("5m" -> 300000)."""
-    if interval not in INTERVALS:
+    """Length of a candle interval in milliseconds ("5m" -> 300000); any whole number of
+    minutes, hours or days (Binance's own are INTERVALS)."""
+    if not INTERVAL_RE.fullmatch(interval):
         raise UsageError(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
     return int(interval[:-1]) * _UNIT_MS[interval[-1]]
 

@@ -28,6 +28,10 @@ else:  # pragma: no cover
 INTERVALS: tuple[str, ...] = (
     "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
 )
+# Any whole number of minutes, hours or days is a candle interval for local files (freqtrade's
+# own test data has 4m and 8m); Binance serves only INTERVALS. Weeks are left out: Binance's
+# start on Monday, not on a multiple of 7 days since the epoch.
+INTERVAL_RE = re.compile(r"[1-9][0-9]{0,3}[mhd]")
 SOURCES: tuple[str, ...] = ("sample", "local", "binance")
 SECRET_KEYS = frozenset({"telegram.token"})
 
@@ -250,9 +254,12 @@ def _validate(cfg: Config) -> None:
 
     if cfg.data.source not in SOURCES:
         raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
-    if cfg.data.interval not in INTERVALS:
+    if not INTERVAL_RE.fullmatch(cfg.data.interval) or (
+            cfg.data.source == "binance" and cfg.data.interval not in INTERVALS):
         raise bad("data.interval", f"unknown interval {cfg.data.interval!r}; "
-                  f"use one of {', '.join(INTERVALS)}")
+                  f"use one of {', '.join(INTERVALS)}"
+                  + ("" if cfg.data.source == "binance" else " (or other minutes, hours "
+                     "or days, e.g. 8m, for local files)"))
     if cfg.data.source == "local" and cfg.data.data_dir is None:
         raise bad("data.data_dir", "source 'local' needs a data directory (--data-dir)")
     for name in ("features_ttl", "predictions_ttl", "regime_ttl", "gates_ttl"):

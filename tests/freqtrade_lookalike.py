@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 
 T0_MS = 1_514_764_800_000  # 2018-01-01, like freqtrade's test data
-STEP_MS = {"1m": 60_000, "5m": 300_000, "30m": 1_800_000, "1h": 3_600_000, "8h": 28_800_000}
+STEP_MS = {"1m": 60_000, "4m": 240_000, "5m": 300_000, "8m": 480_000, "30m": 1_800_000,
+           "1h": 3_600_000, "8h": 28_800_000}
 
 # (relative path, format) of every OHLCV file; the pair to ask for is the expected symbol.
 CANDLE_FILES: dict[str, tuple[str, str]] = {
@@ -25,6 +26,9 @@ CANDLE_FILES: dict[str, tuple[str, str]] = {
     "UNITTEST_BTC-1m.json": ("UNITTEST/BTC", "1m"),
     "UNITTEST_BTC-5m.feather": ("UNITTEST/BTC", "5m"),
     "UNITTEST_BTC-30m.json.gz": ("UNITTEST/BTC", "30m"),
+    "UNITTEST_BTC-8m.feather": ("UNITTEST/BTC", "8m"),
+    "UNITTEST_BTC-8m.json.gz": ("UNITTEST/BTC", "8m"),
+    "NOPAIR_XXX-4m.json": ("NOPAIR/XXX", "4m"),
     "XRP_ETH-5m.feather": ("XRP/ETH", "5m"),
     "futures/XRP_USDT_USDT-5m-futures.feather": ("XRP/USDT:USDT", "5m"),
     "futures/XRP_USDT_USDT-1h-futures.json.gz": ("XRP/USDT:USDT", "1h"),

@@ -63,7 +63,7 @@ def test_env_types_are_parsed(monkeypatch):
         ("[dat]\ninterval = '5m'\n", "[dat]"),
         ("[gates]\nmin_strength = 'high'\n", "gates.min_strength"),
         ("[cache]\nenabled = 1\n", "cache.enabled"),
-        ("[data]\ninterval = '7m'\n", "data.interval"),
+        ("[data]\ninterval = '7x'\n", "data.interval"),
         ("[data]\nsource = 'ftp'\n", "data.source"),
         ("[features]\nema_fast = 30\n", "features.ema_fast"),
         ("[data\n", "invalid TOML"),
