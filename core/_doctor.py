@@ -75,8 +75,11 @@ def _data(cfg: Config, now: float) -> str:
     syms = list(cfg.data.symbols)
     if src == "binance":
         from botopt.core._binance import BinanceClient
+        from botopt.core._paths import state_dir
 
-        BinanceClient(cfg.binance).klines(syms[0], interval, limit=1)
+        # with the ban note: a check during a ban must not make it longer
+        BinanceClient(cfg.binance, state_dir=state_dir(cfg, "binance")).klines(
+            syms[0], interval, limit=1)
         return f"Binance answers at {cfg.binance.api_url} ({syms[0]} {interval})"
     data_dir = _sample_dir() if src == "sample" else Path(cfg.data.data_dir or ".")
     step = interval_ms(interval)
