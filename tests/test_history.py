@@ -55,6 +55,9 @@ def test_history_of_real_runs_filtered_by_type_and_since(tmp_path):
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
     assert len(json.loads(runner.invoke(app, [*base, "history", "--since", iso, "--json"])
                           .stdout)["events"]) == len(out["events"])
+    log.rename(log.with_name("events.log.1"))  # rotated by the monitor: still history
+    rotated = json.loads(runner.invoke(app, [*base, "history", "--since", "3d", "--json"]).stdout)
+    assert rotated["events"] == week["events"]
     table = runner.invoke(app, [*base, "history", "--since", "3d"])
     assert table.exit_code == 0 and "failure  signals: UnknownSymbolError" in table.stdout
 
