@@ -67,7 +67,10 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
         fetch = ["fetch", *sym, "--data-dir", str(data_dir)]
         jobs.append((f"*/{fetch_every} * * * *", "fetch", fetch))
         first = [*bot, "fetch", *sym, "--data-dir", str(data_dir)]
-    jobs += [("* * * * *", "signals", ["signals", *sym]),
+    # --data-dir made absolute here: a relative data_dir in the config would be read from
+    # cron's working directory ($HOME), not from where `botopt cron` ran
+    local_dir = ["--data-dir", str(data_dir)] if local else []
+    jobs += [("* * * * *", "signals", ["signals", *sym, *local_dir]),
              ("* * * * *", "notify", ["notify-flush"]),
              ("* * * * *", "monitor", ["monitor", "--once"])]
     lines = ["# botopt crontab, written by `botopt cron` for this install.",
