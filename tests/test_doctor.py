@@ -112,3 +112,21 @@ def test_a_refused_token_and_a_bad_config_are_named(setup):
     assert res.exit_code == 1
     assert res.stdout.startswith("FAIL config    telegram.token (file:")
     assert "contains '#'" in res.stdout and TOKEN not in res.output
+
+
+def test_binance_source_is_checked_without_breaking_a_ban(setup):
+    tmp_path, cfg, base, _ = setup
+    cfg.write_text(cfg.read_text().replace('source = "local"', 'source = "binance"'))
+    code, checks = doctor(base)
+    assert checks["data"]["ok"] and "Binance answers" in checks["data"]["message"]
+    from botopt.core._binance import BinanceClient
+    from botopt.core._config import load_config
+
+    # a ban an earlier fetch remembered, written where fetch writes it
+    client = BinanceClient(load_config(cfg).binance, state_dir=tmp_path / "cache" / "binance")
+    note = client._ban_file()
+    assert note is not None
+    note.write_text(json.dumps({"until": time.time() + 600, "status": 418,
+                                "kind": "banned this IP"}))
+    code, checks = doctor(base)
+    assert code == 1 and "not calling it before then" in checks["data"]["message"]
