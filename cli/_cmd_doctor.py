@@ -17,15 +17,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check config, data, cache, Telegram, model and monitor; say what to fix."""
         from botopt.core._doctor import Check, run_checks
+        from botopt.core.errors import ConfigError
 
         state = get_state(ctx)
         try:
             cfg = state.config()
-        except Exception as exc:
-            from botopt.core.errors import ConfigError
-
-            if not isinstance(exc, ConfigError):
-                raise
+        except ConfigError as exc:  # nothing else can be checked without a config
             checks = [Check("config", False, str(exc))]
         else:
             checks = run_checks(cfg, send_test=send_test)
