@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             return
         if not state.quiet:
             print_table(state, f"fetched into {cfg.data.data_dir}",
-                        ["symbol", "added", "stored", "last candle (UTC)"],
+                        ["symbol", "added", "stored", "last candle (UTC)", "file"],
                         [(r.symbol, r.added, r.total,
-                          f"{r.last:%Y-%m-%d %H:%M}" if r.last else "-")
+                          f"{r.last:%Y-%m-%d %H:%M}" if r.last else "-", r.path.name)
                          for r in results.values()])
