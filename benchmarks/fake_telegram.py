@@ -116,9 +116,13 @@ class FakeTelegram:
             return out
 
     def _handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
-        m = re.fullmatch(r"/bot([^/]+)/sendMessage", path)
+        m = re.fullmatch(r"/bot([^/]+)/(\w+)", path)
         if not m or m.group(1) != self.token:
             return self.error(401, "Unauthorized")
+        if m.group(2) in ("getMe", "getChat"):  # what `botopt doctor` asks, shaped as Telegram's
+            return self._info(m.group(2), body)
+        if m.group(2) != "sendMessage":
+            return self.error(404, "Not Found")
         if self.script:
             action = self.script.pop(0)
             if action == "drop":
@@ -170,6 +174,20 @@ class FakeTelegram:
         return 200, {"ok": True, "result": {"message_id": len(self.received),
                                             "chat": {"id": int(chat)}, "date": int(now),
                                             "text": shown}}, {}
+
+
+    def _info(self, method: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if method == "getMe":
+            return 200, {"ok": True, "result": {
+                "id": int(self.token.split(":")[0]), "is_bot": True, "first_name": "botopt test",
+                "username": "botopt_test_bot", "can_join_groups": True,
+                "can_read_all_group_messages": False, "supports_inline_queries": False}}, {}
+        chat = str(json.loads(body or b"{}").get("chat_id"))
+        if chat not in self.chats:
+            return self.error(400, "Bad Request: chat not found")
+        kind = "supergroup" if chat.startswith("-100") else "private"
+        return 200, {"ok": True, "result": {"id": int(chat), "type": kind,
+                                            "title": f"chat {chat}"}}, {}
 
 
 class VirtualClock:

@@ -20,7 +20,12 @@ def register(app: typer.Typer) -> None:
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True)
-        rows = config_items(cfg)
+        from botopt.core._paths import cache_dir_for
+
+        # The cache directory in use, not "None": it is where queues and state live.
+        rows = [(k, str(cache_dir_for(cfg)), f"{src} (platform cache directory)")
+                if k == "cache.dir" and v is None else (k, v, src)
+                for k, v, src in config_items(cfg)]
         if json_out:
             print_json({"path": str(cfg.path) if cfg.path else None,
                         "settings": {k: {"value": v, "source": s} for k, v, s in rows}})

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         cfg = state.config(announce_sample_data=True,
                            **opt.data_overrides(interval, source, data_dir),
                            correlation__window=window)
-        syms = parse_symbols(symbols if symbols else cfg.data.symbols)
+        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
         win = cfg.correlation.window
         candles = load_candles(syms, config=cfg, as_of=parse_as_of(as_of), limit=win + 1)
         result = update_correlation(cfg, candles, full=full)
@@ -62,10 +62,13 @@ def register(app: typer.Typer) -> None:
                 f"{data['as_of']}"
         if not state.is_terminal:
             width = max(len(s) for s in syms)
+            # columns as wide as the longest name: XRP/USDT:USDT cut to 7 read as XRP/USD
+            col = max(7, width)
             print(title)
-            print(" " * width + "  " + "  ".join(f"{s[:7]:>7}" for s in syms))
+            print(" " * width + "  " + "  ".join(f"{s:>{col}}" for s in syms))
             for s, row in zip(syms, data["matrix"], strict=True):
-                cells = "  ".join("      -" if v is None else f"{v:7.3f}" for v in row)
+                cells = "  ".join(f"{'-':>{col}}" if v is None else f"{v:{col}.3f}"
+                                  for v in row)
                 print(f"{s:<{width}}  {cells}")
             return
         from rich.table import Table

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         # Binance is where fetch reads from, whatever data.source says signals should read.
         cfg = state.config(data__source="binance", data__interval=interval,
                            data__data_dir=str(data_dir) if data_dir else None)
-        syms = parse_symbols(symbols if symbols else cfg.data.symbols)
+        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
         when = parse_as_of(as_of)
         now_ms = int(when.timestamp() * 1000) if when is not None else None
         # The estimate reads every stored file: worth it only when a bar will show it.
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             return
         if not state.quiet:
             print_table(state, f"fetched into {cfg.data.data_dir}",
-                        ["symbol", "added", "stored", "last candle (UTC)"],
+                        ["symbol", "added", "stored", "last candle (UTC)", "file"],
                         [(r.symbol, r.added, r.total,
-                          f"{r.last:%Y-%m-%d %H:%M}" if r.last else "-")
+                          f"{r.last:%Y-%m-%d %H:%M}" if r.last else "-", r.path.name)
                          for r in results.values()])

@@ -4,7 +4,7 @@ import typer
 
 from botopt.cli import _options as opt
 from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table
+from botopt.cli._render import clip, print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +44,12 @@ def register(app: typer.Typer) -> None:
         state = get_state(ctx)
         data = get_status(state.config())
         if json_out:
-            print_json(data)
+            from botopt.cli._render import iso
+
+            last_run = data["last_run"]
+            print_json({**data, "last_flush_at": iso(data["last_flush_at"]),
+                        "last_run": last_run and {**last_run,
+                                                  "finished_at": iso(last_run["finished_at"])}})
             return
         if state.quiet:
             return
@@ -59,6 +64,8 @@ def register(app: typer.Typer) -> None:
             ("last run", "none" if last is None else
              f"{last['command']} {'ok' if last['ok'] else 'FAILED'} at "
              f"{when(last['finished_at'])} ({last['duration_s']} s)"),
+            ("last error", "-" if last is None or last["ok"] else
+             clip(str(last.get("error") or "unknown"), 200)),
             ("runs / failures (1 h)", f"{data['runs_last_hour']} / "
              f"{data['failures_last_hour']}"),
             ("events pending", data["events_pending"]),

@@ -8,7 +8,7 @@ import typer
 
 from botopt.cli import _options as opt
 from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table
+from botopt.cli._render import clip, print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +58,9 @@ def register(app: typer.Typer) -> None:
         state = get_state(ctx)
         items = pending_notifications(state.config())
         if json_out:
-            print_json({"notifications": items})
+            from botopt.cli._render import iso
+
+            print_json({"notifications": [{**i, "created": iso(i["created"])} for i in items]})
             return
         if not state.quiet:
             from datetime import datetime, timezone
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
                                                         "claimed", "data"],
                         [(i["id"][:8], i["type"], datetime.fromtimestamp(
                             i["created"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-                          "yes" if i["claimed"] else "", json.dumps(i["data"])[:60])
+                          "yes" if i["claimed"] else "", clip(json.dumps(i["data"]), 60))
                          for i in items])
 
     @app.command("notify-flush")

@@ -1,13 +1,90 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from botopt.cli import _options as opt
-from botopt.cli._context import get_state
+from botopt.cli._context import AppState, get_state
 from botopt.cli._render import print_json, print_table
+
+if TYPE_CHECKING:
+    from botopt.core._pipeline import SignalsResult
+
+# Gate reasons as a narrow terminal shows them; --json and plain output keep the full text.
+_SHORT = [(re.compile(p), r) for p, r in (
+    (r"^no directional signal$", "no signal"),
+    (r"^p_dir ", "p "),
+    (r"^stale data: last candle (.*) ago$", r"stale \1"),
+    (r"^warming up: (\d+) of (\d+) candles$", r"warm-up \1/\2"),
+    (r"^strength ", "str "),
+    (r"^no model probability$", "no prob"),
+    (r"^no volume z-score$", "no vol z"),
+    (r"^volume z ", "vol z "),
+    (r"^correlated (\S+) with active (\S+) \w+$", r"corr \1 \2"),
+    (r"^cooldown: \w+ signal at ", "cooldown "),
+    (r"^regime ", ""),
+    (r" < ", "<"),
+)]
+
+
+def short_reason(reason: str) -> str:
+    for pat, repl in _SHORT:
+        reason = pat.sub(repl, reason)
+    return reason
+
+
+def _full_rows(result: SignalsResult) -> list[tuple[Any, ...]]:
+    return [(s.symbol, f"{s.candle_time:%Y-%m-%d %H:%M}", f"{s.close:.8g}",
+             s.regime or "-", s.direction or "-",
+             "-" if s.strength is None else f"{s.strength:.2f}",
+             "-" if s.p_dir is None else f"{s.p_dir:.2f}",
+             "-" if s.gate_passed is None else ("pass" if s.gate_passed else
+                                                "block: " + "; ".join(s.gate_reasons)))
+            for s in result.symbols]
+
+
+def _terminal_table(state: AppState, result: SignalsResult) -> None:
+    """Fit the console: short reasons wrapped one per line, fewer columns when narrow."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    width = state.console.width
+    same_time = len({s.candle_time for s in result.symbols}) <= 1
+    cols = ["symbol", "candle", "close", "regime", "signal", "str", "p(dir)", "gate"]
+    if same_time or width < 72:
+        cols.remove("candle")  # the title gives the one candle time
+    if width < 66:
+        cols.remove("close")
+    if width < 56:
+        cols.remove("str")
+        cols.remove("p(dir)")
+    first = result.symbols[0].candle_time if result.symbols else None
+    title = f"signals as of {result.as_of:%Y-%m-%d %H:%M} UTC ({result.interval}"
+    title += f", candle {first:%m-%d %H:%M})" if same_time and first else ")"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  expand=False)
+    for c in cols:
+        table.add_column(c, overflow="fold", no_wrap=c != "gate",
+                         justify="right" if c in ("close", "str", "p(dir)") else "left")
+    for s in result.symbols:
+        if s.gate_passed is None:
+            gate = Text("-")
+        elif s.gate_passed:
+            gate = Text("pass", style="bold green")
+        else:
+            gate = Text("\n".join(short_reason(r) for r in s.gate_reasons), style="red")
+        cells = {"symbol": s.symbol, "candle": f"{s.candle_time:%m-%d %H:%M}",
+                 "close": f"{s.close:.6g}", "regime": s.regime or "-",
+                 "signal": s.direction or "-",
+                 "str": "-" if s.strength is None else f"{s.strength:.2f}",
+                 "p(dir)": "-" if s.p_dir is None else f"{s.p_dir:.2f}",
+                 "gate": gate}
+        table.add_row(*(cells[c] for c in cols))
+    state.console.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -56,14 +133,10 @@ def register(app: typer.Typer) -> None:
             return
         if state.quiet:
             return
-        rows = [(s.symbol, f"{s.candle_time:%Y-%m-%d %H:%M}", f"{s.close:.8g}",
-                 s.regime or "-", s.direction or "-",
-                 "-" if s.strength is None else f"{s.strength:.2f}",
-                 "-" if s.p_dir is None else f"{s.p_dir:.2f}",
-                 "-" if s.gate_passed is None else ("pass" if s.gate_passed else
-                                                    "block: " + "; ".join(s.gate_reasons)))
-                for s in result.symbols]
+        if state.is_terminal:
+            _terminal_table(state, result)
+            return
         print_table(state, f"signals as of {result.as_of:%Y-%m-%d %H:%M} UTC "
                     f"({result.interval}, {result.source})",
                     ["symbol", "candle (UTC)", "close", "regime", "signal", "strength",
-                     "p(dir)", "gate"], rows)
+                     "p(dir)", "gate"], _full_rows(result))

@@ -8,14 +8,16 @@ from typing import Optional
 import typer
 
 SYMBOLS = typer.Option(None, "--symbols", "-s",
-                       help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT (default: "
-                       "data.symbols from the config).")
+                       help="Comma-separated symbols: BTCUSDT, ETH_BTC, freqtrade's ETH/BTC, "
+                       "or XRP/USDT:USDT (futures) (default: data.symbols).")
 INTERVAL = typer.Option(None, "--interval", "-i", help="Candle interval: 1m 3m 5m 15m 30m "
-                        "1h 2h 4h 6h 8h 12h 1d (default: data.interval).")
+                        "1h 2h 4h 6h 8h 12h 1d, or e.g. 8m for local files (default: "
+                        "data.interval).")
 SOURCE = typer.Option(None, "--source", help="Candle source: sample, local or binance "
                       "(default: data.source).")
-DATA_DIR = typer.Option(None, "--data-dir", help="Directory of {SYMBOL}-{interval}.feather|"
-                        "parquet|csv files (freqtrade layout); implies --source local.",
+DATA_DIR = typer.Option(None, "--data-dir", help="A freqtrade data directory (PAIR-interval."
+                        "feather|parquet|json|json.gz|csv, futures/ for futures); implies "
+                        "--source local.",
                         file_okay=False)
 AS_OF = typer.Option(None, "--as-of", help="Behave as if it were this time (ISO 8601, UTC "
                      "if no offset): only candles closed by then are used.")

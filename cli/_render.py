@@ -11,6 +11,21 @@ from typing import Any
 from botopt.cli._context import AppState
 
 
+def iso(t: float | None) -> str | None:
+    """An epoch time as ISO 8601 UTC (``2026-09-20T12:00:00.123Z``), as every JSON shows it."""
+    if t is None:
+        return None
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, with "…" saying so."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str, allow_nan=False) + "\n")
 

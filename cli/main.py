@@ -32,6 +32,9 @@ COMMAND_MODULES: list[str] = [
     "notify",
     "monitor",
     "bench",
+    "cron",
+    "doctor",
+    "history",
 ]
 
 
@@ -77,7 +80,9 @@ app = typer.Typer(
     help="Fast, cache-safe crypto signal runs for cron: signals, caching, correlation, "
     "batched Telegram notifications and an activity monitor.",
     no_args_is_help=True,
-    add_completion=False,
+    # Shell completion (--install-completion) and -h everywhere, as a terminal user expects.
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

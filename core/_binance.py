@@ -20,10 +20,12 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core._candles import interval_ms
+from botopt.core._candles import binance_symbol, interval_ms
 from botopt.core._config import BinanceConfig
+from botopt.core._fs import atomic_write_json, read_json
 from botopt.core.errors import (
     ConfigError,
     DataError,
@@ -43,6 +45,10 @@ PAGE = 1000
 # the IP, so we pause until the next minute when the reported use gets close to the limit.
 WEIGHT_LIMIT = 6000
 WEIGHT_PAUSE_AT = 5000
+# The symbol list is cached this long; a symbol missing from a copy older than
+# SYMBOLS_RECHECK makes one fresh request (a new listing), a younger copy none.
+SYMBOLS_TTL = 86_400.0
+SYMBOLS_RECHECK = 600.0
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 8.0
 
@@ -66,10 +72,13 @@ class BinanceClient:
 
     def __init__(self, config: BinanceConfig | None = None,
                  session: requests.Session | None = None, *,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 state_dir: Path | None = None) -> None:
         import requests
 
         self.config = config or BinanceConfig()
+        # Where a ban is remembered and the symbol list cached across runs; None: neither.
+        self.state_dir = state_dir
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = _user_agent()
@@ -100,15 +109,33 @@ class BinanceClient:
                 if end_ms is not None:
                     last_closed = min(last_closed, end_ms // step * step)
                 start_ms = last_closed - (limit - 1) * step
+        api_symbol = binance_symbol(symbol)  # BTC/USDT and BTC_USDT are BTCUSDT to Binance
         rows: list[list[Any]] = []
+        try:
+            self._pages(api_symbol, interval, step, start_ms, end_ms, now, rows, progress)
+        except KeyboardInterrupt as exc:
+            # The caller may keep what arrived before Ctrl-C (fetch does).
+            try:
+                exc.partial = _frame(symbol, rows, step, now)  # type: ignore[attr-defined]
+            except DataError:
+                pass
+            raise
+        df = _frame(symbol, rows, step, now)
+        return df.tail(limit) if limit is not None else df
+
+    def _pages(self, api_symbol: str, interval: str, step: int, start_ms: int | None,
+               end_ms: int | None, now: int, rows: list[list[Any]],
+               progress: Callable[[int], None] | None) -> None:
+        """Append pages of rows to ``rows`` (in place, so an interrupt keeps them)."""
+        symbol = api_symbol
         cursor = start_ms
         while True:
-            params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": PAGE}
+            params: dict[str, Any] = {"symbol": api_symbol, "interval": interval, "limit": PAGE}
             if cursor is not None:
                 params["startTime"] = cursor
             if end_ms is not None:
                 params["endTime"] = end_ms
-            page = self._get(params)
+            page = _rows(self._get("/api/v3/klines", params, symbol), symbol)
             if progress is not None:
                 progress(len(page))
             if not page:
@@ -123,15 +150,14 @@ class BinanceClient:
             if nxt <= cursor or nxt + step > now or (end_ms is not None and nxt > end_ms):
                 break  # nothing closed is left to ask for
             cursor = nxt
-        df = _frame(symbol, rows, step, now)
-        return df.tail(limit) if limit is not None else df
 
-    def _get(self, params: dict[str, Any]) -> list[list[Any]]:
+    def _get(self, path: str, params: dict[str, Any], sym: str) -> Any:
+        """The 200 answer of ``GET path``; errors, retries and bans as the module says."""
         import requests
 
         cfg = self.config
-        url = f"{cfg.api_url.rstrip('/')}/api/v3/klines"
-        sym = params["symbol"]
+        url = f"{cfg.api_url.rstrip('/')}{path}"
+        self._refuse_during_ban()
         waited = 0.0
         attempt = 0
         while True:
@@ -155,7 +181,7 @@ class BinanceClient:
                 continue
             self._note_weight(resp)
             if resp.status_code == 200:
-                return _rows(resp, sym)
+                return resp
             code, msg = _error_body(resp)
             what = f"HTTP {resp.status_code}" + (f" {code} {msg}" if code is not None else "")
             if resp.status_code in (429, 418):
@@ -165,6 +191,7 @@ class BinanceClient:
                 if last or waited + wait > cfg.max_wait_seconds:
                     until = datetime.fromtimestamp(time.time() + wait, tz=timezone.utc)
                     kind = "banned this IP" if resp.status_code == 418 else "rate-limited us"
+                    self._remember_ban(until, resp.status_code, kind)
                     raise NetworkError(
                         f"Binance {kind} ({what}): retry after {wait:.0f} s "
                         f"({until:%Y-%m-%d %H:%M:%S} UTC)")
@@ -186,7 +213,7 @@ class BinanceClient:
                 raise UnknownSymbolError(f"symbol {sym} is not listed on Binance "
                                          "(-1121 Invalid symbol.)")
             if code == -1120:
-                raise UsageError(f"interval {params['interval']} refused by Binance "
+                raise UsageError(f"interval {params.get('interval')} refused by Binance "
                                  "(-1120 Invalid interval.)")
             if resp.status_code == 451:
                 raise ConfigError(f"Binance refuses requests from this location ({what}); set "
@@ -195,7 +222,93 @@ class BinanceClient:
             if resp.status_code == 403:
                 raise NetworkError(f"Binance's firewall refused the request for {sym} ({what})"
                                    "; try again later")
-            raise DataError(f"Binance refused klines for {sym} ({what})")
+            raise DataError(f"Binance refused {path.rsplit('/', 1)[-1]} for {sym} ({what})")
+
+    # -- a ban outlives the run that got it -----------------------------------------------
+
+    def _ban_file(self) -> Path | None:
+        if self.state_dir is None:
+            return None
+        import hashlib
+
+        tag = hashlib.blake2b(self.config.api_url.encode(), digest_size=6).hexdigest()
+        return self.state_dir / f"ban-{tag}.json"
+
+    def _remember_ban(self, until: datetime, status: int, kind: str) -> None:
+        path = self._ban_file()
+        if path is None:
+            return
+        try:
+            atomic_write_json(path, {"until": until.timestamp(), "status": status,
+                                     "kind": kind, "api_url": self.config.api_url})
+        except OSError as exc:
+            log.warning("cannot remember the Binance ban in %s: %s", path, exc.strerror)
+
+    def _refuse_during_ban(self) -> None:
+        """Binance extends a ban for every request made during it: make none until it ends."""
+        path = self._ban_file()
+        if path is None:
+            return
+        try:
+            ban = read_json(path)
+            until = float(ban["until"]) if ban else 0.0
+        except (ValueError, TypeError, KeyError, OSError):
+            return  # a damaged note must not stop fetching for good
+        if until > time.time():
+            when = datetime.fromtimestamp(until, tz=timezone.utc)
+            raise NetworkError(
+                f"Binance {ban.get('kind', 'banned this IP')} (HTTP {ban.get('status')}) until "
+                f"{when:%Y-%m-%d %H:%M:%S} UTC; not calling it before then (remembered in "
+                f"{path})")
+
+    # -- the symbol list --------------------------------------------------------------------
+
+    def symbol_list(self, max_age: float = SYMBOLS_TTL) -> dict[str, tuple[str, str]]:
+        """Binance's spot symbols as {"BTCUSDT": ("BTC", "USDT")}, from exchangeInfo.
+
+        Cached in ``state_dir`` for ``max_age`` seconds (the list is ~20 request weight and
+        several MB; it changes when Binance lists a coin, not every minute).
+        """
+        path = None
+        if self.state_dir is not None:
+            import hashlib
+
+            tag = hashlib.blake2b(self.config.api_url.encode(), digest_size=6).hexdigest()
+            path = self.state_dir / f"symbols-{tag}.json"
+            try:
+                cached = read_json(path)
+                if cached and time.time() - float(cached["fetched_at"]) < max_age:
+                    return {k: (v[0], v[1]) for k, v in cached["symbols"].items()}
+            except (ValueError, TypeError, KeyError, IndexError, OSError):
+                pass  # fetched again below
+        resp = self._get("/api/v3/exchangeInfo", {}, "the symbol list")
+        try:
+            body = resp.json()
+            symbols = {str(e["symbol"]): (str(e["baseAsset"]), str(e["quoteAsset"]))
+                       for e in body["symbols"]}
+        except (ValueError, TypeError, KeyError):
+            raise DataError("Binance exchangeInfo: expected {\"symbols\": [{\"symbol\", "
+                            "\"baseAsset\", \"quoteAsset\"}, ...]}, got "
+                            f"{resp.text[:80]!r}") from None
+        if path is not None:
+            try:
+                atomic_write_json(path, {"fetched_at": time.time(),
+                                         "symbols": {k: list(v) for k, v in symbols.items()}})
+            except OSError as exc:
+                log.warning("cannot cache the Binance symbol list in %s: %s", path,
+                            exc.strerror)
+        return symbols
+
+    def resolve(self, symbol: str) -> tuple[str, str]:
+        """(Binance's symbol, freqtrade's pair) for BTCUSDT, BTC_USDT or BTC/USDT, looked up in
+        the symbol list (refreshed once if the symbol is not in a cached copy)."""
+        binance_symbol(symbol)  # refuses futures pairs
+        for max_age in (SYMBOLS_TTL, SYMBOLS_RECHECK):
+            for sym, (base, quote) in self.symbol_list(max_age).items():
+                if symbol in (sym, f"{base}_{quote}", f"{base}/{quote}"):
+                    return sym, f"{base}/{quote}"
+        raise UnknownSymbolError(f"symbol {symbol} is not listed on Binance (not in its "
+                                 "exchangeInfo symbol list)")
 
     def _backoff(self, attempt: int, waited: float) -> float:
         budget = max(0.0, self.config.max_wait_seconds - waited)

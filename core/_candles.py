@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from botopt.core._config import INTERVALS, Config
+from botopt.core._config import INTERVAL_RE, INTERVALS, Config
 from botopt.core.errors import DataError, UnknownSymbolError, UsageError
 
 if TYPE_CHECKING:
@@ -23,20 +23,32 @@ log = logging.getLogger("botopt.candles")
 
 CANDLE_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-FILE_SUFFIXES = ("feather", "parquet", "csv")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9_]+$")
+# Read in this order when a symbol has several: freqtrade's four OHLCV formats, then the plain
+# CSV botopt has always accepted. freqtrade's fifth format, hdf5 (.h5), needs pytables.
+FILE_SUFFIXES = ("feather", "parquet", "json", "json.gz", "csv")
+UNSUPPORTED_SUFFIXES = {"h5": "hdf5"}
+# BTCUSDT / ETH_BTC (file-style), BTC/USDT (freqtrade spot pair), XRP/USDT:USDT (futures).
+_SYMBOL_RE = re.compile(r"^(?:[A-Z0-9_]+|[A-Z0-9]+/[A-Z0-9]+(?::[A-Z0-9]+)?)$")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+# freqtrade's candle types that live next to futures candles but are not OHLCV of the pair.
+_NOT_CANDLES = {"mark": "mark prices", "index": "index prices",
+                "premiumIndex": "premium index", "funding_rate": "funding rates"}
 
 
 def interval_ms(interval: str) -> int:
-    """Length of a candle interval in milliseconds ("5m" -> 300000)."""
-    if interval not in INTERVALS:
+    """Length of a candle interval in milliseconds ("5m" -> 300000); any whole number of
+    minutes, hours or days (Binance's own are INTERVALS)."""
+    if not INTERVAL_RE.fullmatch(interval):
         raise UsageError(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
     return int(interval[:-1]) * _UNIT_MS[interval[-1]]
 
 
 def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
-    """Normalise a comma-separated list (or iterable) of symbols: upper-case, unique, valid."""
+    """Normalise a comma-separated list (or iterable) of symbols: upper-case, unique, valid.
+
+    Accepted: Binance's BTCUSDT, file-style ETH_BTC, and freqtrade's pairs BTC/USDT (spot) and
+    XRP/USDT:USDT (futures). Each is kept as typed (upper-cased) so output shows it that way.
+    """
     items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
     out: list[str] = []
     for raw in items:
@@ -45,13 +57,40 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
             if not sym:
                 continue
             if not _SYMBOL_RE.match(sym):
-                raise UsageError(f"invalid symbol {part.strip()!r}: use letters, digits and _ "
-                                 "(e.g. BTCUSDT or ETH_BTC)")
+                raise UsageError(f"invalid symbol {part.strip()!r}: use BTCUSDT, ETH_BTC, "
+                                 "freqtrade's ETH/BTC, or XRP/USDT:USDT for futures")
             if sym not in out:
                 out.append(sym)
     if not out:
-        raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETHUSDT)")
+        raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETH/BTC)")
     return out
+
+
+def is_futures(symbol: str) -> bool:
+    return ":" in symbol
+
+
+def pair_to_filename(symbol: str) -> str:
+    """freqtrade's rule (freqtrade.misc.pair_to_filename): these characters become ``_``."""
+    for ch in "/ .@$+:":
+        symbol = symbol.replace(ch, "_")
+    return symbol
+
+
+def binance_symbol(symbol: str) -> str:
+    """Binance's name of a spot pair: BTC/USDT and BTC_USDT are BTCUSDT (joining is exact;
+    only the reverse, BTCUSDT -> BTC/USDT, needs the exchange's symbol list)."""
+    if is_futures(symbol):
+        raise UsageError(f"{symbol} is a futures pair: botopt reads futures candles from a "
+                         "freqtrade data directory only (Binance's spot API has none)")
+    return symbol.replace("/", "").replace("_", "")
+
+
+def candle_file_stem(symbol: str, interval: str) -> str:
+    """The file name without its format suffix, relative to the data directory, as freqtrade
+    names it: ``ETH_BTC-5m``, or ``futures/XRP_USDT_USDT-5m-futures`` for a futures pair."""
+    name = f"{pair_to_filename(symbol)}-{interval}"
+    return f"futures/{name}-futures" if is_futures(symbol) else name
 
 
 def parse_as_of(value: str | datetime | None) -> datetime | None:
@@ -107,40 +146,199 @@ def _to_canonical(df: pl.DataFrame, symbol: str, where: str) -> pl.DataFrame:
         raise DataError(f"{where}: non-numeric price or volume values") from exc
 
 
-def existing_candle_file(data_dir: Path, symbol: str, interval: str) -> Path | None:
-    """The symbol's file in the first format found (feather, parquet, csv), or None."""
+def _with_suffix(data_dir: Path, stem: str) -> Path | None:
     for suffix in FILE_SUFFIXES:
-        p = data_dir / f"{symbol}-{interval}.{suffix}"
+        p = data_dir / f"{stem}.{suffix}"
         if p.is_file():
             return p
     return None
 
 
+def existing_candle_file(data_dir: Path, symbol: str, interval: str) -> Path | None:
+    """The symbol's candle file in the first readable format found, or None.
+
+    freqtrade's name comes first (BTC/USDT and BTC_USDT read BTC_USDT-5m.*); an older botopt
+    store's joined name (BTCUSDT-5m.*) is read when that is missing. Binance's BTCUSDT reads
+    the one BASE_QUOTE file that joins to it (what fetch writes), else BTCUSDT-5m.*; two such
+    files (A_BC and AB_C) are ambiguous, and an error.
+    """
+    if is_futures(symbol) or not data_dir.is_dir():
+        return _with_suffix(data_dir, candle_file_stem(symbol, interval))
+    joined = binance_symbol(symbol)
+    if symbol != joined:  # typed with a separator: that is the name wanted
+        return _with_suffix(data_dir, candle_file_stem(symbol, interval)) or \
+            _with_suffix(data_dir, f"{joined}-{interval}")
+    split = sorted({p.name.split(f"-{interval}.", 1)[0] for p in data_dir.glob(f"*_*-{interval}.*")
+                    if p.name.split(f"-{interval}.", 1)[1] in FILE_SUFFIXES
+                    and p.name.split(f"-{interval}.", 1)[0].replace("_", "") == joined})
+    if len(split) > 1:
+        raise UsageError(f"symbol {symbol} matches several files in {data_dir} "
+                         f"({', '.join(split)}); name one of them, e.g. --symbols {split[0]}")
+    return (_with_suffix(data_dir, f"{split[0]}-{interval}") if split else None) or \
+        _with_suffix(data_dir, f"{joined}-{interval}")
+
+
+def _parse_name(name: str) -> tuple[str, str | None, str | None, str] | None:
+    """(pair stem, interval, candle type, format) of a freqtrade file name, or None."""
+    for suffix in (*FILE_SUFFIXES, *UNSUPPORTED_SUFFIXES):
+        if name.endswith(f".{suffix}"):
+            stem, fmt = name[: -len(suffix) - 1], suffix
+            break
+    else:
+        return None
+    if stem.endswith("-trades"):
+        return stem[: -len("-trades")], None, "trades", fmt
+    m = re.fullmatch(r"(.+)-(\d+[a-zA-Z]{1,2})(?:-([A-Za-z_]+))?", stem)
+    return (m.group(1), m.group(2), m.group(3), fmt) if m else None
+
+
+def classify_data_file(path: Path) -> tuple[str, str]:
+    """(kind, explanation) of a file in a freqtrade data directory, from its name alone.
+
+    kind is ``candles``, ``futures-candles``, ``unsupported`` (hdf5), ``not-candles`` (trades,
+    mark prices, funding rates, ...) or ``other``. The explanation is one line for the user.
+    """
+    name = path.name
+    parsed = _parse_name(name)
+    if parsed is None:
+        return "other", f"{name}: not a freqtrade candle file (PAIR-interval.format)"
+    pair, interval, ctype, fmt = parsed
+    if ctype == "trades":
+        return "not-candles", (f"{name}: trades, not candles; never read (freqtrade "
+                               "trades-to-ohlcv turns them into candles)")
+    if ctype in _NOT_CANDLES:
+        return "not-candles", f"{name}: {_NOT_CANDLES[ctype]}, not candles; never read"
+    if ctype not in (None, "futures"):
+        return "other", f"{name}: candle type {ctype!r} is not one botopt reads"
+    if fmt in UNSUPPORTED_SUFFIXES:
+        return "unsupported", (f"{name}: freqtrade's {UNSUPPORTED_SUFFIXES[fmt]} format, which "
+                               "botopt does not read; convert it with freqtrade convert-data "
+                               f"--format-from {UNSUPPORTED_SUFFIXES[fmt]} --format-to feather")
+    if ctype == "futures":
+        return "futures-candles", (f"{name}: {interval} futures candles, --symbols "
+                                   f"{_pair_from_filename(pair, futures=True)}")
+    return "candles", f"{name}: {interval} candles, --symbols {pair}"
+
+
+def _pair_from_filename(stem: str, *, futures: bool) -> str:
+    # freqtrade's own inverse (rebuild_pair_from_filename) guesses where the base ends, so
+    # this is only used in hints, never to pick a file.
+    parts = stem.split("_")
+    if futures and len(parts) == 3:
+        return f"{parts[0]}/{parts[1]}:{parts[2]}"
+    return f"{parts[0]}/{'_'.join(parts[1:])}" if len(parts) >= 2 else stem
+
+
+def _missing_hints(data_dir: Path, symbol: str, interval: str) -> tuple[list[str], Path | None]:
+    """Files that look like the symbol's but are not usable candles; and an hdf5 twin."""
+    base = pair_to_filename(symbol)
+    loose = None if is_futures(symbol) else binance_symbol(symbol)
+    hints: list[str] = []
+    other_tf: list[str] = []
+    h5: Path | None = None
+    for folder in (data_dir, data_dir / "futures"):
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            parsed = _parse_name(p.name)
+            if parsed is None or (parsed[0] != base and parsed[0].replace("_", "") != loose):
+                continue
+            pair, tf, ctype, _ = parsed
+            kind, why = classify_data_file(p)
+            rel = p.relative_to(data_dir)
+            if kind == "unsupported" and tf == interval and \
+                    (ctype == "futures") == is_futures(symbol):
+                h5 = p
+            elif kind == "futures-candles" and not is_futures(symbol):
+                hints.append(f"{rel} holds futures candles: use --symbols "
+                             f"{_pair_from_filename(pair, futures=True)}")
+            elif kind == "candles" and is_futures(symbol):
+                hints.append(f"{rel} holds spot candles: use --symbols "
+                             f"{_pair_from_filename(pair, futures=False)}")
+            elif kind in ("candles", "futures-candles"):
+                if tf not in other_tf:
+                    other_tf.append(str(tf))
+            else:
+                hints.append(why.replace(p.name, str(rel), 1))
+    if other_tf:
+        hints.insert(0, f"candles at {', '.join(other_tf)} (use --interval)")
+    return hints, h5
+
+
 def find_candle_file(data_dir: Path, symbol: str, interval: str) -> Path:
+    """The symbol's candle file, or an error saying what is there instead."""
     p = existing_candle_file(data_dir, symbol, interval)
     if p is not None:
         return p
     if not data_dir.is_dir():
         raise DataError(f"data directory not found: {data_dir}")
+    hints, h5 = _missing_hints(data_dir, symbol, interval)
+    if h5 is not None:
+        raise DataError(f"symbol {symbol}: {h5} is in freqtrade's hdf5 format, which botopt "
+                        "does not read; convert it with freqtrade convert-data --format-from "
+                        f"hdf5 --format-to feather --datadir {data_dir}")
+    stem = candle_file_stem(symbol, interval)
+    found = f"; found instead: {'; '.join(hints[:4])}" if hints else ""
     raise UnknownSymbolError(
-        f"symbol {symbol} not found in {data_dir} "
-        f"(looked for {symbol}-{interval}.feather, .parquet, .csv)")
+        f"symbol {symbol} not found in {data_dir} (looked for {stem}.feather, .parquet, "
+        f".json, .json.gz, .csv){found}")
+
+
+def _read_json_rows(path: Path) -> pl.DataFrame:
+    """freqtrade's json/jsongz: a list of [ms, open, high, low, close, volume] rows."""
+    import gzip
+    import json
+
+    import polars as pl
+
+    blob = path.read_bytes()
+    if path.name.endswith(".gz"):
+        blob = gzip.decompress(blob)
+    rows = json.loads(blob)
+    if not isinstance(rows, list):
+        raise ValueError(f"expected a list of [date, open, high, low, close, volume] rows, "
+                         f"got {type(rows).__name__}")
+    for i, r in enumerate(rows):
+        if not isinstance(r, list) or len(r) < 6 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in r[:6]):
+            raise ValueError(f"row {i + 1} is not [date, open, high, low, close, volume]: "
+                             f"{str(r)[:60]}")
+    cols = list(zip(*(r[:6] for r in rows), strict=True)) if rows else [()] * 6
+    return pl.DataFrame({
+        "date": pl.Series(cols[0], dtype=pl.Int64),
+        **{c: pl.Series(v, dtype=pl.Float64) for c, v in
+           zip(("open", "high", "low", "close", "volume"), cols[1:], strict=True)}})
 
 
 def read_candle_file(path: Path, symbol: str) -> pl.DataFrame:
-    """Read a freqtrade-layout file into the canonical frame (not yet validated)."""
+    """Read one candle file (any supported format) into the canonical frame, not yet
+    validated. An empty, truncated or corrupt file is a DataError naming it as such."""
     import polars as pl
 
+    name = path.name
+    fmt = next((s for s in FILE_SUFFIXES if name.endswith(f".{s}")), path.suffix.lstrip("."))
+    if fmt in UNSUPPORTED_SUFFIXES:
+        raise DataError(f"{path}: freqtrade's {UNSUPPORTED_SUFFIXES[fmt]} format, which botopt "
+                        "does not read; convert it with freqtrade convert-data --format-from "
+                        f"{UNSUPPORTED_SUFFIXES[fmt]} --format-to feather")
     try:
-        if path.suffix == ".feather":
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: cannot read candles: the file is empty (0 bytes); "
+                            "delete it and download the data again")
+        if fmt == "feather":
             raw = pl.read_ipc(path)
-        elif path.suffix == ".parquet":
+        elif fmt == "parquet":
             raw = pl.read_parquet(path)
+        elif fmt in ("json", "json.gz"):
+            raw = _read_json_rows(path)
         else:
             raw = pl.read_csv(path, try_parse_dates=False)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise DataError(f"{path}: cannot read candles ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    except DataError:
+        raise
+    except (OSError, EOFError, ValueError, pl.exceptions.PolarsError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot read candles: not a valid {fmt} file, corrupt or "
+                        f"truncated ({type(exc).__name__}: {detail[:120]})") from exc
     return _to_canonical(raw, symbol, str(path))
 
 

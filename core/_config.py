@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -27,6 +28,10 @@ else:  # pragma: no cover
 INTERVALS: tuple[str, ...] = (
     "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
 )
+# Any whole number of minutes, hours or days is a candle interval for local files (freqtrade's
+# own test data has 4m and 8m); Binance serves only INTERVALS. Weeks are left out: Binance's
+# start on Monday, not on a multiple of 7 days since the epoch.
+INTERVAL_RE = re.compile(r"[1-9][0-9]{0,3}[mhd]")
 SOURCES: tuple[str, ...] = ("sample", "local", "binance")
 SECRET_KEYS = frozenset({"telegram.token"})
 
@@ -273,9 +278,12 @@ def _validate(cfg: Config) -> None:
 
     if cfg.data.source not in SOURCES:
         raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
-    if cfg.data.interval not in INTERVALS:
+    if not INTERVAL_RE.fullmatch(cfg.data.interval) or (
+            cfg.data.source == "binance" and cfg.data.interval not in INTERVALS):
         raise bad("data.interval", f"unknown interval {cfg.data.interval!r}; "
-                  f"use one of {', '.join(INTERVALS)}")
+                  f"use one of {', '.join(INTERVALS)}"
+                  + ("" if cfg.data.source == "binance" else " (or other minutes, hours "
+                     "or days, e.g. 8m, for local files)"))
     if cfg.data.source == "local" and cfg.data.data_dir is None:
         raise bad("data.data_dir", "source 'local' needs a data directory (--data-dir)")
     for name in ("features_ttl", "predictions_ttl", "regime_ttl", "gates_ttl"):
@@ -306,6 +314,32 @@ def _validate(cfg: Config) -> None:
         raise bad("telegram.batch_interval", "must be zero or more seconds")
     if cfg.monitor.check_interval <= 0:
         raise bad("monitor.check_interval", "must be more than zero seconds")
+    if cfg.telegram.token is not None:
+        problem = token_problem(cfg.telegram.token)
+        if problem:
+            raise bad("telegram.token", problem)
+
+
+_TOKEN_RE = re.compile(r"\d+:[A-Za-z0-9_-]{30,}")
+
+
+def token_problem(token: str) -> str | None:
+    """What is wrong with a bot token's shape (never quoting it), or None.
+
+    Telegram's tokens are ``<bot id>:<secret>``: digits, a colon, then 30+ characters of
+    ``[A-Za-z0-9_-]``. The usual breakage is what crontab and .env files do to a line: a
+    trailing ``# comment`` or spaces become part of the value.
+    """
+    if "#" in token:
+        return ("contains '#': a comment after the value is part of it in crontab and .env "
+                "files; put the comment on its own line")
+    if token != token.strip():
+        return ("has spaces or a line break around it (a crontab or .env line with trailing "
+                "spaces?); remove them")
+    if not _TOKEN_RE.fullmatch(token):
+        return (f"does not look like a bot token ({len(token)} characters; expected digits, "
+                "a colon, then 30 or more of A-Z a-z 0-9 _ -); copy it again from @BotFather")
+    return None
 
 
 def load_config(
@@ -484,7 +518,11 @@ def write_starter_config(path: Path, *, force: bool = False) -> Path:
         raise ConfigError(f"{path} already exists (use --force to overwrite)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(STARTER_CONFIG, encoding="utf-8")
+        # 0600: the file is where the bot token goes once the user fills it in.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(STARTER_CONFIG)
+        os.chmod(path, 0o600)  # --force over an older, more open file
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
     return path

@@ -15,7 +15,7 @@ from botopt.core._paths import cache_dir_for, ensure_dir
 def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,
                    as_of: str | None = None, output: Path | None = None,
                    holdout_fraction: float = 0.2) -> tuple[TrainResult, Path]:
-    syms = parse_symbols(symbols if symbols else config.data.symbols)
+    syms = parse_symbols(symbols if symbols is not None else config.data.symbols)
     candles = load_candles(syms, config=config, as_of=as_of)
     features = compute_features(candles, config)
     result = train_model(features, interval_ms=interval_ms(config.data.interval),

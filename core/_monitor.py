@@ -100,7 +100,9 @@ class Monitor:
 
     def _on_failure(self, ev: dict[str, Any]) -> None:
         data = ev.get("data", {})
-        what = data.get("command") or ev["type"].replace("_", " ")
+        # "notify_failed" names no command; "notify failed failed" read badly in alerts
+        what = data.get("command") or ("notify-flush" if ev["type"] == "notify_failed"
+                                       else ev["type"].replace("_", " "))
         self.state.failures.append([ev["t"], what, str(data.get("error", ""))[:300]])
         recent = [f for f in self.state.failures if f[0] > ev["t"] - FAILURE_WINDOW]
         self.state.failures = recent

@@ -61,7 +61,8 @@ def _regime_change(d: Mapping[str, Any]) -> str:
 
 def _trade(verb: str) -> Callable[[Mapping[str, Any]], str]:
     def render(d: Mapping[str, Any]) -> str:
-        head = f"💱 <b>{verb} {_e(d.get('side', '')).upper()} {_e(d.get('symbol', '?'))}</b>"
+        words = (verb, _e(d.get("side") or "").upper(), _e(d.get("symbol", "?")))
+        head = f"💱 <b>{' '.join(w for w in words if w)}</b>"  # no double space without a side
         fields = [f"{_e(k)} {_num(d[k])}" for k in ("price", "quantity", "qty", "pnl",
                                                     "pnl_pct", "reason") if k in d]
         return head + ("\n" + ", ".join(fields) if fields else "")

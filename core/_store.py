@@ -1,8 +1,10 @@
 """The local candle store that ``botopt fetch`` keeps up to date from Binance.
 
-Each symbol is one file, ``{data_dir}/{SYMBOL}-{interval}.feather`` in freqtrade's layout
+Each symbol is one file named as freqtrade names it, ``{data_dir}/BTC_USDT-5m.feather``
 (Arrow IPC, columns ``date`` (UTC, ms), open, high, low, close, volume), so the same directory
-serves ``--source local``, freqtrade and botopt alike.
+serves ``--source local``, freqtrade and botopt alike. Binance's BTCUSDT is mapped to
+BTC_USDT through the exchange's symbol list (cached), never by guessing where the quote starts.
+An older store's BTCUSDT-5m.feather is read and carried over into the new name (and left).
 
 Only candles newer than the last stored one are downloaded (plus, with ``since``, any older
 ones not stored yet). The merged frame is validated, then written to a temporary file and
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botopt.core._candles import (
+    candle_file_stem,
     existing_candle_file,
     interval_ms,
     parse_as_of,
@@ -70,8 +73,9 @@ class FetchResult:
                 "path": str(self.path)}
 
 
-def store_path(data_dir: Path, symbol: str, interval: str) -> Path:
-    return Path(data_dir) / f"{symbol}-{interval}.feather"
+def store_path(data_dir: Path, pair: str, interval: str) -> Path:
+    """Where fetch writes ``pair`` (freqtrade's BASE/QUOTE): ``BTC_USDT-5m.feather``."""
+    return Path(data_dir) / f"{candle_file_stem(pair, interval)}.feather"
 
 
 def _data_dir(config: Config, *, create: bool = True) -> Path:
@@ -188,6 +192,7 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
     from filelock import FileLock, Timeout
 
     from botopt.core._binance import BinanceClient
+    from botopt.core._paths import state_dir
 
     interval = interval or config.data.interval
     step = interval_ms(interval)
@@ -195,10 +200,12 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
     now = int(time.time() * 1000) if now_ms is None else now_ms
     since_ms = _since_ms(since, step, now)
     data_dir = _data_dir(config)
-    client = client or BinanceClient(config.binance)
+    client = client or BinanceClient(config.binance, state_dir=state_dir(config, "binance"))
+    names = {sym: client.resolve(sym) for sym in syms}  # every name checked before any write
     results: dict[str, FetchResult] = {}
     for sym in syms:
-        path = store_path(data_dir, sym, interval)
+        api_symbol, pair = names[sym]
+        path = store_path(data_dir, pair, interval)
         lock = FileLock(str(data_dir / f".{path.name}.lock"), timeout=lock_timeout)
         try:
             lock.acquire()
@@ -206,20 +213,21 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
             raise BotoptError(f"{path}: another botopt fetch has held its lock for "
                               f"{lock_timeout:g} s; try again later") from None
         try:
-            results[sym] = _fetch_one(client, sym, interval, step, path, since_ms, now,
-                                      progress)
+            results[sym] = _fetch_one(client, (sym, api_symbol, pair), interval, step, path,
+                                      since_ms, now, progress)
         finally:
             lock.release()
     return results
 
 
-def _fetch_one(client: BinanceClient, sym: str, interval: str, step: int, path: Path,
-               since_ms: int | None, now: int,
+def _fetch_one(client: BinanceClient, names: tuple[str, str, str], interval: str, step: int,
+               path: Path, since_ms: int | None, now: int,
                progress: Callable[[str, int], None] | None) -> FetchResult:
     import polars as pl
 
+    sym, api_symbol, pair = names
     _remove_stray_temporaries(path)
-    src = existing_candle_file(path.parent, sym, interval)
+    src = existing_candle_file(path.parent, pair, interval)
     old = read_candle_file(src, sym) if src is not None else None
     if old is not None and old.height:
         # Never rewrite a file we cannot vouch for: the user must see what is wrong with it.
@@ -232,19 +240,41 @@ def _fetch_one(client: BinanceClient, sym: str, interval: str, step: int, path: 
             # Bounded by the last closed candle: a replay (now_ms) must not see the future,
             # and without a start Binance then gives its latest 1,000 *closed* candles.
             end = now - step
-        parts.append(client.klines(sym, interval, start_ms=start, end_ms=end, now_ms=now,
-                                   progress=pages))
-    merged = pl.concat(parts, how="vertical") if parts else None
+        try:
+            got = client.klines(api_symbol, interval, start_ms=start, end_ms=end, now_ms=now,
+                                progress=pages)
+        except KeyboardInterrupt as exc:
+            # Ctrl-C in a long download: keep the pages received, if they extend the stored
+            # candles without a hole (a back-fill cut short would leave one for good).
+            partial = getattr(exc, "partial", None)
+            if partial is not None and partial.height and (span is None or start == span[1]
+                                                           + step):
+                kept = _merge([*parts, partial.with_columns(pl.lit(sym).alias("symbol"))])
+                validate_candles(kept, symbol=sym, interval=interval, source="binance")
+                _write(path, kept)
+                log.warning("%s: interrupted; kept the %d candle(s) downloaded", sym,
+                            partial.height)
+            raise
+        parts.append(got.with_columns(pl.lit(sym).alias("symbol")))
+    merged = _merge(parts) if parts else None
     if merged is None or merged.height == 0:
         after = "" if since_ms is None else \
             f" since {datetime.fromtimestamp(since_ms / 1000, timezone.utc):%Y-%m-%d %H:%M} UTC"
         raise DataError(f"Binance has no closed {interval} candles for {sym}{after}")
-    merged = merged.unique("open_time", keep="first").sort("open_time")
     validate_candles(merged, symbol=sym, interval=interval, source="binance")
     before = old.height if old is not None else 0
     added = merged.height - before
     if added or src != path:
         _write(path, merged)
+        if src is not None and src != path:
+            log.info("%s: carried %s over into %s (the old file is left as it was)", sym,
+                     src.name, path.name)
     times = merged.get_column("open_time")
     log.info("%s: %d new %s candle(s), %d stored", sym, added, interval, merged.height)
     return FetchResult(sym, interval, added, merged.height, times[0], times[-1], path)
+
+
+def _merge(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    import polars as pl
+
+    return pl.concat(parts, how="vertical").unique("open_time", keep="first").sort("open_time")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from botopt.cli.main import app
 from botopt.core import load_candles, load_config, parse_as_of, parse_symbols
 from botopt.core._candles import interval_ms
-from botopt.core.errors import DataError, UnknownSymbolError, UsageError
+from botopt.core.errors import ConfigError, DataError, UnknownSymbolError, UsageError
 
 runner = CliRunner()
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -122,10 +122,10 @@ def test_missing_data_dir(tmp_path):
 
 
 @pytest.mark.parametrize("args, culprit", [
-    (["--interval", "7m"], "data.interval"),
+    (["--interval", "7x"], "data.interval"),
     (["--source", "ftp"], "data.source"),
     (["--as-of", "yesterday-ish"], "--as-of"),
-    (["--symbols", "BTC/USDT"], "BTC/USDT"),
+    (["--symbols", "BTC-USDT"], "BTC-USDT"),
     (["--symbols", " , "], "no symbols"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, culprit):
@@ -157,8 +157,13 @@ def test_parse_as_of_forms():
 
 def test_interval_lengths():
     assert interval_ms("5m") == 300_000 and interval_ms("1d") == 86_400_000
-    with pytest.raises(UsageError):
-        interval_ms("2d")
+    assert interval_ms("8m") == 480_000 and interval_ms("2d") == 172_800_000  # local files
+    for bad in ("7x", "0m", "m5", "1w", "5"):
+        with pytest.raises(UsageError):
+            interval_ms(bad)
+    # Binance serves only its own intervals
+    with pytest.raises(ConfigError, match="data.interval .*unknown interval '8m'"):
+        load_config(overrides={"data.source": "binance", "data.interval": "8m"})
 
 
 def test_gaps_allowed_and_reported_in_debug(tmp_path):

@@ -63,7 +63,7 @@ def test_env_types_are_parsed(monkeypatch):
         ("[dat]\ninterval = '5m'\n", "[dat]"),
         ("[gates]\nmin_strength = 'high'\n", "gates.min_strength"),
         ("[cache]\nenabled = 1\n", "cache.enabled"),
-        ("[data]\ninterval = '7m'\n", "data.interval"),
+        ("[data]\ninterval = '7x'\n", "data.interval"),
         ("[data]\nsource = 'ftp'\n", "data.source"),
         ("[features]\nema_fast = 30\n", "features.ema_fast"),
         ("[data\n", "invalid TOML"),
@@ -124,3 +124,44 @@ def test_no_config_notice_once_on_stderr():
     json.loads(result.stdout)
     quiet = runner.invoke(app, ["--quiet", "config", "show", "--json"])
     assert "sample data" not in quiet.stderr
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("123456789:AAtesttokentesttokentesttokentest   # from BotFather", "contains '#'"),
+    ("123456789:AAtesttokentesttokentesttokentest ", "spaces or a line break around it"),
+    ("\t123456789:AAtesttokentesttokentesttokentest", "spaces or a line break around it"),
+    ("123456789:short", "does not look like a bot token"),
+    ("bot123456789:AAtesttokentesttokentesttokentest", "does not look like a bot token"),
+    ("123456789:AAtest token testtokentesttokentest", "does not look like a bot token"),
+])
+def test_token_shape_checked_at_load_naming_key_and_origin_never_the_value(
+        tmp_path, monkeypatch, value, problem):
+    from botopt.core._config import token_problem
+
+    assert problem in (token_problem(value) or "")
+    monkeypatch.setenv("BOTOPT_TELEGRAM_TOKEN", value)
+    res = runner.invoke(app, ["config", "show"])
+    assert res.exit_code == 2
+    line, = res.stderr.strip().splitlines()
+    assert line.startswith("botopt: error: telegram.token (env:BOTOPT_TELEGRAM_TOKEN): ")
+    assert problem in line and "AAtest" not in res.output and "short" not in res.output
+    monkeypatch.delenv("BOTOPT_TELEGRAM_TOKEN")
+    p = write(tmp_path, f"[telegram]\ntoken = {json.dumps(value)}\n")
+    with pytest.raises(ConfigError, match=rf"telegram.token \(file:{p}\): .*{problem}"):
+        load_config(p)
+
+
+def test_a_well_formed_token_loads():
+    for tok in ("123456789:AAtesttokentesttokentesttokentest", "1:" + "-_aZ09" * 5):
+        assert load_config(env={"BOTOPT_TELEGRAM_TOKEN": tok}).telegram.token == tok
+
+
+def test_init_writes_a_private_file(tmp_path):
+    import stat
+
+    p = tmp_path / "botopt.toml"
+    assert runner.invoke(app, ["init", str(p)]).exit_code == 0
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    p.chmod(0o644)
+    assert runner.invoke(app, ["init", str(p), "--force"]).exit_code == 0
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600

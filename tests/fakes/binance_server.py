@@ -8,6 +8,11 @@ open time, inclusive; ``limit`` defaults to 500 and is capped at 1,000; without
 answer carries ``X-MBX-USED-WEIGHT-1M``. Errors use Binance's bodies: -1121 "Invalid
 symbol." and -1120 "Invalid interval." with HTTP 400.
 
+``GET /api/v3/exchangeInfo`` answers the real shape (``timezone``, ``serverTime``,
+``rateLimits``, ``exchangeFilters``, ``symbols`` with ``symbol``, ``status``, ``baseAsset``,
+``quoteAsset``, precisions, order types, ``permissionSets`` ...) for every symbol in
+``candles`` plus ``extra_symbols``; ``assets`` gives each symbol's (base, quote).
+
 ``script`` injects answers for the next requests, in order: ``(status, body, headers)``
 (a ``str`` body is sent verbatim, e.g. a truncated JSON), ``"drop"`` (close the connection
 without an answer), ``"500"``, or ``("slow", seconds)`` (stall, then answer normally).
@@ -44,6 +49,9 @@ class FakeBinance:
     script: list[Any] = field(default_factory=list)
     delay: float = 0.0  # seconds added to every klines answer, to make fetches overlap
     used_weight: int | None = None  # X-MBX-USED-WEIGHT-1M to report instead of the count
+    # symbol -> (base, quote); symbols not given are split before a known quote asset
+    assets: dict[str, tuple[str, str]] = field(default_factory=dict)
+    extra_symbols: dict[str, tuple[str, str]] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
@@ -89,6 +97,9 @@ class FakeBinance:
         self.server.shutdown()
         self.server.server_close()
 
+    def info_requests(self) -> list[dict[str, str]]:
+        return [q for q in self.requests if q.get("_path") == "/api/v3/exchangeInfo"]
+
     def klines_requests(self) -> list[dict[str, str]]:
         return [q for q in self.requests if q.get("_path") == "/api/v3/klines"]
 
@@ -112,7 +123,10 @@ class FakeBinance:
             return action  # type: ignore[no-any-return]
         if self.delay:
             time.sleep(self.delay)
-        status, body = self._klines(url.path, q)
+        if url.path == "/api/v3/exchangeInfo":
+            status, body = 200, self._exchange_info()
+        else:
+            status, body = self._klines(url.path, q)
         return status, body, {"X-MBX-USED-WEIGHT-1M": str(weight)}
 
     def _klines(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
@@ -137,6 +151,60 @@ class FakeBinance:
                 and (start is None or r[0] >= start) and (end is None or r[0] <= end)]
         rows = rows[:limit] if start is not None else rows[-limit:]
         return 200, [kline_row(r, step) for r in rows]
+
+
+    def _exchange_info(self) -> dict[str, Any]:
+        listed = {**{s: self.assets.get(s) or _split(s) for s in self.candles},
+                  **self.extra_symbols}
+        return {
+            "timezone": "UTC", "serverTime": self.now_ms(),
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": 6000},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
+                 "limit": 100},
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5,
+                 "limit": 61000}],
+            "exchangeFilters": [],
+            "symbols": [_symbol_entry(sym, base, quote) for sym, (base, quote) in listed.items()],
+        }
+
+
+_QUOTES = ("USDT", "FDUSD", "USDC", "BTC", "ETH", "BNB", "EUR", "TRY")
+
+
+def _split(symbol: str) -> tuple[str, str]:
+    for q in _QUOTES:
+        if symbol.endswith(q) and len(symbol) > len(q):
+            return symbol[: -len(q)], q
+    raise ValueError(f"give FakeBinance(assets=...) for {symbol}")
+
+
+def _symbol_entry(symbol: str, base: str, quote: str) -> dict[str, Any]:
+    """One ``symbols`` entry shaped like Binance's (filters trimmed to the common three)."""
+    return {
+        "symbol": symbol, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": 8,
+        "quoteAsset": quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
+        "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT",
+                       "TAKE_PROFIT_LIMIT"],
+        "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
+        "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True,
+        "cancelReplaceAllowed": True, "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "0.01000000",
+             "maxPrice": "1000000.00000000", "tickSize": "0.01000000"},
+            {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000",
+             "stepSize": "0.00001000"},
+            {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
+             "maxNotional": "9000000.00000000", "applyMaxToMarket": False,
+             "avgPriceMins": 5}],
+        "permissions": [], "permissionSets": [["SPOT"]],
+        "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
+        "allowedSelfTradePreventionModes": ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER",
+                                            "EXPIRE_BOTH"],
+    }
 
 
 def kline_row(r: Row, step: int) -> list[Any]:

@@ -1,0 +1,115 @@
+"""The crontab (and systemd unit) for this install, written out rather than described.
+
+Hand-written crontabs fail in the same few ways: a PATH without the venv (``botopt: not
+found``), a log directory nobody created, a ``# comment`` after a variable that cron makes part
+of the value, a ``flock -n`` that exits 1 on a skipped run and so looks like a failure, and no
+first ``fetch`` before the first ``signals``. Everything here is an absolute path taken from
+the running install, so the lines work under cron's bare environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from botopt.core._config import SECRET_KEYS, Config
+from botopt.core._paths import cache_dir_for
+from botopt.core.errors import ConfigError
+
+
+def botopt_command() -> list[str]:
+    """How to start this very botopt from anywhere: the venv's script, else ``python -m``."""
+    # sys.executable is the venv's python (not resolved: the venv is its symlink's folder).
+    script = Path(sys.executable).parent / "botopt"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script.absolute())]
+    return [str(Path(sys.executable).absolute()), "-m", "botopt.cli.main"]
+
+
+def default_log_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir("botopt"))
+
+
+def make_log_dir(path: Path) -> Path:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"log directory {path}: cannot create it ({exc.strerror})") from exc
+    return path.absolute()
+
+
+@dataclass(frozen=True)
+class CronPlan:
+    text: str
+    first_fetch: list[str] | None  # the command to run once before installing, if any
+
+
+def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
+            fetch_every: int = 5) -> CronPlan:
+    """The crontab text for ``config``: fetch (a local store), signals, notify-flush and the
+    monitor, each under ``flock -n -E 0`` (a skipped overlapping run exits 0, not 1)."""
+    bot = botopt_command()
+    env = [("SHELL", "/bin/sh"), ("PATH", "/usr/local/bin:/usr/bin:/bin")]
+    if config.path is not None:
+        env.append(("BOTOPT_CONFIG", str(Path(config.path).absolute())))
+    env.append(("BOTOPT_CACHE_DIR", str(cache_dir_for(config).absolute())))
+    sym = ["--symbols", ",".join(symbols)] if symbols else []
+    local = config.data.source == "local" and config.data.data_dir is not None
+    data_dir = str(Path(config.data.data_dir).absolute()) if config.data.data_dir else None
+    jobs: list[tuple[str, str, list[str]]] = []
+    first = None
+    if local:
+        fetch = ["fetch", *sym, "--data-dir", str(data_dir)]
+        jobs.append((f"*/{fetch_every} * * * *", "fetch", fetch))
+        first = [*bot, "fetch", *sym, "--data-dir", str(data_dir)]
+    # --data-dir made absolute here: a relative data_dir in the config would be read from
+    # cron's working directory ($HOME), not from where `botopt cron` ran
+    local_dir = ["--data-dir", str(data_dir)] if local else []
+    jobs += [("* * * * *", "signals", ["signals", *sym, *local_dir]),
+             ("* * * * *", "notify", ["notify-flush"]),
+             ("* * * * *", "monitor", ["monitor", "--once"])]
+    lines = ["# botopt crontab, written by `botopt cron` for this install.",
+             "# cron does not strip comments after a value: keep comments on their own lines."]
+    if first is not None:
+        lines.append("# Before installing it, run the first fetch once (the history signals "
+                     "need):")
+        lines.append(f"#   {shlex.join(first)}")
+    elif config.data.source == "sample":
+        lines.append("# data.source is 'sample' (bundled demo data): set data.source and "
+                     "data.data_dir in the config for live signals.")
+    for key, origin in sorted(config.sources.items()):
+        var = origin.partition(":")[2]
+        if not origin.startswith("env:") or var in ("BOTOPT_CONFIG", "BOTOPT_CACHE_DIR"):
+            continue
+        if key in SECRET_KEYS:
+            lines.append(f"# {key} comes from {var} in your shell, which cron does not see: "
+                         f"put it in the config file (chmod 600) or add {var}=... here, "
+                         "with no comment after it.")
+        elif var in os.environ:
+            env.append((var, os.environ[var]))
+    lines += [f"{k}={v}" for k, v in env]
+    for when, name, args in jobs:
+        lock = log_dir / f"{name}.lock"
+        log = log_dir / f"{name}.log"
+        cmd = shlex.join(["flock", "-n", "-E", "0", str(lock), *bot, "--quiet", *args])
+        # cron turns an unescaped % in a command into a newline
+        lines.append(f"{when} {cmd} >>{shlex.quote(str(log))} 2>&1".replace("%", "\\%"))
+    return CronPlan("\n".join(lines) + "\n", first)
+
+
+def systemd_unit(config: Config) -> str:
+    """A user unit for the long-running monitor, with the same absolute paths."""
+    bot = shlex.join([*botopt_command(), "--quiet", "monitor"])
+    env = [f"Environment=BOTOPT_CACHE_DIR={cache_dir_for(config).absolute()}"]
+    if config.path is not None:
+        env.insert(0, f"Environment=BOTOPT_CONFIG={Path(config.path).absolute()}")
+    return "\n".join([
+        "# ~/.config/systemd/user/botopt-monitor.service (written by `botopt cron --systemd`)",
+        "[Unit]", "Description=botopt activity monitor", "",
+        "[Service]", f"ExecStart={bot}", *env, "Restart=on-failure", "",
+        "[Install]", "WantedBy=default.target", ""])

@@ -1,0 +1,191 @@
+"""``botopt doctor``: every part a cron set-up needs, checked the way the real runs use it.
+
+Each check returns one line: ok with what was found, or what to do. A check that cannot run
+because an earlier one failed says so instead of failing again for the same reason.
+"""
+
+from __future__ import annotations
+
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botopt.core._config import Config
+from botopt.core.errors import BotoptError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.name, "ok": self.ok, "message": self.message}
+
+
+def run_checks(config: Config, *, send_test: bool = False,
+               now: float | None = None) -> list[Check]:
+    now = time.time() if now is None else now
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("config", lambda: _config(config)),
+        ("data", lambda: _data(config, now)),
+        ("cache", lambda: _cache(config)),
+        ("telegram", lambda: _telegram(config, send_test)),
+        ("model", lambda: _model(config)),
+        ("monitor", lambda: _monitor(config, now)),
+    ]
+    out: list[Check] = []
+    for name, fn in checks:
+        if name == "monitor" and not out[2].ok:  # its state lives in the cache directory
+            out.append(Check(name, False, "not checked until the cache directory is fixed"))
+            continue
+        try:
+            out.append(Check(name, True, fn()))
+        except BotoptError as exc:
+            from botopt.core._redact import redact
+
+            out.append(Check(name, False, redact(str(exc))))
+    return out
+
+
+def _config(cfg: Config) -> str:
+    if cfg.path is None:
+        return "no config file; defaults and BOTOPT_* variables (botopt init writes one)"
+    mode = stat.S_IMODE(Path(cfg.path).stat().st_mode)
+    if cfg.sources.get("telegram.token", "").startswith("file:") and mode & 0o077:
+        raise BotoptError(f"{cfg.path} holds the bot token but is readable by others (mode "
+                          f"{mode:o}): run chmod 600 {cfg.path}")
+    return str(cfg.path)
+
+
+def _data(cfg: Config, now: float) -> str:
+    from botopt.core._candles import (
+        _sample_dir,
+        find_candle_file,
+        interval_ms,
+        read_candle_file,
+    )
+
+    src, interval = cfg.data.source, cfg.data.interval
+    syms = list(cfg.data.symbols)
+    if src == "binance":
+        from botopt.core._binance import BinanceClient
+        from botopt.core._paths import state_dir
+
+        # with the ban note: a check during a ban must not make it longer
+        BinanceClient(cfg.binance, state_dir=state_dir(cfg, "binance")).klines(
+            syms[0], interval, limit=1)
+        return f"Binance answers at {cfg.binance.api_url} ({syms[0]} {interval})"
+    data_dir = _sample_dir() if src == "sample" else Path(cfg.data.data_dir or ".")
+    step = interval_ms(interval)
+    stale = []
+    for sym in syms:
+        try:
+            path = find_candle_file(data_dir, sym, interval)
+            last = read_candle_file(path, sym).get_column("open_time").max()
+        except BotoptError as exc:
+            if src != "local":
+                raise
+            raise BotoptError(f"{exc}; botopt fetch fills the store (botopt cron prints "
+                              "the first fetch)") from exc
+        age = now - (last.timestamp() + step / 1000)  # type: ignore[union-attr]
+        # a fetch every few minutes (botopt cron: 5) leaves up to that plus a candle behind
+        if src == "local" and age > max(3 * step / 1000, 900.0 + step / 1000):
+            stale.append(f"{sym} ({age / 3600:.1f} h)")
+    if src == "sample":
+        return (f"bundled sample data ({', '.join(syms)}), not live: set data.source = "
+                "\"local\" and data.data_dir, then botopt fetch")
+    if stale:
+        raise BotoptError(f"stale candles in {data_dir}: {', '.join(stale)} since the last "
+                          "close; run botopt fetch (and check its cron job)")
+    return f"{len(syms)} symbol(s) in {data_dir}, fresh ({interval})"
+
+
+def _cache(cfg: Config) -> str:
+    from botopt.core._paths import cache_dir_for, ensure_dir
+
+    path = ensure_dir(cache_dir_for(cfg))
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor."):
+            pass
+    except OSError as exc:
+        raise BotoptError(f"cache directory {path} is not writable ({exc.strerror})") from exc
+    return f"{path} (private, writable)"
+
+
+def _telegram(cfg: Config, send_test: bool) -> str:
+    tc = cfg.telegram
+    if not tc.token:
+        raise BotoptError("no bot token: set BOTOPT_TELEGRAM_TOKEN or telegram.token "
+                          "(from @BotFather)")
+    if not tc.chat_id:
+        raise BotoptError("no chat id: set telegram.chat_id (or BOTOPT_TELEGRAM_CHAT_ID)")
+    me = _call(cfg, "getMe", {})
+    bot = f"@{me.get('username', '?')}"
+    chat = _call(cfg, "getChat", {"chat_id": tc.chat_id})
+    where = chat.get("title") or chat.get("username") or chat.get("type") or tc.chat_id
+    if send_test:
+        _call(cfg, "sendMessage", {"chat_id": tc.chat_id,
+                                   "text": "botopt doctor: test message, all good"})
+        return f"bot {bot} sent a test message to {where}"
+    return f"bot {bot} can reach chat {where} (--send-test sends a message)"
+
+
+def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+    import requests
+
+    from botopt.core._redact import redact, register_secret
+
+    tc = cfg.telegram
+    token = str(tc.token)
+    register_secret(token)
+    url = f"{tc.api_url.rstrip('/')}/bot{token}/{method}"
+    try:
+        resp = requests.post(url, json=payload, timeout=(5.0, tc.timeout))
+        body = resp.json()
+    except requests.RequestException as exc:
+        raise BotoptError(redact(f"Telegram unreachable at {tc.api_url} ({type(exc).__name__})"
+                                 )) from None
+    except ValueError:
+        body = {}
+    if resp.status_code == 200 and body.get("ok"):
+        return dict(body.get("result") or {})
+    desc = str(body.get("description") or resp.reason)
+    if resp.status_code in (401, 404) and method == "getMe":
+        raise BotoptError(f"Telegram refused the token ({resp.status_code} {desc}): copy it "
+                          "again from @BotFather into telegram.token")
+    if method == "getChat" or "chat not found" in desc.lower():
+        raise BotoptError(f"chat {tc.chat_id} not reachable ({resp.status_code} {desc}): send "
+                          "the bot a message or add it to the group, then check "
+                          "telegram.chat_id")
+    raise BotoptError(redact(f"Telegram {method} answered {resp.status_code}: {desc}"))
+
+
+def _model(cfg: Config) -> str:
+    from botopt.core._model import load_model
+
+    model = load_model(cfg)
+    what = cfg.model.predict or (str(cfg.model.path) if cfg.model.path else "bundled model")
+    return f"{what} loads ({type(model).__name__})"
+
+
+def _monitor(cfg: Config, now: float) -> str:
+    from botopt.core._monitor import STATE, monitor_running
+    from botopt.core._paths import state_dir
+
+    if monitor_running(cfg):
+        return "running"
+    state = state_dir(cfg, "events") / STATE
+    try:
+        age = now - state.stat().st_mtime
+    except FileNotFoundError:
+        age = None
+    if age is not None and age < max(300.0, 3 * cfg.monitor.check_interval):
+        return f"driven by cron (last ran {age:.0f} s ago)"
+    raise BotoptError("not running: add `botopt monitor --once` to cron (botopt cron) or run "
+                      "`botopt monitor` under systemd (botopt cron --systemd)")

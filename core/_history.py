@@ -1,0 +1,109 @@
+"""``botopt history``: what happened while nobody watched, read back from the event log.
+
+The cron log is empty on success by design (``--quiet``), so the record of which signals
+passed last night is the event log that every run appends to. The monitor rotates it to
+``events.log.1`` by age and size (monitor.event_max_age / event_max_bytes), so history reaches
+back one rotation: at least ``event_max_age`` unless the size bound cut it first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from botopt.core._config import Config
+from botopt.core.errors import UsageError
+
+# history type -> the event types behind it
+TYPES: dict[str, tuple[str, ...]] = {
+    "signal": ("signal_passed",),
+    "regime": ("regime_changed",),
+    "flush": ("notify_flushed",),
+    "failure": ("run_failed", "notify_failed"),
+}
+_UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(value: str | None, now: float) -> float:
+    """``--since``: a duration back from now (30m, 12h, 7d, 2w) or an ISO time. Default 24h."""
+    if value is None:
+        return now - 86400
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value)
+    if m:
+        return now - int(m.group(1)) * _UNIT_S[m.group(2)]
+    from botopt.core._candles import parse_as_of
+
+    try:
+        when = parse_as_of(value)
+    except UsageError:
+        raise UsageError(f"invalid --since {value!r}: use a duration (30m, 12h, 7d) or ISO "
+                         "8601 (2026-01-01T00:00Z)") from None
+    assert when is not None
+    return when.timestamp()
+
+
+def parse_types(value: str | None) -> set[str]:
+    if value is None:
+        return set(TYPES)
+    wanted = {t.strip().lower() for t in value.split(",") if t.strip()}
+    unknown = sorted(wanted - set(TYPES))
+    if unknown or not wanted:
+        raise UsageError(f"invalid --type {value!r}: use one or more of {', '.join(TYPES)}")
+    return wanted
+
+
+def iso_time(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds") \
+        .replace("+00:00", "Z")
+
+
+def _summary(kind: str, d: dict[str, Any]) -> str:
+    if kind == "signal":
+        strength = d.get("strength")
+        s = f" strength {strength:.2f}" if isinstance(strength, (int, float)) else ""
+        candle = str(d.get("candle_time") or "").replace("T", " ").rstrip("Z")[:16]
+        return f"{d.get('symbol')} {d.get('direction')}{s} ({d.get('engine')}, candle {candle})"
+    if kind == "regime":
+        return f"{d.get('symbol')} {d.get('old') or '-'} -> {d.get('new')}"
+    if kind == "flush":
+        return f"{d.get('notifications')} notification(s) in {d.get('messages')} message(s)"
+    where = f"{d['command']}: " if d.get("command") else "notify-flush: "
+    return where + str(d.get("error", ""))
+
+
+def history(config: Config, *, since: float, types: set[str],
+            root: Path | None = None) -> list[dict[str, Any]]:
+    """Matching events since ``since`` (epoch s), oldest first, as dicts with ISO times."""
+    from botopt.core._events import LOG_NAME, events_dir
+    from botopt.core._paths import cache_dir_for
+
+    directory = events_dir(root or cache_dir_for(config))
+    wanted = {ev: kind for kind in types for ev in TYPES[kind]}
+    out = []
+    for name in (LOG_NAME + ".1", LOG_NAME):
+        try:
+            raw_lines = (directory / name).read_bytes().splitlines()
+        except FileNotFoundError:
+            continue
+        for raw in raw_lines:
+            try:
+                ev = json.loads(raw)
+                kind = wanted.get(ev.get("type"))
+                t = float(ev["t"])
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # a torn or foreign line
+            if kind is None or t < since:
+                continue
+            data = ev.get("data") if isinstance(ev.get("data"), dict) else {}
+            out.append({"time": iso_time(t), "type": kind, "event": ev["type"],
+                        "summary": _summary(kind, data), "data": data})
+    out.sort(key=lambda e: e["time"])
+    return out
+
+
+def now() -> float:
+    return time.time()
