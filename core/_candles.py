@@ -24,7 +24,8 @@ log = logging.getLogger("botopt.candles")
 CANDLE_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 FILE_SUFFIXES = ("feather", "parquet", "csv")
-_SYMBOL_RE = re.compile(r"^[A-Z0-9_]+$")
+# 1-40 characters: longer than any listed pair, short enough to be a file name.
+_SYMBOL_RE = re.compile(r"^[A-Z0-9_]{1,40}$")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -45,8 +46,9 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
             if not sym:
                 continue
             if not _SYMBOL_RE.match(sym):
-                raise UsageError(f"invalid symbol {part.strip()!r}: use letters, digits and _ "
-                                 "(e.g. BTCUSDT or ETH_BTC)")
+                shown = part.strip() if len(part.strip()) <= 50 else part.strip()[:47] + "..."
+                raise UsageError(f"invalid symbol {shown!r}: use up to 40 letters, digits and "
+                                 "_ (e.g. BTCUSDT or ETH_BTC)")
             if sym not in out:
                 out.append(sym)
     if not out:
@@ -65,10 +67,12 @@ def parse_as_of(value: str | datetime | None) -> datetime | None:
         if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
             return datetime.fromtimestamp(float(text), tz=timezone.utc)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+        # In UTC a time near year 9999 can overflow (9999-12-31T23:59-05:00).
+        return (dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None
+                else dt.astimezone(timezone.utc))
     except (ValueError, OverflowError):
-        raise UsageError(f"invalid --as-of {value!r}: use ISO 8601, e.g. 2018-01-20T12:00:00Z"
-                         ) from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+        raise UsageError(f"invalid --as-of {value[:60]!r}: use ISO 8601, e.g. "
+                         "2018-01-20T12:00:00Z") from None
 
 
 def _to_canonical(df: pl.DataFrame, symbol: str, where: str) -> pl.DataFrame:

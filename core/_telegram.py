@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,11 @@ class TelegramClient:
             resp = self._session.post(self._url, json=payload,
                                       timeout=(min(5.0, limit), limit))
         except (requests.RequestException, UnicodeError) as exc:
-            return Outcome("transient", redact(f"{type(exc).__name__}: {exc}"))
+            log.debug("Telegram request failed: %s", redact(f"{type(exc).__name__}: {exc}"))
+            cause = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(exc))
+            return Outcome("transient", redact(
+                f"Telegram unreachable ({type(exc).__name__}"
+                + (f": {cause.group(0).strip()}" if cause else "") + ")"))
         return _classify(resp)
 
 
