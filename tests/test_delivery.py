@@ -19,8 +19,14 @@ import pytest
 
 from botopt.core import load_config
 from botopt.core._events import events_dir, read_events
-from botopt.core._notify import (DEAD_AFTER, dead_letters, enqueue, flush_notifications,
-                                 pending_notifications, queue_stats)
+from botopt.core._notify import (
+    DEAD_AFTER,
+    dead_letters,
+    enqueue,
+    flush_notifications,
+    pending_notifications,
+    queue_stats,
+)
 from botopt.core._telegram import RETRY_AFTER_MAX
 from tests.fakes.telegram_server import FakeTelegram, VirtualClock
 
@@ -38,7 +44,8 @@ def server():
 def botopt(cache: Path, *args: str, url: str, stdin: bytes | None = None,
            budget: float = 50.0, timeout: float = 120, retries: int = 3
            ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BOTOPT_TELEGRAM_MAX_RETRIES": str(retries), "BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
+    env = {**os.environ, "BOTOPT_TELEGRAM_MAX_RETRIES": str(retries),
+           "BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
            "BOTOPT_TELEGRAM_API_URL": url, "BOTOPT_TELEGRAM_FLUSH_BUDGET": str(budget),
            "PYTHONPATH": str(ROOT)}
     env.pop("BOTOPT_DEBUG", None)
