@@ -5,7 +5,8 @@ error_code, compact JSON keys ok, error_code, description[, parameters]; a 429 c
 parameters.retry_after and a Retry-After header. It parses HTML entities strictly, measures
 length in UTF-16 units after parsing, enforces 1 message/s per chat and 20/min per group,
 and can be scripted to fail ("500", "drop", "429:N", "401", "403", "chat", "long", "parse",
-"refuse" (a 400 about the message), "body:RAW" (a 200 whose body is RAW)): ``script`` is used
+"refuse" (a 400 about the message), "body:RAW" (a 200 whose body is RAW), "hang:S" (answer
+normally after S seconds)): ``script`` is used
 up one answer per request, ``always`` answers every request after it, and ``refuse_containing``
 refuses every message whose text contains that string (a poisoned notification).
 """
@@ -64,6 +65,7 @@ class FakeTelegram:
     refuse_containing: str | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     responses: list[int] = field(default_factory=list)
+    arrived: int = 0  # requests received, counted before any answer (see "hang")
     _sent_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,6 +95,8 @@ class FakeTelegram:
                 self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # a "hang" answer must not delay stop()
+        self.server.block_on_close = False
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self
@@ -117,6 +121,7 @@ class FakeTelegram:
 
     def handle(self, path: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
+            self.arrived += 1
             out = self._handle(path, body)
             self.responses.append(out[0])
             return out
@@ -129,6 +134,12 @@ class FakeTelegram:
         if action:
             if action.startswith("body:"):
                 return 200, action[5:], {}
+            if action.startswith("hang:"):  # answer only after this many seconds
+                self._lock.release()
+                try:
+                    time.sleep(float(action[5:]))
+                finally:
+                    self._lock.acquire()
             if action == "refuse":
                 return self.error(400, "Bad Request: text must be encoded in UTF-8")
             if action == "drop":

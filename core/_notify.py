@@ -89,7 +89,11 @@ def _migrate(con: sqlite3.Connection) -> None:
     columns = {r[1] for r in con.execute("PRAGMA table_info(queue)")}
     for name, decl in (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("last_error", "TEXT")):
         if name not in columns:  # a queue written by botopt 0.1
-            con.execute(f"ALTER TABLE queue ADD COLUMN {name} {decl}")
+            try:
+                con.execute(f"ALTER TABLE queue ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process was first
+                    raise
     con.execute("CREATE TABLE IF NOT EXISTS dead (id TEXT PRIMARY KEY, type TEXT NOT NULL,"
                 " created REAL NOT NULL, data TEXT NOT NULL, batch INTEGER NOT NULL,"
                 " attempts INTEGER NOT NULL, failed_at REAL NOT NULL, reason TEXT NOT NULL)")

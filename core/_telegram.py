@@ -75,9 +75,10 @@ class TelegramClient:
         if parse_mode:
             payload["parse_mode"] = parse_mode
         limit = max(0.5, min(self._timeout, timeout if timeout is not None else self._timeout))
+        connect = min(5.0, limit / 2)  # connect + read stay within what the flush has left
         try:
             resp = self._session.post(self._url, json=payload,
-                                      timeout=(min(5.0, limit), limit))
+                                      timeout=(connect, max(0.5, limit - connect)))
         except (requests.RequestException, UnicodeError) as exc:
             log.debug("Telegram request failed: %s", redact(f"{type(exc).__name__}: {exc}"))
             cause = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(exc))

@@ -243,3 +243,17 @@ def test_every_flush_ends_within_its_budget(tmp_path, always, most):
         assert queue_stats(cfg)["pending"] + len(dead_letters(cfg)) == 3  # nothing lost
     finally:
         fake.stop()
+
+
+def test_a_hanging_api_cannot_hold_a_flush_past_its_budget(tmp_path, server):
+    cache = tmp_path / "c"
+    server.always = "hang:20"
+    assert botopt(cache, "notify", "add", "-t", "alert", "-d", '{"message": "x"}',
+                  url=server.url).returncode == 0
+    # Without the budget: 4 tries x the 10 s timeout. The generous process timeout is the
+    # bound this asserts; the budget is 2 s.
+    result = botopt(cache, "notify-flush", "--force", url=server.url, budget=2, timeout=25)
+    assert result.returncode == 1 and 1 <= server.arrived <= 2
+    [line] = errors(result)
+    assert "Timeout" in line or "budget" in line
+    assert queue_stats(config(cache, server.url))["pending"] == 1
