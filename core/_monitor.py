@@ -75,7 +75,7 @@ class _State:
             state = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
             state._check()
             return state
-        except (ValueError, TypeError, RecursionError):
+        except (ValueError, TypeError, RecursionError, OSError):
             log.warning("monitor state %s is damaged; starting afresh", path)
             return cls()
 
@@ -270,12 +270,25 @@ class Monitor:
         return self.clock() >= self.next_deadline()
 
     def commit(self) -> None:
+        """Queue the alerts, then save the state. A queue or disk that fails costs a warning
+        and is tried again at the next round: the alerts stay in the outbox meanwhile."""
+        from botopt.core.errors import BotoptError
+
         if self._outbox:
-            self._enqueue(self._outbox)
+            try:
+                self._enqueue(self._outbox)
+            except BotoptError as exc:
+                log.warning("alerts not queued yet (%d kept for the next round): %s",
+                            len(self._outbox), exc)
+                return  # not saving the state means the events are handled again: no loss
             self.result.notifications_queued += len(self._outbox)
             self._outbox = []
-        self.state.save(self.state_path)
-        self._prune()
+        try:
+            self.state.save(self.state_path)
+            self._prune()
+        except OSError as exc:
+            log.warning("monitor state %s not saved (%s); events may be handled again",
+                        self.state_path, exc.strerror or type(exc).__name__)
 
     def _prune(self) -> None:
         """Rotate the log past its size or age bound. Emitters append by path, so renaming

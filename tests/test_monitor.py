@@ -320,3 +320,22 @@ def test_a_dead_letter_alert_that_dies_is_not_alerted_again(cfg):
     mon.handle_pending()
     mon.commit()
     assert len(sent) == 1 and sent[0]["data"]["dead_letter"] == "a" * 32
+
+
+def test_a_failing_disk_or_queue_costs_a_warning_not_the_monitor(cfg, caplog):
+    emit("run_failed", _root=root(cfg), command="signals", error="boom")
+    state = events_dir(root(cfg)) / "monitor_state.json"
+    state.mkdir()  # the state file cannot be replaced: as on a read-only or full disk
+    (state / "x").write_text("keep the directory non-empty")
+    result = runner.invoke(app, ["--cache-dir", str(root(cfg)), "monitor", "--once"])
+    assert result.exit_code == 0 and "not saved" in result.stderr
+
+    from botopt.core.errors import NotifyError
+
+    def broken(items):
+        raise NotifyError("queue.db: disk I/O error")
+
+    mon = Monitor(cfg, enqueue=broken)
+    mon.handle_pending()
+    mon.commit()
+    assert mon._outbox and "kept for the next round" in caplog.text
