@@ -472,8 +472,12 @@ class _Flush:
                 unsent.pop(0)  # a further part of a notification Telegram refused
                 continue
             stop = self._wait_for_slot()
-            if stop is None:
-                stop = self._send_one(kind, msg, unsent, by_id)
+            try:
+                if stop is None:
+                    stop = self._send_one(kind, msg, unsent, by_id)
+            except TelegramConfigError:
+                self._finish(items, unsent)  # what went out before stays sent
+                raise
             if stop is not None:
                 self._finish(items, unsent)
                 return stop
