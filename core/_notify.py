@@ -181,7 +181,8 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     batch = max_batch_size or (config.telegram.max_batch_size if config else 5)
     t = time.time() if now is None else now
     ids = [uuid.uuid4().hex for _ in items]
-    with _db(_queue_dir(config)) as con:
+    directory = _queue_dir(config)
+    with _db(directory) as con:
         con.execute("BEGIN IMMEDIATE")
         was_empty = con.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
         con.executemany("INSERT INTO queue(id, type, created, data, batch) VALUES (?,?,?,?,?)",
@@ -191,7 +192,7 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     if announce and was_empty:
         from botopt.core._events import emit
 
-        emit("notify_queued", count=len(ids))
+        emit("notify_queued", _root=directory.parent, count=len(ids))
     return ids
 
 
@@ -440,6 +441,7 @@ class _Flush:
         self.max_wait = tc.flush_budget if max_wait is None else max_wait
         self.token = uuid.uuid4().hex
         self.refused: set[str] = set()  # refused or buried in this flush: not sent again
+        self.root = pacer.path.parent.parent  # the cache directory, where events go
 
     def loop(self) -> str | None:
         while True:
@@ -569,8 +571,8 @@ class _Flush:
         self.con.execute("COMMIT")
         self.result.dead_lettered += 1
         about = data.get("dead_letter") if isinstance(data, dict) else None
-        emit("notify_dead_letter", id=nid, notification_type=kind, reason=reason[:300],
-             about=about)
+        emit("notify_dead_letter", _root=self.root, id=nid, notification_type=kind,
+             reason=reason[:300], about=about)
 
     def _finish(self, items: list[tuple[str, Any]], unsent: list[Message]) -> None:
         """Delete the notifications whose every message went out."""
