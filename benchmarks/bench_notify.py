@@ -33,7 +33,7 @@ def _send_all(batch_size: int, n: int) -> tuple[int, int, set[int], float]:
             enqueue(cfg, [{"type": kinds[i % 4], "data": {"symbol": f"S{i}", "n": i}}
                           for i in range(n)], now=clock.time())
             start = clock.time()
-            for _ in range(200):  # cron runs; each waits at most MAX_WAIT inside
+            for _ in range(200):  # cron runs; each waits within its flush budget
                 r = flush_notifications(cfg, force=True, clock=clock.time, sleep=clock.sleep)
                 if not queue_stats(cfg)["pending"]:
                     break

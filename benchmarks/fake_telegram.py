@@ -4,7 +4,11 @@ Error envelopes follow the official server (see ../shared/data/http/telegram/): 
 error_code, compact JSON keys ok, error_code, description[, parameters]; a 429 carries
 parameters.retry_after and a Retry-After header. It parses HTML entities strictly, measures
 length in UTF-16 units after parsing, enforces 1 message/s per chat and 20/min per group,
-and can be scripted to fail ("500", "drop", "429:N", "401", "403", "chat", "long", "parse").
+and can be scripted to fail ("500", "drop", "429:N", "401", "403", "chat", "long", "parse",
+"refuse" (a 400 about the message), "body:RAW" (a 200 whose body is RAW), "hang:S" (answer
+normally after S seconds)): ``script`` is used
+up one answer per request, ``always`` answers every request after it, and ``refuse_containing``
+refuses every message whose text contains that string (a poisoned notification).
 """
 
 from __future__ import annotations
@@ -57,8 +61,11 @@ class FakeTelegram:
     clock: Callable[[], float] = time.monotonic
     enforce_limits: bool = True
     script: list[str] = field(default_factory=list)
+    always: str | None = None
+    refuse_containing: str | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
     responses: list[int] = field(default_factory=list)
+    arrived: int = 0  # requests received, counted before any answer (see "hang")
     _sent_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,7 +84,8 @@ class FakeTelegram:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                data = json.dumps(payload, separators=(",", ":")).encode()
+                data = (payload.encode() if isinstance(payload, str)
+                        else json.dumps(payload, separators=(",", ":")).encode())
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -87,6 +95,8 @@ class FakeTelegram:
                 self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # a "hang" answer must not delay stop()
+        self.server.block_on_close = False
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self
@@ -100,8 +110,8 @@ class FakeTelegram:
         self.server.server_close()
 
     @staticmethod
-    def error(code: int, description: str, retry_after: int | None = None
-              ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def error(code: int, description: str, retry_after: float | None = None
+              ) -> tuple[int, Any, dict[str, str]]:
         payload: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
         headers = {}
         if retry_after is not None:
@@ -109,13 +119,14 @@ class FakeTelegram:
             headers["Retry-After"] = str(retry_after)
         return code, payload, headers
 
-    def handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def handle(self, path: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
+            self.arrived += 1
             out = self._handle(path, body)
             self.responses.append(out[0])
             return out
 
-    def _handle(self, path: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _handle(self, path: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
         m = re.fullmatch(r"/bot([^/]+)/(\w+)", path)
         if not m or m.group(1) != self.token:
             return self.error(401, "Unauthorized")
@@ -123,15 +134,26 @@ class FakeTelegram:
             return self._info(m.group(2), body)
         if m.group(2) != "sendMessage":
             return self.error(404, "Not Found")
-        if self.script:
-            action = self.script.pop(0)
+        action = self.script.pop(0) if self.script else self.always
+        if action:
+            if action.startswith("body:"):
+                return 200, action[5:], {}
+            if action.startswith("hang:"):  # answer only after this many seconds
+                self._lock.release()
+                try:
+                    time.sleep(float(action[5:]))
+                finally:
+                    self._lock.acquire()
+            if action == "refuse":
+                return self.error(400, "Bad Request: text must be encoded in UTF-8")
             if action == "drop":
                 return 0, {}, {}
             if action == "500":
                 return self.error(500, "Internal Server Error")
             if action.startswith("429"):
-                return self.error(429, f"Too Many Requests: retry after "
-                                  f"{action.split(':')[1]}", int(action.split(":")[1]))
+                raw = action.split(":")[1]
+                wait = float(raw) if "." in raw or "e" in raw else int(raw)
+                return self.error(429, f"Too Many Requests: retry after {raw}", wait)
             if action == "401":
                 return self.error(401, "Unauthorized")
             if action == "403":
@@ -157,6 +179,8 @@ class FakeTelegram:
             shown = text
         if not shown.strip():
             return self.error(400, "Bad Request: message text is empty")
+        if self.refuse_containing and self.refuse_containing in shown:
+            return self.error(400, "Bad Request: text must be encoded in UTF-8")
         if len(shown.encode("utf-16-le")) // 2 > 4096:
             return self.error(400, "Bad Request: message is too long")
         now = self.clock()

@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         result = run_monitor(cfg, once=once)
         data = {"events_handled": result.events_handled, "checks_run": result.checks_run,
                 "notifications_queued": result.notifications_queued,
-                "wakeups": result.wakeups, "busy": result.busy}
+                "wakeups": result.wakeups, "events_damaged": result.events_damaged,
+                "busy": result.busy}
         if json_out:
             print_json(data)
         elif result.busy:
@@ -55,8 +56,13 @@ def register(app: typer.Typer) -> None:
             return
 
         def when(t: float | None) -> str:
-            return "never" if t is None else \
-                datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            if t is None:
+                return "never"
+            try:
+                return datetime.fromtimestamp(t, tz=timezone.utc).strftime(
+                    "%Y-%m-%d %H:%M:%S UTC")
+            except (OverflowError, OSError, ValueError):
+                return f"{t} (not a valid time)"
 
         last = data["last_run"]
         q = data["notifications"]
@@ -70,7 +76,10 @@ def register(app: typer.Typer) -> None:
              f"{data['failures_last_hour']}"),
             ("events pending", data["events_pending"]),
             ("notifications queued", q.get("pending", q.get("error"))),
+            ("dead letters", q.get("dead_letters", "?")),
             ("last flush", when(data["last_flush_at"])),
             ("monitor running", "yes" if data["monitor_running"] else "no"),
         ]
+        if data["events_damaged"]:
+            rows.append(("damaged event lines (skipped)", data["events_damaged"]))
         print_table(state, "botopt status", ["", ""], rows)

@@ -2,13 +2,73 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from botopt.cli import _options as opt
-from botopt.cli._context import get_state
+from botopt.cli._context import AppState, get_state
 from botopt.cli._render import clip, print_json, print_table
+
+
+def _read_stdin_lines() -> list[dict[str, Any]]:
+    """JSON lines from stdin. Bytes that are not UTF-8 are replaced by U+FFFD (with one
+    warning naming the line), so that one bad byte never blocks the queue or loses the rest."""
+    from botopt.core.errors import UsageError
+
+    stream = getattr(sys.stdin, "buffer", None)
+    raw_lines: list[bytes] = (list(stream) if stream is not None
+                              else [line.encode("utf-8", "surrogateescape")
+                                    for line in sys.stdin])
+    items: list[dict[str, Any]] = []
+    for n, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            line = raw.decode("utf-8", errors="replace")
+            print(f"botopt: warning: stdin line {n}: invalid UTF-8 replaced by U+FFFD",
+                  file=sys.stderr)
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except RecursionError:
+            raise UsageError(f"stdin line {n}: JSON nested too deeply") from None
+        except ValueError as exc:
+            raise UsageError(f"stdin line {n}: not JSON ({exc.args[0]})") from None
+    return items
+
+
+def _when(t: float | None) -> str:
+    from datetime import datetime, timezone
+
+    if t is None:
+        return ""
+    try:
+        return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return str(t)
+
+
+def _short(data: Any) -> str:
+    return clip(json.dumps(data), 60)
+
+
+def _flush_line(result: Any) -> str:
+    """One line saying what was not delivered, why, and when the next try is."""
+    parts = []
+    if result.refused:
+        parts.append(f"Telegram refused {result.refused} notification(s), kept queued: "
+                     f"{result.refusal}")
+    if result.dead_lettered:
+        parts.append(f"{result.dead_lettered} notification(s) moved to the dead letters "
+                     "(botopt notify list --failed)")
+    if result.error:
+        when = (f"next try after {_when(result.next_retry_at)} UTC"
+                if result.next_retry_at else "next try at the next run")
+        parts.append(f"not everything due was delivered ({result.remaining} still queued): "
+                     f"{result.error}; {when}")
+    return "; ".join(parts)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,20 +90,16 @@ def register(app: typer.Typer) -> None:
         from botopt.core.errors import UsageError
 
         state = get_state(ctx)
-        items: list[dict[str, object]] = []
+        items: list[dict[str, Any]] = []
         if stdin:
-            for n, line in enumerate(sys.stdin, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    items.append(json.loads(line))
-                except ValueError as exc:
-                    raise UsageError(f"stdin line {n}: not JSON ({exc.args[0]})") from None
+            items = _read_stdin_lines()
         elif type_ is None:
             raise UsageError("give --type and --data, or --stdin")
         else:
             try:
                 payload = json.loads(data) if data else {}
+            except RecursionError:
+                raise UsageError("--data: JSON nested too deeply") from None
             except ValueError as exc:
                 raise UsageError(f"--data is not JSON ({exc.args[0]})") from None
             items.append({"type": type_, "data": payload})
@@ -51,11 +107,27 @@ def register(app: typer.Typer) -> None:
         state.notice(f"queued {len(ids)} notification(s)")
 
     @notify_app.command("list")
-    def list_(ctx: typer.Context, json_out: bool = opt.JSON) -> None:
-        """Show the queued notifications, oldest first."""
-        from botopt.core._notify import pending_notifications
+    def list_(ctx: typer.Context, json_out: bool = opt.JSON,
+              failed: bool = typer.Option(False, "--failed", help="Show the dead letters: "
+                                          "notifications that could not be delivered.")
+              ) -> None:
+        """Show the queued notifications, oldest first (or the dead letters)."""
+        from botopt.core._notify import dead_letters, pending_notifications
 
         state = get_state(ctx)
+        if failed:
+            dead = dead_letters(state.config())
+            if json_out:
+                from botopt.cli._render import iso
+
+                print_json({"dead_letters": [{**d, "failed_at": iso(d["failed_at"])}
+                                             for d in dead]})
+            elif not state.quiet:
+                print_table(state, f"{len(dead)} dead letter(s)",
+                            ["id", "type", "failed (UTC)", "tries", "reason", "data"],
+                            [(d["id"][:8], d["type"], _when(d["failed_at"]), d["attempts"],
+                              d["reason"], _short(d["data"])) for d in dead])
+            return
         items = pending_notifications(state.config())
         if json_out:
             from botopt.cli._render import iso
@@ -63,14 +135,33 @@ def register(app: typer.Typer) -> None:
             print_json({"notifications": [{**i, "created": iso(i["created"])} for i in items]})
             return
         if not state.quiet:
-            from datetime import datetime, timezone
-
             print_table(state, f"{len(items)} queued", ["id", "type", "created (UTC)",
-                                                        "claimed", "data"],
-                        [(i["id"][:8], i["type"], datetime.fromtimestamp(
-                            i["created"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-                          "yes" if i["claimed"] else "", clip(json.dumps(i["data"]), 60))
-                         for i in items])
+                                                        "claimed", "tries", "data"],
+                        [(i["id"][:8], i["type"], _when(i["created"]),
+                          "yes" if i["claimed"] else "", i["attempts"] or "",
+                          _short(i["data"])) for i in items])
+
+    @notify_app.command("retry")
+    def retry(ctx: typer.Context, ident: str = typer.Argument(
+            ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
+              ) -> None:
+        """Queue a dead letter again (after fixing what Telegram refused)."""
+        from botopt.core._notify import retry_dead_letter
+
+        state = get_state(ctx)
+        nid = retry_dead_letter(state.config(), ident.strip().lower())
+        state.notice(f"notification {nid[:8]} queued again")
+
+    @notify_app.command("drop")
+    def drop(ctx: typer.Context, ident: str = typer.Argument(
+            ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
+             ) -> None:
+        """Delete a dead letter for good."""
+        from botopt.core._notify import drop_dead_letter
+
+        state = get_state(ctx)
+        nid = drop_dead_letter(state.config(), ident.strip().lower())
+        state.notice(f"dead letter {nid[:8]} dropped")
 
     @app.command("notify-flush")
     def notify_flush(
@@ -81,7 +172,10 @@ def register(app: typer.Typer) -> None:
                                      "be sent; send nothing."),
         json_out: bool = opt.JSON,
     ) -> None:
-        """Send due notification groups to Telegram (at most 5 per message)."""
+        """Send due notification groups to Telegram (at most 5 per message).
+
+        Exit 0 when everything due went out, 1 when something due was not delivered (the
+        line says why and when the next try is), 2 when the token or chat is wrong."""
         from botopt.core._events import emit
         from botopt.core._notify import flush_notifications
         from botopt.core.errors import NotifyError
@@ -93,29 +187,30 @@ def register(app: typer.Typer) -> None:
             emit("notify_failed", error=str(exc))
             raise
         if dry_run:
-            if json_out:
-                print_json({"messages": [{"text": m.text, "parse_mode": m.parse_mode}
-                                         for m in result.messages],
-                            "remaining": result.remaining})
-            elif not state.quiet:
-                for m in result.messages:
-                    print(m.text, end="\n---\n")
+            _print_dry_run(state, result, json_out)
             return
         if result.messages_sent:
             emit("notify_flushed", messages=result.messages_sent,
                  notifications=result.notifications_sent)
-        if result.failed:
-            emit("notify_failed", error=f"{result.failed} notification(s) left queued")
+        line = _flush_line(result)
+        if result.failure:
+            emit("notify_failed", error=line)
         if json_out:
             print_json(result.to_dict())
         elif result.skipped:
             state.notice(result.skipped)
         elif not state.quiet:
-            line = (f"sent {result.notifications_sent} notification(s) in "
-                    f"{result.messages_sent} message(s); {result.remaining} queued")
-            if result.next_retry_at:
-                from datetime import datetime, timezone
+            print(f"sent {result.notifications_sent} notification(s) in "
+                  f"{result.messages_sent} message(s); {result.remaining} queued")
+        if line:
+            raise NotifyError(line)
 
-                retry = datetime.fromtimestamp(result.next_retry_at, tz=timezone.utc)
-                line += f"; next try after {retry:%H:%M:%S} UTC"
-            print(line)
+
+def _print_dry_run(state: AppState, result: Any, json_out: bool) -> None:
+    if json_out:
+        print_json({"messages": [{"text": m.text, "parse_mode": m.parse_mode}
+                                 for m in result.messages],
+                    "remaining": result.remaining})
+    elif not state.quiet:
+        for m in result.messages:
+            print(m.text, end="\n---\n")

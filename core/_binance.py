@@ -362,16 +362,18 @@ def _retry_after(resp: Any) -> float | None:
     if raw is None:
         return None
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
         pass
+    else:  # inf or nan would overflow the "retry after" time we print: treat as a day
+        return max(0.0, min(seconds, 86_400.0)) if seconds == seconds else None
     from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(raw)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(86_400.0, max(0.0, when.timestamp() - time.time()))
 
 
 def _frame(symbol: str, rows: list[list[Any]], step: int, now: int) -> pl.DataFrame:
@@ -384,7 +386,9 @@ def _frame(symbol: str, rows: list[list[Any]], step: int, now: int) -> pl.DataFr
         try:
             t = int(r[0])
             vals = [float(r[j]) for j in range(1, 6)]
-        except (IndexError, KeyError, TypeError, ValueError):
+            if not 0 <= t < 253_402_300_800_000:  # 1970 .. 9999: what a datetime can hold
+                raise ValueError("open time out of range")
+        except (IndexError, KeyError, TypeError, ValueError, OverflowError):
             raise DataError(f"Binance klines for {symbol}: malformed row {i + 1}: "
                             f"{str(r)[:80]}") from None
         if t + step > now:

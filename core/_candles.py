@@ -29,6 +29,8 @@ FILE_SUFFIXES = ("feather", "parquet", "json", "json.gz", "csv")
 UNSUPPORTED_SUFFIXES = {"h5": "hdf5"}
 # BTCUSDT / ETH_BTC (file-style), BTC/USDT (freqtrade spot pair), XRP/USDT:USDT (futures).
 _SYMBOL_RE = re.compile(r"^(?:[A-Z0-9_]+|[A-Z0-9]+/[A-Z0-9]+(?::[A-Z0-9]+)?)$")
+# Longer than any listed pair, short enough to be a file name.
+_MAX_SYMBOL = 40
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 # freqtrade's candle types that live next to futures candles but are not OHLCV of the pair.
 _NOT_CANDLES = {"mark": "mark prices", "index": "index prices",
@@ -56,9 +58,11 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
             sym = part.strip().upper()
             if not sym:
                 continue
-            if not _SYMBOL_RE.match(sym):
-                raise UsageError(f"invalid symbol {part.strip()!r}: use BTCUSDT, ETH_BTC, "
-                                 "freqtrade's ETH/BTC, or XRP/USDT:USDT for futures")
+            if len(sym) > _MAX_SYMBOL or not _SYMBOL_RE.match(sym):
+                shown = part.strip() if len(part.strip()) <= 50 else part.strip()[:47] + "..."
+                raise UsageError(f"invalid symbol {shown!r}: use up to {_MAX_SYMBOL} characters "
+                                 "like BTCUSDT, ETH_BTC, freqtrade's ETH/BTC, or XRP/USDT:USDT "
+                                 "for futures")
             if sym not in out:
                 out.append(sym)
     if not out:
@@ -104,10 +108,12 @@ def parse_as_of(value: str | datetime | None) -> datetime | None:
         if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
             return datetime.fromtimestamp(float(text), tz=timezone.utc)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+        # In UTC a time near year 9999 can overflow (9999-12-31T23:59-05:00).
+        return (dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None
+                else dt.astimezone(timezone.utc))
     except (ValueError, OverflowError):
-        raise UsageError(f"invalid --as-of {value!r}: use ISO 8601, e.g. 2018-01-20T12:00:00Z"
-                         ) from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+        raise UsageError(f"invalid --as-of {value[:60]!r}: use ISO 8601, e.g. "
+                         "2018-01-20T12:00:00Z") from None
 
 
 def _to_canonical(df: pl.DataFrame, symbol: str, where: str) -> pl.DataFrame:

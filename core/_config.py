@@ -8,6 +8,7 @@ directory. Every value remembers where it came from so ``botopt config show`` ca
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -142,6 +143,9 @@ class TelegramConfig:
     batch_interval: float = 30.0
     timeout: float = 10.0
     max_retries: int = 3
+    # Every notify-flush ends within this many seconds, whatever Telegram does (fits a
+    # cron minute); what is left stays queued for the next run.
+    flush_budget: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,14 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
 
 
+def _shown(value: Any, key: str) -> str:
+    """A rejected value as an error message may show it: a secret's only by its type."""
+    if key in SECRET_KEYS:
+        return f"a {type(value).__name__} (value hidden)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
     """Check (file values) or parse (env/flag text) one value against its declared type."""
     where = f"{key} ({origin})"
@@ -232,7 +244,7 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {_shown(value, key)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -241,7 +253,7 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
                 return int(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {_shown(value, key)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -250,24 +262,90 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
                 return float(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {_shown(value, key)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int) and not isinstance(value, bool) and key == "telegram.chat_id":
             return str(value)  # chat ids are often written as bare integers
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {_shown(value, key)}")
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value).expanduser()
-        raise ConfigError(f"{where}: expected a path, got {value!r}")
+        raise ConfigError(f"{where}: expected a path, got {_shown(value, key)}")
     if typing.get_origin(tp) is tuple:
         if from_text and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
-        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of strings, got {_shown(value, key)}")
     raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+_DAY = 86_400.0
+_YEAR = 365 * _DAY
+# Allowed range of every number, and why: (low, high, unit or reason). A key missing here
+# still has to be finite and within GENERIC_LIMIT. Keep one line per key (easy merges).
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "binance.connect_timeout": (0.1, 300, "seconds: a cron run must end"),
+    "binance.read_timeout": (0.1, 300, "seconds: a cron run must end"),
+    "binance.max_retries": (0, 20, "tries"),
+    "binance.max_wait_seconds": (0, 3600, "seconds: a cron run must end"),
+    "cache.features_ttl": (0, 30 * _DAY, "seconds (30 days at most)"),
+    "cache.predictions_ttl": (0, 30 * _DAY, "seconds (30 days at most)"),
+    "cache.regime_ttl": (0, 30 * _DAY, "seconds (30 days at most)"),
+    "cache.gates_ttl": (0, 30 * _DAY, "seconds (30 days at most)"),
+    "features.ema_fast": (1, 10_000, "candles"),
+    "features.ema_slow": (1, 10_000, "candles"),
+    "features.rsi_period": (1, 10_000, "candles"),
+    "features.atr_period": (1, 10_000, "candles"),
+    "features.adx_period": (1, 10_000, "candles"),
+    "features.bb_period": (1, 10_000, "candles"),
+    "features.bb_std": (0, 100, "standard deviations"),
+    "features.vol_period": (1, 10_000, "candles"),
+    "features.volume_z_period": (1, 10_000, "candles"),
+    "features.history": (1, 1_000_000, "candles loaded per symbol"),
+    "regime.adx_trend": (0, 100, "ADX runs from 0 to 100"),
+    "regime.adx_range": (0, 100, "ADX runs from 0 to 100"),
+    "regime.vol_percentile": (0, 100, "a percentile"),
+    "regime.vol_lookback": (1, 1_000_000, "candles"),
+    "gates.min_strength": (0, 1, "strength runs from 0 to 1"),
+    "gates.min_probability": (0, 1, "a probability"),
+    "gates.min_volume_z": (-1000, 1000, "a z-score"),
+    "gates.cooldown_seconds": (0, _YEAR, "seconds (a year at most)"),
+    "gates.correlation_threshold": (-1, 1, "a correlation"),
+    "correlation.window": (2, 100_000, "candles: the stored state grows with the window"),
+    "correlation.min_periods": (2, 100_000, "candles"),
+    "telegram.max_batch_size": (1, 50, "notifications per message"),
+    "telegram.batch_interval": (0, _DAY, "seconds"),
+    "telegram.timeout": (0.5, 300, "seconds"),
+    "telegram.max_retries": (0, 10, "tries"),
+    "telegram.flush_budget": (1, 3600, "seconds: a flush must end"),
+    "monitor.check_interval": (0.01, _DAY, "seconds"),
+    "monitor.stale_after": (0.01, 30 * _DAY, "seconds"),
+    "monitor.stuck_after": (0.01, 30 * _DAY, "seconds"),
+    "monitor.event_max_age": (1, _YEAR, "seconds"),
+    "monitor.event_max_bytes": (1000, 10**11, "bytes"),
+}
+GENERIC_LIMIT = 1e12
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Every int and float setting: finite (no nan, no inf) and within its BOUNDS."""
+    for sec_name in SECTIONS:
+        section = getattr(cfg, sec_name)
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            key = f"{sec_name}.{f.name}"
+            where = f"{key} ({cfg.sources.get(key, 'default')})"
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: must be a finite number, got {value}")
+            low, high, why = BOUNDS.get(key, (-GENERIC_LIMIT, GENERIC_LIMIT, "a sane value"))
+            if not low <= value <= high:
+                raise ConfigError(f"{where}: must be between {low:g} and {high:g} ({why}), "
+                                  f"got {value:g}")
 
 
 def _validate(cfg: Config) -> None:
@@ -275,6 +353,8 @@ def _validate(cfg: Config) -> None:
 
     def bad(key: str, msg: str) -> ConfigError:
         return ConfigError(f"{key} ({src.get(key, 'default')}): {msg}")
+
+    _check_numbers(cfg)
 
     if cfg.data.source not in SOURCES:
         raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
@@ -358,6 +438,11 @@ def load_config(
     if file is not None:
         try:
             raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not UTF-8 text (bad byte at offset {exc.start}); "
+                              "save it as UTF-8") from None
+        except RecursionError:
+            raise ConfigError(f"{file}: invalid TOML: nested too deeply") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: invalid TOML: {exc}") from exc
         except OSError as exc:
@@ -502,6 +587,7 @@ max_batch_size = 5
 batch_interval = 30.0
 timeout = 10.0
 max_retries = 3
+flush_budget = 50.0
 
 [monitor]
 check_interval = 30.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -26,6 +27,10 @@ from botopt.core._paths import current_cache_dir
 log = logging.getLogger("botopt.events")
 LOG_NAME = "events.log"
 _MAX_LINE = 3500  # below PIPE_BUF-sized writes, which Linux appends atomically
+# Routine events the monitor reads when it next wakes, without being woken for them: they only
+# move a deadline (a finished run postpones "stalled"), so waking on each would cost a wake-up
+# per cron run for nothing. Everything else (failures, signals, dead letters) wakes it at once.
+QUIET_EVENTS = frozenset({"run_started", "run_finished", "notify_flushed"})
 
 
 def events_dir(root: Path | None = None) -> Path:
@@ -75,6 +80,8 @@ def emit(event_type: str, *, _root: Path | None = None, **data: Any) -> None:
     except Exception as exc:  # the caller's work matters more than its log line
         log.debug("event %s not recorded: %s", event_type, exc)
         return
+    if event_type in QUIET_EVENTS or data.get("queued"):
+        return  # nothing for the monitor to do at once (botopt queued it already)
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -114,20 +121,51 @@ def run_events(command: str, root: Path | None = None,
          duration_s=round(time.monotonic() - start, 4), **counts)
 
 
-def read_events(directory: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Complete events from byte ``offset``; returns them and the offset after the last."""
+def _valid_event(ev: Any) -> bool:
+    return (isinstance(ev, dict) and isinstance(ev.get("type"), str)
+            and isinstance(ev.get("t"), (int, float)) and not isinstance(ev.get("t"), bool)
+            and math.isfinite(ev["t"])
+            and isinstance(ev.get("data", {}), dict))
+
+
+def parse_event_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The events in complete lines of ``chunk`` and how many lines were damaged (not JSON,
+    not an object, no type or time): those are skipped, never fatal."""
+    out: list[dict[str, Any]] = []
+    damaged = 0
+    for raw in chunk.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            ev = json.loads(raw)
+        except (ValueError, RecursionError):
+            ev = None
+        if _valid_event(ev):
+            ev.setdefault("data", {})
+            out.append(ev)
+        else:
+            damaged += 1
+    return out, damaged
+
+
+def read_events_counted(directory: Path, offset: int = 0
+                        ) -> tuple[list[dict[str, Any]], int, int]:
+    """Complete events from byte ``offset``: (events, offset after the last, damaged lines)."""
     path = directory / LOG_NAME
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
             chunk = fh.read()
     except FileNotFoundError:
-        return [], 0
+        return [], 0, 0
     end = chunk.rfind(b"\n") + 1  # a line still being written is left for next time
-    out = []
-    for raw in chunk[:end].splitlines():
-        try:
-            out.append(json.loads(raw))
-        except ValueError:
-            log.debug("skipping a damaged event line")
-    return out, offset + end
+    events, damaged = parse_event_lines(chunk[:end])
+    if damaged:
+        log.warning("%s: skipped %d damaged line(s)", path, damaged)
+    return events, offset + end, damaged
+
+
+def read_events(directory: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete events from byte ``offset``; returns them and the offset after the last."""
+    events, offset, _ = read_events_counted(directory, offset)
+    return events, offset

@@ -115,7 +115,12 @@ class LogisticModel:
         return model
 
     def save(self, path: Path) -> None:
-        atomic_write_bytes(path, json.dumps(self.to_json(), indent=1).encode(), mode=0o644)
+        try:
+            atomic_write_bytes(path, json.dumps(self.to_json(), indent=1).encode(),
+                               mode=0o644)
+        except OSError as exc:
+            raise ModelError(f"cannot save the model to {path}: "
+                             f"{exc.strerror or type(exc).__name__}") from exc
 
 
 @dataclass(frozen=True)

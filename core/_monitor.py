@@ -1,7 +1,12 @@
-"""The activity monitor: reacts to events at once, checks time-based conditions every 30 s.
+"""The activity monitor: reacts to events at once, checks time-based conditions at deadlines.
 
 The long-running monitor sleeps in ``select`` on its Unix datagram socket until an event
-arrives or the next check is due, whichever comes first: no polling. ``once=True`` handles
+arrives or the next deadline that matters, whichever comes first: no polling. The deadlines
+are the next expected run plus grace (the last finished run + ``stale_after``) and the
+oldest queued notification's age limit (+ ``stuck_after``); only while an alert is
+outstanding (a stall, unreported failures) does it look again every ``check_interval``.
+Routine events (a run started or finished) do not wake it: they are read at the next wake-up,
+so an idle, healthy bot costs about one wake-up per ``stale_after``. ``once=True`` handles
 what is pending and the due checks, then returns (for cron).
 
 Only one monitor runs at a time (a file lock). Its position in the event log and the state of
@@ -12,19 +17,21 @@ handles those events again on restart (at-least-once: a duplicated alert beats a
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from botopt.core._config import Config, MonitorConfig
-from botopt.core._events import LOG_NAME, read_events, socket_path
+from botopt.core._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
 from botopt.core._fs import atomic_write_json, read_json
 from botopt.core._paths import state_dir
 
@@ -39,6 +46,7 @@ class MonitorResult:
     checks_run: int = 0
     wakeups: int = 0
     notifications_queued: int = 0
+    events_damaged: int = 0  # lines of the event log that were not events: skipped
     busy: bool = False  # another monitor holds the lock
 
 
@@ -49,21 +57,53 @@ class _State:
     last_finished: float | None = None
     stale_alerted: bool = False
     stuck_alerted: bool = False
-    failures: list[list[Any]] = field(default_factory=list)  # [time, command, error]
+    # [time, command, error] within FAILURE_WINDOW, oldest first (a deque while running,
+    # so that pruning is O(1) per event and N events cost O(N))
+    failures: Any = field(default_factory=deque)
     failures_reported: int = 0
     last_check: float = 0.0
+    queue_oldest: float | None = None  # the oldest queued notification at the last look
+    dead_alerted: list[str] = field(default_factory=list)  # dead letters alerted (recent)
+    events_damaged: int = 0
+    # symbol -> when a run last reported its data stale; alerted once an hour at most, as
+    # two cron lines with different symbols must not make the alert flap every minute.
+    stale_seen: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> _State:
         try:
             raw = read_json(path, {}) or {}
-            return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
-        except (ValueError, TypeError):
+            if not isinstance(raw, dict):
+                raise TypeError("not an object")
+            state = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+            state._check()
+            return state
+        except (ValueError, TypeError, RecursionError, OSError):
             log.warning("monitor state %s is damaged; starting afresh", path)
             return cls()
 
+    def _check(self) -> None:
+        """TypeError unless every field has the type this class writes."""
+        def num(v: Any, optional: bool = False) -> bool:
+            return (v is None and optional) or (isinstance(v, (int, float))
+                                                and not isinstance(v, bool) and math.isfinite(v))
+        ints = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in (self.offset, self.inode))
+        ok = (ints and num(self.last_finished, True)
+              and num(self.last_check) and num(self.queue_oldest, True)
+              and num(self.failures_reported) and num(self.events_damaged)
+              and isinstance(self.failures, (list, deque))
+              and isinstance(self.dead_alerted, list)
+              and isinstance(self.stale_seen, dict)
+              and all(isinstance(k, str) and num(v) for k, v in self.stale_seen.items())
+              and all(isinstance(f, list) and len(f) == 3 and num(f[0])
+                      for f in self.failures))
+        if not ok:
+            raise TypeError("a field has the wrong type")
+        self.failures = deque(self.failures)
+
     def save(self, path: Path) -> None:
-        atomic_write_json(path, self.__dict__)
+        atomic_write_json(path, {**self.__dict__, "failures": list(self.failures)})
 
 
 class Monitor:
@@ -86,37 +126,79 @@ class Monitor:
             "run_finished": self._on_finished,
             "regime_changed": self._on_regime_changed,
             "signal_passed": self._on_signal,
+            "notify_dead_letter": self._on_dead_letter,
+            "notify_queued": self._on_queued,
         }
 
     def _enqueue_real(self, items: list[dict[str, Any]]) -> Any:
         from botopt.core._notify import enqueue
 
-        return enqueue(self.config, items)
+        return enqueue(self.config, items, announce=False)
 
     def _alert(self, message: str, **extra: Any) -> None:
         self._outbox.append({"type": "alert", "data": {"message": message, **extra}})
 
     # -- handlers ------------------------------------------------------------------------
 
+    def _prune_failures(self, now: float) -> None:
+        failures = self.state.failures
+        while failures and failures[0][0] <= now - FAILURE_WINDOW:
+            failures.popleft()
+            self.state.failures_reported = max(0, self.state.failures_reported - 1)
+
     def _on_failure(self, ev: dict[str, Any]) -> None:
-        data = ev.get("data", {})
+        data = ev["data"]
         # "notify_failed" names no command; "notify failed failed" read badly in alerts
-        what = data.get("command") or ("notify-flush" if ev["type"] == "notify_failed"
-                                       else ev["type"].replace("_", " "))
-        self.state.failures.append([ev["t"], what, str(data.get("error", ""))[:300]])
-        recent = [f for f in self.state.failures if f[0] > ev["t"] - FAILURE_WINDOW]
-        self.state.failures = recent
-        if len(recent) == 1 or self.state.failures_reported == 0:
+        what = str(data.get("command") or ("notify-flush" if ev["type"] == "notify_failed"
+                                           else ev["type"].replace("_", " ")))[:80]
+        error = str(data.get("error", "unknown error"))[:300]
+        self.state.failures.append([ev["t"], what, error])
+        self._prune_failures(ev["t"])
+        if len(self.state.failures) == 1 or self.state.failures_reported == 0:
             # The first failure in a window is reported at once; the rest are summarised
-            # by the next periodic check.
-            self._alert(f"{what} failed: {data.get('error', 'unknown error')}")
-            self.state.failures_reported = len(recent)
+            # by the next check.
+            self._alert(f"{what} failed: {error}")
+            self.state.failures_reported = len(self.state.failures)
+
+    def _on_dead_letter(self, ev: dict[str, Any]) -> None:
+        data = ev["data"]
+        nid = str(data.get("id") or "")[:64]
+        if not nid or nid in self.state.dead_alerted:
+            return  # once per dead letter, also when its event is read again
+        self.state.dead_alerted = [*self.state.dead_alerted[-999:], nid]
+        kind = str(data.get("notification_type") or "notification")[:60]
+        reason = str(data.get("reason") or "unknown reason")[:300]
+        if data.get("about"):
+            # The alert about a dead letter died too: alerting again could loop forever.
+            log.warning("dead-letter alert %s could not be delivered either: %s", nid[:8],
+                        reason)
+            return
+        self._alert(f"a {kind} notification could not be delivered and was moved to the "
+                    f"dead letters: {reason}; see botopt notify list --failed, then "
+                    f"notify retry {nid[:8]} or notify drop {nid[:8]}", dead_letter=nid)
+
+    def _on_queued(self, ev: dict[str, Any]) -> None:
+        if self.state.queue_oldest is None:
+            self.state.queue_oldest = ev["t"]  # sets the stuck deadline without a query
 
     def _on_finished(self, ev: dict[str, Any]) -> None:
         self.state.last_finished = max(self.state.last_finished or 0.0, ev["t"])
         if self.state.stale_alerted:
             self._alert("bot recovered: runs are finishing again")
         self.state.stale_alerted = False
+        stale = ev["data"].get("stale")
+        if isinstance(stale, list) and stale:
+            self._on_stale_data([str(s)[:60] for s in stale[:100]], ev["t"])
+
+    def _on_stale_data(self, symbols: list[str], t: float) -> None:
+        """A signals run blocked some symbols as stale (all stale is a failed run)."""
+        seen = {s: when for s, when in self.state.stale_seen.items() if when > t - 3600}
+        new = [s for s in symbols if s not in seen]
+        if new:
+            self._alert(f"stale data: no recent candles for {', '.join(new)}; they are "
+                        "blocked (is botopt fetch running?)")
+        seen.update(dict.fromkeys(symbols, t))
+        self.state.stale_seen = seen
 
     def _on_regime_changed(self, ev: dict[str, Any]) -> None:
         data = ev.get("data", {})
@@ -140,14 +222,17 @@ class Monitor:
             return 0
         if inode != self.state.inode:
             self.state.inode, self.state.offset = inode, 0
-        events, offset = read_events(self.dir, self.state.offset)
+        events, offset, damaged = read_events_counted(self.dir, self.state.offset)
+        self.state.events_damaged += damaged
+        self.result.events_damaged += damaged
         for ev in events:
             handler = self.handlers.get(ev.get("type", ""))
             if handler is not None:
                 try:
                     handler(ev)
                 except Exception as exc:  # one odd event must not stop the monitor
-                    log.warning("event %s not handled: %s", ev.get("type"), exc)
+                    log.warning("event %s not handled: %s", str(ev.get("type"))[:40],
+                                type(exc).__name__)
         self.state.offset = offset
         self.result.events_handled += len(events)
         return len(events)
@@ -165,6 +250,7 @@ class Monitor:
 
             q = queue_stats(self.config)
             oldest = q["oldest_created_at"]
+            self.state.queue_oldest = oldest
             if oldest is not None and now - oldest >= self.mc.stuck_after:
                 if not self.state.stuck_alerted:
                     self._alert(f"notifications stuck: {q['pending']} queued, oldest "
@@ -176,25 +262,53 @@ class Monitor:
                 self.state.stuck_alerted = False
         except Exception as exc:
             log.debug("queue check skipped: %s", exc)
-        recent = [f for f in self.state.failures if f[0] > now - FAILURE_WINDOW]
-        self.state.failures = recent
-        unreported = len(recent) - self.state.failures_reported
+        self._prune_failures(now)
+        unreported = len(self.state.failures) - self.state.failures_reported
         if unreported > 0:
-            last_f = recent[-1]
+            last_f = self.state.failures[-1]
             self._alert(f"{unreported} more failure(s) in the last "
                         f"{int(FAILURE_WINDOW // 60)} min; last: {last_f[1]}: {last_f[2]}")
-        self.state.failures_reported = len(recent)
+        self.state.failures_reported = len(self.state.failures)
+
+    def next_deadline(self) -> float:
+        """When the next time-based check is due: the earliest deadline that matters."""
+        st, mc = self.state, self.mc
+        recheck = st.last_check + mc.check_interval
+        # A safety net: look at least this often even if no deadline is known.
+        times = [st.last_check + max(mc.stale_after, mc.stuck_after)]
+        if st.stale_alerted:
+            times.append(recheck)  # watch for the recovery
+        elif st.last_finished is not None:
+            times.append(st.last_finished + mc.stale_after)
+        if st.queue_oldest is not None and not st.stuck_alerted:
+            times.append(st.queue_oldest + mc.stuck_after)
+        if len(st.failures) > st.failures_reported:
+            times.append(recheck)  # the summary of further failures
+        return min(times)
 
     def checks_due(self) -> bool:
-        return self.clock() - self.state.last_check >= self.mc.check_interval
+        return self.clock() >= self.next_deadline()
 
     def commit(self) -> None:
+        """Queue the alerts, then save the state. A queue or disk that fails costs a warning
+        and is tried again at the next round: the alerts stay in the outbox meanwhile."""
+        from botopt.core.errors import BotoptError
+
         if self._outbox:
-            self._enqueue(self._outbox)
+            try:
+                self._enqueue(self._outbox)
+            except BotoptError as exc:
+                log.warning("alerts not queued yet (%d kept for the next round): %s",
+                            len(self._outbox), exc)
+                return  # not saving the state means the events are handled again: no loss
             self.result.notifications_queued += len(self._outbox)
             self._outbox = []
-        self.state.save(self.state_path)
-        self._prune()
+        try:
+            self.state.save(self.state_path)
+            self._prune()
+        except OSError as exc:
+            log.warning("monitor state %s not saved (%s); events may be handled again",
+                        self.state_path, exc.strerror or type(exc).__name__)
 
     def _prune(self) -> None:
         """Rotate the log past its size or age bound. Emitters append by path, so renaming
@@ -282,7 +396,7 @@ def _serve(mon: Monitor, external_stop: threading.Event | None,
         if ready is not None:
             ready.set()
         while not stop.is_set():
-            timeout = max(0.0, mon.state.last_check + mon.mc.check_interval - mon.clock())
+            timeout = max(0.0, mon.next_deadline() - mon.clock())
             readable, _, _ = select.select([sock.fileno(), wake_r], [], [],
                                            timeout if cap is None else min(timeout, cap))
             if stop.is_set():
@@ -332,24 +446,23 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     directory = state_dir(config, "events")
     state = _State.load(directory / STATE)
     events: list[dict[str, Any]] = []
+    damaged = 0
     for name in (LOG_NAME + ".1", LOG_NAME):
-        if (directory / name).exists():
-            import json
-
-            for raw in (directory / name).read_bytes().splitlines():
-                try:
-                    events.append(json.loads(raw))
-                except ValueError:
-                    continue
+        try:
+            parsed, bad = parse_event_lines((directory / name).read_bytes())
+        except FileNotFoundError:
+            continue
+        events += parsed
+        damaged += bad
     runs = [e for e in events if e.get("type") in ("run_finished", "run_failed")]
     last = runs[-1] if runs else None
     hour = [e for e in runs if e["t"] > now - 3600]
     pending = 0
     try:
         if (directory / LOG_NAME).stat().st_ino == state.inode:
-            pending = len(read_events(directory, state.offset)[0])
+            pending = len(read_events_counted(directory, state.offset)[0])
         else:
-            pending = len(read_events(directory, 0)[0])
+            pending = len(read_events_counted(directory, 0)[0])
     except FileNotFoundError:
         pass
     try:
@@ -368,6 +481,7 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "runs_last_hour": sum(1 for e in hour if e["type"] == "run_finished"),
         "failures_last_hour": sum(1 for e in hour if e["type"] == "run_failed"),
         "events_pending": pending,
+        "events_damaged": damaged,
         "notifications": queue,
         "last_flush_at": flushes[-1]["t"] if flushes else queue.get("last_flush_at"),
         "monitor_running": monitor_running(config),

@@ -1,7 +1,9 @@
 """Rendering queued notifications as Telegram messages.
 
 One formatter per notification type (``FORMATTERS``), each returning one HTML block per
-notification with every user value escaped. Blocks are packed into messages that never exceed
+notification with every user value escaped. Known fields are laid out; every other field
+follows as ``key: value``, so nothing a caller queued is ever left out, and each value is shown
+exactly as given (``value_text``). Blocks are packed into messages that never exceed
 Telegram's limit as Telegram counts it: UTF-16 code units of the text after entity parsing
 (tags do not count, ``&amp;`` counts as one). A block too long for one message is split into
 plain-text chunks; nothing is ever truncated.
@@ -30,53 +32,109 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=False)
 
 
-def _num(value: Any, digits: int = 8) -> str:
-    if isinstance(value, float):
-        return _e(f"{value:.{digits}g}")
-    return _e(value)
+def value_text(value: Any) -> str:
+    """A value as the message shows it: strings as given, numbers in full (shortest
+    round-trip form), JSON spelling for the rest. Never rounded, never a JSON-escaped string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _v(value: Any) -> str:
+    return _e(value_text(value))
+
+
+def _extras(d: Mapping[str, Any], shown: set[str]) -> list[str]:
+    """Every field the layout did not show, as ``key: value``: no data is ever dropped."""
+    return [f"{_e(k)}: {_v(v)}" for k, v in d.items() if k not in shown]
+
+
+def _join(head: str, lines: list[str]) -> str:
+    return head + "".join("\n" + line for line in lines if line)
+
+
+def _first(d: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    return next((k for k in keys if d.get(k) not in (None, "")), None)
 
 
 def _signal(d: Mapping[str, Any]) -> str:
-    side = str(d.get("direction", "?")).upper()
-    icon = {"LONG": "🟢", "SHORT": "🔴"}.get(side, "⚪")
-    parts = [f"{icon} <b>{_e(side)} {_e(d.get('symbol', '?'))}</b>"]
+    side_key = _first(d, ("direction", "side"))
+    side = value_text(d[side_key]) if side_key else "?"
+    icon = {"long": "🟢", "buy": "🟢", "short": "🔴", "sell": "🔴"}.get(side.lower(), "⚪")
+    sym_key = _first(d, ("symbol", "pair"))
+    head = f"{icon} <b>{_e(side)} {_v(d[sym_key]) if sym_key else '?'}</b>"
+    shown = {k for k in (side_key, sym_key) if k}
     if "close" in d:
-        parts.append(f"@ {_num(d['close'])}")
+        head += f" @ {_v(d['close'])}"
+        shown.add("close")
     extra = []
-    if d.get("engine"):
-        extra.append(_e(d["engine"]))
-    if d.get("strength") is not None:
-        extra.append(f"strength {_num(d['strength'], 2)}")
-    if d.get("probability") is not None:
-        extra.append(f"p {_num(d['probability'], 2)}")
-    line = " ".join(parts) + (f" ({', '.join(extra)})" if extra else "")
-    details = [f"{_e(k)} {_e(d[k])}" for k in ("regime", "candle_time") if d.get(k)]
-    return line + ("\n" + ", ".join(details) if details else "")
+    # p_dir: the probability of the signal's own direction (what botopt signals queues);
+    # "probability" from older queues or users' own items.
+    for key, label in (("engine", ""), ("strength", "strength "), ("p_dir", "p "),
+                       ("probability", "p ")):
+        if d.get(key) is not None:
+            extra.append(f"{label}{_v(d[key])}")
+            shown.add(key)
+    head += f" ({', '.join(extra)})" if extra else ""
+    details = [f"{k} {_v(d[k])}" for k in ("regime", "candle_time") if d.get(k) is not None]
+    shown.update(k for k in ("regime", "candle_time") if d.get(k) is not None)
+    return _join(head, [", ".join(details), *_extras(d, shown)])
 
 
 def _regime_change(d: Mapping[str, Any]) -> str:
-    return (f"🔄 <b>{_e(d.get('symbol', '?'))}</b>: {_e(d.get('old', '?'))} → "
-            f"<b>{_e(d.get('new', '?'))}</b>")
+    sym_key = _first(d, ("symbol", "pair"))
+    head = (f"🔄 <b>{_v(d[sym_key]) if sym_key else '?'}</b>: {_v(d.get('old', '?'))} → "
+            f"<b>{_v(d.get('new', '?'))}</b>")
+    return _join(head, _extras(d, {k for k in (sym_key, "old", "new") if k}))
+
+
+# botopt's own names first, then freqtrade's (its webhook and RPC trade fields).
+_TRADE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("price", "price"), ("open_rate", "open rate"), ("close_rate", "close rate"),
+    ("quantity", "quantity"), ("qty", "qty"), ("amount", "amount"),
+    ("stake_amount", "stake"), ("stake_currency", "stake currency"), ("leverage", "leverage"),
+    ("pnl", "pnl"), ("pnl_pct", "pnl %"), ("profit_abs", "profit"),
+    ("profit_amount", "profit"), ("profit_ratio", "profit ratio"),
+    ("reason", "reason"), ("exit_reason", "exit reason"), ("sell_reason", "exit reason"),
+    ("enter_tag", "entry tag"), ("order_type", "order type"), ("trade_id", "trade"),
+    ("exchange", "exchange"),
+)
 
 
 def _trade(verb: str) -> Callable[[Mapping[str, Any]], str]:
     def render(d: Mapping[str, Any]) -> str:
-        words = (verb, _e(d.get("side") or "").upper(), _e(d.get("symbol", "?")))
-        head = f"💱 <b>{' '.join(w for w in words if w)}</b>"  # no double space without a side
-        fields = [f"{_e(k)} {_num(d[k])}" for k in ("price", "quantity", "qty", "pnl",
-                                                    "pnl_pct", "reason") if k in d]
-        return head + ("\n" + ", ".join(fields) if fields else "")
+        side_key = _first(d, ("side", "direction", "trade_direction"))
+        sym_key = _first(d, ("symbol", "pair"))
+        head = (f"💱 <b>{verb}"
+                + (f" {_v(d[side_key])}" if side_key else "")
+                + (f" {_v(d[sym_key])}" if sym_key else " ?") + "</b>")
+        shown = {k for k in (side_key, sym_key) if k}
+        fields = []
+        for key, label in _TRADE_FIELDS:
+            if key in d:
+                fields.append(f"{label} {_v(d[key])}")
+                shown.add(key)
+        return _join(head, [", ".join(fields), *_extras(d, shown)])
 
     return render
 
 
 def _alert(d: Mapping[str, Any]) -> str:
-    msg = d.get("message") or d.get("error") or json.dumps(dict(d), sort_keys=True)
-    return f"⚠️ {_e(msg)}"
+    key = _first(d, ("message", "error"))
+    if key is None:
+        return _join("⚠️", _extras(d, set()))
+    return _join(f"⚠️ {_v(d[key])}", _extras(d, {key}))
 
 
 def _generic(d: Mapping[str, Any]) -> str:
-    return "\n".join(f"<b>{_e(k)}</b>: {_e(v)}" for k, v in d.items()) or "(no data)"
+    return "\n".join(f"<b>{_e(k)}</b>: {_v(v)}" for k, v in d.items()) or "(no data)"
 
 
 FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
@@ -96,6 +154,7 @@ class Message:
     text: str
     parse_mode: str | None  # "HTML", or None for plain text
     ids: tuple[str, ...]  # the notifications this message carries (may be partial parts)
+    splits: int = 0  # how often Telegram's "too long" made us cut it further (bounded)
 
 
 def _plain_chunks(text: str, limit: int) -> list[str]:
@@ -123,7 +182,9 @@ def _plain_chunks(text: str, limit: int) -> list[str]:
         current += line
     if current:
         out.append(current)
-    return out
+    # Telegram refuses a blank message ("message text is empty"), and whitespace alone shows
+    # nothing: such a piece is dropped, never sent.
+    return [c for c in out if c.strip()]
 
 
 def render_batch(kind: str, items: Sequence[tuple[str, Mapping[str, Any]]],
@@ -170,4 +231,5 @@ def split_further(message: Message) -> list[Message]:
     """Telegram said "message is too long" although we measured it shorter: halve it."""
     text = html.unescape(_TAG.sub("", message.text)) if message.parse_mode else message.text
     limit = max(1, telegram_length(text, None) // 2)
-    return [Message(c, None, message.ids) for c in _plain_chunks(text, limit)]
+    return [Message(c, None, message.ids, message.splits + 1)
+            for c in _plain_chunks(text, limit)]

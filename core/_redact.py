@@ -3,26 +3,51 @@
 requests puts the full URL, token included, into its exception text; anything that formats
 such an exception must pass it through ``redact`` first. A logging filter does the same for
 log records as a second line of defence.
+
+A registered secret is hidden whatever its shape: any length, with spaces or non-ASCII
+characters, and in the percent-encoded forms a URL gives it. The path segment after ``/bot``
+of a Bot API method URL (``/bot<token>/sendMessage``) is hidden too, registered or not.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import quote, quote_plus
 
 _secrets: set[str] = set()
 # Telegram tokens look like 123456789:AA...; catch them even when never registered.
 _TOKEN_RE = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}\b")
+_BOT_URL_RE = re.compile(r"(/bot)[^/\s?#]+(?=/(?:send|get|set|delete|edit|forward|copy|"
+                         r"answer)[A-Z])")
+# What requests leaves unquoted when it re-quotes a URL (requests.utils.requote_uri).
+_REQUESTS_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
+def _forms(value: str) -> set[str]:
+    forms = {value, value.strip()}
+    for safe in ("", "/", ":", _REQUESTS_SAFE):
+        try:
+            forms.add(quote(value, safe=safe))
+            forms.add(quote(value, safe=safe).lower())
+        except (UnicodeError, TypeError):
+            pass
+    try:
+        forms.add(quote_plus(value))
+    except (UnicodeError, TypeError):
+        pass
+    return {f for f in forms if f}
 
 
 def register_secret(value: str | None) -> None:
-    if value and len(value) >= 4:
-        _secrets.add(value)
+    if value:
+        _secrets.update(_forms(value))
 
 
 def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
+    text = _BOT_URL_RE.sub(r"\1***", text)
     return _TOKEN_RE.sub("***", text)
 
 

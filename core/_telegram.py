@@ -7,19 +7,50 @@ nothing from requests leaves this module unredacted.
 from __future__ import annotations
 
 import json
+import logging
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from botopt.core._redact import redact, register_secret
 
+log = logging.getLogger("botopt.notify")
+# A 429's retry_after is trusted within this range (seconds): a negative or zero value would
+# make us hammer, and a huge one (or a broken answer) would park the queue for years.
+RETRY_AFTER_MIN = 1.0
+RETRY_AFTER_MAX = 3600.0
+RETRY_AFTER_DEFAULT = 5.0
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """What Telegram said: kind is ok, retry_after, too_long, bad_entities, fatal, transient."""
+    """What Telegram said. kind is one of:
+
+    ok; retry_after (429); too_long, bad_entities (400s we can fix by re-rendering);
+    rejected (any other 400-class refusal of this message: the notification's fault);
+    fatal (401, 403, 404, chat not found: the configuration's fault);
+    transient (network errors, 5xx, an answer that is not the Bot API's).
+    """
 
     kind: str
     detail: str = ""
     retry_after: float = 0.0
+
+
+def clamp_retry_after(raw: Any) -> float:
+    """Seconds to wait from a 429's retry_after, within [RETRY_AFTER_MIN, RETRY_AFTER_MAX]."""
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        return RETRY_AFTER_DEFAULT
+    if math.isnan(seconds):
+        return RETRY_AFTER_DEFAULT
+    if seconds > RETRY_AFTER_MAX:
+        log.warning("Telegram asked to wait %s s; waiting %.0f s at most", raw,
+                    RETRY_AFTER_MAX)
+        return RETRY_AFTER_MAX
+    return max(RETRY_AFTER_MIN, seconds)
 
 
 class TelegramClient:
@@ -33,42 +64,63 @@ class TelegramClient:
         self._session = session or requests.Session()
         self._session.headers.setdefault("User-Agent", "botopt")
 
-    def send(self, chat_id: str, text: str, parse_mode: str | None) -> Outcome:
+    def send(self, chat_id: str, text: str, parse_mode: str | None,
+             timeout: float | None = None) -> Outcome:
+        """One sendMessage. ``timeout`` (seconds) caps this request below the configured one,
+        so that a flush never overruns its time budget waiting for an answer."""
         import requests
 
         payload: dict[str, Any] = {"chat_id": chat_id, "text": text,
                                    "disable_web_page_preview": True}
         if parse_mode:
             payload["parse_mode"] = parse_mode
+        limit = max(0.5, min(self._timeout, timeout if timeout is not None else self._timeout))
+        connect = min(5.0, limit / 2)  # connect + read stay within what the flush has left
         try:
             resp = self._session.post(self._url, json=payload,
-                                      timeout=(min(5.0, self._timeout), self._timeout))
-        except requests.RequestException as exc:
-            return Outcome("transient", redact(f"{type(exc).__name__}: {exc}"))
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {}
-        desc = str(body.get("description") or resp.reason or "")
-        if resp.status_code == 200 and body.get("ok") is True:
-            return Outcome("ok")
-        if resp.status_code == 429:
-            params = body.get("parameters") or {}
-            wait = params.get("retry_after") or resp.headers.get("Retry-After") or 5
-            try:
-                seconds = float(wait)
-            except (TypeError, ValueError):
-                seconds = 5.0
-            return Outcome("retry_after", redact(desc), seconds)
-        low = desc.lower()
-        if resp.status_code == 400 and "message is too long" in low:
-            return Outcome("too_long", desc)
-        if resp.status_code == 400 and "can't parse entities" in low:
-            return Outcome("bad_entities", desc)
-        if resp.status_code in (401, 403, 404) or (resp.status_code == 400
-                                                   and "chat not found" in low):
-            return Outcome("fatal", redact(f"Telegram answered {resp.status_code}: {desc}"))
-        if resp.status_code >= 500:
-            return Outcome("transient", redact(f"Telegram answered {resp.status_code}: {desc}"))
-        return Outcome("fatal", redact(f"Telegram answered {resp.status_code}: "
-                                       f"{desc or json.dumps(body)[:200]}"))
+                                      timeout=(connect, max(0.5, limit - connect)))
+        except (requests.RequestException, UnicodeError) as exc:
+            log.debug("Telegram request failed: %s", redact(f"{type(exc).__name__}: {exc}"))
+            cause = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(exc))
+            return Outcome("transient", redact(
+                f"Telegram unreachable ({type(exc).__name__}"
+                + (f": {cause.group(0).strip()}" if cause else "") + ")"))
+        return _classify(resp)
+
+
+# 400 answers about the chat, not the message: no notification is at fault.
+_CHAT_PROBLEMS = ("chat not found", "upgraded to a supergroup", "not enough rights",
+                  "have no rights", "chat_write_forbidden", "bot was kicked")
+
+
+def _classify(resp: Any) -> Outcome:
+    try:
+        body = resp.json()
+    except (ValueError, RecursionError):
+        body = None
+    status = resp.status_code
+    if not isinstance(body, dict):
+        # Not the Bot API talking (a proxy, a captive portal): try again later.
+        what = "a body that is not JSON" if body is None else f"JSON {type(body).__name__}"
+        return Outcome("transient", f"Telegram answered {status} with {what}, not a Bot API "
+                       "answer")
+    desc = " ".join(str(body.get("description") or resp.reason or "").split())[:300]
+    if status == 200 and body.get("ok") is True:
+        return Outcome("ok")
+    if status == 429:
+        params = body.get("parameters")
+        wait = params.get("retry_after") if isinstance(params, dict) else None
+        if wait is None:
+            wait = resp.headers.get("Retry-After", RETRY_AFTER_DEFAULT)
+        return Outcome("retry_after", redact(desc), clamp_retry_after(wait))
+    low = desc.lower()
+    if status == 400 and "message is too long" in low:
+        return Outcome("too_long", desc)
+    if status == 400 and "can't parse entities" in low:
+        return Outcome("bad_entities", desc)
+    if status in (401, 403, 404) or (status == 400 and any(p in low for p in _CHAT_PROBLEMS)):
+        return Outcome("fatal", redact(f"Telegram answered {status}: {desc}"))
+    if status >= 500 or status < 400:
+        return Outcome("transient", redact(f"Telegram answered {status}: {desc}"))
+    return Outcome("rejected", redact(f"Telegram answered {status}: "
+                                      f"{desc or json.dumps(body)[:200]}"))

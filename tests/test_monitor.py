@@ -219,3 +219,136 @@ def test_event_log_is_pruned_by_size(cfg):
     emit("signal_passed", _root=root(cfg), i=99, queued=True)
     assert run_monitor(small, once=True).events_handled == 1
     assert os.path.getsize(d / "events.log") < 2000
+
+
+# -- deadlines, quiet events, scale -----------------------------------------------------------
+
+def test_checks_are_scheduled_for_the_next_deadline_that_matters(cfg):
+    from botopt.core._notify import enqueue
+
+    now = [50_000.0]
+    sent: list = []
+    mc = cfg.monitor
+    mon = Monitor(cfg, clock=lambda: now[0], enqueue=sent.extend)
+    mon.run_checks()
+    mon.commit()
+    # Healthy and nothing queued: the next expected run plus grace.
+    assert mon.next_deadline() == mon.state.last_finished + mc.stale_after
+    enqueue(cfg, [{"type": "alert", "data": {"message": "x"}}], now=now[0] + 10)
+    mon.handle_pending()  # the notify_queued event sets the oldest item's age limit
+    assert mon.next_deadline() == min(now[0] + 10 + mc.stuck_after,
+                                      mon.state.last_finished + mc.stale_after)
+    now[0] = mon.state.last_finished + mc.stale_after
+    assert mon.checks_due()
+    mon.run_checks()
+    mon.commit()
+    assert [s for s in sent if "stalled" in s["data"]["message"]]
+    # While stalled it looks every check_interval for the recovery (or sooner, when the
+    # queued item reaches its age limit).
+    assert mon.next_deadline() == min(now[0] + mc.check_interval, now[0] - 590 + mc.stuck_after)
+    now[0] += 10
+    mon.run_checks()
+    mon.commit()
+    assert [s for s in sent if "stuck" in s["data"]["message"]]
+    assert mon.next_deadline() == now[0] + mc.check_interval
+
+
+def test_routine_events_do_not_wake_the_monitor(tmp_path):
+    import socket as socketlib
+
+    from botopt.core._events import socket_path
+
+    directory = events_dir(tmp_path)
+    directory.mkdir(parents=True)
+    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    sock.bind(str(socket_path(directory)))
+    sock.setblocking(False)
+    try:
+        emit("run_started", _root=tmp_path, command="signals")
+        emit("run_finished", _root=tmp_path, command="signals", duration_s=0.1)
+        emit("signal_passed", _root=tmp_path, symbol="X", queued=True)
+        with pytest.raises(BlockingIOError):
+            sock.recv(64)
+        emit("run_failed", _root=tmp_path, command="signals", error="boom")
+        assert sock.recv(64) == b"!"
+    finally:
+        sock.close()
+
+
+def test_a_stall_is_noticed_at_its_deadline_not_at_the_next_poll(tmp_path):
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), "monitor.stale_after": 1.0,
+                                 "monitor.check_interval": 3600.0})
+    stop, ready = threading.Event(), threading.Event()
+    handled: list = []
+    t = threading.Thread(target=run_monitor, kwargs=dict(
+        config=cfg, stop_event=stop, ready=ready, enqueue=handled.extend))
+    t.start()
+    try:
+        assert ready.wait(10)
+        deadline = time.monotonic() + 20  # a check_interval-driven monitor waits an hour
+        while not handled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert handled and "stalled" in handled[0]["data"]["message"]
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def test_twenty_thousand_failures_one_alert_then_one_summary(cfg):
+    directory = events_dir(root(cfg))
+    directory.mkdir(parents=True)
+    t0 = time.time()
+    with open(directory / "events.log", "w") as fh:
+        for i in range(20_000):
+            fh.write(json.dumps({"id": str(i), "t": t0 + i * 1e-3, "type": "run_failed",
+                                 "pid": 1, "data": {"command": "signals",
+                                                    "error": f"e{i}"}}) + "\n")
+    now = [t0 + 30]
+    sent: list = []
+    mon = Monitor(cfg, clock=lambda: now[0], enqueue=sent.extend)
+    assert mon.handle_pending() == 20_000
+    mon.commit()
+    assert [s["data"]["message"] for s in sent] == ["signals failed: e0"]
+    now[0] += cfg.monitor.check_interval
+    mon.run_checks()
+    mon.commit()
+    assert "19999 more failure(s)" in sent[-1]["data"]["message"] and "e19999" in sent[-1][
+        "data"]["message"]
+
+
+def test_a_dead_letter_alert_that_dies_is_not_alerted_again(cfg):
+    sent: list = []
+    mon = Monitor(cfg, enqueue=sent.extend)
+    emit("notify_dead_letter", _root=root(cfg), id="a" * 32, notification_type="alert",
+         reason="refused", about=None)
+    emit("notify_dead_letter", _root=root(cfg), id="a" * 32, notification_type="alert",
+         reason="refused", about=None)
+    emit("notify_dead_letter", _root=root(cfg), id="b" * 32, notification_type="alert",
+         reason="refused", about="a" * 32)
+    mon.handle_pending()
+    mon.commit()
+    assert len(sent) == 1 and sent[0]["data"]["dead_letter"] == "a" * 32
+
+
+def test_a_failing_disk_or_queue_costs_a_warning_not_the_monitor(cfg):
+    emit("run_failed", _root=root(cfg), command="signals", error="boom")
+    state = events_dir(root(cfg)) / "monitor_state.json"
+    state.mkdir()  # the state file cannot be replaced: as on a read-only or full disk
+    (state / "x").write_text("keep the directory non-empty")
+    result = runner.invoke(app, ["--cache-dir", str(root(cfg)), "monitor", "--once"])
+    assert result.exit_code == 0 and "not saved" in result.stderr
+
+    from botopt.core.errors import NotifyError
+
+    def broken(items):
+        raise NotifyError("queue.db: disk I/O error")
+
+    emit("run_failed", _root=root(cfg), command="fetch", error="bang")
+    mon = Monitor(cfg, enqueue=broken)
+    mon.handle_pending()
+    mon.commit()  # the queue fails: the alert waits in the outbox
+    sent: list = []
+    mon._enqueue = sent.extend
+    mon.commit()
+    # (the state could not be saved, so the first failure is read again: at least once)
+    assert [s["data"]["message"] for s in sent] == ["signals failed: boom"]

@@ -65,8 +65,8 @@ def test_groups_by_type_at_most_five_per_message(tmp_path, fake, vclock):
     result = flush(cfg, vclock)
     assert (result.notifications_sent, result.messages_sent, result.remaining) == (5, 2, 0)
     texts = [m["shown"] for m in fake.received]
-    assert sum(t.count("LONG S") for t in texts) == 12
-    assert all(t.count("LONG S") <= 5 and "⚠️" not in t for t in texts if "Signals" in t)
+    assert sum(t.count("long S") for t in texts) == 12
+    assert all(t.count("long S") <= 5 and "⚠️" not in t for t in texts if "Signals" in t)
     assert 429 not in fake.responses
 
 
@@ -164,7 +164,8 @@ def test_cli_flush_exit_codes_and_token_never_printed(tmp_path, fake):
     ok = runner.invoke(app, [*base, "notify-flush", "--force", "--json"], env=env)
     assert ok.exit_code == 0, ok.stderr
     assert json.loads(ok.stdout) == {"notifications_sent": 1, "messages_sent": 1,
-                                     "remaining": 0, "failed": 0, "next_retry_at": None}
+                                     "remaining": 0, "failed": 0, "dead_lettered": 0,
+                                     "refused": 0, "next_retry_at": None, "error": None}
     runner.invoke(app, [*base, "notify", "add", "--type", "alert", "--data", "{}"], env=env)
     bad = runner.invoke(app, [*base, "--debug", "notify-flush", "--force"],
                         env={**env, "BOTOPT_TELEGRAM_TOKEN": "999:" + "x" * 30})
@@ -173,7 +174,11 @@ def test_cli_flush_exit_codes_and_token_never_printed(tmp_path, fake):
         assert TOKEN not in out.stdout + out.stderr and "x" * 30 not in out.stderr
     down = runner.invoke(app, [*base, "--debug", "notify-flush", "--force"],
                          env={**env, "BOTOPT_TELEGRAM_API_URL": "http://127.0.0.1:9"})
-    assert down.exit_code == 0 and "x" * 30 not in down.stderr and TOKEN not in down.stderr
+    # Unreachable: exit 1 with one line saying why and when the next try is.
+    assert down.exit_code == 1 and "x" * 30 not in down.stderr and TOKEN not in down.stderr
+    error_lines = [ln for ln in down.stderr.splitlines() if ln.startswith("botopt: error:")]
+    assert len(error_lines) == 1 and "not everything due was delivered" in error_lines[0]
+    assert "next try after" in error_lines[0]
     missing = runner.invoke(app, [*base, "notify-flush"], env={})
     assert missing.exit_code == 2 and "BOTOPT_TELEGRAM_TOKEN" in missing.stderr
 

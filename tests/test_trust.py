@@ -84,6 +84,16 @@ def test_stale_symbols_blocked_with_their_age_and_all_stale_exits_1(tmp_path, ho
     assert old["gate"]["reasons"][0].startswith("stale data: last candle 3")  # 30-35 min
     assert old["age_seconds"] >= 1800
     assert rows["FRESHUSDT"]["data_status"] == "ok" and rows["FRESHUSDT"]["age_seconds"] < 300
+    # The monitor alerts once on the stale symbol (a second run is no new alert).
+    assert botopt(home, "signals", "--data-dir", str(d), "-s", "FRESHUSDT,OLDUSDT"
+                  ).returncode == 0
+    assert botopt(home, "monitor", "--once").returncode == 0
+    listed = botopt(home, "notify", "list", "--json")
+    alerts = [n["data"]["message"] for n in json.loads(listed.stdout)["notifications"]
+              if n["type"] == "alert"]
+    assert [a for a in alerts if a.startswith("stale data")] == [
+        "stale data: no recent candles for OLDUSDT; they are blocked (is botopt fetch "
+        "running?)"]
     alone = botopt(home, "signals", "--data-dir", str(d), "-s", "OLDUSDT")
     assert alone.returncode == 1 and alone.stdout == ""
     assert alone.stderr.count("\n") == 1 and "OLDUSDT 3" in alone.stderr
