@@ -17,8 +17,11 @@ def iso(t: float | None) -> str | None:
         return None
     from datetime import datetime, timezone
 
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds") \
+            .replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):  # a damaged state file's absurd time
+        return str(t)
 
 
 def clip(text: str, width: int) -> str:
