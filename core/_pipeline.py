@@ -3,19 +3,26 @@
 All symbols go through every stage together, and each stage's result is cached under a key
 made of what it depends on:
 
-=============  ==============================================================  =========
+=============  ==============================================================  ============
 cache          key                                                              value
-=============  ==============================================================  =========
-features       symbol's candle fingerprint, feature settings, code version      frame
+=============  ==============================================================  ============
+features       symbol's candle fingerprint, feature settings, code version      last row
 regime         candle fingerprint, feature + regime settings, code version      label
 predictions    model version, the symbol's last feature row (content hash)      P(up)
 gates          every gate input, relevant cooldown records, correlations        decisions
-signals        file contents, as-of candle slot, all settings, cooldown state   the result
-=============  ==============================================================  =========
+signals        data scope, file contents, as-of candle slot, symbols, all       the result
+               settings, cooldown state
+=============  ==============================================================  ============
+
+Everything downstream of the features reads only each symbol's last row, so that row is what
+the features cache keeps (a few hundred bytes of JSON instead of a frame of the whole
+history: at 500 symbols that is the difference between megabytes and kilobytes per run).
+Cached and uncached runs both rebuild the rows from that same form, so they agree exactly.
 
 The ``signals`` entry lets a warm cron run answer without importing polars or numpy: its key
 is computed from the raw bytes of the candle files and the candle slot the as-of time falls
-in, which determine the closed candles exactly.
+in, which determine the closed candles exactly. Every entry lives for its candle slot plus a
+grace (``botopt.core._cache.effective_lives``), and a run's writes are one transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from botopt.core._cache import CacheManager
+    from botopt.core._workspace import Workspace
 
 log = logging.getLogger("botopt.pipeline")
 PIPELINE_VERSION = "1"
@@ -160,9 +168,11 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
     slot = int(as_of.timestamp() * 1000) // step
     files = [_file_digest(find_candle_file(Path(data_dir), s, config.data.interval))
              for s in symbols]
-    parts = [code_tag(), list(symbols), files, slot, config.data.interval,
-             config.data.source, _settings(config, "features", "regime", "gates",
-                                           "correlation", "model"),
+    from botopt.core._workspace import data_scope
+
+    parts = [code_tag(), data_scope(config), list(symbols), files, slot,
+             config.data.interval, config.data.source,
+             _settings(config, "features", "regime", "gates", "correlation", "model"),
              _model_digest(config), cooldown_digest]
     return hashlib.blake2b(json.dumps(parts).encode(), digest_size=20).hexdigest()
 
@@ -185,28 +195,30 @@ def candle_fingerprints(candles: pl.DataFrame, interval: str) -> dict[str, str]:
     return out
 
 
-def _per_symbol(mgr: CacheManager, name: str, keys: Mapping[str, str],
-                compute: Callable[[list[str]], Mapping[str, Any]]) -> dict[str, Any]:
-    """Look every symbol up; compute all the misses in one batch; store them."""
-    from botopt.core._cache import MISS
+def _row_value(frame: pl.DataFrame) -> dict[str, Any]:
+    """A feature frame's last row in the form the features cache keeps."""
+    import polars as pl
 
-    found: dict[str, Any] = {}
-    for sym, key in keys.items():
-        value = mgr.get(name, key)
-        if value is not MISS:
-            found[sym] = value
-    missing = [s for s in keys if s not in found]
-    counters = mgr._count(name)
-    counters.hits += len(found)
-    counters.misses += len(missing)
-    if missing:
-        start = time.perf_counter()
-        fresh = compute(missing)
-        each = (time.perf_counter() - start) / len(missing)
-        for sym in missing:
-            mgr.set(name, keys[sym], fresh[sym], each)
-        found.update(fresh)
-    return {s: found[s] for s in keys}
+    cols = [c for c in frame.columns if c not in ("symbol", "open_time")]
+    last = frame.tail(1).select(pl.col("open_time").dt.epoch("ms"),
+                                *(pl.col(c).cast(pl.Float64) for c in cols))
+    row = last.row(0)
+    return {"c": cols, "t": row[0], "v": list(row[1:])}
+
+
+def _rows_frame(values: Mapping[str, Mapping[str, Any]], syms: list[str]
+                ) -> dict[str, pl.DataFrame]:
+    """One-row frames rebuilt from the cached form (every feature column is Float64)."""
+    import polars as pl
+
+    out = {}
+    for s in syms:
+        v = values[s]
+        schema = {"symbol": pl.String, "open_time": pl.Int64,
+                  **{c: pl.Float64 for c in v["c"]}}
+        out[s] = pl.DataFrame([[s, v["t"], *v["v"]]], schema=schema, orient="row") \
+            .with_columns(pl.col("open_time").cast(pl.Datetime("ms", "UTC")))
+    return out
 
 
 @dataclass
@@ -221,37 +233,34 @@ class _Stages:
 
 def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | None = None,
                 use_cache: bool = True, manager: CacheManager | None = None,
-                batch: bool = True, side_effects: bool = True,
-                stages: _Stages | None = None) -> SignalsResult:
+                workspace: Workspace | None = None, batch: bool = True,
+                side_effects: bool = True, stages: _Stages | None = None) -> SignalsResult:
     """Compute ranked, gated signals for ``symbols`` at ``as_of`` (default: now).
 
-    ``batch=False`` runs features, regime, engines and model one symbol at a time (the
-    reference path; same answer, slower). ``side_effects=False`` skips recording cooldowns,
-    regime changes and notifications (benchmarks, comparisons).
+    State (cache, cooldowns, regime history, correlation, queue, events) comes from
+    ``workspace`` (default: the Config's). ``manager`` replaces its cache (an injected
+    clock). ``batch=False`` runs features, regime, engines and model one symbol at a time
+    (the reference path; same answer, slower). ``side_effects=False`` skips recording
+    cooldowns, regime changes and notifications (benchmarks, comparisons).
     """
-    from botopt.core._cache import CacheManager
     from botopt.core._candles import parse_symbols
+    from botopt.core._workspace import Workspace
 
     syms = parse_symbols(symbols)
     now = as_of or datetime.now(timezone.utc)
-    own_manager = manager is None
-    if manager is None:
-        manager = CacheManager.from_config(config)
-    try:
-        return _run(config, syms, now, manager if use_cache else dataclasses.replace(
-            manager, enabled=False, _caches={}, _counts={}), batch, side_effects,
-            stages if stages is not None else _Stages())
-    finally:
-        if own_manager:
-            manager.close()  # one statistics write per run, not one per read
+    ws = workspace or Workspace.of(config)
+    mgr = manager or ws.cache
+    if not use_cache:
+        mgr = mgr.disabled()
+    with mgr.batch():  # one write transaction for the run's entries and statistics
+        return _run(config, ws, syms, now, mgr, batch, side_effects,
+                    stages if stages is not None else _Stages())
 
 
-def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
-         batch: bool, side_effects: bool, stages: _Stages) -> SignalsResult:
-    from botopt.core._gates import CooldownStore
-    from botopt.core._paths import state_dir
-
-    cooldowns = CooldownStore(state_dir(config, "gates") / "cooldowns.json")
+def _run(config: Config, ws: Workspace, syms: list[str], now: datetime,
+         manager: CacheManager, batch: bool, side_effects: bool,
+         stages: _Stages) -> SignalsResult:
+    cooldowns = ws.cooldowns(config)
     cooldown_digest = cooldowns.digest()
 
     run_key = _run_key(config, syms, now, cooldown_digest) if manager.enabled else None
@@ -259,82 +268,50 @@ def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
         from botopt.core._cache import MISS
 
         hit = manager.get("signals", run_key)
+        manager.count("signals", hits=hit is not MISS, misses=hit is MISS)
         if hit is not MISS:
-            manager._count("signals").hits += 1
             result = SignalsResult.from_dict(hit)
             return dataclasses.replace(result, as_of=now, from_cache=True)
-        manager._count("signals").misses += 1
 
     start = time.perf_counter()
-    result, records = _compute(config, syms, now, manager, batch, cooldowns, stages)
+    result, records = _compute(config, ws, syms, now, manager, batch, cooldowns, stages)
     if run_key is not None:
-        manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start,
-                    ttl=min(manager.ttl(n) for n in ("features", "predictions", "regime")))
+        manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start)
     if side_effects:
-        result = _record(config, result, cooldowns, records)
+        result = _record(config, ws, result, cooldowns, records)
         if run_key is not None:
             # Recording changed the cooldown state; the next run on this candle still gets
             # this answer (a record for the current candle never blocks it), so store it
             # under the new state too and let that run skip all the work.
             after = _run_key(config, syms, now, cooldowns.digest())
             if after is not None and after != run_key:
-                manager.set("signals", after, result.to_dict(),
-                            time.perf_counter() - start,
-                            ttl=min(manager.ttl(n) for n in ("features", "predictions",
-                                                             "regime")))
+                manager.set("signals", after, result.to_dict(), time.perf_counter() - start)
     return result
 
 
-def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManager,
-             batch: bool, cooldowns: Any, stages: _Stages) -> tuple[SignalsResult, list[Any]]:
+def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
+             manager: CacheManager, batch: bool, cooldowns: Any, stages: _Stages
+             ) -> tuple[SignalsResult, list[Any]]:
     import polars as pl
 
     from botopt.core._candles import load_candles
     from botopt.core._codec import fingerprint
     from botopt.core._engines import AlphaEngineCoordinator, best_signal
-    from botopt.core._features import FEATURES_VERSION, compute_features
     from botopt.core._gates import CooldownRecord, GateInput, evaluate_gates
     from botopt.core._model import load_model
-    from botopt.core._regime import detect_regime
 
     candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
-    fps = candle_fingerprints(candles, config.data.interval)
-    tag = code_tag()
-    by_symbol = candles.partition_by("symbol", as_dict=True, maintain_order=True)
-    frames = {str(k[0]): v for k, v in by_symbol.items()}
-
-    def feats(missing: list[str]) -> dict[str, pl.DataFrame]:
-        stages.features += len(missing)
-        if batch:
-            out = compute_features(pl.concat([frames[s] for s in missing]), config)
-            return {str(k[0]): v for k, v in
-                    out.partition_by("symbol", as_dict=True, maintain_order=True).items()}
-        return {s: compute_features(frames[s], config) for s in missing}
-
-    fkey = _settings(config, "features")
-    features = _per_symbol(manager, "features", {
-        s: fingerprint(["features", tag, FEATURES_VERSION, fkey, fps[s]]) for s in syms},
-        feats)
-
-    def regimes_of(missing: list[str]) -> dict[str, str]:
-        stages.regime += len(missing)
-        if batch:
-            return detect_regime(pl.concat([features[s] for s in missing]), config)
-        return {s: detect_regime(features[s], config)[s] for s in missing}
-
-    rkey = _settings(config, "features", "regime")
-    regimes = _per_symbol(manager, "regime", {
-        s: fingerprint(["regime", tag, rkey, fps[s]]) for s in syms}, regimes_of)
+    rows, regimes = _features_and_regimes(config, candles, syms, manager, batch, stages)
+    last_rows = _rows_frame(rows, syms)
 
     coord = AlphaEngineCoordinator(config)
     if batch:
-        signals = coord.generate_all_signals_batch(features, regimes)
+        signals = coord.generate_all_signals_batch(last_rows, regimes)
     else:
-        signals = {s: coord.generate_all_signals(features[s], regimes[s]) for s in syms}
+        signals = {s: coord.generate_all_signals(last_rows[s], regimes[s]) for s in syms}
     best = {s: best_signal(signals[s]) for s in syms}
 
     model = load_model(config)
-    last_rows = {s: features[s].tail(1) for s in syms}
 
     def predict(missing: list[str]) -> dict[str, float | None]:
         stages.predictions += len(missing)
@@ -345,21 +322,20 @@ def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManag
         return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
                                                                    strict=True)}
 
-    probs = _per_symbol(manager, "predictions", {
-        s: fingerprint(["predictions", model.version, last_rows[s]]) for s in syms}, predict)
+    probs = manager.get_or_compute_many("predictions", {
+        s: fingerprint(["predictions", model.version, rows[s]]) for s in syms}, predict)
 
     vz_col = f"volume_z_{config.features.volume_z_period}"
     candidates = []
     for s in syms:
         b = best[s]
-        vz = last_rows[s][vz_col][0]
         candidates.append(GateInput(
             symbol=s, candle_time=last_rows[s]["open_time"][0],
             direction=b.direction if b else "flat", strength=b.strength if b else 0.0,
-            probability=probs[s], regime=regimes[s], volume_z=vz,
+            probability=probs[s], regime=regimes[s], volume_z=last_rows[s][vz_col][0],
             engine=b.engine if b else ""))
     records = cooldowns.snapshot()
-    correlation = _correlation_for_gates(config, candles, syms)
+    correlation = _correlation_for_gates(config, ws, candles, syms)
     relevant = sorted(
         (r.symbol, r.direction, r.candle_time.isoformat()) for r in records
         if r.symbol in syms)
@@ -370,54 +346,111 @@ def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManag
         return evaluate_gates(candidates, records, config.gates, correlation)
 
     decisions = manager.get_or_compute("gates", fingerprint(
-        ["gates", tag, _settings(config, "gates"), [dataclasses.astuple(c)
-                                                    for c in candidates],
-         relevant, corr_part]), gate)
+        ["gates", code_tag(), _settings(config, "gates"),
+         [dataclasses.astuple(c) for c in candidates], relevant, corr_part]), gate)
 
-    rows = []
+    results = []
     for s, c, d in zip(syms, candidates, decisions, strict=True):
         b = best[s]
-        rows.append(SymbolResult(
+        results.append(SymbolResult(
             symbol=s, candle_time=c.candle_time, close=float(last_rows[s]["close"][0]),
             regime=regimes[s], direction=c.direction, strength=c.strength,
             probability=probs[s], engine=b.engine if b else None,
             gate_passed=d.passed, gate_reasons=d.reasons))
-    rows.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
+    results.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
     new_records = [CooldownRecord(r.symbol, r.direction or "flat", r.candle_time)
-                   for r in rows if r.gate_passed]
+                   for r in results if r.gate_passed]
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
-                         symbols=rows), new_records
+                         symbols=results), new_records
 
 
-def _correlation_for_gates(config: Config, candles: pl.DataFrame,
+def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str],
+                          manager: CacheManager, batch: bool, stages: _Stages
+                          ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each symbol's last feature row (cached form) and regime, from the caches or computed
+    for all the misses at once. A regime needs the whole feature history, which the
+    features cache does not keep, so a regime miss recomputes that symbol's features."""
+    import polars as pl
+
+    from botopt.core._codec import fingerprint
+    from botopt.core._features import FEATURES_VERSION, compute_features
+    from botopt.core._regime import detect_regime
+
+    fps = candle_fingerprints(candles, config.data.interval)
+    tag = code_tag()
+    fset, rset = _settings(config, "features"), _settings(config, "features", "regime")
+    fkeys = {s: fingerprint(["features", tag, FEATURES_VERSION, fset, fps[s]]) for s in syms}
+    rkeys = {s: fingerprint(["regime", tag, rset, fps[s]]) for s in syms}
+    rows = _keyed(manager.get_many("features", list(fkeys.values())), fkeys)
+    regimes = _keyed(manager.get_many("regime", list(rkeys.values())), rkeys)
+    need = [s for s in syms if s not in rows or s not in regimes]
+    manager.count("features", hits=len(syms) - len(need), misses=len(need))
+    manager.count("regime", hits=len(regimes), misses=len(syms) - len(regimes))
+    if not need:
+        return rows, regimes
+    stages.features += len(need)
+    start = time.perf_counter()
+    frames = {str(k[0]): v for k, v in candles.partition_by(
+        "symbol", as_dict=True, maintain_order=True).items()}
+    if batch:
+        out = compute_features(pl.concat([frames[s] for s in need]), config)
+        full = {str(k[0]): v for k, v in
+                out.partition_by("symbol", as_dict=True, maintain_order=True).items()}
+    else:
+        full = {s: compute_features(frames[s], config) for s in need}
+    fresh_rows = {s: _row_value(full[s]) for s in need if s not in rows}
+    manager.set_many("features", {fkeys[s]: v for s, v in fresh_rows.items()},
+                     (time.perf_counter() - start) / len(need))
+    rows.update(fresh_rows)
+    todo = [s for s in need if s not in regimes]
+    if todo:
+        stages.regime += len(todo)
+        start = time.perf_counter()
+        if batch:
+            fresh = detect_regime(pl.concat([full[s] for s in todo]), config)
+        else:
+            fresh = {s: detect_regime(full[s], config)[s] for s in todo}
+        manager.set_many("regime", {rkeys[s]: fresh[s] for s in todo},
+                         (time.perf_counter() - start) / len(todo))
+        regimes.update(fresh)
+    return rows, regimes
+
+
+def _keyed(found: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
+    return {s: found[k] for s, k in keys.items() if k in found}
+
+
+def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
                            syms: list[str]) -> tuple[list[str], Any] | None:
-    """The stored rolling correlation matrix, brought up to date (only moved symbols)."""
+    """The stored rolling correlation matrix, brought up to date (only moved symbols).
+    A disk that refuses the write costs the stored state (one warning), never the run."""
     if len(syms) < 2:
         return None
     from botopt.core._correlation import update_correlation
+    from botopt.core.errors import CacheError
 
-    result = update_correlation(config, candles)
+    try:
+        result = update_correlation(config, candles)
+    except (OSError, CacheError) as exc:
+        ws.disk_refused(exc)  # from now on: a private temporary directory, not kept
+        result = update_correlation(config, candles, full=True)
     return list(result.symbols), result.matrix
 
 
-def _record(config: Config, result: SignalsResult, cooldowns: Any,
+def _record(config: Config, ws: Workspace, result: SignalsResult, cooldowns: Any,
             records: list[Any]) -> SignalsResult:
     """Cooldowns, regime changes and notifications: each reported once across runs."""
-    from botopt.core._regime_state import RegimeState
-
     added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
     new = [s for s in result.symbols
            if (s.symbol, s.direction, s.candle_time) in added]
-    from botopt.core._paths import state_dir
-
-    changes = RegimeState(state_dir(config, "gates") / "regimes.json").update(
+    changes = ws.regimes(config).update(
         [(s.symbol, s.regime, s.candle_time) for s in result.symbols if s.regime])
-    _publish(config, new, changes)
+    _publish(config, new, changes, root=ws.root)
     return dataclasses.replace(result, new_signals=new, regime_changes=changes)
 
 
 def _publish(config: Config, new: list[SymbolResult],
-             changes: list[tuple[str, str | None, str]]) -> None:
+             changes: list[tuple[str, str | None, str]], *, root: Path | None = None) -> None:
     """Queue notifications and emit events for what is new. A broken queue costs a warning:
     it must never fail or slow the signals run itself."""
     from botopt.core._events import emit
@@ -436,6 +469,6 @@ def _publish(config: Config, new: list[SymbolResult],
         log.warning("notifications not queued: %s", exc)
     for s in new:
         emit("signal_passed", symbol=s.symbol, direction=s.direction, engine=s.engine,
-             strength=s.strength, candle_time=_iso(s.candle_time), queued=queued)
+             strength=s.strength, candle_time=_iso(s.candle_time), queued=queued, _root=root)
     for sym, old, new_ in changes:
-        emit("regime_changed", symbol=sym, old=old, new=new_, queued=queued)
+        emit("regime_changed", symbol=sym, old=old, new=new_, queued=queued, _root=root)

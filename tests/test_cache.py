@@ -135,38 +135,61 @@ def test_edited_function_is_a_miss(root):
     assert f1(1) == 2 and f2(1) == 3
 
 
-def test_no_pickle_in_store_and_planted_pickle_never_loaded(cache_dir, tmp_path):
+def _db(root: Path) -> sqlite3.Connection:
+    return sqlite3.connect(root / "cache" / "cache.db", isolation_level=None)
+
+
+def test_no_pickle_in_store_and_planted_pickle_never_loaded(cache_dir, tmp_path, caplog):
     mgr = CacheManager(root=cache_dir)
     mgr.set("features", "k", {"a": (1, 2)})
-    db = cache_dir / "cache" / "features" / "cache.db"
-    con = sqlite3.connect(db)
-    modes = {r[0] for r in con.execute("SELECT mode FROM Cache")}
-    assert modes <= {1, 2}  # diskcache MODE_RAW / MODE_BINARY: bytes, never MODE_PICKLE (4)
+    con = _db(cache_dir)
+    tags = {bytes(r[0][:1]) for r in con.execute("SELECT value FROM entries")}
+    assert tags == {b"J"}  # typed JSON (or Arrow "A"): never a pickle
     marker = tmp_path / "pwned"
 
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    con.execute("UPDATE Cache SET value = ?, mode = 4", (pickle.dumps(Evil()),))
-    con.commit()
+    con.execute("UPDATE entries SET value = ?", (pickle.dumps(Evil()),))
     con.close()
     fresh = CacheManager(root=cache_dir)
     assert fresh.get("features", "k") is MISS
     assert not marker.exists()
+    assert "damaged entry was dropped" in caplog.text
+    assert _db(cache_dir).execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 0
 
 
-def test_corrupt_database_is_moved_aside(cache_dir, caplog):
+@pytest.mark.parametrize("damage", ["zeroed", "truncated"])
+def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damage):
     mgr = CacheManager(root=cache_dir)
-    mgr.set("regime", "k", "TREND_UP")
+    mgr.set("features", "k", {"rows": list(range(100))})
+    mgr.set("features", "other", 7)
     mgr.close()
-    db = cache_dir / "cache" / "regime" / "cache.db"
-    db.write_bytes(b"this is not sqlite" * 100)
+    con = _db(cache_dir)
+    (raw,) = con.execute("SELECT value FROM entries WHERE key = 'k'").fetchone()
+    bad = bytes(len(raw)) if damage == "zeroed" else raw[: len(raw) // 2]
+    con.execute("UPDATE entries SET value = ? WHERE key = 'k'", (bad,))
+    con.close()
     fresh = CacheManager(root=cache_dir)
-    assert fresh.get_or_compute("regime", "k", lambda: "RANGE") == "RANGE"
-    assert fresh.get("regime", "k") == "RANGE"
-    assert list(db.parent.glob("cache.db.corrupt-*"))
+    assert fresh.get_or_compute("features", "k", lambda: "recomputed") == "recomputed"
+    assert caplog.text.count("damaged entry was dropped") == 1
+    assert fresh.get("features", "k") == "recomputed" and fresh.get("features", "other") == 7
+
+
+def test_corrupt_database_is_moved_aside_once(cache_dir, caplog):
+    db = cache_dir / "cache" / "cache.db"
+    for _ in range(3):
+        mgr = CacheManager(root=cache_dir)
+        mgr.set("regime", "k", "TREND_UP")
+        mgr.close()
+        db.write_bytes(b"this is not sqlite" * 100)
+        fresh = CacheManager(root=cache_dir)
+        assert fresh.get_or_compute("regime", "k", lambda: "RANGE") == "RANGE"
+        assert fresh.get("regime", "k") == "RANGE"
+        fresh.close()
     assert "damaged" in caplog.text
+    assert sorted(p.name for p in db.parent.glob("cache.db.corrupt*")) == ["cache.db.corrupt"]
 
 
 def test_read_only_directory_degrades_to_no_cache(cache_dir, caplog):
@@ -180,18 +203,56 @@ def test_read_only_directory_degrades_to_no_cache(cache_dir, caplog):
         os.chmod(cache_dir, 0o700)
 
 
-def test_full_or_readonly_database_degrades(cache_dir, caplog):
+def test_read_only_database_degrades(cache_dir, caplog):
     mgr = CacheManager(root=cache_dir)
     mgr.set("features", "a", 1)
     mgr.close()
     fresh = CacheManager(root=cache_dir)
-    # query_only makes SQLite refuse every write the way a full or read-only disk does
+    # query_only makes SQLite refuse every write the way a read-only disk does
     # (root ignores file modes, so chmod cannot simulate it here).
-    fresh._cache("features")._sql("PRAGMA query_only = ON")
+    fresh._backend()._conn().execute("PRAGMA query_only = ON")
     assert fresh.get_or_compute("features", "b", lambda: 2) == 2
     assert fresh.get_or_compute("features", "c", lambda: 3) == 3
-    assert "caching disabled" in caplog.text
+    assert caplog.text.count("caching disabled") == 1
     assert fresh.get_or_compute("features", "a", lambda: -1) == -1  # degraded: computes
+    assert not list((cache_dir / "cache").glob("*.corrupt*"))
+
+
+def test_full_database_degrades_and_is_never_moved_aside(cache_dir, caplog):
+    mgr = CacheManager(root=cache_dir)
+    mgr.set("features", "a", 1)
+    con = mgr._backend()._conn()
+    # The database may not grow: SQLite answers SQLITE_FULL, as on a full disk.
+    pages = con.execute("PRAGMA page_count").fetchone()[0]
+    con.execute(f"PRAGMA max_page_count = {pages}")
+    with mgr.batch():
+        mgr.set_many("features", {f"k{i}": "x" * 5000 for i in range(50)})
+    assert "caching disabled" in caplog.text and "full" in caplog.text
+    assert mgr.get_or_compute("features", "b", lambda: 2) == 2
+    mgr.close()
+    assert not list((cache_dir / "cache").glob("*.corrupt*"))
+    assert CacheManager(root=cache_dir).get("features", "a") == 1  # still healthy
+
+
+def test_one_write_transaction_per_run(tmp_path):
+    """Every entry of a run and its statistics are committed together."""
+    from botopt.core import load_config
+    from botopt.core._pipeline import run_signals
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")})
+    mgr = CacheManager.from_config(cfg)
+    commits = []
+    store = mgr._backend()
+    real = store.write
+    store.write = lambda rows, stats, now: (commits.append((len(rows), dict(stats))),
+                                             real(rows, stats, now))[1]
+    syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    run_signals(cfg, syms, as_of=datetime(2026, 9, 20, 12, tzinfo=timezone.utc), manager=mgr)
+    assert len(commits) == 1
+    n_rows, stats = commits[0]
+    # features, regime, predictions per symbol; gates; the run (twice if it recorded one)
+    assert 3 * 3 + 1 + 1 <= n_rows <= 3 * 3 + 1 + 2
+    assert stats["features"][1] == 3 and stats["signals"][1] == 1
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o770])
@@ -261,7 +322,12 @@ def test_cache_stats_cli_json_and_light_imports(tmp_path):
     for name in ("features", "predictions", "regime", "gates"):
         assert {"hits", "misses", "hit_rate", "entries", "ttl_seconds", "size_bytes",
                 "time_saved_seconds"} <= set(caches[name])
-    assert caches["features"]["misses"] == 2 and caches["features"]["ttl_seconds"] == 60
+    assert caches["features"]["misses"] == 2 and caches["features"]["ttl_seconds"] == 600
+    assert caches["features"]["life"] == "2 x 5m candles"
+    set_ttl = runner.invoke(app, ["--cache-dir", str(c), "cache-stats", "--json"],
+                            env={"BOTOPT_CACHE_GATES_TTL": "45"})
+    gates = json.loads(set_ttl.stdout)["caches"]["gates"]
+    assert (gates["ttl_seconds"], gates["life"]) == (45, "set")
     code = ("import sys\nfrom botopt.cli.main import app\n"
             "try:\n    app(['--cache-dir', sys.argv[1], 'cache-stats'])\n"
             "except SystemExit:\n    pass\n"
