@@ -216,7 +216,8 @@ class CacheManager:
     _broken: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _registered: bool = field(default=False, repr=False)
-    write_seconds: float = field(default=0.0, repr=False)  # benchmarks read it
+    # Seconds spent encoding and writing entries (benchmarks read it).
+    write_seconds: float = field(default=0.0, repr=False)
 
     @classmethod
     def from_config(cls, config: Any, root: Path | None = None,
@@ -325,6 +326,7 @@ class CacheManager:
         life = self.ttl(name) if ttl is None else ttl
         if life <= 0:
             return 0
+        start = time.perf_counter()
         expire_at = self.clock() + life
         rows = []
         for key, value in items.items():
@@ -334,6 +336,7 @@ class CacheManager:
                 log.debug("cache %s: result not stored (%s)", name, exc)
                 continue
             rows.append((name, key, tag + body, expire_at, seconds))
+        self.write_seconds += time.perf_counter() - start
         if self._pending is not None:
             self._pending.extend(rows)
             return len(rows)

@@ -47,7 +47,8 @@ def _to_json(v: Any) -> Any:
     if isinstance(v, float):
         return v if math.isfinite(v) else {"$f": repr(v)}
     if isinstance(v, list):
-        return [_to_json(x) for x in v]
+        # Finite floats pass as they are: rows of numbers are most of what is cached.
+        return [x if type(x) is float and math.isfinite(x) else _to_json(x) for x in v]
     if isinstance(v, tuple):
         return {"$tuple": [_to_json(x) for x in v]}
     if isinstance(v, dict):

@@ -203,7 +203,7 @@ def _row_value(frame: pl.DataFrame) -> dict[str, Any]:
     last = frame.tail(1).select(pl.col("open_time").dt.epoch("ms"),
                                 *(pl.col(c).cast(pl.Float64) for c in cols))
     row = last.row(0)
-    return {"c": cols, "t": row[0], "v": list(row[1:])}
+    return {"c": ",".join(cols), "t": row[0], "v": list(row[1:])}
 
 
 def _rows_frame(values: Mapping[str, Mapping[str, Any]], syms: list[str]
@@ -215,7 +215,7 @@ def _rows_frame(values: Mapping[str, Mapping[str, Any]], syms: list[str]
     for s in syms:
         v = values[s]
         schema = {"symbol": pl.String, "open_time": pl.Int64,
-                  **{c: pl.Float64 for c in v["c"]}}
+                  **{c: pl.Float64 for c in v["c"].split(",")}}
         out[s] = pl.DataFrame([[s, v["t"], *v["v"]]], schema=schema, orient="row") \
             .with_columns(pl.col("open_time").cast(pl.Datetime("ms", "UTC")))
     return out
@@ -322,8 +322,9 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
         return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
                                                                    strict=True)}
 
+    pset = f"predictions|{model.version}"
     probs = manager.get_or_compute_many("predictions", {
-        s: fingerprint(["predictions", model.version, rows[s]]) for s in syms}, predict)
+        s: _digest(pset, repr(rows[s]) if manager.enabled else s) for s in syms}, predict)
 
     vz_col = f"volume_z_{config.features.volume_z_period}"
     candidates = []
@@ -345,9 +346,10 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
         stages.gates += 1
         return evaluate_gates(candidates, records, config.gates, correlation)
 
-    decisions = manager.get_or_compute("gates", fingerprint(
-        ["gates", code_tag(), _settings(config, "gates"),
-         [dataclasses.astuple(c) for c in candidates], relevant, corr_part]), gate)
+    gkey = fingerprint(["gates", code_tag(), _settings(config, "gates"),
+                        [dataclasses.astuple(c) for c in candidates], relevant, corr_part]
+                       ) if manager.enabled else "gates"
+    decisions = manager.get_or_compute("gates", gkey, gate)
 
     results = []
     for s, c, d in zip(syms, candidates, decisions, strict=True):
@@ -372,15 +374,17 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     features cache does not keep, so a regime miss recomputes that symbol's features."""
     import polars as pl
 
-    from botopt.core._codec import fingerprint
     from botopt.core._features import FEATURES_VERSION, compute_features
     from botopt.core._regime import detect_regime
 
-    fps = candle_fingerprints(candles, config.data.interval)
-    tag = code_tag()
-    fset, rset = _settings(config, "features"), _settings(config, "features", "regime")
-    fkeys = {s: fingerprint(["features", tag, FEATURES_VERSION, fset, fps[s]]) for s in syms}
-    rkeys = {s: fingerprint(["regime", tag, rset, fps[s]]) for s in syms}
+    if manager.enabled:
+        fps = candle_fingerprints(candles, config.data.interval)
+        fset = f"features|{code_tag()}|{FEATURES_VERSION}|{_settings(config, 'features')}"
+        rset = f"regime|{code_tag()}|{_settings(config, 'features', 'regime')}"
+        fkeys = {s: _digest(fset, fps[s]) for s in syms}
+        rkeys = {s: _digest(rset, fps[s]) for s in syms}
+    else:  # nothing is looked up: no keys to pay for
+        fkeys = rkeys = {s: s for s in syms}
     rows = _keyed(manager.get_many("features", list(fkeys.values())), fkeys)
     regimes = _keyed(manager.get_many("regime", list(rkeys.values())), rkeys)
     need = [s for s in syms if s not in rows or s not in regimes]
@@ -414,6 +418,10 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
                          (time.perf_counter() - start) / len(todo))
         regimes.update(fresh)
     return rows, regimes
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=20).hexdigest()
 
 
 def _keyed(found: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
