@@ -263,7 +263,9 @@ class CacheManager:
 
     def _degrade(self, exc: BaseException) -> None:
         if not self._broken:
-            log.warning("caching disabled for this run: %s", exc)
+            from botopt.core._fs import refused_write
+
+            refused_write(self.root, exc)
         self._broken = True
 
     @contextmanager

@@ -43,15 +43,37 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+_refused: set[Path] = set()
+
+
+def refused_write(root: Path, exc: BaseException) -> None:
+    """Report a disk that refused a write (read-only, full, I/O error) once per state root
+    and process: the cache, the correlation state and the state files all live there, and
+    one line says what the run does about it; the rest go to the debug log."""
+    import logging
+
+    log = logging.getLogger("botopt.state")
+    reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or
+                                                [type(exc).__name__])[0]
+    if root in _refused:
+        log.debug("%s: write refused (%s)", root, reason)
+        return
+    _refused.add(root)
+    log.warning("cannot write under %s (%s): caching disabled and no state stored for "
+                "this run", root, reason)
+
+
 class JsonState:
     """A small JSON document shared by overlapping runs: read without a lock (atomic
     replace means a reader sees a whole file), changed under a file lock. The one lock +
     atomic-JSON helper every state file uses (cooldowns, regime history)."""
 
-    def __init__(self, path: Path, what: str, timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, what: str, timeout: float = 10.0,
+                 root: Path | None = None) -> None:
         self.path = path
         self.what = what
         self.timeout = timeout
+        self.root = root or path.parent  # whose disk a refused write is reported for
 
     def raw(self) -> bytes | None:
         try:
@@ -93,6 +115,5 @@ class JsonState:
         except Timeout:
             log.warning("%s %s is locked by another run; not updated", self.what, self.path)
         except OSError as exc:
-            log.warning("%s %s cannot be written (%s); not updated", self.what, self.path,
-                        exc.strerror or exc)
+            refused_write(self.root, exc)
         return None

@@ -147,10 +147,11 @@ class CooldownStore:
     """Passed signals, kept between runs in a JSON file (``JsonState``: atomic replace under
     a file lock)."""
 
-    def __init__(self, path: Path, keep: timedelta = timedelta(days=2)) -> None:
+    def __init__(self, path: Path, keep: timedelta = timedelta(days=2),
+                 root: Path | None = None) -> None:
         self.path = path
         self.keep = keep
-        self._doc = JsonState(path, "cooldown state")
+        self._doc = JsonState(path, "cooldown state", root=root)
 
     @staticmethod
     def _parse(doc: Any) -> list[CooldownRecord]:

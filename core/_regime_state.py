@@ -11,9 +11,9 @@ from botopt.core._fs import JsonState
 
 
 class RegimeState:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, root: Path | None = None) -> None:
         self.path = path
-        self._doc = JsonState(path, "regime state", timeout=5)
+        self._doc = JsonState(path, "regime state", timeout=5, root=root)
 
     def update(self, seen: Iterable[tuple[str, str, datetime]]
                ) -> list[tuple[str, str | None, str]]:
@@ -32,6 +32,8 @@ class RegimeState:
             dirty = False
             for sym, regime, t in items:
                 old = state.get(sym)
+                if not (isinstance(old, list) and len(old) == 2 and isinstance(old[1], str)):
+                    old = None  # a damaged record: as if the symbol were new
                 if old is not None and datetime.fromisoformat(old[1]) >= t:
                     continue
                 if old is not None and old[0] != regime:

@@ -153,8 +153,9 @@ class Workspace:
         private temporary directory for state that a run cannot do without."""
         lost = _ephemeral.get(self.root)
         if lost is None:
-            log.warning("state in %s cannot be written (%s); running without stored "
-                        "correlation state", self.root, exc)
+            from botopt.core._fs import refused_write
+
+            refused_write(self.root, exc)
             import atexit
             import shutil
             import tempfile
@@ -181,12 +182,12 @@ class Workspace:
     def cooldowns(self, config: Config | None = None) -> CooldownStore:
         from botopt.core._gates import CooldownStore
 
-        return CooldownStore(self.state_dir(config) / "cooldowns.json")
+        return CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
 
     def regimes(self, config: Config | None = None) -> RegimeState:
         from botopt.core._regime_state import RegimeState
 
-        return RegimeState(self.state_dir(config) / "regimes.json")
+        return RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
 
     def close(self) -> None:
         if self._cache is not None:

@@ -352,3 +352,91 @@ def test_cache_clear(tmp_path):
     bad = runner.invoke(app, ["--cache-dir", str(c), "cache-clear", "--cache", "featurez"])
     assert bad.exit_code == 2 and "unknown cache 'featurez'" in bad.stderr
     assert runner.invoke(app, ["--cache-dir", str(c), "cache-clear"]).exit_code == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs) for the cache directory: it can be filled up or
+    remounted read-only. Needs root (mount); skipped elsewhere."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "disk"
+    d.mkdir(mode=0o700)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(d)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "botopt.cli.main", *args],
+                          capture_output=True, text=True)
+
+
+def _fill(directory: Path) -> None:
+    with open(directory / "filler", "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_refusing_disk_degrades_with_one_warning(small_disk, tmp_path, fault):
+    """A full or read-only cache disk: the run answers (equal to --no-cache), says so in one
+    line, never 'internal error', and a healthy cache.db is never moved aside."""
+    syms = ["-s", "BTCUSDT,ETHUSDT,SOLUSDT", "--json"]
+    t0 = "2026-09-20T12:00:30Z"
+    assert _cli("--cache-dir", str(small_disk), "signals", *syms, "--as-of", t0
+                ).returncode == 0
+    assert _cli("--cache-dir", str(tmp_path / "ref"), "signals", *syms, "--as-of", t0
+                ).returncode == 0
+    if fault == "full":
+        _fill(small_disk)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    for as_of in ("2026-09-20T12:05:30Z", "2026-09-20T12:06:30Z"):  # a new candle, then again
+        r = _cli("--cache-dir", str(small_disk), "signals", *syms, "--as-of", as_of)
+        ref = _cli("--cache-dir", str(tmp_path / "ref"), "signals", *syms, "--as-of", as_of,
+                   "--no-cache")
+        assert r.returncode == 0, r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+        warnings = [line for line in r.stderr.splitlines() if "WARNING" in line
+                    and "notifications not queued" not in line]
+        assert len(warnings) == 1 and "caching disabled" in warnings[0], r.stderr
+        assert json.loads(r.stdout) == json.loads(ref.stdout)
+    assert (small_disk / "cache" / "cache.db").is_file()
+    assert not [p for p in small_disk.rglob("*") if "corrupt" in p.name]
+
+
+def test_cache_clear_with_corrupt_statistics(tmp_path):
+    c = tmp_path / "c"
+    assert _cli("--cache-dir", str(c), "signals", "-s", "BTCUSDT", "--as-of",
+                "2026-09-20").returncode == 0
+    (c / "cache" / "stats.db").write_bytes(b"\0garbage" * 512)  # an older version's file
+    db = c / "cache" / "cache.db"
+    db.write_bytes(b"not a database" * 512)
+    for p in (Path(str(db) + "-wal"), Path(str(db) + "-shm")):
+        p.unlink(missing_ok=True)
+    stats = _cli("--cache-dir", str(c), "cache-stats", "--json")
+    assert stats.returncode == 0 and "internal error" not in stats.stderr
+    r = _cli("--cache-dir", str(c), "cache-clear")
+    assert r.returncode == 0, r.stderr
+    assert "internal error" not in r.stderr and not (c / "cache" / "stats.db").exists()
+    again = _cli("--cache-dir", str(c), "signals", "-s", "BTCUSDT", "--as-of", "2026-09-20")
+    assert again.returncode == 0 and "internal error" not in again.stderr
+
+
+def test_config_show_prints_each_cache_life(tmp_path):
+    r = runner.invoke(app, ["config", "show", "--json"])
+    settings = json.loads(r.stdout)["settings"]
+    assert settings["cache.features_ttl"]["value"] == "600 s (2 x 5m candles)"
+    r = runner.invoke(app, ["config", "show", "--json"],
+                      env={"BOTOPT_CACHE_PREDICTIONS_TTL": "30", "BOTOPT_DATA_INTERVAL": "1h"})
+    settings = json.loads(r.stdout)["settings"]
+    assert settings["cache.predictions_ttl"]["value"] == "30 s (set)"
+    assert settings["cache.regime_ttl"]["value"] == "7200 s (2 x 1h candles)"
