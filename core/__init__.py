@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "run_monitor": "botopt.core._monitor",
     "get_status": "botopt.core._monitor",
     "run_signals": "botopt.core._pipeline",
+    "Workspace": "botopt.core._workspace",
 }
 
 __all__ = sorted(_EXPORTS)

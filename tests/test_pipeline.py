@@ -256,3 +256,24 @@ def test_library_run_writes_nothing_under_home(tmp_path):
     assert (tmp_path / "c" / "events" / "events.log").read_text().count("signal_passed") \
         == len(result.new_signals)
     assert list(home.rglob("*")) == []
+
+
+def test_warm_cron_run_answers_without_polars_or_numpy(tmp_path):
+    """Within the candle slot a new process answers from the whole-run entry without
+    importing polars or numpy, and the answer equals --no-cache."""
+    import subprocess
+    import sys
+
+    c = str(tmp_path / "c")
+    args = ["--cache-dir", c, "signals", "-s", "BTCUSDT,ETHUSDT", "--json"]
+    first = runner.invoke(app, [*args, "--as-of", "2026-09-20T12:00:03Z"])
+    assert first.exit_code == 0, first.stderr
+    code = ("import sys\nfrom botopt.cli.main import app\n"
+            "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', [m for m in ('polars', 'numpy') if m in sys.modules])\n")
+    later = subprocess.run([sys.executable, "-c", code, *args, "--as-of",
+                            "2026-09-20T12:03:59Z"], capture_output=True, text=True)
+    assert "HEAVY []" in later.stdout, later.stdout + later.stderr
+    answer = json.loads(later.stdout.split("HEAVY")[0])
+    fresh = runner.invoke(app, [*args, "--as-of", "2026-09-20T12:03:59Z", "--no-cache"])
+    assert answer == json.loads(fresh.stdout)
