@@ -292,13 +292,10 @@ def _run(config: Config, ws: Workspace, syms: list[str], now: datetime,
 def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
              manager: CacheManager, batch: bool, cooldowns: Any, stages: _Stages
              ) -> tuple[SignalsResult, list[Any]]:
-    import polars as pl
-
     from botopt.core._candles import load_candles
     from botopt.core._codec import fingerprint
     from botopt.core._engines import AlphaEngineCoordinator, best_signal
     from botopt.core._gates import CooldownRecord, GateInput, evaluate_gates
-    from botopt.core._model import load_model
 
     candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
     rows, regimes = _features_and_regimes(config, candles, syms, manager, batch, stages)
@@ -311,20 +308,7 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
         signals = {s: coord.generate_all_signals(last_rows[s], regimes[s]) for s in syms}
     best = {s: best_signal(signals[s]) for s in syms}
 
-    model = load_model(config)
-
-    def predict(missing: list[str]) -> dict[str, float | None]:
-        stages.predictions += len(missing)
-        if batch:
-            probs = model.predict_proba(pl.concat([last_rows[s] for s in missing]))
-        else:
-            probs = [model.predict_proba(last_rows[s])[0] for s in missing]
-        return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
-                                                                   strict=True)}
-
-    pset = f"predictions|{model.version}"
-    probs = manager.get_or_compute_many("predictions", {
-        s: _digest(pset, repr(rows[s]) if manager.enabled else s) for s in syms}, predict)
+    probs = _predictions(config, rows, last_rows, syms, manager, batch, stages)
 
     vz_col = f"volume_z_{config.features.volume_z_period}"
     candidates = []
@@ -364,6 +348,30 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
                    for r in results if r.gate_passed]
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
                          symbols=results), new_records
+
+
+def _predictions(config: Config, rows: Mapping[str, Any], last_rows: Mapping[str, Any],
+                 syms: list[str], manager: CacheManager, batch: bool, stages: _Stages
+                 ) -> dict[str, float | None]:
+    """P(up) per symbol, keyed by the model's version and the feature row's content."""
+    import polars as pl
+
+    from botopt.core._model import load_model
+
+    model = load_model(config)
+
+    def predict(missing: list[str]) -> dict[str, float | None]:
+        stages.predictions += len(missing)
+        if batch:
+            probs = model.predict_proba(pl.concat([last_rows[s] for s in missing]))
+        else:
+            probs = [model.predict_proba(last_rows[s])[0] for s in missing]
+        return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
+                                                                   strict=True)}
+
+    pset = f"predictions|{model.version}"
+    return manager.get_or_compute_many("predictions", {
+        s: _digest(pset, repr(rows[s]) if manager.enabled else s) for s in syms}, predict)
 
 
 def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str],
