@@ -440,3 +440,19 @@ def test_config_show_prints_each_cache_life(tmp_path):
     settings = json.loads(r.stdout)["settings"]
     assert settings["cache.predictions_ttl"]["value"] == "30 s (set)"
     assert settings["cache.regime_ttl"]["value"] == "7200 s (2 x 1h candles)"
+
+
+def test_default_root_for_config_less_entry_points(tmp_path, monkeypatch):
+    """The documented order: what the CLI set, else $BOTOPT_CACHE_DIR, else the platform's
+    user cache directory."""
+    from botopt.core._workspace import default_root, set_default_root
+
+    set_default_root(None)
+    try:
+        assert default_root() == Path(os.environ["XDG_CACHE_HOME"]) / "botopt"
+        monkeypatch.setenv("BOTOPT_CACHE_DIR", str(tmp_path / "env"))
+        assert default_root() == tmp_path / "env"
+        set_default_root(tmp_path / "cli")
+        assert default_root() == tmp_path / "cli"
+    finally:
+        set_default_root(None)
