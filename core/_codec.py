@@ -19,6 +19,7 @@ from typing import Any
 TAG_JSON = b"J"
 TAG_ARROW = b"A"
 _registry: dict[str, type] = {}
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one, not one per value
 
 
 class Unencodable(TypeError):
@@ -135,7 +136,7 @@ def encode(value: Any) -> tuple[bytes, bytes]:
 
         if isinstance(value, pl.DataFrame):
             return TAG_ARROW, _ipc(value)
-    return TAG_JSON, json.dumps(_to_json(value), separators=(",", ":")).encode()
+    return TAG_JSON, _ENCODER.encode(_to_json(value)).encode()
 
 
 def decode(tag: bytes, body: bytes) -> Any:
