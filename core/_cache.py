@@ -202,7 +202,10 @@ class _Counters:
 
 @dataclass
 class CacheManager:
-    """The caches under one root directory. ``enabled=False`` computes everything."""
+    """The caches under one root directory. ``enabled=False`` computes everything.
+
+    Storage goes through ``_store`` (a ``CacheStore``; by default a ``SQLiteStore`` under
+    ``root/cache``, opened on first use), the seam where another backend would plug in."""
 
     root: Path
     ttls: dict[str, float] = field(default_factory=lambda: dict(SEED_TTLS))
