@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from botopt.core._paths import current_cache_dir
+from botopt.core._workspace import default_root
 
 log = logging.getLogger("botopt.events")
 LOG_NAME = "events.log"
@@ -29,7 +29,7 @@ _MAX_LINE = 3500  # below PIPE_BUF-sized writes, which Linux appends atomically
 
 
 def events_dir(root: Path | None = None) -> Path:
-    return (root or current_cache_dir()) / "events"
+    return (root or default_root()) / "events"
 
 
 def socket_path(directory: Path) -> Path:

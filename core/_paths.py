@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from botopt.core._config import Config
 from botopt.core.errors import CacheDirUnsafeError, CacheError
+
+if TYPE_CHECKING:
+    from botopt.core._config import Config
 
 
 def default_cache_dir() -> Path:
