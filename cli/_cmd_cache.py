@@ -17,17 +17,15 @@ def _bar(rate: float, width: int = 20) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("cache-stats")
     def cache_stats(ctx: typer.Context, json_out: bool = opt.JSON) -> None:
-        """Hits, misses, hit rate, entries, size and time saved per cache."""
+        """Hits, misses, hit rate, entries, size, life and time saved per cache."""
         # Deliberately light: no polars or numpy on this path (cron runs it every minute).
-        from botopt.core._cache import get_cache_stats
-        from botopt.core._paths import cache_dir_for
+        from botopt.core._cache import describe_life, effective_lives, get_cache_stats
+        from botopt.core._workspace import Workspace
 
         state = get_state(ctx)
         cfg = state.config()
-        cc = cfg.cache
-        stats = get_cache_stats(cache_dir_for(cfg), ttls={
-            "features": cc.features_ttl, "predictions": cc.predictions_ttl,
-            "regime": cc.regime_ttl, "gates": cc.gates_ttl})
+        root = Workspace.root_for(cfg)
+        stats = get_cache_stats(root, ttls=effective_lives(cfg))
         if json_out:
             print_json({"caches": stats})
             return
@@ -39,10 +37,11 @@ def register(app: typer.Typer) -> None:
             rows.append((name, f"{_bar(s['hit_rate'])} {rate}" if state.is_terminal else rate,
                          s["hits"], s["misses"], s["entries"],
                          f"{s['size_bytes'] / 1024:.1f} KiB",
-                         "-" if s["ttl_seconds"] is None else f"{s['ttl_seconds']:g} s",
+                         "-" if s["ttl_seconds"] is None else
+                         describe_life(s["ttl_seconds"], s["life"] or "seed TTL"),
                          f"{s['time_saved_seconds']:.3f} s"))
-        print_table(state, f"caches in {cache_dir_for(cfg)}",
-                    ["cache", "hit rate", "hits", "misses", "entries", "size", "ttl",
+        print_table(state, f"caches in {root}",
+                    ["cache", "hit rate", "hits", "misses", "entries", "size", "life",
                      "time saved"], rows)
 
     @app.command("cache-clear")
@@ -53,8 +52,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Delete cached entries (all caches, or one) and their statistics."""
         from botopt.core._cache import clear_cache
-        from botopt.core._paths import cache_dir_for
+        from botopt.core._workspace import Workspace
 
         state = get_state(ctx)
-        cleared = clear_cache(cache, cache_dir_for(state.config()))
+        cleared = clear_cache(cache, Workspace.root_for(state.config()))
         state.notice(f"cleared {', '.join(cleared)}")

@@ -71,12 +71,13 @@ class AppState:
         key = tuple(sorted((k, str(v)) for k, v in flags.items()))
         cfg = self._configs.get(key)
         if cfg is None:
-            from botopt.core._paths import cache_dir_for, set_current_cache_dir
             from botopt.core._redact import register_secret
+            from botopt.core._workspace import Workspace, set_default_root
 
             cfg = load_config(self.config_path, overrides=flags)
             self._configs[key] = cfg
-            set_current_cache_dir(cache_dir_for(cfg))
+            # Config-less entry points (emit, decorators in a model plug-in) follow it.
+            set_default_root(Workspace.root_for(cfg))
             register_secret(cfg.telegram.token)
         if announce_sample_data and cfg.path is None and not self._notice_shown \
                 and cfg.sources.get("data.source") == "default":

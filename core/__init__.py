@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "run_signals": "botopt.core._pipeline",
     "is_live": "botopt.core._pipeline",
     "sample_clock": "botopt.core._candles",
+    "Workspace": "botopt.core._workspace",
 }
 
 __all__ = sorted(_EXPORTS)

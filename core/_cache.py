@@ -1,23 +1,31 @@
 """Persistent named caches shared by cron runs: safe to overlap, never pickled, never wrong.
 
 Keys carry everything a result depends on (function, code version, arguments, a content
-fingerprint of the data), so a hit is always the answer an uncached run would give; the TTL
-only bounds how long an entry lives.
+fingerprint of the data), so a hit is always the answer an uncached run would give; the
+life of an entry only bounds how long it is kept.
 
-Why not diskcache's defaults:
+Lifetimes (the one place their defaults are defined):
 
-- Pickle. diskcache unpickles what it reads (CVE-2025-69872: whoever can write the cache
-  directory runs code as the user). ``_SafeDisk`` stores bytes only and refuses to unpickle;
-  values are typed JSON or Arrow IPC (``botopt.core._codec``).
-- Statistics. ``statistics=True`` writes to SQLite on every read. We count hits and misses
-  in memory and add them to a small stats database once per process.
-- Failure. Lock contention, a corrupt database, a read-only or full disk must not fail a
-  run: contention is a miss (recompute), corruption is moved aside and rebuilt, an unwritable
-  disk turns caching off for the process with one warning.
+- The pipeline's stages are content-keyed: an entry keyed by a candle can only be wanted
+  while that candle is the newest closed one. By default it lives ``CANDLE_LIVES`` candle
+  intervals from when it was written (10 min at 5m): the slot it was written in, plus one
+  interval of grace for late or jittered runs. A ``cache.*_ttl`` setting overrides this.
+- The decorators (``cache_features`` ...) cache users' own functions, whose keys need not
+  carry the data; they keep the seed's short TTLs (``SEED_TTLS``).
 
-Expiry is checked against an injectable clock (stored in each entry's header) so a replay of
-a day of cron runs sees the same hits a real day would; diskcache's own expiry (wall clock)
-only garbage-collects.
+Storage is one SQLite database (``cache/cache.db``) behind the small ``CacheStore``
+interface, so another backend (a shared server) can replace it without touching callers:
+
+- Never pickle: values are typed JSON or Arrow IPC bytes (``botopt.core._codec``).
+- One write transaction per run: ``CacheManager.batch()`` holds a run's writes and its
+  statistics and commits them together; reads are batched (``get_many``).
+- Failure never fails a run: lock contention is a miss; a corrupt database is moved aside
+  once (``cache.db.corrupt``) and rebuilt; a corrupt value is a miss that is deleted with a
+  warning; a read-only or full disk turns caching off for the process with one warning (a
+  healthy database is never moved aside for that).
+
+Expiry is checked against an injectable clock so a replay of cron runs sees the hits a real
+day would.
 """
 
 from __future__ import annotations
@@ -28,63 +36,160 @@ import hashlib
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from botopt.core._paths import current_cache_dir, ensure_dir
 from botopt.core.errors import CacheError, UsageError
 
 log = logging.getLogger("botopt.cache")
 
 T = TypeVar("T")
 MISS: Any = object()  # a cached None is a value; only MISS means "not there"
-NAMED_TTLS = {"features": 60.0, "predictions": 30.0, "regime": 300.0, "gates": 10.0}
+PIPELINE_CACHES = ("features", "regime", "predictions", "gates", "signals")
+# Decorator defaults (the seed's; for users' functions whose keys may not carry the data).
+SEED_TTLS = {"features": 60.0, "predictions": 30.0, "regime": 300.0, "gates": 10.0}
+DEFAULT_TTL = 60.0  # a decorator cache with another name
+CANDLE_LIVES = 2  # pipeline entries live this many candle intervals unless a TTL is set
 _LOCK_TIMEOUT = 0.5  # seconds: a slow lock means recompute, not wait
-_HEADER = struct.Struct("<cdd")  # codec tag, expire-at (clock seconds), compute seconds
+_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+# SQLite result codes (Python >= 3.11 exposes them on the exception).
+_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 
 
-class _Uncacheable(Exception):
-    pass
+def interval_seconds(interval: str) -> float:
+    """'5m' -> 300 without importing the candle module (cache-stats stays light)."""
+    return float(int(interval[:-1]) * _UNITS[interval[-1]])
 
 
-def _safe_disk_class() -> type:
-    import diskcache
-    from diskcache.core import MODE_PICKLE
+def effective_lives(config: Any) -> dict[str, tuple[float, str]]:
+    """Per pipeline cache: (seconds an entry lives, how that was decided)."""
+    cc = config.cache
+    candle = CANDLE_LIVES * interval_seconds(config.data.interval)
+    out: dict[str, tuple[float, str]] = {}
+    for name in ("features", "predictions", "regime", "gates"):
+        set_ttl = getattr(cc, f"{name}_ttl")
+        out[name] = (float(set_ttl), "set") if set_ttl is not None else \
+            (candle, f"{CANDLE_LIVES} x {config.data.interval} candles")
+    # The whole-run entry is keyed by its candle slot; it never outlives a stage it stands for.
+    life = min(out[n][0] for n in ("features", "predictions", "regime"))
+    out["signals"] = (life, "candle slot" if life == candle else "shortest stage")
+    return out
 
-    class SafeDisk(diskcache.Disk):  # type: ignore[misc]
-        """A diskcache Disk that stores str keys and bytes values only, and never
-        unpickles: a planted pickle row reads as an unusable entry."""
 
-        def put(self, key: Any) -> Any:
-            if type(key) is not str:
-                raise TypeError("botopt cache keys are str")
-            return super().put(key)
+def describe_life(seconds: float, how: str) -> str:
+    return f"{seconds:g} s ({how})"
 
-        def get(self, key: Any, raw: bool) -> Any:
-            if not raw:
-                raise _Uncacheable("refusing to unpickle a cache key")
-            return super().get(key, raw)
 
-        def store(self, value: Any, read: bool, key: Any = None) -> Any:
-            if type(value) is not bytes:
-                raise TypeError("botopt cache values are bytes")
-            return super().store(value, read) if key is None else \
-                super().store(value, read, key)
+class CacheStore(Protocol):
+    """What the cache manager needs from a storage backend (values are opaque bytes)."""
 
-        def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-            if mode == MODE_PICKLE:
-                raise _Uncacheable("refusing to unpickle a cache value")
-            if filename is not None and (os.path.isabs(filename) or ".." in filename):
-                raise _Uncacheable("cache entry points outside the cache")
-            return super().fetch(mode, filename, value, read)
+    def get_many(self, name: str, keys: Sequence[str], now: float
+                 ) -> dict[str, tuple[bytes, float]]: ...
 
-    return SafeDisk
+    def write(self, rows: Sequence[tuple[str, str, bytes, float, float]],
+              stats: Mapping[str, tuple[int, int, float]], now: float) -> None: ...
+
+    def delete(self, name: str, keys: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (name TEXT NOT NULL, key TEXT NOT NULL,
+    expire_at REAL NOT NULL, seconds REAL NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (name, key));
+CREATE INDEX IF NOT EXISTS entries_expiry ON entries(expire_at);
+CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, hits INTEGER NOT NULL,
+    misses INTEGER NOT NULL, saved REAL NOT NULL);
+"""
+
+
+def _code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return _code(exc) in _BUSY or "locked" in str(exc) or "busy" in str(exc)
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    code = _code(exc)
+    if code is not None:
+        return code in _CORRUPT
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.OperationalError)
+
+
+class SQLiteStore:
+    """The local backend: one database, WAL mode, bounded lock waits."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "cache.db"
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(str(self.path), timeout=_LOCK_TIMEOUT, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def get_many(self, name: str, keys: Sequence[str], now: float
+                 ) -> dict[str, tuple[bytes, float]]:
+        out: dict[str, tuple[bytes, float]] = {}
+        db = self._conn()
+        for i in range(0, len(keys), 500):  # SQLite's parameter limit
+            chunk = list(keys[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, value, seconds in db.execute(
+                    f"SELECT key, value, seconds FROM entries WHERE name = ? AND key IN "
+                    f"({marks}) AND expire_at > ?", (name, *chunk, now)):
+                out[key] = (value, seconds)
+        return out
+
+    def write(self, rows: Sequence[tuple[str, str, bytes, float, float]],
+              stats: Mapping[str, tuple[int, int, float]], now: float) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO entries(name, key, value, expire_at, "
+                           "seconds) VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO stats(name, hits, misses, saved) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET hits = hits + excluded.hits, "
+                "misses = misses + excluded.misses, saved = saved + excluded.saved",
+                [(n, h, m, s) for n, (h, m, s) in stats.items()])
+            if rows:  # expired entries go with a run's writes, never in a commit of their own
+                db.execute("DELETE FROM entries WHERE expire_at <= ?", (now,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def delete(self, name: str, keys: Sequence[str]) -> None:
+        self._conn().executemany("DELETE FROM entries WHERE name = ? AND key = ?",
+                                 [(name, k) for k in keys])
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 @dataclass
@@ -97,143 +202,185 @@ class _Counters:
 
 @dataclass
 class CacheManager:
-    """The caches under one root directory. ``enabled=False`` computes everything."""
+    """The caches under one root directory. ``enabled=False`` computes everything.
+
+    Storage goes through ``_store`` (a ``CacheStore``; by default a ``SQLiteStore`` under
+    ``root/cache``, opened on first use), the seam where another backend would plug in."""
 
     root: Path
-    ttls: dict[str, float] = field(default_factory=lambda: dict(NAMED_TTLS))
+    ttls: dict[str, float] = field(default_factory=lambda: dict(SEED_TTLS))
     enabled: bool = True
     clock: Callable[[], float] = time.time
-    _caches: dict[str, Any] = field(default_factory=dict, repr=False)
+    _store: Any = field(default=None, repr=False)
     _counts: dict[str, _Counters] = field(default_factory=dict, repr=False)
+    _flushed: dict[str, tuple[int, int, float]] = field(default_factory=dict, repr=False)
+    _pending: list[tuple[str, str, bytes, float, float]] | None = field(default=None,
+                                                                          repr=False)
     _broken: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _registered: bool = field(default=False, repr=False)
+    # Seconds spent encoding and writing entries (benchmarks read it).
+    write_seconds: float = field(default=0.0, repr=False)
 
     @classmethod
     def from_config(cls, config: Any, root: Path | None = None,
                     clock: Callable[[], float] = time.time) -> CacheManager:
-        from botopt.core._paths import cache_dir_for
+        if root is None:
+            from botopt.core._workspace import Workspace
 
-        cc = config.cache
-        ttls = {"features": cc.features_ttl, "predictions": cc.predictions_ttl,
-                "regime": cc.regime_ttl, "gates": cc.gates_ttl}
-        return cls(root=root or cache_dir_for(config), ttls=ttls, enabled=cc.enabled,
-                   clock=clock)
+            root = Workspace.root_for(config)
+        ttls = {n: life for n, (life, _) in effective_lives(config).items()}
+        return cls(root=root, ttls=ttls, enabled=config.cache.enabled, clock=clock)
+
+    def disabled(self) -> CacheManager:
+        """A manager that computes everything (``--no-cache``) and stores nothing."""
+        return CacheManager(root=self.root, ttls=dict(self.ttls), enabled=False,
+                            clock=self.clock)
 
     # -- storage -------------------------------------------------------------------------
 
-    def _cache(self, name: str) -> Any:
-        cache = self._caches.get(name)
-        if cache is not None:
-            return cache
-        import diskcache
+    def _backend(self) -> Any:
+        if self._store is None:
+            from botopt.core._paths import ensure_dir
 
-        directory = ensure_dir(ensure_dir(self.root) / "cache") / name
+            self._store = SQLiteStore(ensure_dir(ensure_dir(self.root) / "cache"))
+        return self._store
+
+    def _quarantine(self, exc: BaseException) -> None:
+        store = self._store
+        self._store = None
+        if store is None:
+            return
+        store.close()
+        db = store.path
+        aside = Path(str(db) + ".corrupt")  # one file, replaced: never one more per run
+        log.warning("cache %s is damaged (%s); moved aside to %s and rebuilt", db,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__, aside.name)
         try:
-            cache = self._open(diskcache, directory)
-        except sqlite3.DatabaseError as exc:
-            self._quarantine(directory, exc)
-            cache = self._open(diskcache, directory)
-        self._caches[name] = cache
-        return cache
-
-    @staticmethod
-    def _open(diskcache: Any, directory: Path) -> Any:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        return diskcache.Cache(str(directory), disk=_safe_disk_class(), timeout=_LOCK_TIMEOUT,
-                               statistics=False, eviction_policy="least-recently-stored",
-                               size_limit=2**30)
-
-    def _quarantine(self, directory: Path, exc: BaseException) -> None:
-        db = directory / "cache.db"
-        aside = directory / f"cache.db.corrupt-{int(time.time())}"
-        log.warning("cache %s is damaged (%s); moved aside to %s and rebuilt",
-                    db, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                    aside.name)
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(str(db) + suffix)
-            if p.exists():
-                os.replace(p, Path(str(aside) + suffix))
-        self._caches.pop(directory.name, None)
+            for suffix in ("", "-wal", "-shm"):
+                p = Path(str(db) + suffix)
+                if p.exists():
+                    os.replace(p, Path(str(aside) + suffix))
+        except OSError as err:
+            self._degrade(err)
 
     def _degrade(self, exc: BaseException) -> None:
         if not self._broken:
-            log.warning("caching disabled for this run: %s", exc)
+            from botopt.core._fs import refused_write
+
+            refused_write(self.root, exc)
         self._broken = True
 
     @contextmanager
-    def _guard(self, name: str) -> Iterator[None]:
+    def _guard(self, what: str) -> Iterator[None]:
         """Turn every storage failure into 'no cache' (never a failed run)."""
-        import diskcache
-
         try:
             yield
-        except diskcache.Timeout as exc:
-            # diskcache reports every failed BEGIN as Timeout; the SQLite error it replaced
-            # tells lock contention (recompute) from a read-only or full disk (degrade).
-            cause = str(exc.__context__ or "")
-            if "locked" in cause or "busy" in cause or not cause:
-                log.debug("cache %s busy; recomputing", name)
-            else:
-                self._degrade(exc.__context__ or exc)
-        except _Uncacheable as exc:
-            log.debug("cache %s: %s; recomputing", name, exc)
-        except sqlite3.OperationalError as exc:
-            text = str(exc)
-            if "locked" in text or "busy" in text:
-                log.debug("cache %s busy; recomputing", name)
-            else:  # read-only, disk full, I/O error
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                log.debug("cache busy (%s); recomputing", what)
+            elif _is_corrupt(exc):
+                self._quarantine(exc)
+            else:  # read-only, disk full, I/O error, cannot open
                 self._degrade(exc)
-        except sqlite3.DatabaseError as exc:
-            cache = self._caches.pop(name, None)
-            if cache is not None:
-                cache.close()
-                self._quarantine(Path(cache.directory), exc)
-        except OSError as exc:
+        except (OSError, CacheError) as exc:
             self._degrade(exc)
 
     def _usable(self) -> bool:
         return self.enabled and not self._broken
 
+    def get_many(self, name: str, keys: Sequence[str]) -> dict[str, Any]:
+        """The live cached values among ``keys`` (misses are absent; no statistics)."""
+        if not self._usable() or not keys:
+            return {}
+        raw: dict[str, tuple[bytes, float]] = {}
+        with self._guard(f"read {name}"):
+            raw = self._backend().get_many(name, keys, self.clock())
+        if not raw:
+            return {}
+        from botopt.core._codec import decode
+
+        out: dict[str, Any] = {}
+        bad: list[str] = []
+        counters = self._count(name)
+        for key, (value, seconds) in raw.items():
+            try:
+                out[key] = decode(value[:1], value[1:])
+            except Exception as exc:  # any damage to one value: a miss, deleted
+                bad.append(key)
+                log.warning("cache %s: a damaged entry was dropped (%s)", name,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                continue
+            counters.saved += seconds
+        if bad:
+            with self._guard(f"delete {name}"):
+                self._backend().delete(name, bad)
+        return out
+
     def get(self, name: str, key: str) -> Any:
         """The cached value or MISS (no statistics counted)."""
-        if not self._usable():
-            return MISS
-        with self._guard(name):
-            raw = self._cache(name).get(key, default=None)
-            if raw is None:
-                return MISS
-            from botopt.core._codec import decode
+        return self.get_many(name, [key]).get(key, MISS)
 
-            tag, expire_at, seconds = _HEADER.unpack_from(raw)
-            if self.clock() >= expire_at:
-                return MISS
-            self._count(name).saved += seconds
-            return decode(tag, raw[_HEADER.size:])
-        return MISS
+    def set_many(self, name: str, items: Mapping[str, Any], seconds: float = 0.0,
+                 ttl: float | None = None) -> int:
+        """Store values; inside ``batch()`` they are written with the run's one commit."""
+        if not self._usable() or not items:
+            return 0
+        from botopt.core._codec import Unencodable, encode
+
+        life = self.ttl(name) if ttl is None else ttl
+        if life <= 0:
+            return 0
+        start = time.perf_counter()
+        expire_at = self.clock() + life
+        rows = []
+        for key, value in items.items():
+            try:
+                tag, body = encode(value)
+            except Unencodable as exc:
+                log.debug("cache %s: result not stored (%s)", name, exc)
+                continue
+            rows.append((name, key, tag + body, expire_at, seconds))
+        self.write_seconds += time.perf_counter() - start
+        if self._pending is not None:
+            self._pending.extend(rows)
+            return len(rows)
+        return len(rows) if self._commit(rows, {}) else 0
 
     def set(self, name: str, key: str, value: Any, seconds: float = 0.0,
             ttl: float | None = None) -> bool:
-        if not self._usable():
-            return False
-        from botopt.core._codec import Unencodable, encode
+        return self.set_many(name, {key: value}, seconds, ttl) == 1
 
+    def _commit(self, rows: list[tuple[str, str, bytes, float, float]],
+                stats: Mapping[str, tuple[int, int, float]]) -> bool:
+        if not (rows or stats) or not self._usable():
+            return False
+        start = time.perf_counter()
         try:
-            tag, body = encode(value)
-        except Unencodable as exc:
-            log.debug("cache %s: result not stored (%s)", name, exc)
+            with self._guard("write"):
+                self._backend().write(rows, stats, self.clock())
+                return True
             return False
-        life = self.ttl(name) if ttl is None else ttl
-        if life <= 0:
-            return False
-        raw = _HEADER.pack(tag, self.clock() + life, seconds) + body
-        with self._guard(name):
-            self._cache(name).set(key, raw, expire=life)
-            return True
-        return False
+        finally:
+            self.write_seconds += time.perf_counter() - start
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold every write (and the statistics) until the end: one transaction."""
+        if self._pending is not None:
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+        finally:
+            rows, self._pending = self._pending, None
+            stats = self._take_stats()
+            if not self._commit(rows, stats):
+                self._restore_stats(stats)
 
     def ttl(self, name: str) -> float:
-        return self.ttls.get(name, 60.0)
+        return self.ttls.get(name, DEFAULT_TTL)
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -246,82 +393,83 @@ class CacheManager:
                 atexit.register(self.flush_stats)
         return c
 
+    def count(self, name: str, hits: int = 0, misses: int = 0) -> None:
+        c = self._count(name)
+        c.hits += hits
+        c.misses += misses
+
+    def get_or_compute_many(self, name: str, keys: Mapping[str, str],
+                            compute: Callable[[list[str]], Mapping[str, Any]],
+                            ttl: float | None = None) -> dict[str, Any]:
+        """Per item (e.g. symbol -> key): the cached value, or ``compute(missing items)``
+        for all the misses at once, stored for next time."""
+        found = self.get_many(name, list(dict.fromkeys(keys.values())))
+        out = {item: found[k] for item, k in keys.items() if k in found}
+        missing = [item for item in keys if item not in out]
+        self.count(name, hits=len(out), misses=len(missing))
+        if missing:
+            start = time.perf_counter()
+            fresh = compute(missing)
+            each = (time.perf_counter() - start) / len(missing)
+            self._count(name).computed += each * len(missing)
+            self.set_many(name, {keys[i]: fresh[i] for i in missing}, each, ttl)
+            out.update({i: fresh[i] for i in missing})
+        return {item: out[item] for item in keys}
+
     def get_or_compute(self, name: str, key: str, compute: Callable[[], T],
                        ttl: float | None = None) -> T:
         """The cached value for ``key``, or ``compute()`` stored for next time."""
-        value = self.get(name, key)
-        counters = self._count(name)
-        if value is not MISS:
-            counters.hits += 1
-            log.debug("cache %s hit", name)
-            return value  # type: ignore[no-any-return]
-        counters.misses += 1
-        start = time.perf_counter()
-        value = compute()
-        seconds = time.perf_counter() - start
-        counters.computed += seconds
-        self.set(name, key, value, seconds, ttl)
-        return value
+        return self.get_or_compute_many(  # type: ignore[no-any-return]
+            name, {key: key}, lambda _missing: {key: compute()}, ttl)[key]
 
     def counters(self) -> dict[str, dict[str, float]]:
         """This process's counts so far (benchmarks read them; nothing is written)."""
         return {n: {"hits": c.hits, "misses": c.misses, "saved": c.saved}
                 for n, c in self._counts.items()}
 
+    def _take_stats(self) -> dict[str, tuple[int, int, float]]:
+        """What this process counted since the last write (the counts stay cumulative)."""
+        if not self.enabled:
+            return {}
+        pending = {}
+        for n, c in self._counts.items():
+            h, m, sv = self._flushed.get(n, (0, 0, 0.0))
+            if c.hits - h or c.misses - m:
+                pending[n] = (c.hits - h, c.misses - m, c.saved - sv)
+                self._flushed[n] = (c.hits, c.misses, c.saved)
+        return pending
+
+    def _restore_stats(self, stats: Mapping[str, tuple[int, int, float]]) -> None:
+        for n, (h, m, sv) in stats.items():
+            fh, fm, fs = self._flushed[n]
+            self._flushed[n] = (fh - h, fm - m, fs - sv)
+
     def flush_stats(self) -> None:
         """Add this process's counts to the shared statistics, in one transaction."""
-        pending = {n: c for n, c in self._counts.items() if c.hits or c.misses}
-        if not pending or not self.enabled:
-            return
-        try:
-            with _stats_db(self.root, create=True) as db:
-                db.executemany(
-                    "INSERT INTO stats(name, hits, misses, saved) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET hits = hits + excluded.hits, "
-                    "misses = misses + excluded.misses, saved = saved + excluded.saved",
-                    [(n, c.hits, c.misses, c.saved) for n, c in pending.items()])
-            self._counts = {n: _Counters() for n in self._counts}
-        except (sqlite3.Error, OSError, CacheError) as exc:
-            log.debug("cache statistics not saved: %s", exc)
+        if self._pending is not None:
+            return  # the batch commits them
+        stats = self._take_stats()
+        if stats and not self._commit([], stats):
+            log.debug("cache statistics not saved")
 
     def close(self) -> None:
         self.flush_stats()
-        for cache in self._caches.values():
-            cache.close()
-        self._caches.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
-@contextmanager
-def _stats_db(root: Path, create: bool) -> Iterator[sqlite3.Connection]:
-    path = root / "cache" / "stats.db"
-    if not create and not path.exists():
-        raise FileNotFoundError(path)
-    if create:
-        ensure_dir(ensure_dir(root) / "cache")
-    db = sqlite3.connect(str(path), timeout=2.0, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, "
-                   "hits INTEGER NOT NULL, misses INTEGER NOT NULL, saved REAL NOT NULL)")
-        db.execute("BEGIN IMMEDIATE")
-        yield db
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    finally:
-        db.close()
-
-
-# -- module-level API: decorators and statistics for the current cache directory ----------
+# -- module-level API: decorators and statistics for the default workspace ----------------
 
 _managers: dict[Path, CacheManager] = {}
 
 
 def get_manager(root: Path | None = None) -> CacheManager:
-    """The manager for ``root`` (default: the current cache directory), created once."""
-    root = root or current_cache_dir()
+    """The manager for ``root`` (default: the default workspace's), created once."""
+    if root is None:
+        from botopt.core._workspace import default_root
+
+        root = default_root()
     mgr = _managers.get(root)
     if mgr is None:
         mgr = _managers[root] = CacheManager(root=root)
@@ -348,12 +496,15 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
                                                                      Callable[..., T]]:
     """Cache a function's results in the named cache (decorator).
 
-    The cache directory is resolved at call time, so functions may be decorated at import.
-    Arguments that cannot be fingerprinted, or results that cannot be stored without pickle,
-    simply bypass the cache.
+    The cache directory is resolved at call time (the default workspace, see
+    ``botopt.core._workspace.default_root``), so functions may be decorated at import.
+    Arguments that cannot be fingerprinted, or results that cannot be stored without
+    pickle, simply bypass the cache. ``ttl_seconds`` defaults to the seed TTL of a named
+    cache (``SEED_TTLS``), else 60 s.
     """
     if not name or not name.replace("_", "").isalnum():
         raise UsageError(f"invalid cache name {name!r}: use letters, digits and _")
+    life = ttl_seconds if ttl_seconds is not None else SEED_TTLS.get(name, DEFAULT_TTL)
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T]:
         ident = f"{fn.__module__}.{fn.__qualname__}"
@@ -369,8 +520,7 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
             except Unencodable as exc:
                 log.debug("cache %s: %s not cached (%s)", name, ident, exc)
                 return fn(*args, **kwargs)
-            ttl = ttl_seconds if ttl_seconds is not None else mgr.ttl(name)
-            return mgr.get_or_compute(name, key, lambda: fn(*args, **kwargs), ttl)
+            return mgr.get_or_compute(name, key, lambda: fn(*args, **kwargs), life)
 
         wrapper.cache_name = name  # type: ignore[attr-defined]
         return wrapper
@@ -378,87 +528,127 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
     return decorate
 
 
-def cache_features(ttl_seconds: float = 60) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def cache_features(ttl_seconds: float | None = None
+                   ) -> Callable[[Callable[..., T]], Callable[..., T]]:
     return cached("features", ttl_seconds)
 
 
-def cache_predictions(ttl_seconds: float = 30) -> Callable[[Callable[..., T]],
-                                                           Callable[..., T]]:
+def cache_predictions(ttl_seconds: float | None = None
+                      ) -> Callable[[Callable[..., T]], Callable[..., T]]:
     return cached("predictions", ttl_seconds)
 
 
-def cache_regime(ttl_seconds: float = 300) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def cache_regime(ttl_seconds: float | None = None
+                 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
     return cached("regime", ttl_seconds)
 
 
-def cache_gate(ttl_seconds: float = 10) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def cache_gate(ttl_seconds: float | None = None
+               ) -> Callable[[Callable[..., T]], Callable[..., T]]:
     return cached("gates", ttl_seconds)
 
 
-def _cache_names(root: Path) -> list[str]:
-    base = root / "cache"
-    found = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    return list(NAMED_TTLS) + [n for n in found if n not in NAMED_TTLS]
+def _ro(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
 
 
-def get_cache_stats(root: Path | None = None,
-                    ttls: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
-    """Per cache: hits, misses, hit_rate, entries, ttl_seconds, size_bytes,
-    time_saved_seconds. Reads SQLite directly: no diskcache, polars or numpy import."""
-    root = root or current_cache_dir()
-    ttls = {**NAMED_TTLS, **(ttls or {})}
-    get_manager(root).flush_stats()
+def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
+                                 dict[str, tuple[int, int]]]:
+    """(statistics, live entries and bytes) per cache name, read-only."""
+    path = root / "cache" / "cache.db"
     counts: dict[str, tuple[int, int, float]] = {}
+    entries: dict[str, tuple[int, int]] = {}
+    if not path.exists():
+        return counts, entries
     try:
-        db = sqlite3.connect(f"file:{root / 'cache' / 'stats.db'}?mode=ro", uri=True,
-                             timeout=2.0)
+        db = _ro(path)
         try:
             counts = {r[0]: (r[1], r[2], r[3]) for r in
                       db.execute("SELECT name, hits, misses, saved FROM stats")}
+            entries = {r[0]: (r[1], r[2] or 0) for r in db.execute(
+                "SELECT name, COUNT(*), SUM(LENGTH(value)) FROM entries "
+                "WHERE expire_at > ? GROUP BY name", (time.time(),))}
         finally:
             db.close()
-    except sqlite3.Error:
-        pass  # no statistics yet
-    now = time.time()
+    except sqlite3.Error as exc:
+        log.warning("cache statistics unreadable (%s)", exc)
+    return counts, entries
+
+
+def get_cache_stats(root: Path | None = None,
+                    ttls: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Per cache: hits, misses, hit_rate, entries, ttl_seconds, size_bytes,
+    time_saved_seconds. Reads SQLite directly: no polars or numpy import.
+
+    ``ttls``: the effective life per cache (seconds, or (seconds, how) as from
+    ``effective_lives``); other caches show their seed TTL."""
+    if root is None:
+        from botopt.core._workspace import default_root
+
+        root = default_root()
+    mgr = _managers.get(root)
+    if mgr is not None:
+        mgr.flush_stats()
+    counts, entries = _stored(root)
+    names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
+                                           - set(PIPELINE_CACHES))
     out: dict[str, dict[str, Any]] = {}
-    for name in _cache_names(root):
+    for name in names:
         hits, misses, saved = counts.get(name, (0, 0, 0.0))
-        entries, size = 0, 0
-        directory = root / "cache" / name
-        if (directory / "cache.db").exists():
-            try:
-                db = sqlite3.connect(f"file:{directory / 'cache.db'}?mode=ro", uri=True,
-                                     timeout=2.0)
-                try:
-                    entries = db.execute(
-                        "SELECT COUNT(*) FROM Cache WHERE expire_time IS NULL "
-                        "OR expire_time > ?", (now,)).fetchone()[0]
-                finally:
-                    db.close()
-            except sqlite3.Error:
-                pass
-            size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+        live, size = entries.get(name, (0, 0))
+        life: Any = (ttls or {}).get(name, SEED_TTLS.get(name))
+        how = None
+        if isinstance(life, tuple):
+            life, how = life
         total = hits + misses
         out[name] = {"hits": hits, "misses": misses,
                      "hit_rate": round(hits / total, 4) if total else 0.0,
-                     "entries": entries, "ttl_seconds": ttls.get(name),
+                     "entries": live, "ttl_seconds": life, "life": how,
                      "size_bytes": size, "time_saved_seconds": round(saved, 6)}
     return out
 
 
 def clear_cache(name: str | None = None, root: Path | None = None) -> list[str]:
-    """Delete the entries of one cache (or all) and their statistics. Returns the names."""
-    import shutil
+    """Delete the entries of one cache (or all) and their statistics. Returns the names.
 
-    root = root or current_cache_dir()
-    names = _cache_names(root)
+    Works whatever state the database is in: one that cannot be read is removed whole
+    (everything in it is a cache)."""
+    if root is None:
+        from botopt.core._workspace import default_root
+
+        root = default_root()
+    counts, entries = _stored(root)
+    names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
+                                           - set(PIPELINE_CACHES))
     if name is not None and name not in names:
         raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}")
     targets = [name] if name else names
-    for n in targets:
-        shutil.rmtree(root / "cache" / n, ignore_errors=True)
-    if (root / "cache" / "stats.db").exists():
-        with _stats_db(root, create=False) as db:
-            db.executemany("DELETE FROM stats WHERE name = ?", [(n,) for n in targets])
-    _managers.pop(root, None)
+    mgr = _managers.pop(root, None)
+    if mgr is not None:
+        mgr.close()
+    base = root / "cache"
+    path = base / "cache.db"
+    for legacy in ("stats.db", "stats.db-wal", "stats.db-shm"):  # older versions' files
+        (base / legacy).unlink(missing_ok=True)
+    for n in targets:  # older versions kept a diskcache directory per cache
+        if (base / n).is_dir():
+            import shutil
+
+            shutil.rmtree(base / n, ignore_errors=True)
+    if not path.exists():
+        return targets
+    try:
+        db = sqlite3.connect(str(path), timeout=2.0, isolation_level=None)
+        try:
+            with db:
+                db.executemany("DELETE FROM entries WHERE name = ?", [(n,) for n in targets])
+                db.executemany("DELETE FROM stats WHERE name = ?", [(n,) for n in targets])
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if _is_busy(exc):
+            raise CacheError(f"cache {path} is busy; try again") from exc
+        log.warning("cache %s unreadable (%s); removed", path, exc)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
     return targets

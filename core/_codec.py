@@ -19,6 +19,7 @@ from typing import Any
 TAG_JSON = b"J"
 TAG_ARROW = b"A"
 _registry: dict[str, type] = {}
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one, not one per value
 
 
 class Unencodable(TypeError):
@@ -47,7 +48,8 @@ def _to_json(v: Any) -> Any:
     if isinstance(v, float):
         return v if math.isfinite(v) else {"$f": repr(v)}
     if isinstance(v, list):
-        return [_to_json(x) for x in v]
+        # Finite floats pass as they are: rows of numbers are most of what is cached.
+        return [x if type(x) is float and math.isfinite(x) else _to_json(x) for x in v]
     if isinstance(v, tuple):
         return {"$tuple": [_to_json(x) for x in v]}
     if isinstance(v, dict):
@@ -134,7 +136,7 @@ def encode(value: Any) -> tuple[bytes, bytes]:
 
         if isinstance(value, pl.DataFrame):
             return TAG_ARROW, _ipc(value)
-    return TAG_JSON, json.dumps(_to_json(value), separators=(",", ":")).encode()
+    return TAG_JSON, _ENCODER.encode(_to_json(value)).encode()
 
 
 def decode(tag: bytes, body: bytes) -> Any:

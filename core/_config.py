@@ -62,10 +62,12 @@ class BinanceConfig:
 class CacheConfig:
     dir: Path | None = None
     enabled: bool = True
-    features_ttl: float = 60.0
-    predictions_ttl: float = 30.0
-    regime_ttl: float = 300.0
-    gates_ttl: float = 10.0
+    # None: the entry lives for its candle (botopt.core._cache.effective_lives); a number
+    # of seconds overrides that.
+    features_ttl: float | None = None
+    predictions_ttl: float | None = None
+    regime_ttl: float | None = None
+    gates_ttl: float | None = None
 
 
 @dataclass(frozen=True)
@@ -367,7 +369,8 @@ def _validate(cfg: Config) -> None:
     if cfg.data.source == "local" and cfg.data.data_dir is None:
         raise bad("data.data_dir", "source 'local' needs a data directory (--data-dir)")
     for name in ("features_ttl", "predictions_ttl", "regime_ttl", "gates_ttl"):
-        if getattr(cfg.cache, name) < 0:
+        ttl = getattr(cfg.cache, name)
+        if ttl is not None and not ttl >= 0:  # also refuses NaN
             raise bad(f"cache.{name}", "must be zero or more seconds")
     for f in dataclasses.fields(FeaturesConfig):
         if f.name != "bb_std" and getattr(cfg.features, f.name) < 1:
@@ -498,6 +501,9 @@ def load_config(
 
 def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
     """(key, value, source) for every setting, secrets masked: what ``config show`` prints."""
+    from botopt.core._cache import effective_lives
+
+    lives = {f"cache.{n}_ttl": life for n, life in effective_lives(cfg).items()}
     rows: list[tuple[str, Any, str]] = []
     for sec_name in SECTIONS:
         section = getattr(cfg, sec_name)
@@ -510,6 +516,8 @@ def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
                 val = str(val)
             elif isinstance(val, tuple):
                 val = list(val)
+            if key in lives:
+                val = f"{lives[key][0]:g} s ({lives[key][1]})"
             rows.append((key, val, cfg.sources.get(key, "default")))
     return rows
 
@@ -539,10 +547,12 @@ max_wait_seconds = 60.0
 [cache]
 # dir = "~/.cache/botopt"
 enabled = true
-features_ttl = 60.0
-predictions_ttl = 30.0
-regime_ttl = 300.0
-gates_ttl = 10.0
+# Entries are keyed by the data, so by default they live for their candle (2 intervals:
+# 10 min at 5m). A number of seconds overrides that per cache:
+# features_ttl = 600.0
+# predictions_ttl = 600.0
+# regime_ttl = 600.0
+# gates_ttl = 600.0
 
 [features]
 ema_fast = 12

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from botopt.core._paths import current_cache_dir
+from botopt.core._workspace import default_root
 
 log = logging.getLogger("botopt.events")
 LOG_NAME = "events.log"
@@ -34,7 +34,7 @@ QUIET_EVENTS = frozenset({"run_started", "run_finished", "notify_flushed"})
 
 
 def events_dir(root: Path | None = None) -> Path:
-    return (root or current_cache_dir()) / "events"
+    return (root or default_root()) / "events"
 
 
 def socket_path(directory: Path) -> Path:

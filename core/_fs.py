@@ -41,3 +41,79 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         return default
+
+
+_refused: set[Path] = set()
+
+
+def refused_write(root: Path, exc: BaseException) -> None:
+    """Report a disk that refused a write (read-only, full, I/O error) once per state root
+    and process: the cache, the correlation state and the state files all live there, and
+    one line says what the run does about it; the rest go to the debug log."""
+    import logging
+
+    log = logging.getLogger("botopt.state")
+    reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or
+                                                [type(exc).__name__])[0]
+    if root in _refused:
+        log.debug("%s: write refused (%s)", root, reason)
+        return
+    _refused.add(root)
+    log.warning("cannot write under %s (%s): caching disabled and no state stored for "
+                "this run", root, reason)
+
+
+class JsonState:
+    """A small JSON document shared by overlapping runs: read without a lock (atomic
+    replace means a reader sees a whole file), changed under a file lock. The one lock +
+    atomic-JSON helper every state file uses (cooldowns, regime history)."""
+
+    def __init__(self, path: Path, what: str, timeout: float = 10.0,
+                 root: Path | None = None) -> None:
+        self.path = path
+        self.what = what
+        self.timeout = timeout
+        self.root = root or path.parent  # whose disk a refused write is reported for
+
+    def raw(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def read(self, default: Any) -> Any:
+        """The document, or ``default`` when it is missing or damaged (with a warning: a
+        damaged state file must not stop signals; starting afresh costs at most one
+        cooldown or one regime report)."""
+        raw = self.raw()
+        if raw is None:
+            return default
+        try:
+            return json.loads(raw)
+        except ValueError:
+            import logging
+
+            logging.getLogger("botopt.state").warning(
+                "%s %s is damaged; starting afresh", self.what, self.path)
+            return default
+
+    def update(self, change: Any, default: Any) -> Any:
+        """Under the lock: ``change(document) -> (new document or None, result)``; a new
+        document is written atomically. Returns the result, or None when the lock could
+        not be had or the disk refused the write (a warning: never a failed run)."""
+        import logging
+
+        from filelock import FileLock, Timeout
+
+        log = logging.getLogger("botopt.state")
+        try:
+            with FileLock(str(self.path) + ".lock", timeout=self.timeout):
+                new, result = change(self.read(default))
+                if new is not None:
+                    atomic_write_bytes(self.path, json.dumps(new, sort_keys=True).encode())
+                return result
+        except Timeout:
+            log.warning("%s %s is locked by another run; not updated", self.what, self.path)
+        except OSError as exc:
+            refused_write(self.root, exc)
+        return None

@@ -12,7 +12,6 @@ later on the same candle must give the same answer, not "cooldown").
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 from botopt.core._codec import register_type
 from botopt.core._config import GatesConfig
-from botopt.core._fs import atomic_write_bytes
+from botopt.core._fs import JsonState
 
 
 @dataclass(frozen=True)
@@ -150,64 +149,55 @@ def evaluate_gates(
 
 
 class CooldownStore:
-    """Passed signals, kept between runs in a JSON file (atomic replace, file lock)."""
+    """Passed signals, kept between runs in a JSON file (``JsonState``: atomic replace under
+    a file lock)."""
 
-    def __init__(self, path: Path, keep: timedelta = timedelta(days=2)) -> None:
+    def __init__(self, path: Path, keep: timedelta = timedelta(days=2),
+                 root: Path | None = None) -> None:
         self.path = path
         self.keep = keep
+        self._doc = JsonState(path, "cooldown state", root=root)
 
-    def _read(self) -> list[CooldownRecord]:
+    @staticmethod
+    def _parse(doc: Any) -> list[CooldownRecord]:
         try:
-            raw = json.loads(self.path.read_bytes())
             return [CooldownRecord(r["symbol"], r["direction"],
                                    datetime.fromisoformat(r["candle_time"]))
-                    for r in raw["records"]]
-        except FileNotFoundError:
-            return []
+                    for r in doc["records"]]
         except (ValueError, KeyError, TypeError):
-            # A damaged file must not stop signals: start over (costs at most one cooldown).
             import logging
 
             logging.getLogger("botopt.gates").warning(
-                "cooldown state %s is damaged; starting afresh", self.path)
+                "cooldown state is damaged; starting afresh")
             return []
 
     def digest(self) -> str:
         """A hash of the stored records (part of the whole-run cache key)."""
         import hashlib
 
-        try:
-            return hashlib.blake2b(self.path.read_bytes(), digest_size=16).hexdigest()
-        except FileNotFoundError:
-            return "empty"
+        raw = self._doc.raw()
+        return "empty" if raw is None else hashlib.blake2b(raw, digest_size=16).hexdigest()
 
     def snapshot(self) -> list[CooldownRecord]:
-        return self._read()
+        return self._parse(self._doc.read({"records": []}))
 
     def record(self, passed: Iterable[CooldownRecord]) -> list[CooldownRecord]:
         """Add records; return those that were not there yet (first run to see them wins)."""
-        from filelock import FileLock, Timeout
-
         new_items = list(passed)
         if not new_items:
             return []
-        try:
-            with FileLock(str(self.path) + ".lock", timeout=10):
-                current = self._read()
-                known = {r.key() for r in current}
-                added = [r for r in new_items if r.key() not in known]
-                if added:
-                    merged = current + added
-                    newest = max(r.candle_time for r in merged)
-                    merged = [r for r in merged if r.candle_time > newest - self.keep]
-                    body = {"records": [{"symbol": r.symbol, "direction": r.direction,
-                                         "candle_time": r.candle_time.isoformat()}
-                                        for r in merged]}
-                    atomic_write_bytes(self.path, json.dumps(body).encode())
-                return added
-        except Timeout:
-            import logging
 
-            logging.getLogger("botopt.gates").warning(
-                "cooldown state %s is locked by another run; not recorded", self.path)
-            return []
+        def change(doc: Any) -> tuple[Any, list[CooldownRecord]]:
+            current = self._parse(doc)
+            known = {r.key() for r in current}
+            added = [r for r in new_items if r.key() not in known]
+            if not added:
+                return None, []
+            merged = current + added
+            newest = max(r.candle_time for r in merged)
+            merged = [r for r in merged if r.candle_time > newest - self.keep]
+            return {"records": [{"symbol": r.symbol, "direction": r.direction,
+                                 "candle_time": r.candle_time.isoformat()}
+                                for r in merged]}, added
+
+        return self._doc.update(change, {"records": []}) or []

@@ -9,7 +9,7 @@ from botopt.core._candles import interval_ms, load_candles, parse_symbols
 from botopt.core._config import Config
 from botopt.core._features import compute_features
 from botopt.core._model import TrainResult, train_model
-from botopt.core._paths import cache_dir_for, ensure_dir
+from botopt.core._workspace import Workspace
 
 
 def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,
@@ -21,6 +21,6 @@ def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,
     result = train_model(features, interval_ms=interval_ms(config.data.interval),
                          features_config=config.features, holdout_fraction=holdout_fraction)
     if output is None:
-        output = ensure_dir(cache_dir_for(config)) / "model.json"
+        output = Workspace.of(config).dir() / "model.json"
     result.model.save(output)
     return result, output

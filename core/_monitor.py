@@ -33,7 +33,7 @@ from typing import Any
 from botopt.core._config import Config, MonitorConfig
 from botopt.core._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
 from botopt.core._fs import atomic_write_json, read_json
-from botopt.core._paths import state_dir
+from botopt.core._workspace import Workspace
 
 log = logging.getLogger("botopt.monitor")
 STATE = "monitor_state.json"
@@ -111,7 +111,7 @@ class Monitor:
                  enqueue: Callable[[list[dict[str, Any]]], Any] | None = None) -> None:
         self.config = config
         self.mc: MonitorConfig = config.monitor
-        self.dir = state_dir(config, "events")
+        self.dir = Workspace.of(config).events_dir()
         self.clock = clock
         self.state_path = self.dir / STATE
         self.state = _State.load(self.state_path)
@@ -431,7 +431,7 @@ def _serve(mon: Monitor, external_stop: threading.Event | None,
 def monitor_running(config: Config) -> bool:
     from filelock import Timeout
 
-    lock = _lock(state_dir(config, "events"))
+    lock = _lock(Workspace.of(config).events_dir())
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -443,7 +443,7 @@ def monitor_running(config: Config) -> bool:
 def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     """Last run, runs and failures in the last hour, pending events, queue, monitor."""
     now = time.time() if now is None else now
-    directory = state_dir(config, "events")
+    directory = Workspace.of(config).events_dir()
     state = _State.load(directory / STATE)
     events: list[dict[str, Any]] = []
     damaged = 0

@@ -39,8 +39,8 @@ from typing import Any
 from botopt.core._config import Config, TelegramConfig
 from botopt.core._fs import atomic_write_json, read_json
 from botopt.core._notify_format import Message, as_plain, render_batch, split_further
-from botopt.core._paths import current_cache_dir, ensure_dir, state_dir
 from botopt.core._telegram import RETRY_AFTER_MAX
+from botopt.core._workspace import Workspace
 from botopt.core.errors import ConfigError, NotifyError, TelegramConfigError, UsageError
 
 log = logging.getLogger("botopt.notify")
@@ -77,8 +77,8 @@ class FlushResult:
 
 def _queue_dir(config: Config | None) -> Path:
     if config is None:
-        return ensure_dir(ensure_dir(current_cache_dir()) / "notify")
-    return state_dir(config, "notify")
+        return Workspace.default().queue_dir()
+    return Workspace.of(config).queue_dir()
 
 
 def _migrate(con: sqlite3.Connection) -> None:

@@ -1,9 +1,9 @@
 """Where botopt keeps its state, and the checks that make that place safe to trust.
 
 Everything persistent (caches, notification queue, event log, correlation state, cooldowns)
-lives under one cache directory. Whoever can write there can change what botopt computes and
-sends, so the directory must be ours alone: created 0700, refused if another user owns it or
-if group/others may write it.
+lives under one cache directory, owned by a ``Workspace`` (``botopt.core._workspace``).
+Whoever can write there can change what botopt computes and sends, so the directory must
+be ours alone: created 0700, refused if another user owns it or if group/others may write it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from botopt.core._config import Config
 from botopt.core.errors import CacheDirUnsafeError, CacheError
+
+if TYPE_CHECKING:
+    from botopt.core._config import Config
 
 
 def default_cache_dir() -> Path:
@@ -23,8 +26,11 @@ def default_cache_dir() -> Path:
 
 
 def cache_dir_for(config: Config) -> Path:
-    """The configured cache directory (not created)."""
-    return config.cache.dir if config.cache.dir is not None else default_cache_dir()
+    """The configured root directory (not created). Kept for callers written before the
+    ``Workspace``; it delegates there."""
+    from botopt.core._workspace import Workspace
+
+    return Workspace.root_for(config)
 
 
 def check_dir_safe(path: Path) -> None:
@@ -55,25 +61,23 @@ def ensure_dir(path: Path) -> Path:
 
 
 def state_dir(config: Config, name: str) -> Path:
-    """A private subdirectory of the cache directory (e.g. "queue", "events")."""
-    root = ensure_dir(cache_dir_for(config))
-    return ensure_dir(root / name)
+    """A private subdirectory of ``config``'s workspace. Kept for callers written before the
+    ``Workspace`` (which owns every path): "correlation" gets the data-scoped directory."""
+    from botopt.core._workspace import Workspace
 
-
-# Library entry points that take no config (the cache decorators, ``emit``) need a cache
-# directory too. The CLI sets it once per run from the effective config; library users may
-# set it themselves or rely on BOTOPT_CACHE_DIR / the platform default.
-_current_root: Path | None = None
+    ws = Workspace.of(config)
+    return ws.correlation_dir() if name == "correlation" else ws.dir(name)
 
 
 def set_current_cache_dir(path: Path | None) -> None:
-    global _current_root
-    _current_root = path
+    """Alias of ``botopt.core._workspace.set_default_root``."""
+    from botopt.core._workspace import set_default_root
+
+    set_default_root(path)
 
 
 def current_cache_dir() -> Path:
-    """The cache directory for config-less entry points (not created)."""
-    if _current_root is not None:
-        return _current_root
-    env = os.environ.get("BOTOPT_CACHE_DIR")
-    return Path(env).expanduser() if env else default_cache_dir()
+    """The root for config-less entry points: see ``botopt.core._workspace.default_root``."""
+    from botopt.core._workspace import default_root
+
+    return default_root()

@@ -3,19 +3,26 @@
 All symbols go through every stage together, and each stage's result is cached under a key
 made of what it depends on:
 
-=============  ==============================================================  =========
+=============  ==============================================================  ============
 cache          key                                                              value
-=============  ==============================================================  =========
-features       symbol's candle fingerprint, feature settings, code version      frame
+=============  ==============================================================  ============
+features       symbol's candle fingerprint, feature settings, code version      last row
 regime         candle fingerprint, feature + regime settings, code version      label
 predictions    model version, the symbol's last feature row (content hash)      P(up)
 gates          every gate input, relevant cooldown records, correlations        decisions
-signals        file contents, as-of candle slot, all settings, cooldown state   the result
-=============  ==============================================================  =========
+signals        data scope, file contents, as-of candle slot, symbols, all       the result
+               settings, cooldown state
+=============  ==============================================================  ============
+
+Everything downstream of the features reads only each symbol's last row, so that row is what
+the features cache keeps (a few hundred bytes of JSON instead of a frame of the whole
+history: at 500 symbols that is the difference between megabytes and kilobytes per run).
+Cached and uncached runs both rebuild the rows from that same form, so they agree exactly.
 
 The ``signals`` entry lets a warm cron run answer without importing polars or numpy: its key
 is computed from the raw bytes of the candle files and the candle slot the as-of time falls
-in, which determine the closed candles exactly.
+in, which determine the closed candles exactly. Every entry lives for its candle slot plus a
+grace (``botopt.core._cache.effective_lives``), and a run's writes are one transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from botopt.core._cache import CacheManager
+    from botopt.core._workspace import Workspace
 
 log = logging.getLogger("botopt.pipeline")
 PIPELINE_VERSION = "1"
@@ -186,9 +194,11 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
     slot = int(as_of.timestamp() * 1000) // step
     files = [_file_digest(find_candle_file(Path(data_dir), s, config.data.interval))
              for s in symbols]
-    parts = [code_tag(), list(symbols), files, slot, config.data.interval,
-             config.data.source, _settings(config, "features", "regime", "gates",
-                                           "correlation", "model"),
+    from botopt.core._workspace import data_scope
+
+    parts = [code_tag(), data_scope(config), list(symbols), files, slot,
+             config.data.interval, config.data.source,
+             _settings(config, "features", "regime", "gates", "correlation", "model"),
              _model_digest(config), cooldown_digest]
     return hashlib.blake2b(json.dumps(parts).encode(), digest_size=20).hexdigest()
 
@@ -211,28 +221,30 @@ def candle_fingerprints(candles: pl.DataFrame, interval: str) -> dict[str, str]:
     return out
 
 
-def _per_symbol(mgr: CacheManager, name: str, keys: Mapping[str, str],
-                compute: Callable[[list[str]], Mapping[str, Any]]) -> dict[str, Any]:
-    """Look every symbol up; compute all the misses in one batch; store them."""
-    from botopt.core._cache import MISS
+def _row_value(frame: pl.DataFrame) -> dict[str, Any]:
+    """A feature frame's last row in the form the features cache keeps."""
+    import polars as pl
 
-    found: dict[str, Any] = {}
-    for sym, key in keys.items():
-        value = mgr.get(name, key)
-        if value is not MISS:
-            found[sym] = value
-    missing = [s for s in keys if s not in found]
-    counters = mgr._count(name)
-    counters.hits += len(found)
-    counters.misses += len(missing)
-    if missing:
-        start = time.perf_counter()
-        fresh = compute(missing)
-        each = (time.perf_counter() - start) / len(missing)
-        for sym in missing:
-            mgr.set(name, keys[sym], fresh[sym], each)
-        found.update(fresh)
-    return {s: found[s] for s in keys}
+    cols = [c for c in frame.columns if c not in ("symbol", "open_time")]
+    last = frame.tail(1).select(pl.col("open_time").dt.epoch("ms"),
+                                *(pl.col(c).cast(pl.Float64) for c in cols))
+    row = last.row(0)
+    return {"c": ",".join(cols), "t": row[0], "v": list(row[1:])}
+
+
+def _rows_frame(values: Mapping[str, Mapping[str, Any]], syms: list[str]
+                ) -> dict[str, pl.DataFrame]:
+    """One-row frames rebuilt from the cached form (every feature column is Float64)."""
+    import polars as pl
+
+    out = {}
+    for s in syms:
+        v = values[s]
+        schema = {"symbol": pl.String, "open_time": pl.Int64,
+                  **{c: pl.Float64 for c in v["c"].split(",")}}
+        out[s] = pl.DataFrame([[s, v["t"], *v["v"]]], schema=schema, orient="row") \
+            .with_columns(pl.col("open_time").cast(pl.Datetime("ms", "UTC")))
+    return out
 
 
 @dataclass
@@ -261,8 +273,9 @@ def is_live(config: Config, as_of: datetime | None) -> bool:
 
 def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | None = None,
                 use_cache: bool = True, notify: bool | None = None,
-                manager: CacheManager | None = None, batch: bool = True,
-                side_effects: bool = True, stages: _Stages | None = None) -> SignalsResult:
+                manager: CacheManager | None = None, workspace: Workspace | None = None,
+                batch: bool = True, side_effects: bool = True,
+                stages: _Stages | None = None) -> SignalsResult:
     """Compute ranked, gated signals for ``symbols`` at ``as_of`` (default: now; for the
     bundled sample data, the end of that data).
 
@@ -270,12 +283,14 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
     (None) does so for live runs only (``is_live``): experiments compute the same answer and
     leave no trace. Raises StaleDataError when every symbol's data is stale.
 
-    ``batch=False`` runs features, regime, engines and model one symbol at a time (the
-    reference path; same answer, slower). ``side_effects=False`` skips recording whatever
-    ``notify`` says (benchmarks, comparisons).
+    State (cache, cooldowns, regime history, correlation, queue, events) comes from
+    ``workspace`` (default: the Config's). ``manager`` replaces its cache (an injected
+    clock). ``batch=False`` runs features, regime, engines and model one symbol at a time
+    (the reference path; same answer, slower). ``side_effects=False`` records nothing
+    whatever ``notify`` says (benchmarks, comparisons).
     """
-    from botopt.core._cache import CacheManager
     from botopt.core._candles import parse_symbols, sample_clock
+    from botopt.core._workspace import Workspace
 
     syms = parse_symbols(symbols)
     if as_of is not None:
@@ -285,16 +300,13 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
     else:
         now, clock = datetime.now(timezone.utc), "now"
     record = side_effects and (notify if notify is not None else is_live(config, as_of))
-    own_manager = manager is None
-    if manager is None:
-        manager = CacheManager.from_config(config)
-    try:
-        result = _run(config, syms, now, manager if use_cache else dataclasses.replace(
-            manager, enabled=False, _caches={}, _counts={}), batch, record,
-            stages if stages is not None else _Stages())
-    finally:
-        if own_manager:
-            manager.close()  # one statistics write per run, not one per read
+    ws = workspace or Workspace.of(config)
+    mgr = manager or ws.cache
+    if not use_cache:
+        mgr = mgr.disabled()
+    with mgr.batch():  # one write transaction for the run's entries and statistics
+        result = _run(config, ws, syms, now, mgr, batch, record,
+                      stages if stages is not None else _Stages())
     result = dataclasses.replace(result, clock=clock, recorded=record)
     stale = {r.symbol: r.age_seconds or 0.0 for r in result.symbols if r.data_status == "stale"}
     if stale and len(stale) == len(result.symbols):
@@ -327,6 +339,9 @@ def _stale_symbols(config: Config, last: Mapping[str, datetime], now: datetime) 
     return {s for s, t in last.items() if _age(config, t, now) > limit}
 
 
+_STALE = "stale data"  # placeholder in the cached answer; _apply_clock says how old
+
+
 def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> SignalsResult:
     """Ages and stale reasons follow the clock of this run, cached answer or not."""
     from botopt.core.errors import format_age
@@ -342,38 +357,51 @@ def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> Signal
     return dataclasses.replace(result, as_of=now, symbols=rows)
 
 
-_STALE = "stale data"  # placeholder in the cached answer; _apply_clock says how old
+def _data_blocks(config: Config, candles: pl.DataFrame,
+                 now: datetime) -> dict[str, tuple[str, str]]:
+    """{symbol: (data status, reason)} for symbols no gate may pass: stale or warming up."""
+    import polars as pl
+
+    from botopt.core._config import warmup_candles
+
+    need = warmup_candles(config.features, config.regime)
+    per = candles.group_by("symbol", maintain_order=True).agg(
+        pl.col("open_time").last().alias("last"), pl.len().alias("n"))
+    stale = _stale_symbols(config, dict(zip(per["symbol"], per["last"], strict=True)), now)
+    out: dict[str, tuple[str, str]] = {}
+    for s, n in zip(per["symbol"].to_list(), per["n"].to_list(), strict=True):
+        if s in stale:
+            out[s] = ("stale", _STALE)
+        elif n < need:
+            out[s] = ("warming_up", f"warming up: {n} of {need} candles")
+    return out
 
 
-def _run(config: Config, syms: list[str], now: datetime, manager: CacheManager,
-         batch: bool, record: bool, stages: _Stages) -> SignalsResult:
-    from botopt.core._gates import CooldownStore
-    from botopt.core._paths import state_dir
+# -- the run ----------------------------------------------------------------------------------
 
-    cooldowns = CooldownStore(state_dir(config, "gates") / "cooldowns.json")
+def _run(config: Config, ws: Workspace, syms: list[str], now: datetime,
+         manager: CacheManager, batch: bool, record: bool,
+         stages: _Stages) -> SignalsResult:
+    cooldowns = ws.cooldowns(config)
     run_key = _run_key(config, syms, now, cooldowns.digest()) if manager.enabled else None
     start = time.perf_counter()
     result = _cached_run(config, manager, run_key, now)
     if result is None:
-        result = _compute(config, syms, now, manager, batch, cooldowns, stages)
+        result = _compute(config, ws, syms, now, manager, batch, cooldowns, stages)
         if run_key is not None:
-            manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start,
-                        ttl=min(manager.ttl(n) for n in ("features", "predictions", "regime")))
+            manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start)
         result = _apply_clock(config, result, now)
     if record:
         # Also after a hit: an experiment (which records nothing) may have stored this
         # answer, and recording is idempotent (a cooldown record is added once).
-        result = _record(config, result, cooldowns)
+        result = _record(config, ws, result, cooldowns)
         if run_key is not None:
             # Recording changed the cooldown state; the next run on this candle still gets
             # this answer (a record for the current candle never blocks it), so store it
             # under the new state too and let that run skip all the work.
             after = _run_key(config, syms, now, cooldowns.digest())
             if after is not None and after != run_key:
-                manager.set("signals", after, result.to_dict(),
-                            time.perf_counter() - start,
-                            ttl=min(manager.ttl(n) for n in ("features", "predictions",
-                                                             "regime")))
+                manager.set("signals", after, result.to_dict(), time.perf_counter() - start)
     return result
 
 
@@ -391,127 +419,61 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
         last = {r.symbol: r.candle_time for r in cached.symbols}
         if _stale_symbols(config, last, now) == {
                 r.symbol for r in cached.symbols if r.data_status == "stale"}:
-            manager._count("signals").hits += 1
+            manager.count("signals", hits=1)
             return dataclasses.replace(_apply_clock(config, cached, now), from_cache=True)
-    manager._count("signals").misses += 1
+    manager.count("signals", misses=1)
     return None
 
 
-def _data_blocks(config: Config, frames: Mapping[str, pl.DataFrame],
-                 now: datetime) -> dict[str, tuple[str, str]]:
-    """{symbol: (data status, reason)} for symbols no gate may pass: stale or warming up."""
-    from botopt.core._config import warmup_candles
-
-    need = warmup_candles(config.features, config.regime)
-    last = {s: f.get_column("open_time")[-1] for s, f in frames.items()}
-    stale = _stale_symbols(config, last, now)
-    out: dict[str, tuple[str, str]] = {}
-    for s, f in frames.items():
-        if s in stale:
-            out[s] = ("stale", _STALE)
-        elif f.height < need:
-            out[s] = ("warming_up", f"warming up: {f.height} of {need} candles")
-    return out
-
-
-def _compute(config: Config, syms: list[str], now: datetime, manager: CacheManager,
-             batch: bool, cooldowns: Any, stages: _Stages) -> SignalsResult:
-    import polars as pl
-
+def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
+             manager: CacheManager, batch: bool, cooldowns: Any, stages: _Stages
+             ) -> SignalsResult:
     from botopt.core._candles import load_candles
-    from botopt.core._codec import fingerprint
     from botopt.core._engines import GUARD, AlphaEngineCoordinator, best_signal
-    from botopt.core._features import FEATURES_VERSION, compute_features
     from botopt.core._model import load_model
 
-    # The model first: a model that cannot serve these settings should fail before the work.
+    # The model first: one that cannot serve these settings fails before the work.
     model = load_model(config)
     candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
-    fps = candle_fingerprints(candles, config.data.interval)
-    tag = code_tag()
-    by_symbol = candles.partition_by("symbol", as_dict=True, maintain_order=True)
-    frames = {str(k[0]): v for k, v in by_symbol.items()}
-    blocks = _data_blocks(config, frames, now)
-
-    def feats(missing: list[str]) -> dict[str, pl.DataFrame]:
-        stages.features += len(missing)
-        if batch:
-            out = compute_features(pl.concat([frames[s] for s in missing]), config)
-            return {str(k[0]): v for k, v in
-                    out.partition_by("symbol", as_dict=True, maintain_order=True).items()}
-        return {s: compute_features(frames[s], config) for s in missing}
-
-    fkey = _settings(config, "features")
-    features = _per_symbol(manager, "features", {
-        s: fingerprint(["features", tag, FEATURES_VERSION, fkey, fps[s]]) for s in syms},
-        feats)
-    regimes = _regimes(config, manager, features, fps, batch, stages)
+    blocks = _data_blocks(config, candles, now)
+    rows, regimes = _features_and_regimes(config, candles, syms, manager, batch, stages)
+    last_rows = _rows_frame(rows, syms)
 
     coord = AlphaEngineCoordinator(config)
     if batch:
-        signals = coord.generate_all_signals_batch(features, regimes)
+        signals = coord.generate_all_signals_batch(last_rows, regimes)
     else:
-        signals = {s: coord.generate_all_signals(features[s], regimes[s]) for s in syms}
+        signals = {s: coord.generate_all_signals(last_rows[s], regimes[s]) for s in syms}
     best = {s: best_signal(signals[s]) for s in syms}
     for s in syms:
         guard = next((x for x in signals[s] if x.engine == GUARD), None)
         if guard is not None and s not in blocks:
             blocks[s] = ("degenerate", guard.reasons[0])
 
-    last_rows = {s: features[s].tail(1) for s in syms}
+    probs = _predictions(model, rows, last_rows, syms, manager, batch, stages)
+    decisions = _gate(config, ws, manager, candles, syms, best, regimes, probs, last_rows,
+                      blocks, cooldowns.snapshot(), stages)
 
-    def predict(missing: list[str]) -> dict[str, float | None]:
-        stages.predictions += len(missing)
-        if batch:
-            probs = model.predict_proba(pl.concat([last_rows[s] for s in missing]))
-        else:
-            probs = [model.predict_proba(last_rows[s])[0] for s in missing]
-        return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
-                                                                   strict=True)}
-
-    probs = _per_symbol(manager, "predictions", {
-        s: fingerprint(["predictions", model.version, last_rows[s]]) for s in syms}, predict)
-    decisions = _gate(config, manager, candles, syms, best, regimes, probs, last_rows,
-                      blocks, cooldowns.snapshot(), stages, tag)
-
-    rows = []
+    results = []
     for s in syms:
         b, d = best[s], decisions[s]
-        rows.append(SymbolResult(
+        results.append(SymbolResult(
             symbol=s, candle_time=last_rows[s]["open_time"][0],
             close=float(last_rows[s]["close"][0]), regime=regimes[s],
             direction=b.direction if b else "flat", strength=b.strength if b else 0.0,
             p_up=probs[s], engine=b.engine if b else None,
             gate_passed=d.passed, gate_reasons=d.reasons,
             data_status=blocks[s][0] if s in blocks else "ok"))
-    rows.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
+    results.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
-                         symbols=rows)
+                         symbols=results)
 
 
-def _regimes(config: Config, manager: CacheManager, features: Mapping[str, pl.DataFrame],
-             fps: Mapping[str, str], batch: bool, stages: _Stages) -> dict[str, str]:
-    import polars as pl
-
-    from botopt.core._codec import fingerprint
-    from botopt.core._regime import detect_regime
-
-    def regimes_of(missing: list[str]) -> dict[str, str]:
-        stages.regime += len(missing)
-        if batch:
-            return detect_regime(pl.concat([features[s] for s in missing]), config)
-        return {s: detect_regime(features[s], config)[s] for s in missing}
-
-    rkey = _settings(config, "features", "regime")
-    return _per_symbol(manager, "regime", {
-        s: fingerprint(["regime", code_tag(), rkey, fps[s]]) for s in features}, regimes_of)
-
-
-def _gate(config: Config, manager: CacheManager, candles: pl.DataFrame, syms: list[str],
-          best: Mapping[str, Any], regimes: Mapping[str, str],
+def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.DataFrame,
+          syms: list[str], best: Mapping[str, Any], regimes: Mapping[str, str],
           probs: Mapping[str, float | None], last_rows: Mapping[str, pl.DataFrame],
-          blocks: Mapping[str, tuple[str, str]], records: list[Any], stages: _Stages,
-          tag: str) -> dict[str, Any]:
+          blocks: Mapping[str, tuple[str, str]], records: list[Any],
+          stages: _Stages) -> dict[str, Any]:
     """Gate decisions per symbol. A symbol the data blocks (stale, warming up, degenerate)
     is kept out of the gates altogether: it must not count as an active signal for the
     correlation gate of another."""
@@ -530,7 +492,7 @@ def _gate(config: Config, manager: CacheManager, candles: pl.DataFrame, syms: li
             probability=probs[s], regime=regimes[s], volume_z=last_rows[s][vz_col][0],
             engine=b.engine if b else ""))
     eligible = [c.symbol for c in candidates]
-    correlation = _correlation_for_gates(config, candles, syms) if len(eligible) > 1 \
+    correlation = _correlation_for_gates(config, ws, candles, syms) if len(eligible) > 1 \
         else None
     relevant = sorted((r.symbol, r.direction, r.candle_time.isoformat()) for r in records
                       if r.symbol in eligible)
@@ -540,43 +502,131 @@ def _gate(config: Config, manager: CacheManager, candles: pl.DataFrame, syms: li
         stages.gates += 1
         return evaluate_gates(candidates, records, config.gates, correlation)
 
-    decided = manager.get_or_compute("gates", fingerprint(
-        ["gates", tag, _settings(config, "gates"), [dataclasses.astuple(c)
-                                                    for c in candidates],
-         relevant, corr_part]), gate) if candidates else []
+    decided: list[Any] = []
+    if candidates:
+        gkey = fingerprint(["gates", code_tag(), _settings(config, "gates"),
+                            [dataclasses.astuple(c) for c in candidates], relevant, corr_part]
+                           ) if manager.enabled else "gates"
+        decided = manager.get_or_compute("gates", gkey, gate)
     out: dict[str, Any] = dict(zip(eligible, decided, strict=True))
     for s, (_, reason) in blocks.items():
         out[s] = GateDecision(passed=False, reasons=(reason,))
     return out
 
 
-def _correlation_for_gates(config: Config, candles: pl.DataFrame,
+def _predictions(model: Any, rows: Mapping[str, Any], last_rows: Mapping[str, Any],
+                 syms: list[str], manager: CacheManager, batch: bool, stages: _Stages
+                 ) -> dict[str, float | None]:
+    """P(up) per symbol, keyed by the model's version and the feature row's content."""
+    import polars as pl
+
+    def predict(missing: list[str]) -> dict[str, float | None]:
+        stages.predictions += len(missing)
+        if batch:
+            probs = model.predict_proba(pl.concat([last_rows[s] for s in missing]))
+        else:
+            probs = [model.predict_proba(last_rows[s])[0] for s in missing]
+        return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
+                                                                   strict=True)}
+
+    pset = f"predictions|{model.version}"
+    return manager.get_or_compute_many("predictions", {
+        s: _digest(pset, repr(rows[s]) if manager.enabled else s) for s in syms}, predict)
+
+
+def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str],
+                          manager: CacheManager, batch: bool, stages: _Stages
+                          ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each symbol's last feature row (cached form) and regime, from the caches or computed
+    for all the misses at once. A regime needs the whole feature history, which the
+    features cache does not keep, so a regime miss recomputes that symbol's features."""
+    import polars as pl
+
+    from botopt.core._features import FEATURES_VERSION, compute_features
+    from botopt.core._regime import detect_regime
+
+    if manager.enabled:
+        fps = candle_fingerprints(candles, config.data.interval)
+        fset = f"features|{code_tag()}|{FEATURES_VERSION}|{_settings(config, 'features')}"
+        rset = f"regime|{code_tag()}|{_settings(config, 'features', 'regime')}"
+        fkeys = {s: _digest(fset, fps[s]) for s in syms}
+        rkeys = {s: _digest(rset, fps[s]) for s in syms}
+    else:  # nothing is looked up: no keys to pay for
+        fkeys = rkeys = {s: s for s in syms}
+    rows = _keyed(manager.get_many("features", list(fkeys.values())), fkeys)
+    regimes = _keyed(manager.get_many("regime", list(rkeys.values())), rkeys)
+    need = [s for s in syms if s not in rows or s not in regimes]
+    manager.count("features", hits=len(syms) - len(need), misses=len(need))
+    manager.count("regime", hits=len(regimes), misses=len(syms) - len(regimes))
+    if not need:
+        return rows, regimes
+    stages.features += len(need)
+    start = time.perf_counter()
+    frames = {str(k[0]): v for k, v in candles.partition_by(
+        "symbol", as_dict=True, maintain_order=True).items()}
+    if batch:
+        out = compute_features(pl.concat([frames[s] for s in need]), config)
+        full = {str(k[0]): v for k, v in
+                out.partition_by("symbol", as_dict=True, maintain_order=True).items()}
+    else:
+        full = {s: compute_features(frames[s], config) for s in need}
+    fresh_rows = {s: _row_value(full[s]) for s in need if s not in rows}
+    manager.set_many("features", {fkeys[s]: v for s, v in fresh_rows.items()},
+                     (time.perf_counter() - start) / len(need))
+    rows.update(fresh_rows)
+    todo = [s for s in need if s not in regimes]
+    if todo:
+        stages.regime += len(todo)
+        start = time.perf_counter()
+        if batch:
+            fresh = detect_regime(pl.concat([full[s] for s in todo]), config)
+        else:
+            fresh = {s: detect_regime(full[s], config)[s] for s in todo}
+        manager.set_many("regime", {rkeys[s]: fresh[s] for s in todo},
+                         (time.perf_counter() - start) / len(todo))
+        regimes.update(fresh)
+    return rows, regimes
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=20).hexdigest()
+
+
+def _keyed(found: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
+    return {s: found[k] for s, k in keys.items() if k in found}
+
+
+def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
                            syms: list[str]) -> tuple[list[str], Any] | None:
-    """The stored rolling correlation matrix, brought up to date (only moved symbols)."""
+    """The stored rolling correlation matrix, brought up to date (only moved symbols).
+    A disk that refuses the write costs the stored state (one warning), never the run."""
     if len(syms) < 2:
         return None
     from botopt.core._correlation import update_correlation
+    from botopt.core.errors import CacheError
 
-    result = update_correlation(config, candles)
+    try:
+        result = update_correlation(config, candles)
+    except (OSError, CacheError) as exc:
+        ws.disk_refused(exc)  # from now on: a private temporary directory, not kept
+        result = update_correlation(config, candles, full=True)
     return list(result.symbols), result.matrix
 
 
-def _record(config: Config, result: SignalsResult, cooldowns: Any) -> SignalsResult:
+def _record(config: Config, ws: Workspace, result: SignalsResult,
+            cooldowns: Any) -> SignalsResult:
     """Cooldowns, regime changes and notifications: each reported once across runs."""
     from botopt.core._gates import CooldownRecord
-    from botopt.core._regime_state import RegimeState
 
     records = [CooldownRecord(r.symbol, r.direction or "flat", r.candle_time)
                for r in result.symbols if r.gate_passed]
     added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
     new = [s for s in result.symbols
            if (s.symbol, s.direction, s.candle_time) in added]
-    from botopt.core._paths import state_dir
-
-    changes = RegimeState(state_dir(config, "gates") / "regimes.json").update(
+    changes = ws.regimes(config).update(
         [(s.symbol, s.regime, s.candle_time) for s in result.symbols
          if s.regime and s.data_status != "stale"])
-    _publish(config, new, changes)
+    _publish(config, new, changes, root=ws.root)
     return dataclasses.replace(result, new_signals=new, regime_changes=changes)
 
 
@@ -585,7 +635,7 @@ _SIGNAL_FIELDS = ("symbol", "candle_time", "close", "regime", "direction", "stre
 
 
 def _publish(config: Config, new: list[SymbolResult],
-             changes: list[tuple[str, str | None, str]]) -> None:
+             changes: list[tuple[str, str | None, str]], *, root: Path | None = None) -> None:
     """Queue notifications and emit events for what is new. A broken queue costs a warning:
     it must never fail or slow the signals run itself."""
     from botopt.core._events import emit
@@ -604,6 +654,6 @@ def _publish(config: Config, new: list[SymbolResult],
         log.warning("notifications not queued: %s", exc)
     for s in new:
         emit("signal_passed", symbol=s.symbol, direction=s.direction, engine=s.engine,
-             strength=s.strength, candle_time=_iso(s.candle_time), queued=queued)
+             strength=s.strength, candle_time=_iso(s.candle_time), queued=queued, _root=root)
     for sym, old, new_ in changes:
-        emit("regime_changed", symbol=sym, old=old, new=new_, queued=queued)
+        emit("regime_changed", symbol=sym, old=old, new=new_, queued=queued, _root=root)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from botopt.core._fs import atomic_write_bytes
-
-log = logging.getLogger("botopt.regime")
+from botopt.core._fs import JsonState
 
 
 class RegimeState:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, root: Path | None = None) -> None:
         self.path = path
+        self._doc = JsonState(path, "regime state", timeout=5, root=root)
 
     def update(self, seen: Iterable[tuple[str, str, datetime]]
                ) -> list[tuple[str, str | None, str]]:
@@ -25,30 +23,23 @@ class RegimeState:
         the same candle never report a change twice. A symbol's first regime is recorded
         without being reported.
         """
-        from filelock import FileLock, Timeout
-
         items = list(seen)
-        changes: list[tuple[str, str | None, str]] = []
-        try:
-            with FileLock(str(self.path) + ".lock", timeout=5):
-                try:
-                    state = json.loads(self.path.read_bytes())
-                except FileNotFoundError:
-                    state = {}
-                except ValueError:
-                    log.warning("regime state %s is damaged; starting afresh", self.path)
-                    state = {}
-                dirty = False
-                for sym, regime, t in items:
-                    old = state.get(sym)
-                    if old is not None and datetime.fromisoformat(old[1]) >= t:
-                        continue
-                    if old is not None and old[0] != regime:
-                        changes.append((sym, old[0], regime))
-                    state[sym] = [regime, t.isoformat()]
-                    dirty = True
-                if dirty:
-                    atomic_write_bytes(self.path, json.dumps(state, sort_keys=True).encode())
-        except Timeout:
-            log.warning("regime state %s is locked by another run; not updated", self.path)
-        return changes
+
+        def change(state: Any) -> tuple[Any, list[tuple[str, str | None, str]]]:
+            if not isinstance(state, dict):
+                state = {}
+            changes: list[tuple[str, str | None, str]] = []
+            dirty = False
+            for sym, regime, t in items:
+                old = state.get(sym)
+                if not (isinstance(old, list) and len(old) == 2 and isinstance(old[1], str)):
+                    old = None  # a damaged record: as if the symbol were new
+                if old is not None and datetime.fromisoformat(old[1]) >= t:
+                    continue
+                if old is not None and old[0] != regime:
+                    changes.append((sym, old[0], regime))
+                state[sym] = [regime, t.isoformat()]
+                dirty = True
+            return (state if dirty else None), changes
+
+        return self._doc.update(change, {}) or []

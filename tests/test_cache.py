@@ -135,38 +135,61 @@ def test_edited_function_is_a_miss(root):
     assert f1(1) == 2 and f2(1) == 3
 
 
-def test_no_pickle_in_store_and_planted_pickle_never_loaded(cache_dir, tmp_path):
+def _db(root: Path) -> sqlite3.Connection:
+    return sqlite3.connect(root / "cache" / "cache.db", isolation_level=None)
+
+
+def test_no_pickle_in_store_and_planted_pickle_never_loaded(cache_dir, tmp_path, caplog):
     mgr = CacheManager(root=cache_dir)
     mgr.set("features", "k", {"a": (1, 2)})
-    db = cache_dir / "cache" / "features" / "cache.db"
-    con = sqlite3.connect(db)
-    modes = {r[0] for r in con.execute("SELECT mode FROM Cache")}
-    assert modes <= {1, 2}  # diskcache MODE_RAW / MODE_BINARY: bytes, never MODE_PICKLE (4)
+    con = _db(cache_dir)
+    tags = {bytes(r[0][:1]) for r in con.execute("SELECT value FROM entries")}
+    assert tags == {b"J"}  # typed JSON (or Arrow "A"): never a pickle
     marker = tmp_path / "pwned"
 
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    con.execute("UPDATE Cache SET value = ?, mode = 4", (pickle.dumps(Evil()),))
-    con.commit()
+    con.execute("UPDATE entries SET value = ?", (pickle.dumps(Evil()),))
     con.close()
     fresh = CacheManager(root=cache_dir)
     assert fresh.get("features", "k") is MISS
     assert not marker.exists()
+    assert "damaged entry was dropped" in caplog.text
+    assert _db(cache_dir).execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 0
 
 
-def test_corrupt_database_is_moved_aside(cache_dir, caplog):
+@pytest.mark.parametrize("damage", ["zeroed", "truncated"])
+def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damage):
     mgr = CacheManager(root=cache_dir)
-    mgr.set("regime", "k", "TREND_UP")
+    mgr.set("features", "k", {"rows": list(range(100))})
+    mgr.set("features", "other", 7)
     mgr.close()
-    db = cache_dir / "cache" / "regime" / "cache.db"
-    db.write_bytes(b"this is not sqlite" * 100)
+    con = _db(cache_dir)
+    (raw,) = con.execute("SELECT value FROM entries WHERE key = 'k'").fetchone()
+    bad = bytes(len(raw)) if damage == "zeroed" else raw[: len(raw) // 2]
+    con.execute("UPDATE entries SET value = ? WHERE key = 'k'", (bad,))
+    con.close()
     fresh = CacheManager(root=cache_dir)
-    assert fresh.get_or_compute("regime", "k", lambda: "RANGE") == "RANGE"
-    assert fresh.get("regime", "k") == "RANGE"
-    assert list(db.parent.glob("cache.db.corrupt-*"))
+    assert fresh.get_or_compute("features", "k", lambda: "recomputed") == "recomputed"
+    assert caplog.text.count("damaged entry was dropped") == 1
+    assert fresh.get("features", "k") == "recomputed" and fresh.get("features", "other") == 7
+
+
+def test_corrupt_database_is_moved_aside_once(cache_dir, caplog):
+    db = cache_dir / "cache" / "cache.db"
+    for _ in range(3):
+        mgr = CacheManager(root=cache_dir)
+        mgr.set("regime", "k", "TREND_UP")
+        mgr.close()
+        db.write_bytes(b"this is not sqlite" * 100)
+        fresh = CacheManager(root=cache_dir)
+        assert fresh.get_or_compute("regime", "k", lambda: "RANGE") == "RANGE"
+        assert fresh.get("regime", "k") == "RANGE"
+        fresh.close()
     assert "damaged" in caplog.text
+    assert sorted(p.name for p in db.parent.glob("cache.db.corrupt*")) == ["cache.db.corrupt"]
 
 
 def test_read_only_directory_degrades_to_no_cache(cache_dir, caplog):
@@ -180,18 +203,56 @@ def test_read_only_directory_degrades_to_no_cache(cache_dir, caplog):
         os.chmod(cache_dir, 0o700)
 
 
-def test_full_or_readonly_database_degrades(cache_dir, caplog):
+def test_read_only_database_degrades(cache_dir, caplog):
     mgr = CacheManager(root=cache_dir)
     mgr.set("features", "a", 1)
     mgr.close()
     fresh = CacheManager(root=cache_dir)
-    # query_only makes SQLite refuse every write the way a full or read-only disk does
+    # query_only makes SQLite refuse every write the way a read-only disk does
     # (root ignores file modes, so chmod cannot simulate it here).
-    fresh._cache("features")._sql("PRAGMA query_only = ON")
+    fresh._backend()._conn().execute("PRAGMA query_only = ON")
     assert fresh.get_or_compute("features", "b", lambda: 2) == 2
     assert fresh.get_or_compute("features", "c", lambda: 3) == 3
-    assert "caching disabled" in caplog.text
+    assert caplog.text.count("caching disabled") == 1
     assert fresh.get_or_compute("features", "a", lambda: -1) == -1  # degraded: computes
+    assert not list((cache_dir / "cache").glob("*.corrupt*"))
+
+
+def test_full_database_degrades_and_is_never_moved_aside(cache_dir, caplog):
+    mgr = CacheManager(root=cache_dir)
+    mgr.set("features", "a", 1)
+    con = mgr._backend()._conn()
+    # The database may not grow: SQLite answers SQLITE_FULL, as on a full disk.
+    pages = con.execute("PRAGMA page_count").fetchone()[0]
+    con.execute(f"PRAGMA max_page_count = {pages}")
+    with mgr.batch():
+        mgr.set_many("features", {f"k{i}": "x" * 5000 for i in range(50)})
+    assert "caching disabled" in caplog.text and "full" in caplog.text
+    assert mgr.get_or_compute("features", "b", lambda: 2) == 2
+    mgr.close()
+    assert not list((cache_dir / "cache").glob("*.corrupt*"))
+    assert CacheManager(root=cache_dir).get("features", "a") == 1  # still healthy
+
+
+def test_one_write_transaction_per_run(tmp_path):
+    """Every entry of a run and its statistics are committed together."""
+    from botopt.core import load_config
+    from botopt.core._pipeline import run_signals
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")})
+    mgr = CacheManager.from_config(cfg)
+    commits = []
+    store = mgr._backend()
+    real = store.write
+    store.write = lambda rows, stats, now: (commits.append((len(rows), dict(stats))),
+                                             real(rows, stats, now))[1]
+    syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    run_signals(cfg, syms, as_of=datetime(2026, 9, 20, 12, tzinfo=timezone.utc), manager=mgr)
+    assert len(commits) == 1
+    n_rows, stats = commits[0]
+    # features, regime, predictions per symbol; gates; the run (twice if it recorded one)
+    assert 3 * 3 + 1 + 1 <= n_rows <= 3 * 3 + 1 + 2
+    assert stats["features"][1] == 3 and stats["signals"][1] == 1
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o770])
@@ -261,7 +322,12 @@ def test_cache_stats_cli_json_and_light_imports(tmp_path):
     for name in ("features", "predictions", "regime", "gates"):
         assert {"hits", "misses", "hit_rate", "entries", "ttl_seconds", "size_bytes",
                 "time_saved_seconds"} <= set(caches[name])
-    assert caches["features"]["misses"] == 2 and caches["features"]["ttl_seconds"] == 60
+    assert caches["features"]["misses"] == 2 and caches["features"]["ttl_seconds"] == 600
+    assert caches["features"]["life"] == "2 x 5m candles"
+    set_ttl = runner.invoke(app, ["--cache-dir", str(c), "cache-stats", "--json"],
+                            env={"BOTOPT_CACHE_GATES_TTL": "45"})
+    gates = json.loads(set_ttl.stdout)["caches"]["gates"]
+    assert (gates["ttl_seconds"], gates["life"]) == (45, "set")
     code = ("import sys\nfrom botopt.cli.main import app\n"
             "try:\n    app(['--cache-dir', sys.argv[1], 'cache-stats'])\n"
             "except SystemExit:\n    pass\n"
@@ -286,3 +352,107 @@ def test_cache_clear(tmp_path):
     bad = runner.invoke(app, ["--cache-dir", str(c), "cache-clear", "--cache", "featurez"])
     assert bad.exit_code == 2 and "unknown cache 'featurez'" in bad.stderr
     assert runner.invoke(app, ["--cache-dir", str(c), "cache-clear"]).exit_code == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs) for the cache directory: it can be filled up or
+    remounted read-only. Needs root (mount); skipped elsewhere."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "disk"
+    d.mkdir(mode=0o700)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(d)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "botopt.cli.main", *args],
+                          capture_output=True, text=True)
+
+
+def _fill(directory: Path) -> None:
+    with open(directory / "filler", "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_refusing_disk_degrades_with_one_warning(small_disk, tmp_path, fault):
+    """A full or read-only cache disk: the run answers (equal to --no-cache), says so in one
+    line, never 'internal error', and a healthy cache.db is never moved aside."""
+    syms = ["-s", "BTCUSDT,ETHUSDT,SOLUSDT", "--json"]
+    t0 = "2026-09-20T12:00:30Z"
+    assert _cli("--cache-dir", str(small_disk), "signals", *syms, "--as-of", t0
+                ).returncode == 0
+    assert _cli("--cache-dir", str(tmp_path / "ref"), "signals", *syms, "--as-of", t0
+                ).returncode == 0
+    if fault == "full":
+        _fill(small_disk)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    for as_of in ("2026-09-20T12:05:30Z", "2026-09-20T12:06:30Z"):  # a new candle, then again
+        r = _cli("--cache-dir", str(small_disk), "signals", *syms, "--as-of", as_of)
+        ref = _cli("--cache-dir", str(tmp_path / "ref"), "signals", *syms, "--as-of", as_of,
+                   "--no-cache")
+        assert r.returncode == 0, r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+        warnings = [line for line in r.stderr.splitlines() if "WARNING" in line
+                    and "notifications not queued" not in line]
+        assert len(warnings) == 1 and "caching disabled" in warnings[0], r.stderr
+        assert json.loads(r.stdout) == json.loads(ref.stdout)
+    assert (small_disk / "cache" / "cache.db").is_file()
+    assert not [p for p in small_disk.rglob("*") if "corrupt" in p.name]
+
+
+def test_cache_clear_with_corrupt_statistics(tmp_path):
+    c = tmp_path / "c"
+    assert _cli("--cache-dir", str(c), "signals", "-s", "BTCUSDT", "--as-of",
+                "2026-09-20").returncode == 0
+    (c / "cache" / "stats.db").write_bytes(b"\0garbage" * 512)  # an older version's file
+    db = c / "cache" / "cache.db"
+    db.write_bytes(b"not a database" * 512)
+    for p in (Path(str(db) + "-wal"), Path(str(db) + "-shm")):
+        p.unlink(missing_ok=True)
+    stats = _cli("--cache-dir", str(c), "cache-stats", "--json")
+    assert stats.returncode == 0 and "internal error" not in stats.stderr
+    r = _cli("--cache-dir", str(c), "cache-clear")
+    assert r.returncode == 0, r.stderr
+    assert "internal error" not in r.stderr and not (c / "cache" / "stats.db").exists()
+    again = _cli("--cache-dir", str(c), "signals", "-s", "BTCUSDT", "--as-of", "2026-09-20")
+    assert again.returncode == 0 and "internal error" not in again.stderr
+
+
+def test_config_show_prints_each_cache_life(tmp_path):
+    r = runner.invoke(app, ["config", "show", "--json"])
+    settings = json.loads(r.stdout)["settings"]
+    assert settings["cache.features_ttl"]["value"] == "600 s (2 x 5m candles)"
+    r = runner.invoke(app, ["config", "show", "--json"],
+                      env={"BOTOPT_CACHE_PREDICTIONS_TTL": "30", "BOTOPT_DATA_INTERVAL": "1h"})
+    settings = json.loads(r.stdout)["settings"]
+    assert settings["cache.predictions_ttl"]["value"] == "30 s (set)"
+    assert settings["cache.regime_ttl"]["value"] == "7200 s (2 x 1h candles)"
+
+
+def test_default_root_for_config_less_entry_points(tmp_path, monkeypatch):
+    """The documented order: what the CLI set, else $BOTOPT_CACHE_DIR, else the platform's
+    user cache directory."""
+    from botopt.core._workspace import default_root, set_default_root
+
+    set_default_root(None)
+    try:
+        assert default_root() == Path(os.environ["XDG_CACHE_HOME"]) / "botopt"
+        monkeypatch.setenv("BOTOPT_CACHE_DIR", str(tmp_path / "env"))
+        assert default_root() == tmp_path / "env"
+        set_default_root(tmp_path / "cli")
+        assert default_root() == tmp_path / "cli"
+    finally:
+        set_default_root(None)

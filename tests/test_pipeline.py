@@ -6,6 +6,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
@@ -130,3 +132,149 @@ def test_signals_json_cli(tmp_path):
 def test_single_symbol_and_pairs_work(tmp_path, n):
     r = run_signals(cfg_for(tmp_path), SAMPLE[:n], as_of=T0)
     assert len(r.symbols) == n
+
+
+def test_cron_with_a_moving_clock_and_default_settings(tmp_path):
+    """Cron as it runs: a minute apart, 0.2-4 s of start jitter, the clock moving with the
+    runs, no cache settings. Every answer equals an uncached bot's (its own state), and
+    4 runs in 5 are answered from the cache (the bound with 5m candles: 80 %)."""
+    import random
+
+    rng = random.Random(14)
+    clock = [0.0]
+    cfg = cfg_for(tmp_path / "cached")
+    ref = cfg_for(tmp_path / "uncached")
+    mgr = CacheManager.from_config(cfg, clock=lambda: clock[0])
+    cached, fresh = _Stages(), _Stages()
+    start = datetime(2026, 9, 19, 6, 0, tzinfo=timezone.utc)
+    runs = 30
+    for k in range(runs):
+        now = start + timedelta(seconds=60 * k + rng.uniform(0.2, 4.0))
+        clock[0] = now.timestamp()
+        a = run_signals(cfg, SAMPLE[:4], as_of=now, manager=mgr, stages=cached)
+        b = run_signals(ref, SAMPLE[:4], as_of=now, use_cache=False, stages=fresh)
+        assert a == b, now
+    assert fresh.features == 4 * runs and fresh.gates == runs
+    for stage in ("features", "regime", "predictions", "gates"):
+        assert getattr(cached, stage) <= 0.22 * getattr(fresh, stage), stage
+    assert mgr.counters()["signals"]["hits"] == runs - runs // 5
+
+
+def _write_dir(path, frames):
+    from botopt.core._store import _write
+
+    path.mkdir(parents=True)
+    for sym, df in frames.items():
+        _write(path / f"{sym}-5m.feather", df)
+    return path
+
+
+def _sample_frames(scale: dict[str, float] | None = None, copy: dict[str, str] | None = None):
+    """The bundled candles per symbol; ``copy`` replaces a symbol's prices by another's
+    (a perfectly correlated pair), ``scale`` multiplies a symbol's prices."""
+    import polars as pl
+
+    from botopt.core import load_candles
+
+    base = load_candles(SAMPLE, config=load_config(), as_of="2100-01-01")
+    frames = {str(k[0]): v for k, v in base.partition_by("symbol", as_dict=True).items()}
+    out = {}
+    for s in SAMPLE:
+        src = frames[(copy or {}).get(s, s)].with_columns(symbol=pl.lit(s))
+        f = (scale or {}).get(s, 1.0)
+        out[s] = src.with_columns(pl.col("open", "high", "low", "close") * f)
+    return out
+
+
+OPEN_GATES = {"gates.min_strength": 0.0, "gates.min_probability": 0.0,
+              "gates.block_high_vol": False, "gates.min_volume_z": -99.0}
+
+
+def test_switching_data_dirs_never_mixes_state(tmp_path):
+    """Run A, then B, then B with --no-cache: equal answers; cooldowns, regime history and
+    correlation state are kept apart per data directory."""
+    a_dir = _write_dir(tmp_path / "A", _sample_frames())
+    b_dir = _write_dir(tmp_path / "B", _sample_frames(copy={"ETHUSDT": "BTCUSDT"}))
+    base = {"cache.dir": str(tmp_path / "c"), "data.source": "local", **OPEN_GATES}
+    cfg_a = load_config(overrides={**base, "data.data_dir": str(a_dir)})
+    cfg_b = load_config(overrides={**base, "data.data_dir": str(b_dir)})
+    # The same B bot in a directory of its own, that never saw A.
+    alone = load_config(overrides={**base, "cache.dir": str(tmp_path / "alone"),
+                                   "data.data_dir": str(b_dir)})
+    # Replays of the past are experiments that record nothing: notify=True records them.
+    for k in range(3):
+        now = T0 + timedelta(minutes=5 * k)
+        run_signals(cfg_a, SAMPLE, as_of=now, notify=True)
+        b = run_signals(cfg_b, SAMPLE, as_of=now, notify=True)
+        assert b == run_signals(cfg_b, SAMPLE, as_of=now, use_cache=False, notify=True)
+        assert b == run_signals(alone, SAMPLE, as_of=now, use_cache=False, notify=True)
+    scopes = sorted(p.name for p in (tmp_path / "c" / "state").iterdir())
+    assert len(scopes) == 2 and len(list((tmp_path / "c" / "correlation").iterdir())) == 2
+    for scope in scopes:
+        assert (tmp_path / "c" / "state" / scope / "regimes.json").is_file()
+    assert not (tmp_path / "c" / "gates").exists()  # regimes.json is not under gates/
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.lists(st.sampled_from("AB"), min_size=2, max_size=4),
+       factor=st.floats(0.5, 2.0), step=st.integers(0, 3))
+def test_cached_equals_no_cache_after_switching_dirs(tmp_path_factory, order, factor, step):
+    tmp = tmp_path_factory.mktemp("switch")
+    dirs = {"A": _write_dir(tmp / "A", _sample_frames()),
+            "B": _write_dir(tmp / "B", _sample_frames(
+                scale={"SOLUSDT": factor},
+                copy={"ETHUSDT": "BTCUSDT", "XRPUSDT": "BNBUSDT"}))}
+    base = {"cache.dir": str(tmp / "c"), "data.source": "local", **OPEN_GATES}
+    for i, name in enumerate(order):
+        cfg = load_config(overrides={**base, "data.data_dir": str(dirs[name])})
+        # The same bot with a directory to itself: what "never mixed" means.
+        alone = load_config(overrides={**base, "data.data_dir": str(dirs[name]),
+                                       "cache.dir": str(tmp / f"alone-{name}")})
+        now = T0 + timedelta(minutes=5 * (i // 2 + step))
+        cached = run_signals(cfg, SAMPLE, as_of=now, notify=True)
+        assert cached == run_signals(cfg, SAMPLE, as_of=now, use_cache=False, notify=True)
+        assert cached == run_signals(alone, SAMPLE, as_of=now, use_cache=False, notify=True)
+
+
+def test_library_run_writes_nothing_under_home(tmp_path):
+    """run_signals, then get_status, with cache.dir set: every file (events.log included)
+    lands in cache.dir; HOME stays empty."""
+    import os
+
+    from botopt.core import get_status
+
+    home = tmp_path / "home"
+    home.mkdir()
+    os.environ["HOME"] = str(home)
+    os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), **OPEN_GATES,
+                                 "gates.correlation_threshold": 1.0})
+    result = run_signals(cfg, SAMPLE, as_of=T0, notify=True)
+    assert result.new_signals  # something was queued and emitted
+    status = get_status(cfg)
+    assert status["notifications"]["pending"] >= len(result.new_signals) or status
+    assert (tmp_path / "c" / "events" / "events.log").read_text().count("signal_passed") \
+        == len(result.new_signals)
+    assert list(home.rglob("*")) == []
+
+
+def test_warm_cron_run_answers_without_polars_or_numpy(tmp_path):
+    """Within the candle slot a new process answers from the whole-run entry without
+    importing polars or numpy, and the answer equals --no-cache."""
+    import subprocess
+    import sys
+
+    c = str(tmp_path / "c")
+    args = ["--cache-dir", c, "signals", "-s", "BTCUSDT,ETHUSDT", "--json"]
+    first = runner.invoke(app, [*args, "--as-of", "2026-09-20T12:00:03Z"])
+    assert first.exit_code == 0, first.stderr
+    code = ("import sys\nfrom botopt.cli.main import app\n"
+            "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', [m for m in ('polars', 'numpy') if m in sys.modules])\n")
+    later = subprocess.run([sys.executable, "-c", code, *args, "--as-of",
+                            "2026-09-20T12:03:59Z"], capture_output=True, text=True)
+    assert "HEAVY []" in later.stdout, later.stdout + later.stderr
+    answer = json.loads(later.stdout.split("HEAVY")[0])
+    fresh = runner.invoke(app, [*args, "--as-of", "2026-09-20T12:03:59Z", "--no-cache"])
+    assert answer == json.loads(fresh.stdout)

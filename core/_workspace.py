@@ -1,0 +1,195 @@
+"""The one owner of botopt's state on disk.
+
+A ``Workspace`` is built once from the Config. It owns the root directory (and the checks
+that make it safe to trust, ``botopt.core._paths``) and hands out the stores; nothing else
+knows a path:
+
+=====================  ===========================================  =====================
+store                  where (under the root)                       keyed by
+=====================  ===========================================  =====================
+cache                  ``cache/cache.db``                           content keys
+cooldowns              ``state/<scope>/cooldowns.json``             data scope
+regime history         ``state/<scope>/regimes.json``               data scope
+correlation state      ``correlation/<scope>/``                     data scope
+notification queue     ``notify/``                                  (one per user)
+events                 ``events/``                                  (one per user)
+=====================  ===========================================  =====================
+
+The *data scope* is what the state depends on: the data source and its directory (or the
+exchange's API), and the candle interval. Switching ``--data-dir`` therefore never mixes
+cooldowns, regime history or correlation sums of two data sets. (The symbol set is not part
+of it on purpose: a BTCUSDT signal is the same signal whichever other symbols ran with it,
+and a scope per set would notify it twice. The whole-run cache entry does carry the set.)
+
+Stores are reached only through these methods, each returning an object with a small
+interface (``CacheStore``, ``CooldownStore``, ``RegimeState``, a directory for the queue and
+events), so a shared backend for several hosts can later be chosen here without touching
+the pipeline.
+
+Config-less entry points (the cache decorators, ``emit``, ``batch_notify``) use the
+*default root*: the one the CLI made current for this command (``set_default_root``), else
+``$BOTOPT_CACHE_DIR``, else the platform's user cache directory (``~/.cache/botopt``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botopt.core._paths import default_cache_dir, ensure_dir
+
+if TYPE_CHECKING:
+    from botopt.core._cache import CacheManager
+    from botopt.core._config import Config
+    from botopt.core._gates import CooldownStore
+    from botopt.core._regime_state import RegimeState
+
+log = logging.getLogger("botopt.workspace")
+
+_default_root: Path | None = None
+_workspaces: dict[tuple[Any, ...], Workspace] = {}
+# Roots whose disk refused a write this process (read-only, full): state that must be
+# written somewhere goes to a private temporary directory instead, and is not kept.
+_ephemeral: dict[Path, Path] = {}
+
+
+def set_default_root(path: Path | None) -> None:
+    """Make ``path`` the root of config-less entry points for this process (the CLI does)."""
+    global _default_root
+    _default_root = path
+
+
+def default_root() -> Path:
+    """The documented default for config-less entry points (not created)."""
+    if _default_root is not None:
+        return _default_root
+    env = os.environ.get("BOTOPT_CACHE_DIR")
+    return Path(env).expanduser() if env else default_cache_dir()
+
+
+def data_scope(config: Config) -> str:
+    """A short, stable name for the data the state was built from."""
+    data = config.data
+    if data.source == "local":
+        where = str(Path(data.data_dir or ".").expanduser().resolve())
+    elif data.source == "binance":
+        where = config.binance.api_url.rstrip("/")
+    else:
+        where = "bundled"
+    digest = hashlib.blake2b(f"{data.source}|{where}|{data.interval}".encode(),
+                             digest_size=6).hexdigest()
+    return f"{data.source}-{data.interval}-{digest}"
+
+
+class Workspace:
+    """Owner of one root directory and every store under it."""
+
+    def __init__(self, root: Path, config: Config | None = None, *,
+                 clock: Callable[[], float] = time.time,
+                 cache: CacheManager | None = None) -> None:
+        self.root = Path(root)
+        self.config = config
+        self.clock = clock
+        self._cache = cache
+
+    # -- construction ---------------------------------------------------------------------
+
+    @staticmethod
+    def root_for(config: Config) -> Path:
+        """The configured root directory (not created)."""
+        return config.cache.dir if config.cache.dir is not None else default_cache_dir()
+
+    @classmethod
+    def of(cls, config: Config) -> Workspace:
+        """The workspace of ``config``, built once per process."""
+        key = (cls.root_for(config), config.cache, config.data, config.binance.api_url)
+        ws = _workspaces.get(key)
+        if ws is None:
+            ws = _workspaces[key] = cls(cls.root_for(config), config)
+        return ws
+
+    @classmethod
+    def default(cls) -> Workspace:
+        """The workspace of the config-less entry points."""
+        return cls(default_root())
+
+    # -- directories ----------------------------------------------------------------------
+
+    def dir(self, *parts: str) -> Path:
+        """A private directory under the root (created 0700 and checked)."""
+        path = ensure_dir(self.root)
+        for part in parts:
+            path = ensure_dir(path / part)
+        return path
+
+    def _config(self, config: Config | None) -> Config:
+        cfg = config or self.config
+        if cfg is None:
+            raise ValueError("this store is keyed by the data scope: give a Config")
+        return cfg
+
+    def state_dir(self, config: Config | None = None) -> Path:
+        return self.dir("state", data_scope(self._config(config)))
+
+    def correlation_dir(self, config: Config | None = None) -> Path:
+        lost = _ephemeral.get(self.root)
+        if lost is not None:
+            return lost
+        return self.dir("correlation", data_scope(self._config(config)))
+
+    def queue_dir(self) -> Path:
+        return self.dir("notify")
+
+    def events_dir(self) -> Path:
+        return self.dir("events")
+
+    def disk_refused(self, exc: BaseException) -> Path:
+        """After a write was refused (read-only or full disk): warn once, and give a
+        private temporary directory for state that a run cannot do without."""
+        lost = _ephemeral.get(self.root)
+        if lost is None:
+            from botopt.core._fs import refused_write
+
+            refused_write(self.root, exc)
+            import atexit
+            import shutil
+            import tempfile
+
+            lost = _ephemeral[self.root] = Path(tempfile.mkdtemp(prefix="botopt-state-"))
+
+            atexit.register(shutil.rmtree, lost, True)
+        return lost
+
+    # -- stores ---------------------------------------------------------------------------
+
+    @property
+    def cache(self) -> CacheManager:
+        if self._cache is None:
+            from botopt.core._cache import CacheManager
+
+            if self.config is not None:
+                self._cache = CacheManager.from_config(self.config, root=self.root,
+                                                       clock=self.clock)
+            else:
+                self._cache = CacheManager(root=self.root, clock=self.clock)
+        return self._cache
+
+    def cooldowns(self, config: Config | None = None) -> CooldownStore:
+        from botopt.core._gates import CooldownStore
+
+        return CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
+
+    def regimes(self, config: Config | None = None) -> RegimeState:
+        from botopt.core._regime_state import RegimeState
+
+        return RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
