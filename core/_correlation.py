@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -549,7 +550,7 @@ class RollingCorrelation:
             meta = json.loads(arrays["meta"].tobytes())
         except FileNotFoundError:
             raise
-        except (OSError, KeyError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        except (OSError, KeyError, EOFError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"unreadable ({type(exc).__name__})") from exc
         if meta.get("format") != STATE_FORMAT:
             raise ValueError("unknown state format")
