@@ -85,6 +85,38 @@ def _zeros(r: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(r), 0.0, r)
 
 
+def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
+                                        np.ndarray]:
+    """(symbols in order of appearance, run starts, run ends, open times in ms, closes) of a
+    candle frame, each symbol's rows one run sorted by time. ``load_candles`` output is
+    already so (checked in one pass over integers, no string hashing per row); any other
+    frame is sorted."""
+    import polars as pl
+
+    rle = candles["symbol"].rle()
+    names = rle.struct.field("value").to_list()
+    lens = rle.struct.field("len").to_numpy().astype(np.int64)
+    t = candles["open_time"].dt.epoch("ms").to_numpy()
+    c = candles["close"].cast(pl.Float64).to_numpy()
+    ok = len(set(names)) == len(names)
+    if ok and t.size > 1:
+        ends = np.cumsum(lens)
+        d = np.diff(t)
+        d[ends[:-1] - 1] = 1  # a run boundary is not a step in time
+        ok = bool((d > 0).all())
+        del d
+    if not ok:
+        names = list(dict.fromkeys(names))
+        frame = candles.select(
+            pl.col("symbol").cast(pl.Enum(names)).to_physical().alias("k"),
+            pl.col("open_time").dt.epoch("ms").alias("t"),
+            pl.col("close").cast(pl.Float64).alias("c")).sort("k", "t", maintain_order=True)
+        lens = np.bincount(frame["k"].to_numpy(), minlength=len(names)).astype(np.int64)
+        t, c = frame["t"].to_numpy(), frame["c"].to_numpy()
+    ends = np.cumsum(lens)
+    return names, ends - lens, ends, t, c
+
+
 @dataclass
 class RollingCorrelation:
     window: int = 288
@@ -289,56 +321,54 @@ class RollingCorrelation:
             self.last_close[symbol] = float(closes[new][-1])
         return times, rets
 
-    def update_frame(self, candles: Any, symbols: Sequence[str] | None = None) -> int:
+    def update_frame(self, candles: Any) -> int:
         """Feed every symbol's new candles from one frame (``symbol``, ``open_time``,
-        ``close``) in one batched step: the cron path. Only the last ``window + 1`` candles
-        of a symbol the state has not seen are read. Returns the number of new candles."""
-        import polars as pl
+        ``close``) in one batched step: the cron path. Returns the number of new candles."""
+        return self.update_runs(*candle_runs(candles))
 
-        syms = list(symbols) if symbols is not None else \
-            candles["symbol"].unique(maintain_order=True).to_list()
-        if not syms:
+    def update_runs(self, names: Sequence[str], starts: np.ndarray, ends: np.ndarray,
+                    t: np.ndarray, c: np.ndarray) -> int:
+        """``update_frame`` on arrays: symbol ``names[k]`` owns rows ``starts[k]:ends[k]``
+        of open times ``t`` (ms, ascending within the run) and closes ``c``.
+
+        Only a symbol's last window + 2 rows can reach the window (window returns, the
+        close before the first, and one row of slack), so only those are read: a cron
+        run's frame holds far more history (for the features) than the correlation needs.
+        """
+        if not len(names):
             return 0
-        frame = candles.select(
-            pl.col("symbol").cast(pl.Enum(syms)).to_physical().alias("_code"),
-            pl.col("open_time").dt.epoch("ms"), pl.col("close").cast(pl.Float64))
-        code = frame["_code"].to_numpy().astype(np.int64)
-        t = frame["open_time"].to_numpy().astype(np.int64)
-        c = frame["close"].to_numpy()
-        del frame
-        if code.size > 1 and not bool(np.all((np.diff(code) > 0) | (
-                (np.diff(code) == 0) & (np.diff(t) > 0)))):
-            order = np.lexsort((t, code))
-            code, t, c = code[order], t[order], c[order]
-        first = np.ones(code.size, bool)
-        first[1:] = code[1:] != code[:-1]
-        known = np.array([s in self.last_time for s in syms])
-        last = np.array([self.last_time.get(s, np.iinfo(np.int64).min) for s in syms])
-        last_c = np.array([self.last_close.get(s, np.nan) for s in syms])
-        prev_t = np.empty_like(t)
-        prev_c = np.empty_like(c)
-        prev_t[1:], prev_c[1:] = t[:-1], c[:-1]
-        # A symbol's first row in the frame continues from what the state last took.
-        prev_t[first] = np.where(known[code[first]], last[code[first]], -1)
-        prev_c[first] = last_c[code[first]]
+        cols_of_run = self._columns(names)
+        lo = np.maximum(starts, ends - (self.window + 2))
+        cnt = ends - lo
+        offsets = np.cumsum(cnt) - cnt
+        run = np.repeat(np.arange(len(names)), cnt)
+        idx = np.arange(int(cnt.sum())) - np.repeat(offsets - lo, cnt)
+        ts, cs = t[idx], c[idx]
+        known = np.array([s in self.last_time for s in names])
+        floor = int(np.iinfo(np.int64).min)
+        last = np.array([self.last_time.get(s, floor) for s in names])
+        prev_t = np.empty_like(ts)
+        prev_c = np.empty_like(cs)
+        prev_t[1:], prev_c[1:] = ts[:-1], cs[:-1]
+        has = cnt > 0
+        first = offsets[has]
+        # A run's first row read continues from the row before it in the frame or, when
+        # the frame starts there, from what the state last took.
+        cut = lo[has] > starts[has]
+        before = np.maximum(lo[has] - 1, 0)
+        prev_t[first] = np.where(cut, t[before], np.where(known[has], last[has], -1))
+        prev_c[first] = np.where(cut, c[before], [self.last_close.get(names[k], np.nan)
+                                                  for k in np.flatnonzero(has).tolist()])
         with np.errstate(invalid="ignore", divide="ignore"):
-            rets = np.where(t - prev_t == self.interval_ms, np.log(c / prev_c), np.nan)
-        new = t > last[code]
-        # From the end: a new symbol's rows before its last window + 1 cannot reach the window.
-        ends = np.flatnonzero(np.append(first[1:], True))
-        from_end = np.repeat(ends, np.diff(np.append(-1, ends))) - np.arange(code.size)
-        new &= known[code] | (from_end <= self.window)
-        idx = np.flatnonzero(new)
-        if not idx.size:
+            rets = np.where(ts - prev_t == self.interval_ms, np.log(cs / prev_c), np.nan)
+        new = ts > last[run]
+        if not new.any():
             return 0
-        cols = self._columns(syms)[code[idx]]
-        for k in ends:
-            if new[k]:
-                s = syms[code[k]]
-                self.last_time[s] = int(t[k])
-                self.last_close[s] = float(c[k])
-        self._apply(cols, t[idx], rets[idx])
-        return int(idx.size)
+        for k in np.flatnonzero(has & (t[np.maximum(ends - 1, 0)] > last)).tolist():
+            self.last_time[names[k]] = int(t[ends[k] - 1])
+            self.last_close[names[k]] = float(c[ends[k] - 1])
+        self._apply(cols_of_run[run[new]], ts[new], rets[new])
+        return int(new.sum())
 
     def remove(self, symbol: str) -> None:
         self.drop([symbol])
@@ -623,41 +653,13 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     from botopt.core.errors import CacheError
 
     win = window or config.correlation.window
-    mp = config.correlation.min_periods
-    step = interval_ms(config.data.interval)
-    syms = candles["symbol"].unique(maintain_order=True).to_list()
     identity = source_identity(config)
+    runs = candle_runs(candles)
+    syms = list(runs[0])
 
     def fresh() -> RollingCorrelation:
-        return RollingCorrelation(window=win, min_periods=mp, interval_ms=step)
-
-    def compute(rc: RollingCorrelation) -> RollingCorrelation:
-        rc.drop([s for s in rc.symbols if s not in set(syms)])
-        import polars as pl
-
-        newest = dict(candles.group_by("symbol").agg(
-            pl.col("open_time").max().dt.epoch("ms")).iter_rows())
-        # A state ahead of these candles (an earlier --as-of, or a symbol pruned above
-        # that held the newest candle) cannot be rolled back.
-        if any(rc.last_time.get(s, -1) > newest[s] for s in syms) or \
-                (rc.end_ms is not None and rc.end_ms > max(newest.values())):
-            rc = fresh()
-        rc.update_frame(candles, syms)
-        return rc
-
-    def load() -> RollingCorrelation:
-        if full or path is None:
-            return fresh()
-        try:
-            rc = RollingCorrelation.load(path, identity)
-        except FileNotFoundError:
-            return fresh()
-        except ValueError as exc:
-            log.warning("correlation state %s unreadable (%s); rebuilding", path, exc)
-            return fresh()
-        if (rc.window, rc.min_periods, rc.interval_ms) != (win, mp, step):
-            return fresh()
-        return rc
+        return RollingCorrelation(window=win, min_periods=config.correlation.min_periods,
+                                  interval_ms=interval_ms(config.data.interval))
 
     path: Path | None = None
     try:
@@ -669,24 +671,24 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = state_dir / state_name(config, win, identity)
         with FileLock(str(path) + ".lock", timeout=5):
-            rc = compute(load())
-            updated = rc.rows_pending()
-            try:
-                rc.save(path, identity)
-            except OSError as exc:
-                log.warning("correlation state not saved to %s (%s); the answer is "
-                            "unaffected", state_dir, exc.strerror or exc)
+            rc, changed = _bring_up_to_date(_load_state(path, identity, fresh, full), runs,
+                                            fresh)
+            if changed:
+                try:
+                    rc.save(path, identity)
+                except OSError as exc:
+                    log.warning("correlation state not saved to %s (%s); the answer is "
+                                "unaffected", state_dir, exc.strerror or exc)
     except Timeout:
         log.warning("correlation state %s is busy; computing without it", path)
-        rc = compute(fresh())
-        updated = rc.rows_pending()
+        rc, _ = _bring_up_to_date(fresh(), runs, fresh)
     except (OSError, CacheError) as exc:
         # Unwritable (read-only, full, not creatable): read what is there, store nothing.
-        reason = getattr(exc, "strerror", None) or exc
         log.warning("correlation state directory not writable (%s); computing without "
-                    "storing", reason)
-        rc = compute(fresh() if path is None else load())
-        updated = rc.rows_pending()
+                    "storing", getattr(exc, "strerror", None) or exc)
+        start = fresh() if path is None else _load_state(path, identity, fresh, full)
+        rc, _ = _bring_up_to_date(start, runs, fresh)
+    updated = rc.rows_pending()
     names, m = rc.matrix()
     if names != syms:
         idx = [names.index(s) for s in syms]
@@ -694,6 +696,42 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     end = datetime.fromtimestamp(rc.end_ms / 1000, tz=timezone.utc) if rc.end_ms else None
     return CorrelationResult(symbols=syms, matrix=m, window=win, as_of=end,
                              rows_updated=[s for s in updated if s in syms])
+
+
+def _load_state(path: Path, identity: str, fresh: Any, full: bool) -> RollingCorrelation:
+    """The stored state, or a fresh one (asked for, absent, damaged or of other settings)."""
+    want = fresh()
+    if full:
+        return want
+    try:
+        rc = RollingCorrelation.load(path, identity)
+    except FileNotFoundError:
+        return want
+    except ValueError as exc:
+        log.warning("correlation state %s unreadable (%s); rebuilding", path, exc)
+        return want
+    if (rc.window, rc.min_periods, rc.interval_ms) != (want.window, want.min_periods,
+                                                      want.interval_ms):
+        return want
+    return rc
+
+
+def _bring_up_to_date(rc: RollingCorrelation, runs: Any,
+                      fresh: Any) -> tuple[RollingCorrelation, bool]:
+    """Prune symbols no longer asked for, then take the new candles. Returns the state and
+    whether it changed (an unchanged state is not written again)."""
+    names, starts, ends, t, _ = runs
+    wanted = set(names)
+    gone = [s for s in rc.symbols if s not in wanted]
+    rc.drop(gone)
+    newest = dict(zip(names, t[ends - 1].tolist(), strict=True))
+    # A state ahead of these candles (an earlier --as-of, or a pruned symbol that held the
+    # newest candle) cannot be rolled back.
+    if any(rc.last_time.get(s, -1) > newest[s] for s in names) or (
+            rc.end_ms is not None and rc.end_ms > max(newest.values())):
+        rc = fresh()
+    taken = rc.update_runs(*runs)
+    return rc, bool(taken or gone)
 
 
 def aligned_window(candles: Any, window: int, step: int) -> tuple[list[str], np.ndarray]:
