@@ -258,17 +258,34 @@ class RollingCorrelation:
         O(symbols) per value."""
         assert self.end_ms is not None
         r = self.returns
+        self._dirty.add(j)
+        if times.size == 1:  # the common case, in scalars: numpy calls cost more than maths
+            t, v = int(times[0]), float(values[0])
+            k = (t // self.interval_ms) % self.window
+            if t <= self.end_ms - self.window * self.interval_ms or not math.isfinite(v) \
+                    or not math.isnan(r[k, j]):
+                return
+            r[k, j] = v
+            row = r[k]
+            x = np.where(np.isnan(row), 0.0, row)
+            x *= v
+            self._prod[j, :] += x  # x[j] is v * v: the diagonal's term
+            self._prod[:, j] = self._prod[j, :]
+            self._sum[j] += v
+            self._sq[j] += v * v
+            self._scale[j] += v * v
+            self._missing[j] -= 1
+            return
         ok = (times > self.end_ms - self.window * self.interval_ms) & np.isfinite(values)
         slots = self._slot(times[ok])
         values = values[ok]
         empty = np.isnan(r[slots, j])
         slots, values = slots[empty], values[empty]
-        self._dirty.add(j)
         if not slots.size:
             return
         r[slots, j] = values
-        x = _zeros(r[slots])
-        self._prod[j, :] += values @ x  # the diagonal gets sum(v^2): x[:, j] is v
+        xs = _zeros(r[slots])
+        self._prod[j, :] += values @ xs  # the diagonal gets sum(v^2): xs[:, j] is v
         self._prod[:, j] = self._prod[j, :]
         sq = float(values @ values)
         self._sum[j] += values.sum()
@@ -283,6 +300,18 @@ class RollingCorrelation:
         mapping {open_time_ms: log_return}. Data not newer than what the symbol already has
         is ignored. Returns the number of new candles taken."""
         last = self.last_time.get(symbol)
+        j0 = self._pos.get(symbol)
+        if isinstance(candles_or_returns, Mapping) and len(candles_or_returns) == 1 and \
+                j0 is not None and self.end_ms is not None:
+            ((t, v),) = candles_or_returns.items()
+            if last is not None and int(t) <= last:
+                return 0
+            self.last_time[symbol] = int(t)
+            if int(t) <= self.end_ms:  # no slide: the O(symbols) path, without arrays
+                self._fill_one(j0, np.array([int(t)]), np.array([float(v)]))
+            else:
+                self._apply(np.array([j0]), np.array([int(t)]), np.array([float(v)]))
+            return 1
         if isinstance(candles_or_returns, Mapping):
             pts = sorted((int(t), float(v)) for t, v in candles_or_returns.items()
                          if last is None or int(t) > last)
@@ -364,9 +393,10 @@ class RollingCorrelation:
         new = ts > last[run]
         if not new.any():
             return 0
-        for k in np.flatnonzero(has & (t[np.maximum(ends - 1, 0)] > last)).tolist():
-            self.last_time[names[k]] = int(t[ends[k] - 1])
-            self.last_close[names[k]] = float(c[ends[k] - 1])
+        moved = np.flatnonzero(has & (t[np.maximum(ends - 1, 0)] > last))
+        moved_names = [names[k] for k in moved.tolist()]
+        self.last_time.update(zip(moved_names, t[ends[moved] - 1].tolist(), strict=True))
+        self.last_close.update(zip(moved_names, c[ends[moved] - 1].tolist(), strict=True))
         self._apply(cols_of_run[run[new]], ts[new], rets[new])
         return int(new.sum())
 
@@ -448,7 +478,8 @@ class RollingCorrelation:
             out /= np.sqrt(vx * vy)
         if not (vx > _DOUBT * self._scale[i] and (vy > _DOUBT * self._scale).all()):
             return _row(self.returns, i, self.min_periods)  # a flat or nearly flat series
-        np.clip(out, -1.0, 1.0, out=out)
+        np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
+        np.maximum(out, -1.0, out=out)
         out[i] = 1.0
         return out
 
