@@ -53,6 +53,7 @@ STATE_FORMAT = 2
 # A pair whose variance is below this share of the squares that went through its sums is
 # recomputed from the returns: below it, cancellation could cost more than 1e-12.
 _DOUBT = 1e-3
+_BLOCK = 256  # rows per block where a whole-matrix temporary would cost symbols^2 memory
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
@@ -249,7 +250,9 @@ class RollingCorrelation:
         else:
             # Every pair at once: P += new'new - old'old over the rows touched (rank 2 for
             # the cron step: the new candle's row in, the oldest row out).
-            self._prod += np.vstack([after, before]).T @ np.vstack([after, -before])
+            a, b = np.vstack([after, before]), np.vstack([after, -before])
+            for i in range(0, len(self.symbols), _BLOCK):  # bounded temporary memory
+                self._prod[i:i + _BLOCK] += a[:, i:i + _BLOCK].T @ b
         if not self._all_dirty:
             self._dirty.update(np.unique(cols).tolist())
 
@@ -497,7 +500,8 @@ class RollingCorrelation:
             u = s * d / math.sqrt(w)
             out = np.outer(d, d)  # outer products keep the matrix symmetric to the bit
             out *= self._prod
-            out -= np.outer(u, u)
+            for i in range(0, n, _BLOCK):  # bounded temporary memory
+                out[i:i + _BLOCK] -= np.outer(u[i:i + _BLOCK], u)
         np.clip(out, -1.0, 1.0, out=out)
         doubt_rows = set(np.flatnonzero(~(v > _DOUBT * scale) & (miss == 0)).tolist())
         gappy = np.flatnonzero(miss)
