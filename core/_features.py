@@ -169,13 +169,13 @@ def _window_sum(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def _rolling_std(x: np.ndarray, n: int, ddof: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) over the last n rows from the window's sums, the variance as TA-Lib's
-    BBANDS computes it (sum of squares less n mean^2), 0 where rounding makes it negative.
+    """(mean, std) over the last n rows from the window's sums (sum of squares less n
+    mean^2, as TA-Lib's BBANDS computes it), 0 where rounding makes it negative.
 
-    A window whose values are all equal has std exactly 0, as the definition says: sums
-    leave rounding residue (~1e-16 of the mean squared), and 0 vs 1e-16 decides whether a
-    z-score exists. Every window whose variance is that small is a candidate, and only the
-    candidates (rare outside flat markets) are checked value by value."""
+    That formula loses digits where the std is tiny next to the mean (about 1e-5 of it and
+    below: a nearly flat market), so those windows, rare elsewhere, are recomputed two-pass
+    from their values; and a window whose values are all equal has std exactly 0, as the
+    definition says (0 vs 1e-16 decides whether a z-score exists)."""
     s1 = _window_sum(x, n)
     var = _window_sum(x * x, n)
     mean = s1 / n
@@ -188,8 +188,10 @@ def _rolling_std(x: np.ndarray, n: int, ddof: int) -> tuple[np.ndarray, np.ndarr
     np.sqrt(var, out=var)
     if rows.size:
         window = x[rows[:, None] - np.arange(n), cols[:, None]]
-        flat = (window == x[rows, cols][:, None]).all(axis=1)
-        var[rows[flat], cols[flat]] = 0.0
+        dev = window - window.mean(axis=1)[:, None]
+        exact = np.sqrt((dev * dev).sum(axis=1) / (n - ddof))
+        exact[(window == window[:, :1]).all(axis=1)] = 0.0
+        var[rows, cols] = exact
     return mean, var
 
 
