@@ -118,6 +118,7 @@ def run(quick: bool = False) -> list[Row]:
             rc._prod[:, 0] = saved[0]
             rc._sum[0], rc._sq[0], rc._scale[0], rc._missing[0] = saved[1:]
             rc.last_time["S000"] = end - STEP
+            rc._touch_vy(0)
             rc._dirty.add(0)
             rc.matrix()
 

@@ -143,6 +143,10 @@ class RollingCorrelation:
             self.returns = np.full((self.window, n), np.nan)
         self._pos = {s: k for k, s in enumerate(self.symbols)}
         self._matrix: np.ndarray | None = None
+        # Each symbol's variance over the whole window, kept between rows (invalidated by
+        # any change but one symbol's new value, which updates its own entry).
+        self._vy: np.ndarray | None = None
+        self._vy_ok = False
         self._dirty: set[int] = set()
         self._all_dirty = True
         if self._prod.shape != (n, n) or any(
@@ -161,6 +165,7 @@ class RollingCorrelation:
         self._scale = self._sq.copy()
         self._missing = np.isnan(self.returns).sum(axis=0)
         self._slides = 0
+        self._vy = None
 
     def _reset(self) -> None:
         n = len(self.symbols)
@@ -169,6 +174,7 @@ class RollingCorrelation:
         self._sum, self._sq, self._scale = np.zeros(n), np.zeros(n), np.zeros(n)
         self._missing = np.full(n, self.window)
         self._slides = 0
+        self._vy = None
 
     def _slot(self, t: np.ndarray | int) -> Any:
         return (np.asarray(t) // self.interval_ms) % self.window
@@ -177,6 +183,7 @@ class RollingCorrelation:
         """Column indices of ``names``, adding new symbols all at once (one reallocation)."""
         new = [s for s in dict.fromkeys(names) if s not in self._pos]
         if new:
+            self._vy = None
             n0, k = len(self.symbols), len(new)
             n = n0 + k
             self.symbols.extend(new)
@@ -245,6 +252,7 @@ class RollingCorrelation:
         self._sq += sq_a - sq_b
         self._scale += sq_a + sq_b
         self._missing += np.isnan(after_raw).sum(axis=0) - np.isnan(before_raw).sum(axis=0)
+        self._vy = None
         if self._slides >= self.window or 2 * touched.size >= self.window:
             self._anchor()  # due (bounds the rounding that updates leave) or cheaper
         else:
@@ -278,6 +286,7 @@ class RollingCorrelation:
             self._sq[j] += v * v
             self._scale[j] += v * v
             self._missing[j] -= 1
+            self._touch_vy(j)
             return
         ok = (times > self.end_ms - self.window * self.interval_ms) & np.isfinite(values)
         slots = self._slot(times[ok])
@@ -295,6 +304,19 @@ class RollingCorrelation:
         self._sq[j] += sq
         self._scale[j] += sq
         self._missing[j] -= slots.size
+        self._touch_vy(j)
+
+    def _touch_vy(self, j: int) -> None:
+        """Symbol j's totals changed: its entry of the cached variances, the same
+        arithmetic as the whole vector."""
+        if self._vy is None:
+            return
+        v = self._sq[j] - self._sum[j] * self._sum[j] / self.window
+        self._vy[j] = v
+        if not v > _DOUBT * self._scale[j]:
+            self._vy_ok = False
+        elif not self._vy_ok:
+            self._vy = None  # j may have been the doubtful one: check them all again
 
     # -- updates -------------------------------------------------------------------------
 
@@ -412,6 +434,7 @@ class RollingCorrelation:
         if not gone:
             return
         keep = np.setdiff1d(np.arange(len(self.symbols)), gone)
+        self._vy = None
         for s in symbols:
             self.last_time.pop(s, None)
             self.last_close.pop(s, None)
@@ -476,10 +499,13 @@ class RollingCorrelation:
         si = s[i]
         vx = q[i] - si * si / w
         with np.errstate(invalid="ignore", divide="ignore"):
-            vy = q - s * s / w
+            vy = self._vy
+            if vy is None:
+                vy = self._vy = q - s * s / w
+                self._vy_ok = bool((vy > _DOUBT * self._scale).all())
             out = self._prod[i] - (si / w) * s
             out /= np.sqrt(vx * vy)
-        if not (vx > _DOUBT * self._scale[i] and (vy > _DOUBT * self._scale).all()):
+        if not (vx > _DOUBT * self._scale[i] and self._vy_ok):
             return _row(self.returns, i, self.min_periods)  # a flat or nearly flat series
         np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
         np.maximum(out, -1.0, out=out)
