@@ -94,11 +94,15 @@ def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.nda
     frame is sorted."""
     import polars as pl
 
-    rle = candles["symbol"].rle()
-    names = rle.struct.field("value").to_list()
-    lens = rle.struct.field("len").to_numpy().astype(np.int64)
-    t = candles["open_time"].dt.epoch("ms").to_numpy()
-    c = candles["close"].cast(pl.Float64).to_numpy()
+    cols = candles.select(pl.col("symbol").rle_id().alias("k"),
+                          pl.col("open_time").dt.epoch("ms").alias("t"),
+                          pl.col("close").cast(pl.Float64).alias("c"))
+    k = cols["k"].to_numpy().astype(np.int64)
+    t, c = cols["t"].to_numpy(), cols["c"].to_numpy()
+    del cols
+    starts = np.flatnonzero(np.diff(k, prepend=-1)) if k.size else np.zeros(0, np.int64)
+    names = candles["symbol"].gather(starts).to_list()
+    lens = np.diff(np.append(starts, k.size)).astype(np.int64)
     ok = len(set(names)) == len(names)
     if ok and t.size > 1:
         ends = np.cumsum(lens)
@@ -391,7 +395,8 @@ class RollingCorrelation:
         """
         if not len(names):
             return 0
-        cols_of_run = self._columns(names)
+        cols_of_run = np.arange(len(names)) if list(names) == self.symbols else \
+            self._columns(names)
         lo = np.maximum(starts, ends - (self.window + 2))
         cnt = ends - lo
         offsets = np.cumsum(cnt) - cnt
