@@ -21,7 +21,9 @@ class Row:
     after: str
     before_value: float
     after_value: float
-    kind: str  # "speedup" (before/after time) or "reduction" (fewer operations)
+    # "speedup" (before/after time), "reduction" (fewer operations) or "ratio" (after as a
+    # multiple of before, e.g. a run against the floor that any tool must pay)
+    kind: str
     claim: str | None = None
     identical: bool | None = None
     max_diff: float | None = None
@@ -34,6 +36,8 @@ class Row:
             return f"{ratio:,.1f}x faster" if ratio >= 1 else f"{1 / ratio:,.2f}x slower"
         if self.before_value == 0:
             return "n/a"
+        if self.kind == "ratio":
+            return f"{self.after_value / self.before_value:,.2f}x"
         return f"{(1 - self.after_value / self.before_value):.0%} fewer"
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from botopt.benchmarks._common import Row
 
-MODULES = ["bench_features", "bench_engines", "bench_correlation", "replay_cron",
+MODULES = ["bench_features", "bench_engines", "bench_correlation", "bench_scale", "replay_cron",
            "bench_notify", "bench_monitor"]
 
 

@@ -1,30 +1,42 @@
-"""Rolling cross-symbol correlation, updated only where new candles arrived.
+"""Rolling cross-symbol correlation, shaped for cron: one batched step per new candle.
 
 Definition (docs/correlation.md): log close-to-close returns, no return across a gap; the
 window is the last ``window`` candle open times ending at the newest closed candle held; a pair
-uses the times where both symbols have a return (pairwise complete), Pearson with the centred
-two-pass formula in float64, at least ``min_periods`` common returns, NaN for zero variance,
-clipped to [-1, 1]; the diagonal is 1 where the symbol has enough returns.
+uses the times where both symbols have a return (pairwise complete), Pearson in float64, at
+least ``min_periods`` common returns, NaN for zero variance, clipped to [-1, 1]; the diagonal
+is 1 where the symbol has enough returns.
 
-How it is incremental: the aligned returns live in a (window x symbols) array, and for every
-pair we keep running sums over the times both have a return: count, sum of x, sum of x^2 (each
-side) and sum of x*y. A new candle for one symbol adds one row of terms, O(symbols), and only
-that symbol's row and column of the matrix are recomputed from the sums, O(symbols). When the
-window's end moves, the dropped time's terms are subtracted from every pair, O(symbols^2).
+State. The returns live in a ring of ``window`` rows (row = candle time // interval mod
+window), NaN where a symbol has no return; a slide never moves data, it overwrites rows.
+Only one per-pair sum is kept, P = sum of x_i * x_j (NaN counted as 0), because it is the only
+one that costs a matrix product to rebuild. Everything else a pair needs (its count, and each
+side's sum and sum of squares over the common times) follows exactly from per-symbol totals
+plus a correction for the few symbols with a missing return in the window: for a symbol j
+with no gap, "the times both have" is just "the times i has". So a cron step is:
 
-Exactness: the sums are rebuilt from the aligned returns ("re-anchored") every ``window``
-slides, so rounding from additions and subtractions cannot accumulate; and any pair whose
-variance from the sums is within rounding of zero is recomputed exactly (two-pass, with
-zero variance meaning all values equal), so a flat stretch gives null exactly as the reference
-does. tests/test_correlation.py checks matrix() == full_matrix() to 1e-12 after random update
-sequences and after 100,000 updates.
+- build from empty: fill the ring, then P = X'X, one matrix product;
+- next candle for the whole universe: P += new'new - old'old, one rank-2 product;
+- one symbol's new candle (no slide): P's row and column, O(symbols);
+- a matrix row from the sums: O(symbols + gappy symbols x window).
+
+Exactness: P is rebuilt exactly ("re-anchored") every ``window`` slides so rounding from
+additions and subtractions cannot accumulate, and a pair whose variance is within 1e-3 of the
+scale of everything that passed through its sums is recomputed exactly (two-pass), so flat or
+nearly flat series give what the definition gives. The state on disk holds P and the totals,
+so loading does not re-anchor. tests/test_correlation.py checks against numpy.corrcoef and a
+pair-by-pair reference to 1e-12 under hypothesis (gaps, flat stretches, new and removed
+symbols, long slides) and after 100,000 updates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
+import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,11 +49,16 @@ from botopt.core._config import Config
 from botopt.core.errors import UsageError
 
 log = logging.getLogger("botopt.correlation")
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+# A pair whose variance is below this share of the squares that went through its sums is
+# recomputed from the returns: below it, cancellation could cost more than 1e-12.
+_DOUBT = 1e-3
+_BLOCK = 256  # rows per block where a whole-matrix temporary would cost symbols^2 memory
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
-    """Correlations of column ``i`` with every column of ``r`` (NaN = no return)."""
+    """Correlations of column ``i`` with every column of ``r`` (NaN = no return), two-pass.
+    This is the definition; the fast paths fall back to it where they cannot be trusted."""
     x = r[:, i:i + 1]
     both = ~np.isnan(x) & ~np.isnan(r)
     n = both.sum(axis=0)
@@ -65,6 +82,46 @@ def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
     return out
 
 
+def _zeros(r: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(r), 0.0, r)
+
+
+def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
+                                        np.ndarray]:
+    """(symbols in order of appearance, run starts, run ends, open times in ms, closes) of a
+    candle frame, each symbol's rows one run sorted by time. ``load_candles`` output is
+    already so (checked in one pass over integers, no string hashing per row); any other
+    frame is sorted."""
+    import polars as pl
+
+    cols = candles.select(pl.col("symbol").rle_id().alias("k"),
+                          pl.col("open_time").dt.epoch("ms").alias("t"),
+                          pl.col("close").cast(pl.Float64).alias("c"))
+    k = cols["k"].to_numpy().astype(np.int64)
+    t, c = cols["t"].to_numpy(), cols["c"].to_numpy()
+    del cols
+    starts = np.flatnonzero(np.diff(k, prepend=-1)) if k.size else np.zeros(0, np.int64)
+    names = candles["symbol"].gather(starts).to_list()
+    lens = np.diff(np.append(starts, k.size)).astype(np.int64)
+    ok = len(set(names)) == len(names)
+    if ok and t.size > 1:
+        ends = np.cumsum(lens)
+        d = np.diff(t)
+        d[ends[:-1] - 1] = 1  # a run boundary is not a step in time
+        ok = bool((d > 0).all())
+        del d
+    if not ok:
+        names = list(dict.fromkeys(names))
+        frame = candles.select(
+            pl.col("symbol").cast(pl.Enum(names)).to_physical().alias("k"),
+            pl.col("open_time").dt.epoch("ms").alias("t"),
+            pl.col("close").cast(pl.Float64).alias("c")).sort("k", "t", maintain_order=True)
+        lens = np.bincount(frame["k"].to_numpy(), minlength=len(names)).astype(np.int64)
+        t, c = frame["t"].to_numpy(), frame["c"].to_numpy()
+    ends = np.cumsum(lens)
+    return names, ends - lens, ends, t, c
+
+
 @dataclass
 class RollingCorrelation:
     window: int = 288
@@ -72,200 +129,472 @@ class RollingCorrelation:
     interval_ms: int = 300_000
     symbols: list[str] = field(default_factory=list)
     end_ms: int | None = None  # open time of the newest candle in the window
-    returns: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    returns: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # ring, see above
     last_time: dict[str, int] = field(default_factory=dict)
     last_close: dict[str, float] = field(default_factory=dict)
-    _matrix: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
-    _dirty: set[int] = field(default_factory=set)
-    _all_dirty: bool = True
+    # sum of x_i x_j over the window (missing = 0)
+    _prod: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    _sum: np.ndarray = field(default_factory=lambda: np.empty(0))  # per symbol, in window
+    _sq: np.ndarray = field(default_factory=lambda: np.empty(0))  # its squares
+    _scale: np.ndarray = field(default_factory=lambda: np.empty(0))  # squares through P
     _slides: int = 0
 
     def __post_init__(self) -> None:
         if self.window < 2 or self.min_periods < 2:
             raise UsageError("correlation window and min_periods must be at least 2")
+        n = len(self.symbols)
         if self.returns.size == 0:
-            self.returns = np.full((self.window, len(self.symbols)), np.nan)
-        if self._matrix.shape != (len(self.symbols),) * 2:
-            self._matrix = np.full((len(self.symbols),) * 2, np.nan)
-            self._all_dirty = True
-        # list.index is O(symbols) per update: at 500 symbols it was 5 % of an update
+            self.returns = np.full((self.window, n), np.nan)
         self._pos = {s: k for k, s in enumerate(self.symbols)}
-        self._anchor()
+        self._matrix: np.ndarray | None = None
+        # Each symbol's variance over the whole window, kept between rows (invalidated by
+        # any change but one symbol's new value, which updates its own entry).
+        self._vy: np.ndarray | None = None
+        self._vy_ok = False
+        self._dirty: set[int] = set()
+        self._all_dirty = True
+        if self._prod.shape != (n, n) or any(
+                a.shape != (n,) for a in (self._sum, self._sq, self._scale)):
+            self._anchor()
+        self._missing = np.isnan(self.returns).sum(axis=0)
 
     # -- running sums --------------------------------------------------------------------
 
     def _anchor(self) -> None:
-        """Rebuild every pair's sums exactly from the aligned returns."""
-        r = self.returns
-        m = (~np.isnan(r)).astype(np.float64)
-        x = np.where(np.isnan(r), 0.0, r)
-        self._count = m.T @ m
-        self._sum = x.T @ m  # [i, j]: sum of x_i over the times i and j share
-        self._sq = (x * x).T @ m
-        self._prod = x.T @ x
-        # Every x^2 that went in or out since this anchor: the scale of the rounding left in
-        # the sums, which decides when a small variance cannot be trusted.
+        """Rebuild every sum exactly from the ring: one matrix product."""
+        x = _zeros(self.returns)
+        self._prod = x.T @ x  # numpy runs a.T @ a as SYRK: symmetric to the last bit
+        self._sum = x.sum(axis=0)
+        self._sq = (x * x).sum(axis=0)
         self._scale = self._sq.copy()
+        self._missing = np.isnan(self.returns).sum(axis=0)
         self._slides = 0
+        self._vy = None
 
-    def _add(self, k: int, j: int, value: float, sign: float = 1.0) -> None:
-        """Add (sign +1) or take back (sign -1) symbol j's return at window row k."""
-        row = self.returns[k]
-        m = (~np.isnan(row)).astype(np.float64)
-        m[j] = 1.0
-        row[j] = value
-        x = np.where(m > 0, row, 0.0)
-        for mat, mine, theirs, sgn in (
-                (self._count, m, m, sign), (self._sum, value * m, x * m, sign),
-                (self._sq, value * value * m, x * x * m, sign),
-                (self._prod, value * x, value * x, sign),
-                (self._scale, value * value * m, x * x * m, 1.0)):
-            mat[j, :] += sgn * mine
-            mat[:, j] += sgn * theirs
-            mat[j, j] -= sgn * mine[j]  # the diagonal got the term twice
-        if sign < 0:
-            row[j] = np.nan
+    def _reset(self) -> None:
+        n = len(self.symbols)
+        self.returns[:] = np.nan
+        self._prod = np.zeros((n, n))
+        self._sum, self._sq, self._scale = np.zeros(n), np.zeros(n), np.zeros(n)
+        self._missing = np.full(n, self.window)
+        self._slides = 0
+        self._vy = None
+
+    def _slot(self, t: np.ndarray | int) -> Any:
+        return (np.asarray(t) // self.interval_ms) % self.window
+
+    def _columns(self, names: Sequence[str]) -> np.ndarray:
+        """Column indices of ``names``, adding new symbols all at once (one reallocation)."""
+        new = [s for s in dict.fromkeys(names) if s not in self._pos]
+        if new:
+            self._vy = None
+            n0, k = len(self.symbols), len(new)
+            n = n0 + k
+            self.symbols.extend(new)
+            self._pos.update({s: n0 + i for i, s in enumerate(new)})
+            self.returns = np.hstack([self.returns, np.full((self.window, k), np.nan)])
+            grown = np.zeros((n, n))
+            grown[:n0, :n0] = self._prod
+            self._prod = grown
+            for name in ("_sum", "_sq", "_scale"):
+                setattr(self, name, np.concatenate([getattr(self, name), np.zeros(k)]))
+            self._missing = np.concatenate([self._missing, np.full(k, self.window)])
+            if self._matrix is not None:
+                m = np.full((n, n), np.nan)
+                m[:n0, :n0] = self._matrix
+                self._matrix = m
+            self._dirty.update(range(n0, n))
+        return np.array([self._pos[s] for s in names], dtype=np.int64)
+
+    def _apply(self, cols: np.ndarray, times: np.ndarray, values: np.ndarray) -> None:
+        """Take returns (``values``, NaN = a candle without a return) at ``times`` for
+        ``cols``: slide the window to the newest time, then write every value that falls in
+        it, updating P with one product over the ring rows touched."""
+        if times.size == 0:
+            return
+        newest = int(times.max())
+        old_end = self.end_ms
+        r = self.returns
+        if old_end is not None and newest <= old_end and bool((cols == cols[0]).all()):
+            self._fill_one(int(cols[0]), times, values)
+            return
+        dropped = np.empty(0, dtype=np.int64)
+        reset = False
+        if old_end is None or newest > old_end:
+            steps = self.window if old_end is None else (newest - old_end) // self.interval_ms
+            self.end_ms = newest
+            self._all_dirty = True
+            if old_end is None or steps >= self.window:
+                self._reset()
+                reset = True
+            else:
+                dropped = self._slot(old_end + self.interval_ms *
+                                     np.arange(1, steps + 1, dtype=np.int64))
+                self._slides += steps
+        end = newest if self.end_ms is None else self.end_ms
+        start = end - (self.window - 1) * self.interval_ms
+        ok = (times >= start) & (times <= end) & np.isfinite(values)
+        cols, times, values = cols[ok], times[ok], values[ok]
+        slots = self._slot(times)
+        if reset:
+            r[slots, cols] = values
+            self._anchor()  # build from empty: one matrix product
+            return
+        # Only empty cells are filled; a value never replaces one already held.
+        keep = np.isin(slots, dropped) | np.isnan(r[slots, cols])
+        cols, slots, values = cols[keep], slots[keep], values[keep]
+        touched = np.union1d(dropped, slots)
+        if not touched.size:
+            return
+        before_raw = r[touched]
+        r[dropped] = np.nan
+        r[slots, cols] = values
+        after_raw = r[touched]
+        before, after = _zeros(before_raw), _zeros(after_raw)
+        self._sum += after.sum(axis=0) - before.sum(axis=0)
+        sq_a, sq_b = (after * after).sum(axis=0), (before * before).sum(axis=0)
+        self._sq += sq_a - sq_b
+        self._scale += sq_a + sq_b
+        self._missing += np.isnan(after_raw).sum(axis=0) - np.isnan(before_raw).sum(axis=0)
+        self._vy = None
+        if self._slides >= self.window or 2 * touched.size >= self.window:
+            self._anchor()  # due (bounds the rounding that updates leave) or cheaper
+        else:
+            # Every pair at once: P += new'new - old'old over the rows touched (rank 2 for
+            # the cron step: the new candle's row in, the oldest row out).
+            a, b = np.vstack([after, before]), np.vstack([after, -before])
+            for i in range(0, len(self.symbols), _BLOCK):  # bounded temporary memory
+                self._prod[i:i + _BLOCK] += a[:, i:i + _BLOCK].T @ b
+        if not self._all_dirty:
+            self._dirty.update(np.unique(cols).tolist())
+
+    def _fill_one(self, j: int, times: np.ndarray, values: np.ndarray) -> None:
+        """One symbol's returns, window end unchanged: only P's row and column j change,
+        O(symbols) per value."""
+        assert self.end_ms is not None
+        r = self.returns
         self._dirty.add(j)
+        if times.size == 1:  # the common case, in scalars: numpy calls cost more than maths
+            t, v = int(times[0]), float(values[0])
+            k = (t // self.interval_ms) % self.window
+            if t <= self.end_ms - self.window * self.interval_ms or not math.isfinite(v) \
+                    or not math.isnan(r[k, j]):
+                return
+            r[k, j] = v
+            row = r[k]
+            x = np.where(np.isnan(row), 0.0, row)
+            x *= v
+            self._prod[j, :] += x  # x[j] is v * v: the diagonal's term
+            self._prod[:, j] = self._prod[j, :]
+            self._sum[j] += v
+            self._sq[j] += v * v
+            self._scale[j] += v * v
+            self._missing[j] -= 1
+            self._touch_vy(j)
+            return
+        ok = (times > self.end_ms - self.window * self.interval_ms) & np.isfinite(values)
+        slots = self._slot(times[ok])
+        values = values[ok]
+        empty = np.isnan(r[slots, j])
+        slots, values = slots[empty], values[empty]
+        if not slots.size:
+            return
+        r[slots, j] = values
+        xs = _zeros(r[slots])
+        self._prod[j, :] += values @ xs  # the diagonal gets sum(v^2): xs[:, j] is v
+        self._prod[:, j] = self._prod[j, :]
+        sq = float(values @ values)
+        self._sum[j] += values.sum()
+        self._sq[j] += sq
+        self._scale[j] += sq
+        self._missing[j] -= slots.size
+        self._touch_vy(j)
 
-    def _drop_rows(self, rows: np.ndarray) -> None:
-        r = self.returns[rows]
-        m = (~np.isnan(r)).astype(np.float64)
-        x = np.where(np.isnan(r), 0.0, r)
-        self._count -= m.T @ m
-        self._sum -= x.T @ m
-        self._sq -= (x * x).T @ m
-        self._scale += (x * x).T @ m
-        self._prod -= x.T @ x
+    def _touch_vy(self, j: int) -> None:
+        """Symbol j's totals changed: its entry of the cached variances, the same
+        arithmetic as the whole vector."""
+        if self._vy is None:
+            return
+        v = self._sq[j] - self._sum[j] * self._sum[j] / self.window
+        self._vy[j] = v
+        if not v > _DOUBT * self._scale[j]:
+            self._vy_ok = False
+        elif not self._vy_ok:
+            self._vy = None  # j may have been the doubtful one: check them all again
 
     # -- updates -------------------------------------------------------------------------
-
-    def _slide_to(self, end_ms: int) -> None:
-        if self.end_ms is not None and end_ms <= self.end_ms:
-            return
-        steps = self.window if self.end_ms is None else (end_ms - self.end_ms) // \
-            self.interval_ms
-        self.end_ms = end_ms
-        self._all_dirty = True
-        if steps >= self.window:
-            self.returns[:] = np.nan
-            self._anchor()
-            return
-        self._drop_rows(np.arange(steps))
-        self.returns[:-steps] = self.returns[steps:]
-        self.returns[-steps:] = np.nan
-        self._slides += steps
-        if self._slides >= self.window:
-            self._anchor()  # bound the rounding that additions and subtractions accumulate
-
-    def _column(self, symbol: str) -> int:
-        j = self._pos.get(symbol)
-        if j is not None:
-            return j
-        self.symbols.append(symbol)
-        n = len(self.symbols)
-        self._pos[symbol] = n - 1
-        self.returns = np.hstack([self.returns, np.full((self.window, 1), np.nan)])
-        grown = np.full((n, n), np.nan)
-        grown[:n - 1, :n - 1] = self._matrix
-        self._matrix = grown
-        for name in ("_count", "_sum", "_sq", "_prod", "_scale"):
-            old = getattr(self, name)
-            new = np.zeros((n, n))
-            new[:n - 1, :n - 1] = old
-            setattr(self, name, new)
-        return n - 1
 
     def update(self, symbol: str, candles_or_returns: Any) -> int:
         """Feed new data for one symbol: a candle frame (``open_time``, ``close``), or a
         mapping {open_time_ms: log_return}. Data not newer than what the symbol already has
         is ignored. Returns the number of new candles taken."""
-        points = self._points(symbol, candles_or_returns)
-        if not points:
-            return 0
-        j = self._column(symbol)
-        self._slide_to(max(self.end_ms or points[-1][0], points[-1][0]))
-        assert self.end_ms is not None
-        for t, ret in points:
-            k = self.window - 1 - (self.end_ms - t) // self.interval_ms
-            if 0 <= k < self.window and ret is not None and np.isnan(self.returns[k, j]):
-                self._add(k, j, ret)
-        self._dirty.add(j)
-        return len(points)
-    def _points(self, symbol: str, data: Any) -> list[tuple[int, float | None]]:
         last = self.last_time.get(symbol)
-        if isinstance(data, Mapping):
-            pts = sorted((int(t), float(v)) for t, v in data.items()
+        j0 = self._pos.get(symbol)
+        if isinstance(candles_or_returns, Mapping) and len(candles_or_returns) == 1 and \
+                j0 is not None and self.end_ms is not None:
+            ((t, v),) = candles_or_returns.items()
+            if last is not None and int(t) <= last:
+                return 0
+            self.last_time[symbol] = int(t)
+            if int(t) <= self.end_ms:  # no slide: the O(symbols) path, without arrays
+                self._fill_one(j0, np.array([int(t)]), np.array([float(v)]))
+            else:
+                self._apply(np.array([j0]), np.array([int(t)]), np.array([float(v)]))
+            return 1
+        if isinstance(candles_or_returns, Mapping):
+            pts = sorted((int(t), float(v)) for t, v in candles_or_returns.items()
                          if last is None or int(t) > last)
-            if pts:
-                self.last_time[symbol] = pts[-1][0]
-            return [(t, v) for t, v in pts]
-        times = data["open_time"].dt.epoch("ms").to_numpy()
-        closes = data["close"].to_numpy().astype(np.float64)
+            if not pts:
+                return 0
+            times = np.array([t for t, _ in pts], dtype=np.int64)
+            values = np.array([v for _, v in pts])
+            self.last_time[symbol] = int(times[-1])
+        else:
+            data = candles_or_returns
+            times = data["open_time"].dt.epoch("ms").to_numpy().astype(np.int64)
+            closes = data["close"].to_numpy().astype(np.float64)
+            times, values = self._returns_of(symbol, times, closes)
+            if not times.size:
+                return 0
+        j = self._columns([symbol])
+        self._apply(np.repeat(j, times.size), times, values)
+        return int(times.size)
+
+    def _returns_of(self, symbol: str, times: np.ndarray,
+                    closes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The symbol's candles newer than it had, as (times, log returns; NaN across a
+        gap), and its new last time and close recorded."""
         order = np.argsort(times, kind="stable")
         times, closes = times[order], closes[order]
-        out: list[tuple[int, float | None]] = []
-        prev_t, prev_c = last, self.last_close.get(symbol)
-        for t, c in zip(times.tolist(), closes.tolist(), strict=True):
-            if last is not None and t <= last:
-                continue
-            ret = math.log(c / prev_c) if prev_t is not None and prev_c is not None \
-                and t - prev_t == self.interval_ms else None
-            out.append((t, ret))
-            prev_t, prev_c = t, c
-        if out:
-            self.last_time[symbol] = prev_t  # type: ignore[assignment]
-            self.last_close[symbol] = prev_c  # type: ignore[assignment]
-        return out
+        last = self.last_time.get(symbol)
+        prev_t = np.concatenate([[-1 if last is None else last], times[:-1]])
+        prev_c = np.concatenate([[self.last_close.get(symbol, np.nan)], closes[:-1]])
+        new = times > (last if last is not None else np.iinfo(np.int64).min)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rets = np.where(times - prev_t == self.interval_ms, np.log(closes / prev_c),
+                            np.nan)
+        times, rets = times[new], rets[new]
+        if times.size:
+            self.last_time[symbol] = int(times[-1])
+            self.last_close[symbol] = float(closes[new][-1])
+        return times, rets
+
+    def update_frame(self, candles: Any) -> int:
+        """Feed every symbol's new candles from one frame (``symbol``, ``open_time``,
+        ``close``) in one batched step: the cron path. Returns the number of new candles."""
+        return self.update_runs(*candle_runs(candles))
+
+    def update_runs(self, names: Sequence[str], starts: np.ndarray, ends: np.ndarray,
+                    t: np.ndarray, c: np.ndarray) -> int:
+        """``update_frame`` on arrays: symbol ``names[k]`` owns rows ``starts[k]:ends[k]``
+        of open times ``t`` (ms, ascending within the run) and closes ``c``.
+
+        Only a symbol's last window + 2 rows can reach the window (window returns, the
+        close before the first, and one row of slack), so only those are read: a cron
+        run's frame holds far more history (for the features) than the correlation needs.
+        """
+        if not len(names):
+            return 0
+        cols_of_run = np.arange(len(names)) if list(names) == self.symbols else \
+            self._columns(names)
+        lo = np.maximum(starts, ends - (self.window + 2))
+        cnt = ends - lo
+        offsets = np.cumsum(cnt) - cnt
+        run = np.repeat(np.arange(len(names)), cnt)
+        idx = np.arange(int(cnt.sum())) - np.repeat(offsets - lo, cnt)
+        ts, cs = t[idx], c[idx]
+        known = np.array([s in self.last_time for s in names])
+        floor = int(np.iinfo(np.int64).min)
+        last = np.array([self.last_time.get(s, floor) for s in names])
+        prev_t = np.empty_like(ts)
+        prev_c = np.empty_like(cs)
+        prev_t[1:], prev_c[1:] = ts[:-1], cs[:-1]
+        has = cnt > 0
+        first = offsets[has]
+        # A run's first row read continues from the row before it in the frame or, when
+        # the frame starts there, from what the state last took.
+        cut = lo[has] > starts[has]
+        before = np.maximum(lo[has] - 1, 0)
+        prev_t[first] = np.where(cut, t[before], np.where(known[has], last[has], -1))
+        prev_c[first] = np.where(cut, c[before], [self.last_close.get(names[k], np.nan)
+                                                  for k in np.flatnonzero(has).tolist()])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rets = np.where(ts - prev_t == self.interval_ms, np.log(cs / prev_c), np.nan)
+        new = ts > last[run]
+        if not new.any():
+            return 0
+        moved = np.flatnonzero(has & (t[np.maximum(ends - 1, 0)] > last))
+        moved_names = [names[k] for k in moved.tolist()]
+        self.last_time.update(zip(moved_names, t[ends[moved] - 1].tolist(), strict=True))
+        self.last_close.update(zip(moved_names, c[ends[moved] - 1].tolist(), strict=True))
+        self._apply(cols_of_run[run[new]], ts[new], rets[new])
+        return int(new.sum())
 
     def remove(self, symbol: str) -> None:
-        j = self._pos.get(symbol)
-        if j is None:
+        self.drop([symbol])
+
+    def drop(self, symbols: Sequence[str]) -> None:
+        """Forget ``symbols`` (all at once: one reallocation)."""
+        gone = sorted({self._pos[s] for s in symbols if s in self._pos})
+        if not gone:
             return
-        self.symbols.pop(j)
+        keep = np.setdiff1d(np.arange(len(self.symbols)), gone)
+        self._vy = None
+        for s in symbols:
+            self.last_time.pop(s, None)
+            self.last_close.pop(s, None)
+        self.symbols = [self.symbols[k] for k in keep]
         self._pos = {s: k for k, s in enumerate(self.symbols)}
-        self.returns = np.delete(self.returns, j, axis=1)
-        self._matrix = np.delete(np.delete(self._matrix, j, axis=0), j, axis=1)
-        for name in ("_count", "_sum", "_sq", "_prod", "_scale"):
-            setattr(self, name, np.delete(np.delete(getattr(self, name), j, axis=0), j,
-                                          axis=1))
-        self.last_time.pop(symbol, None)
-        self.last_close.pop(symbol, None)
-        self._dirty = {d - (d > j) for d in self._dirty if d != j}
+        self.returns = self.returns[:, keep]
+        self._prod = self._prod[np.ix_(keep, keep)]
+        for name in ("_sum", "_sq", "_scale", "_missing"):
+            setattr(self, name, getattr(self, name)[keep])
+        if self._matrix is not None:
+            self._matrix = self._matrix[np.ix_(keep, keep)]
+        new_pos = {int(old): k for k, old in enumerate(keep)}
+        self._dirty = {new_pos[d] for d in self._dirty if d in new_pos}
 
     # -- results -------------------------------------------------------------------------
 
     def _row_from_sums(self, i: int) -> np.ndarray:
-        n = self._count[i]
-        sx, sy = self._sum[i], self._sum[:, i]
+        """Row ``i`` from P and the totals: O(symbols) when no symbol has a gap in the
+        window, plus O(window) per symbol that has one."""
+        r, w = self.returns, self.window
+        s, q, miss = self._sum, self._sq, self._missing
+        gappy = np.flatnonzero(miss)
+        if not gappy.size and w >= self.min_periods:
+            return self._row_complete(i)
+        cnt = (w - miss[i]) - miss
+        sx = np.full(len(s), s[i])  # x_i summed over the times both have
+        qx = np.full(len(s), q[i])
+        sy, qy = s, q  # x_j summed over the times both have
+        if gappy.size:
+            xi = r[:, i]
+            holes = np.isnan(r[:, gappy])
+            xi0 = np.where(np.isnan(xi), 0.0, xi)
+            sx[gappy] -= xi0 @ holes
+            qx[gappy] -= (xi0 * xi0) @ holes
+            if miss[i]:
+                lost = r[np.isnan(xi)]
+                cnt = cnt + np.isnan(lost).sum(axis=0)
+                lost0 = _zeros(lost)
+                sy = s - lost0.sum(axis=0)
+                qy = q - (lost0 * lost0).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            vx = self._sq[i] - sx * sx / n
-            vy = self._sq[:, i] - sy * sy / n
-            cov = self._prod[i] - sx * sy / n
-            out = np.clip(cov / np.sqrt(vx * vy), -1.0, 1.0)
-            # Within rounding of zero variance: decide exactly from the returns themselves.
-            doubt = (vx <= 1e-6 * self._scale[i]) | (vy <= 1e-6 * self._scale[:, i]) | ~(
-                np.isfinite(out))
-        out[n < self.min_periods] = np.nan
-        doubt &= n >= self.min_periods
+            vx = qx - sx * sx / cnt
+            vy = qy - sy * sy / cnt
+            out = (self._prod[i] - sx * sy / cnt) / np.sqrt(vx * vy)
+            doubt = ~(vx > _DOUBT * self._scale[i]) | ~(vy > _DOUBT * self._scale)
+        np.clip(out, -1.0, 1.0, out=out)
+        few = cnt < self.min_periods
+        out[few] = np.nan
+        doubt &= ~few
         if doubt.any():
-            exact = _row(self.returns, i, self.min_periods)
+            exact = _row(r, i, self.min_periods)
             out[doubt] = exact[doubt]
-        out[i] = np.nan if n[i] < self.min_periods or doubt[i] and np.isnan(out[i]) else 1.0
+            out[i] = exact[i]
+        else:
+            out[i] = np.nan if few[i] else 1.0
+        return out
+
+    def _row_complete(self, i: int) -> np.ndarray:
+        """Row ``i`` when no symbol has a gap: every pair has the whole window in common,
+        so the sums are per symbol and the row is a handful of vector operations."""
+        s, q, w = self._sum, self._sq, self.window
+        si = s[i]
+        vx = q[i] - si * si / w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vy = self._vy
+            if vy is None:
+                vy = self._vy = q - s * s / w
+                self._vy_ok = bool((vy > _DOUBT * self._scale).all())
+            out = self._prod[i] - (si / w) * s
+            out /= np.sqrt(vx * vy)
+        if not (vx > _DOUBT * self._scale[i] and self._vy_ok):
+            return _row(self.returns, i, self.min_periods)  # a flat or nearly flat series
+        np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
+        np.maximum(out, -1.0, out=out)
+        out[i] = 1.0
+        return out
+
+    def _full(self) -> np.ndarray:
+        """Every row at once: O(symbols^2) elementwise plus O(symbols x gappy x window)."""
+        r, w, mp = self.returns, self.window, self.min_periods
+        s, q, miss, scale = self._sum, self._sq, self._missing, self._scale
+        n = len(s)
+        if w < mp:
+            return np.full((n, n), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # Pairs of symbols without a gap: count w, totals per symbol.
+            v = q - s * s / w
+            d = 1.0 / np.sqrt(v)
+            u = s * d / math.sqrt(w)
+            out = np.outer(d, d)  # outer products keep the matrix symmetric to the bit
+            out *= self._prod
+            for i in range(0, n, _BLOCK):  # bounded temporary memory
+                out[i:i + _BLOCK] -= np.outer(u[i:i + _BLOCK], u)
+        np.clip(out, -1.0, 1.0, out=out)
+        doubt_rows = set(np.flatnonzero(~(v > _DOUBT * scale) & (miss == 0)).tolist())
+        gappy = np.flatnonzero(miss)
+        if gappy.size:
+            holes = np.isnan(r[:, gappy]).astype(np.float64)
+            x = _zeros(r)
+            cnt = (w - miss)[:, None] - miss[gappy][None, :]
+            cnt[gappy] += (holes.T @ holes).astype(np.int64)
+            sx = s[:, None] - x.T @ holes  # x_i over the times j (gappy) has
+            qx = q[:, None] - (x * x).T @ holes
+            xg = x[:, gappy]
+            sy = np.broadcast_to(s[gappy], cnt.shape).copy()  # x_j over the times i has
+            qy = np.broadcast_to(q[gappy], cnt.shape).copy()
+            sy[gappy] -= holes.T @ xg
+            qy[gappy] -= holes.T @ (xg * xg)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vx = qx - sx * sx / cnt
+                vy = qy - sy * sy / cnt
+                blk = (self._prod[:, gappy] - sx * sy / cnt) / np.sqrt(vx * vy)
+                doubt = ~(vx > _DOUBT * scale[:, None]) | ~(vy > _DOUBT * scale[gappy])
+            np.clip(blk, -1.0, 1.0, out=blk)
+            few = cnt < mp
+            blk[few] = np.nan
+            doubt &= ~few
+            doubt_rows.update(np.flatnonzero(doubt.any(axis=1)).tolist())
+            sub = blk[gappy]
+            out[:, gappy] = blk
+            out[gappy, :] = blk.T
+            out[np.ix_(gappy, gappy)] = np.triu(sub) + np.triu(sub, 1).T
+        diag = np.where(w - miss >= mp, 1.0, np.nan)
+        out[np.arange(n), np.arange(n)] = diag
+        for i in sorted(doubt_rows):
+            exact = _row(r, i, mp)
+            out[i, :] = exact
+            out[:, i] = exact
         return out
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
-        """The current matrix, recomputing only rows whose data changed."""
-        rows = range(len(self.symbols)) if self._all_dirty else sorted(self._dirty)
-        for i in rows:
-            row = self._row_from_sums(i)
-            self._matrix[i, :] = row
-            self._matrix[:, i] = row
+        """The current matrix, recomputing only rows whose data changed (all of them when
+        the window moved, in one pass)."""
+        n = len(self.symbols)
+        if self._matrix is None or self._all_dirty or 8 * len(self._dirty) > n:
+            self._matrix = self._full()
+        else:
+            for i in sorted(self._dirty):
+                row = self._row_from_sums(i)
+                self._matrix[i, :] = row
+                self._matrix[:, i] = row
         self._dirty.clear()
         self._all_dirty = False
         # A read-only view, not a copy: copying would make every update O(symbols^2).
         view = self._matrix.view()
         view.flags.writeable = False
         return list(self.symbols), view
+
+    def rows(self, symbols: Sequence[str]) -> np.ndarray:
+        """The rows of ``symbols`` against every symbol, from the sums, without building
+        the matrix: what a correlation gate reads (the candidates against the active)."""
+        out = np.empty((len(symbols), len(self.symbols)))
+        for k, s in enumerate(symbols):
+            out[k] = self._row_from_sums(self._pos[s])
+        return out
 
     def rows_pending(self) -> list[str]:
         if self._all_dirty:
@@ -280,43 +609,64 @@ class RollingCorrelation:
             m[i, :] = _row(self.returns, i, self.min_periods)
         return list(self.symbols), m
 
-    # -- persistence (JSON + .npy, never pickle) ---------------------------------------------
+    # -- persistence (one .npz, never pickle) --------------------------------------------
 
-    def save(self, path: Path) -> None:
-        import io
-
-        from botopt.core._fs import atomic_write_bytes
-
-        meta = {"format": STATE_FORMAT, "window": self.window,
+    def write(self, fh: Any, identity: str = "") -> None:
+        meta = {"format": STATE_FORMAT, "window": self.window, "identity": identity,
                 "min_periods": self.min_periods, "interval_ms": self.interval_ms,
-                "symbols": self.symbols, "end_ms": self.end_ms,
+                "symbols": self.symbols, "end_ms": self.end_ms, "slides": self._slides,
                 "last_time": self.last_time, "last_close": self.last_close}
-        self.matrix()
-        buf = io.BytesIO()
-        np.save(buf, self.returns, allow_pickle=False)
-        np.save(buf, self._matrix, allow_pickle=False)
-        atomic_write_bytes(path.with_suffix(".npy"), buf.getvalue())
-        atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta).encode())
+        np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                 returns=self.returns, prod=self._prod, sum=self._sum, sq=self._sq,
+                 scale=self._scale)
+
+    def save(self, path: Path, identity: str = "") -> None:
+        """Write the state to ``path`` + ".npz" in one atomic replace. No fsync: this is a
+        cache, and a file lost or cut by a crash is detected and rebuilt."""
+        target = Path(str(path) + ".npz")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                self.write(fh, identity)
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     @classmethod
-    def load(cls, path: Path) -> RollingCorrelation:
-        import io
-
-        meta = json.loads(path.with_suffix(".json").read_bytes())
+    def load(cls, path: Path, identity: str | None = None) -> RollingCorrelation:
+        """Read a state written by ``save``. Raises FileNotFoundError, or ValueError for a
+        file that is damaged, of another format or (given ``identity``) another source."""
+        try:
+            with np.load(Path(str(path) + ".npz"), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("meta", "returns", "prod", "sum", "sq", "scale")}
+            meta = json.loads(arrays["meta"].tobytes())
+        except FileNotFoundError:
+            raise
+        except (OSError, KeyError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"unreadable ({type(exc).__name__})") from exc
         if meta.get("format") != STATE_FORMAT:
             raise ValueError("unknown state format")
-        buf = io.BytesIO(path.with_suffix(".npy").read_bytes())
-        returns = np.load(buf, allow_pickle=False)
-        matrix = np.load(buf, allow_pickle=False)
+        if identity is not None and meta.get("identity") != identity:
+            raise ValueError("state of another data source")
         n = len(meta["symbols"])
-        if returns.shape != (meta["window"], n) or matrix.shape != (n, n):
+        shapes = {"returns": (meta["window"], n), "prod": (n, n), "sum": (n,), "sq": (n,),
+                  "scale": (n,)}
+        if any(arrays[k].shape != v or arrays[k].dtype != np.float64
+               for k, v in shapes.items()):
             raise ValueError("state arrays do not match their metadata")
-        return cls(window=meta["window"], min_periods=meta["min_periods"],
+        rc = cls(window=meta["window"], min_periods=meta["min_periods"],
                    interval_ms=meta["interval_ms"], symbols=list(meta["symbols"]),
-                   end_ms=meta["end_ms"], returns=returns,
+                   end_ms=meta["end_ms"], returns=arrays["returns"],
                    last_time={k: int(v) for k, v in meta["last_time"].items()},
                    last_close={k: float(v) for k, v in meta["last_close"].items()},
-                   _matrix=matrix, _all_dirty=False)
+                   _prod=arrays["prod"], _sum=arrays["sum"], _sq=arrays["sq"],
+                   _scale=arrays["scale"], _slides=int(meta["slides"]))
+        rc._all_dirty = False  # no data changed; the matrix is computed when asked for
+        return rc
 
 
 @dataclass(frozen=True)
@@ -335,64 +685,118 @@ class CorrelationResult:
                 "rows_updated": self.rows_updated}
 
 
+def source_identity(config: Config) -> str:
+    """What the candles come from: the state of one source must never serve another."""
+    src = config.data.source
+    if src == "local":
+        return f"local:{Path(str(config.data.data_dir)).expanduser().resolve()}"
+    if src == "binance":
+        return f"binance:{config.binance.api_url.rstrip('/')}"
+    return src
+
+
+def state_name(config: Config, window: int, identity: str) -> str:
+    """The state's file name: readable settings, then a digest of the source identity."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return f"{config.data.interval}-w{window}-m{config.correlation.min_periods}-" \
+        f"{config.data.source}-{digest}"
+
+
 def update_correlation(config: Config, candles: Any, *, full: bool = False,
-                       window: int | None = None) -> CorrelationResult:
+                       window: int | None = None,
+                       state_dir: Path | None = None) -> CorrelationResult:
     """Bring the stored state up to date with ``candles`` (only symbols whose last closed
-    candle moved) and return the matrix for the symbols in ``candles``."""
+    candle moved) and return the matrix for the symbols in ``candles``.
+
+    The state is kept in ``state_dir`` (default: the cache's ``correlation/``) under a name
+    made of the interval, window, min_periods and the data source's identity, and holds
+    exactly the symbols of the last call (others are pruned). Where it cannot be stored
+    (read-only directory, disk full) the answer is computed without it and one warning is
+    logged; a damaged state file is rebuilt with a warning."""
     from filelock import FileLock, Timeout
 
     from botopt.core._candles import interval_ms
-    from botopt.core._paths import state_dir
+    from botopt.core._fs import refused_write
+    from botopt.core.errors import CacheError
 
     win = window or config.correlation.window
-    step = interval_ms(config.data.interval)
-    syms = list(dict.fromkeys(candles["symbol"].to_list()))
-    frames = {str(k[0]): v for k, v in
-              candles.partition_by("symbol", as_dict=True, maintain_order=True).items()}
-    path = state_dir(config, "correlation") / \
-        f"{config.data.interval}-w{win}-m{config.correlation.min_periods}"
+    identity = source_identity(config)
+    runs = candle_runs(candles)
+    syms = list(runs[0])
 
     def fresh() -> RollingCorrelation:
         return RollingCorrelation(window=win, min_periods=config.correlation.min_periods,
-                                  interval_ms=step)
+                                  interval_ms=interval_ms(config.data.interval))
 
-    def compute(rc: RollingCorrelation) -> tuple[RollingCorrelation, bool]:
-        newest = {s: int(frames[s]["open_time"].dt.epoch("ms")[-1]) for s in syms}
-        # A state ahead of these candles (an earlier --as-of) cannot be rolled back.
-        if any(rc.last_time.get(s, -1) > newest[s] for s in syms) or \
-                (rc.end_ms is not None and rc.end_ms > max(newest.values())):
-            rc = fresh()
-        tail = (win + 1)
-        for s in syms:
-            rc.update(s, frames[s].tail(tail) if s not in rc.last_time else frames[s])
-        return rc, True
-
-    rc = fresh()
-    updated: list[str] = []
+    path: Path | None = None
     try:
+        if state_dir is None:
+            from botopt.core._paths import state_dir as default_dir
+
+            state_dir = default_dir(config, "correlation")
+        else:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = state_dir / state_name(config, win, identity)
         with FileLock(str(path) + ".lock", timeout=5):
-            if not full:
+            rc, changed = _bring_up_to_date(_load_state(path, identity, fresh, full), runs,
+                                            fresh)
+            if changed:
                 try:
-                    rc = RollingCorrelation.load(path)
-                    if rc.window != win or rc.interval_ms != step:
-                        rc = fresh()
-                except FileNotFoundError:
-                    pass
-                except (ValueError, KeyError, OSError) as exc:
-                    log.warning("correlation state %s unreadable (%s); rebuilding", path, exc)
-                    rc = fresh()
-            rc, _ = compute(rc)
-            updated = rc.rows_pending()
-            rc.save(path)
+                    rc.save(path, identity)
+                except OSError as exc:  # the answer is unaffected; the disk is reported
+                    refused_write(state_dir, exc)
     except Timeout:
         log.warning("correlation state %s is busy; computing without it", path)
-        rc, _ = compute(fresh())
-        updated = rc.rows_pending()
+        rc, _ = _bring_up_to_date(fresh(), runs, fresh)
+    except (OSError, CacheError) as exc:
+        # Unwritable (read-only, full, not creatable): read what is there, store nothing.
+        refused_write(state_dir if state_dir is not None else Path("."), exc)
+        start = fresh() if path is None else _load_state(path, identity, fresh, full)
+        rc, _ = _bring_up_to_date(start, runs, fresh)
+    updated = rc.rows_pending()
     names, m = rc.matrix()
-    idx = [names.index(s) for s in syms]
+    if names != syms:
+        idx = [names.index(s) for s in syms]
+        m = m[np.ix_(idx, idx)]
     end = datetime.fromtimestamp(rc.end_ms / 1000, tz=timezone.utc) if rc.end_ms else None
-    return CorrelationResult(symbols=syms, matrix=m[np.ix_(idx, idx)], window=win,
-                             as_of=end, rows_updated=[s for s in updated if s in syms])
+    return CorrelationResult(symbols=syms, matrix=m, window=win, as_of=end,
+                             rows_updated=[s for s in updated if s in syms])
+
+
+def _load_state(path: Path, identity: str, fresh: Any, full: bool) -> RollingCorrelation:
+    """The stored state, or a fresh one (asked for, absent, damaged or of other settings)."""
+    want = fresh()
+    if full:
+        return want
+    try:
+        rc = RollingCorrelation.load(path, identity)
+    except FileNotFoundError:
+        return want
+    except ValueError as exc:
+        log.warning("correlation state %s unreadable (%s); rebuilding", path, exc)
+        return want
+    if (rc.window, rc.min_periods, rc.interval_ms) != (want.window, want.min_periods,
+                                                      want.interval_ms):
+        return want
+    return rc
+
+
+def _bring_up_to_date(rc: RollingCorrelation, runs: Any,
+                      fresh: Any) -> tuple[RollingCorrelation, bool]:
+    """Prune symbols no longer asked for, then take the new candles. Returns the state and
+    whether it changed (an unchanged state is not written again)."""
+    names, starts, ends, t, _ = runs
+    wanted = set(names)
+    gone = [s for s in rc.symbols if s not in wanted]
+    rc.drop(gone)
+    newest = dict(zip(names, t[ends - 1].tolist(), strict=True))
+    # A state ahead of these candles (an earlier --as-of, or a pruned symbol that held the
+    # newest candle) cannot be rolled back.
+    if any(rc.last_time.get(s, -1) > newest[s] for s in names) or (
+            rc.end_ms is not None and rc.end_ms > max(newest.values())):
+        rc = fresh()
+    taken = rc.update_runs(*runs)
+    return rc, bool(taken or gone)
 
 
 def aligned_window(candles: Any, window: int, step: int) -> tuple[list[str], np.ndarray]:

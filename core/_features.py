@@ -1,18 +1,22 @@
 """Technical features for all symbols at once, matching TA-Lib's definitions and seeding.
 
-Every recursive smoother (EMA, Wilder's RSI/ATR/DI/ADX) is written as polars' ``ewm_mean``
-with ``adjust=False`` over a column that is null during the warm-up and holds TA-Lib's seed
-(the simple average, or for DI the scaled partial sum) at the first output bar. That keeps the
-whole computation in a handful of vectorised passes with no Python loop per symbol, and each
-symbol's values depend on its own rows only (a property test checks it bit for bit).
+The plan: a (bars x symbols) numpy array per input, row t = a symbol's t-th candle (a symbol
+with fewer candles is padded with NaN below its last row). Then every step is a row
+operation over all symbols at once:
 
-Where the time goes (500 symbols x 1,000 bars): ``.over()`` is the cost, not the arithmetic.
-An elementwise expression inside ``.over()`` is evaluated group by group, so inputs are built
-as plain columns first and only the recursions and rolling windows run per symbol. Exact steps
-(shifts, integer counts) run over the whole column and null the rows that would reach into
-the previous symbol; the seeds, one number per symbol, are summed in numpy instead of by a
-rolling window over every row. Those three changes took the batch from about 370 ms to 280 ms
-(single-threaded polars: 490 to 290 ms); a per-symbol TA-Lib loop takes about 40 ms.
+- shifts, true range, directional movement, gains: whole-array elementwise operations;
+- the eight recursive smoothers (EMA, Wilder's RSI/ATR/DI) run as ONE recursion over a
+  (bars x 8 symbols) array, y[t] = y[t-1] + (x[t] - y[t-1]) * k with k per column: 3 numpy
+  calls per bar for all of them, then ADX the same way; each starts at TA-Lib's seed (the
+  simple average, or for DI the scaled partial sum, summed row by row in TA-Lib's order);
+- rolling windows are sums of the window's rows added one shifted slice at a time, fresh
+  for every window (no running sum that carries rounding from values long gone).
+
+Each symbol's values depend on its own column only and every operation is elementwise in a
+fixed order, so a symbol computed alone equals the same symbol in a batch bit for bit (a
+property test checks it). The polars plan this replaced ran each recursion and window
+``.over()`` the symbols: 4.7-6.2x a TA-Lib loop at 500 x 1,000; see docs/performance.md for
+what this one measures.
 
 Indicators run over rows, as TA-Lib does: a gap in time is not filled or bridged by a fake
 candle (log returns across a gap are still computed between the neighbouring rows, because
@@ -21,8 +25,6 @@ that is what a user's TA-Lib code sees too).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import polars as pl
 
@@ -30,7 +32,8 @@ from botopt.core._config import Config, FeaturesConfig
 
 # Part of every features cache key: bump it when any value may change, even in the last
 # bit, so a cached answer stays the answer this code gives.
-FEATURES_VERSION = "3"
+FEATURES_VERSION = "4"
+_CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
 
 
 def _features_config(config: FeaturesConfig | Config | None) -> FeaturesConfig:
@@ -52,78 +55,144 @@ def feature_columns(config: FeaturesConfig | Config | None = None) -> list[str]:
     ]
 
 
-def _smooth_source(x: pl.Expr, idx: pl.Expr, first: int, seed: pl.Expr) -> pl.Expr:
-    """null before row ``first``, ``seed`` at ``first``, then ``x``: the input of _smooth."""
-    return pl.when(idx < first).then(None).when(idx == first).then(seed).otherwise(x)
+class _Layout:
+    """Long (symbol-major) columns <-> (bars x symbols) arrays. When every symbol has the
+    same number of candles, which is what a cron run loads, this is a reshape."""
 
-
-def _smooth(src: pl.Expr, alpha: float) -> pl.Expr:
-    """y = seed at the first non-null row, then y += alpha * (x - y). ``src`` is a column
-    made by _smooth_source beforehand: an elementwise expression inside ``.over()`` is
-    evaluated group by group, which cost more than the recursion itself."""
-    return src.ewm_mean(alpha=alpha, adjust=False).over("_g")
-
-
-class _Seeds:
-    """TA-Lib's seeds, one per symbol, placed at the row where each smoother starts.
-
-    A seed is one number per symbol, but a rolling window ``.over()`` the symbols computes it
-    for every row: summing the few rows in numpy costs a fraction. The sum runs element by
-    element in row order, as TA-Lib's own loop does, and a symbol's seed reads its own rows
-    only, so adding symbols to a batch cannot change it.
-    """
-
-    def __init__(self, runs: np.ndarray, height: int) -> None:
-        self.starts = np.cumsum(runs) - runs
+    def __init__(self, runs: np.ndarray) -> None:
         self.runs = runs
-        self.height = height
+        self.n = len(runs)
+        self.bars = int(runs.max()) if self.n else 0
+        self.equal = bool((runs == self.bars).all())
+        if not self.equal:
+            starts = np.cumsum(runs) - runs
+            self.code = np.repeat(np.arange(self.n), runs)
+            self.row = np.arange(int(runs.sum())) - np.repeat(starts, runs)
 
-    def place(self, first: int, seed: Callable[[np.ndarray], np.ndarray]) -> pl.Series:
-        """A column null everywhere but at row ``first`` of each symbol long enough to have
-        it, where it holds ``seed(base)`` (``base``: those symbols' row ``first``)."""
-        ok = self.runs > first
-        base = self.starts[ok] + first
-        col = np.full(self.height, np.nan)
-        col[base] = seed(base)
-        return pl.Series(col).fill_nan(None)
+    def wide(self, col: np.ndarray) -> np.ndarray:
+        if self.equal:
+            return np.ascontiguousarray(col.reshape(self.n, self.bars).T)
+        out = np.full((self.bars, self.n), np.nan)
+        out[self.row, self.code] = col
+        return out
 
-    def mean(self, values: np.ndarray, first: int, n: int) -> pl.Series:
-        """The mean of rows first-n+1..first."""
-        def seed(base: np.ndarray) -> np.ndarray:
-            total = np.zeros(len(base))
-            for k in range(n - 1, -1, -1):
-                total = total + values[base - k]
-            return total / n
-        return self.place(first, seed)
-
-    def wilder_sum(self, values: np.ndarray, first: int, n: int) -> pl.Series:
-        """TA-Lib's DI seed: the sum of rows first-n+1..first-1, one Wilder step with row
-        ``first``, divided by n (the smoother then runs as a Wilder mean)."""
-        def seed(base: np.ndarray) -> np.ndarray:
-            total = np.zeros(len(base))
-            for k in range(n - 1, 0, -1):
-                total = total + values[base - k]
-            return (total * (1 - 1.0 / n) + values[base]) * (1.0 / n)
-        return self.place(first, seed)
+    def long(self, x: np.ndarray) -> np.ndarray:
+        return x.T.ravel() if self.equal else x[self.row, self.code]
 
 
-def _ratio(num: pl.Expr, den: pl.Expr, scale: float = 100.0) -> pl.Expr:
+def _prev(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    out[0] = np.nan
+    out[1:] = x[:-1]
+    return out
+
+
+def _mean_seed(x: np.ndarray, first: int, n: int) -> np.ndarray:
+    """The mean of rows first-n+1..first, added row by row in TA-Lib's order."""
+    total = np.zeros(x.shape[1])
+    if first >= len(x):
+        return total + np.nan
+    for k in range(n - 1, -1, -1):
+        total = total + x[first - k]
+    return total / n
+
+
+def _wilder_sum_seed(x: np.ndarray, first: int, n: int) -> np.ndarray:
+    """TA-Lib's DI seed: the sum of rows first-n+1..first-1, one Wilder step with row
+    ``first``, divided by n (the smoother then runs as a Wilder mean)."""
+    total = np.zeros(x.shape[1])
+    if first >= len(x):
+        return total + np.nan
+    for k in range(n - 1, 0, -1):
+        total = total + x[first - k]
+    return (total * (1 - 1.0 / n) + x[first]) * (1.0 / n)
+
+
+def _smooth(parts: list[tuple[np.ndarray, int, np.ndarray, float]]) -> list[np.ndarray]:
+    """Run the recursions (input, seed row, seed, k) side by side as one array: null before
+    the seed row, the seed at it, then y += (x - y) * k. One pass of 3 numpy calls per bar
+    serves every smoother and every symbol."""
+    bars, n = parts[0][0].shape
+    x = np.concatenate([p[0] for p in parts], axis=1)
+    k = np.repeat([p[3] for p in parts], n)
+    y = np.full_like(x, np.nan)
+    seeds: dict[int, list[tuple[slice, np.ndarray]]] = {}
+    for j, (_, first, seed, _) in enumerate(parts):
+        seeds.setdefault(first, []).append((slice(j * n, (j + 1) * n), seed))
+    start = min(seeds)
+    for t in range(max(start, 1), bars):
+        row, last = y[t], y[t - 1]
+        np.subtract(x[t], last, out=row)
+        np.multiply(row, k, out=row)
+        np.add(row, last, out=row)
+        for sl, seed in seeds.get(t, ()):
+            row[sl] = seed
+    if start == 0 and bars:
+        for sl, seed in seeds[0]:
+            y[0, sl] = seed
+    return [y[:, j * n:(j + 1) * n] for j in range(len(parts))]
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, scale: float = 100.0) -> np.ndarray:
     # TA-Lib answers 0 where the denominator vanishes (flat prices), never inf or NaN.
-    return pl.when(den == 0).then(0.0).otherwise(scale * num / den)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den == 0, 0.0, scale * num / den)
 
 
-def _rolling_std(x: pl.Expr, idx: pl.Expr, n: int, ddof: int) -> pl.Expr:
-    """Rolling std that is exactly 0 on a constant window, as the definition says.
+def _window_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """Sum of the last n rows at every row (NaN before row n-1). Rows are cut in blocks of
+    n: a window is a suffix of one block plus a prefix of the next, each summed within its
+    block, so every window adds at most n values fresh (no running sum carries rounding from
+    values long gone) and the whole costs about three passes instead of n."""
+    bars, m = x.shape
+    if bars < n:
+        return np.full_like(x, np.nan)
+    blocks = -(-bars // n)
+    if blocks * n == bars:
+        xb = x.reshape(blocks, n, m)
+    else:
+        xb = np.zeros((blocks * n, m))
+        xb[:bars] = x  # the padding below only reaches windows past the last row
+        xb = xb.reshape(blocks, n, m)
+    pre = np.empty_like(xb)
+    suf = np.empty_like(xb)
+    pre[:, 0] = xb[:, 0]
+    suf[:, n - 1] = xb[:, n - 1]
+    for i in range(1, n):
+        np.add(pre[:, i - 1], xb[:, i], out=pre[:, i])
+        np.add(suf[:, n - i], xb[:, n - 1 - i], out=suf[:, n - 1 - i])
+    # The window ending at row i of a block: the previous block's suffix from i + 1 plus
+    # this block's prefix to i (written over the prefix; the block's last row is whole).
+    np.add(suf[:-1, 1:], pre[1:, :n - 1], out=pre[1:, :n - 1])
+    pre[0, :n - 1] = np.nan
+    return pre.reshape(blocks * n, m)[:bars]
 
-    Streaming variance formulas leave rounding residue (~1e-8 of the level) on flat stretches;
-    flat stretches are common in thin markets, and 0 vs 1e-16 decides whether a z-score exists.
-    A window is flat when none of its last n-1 steps changed the value: an integer count, so
-    it is exact over the whole column. Its window reaches into the previous symbol only on
-    the warm-up rows (``idx < n - 1``), which are ruled out.
-    """
-    changed = (x != x.shift(1)).cast(pl.Int32)
-    flat = (changed.rolling_sum(n - 1) == 0) & (idx >= n - 1)
-    return pl.when(flat).then(0.0).otherwise(x.rolling_std(n, ddof=ddof).over("_g"))
+
+def _rolling_std(x: np.ndarray, n: int, ddof: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) over the last n rows from the window's sums (sum of squares less n
+    mean^2, as TA-Lib's BBANDS computes it), 0 where rounding makes it negative.
+
+    That formula loses digits where the std is tiny next to the mean (about 1e-5 of it and
+    below: a nearly flat market), so those windows, rare elsewhere, are recomputed two-pass
+    from their values; and a window whose values are all equal has std exactly 0, as the
+    definition says (0 vs 1e-16 decides whether a z-score exists)."""
+    s1 = _window_sum(x, n)
+    var = _window_sum(x * x, n)
+    mean = s1 / n
+    s1 *= mean  # n mean^2
+    var -= s1
+    var *= 1.0 / (n - ddof)
+    np.maximum(var, 0.0, out=var)  # keeps NaN (warm-up)
+    with np.errstate(invalid="ignore"):
+        rows, cols = np.nonzero(var <= s1 * (1e-10 / n))
+    np.sqrt(var, out=var)
+    if rows.size:
+        window = x[rows[:, None] - np.arange(n), cols[:, None]]
+        dev = window - window.mean(axis=1)[:, None]
+        exact = np.sqrt((dev * dev).sum(axis=1) / (n - ddof))
+        exact[(window == window[:, :1]).all(axis=1)] = 0.0
+        var[rows, cols] = exact
+    return mean, var
 
 
 def compute_features(candles: pl.DataFrame,
@@ -136,100 +205,71 @@ def compute_features(candles: pl.DataFrame,
     ``volume_z`` is (volume - mean) / sample std of volume over its window.
     """
     fc = _features_config(config)
-    n_rsi, n_atr, n_adx = fc.rsi_period, fc.atr_period, fc.adx_period
-    c, h, lo = pl.col("close"), pl.col("high"), pl.col("low")
-    i = pl.col("_i")
-    prev_c = pl.col("_pc")
-
     runs_of_symbol = candles["symbol"].rle().len() if candles.height else 0
     if runs_of_symbol != candles["symbol"].n_unique():
         candles = candles.sort("symbol", "open_time", maintain_order=True)
-    # Windows over a sorted integer key partition much faster than over the symbol strings,
-    # and the row index within each symbol comes straight from the run lengths.
-    runs = candles["symbol"].rle().struct.field("len").to_numpy().astype(np.int64)
-    starts = np.repeat(np.cumsum(runs) - runs, runs)
-    out = candles.with_columns(
-        _g=pl.col("symbol").rle_id().set_sorted(),
-        _i=pl.Series(np.arange(candles.height, dtype=np.int64) - starts),
-    )
-    # A shift is exact, so it runs over the whole column; row 0 of each symbol, which would
-    # see the previous symbol's last row, is nulled.
-    first_row = i == 0
-    out = out.with_columns(
-        _pc=pl.when(first_row).then(None).otherwise(c.shift(1)),
-        _up=pl.when(first_row).then(None).otherwise(h - h.shift(1)),
-        _down=pl.when(first_row).then(None).otherwise(lo.shift(1) - lo),
-    )
-    up, down = pl.col("_up"), pl.col("_down")
-    out = out.with_columns(
-        _tr=pl.when(i == 0).then(None).otherwise(
-            pl.max_horizontal(h - lo, (h - prev_c).abs(), (lo - prev_c).abs())),
-        _pdm=pl.when(i == 0).then(None).when((up > 0) & (up > down)).then(up).otherwise(0.0),
-        _mdm=pl.when(i == 0).then(None).when((down > 0) & (up < down)).then(down)
-        .otherwise(0.0),
-        _gain=(c - prev_c).clip(lower_bound=0.0),
-        _loss=(prev_c - c).clip(lower_bound=0.0),
-    )
+    runs = candles["symbol"].rle().struct.field("len").to_numpy().astype(np.int64) \
+        if candles.height else np.zeros(0, dtype=np.int64)
+    if not candles.height:
+        return candles.with_columns(pl.lit(None, dtype=pl.Float64).alias(c)
+                                    for c in feature_columns(fc))
+    inputs = [candles.get_column(k).to_numpy().astype(np.float64)
+              for k in ("high", "low", "close", "volume")]
+    out = {name: np.empty(candles.height) for name in feature_columns(fc)}
+    # Symbols in chunks: memory stays bounded (a few dozen arrays of chunk x bars) whatever
+    # the universe, and a symbol's arithmetic does not depend on its chunk.
+    ends = np.cumsum(runs)
+    for lo_sym in range(0, len(runs), _CHUNK):
+        part = runs[lo_sym:lo_sym + _CHUNK]
+        a, b = int(ends[lo_sym] - runs[lo_sym]), int(ends[lo_sym + len(part) - 1])
+        lay = _Layout(part)
+        h, lo, c, v = (lay.wide(x[a:b]) for x in inputs)
+        cols = _indicators(h, lo, c, v, fc)
+        for name, x in cols.items():
+            out[name][a:b] = lay.long(x)
+        del cols
+    return candles.with_columns(pl.Series(name, x, nan_to_null=True)
+                                for name, x in out.items())
 
-    seeds = _Seeds(runs, out.height)
 
-    def arr(col: str) -> np.ndarray:
-        return out.get_column(col).to_numpy().astype(np.float64)  # null -> NaN
-
-    close, tr = arr("close"), arr("_tr")
-
-    def ema_source(n: int) -> pl.Expr:
-        return _smooth_source(c, i, n - 1, pl.lit(seeds.mean(close, n - 1, n)))
-
-    def wilder_mean_source(col: str, n: int) -> pl.Expr:
-        # Seed: the mean of the first n values, which start at row 1 (row 0 has no change).
-        values = tr if col == "_tr" else arr(col)
-        return _smooth_source(pl.col(col), i, n, pl.lit(seeds.mean(values, n, n)))
-
-    def wilder_sum_source(col: str, n: int) -> pl.Expr:
-        # TA-Lib's DI keeps Wilder *sums* seeded with the first n-1 values and applies one
-        # recursion step at row n; divided by n it is the same recursion as a Wilder mean.
-        values = tr if col == "_tr" else arr(col)
-        return _smooth_source(pl.col(col), i, n, pl.lit(seeds.wilder_sum(values, n, n)))
-
-    smoothed = {
-        f"ema_{fc.ema_fast}": (ema_source(fc.ema_fast), 2.0 / (fc.ema_fast + 1)),
-        f"ema_{fc.ema_slow}": (ema_source(fc.ema_slow), 2.0 / (fc.ema_slow + 1)),
-        "_avg_gain": (wilder_mean_source("_gain", n_rsi), 1.0 / n_rsi),
-        "_avg_loss": (wilder_mean_source("_loss", n_rsi), 1.0 / n_rsi),
-        f"atr_{n_atr}": (wilder_mean_source("_tr", n_atr), 1.0 / n_atr),
-        "_sum_pdm": (wilder_sum_source("_pdm", n_adx), 1.0 / n_adx),
-        "_sum_mdm": (wilder_sum_source("_mdm", n_adx), 1.0 / n_adx),
-        "_sum_tr": (wilder_sum_source("_tr", n_adx), 1.0 / n_adx),
-    }
-    out = out.with_columns(src.alias(f"_src{k}") for k, (src, _) in enumerate(smoothed.values()))
-    out = out.with_columns(_smooth(pl.col(f"_src{k}"), alpha).alias(name)
-                           for k, (name, (_, alpha)) in enumerate(smoothed.items()))
-    gain, loss = pl.col("_avg_gain"), pl.col("_avg_loss")
-    out = out.with_columns(
-        _ratio(gain, gain + loss).alias(f"rsi_{n_rsi}"),
-        _ratio(pl.col("_sum_pdm"), pl.col("_sum_tr")).alias(f"plus_di_{n_adx}"),
-        _ratio(pl.col("_sum_mdm"), pl.col("_sum_tr")).alias(f"minus_di_{n_adx}"),
-    )
-    pdi, mdi = pl.col(f"plus_di_{n_adx}"), pl.col(f"minus_di_{n_adx}")
-    out = out.with_columns(_dx=_ratio((pdi - mdi).abs(), pdi + mdi))
-    dx = pl.col("_dx")
-    log_ret = (c / prev_c).log()
-    volume = pl.col("volume")
-    out = out.with_columns(
-        # ADX: the mean of the first n DX values (rows n..2n-1), then Wilder.
-        _src_adx=_smooth_source(dx, i, 2 * n_adx - 1,
-                                pl.lit(seeds.mean(arr("_dx"), 2 * n_adx - 1, n_adx))))
-    out = out.with_columns(
-        _smooth(pl.col("_src_adx"), 1.0 / n_adx).alias(f"adx_{n_adx}"),
-        (2 * fc.bb_std * _rolling_std(c, i, fc.bb_period, ddof=0)
-         / c.rolling_mean(fc.bb_period).over("_g")).alias(f"bb_width_{fc.bb_period}"),
-        log_ret.alias("log_return"),
-        _ratio(volume - volume.rolling_mean(fc.volume_z_period).over("_g"),
-               _rolling_std(volume, i, fc.volume_z_period, ddof=1), scale=1.0)
-        .alias(f"volume_z_{fc.volume_z_period}"),
-    )
-    out = out.with_columns(
-        _rolling_std(pl.col("log_return"), i, fc.vol_period, ddof=1).alias(f"vol_{fc.vol_period}"),
-    )
-    return out.select(*candles.columns, *feature_columns(fc))
+def _indicators(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray,
+                fc: FeaturesConfig) -> dict[str, np.ndarray]:
+    """Every feature column as (bars x symbols) arrays, NaN where null."""
+    n_rsi, n_atr, n_adx = fc.rsi_period, fc.atr_period, fc.adx_period
+    pc = _prev(c)
+    up = h - _prev(h)
+    down = _prev(lo) - lo
+    with np.errstate(invalid="ignore"):
+        tr = np.maximum(np.maximum(h - lo, np.abs(h - pc)), np.abs(lo - pc))
+        pdm = np.where((up > 0) & (up > down), up, 0.0)
+        mdm = np.where((down > 0) & (up < down), down, 0.0)
+        pdm[0] = mdm[0] = np.nan
+        gain = np.maximum(c - pc, 0.0)
+        loss = np.maximum(pc - c, 0.0)
+        log_ret = np.log(c / pc)
+    ema_f, ema_s, avg_gain, avg_loss, atr, s_pdm, s_mdm, s_tr = _smooth([
+        (c, fc.ema_fast - 1, _mean_seed(c, fc.ema_fast - 1, fc.ema_fast),
+         2.0 / (fc.ema_fast + 1)),
+        (c, fc.ema_slow - 1, _mean_seed(c, fc.ema_slow - 1, fc.ema_slow),
+         2.0 / (fc.ema_slow + 1)),
+        # Wilder means: the first n values start at row 1 (row 0 has no change).
+        (gain, n_rsi, _mean_seed(gain, n_rsi, n_rsi), 1.0 / n_rsi),
+        (loss, n_rsi, _mean_seed(loss, n_rsi, n_rsi), 1.0 / n_rsi),
+        (tr, n_atr, _mean_seed(tr, n_atr, n_atr), 1.0 / n_atr),
+        # TA-Lib's DI keeps Wilder *sums*; divided by n it is the same recursion.
+        (pdm, n_adx, _wilder_sum_seed(pdm, n_adx, n_adx), 1.0 / n_adx),
+        (mdm, n_adx, _wilder_sum_seed(mdm, n_adx, n_adx), 1.0 / n_adx),
+        (tr, n_adx, _wilder_sum_seed(tr, n_adx, n_adx), 1.0 / n_adx),
+    ])
+    pdi, mdi = _ratio(s_pdm, s_tr), _ratio(s_mdm, s_tr)
+    dx = _ratio(np.abs(pdi - mdi), pdi + mdi)
+    # ADX: the mean of the first n DX values (rows n..2n-1), then Wilder.
+    (adx,) = _smooth([(dx, 2 * n_adx - 1, _mean_seed(dx, 2 * n_adx - 1, n_adx), 1.0 / n_adx)])
+    bb_mean, bb_std = _rolling_std(c, fc.bb_period, ddof=0)
+    vz_mean, vz_std = _rolling_std(v, fc.volume_z_period, ddof=1)
+    _, vol = _rolling_std(log_ret, fc.vol_period, ddof=1)
+    names = feature_columns(fc)
+    values = [ema_f, ema_s, _ratio(avg_gain, avg_gain + avg_loss), atr, adx, pdi, mdi,
+              2 * fc.bb_std * bb_std / bb_mean, vol, _ratio(v - vz_mean, vz_std, scale=1.0),
+              log_ret]
+    return dict(zip(names, values, strict=True))

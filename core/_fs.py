@@ -55,7 +55,8 @@ def refused_write(root: Path, exc: BaseException) -> None:
     log = logging.getLogger("botopt.state")
     reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or
                                                 [type(exc).__name__])[0]
-    if root in _refused:
+    # One disk, one line: a path under (or above) one already reported is the same trouble.
+    if any(p == root or p in root.parents or root in p.parents for p in _refused):
         log.debug("%s: write refused (%s)", root, reason)
         return
     _refused.add(root)

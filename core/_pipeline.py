@@ -606,7 +606,7 @@ def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
     from botopt.core.errors import CacheError
 
     try:
-        result = update_correlation(config, candles)
+        result = update_correlation(config, candles, state_dir=ws.correlation_dir(config))
     except (OSError, CacheError) as exc:
         ws.disk_refused(exc)  # from now on: a private temporary directory, not kept
         result = update_correlation(config, candles, full=True)

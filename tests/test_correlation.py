@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
-from botopt.core import RollingCorrelation, load_candles, load_config
+from botopt.core import RollingCorrelation, _fs, load_candles, load_config
 from botopt.core._correlation import aligned_window, update_correlation
 
 runner = CliRunner()
@@ -157,7 +157,7 @@ def test_state_persists_between_runs_and_updates_only_moved_symbols(tmp_path, sh
     files = list((tmp_path / "correlation").iterdir())
     assert files and not any(f.suffix in (".pkl", ".pickle") for f in files)
     # A damaged state is rebuilt with a warning, not a failure.
-    for f in (tmp_path / "correlation").glob("*.npy"):
+    for f in (tmp_path / "correlation").glob("*.npz"):
         f.write_bytes(b"garbage")
     assert close_enough(update_correlation(cfg, later).matrix, full.matrix, 1e-12)
 
@@ -194,3 +194,199 @@ def test_bad_parameters(bad):
 
     with pytest.raises(UsageError):
         RollingCorrelation(window=bad[0], min_periods=bad[1])
+
+
+# -- the cron path: batched frames, persistence, keys ------------------------------------
+
+@st.composite
+def frame_chunks(draw):
+    """Chunks of multi-symbol candles as cron would see them: most symbols get the next
+    candles, some skip (gaps), some join late, some are flat or nearly flat."""
+    syms = [f"S{i}" for i in range(draw(st.integers(2, 6)))]
+    kinds = {s: draw(st.sampled_from(["walk", "walk", "flat", "near_flat"])) for s in syms}
+    closes = dict.fromkeys(syms, 100.0)
+    t = 0
+    chunks = []
+    for _ in range(draw(st.integers(1, 8))):
+        n = draw(st.integers(1, 30))
+        present = {s: draw(st.floats(0.3, 1.0)) for s in syms if draw(st.booleans()) or t}
+        rows = []
+        for _k in range(n):
+            t += STEP
+            for s, p in present.items():
+                if draw(st.floats(0, 1)) > p:
+                    continue  # a missing candle
+                if kinds[s] == "walk":
+                    closes[s] *= math.exp(draw(st.floats(-0.02, 0.02)))
+                elif kinds[s] == "near_flat":
+                    closes[s] *= math.exp(1e-3 + 1e-9 * draw(st.floats(-1, 1)))
+                rows.append((s, t, closes[s]))
+        chunks.append((rows, draw(st.sampled_from(["as is", "shuffled", "by symbol"])),
+                       draw(st.booleans())))
+    return syms, chunks
+
+
+def multi_frame(rows) -> pl.DataFrame:
+    return pl.DataFrame({
+        "symbol": [s for s, _, _ in rows],
+        "open_time": [datetime.fromtimestamp(t / 1000, tz=timezone.utc) for _, t, _ in rows],
+        "close": [c for _, _, c in rows],
+    }, schema={"symbol": pl.String, "open_time": pl.Datetime("ms", "UTC"),
+               "close": pl.Float64})
+
+
+@settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame_chunks(), st.integers(3, 40), st.integers(2, 10))
+def test_batched_frames_equal_sequential_and_definition(tmp_path_factory, case, window,
+                                                        min_periods):
+    syms, chunks = case
+    batch = RollingCorrelation(window=window, min_periods=min_periods, interval_ms=STEP)
+    seq = RollingCorrelation(window=window, min_periods=min_periods, interval_ms=STEP)
+    path = tmp_path_factory.mktemp("state") / "s"
+    for rows, order, roundtrip in chunks:
+        if not rows:
+            continue
+        f = multi_frame(rows)
+        # One run per symbol (as load_candles gives) takes the fast path; others are sorted.
+        batch.update_frame(f.sample(fraction=1.0, shuffle=True, seed=1) if order == "shuffled"
+                           else f.sort("symbol", "open_time") if order == "by symbol" else f)
+        for s in dict.fromkeys(r[0] for r in rows):
+            seq.update(s, f.filter(pl.col("symbol") == s))
+        if roundtrip:
+            saved = batch
+            batch.save(path)
+            batch = RollingCorrelation.load(path)
+            # Loading does not re-anchor: the running sums come back bit for bit.
+            assert np.array_equal(batch._prod, saved._prod)
+            assert batch._slides == saved._slides
+        names, m = batch.matrix()
+        full_names, full = batch.full_matrix()
+        assert names == full_names
+        assert close_enough(m, full, 1e-12)
+        seq_names, seq_m = seq.matrix()
+        order = [seq_names.index(s) for s in names]
+        assert close_enough(m, seq_m[np.ix_(order, order)], 1e-12)
+        assert close_enough(batch.rows(names[:2]), full[:2], 1e-12)
+        assert np.all(np.isnan(m) | ((m >= -1) & (m <= 1)))
+
+
+def test_near_zero_variance_matches_the_definition():
+    rng = np.random.default_rng(3)
+    rc = RollingCorrelation(window=200, min_periods=30, interval_ms=STEP)
+    x = 1e-3 + 1e-12 * rng.standard_normal(260)  # variance 1e-18 of its mean squared
+    y = rng.standard_normal(260) * 1e-3 + (x - 1e-3) * 1e9
+    for t in range(260):
+        rc.update("NEAR", {t * STEP: float(x[t])})
+        rc.update("MOVE", {t * STEP: float(y[t])})
+    _, m = rc.matrix()
+    ref = np.corrcoef(x[-200:], y[-200:])[0, 1]
+    assert abs(m[0, 1] - ref) <= 1e-12 and abs(m[0, 1]) > 0.1
+
+
+def test_build_from_empty_and_next_candle_match_numpy(tmp_path):
+    rng = np.random.default_rng(5)
+    n, window = 40, 100
+    rets = 1e-3 * (rng.standard_normal((window + 5, 1)) + rng.standard_normal((window + 5, n)))
+    closes = 50.0 * np.exp(np.cumsum(rets, axis=0))
+    syms = [f"S{i:02d}" for i in range(n)]
+
+    def candles(lo, hi):
+        return multi_frame([(s, t * STEP, float(closes[t, j])) for j, s in enumerate(syms)
+                            for t in range(lo, hi)])
+
+    rc = RollingCorrelation(window=window, min_periods=30, interval_ms=STEP)
+    rc.update_frame(candles(0, window + 1))
+    names, r = aligned_window(candles(0, window + 1), window, STEP)
+    assert close_enough(rc.matrix()[1], np.corrcoef(r.T), 1e-12)
+    for k in range(window + 1, window + 5):
+        rc.save(tmp_path / "s")
+        rc = RollingCorrelation.load(tmp_path / "s")
+        rc.update_frame(candles(k, k + 1))
+        _, r = aligned_window(candles(0, k + 1), window, STEP)
+        assert close_enough(rc.matrix()[1], np.corrcoef(r.T), 1e-12)
+
+
+def _write_dir(d, syms, start, rows, seed):
+    """A freqtrade-layout directory: symbol 1 is symbol 0 scaled, so their correlation is 1."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = 10 * np.exp(np.cumsum(rng.normal(0, 0.01, rows)))
+    for k, s in enumerate(syms):
+        c = base * (1 + k) if k < 2 else 10 * np.exp(np.cumsum(rng.normal(0, 0.01, rows)))
+        pl.DataFrame({
+            "date": [start + timedelta(minutes=5 * i) for i in range(rows)],
+            "open": c, "high": c * 1.01, "low": c * 0.99, "close": c,
+            "volume": np.ones(rows)}).with_columns(
+            pl.col("date").dt.cast_time_unit("ms")).write_ipc(d / f"{s}-5m.feather")
+
+
+def test_state_is_keyed_by_data_source(tmp_path, shared_data):
+    """Issue 12: A, then B, then B uncached give B's answer; never A's."""
+    a = shared_data / "candles" / "5m"
+    b = tmp_path / "b"
+    syms = ["ETH_BTC", "LTC_BTC", "XMR_BTC"]
+    t = datetime(2018, 1, 22, tzinfo=timezone.utc)
+    _write_dir(b, syms, datetime(2018, 1, 20, tzinfo=timezone.utc), 800, 1)
+
+    def cfg(d):
+        return load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                      "cache.dir": str(tmp_path / "cache")})
+
+    def corr(d, **kw):
+        c = cfg(d)
+        return update_correlation(c, load_candles(syms, config=c, as_of=t, limit=289), **kw)
+
+    on_a = corr(a)
+    on_b = corr(b)
+    fresh_b = corr(b, full=True)
+    assert close_enough(on_b.matrix, fresh_b.matrix, 1e-12)
+    assert on_b.matrix[0, 1] == pytest.approx(1.0) and on_a.matrix[0, 1] < 0.9
+    args = ["--cache-dir", str(tmp_path / "cli"), "correlations", "--symbols",
+            ",".join(syms), "--as-of", "2018-01-22T00:00Z", "--json"]
+    outs = [json.loads(runner.invoke(app, [*args, "--data-dir", str(d), *extra]).stdout)
+            for d, extra in ((a, []), (b, []), (b, ["--full"]))]
+    assert outs[1]["matrix"] == outs[2]["matrix"] != outs[0]["matrix"]
+
+
+def test_unwritable_state_dir_degrades_with_one_warning(tmp_path, shared_data, caplog):
+    d = shared_data / "candles" / "5m"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    syms = ["ETH_BTC", "LTC_BTC", "XMR_BTC"]
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                 "cache.dir": str(tmp_path / "ok")})
+    candles = load_candles(syms, config=cfg, as_of="2018-01-22T00:00Z", limit=289)
+    want = update_correlation(cfg, candles, full=True)
+    # Root ignores permission bits, so "unwritable" is a path that cannot be a directory.
+    for where in ({"state_dir": blocker / "correlation"}, {}):
+        bad = cfg if where else load_config(overrides={
+            "data.source": "local", "data.data_dir": str(d), "cache.dir": str(blocker)})
+        caplog.clear()
+        _fs._refused.clear()  # a refusing disk is reported once per process
+        with caplog.at_level("WARNING", logger="botopt"):
+            got = update_correlation(bad, candles, **where)
+        assert close_enough(got.matrix, want.matrix, 1e-12)
+        warned = [r.message for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warned) == 1 and "cannot write under" in warned[0], warned
+
+
+def test_damaged_state_is_rebuilt_and_unused_symbols_pruned(tmp_path, shared_data, caplog):
+    d = shared_data / "candles" / "5m"
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                 "cache.dir": str(tmp_path)})
+    three = load_candles(["ETH_BTC", "LTC_BTC", "XMR_BTC"], config=cfg,
+                         as_of="2018-01-22T00:00Z", limit=289)
+    update_correlation(cfg, three)
+    (state,) = (tmp_path / "correlation").rglob("*.npz")
+    assert RollingCorrelation.load(state.with_suffix("")).symbols == ["ETH_BTC", "LTC_BTC",
+                                                                      "XMR_BTC"]
+    two = three.filter(pl.col("symbol") != "XMR_BTC")
+    got = update_correlation(cfg, two)
+    assert RollingCorrelation.load(state.with_suffix("")).symbols == ["ETH_BTC", "LTC_BTC"]
+    assert close_enough(got.matrix, update_correlation(cfg, two, full=True).matrix, 1e-12)
+    state.write_bytes(state.read_bytes()[:200])  # cut short, as by a full disk
+    with caplog.at_level("WARNING", logger="botopt.correlation"):
+        again = update_correlation(cfg, two)
+    assert close_enough(again.matrix, got.matrix, 1e-12)
+    assert any("unreadable" in r.message for r in caplog.records)
