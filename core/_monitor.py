@@ -114,12 +114,10 @@ class Monitor:
         self.dir = Workspace.of(config).events_dir()
         self.clock = clock
         self.state_path = self.dir / STATE
-        self.state = _State.load(self.state_path)
+        self.load_state()
         self.result = MonitorResult()
         self._outbox: list[dict[str, Any]] = []
         self._enqueue = enqueue or self._enqueue_real
-        if self.state.last_finished is None:
-            self.state.last_finished = clock()  # a fresh monitor gives the bot a full period
         self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "run_failed": self._on_failure,
             "notify_failed": self._on_failure,
@@ -129,6 +127,13 @@ class Monitor:
             "notify_dead_letter": self._on_dead_letter,
             "notify_queued": self._on_queued,
         }
+
+    def load_state(self) -> None:
+        """(Re)read the saved position and alert state: under the lock, or another monitor
+        that ran in between would have its events handled twice."""
+        self.state = _State.load(self.state_path)
+        if self.state.last_finished is None:
+            self.state.last_finished = self.clock()  # a fresh monitor gives the bot a full period
 
     def _enqueue_real(self, items: list[dict[str, Any]]) -> Any:
         from botopt.core._notify import enqueue
@@ -350,6 +355,7 @@ def run_monitor(config: Config, *, once: bool = False, clock: Callable[[], float
         mon.result.busy = True
         return mon.result
     try:
+        mon.load_state()
         if once:
             mon.handle_pending()
             if mon.checks_due():
