@@ -6,7 +6,9 @@ Every command that reads candles goes through ``load_candles`` so that validatio
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -160,6 +162,22 @@ def _with_suffix(data_dir: Path, stem: str) -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def _split_names(data_dir: Path, interval: str, mtime_ns: int) -> dict[str, list[str]]:
+    """{joined name: [BASE_QUOTE stems]} of the directory's candle files at ``interval``.
+
+    One listing per directory state (its mtime is part of the key: adding or renaming a file
+    changes it), not one per symbol: looking each of 2,000 symbols up by a glob over 2,000
+    files was quadratic."""
+    out: dict[str, set[str]] = {}
+    tail = f"-{interval}."
+    for name in os.listdir(data_dir):
+        stem, sep, suffix = name.partition(tail)
+        if sep and "_" in stem and suffix in FILE_SUFFIXES:
+            out.setdefault(stem.replace("_", ""), set()).add(stem)
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def existing_candle_file(data_dir: Path, symbol: str, interval: str) -> Path | None:
     """The symbol's candle file in the first readable format found, or None.
 
@@ -174,9 +192,7 @@ def existing_candle_file(data_dir: Path, symbol: str, interval: str) -> Path | N
     if symbol != joined:  # typed with a separator: that is the name wanted
         return _with_suffix(data_dir, candle_file_stem(symbol, interval)) or \
             _with_suffix(data_dir, f"{joined}-{interval}")
-    split = sorted({p.name.split(f"-{interval}.", 1)[0] for p in data_dir.glob(f"*_*-{interval}.*")
-                    if p.name.split(f"-{interval}.", 1)[1] in FILE_SUFFIXES
-                    and p.name.split(f"-{interval}.", 1)[0].replace("_", "") == joined})
+    split = _split_names(data_dir, interval, data_dir.stat().st_mtime_ns).get(joined, [])
     if len(split) > 1:
         raise UsageError(f"symbol {symbol} matches several files in {data_dir} "
                          f"({', '.join(split)}); name one of them, e.g. --symbols {split[0]}")
@@ -420,7 +436,8 @@ def validate_frame(df: pl.DataFrame, *, interval: str,
         raise DataError(f"{where}: row {row}{when}: {what}")
     if log.isEnabledFor(logging.DEBUG):
         _log_gaps(df, interval)
-    empty = [s for s in sources if s not in set(df.get_column("symbol").unique().to_list())]
+    present = set(df.get_column("symbol").unique().to_list())
+    empty = [s for s in sources if s not in present]
     if empty:
         raise DataError(f"{empty[0]} ({sources[empty[0]]}): no candles")
 
