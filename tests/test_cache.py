@@ -203,6 +203,23 @@ def test_pickle_planted_with_diskcache_default_disk_is_never_loaded(cache_dir, t
     assert CacheManager(root=cache_dir).get("features", "k") == 5
 
 
+def test_locked_cache_is_a_miss_not_a_failure(cache_dir, caplog):
+    """Another process holding diskcache's write lock: the write is skipped (diskcache's
+    Timeout read as busy), never a warning or caching turned off; later writes land."""
+    mgr = CacheManager(root=cache_dir)
+    mgr.set("features", "a", 1)
+    other = _db(cache_dir)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert mgr.get_or_compute("features", "b", lambda: 2) == 2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "WARNING" not in caplog.text and not mgr._broken
+    assert mgr.get("features", "a") == 1 and mgr.get("features", "b") is MISS
+    assert mgr.set("features", "b", 2) and mgr.get("features", "b") == 2
+
+
 @pytest.mark.parametrize("damage", ["zeroed", "truncated"])
 def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damage):
     mgr = CacheManager(root=cache_dir)
