@@ -13,19 +13,23 @@ Lifetimes (the one place their defaults are defined):
 - The decorators (``cache_features`` ...) cache users' own functions, whose keys need not
   carry the data; they keep the seed's short TTLs (``SEED_TTLS``).
 
-Storage is one SQLite database (``cache/cache.db``) behind the small ``CacheStore``
-interface, so another backend (a shared server) can replace it without touching callers:
+Storage is one diskcache directory (``cache/entries``, ``DiskcacheStore``) behind the small
+``CacheStore`` interface, so another backend (a shared server) can replace it without
+touching callers:
 
-- Never pickle: values are typed JSON or Arrow IPC bytes (``botopt.core._codec``).
+- Never pickle: keys are str and values typed JSON or Arrow IPC bytes
+  (``botopt.core._codec``); the store's diskcache ``Disk`` refuses to unpickle anything, so a
+  planted pickle is a damaged value (diskcache's default loads it: CVE-2025-69872).
 - One write transaction per run: ``CacheManager.batch()`` holds a run's writes and its
   statistics and commits them together; reads are batched (``get_many``).
 - Failure never fails a run: lock contention is a miss; a corrupt database is moved aside
-  once (``cache.db.corrupt``) and rebuilt; a corrupt value is a miss that is deleted with a
+  once (``entries/cache.db.corrupt``) and rebuilt; a corrupt value is a miss that is deleted with a
   warning; a read-only or full disk turns caching off for the process with one warning (a
   healthy database is never moved aside for that).
 
-Expiry is checked against an injectable clock so a replay of cron runs sees the hits a real
-day would.
+Expiry is checked against an injectable clock (stored in each value's header) so a replay of
+cron runs sees the hits a real day would; diskcache's own wall-clock expiry, set later by a
+margin, only collects garbage (with a run's writes: diskcache is set not to cull per set).
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from __future__ import annotations
 import atexit
 import functools
 import hashlib
+import json
 import logging
 import os
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -101,14 +107,23 @@ class CacheStore(Protocol):
     def close(self) -> None: ...
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (name TEXT NOT NULL, key TEXT NOT NULL,
-    expire_at REAL NOT NULL, seconds REAL NOT NULL, value BLOB NOT NULL,
-    PRIMARY KEY (name, key));
-CREATE INDEX IF NOT EXISTS entries_expiry ON entries(expire_at);
-CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, hits INTEGER NOT NULL,
-    misses INTEGER NOT NULL, saved REAL NOT NULL);
-"""
+_SEP = "\x1f"  # between a cache's name and a key: never in a name, and keys are hex/str
+_STATS = f"{_SEP}stats{_SEP}"  # statistics keys: "<_STATS><name>", JSON bytes, no tag
+_ENTRIES = "entries"  # the diskcache directory under <root>/cache
+# An entry's value: magic, expire-at (manager's clock), compute seconds, then codec bytes.
+# The magic makes a zeroed or foreign value read as damaged rather than as expired.
+_HEADER = struct.Struct("<2sdd")
+_MAGIC = b"b1"
+_GC_MARGIN = 3600.0  # diskcache's (wall-clock) expiry only collects garbage, well after ours
+_MODE_RAW = 1  # diskcache.core.MODE_RAW, the only mode a stats value has (no import needed)
+# Settings fixed at every open: no eviction or culling (no work per set; entries expire),
+# no statistics (a write per read), values up to 64 MiB inside the database (one commit).
+_SETTINGS: dict[str, Any] = {"eviction_policy": "none", "cull_limit": 0, "statistics": 0,
+                             "size_limit": 2**62, "disk_min_file_size": 2**26}
+
+
+class _Damaged(Exception):
+    """A stored row botopt did not write (a pickle, a foreign type, a path outside)."""
 
 
 def _code(exc: BaseException) -> int | None:
@@ -128,68 +143,159 @@ def _is_corrupt(exc: BaseException) -> bool:
         exc, sqlite3.OperationalError)
 
 
-class SQLiteStore:
-    """The local backend: one database, WAL mode, bounded lock waits."""
+@functools.cache
+def _safe_disk() -> type:
+    import diskcache
+    from diskcache.core import MODE_BINARY, MODE_RAW
 
-    def __init__(self, directory: Path) -> None:
+    class SafeDisk(diskcache.Disk):  # type: ignore[misc]
+        """str keys and bytes values only; never unpickles (diskcache's pickle loading is
+        CVE-2025-69872): any other row reads as damaged."""
+
+        def put(self, key: Any) -> Any:
+            if type(key) is not str:
+                raise TypeError("botopt cache keys are str")
+            return super().put(key)
+
+        def get(self, key: Any, raw: bool) -> Any:
+            if not raw:
+                raise _Damaged("a pickled cache key")
+            return super().get(key, raw)
+
+        def store(self, value: Any, read: bool, key: Any = None) -> Any:
+            if type(value) is not bytes:
+                raise TypeError("botopt cache values are bytes")
+            return super().store(value, read, key=key)
+
+        def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+            if mode not in (MODE_RAW, MODE_BINARY) or read:
+                raise _Damaged(f"a cache value of mode {mode} (not bytes)")
+            if filename is not None and (os.path.isabs(filename) or ".." in filename):
+                raise _Damaged("a cache value pointing outside the cache")
+            out = super().fetch(mode, filename, value, read)
+            if type(out) is not bytes:
+                raise _Damaged(f"a cache value of type {type(out).__name__}")
+            return out
+
+    return SafeDisk
+
+
+@contextmanager
+def _sqlite_errors() -> Iterator[None]:
+    """diskcache reports a lock it could not take as ``Timeout`` (hiding SQLite's reason):
+    give the manager SQLite's own error back, so busy, read-only and full stay apart."""
+    from diskcache import Timeout
+
+    try:
+        yield
+    except Timeout as exc:
+        cause = exc.__context__
+        if isinstance(cause, sqlite3.Error):
+            raise cause from None
+        raise sqlite3.OperationalError("database is locked") from None
+
+
+def _open_cache(directory: Path, timeout: float) -> Any:
+    import diskcache
+
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return diskcache.Cache(str(directory), timeout=timeout, disk=_safe_disk(), **_SETTINGS)
+
+
+class DiskcacheStore:
+    """The local backend: one diskcache directory (``cache/entries``) for every cache.
+
+    Keys are ``"<name>\x1f<key>"`` (str: stored as text, never pickled) tagged with the
+    cache's name (counts and sizes per cache); statistics live beside them under
+    ``"\x1fstats\x1f<name>"``, so a run's entries and statistics share one transaction."""
+
+    def __init__(self, directory: Path, timeout: float = _LOCK_TIMEOUT) -> None:
+        self.directory = directory
         self.path = directory / "cache.db"
-        self._db: sqlite3.Connection | None = None
+        self.timeout = timeout
+        self._cache: Any = None
+
+    def _open(self) -> Any:
+        if self._cache is None:
+            with _sqlite_errors():
+                self._cache = _open_cache(self.directory, self.timeout)
+        return self._cache
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            db = sqlite3.connect(str(self.path), timeout=_LOCK_TIMEOUT, isolation_level=None,
-                                 check_same_thread=False)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
-        return self._db
+        return self._open()._con  # type: ignore[no-any-return]
 
     def get_many(self, name: str, keys: Sequence[str], now: float
                  ) -> dict[str, tuple[bytes, float]]:
+        """Damaged rows come back as ``b""`` (the manager drops them with a warning)."""
+        cache = self._open()
+        disk = cache.disk
+        prefix = name + _SEP
         out: dict[str, tuple[bytes, float]] = {}
-        db = self._conn()
         for i in range(0, len(keys), 500):  # SQLite's parameter limit
-            chunk = list(keys[i:i + 500])
-            marks = ",".join("?" * len(chunk))
-            for key, value, seconds in db.execute(
-                    f"SELECT key, value, seconds FROM entries WHERE name = ? AND key IN "
-                    f"({marks}) AND expire_at > ?", (name, *chunk, now)):
-                out[key] = (value, seconds)
+            chunk = [prefix + k for k in keys[i:i + 500]]
+            rows = cache._sql(f"SELECT key, mode, filename, value FROM Cache WHERE raw = 1 "
+                              f"AND key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            for full, mode, filename, value in rows:
+                key = full[len(prefix):]
+                try:
+                    body = disk.fetch(mode, filename, value, False)
+                    magic, expire_at, seconds = _HEADER.unpack_from(body)
+                    if magic != _MAGIC:
+                        raise _Damaged("no botopt header")
+                except (_Damaged, struct.error, OSError, TypeError):
+                    out[key] = (b"", 0.0)
+                    continue
+                if expire_at > now:
+                    out[key] = (body[_HEADER.size:], seconds)
         return out
 
     def write(self, rows: Sequence[tuple[str, str, bytes, float, float]],
               stats: Mapping[str, tuple[int, int, float]], now: float) -> None:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("INSERT OR REPLACE INTO entries(name, key, value, expire_at, "
-                           "seconds) VALUES (?, ?, ?, ?, ?)", rows)
-            db.executemany(
-                "INSERT INTO stats(name, hits, misses, saved) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET hits = hits + excluded.hits, "
-                "misses = misses + excluded.misses, saved = saved + excluded.saved",
-                [(n, h, m, s) for n, (h, m, s) in stats.items()])
-            if rows:  # expired entries go with a run's writes, never in a commit of their own
-                db.execute("DELETE FROM entries WHERE expire_at <= ?", (now,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        cache = self._open()
+        with _sqlite_errors(), cache.transact():  # the run's one transaction
+            for name, key, value, expire_at, seconds in rows:
+                life = max(expire_at - now, 0.0)
+                cache.set(name + _SEP + key, _HEADER.pack(_MAGIC, expire_at, seconds) + value,
+                          expire=life + _GC_MARGIN, tag=name)
+            for name, (hits, misses, saved) in stats.items():
+                old = _stats_row(cache._sql, _STATS + name)
+                total = (old[0] + hits, old[1] + misses, old[2] + saved)
+                cache.set(_STATS + name, json.dumps(total).encode())
+            if rows and cache._sql("SELECT 1 FROM Cache WHERE expire_time < ? LIMIT 1",
+                                   (time.time(),)).fetchone():
+                cache.expire()  # garbage goes with a run's writes, never a commit of its own
 
     def delete(self, name: str, keys: Sequence[str]) -> None:
-        self._conn().executemany("DELETE FROM entries WHERE name = ? AND key = ?",
-                                 [(name, k) for k in keys])
+        cache = self._open()
+        with _sqlite_errors(), cache.transact():
+            for k in keys:
+                cache.delete(name + _SEP + k)
+
+    def clear(self, names: Sequence[str]) -> None:
+        """Drop the entries and statistics of ``names`` (``cache-clear``)."""
+        cache = self._open()
+        with _sqlite_errors():
+            for name in names:
+                cache.evict(name)
+                cache.delete(_STATS + name)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+
+def _stats_row(sql: Callable[..., Any], key: str) -> tuple[int, int, float]:
+    """(hits, misses, saved) stored under ``key``, read as plain SQL (never through a
+    Disk): only raw bytes botopt wrote count, anything else starts again at 0."""
+    row = sql("SELECT mode, value FROM Cache WHERE key = ? AND raw = 1", (key,)).fetchone()
+    if row is None or row[0] != _MODE_RAW or not isinstance(row[1], bytes):
+        return 0, 0, 0.0
+    try:
+        hits, misses, saved = json.loads(row[1])
+        return int(hits), int(misses), float(saved)
+    except (TypeError, ValueError):
+        return 0, 0, 0.0
 
 
 @dataclass
@@ -204,8 +310,8 @@ class _Counters:
 class CacheManager:
     """The caches under one root directory. ``enabled=False`` computes everything.
 
-    Storage goes through ``_store`` (a ``CacheStore``; by default a ``SQLiteStore`` under
-    ``root/cache``, opened on first use), the seam where another backend would plug in."""
+    Storage goes through ``_store`` (a ``CacheStore``; by default a ``DiskcacheStore`` in
+    ``root/cache/entries``, opened on first use), the seam where another backend would plug in."""
 
     root: Path
     ttls: dict[str, float] = field(default_factory=lambda: dict(SEED_TTLS))
@@ -243,7 +349,8 @@ class CacheManager:
         if self._store is None:
             from botopt.core._paths import ensure_dir
 
-            self._store = SQLiteStore(ensure_dir(ensure_dir(self.root) / "cache"))
+            self._store = DiskcacheStore(
+                ensure_dir(ensure_dir(ensure_dir(self.root) / "cache") / _ENTRIES))
         return self._store
 
     def _quarantine(self, exc: BaseException) -> None:
@@ -554,8 +661,10 @@ def _ro(path: Path) -> sqlite3.Connection:
 
 def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
                                  dict[str, tuple[int, int]]]:
-    """(statistics, live entries and bytes) per cache name, read-only."""
-    path = root / "cache" / "cache.db"
+    """(statistics, live entries and bytes) per cache name, read-only from diskcache's
+    database (table ``Cache``: key, tag, size, expire_time, value ...) without opening a
+    ``diskcache.Cache`` (which writes its settings) or importing polars/numpy."""
+    path = root / "cache" / _ENTRIES / "cache.db"
     counts: dict[str, tuple[int, int, float]] = {}
     entries: dict[str, tuple[int, int]] = {}
     if not path.exists():
@@ -563,11 +672,16 @@ def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
     try:
         db = _ro(path)
         try:
-            counts = {r[0]: (r[1], r[2], r[3]) for r in
-                      db.execute("SELECT name, hits, misses, saved FROM stats")}
+            for (key,) in db.execute("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND "
+                                     "key < ?", (_STATS, _STATS[:-1] + chr(ord(_SEP) + 1))):
+                if isinstance(key, str) and key.startswith(_STATS):
+                    counts[key[len(_STATS):]] = _stats_row(db.execute, key)
+            # diskcache's expiry is ours plus _GC_MARGIN; the size of a value kept inside
+            # the database is its length (``size`` counts only values kept in files).
             entries = {r[0]: (r[1], r[2] or 0) for r in db.execute(
-                "SELECT name, COUNT(*), SUM(LENGTH(value)) FROM entries "
-                "WHERE expire_at > ? GROUP BY name", (time.time(),))}
+                "SELECT tag, COUNT(*), SUM(size + COALESCE(LENGTH(value), 0)) FROM Cache "
+                "WHERE tag IS NOT NULL AND expire_time > ? GROUP BY tag",
+                (time.time() + _GC_MARGIN,))}
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -627,28 +741,27 @@ def clear_cache(name: str | None = None, root: Path | None = None) -> list[str]:
     if mgr is not None:
         mgr.close()
     base = root / "cache"
-    path = base / "cache.db"
-    for legacy in ("stats.db", "stats.db-wal", "stats.db-shm"):  # older versions' files
-        (base / legacy).unlink(missing_ok=True)
-    for n in targets:  # older versions kept a diskcache directory per cache
-        if (base / n).is_dir():
+    # Older versions' files: a statistics database, the SQLite store, per-cache diskcaches.
+    for legacy in ("stats.db", "cache.db"):
+        for suffix in ("", "-wal", "-shm"):
+            (base / (legacy + suffix)).unlink(missing_ok=True)
+    for n in targets:
+        if n != _ENTRIES and (base / n).is_dir():
             import shutil
 
             shutil.rmtree(base / n, ignore_errors=True)
-    if not path.exists():
+    store = DiskcacheStore(base / _ENTRIES, timeout=2.0)
+    if not store.path.exists():
         return targets
     try:
-        db = sqlite3.connect(str(path), timeout=2.0, isolation_level=None)
-        try:
-            with db:
-                db.executemany("DELETE FROM entries WHERE name = ?", [(n,) for n in targets])
-                db.executemany("DELETE FROM stats WHERE name = ?", [(n,) for n in targets])
-        finally:
-            db.close()
+        store.clear(targets)
     except sqlite3.Error as exc:
         if _is_busy(exc):
-            raise CacheError(f"cache {path} is busy; try again") from exc
-        log.warning("cache %s unreadable (%s); removed", path, exc)
+            raise CacheError(f"cache {store.path} is busy; try again") from exc
+        log.warning("cache %s unreadable (%s); removed", store.path, exc)
+        store.close()
         for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
+            Path(str(store.path) + suffix).unlink(missing_ok=True)
+    finally:
+        store.close()
     return targets

@@ -7,7 +7,7 @@ knows a path:
 =====================  ===========================================  =====================
 store                  where (under the root)                       keyed by
 =====================  ===========================================  =====================
-cache                  ``cache/cache.db``                           content keys
+cache                  ``cache/entries/`` (diskcache)               content keys
 cooldowns              ``state/<scope>/cooldowns.json``             data scope
 regime history         ``state/<scope>/regimes.json``               data scope
 correlation state      ``correlation/<scope>/``                     data scope

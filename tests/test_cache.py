@@ -28,10 +28,12 @@ from botopt.core import (
     cached,
     get_cache_stats,
 )
-from botopt.core._cache import MISS, CacheManager, get_manager
+from botopt.core._cache import _HEADER, MISS, CacheManager, get_manager
 from botopt.core._codec import Unencodable, decode, encode, fingerprint
 from botopt.core._engines import Signal
 from botopt.core._paths import set_current_cache_dir
+
+KEY_K = "features\x1fk"  # how the store keys entry "k" of cache "features"
 
 runner = CliRunner()
 
@@ -136,14 +138,17 @@ def test_edited_function_is_a_miss(root):
 
 
 def _db(root: Path) -> sqlite3.Connection:
-    return sqlite3.connect(root / "cache" / "cache.db", isolation_level=None)
+    """diskcache's database (table Cache); entries are the rows with a tag (the cache's
+    name), statistics the rows without."""
+    return sqlite3.connect(root / "cache" / "entries" / "cache.db", isolation_level=None)
 
 
 def test_no_pickle_in_store_and_planted_pickle_never_loaded(cache_dir, tmp_path, caplog):
     mgr = CacheManager(root=cache_dir)
     mgr.set("features", "k", {"a": (1, 2)})
     con = _db(cache_dir)
-    tags = {bytes(r[0][:1]) for r in con.execute("SELECT value FROM entries")}
+    tags = {bytes(r[0][_HEADER.size:][:1]) for r in
+            con.execute("SELECT value FROM Cache WHERE tag IS NOT NULL")}
     assert tags == {b"J"}  # typed JSON (or Arrow "A"): never a pickle
     marker = tmp_path / "pwned"
 
@@ -151,13 +156,68 @@ def test_no_pickle_in_store_and_planted_pickle_never_loaded(cache_dir, tmp_path,
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    con.execute("UPDATE entries SET value = ?", (pickle.dumps(Evil()),))
+    con.execute("UPDATE Cache SET value = ? WHERE tag IS NOT NULL", (pickle.dumps(Evil()),))
     con.close()
     fresh = CacheManager(root=cache_dir)
     assert fresh.get("features", "k") is MISS
     assert not marker.exists()
     assert "damaged entry was dropped" in caplog.text
-    assert _db(cache_dir).execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 0
+    assert _db(cache_dir).execute("SELECT COUNT(*) FROM Cache WHERE tag IS NOT NULL"
+                                  ).fetchone()[0] == 0
+
+
+def test_pickle_planted_with_diskcache_default_disk_is_never_loaded(cache_dir, tmp_path,
+                                                                   caplog):
+    """Whoever can write the directory plants entries with diskcache's own (pickling) Disk,
+    under the keys botopt reads: each is a miss deleted with a warning, never unpickled,
+    and a planted statistics row is ignored, not loaded."""
+    import diskcache
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    mgr = CacheManager(root=cache_dir)
+    mgr.set("features", "k", 1)  # creates the directory and database
+    mgr.close()
+    evil = diskcache.Cache(str(cache_dir / "cache" / "entries"))  # the default Disk
+    evil.set(KEY_K, Evil(), tag="features")  # a small pickle, inside the database
+    evil.set("features\x1fbig", [Evil(), "x" * 100_000], tag="features")  # a pickle file
+    evil.set("\x1fstats\x1ffeatures", Evil())
+    evil.set(("features", "k"), Evil())  # a pickled key: never matches a botopt key
+    evil.close()
+    fresh = CacheManager(root=cache_dir)
+    assert fresh.get_many("features", ["k", "big"]) == {}
+    assert caplog.text.count("damaged entry was dropped") == 2
+    assert not marker.exists()
+    con = _db(cache_dir)
+    assert con.execute("SELECT COUNT(*) FROM Cache WHERE key IN (?, ?)",
+                       (KEY_K, "features\x1fbig")).fetchone()[0] == 0
+    fresh.count("features", hits=1)
+    fresh.flush_stats()  # overwrites the planted statistics instead of loading them
+    assert get_cache_stats(cache_dir)["features"]["hits"] == 1
+    assert not marker.exists()
+    assert fresh.get_or_compute("features", "k", lambda: 5) == 5
+    assert CacheManager(root=cache_dir).get("features", "k") == 5
+
+
+def test_locked_cache_is_a_miss_not_a_failure(cache_dir, caplog):
+    """Another process holding diskcache's write lock: the write is skipped (diskcache's
+    Timeout read as busy), never a warning or caching turned off; later writes land."""
+    mgr = CacheManager(root=cache_dir)
+    mgr.set("features", "a", 1)
+    other = _db(cache_dir)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert mgr.get_or_compute("features", "b", lambda: 2) == 2
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "WARNING" not in caplog.text and not mgr._broken
+    assert mgr.get("features", "a") == 1 and mgr.get("features", "b") is MISS
+    assert mgr.set("features", "b", 2) and mgr.get("features", "b") == 2
 
 
 @pytest.mark.parametrize("damage", ["zeroed", "truncated"])
@@ -167,9 +227,9 @@ def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damag
     mgr.set("features", "other", 7)
     mgr.close()
     con = _db(cache_dir)
-    (raw,) = con.execute("SELECT value FROM entries WHERE key = 'k'").fetchone()
+    (raw,) = con.execute("SELECT value FROM Cache WHERE key = ?", (KEY_K,)).fetchone()
     bad = bytes(len(raw)) if damage == "zeroed" else raw[: len(raw) // 2]
-    con.execute("UPDATE entries SET value = ? WHERE key = 'k'", (bad,))
+    con.execute("UPDATE Cache SET value = ? WHERE key = ?", (bad, KEY_K))
     con.close()
     fresh = CacheManager(root=cache_dir)
     assert fresh.get_or_compute("features", "k", lambda: "recomputed") == "recomputed"
@@ -178,7 +238,7 @@ def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damag
 
 
 def test_corrupt_database_is_moved_aside_once(cache_dir, caplog):
-    db = cache_dir / "cache" / "cache.db"
+    db = cache_dir / "cache" / "entries" / "cache.db"
     for _ in range(3):
         mgr = CacheManager(root=cache_dir)
         mgr.set("regime", "k", "TREND_UP")
@@ -409,7 +469,7 @@ def test_refusing_disk_degrades_with_one_warning(small_disk, tmp_path, fault):
                     and "notifications not queued" not in line]
         assert len(warnings) == 1 and "caching disabled" in warnings[0], r.stderr
         assert json.loads(r.stdout) == json.loads(ref.stdout)
-    assert (small_disk / "cache" / "cache.db").is_file()
+    assert (small_disk / "cache" / "entries" / "cache.db").is_file()
     assert not [p for p in small_disk.rglob("*") if "corrupt" in p.name]
 
 
@@ -418,7 +478,7 @@ def test_cache_clear_with_corrupt_statistics(tmp_path):
     assert _cli("--cache-dir", str(c), "signals", "-s", "BTCUSDT", "--as-of",
                 "2026-09-20").returncode == 0
     (c / "cache" / "stats.db").write_bytes(b"\0garbage" * 512)  # an older version's file
-    db = c / "cache" / "cache.db"
+    db = c / "cache" / "entries" / "cache.db"
     db.write_bytes(b"not a database" * 512)
     for p in (Path(str(db) + "-wal"), Path(str(db) + "-shm")):
         p.unlink(missing_ok=True)
