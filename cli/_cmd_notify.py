@@ -178,23 +178,24 @@ def register(app: typer.Typer) -> None:
         line says why and when the next try is), 2 when the token or chat is wrong."""
         from botopt.core._events import emit
         from botopt.core._notify import flush_notifications
+        from botopt.core._vocab import EventType
         from botopt.core.errors import NotifyError
 
         state = get_state(ctx)
         try:
             result = flush_notifications(state.config(), force=force, dry_run=dry_run)
         except NotifyError as exc:
-            emit("notify_failed", error=str(exc))
+            emit(EventType.NOTIFY_FAILED, error=str(exc))
             raise
         if dry_run:
             _print_dry_run(state, result, json_out)
             return
         if result.messages_sent:
-            emit("notify_flushed", messages=result.messages_sent,
+            emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
                  notifications=result.notifications_sent)
         line = _flush_line(result)
         if result.failure:
-            emit("notify_failed", error=line)
+            emit(EventType.NOTIFY_FAILED, error=line)
         if json_out:
             print_json(result.to_dict())
         elif result.skipped:

@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
         from botopt.core._candles import parse_as_of, parse_symbols
         from botopt.core._events import run_events
         from botopt.core._pipeline import is_live, run_signals
+        from botopt.core._vocab import DataStatus
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True,
@@ -121,7 +122,8 @@ def register(app: typer.Typer) -> None:
                                  notify=notify)
             counts.update(symbols=len(result.symbols), passed=len(result.passed),
                           cached=result.from_cache,
-                          stale=[s.symbol for s in result.symbols if s.data_status == "stale"])
+                          stale=[s.symbol for s in result.symbols
+                                 if s.data_status == DataStatus.STALE])
         if result.clock == "sample":
             state.notice(f"sample data: the clock is the end of the bundled data, "
                          f"{result.as_of:%Y-%m-%d %H:%M} UTC (--as-of picks another moment); "

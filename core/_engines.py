@@ -28,9 +28,10 @@ import polars as pl
 from botopt.core._codec import register_type
 from botopt.core._config import Config, FeaturesConfig
 from botopt.core._regime import REGIMES
+from botopt.core._vocab import Direction, Regime
 from botopt.core.errors import UsageError
 
-DIRECTIONS = ("long", "short", "flat")
+DIRECTIONS: tuple[Direction, ...] = tuple(Direction)
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,9 @@ def _per(x: pl.Expr, scale: float) -> pl.Expr:
 
 
 def _side(long: pl.Expr, short: pl.Expr) -> pl.Expr:
-    return pl.when(long).then(pl.lit("long")).when(short).then(pl.lit("short")) \
-        .otherwise(pl.lit("flat"))
+    return pl.when(long).then(pl.lit(Direction.LONG.value)) \
+        .when(short).then(pl.lit(Direction.SHORT.value)) \
+        .otherwise(pl.lit(Direction.FLAT.value))
 
 
 def _trend_following(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
@@ -181,13 +183,13 @@ def degenerate_reason(c: Cols, fc: FeaturesConfig) -> pl.Expr:
 
 
 ENGINES: tuple[Engine, ...] = (
-    Engine("trend_following", frozenset({"TREND_UP", "TREND_DOWN"}),
+    Engine("trend_following", frozenset({Regime.TREND_UP, Regime.TREND_DOWN}),
            lambda c: [c.ema_fast, c.ema_slow, c.pdi, c.mdi, c.adx, c.atr], _trend_following),
-    Engine("mean_reversion", frozenset({"RANGE", "HIGH_VOL"}), lambda c: [c.rsi],
+    Engine("mean_reversion", frozenset({Regime.RANGE, Regime.HIGH_VOL}), lambda c: [c.rsi],
            _mean_reversion),
-    Engine("breakout", frozenset({"RANGE", "TREND_UP", "TREND_DOWN"}),
+    Engine("breakout", frozenset({Regime.RANGE, Regime.TREND_UP, Regime.TREND_DOWN}),
            lambda c: [c.log_return, c.vol, c.volume_z], _breakout),
-    Engine("momentum", frozenset({"TREND_UP", "TREND_DOWN", "RANGE"}),
+    Engine("momentum", frozenset({Regime.TREND_UP, Regime.TREND_DOWN, Regime.RANGE}),
            lambda c: [c.rsi, c.ema_fast, c.ema_slow], _momentum),
 )
 
@@ -226,7 +228,7 @@ class AlphaEngineCoordinator:
             sigs = []
             if row[f"{GUARD}.reason"] is not None:
                 sigs.append(Signal(symbol=row["symbol"], candle_time=row["open_time"],
-                                   engine=GUARD, direction="flat", strength=0.0,
+                                   engine=GUARD, direction=Direction.FLAT, strength=0.0,
                                    reasons=(row[f"{GUARD}.reason"],)))
             for e in self.engines:
                 direction = row[f"{e.name}.direction"]
@@ -264,5 +266,5 @@ class AlphaEngineCoordinator:
 
 def best_signal(signals: list[Signal]) -> Signal | None:
     """The strongest non-flat signal (ties: the engine listed first)."""
-    candidates = [s for s in signals if s.direction != "flat"]
+    candidates = [s for s in signals if s.direction != Direction.FLAT]
     return max(candidates, key=lambda s: s.strength, default=None)

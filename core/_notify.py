@@ -40,6 +40,7 @@ from botopt.core._config import Config, TelegramConfig
 from botopt.core._fs import atomic_write_json, read_json
 from botopt.core._notify_format import Message, as_plain, render_batch, split_further
 from botopt.core._telegram import RETRY_AFTER_MAX
+from botopt.core._vocab import EventType, TelegramOutcome
 from botopt.core._workspace import Workspace
 from botopt.core.errors import ConfigError, NotifyError, TelegramConfigError, UsageError
 
@@ -192,7 +193,7 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     if announce and was_empty:
         from botopt.core._events import emit
 
-        emit("notify_queued", _root=directory.parent, count=len(ids))
+        emit(EventType.NOTIFY_QUEUED, _root=directory.parent, count=len(ids))
     return ids
 
 
@@ -490,24 +491,25 @@ class _Flush:
                   by_id: dict[str, Any]) -> str | None:
         """Send ``unsent[0]`` and update ``unsent`` by the answer; a reason to stop, or None."""
         outcome = self._send_with_retries(msg)
-        if outcome.kind == "ok":
+        if outcome.kind == TelegramOutcome.OK:
             self.pacer.sent()
             self.result.messages_sent += 1
             unsent.pop(0)
-        elif outcome.kind == "retry_after":
+        elif outcome.kind == TelegramOutcome.RETRY_AFTER:
             self.pacer.retry_after(outcome.retry_after)
-        elif outcome.kind == "too_long" and msg.splits < MAX_SPLITS:
+        elif outcome.kind == TelegramOutcome.TOO_LONG and msg.splits < MAX_SPLITS:
             unsent[0:1] = split_further(msg)
-        elif outcome.kind == "bad_entities" and msg.parse_mode is not None:
+        elif outcome.kind == TelegramOutcome.BAD_ENTITIES and msg.parse_mode is not None:
             unsent[0:1] = as_plain(msg)
-        elif outcome.kind in ("too_long", "bad_entities", "rejected"):
+        elif outcome.kind in (TelegramOutcome.TOO_LONG, TelegramOutcome.BAD_ENTITIES,
+                              TelegramOutcome.REJECTED):
             if len(msg.ids) > 1:  # find the one at fault: each notification on its own
                 unsent[0:1] = [m for nid in msg.ids
                                for m in render_batch(kind, [(nid, by_id[nid])])]
             else:
                 self._refuse(msg.ids[0], kind, outcome.detail)
                 unsent.pop(0)
-        elif outcome.kind == "fatal":
+        elif outcome.kind == TelegramOutcome.FATAL:
             _record_error(self.con, outcome.detail)
             raise TelegramConfigError(f"{outcome.detail}; notifications kept queued")
         else:
@@ -534,7 +536,7 @@ class _Flush:
         outcome = self.client.send(self.chat, msg.text, msg.parse_mode,
                                    timeout=self.deadline - self.clock())
         for attempt in range(self.tc.max_retries):
-            if outcome.kind != "transient":
+            if outcome.kind != TelegramOutcome.TRANSIENT:
                 break
             backoff = min(0.5 * 2 ** attempt, 4.0)
             if self.clock() + backoff + 1.0 >= self.deadline:
@@ -571,7 +573,7 @@ class _Flush:
         self.con.execute("COMMIT")
         self.result.dead_lettered += 1
         about = data.get("dead_letter") if isinstance(data, dict) else None
-        emit("notify_dead_letter", _root=self.root, id=nid, notification_type=kind,
+        emit(EventType.NOTIFY_DEAD_LETTER, _root=self.root, id=nid, notification_type=kind,
              reason=reason[:300], about=about)
 
     def _finish(self, items: list[tuple[str, Any]], unsent: list[Message]) -> None:
