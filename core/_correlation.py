@@ -715,7 +715,7 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     logged; a damaged state file is rebuilt with a warning."""
     from filelock import FileLock, Timeout
 
-    from botopt.core._candles import interval_ms
+    from botopt.core._config import interval_ms
     from botopt.core._fs import refused_write
     from botopt.core.errors import CacheError
 

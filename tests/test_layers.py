@@ -1,0 +1,121 @@
+"""The import rules of docs/architecture.md, read from the source with ast (nothing imported).
+
+- core/ never imports typer, rich or botopt.cli (it is a library; the CLI is one user of it);
+- nothing imports the bare ``core`` / ``cli`` directories (only ``botopt.core`` / ``botopt.cli``
+  are installed);
+- the module-level imports between core modules form no cycle. Imports inside functions
+  (kept there for start-up time) and under ``if TYPE_CHECKING`` do not run at import time, so
+  they are not edges of this graph.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE, CLI = ROOT / "core", ROOT / "cli"
+
+
+def _module_name(path: Path) -> str:
+    pkg = f"botopt.{path.parent.name}"
+    return pkg if path.stem == "__init__" else f"{pkg}.{path.stem}"
+
+
+def _imports(node: ast.AST, module_level_only: bool) -> Iterator[str]:
+    """Absolute names each import statement under ``node`` brings in (``from a import b``
+    yields both ``a`` and ``a.b``: b may be a submodule)."""
+    for child in ast.iter_child_nodes(node):
+        if module_level_only and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                    ast.Lambda)):
+            continue
+        if module_level_only and isinstance(child, ast.If) and \
+                "TYPE_CHECKING" in ast.unparse(child.test):
+            yield from (n for stmt in child.orelse for n in _imports_of_stmt(stmt, True))
+            continue
+        yield from _imports_of_stmt(child, module_level_only)
+
+
+def _imports_of_stmt(stmt: ast.AST, module_level_only: bool) -> Iterator[str]:
+    if isinstance(stmt, ast.Import):
+        yield from (a.name for a in stmt.names)
+    elif isinstance(stmt, ast.ImportFrom):
+        if stmt.level:
+            yield "." * stmt.level + (stmt.module or "")  # relative: reported as bare below
+            return
+        assert stmt.module is not None
+        yield stmt.module
+        yield from (f"{stmt.module}.{a.name}" for a in stmt.names)
+    else:
+        yield from _imports(stmt, module_level_only)
+
+
+def _sources(*dirs: Path) -> dict[str, ast.Module]:
+    return {_module_name(p): ast.parse(p.read_text(encoding="utf-8"), str(p))
+            for d in dirs for p in sorted(d.glob("*.py"))}
+
+
+def core_graph() -> dict[str, set[str]]:
+    trees = _sources(CORE)
+    return {name: {n for n in _imports(tree, True) if n in trees and n != name}
+            for name, tree in trees.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a path that returns to its start, or None."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 finished
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt, path)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [])):
+            return found
+    return None
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    # the checker itself must be able to fail
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_core_modules_import_no_cycle() -> None:
+    graph = core_graph()
+    assert len(graph) > 20  # the parse really saw core/
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle between core modules: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("name,tree", sorted(_sources(CORE).items()), ids=lambda v: str(v)[:40])
+def test_core_never_imports_the_cli_layer(name: str, tree: ast.Module) -> None:
+    bad = sorted({n for n in _imports(tree, False)
+                  if n.split(".")[0] in ("typer", "rich", "click") or n.startswith("botopt.cli")})
+    assert not bad, f"{name} imports {', '.join(bad)}: core/ is a library without a CLI"
+
+
+@pytest.mark.parametrize("name,tree", sorted(_sources(CORE, CLI).items()),
+                         ids=lambda v: str(v)[:40])
+def test_no_bare_core_or_cli_import(name: str, tree: ast.Module) -> None:
+    bad = sorted({n for n in _imports(tree, False)
+                  if n.split(".")[0] in ("core", "cli") or n.startswith(".")})
+    assert not bad, f"{name} imports {', '.join(bad)}: use botopt.core / botopt.cli"
+
+
+def test_the_rules_see_function_level_and_bare_imports() -> None:
+    tree = ast.parse("import os\ndef f():\n    import rich\n    from core import x\n"
+                     "if TYPE_CHECKING:\n    import typer\n")
+    assert set(_imports(tree, True)) == {"os"}
+    assert {"rich", "core", "core.x", "typer"} <= set(_imports(tree, False))
