@@ -41,8 +41,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Rolling correlation matrix of log returns, updated incrementally."""
-        from botopt.core._candles import load_candles, parse_as_of, parse_symbols
-        from botopt.core._correlation import update_correlation
+        from botopt.core import load_candles, parse_as_of, parse_symbols, update_correlation
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True,

@@ -11,7 +11,7 @@ from botopt.cli._context import AppState, get_state
 from botopt.cli._render import print_json, print_table
 
 if TYPE_CHECKING:
-    from botopt.core._pipeline import SignalsResult
+    from botopt.core import SignalsResult
 
 # Gate reasons as a narrow terminal shows them; --json and plain output keep the full text.
 _SHORT = [(re.compile(p), r) for p, r in (
@@ -104,10 +104,14 @@ def register(app: typer.Typer) -> None:
             "live runs do (not sample data, not an --as-of in the past)."),
     ) -> None:
         """Compute ranked, gated signals from the last closed candles of each symbol."""
-        from botopt.core._candles import parse_as_of, parse_symbols
-        from botopt.core._events import run_events
-        from botopt.core._pipeline import is_live, run_signals
-        from botopt.core._vocab import DataStatus
+        from botopt.core import (
+            DataStatus,
+            is_live,
+            parse_as_of,
+            parse_symbols,
+            run_events,
+            run_signals,
+        )
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True,
