@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("botopt.candles")
 
-CANDLE_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 # Read in this order when a symbol has several: freqtrade's four OHLCV formats, then the plain
 # CSV botopt has always accepted. freqtrade's fifth format, hdf5 (.h5), needs pytables.

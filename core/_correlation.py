@@ -816,6 +816,3 @@ def aligned_window(candles: Any, window: int, step: int) -> tuple[list[str], np.
         out[k[sel], j] = rets[sel]
     return syms, out
 
-
-def as_list(matrix: np.ndarray) -> Sequence[Sequence[float | None]]:
-    return [[None if math.isnan(v) else float(v) for v in row] for row in matrix]

@@ -151,7 +151,7 @@ def code_tag() -> str:
     return _code_tag_value
 
 
-def _settings(config: Config, *sections: str) -> str:
+def _sections_json(config: Config, *sections: str) -> str:
     return json.dumps({s: dataclasses.asdict(getattr(config, s)) for s in sections},
                       sort_keys=True, default=str)
 
@@ -200,7 +200,7 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
 
     parts = [code_tag(), data_scope(config), list(symbols), files, slot,
              config.data.interval, config.data.source,
-             _settings(config, "features", "regime", "gates", "correlation", "model"),
+             _sections_json(config, "features", "regime", "gates", "correlation", "model"),
              _model_digest(config), cooldown_digest]
     return hashlib.blake2b(json.dumps(parts).encode(), digest_size=20).hexdigest()
 
@@ -507,7 +507,7 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
 
     decided: list[Any] = []
     if candidates:
-        gkey = fingerprint(["gates", code_tag(), _settings(config, "gates"),
+        gkey = fingerprint(["gates", code_tag(), _sections_json(config, "gates"),
                             [dataclasses.astuple(c) for c in candidates], relevant, corr_part]
                            ) if manager.enabled else "gates"
         decided = manager.get_or_compute("gates", gkey, gate)
@@ -550,8 +550,8 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
 
     if manager.enabled:
         fps = candle_fingerprints(candles, config.data.interval)
-        fset = f"features|{code_tag()}|{FEATURES_VERSION}|{_settings(config, 'features')}"
-        rset = f"regime|{code_tag()}|{_settings(config, 'features', 'regime')}"
+        fset = f"features|{code_tag()}|{FEATURES_VERSION}|{_sections_json(config, 'features')}"
+        rset = f"regime|{code_tag()}|{_sections_json(config, 'features', 'regime')}"
         fkeys = {s: _digest(fset, fps[s]) for s in syms}
         rkeys = {s: _digest(rset, fps[s]) for s in syms}
     else:  # nothing is looked up: no keys to pay for
