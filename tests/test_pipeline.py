@@ -41,6 +41,7 @@ def test_batch_equals_sequential_on_sample_and_real_data(tmp_path, shared_data):
         run_signals(real, syms, as_of=now, use_cache=False, side_effects=False, batch=False)
 
 
+@pytest.mark.slow
 def test_cached_equals_uncached_over_a_replay(tmp_path):
     """An hour of cron runs every 60 s: each cached answer equals the uncached one, and the
     caches are actually used."""
@@ -215,6 +216,7 @@ def test_switching_data_dirs_never_mixes_state(tmp_path):
     assert not (tmp_path / "c" / "gates").exists()  # regimes.json is not under gates/
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(order=st.lists(st.sampled_from("AB"), min_size=2, max_size=4),
