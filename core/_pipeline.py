@@ -16,7 +16,7 @@ signals        data scope, file contents, as-of candle slot, symbols, all       
 
 Everything downstream of the features reads only each symbol's last row, so that row is what
 the features cache keeps (a few hundred bytes of JSON instead of a frame of the whole
-history: at 500 symbols that is the difference between megabytes and kilobytes per run).
+history; docs/performance.md has the sizes).
 Cached and uncached runs both rebuild the rows from that same form, so they agree exactly.
 
 The ``signals`` entry lets a warm cron run answer without importing polars or numpy: its key
