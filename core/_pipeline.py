@@ -38,7 +38,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core._config import Config
+from botopt.core._config import Config, interval_ms
 from botopt.core._vocab import DataStatus, Direction, EventType, NotificationType
 
 if TYPE_CHECKING:
@@ -185,7 +185,6 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
              cooldown_digest: str) -> str | None:
     """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply."""
     from botopt.core._candles import _sample_dir, find_candle_file
-    from botopt.core._config import interval_ms
 
     if config.data.source == "binance":
         return None  # the data only exists after a network round trip
@@ -263,7 +262,6 @@ def is_live(config: Config, as_of: datetime | None) -> bool:
     """Whether a run speaks for the present: only live runs record cooldowns and queue
     notifications. Sample data is never live, nor is a replay (an ``as_of`` more than one
     candle interval away from the wall clock, in the past or the future)."""
-    from botopt.core._config import interval_ms
 
     if config.data.source == "sample":
         return False
@@ -322,7 +320,6 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
 # -- data checks that come before any gate ---------------------------------------------------
 
 def _max_staleness(config: Config) -> float:
-    from botopt.core._config import interval_ms
 
     if config.data.max_staleness is not None:
         return config.data.max_staleness
@@ -331,7 +328,6 @@ def _max_staleness(config: Config) -> float:
 
 def _age(config: Config, candle_time: datetime, now: datetime) -> float:
     """Seconds from the close of the candle that opened at ``candle_time`` to ``now``."""
-    from botopt.core._config import interval_ms
 
     close = candle_time + timedelta(milliseconds=interval_ms(config.data.interval))
     return (now - close).total_seconds()

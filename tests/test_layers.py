@@ -145,3 +145,43 @@ def test_cli_goes_through_the_public_api() -> None:
                           if a.name not in allowed]
     assert not extra, "import these from botopt.core (add them to _EXPORTS):\n" + \
         "\n".join(extra)
+
+
+# The layers of docs/architecture.md, lowest first. A module may import its own layer and
+# those below it; a new core module must be placed here (the test says so).
+LAYERS: list[tuple[str, list[str]]] = [
+    ("foundation", ["errors", "_vocab", "_config", "_symbols", "_redact", "_fs", "_paths",
+                    "_codec"]),
+    ("state", ["_workspace", "_cache", "_regime_state", "_events"]),
+    ("data sources", ["_candles", "_binance", "_store"]),
+    ("signal stages", ["_features", "_regime", "_engines", "_model", "_model_train", "_gates",
+                       "_correlation", "_pipeline"]),
+    ("delivery", ["_notify_format", "_telegram", "_notify"]),
+    ("watching", ["_monitor", "_history", "_doctor", "_cron"]),
+]
+# Upward imports made inside a function, each for a reason docs/architecture.md gives.
+UPWARD_ALLOWED = {
+    ("_config", "_cache"),  # validation asks the cache for each entry's effective life
+    ("_paths", "_workspace"),  # state_dir & co.: thin delegates kept for older callers
+    ("_workspace", "_gates"),  # the Workspace builds the cooldown store, defined with gates
+    ("_pipeline", "_notify"),  # a signals run queues what passed (its side effects)
+}
+
+
+def test_lower_layers_never_import_higher() -> None:
+    rank = {f"botopt.core.{m}": i for i, (_, mods) in enumerate(LAYERS) for m in mods}
+    trees = _sources(CORE)
+    unplaced = sorted(set(trees) - set(rank) - {"botopt.core"})
+    assert not unplaced, f"place {', '.join(unplaced)} in a layer of tests/test_layers.py"
+    short = {name: name.rsplit(".", 1)[-1] for name in rank}
+    bad = []
+    for name, tree in trees.items():
+        if name == "botopt.core":
+            continue  # the public facade re-exports every layer, lazily
+        module_level = set(_imports(tree, True))
+        for imp in set(_imports(tree, False)):
+            if imp in rank and rank[imp] > rank[name] and (
+                    imp in module_level or (short[name], short[imp]) not in UPWARD_ALLOWED):
+                bad.append(f"{short[name]} ({LAYERS[rank[name]][0]}) imports {short[imp]} "
+                           f"({LAYERS[rank[imp]][0]})")
+    assert not bad, "\n".join(sorted(bad))
