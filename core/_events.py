@@ -49,7 +49,7 @@ def socket_path(directory: Path) -> Path:
     return Path("/tmp") / f"botopt-{uid}-{digest}.sock"
 
 
-def _line(event_type: EventType, data: dict[str, Any]) -> bytes:
+def _line(event_type: EventType | str, data: dict[str, Any]) -> bytes:
     record: dict[str, Any] = {"id": uuid.uuid4().hex, "t": time.time(), "type": event_type,
               "pid": os.getpid(), "data": data}
     raw = json.dumps(record, default=str, separators=(",", ":"))
@@ -65,8 +65,10 @@ def _line(event_type: EventType, data: dict[str, Any]) -> bytes:
     return (raw + "\n").encode()
 
 
-def emit(event_type: EventType, *, _root: Path | None = None, **data: Any) -> None:
-    """Record an event and wake a running monitor. Never blocks, never raises."""
+def emit(event_type: EventType | str, *, _root: Path | None = None, **data: Any) -> None:
+    """Record an event and wake a running monitor. Never blocks, never raises.
+
+    botopt names its own events with ``EventType``; a bot may record its own types too."""
     try:
         directory = events_dir(_root)
         if not directory.is_dir():
