@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
     def cache_stats(ctx: typer.Context, json_out: bool = opt.JSON) -> None:
         """Hits, misses, hit rate, entries, size, life and time saved per cache."""
         # Deliberately light: no polars or numpy on this path (cron runs it every minute).
-        from botopt.core._cache import describe_life, effective_lives, get_cache_stats
-        from botopt.core._workspace import Workspace
+        from botopt.core import Workspace, get_cache_stats
+        from botopt.core._cache import describe_life, effective_lives
 
         state = get_state(ctx)
         cfg = state.config()
@@ -51,8 +51,7 @@ def register(app: typer.Typer) -> None:
                                             "(features, predictions, regime, gates, ...)."),
     ) -> None:
         """Delete cached entries (all caches, or one) and their statistics."""
-        from botopt.core._cache import clear_cache
-        from botopt.core._workspace import Workspace
+        from botopt.core import Workspace, clear_cache
 
         state = get_state(ctx)
         cleared = clear_cache(cache, Workspace.root_for(state.config()))

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Print every setting in effect, where it came from, secrets masked."""
-        from botopt.core._config import config_items
+        from botopt.core import config_items
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True)

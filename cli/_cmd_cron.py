@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
                                      "the long-running monitor instead."),
     ) -> None:
         """Print a crontab for this install (absolute paths, log directory, flock)."""
-        from botopt.core._candles import parse_symbols
-        from botopt.core._cron import crontab, default_log_dir, make_log_dir, systemd_unit
+        from botopt.core import crontab, parse_symbols, systemd_unit
+        from botopt.core._cron import default_log_dir, make_log_dir
 
         state = get_state(ctx)
         cfg = state.config()

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Check config, data, cache, Telegram, model and monitor; say what to fix."""
-        from botopt.core._doctor import Check, run_checks
+        from botopt.core import Check, run_checks
         from botopt.core.errors import ConfigError
 
         state = get_state(ctx)

@@ -26,8 +26,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Download new closed candles from Binance into the local store."""
-        from botopt.core._candles import parse_as_of, parse_symbols
-        from botopt.core._store import fetch_to_store, plan_fetch
+        from botopt.core import fetch_to_store, parse_as_of, parse_symbols, plan_fetch
 
         state = get_state(ctx)
         # Binance is where fetch reads from, whatever data.source says signals should read.

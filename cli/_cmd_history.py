@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Signals that passed, regime changes, flushes and failures, from the event log."""
-        from botopt.core._history import history as read_history
+        from botopt.core import history as read_history
         from botopt.core._history import iso_time, now, parse_since, parse_types
 
         state = get_state(ctx)

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     ) -> None:
         """Write a commented starter botopt.toml."""
-        from botopt.core._config import write_starter_config
+        from botopt.core import write_starter_config
 
         written = write_starter_config(path, force=force)
         get_state(ctx).notice(f"wrote {written}")

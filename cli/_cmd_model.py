@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Train the logistic-regression model; report holdout accuracy vs the majority."""
-        from botopt.core._model_train import train_and_save
+        from botopt.core import train_and_save
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True,

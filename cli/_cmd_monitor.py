@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Watch botopt's activity: alert on failures, stalls and stuck notifications."""
-        from botopt.core._monitor import run_monitor
+        from botopt.core import run_monitor
 
         state = get_state(ctx)
         cfg = state.config()
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         """Last run, recent failures, pending events, notification backlog, monitor."""
         from datetime import datetime, timezone
 
-        from botopt.core._monitor import get_status
+        from botopt.core import get_status
 
         state = get_state(ctx)
         data = get_status(state.config())

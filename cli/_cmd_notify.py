@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
                                    '{"type": ..., "data": {...}} from standard input.'),
     ) -> None:
         """Queue notifications for the next notify-flush (from your own trading code)."""
-        from botopt.core._notify import enqueue
+        from botopt.core import enqueue
         from botopt.core.errors import UsageError
 
         state = get_state(ctx)
@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
                                           "notifications that could not be delivered.")
               ) -> None:
         """Show the queued notifications, oldest first (or the dead letters)."""
-        from botopt.core._notify import dead_letters, pending_notifications
+        from botopt.core import dead_letters, pending_notifications
 
         state = get_state(ctx)
         if failed:
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
             ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
               ) -> None:
         """Queue a dead letter again (after fixing what Telegram refused)."""
-        from botopt.core._notify import retry_dead_letter
+        from botopt.core import retry_dead_letter
 
         state = get_state(ctx)
         nid = retry_dead_letter(state.config(), ident.strip().lower())
@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
             ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
              ) -> None:
         """Delete a dead letter for good."""
-        from botopt.core._notify import drop_dead_letter
+        from botopt.core import drop_dead_letter
 
         state = get_state(ctx)
         nid = drop_dead_letter(state.config(), ident.strip().lower())
@@ -176,25 +176,24 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when everything due went out, 1 when something due was not delivered (the
         line says why and when the next try is), 2 when the token or chat is wrong."""
-        from botopt.core._events import emit
-        from botopt.core._notify import flush_notifications
+        from botopt.core import EventType, emit, flush_notifications
         from botopt.core.errors import NotifyError
 
         state = get_state(ctx)
         try:
             result = flush_notifications(state.config(), force=force, dry_run=dry_run)
         except NotifyError as exc:
-            emit("notify_failed", error=str(exc))
+            emit(EventType.NOTIFY_FAILED, error=str(exc))
             raise
         if dry_run:
             _print_dry_run(state, result, json_out)
             return
         if result.messages_sent:
-            emit("notify_flushed", messages=result.messages_sent,
+            emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
                  notifications=result.notifications_sent)
         line = _flush_line(result)
         if result.failure:
-            emit("notify_failed", error=line)
+            emit(EventType.NOTIFY_FAILED, error=line)
         if json_out:
             print_json(result.to_dict())
         elif result.skipped:

@@ -11,7 +11,7 @@ from botopt.cli._context import AppState, get_state
 from botopt.cli._render import print_json, print_table
 
 if TYPE_CHECKING:
-    from botopt.core._pipeline import SignalsResult
+    from botopt.core import SignalsResult
 
 # Gate reasons as a narrow terminal shows them; --json and plain output keep the full text.
 _SHORT = [(re.compile(p), r) for p, r in (
@@ -104,9 +104,14 @@ def register(app: typer.Typer) -> None:
             "live runs do (not sample data, not an --as-of in the past)."),
     ) -> None:
         """Compute ranked, gated signals from the last closed candles of each symbol."""
-        from botopt.core._candles import parse_as_of, parse_symbols
-        from botopt.core._events import run_events
-        from botopt.core._pipeline import is_live, run_signals
+        from botopt.core import (
+            DataStatus,
+            is_live,
+            parse_as_of,
+            parse_symbols,
+            run_events,
+            run_signals,
+        )
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True,
@@ -121,7 +126,8 @@ def register(app: typer.Typer) -> None:
                                  notify=notify)
             counts.update(symbols=len(result.symbols), passed=len(result.passed),
                           cached=result.from_cache,
-                          stale=[s.symbol for s in result.symbols if s.data_status == "stale"])
+                          stale=[s.symbol for s in result.symbols
+                                 if s.data_status == DataStatus.STALE])
         if result.clock == "sample":
             state.notice(f"sample data: the clock is the end of the bundled data, "
                          f"{result.as_of:%Y-%m-%d %H:%M} UTC (--as-of picks another moment); "

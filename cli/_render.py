@@ -55,6 +55,47 @@ def print_table(state: AppState, title: str | None, columns: Sequence[str],
         sys.stdout.write(line.rstrip() + "\n")
 
 
+def _corr_style(v: float | None) -> str:
+    if v is None:
+        return "dim"
+    if v >= 0.8:
+        return "bold white on red"
+    if v >= 0.5:
+        return "black on dark_orange"
+    if v >= 0.2:
+        return "black on yellow"
+    if v > -0.2:
+        return ""
+    return "white on blue"
+
+
+def print_matrix(state: AppState, title: str, names: Sequence[str],
+                 matrix: Sequence[Sequence[float | None]]) -> None:
+    """A labelled square matrix of values in [-1, 1] (None shown as "-"): coloured cells on a
+    terminal, aligned columns elsewhere."""
+    if not state.is_terminal:
+        width = max(len(s) for s in names)
+        # columns as wide as the longest name: XRP/USDT:USDT cut to 7 read as XRP/USD
+        col = max(7, width)
+        print(title)
+        print(" " * width + "  " + "  ".join(f"{s:>{col}}" for s in names))
+        for s, row in zip(names, matrix, strict=True):
+            cells = "  ".join(f"{'-':>{col}}" if v is None else f"{v:{col}.3f}" for v in row)
+            print(f"{s:<{width}}  {cells}")
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("")
+    for s in names:
+        table.add_column(s, justify="right")
+    for s, row in zip(names, matrix, strict=True):
+        table.add_row(s, *(f"[{_corr_style(v)}]{'-' if v is None else f'{v:.2f}'}[/]"
+                           if _corr_style(v) else ('-' if v is None else f"{v:.2f}")
+                           for v in row))
+    state.console.print(table)
+
+
 @contextmanager
 def progress(state: AppState, description: str, total: int | None) -> Iterator[Any]:
     """A rich progress bar on a terminal; a silent stand-in elsewhere.

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from botopt.core._config import INTERVAL_RE, INTERVALS, Config
+from botopt.core._config import Config, interval_ms
+from botopt.core._symbols import binance_symbol, is_futures
 from botopt.core.errors import DataError, UnknownSymbolError, UsageError
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("botopt.candles")
 
-CANDLE_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 # Read in this order when a symbol has several: freqtrade's four OHLCV formats, then the plain
 # CSV botopt has always accepted. freqtrade's fifth format, hdf5 (.h5), needs pytables.
@@ -33,18 +33,10 @@ UNSUPPORTED_SUFFIXES = {"h5": "hdf5"}
 _SYMBOL_RE = re.compile(r"^(?:[A-Z0-9_]+|[A-Z0-9]+/[A-Z0-9]+(?::[A-Z0-9]+)?)$")
 # Longer than any listed pair, short enough to be a file name.
 _MAX_SYMBOL = 40
-_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 # freqtrade's candle types that live next to futures candles but are not OHLCV of the pair.
 _NOT_CANDLES = {"mark": "mark prices", "index": "index prices",
                 "premiumIndex": "premium index", "funding_rate": "funding rates"}
 
-
-def interval_ms(interval: str) -> int:
-    """Length of a candle interval in milliseconds ("5m" -> 300000); any whole number of
-    minutes, hours or days (Binance's own are INTERVALS)."""
-    if not INTERVAL_RE.fullmatch(interval):
-        raise UsageError(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
-    return int(interval[:-1]) * _UNIT_MS[interval[-1]]
 
 
 def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
@@ -72,9 +64,6 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
     return out
 
 
-def is_futures(symbol: str) -> bool:
-    return ":" in symbol
-
 
 def pair_to_filename(symbol: str) -> str:
     """freqtrade's rule (freqtrade.misc.pair_to_filename): these characters become ``_``."""
@@ -82,14 +71,6 @@ def pair_to_filename(symbol: str) -> str:
         symbol = symbol.replace(ch, "_")
     return symbol
 
-
-def binance_symbol(symbol: str) -> str:
-    """Binance's name of a spot pair: BTC/USDT and BTC_USDT are BTCUSDT (joining is exact;
-    only the reverse, BTCUSDT -> BTC/USDT, needs the exchange's symbol list)."""
-    if is_futures(symbol):
-        raise UsageError(f"{symbol} is a futures pair: botopt reads futures candles from a "
-                         "freqtrade data directory only (Binance's spot API has none)")
-    return symbol.replace("/", "").replace("_", "")
 
 
 def candle_file_stem(symbol: str, interval: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from botopt.core.errors import ConfigError
+from botopt.core.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,6 +33,15 @@ INTERVALS: tuple[str, ...] = (
 # own test data has 4m and 8m); Binance serves only INTERVALS. Weeks are left out: Binance's
 # start on Monday, not on a multiple of 7 days since the epoch.
 INTERVAL_RE = re.compile(r"[1-9][0-9]{0,3}[mhd]")
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def interval_ms(interval: str) -> int:
+    """Length of a candle interval in milliseconds ("5m" -> 300000); any whole number of
+    minutes, hours or days (Binance's own are INTERVALS)."""
+    if not INTERVAL_RE.fullmatch(interval):
+        raise UsageError(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
+    return int(interval[:-1]) * _UNIT_MS[interval[-1]]
 SOURCES: tuple[str, ...] = ("sample", "local", "binance")
 SECRET_KEYS = frozenset({"telegram.token"})
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from botopt.core._config import Config
+from botopt.core._config import Config, interval_ms
 from botopt.core.errors import UsageError
 
 log = logging.getLogger("botopt.correlation")
@@ -715,7 +715,6 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     logged; a damaged state file is rebuilt with a warning."""
     from filelock import FileLock, Timeout
 
-    from botopt.core._candles import interval_ms
     from botopt.core._fs import refused_write
     from botopt.core.errors import CacheError
 
@@ -816,6 +815,3 @@ def aligned_window(candles: Any, window: int, step: int) -> tuple[list[str], np.
         out[k[sel], j] = rets[sel]
     return syms, out
 
-
-def as_list(matrix: np.ndarray) -> Sequence[Sequence[float | None]]:
-    return [[None if math.isnan(v) else float(v) for v in row] for row in matrix]

@@ -28,9 +28,8 @@ import polars as pl
 from botopt.core._codec import register_type
 from botopt.core._config import Config, FeaturesConfig
 from botopt.core._regime import REGIMES
+from botopt.core._vocab import Direction, Regime
 from botopt.core.errors import UsageError
-
-DIRECTIONS = ("long", "short", "flat")
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,8 @@ register_type(Signal)
 
 
 @dataclass(frozen=True)
-class Cols:
-    """Feature column names for the configured periods."""
+class Exprs:
+    """The feature columns as polars expressions (`pl.col(...)`), for the configured periods."""
 
     ema_fast: pl.Expr
     ema_slow: pl.Expr
@@ -83,7 +82,7 @@ class Cols:
     volume: pl.Expr
 
     @classmethod
-    def of(cls, fc: FeaturesConfig) -> Cols:
+    def of(cls, fc: FeaturesConfig) -> Exprs:
         n = fc.adx_period
         return cls(
             ema_fast=pl.col(f"ema_{fc.ema_fast}"), ema_slow=pl.col(f"ema_{fc.ema_slow}"),
@@ -95,14 +94,14 @@ class Cols:
         )
 
 
-EngineFn = Callable[[Cols], tuple[pl.Expr, pl.Expr, pl.Expr]]
+EngineFn = Callable[[Exprs], tuple[pl.Expr, pl.Expr, pl.Expr]]
 
 
 @dataclass(frozen=True)
 class Engine:
     name: str
     regimes: frozenset[str]
-    inputs: Callable[[Cols], list[pl.Expr]]
+    inputs: Callable[[Exprs], list[pl.Expr]]
     rule: EngineFn
 
 
@@ -117,11 +116,12 @@ def _per(x: pl.Expr, scale: float) -> pl.Expr:
 
 
 def _side(long: pl.Expr, short: pl.Expr) -> pl.Expr:
-    return pl.when(long).then(pl.lit("long")).when(short).then(pl.lit("short")) \
-        .otherwise(pl.lit("flat"))
+    return pl.when(long).then(pl.lit(Direction.LONG.value)) \
+        .when(short).then(pl.lit(Direction.SHORT.value)) \
+        .otherwise(pl.lit(Direction.FLAT.value))
 
 
-def _trend_following(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+def _trend_following(c: Exprs) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     # Ride an established trend: EMAs and directional movement agree.
     long = (c.ema_fast > c.ema_slow) & (c.pdi > c.mdi)
     short = (c.ema_fast < c.ema_slow) & (c.mdi > c.pdi)
@@ -131,7 +131,7 @@ def _trend_following(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     return _side(long, short), strength, reason
 
 
-def _mean_reversion(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+def _mean_reversion(c: Exprs) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     # Fade stretched moves when there is no trend to fight.
     long, short = c.rsi < 30.0, c.rsi > 70.0
     strength = pl.when(long).then(_unit(_per(30.0 - c.rsi, 20.0))) \
@@ -139,7 +139,7 @@ def _mean_reversion(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     return _side(long, short), strength, pl.format("rsi {}", c.rsi.round(1))
 
 
-def _breakout(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+def _breakout(c: Exprs) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     # A candle far outside recent volatility on above-average volume.
     sigmas = c.log_return / c.vol
     long = (sigmas > 2.0) & (c.volume_z > 1.0)
@@ -149,7 +149,7 @@ def _breakout(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     return _side(long, short), strength, reason
 
 
-def _momentum(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+def _momentum(c: Exprs) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     # Persistent but not yet overbought/oversold pressure in the trend's direction.
     long = (c.rsi > 55.0) & (c.rsi < 70.0) & (c.ema_fast > c.ema_slow)
     short = (c.rsi < 45.0) & (c.rsi > 30.0) & (c.ema_fast < c.ema_slow)
@@ -160,7 +160,7 @@ def _momentum(c: Cols) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
 GUARD = "guard"
 
 
-def degenerate_reason(c: Cols, fc: FeaturesConfig) -> pl.Expr:
+def degenerate_reason(c: Exprs, fc: FeaturesConfig) -> pl.Expr:
     """Why the indicators are undefined at this candle (a string), or null when they are not.
 
     Each test is exact, not a tolerance: the features are exactly 0 on a flat window by
@@ -181,13 +181,13 @@ def degenerate_reason(c: Cols, fc: FeaturesConfig) -> pl.Expr:
 
 
 ENGINES: tuple[Engine, ...] = (
-    Engine("trend_following", frozenset({"TREND_UP", "TREND_DOWN"}),
+    Engine("trend_following", frozenset({Regime.TREND_UP, Regime.TREND_DOWN}),
            lambda c: [c.ema_fast, c.ema_slow, c.pdi, c.mdi, c.adx, c.atr], _trend_following),
-    Engine("mean_reversion", frozenset({"RANGE", "HIGH_VOL"}), lambda c: [c.rsi],
+    Engine("mean_reversion", frozenset({Regime.RANGE, Regime.HIGH_VOL}), lambda c: [c.rsi],
            _mean_reversion),
-    Engine("breakout", frozenset({"RANGE", "TREND_UP", "TREND_DOWN"}),
+    Engine("breakout", frozenset({Regime.RANGE, Regime.TREND_UP, Regime.TREND_DOWN}),
            lambda c: [c.log_return, c.vol, c.volume_z], _breakout),
-    Engine("momentum", frozenset({"TREND_UP", "TREND_DOWN", "RANGE"}),
+    Engine("momentum", frozenset({Regime.TREND_UP, Regime.TREND_DOWN, Regime.RANGE}),
            lambda c: [c.rsi, c.ema_fast, c.ema_slow], _momentum),
 )
 
@@ -199,7 +199,7 @@ class AlphaEngineCoordinator:
                  engines: tuple[Engine, ...] = ENGINES) -> None:
         fc = config.features if isinstance(config, Config) else (config or FeaturesConfig())
         self.engines = engines
-        cols = Cols.of(fc)
+        cols = Exprs.of(fc)
         guard = degenerate_reason(cols, fc)
         exprs: list[pl.Expr] = [guard.alias(f"{GUARD}.reason")]
         for e in engines:
@@ -226,7 +226,7 @@ class AlphaEngineCoordinator:
             sigs = []
             if row[f"{GUARD}.reason"] is not None:
                 sigs.append(Signal(symbol=row["symbol"], candle_time=row["open_time"],
-                                   engine=GUARD, direction="flat", strength=0.0,
+                                   engine=GUARD, direction=Direction.FLAT, strength=0.0,
                                    reasons=(row[f"{GUARD}.reason"],)))
             for e in self.engines:
                 direction = row[f"{e.name}.direction"]
@@ -264,5 +264,5 @@ class AlphaEngineCoordinator:
 
 def best_signal(signals: list[Signal]) -> Signal | None:
     """The strongest non-flat signal (ties: the engine listed first)."""
-    candidates = [s for s in signals if s.direction != "flat"]
+    candidates = [s for s in signals if s.direction != Direction.FLAT]
     return max(candidates, key=lambda s: s.strength, default=None)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from botopt.core._vocab import EventType
 from botopt.core._workspace import default_root
 
 log = logging.getLogger("botopt.events")
@@ -30,7 +31,7 @@ _MAX_LINE = 3500  # below PIPE_BUF-sized writes, which Linux appends atomically
 # Routine events the monitor reads when it next wakes, without being woken for them: they only
 # move a deadline (a finished run postpones "stalled"), so waking on each would cost a wake-up
 # per cron run for nothing. Everything else (failures, signals, dead letters) wakes it at once.
-QUIET_EVENTS = frozenset({"run_started", "run_finished", "notify_flushed"})
+QUIET_EVENTS = frozenset({EventType.RUN_STARTED, EventType.RUN_FINISHED, EventType.NOTIFY_FLUSHED})
 
 
 def events_dir(root: Path | None = None) -> Path:
@@ -48,7 +49,7 @@ def socket_path(directory: Path) -> Path:
     return Path("/tmp") / f"botopt-{uid}-{digest}.sock"
 
 
-def _line(event_type: str, data: dict[str, Any]) -> bytes:
+def _line(event_type: EventType | str, data: dict[str, Any]) -> bytes:
     record: dict[str, Any] = {"id": uuid.uuid4().hex, "t": time.time(), "type": event_type,
               "pid": os.getpid(), "data": data}
     raw = json.dumps(record, default=str, separators=(",", ":"))
@@ -64,8 +65,10 @@ def _line(event_type: str, data: dict[str, Any]) -> bytes:
     return (raw + "\n").encode()
 
 
-def emit(event_type: str, *, _root: Path | None = None, **data: Any) -> None:
-    """Record an event and wake a running monitor. Never blocks, never raises."""
+def emit(event_type: EventType | str, *, _root: Path | None = None, **data: Any) -> None:
+    """Record an event and wake a running monitor. Never blocks, never raises.
+
+    botopt names its own events with ``EventType``; a bot may record its own types too."""
     try:
         directory = events_dir(_root)
         if not directory.is_dir():
@@ -107,17 +110,17 @@ def run_events(command: str, root: Path | None = None,
         yield counts
         return
     start = time.monotonic()
-    emit("run_started", _root=root, command=command)
+    emit(EventType.RUN_STARTED, _root=root, command=command)
     try:
         yield counts
     except BaseException as exc:
         from botopt.core._redact import redact
 
-        emit("run_failed", _root=root, command=command,
+        emit(EventType.RUN_FAILED, _root=root, command=command,
              duration_s=round(time.monotonic() - start, 4),
              error=redact(f"{type(exc).__name__}: {exc}")[:500])
         raise
-    emit("run_finished", _root=root, command=command,
+    emit(EventType.RUN_FINISHED, _root=root, command=command,
          duration_s=round(time.monotonic() - start, 4), **counts)
 
 

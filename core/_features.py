@@ -14,9 +14,8 @@ operation over all symbols at once:
 
 Each symbol's values depend on its own column only and every operation is elementwise in a
 fixed order, so a symbol computed alone equals the same symbol in a batch bit for bit (a
-property test checks it). The polars plan this replaced ran each recursion and window
-``.over()`` the symbols: 4.7-6.2x a TA-Lib loop at 500 x 1,000; see docs/performance.md for
-what this one measures.
+property test checks it). What it costs against TA-Lib, and what the plans before it cost,
+is in docs/performance.md ("Features"), not here: figures go stale, a docstring is not rerun.
 
 Indicators run over rows, as TA-Lib does: a gap in time is not filled or bridged by a fake
 candle (log returns across a gap are still computed between the neighbouring rows, because

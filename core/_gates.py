@@ -22,6 +22,7 @@ from typing import Any
 from botopt.core._codec import register_type
 from botopt.core._config import GatesConfig
 from botopt.core._fs import JsonState
+from botopt.core._vocab import Direction, Regime
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,9 @@ class CooldownRecord:
 
 def directional_probability(p_up: float | None, direction: str | None) -> float | None:
     """P(the signal's direction): P(up) for long, 1 - P(up) for short, None for flat."""
-    if p_up is None or math.isnan(p_up) or direction not in ("long", "short"):
+    if p_up is None or math.isnan(p_up) or direction not in (Direction.LONG, Direction.SHORT):
         return None
-    return p_up if direction == "long" else 1.0 - p_up
+    return p_up if direction == Direction.LONG else 1.0 - p_up
 
 
 def _below(name: str, value: float, limit: float) -> str:
@@ -102,20 +103,20 @@ def evaluate_gates(
     for i in order:
         c = candidates[i]
         reasons: list[str] = []
-        if c.direction == "flat":
+        if c.direction == Direction.FLAT:
             reasons.append("no directional signal")
         if c.strength < config.min_strength:
             reasons.append(_below("strength", c.strength, config.min_strength))
         # Judged on the probability of the signal's own direction (p_dir); a flat signal
         # has no direction to be probable, and is blocked above already.
         p = directional_probability(c.probability, c.direction)
-        if c.direction == "flat":
+        if c.direction == Direction.FLAT:
             pass
         elif p is None:
             reasons.append("no model probability")
         elif p < config.min_probability:
             reasons.append(_below("p_dir", p, config.min_probability))
-        if config.block_high_vol and c.regime == "HIGH_VOL":
+        if config.block_high_vol and c.regime == Regime.HIGH_VOL:
             reasons.append("regime HIGH_VOL")
         if c.volume_z is None or math.isnan(c.volume_z):
             reasons.append("no volume z-score")

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from botopt.core._config import Config
+from botopt.core._vocab import EventType
 from botopt.core.errors import UsageError
 
 # history type -> the event types behind it
 TYPES: dict[str, tuple[str, ...]] = {
-    "signal": ("signal_passed",),
-    "regime": ("regime_changed",),
-    "flush": ("notify_flushed",),
-    "failure": ("run_failed", "notify_failed"),
+    "signal": (EventType.SIGNAL_PASSED,),
+    "regime": (EventType.REGIME_CHANGED,),
+    "flush": (EventType.NOTIFY_FLUSHED,),
+    "failure": (EventType.RUN_FAILED, EventType.NOTIFY_FAILED),
 }
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

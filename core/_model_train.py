@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from botopt.core._candles import interval_ms, load_candles, parse_symbols
-from botopt.core._config import Config
+from botopt.core._candles import load_candles, parse_symbols
+from botopt.core._config import Config, interval_ms
 from botopt.core._features import compute_features
 from botopt.core._model import TrainResult, train_model
 from botopt.core._workspace import Workspace

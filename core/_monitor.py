@@ -33,6 +33,7 @@ from typing import Any
 from botopt.core._config import Config, MonitorConfig
 from botopt.core._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
 from botopt.core._fs import atomic_write_json, read_json
+from botopt.core._vocab import EventType, NotificationType
 from botopt.core._workspace import Workspace
 
 log = logging.getLogger("botopt.monitor")
@@ -118,14 +119,14 @@ class Monitor:
         self.result = MonitorResult()
         self._outbox: list[dict[str, Any]] = []
         self._enqueue = enqueue or self._enqueue_real
-        self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {
-            "run_failed": self._on_failure,
-            "notify_failed": self._on_failure,
-            "run_finished": self._on_finished,
-            "regime_changed": self._on_regime_changed,
-            "signal_passed": self._on_signal,
-            "notify_dead_letter": self._on_dead_letter,
-            "notify_queued": self._on_queued,
+        self.handlers: dict[EventType, Callable[[dict[str, Any]], None]] = {
+            EventType.RUN_FAILED: self._on_failure,
+            EventType.NOTIFY_FAILED: self._on_failure,
+            EventType.RUN_FINISHED: self._on_finished,
+            EventType.REGIME_CHANGED: self._on_regime_changed,
+            EventType.SIGNAL_PASSED: self._on_signal,
+            EventType.NOTIFY_DEAD_LETTER: self._on_dead_letter,
+            EventType.NOTIFY_QUEUED: self._on_queued,
         }
 
     def load_state(self) -> None:
@@ -141,7 +142,7 @@ class Monitor:
         return enqueue(self.config, items, announce=False)
 
     def _alert(self, message: str, **extra: Any) -> None:
-        self._outbox.append({"type": "alert", "data": {"message": message, **extra}})
+        self._outbox.append({"type": NotificationType.ALERT, "data": {"message": message, **extra}})
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -154,8 +155,9 @@ class Monitor:
     def _on_failure(self, ev: dict[str, Any]) -> None:
         data = ev["data"]
         # "notify_failed" names no command; "notify failed failed" read badly in alerts
-        what = str(data.get("command") or ("notify-flush" if ev["type"] == "notify_failed"
-                                           else ev["type"].replace("_", " ")))[:80]
+        what = str(data.get("command") or (
+            "notify-flush" if ev["type"] == EventType.NOTIFY_FAILED
+            else ev["type"].replace("_", " ")))[:80]
         error = str(data.get("error", "unknown error"))[:300]
         self.state.failures.append([ev["t"], what, error])
         self._prune_failures(ev["t"])
@@ -208,13 +210,13 @@ class Monitor:
     def _on_regime_changed(self, ev: dict[str, Any]) -> None:
         data = ev.get("data", {})
         if not data.get("queued"):  # botopt signals queues its own; others rely on us
-            self._outbox.append({"type": "regime_change", "data": {
+            self._outbox.append({"type": NotificationType.REGIME_CHANGE, "data": {
                 k: data.get(k) for k in ("symbol", "old", "new")}})
 
     def _on_signal(self, ev: dict[str, Any]) -> None:
         data = ev.get("data", {})
         if not data.get("queued"):
-            self._outbox.append({"type": "signal", "data": {
+            self._outbox.append({"type": NotificationType.SIGNAL, "data": {
                 k: v for k, v in data.items() if k != "queued"}})
 
     # -- rounds ---------------------------------------------------------------------------
@@ -231,7 +233,7 @@ class Monitor:
         self.state.events_damaged += damaged
         self.result.events_damaged += damaged
         for ev in events:
-            handler = self.handlers.get(ev.get("type", ""))
+            handler = self.handlers.get(ev.get("type", ""))  # type: ignore[call-overload]
             if handler is not None:
                 try:
                     handler(ev)
@@ -460,7 +462,7 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
             continue
         events += parsed
         damaged += bad
-    runs = [e for e in events if e.get("type") in ("run_finished", "run_failed")]
+    runs = [e for e in events if e.get("type") in (EventType.RUN_FINISHED, EventType.RUN_FAILED)]
     last = runs[-1] if runs else None
     hour = [e for e in runs if e["t"] > now - 3600]
     pending = 0
@@ -477,15 +479,15 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
         queue = queue_stats(config)
     except Exception as exc:
         queue = {"error": str(exc)}
-    flushes = [e for e in events if e.get("type") == "notify_flushed"]
+    flushes = [e for e in events if e.get("type") == EventType.NOTIFY_FLUSHED]
     return {
         "last_run": None if last is None else {
             "command": last["data"].get("command"), "finished_at": last["t"],
-            "ok": last["type"] == "run_finished",
+            "ok": last["type"] == EventType.RUN_FINISHED,
             "duration_s": last["data"].get("duration_s"),
             "error": last["data"].get("error")},
-        "runs_last_hour": sum(1 for e in hour if e["type"] == "run_finished"),
-        "failures_last_hour": sum(1 for e in hour if e["type"] == "run_failed"),
+        "runs_last_hour": sum(1 for e in hour if e["type"] == EventType.RUN_FINISHED),
+        "failures_last_hour": sum(1 for e in hour if e["type"] == EventType.RUN_FAILED),
         "events_pending": pending,
         "events_damaged": damaged,
         "notifications": queue,

@@ -40,6 +40,7 @@ from botopt.core._config import Config, TelegramConfig
 from botopt.core._fs import atomic_write_json, read_json
 from botopt.core._notify_format import Message, as_plain, render_batch, split_further
 from botopt.core._telegram import RETRY_AFTER_MAX
+from botopt.core._vocab import EventType, TelegramOutcome
 from botopt.core._workspace import Workspace
 from botopt.core.errors import ConfigError, NotifyError, TelegramConfigError, UsageError
 
@@ -84,6 +85,8 @@ def _queue_dir(config: Config | None) -> Path:
 def _migrate(con: sqlite3.Connection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS queue (id TEXT PRIMARY KEY, type TEXT NOT NULL,"
                 " created REAL NOT NULL, data TEXT NOT NULL, batch INTEGER NOT NULL,"
+                # claimed_at is no longer written or read; the column stays so that a queue
+                # shared with an older botopt (which still writes it) keeps working.
                 " claim TEXT, claimed_at REAL, attempts INTEGER NOT NULL DEFAULT 0,"
                 " last_error TEXT)")
     columns = {r[1] for r in con.execute("PRAGMA table_info(queue)")}
@@ -192,7 +195,7 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     if announce and was_empty:
         from botopt.core._events import emit
 
-        emit("notify_queued", _root=directory.parent, count=len(ids))
+        emit(EventType.NOTIFY_QUEUED, _root=directory.parent, count=len(ids))
     return ids
 
 
@@ -305,15 +308,14 @@ def _due_types(con: sqlite3.Connection, now: float, interval: float, force: bool
             if force or n >= batch or now - oldest >= interval]
 
 
-def _claim(con: sqlite3.Connection, kind: str, token: str, now: float
+def _claim(con: sqlite3.Connection, kind: str, claim: str
            ) -> list[tuple[str, dict[str, Any]]]:
     con.execute("BEGIN IMMEDIATE")
     batch = con.execute("SELECT MIN(batch) FROM queue WHERE type = ? AND claim IS NULL",
                         (kind,)).fetchone()[0]
     rows = con.execute("SELECT id, data FROM queue WHERE type = ? AND claim IS NULL "
                        "ORDER BY created, id LIMIT ?", (kind, batch or 5)).fetchall()
-    con.executemany("UPDATE queue SET claim = ?, claimed_at = ? WHERE id = ?",
-                    [(token, now, r[0]) for r in rows])
+    con.executemany("UPDATE queue SET claim = ? WHERE id = ?", [(claim, r[0]) for r in rows])
     con.execute("COMMIT")
     return [(r[0], _load_data(r[1])) for r in rows]
 
@@ -338,7 +340,7 @@ def _unsendable(data: Any) -> str | None:
     return None
 
 
-def _settings(tc: TelegramConfig, dry_run: bool) -> tuple[str, str]:
+def _telegram_credentials(tc: TelegramConfig, dry_run: bool) -> tuple[str, str]:
     if dry_run:
         return tc.token or "", tc.chat_id or ""
     if not tc.token:
@@ -384,7 +386,7 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
     from filelock import FileLock, Timeout
 
     tc = config.telegram
-    token, chat = _settings(tc, dry_run)
+    token, chat = _telegram_credentials(tc, dry_run)
     directory = _queue_dir(config)
     if dry_run:
         return _dry_run(directory, tc, force, clock())
@@ -408,7 +410,7 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
         with _db(directory) as con:
             # We hold the flush lock, so every existing claim belongs to a flush that died
             # between sending and acknowledging: release it (that batch may go out twice).
-            con.execute("UPDATE queue SET claim = NULL, claimed_at = NULL "
+            con.execute("UPDATE queue SET claim = NULL "
                         "WHERE claim IS NOT NULL")
             run = _Flush(con, client, pacer, chat, tc, force, clock, sleep, result,
                          max_wait)
@@ -418,7 +420,7 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
                 result.error = str(exc)
                 raise
             finally:
-                _release(con, run.token)
+                _release(con, run.claim)
                 result.remaining = con.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
                 con.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                                 [("last_flush_at", str(clock())),
@@ -439,7 +441,7 @@ class _Flush:
         self.force, self.clock, self.sleep, self.result = force, clock, sleep, result
         self.deadline = clock() + tc.flush_budget
         self.max_wait = tc.flush_budget if max_wait is None else max_wait
-        self.token = uuid.uuid4().hex
+        self.claim = uuid.uuid4().hex  # marks this flush's rows (not the bot token)
         self.refused: set[str] = set()  # refused or buried in this flush: not sent again
         self.root = pacer.path.parent.parent  # the cache directory, where events go
 
@@ -450,7 +452,7 @@ class _Flush:
             due = _due_types(self.con, self.clock(), self.tc.batch_interval, self.force)
             if not due:
                 return None
-            items = _claim(self.con, due[0], self.token, self.clock())
+            items = _claim(self.con, due[0], self.claim)
             stop = self._send_batch(due[0], items)
             if stop is not None:
                 return stop
@@ -490,24 +492,25 @@ class _Flush:
                   by_id: dict[str, Any]) -> str | None:
         """Send ``unsent[0]`` and update ``unsent`` by the answer; a reason to stop, or None."""
         outcome = self._send_with_retries(msg)
-        if outcome.kind == "ok":
+        if outcome.kind == TelegramOutcome.OK:
             self.pacer.sent()
             self.result.messages_sent += 1
             unsent.pop(0)
-        elif outcome.kind == "retry_after":
+        elif outcome.kind == TelegramOutcome.RETRY_AFTER:
             self.pacer.retry_after(outcome.retry_after)
-        elif outcome.kind == "too_long" and msg.splits < MAX_SPLITS:
+        elif outcome.kind == TelegramOutcome.TOO_LONG and msg.splits < MAX_SPLITS:
             unsent[0:1] = split_further(msg)
-        elif outcome.kind == "bad_entities" and msg.parse_mode is not None:
+        elif outcome.kind == TelegramOutcome.BAD_ENTITIES and msg.parse_mode is not None:
             unsent[0:1] = as_plain(msg)
-        elif outcome.kind in ("too_long", "bad_entities", "rejected"):
+        elif outcome.kind in (TelegramOutcome.TOO_LONG, TelegramOutcome.BAD_ENTITIES,
+                              TelegramOutcome.REJECTED):
             if len(msg.ids) > 1:  # find the one at fault: each notification on its own
                 unsent[0:1] = [m for nid in msg.ids
                                for m in render_batch(kind, [(nid, by_id[nid])])]
             else:
                 self._refuse(msg.ids[0], kind, outcome.detail)
                 unsent.pop(0)
-        elif outcome.kind == "fatal":
+        elif outcome.kind == TelegramOutcome.FATAL:
             _record_error(self.con, outcome.detail)
             raise TelegramConfigError(f"{outcome.detail}; notifications kept queued")
         else:
@@ -534,7 +537,7 @@ class _Flush:
         outcome = self.client.send(self.chat, msg.text, msg.parse_mode,
                                    timeout=self.deadline - self.clock())
         for attempt in range(self.tc.max_retries):
-            if outcome.kind != "transient":
+            if outcome.kind != TelegramOutcome.TRANSIENT:
                 break
             backoff = min(0.5 * 2 ** attempt, 4.0)
             if self.clock() + backoff + 1.0 >= self.deadline:
@@ -571,7 +574,7 @@ class _Flush:
         self.con.execute("COMMIT")
         self.result.dead_lettered += 1
         about = data.get("dead_letter") if isinstance(data, dict) else None
-        emit("notify_dead_letter", _root=self.root, id=nid, notification_type=kind,
+        emit(EventType.NOTIFY_DEAD_LETTER, _root=self.root, id=nid, notification_type=kind,
              reason=reason[:300], about=about)
 
     def _finish(self, items: list[tuple[str, Any]], unsent: list[Message]) -> None:
@@ -582,13 +585,13 @@ class _Flush:
             self.result.failed += len(waiting - self.refused)
         self.con.execute("BEGIN IMMEDIATE")
         self.con.executemany("DELETE FROM queue WHERE id = ? AND claim = ?",
-                             [(nid, self.token) for nid in done])
+                             [(nid, self.claim) for nid in done])
         self.con.execute("COMMIT")
         self.result.notifications_sent += len(done)
 
 
-def _release(con: sqlite3.Connection, token: str) -> None:
-    con.execute("UPDATE queue SET claim = NULL, claimed_at = NULL WHERE claim = ?", (token,))
+def _release(con: sqlite3.Connection, claim: str) -> None:
+    con.execute("UPDATE queue SET claim = NULL WHERE claim = ?", (claim,))
 
 
 def _record_error(con: sqlite3.Connection, error: str) -> None:

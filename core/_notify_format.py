@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from botopt.core._vocab import NotificationType
+
 MAX_LEN = 4096
 _TAG = re.compile(r"<[^>]*>")
 
@@ -138,15 +140,15 @@ def _generic(d: Mapping[str, Any]) -> str:
 
 
 FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "signal": _signal,
-    "regime_change": _regime_change,
-    "trade_executed": _trade("Executed"),
-    "trade_exited": _trade("Exited"),
-    "alert": _alert,
+    NotificationType.SIGNAL: _signal,
+    NotificationType.REGIME_CHANGE: _regime_change,
+    NotificationType.TRADE_EXECUTED: _trade("Executed"),
+    NotificationType.TRADE_EXITED: _trade("Exited"),
+    NotificationType.ALERT: _alert,
 }
-TITLES = {"signal": "Signals", "regime_change": "Regime changes",
-          "trade_executed": "Trades executed", "trade_exited": "Trades exited",
-          "alert": "Alerts"}
+TITLES = {NotificationType.SIGNAL: "Signals", NotificationType.REGIME_CHANGE: "Regime changes",
+          NotificationType.TRADE_EXECUTED: "Trades executed",
+          NotificationType.TRADE_EXITED: "Trades exited", NotificationType.ALERT: "Alerts"}
 
 
 @dataclass(frozen=True)

@@ -75,9 +75,3 @@ def set_current_cache_dir(path: Path | None) -> None:
 
     set_default_root(path)
 
-
-def current_cache_dir() -> Path:
-    """The root for config-less entry points: see ``botopt.core._workspace.default_root``."""
-    from botopt.core._workspace import default_root
-
-    return default_root()

@@ -16,7 +16,7 @@ signals        data scope, file contents, as-of candle slot, symbols, all       
 
 Everything downstream of the features reads only each symbol's last row, so that row is what
 the features cache keeps (a few hundred bytes of JSON instead of a frame of the whole
-history: at 500 symbols that is the difference between megabytes and kilobytes per run).
+history; docs/performance.md has the sizes).
 Cached and uncached runs both rebuild the rows from that same form, so they agree exactly.
 
 The ``signals`` entry lets a warm cron run answer without importing polars or numpy: its key
@@ -38,7 +38,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core._config import Config
+from botopt.core._config import Config, interval_ms
+from botopt.core._vocab import DataStatus, Direction, EventType, NotificationType
 
 if TYPE_CHECKING:
     import polars as pl
@@ -54,8 +55,8 @@ def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-# What the data allowed: "ok", or why the symbol is blocked before any gate is asked.
-DATA_STATUSES = ("ok", "stale", "warming_up", "degenerate")
+# What the data allowed: DataStatus.OK, or why the symbol is blocked before any gate is asked.
+DATA_STATUSES: tuple[DataStatus, ...] = tuple(DataStatus)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class SymbolResult:
     engine: str | None = None
     gate_passed: bool | None = None
     gate_reasons: tuple[str, ...] = ()
-    data_status: str = "ok"
+    data_status: DataStatus = DataStatus.OK
     # The run's clock minus the close of ``candle_time``; set on every run, cached or not.
     age_seconds: float | None = None
 
@@ -97,7 +98,7 @@ class SymbolResult:
                    close=d["close"], regime=d["regime"], direction=d["direction"],
                    strength=d["strength"], p_up=d["p_up"], engine=d["engine"],
                    gate_passed=d["gate"]["passed"], gate_reasons=tuple(d["gate"]["reasons"]),
-                   data_status=d["data_status"], age_seconds=d["age_seconds"])
+                   data_status=DataStatus(d["data_status"]), age_seconds=d["age_seconds"])
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def code_tag() -> str:
     return _code_tag_value
 
 
-def _settings(config: Config, *sections: str) -> str:
+def _sections_json(config: Config, *sections: str) -> str:
     return json.dumps({s: dataclasses.asdict(getattr(config, s)) for s in sections},
                       sort_keys=True, default=str)
 
@@ -183,7 +184,7 @@ def _model_digest(config: Config) -> str:
 def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
              cooldown_digest: str) -> str | None:
     """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply."""
-    from botopt.core._candles import _sample_dir, find_candle_file, interval_ms
+    from botopt.core._candles import _sample_dir, find_candle_file
 
     if config.data.source == "binance":
         return None  # the data only exists after a network round trip
@@ -198,7 +199,7 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
 
     parts = [code_tag(), data_scope(config), list(symbols), files, slot,
              config.data.interval, config.data.source,
-             _settings(config, "features", "regime", "gates", "correlation", "model"),
+             _sections_json(config, "features", "regime", "gates", "correlation", "model"),
              _model_digest(config), cooldown_digest]
     return hashlib.blake2b(json.dumps(parts).encode(), digest_size=20).hexdigest()
 
@@ -261,7 +262,6 @@ def is_live(config: Config, as_of: datetime | None) -> bool:
     """Whether a run speaks for the present: only live runs record cooldowns and queue
     notifications. Sample data is never live, nor is a replay (an ``as_of`` more than one
     candle interval away from the wall clock, in the past or the future)."""
-    from botopt.core._candles import interval_ms
 
     if config.data.source == "sample":
         return False
@@ -308,7 +308,8 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
         result = _run(config, ws, syms, now, mgr, batch, record,
                       stages if stages is not None else _Stages())
     result = dataclasses.replace(result, clock=clock, recorded=record)
-    stale = {r.symbol: r.age_seconds or 0.0 for r in result.symbols if r.data_status == "stale"}
+    stale = {r.symbol: r.age_seconds or 0.0 for r in result.symbols
+             if r.data_status == DataStatus.STALE}
     if stale and len(stale) == len(result.symbols):
         from botopt.core.errors import StaleDataError
 
@@ -319,7 +320,6 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
 # -- data checks that come before any gate ---------------------------------------------------
 
 def _max_staleness(config: Config) -> float:
-    from botopt.core._candles import interval_ms
 
     if config.data.max_staleness is not None:
         return config.data.max_staleness
@@ -328,7 +328,6 @@ def _max_staleness(config: Config) -> float:
 
 def _age(config: Config, candle_time: datetime, now: datetime) -> float:
     """Seconds from the close of the candle that opened at ``candle_time`` to ``now``."""
-    from botopt.core._candles import interval_ms
 
     close = candle_time + timedelta(milliseconds=interval_ms(config.data.interval))
     return (now - close).total_seconds()
@@ -350,7 +349,7 @@ def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> Signal
     for r in result.symbols:
         age = _age(config, r.candle_time, now)
         reasons = r.gate_reasons
-        if r.data_status == "stale":
+        if r.data_status == DataStatus.STALE:
             reasons = (f"stale data: last candle {format_age(age)} ago",) + tuple(
                 x for x in reasons if x != _STALE)
         rows.append(dataclasses.replace(r, age_seconds=age, gate_reasons=reasons))
@@ -371,9 +370,9 @@ def _data_blocks(config: Config, candles: pl.DataFrame,
     out: dict[str, tuple[str, str]] = {}
     for s, n in zip(per["symbol"].to_list(), per["n"].to_list(), strict=True):
         if s in stale:
-            out[s] = ("stale", _STALE)
+            out[s] = (DataStatus.STALE, _STALE)
         elif n < need:
-            out[s] = ("warming_up", f"warming up: {n} of {need} candles")
+            out[s] = (DataStatus.WARMING_UP, f"warming up: {n} of {need} candles")
     return out
 
 
@@ -418,7 +417,7 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
         # The entry holds for its candle slot, but a symbol may turn stale inside it.
         last = {r.symbol: r.candle_time for r in cached.symbols}
         if _stale_symbols(config, last, now) == {
-                r.symbol for r in cached.symbols if r.data_status == "stale"}:
+                r.symbol for r in cached.symbols if r.data_status == DataStatus.STALE}:
             manager.count("signals", hits=1)
             return dataclasses.replace(_apply_clock(config, cached, now), from_cache=True)
     manager.count("signals", misses=1)
@@ -448,7 +447,7 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
     for s in syms:
         guard = next((x for x in signals[s] if x.engine == GUARD), None)
         if guard is not None and s not in blocks:
-            blocks[s] = ("degenerate", guard.reasons[0])
+            blocks[s] = (DataStatus.DEGENERATE, guard.reasons[0])
 
     probs = _predictions(model, rows, last_rows, syms, manager, batch, stages)
     decisions = _gate(config, ws, manager, candles, syms, best, regimes, probs, last_rows,
@@ -460,10 +459,10 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
         results.append(SymbolResult(
             symbol=s, candle_time=last_rows[s]["open_time"][0],
             close=float(last_rows[s]["close"][0]), regime=regimes[s],
-            direction=b.direction if b else "flat", strength=b.strength if b else 0.0,
+            direction=b.direction if b else Direction.FLAT, strength=b.strength if b else 0.0,
             p_up=probs[s], engine=b.engine if b else None,
             gate_passed=d.passed, gate_reasons=d.reasons,
-            data_status=blocks[s][0] if s in blocks else "ok"))
+            data_status=blocks[s][0] if s in blocks else DataStatus.OK))
     results.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
                          symbols=results)
@@ -488,7 +487,7 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
         b = best[s]
         candidates.append(GateInput(
             symbol=s, candle_time=last_rows[s]["open_time"][0],
-            direction=b.direction if b else "flat", strength=b.strength if b else 0.0,
+            direction=b.direction if b else Direction.FLAT, strength=b.strength if b else 0.0,
             probability=probs[s], regime=regimes[s], volume_z=last_rows[s][vz_col][0],
             engine=b.engine if b else ""))
     eligible = [c.symbol for c in candidates]
@@ -504,7 +503,7 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
 
     decided: list[Any] = []
     if candidates:
-        gkey = fingerprint(["gates", code_tag(), _settings(config, "gates"),
+        gkey = fingerprint(["gates", code_tag(), _sections_json(config, "gates"),
                             [dataclasses.astuple(c) for c in candidates], relevant, corr_part]
                            ) if manager.enabled else "gates"
         decided = manager.get_or_compute("gates", gkey, gate)
@@ -547,8 +546,8 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
 
     if manager.enabled:
         fps = candle_fingerprints(candles, config.data.interval)
-        fset = f"features|{code_tag()}|{FEATURES_VERSION}|{_settings(config, 'features')}"
-        rset = f"regime|{code_tag()}|{_settings(config, 'features', 'regime')}"
+        fset = f"features|{code_tag()}|{FEATURES_VERSION}|{_sections_json(config, 'features')}"
+        rset = f"regime|{code_tag()}|{_sections_json(config, 'features', 'regime')}"
         fkeys = {s: _digest(fset, fps[s]) for s in syms}
         rkeys = {s: _digest(rset, fps[s]) for s in syms}
     else:  # nothing is looked up: no keys to pay for
@@ -618,14 +617,14 @@ def _record(config: Config, ws: Workspace, result: SignalsResult,
     """Cooldowns, regime changes and notifications: each reported once across runs."""
     from botopt.core._gates import CooldownRecord
 
-    records = [CooldownRecord(r.symbol, r.direction or "flat", r.candle_time)
+    records = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
                for r in result.symbols if r.gate_passed]
     added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
     new = [s for s in result.symbols
            if (s.symbol, s.direction, s.candle_time) in added]
     changes = ws.regimes(config).update(
         [(s.symbol, s.regime, s.candle_time) for s in result.symbols
-         if s.regime and s.data_status != "stale"])
+         if s.regime and s.data_status != DataStatus.STALE])
     _publish(config, new, changes, root=ws.root)
     return dataclasses.replace(result, new_signals=new, regime_changes=changes)
 
@@ -642,9 +641,10 @@ def _publish(config: Config, new: list[SymbolResult],
     from botopt.core._notify import enqueue
     from botopt.core.errors import NotifyError
 
-    items = [{"type": "signal", "data": {k: v for k, v in s.to_dict().items()
+    items = [{"type": NotificationType.SIGNAL, "data": {k: v for k, v in s.to_dict().items()
                                          if k in _SIGNAL_FIELDS}} for s in new]
-    items += [{"type": "regime_change", "data": {"symbol": sym, "old": old, "new": new_}}
+    items += [{"type": NotificationType.REGIME_CHANGE,
+               "data": {"symbol": sym, "old": old, "new": new_}}
               for sym, old, new_ in changes]
     queued = True
     try:
@@ -653,7 +653,7 @@ def _publish(config: Config, new: list[SymbolResult],
         queued = False
         log.warning("notifications not queued: %s", exc)
     for s in new:
-        emit("signal_passed", symbol=s.symbol, direction=s.direction, engine=s.engine,
+        emit(EventType.SIGNAL_PASSED, symbol=s.symbol, direction=s.direction, engine=s.engine,
              strength=s.strength, candle_time=_iso(s.candle_time), queued=queued, _root=root)
     for sym, old, new_ in changes:
-        emit("regime_changed", symbol=sym, old=old, new=new_, queued=queued, _root=root)
+        emit(EventType.REGIME_CHANGED, symbol=sym, old=old, new=new_, queued=queued, _root=root)

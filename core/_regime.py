@@ -20,8 +20,9 @@ from __future__ import annotations
 import polars as pl
 
 from botopt.core._config import Config, FeaturesConfig, RegimeConfig
+from botopt.core._vocab import Regime
 
-REGIMES = ("TREND_UP", "TREND_DOWN", "RANGE", "HIGH_VOL")
+REGIMES: tuple[Regime, ...] = tuple(Regime)
 
 
 def _configs(config: RegimeConfig | Config | None,
@@ -38,16 +39,17 @@ def regime_expr(rc: RegimeConfig, fc: FeaturesConfig) -> pl.Expr:
     vol = pl.col(f"vol_{fc.vol_period}")
     decisive = (
         pl.when(adx >= rc.adx_trend)
-        .then(pl.when(pdi >= mdi).then(pl.lit("TREND_UP")).otherwise(pl.lit("TREND_DOWN")))
-        .when(adx <= rc.adx_range).then(pl.lit("RANGE"))
+        .then(pl.when(pdi >= mdi).then(pl.lit(Regime.TREND_UP.value))
+              .otherwise(pl.lit(Regime.TREND_DOWN.value)))
+        .when(adx <= rc.adx_range).then(pl.lit(Regime.RANGE.value))
         .otherwise(None)
     )
-    trend = decisive.forward_fill().over("symbol").fill_null("RANGE")
+    trend = decisive.forward_fill().over("symbol").fill_null(Regime.RANGE.value)
     threshold = vol.rolling_quantile(
         quantile=rc.vol_percentile / 100.0, interpolation="linear",
         window_size=rc.vol_lookback, min_samples=max(1, rc.vol_lookback // 2),
     ).over("symbol")
-    return pl.when(vol > threshold).then(pl.lit("HIGH_VOL")).otherwise(trend)
+    return pl.when(vol > threshold).then(pl.lit(Regime.HIGH_VOL.value)).otherwise(trend)
 
 
 def regime_series(features: pl.DataFrame, config: RegimeConfig | Config | None = None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from botopt.core._redact import redact, register_secret
+from botopt.core._vocab import TelegramOutcome
 
 log = logging.getLogger("botopt.notify")
 # A 429's retry_after is trusted within this range (seconds): a negative or zero value would
@@ -33,7 +34,7 @@ class Outcome:
     transient (network errors, 5xx, an answer that is not the Bot API's).
     """
 
-    kind: str
+    kind: TelegramOutcome
     detail: str = ""
     retry_after: float = 0.0
 
@@ -82,7 +83,7 @@ class TelegramClient:
         except (requests.RequestException, UnicodeError) as exc:
             log.debug("Telegram request failed: %s", redact(f"{type(exc).__name__}: {exc}"))
             cause = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(exc))
-            return Outcome("transient", redact(
+            return Outcome(TelegramOutcome.TRANSIENT, redact(
                 f"Telegram unreachable ({type(exc).__name__}"
                 + (f": {cause.group(0).strip()}" if cause else "") + ")"))
         return _classify(resp)
@@ -102,25 +103,25 @@ def _classify(resp: Any) -> Outcome:
     if not isinstance(body, dict):
         # Not the Bot API talking (a proxy, a captive portal): try again later.
         what = "a body that is not JSON" if body is None else f"JSON {type(body).__name__}"
-        return Outcome("transient", f"Telegram answered {status} with {what}, not a Bot API "
-                       "answer")
+        return Outcome(TelegramOutcome.TRANSIENT,
+                       f"Telegram answered {status} with {what}, not a Bot API answer")
     desc = " ".join(str(body.get("description") or resp.reason or "").split())[:300]
     if status == 200 and body.get("ok") is True:
-        return Outcome("ok")
+        return Outcome(TelegramOutcome.OK)
     if status == 429:
         params = body.get("parameters")
         wait = params.get("retry_after") if isinstance(params, dict) else None
         if wait is None:
             wait = resp.headers.get("Retry-After", RETRY_AFTER_DEFAULT)
-        return Outcome("retry_after", redact(desc), clamp_retry_after(wait))
+        return Outcome(TelegramOutcome.RETRY_AFTER, redact(desc), clamp_retry_after(wait))
     low = desc.lower()
     if status == 400 and "message is too long" in low:
-        return Outcome("too_long", desc)
+        return Outcome(TelegramOutcome.TOO_LONG, desc)
     if status == 400 and "can't parse entities" in low:
-        return Outcome("bad_entities", desc)
+        return Outcome(TelegramOutcome.BAD_ENTITIES, desc)
     if status in (401, 403, 404) or (status == 400 and any(p in low for p in _CHAT_PROBLEMS)):
-        return Outcome("fatal", redact(f"Telegram answered {status}: {desc}"))
+        return Outcome(TelegramOutcome.FATAL, redact(f"Telegram answered {status}: {desc}"))
     if status >= 500 or status < 400:
-        return Outcome("transient", redact(f"Telegram answered {status}: {desc}"))
-    return Outcome("rejected", redact(f"Telegram answered {status}: "
+        return Outcome(TelegramOutcome.TRANSIENT, redact(f"Telegram answered {status}: {desc}"))
+    return Outcome(TelegramOutcome.REJECTED, redact(f"Telegram answered {status}: "
                                       f"{desc or json.dumps(body)[:200]}"))

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,17 @@ def cache_dir(tmp_path: Path) -> Path:
     d = tmp_path / "cache"
     d.mkdir(mode=0o700)
     return d
+
+
+def wait_until(cond: Callable[[], object], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` seconds pass; return its last truth.
+
+    Tests synchronise on a condition with a generous deadline instead of sleeping a guessed
+    time: fast on an idle machine, still correct on a loaded one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

@@ -94,6 +94,7 @@ def test_incremental_equals_full_after_any_updates(ops, window, min_periods):
         assert np.all(np.isnan(m) | ((m >= -1) & (m <= 1)))
 
 
+@pytest.mark.slow
 def test_many_updates_do_not_drift():
     rng = np.random.default_rng(7)
     rc = RollingCorrelation(window=50, min_periods=10, interval_ms=STEP)

@@ -85,6 +85,7 @@ def cron_run(env: dict[str, str], command: str) -> subprocess.CompletedProcess[s
                           text=True, timeout=180, start_new_session=True)
 
 
+@pytest.mark.slow
 def test_printed_crontab_runs_under_env_i_and_is_silent(install):
     tmp_path, cfg, binance, telegram = install
     logs = tmp_path / "logs"

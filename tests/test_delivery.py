@@ -72,6 +72,7 @@ def alerts(cache: Path) -> list[str]:
             if n["type"] == "alert"]
 
 
+@pytest.mark.slow
 def test_poisoned_notification_never_blocks_the_others(tmp_path, server):
     cache = tmp_path / "c"
     server.refuse_containing = "POISON"

@@ -55,6 +55,7 @@ def test_engines_follow_their_regimes(feature_frames):
                                          "momentum"}
 
 
+@pytest.mark.slow
 def test_signals_are_well_formed_and_fire(feature_frames):
     coord = AlphaEngineCoordinator()
     fired = 0

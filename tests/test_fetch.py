@@ -235,6 +235,7 @@ def wait_for_requests(market: Market, n: int, proc: subprocess.Popen[str]) -> No
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_overlapping_runs_download_once_and_leave_one_clean_file(tmp_path):
     # 2 pages: the first run holds the lock for ~3 s, longer than the second needs to start
     market = Market(delay=1.5)
@@ -398,6 +399,7 @@ def test_a_ban_is_remembered_across_runs(market, tmp_path):
     assert runner.invoke(app, args, env=env).exit_code == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_pages_already_downloaded(tmp_path):
     market = Market(delay=2.0)
     try:

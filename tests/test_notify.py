@@ -237,6 +237,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     server = FakeTelegram(token=TOKEN, enforce_limits=False).start()
     try:

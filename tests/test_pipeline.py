@@ -24,7 +24,8 @@ def cfg_for(tmp_path, **extra):
     return load_config(overrides={"cache.dir": str(tmp_path / "cache"), **extra})
 
 
-def test_batch_equals_sequential_on_sample_and_real_data(tmp_path, shared_data):
+def test_batch_equals_sequential_on_sample_data(tmp_path):
+    # kept apart from the real-data check below, which is skipped when the shared data is absent
     cfg = cfg_for(tmp_path)
     for minutes in (0, 600, 3000):
         now = T0 + timedelta(minutes=minutes)
@@ -32,6 +33,9 @@ def test_batch_equals_sequential_on_sample_and_real_data(tmp_path, shared_data):
         seq = run_signals(cfg, SAMPLE, as_of=now, use_cache=False, side_effects=False,
                           batch=False)
         assert batch == seq
+
+
+def test_batch_equals_sequential_on_real_data(tmp_path, shared_data):
     real = cfg_for(tmp_path, **{"data.source": "local",
                                 "data.data_dir": str(shared_data / "candles" / "5m")})
     syms = ["ADA_BTC", "DASH_BTC", "ETC_BTC", "ETH_BTC", "LTC_BTC", "NXT_BTC", "TRX_BTC",
@@ -41,6 +45,7 @@ def test_batch_equals_sequential_on_sample_and_real_data(tmp_path, shared_data):
         run_signals(real, syms, as_of=now, use_cache=False, side_effects=False, batch=False)
 
 
+@pytest.mark.slow
 def test_cached_equals_uncached_over_a_replay(tmp_path):
     """An hour of cron runs every 60 s: each cached answer equals the uncached one, and the
     caches are actually used."""
@@ -215,6 +220,7 @@ def test_switching_data_dirs_never_mixes_state(tmp_path):
     assert not (tmp_path / "c" / "gates").exists()  # regimes.json is not under gates/
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(order=st.lists(st.sampled_from("AB"), min_size=2, max_size=4),

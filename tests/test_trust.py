@@ -70,6 +70,7 @@ def home(tmp_path: Path) -> Path:
     return h
 
 
+@pytest.mark.slow
 def test_stale_symbols_blocked_with_their_age_and_all_stale_exits_1(tmp_path, home):
     now = datetime.now(timezone.utc)
     d = tmp_path / "data"
@@ -194,6 +195,7 @@ def test_degenerate_markets_are_flat_with_a_reason(tmp_path, kind, level, n, see
         assert [(s.engine, s.direction, s.strength) for s in sigs] == [("guard", "flat", 0.0)]
 
 
+@pytest.mark.slow
 def test_experiments_queue_and_record_nothing(tmp_path, home):
     now = datetime.now(timezone.utc)
     d = tmp_path / "data"
