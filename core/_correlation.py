@@ -34,8 +34,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -623,18 +621,10 @@ class RollingCorrelation:
     def save(self, path: Path, identity: str = "") -> None:
         """Write the state to ``path`` + ".npz" in one atomic replace. No fsync: this is a
         cache, and a file lost or cut by a crash is detected and rebuilt."""
-        target = Path(str(path) + ".npz")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                self.write(fh, identity)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        from botopt.core._fs import atomic_writer
+
+        with atomic_writer(Path(str(path) + ".npz"), fsync=False) as fh:
+            self.write(fh, identity)
 
     @classmethod
     def load(cls, path: Path, identity: str | None = None) -> RollingCorrelation:

@@ -5,22 +5,26 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a torn one.
-
-    A crash at any moment leaves at most a stray ``.tmp`` file next to the target.
-    """
+@contextmanager
+def atomic_writer(path: Path, *, mode: int = 0o600, fsync: bool = True) -> Iterator[BinaryIO]:
+    """A file handle whose content replaces ``path`` when the block ends without error:
+    readers see the old file or the new one, never a torn one. A crash at any moment leaves
+    at most a stray ``.tmp`` file next to the target. ``fsync=False`` for caches, where a
+    file lost in a crash is detected and rebuilt."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -29,6 +33,12 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_writer``)."""
+    with atomic_writer(path, mode=mode) as fh:
+        fh.write(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
