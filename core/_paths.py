@@ -69,9 +69,3 @@ def state_dir(config: Config, name: str) -> Path:
     return ws.correlation_dir() if name == "correlation" else ws.dir(name)
 
 
-def set_current_cache_dir(path: Path | None) -> None:
-    """Alias of ``botopt.core._workspace.set_default_root``."""
-    from botopt.core._workspace import set_default_root
-
-    set_default_root(path)
-

@@ -29,7 +29,7 @@ from botopt.core import (
 from botopt.core._cache import _HEADER, MISS, CacheManager, get_manager
 from botopt.core._codec import Unencodable, decode, encode, fingerprint
 from botopt.core._engines import Signal
-from botopt.core._paths import set_current_cache_dir
+from botopt.core._workspace import set_default_root
 
 KEY_K = "features\x1fk"  # how the store keys entry "k" of cache "features"
 
@@ -38,9 +38,9 @@ runner = CliRunner()
 
 @pytest.fixture
 def root(cache_dir: Path):
-    set_current_cache_dir(cache_dir)
+    set_default_root(cache_dir)
     yield cache_dir
-    set_current_cache_dir(None)
+    set_default_root(None)
 
 
 json_values = st.recursive(

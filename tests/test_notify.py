@@ -20,7 +20,7 @@ from botopt.cli.main import app
 from botopt.core import batch_notify, load_config
 from botopt.core._notify import enqueue, flush_notifications, queue_stats
 from botopt.core._notify_format import MAX_LEN, render_batch, telegram_length
-from botopt.core._paths import set_current_cache_dir
+from botopt.core._workspace import set_default_root
 from botopt.core.errors import TelegramConfigError, UsageError
 from tests.fakes.telegram_server import FakeTelegram, VirtualClock, parse_entities
 
@@ -204,12 +204,12 @@ def test_notify_add_stdin_and_batch_notify(tmp_path):
     result = runner.invoke(app, ["--cache-dir", str(tmp_path), "notify", "add", "--stdin"],
                            input=lines)
     assert result.exit_code == 0
-    set_current_cache_dir(tmp_path)
+    set_default_root(tmp_path)
     try:
         ids = batch_notify([{"type": "trade_executed", "data": {"symbol": "X"}}],
                            max_batch_size=5)
     finally:
-        set_current_cache_dir(None)
+        set_default_root(None)
     assert len(ids) == 1
     with pytest.raises(UsageError):
         batch_notify([{"type": "", "data": {}}])
