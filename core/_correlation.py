@@ -637,7 +637,7 @@ class RollingCorrelation:
         except FileNotFoundError:
             raise
         except (OSError, KeyError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"unreadable ({type(exc).__name__})") from exc
+            raise ValueError(f"not a readable state file: {type(exc).__name__}") from exc
         if meta.get("format") != STATE_FORMAT:
             raise ValueError("unknown state format")
         if identity is not None and meta.get("identity") != identity:
