@@ -21,8 +21,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from botopt.benchmarks._loopback import Answer, Loopback
 
 ALLOWED = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "code", "pre", "a",
            "tg-spoiler", "blockquote"}
@@ -55,7 +56,7 @@ def parse_entities(text: str) -> str:
 
 
 @dataclass
-class FakeTelegram:
+class FakeTelegram(Loopback):
     token: str = "123456789:AAtesttokentesttokentesttokentest"
     chats: tuple[str, ...] = ("-1001", "42")
     clock: Callable[[], float] = time.monotonic
@@ -69,45 +70,9 @@ class FakeTelegram:
     _sent_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> FakeTelegram:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length)
-                status, payload, headers = fake.handle(self.path, body)
-                if status == 0:  # drop the connection without an answer
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                data = (payload.encode() if isinstance(payload, str)
-                        else json.dumps(payload, separators=(",", ":")).encode())
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True  # a "hang" answer must not delay stop()
-        self.server.block_on_close = False
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes
+               ) -> Answer:
+        return self.handle(path, body)
 
     @staticmethod
     def error(code: int, description: str, retry_after: float | None = None

@@ -1,0 +1,77 @@
+"""The one HTTP server under every fake API (Telegram, Binance): real sockets on 127.0.0.1.
+
+Tests and benchmarks talk to these fakes through real ``requests`` calls, so botopt's
+transport, retries and error conversion run exactly as against the real APIs. A fake only
+decides answers: ``answer(method, path, headers, body) -> (status, payload, headers)``, where
+status 0 means "close the connection without an answer" and a ``str`` payload is sent
+verbatim (a truncated or non-JSON body). It ships with ``botopt.benchmarks`` because
+``botopt bench`` needs a Bot API to flush against; ``core`` and ``cli`` never import it (the
+layer test checks).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Answer = tuple[int, Any, dict[str, str]]
+
+
+class Loopback:
+    """Mixin for a fake: ``start()`` binds a free port, ``url`` names it, ``stop()`` ends it."""
+
+    content_type = "application/json"
+    # requests' pooled sessions reuse connections; HTTP/1.0 closes each one, as a plain
+    # server would, which is what the Telegram fake has always modelled.
+    keep_alive = False
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if fake.keep_alive else "HTTP/1.0"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length", 0) or 0)
+                body = self.rfile.read(length) if length else b""
+                status, payload, extra = fake.answer(self.command, self.path,
+                                                     dict(self.headers), body)
+                if status == 0:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                data = (payload if isinstance(payload, str)
+                        else json.dumps(payload, separators=(",", ":"))).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", fake.content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _serve  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A stalled answer ("hang", "slow") must not hold up stop().
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
