@@ -169,12 +169,13 @@ class BinanceClient:
             except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                     requests.exceptions.InvalidSchema) as exc:
                 raise ConfigError(f"binance.api_url {cfg.api_url!r} is not a usable URL "
-                                  f"({type(exc).__name__})") from exc
+                                  f"({type(exc).__name__})", key="binance.api_url") from exc
             except requests.RequestException as exc:
                 if last or waited >= cfg.max_wait_seconds:
                     raise NetworkError(
                         f"Binance unreachable at {cfg.api_url} for {sym} after {attempt + 1} "
-                        f"attempt(s) ({type(exc).__name__}); try again later") from exc
+                        f"attempt(s) ({type(exc).__name__}); try again later",
+                        symbol=sym, source="binance") from exc
                 log.info("Binance %s for %s; retrying", type(exc).__name__, sym)
                 waited += self._backoff(attempt, waited)
                 attempt += 1
@@ -194,7 +195,7 @@ class BinanceClient:
                     self._remember_ban(until, resp.status_code, kind)
                     raise NetworkError(
                         f"Binance {kind} ({what}): retry after {wait:.0f} s "
-                        f"({until:%Y-%m-%d %H:%M:%S} UTC)")
+                        f"({until:%Y-%m-%d %H:%M:%S} UTC)", symbol=sym, source="binance")
                 log.info("Binance %s for %s: waiting %.1f s as asked", resp.status_code, sym,
                          wait)
                 self.sleep(wait)
@@ -204,25 +205,28 @@ class BinanceClient:
             if resp.status_code >= 500:
                 if last or waited >= cfg.max_wait_seconds:
                     raise NetworkError(f"Binance answered {what} for {sym} after "
-                                       f"{attempt + 1} attempt(s); try again later")
+                                       f"{attempt + 1} attempt(s); try again later",
+                                       symbol=sym, source="binance")
                 log.info("Binance %s for %s; retrying", resp.status_code, sym)
                 waited += self._backoff(attempt, waited)
                 attempt += 1
                 continue
             if code == -1121:
                 raise UnknownSymbolError(f"symbol {sym} is not listed on Binance "
-                                         "(-1121 Invalid symbol.)")
+                                         "(-1121 Invalid symbol.)", symbol=sym,
+                                         source="binance")
             if code == -1120:
                 raise UsageError(f"interval {params.get('interval')} refused by Binance "
                                  "(-1120 Invalid interval.)")
             if resp.status_code == 451:
                 raise ConfigError(f"Binance refuses requests from this location ({what}); set "
                                   "binance.api_url (BOTOPT_BINANCE_API_URL) to an endpoint "
-                                  "you may use")
+                                  "you may use", key="binance.api_url", source="binance")
             if resp.status_code == 403:
                 raise NetworkError(f"Binance's firewall refused the request for {sym} ({what})"
-                                   "; try again later")
-            raise DataError(f"Binance refused {path.rsplit('/', 1)[-1]} for {sym} ({what})")
+                                   "; try again later", symbol=sym, source="binance")
+            raise DataError(f"Binance refused {path.rsplit('/', 1)[-1]} for {sym} ({what})",
+                            symbol=sym, source="binance")
 
     # -- a ban outlives the run that got it -----------------------------------------------
 
@@ -259,7 +263,7 @@ class BinanceClient:
             raise NetworkError(
                 f"Binance {ban.get('kind', 'banned this IP')} (HTTP {ban.get('status')}) until "
                 f"{when:%Y-%m-%d %H:%M:%S} UTC; not calling it before then (remembered in "
-                f"{path})")
+                f"{path})", source="binance")
 
     # -- the symbol list --------------------------------------------------------------------
 
@@ -289,7 +293,7 @@ class BinanceClient:
         except (ValueError, TypeError, KeyError):
             raise DataError("Binance exchangeInfo: expected {\"symbols\": [{\"symbol\", "
                             "\"baseAsset\", \"quoteAsset\"}, ...]}, got "
-                            f"{resp.text[:80]!r}") from None
+                            f"{resp.text[:80]!r}", source="binance") from None
         if path is not None:
             try:
                 atomic_write_json(path, {"fetched_at": time.time(),
@@ -308,7 +312,8 @@ class BinanceClient:
                 if symbol in (sym, f"{base}_{quote}", f"{base}/{quote}"):
                     return sym, f"{base}/{quote}"
         raise UnknownSymbolError(f"symbol {symbol} is not listed on Binance (not in its "
-                                 "exchangeInfo symbol list)")
+                                 "exchangeInfo symbol list)", symbol=symbol,
+                                 source="binance")
 
     def _backoff(self, attempt: int, waited: float) -> float:
         budget = max(0.0, self.config.max_wait_seconds - waited)
@@ -338,10 +343,10 @@ def _rows(resp: Any, sym: str) -> list[list[Any]]:
         rows = resp.json()
     except ValueError:
         raise DataError(f"Binance klines for {sym}: the answer is not JSON "
-                        f"({resp.text[:80]!r})") from None
+                        f"({resp.text[:80]!r})", symbol=sym, source="binance") from None
     if not isinstance(rows, list):
         raise DataError(f"Binance klines for {sym}: expected a list of rows, got "
-                        f"{str(rows)[:80]}")
+                        f"{str(rows)[:80]}", symbol=sym, source="binance")
     return rows
 
 
@@ -390,7 +395,8 @@ def _frame(symbol: str, rows: list[list[Any]], step: int, now: int) -> pl.DataFr
                 raise ValueError("open time out of range")
         except (IndexError, KeyError, TypeError, ValueError, OverflowError):
             raise DataError(f"Binance klines for {symbol}: malformed row {i + 1}: "
-                            f"{str(r)[:80]}") from None
+                            f"{str(r)[:80]}", symbol=symbol, source="binance",
+                            row=i + 1) from None
         if t + step > now:
             continue  # still open: its close time has not passed
         opens.append(t)

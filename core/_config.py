@@ -255,7 +255,7 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
-        raise ConfigError(f"{where}: expected true or false, got {_shown(value, key)}")
+        raise ConfigError(f"{where}: expected true or false, got {_shown(value, key)}", key=key)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -264,7 +264,7 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
                 return int(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected an integer, got {_shown(value, key)}")
+        raise ConfigError(f"{where}: expected an integer, got {_shown(value, key)}", key=key)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -273,23 +273,23 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
                 return float(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {_shown(value, key)}")
+        raise ConfigError(f"{where}: expected a number, got {_shown(value, key)}", key=key)
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int) and not isinstance(value, bool) and key == "telegram.chat_id":
             return str(value)  # chat ids are often written as bare integers
-        raise ConfigError(f"{where}: expected a string, got {_shown(value, key)}")
+        raise ConfigError(f"{where}: expected a string, got {_shown(value, key)}", key=key)
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value).expanduser()
-        raise ConfigError(f"{where}: expected a path, got {_shown(value, key)}")
+        raise ConfigError(f"{where}: expected a path, got {_shown(value, key)}", key=key)
     if typing.get_origin(tp) is tuple:
         if from_text and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
-        raise ConfigError(f"{where}: expected a list of strings, got {_shown(value, key)}")
+        raise ConfigError(f"{where}: expected a list of strings, got {_shown(value, key)}", key=key)
     raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
@@ -352,18 +352,18 @@ def _check_numbers(cfg: Config) -> None:
             key = f"{sec_name}.{f.name}"
             where = f"{key} ({cfg.sources.get(key, 'default')})"
             if not math.isfinite(value):
-                raise ConfigError(f"{where}: must be a finite number, got {value}")
+                raise ConfigError(f"{where}: must be a finite number, got {value}", key=key)
             low, high, why = BOUNDS.get(key, (-GENERIC_LIMIT, GENERIC_LIMIT, "a sane value"))
             if not low <= value <= high:
                 raise ConfigError(f"{where}: must be between {low:g} and {high:g} ({why}), "
-                                  f"got {value:g}")
+                                  f"got {value:g}", key=key)
 
 
 def _validate(cfg: Config) -> None:
     src = cfg.sources
 
     def bad(key: str, msg: str) -> ConfigError:
-        return ConfigError(f"{key} ({src.get(key, 'default')}): {msg}")
+        return ConfigError(f"{key} ({src.get(key, 'default')}): {msg}", key=key)
 
     _check_numbers(cfg)
 
@@ -452,13 +452,13 @@ def load_config(
             raw = tomllib.loads(file.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{file}: not UTF-8 text (bad byte at offset {exc.start}); "
-                              "save it as UTF-8") from None
+                              "save it as UTF-8", file=str(file)) from None
         except RecursionError:
-            raise ConfigError(f"{file}: invalid TOML: nested too deeply") from None
+            raise ConfigError(f"{file}: invalid TOML: nested too deeply", file=str(file)) from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: invalid TOML: {exc}") from exc
+            raise ConfigError(f"{file}: invalid TOML: {exc}", file=str(file)) from exc
         except OSError as exc:
-            raise ConfigError(f"{file}: cannot read: {exc.strerror}") from exc
+            raise ConfigError(f"{file}: cannot read: {exc.strerror}", file=str(file)) from exc
 
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     sources: dict[str, str] = {}
@@ -469,15 +469,17 @@ def load_config(
     for sec_name, sec_val in raw.items():
         if sec_name not in SECTIONS:
             raise ConfigError(f"{file}: unknown section [{sec_name}]; "
-                              f"known: {', '.join(SECTIONS)}")
+                              f"known: {', '.join(SECTIONS)}", file=str(file), key=sec_name)
         if not isinstance(sec_val, dict):
-            raise ConfigError(f"{file}: {sec_name} must be a table [{sec_name}]")
+            raise ConfigError(f"{file}: {sec_name} must be a table [{sec_name}]",
+                              file=str(file), key=sec_name)
         hints = typing.get_type_hints(SECTIONS[sec_name])
         for key, val in sec_val.items():
             full = f"{sec_name}.{key}"
             if key not in hints:
                 raise ConfigError(f"{file}: unknown key {full}; "
-                                  f"known in [{sec_name}]: {', '.join(hints)}")
+                                  f"known in [{sec_name}]: {', '.join(hints)}",
+                                  file=str(file), key=full)
             values[sec_name][key] = _coerce(val, hints[key], full, f"file {file}", False)
             sources[full] = f"file:{file}"
 

@@ -109,14 +109,15 @@ def _db(directory: Path) -> Iterator[sqlite3.Connection]:
     try:
         con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
     except sqlite3.Error as exc:
-        raise NotifyError(f"cannot open notification queue {path}: {exc}") from exc
+        raise NotifyError(f"cannot open notification queue {path}: {exc}",
+                          file=str(path)) from exc
     try:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")
         _migrate(con)
         yield con
     except sqlite3.Error as exc:
-        raise NotifyError(f"notification queue {path}: {exc}") from exc
+        raise NotifyError(f"notification queue {path}: {exc}", file=str(path)) from exc
     finally:
         con.close()
 
@@ -344,10 +345,11 @@ def _telegram_credentials(tc: TelegramConfig, dry_run: bool) -> tuple[str, str]:
     if dry_run:
         return tc.token or "", tc.chat_id or ""
     if not tc.token:
-        raise ConfigError("no Telegram bot token: set BOTOPT_TELEGRAM_TOKEN or telegram.token")
+        raise ConfigError("no Telegram bot token: set BOTOPT_TELEGRAM_TOKEN or telegram.token",
+                          key="telegram.token")
     if not tc.chat_id:
         raise ConfigError("no Telegram chat id: set BOTOPT_TELEGRAM_CHAT_ID or "
-                          "telegram.chat_id")
+                          "telegram.chat_id", key="telegram.chat_id")
     return tc.token, tc.chat_id
 
 
@@ -512,7 +514,8 @@ class _Flush:
                 unsent.pop(0)
         elif outcome.kind == TelegramOutcome.FATAL:
             _record_error(self.con, outcome.detail)
-            raise TelegramConfigError(f"{outcome.detail}; notifications kept queued")
+            raise TelegramConfigError(f"{outcome.detail}; notifications kept queued",
+                                      source="telegram")
         else:
             self.result.failure = True
             self.result.next_retry_at = self.clock() + 60.0

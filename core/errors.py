@@ -40,7 +40,24 @@ def format_age(seconds: float) -> str:
 
 
 class BotoptError(Exception):
-    """Something botopt tried failed; the run produced no (complete) answer."""
+    """Something botopt tried failed; the run produced no (complete) answer.
+
+    Besides the one-line message, an error carries its culprit as attributes, for a caller
+    that reacts to it rather than prints it (as httpx's errors carry the request): ``symbol``,
+    ``source`` (``"binance"``, ``"telegram"``, ``"redis"``, a data directory), ``file``, ``row``
+    (1-based, as the message says it) and ``key`` (a setting such as ``data.interval``). Each
+    is None where it does not apply.
+    """
+
+    def __init__(self, message: str = "", *, symbol: str | None = None,
+                 source: str | None = None, file: str | None = None, row: int | None = None,
+                 key: str | None = None) -> None:
+        super().__init__(message)
+        self.symbol = symbol
+        self.source = source
+        self.file = file
+        self.row = row
+        self.key = key
 
 
 class UsageError(BotoptError):
@@ -84,11 +101,12 @@ class StaleDataError(DataError):
     """
 
     def __init__(self, ages: dict[str, float], limit: float) -> None:
+        parts = ", ".join(f"{s} {format_age(a)} ago" for s, a in ages.items())
+        super().__init__(f"stale data for every symbol (limit {format_age(limit)}): last "
+                         f"candle {parts}; is `botopt fetch` running?",
+                         symbol=next(iter(ages), None))
         self.ages = dict(ages)
         self.limit = limit
-        parts = ", ".join(f"{s} {format_age(a)} ago" for s, a in self.ages.items())
-        super().__init__(f"stale data for every symbol (limit {format_age(limit)}): last "
-                         f"candle {parts}; is `botopt fetch` running?")
 
 
 class NetworkError(BotoptError):

@@ -172,9 +172,11 @@ def test_unreachable_server_is_a_network_error():
 
 def test_invalid_symbol_names_it_and_is_not_retried(server):
     with pytest.raises(UnknownSymbolError, match=r"symbol NOPEUSDT is not listed on Binance "
-                       r"\(-1121 Invalid symbol.\)"):
+                       r"\(-1121 Invalid symbol.\)") as info:
         client_for(server).klines("NOPEUSDT", "5m")
     assert len(server.requests) == 1
+    # the culprit as attributes too, for a caller that reacts rather than prints
+    assert (info.value.symbol, info.value.source) == ("NOPEUSDT", "binance")
 
 
 def test_other_client_errors_are_final_and_quote_binance(server):
@@ -187,8 +189,9 @@ def test_other_client_errors_are_final_and_quote_binance(server):
     server.script = [(451, {"code": 0, "msg": "Service unavailable from a restricted location "
                             "according to 'b. Eligibility' in https://www.binance.com/en/terms."},
                       {})]
-    with pytest.raises(ConfigError, match="binance.api_url"):
+    with pytest.raises(ConfigError, match="binance.api_url") as info:
         client_for(server).klines("BTCUSDT", "5m")
+    assert info.value.key == "binance.api_url"
     assert len(server.requests) == 3
     with pytest.raises(ConfigError, match="binance.api_url 'api.binance.com'"):
         BinanceClient(BinanceConfig(api_url="api.binance.com")).klines("BTCUSDT", "5m")
@@ -200,8 +203,9 @@ def test_malformed_answers_are_data_errors(server):
         client_for(server).klines("BTCUSDT", "5m")
     server.script = [(200, [[1700000000000, "1", "2", "0.5", "1.5", "10", 1700000299999],
                             [1700000300000, "1", None]], {})]
-    with pytest.raises(DataError, match="BTCUSDT: malformed row 2"):
+    with pytest.raises(DataError, match="BTCUSDT: malformed row 2") as info:
         client_for(server).klines("BTCUSDT", "5m", now_ms=1800000000000)
+    assert (info.value.symbol, info.value.row) == ("BTCUSDT", 2)
 
 
 def test_pauses_when_the_ip_weight_is_nearly_used(server):

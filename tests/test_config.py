@@ -71,8 +71,13 @@ def test_env_types_are_parsed(monkeypatch):
 )
 def test_bad_config_names_the_key(tmp_path, text, culprit):
     p = write(tmp_path, text)
-    with pytest.raises(ConfigError, match=culprit.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=culprit.replace("[", r"\[").replace("]", r"\]")) as info:
         load_config(p)
+    # the culprit as attributes as well: the key (or section), and the file when it is to blame
+    if culprit == "invalid TOML":
+        assert info.value.file == str(p) and info.value.key is None
+    else:
+        assert info.value.key == culprit.strip("[]")
     result = runner.invoke(app, ["--config", str(p), "config", "show"])
     assert result.exit_code == 2
     assert culprit in result.stderr
