@@ -42,7 +42,6 @@ import logging
 import os
 import sqlite3
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -303,7 +302,6 @@ class _Counters:
     hits: int = 0
     misses: int = 0
     saved: float = 0.0
-    computed: float = 0.0
 
 
 @dataclass
@@ -323,7 +321,6 @@ class CacheManager:
     _pending: list[tuple[str, str, bytes, float, float]] | None = field(default=None,
                                                                           repr=False)
     _broken: bool = field(default=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _registered: bool = field(default=False, repr=False)
     # Seconds spent encoding and writing entries (benchmarks read it).
     write_seconds: float = field(default=0.0, repr=False)
@@ -518,7 +515,6 @@ class CacheManager:
             start = time.perf_counter()
             fresh = compute(missing)
             each = (time.perf_counter() - start) / len(missing)
-            self._count(name).computed += each * len(missing)
             self.set_many(name, {keys[i]: fresh[i] for i in missing}, each, ttl)
             out.update({i: fresh[i] for i in missing})
         return {item: out[item] for item in keys}
@@ -581,10 +577,6 @@ def get_manager(root: Path | None = None) -> CacheManager:
     if mgr is None:
         mgr = _managers[root] = CacheManager(root=root)
     return mgr
-
-
-def set_manager(manager: CacheManager) -> None:
-    _managers[manager.root] = manager
 
 
 def _code_tag(fn: Callable[..., Any]) -> str:
