@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from botopt.core._versions import function_tag
 from botopt.core.errors import CacheError, UsageError
 
 log = logging.getLogger("botopt.cache")
@@ -579,18 +579,6 @@ def get_manager(root: Path | None = None) -> CacheManager:
     return mgr
 
 
-def _code_tag(fn: Callable[..., Any]) -> str:
-    """Changes whenever the function's code does, so an edited function never serves a
-    result computed by its old body."""
-    from importlib.metadata import version
-
-    code = getattr(fn, "__code__", None)
-    parts: list[str] = [version("botopt")]
-    if code is not None:
-        parts += [code.co_code.hex(), repr(code.co_consts), repr(code.co_names)]
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
-
-
 def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..., T]],
                                                                      Callable[..., T]]:
     """Cache a function's results in the named cache (decorator).
@@ -607,7 +595,7 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T]:
         ident = f"{fn.__module__}.{fn.__qualname__}"
-        tag = _code_tag(fn)
+        tag = function_tag(fn)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T:

@@ -29,9 +29,6 @@ import polars as pl
 
 from botopt.core._config import Config, FeaturesConfig
 
-# Part of every features cache key: bump it when any value may change, even in the last
-# bit, so a cached answer stays the answer this code gives.
-FEATURES_VERSION = "4"
 _CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
 
 

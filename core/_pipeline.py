@@ -6,13 +6,18 @@ made of what it depends on:
 =============  ==============================================================  ============
 cache          key                                                              value
 =============  ==============================================================  ============
-features       symbol's candle fingerprint, feature settings, code version      last row
-regime         candle fingerprint, feature + regime settings, code version      label
-predictions    model version, the symbol's last feature row (content hash)      P(up)
-gates          every gate input, relevant cooldown records, correlations        decisions
+features       symbol's candle fingerprint, feature settings, code hash         last row
+regime         candle fingerprint, feature + regime settings, code hash         label
+predictions    model version, the symbol's last feature row (content hash),     P(up)
+               code hash
+gates          every gate input, relevant cooldown records, correlations,       decisions
+               code hash
 signals        data scope, file contents, as-of candle slot, symbols, all       the result
-               settings, cooldown state
+               settings, cooldown state, code hash
 =============  ==============================================================  ============
+
+A stage's code hash (``botopt.core._versions.stage_tag``) covers the source of the modules
+that stage runs, and nothing else: one scheme for every stage.
 
 Everything downstream of the features reads only each symbol's last row, so that row is what
 the features cache keeps (a few hundred bytes of JSON instead of a frame of the whole
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botopt.core._config import Config, interval_ms
+from botopt.core._versions import stage_tag
 from botopt.core._vocab import DataStatus, Direction, EventType, NotificationType
 
 if TYPE_CHECKING:
@@ -48,7 +54,6 @@ if TYPE_CHECKING:
     from botopt.core._workspace import Workspace
 
 log = logging.getLogger("botopt.pipeline")
-PIPELINE_VERSION = "1"
 
 
 def _iso(t: datetime) -> str:
@@ -135,22 +140,6 @@ class SignalsResult:
 
 # -- fingerprints that need neither polars nor numpy ------------------------------------------
 
-_code_tag_value: str | None = None
-
-
-def code_tag() -> str:
-    """A hash of botopt's own source: any code change invalidates every cached stage."""
-    global _code_tag_value
-    if _code_tag_value is None:
-        h = hashlib.blake2b(digest_size=16)
-        for p in sorted(Path(__file__).parent.glob("*.py")):
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-        h.update(PIPELINE_VERSION.encode())
-        _code_tag_value = h.hexdigest()
-    return _code_tag_value
-
-
 def _sections_json(config: Config, *sections: str) -> str:
     return json.dumps({s: dataclasses.asdict(getattr(config, s)) for s in sections},
                       sort_keys=True, default=str)
@@ -197,7 +186,7 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
              for s in symbols]
     from botopt.core._workspace import data_scope
 
-    parts = [code_tag(), data_scope(config), list(symbols), files, slot,
+    parts = [stage_tag("signals"), data_scope(config), list(symbols), files, slot,
              config.data.interval, config.data.source,
              _sections_json(config, "features", "regime", "gates", "correlation", "model"),
              _model_digest(config), cooldown_digest]
@@ -503,7 +492,7 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
 
     decided: list[Any] = []
     if candidates:
-        gkey = fingerprint(["gates", code_tag(), _sections_json(config, "gates"),
+        gkey = fingerprint(["gates", stage_tag("gates"), _sections_json(config, "gates"),
                             [dataclasses.astuple(c) for c in candidates], relevant, corr_part]
                            ) if manager.enabled else "gates"
         decided = manager.get_or_compute("gates", gkey, gate)
@@ -528,7 +517,7 @@ def _predictions(model: Any, rows: Mapping[str, Any], last_rows: Mapping[str, An
         return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
                                                                    strict=True)}
 
-    pset = f"predictions|{model.version}"
+    pset = f"predictions|{stage_tag('predictions')}|{model.version}"
     return manager.get_or_compute_many("predictions", {
         s: _digest(pset, repr(rows[s]) if manager.enabled else s) for s in syms}, predict)
 
@@ -541,13 +530,13 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     features cache does not keep, so a regime miss recomputes that symbol's features."""
     import polars as pl
 
-    from botopt.core._features import FEATURES_VERSION, compute_features
+    from botopt.core._features import compute_features
     from botopt.core._regime import detect_regime
 
     if manager.enabled:
         fps = candle_fingerprints(candles, config.data.interval)
-        fset = f"features|{code_tag()}|{FEATURES_VERSION}|{_sections_json(config, 'features')}"
-        rset = f"regime|{code_tag()}|{_sections_json(config, 'features', 'regime')}"
+        fset = f"features|{stage_tag('features')}|{_sections_json(config, 'features')}"
+        rset = f"regime|{stage_tag('regime')}|{_sections_json(config, 'features', 'regime')}"
         fkeys = {s: _digest(fset, fps[s]) for s in syms}
         rkeys = {s: _digest(rset, fps[s]) for s in syms}
     else:  # nothing is looked up: no keys to pay for

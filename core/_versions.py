@@ -1,0 +1,63 @@
+"""The one code-version scheme: a cached result's key carries a hash of the code it came from.
+
+A pipeline stage's key carries ``stage_tag(stage)``: a hash of the source of the botopt
+modules that stage runs (``STAGE_MODULES``). Editing ``_features.py`` invalidates the
+features, regimes, predictions and whole-run entries, and nothing else; a docstring edit in
+``_monitor.py`` invalidates nothing. ``tests/test_versions.py`` keeps each list complete: it
+fails when a stage's module starts importing a botopt module its list lacks.
+
+A function cached with a decorator (``cache_features`` & co.) is the user's code, not
+botopt's: its key carries ``function_tag(fn)``, a hash of that function's own code object and
+of botopt's version.
+
+Source bytes, not an AST, are hashed: reading a few files costs microseconds on the warm
+path that answers without importing polars, where parsing would cost milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_CORE = Path(__file__).parent
+
+# Module names under botopt.core, per stage. The whole run's entry depends on every stage,
+# on the candle loading and validation that feed them, and on the pipeline that joins them.
+_FEATURES = ("_features", "_config", "_symbols", "errors")
+_REGIME = (*_FEATURES, "_regime", "_vocab")
+_PREDICTIONS = (*_FEATURES, "_model", "_fs", "_vocab")
+_GATES = ("_gates", "_engines", "_regime", "_codec", "_config", "_fs", "_symbols", "_vocab",
+          "errors")
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "features": _FEATURES,
+    "regime": _REGIME,
+    "predictions": _PREDICTIONS,
+    "gates": _GATES,
+    "signals": tuple(sorted({*_REGIME, *_PREDICTIONS, *_GATES, "_pipeline", "_candles",
+                             "_correlation", "_paths", "_versions"})),
+}
+
+
+@functools.cache
+def stage_tag(stage: str) -> str:
+    """A hash of the source of the modules ``stage`` runs; changes when any of them does."""
+    h = hashlib.blake2b(digest_size=12)
+    for name in sorted(set(STAGE_MODULES[stage])):
+        h.update(name.encode() + b"\x00")
+        h.update((_CORE / f"{name}.py").read_bytes())
+    return h.hexdigest()
+
+
+def function_tag(fn: Callable[..., Any]) -> str:
+    """Changes whenever the function's code (or botopt's version) does, so an edited function
+    never serves a result computed by its old body."""
+    from importlib.metadata import version
+
+    code = getattr(fn, "__code__", None)
+    parts: list[str] = [version("botopt")]
+    if code is not None:
+        parts += [code.co_code.hex(), repr(code.co_consts), repr(code.co_names)]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

@@ -1,0 +1,70 @@
+"""The code-version scheme (core/_versions.py): each stage's key carries a hash of exactly the
+botopt modules that stage runs, so an edit elsewhere keeps the caches."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from botopt.core import _versions
+from tests.test_layers import CORE, _imports, _sources
+
+# The module each stage's computation starts from.
+ENTRY = {"features": ["_features"], "regime": ["_regime", "_features"],
+         "predictions": ["_model", "_features"], "gates": ["_gates", "_engines"],
+         "signals": ["_pipeline", "_candles", "_correlation", "_features", "_regime",
+                     "_model", "_gates", "_engines"]}
+
+
+def _closure(entries: list[str]) -> set[str]:
+    """Every core module the entries import at module level, transitively."""
+    trees = _sources(CORE)
+    graph = {name.rsplit(".", 1)[-1]: {n.rsplit(".", 1)[-1] for n in _imports(tree, True)
+                                       if n in trees and n != name}
+             for name, tree in trees.items() if name != "botopt.core"}
+    seen: set[str] = set()
+    todo = list(entries)
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += graph.get(m, set())
+    return seen
+
+
+@pytest.mark.parametrize("stage", sorted(_versions.STAGE_MODULES))
+def test_each_stage_lists_every_module_it_imports(stage):
+    missing = _closure(ENTRY[stage]) - set(_versions.STAGE_MODULES[stage])
+    assert not missing, f"add {sorted(missing)} to _versions.STAGE_MODULES[{stage!r}]"
+
+
+def test_an_edit_changes_only_the_stages_that_run_the_module(tmp_path, monkeypatch):
+    # A copy of core/ whose _regime.py gains a comment: the regime, gates (engines read the
+    # regime names) and whole-run tags move; the features and predictions tags stay.
+    copy = tmp_path / "core"
+    shutil.copytree(CORE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    stages = sorted(_versions.STAGE_MODULES)
+    before = {s: _versions.stage_tag(s) for s in stages}
+    monkeypatch.setattr(_versions, "_CORE", copy)
+    _versions.stage_tag.cache_clear()
+    try:
+        same = {s: _versions.stage_tag(s) for s in stages}
+        (copy / "_regime.py").write_text((copy / "_regime.py").read_text() + "# edited\n")
+        _versions.stage_tag.cache_clear()
+        after = {s: _versions.stage_tag(s) for s in stages}
+    finally:
+        _versions.stage_tag.cache_clear()
+    assert same == before  # the hash is of the source, not of where it lies
+    assert {s for s in stages if after[s] != before[s]} == {"regime", "gates", "signals"}
+
+
+def test_a_decorated_function_is_tagged_by_its_own_code():
+    def f(x):
+        return x + 1
+
+    def g(x):
+        return x + 2
+
+    assert _versions.function_tag(f) != _versions.function_tag(g)
+    assert _versions.function_tag(f) == _versions.function_tag(f)
