@@ -434,39 +434,23 @@ def token_problem(token: str) -> str | None:
     return None
 
 
-def load_config(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    overrides: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-) -> Config:
-    """Build the effective configuration. Raises ConfigError naming the offending key.
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (bad byte at offset {exc.start}); "
+                          "save it as UTF-8", file=str(file)) from None
+    except RecursionError:
+        raise ConfigError(f"{file}: invalid TOML: nested too deeply", file=str(file)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}", file=str(file)) from exc
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}", file=str(file)) from exc
 
-    ``overrides`` are command-line flags as {"section.key": value}; None values are ignored.
-    """
-    env = os.environ if env is None else env
-    file = find_config_file(path, env)
-    raw: dict[str, Any] = {}
-    if file is not None:
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{file}: not UTF-8 text (bad byte at offset {exc.start}); "
-                              "save it as UTF-8", file=str(file)) from None
-        except RecursionError:
-            raise ConfigError(f"{file}: invalid TOML: nested too deeply", file=str(file)) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: invalid TOML: {exc}", file=str(file)) from exc
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot read: {exc.strerror}", file=str(file)) from exc
 
-    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    sources: dict[str, str] = {}
-    for sec_name, sec_cls in SECTIONS.items():
-        for f in dataclasses.fields(sec_cls):
-            sources[f"{sec_name}.{f.name}"] = "default"
-
-    for sec_name, sec_val in raw.items():
+def _apply_file(file: Path, values: dict[str, dict[str, Any]], sources: dict[str, str]) -> None:
+    """The file's layer: every section and key known, every value of its key's type."""
+    for sec_name, sec_val in _read_toml(file).items():
         if sec_name not in SECTIONS:
             raise ConfigError(f"{file}: unknown section [{sec_name}]; "
                               f"known: {', '.join(SECTIONS)}", file=str(file), key=sec_name)
@@ -482,6 +466,27 @@ def load_config(
                                   file=str(file), key=full)
             values[sec_name][key] = _coerce(val, hints[key], full, f"file {file}", False)
             sources[full] = f"file:{file}"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the effective configuration. Raises ConfigError naming the offending key.
+
+    ``overrides`` are command-line flags as {"section.key": value}; None values are ignored.
+    """
+    env = os.environ if env is None else env
+    file = find_config_file(path, env)
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    sources: dict[str, str] = {}
+    for sec_name, sec_cls in SECTIONS.items():
+        for f in dataclasses.fields(sec_cls):
+            sources[f"{sec_name}.{f.name}"] = "default"
+    if file is not None:
+        _apply_file(file, values, sources)
 
     for sec_name, sec_cls in SECTIONS.items():
         hints = typing.get_type_hints(sec_cls)
