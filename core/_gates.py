@@ -13,7 +13,7 @@ later on the same candle must give the same answer, not "cooldown").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -102,51 +102,67 @@ def evaluate_gates(
     decisions: dict[int, GateDecision] = {}
     for i in order:
         c = candidates[i]
-        reasons: list[str] = []
-        if c.direction == Direction.FLAT:
-            reasons.append("no directional signal")
-        if c.strength < config.min_strength:
-            reasons.append(_below("strength", c.strength, config.min_strength))
-        # Judged on the probability of the signal's own direction (p_dir); a flat signal
-        # has no direction to be probable, and is blocked above already.
-        p = directional_probability(c.probability, c.direction)
-        if c.direction == Direction.FLAT:
-            pass
-        elif p is None:
-            reasons.append("no model probability")
-        elif p < config.min_probability:
-            reasons.append(_below("p_dir", p, config.min_probability))
-        if config.block_high_vol and c.regime == Regime.HIGH_VOL:
-            reasons.append("regime HIGH_VOL")
-        if c.volume_z is None or math.isnan(c.volume_z):
-            reasons.append("no volume z-score")
-        elif c.volume_z < config.min_volume_z:
-            reasons.append(_below("volume z", c.volume_z, config.min_volume_z))
-        for r in history:
-            if (r.symbol == c.symbol and r.direction == c.direction
-                    and c.candle_time - cooldown < r.candle_time < c.candle_time):
-                reasons.append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
-                break
+        reasons = _threshold_reasons(c, config)
+        reasons += _cooldown_reason(c, history, cooldown)
         if correlation is not None and c.symbol in index:
-            matrix = correlation[1]
-            active = [(r.symbol, r.candle_time) for r in history
+            active = [r.symbol for r in history
                       if r.direction == c.direction and r.symbol != c.symbol
                       and c.candle_time - cooldown < r.candle_time <= c.candle_time]
-            active += [(o.symbol, o.candle_time) for o in passed_now
-                       if o.direction == c.direction]
-            for other, _ in active:
-                j = index.get(other)
-                if j is None:
-                    continue
-                rho = float(matrix[index[c.symbol], j])
-                if not math.isnan(rho) and rho > config.correlation_threshold:
-                    reasons.append(f"correlated {rho:.2f} with active {other} {c.direction}")
-                    break
+            active += [o.symbol for o in passed_now if o.direction == c.direction]
+            reasons += _correlation_reason(c, active, index, correlation[1],
+                                           config.correlation_threshold)
         decision = GateDecision(passed=not reasons, reasons=tuple(reasons))
         if decision.passed:
             passed_now.append(c)
         decisions[i] = decision
     return [decisions[i] for i in range(len(candidates))]
+
+
+def _threshold_reasons(c: GateInput, config: GatesConfig) -> list[str]:
+    """The gates that read the candidate alone: direction, strength, p_dir, regime, volume."""
+    reasons: list[str] = []
+    if c.direction == Direction.FLAT:
+        reasons.append("no directional signal")
+    if c.strength < config.min_strength:
+        reasons.append(_below("strength", c.strength, config.min_strength))
+    # Judged on the probability of the signal's own direction (p_dir); a flat signal
+    # has no direction to be probable, and is blocked above already.
+    p = directional_probability(c.probability, c.direction)
+    if c.direction == Direction.FLAT:
+        pass
+    elif p is None:
+        reasons.append("no model probability")
+    elif p < config.min_probability:
+        reasons.append(_below("p_dir", p, config.min_probability))
+    if config.block_high_vol and c.regime == Regime.HIGH_VOL:
+        reasons.append("regime HIGH_VOL")
+    if c.volume_z is None or math.isnan(c.volume_z):
+        reasons.append("no volume z-score")
+    elif c.volume_z < config.min_volume_z:
+        reasons.append(_below("volume z", c.volume_z, config.min_volume_z))
+    return reasons
+
+
+def _cooldown_reason(c: GateInput, history: Sequence[CooldownRecord],
+                     cooldown: timedelta) -> list[str]:
+    for r in history:
+        if (r.symbol == c.symbol and r.direction == c.direction
+                and c.candle_time - cooldown < r.candle_time < c.candle_time):
+            return [f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}"]
+    return []
+
+
+def _correlation_reason(c: GateInput, active: Sequence[str], index: Mapping[str, int],
+                        matrix: Any, threshold: float) -> list[str]:
+    """The first active same-direction symbol correlated above the threshold, if any."""
+    for other in active:
+        j = index.get(other)
+        if j is None:
+            continue
+        rho = float(matrix[index[c.symbol], j])
+        if not math.isnan(rho) and rho > threshold:
+            return [f"correlated {rho:.2f} with active {other} {c.direction}"]
+    return []
 
 
 class CooldownStore:
