@@ -27,6 +27,7 @@ from botopt.core._config import BinanceConfig, interval_ms
 from botopt.core._fs import atomic_write_json, read_json
 from botopt.core._symbols import binance_symbol
 from botopt.core.errors import (
+    BotoptError,
     ConfigError,
     DataError,
     NetworkError,
@@ -211,22 +212,7 @@ class BinanceClient:
                 waited += self._backoff(attempt, waited)
                 attempt += 1
                 continue
-            if code == -1121:
-                raise UnknownSymbolError(f"symbol {sym} is not listed on Binance "
-                                         "(-1121 Invalid symbol.)", symbol=sym,
-                                         source="binance")
-            if code == -1120:
-                raise UsageError(f"interval {params.get('interval')} refused by Binance "
-                                 "(-1120 Invalid interval.)")
-            if resp.status_code == 451:
-                raise ConfigError(f"Binance refuses requests from this location ({what}); set "
-                                  "binance.api_url (BOTOPT_BINANCE_API_URL) to an endpoint "
-                                  "you may use", key="binance.api_url", source="binance")
-            if resp.status_code == 403:
-                raise NetworkError(f"Binance's firewall refused the request for {sym} ({what})"
-                                   "; try again later", symbol=sym, source="binance")
-            raise DataError(f"Binance refused {path.rsplit('/', 1)[-1]} for {sym} ({what})",
-                            symbol=sym, source="binance")
+            raise _refusal(resp.status_code, code, what, path, params, sym)
 
     # -- a ban outlives the run that got it -----------------------------------------------
 
@@ -348,6 +334,26 @@ def _rows(resp: Any, sym: str) -> list[list[Any]]:
         raise DataError(f"Binance klines for {sym}: expected a list of rows, got "
                         f"{str(rows)[:80]}", symbol=sym, source="binance")
     return rows
+
+
+def _refusal(status: int, code: int | None, what: str, path: str, params: dict[str, Any],
+             sym: str) -> BotoptError:
+    """The error for an answer that retrying cannot change (a 4xx other than 429/418)."""
+    if code == -1121:
+        return UnknownSymbolError(f"symbol {sym} is not listed on Binance "
+                                  "(-1121 Invalid symbol.)", symbol=sym, source="binance")
+    if code == -1120:
+        return UsageError(f"interval {params.get('interval')} refused by Binance "
+                          "(-1120 Invalid interval.)", source="binance")
+    if status == 451:
+        return ConfigError(f"Binance refuses requests from this location ({what}); set "
+                           "binance.api_url (BOTOPT_BINANCE_API_URL) to an endpoint "
+                           "you may use", key="binance.api_url", source="binance")
+    if status == 403:
+        return NetworkError(f"Binance's firewall refused the request for {sym} ({what})"
+                            "; try again later", symbol=sym, source="binance")
+    return DataError(f"Binance refused {path.rsplit('/', 1)[-1]} for {sym} ({what})",
+                     symbol=sym, source="binance")
 
 
 def _error_body(resp: Any) -> tuple[int | None, str]:
