@@ -369,9 +369,8 @@ def run_monitor(config: Config, *, once: bool = False, clock: Callable[[], float
         lock.release()
 
 
-def _serve(mon: Monitor, external_stop: threading.Event | None,
-           ready: threading.Event | None) -> MonitorResult:
-    path = socket_path(mon.dir)
+def _bind_wakeup_socket(path: Path) -> socket.socket:
+    """The datagram socket emitters poke; a stale one from a killed monitor is replaced."""
     try:
         path.unlink()
     except FileNotFoundError:
@@ -380,6 +379,22 @@ def _serve(mon: Monitor, external_stop: threading.Event | None,
     sock.bind(str(path))
     os.chmod(path, 0o600)
     sock.setblocking(False)
+    return sock
+
+
+def _drain(sock: socket.socket) -> None:
+    # Many pokes are one wake-up: the events themselves are read from the log.
+    try:
+        while True:
+            sock.recv(64)
+    except BlockingIOError:
+        pass
+
+
+def _serve(mon: Monitor, external_stop: threading.Event | None,
+           ready: threading.Event | None) -> MonitorResult:
+    path = socket_path(mon.dir)
+    sock = _bind_wakeup_socket(path)
     stop = external_stop or threading.Event()
     wake_r, wake_w = os.pipe()  # the signal handler's way to interrupt select at once
     os.set_blocking(wake_w, False)
@@ -411,11 +426,7 @@ def _serve(mon: Monitor, external_stop: threading.Event | None,
                 break
             if sock.fileno() in readable:
                 mon.result.wakeups += 1
-                try:
-                    while True:
-                        sock.recv(64)
-                except BlockingIOError:
-                    pass
+                _drain(sock)
                 mon.handle_pending()
                 mon.commit()
             if mon.checks_due():
