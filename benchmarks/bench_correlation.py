@@ -62,7 +62,7 @@ def _diff(a: Any, b: Any) -> float:
 def run(quick: bool = False) -> list[Row]:
     import numpy as np
 
-    from botopt.core._correlation import RollingCorrelation
+    from botopt.core.signals._correlation import RollingCorrelation
 
     window = 500
     rows: list[Row] = []

@@ -11,9 +11,9 @@ from botopt.benchmarks._common import Row, best_time, main, synthetic_candles
 def run(quick: bool = False) -> list[Row]:
     import random
 
-    from botopt.core._engines import AlphaEngineCoordinator
-    from botopt.core._features import compute_features
-    from botopt.core._regime import REGIMES
+    from botopt.core.signals._engines import AlphaEngineCoordinator
+    from botopt.core.signals._features import compute_features
+    from botopt.core.signals._regime import REGIMES
 
     rows = []
     coord = AlphaEngineCoordinator()

@@ -26,7 +26,7 @@ def run(quick: bool = False) -> list[Row]:
     import numpy as np
     import polars as pl
 
-    from botopt.core._features import compute_features
+    from botopt.core.signals._features import compute_features
 
     try:
         import talib  # noqa: F401

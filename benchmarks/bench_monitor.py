@@ -24,9 +24,9 @@ SCALE = 0.01
 
 
 def _simulate(mode: str, minutes: int) -> dict[str, Any]:
-    from botopt.core._config import load_config
-    from botopt.core._events import emit
-    from botopt.core._monitor import Monitor, run_monitor
+    from botopt.core.base._config import load_config
+    from botopt.core.state._events import emit
+    from botopt.core.watch._monitor import Monitor, run_monitor
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(overrides={"cache.dir": tmp, "monitor.check_interval": 30 * SCALE,
@@ -89,9 +89,9 @@ def _simulate(mode: str, minutes: int) -> dict[str, Any]:
 def _stall(mode: str) -> float:
     """Simulated seconds from the moment a stall becomes due (last run + stale_after) to the
     "bot stalled" alert."""
-    from botopt.core._config import load_config
-    from botopt.core._events import emit
-    from botopt.core._monitor import Monitor, run_monitor
+    from botopt.core.base._config import load_config
+    from botopt.core.state._events import emit
+    from botopt.core.watch._monitor import Monitor, run_monitor
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(overrides={"cache.dir": tmp, "monitor.check_interval": 30 * SCALE,
@@ -137,8 +137,8 @@ def _per_event(n: int) -> float:
     """Seconds per event for one round handling ``n`` failure events (linear: constant)."""
     import json
 
-    from botopt.core._config import load_config
-    from botopt.core._monitor import Monitor
+    from botopt.core.base._config import load_config
+    from botopt.core.watch._monitor import Monitor
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(overrides={"cache.dir": tmp})

@@ -19,8 +19,8 @@ TOKEN = "123456789:AAbenchbenchbenchbenchbenchbench"
 
 def _send_all(batch_size: int, n: int) -> tuple[int, int, set[int], float]:
     from botopt.benchmarks.fake_telegram import FakeTelegram, VirtualClock
-    from botopt.core._config import load_config
-    from botopt.core._notify import enqueue, flush_notifications, queue_stats
+    from botopt.core.base._config import load_config
+    from botopt.core.delivery._notify import enqueue, flush_notifications, queue_stats
 
     clock = VirtualClock()
     server = FakeTelegram(token=TOKEN, clock=clock.time).start()

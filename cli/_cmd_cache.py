@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         """Hits, misses, hit rate, entries, size, life and time saved per cache."""
         # Deliberately light: no polars or numpy on this path (cron runs it every minute).
         from botopt.core import Workspace, get_cache_stats
-        from botopt.core._cache import describe_life, effective_lives
+        from botopt.core.state._cache import describe_life, effective_lives
 
         state = get_state(ctx)
         cfg = state.config()

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True)
-        from botopt.core._paths import cache_dir_for
+        from botopt.core.state._paths import cache_dir_for
 
         # The cache directory in use, not "None": it is where queues and state live.
         rows = [(k, str(cache_dir_for(cfg)), f"{src} (platform cache directory)")

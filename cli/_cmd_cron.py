@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print a crontab for this install (absolute paths, log directory, flock)."""
         from botopt.core import crontab, parse_symbols, systemd_unit
-        from botopt.core._cron import default_log_dir, make_log_dir
+        from botopt.core.watch._cron import default_log_dir, make_log_dir
 
         state = get_state(ctx)
         cfg = state.config()

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Signals that passed, regime changes, flushes and failures, from the event log."""
         from botopt.core import history as read_history
-        from botopt.core._history import iso_time, now, parse_since, parse_types
+        from botopt.core.watch._history import iso_time, now, parse_since, parse_types
 
         state = get_state(ctx)
         t0 = parse_since(since, now())

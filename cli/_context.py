@@ -72,8 +72,8 @@ class AppState:
         cfg = self._configs.get(key)
         if cfg is None:
             from botopt.core import Workspace
-            from botopt.core._redact import register_secret
-            from botopt.core._workspace import set_default_root
+            from botopt.core.base._redact import register_secret
+            from botopt.core.state._workspace import set_default_root
 
             cfg = load_config(self.config_path, overrides=flags)
             self._configs[key] = cfg

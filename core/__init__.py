@@ -24,60 +24,60 @@ _EXPORTS: dict[str, str] = {
     "TelegramConfigError": "botopt.core.errors",
     "UnknownSymbolError": "botopt.core.errors",
     "UsageError": "botopt.core.errors",
-    "Config": "botopt.core._config",
-    "load_config": "botopt.core._config",
-    "INTERVALS": "botopt.core._config",
-    "interval_ms": "botopt.core._config",
-    "config_items": "botopt.core._config",
-    "write_starter_config": "botopt.core._config",
-    "DataStatus": "botopt.core._vocab",
-    "Direction": "botopt.core._vocab",
-    "EventType": "botopt.core._vocab",
-    "NotificationType": "botopt.core._vocab",
-    "Regime": "botopt.core._vocab",
-    "TelegramOutcome": "botopt.core._vocab",
-    "load_candles": "botopt.core._candles",
-    "validate_candles": "botopt.core._candles",
-    "parse_symbols": "botopt.core._candles",
-    "parse_as_of": "botopt.core._candles",
-    "BinanceClient": "botopt.core._binance",
-    "fetch_to_store": "botopt.core._store",
-    "plan_fetch": "botopt.core._store",
-    "compute_features": "botopt.core._features",
-    "detect_regime": "botopt.core._regime",
-    "AlphaEngineCoordinator": "botopt.core._engines",
-    "Signal": "botopt.core._engines",
-    "cached": "botopt.core._cache",
-    "cache_features": "botopt.core._cache",
-    "cache_predictions": "botopt.core._cache",
-    "cache_regime": "botopt.core._cache",
-    "cache_gate": "botopt.core._cache",
-    "get_cache_stats": "botopt.core._cache",
-    "clear_cache": "botopt.core._cache",
-    "RollingCorrelation": "botopt.core._correlation",
-    "batch_notify": "botopt.core._notify",
-    "flush_notifications": "botopt.core._notify",
-    "enqueue": "botopt.core._notify",
-    "pending_notifications": "botopt.core._notify",
-    "dead_letters": "botopt.core._notify",
-    "retry_dead_letter": "botopt.core._notify",
-    "drop_dead_letter": "botopt.core._notify",
-    "emit": "botopt.core._events",
-    "run_events": "botopt.core._events",
-    "run_monitor": "botopt.core._monitor",
-    "get_status": "botopt.core._monitor",
-    "run_signals": "botopt.core._pipeline",
-    "is_live": "botopt.core._pipeline",
-    "SignalsResult": "botopt.core._pipeline",
-    "update_correlation": "botopt.core._correlation",
-    "history": "botopt.core._history",
-    "train_and_save": "botopt.core._model_train",
-    "crontab": "botopt.core._cron",
-    "systemd_unit": "botopt.core._cron",
-    "Check": "botopt.core._doctor",
-    "run_checks": "botopt.core._doctor",
-    "sample_clock": "botopt.core._candles",
-    "Workspace": "botopt.core._workspace",
+    "Config": "botopt.core.base._config",
+    "load_config": "botopt.core.base._config",
+    "INTERVALS": "botopt.core.base._config",
+    "interval_ms": "botopt.core.base._config",
+    "config_items": "botopt.core.base._config",
+    "write_starter_config": "botopt.core.base._config",
+    "DataStatus": "botopt.core.base._vocab",
+    "Direction": "botopt.core.base._vocab",
+    "EventType": "botopt.core.base._vocab",
+    "NotificationType": "botopt.core.base._vocab",
+    "Regime": "botopt.core.base._vocab",
+    "TelegramOutcome": "botopt.core.base._vocab",
+    "load_candles": "botopt.core.data._candles",
+    "validate_candles": "botopt.core.data._candles",
+    "parse_symbols": "botopt.core.data._candles",
+    "parse_as_of": "botopt.core.data._candles",
+    "BinanceClient": "botopt.core.data._binance",
+    "fetch_to_store": "botopt.core.data._store",
+    "plan_fetch": "botopt.core.data._store",
+    "compute_features": "botopt.core.signals._features",
+    "detect_regime": "botopt.core.signals._regime",
+    "AlphaEngineCoordinator": "botopt.core.signals._engines",
+    "Signal": "botopt.core.signals._engines",
+    "cached": "botopt.core.state._cache",
+    "cache_features": "botopt.core.state._cache",
+    "cache_predictions": "botopt.core.state._cache",
+    "cache_regime": "botopt.core.state._cache",
+    "cache_gate": "botopt.core.state._cache",
+    "get_cache_stats": "botopt.core.state._cache",
+    "clear_cache": "botopt.core.state._cache",
+    "RollingCorrelation": "botopt.core.signals._correlation",
+    "batch_notify": "botopt.core.delivery._notify",
+    "flush_notifications": "botopt.core.delivery._notify",
+    "enqueue": "botopt.core.delivery._notify",
+    "pending_notifications": "botopt.core.delivery._notify",
+    "dead_letters": "botopt.core.delivery._notify",
+    "retry_dead_letter": "botopt.core.delivery._notify",
+    "drop_dead_letter": "botopt.core.delivery._notify",
+    "emit": "botopt.core.state._events",
+    "run_events": "botopt.core.state._events",
+    "run_monitor": "botopt.core.watch._monitor",
+    "get_status": "botopt.core.watch._monitor",
+    "run_signals": "botopt.core.signals._pipeline",
+    "is_live": "botopt.core.signals._pipeline",
+    "SignalsResult": "botopt.core.signals._pipeline",
+    "update_correlation": "botopt.core.signals._correlation",
+    "history": "botopt.core.watch._history",
+    "train_and_save": "botopt.core.signals._model_train",
+    "crontab": "botopt.core.watch._cron",
+    "systemd_unit": "botopt.core.watch._cron",
+    "Check": "botopt.core.watch._doctor",
+    "run_checks": "botopt.core.watch._doctor",
+    "sample_clock": "botopt.core.data._candles",
+    "Workspace": "botopt.core.state._workspace",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -97,24 +97,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays lazy)
-    from botopt.core._binance import BinanceClient  # noqa: F401
-    from botopt.core._cache import (  # noqa: F401
-        cache_features,
-        cache_gate,
-        cache_predictions,
-        cache_regime,
-        cached,
-        clear_cache,
-        get_cache_stats,
-    )
-    from botopt.core._candles import (  # noqa: F401
-        load_candles,
-        parse_as_of,
-        parse_symbols,
-        sample_clock,
-        validate_candles,
-    )
-    from botopt.core._config import (  # noqa: F401
+    from botopt.core.base._config import (  # noqa: F401
         INTERVALS,
         Config,
         config_items,
@@ -122,16 +105,24 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         load_config,
         write_starter_config,
     )
-    from botopt.core._correlation import RollingCorrelation, update_correlation  # noqa: F401
-    from botopt.core._cron import crontab, systemd_unit  # noqa: F401
-    from botopt.core._doctor import Check, run_checks  # noqa: F401
-    from botopt.core._engines import AlphaEngineCoordinator, Signal  # noqa: F401
-    from botopt.core._events import emit, run_events  # noqa: F401
-    from botopt.core._features import compute_features  # noqa: F401
-    from botopt.core._history import history  # noqa: F401
-    from botopt.core._model_train import train_and_save  # noqa: F401
-    from botopt.core._monitor import get_status, run_monitor  # noqa: F401
-    from botopt.core._notify import (  # noqa: F401
+    from botopt.core.base._vocab import (  # noqa: F401
+        DataStatus,
+        Direction,
+        EventType,
+        NotificationType,
+        Regime,
+        TelegramOutcome,
+    )
+    from botopt.core.data._binance import BinanceClient  # noqa: F401
+    from botopt.core.data._candles import (  # noqa: F401
+        load_candles,
+        parse_as_of,
+        parse_symbols,
+        sample_clock,
+        validate_candles,
+    )
+    from botopt.core.data._store import fetch_to_store, plan_fetch  # noqa: F401
+    from botopt.core.delivery._notify import (  # noqa: F401
         batch_notify,
         dead_letters,
         drop_dead_letter,
@@ -140,18 +131,6 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         pending_notifications,
         retry_dead_letter,
     )
-    from botopt.core._pipeline import SignalsResult, is_live, run_signals  # noqa: F401
-    from botopt.core._regime import detect_regime  # noqa: F401
-    from botopt.core._store import fetch_to_store, plan_fetch  # noqa: F401
-    from botopt.core._vocab import (  # noqa: F401
-        DataStatus,
-        Direction,
-        EventType,
-        NotificationType,
-        Regime,
-        TelegramOutcome,
-    )
-    from botopt.core._workspace import Workspace  # noqa: F401
     from botopt.core.errors import (  # noqa: F401
         BotoptError,
         CacheDirUnsafeError,
@@ -166,3 +145,24 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         UnknownSymbolError,
         UsageError,
     )
+    from botopt.core.signals._correlation import RollingCorrelation, update_correlation  # noqa: F401
+    from botopt.core.signals._engines import AlphaEngineCoordinator, Signal  # noqa: F401
+    from botopt.core.signals._features import compute_features  # noqa: F401
+    from botopt.core.signals._model_train import train_and_save  # noqa: F401
+    from botopt.core.signals._pipeline import SignalsResult, is_live, run_signals  # noqa: F401
+    from botopt.core.signals._regime import detect_regime  # noqa: F401
+    from botopt.core.state._cache import (  # noqa: F401
+        cache_features,
+        cache_gate,
+        cache_predictions,
+        cache_regime,
+        cached,
+        clear_cache,
+        get_cache_stats,
+    )
+    from botopt.core.state._events import emit, run_events  # noqa: F401
+    from botopt.core.state._workspace import Workspace  # noqa: F401
+    from botopt.core.watch._cron import crontab, systemd_unit  # noqa: F401
+    from botopt.core.watch._doctor import Check, run_checks  # noqa: F401
+    from botopt.core.watch._history import history  # noqa: F401
+    from botopt.core.watch._monitor import get_status, run_monitor  # noqa: F401

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import BinanceClient
-from botopt.core._config import BinanceConfig
+from botopt.core.base._config import BinanceConfig
 from botopt.core.errors import (
     ConfigError,
     DataError,

@@ -26,10 +26,10 @@ from botopt.core import (
     cached,
     get_cache_stats,
 )
-from botopt.core._cache import _HEADER, MISS, CacheManager, get_manager
-from botopt.core._codec import Unencodable, decode, encode, fingerprint
-from botopt.core._engines import Signal
-from botopt.core._workspace import set_default_root
+from botopt.core.base._codec import Unencodable, decode, encode, fingerprint
+from botopt.core.signals._engines import Signal
+from botopt.core.state._cache import _HEADER, MISS, CacheManager, get_manager
+from botopt.core.state._workspace import set_default_root
 
 KEY_K = "features\x1fk"  # how the store keys entry "k" of cache "features"
 
@@ -299,7 +299,7 @@ def test_full_database_degrades_and_is_never_moved_aside(cache_dir, caplog):
 def test_one_write_transaction_per_run(tmp_path):
     """Every entry of a run and its statistics are committed together."""
     from botopt.core import load_config
-    from botopt.core._pipeline import run_signals
+    from botopt.core.signals._pipeline import run_signals
 
     cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")})
     mgr = CacheManager.from_config(cfg)
@@ -350,7 +350,7 @@ def test_new_cache_dir_is_private(tmp_path):
 WORKER = r"""
 import sys, time
 from pathlib import Path
-from botopt.core._cache import CacheManager
+from botopt.core.state._cache import CacheManager
 mgr = CacheManager(root=Path(sys.argv[1]))
 n = int(sys.argv[2])
 for i in range(200):
@@ -508,7 +508,7 @@ def test_config_show_prints_each_cache_life(tmp_path):
 def test_default_root_for_config_less_entry_points(tmp_path, monkeypatch):
     """The documented order: what the CLI set, else $BOTOPT_CACHE_DIR, else the platform's
     user cache directory."""
-    from botopt.core._workspace import default_root, set_default_root
+    from botopt.core.state._workspace import default_root, set_default_root
 
     set_default_root(None)
     try:

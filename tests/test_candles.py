@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import load_candles, load_config, parse_as_of, parse_symbols
-from botopt.core._config import interval_ms
+from botopt.core.base._config import interval_ms
 from botopt.core.errors import ConfigError, DataError, UnknownSymbolError, UsageError
 
 runner = CliRunner()

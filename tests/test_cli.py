@@ -80,7 +80,7 @@ def test_bug_is_one_line_without_traceback_unless_debug(monkeypatch):
 
 
 def test_botopt_errors_map_to_exit_codes_and_redact_secrets():
-    from botopt.core._redact import register_secret
+    from botopt.core.base._redact import register_secret
     from botopt.core.errors import ConfigError, DataError, TelegramConfigError
 
     register_secret("987654321:SECRETSECRETSECRETSECRET")

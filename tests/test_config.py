@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
-from botopt.core._config import STARTER_CONFIG, Config, load_config
+from botopt.core.base._config import STARTER_CONFIG, Config, load_config
 from botopt.core.errors import ConfigError
 
 runner = CliRunner()
@@ -141,7 +141,7 @@ def test_no_config_notice_once_on_stderr():
 ])
 def test_token_shape_checked_at_load_naming_key_and_origin_never_the_value(
         tmp_path, monkeypatch, value, problem):
-    from botopt.core._config import token_problem
+    from botopt.core.base._config import token_problem
 
     assert problem in (token_problem(value) or "")
     monkeypatch.setenv("BOTOPT_TELEGRAM_TOKEN", value)

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
-from botopt.core import RollingCorrelation, _fs, load_candles, load_config
-from botopt.core._correlation import aligned_window, update_correlation
+from botopt.core import RollingCorrelation, load_candles, load_config
+from botopt.core.base import _fs
+from botopt.core.signals._correlation import aligned_window, update_correlation
 
 runner = CliRunner()
 STEP = 300_000

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from botopt.core import load_config
-from botopt.core._events import events_dir, read_events
-from botopt.core._notify import (
+from botopt.core.delivery._notify import (
     DEAD_AFTER,
     dead_letters,
     enqueue,
@@ -27,7 +26,8 @@ from botopt.core._notify import (
     pending_notifications,
     queue_stats,
 )
-from botopt.core._telegram import RETRY_AFTER_MAX
+from botopt.core.delivery._telegram import RETRY_AFTER_MAX
+from botopt.core.state._events import events_dir, read_events
 from tests.fakes.telegram_server import FakeTelegram, VirtualClock
 
 ROOT = Path(__file__).resolve().parents[1]

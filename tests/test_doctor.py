@@ -119,8 +119,8 @@ def test_binance_source_is_checked_without_breaking_a_ban(setup):
     cfg.write_text(cfg.read_text().replace('source = "local"', 'source = "binance"'))
     code, checks = doctor(base)
     assert checks["data"]["ok"] and "Binance answers" in checks["data"]["message"]
-    from botopt.core._binance import BinanceClient
-    from botopt.core._config import load_config
+    from botopt.core.base._config import load_config
+    from botopt.core.data._binance import BinanceClient
 
     # a ban an earlier fetch remembered, written where fetch writes it
     client = BinanceClient(load_config(cfg).binance, state_dir=tmp_path / "cache" / "binance")

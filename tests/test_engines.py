@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from botopt.core import AlphaEngineCoordinator, Signal, compute_features, load_candles, load_config
-from botopt.core._engines import ENGINES, best_signal
-from botopt.core._regime import REGIMES
 from botopt.core.errors import UsageError
+from botopt.core.signals._engines import ENGINES, best_signal
+from botopt.core.signals._regime import REGIMES
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
 

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from botopt.core import compute_features, load_candles, load_config
-from botopt.core._config import FeaturesConfig
-from botopt.core._features import feature_columns
+from botopt.core.base._config import FeaturesConfig
+from botopt.core.signals._features import feature_columns
 
 talib = pytest.importorskip("talib", reason="TA-Lib (the reference) is a test dependency")
 

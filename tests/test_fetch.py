@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import fetch_to_store
-from botopt.core._config import load_config
-from botopt.core._store import plan_fetch, store_path
+from botopt.core.base._config import load_config
+from botopt.core.data._store import plan_fetch, store_path
 from botopt.core.errors import ConfigError, DataError, UnknownSymbolError, UsageError
 from tests.fakes.binance_server import FakeBinance, rows_from_frame
 

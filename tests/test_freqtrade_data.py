@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import load_candles, load_config, parse_symbols
-from botopt.core._candles import (
+from botopt.core.data._candles import (
     candle_file_stem,
     classify_data_file,
     find_candle_file,

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
-from botopt.core._config import SECTIONS
+from botopt.core.base._config import SECTIONS
 from tests.fakes.telegram_server import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[1]

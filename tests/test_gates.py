@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from botopt.core._config import GatesConfig
-from botopt.core._gates import CooldownRecord, CooldownStore, GateInput, evaluate_gates
+from botopt.core.base._config import GatesConfig
+from botopt.core.signals._gates import CooldownRecord, CooldownStore, GateInput, evaluate_gates
 
 T = datetime(2026, 9, 20, 12, 0, tzinfo=timezone.utc)
 CFG = GatesConfig(min_strength=0.3, min_probability=0.55, block_high_vol=True,
@@ -86,7 +86,7 @@ WRITER = r"""
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from botopt.core._gates import CooldownRecord, CooldownStore
+from botopt.core.signals._gates import CooldownRecord, CooldownStore
 store = CooldownStore(Path(sys.argv[1]))
 base = datetime(2026, 9, 20, tzinfo=timezone.utc)
 for i in range(30):

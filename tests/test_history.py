@@ -29,7 +29,7 @@ def test_history_of_real_runs_filtered_by_type_and_since(tmp_path):
             assert res.exit_code == 0, res.stderr
         passed = [(s["symbol"], s["direction"]) for s in json.loads(res.stdout)["signals"]
                   if s["gate"]["passed"]]
-        from botopt.core._candles import _sample_dir
+        from botopt.core.data._candles import _sample_dir
 
         live = [*base, "signals", "--data-dir", str(_sample_dir()), "-s", "NOPEUSDT"]
         assert runner.invoke(app, live, env=env).exit_code == 2

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import compute_features, load_candles, load_config
-from botopt.core._config import ModelConfig
-from botopt.core._model import LogisticModel, load_model, train_model, training_set
+from botopt.core.base._config import ModelConfig
 from botopt.core.errors import ModelError
+from botopt.core.signals._model import LogisticModel, load_model, train_model, training_set
 
 runner = CliRunner()
 

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import load_config
-from botopt.core._events import emit, events_dir, read_events, run_events
-from botopt.core._monitor import Monitor, get_status, run_monitor
-from botopt.core._notify import pending_notifications
+from botopt.core.delivery._notify import pending_notifications
+from botopt.core.state._events import emit, events_dir, read_events, run_events
+from botopt.core.watch._monitor import Monitor, get_status, run_monitor
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def test_emit_never_raises_and_stays_fast(tmp_path):
 
 
 def test_concurrent_emitters_never_tear_lines(tmp_path):
-    code = ("import sys\nfrom pathlib import Path\nfrom botopt.core._events import emit\n"
+    code = ("import sys\nfrom pathlib import Path\nfrom botopt.core.state._events import emit\n"
             "for i in range(300):\n    emit('signal_passed', _root=Path(sys.argv[1]), "
             "i=i, pad='z' * 500)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)]) for _ in range(4)]
@@ -95,7 +95,7 @@ def test_stale_alert_once_and_rearmed(cfg):
 
 
 def test_stuck_queue_and_failure_summary(cfg):
-    from botopt.core._notify import enqueue
+    from botopt.core.delivery._notify import enqueue
 
     enqueue(cfg, [{"type": "signal", "data": {"symbol": "X"}}], now=0.0)
     now = [10_000.0]
@@ -134,7 +134,7 @@ def test_event_from_another_process_wakes_the_monitor(tmp_path):
         assert ready.wait(10)
         subprocess.run([sys.executable, "-c",
                         "import sys\nfrom pathlib import Path\n"
-                        "from botopt.core._events import emit\n"
+                        "from botopt.core.state._events import emit\n"
                         "emit('run_failed', _root=Path(sys.argv[1]), command='signals', "
                         "error='boom')\n", str(root(cfg))], check=True)
         assert wait_until(lambda: handled, timeout=30)
@@ -148,7 +148,7 @@ def test_two_monitors_never_double_handle(cfg):
     for i in range(50):
         emit("run_failed", _root=root(cfg), command="signals", error=f"e{i}")
     code = ("import sys\nfrom botopt.core import load_config\n"
-            "from botopt.core._monitor import run_monitor\n"
+            "from botopt.core.watch._monitor import run_monitor\n"
             "cfg = load_config(overrides={'cache.dir': sys.argv[1]})\n"
             "r = run_monitor(cfg, once=True)\nprint(r.events_handled, r.busy)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(root(cfg))],
@@ -187,7 +187,7 @@ def test_status_and_monitor_cli(cfg):
 
 
 def test_signals_run_emits_events(tmp_path):
-    from botopt.core._candles import _sample_dir
+    from botopt.core.data._candles import _sample_dir
 
     c = tmp_path / "c"
     live = ["--cache-dir", str(c), "signals", "--data-dir", str(_sample_dir())]
@@ -221,7 +221,7 @@ def test_event_log_is_pruned_by_size(cfg):
 # -- deadlines, quiet events, scale -----------------------------------------------------------
 
 def test_checks_are_scheduled_for_the_next_deadline_that_matters(cfg):
-    from botopt.core._notify import enqueue
+    from botopt.core.delivery._notify import enqueue
 
     now = [50_000.0]
     sent: list = []
@@ -253,7 +253,7 @@ def test_checks_are_scheduled_for_the_next_deadline_that_matters(cfg):
 def test_routine_events_do_not_wake_the_monitor(tmp_path):
     import socket as socketlib
 
-    from botopt.core._events import socket_path
+    from botopt.core.state._events import socket_path
 
     directory = events_dir(tmp_path)
     directory.mkdir(parents=True)

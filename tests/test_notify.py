@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import batch_notify, load_config
-from botopt.core._notify import enqueue, flush_notifications, queue_stats
-from botopt.core._notify_format import MAX_LEN, render_batch, telegram_length
-from botopt.core._workspace import set_default_root
+from botopt.core.delivery._notify import enqueue, flush_notifications, queue_stats
+from botopt.core.delivery._notify_format import MAX_LEN, render_batch, telegram_length
 from botopt.core.errors import TelegramConfigError, UsageError
+from botopt.core.state._workspace import set_default_root
 from tests.fakes.telegram_server import FakeTelegram, VirtualClock, parse_entities
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,7 +229,7 @@ def test_two_flushes_at_once_never_double_send(tmp_path, fake, vclock):
 FLUSHER = r"""
 import sys, time
 from botopt.core import load_config
-from botopt.core._notify import flush_notifications
+from botopt.core.delivery._notify import flush_notifications
 cfg = load_config(overrides={"cache.dir": sys.argv[1], "telegram.token": sys.argv[2],
                              "telegram.chat_id": "42", "telegram.api_url": sys.argv[3]})
 while True:

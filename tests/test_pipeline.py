@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import load_config
-from botopt.core._cache import CacheManager
-from botopt.core._pipeline import _Stages, run_signals
+from botopt.core.signals._pipeline import _Stages, run_signals
+from botopt.core.state._cache import CacheManager
 
 runner = CliRunner()
 SAMPLE = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
@@ -166,7 +166,7 @@ def test_cron_with_a_moving_clock_and_default_settings(tmp_path):
 
 
 def _write_dir(path, frames):
-    from botopt.core._store import _write
+    from botopt.core.data._store import _write
 
     path.mkdir(parents=True)
     for sym, df in frames.items():

@@ -10,9 +10,9 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from botopt.core._config import FeaturesConfig, RegimeConfig
-from botopt.core._regime import REGIMES, detect_regime, regime_series
-from botopt.core._regime_state import RegimeState
+from botopt.core.base._config import FeaturesConfig, RegimeConfig
+from botopt.core.signals._regime import REGIMES, detect_regime, regime_series
+from botopt.core.state._regime_state import RegimeState
 
 FC = FeaturesConfig()
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import load_config
-from botopt.core._config import BOUNDS, SECTIONS
-from botopt.core._notify_format import FORMATTERS, render_batch, value_text
-from botopt.core._redact import redact, register_secret
+from botopt.core.base._config import BOUNDS, SECTIONS
+from botopt.core.base._redact import redact, register_secret
+from botopt.core.delivery._notify_format import FORMATTERS, render_batch, value_text
 from botopt.core.errors import ConfigError, DataError, NetworkError
 from tests.fakes.binance_server import FakeBinance
 from tests.fakes.telegram_server import parse_entities
@@ -162,7 +162,7 @@ def test_hostile_command_lines(tmp_path):
 
 def test_binance_retry_after_inf_and_absurd_open_time():
     from botopt.core import BinanceClient
-    from botopt.core._config import BinanceConfig
+    from botopt.core.base._config import BinanceConfig
 
     fake = FakeBinance({"BTCUSDT": []}, now_ms=lambda: 1_800_000_000_000).start()
     try:
@@ -180,7 +180,7 @@ def test_binance_retry_after_inf_and_absurd_open_time():
 
 
 def test_events_log_lines_that_are_not_events(tmp_path):
-    from botopt.core._events import emit, events_dir
+    from botopt.core.state._events import emit, events_dir
 
     emit("run_failed", _root=tmp_path, command="signals", error="boom")
     log = events_dir(tmp_path) / "events.log"

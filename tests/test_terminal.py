@@ -93,7 +93,7 @@ def test_dash_h_and_completion():
 
 
 def test_smaller_items(tmp_path):
-    from botopt.core._notify_format import FORMATTERS
+    from botopt.core.delivery._notify_format import FORMATTERS
 
     base = ["--cache-dir", str(tmp_path)]
     # config show names the cache directory in use
@@ -115,7 +115,7 @@ def test_smaller_items(tmp_path):
     table = runner.invoke(app, [*base, "notify", "list"]).stdout
     assert '{"message": "' + "x" * 46 + "…" in table
     # status: the last error in the table, ISO times in JSON
-    from botopt.core._candles import _sample_dir
+    from botopt.core.data._candles import _sample_dir
 
     # A live run (local data; sample runs are experiments the monitor never sees).
     assert runner.invoke(app, [*base, "signals", "--data-dir", str(_sample_dir()), "-s",
@@ -129,7 +129,7 @@ def test_smaller_items(tmp_path):
 
 
 def test_notify_failed_alert_reads_once(tmp_path):
-    from botopt.core._events import emit
+    from botopt.core.state._events import emit
 
     emit("notify_failed", _root=tmp_path, error="Telegram answered 404: Not Found")
     base = ["--cache-dir", str(tmp_path)]

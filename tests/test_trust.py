@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from botopt.core import AlphaEngineCoordinator, compute_features, load_config, run_signals
-from botopt.core._pipeline import is_live
 from botopt.core.errors import ModelError, StaleDataError
+from botopt.core.signals._pipeline import is_live
 
 STEP = timedelta(minutes=5)
 PERMISSIVE = """

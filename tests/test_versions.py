@@ -1,4 +1,4 @@
-"""The code-version scheme (core/_versions.py): each stage's key carries a hash of exactly the
+"""The code-version scheme (core/base/_versions.py): each stage's key carries a hash of exactly the
 botopt modules that stage runs, so an edit elsewhere keeps the caches."""
 
 from __future__ import annotations
@@ -7,21 +7,24 @@ import shutil
 
 import pytest
 
-from botopt.core import _versions
+from botopt.core.base import _versions
 from tests.test_layers import CORE, _imports, _sources
 
 # The module each stage's computation starts from.
-ENTRY = {"features": ["_features"], "regime": ["_regime", "_features"],
-         "predictions": ["_model", "_features"], "gates": ["_gates", "_engines"],
-         "signals": ["_pipeline", "_candles", "_correlation", "_features", "_regime",
-                     "_model", "_gates", "_engines"]}
+ENTRY = {"features": ["signals._features"],
+         "regime": ["signals._regime", "signals._features"],
+         "predictions": ["signals._model", "signals._features"],
+         "gates": ["signals._gates", "signals._engines"],
+         "signals": ["signals._pipeline", "data._candles", "signals._correlation",
+                     "signals._features", "signals._regime", "signals._model",
+                     "signals._gates", "signals._engines"]}
 
 
 def _closure(entries: list[str]) -> set[str]:
     """Every core module the entries import at module level, transitively."""
     trees = _sources(CORE)
-    graph = {name.rsplit(".", 1)[-1]: {n.rsplit(".", 1)[-1] for n in _imports(tree, True)
-                                       if n in trees and n != name}
+    rel = len("botopt.core.")
+    graph = {name[rel:]: {n[rel:] for n in _imports(tree, True) if n in trees and n != name}
              for name, tree in trees.items() if name != "botopt.core"}
     seen: set[str] = set()
     todo = list(entries)
@@ -50,7 +53,8 @@ def test_an_edit_changes_only_the_stages_that_run_the_module(tmp_path, monkeypat
     _versions.stage_tag.cache_clear()
     try:
         same = {s: _versions.stage_tag(s) for s in stages}
-        (copy / "_regime.py").write_text((copy / "_regime.py").read_text() + "# edited\n")
+        edited = copy / "signals" / "_regime.py"
+        edited.write_text(edited.read_text() + "# edited\n")
         _versions.stage_tag.cache_clear()
         after = {s: _versions.stage_tag(s) for s in stages}
     finally:

@@ -25,7 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core._candles import (
+from botopt.core.base._config import Config
+from botopt.core.base._fs import atomic_write_bytes
+from botopt.core.data._candles import (
     candle_file_stem,
     existing_candle_file,
     interval_ms,
@@ -34,14 +36,12 @@ from botopt.core._candles import (
     read_candle_file,
     validate_candles,
 )
-from botopt.core._config import Config
-from botopt.core._fs import atomic_write_bytes
 from botopt.core.errors import BotoptError, ConfigError, DataError, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from botopt.core._binance import BinanceClient
+    from botopt.core.data._binance import BinanceClient
 
 log = logging.getLogger("botopt.store")
 
@@ -191,8 +191,8 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
     """
     from filelock import FileLock, Timeout
 
-    from botopt.core._binance import BinanceClient
-    from botopt.core._paths import state_dir
+    from botopt.core.data._binance import BinanceClient
+    from botopt.core.state._paths import state_dir
 
     interval = interval or config.data.interval
     step = interval_ms(interval)

@@ -71,7 +71,7 @@ class BinanceConfig:
 class CacheConfig:
     dir: Path | None = None
     enabled: bool = True
-    # None: the entry lives for its candle (botopt.core._cache.effective_lives); a number
+    # None: the entry lives for its candle (botopt.core.state._cache.effective_lives); a number
     # of seconds overrides that.
     features_ttl: float | None = None
     predictions_ttl: float | None = None
@@ -517,7 +517,7 @@ def load_config(
 
 def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
     """(key, value, source) for every setting, secrets masked: what ``config show`` prints."""
-    from botopt.core._cache import effective_lives
+    from botopt.core.state._cache import effective_lives
 
     lives = {f"cache.{n}_ttl": life for n, life in effective_lives(cfg).items()}
     rows: list[tuple[str, Any, str]] = []

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from botopt.core._vocab import EventType
-from botopt.core._workspace import default_root
+from botopt.core.base._vocab import EventType
+from botopt.core.state._workspace import default_root
 
 log = logging.getLogger("botopt.events")
 LOG_NAME = "events.log"
@@ -114,7 +114,7 @@ def run_events(command: str, root: Path | None = None,
     try:
         yield counts
     except BaseException as exc:
-        from botopt.core._redact import redact
+        from botopt.core.base._redact import redact
 
         emit(EventType.RUN_FAILED, _root=root, command=command,
              duration_s=round(time.monotonic() - start, 4),

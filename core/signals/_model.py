@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from botopt.core._config import Config, FeaturesConfig, ModelConfig
-from botopt.core._fs import atomic_write_bytes
+from botopt.core.base._config import Config, FeaturesConfig, ModelConfig
+from botopt.core.base._fs import atomic_write_bytes
 from botopt.core.errors import ModelError
 
 FORMAT = "botopt-logreg-1"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from botopt.core._candles import load_candles, parse_symbols
-from botopt.core._config import Config, interval_ms
-from botopt.core._features import compute_features
-from botopt.core._model import TrainResult, train_model
-from botopt.core._workspace import Workspace
+from botopt.core.base._config import Config, interval_ms
+from botopt.core.data._candles import load_candles, parse_symbols
+from botopt.core.signals._features import compute_features
+from botopt.core.signals._model import TrainResult, train_model
+from botopt.core.state._workspace import Workspace
 
 
 def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from botopt.core._config import Config, FeaturesConfig
+from botopt.core.base._config import Config, FeaturesConfig
 
 _CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
 

@@ -22,22 +22,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_CORE = Path(__file__).parent
+_CORE = Path(__file__).parent.parent
 
 # Module names under botopt.core, per stage. The whole run's entry depends on every stage,
 # on the candle loading and validation that feed them, and on the pipeline that joins them.
-_FEATURES = ("_features", "_config", "_symbols", "errors")
-_REGIME = (*_FEATURES, "_regime", "_vocab")
-_PREDICTIONS = (*_FEATURES, "_model", "_fs", "_vocab")
-_GATES = ("_gates", "_engines", "_regime", "_codec", "_config", "_fs", "_symbols", "_vocab",
-          "errors")
+_FEATURES = ("signals._features", "base._config", "base._symbols", "errors")
+_REGIME = (*_FEATURES, "signals._regime", "base._vocab")
+_PREDICTIONS = (*_FEATURES, "signals._model", "base._fs", "base._vocab")
+_GATES = ("signals._gates", "signals._engines", "signals._regime", "base._codec",
+          "base._config", "base._fs", "base._symbols", "base._vocab", "errors")
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "features": _FEATURES,
     "regime": _REGIME,
     "predictions": _PREDICTIONS,
     "gates": _GATES,
-    "signals": tuple(sorted({*_REGIME, *_PREDICTIONS, *_GATES, "_pipeline", "_candles",
-                             "_correlation", "_paths", "_versions"})),
+    "signals": tuple(sorted({*_REGIME, *_PREDICTIONS, *_GATES, "signals._pipeline",
+                             "data._candles", "signals._correlation", "state._paths",
+                             "base._versions"})),
 }
 
 
@@ -47,7 +48,7 @@ def stage_tag(stage: str) -> str:
     h = hashlib.blake2b(digest_size=12)
     for name in sorted(set(STAGE_MODULES[stage])):
         h.update(name.encode() + b"\x00")
-        h.update((_CORE / f"{name}.py").read_bytes())
+        h.update((_CORE / f"{name.replace('.', '/')}.py").read_bytes())
     return h.hexdigest()
 
 

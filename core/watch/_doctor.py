@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botopt.core._config import Config
+from botopt.core.base._config import Config
 from botopt.core.errors import BotoptError
 
 
@@ -47,7 +47,7 @@ def run_checks(config: Config, *, send_test: bool = False,
         try:
             out.append(Check(name, True, fn()))
         except BotoptError as exc:
-            from botopt.core._redact import redact
+            from botopt.core.base._redact import redact
 
             out.append(Check(name, False, redact(str(exc))))
     return out
@@ -64,7 +64,7 @@ def _config(cfg: Config) -> str:
 
 
 def _data(cfg: Config, now: float) -> str:
-    from botopt.core._candles import (
+    from botopt.core.data._candles import (
         _sample_dir,
         find_candle_file,
         interval_ms,
@@ -74,8 +74,8 @@ def _data(cfg: Config, now: float) -> str:
     src, interval = cfg.data.source, cfg.data.interval
     syms = list(cfg.data.symbols)
     if src == "binance":
-        from botopt.core._binance import BinanceClient
-        from botopt.core._paths import state_dir
+        from botopt.core.data._binance import BinanceClient
+        from botopt.core.state._paths import state_dir
 
         # with the ban note: a check during a ban must not make it longer
         BinanceClient(cfg.binance, state_dir=state_dir(cfg, "binance")).klines(
@@ -107,7 +107,7 @@ def _data(cfg: Config, now: float) -> str:
 
 
 def _cache(cfg: Config) -> str:
-    from botopt.core._paths import cache_dir_for, ensure_dir
+    from botopt.core.state._paths import cache_dir_for, ensure_dir
 
     path = ensure_dir(cache_dir_for(cfg))
     try:
@@ -139,7 +139,7 @@ def _telegram(cfg: Config, send_test: bool) -> str:
 def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
     import requests
 
-    from botopt.core._redact import redact, register_secret
+    from botopt.core.base._redact import redact, register_secret
 
     tc = cfg.telegram
     token = str(tc.token)
@@ -167,7 +167,7 @@ def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model(cfg: Config) -> str:
-    from botopt.core._model import load_model
+    from botopt.core.signals._model import load_model
 
     model = load_model(cfg)
     what = cfg.model.predict or (str(cfg.model.path) if cfg.model.path else "bundled model")
@@ -175,8 +175,8 @@ def _model(cfg: Config) -> str:
 
 
 def _monitor(cfg: Config, now: float) -> str:
-    from botopt.core._monitor import STATE, monitor_running
-    from botopt.core._paths import state_dir
+    from botopt.core.state._paths import state_dir
+    from botopt.core.watch._monitor import STATE, monitor_running
 
     if monitor_running(cfg):
         return "running"

@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from botopt.core._codec import register_type
-from botopt.core._config import GatesConfig
-from botopt.core._fs import JsonState
-from botopt.core._vocab import Direction, Regime
+from botopt.core.base._codec import register_type
+from botopt.core.base._config import GatesConfig
+from botopt.core.base._fs import JsonState
+from botopt.core.base._vocab import Direction, Regime
 
 
 @dataclass(frozen=True)

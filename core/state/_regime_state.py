@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from botopt.core._fs import JsonState
+from botopt.core.base._fs import JsonState
 
 
 class RegimeState:

@@ -1,7 +1,7 @@
 """The one owner of botopt's state on disk.
 
 A ``Workspace`` is built once from the Config. It owns the root directory (and the checks
-that make it safe to trust, ``botopt.core._paths``) and hands out the stores; nothing else
+that make it safe to trust, ``botopt.core.state._paths``) and hands out the stores; nothing else
 knows a path:
 
 =====================  ===========================================  =====================
@@ -41,13 +41,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core._paths import default_cache_dir, ensure_dir
+from botopt.core.state._paths import default_cache_dir, ensure_dir
 
 if TYPE_CHECKING:
-    from botopt.core._cache import CacheManager
-    from botopt.core._config import Config
-    from botopt.core._gates import CooldownStore
-    from botopt.core._regime_state import RegimeState
+    from botopt.core.base._config import Config
+    from botopt.core.signals._gates import CooldownStore
+    from botopt.core.state._cache import CacheManager
+    from botopt.core.state._regime_state import RegimeState
 
 log = logging.getLogger("botopt.workspace")
 
@@ -153,7 +153,7 @@ class Workspace:
         private temporary directory for state that a run cannot do without."""
         lost = _ephemeral.get(self.root)
         if lost is None:
-            from botopt.core._fs import refused_write
+            from botopt.core.base._fs import refused_write
 
             refused_write(self.root, exc)
             import atexit
@@ -170,7 +170,7 @@ class Workspace:
     @property
     def cache(self) -> CacheManager:
         if self._cache is None:
-            from botopt.core._cache import CacheManager
+            from botopt.core.state._cache import CacheManager
 
             if self.config is not None:
                 self._cache = CacheManager.from_config(self.config, root=self.root,
@@ -180,12 +180,12 @@ class Workspace:
         return self._cache
 
     def cooldowns(self, config: Config | None = None) -> CooldownStore:
-        from botopt.core._gates import CooldownStore
+        from botopt.core.signals._gates import CooldownStore
 
         return CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
 
     def regimes(self, config: Config | None = None) -> RegimeState:
-        from botopt.core._regime_state import RegimeState
+        from botopt.core.state._regime_state import RegimeState
 
         return RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
 

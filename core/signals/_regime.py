@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from botopt.core._config import Config, FeaturesConfig, RegimeConfig
-from botopt.core._vocab import Regime
+from botopt.core.base._config import Config, FeaturesConfig, RegimeConfig
+from botopt.core.base._vocab import Regime
 
 REGIMES: tuple[Regime, ...] = tuple(Regime)
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botopt.core._config import Config, MonitorConfig
-from botopt.core._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
-from botopt.core._fs import atomic_write_json, read_json
-from botopt.core._vocab import EventType, NotificationType
-from botopt.core._workspace import Workspace
+from botopt.core.base._config import Config, MonitorConfig
+from botopt.core.base._fs import atomic_write_json, read_json
+from botopt.core.base._vocab import EventType, NotificationType
+from botopt.core.state._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
+from botopt.core.state._workspace import Workspace
 
 log = logging.getLogger("botopt.monitor")
 STATE = "monitor_state.json"
@@ -137,7 +137,7 @@ class Monitor:
             self.state.last_finished = self.clock()  # a fresh monitor gives the bot a full period
 
     def _enqueue_real(self, items: list[dict[str, Any]]) -> Any:
-        from botopt.core._notify import enqueue
+        from botopt.core.delivery._notify import enqueue
 
         return enqueue(self.config, items, announce=False)
 
@@ -253,7 +253,7 @@ class Monitor:
             self._alert(f"bot stalled: no run finished for {int((now - last) // 60)} min")
             self.state.stale_alerted = True
         try:
-            from botopt.core._notify import queue_stats
+            from botopt.core.delivery._notify import queue_stats
 
             q = queue_stats(self.config)
             oldest = q["oldest_created_at"]
@@ -485,7 +485,7 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     except FileNotFoundError:
         pass
     try:
-        from botopt.core._notify import queue_stats
+        from botopt.core.delivery._notify import queue_stats
 
         queue = queue_stats(config)
     except Exception as exc:

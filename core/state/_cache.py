@@ -18,7 +18,7 @@ Storage is one diskcache directory (``cache/entries``, ``DiskcacheStore``) behin
 touching callers:
 
 - Never pickle: keys are str and values typed JSON or Arrow IPC bytes
-  (``botopt.core._codec``); the store's diskcache ``Disk`` refuses to unpickle anything, so a
+  (``botopt.core.base._codec``); the store's diskcache ``Disk`` refuses to unpickle anything, so a
   planted pickle is a damaged value (diskcache's default loads it: CVE-2025-69872).
 - One write transaction per run: ``CacheManager.batch()`` holds a run's writes and its
   statistics and commits them together; reads are batched (``get_many``).
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from botopt.core._versions import function_tag
+from botopt.core.base._versions import function_tag
 from botopt.core.errors import CacheError, UsageError
 
 log = logging.getLogger("botopt.cache")
@@ -329,7 +329,7 @@ class CacheManager:
     def from_config(cls, config: Any, root: Path | None = None,
                     clock: Callable[[], float] = time.time) -> CacheManager:
         if root is None:
-            from botopt.core._workspace import Workspace
+            from botopt.core.state._workspace import Workspace
 
             root = Workspace.root_for(config)
         ttls = {n: life for n, (life, _) in effective_lives(config).items()}
@@ -344,7 +344,7 @@ class CacheManager:
 
     def _backend(self) -> Any:
         if self._store is None:
-            from botopt.core._paths import ensure_dir
+            from botopt.core.state._paths import ensure_dir
 
             self._store = DiskcacheStore(
                 ensure_dir(ensure_dir(ensure_dir(self.root) / "cache") / _ENTRIES))
@@ -370,7 +370,7 @@ class CacheManager:
 
     def _degrade(self, exc: BaseException) -> None:
         if not self._broken:
-            from botopt.core._fs import refused_write
+            from botopt.core.base._fs import refused_write
 
             refused_write(self.root, exc)
         self._broken = True
@@ -402,7 +402,7 @@ class CacheManager:
             raw = self._backend().get_many(name, keys, self.clock())
         if not raw:
             return {}
-        from botopt.core._codec import decode
+        from botopt.core.base._codec import decode
 
         out: dict[str, Any] = {}
         bad: list[str] = []
@@ -430,7 +430,7 @@ class CacheManager:
         """Store values; inside ``batch()`` they are written with the run's one commit."""
         if not self._usable() or not items:
             return 0
-        from botopt.core._codec import Unencodable, encode
+        from botopt.core.base._codec import Unencodable, encode
 
         life = self.ttl(name) if ttl is None else ttl
         if life <= 0:
@@ -570,7 +570,7 @@ _managers: dict[Path, CacheManager] = {}
 def get_manager(root: Path | None = None) -> CacheManager:
     """The manager for ``root`` (default: the default workspace's), created once."""
     if root is None:
-        from botopt.core._workspace import default_root
+        from botopt.core.state._workspace import default_root
 
         root = default_root()
     mgr = _managers.get(root)
@@ -584,7 +584,7 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
     """Cache a function's results in the named cache (decorator).
 
     The cache directory is resolved at call time (the default workspace, see
-    ``botopt.core._workspace.default_root``), so functions may be decorated at import.
+    ``botopt.core.state._workspace.default_root``), so functions may be decorated at import.
     Arguments that cannot be fingerprinted, or results that cannot be stored without
     pickle, simply bypass the cache. ``ttl_seconds`` defaults to the seed TTL of a named
     cache (``SEED_TTLS``), else 60 s.
@@ -599,7 +599,7 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T:
-            from botopt.core._codec import Unencodable, fingerprint
+            from botopt.core.base._codec import Unencodable, fingerprint
 
             mgr = get_manager()
             try:
@@ -677,7 +677,7 @@ def get_cache_stats(root: Path | None = None,
     ``ttls``: the effective life per cache (seconds, or (seconds, how) as from
     ``effective_lives``); other caches show their seed TTL."""
     if root is None:
-        from botopt.core._workspace import default_root
+        from botopt.core.state._workspace import default_root
 
         root = default_root()
     mgr = _managers.get(root)
@@ -708,7 +708,7 @@ def clear_cache(name: str | None = None, root: Path | None = None) -> list[str]:
     Works whatever state the database is in: one that cannot be read is removed whole
     (everything in it is a cache)."""
     if root is None:
-        from botopt.core._workspace import default_root
+        from botopt.core.state._workspace import default_root
 
         root = default_root()
     counts, entries = _stored(root)

@@ -1,7 +1,7 @@
 """Where botopt keeps its state, and the checks that make that place safe to trust.
 
 Everything persistent (caches, notification queue, event log, correlation state, cooldowns)
-lives under one cache directory, owned by a ``Workspace`` (``botopt.core._workspace``).
+lives under one cache directory, owned by a ``Workspace`` (``botopt.core.state._workspace``).
 Whoever can write there can change what botopt computes and sends, so the directory must
 be ours alone: created 0700, refused if another user owns it or if group/others may write it.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from botopt.core.errors import CacheDirUnsafeError, CacheError
 
 if TYPE_CHECKING:
-    from botopt.core._config import Config
+    from botopt.core.base._config import Config
 
 
 def default_cache_dir() -> Path:
@@ -28,7 +28,7 @@ def default_cache_dir() -> Path:
 def cache_dir_for(config: Config) -> Path:
     """The configured root directory (not created). Kept for callers written before the
     ``Workspace``; it delegates there."""
-    from botopt.core._workspace import Workspace
+    from botopt.core.state._workspace import Workspace
 
     return Workspace.root_for(config)
 
@@ -63,7 +63,7 @@ def ensure_dir(path: Path) -> Path:
 def state_dir(config: Config, name: str) -> Path:
     """A private subdirectory of ``config``'s workspace. Kept for callers written before the
     ``Workspace`` (which owns every path): "correlation" gets the data-scoped directory."""
-    from botopt.core._workspace import Workspace
+    from botopt.core.state._workspace import Workspace
 
     ws = Workspace.of(config)
     return ws.correlation_dir() if name == "correlation" else ws.dir(name)

@@ -16,7 +16,7 @@ signals        data scope, file contents, as-of candle slot, symbols, all       
                settings, cooldown state, code hash
 =============  ==============================================================  ============
 
-A stage's code hash (``botopt.core._versions.stage_tag``) covers the source of the modules
+A stage's code hash (``botopt.core.base._versions.stage_tag``) covers the source of the modules
 that stage runs, and nothing else: one scheme for every stage.
 
 Everything downstream of the features reads only each symbol's last row, so that row is what
@@ -27,7 +27,7 @@ Cached and uncached runs both rebuild the rows from that same form, so they agre
 The ``signals`` entry lets a warm cron run answer without importing polars or numpy: its key
 is computed from the raw bytes of the candle files and the candle slot the as-of time falls
 in, which determine the closed candles exactly. Every entry lives for its candle slot plus a
-grace (``botopt.core._cache.effective_lives``), and a run's writes are one transaction.
+grace (``botopt.core.state._cache.effective_lives``), and a run's writes are one transaction.
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core._config import Config, interval_ms
-from botopt.core._versions import stage_tag
-from botopt.core._vocab import DataStatus, Direction, EventType, NotificationType
+from botopt.core.base._config import Config, interval_ms
+from botopt.core.base._versions import stage_tag
+from botopt.core.base._vocab import DataStatus, Direction, EventType, NotificationType
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from botopt.core._cache import CacheManager
-    from botopt.core._workspace import Workspace
+    from botopt.core.state._cache import CacheManager
+    from botopt.core.state._workspace import Workspace
 
 log = logging.getLogger("botopt.pipeline")
 
@@ -83,7 +83,7 @@ class SymbolResult:
     @property
     def p_dir(self) -> float | None:
         """P(the signal's own direction): what is shown and gated on."""
-        from botopt.core._gates import directional_probability
+        from botopt.core.signals._gates import directional_probability
 
         return directional_probability(self.p_up, self.direction)
 
@@ -173,7 +173,7 @@ def _model_digest(config: Config) -> str:
 def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
              cooldown_digest: str) -> str | None:
     """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply."""
-    from botopt.core._candles import _sample_dir, find_candle_file
+    from botopt.core.data._candles import _sample_dir, find_candle_file
 
     if config.data.source == "binance":
         return None  # the data only exists after a network round trip
@@ -184,7 +184,7 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
     slot = int(as_of.timestamp() * 1000) // step
     files = [_file_digest(find_candle_file(Path(data_dir), s, config.data.interval))
              for s in symbols]
-    from botopt.core._workspace import data_scope
+    from botopt.core.state._workspace import data_scope
 
     parts = [stage_tag("signals"), data_scope(config), list(symbols), files, slot,
              config.data.interval, config.data.source,
@@ -278,8 +278,8 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
     (the reference path; same answer, slower). ``side_effects=False`` records nothing
     whatever ``notify`` says (benchmarks, comparisons).
     """
-    from botopt.core._candles import parse_symbols, sample_clock
-    from botopt.core._workspace import Workspace
+    from botopt.core.data._candles import parse_symbols, sample_clock
+    from botopt.core.state._workspace import Workspace
 
     syms = parse_symbols(symbols)
     if as_of is not None:
@@ -350,7 +350,7 @@ def _data_blocks(config: Config, candles: pl.DataFrame,
     """{symbol: (data status, reason)} for symbols no gate may pass: stale or warming up."""
     import polars as pl
 
-    from botopt.core._config import warmup_candles
+    from botopt.core.base._config import warmup_candles
 
     need = warmup_candles(config.features, config.regime)
     per = candles.group_by("symbol", maintain_order=True).agg(
@@ -398,7 +398,7 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
     """The whole-run entry for this key, brought to this run's clock, or None."""
     if run_key is None:
         return None
-    from botopt.core._cache import MISS
+    from botopt.core.state._cache import MISS
 
     hit = manager.get("signals", run_key)
     if hit is not MISS:
@@ -416,9 +416,9 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
 def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
              manager: CacheManager, batch: bool, cooldowns: Any, stages: _Stages
              ) -> SignalsResult:
-    from botopt.core._candles import load_candles
-    from botopt.core._engines import GUARD, AlphaEngineCoordinator, best_signal
-    from botopt.core._model import load_model
+    from botopt.core.data._candles import load_candles
+    from botopt.core.signals._engines import GUARD, AlphaEngineCoordinator, best_signal
+    from botopt.core.signals._model import load_model
 
     # The model first: one that cannot serve these settings fails before the work.
     model = load_model(config)
@@ -465,8 +465,8 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
     """Gate decisions per symbol. A symbol the data blocks (stale, warming up, degenerate)
     is kept out of the gates altogether: it must not count as an active signal for the
     correlation gate of another."""
-    from botopt.core._codec import fingerprint
-    from botopt.core._gates import GateDecision, GateInput, evaluate_gates
+    from botopt.core.base._codec import fingerprint
+    from botopt.core.signals._gates import GateDecision, GateInput, evaluate_gates
 
     vz_col = f"volume_z_{config.features.volume_z_period}"
     candidates = []
@@ -530,8 +530,8 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     features cache does not keep, so a regime miss recomputes that symbol's features."""
     import polars as pl
 
-    from botopt.core._features import compute_features
-    from botopt.core._regime import detect_regime
+    from botopt.core.signals._features import compute_features
+    from botopt.core.signals._regime import detect_regime
 
     if manager.enabled:
         fps = candle_fingerprints(candles, config.data.interval)
@@ -590,8 +590,8 @@ def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
     A disk that refuses the write costs the stored state (one warning), never the run."""
     if len(syms) < 2:
         return None
-    from botopt.core._correlation import update_correlation
     from botopt.core.errors import CacheError
+    from botopt.core.signals._correlation import update_correlation
 
     try:
         result = update_correlation(config, candles, state_dir=ws.correlation_dir(config))
@@ -604,7 +604,7 @@ def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
 def _record(config: Config, ws: Workspace, result: SignalsResult,
             cooldowns: Any) -> SignalsResult:
     """Cooldowns, regime changes and notifications: each reported once across runs."""
-    from botopt.core._gates import CooldownRecord
+    from botopt.core.signals._gates import CooldownRecord
 
     records = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
                for r in result.symbols if r.gate_passed]
@@ -626,9 +626,9 @@ def _publish(config: Config, new: list[SymbolResult],
              changes: list[tuple[str, str | None, str]], *, root: Path | None = None) -> None:
     """Queue notifications and emit events for what is new. A broken queue costs a warning:
     it must never fail or slow the signals run itself."""
-    from botopt.core._events import emit
-    from botopt.core._notify import enqueue
+    from botopt.core.delivery._notify import enqueue
     from botopt.core.errors import NotifyError
+    from botopt.core.state._events import emit
 
     items = [{"type": NotificationType.SIGNAL, "data": {k: v for k, v in s.to_dict().items()
                                          if k in _SIGNAL_FIELDS}} for s in new]

@@ -1,0 +1,3 @@
+"""Getting notifications out: the queue, the formatter, the Telegram client.
+
+Private: import the public API from ``botopt.core``."""

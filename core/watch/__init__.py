@@ -1,0 +1,3 @@
+"""Watching the bot: the monitor, history, doctor and cron helpers.
+
+Private: import the public API from ``botopt.core``."""
