@@ -77,7 +77,8 @@ def _terminal_table(state: AppState, result: SignalsResult) -> None:
             gate = Text("pass", style="bold green")
         else:
             gate = Text("\n".join(short_reason(r) for r in s.gate_reasons), style="red")
-        cells = {"symbol": s.symbol, "candle": f"{s.candle_time:%m-%d %H:%M}",
+        cells: dict[str, str | Text] = {
+                 "symbol": s.symbol, "candle": f"{s.candle_time:%m-%d %H:%M}",
                  "close": f"{s.close:.6g}", "regime": s.regime or "-",
                  "signal": s.direction or "-",
                  "str": "-" if s.strength is None else f"{s.strength:.2f}",

@@ -191,7 +191,7 @@ def test_degenerate_markets_are_flat_with_a_reason(tmp_path, kind, level, n, see
     feats = compute_features(pl.read_ipc(d / "DEGUSDT-5m.feather").rename(
         {"date": "open_time"}).with_columns(symbol=pl.lit("DEGUSDT")))
     for regime in ("TREND_UP", "RANGE", "HIGH_VOL"):
-        sigs = AlphaEngineCoordinator(cfg).generate_all_signals(feats, regime)
+        sigs = AlphaEngineCoordinator(cfg.features).generate_all_signals(feats, regime)
         assert [(s.engine, s.direction, s.strength) for s in sigs] == [("guard", "flat", 0.0)]
 
 

@@ -146,9 +146,10 @@ FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     NotificationType.TRADE_EXITED: _trade("Exited"),
     NotificationType.ALERT: _alert,
 }
-TITLES = {NotificationType.SIGNAL: "Signals", NotificationType.REGIME_CHANGE: "Regime changes",
-          NotificationType.TRADE_EXECUTED: "Trades executed",
-          NotificationType.TRADE_EXITED: "Trades exited", NotificationType.ALERT: "Alerts"}
+TITLES: dict[str, str] = {
+    NotificationType.SIGNAL: "Signals", NotificationType.REGIME_CHANGE: "Regime changes",
+    NotificationType.TRADE_EXECUTED: "Trades executed",
+    NotificationType.TRADE_EXITED: "Trades exited", NotificationType.ALERT: "Alerts"}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from botopt.core.base._codec import register_type
-from botopt.core.base._config import Config, FeaturesConfig
+from botopt.core.base._config import FeaturesConfig
 from botopt.core.base._vocab import Direction, Regime
 from botopt.core.errors import UsageError
 from botopt.core.signals._regime import REGIMES
@@ -195,9 +195,9 @@ ENGINES: tuple[Engine, ...] = (
 class AlphaEngineCoordinator:
     """Runs the engines active in each symbol's regime."""
 
-    def __init__(self, config: FeaturesConfig | Config | None = None,
+    def __init__(self, config: FeaturesConfig | None = None,
                  engines: tuple[Engine, ...] = ENGINES) -> None:
-        fc = config.features if isinstance(config, Config) else (config or FeaturesConfig())
+        fc = config or FeaturesConfig()
         self.engines = engines
         cols = Exprs.of(fc)
         guard = degenerate_reason(cols, fc)

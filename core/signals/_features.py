@@ -27,22 +27,14 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from botopt.core.base._config import Config, FeaturesConfig
+from botopt.core.base._config import FeaturesConfig
 
 _CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
 
 
-def _features_config(config: FeaturesConfig | Config | None) -> FeaturesConfig:
-    if config is None:
-        return FeaturesConfig()
-    if isinstance(config, Config):
-        return config.features
-    return config
-
-
-def feature_columns(config: FeaturesConfig | Config | None = None) -> list[str]:
+def feature_columns(config: FeaturesConfig | None = None) -> list[str]:
     """Names of the feature columns ``compute_features`` adds, in order."""
-    fc = _features_config(config)
+    fc = config or FeaturesConfig()
     return [
         f"ema_{fc.ema_fast}", f"ema_{fc.ema_slow}", f"rsi_{fc.rsi_period}",
         f"atr_{fc.atr_period}", f"adx_{fc.adx_period}", f"plus_di_{fc.adx_period}",
@@ -192,7 +184,7 @@ def _rolling_std(x: np.ndarray, n: int, ddof: int) -> tuple[np.ndarray, np.ndarr
 
 
 def compute_features(candles: pl.DataFrame,
-                     config: FeaturesConfig | Config | None = None) -> pl.DataFrame:
+                     config: FeaturesConfig | None = None) -> pl.DataFrame:
     """Add the feature columns (see ``feature_columns``) to a canonical candle frame.
 
     Warm-up bars are null. Values match TA-Lib (EMA, RSI, ATR, ADX, PLUS_DI, MINUS_DI,
@@ -200,7 +192,7 @@ def compute_features(candles: pl.DataFrame,
     BBANDS(period, k, k, SMA); ``vol`` is the sample standard deviation of log returns;
     ``volume_z`` is (volume - mean) / sample std of volume over its window.
     """
-    fc = _features_config(config)
+    fc = config or FeaturesConfig()
     runs_of_symbol = candles["symbol"].rle().len() if candles.height else 0
     if runs_of_symbol != candles["symbol"].n_unique():
         candles = candles.sort("symbol", "open_time", maintain_order=True)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from botopt.core.base._config import Config, FeaturesConfig, ModelConfig
+from botopt.core.base._config import FeaturesConfig, ModelConfig
 from botopt.core.base._fs import atomic_write_bytes
 from botopt.core.errors import ModelError
 
@@ -270,11 +270,12 @@ def check_features(model: LogisticModel, fc: FeaturesConfig, where: str) -> None
                 f"model.path at the result) or reset features.{f.name}")
 
 
-def load_model(config: ModelConfig | Config | None = None) -> Predictor:
-    """The configured model. Given the whole Config, a LogisticModel is also checked
-    against the configured features (``check_features``)."""
-    mc = config.model if isinstance(config, Config) else (config or ModelConfig())
-    fc = config.features if isinstance(config, Config) else None
+def load_model(config: ModelConfig | None = None,
+               features: FeaturesConfig | None = None) -> Predictor:
+    """The configured model. Given the feature settings, a LogisticModel is also checked
+    against them (``check_features``): a model trained on other features stops the run."""
+    mc = config or ModelConfig()
+    fc = features
     if mc.predict:
         return _load_plugin(mc.predict)
     if mc.path is not None:

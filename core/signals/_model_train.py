@@ -17,7 +17,7 @@ def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,
                    holdout_fraction: float = 0.2) -> tuple[TrainResult, Path]:
     syms = parse_symbols(symbols if symbols is not None else config.data.symbols)
     candles = load_candles(syms, config=config, as_of=as_of)
-    features = compute_features(candles, config)
+    features = compute_features(candles, config.features)
     result = train_model(features, interval_ms=interval_ms(config.data.interval),
                          features_config=config.features, holdout_fraction=holdout_fraction)
     if output is None:

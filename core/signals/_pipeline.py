@@ -346,7 +346,7 @@ def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> Signal
 
 
 def _data_blocks(config: Config, candles: pl.DataFrame,
-                 now: datetime) -> dict[str, tuple[str, str]]:
+                 now: datetime) -> dict[str, tuple[DataStatus, str]]:
     """{symbol: (data status, reason)} for symbols no gate may pass: stale or warming up."""
     import polars as pl
 
@@ -356,7 +356,7 @@ def _data_blocks(config: Config, candles: pl.DataFrame,
     per = candles.group_by("symbol", maintain_order=True).agg(
         pl.col("open_time").last().alias("last"), pl.len().alias("n"))
     stale = _stale_symbols(config, dict(zip(per["symbol"], per["last"], strict=True)), now)
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, tuple[DataStatus, str]] = {}
     for s, n in zip(per["symbol"].to_list(), per["n"].to_list(), strict=True):
         if s in stale:
             out[s] = (DataStatus.STALE, _STALE)
@@ -421,13 +421,13 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
     from botopt.core.signals._model import load_model
 
     # The model first: one that cannot serve these settings fails before the work.
-    model = load_model(config)
+    model = load_model(config.model, config.features)
     candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
     blocks = _data_blocks(config, candles, now)
     rows, regimes = _features_and_regimes(config, candles, syms, manager, batch, stages)
     last_rows = _rows_frame(rows, syms)
 
-    coord = AlphaEngineCoordinator(config)
+    coord = AlphaEngineCoordinator(config.features)
     if batch:
         signals = coord.generate_all_signals_batch(last_rows, regimes)
     else:
@@ -553,11 +553,11 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     frames = {str(k[0]): v for k, v in candles.partition_by(
         "symbol", as_dict=True, maintain_order=True).items()}
     if batch:
-        out = compute_features(pl.concat([frames[s] for s in need]), config)
+        out = compute_features(pl.concat([frames[s] for s in need]), config.features)
         full = {str(k[0]): v for k, v in
                 out.partition_by("symbol", as_dict=True, maintain_order=True).items()}
     else:
-        full = {s: compute_features(frames[s], config) for s in need}
+        full = {s: compute_features(frames[s], config.features) for s in need}
     fresh_rows = {s: _row_value(full[s]) for s in need if s not in rows}
     manager.set_many("features", {fkeys[s]: v for s, v in fresh_rows.items()},
                      (time.perf_counter() - start) / len(need))
@@ -567,9 +567,11 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
         stages.regime += len(todo)
         start = time.perf_counter()
         if batch:
-            fresh = detect_regime(pl.concat([full[s] for s in todo]), config)
+            fresh = detect_regime(pl.concat([full[s] for s in todo]), config.regime,
+                                  config.features)
         else:
-            fresh = {s: detect_regime(full[s], config)[s] for s in todo}
+            fresh = {s: detect_regime(full[s], config.regime, config.features)[s]
+                     for s in todo}
         manager.set_many("regime", {rkeys[s]: fresh[s] for s in todo},
                          (time.perf_counter() - start) / len(todo))
         regimes.update(fresh)

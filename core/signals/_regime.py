@@ -19,17 +19,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from botopt.core.base._config import Config, FeaturesConfig, RegimeConfig
+from botopt.core.base._config import FeaturesConfig, RegimeConfig
 from botopt.core.base._vocab import Regime
 
 REGIMES: tuple[Regime, ...] = tuple(Regime)
-
-
-def _configs(config: RegimeConfig | Config | None,
-             features: FeaturesConfig | None) -> tuple[RegimeConfig, FeaturesConfig]:
-    if isinstance(config, Config):
-        return config.regime, config.features
-    return config or RegimeConfig(), features or FeaturesConfig()
 
 
 def regime_expr(rc: RegimeConfig, fc: FeaturesConfig) -> pl.Expr:
@@ -52,14 +45,14 @@ def regime_expr(rc: RegimeConfig, fc: FeaturesConfig) -> pl.Expr:
     return pl.when(vol > threshold).then(pl.lit(Regime.HIGH_VOL.value)).otherwise(trend)
 
 
-def regime_series(features: pl.DataFrame, config: RegimeConfig | Config | None = None,
+def regime_series(features: pl.DataFrame, config: RegimeConfig | None = None,
                   features_config: FeaturesConfig | None = None) -> pl.DataFrame:
     """``features`` with a ``regime`` column, one label per candle."""
-    rc, fc = _configs(config, features_config)
+    rc, fc = config or RegimeConfig(), features_config or FeaturesConfig()
     return features.with_columns(regime_expr(rc, fc).alias("regime"))
 
 
-def detect_regime(features: pl.DataFrame, config: RegimeConfig | Config | None = None,
+def detect_regime(features: pl.DataFrame, config: RegimeConfig | None = None,
                   features_config: FeaturesConfig | None = None) -> dict[str, str]:
     """Each symbol's regime at its last (closed) candle: {symbol: label}."""
     labelled = regime_series(features, config, features_config)

@@ -169,7 +169,7 @@ def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
 def _model(cfg: Config) -> str:
     from botopt.core.signals._model import load_model
 
-    model = load_model(cfg)
+    model = load_model(cfg.model, cfg.features)
     what = cfg.model.predict or (str(cfg.model.path) if cfg.model.path else "bundled model")
     return f"{what} loads ({type(model).__name__})"
 
