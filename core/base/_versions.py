@@ -37,7 +37,9 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "predictions": _PREDICTIONS,
     "gates": _GATES,
     "signals": tuple(sorted({*_REGIME, *_PREDICTIONS, *_GATES, "signals._pipeline",
-                             "data._candles", "signals._correlation", "state._paths",
+                             "data._candles", "data._binance", "signals._correlation",
+                             "state._paths", "state._workspace", "state._cache",
+                             "state._events", "state._regime_state", "base._redact",
                              "base._versions"})),
 }
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from botopt.core.base._config import Config, interval_ms
 from botopt.core.base._symbols import binance_symbol, is_futures
+from botopt.core.data._binance import BinanceClient
 from botopt.core.errors import DataError, UnknownSymbolError, UsageError
 
 if TYPE_CHECKING:
@@ -465,8 +466,6 @@ def _load_one(symbol: str, config: Config, end_ms: int | None,
     interval = config.data.interval
     source = config.data.source
     if source == "binance":
-        from botopt.core.data._binance import BinanceClient
-
         step = interval_ms(interval)
         start = None if limit is None or end_ms is None else end_ms - (limit + 1) * step
         df = BinanceClient(config.binance).klines(

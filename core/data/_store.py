@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from botopt.core.base._config import Config
 from botopt.core.base._fs import atomic_write_bytes
+from botopt.core.data._binance import BinanceClient
 from botopt.core.data._candles import (
     candle_file_stem,
     existing_candle_file,
@@ -37,11 +38,10 @@ from botopt.core.data._candles import (
     validate_candles,
 )
 from botopt.core.errors import BotoptError, ConfigError, DataError, UsageError
+from botopt.core.state._paths import state_dir
 
 if TYPE_CHECKING:
     import polars as pl
-
-    from botopt.core.data._binance import BinanceClient
 
 log = logging.getLogger("botopt.store")
 
@@ -190,9 +190,6 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
     file another fetch has locked for ``lock_timeout`` seconds is an error.
     """
     from filelock import FileLock, Timeout
-
-    from botopt.core.data._binance import BinanceClient
-    from botopt.core.state._paths import state_dir
 
     interval = interval or config.data.interval
     step = interval_ms(interval)

@@ -40,8 +40,9 @@ from botopt.core.base._config import Config, TelegramConfig
 from botopt.core.base._fs import atomic_write_json, read_json
 from botopt.core.base._vocab import EventType, TelegramOutcome
 from botopt.core.delivery._notify_format import Message, as_plain, render_batch, split_further
-from botopt.core.delivery._telegram import RETRY_AFTER_MAX
+from botopt.core.delivery._telegram import RETRY_AFTER_MAX, TelegramClient
 from botopt.core.errors import ConfigError, NotifyError, TelegramConfigError, UsageError
+from botopt.core.state._events import emit
 from botopt.core.state._workspace import Workspace
 
 log = logging.getLogger("botopt.notify")
@@ -194,8 +195,6 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
                          for i, (nid, (k, d)) in enumerate(zip(ids, items, strict=True))])
         con.execute("COMMIT")
     if announce and was_empty:
-        from botopt.core.state._events import emit
-
         emit(EventType.NOTIFY_QUEUED, _root=directory.parent, count=len(ids))
     return ids
 
@@ -393,8 +392,6 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
     if dry_run:
         return _dry_run(directory, tc, force, clock())
 
-    from botopt.core.delivery._telegram import TelegramClient
-
     result = FlushResult()
     lock = FileLock(str(directory / "flush.lock"))
     try:
@@ -566,8 +563,6 @@ class _Flush:
             self.result.refusal = f"{reason} (try {row[0]} of {DEAD_AFTER})"
 
     def _bury(self, nid: str, kind: str, reason: str, data: Any) -> None:
-        from botopt.core.state._events import emit
-
         self.refused.add(nid)
         self.con.execute("BEGIN IMMEDIATE")
         self.con.execute("INSERT OR REPLACE INTO dead(id, type, created, data, batch, "

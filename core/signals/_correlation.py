@@ -44,7 +44,9 @@ from typing import Any
 import numpy as np
 
 from botopt.core.base._config import Config, interval_ms
-from botopt.core.errors import UsageError
+from botopt.core.base._fs import atomic_writer, refused_write
+from botopt.core.errors import CacheError, UsageError
+from botopt.core.state._paths import state_dir as default_dir
 
 log = logging.getLogger("botopt.correlation")
 STATE_FORMAT = 2
@@ -621,8 +623,6 @@ class RollingCorrelation:
     def save(self, path: Path, identity: str = "") -> None:
         """Write the state to ``path`` + ".npz" in one atomic replace. No fsync: this is a
         cache, and a file lost or cut by a crash is detected and rebuilt."""
-        from botopt.core.base._fs import atomic_writer
-
         with atomic_writer(Path(str(path) + ".npz"), fsync=False) as fh:
             self.write(fh, identity)
 
@@ -705,9 +705,6 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     logged; a damaged state file is rebuilt with a warning."""
     from filelock import FileLock, Timeout
 
-    from botopt.core.base._fs import refused_write
-    from botopt.core.errors import CacheError
-
     win = window or config.correlation.window
     identity = source_identity(config)
     runs = candle_runs(candles)
@@ -720,8 +717,6 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     path: Path | None = None
     try:
         if state_dir is None:
-            from botopt.core.state._paths import state_dir as default_dir
-
             state_dir = default_dir(config, "correlation")
         else:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

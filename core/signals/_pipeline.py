@@ -43,15 +43,33 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core.base._config import Config, interval_ms
+from botopt.core.base._codec import fingerprint
+from botopt.core.base._config import Config, interval_ms, warmup_candles
 from botopt.core.base._versions import stage_tag
 from botopt.core.base._vocab import DataStatus, Direction, EventType, NotificationType
+from botopt.core.data._candles import (
+    _sample_dir,
+    find_candle_file,
+    load_candles,
+    parse_symbols,
+    sample_clock,
+)
+from botopt.core.errors import CacheError, NotifyError, StaleDataError, format_age
+from botopt.core.signals._gates import (
+    CooldownRecord,
+    GateDecision,
+    GateInput,
+    directional_probability,
+    evaluate_gates,
+)
+from botopt.core.state._cache import MISS
+from botopt.core.state._events import emit
+from botopt.core.state._workspace import Workspace, data_scope
 
 if TYPE_CHECKING:
     import polars as pl
 
     from botopt.core.state._cache import CacheManager
-    from botopt.core.state._workspace import Workspace
 
 log = logging.getLogger("botopt.pipeline")
 
@@ -83,8 +101,6 @@ class SymbolResult:
     @property
     def p_dir(self) -> float | None:
         """P(the signal's own direction): what is shown and gated on."""
-        from botopt.core.signals._gates import directional_probability
-
         return directional_probability(self.p_up, self.direction)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,8 +189,6 @@ def _model_digest(config: Config) -> str:
 def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
              cooldown_digest: str) -> str | None:
     """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply."""
-    from botopt.core.data._candles import _sample_dir, find_candle_file
-
     if config.data.source == "binance":
         return None  # the data only exists after a network round trip
     data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
@@ -184,8 +198,6 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
     slot = int(as_of.timestamp() * 1000) // step
     files = [_file_digest(find_candle_file(Path(data_dir), s, config.data.interval))
              for s in symbols]
-    from botopt.core.state._workspace import data_scope
-
     parts = [stage_tag("signals"), data_scope(config), list(symbols), files, slot,
              config.data.interval, config.data.source,
              _sections_json(config, "features", "regime", "gates", "correlation", "model"),
@@ -278,9 +290,6 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
     (the reference path; same answer, slower). ``side_effects=False`` records nothing
     whatever ``notify`` says (benchmarks, comparisons).
     """
-    from botopt.core.data._candles import parse_symbols, sample_clock
-    from botopt.core.state._workspace import Workspace
-
     syms = parse_symbols(symbols)
     if as_of is not None:
         now, clock = as_of, "as-of"
@@ -300,8 +309,6 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
     stale = {r.symbol: r.age_seconds or 0.0 for r in result.symbols
              if r.data_status == DataStatus.STALE}
     if stale and len(stale) == len(result.symbols):
-        from botopt.core.errors import StaleDataError
-
         raise StaleDataError(stale, _max_staleness(config))
     return result
 
@@ -332,8 +339,6 @@ _STALE = "stale data"  # placeholder in the cached answer; _apply_clock says how
 
 def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> SignalsResult:
     """Ages and stale reasons follow the clock of this run, cached answer or not."""
-    from botopt.core.errors import format_age
-
     rows = []
     for r in result.symbols:
         age = _age(config, r.candle_time, now)
@@ -349,8 +354,6 @@ def _data_blocks(config: Config, candles: pl.DataFrame,
                  now: datetime) -> dict[str, tuple[DataStatus, str]]:
     """{symbol: (data status, reason)} for symbols no gate may pass: stale or warming up."""
     import polars as pl
-
-    from botopt.core.base._config import warmup_candles
 
     need = warmup_candles(config.features, config.regime)
     per = candles.group_by("symbol", maintain_order=True).agg(
@@ -398,8 +401,6 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
     """The whole-run entry for this key, brought to this run's clock, or None."""
     if run_key is None:
         return None
-    from botopt.core.state._cache import MISS
-
     hit = manager.get("signals", run_key)
     if hit is not MISS:
         cached = SignalsResult.from_dict(hit)
@@ -416,7 +417,6 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
 def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
              manager: CacheManager, batch: bool, cooldowns: Any, stages: _Stages
              ) -> SignalsResult:
-    from botopt.core.data._candles import load_candles
     from botopt.core.signals._engines import GUARD, AlphaEngineCoordinator, best_signal
     from botopt.core.signals._model import load_model
 
@@ -465,9 +465,6 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
     """Gate decisions per symbol. A symbol the data blocks (stale, warming up, degenerate)
     is kept out of the gates altogether: it must not count as an active signal for the
     correlation gate of another."""
-    from botopt.core.base._codec import fingerprint
-    from botopt.core.signals._gates import GateDecision, GateInput, evaluate_gates
-
     vz_col = f"volume_z_{config.features.volume_z_period}"
     candidates = []
     for s in syms:
@@ -592,7 +589,6 @@ def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
     A disk that refuses the write costs the stored state (one warning), never the run."""
     if len(syms) < 2:
         return None
-    from botopt.core.errors import CacheError
     from botopt.core.signals._correlation import update_correlation
 
     try:
@@ -606,8 +602,6 @@ def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
 def _record(config: Config, ws: Workspace, result: SignalsResult,
             cooldowns: Any) -> SignalsResult:
     """Cooldowns, regime changes and notifications: each reported once across runs."""
-    from botopt.core.signals._gates import CooldownRecord
-
     records = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
                for r in result.symbols if r.gate_passed]
     added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
@@ -629,8 +623,6 @@ def _publish(config: Config, new: list[SymbolResult],
     """Queue notifications and emit events for what is new. A broken queue costs a warning:
     it must never fail or slow the signals run itself."""
     from botopt.core.delivery._notify import enqueue
-    from botopt.core.errors import NotifyError
-    from botopt.core.state._events import emit
 
     items = [{"type": NotificationType.SIGNAL, "data": {k: v for k, v in s.to_dict().items()
                                          if k in _SIGNAL_FIELDS}} for s in new]

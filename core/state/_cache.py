@@ -48,8 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from botopt.core.base._codec import Unencodable, decode, encode, fingerprint
+from botopt.core.base._fs import refused_write
 from botopt.core.base._versions import function_tag
 from botopt.core.errors import CacheError, UsageError
+from botopt.core.state._paths import ensure_dir
 
 log = logging.getLogger("botopt.cache")
 
@@ -344,8 +347,6 @@ class CacheManager:
 
     def _backend(self) -> Any:
         if self._store is None:
-            from botopt.core.state._paths import ensure_dir
-
             self._store = DiskcacheStore(
                 ensure_dir(ensure_dir(ensure_dir(self.root) / "cache") / _ENTRIES))
         return self._store
@@ -370,8 +371,6 @@ class CacheManager:
 
     def _degrade(self, exc: BaseException) -> None:
         if not self._broken:
-            from botopt.core.base._fs import refused_write
-
             refused_write(self.root, exc)
         self._broken = True
 
@@ -402,8 +401,6 @@ class CacheManager:
             raw = self._backend().get_many(name, keys, self.clock())
         if not raw:
             return {}
-        from botopt.core.base._codec import decode
-
         out: dict[str, Any] = {}
         bad: list[str] = []
         counters = self._count(name)
@@ -430,8 +427,6 @@ class CacheManager:
         """Store values; inside ``batch()`` they are written with the run's one commit."""
         if not self._usable() or not items:
             return 0
-        from botopt.core.base._codec import Unencodable, encode
-
         life = self.ttl(name) if ttl is None else ttl
         if life <= 0:
             return 0
@@ -599,8 +594,6 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T:
-            from botopt.core.base._codec import Unencodable, fingerprint
-
             mgr = get_manager()
             try:
                 key = fingerprint([ident, tag, list(args), sorted(kwargs.items())])

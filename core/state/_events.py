@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from botopt.core.base._redact import redact
 from botopt.core.base._vocab import EventType
 from botopt.core.state._workspace import default_root
 
@@ -114,8 +115,6 @@ def run_events(command: str, root: Path | None = None,
     try:
         yield counts
     except BaseException as exc:
-        from botopt.core.base._redact import redact
-
         emit(EventType.RUN_FAILED, _root=root, command=command,
              duration_s=round(time.monotonic() - start, 4),
              error=redact(f"{type(exc).__name__}: {exc}")[:500])

@@ -41,13 +41,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from botopt.core.base._fs import refused_write
+from botopt.core.state._cache import CacheManager
 from botopt.core.state._paths import default_cache_dir, ensure_dir
+from botopt.core.state._regime_state import RegimeState
 
 if TYPE_CHECKING:
     from botopt.core.base._config import Config
     from botopt.core.signals._gates import CooldownStore
-    from botopt.core.state._cache import CacheManager
-    from botopt.core.state._regime_state import RegimeState
 
 log = logging.getLogger("botopt.workspace")
 
@@ -153,8 +154,6 @@ class Workspace:
         private temporary directory for state that a run cannot do without."""
         lost = _ephemeral.get(self.root)
         if lost is None:
-            from botopt.core.base._fs import refused_write
-
             refused_write(self.root, exc)
             import atexit
             import shutil
@@ -170,8 +169,6 @@ class Workspace:
     @property
     def cache(self) -> CacheManager:
         if self._cache is None:
-            from botopt.core.state._cache import CacheManager
-
             if self.config is not None:
                 self._cache = CacheManager.from_config(self.config, root=self.root,
                                                        clock=self.clock)
@@ -185,8 +182,6 @@ class Workspace:
         return CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
 
     def regimes(self, config: Config | None = None) -> RegimeState:
-        from botopt.core.state._regime_state import RegimeState
-
         return RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
 
     def close(self) -> None:

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from botopt.core.base._config import Config
+from botopt.core.base._redact import redact, register_secret
+from botopt.core.data._binance import BinanceClient
+from botopt.core.data._candles import (
+    _sample_dir,
+    find_candle_file,
+    interval_ms,
+    read_candle_file,
+)
 from botopt.core.errors import BotoptError
+from botopt.core.state._paths import cache_dir_for, ensure_dir, state_dir
+from botopt.core.watch._monitor import STATE, monitor_running
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,6 @@ def run_checks(config: Config, *, send_test: bool = False,
         try:
             out.append(Check(name, True, fn()))
         except BotoptError as exc:
-            from botopt.core.base._redact import redact
-
             out.append(Check(name, False, redact(str(exc))))
     return out
 
@@ -64,19 +72,9 @@ def _config(cfg: Config) -> str:
 
 
 def _data(cfg: Config, now: float) -> str:
-    from botopt.core.data._candles import (
-        _sample_dir,
-        find_candle_file,
-        interval_ms,
-        read_candle_file,
-    )
-
     src, interval = cfg.data.source, cfg.data.interval
     syms = list(cfg.data.symbols)
     if src == "binance":
-        from botopt.core.data._binance import BinanceClient
-        from botopt.core.state._paths import state_dir
-
         # with the ban note: a check during a ban must not make it longer
         BinanceClient(cfg.binance, state_dir=state_dir(cfg, "binance")).klines(
             syms[0], interval, limit=1)
@@ -107,8 +105,6 @@ def _data(cfg: Config, now: float) -> str:
 
 
 def _cache(cfg: Config) -> str:
-    from botopt.core.state._paths import cache_dir_for, ensure_dir
-
     path = ensure_dir(cache_dir_for(cfg))
     try:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor."):
@@ -138,8 +134,6 @@ def _telegram(cfg: Config, send_test: bool) -> str:
 
 def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
     import requests
-
-    from botopt.core.base._redact import redact, register_secret
 
     tc = cfg.telegram
     token = str(tc.token)
@@ -175,9 +169,6 @@ def _model(cfg: Config) -> str:
 
 
 def _monitor(cfg: Config, now: float) -> str:
-    from botopt.core.state._paths import state_dir
-    from botopt.core.watch._monitor import STATE, monitor_running
-
     if monitor_running(cfg):
         return "running"
     state = state_dir(cfg, "events") / STATE

@@ -17,7 +17,10 @@ from typing import Any
 
 from botopt.core.base._config import Config
 from botopt.core.base._vocab import EventType
+from botopt.core.data._candles import parse_as_of
 from botopt.core.errors import UsageError
+from botopt.core.state._events import LOG_NAME, events_dir
+from botopt.core.state._paths import cache_dir_for
 
 # history type -> the event types behind it
 TYPES: dict[str, tuple[str, ...]] = {
@@ -36,8 +39,6 @@ def parse_since(value: str | None, now: float) -> float:
     m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value)
     if m:
         return now - int(m.group(1)) * _UNIT_S[m.group(2)]
-    from botopt.core.data._candles import parse_as_of
-
     try:
         when = parse_as_of(value)
     except UsageError:
@@ -79,9 +80,6 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
 def history(config: Config, *, since: float, types: set[str],
             root: Path | None = None) -> list[dict[str, Any]]:
     """Matching events since ``since`` (epoch s), oldest first, as dicts with ISO times."""
-    from botopt.core.state._events import LOG_NAME, events_dir
-    from botopt.core.state._paths import cache_dir_for
-
     directory = events_dir(root or cache_dir_for(config))
     wanted = {ev: kind for kind in types for ev in TYPES[kind]}
     out = []

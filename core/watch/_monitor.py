@@ -33,6 +33,8 @@ from typing import Any
 from botopt.core.base._config import Config, MonitorConfig
 from botopt.core.base._fs import atomic_write_json, read_json
 from botopt.core.base._vocab import EventType, NotificationType
+from botopt.core.delivery._notify import enqueue, queue_stats
+from botopt.core.errors import BotoptError
 from botopt.core.state._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
 from botopt.core.state._workspace import Workspace
 
@@ -137,8 +139,6 @@ class Monitor:
             self.state.last_finished = self.clock()  # a fresh monitor gives the bot a full period
 
     def _enqueue_real(self, items: list[dict[str, Any]]) -> Any:
-        from botopt.core.delivery._notify import enqueue
-
         return enqueue(self.config, items, announce=False)
 
     def _alert(self, message: str, **extra: Any) -> None:
@@ -253,8 +253,6 @@ class Monitor:
             self._alert(f"bot stalled: no run finished for {int((now - last) // 60)} min")
             self.state.stale_alerted = True
         try:
-            from botopt.core.delivery._notify import queue_stats
-
             q = queue_stats(self.config)
             oldest = q["oldest_created_at"]
             self.state.queue_oldest = oldest
@@ -299,8 +297,6 @@ class Monitor:
     def commit(self) -> None:
         """Queue the alerts, then save the state. A queue or disk that fails costs a warning
         and is tried again at the next round: the alerts stay in the outbox meanwhile."""
-        from botopt.core.errors import BotoptError
-
         if self._outbox:
             try:
                 self._enqueue(self._outbox)
@@ -485,8 +481,6 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     except FileNotFoundError:
         pass
     try:
-        from botopt.core.delivery._notify import queue_stats
-
         queue = queue_stats(config)
     except Exception as exc:
         queue = {"error": str(exc)}
