@@ -263,7 +263,6 @@ def is_live(config: Config, as_of: datetime | None) -> bool:
     """Whether a run speaks for the present: only live runs record cooldowns and queue
     notifications. Sample data is never live, nor is a replay (an ``as_of`` more than one
     candle interval away from the wall clock, in the past or the future)."""
-
     if config.data.source == "sample":
         return False
     if as_of is None:
@@ -316,7 +315,6 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
 # -- data checks that come before any gate ---------------------------------------------------
 
 def _max_staleness(config: Config) -> float:
-
     if config.data.max_staleness is not None:
         return config.data.max_staleness
     return 2 * interval_ms(config.data.interval) / 1000
@@ -324,7 +322,6 @@ def _max_staleness(config: Config) -> float:
 
 def _age(config: Config, candle_time: datetime, now: datetime) -> float:
     """Seconds from the close of the candle that opened at ``candle_time`` to ``now``."""
-
     close = candle_time + timedelta(milliseconds=interval_ms(config.data.interval))
     return (now - close).total_seconds()
 
