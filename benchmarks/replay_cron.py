@@ -64,7 +64,7 @@ def replay(label: str, base: dict[str, object], variants: dict[str, dict[str, ob
     the cache's clock moving with the runs. Each bot has its own state directory
     (cooldowns, regimes, queue): a cached bot's day must equal an uncached bot's."""
     from botopt.core.base._config import load_config
-    from botopt.core.signals._pipeline import _Stages, run_signals
+    from botopt.core.signals._pipeline import _run_signals, _Stages
     from botopt.core.state._cache import CacheManager
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,11 +82,11 @@ def replay(label: str, base: dict[str, object], variants: dict[str, dict[str, ob
         for now in _cron_times(start, minutes):
             clock[0] = now.timestamp()
             t0 = time.perf_counter()
-            b = run_signals(fresh_cfg, symbols, as_of=now, use_cache=False, stages=fresh)
+            b = _run_signals(fresh_cfg, symbols, as_of=now, use_cache=False, stages=fresh)
             t_fresh += time.perf_counter() - t0
             for note, cfg, mgr, stages in runs:
                 t0 = time.perf_counter()
-                a = run_signals(cfg, symbols, as_of=now, manager=mgr, stages=stages)
+                a = _run_signals(cfg, symbols, as_of=now, manager=mgr, stages=stages)
                 t_cached[note] += time.perf_counter() - t0
                 identical[note] &= a == b
         for _, _, mgr, _ in runs:
@@ -181,7 +181,7 @@ def write_rows(n: int) -> list[Row]:
     """The cache's write time on a next-candle run: the run's entries written as it does
     (one transaction) against the same entries written one transaction each."""
     from botopt.core.base._config import load_config
-    from botopt.core.signals._pipeline import run_signals
+    from botopt.core.signals._pipeline import _run_signals
     from botopt.core.state._cache import CacheManager
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,21 +189,21 @@ def write_rows(n: int) -> list[Row]:
         cfg = load_config(overrides={"data.source": "local", "data.data_dir": tmp,
                                      "cache.dir": f"{tmp}/c"})
         mgr = CacheManager.from_config(cfg)
-        run_signals(cfg, syms, as_of=start, manager=mgr, side_effects=False)
+        _run_signals(cfg, syms, as_of=start, manager=mgr, notify=False)
         captured: list[Any] = []
         store = mgr._backend()
         real = store.write
         store.write = lambda rows, stats, now: (captured.extend(rows), real(rows, stats, now))[1]
         mgr.write_seconds = 0.0
         nxt = start + timedelta(minutes=5)
-        a = run_signals(cfg, syms, as_of=nxt, manager=mgr, side_effects=False)
+        a = _run_signals(cfg, syms, as_of=nxt, manager=mgr, notify=False)
         batched = mgr.write_seconds
         one_by_one = CacheManager.from_config(cfg, root=Path(tmp) / "c2")
         t0 = time.perf_counter()
         for name, key, value, expire_at, seconds in captured:
             one_by_one._commit([(name, key, value, expire_at, seconds)], {})
         each = time.perf_counter() - t0
-        same = a == run_signals(cfg, syms, as_of=nxt, use_cache=False, side_effects=False)
+        same = a == _run_signals(cfg, syms, as_of=nxt, use_cache=False, notify=False)
     return [Row("cache", f"{n} symbols, next-candle run: cache write time",
                 f"{len(captured)} transactions {each:.3f} s",
                 f"one transaction {batched:.3f} s (encoding included)", each, batched,
@@ -214,7 +214,7 @@ def cycle_rows(sizes: list[int]) -> list[Row]:
     """A cron cycle of 5-minute candles run every minute (one new candle, four runs on it):
     cached against uncached, in-process, at each size."""
     from botopt.core.base._config import load_config
-    from botopt.core.signals._pipeline import run_signals
+    from botopt.core.signals._pipeline import _run_signals
     from botopt.core.state._cache import CacheManager
 
     rows = []
@@ -225,15 +225,15 @@ def cycle_rows(sizes: list[int]) -> list[Row]:
                                          "cache.dir": f"{tmp}/c"})
             clock = [start.timestamp()]
             mgr = CacheManager.from_config(cfg, clock=lambda c=clock: c[0])
-            run_signals(cfg, syms, as_of=start, manager=mgr, side_effects=False)
+            _run_signals(cfg, syms, as_of=start, manager=mgr, notify=False)
             t_cached = t_fresh = 0.0
             same = True
             for now in _cron_times(start + timedelta(minutes=5), 5):
                 clock[0] = now.timestamp()
                 t0 = time.perf_counter()
-                a = run_signals(cfg, syms, as_of=now, manager=mgr, side_effects=False)
+                a = _run_signals(cfg, syms, as_of=now, manager=mgr, notify=False)
                 t1 = time.perf_counter()
-                b = run_signals(cfg, syms, as_of=now, use_cache=False, side_effects=False)
+                b = _run_signals(cfg, syms, as_of=now, use_cache=False, notify=False)
                 t_fresh += time.perf_counter() - t1
                 t_cached += t1 - t0
                 same &= a == b

@@ -68,7 +68,7 @@ _EXPORTS: dict[str, str] = {
     "get_status": "botopt.core.watch._monitor",
     "run_signals": "botopt.core.signals._pipeline",
     "is_live": "botopt.core.signals._pipeline",
-    "SignalsResult": "botopt.core.signals._pipeline",
+    "SignalsResult": "botopt.core.signals._results",
     "update_correlation": "botopt.core.signals._correlation",
     "history": "botopt.core.watch._history",
     "train_and_save": "botopt.core.signals._model_train",
@@ -149,8 +149,9 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
     from botopt.core.signals._engines import AlphaEngineCoordinator, Signal  # noqa: F401
     from botopt.core.signals._features import compute_features  # noqa: F401
     from botopt.core.signals._model_train import train_and_save  # noqa: F401
-    from botopt.core.signals._pipeline import SignalsResult, is_live, run_signals  # noqa: F401
+    from botopt.core.signals._pipeline import is_live, run_signals  # noqa: F401
     from botopt.core.signals._regime import detect_regime  # noqa: F401
+    from botopt.core.signals._results import SignalsResult  # noqa: F401
     from botopt.core.state._cache import (  # noqa: F401
         cache_features,
         cache_gate,

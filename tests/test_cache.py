@@ -299,7 +299,7 @@ def test_full_database_degrades_and_is_never_moved_aside(cache_dir, caplog):
 def test_one_write_transaction_per_run(tmp_path):
     """Every entry of a run and its statistics are committed together."""
     from botopt.core import load_config
-    from botopt.core.signals._pipeline import run_signals
+    from botopt.core.signals._pipeline import _run_signals
 
     cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")})
     mgr = CacheManager.from_config(cfg)
@@ -309,7 +309,7 @@ def test_one_write_transaction_per_run(tmp_path):
     store.write = lambda rows, stats, now: (commits.append((len(rows), dict(stats))),
                                              real(rows, stats, now))[1]
     syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-    run_signals(cfg, syms, as_of=datetime(2026, 9, 20, 12, tzinfo=timezone.utc), manager=mgr)
+    _run_signals(cfg, syms, as_of=datetime(2026, 9, 20, 12, tzinfo=timezone.utc), manager=mgr)
     assert len(commits) == 1
     n_rows, stats = commits[0]
     # features, regime, predictions per symbol; gates; the run (twice if it recorded one)

@@ -158,7 +158,7 @@ LAYERS: list[str] = ["base", "state", "data", "signals", "delivery", "watch"]
 UPWARD_ALLOWED = {
     ("_config", "_cache"),  # validation asks the cache for each entry's effective life
     ("_workspace", "_gates"),  # the Workspace builds the cooldown store, defined with gates
-    ("_pipeline", "_notify"),  # a signals run queues what passed (its side effects)
+    ("_effects", "_notify"),  # a live signals run queues what passed (its side effects)
 }
 
 

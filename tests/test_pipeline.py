@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core import load_config
-from botopt.core.signals._pipeline import _Stages, run_signals
+from botopt.core.signals._pipeline import _run_signals, _Stages
 from botopt.core.state._cache import CacheManager
 
 runner = CliRunner()
@@ -29,8 +29,8 @@ def test_batch_equals_sequential_on_sample_data(tmp_path):
     cfg = cfg_for(tmp_path)
     for minutes in (0, 600, 3000):
         now = T0 + timedelta(minutes=minutes)
-        batch = run_signals(cfg, SAMPLE, as_of=now, use_cache=False, side_effects=False)
-        seq = run_signals(cfg, SAMPLE, as_of=now, use_cache=False, side_effects=False,
+        batch = _run_signals(cfg, SAMPLE, as_of=now, use_cache=False, notify=False)
+        seq = _run_signals(cfg, SAMPLE, as_of=now, use_cache=False, notify=False,
                           batch=False)
         assert batch == seq
 
@@ -41,8 +41,8 @@ def test_batch_equals_sequential_on_real_data(tmp_path, shared_data):
     syms = ["ADA_BTC", "DASH_BTC", "ETC_BTC", "ETH_BTC", "LTC_BTC", "NXT_BTC", "TRX_BTC",
             "XLM_BTC", "XMR_BTC", "ZEC_BTC"]
     now = datetime(2018, 1, 25, 13, 2, tzinfo=timezone.utc)
-    assert run_signals(real, syms, as_of=now, use_cache=False, side_effects=False) == \
-        run_signals(real, syms, as_of=now, use_cache=False, side_effects=False, batch=False)
+    assert _run_signals(real, syms, as_of=now, use_cache=False, notify=False) == \
+        _run_signals(real, syms, as_of=now, use_cache=False, notify=False, batch=False)
 
 
 @pytest.mark.slow
@@ -57,9 +57,9 @@ def test_cached_equals_uncached_over_a_replay(tmp_path):
     for k in range(60):
         now = T0 + timedelta(seconds=60 * k)
         clock[0] = now.timestamp()
-        cached = run_signals(cfg, SAMPLE[:3], as_of=now, manager=mgr, stages=stages)
-        fresh = run_signals(cfg, SAMPLE[:3], as_of=now, use_cache=False,
-                            side_effects=False)
+        cached = _run_signals(cfg, SAMPLE[:3], as_of=now, manager=mgr, stages=stages)
+        fresh = _run_signals(cfg, SAMPLE[:3], as_of=now, use_cache=False,
+                            notify=False)
         assert cached == fresh, now
     counts = mgr.counters()
     assert counts["signals"]["hits"] >= 40  # 4 of 5 minutes share a candle
@@ -70,39 +70,39 @@ def test_new_candle_invalidates_and_ttl_expires(tmp_path):
     clock = [T0.timestamp()]
     cfg = cfg_for(tmp_path)
     mgr = CacheManager.from_config(cfg, clock=lambda: clock[0])
-    a = run_signals(cfg, ["BTCUSDT"], as_of=T0, manager=mgr)
-    b = run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr)
+    a = _run_signals(cfg, ["BTCUSDT"], as_of=T0, manager=mgr)
+    b = _run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr)
     assert a.symbols[0].candle_time + timedelta(minutes=5) == b.symbols[0].candle_time
     assert not b.from_cache
     clock[0] += 20  # within every TTL (the shortest stage here, predictions, is 30 s)
-    assert run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr
+    assert _run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr
                        ).from_cache
     clock[0] += 3600  # every TTL has passed: recomputed, same answer
-    c = run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr)
+    c = _run_signals(cfg, ["BTCUSDT"], as_of=T0 + timedelta(minutes=5), manager=mgr)
     assert not c.from_cache and c == b
 
 
 def test_changed_setting_is_a_miss(tmp_path):
     cfg = cfg_for(tmp_path)
     mgr = CacheManager.from_config(cfg)
-    run_signals(cfg, SAMPLE[:2], as_of=T0, manager=mgr)
+    _run_signals(cfg, SAMPLE[:2], as_of=T0, manager=mgr)
     other = cfg_for(tmp_path, **{"gates.min_strength": 0.0, "gates.min_probability": 0.0})
-    r = run_signals(other, SAMPLE[:2], as_of=T0, manager=CacheManager.from_config(other))
+    r = _run_signals(other, SAMPLE[:2], as_of=T0, manager=CacheManager.from_config(other))
     assert not r.from_cache
-    assert r == run_signals(other, SAMPLE[:2], as_of=T0, use_cache=False, side_effects=False)
+    assert r == _run_signals(other, SAMPLE[:2], as_of=T0, use_cache=False, notify=False)
 
 
 def test_passed_signal_recorded_once_and_cooldown_blocks_later(tmp_path):
     cfg = cfg_for(tmp_path, **{"gates.min_strength": 0.0, "gates.min_probability": 0.0,
                                "gates.block_high_vol": False, "gates.min_volume_z": -99.0,
                                "gates.correlation_threshold": 1.0})
-    first = run_signals(cfg, SAMPLE, as_of=T0, notify=True)
+    first = _run_signals(cfg, SAMPLE, as_of=T0, notify=True)
     assert first.passed and first.new_signals == first.passed
-    again = run_signals(cfg, SAMPLE, as_of=T0)
+    again = _run_signals(cfg, SAMPLE, as_of=T0)
     assert again == first and again.new_signals == []
     # What the cache served equals a fresh computation against the updated cooldown state.
-    assert run_signals(cfg, SAMPLE, as_of=T0, use_cache=False, side_effects=False) == first
-    later = run_signals(cfg, SAMPLE, as_of=T0 + timedelta(minutes=5), use_cache=False)
+    assert _run_signals(cfg, SAMPLE, as_of=T0, use_cache=False, notify=False) == first
+    later = _run_signals(cfg, SAMPLE, as_of=T0 + timedelta(minutes=5), use_cache=False)
     blocked = [s for s in later.symbols if any(r.startswith("cooldown") for r in
                                                  s.gate_reasons)]
     same_dir = {(s.symbol, s.direction) for s in first.passed}
@@ -135,7 +135,7 @@ def test_signals_json_cli(tmp_path):
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_single_symbol_and_pairs_work(tmp_path, n):
-    r = run_signals(cfg_for(tmp_path), SAMPLE[:n], as_of=T0)
+    r = _run_signals(cfg_for(tmp_path), SAMPLE[:n], as_of=T0)
     assert len(r.symbols) == n
 
 
@@ -156,8 +156,8 @@ def test_cron_with_a_moving_clock_and_default_settings(tmp_path):
     for k in range(runs):
         now = start + timedelta(seconds=60 * k + rng.uniform(0.2, 4.0))
         clock[0] = now.timestamp()
-        a = run_signals(cfg, SAMPLE[:4], as_of=now, manager=mgr, stages=cached)
-        b = run_signals(ref, SAMPLE[:4], as_of=now, use_cache=False, stages=fresh)
+        a = _run_signals(cfg, SAMPLE[:4], as_of=now, manager=mgr, stages=cached)
+        b = _run_signals(ref, SAMPLE[:4], as_of=now, use_cache=False, stages=fresh)
         assert a == b, now
     assert fresh.features == 4 * runs and fresh.gates == runs
     for stage in ("features", "regime", "predictions", "gates"):
@@ -209,10 +209,10 @@ def test_switching_data_dirs_never_mixes_state(tmp_path):
     # Replays of the past are experiments that record nothing: notify=True records them.
     for k in range(3):
         now = T0 + timedelta(minutes=5 * k)
-        run_signals(cfg_a, SAMPLE, as_of=now, notify=True)
-        b = run_signals(cfg_b, SAMPLE, as_of=now, notify=True)
-        assert b == run_signals(cfg_b, SAMPLE, as_of=now, use_cache=False, notify=True)
-        assert b == run_signals(alone, SAMPLE, as_of=now, use_cache=False, notify=True)
+        _run_signals(cfg_a, SAMPLE, as_of=now, notify=True)
+        b = _run_signals(cfg_b, SAMPLE, as_of=now, notify=True)
+        assert b == _run_signals(cfg_b, SAMPLE, as_of=now, use_cache=False, notify=True)
+        assert b == _run_signals(alone, SAMPLE, as_of=now, use_cache=False, notify=True)
     scopes = sorted(p.name for p in (tmp_path / "c" / "state").iterdir())
     assert len(scopes) == 2 and len(list((tmp_path / "c" / "correlation").iterdir())) == 2
     for scope in scopes:
@@ -238,9 +238,9 @@ def test_cached_equals_no_cache_after_switching_dirs(tmp_path_factory, order, fa
         alone = load_config(overrides={**base, "data.data_dir": str(dirs[name]),
                                        "cache.dir": str(tmp / f"alone-{name}")})
         now = T0 + timedelta(minutes=5 * (i // 2 + step))
-        cached = run_signals(cfg, SAMPLE, as_of=now, notify=True)
-        assert cached == run_signals(cfg, SAMPLE, as_of=now, use_cache=False, notify=True)
-        assert cached == run_signals(alone, SAMPLE, as_of=now, use_cache=False, notify=True)
+        cached = _run_signals(cfg, SAMPLE, as_of=now, notify=True)
+        assert cached == _run_signals(cfg, SAMPLE, as_of=now, use_cache=False, notify=True)
+        assert cached == _run_signals(alone, SAMPLE, as_of=now, use_cache=False, notify=True)
 
 
 def test_library_run_writes_nothing_under_home(tmp_path):
@@ -256,7 +256,7 @@ def test_library_run_writes_nothing_under_home(tmp_path):
     os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
     cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), **OPEN_GATES,
                                  "gates.correlation_threshold": 1.0})
-    result = run_signals(cfg, SAMPLE, as_of=T0, notify=True)
+    result = _run_signals(cfg, SAMPLE, as_of=T0, notify=True)
     assert result.new_signals  # something was queued and emitted
     status = get_status(cfg)
     assert status["notifications"]["pending"] >= len(result.new_signals) or status

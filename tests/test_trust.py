@@ -183,7 +183,7 @@ def test_degenerate_markets_are_flat_with_a_reason(tmp_path, kind, level, n, see
                                  "gates.min_probability": 0.0, "gates.min_volume_z": -99.0,
                                  "gates.block_high_vol": False})
     (row,) = run_signals(cfg, ["DEGUSDT"], as_of=t0, use_cache=False,
-                         side_effects=False).symbols
+                         notify=False).symbols
     assert row.direction == "flat" and row.strength == 0.0 and not row.gate_passed
     assert row.data_status == "degenerate"
     assert row.gate_reasons[0].startswith(("flat market", "no trades", "zero variance"))
@@ -264,7 +264,7 @@ def test_shown_and_gated_probability_is_that_of_the_direction(tmp_path):
     seen = set()
     for hours in range(0, 72, 6):
         when = datetime(2026, 9, 14, tzinfo=timezone.utc) + timedelta(hours=hours)
-        for s in run_signals(cfg, syms, as_of=when, side_effects=False).symbols:
+        for s in run_signals(cfg, syms, as_of=when, notify=False).symbols:
             d = s.to_dict()
             if s.direction == "long":
                 assert d["p_dir"] == d["p_up"]

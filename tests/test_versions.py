@@ -24,7 +24,10 @@ def _closure(entries: list[str]) -> set[str]:
     """Every core module the entries import at module level, transitively."""
     trees = _sources(CORE)
     rel = len("botopt.core.")
-    graph = {name[rel:]: {n[rel:] for n in _imports(tree, True) if n in trees and n != name}
+    # a layer's __init__ (e.g. ``botopt.core.signals``) holds no code: not a dependency
+    graph = {name[rel:]: {n[rel:] for n in _imports(tree, True)
+                          if n in trees and n != name
+                          and ("._" in n or n == "botopt.core.errors")}
              for name, tree in trees.items() if name != "botopt.core"}
     seen: set[str] = set()
     todo = list(entries)

@@ -9,6 +9,7 @@ is equal to the uncached one.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -190,3 +191,13 @@ def fingerprint(value: Any) -> str:
     h = hashlib.blake2b(digest_size=20)
     _feed(h, value)
     return h.hexdigest()
+
+
+def digest(*parts: str) -> str:
+    """A cache key from string parts; a NUL between parts, so no two part lists collide."""
+    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=20).hexdigest()
+
+
+def settings_json(*sections: Any) -> str:
+    """Settings sections (frozen dataclasses) as canonical JSON: the settings part of a key."""
+    return json.dumps([dataclasses.asdict(s) for s in sections], sort_keys=True, default=str)

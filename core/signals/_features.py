@@ -24,10 +24,14 @@ that is what a user's TA-Lib code sees too).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import polars as pl
 
+from botopt.core.base._codec import digest, settings_json
 from botopt.core.base._config import FeaturesConfig
+from botopt.core.base._versions import stage_tag
 
 _CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
 
@@ -261,3 +265,10 @@ def _indicators(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray,
               2 * fc.bb_std * bb_std / bb_mean, vol, _ratio(v - vz_mean, vz_std, scale=1.0),
               log_ret]
     return dict(zip(names, values, strict=True))
+
+
+def features_keys(config: FeaturesConfig, fingerprints: Mapping[str, str]) -> dict[str, str]:
+    """The features cache key per symbol: its candles (``candle_fingerprints``), the
+    feature settings and the code that computes them (``stage_tag``)."""
+    prefix = digest("features", stage_tag("features"), settings_json(config))
+    return {s: digest(prefix, fp) for s, fp in fingerprints.items()}

@@ -12,6 +12,7 @@ later on the same candle must give the same answer, not "cooldown").
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,9 +20,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from botopt.core.base._codec import register_type
+from botopt.core.base._codec import fingerprint, register_type, settings_json
 from botopt.core.base._config import GatesConfig
 from botopt.core.base._fs import JsonState
+from botopt.core.base._versions import stage_tag
 from botopt.core.base._vocab import Direction, Regime
 
 
@@ -218,3 +220,12 @@ class CooldownStore:
                                 for r in merged]}, added
 
         return self._doc.update(change, {"records": []}) or []
+
+
+def gates_key(config: GatesConfig, candidates: Sequence[GateInput],
+              relevant: Sequence[tuple[str, str, str]], correlation: Any) -> str:
+    """The gates cache key: every input a decision reads (the candidates, the cooldown
+    records that concern them, the correlations), the gate settings and the code."""
+    return fingerprint(["gates", stage_tag("gates"), settings_json(config),
+                        [dataclasses.astuple(c) for c in candidates], list(relevant),
+                        correlation])

@@ -14,7 +14,7 @@ import hashlib
 import importlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,8 +22,10 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from botopt.core.base._codec import digest
 from botopt.core.base._config import FeaturesConfig, ModelConfig
 from botopt.core.base._fs import atomic_write_bytes
+from botopt.core.base._versions import stage_tag
 from botopt.core.errors import ModelError
 
 FORMAT = "botopt-logreg-1"
@@ -299,3 +301,10 @@ def load_model(config: ModelConfig | None = None,
     if fc is not None:
         check_features(model, fc, where)
     return model
+
+
+def prediction_keys(version: str, rows: Mapping[str, Any]) -> dict[str, str]:
+    """The predictions cache key per symbol: the model (its ``version``: a hash of the
+    weights, or of a plug-in's source), the code, and the content of the feature row."""
+    prefix = digest("predictions", stage_tag("predictions"), version)
+    return {s: digest(prefix, repr(row)) for s, row in rows.items()}

@@ -16,8 +16,12 @@ signals        data scope, file contents, as-of candle slot, symbols, all       
                settings, cooldown state, code hash
 =============  ==============================================================  ============
 
-A stage's code hash (``botopt.core.base._versions.stage_tag``) covers the source of the modules
-that stage runs, and nothing else: one scheme for every stage.
+Each key's recipe lives beside its stage (``features_keys``, ``regime_keys``,
+``prediction_keys``, ``gates_key``); this module owns only the whole-run key. A stage's code
+hash (``botopt.core.base._versions.stage_tag``) covers the source of the modules that stage
+runs, and nothing else: one scheme for every stage. The answer's types are in ``_results``,
+and what a live run records (cooldowns, regime history, notifications, events) is in
+``_effects``.
 
 Everything downstream of the features reads only each symbol's last row, so that row is what
 the features cache keeps (a few hundred bytes of JSON instead of a frame of the whole
@@ -38,15 +42,15 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core.base._codec import fingerprint
+from botopt.core.base._codec import settings_json
 from botopt.core.base._config import Config, interval_ms, warmup_candles
 from botopt.core.base._versions import stage_tag
-from botopt.core.base._vocab import DataStatus, Direction, EventType, NotificationType
+from botopt.core.base._vocab import DataStatus, Direction
 from botopt.core.data._candles import (
     _sample_dir,
     find_candle_file,
@@ -54,16 +58,16 @@ from botopt.core.data._candles import (
     parse_symbols,
     sample_clock,
 )
-from botopt.core.errors import CacheError, NotifyError, StaleDataError, format_age
+from botopt.core.errors import CacheError, StaleDataError, format_age
+from botopt.core.signals import _effects
 from botopt.core.signals._gates import (
-    CooldownRecord,
     GateDecision,
     GateInput,
-    directional_probability,
     evaluate_gates,
+    gates_key,
 )
+from botopt.core.signals._results import SignalsResult, SymbolResult
 from botopt.core.state._cache import MISS
-from botopt.core.state._events import emit
 from botopt.core.state._workspace import Workspace, data_scope
 
 if TYPE_CHECKING:
@@ -74,92 +78,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("botopt.pipeline")
 
 
-def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-# What the data allowed: DataStatus.OK, or why the symbol is blocked before any gate is asked.
-DATA_STATUSES: tuple[DataStatus, ...] = tuple(DataStatus)
-
-
-@dataclass(frozen=True)
-class SymbolResult:
-    symbol: str
-    candle_time: datetime
-    close: float
-    regime: str | None = None
-    direction: str | None = None
-    strength: float | None = None
-    p_up: float | None = None  # the model's P(next candle closes up)
-    engine: str | None = None
-    gate_passed: bool | None = None
-    gate_reasons: tuple[str, ...] = ()
-    data_status: DataStatus = DataStatus.OK
-    # The run's clock minus the close of ``candle_time``; set on every run, cached or not.
-    age_seconds: float | None = None
-
-    @property
-    def p_dir(self) -> float | None:
-        """P(the signal's own direction): what is shown and gated on."""
-        return directional_probability(self.p_up, self.direction)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "symbol": self.symbol, "candle_time": _iso(self.candle_time), "close": self.close,
-            "regime": self.regime, "direction": self.direction, "strength": self.strength,
-            "p_dir": self.p_dir, "p_up": self.p_up, "engine": self.engine,
-            "data_status": self.data_status, "age_seconds": self.age_seconds,
-            "gate": {"passed": self.gate_passed, "reasons": list(self.gate_reasons)},
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SymbolResult:
-        return cls(symbol=d["symbol"],
-                   candle_time=datetime.fromisoformat(d["candle_time"].replace("Z", "+00:00")),
-                   close=d["close"], regime=d["regime"], direction=d["direction"],
-                   strength=d["strength"], p_up=d["p_up"], engine=d["engine"],
-                   gate_passed=d["gate"]["passed"], gate_reasons=tuple(d["gate"]["reasons"]),
-                   data_status=DataStatus(d["data_status"]), age_seconds=d["age_seconds"])
-
-
-@dataclass(frozen=True)
-class SignalsResult:
-    as_of: datetime
-    interval: str
-    source: str
-    symbols: list[SymbolResult] = field(default_factory=list)
-    # Which clock ``as_of`` is: "now" (the wall clock), "as-of" (given by the caller) or
-    # "sample" (the end of the bundled sample data, whose candles are all from the past).
-    clock: str = "now"
-    # Whether this run recorded cooldowns and queued notifications (live runs only).
-    recorded: bool = field(default=False, compare=False)
-    # Side effects of this run (not part of the answer, so not compared or cached).
-    new_signals: list[SymbolResult] = field(default_factory=list, compare=False)
-    regime_changes: list[tuple[str, str | None, str]] = field(default_factory=list,
-                                                              compare=False)
-    from_cache: bool = field(default=False, compare=False)
-
-    @property
-    def passed(self) -> list[SymbolResult]:
-        return [s for s in self.symbols if s.gate_passed]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"as_of": _iso(self.as_of), "clock": self.clock, "interval": self.interval,
-                "source": self.source, "signals": [s.to_dict() for s in self.symbols]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SignalsResult:
-        return cls(as_of=datetime.fromisoformat(d["as_of"].replace("Z", "+00:00")),
-                   interval=d["interval"], source=d["source"], clock=d["clock"],
-                   symbols=[SymbolResult.from_dict(s) for s in d["signals"]])
-
-
 # -- fingerprints that need neither polars nor numpy ------------------------------------------
-
-def _sections_json(config: Config, *sections: str) -> str:
-    return json.dumps({s: dataclasses.asdict(getattr(config, s)) for s in sections},
-                      sort_keys=True, default=str)
-
 
 def _file_digest(path: Path) -> str:
     return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
@@ -200,7 +119,8 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
              for s in symbols]
     parts = [stage_tag("signals"), data_scope(config), list(symbols), files, slot,
              config.data.interval, config.data.source,
-             _sections_json(config, "features", "regime", "gates", "correlation", "model"),
+             settings_json(config.features, config.regime, config.gates, config.correlation,
+                           config.model),
              _model_digest(config), cooldown_digest]
     return hashlib.blake2b(json.dumps(parts).encode(), digest_size=20).hexdigest()
 
@@ -273,9 +193,7 @@ def is_live(config: Config, as_of: datetime | None) -> bool:
 
 def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | None = None,
                 use_cache: bool = True, notify: bool | None = None,
-                manager: CacheManager | None = None, workspace: Workspace | None = None,
-                batch: bool = True, side_effects: bool = True,
-                stages: _Stages | None = None) -> SignalsResult:
+                workspace: Workspace | None = None) -> SignalsResult:
     """Compute ranked, gated signals for ``symbols`` at ``as_of`` (default: now; for the
     bundled sample data, the end of that data).
 
@@ -284,11 +202,21 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
     leave no trace. Raises StaleDataError when every symbol's data is stale.
 
     State (cache, cooldowns, regime history, correlation, queue, events) comes from
-    ``workspace`` (default: the Config's). ``manager`` replaces its cache (an injected
-    clock). ``batch=False`` runs features, regime, engines and model one symbol at a time
-    (the reference path; same answer, slower). ``side_effects=False`` records nothing
-    whatever ``notify`` says (benchmarks, comparisons).
+    ``workspace`` (default: the Config's). ``use_cache=False`` computes every stage (the
+    same answer).
     """
+    return _run_signals(config, symbols, as_of=as_of, use_cache=use_cache, notify=notify,
+                        workspace=workspace)
+
+
+def _run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | None = None,
+                 use_cache: bool = True, notify: bool | None = None,
+                 workspace: Workspace | None = None, manager: CacheManager | None = None,
+                 batch: bool = True, stages: _Stages | None = None) -> SignalsResult:
+    """``run_signals`` with the switches tests and benchmarks need: ``manager`` replaces the
+    workspace's cache (an injected clock), ``batch=False`` runs features, regime, engines and
+    model one symbol at a time (the reference path; same answer, slower), and ``stages``
+    counts the computations each stage did."""
     syms = parse_symbols(symbols)
     if as_of is not None:
         now, clock = as_of, "as-of"
@@ -296,7 +224,7 @@ def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | Non
         now, clock = sample_clock(), "sample"
     else:
         now, clock = datetime.now(timezone.utc), "now"
-    record = side_effects and (notify if notify is not None else is_live(config, as_of))
+    record = notify if notify is not None else is_live(config, as_of)
     ws = workspace or Workspace.of(config)
     mgr = manager or ws.cache
     if not use_cache:
@@ -382,7 +310,7 @@ def _run(config: Config, ws: Workspace, syms: list[str], now: datetime,
     if record:
         # Also after a hit: an experiment (which records nothing) may have stored this
         # answer, and recording is idempotent (a cooldown record is added once).
-        result = _record(config, ws, result, cooldowns)
+        result = _effects.record(config, ws, result, cooldowns)
         if run_key is not None:
             # Recording changed the cooldown state; the next run on this candle still gets
             # this answer (a record for the current candle never blocks it), so store it
@@ -486,9 +414,8 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
 
     decided: list[Any] = []
     if candidates:
-        gkey = fingerprint(["gates", stage_tag("gates"), _sections_json(config, "gates"),
-                            [dataclasses.astuple(c) for c in candidates], relevant, corr_part]
-                           ) if manager.enabled else "gates"
+        gkey = gates_key(config.gates, candidates, relevant, corr_part) \
+            if manager.enabled else "gates"
         decided = manager.get_or_compute("gates", gkey, gate)
     out: dict[str, Any] = dict(zip(eligible, decided, strict=True))
     for s, (_, reason) in blocks.items():
@@ -502,6 +429,8 @@ def _predictions(model: Any, rows: Mapping[str, Any], last_rows: Mapping[str, An
     """P(up) per symbol, keyed by the model's version and the feature row's content."""
     import polars as pl
 
+    from botopt.core.signals._model import prediction_keys
+
     def predict(missing: list[str]) -> dict[str, float | None]:
         stages.predictions += len(missing)
         if batch:
@@ -511,9 +440,9 @@ def _predictions(model: Any, rows: Mapping[str, Any], last_rows: Mapping[str, An
         return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
                                                                    strict=True)}
 
-    pset = f"predictions|{stage_tag('predictions')}|{model.version}"
-    return manager.get_or_compute_many("predictions", {
-        s: _digest(pset, repr(rows[s]) if manager.enabled else s) for s in syms}, predict)
+    keys = prediction_keys(model.version, {s: rows[s] for s in syms}) if manager.enabled \
+        else {s: s for s in syms}
+    return manager.get_or_compute_many("predictions", keys, predict)
 
 
 def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str],
@@ -524,15 +453,14 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     features cache does not keep, so a regime miss recomputes that symbol's features."""
     import polars as pl
 
-    from botopt.core.signals._features import compute_features
-    from botopt.core.signals._regime import detect_regime
+    from botopt.core.signals._features import compute_features, features_keys
+    from botopt.core.signals._regime import detect_regime, regime_keys
 
     if manager.enabled:
         fps = candle_fingerprints(candles, config.data.interval)
-        fset = f"features|{stage_tag('features')}|{_sections_json(config, 'features')}"
-        rset = f"regime|{stage_tag('regime')}|{_sections_json(config, 'features', 'regime')}"
-        fkeys = {s: _digest(fset, fps[s]) for s in syms}
-        rkeys = {s: _digest(rset, fps[s]) for s in syms}
+        fps = {s: fps[s] for s in syms}
+        fkeys = features_keys(config.features, fps)
+        rkeys = regime_keys(config.regime, config.features, fps)
     else:  # nothing is looked up: no keys to pay for
         fkeys = rkeys = {s: s for s in syms}
     rows = _keyed(manager.get_many("features", list(fkeys.values())), fkeys)
@@ -572,10 +500,6 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     return rows, regimes
 
 
-def _digest(*parts: str) -> str:
-    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=20).hexdigest()
-
-
 def _keyed(found: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, Any]:
     return {s: found[k] for s, k in keys.items() if k in found}
 
@@ -596,44 +520,3 @@ def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
     return list(result.symbols), result.matrix
 
 
-def _record(config: Config, ws: Workspace, result: SignalsResult,
-            cooldowns: Any) -> SignalsResult:
-    """Cooldowns, regime changes and notifications: each reported once across runs."""
-    records = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
-               for r in result.symbols if r.gate_passed]
-    added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
-    new = [s for s in result.symbols
-           if (s.symbol, s.direction, s.candle_time) in added]
-    changes = ws.regimes(config).update(
-        [(s.symbol, s.regime, s.candle_time) for s in result.symbols
-         if s.regime and s.data_status != DataStatus.STALE])
-    _publish(config, new, changes, root=ws.root)
-    return dataclasses.replace(result, new_signals=new, regime_changes=changes)
-
-
-_SIGNAL_FIELDS = ("symbol", "candle_time", "close", "regime", "direction", "strength", "p_dir",
-                  "engine")
-
-
-def _publish(config: Config, new: list[SymbolResult],
-             changes: list[tuple[str, str | None, str]], *, root: Path | None = None) -> None:
-    """Queue notifications and emit events for what is new. A broken queue costs a warning:
-    it must never fail or slow the signals run itself."""
-    from botopt.core.delivery._notify import enqueue
-
-    items = [{"type": NotificationType.SIGNAL, "data": {k: v for k, v in s.to_dict().items()
-                                         if k in _SIGNAL_FIELDS}} for s in new]
-    items += [{"type": NotificationType.REGIME_CHANGE,
-               "data": {"symbol": sym, "old": old, "new": new_}}
-              for sym, old, new_ in changes]
-    queued = True
-    try:
-        enqueue(config, items)
-    except NotifyError as exc:
-        queued = False
-        log.warning("notifications not queued: %s", exc)
-    for s in new:
-        emit(EventType.SIGNAL_PASSED, symbol=s.symbol, direction=s.direction, engine=s.engine,
-             strength=s.strength, candle_time=_iso(s.candle_time), queued=queued, _root=root)
-    for sym, old, new_ in changes:
-        emit(EventType.REGIME_CHANGED, symbol=sym, old=old, new=new_, queued=queued, _root=root)

@@ -17,9 +17,13 @@ run), which is what lets it be cached and still equal an uncached run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
+from botopt.core.base._codec import digest, settings_json
 from botopt.core.base._config import FeaturesConfig, RegimeConfig
+from botopt.core.base._versions import stage_tag
 from botopt.core.base._vocab import Regime
 
 REGIMES: tuple[Regime, ...] = tuple(Regime)
@@ -58,3 +62,11 @@ def detect_regime(features: pl.DataFrame, config: RegimeConfig | None = None,
     labelled = regime_series(features, config, features_config)
     last = labelled.group_by("symbol", maintain_order=True).agg(pl.col("regime").last())
     return dict(zip(last["symbol"].to_list(), last["regime"].to_list(), strict=True))
+
+
+def regime_keys(config: RegimeConfig, features_config: FeaturesConfig,
+                fingerprints: Mapping[str, str]) -> dict[str, str]:
+    """The regime cache key per symbol: its candles, the feature and regime settings, and
+    the code of both stages (a regime is read off the whole feature history)."""
+    prefix = digest("regime", stage_tag("regime"), settings_json(features_config, config))
+    return {s: digest(prefix, fp) for s, fp in fingerprints.items()}

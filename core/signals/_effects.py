@@ -1,0 +1,67 @@
+"""What a live signals run leaves behind: cooldowns, regime history, notifications, events.
+
+Computing signals is a pure function of the data and the settings; this module is the one
+place that records them. A (symbol, direction, candle) is recorded once, so a signal is
+queued once however many runs see it, and a regime change is reported once. ``_pipeline``
+calls ``record`` only for live runs (``is_live``) unless ``notify`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from botopt.core.base._config import Config
+from botopt.core.base._vocab import DataStatus, Direction, EventType, NotificationType
+from botopt.core.errors import NotifyError
+from botopt.core.signals._gates import CooldownRecord
+from botopt.core.signals._results import SignalsResult, SymbolResult, iso
+from botopt.core.state._events import emit
+from botopt.core.state._workspace import Workspace
+
+log = logging.getLogger("botopt.pipeline")
+
+
+def record(config: Config, ws: Workspace, result: SignalsResult,
+           cooldowns: Any) -> SignalsResult:
+    """Cooldowns, regime changes and notifications: each reported once across runs."""
+    records = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
+               for r in result.symbols if r.gate_passed]
+    added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
+    new = [s for s in result.symbols
+           if (s.symbol, s.direction, s.candle_time) in added]
+    changes = ws.regimes(config).update(
+        [(s.symbol, s.regime, s.candle_time) for s in result.symbols
+         if s.regime and s.data_status != DataStatus.STALE])
+    publish(config, new, changes, root=ws.root)
+    return dataclasses.replace(result, new_signals=new, regime_changes=changes)
+
+
+_SIGNAL_FIELDS = ("symbol", "candle_time", "close", "regime", "direction", "strength", "p_dir",
+                  "engine")
+
+
+def publish(config: Config, new: list[SymbolResult],
+            changes: list[tuple[str, str | None, str]], *, root: Path | None = None) -> None:
+    """Queue notifications and emit events for what is new. A broken queue costs a warning:
+    it must never fail or slow the signals run itself."""
+    from botopt.core.delivery._notify import enqueue
+
+    items = [{"type": NotificationType.SIGNAL, "data": {k: v for k, v in s.to_dict().items()
+                                         if k in _SIGNAL_FIELDS}} for s in new]
+    items += [{"type": NotificationType.REGIME_CHANGE,
+               "data": {"symbol": sym, "old": old, "new": new_}}
+              for sym, old, new_ in changes]
+    queued = True
+    try:
+        enqueue(config, items)
+    except NotifyError as exc:
+        queued = False
+        log.warning("notifications not queued: %s", exc)
+    for s in new:
+        emit(EventType.SIGNAL_PASSED, symbol=s.symbol, direction=s.direction, engine=s.engine,
+             strength=s.strength, candle_time=iso(s.candle_time), queued=queued, _root=root)
+    for sym, old, new_ in changes:
+        emit(EventType.REGIME_CHANGED, symbol=sym, old=old, new=new_, queued=queued, _root=root)
