@@ -73,6 +73,9 @@ from botopt.core.state._workspace import Workspace, data_scope
 if TYPE_CHECKING:
     import polars as pl
 
+    from botopt.core.signals._engines import Signal
+    from botopt.core.signals._gates import CooldownRecord, CooldownStore
+    from botopt.core.signals._model import Predictor
     from botopt.core.state._cache import CacheManager
 
 log = logging.getLogger("botopt.pipeline")
@@ -340,7 +343,7 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
 
 
 def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
-             manager: CacheManager, batch: bool, cooldowns: Any, stages: _Stages
+             manager: CacheManager, batch: bool, cooldowns: CooldownStore, stages: _Stages
              ) -> SignalsResult:
     from botopt.core.signals._engines import GUARD, AlphaEngineCoordinator, best_signal
     from botopt.core.signals._model import load_model
@@ -383,10 +386,10 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
 
 
 def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.DataFrame,
-          syms: list[str], best: Mapping[str, Any], regimes: Mapping[str, str],
+          syms: list[str], best: Mapping[str, Signal | None], regimes: Mapping[str, str],
           probs: Mapping[str, float | None], last_rows: Mapping[str, pl.DataFrame],
-          blocks: Mapping[str, tuple[str, str]], records: list[Any],
-          stages: _Stages) -> dict[str, Any]:
+          blocks: Mapping[str, tuple[DataStatus, str]], records: list[CooldownRecord],
+          stages: _Stages) -> dict[str, GateDecision]:
     """Gate decisions per symbol. A symbol the data blocks (stale, warming up, degenerate)
     is kept out of the gates altogether: it must not count as an active signal for the
     correlation gate of another."""
@@ -408,22 +411,22 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
                       if r.symbol in eligible)
     corr_part = None if correlation is None else (list(correlation[0]), correlation[1])
 
-    def gate() -> list[Any]:
+    def gate() -> list[GateDecision]:
         stages.gates += 1
         return evaluate_gates(candidates, records, config.gates, correlation)
 
-    decided: list[Any] = []
+    decided: list[GateDecision] = []
     if candidates:
         gkey = gates_key(config.gates, candidates, relevant, corr_part) \
             if manager.enabled else "gates"
         decided = manager.get_or_compute("gates", gkey, gate)
-    out: dict[str, Any] = dict(zip(eligible, decided, strict=True))
+    out: dict[str, GateDecision] = dict(zip(eligible, decided, strict=True))
     for s, (_, reason) in blocks.items():
         out[s] = GateDecision(passed=False, reasons=(reason,))
     return out
 
 
-def _predictions(model: Any, rows: Mapping[str, Any], last_rows: Mapping[str, Any],
+def _predictions(model: Predictor, rows: Mapping[str, Any], last_rows: Mapping[str, Any],
                  syms: list[str], manager: CacheManager, batch: bool, stages: _Stages
                  ) -> dict[str, float | None]:
     """P(up) per symbol, keyed by the model's version and the feature row's content."""
@@ -433,10 +436,11 @@ def _predictions(model: Any, rows: Mapping[str, Any], last_rows: Mapping[str, An
 
     def predict(missing: list[str]) -> dict[str, float | None]:
         stages.predictions += len(missing)
+        probs: Sequence[float]
         if batch:
-            probs = model.predict_proba(pl.concat([last_rows[s] for s in missing]))
+            probs = model.predict_proba(pl.concat([last_rows[s] for s in missing])).tolist()
         else:
-            probs = [model.predict_proba(last_rows[s])[0] for s in missing]
+            probs = [float(model.predict_proba(last_rows[s])[0]) for s in missing]
         return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
                                                                    strict=True)}
 
