@@ -1,0 +1,132 @@
+"""The fast paths added for 2,000-symbol runs give exactly what the plain paths give.
+
+Each fast path keeps its plain twin (the file-by-file loader, per-symbol frames); these tests
+run both on the same input and compare answers and errors, bit for bit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from botopt.core import _candles, load_candles, load_config
+from botopt.core.errors import DataError
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def cfg_local(d: Path):
+    return load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                  "data.interval": "5m"})
+
+
+def feather(d: Path, sym: str, n: int, *, seed: int, unit: str = "ms", skip: int = 0,
+            reorder: bool = False, extra: bool = False, naive: bool = False) -> None:
+    rng = np.random.default_rng(seed)
+    t = [T0 + timedelta(minutes=5 * i) for i in range(n + skip) if not (skip and i == n // 2)]
+    t = t[:n]
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(t))))
+    df = pl.DataFrame({"date": pl.Series(t, dtype=pl.Datetime("ms", "UTC")),
+                       "open": close, "high": close * 1.01, "low": close * 0.99,
+                       "close": close, "volume": rng.uniform(1, 10, len(t))})
+    df = df.with_columns(pl.col("date").dt.cast_time_unit(unit))  # type: ignore[arg-type]
+    if naive:
+        df = df.with_columns(pl.col("date").dt.replace_time_zone(None))
+    if reorder:
+        df = df.select("date", "close", "volume", "open", "low", "high")
+    if extra:
+        df = df.with_columns(trades=pl.lit(3, dtype=pl.Int64))
+    df.write_ipc(d / f"{sym}-5m.feather")
+
+
+def both(syms, cfg, monkeypatch, **kw):
+    """(fast answer, plain answer): a frame or the error's text, for each path."""
+    def one():
+        try:
+            return load_candles(syms, config=cfg, **kw)
+        except DataError as exc:
+            return f"{type(exc).__name__}: {exc}"
+    fast = one()
+    with monkeypatch.context() as m:
+        m.setattr(_candles, "_read_stacked", lambda *a: None)
+        plain = one()
+    return fast, plain
+
+
+def same(fast, plain) -> bool:
+    if isinstance(fast, str) or isinstance(plain, str):
+        return fast == plain
+    return fast.schema == plain.schema and fast.equals(plain)
+
+
+def test_stacked_read_is_taken_and_equals_file_by_file(tmp_path, monkeypatch):
+    syms = [f"S{i:02d}USDT" for i in range(6)]
+    for i, s in enumerate(syms):
+        feather(tmp_path, s, 50 + 7 * i, seed=i, skip=i % 2)
+    cfg = cfg_local(tmp_path)
+    stacked = _candles._read_stacked(syms, cfg)
+    assert stacked is not None  # the fast path answers for plain freqtrade feather files
+    assert stacked[1] == {s: str(tmp_path / f"{s}-5m.feather") for s in syms}
+    fast, plain = both(syms, cfg, monkeypatch, as_of="2030-01-01", limit=40)
+    assert same(fast, plain)
+    assert fast["symbol"].rle().struct.field("value").to_list() == syms
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from(["ms", "ns", "us"]),
+                          st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+                min_size=2, max_size=5),
+       st.sampled_from([None, 10]), st.integers(0, 3))
+def test_stacked_read_equals_file_by_file_on_any_mix(tmp_path_factory, monkeypatch, files,
+                                                     limit, defect):
+    """Mixed time units, naive times, column orders, extra columns, empty files and bad rows:
+    the answer, or the first error, is the file-by-file path's."""
+    d = tmp_path_factory.mktemp("mix")
+    syms = [f"M{i}USDT" for i in range(len(files))]
+    for i, (n, unit, reorder, extra, naive, gap) in enumerate(files):
+        feather(d, syms[i], n, seed=i, unit=unit, reorder=reorder, extra=extra,
+                naive=naive, skip=int(gap))
+    if defect and files[defect % len(files)][0] > 3:
+        p = d / f"{syms[defect % len(files)]}-5m.feather"
+        df = pl.read_ipc(p)
+        df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(-1.0)
+                        .otherwise(pl.col("low")).alias("low")).write_ipc(p)
+    fast, plain = both(syms, cfg_local(d), monkeypatch, as_of="2030-01-01", limit=limit)
+    assert same(fast, plain), (fast, plain)
+
+
+def test_empty_and_missing_files_name_the_same_culprit(tmp_path, monkeypatch):
+    feather(tmp_path, "AUSDT", 20, seed=1)
+    feather(tmp_path, "BUSDT", 0, seed=2)
+    feather(tmp_path, "CUSDT", 20, seed=3)
+    cfg = cfg_local(tmp_path)
+    fast, plain = both(["AUSDT", "BUSDT", "CUSDT"], cfg, monkeypatch, as_of="2030-01-01")
+    assert isinstance(fast, str) and "BUSDT" in fast and fast == plain
+    (tmp_path / "CUSDT-5m.feather").write_bytes(b"")
+    fast, plain = both(["AUSDT", "CUSDT"], cfg, monkeypatch, as_of="2030-01-01")
+    assert isinstance(fast, str) and "CUSDT-5m.feather" in fast and fast == plain
+
+
+def test_real_freqtrade_files_stacked_equal_file_by_file(shared_data, monkeypatch):
+    d = shared_data / "candles" / "5m"
+    syms = sorted(p.name.split("-")[0] for p in d.glob("*-5m.feather"))
+    cfg = cfg_local(d)
+    assert _candles._read_stacked(syms, cfg) is not None
+    fast, plain = both(syms, cfg, monkeypatch, as_of="2100-01-01")
+    assert same(fast, plain)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_one_or_two_symbols(tmp_path, monkeypatch, n):
+    syms = [f"O{i}USDT" for i in range(n)]
+    for i, s in enumerate(syms):
+        feather(tmp_path, s, 30, seed=i)
+    fast, plain = both(syms, cfg_local(tmp_path), monkeypatch, as_of="2030-01-01")
+    assert same(fast, plain)
