@@ -130,3 +130,41 @@ def test_one_or_two_symbols(tmp_path, monkeypatch, n):
         feather(tmp_path, s, 30, seed=i)
     fast, plain = both(syms, cfg_local(tmp_path), monkeypatch, as_of="2030-01-01")
     assert same(fast, plain)
+
+
+# -- regime: the last label alone equals the per-candle series' last label ----------------
+
+def _regime_frame(symbols, data):
+    parts = []
+    for s, (adx, pdi, mdi, vol) in zip(symbols, data, strict=True):
+        n = len(adx)
+        parts.append(pl.DataFrame({
+            "symbol": [s] * n,
+            "open_time": [T0 + timedelta(minutes=5 * i) for i in range(n)],
+            "adx_14": pl.Series(adx, dtype=pl.Float64),
+            "plus_di_14": pl.Series(pdi, dtype=pl.Float64),
+            "minus_di_14": pl.Series(mdi, dtype=pl.Float64),
+            "vol_20": pl.Series(vol, dtype=pl.Float64)}))
+    return pl.concat(parts)
+
+
+_value = st.one_of(st.none(), st.sampled_from([10.0, 20.0, 22.0, 25.0, 30.0]),
+                   st.floats(0, 100, allow_nan=False))
+_vol = st.one_of(st.none(), st.sampled_from([0.01, 0.02]), st.floats(0, 0.1, allow_nan=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40).flatmap(lambda n: st.tuples(
+           *(st.lists(v, min_size=n, max_size=n) for v in (_value, _value, _value, _vol)))),
+           min_size=1, max_size=4),
+       st.integers(1, 12), st.sampled_from([50.0, 75.0, 90.0, 99.0]))
+def test_detect_regime_equals_the_series_last_label(data, lookback, pct):
+    from botopt.core._config import FeaturesConfig, RegimeConfig
+    from botopt.core._regime import detect_regime, regime_series
+
+    rc = RegimeConfig(vol_lookback=lookback, vol_percentile=pct)
+    fc = FeaturesConfig()
+    df = _regime_frame([f"S{i}" for i in range(len(data))], data)
+    series = regime_series(df, rc, fc).group_by("symbol", maintain_order=True).agg(
+        pl.col("regime").last())
+    assert detect_regime(df, rc, fc) == dict(series.iter_rows())
