@@ -168,3 +168,81 @@ def test_detect_regime_equals_the_series_last_label(data, lookback, pct):
     series = regime_series(df, rc, fc).group_by("symbol", maintain_order=True).agg(
         pl.col("regime").last())
     assert detect_regime(df, rc, fc) == dict(series.iter_rows())
+
+
+# -- gates: the vectorised correlation check equals the plain loop ------------------------
+
+def _gates_reference(candidates, records, config, correlation=None):
+    """evaluate_gates as it was: a Python loop over every active signal per candidate."""
+    import math
+
+    from botopt.core._gates import GateDecision, _own_reasons
+
+    cooldown = timedelta(seconds=config.cooldown_seconds)
+    history = list(records)
+    index = {s: i for i, s in enumerate(correlation[0])} if correlation else {}
+    order = sorted(range(len(candidates)),
+                   key=lambda i: (-candidates[i].strength, candidates[i].symbol))
+    passed_now: list = []
+    decisions: dict = {}
+    for i in order:
+        c = candidates[i]
+        reasons = _own_reasons(c, config)
+        for r in history:
+            if (r.symbol == c.symbol and r.direction == c.direction
+                    and c.candle_time - cooldown < r.candle_time < c.candle_time):
+                reasons.append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
+                break
+        if correlation is not None and c.symbol in index:
+            matrix = correlation[1]
+            active = [(r.symbol, r.candle_time) for r in history
+                      if r.direction == c.direction and r.symbol != c.symbol
+                      and c.candle_time - cooldown < r.candle_time <= c.candle_time]
+            active += [(o.symbol, o.candle_time) for o in passed_now
+                       if o.direction == c.direction]
+            for other, _ in active:
+                j = index.get(other)
+                if j is None:
+                    continue
+                rho = float(matrix[index[c.symbol], j])
+                if not math.isnan(rho) and rho > config.correlation_threshold:
+                    reasons.append(f"correlated {rho:.2f} with active {other} {c.direction}")
+                    break
+        decision = GateDecision(passed=not reasons, reasons=tuple(reasons))
+        if decision.passed:
+            passed_now.append(c)
+        decisions[i] = decision
+    return [decisions[i] for i in range(len(candidates))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(2, 9).flatmap(lambda n: st.tuples(
+    st.just(n),
+    st.lists(st.tuples(st.sampled_from(["long", "short", "flat"]),
+                       st.floats(0, 1), st.one_of(st.none(), st.floats(0, 1)),
+                       st.integers(0, 2)), min_size=n, max_size=n),
+    st.lists(st.tuples(st.integers(0, n + 1), st.sampled_from(["long", "short"]),
+                       st.integers(-8, 2)), max_size=12),
+    st.lists(st.one_of(st.sampled_from([float("nan"), -0.5, 0.5, 0.99]), st.floats(-1, 1)),
+             min_size=n * n, max_size=n * n),
+    st.booleans())),
+       st.floats(0.1, 0.95))
+def test_gates_equal_the_plain_loop(case, threshold):
+    from botopt.core._config import GatesConfig
+    from botopt.core._gates import CooldownRecord, GateInput, evaluate_gates
+
+    n, cands, recs, corr, partial = case
+    cfg = GatesConfig(correlation_threshold=threshold, min_strength=0.1,
+                      min_probability=0.2, min_volume_z=-5.0)
+    names = [f"S{i}" for i in range(n + 2)]  # S{n}, S{n+1}: records of unknown symbols
+    candidates = [GateInput(symbol=names[i], candle_time=T0 + timedelta(minutes=5 * dt),
+                            direction=d, strength=s, probability=p, regime="RANGE",
+                            volume_z=0.0) for i, (d, s, p, dt) in enumerate(cands)]
+    records = [CooldownRecord(names[k], d, T0 + timedelta(minutes=5 * m))
+               for k, d, m in recs]
+    known = names[: n - 1] if partial else names[:n]  # a candidate outside the matrix too
+    k = len(known)
+    matrix = np.array(corr, dtype=np.float64).reshape(n, n)[:k, :k]
+    for correlation in (None, (known, matrix)):
+        assert evaluate_gates(candidates, records, cfg, correlation) == \
+            _gates_reference(candidates, records, cfg, correlation)
