@@ -246,3 +246,31 @@ def test_gates_equal_the_plain_loop(case, threshold):
     for correlation in (None, (known, matrix)):
         assert evaluate_gates(candidates, records, cfg, correlation) == \
             _gates_reference(candidates, records, cfg, correlation)
+
+
+def test_candle_fingerprints_equal_the_per_group_hash(tmp_path):
+    """The slices of one hash column give each symbol the key a group frame gave, whether
+    the symbols come in runs (load_candles) or interleaved."""
+    import hashlib
+
+    from botopt.core._pipeline import candle_fingerprints
+
+    def reference(candles):
+        hashes = candles.with_columns(_h=candles.select(
+            "open_time", "open", "high", "low", "close", "volume").hash_rows(seed=0))
+        out = {}
+        for (sym,), g in hashes.group_by("symbol", maintain_order=True):
+            h = hashlib.blake2b(digest_size=20)
+            h.update(f"{sym}|5m|{g['open_time'][-1]}|{g.height}|{pl.__version__}".encode())
+            h.update(g["_h"].to_numpy().tobytes())
+            out[str(sym)] = h.hexdigest()
+        return out
+
+    syms = [f"F{i}USDT" for i in range(5)]
+    for i, s in enumerate(syms):
+        feather(tmp_path, s, 20 + 3 * i, seed=i, skip=i % 2)
+    c = load_candles(syms, config=cfg_local(tmp_path), as_of="2030-01-01")
+    got = candle_fingerprints(c, "5m")
+    assert got == reference(c) and len(set(got.values())) == 5
+    shuffled = c.sample(fraction=1.0, shuffle=True, seed=3)
+    assert candle_fingerprints(shuffled, "5m") == reference(shuffled)
