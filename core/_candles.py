@@ -401,19 +401,19 @@ def validate_frame(df: pl.DataFrame, *, interval: str,
     that symbol's data for the first defect found. Gaps (missing candles) are allowed: they
     are real and are logged at debug level only.
     """
-    import polars as pl
 
     sources = sources or {}
     if df.height == 0:
         raise DataError("no candles")
     checks = _checks(interval)
-    masks = df.select([expr.fill_null(False).alias(f"c{i}")
-                       for i, (expr, _) in enumerate(checks)])
-    anyhit = masks.select(pl.all().any()).row(0)
-    for i, (_, what) in enumerate(checks):
+    # Whether each check fails anywhere, without keeping its mask: only a failing check's
+    # mask is built again, to find its first row.
+    anyhit = df.select([expr.fill_null(False).any().alias(f"c{i}")
+                        for i, (expr, _) in enumerate(checks)]).row(0)
+    for i, (expr, what) in enumerate(checks):
         if not anyhit[i]:
             continue
-        at = int(masks.get_column(f"c{i}").arg_true()[0])
+        at = int(df.select(expr.fill_null(False).arg_true().first()).item())
         symbol = df.get_column("symbol")[at]
         start = int(df.get_column("symbol").head(at + 1).eq(symbol).arg_true()[0])
         # rows of one symbol are contiguous in a frame built by load_candles
@@ -563,15 +563,32 @@ def load_candles(
         frame = pl.concat(parts, how="vertical", rechunk=False)
         del parts
     validate_frame(frame, interval=interval, sources=sources)
-    closed = frame.filter((pl.col("open_time").dt.epoch("ms") + step) <= end_ms)
-    counts = dict(closed.group_by("symbol").len().iter_rows())
-    for sym in syms:
-        if not counts.get(sym):
-            first = frame.filter(pl.col("symbol") == sym).get_column("open_time")[0]
-            raise DataError(f"{sym} ({sources[sym]}): no candle closed by "
-                            f"{cut:%Y-%m-%d %H:%M} UTC (data starts {first:%Y-%m-%d %H:%M} UTC)")
-    del frame
-    if limit is not None and any(n > limit for n in counts.values()):
-        closed = closed.filter(
-            pl.int_range(pl.len()).over("symbol") >= pl.len().over("symbol") - limit)
-    return closed
+    return _closed(frame, syms, sources, end_ms - step, cut, limit)
+
+
+def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], last_ms: int,
+            cut: datetime, limit: int | None) -> pl.DataFrame:
+    """Each symbol's candles that opened by ``last_ms`` (so closed by the cut), the last
+    ``limit`` of them.
+
+    ``frame`` is load_candles' validated stack: one run per symbol in ``syms`` order, times
+    strictly ascending. So a symbol's closed candles are a prefix of its run, and the rows
+    kept are one range per symbol, taken with one gather (a filter, a group count and a
+    windowed filter cost 0.6 s at 2,000 symbols)."""
+    import numpy as np
+    import polars as pl
+
+    lens = frame.get_column("symbol").rle().struct.field("len").to_numpy().astype(np.int64)
+    starts = np.cumsum(lens) - lens
+    ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
+    n_closed = np.add.reduceat((ms <= last_ms).astype(np.int64), starts)
+    for k in np.flatnonzero(n_closed == 0).tolist()[:1]:
+        first = frame.get_column("open_time")[int(starts[k])]
+        raise DataError(f"{syms[k]} ({sources[syms[k]]}): no candle closed by "
+                        f"{cut:%Y-%m-%d %H:%M} UTC (data starts {first:%Y-%m-%d %H:%M} UTC)")
+    keep = n_closed if limit is None else np.minimum(n_closed, limit)
+    if np.array_equal(keep, lens):
+        return frame
+    # row k of symbol s's kept range: start_s + n_closed_s - keep_s + k
+    offsets = np.repeat(starts + n_closed - keep - (np.cumsum(keep) - keep), keep)
+    return frame.gather(pl.Series(offsets + np.arange(int(keep.sum())), dtype=pl.Int64))

@@ -274,3 +274,53 @@ def test_candle_fingerprints_equal_the_per_group_hash(tmp_path):
     assert got == reference(c) and len(set(got.values())) == 5
     shuffled = c.sample(fraction=1.0, shuffle=True, seed=3)
     assert candle_fingerprints(shuffled, "5m") == reference(shuffled)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1, 30), st.booleans()), min_size=1, max_size=4),
+       st.integers(0, 40), st.sampled_from([None, 1, 5, 25]))
+def test_closed_and_limit_equal_the_plain_filters(tmp_path_factory, files, cut, limit):
+    """The as-of cut and the per-symbol limit, taken as one gather of ranges, equal the
+    plain filters (closed: open_time + interval <= as-of; then each symbol's last rows)."""
+    d = tmp_path_factory.mktemp("cut")
+    syms = [f"C{i}USDT" for i in range(len(files))]
+    for i, (n, gap) in enumerate(files):
+        feather(d, syms[i], n, seed=i, skip=int(gap))
+    cfg = cfg_local(d)
+    as_of = T0 + timedelta(minutes=5 * cut)
+    everything = load_candles(syms, config=cfg, as_of="2100-01-01")
+    closed = everything.filter(pl.col("open_time") + timedelta(minutes=5) <= as_of)
+    if limit is not None:
+        closed = closed.filter(pl.int_range(pl.len()).over("symbol")
+                               >= pl.len().over("symbol").cast(pl.Int64) - limit)
+    try:
+        got = load_candles(syms, config=cfg, as_of=as_of, limit=limit)
+    except DataError as exc:
+        missing = [s for s in syms if s not in set(closed["symbol"].to_list())]
+        assert missing and str(exc).startswith(f"{missing[0]} (") and "no candle closed" \
+            in str(exc)
+        return
+    assert got.equals(closed)
+
+
+def test_a_symbol_shorter_than_the_history_keeps_its_candles(tmp_path):
+    """Regression: the limit filter computed len - limit in UInt32, so a symbol with fewer
+    candles than ``features.history`` lost them all whenever another symbol had more, and
+    ``botopt signals`` died with "internal error: KeyError"."""
+    from typer.testing import CliRunner
+
+    from botopt.cli.main import app
+
+    feather(tmp_path, "LONGUSDT", 1200, seed=0)
+    feather(tmp_path, "NEWUSDT", 300, seed=1)
+    got = load_candles(["LONGUSDT", "NEWUSDT"], config=cfg_local(tmp_path),
+                       as_of="2100-01-01", limit=1000)
+    assert dict(got.group_by("symbol").len().iter_rows()) == {"LONGUSDT": 1000,
+                                                              "NEWUSDT": 300}
+    res = CliRunner().invoke(app, ["--cache-dir", str(tmp_path / "c"), "signals",
+                                   "--data-dir", str(tmp_path), "--symbols",
+                                   "LONGUSDT,NEWUSDT", "--as-of", "2024-01-05T04:00:00Z",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    assert {"LONGUSDT", "NEWUSDT"} <= set(res.output.split('"'))
