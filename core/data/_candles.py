@@ -103,6 +103,14 @@ def parse_as_of(value: str | datetime | None) -> datetime | None:
 def _to_canonical(df: pl.DataFrame, symbol: str, where: str) -> pl.DataFrame:
     import polars as pl
 
+    return _canonical(df, pl.Series([symbol] * df.height, dtype=pl.String), where)
+
+
+def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
+    """The canonical frame of raw candles (one file's, or many files' stacked) whose symbol
+    column is ``symbol``; ``where`` names the source in errors."""
+    import polars as pl
+
     time_col = "open_time" if "open_time" in df.columns else "date" if "date" in df.columns \
         else None
     if time_col is None:
@@ -127,7 +135,7 @@ def _to_canonical(df: pl.DataFrame, symbol: str, where: str) -> pl.DataFrame:
         raise DataError(f"{where}: column {time_col!r} has type {t.dtype}, expected a time")
     try:
         return pl.DataFrame({
-            "symbol": pl.Series([symbol] * df.height, dtype=pl.String),
+            "symbol": symbol,
             "open_time": t.dt.cast_time_unit("ms"),
             **{c: df.get_column(c).cast(pl.Float64) for c in
                ("open", "high", "low", "close", "volume")},
@@ -394,19 +402,19 @@ def validate_frame(df: pl.DataFrame, *, interval: str,
     that symbol's data for the first defect found. Gaps (missing candles) are allowed: they
     are real and are logged at debug level only.
     """
-    import polars as pl
 
     sources = sources or {}
     if df.height == 0:
         raise DataError("no candles")
     checks = _checks(interval)
-    masks = df.select([expr.fill_null(False).alias(f"c{i}")
-                       for i, (expr, _) in enumerate(checks)])
-    anyhit = masks.select(pl.all().any()).row(0)
-    for i, (_, what) in enumerate(checks):
+    # Whether each check fails anywhere, without keeping its mask: only a failing check's
+    # mask is built again, to find its first row.
+    anyhit = df.select([expr.fill_null(False).any().alias(f"c{i}")
+                        for i, (expr, _) in enumerate(checks)]).row(0)
+    for i, (expr, what) in enumerate(checks):
         if not anyhit[i]:
             continue
-        at = int(masks.get_column(f"c{i}").arg_true()[0])
+        at = int(df.select(expr.fill_null(False).arg_true().first()).item())
         symbol = df.get_column("symbol")[at]
         start = int(df.get_column("symbol").head(at + 1).eq(symbol).arg_true()[0])
         # rows of one symbol are contiguous in a frame built by load_candles
@@ -477,6 +485,47 @@ def _load_one(symbol: str, config: Config, end_ms: int | None,
     return read_candle_file(path, symbol), str(path)
 
 
+def _read_stacked(syms: list[str], config: Config
+                  ) -> tuple[pl.DataFrame, dict[str, str]] | None:
+    """Every symbol's feather file read by one multi-file scan (polars reads them in
+    parallel) and canonicalised as one frame; or None when the files are not all feather
+    files of one schema, or anything is amiss. The caller then reads file by file, which
+    finds the same first culprit and names it exactly as before: this path only ever
+    answers when that one would have read every file without an error.
+
+    Reading and canonicalising 2,000 files one by one cost about 2 ms a file (a Python
+    round trip and a small frame each); one scan is about the floor's own read."""
+    import numpy as np
+    import polars as pl
+
+    if config.data.source == "binance" or len(syms) < 2:
+        return None
+    data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
+    if data_dir is None:
+        return None
+    try:
+        paths = [find_candle_file(Path(data_dir), s, config.data.interval) for s in syms]
+    except (DataError, UsageError):
+        return None  # the file-by-file path raises it, in the symbol order
+    names = [str(p) for p in paths]
+    if len(set(names)) != len(names) or not all(n.endswith(".feather") for n in names):
+        return None
+    try:
+        # No projection: a file with a column the first one lacks is then an error (and the
+        # file-by-file path decides), where a projection would silently ignore it.
+        raw = pl.scan_ipc(names, include_file_paths="_file") \
+            .with_columns(pl.col("_file").rle_id()).collect()
+        ids = raw.get_column("_file").to_numpy()
+        counts = np.bincount(ids, minlength=len(names)) if ids.size else ids
+        if len(counts) != len(names) or not counts.all():
+            return None  # an empty file (or none): the file-by-file path says which
+        symbol = pl.Series(syms, dtype=pl.String).gather(raw.get_column("_file"))
+        frame = _canonical(raw.drop("_file"), symbol, names[0])
+    except (DataError, OSError, ValueError, pl.exceptions.PolarsError):
+        return None
+    return frame, dict(zip(syms, names, strict=True))
+
+
 def load_candles(
     symbols: Sequence[str],
     *,
@@ -500,24 +549,45 @@ def load_candles(
     cut = parse_as_of(as_of) or (sample_clock() if config.data.source == "sample"
                                  else datetime.now(timezone.utc))
     end_ms = int(cut.timestamp() * 1000)
-    parts, sources = [], {}
-    for sym in syms:
-        df, sources[sym] = _load_one(sym, config, end_ms, limit)
-        if df.height == 0:
-            raise DataError(f"{sym} ({sources[sym]}): no candles")
-        parts.append(df)
-    frame = pl.concat(parts, how="vertical", rechunk=False)
-    del parts
+    stacked = _read_stacked(syms, config)
+    if stacked is not None:
+        frame, sources = stacked
+    else:
+        parts, sources = [], {}
+        for sym in syms:
+            df, sources[sym] = _load_one(sym, config, end_ms, limit)
+            if df.height == 0:
+                raise DataError(f"{sym} ({sources[sym]}): no candles")
+            parts.append(df)
+        frame = pl.concat(parts, how="vertical", rechunk=False)
+        del parts
     validate_frame(frame, interval=interval, sources=sources)
-    closed = frame.filter((pl.col("open_time").dt.epoch("ms") + step) <= end_ms)
-    counts = dict(closed.group_by("symbol").len().iter_rows())
-    for sym in syms:
-        if not counts.get(sym):
-            first = frame.filter(pl.col("symbol") == sym).get_column("open_time")[0]
-            raise DataError(f"{sym} ({sources[sym]}): no candle closed by "
-                            f"{cut:%Y-%m-%d %H:%M} UTC (data starts {first:%Y-%m-%d %H:%M} UTC)")
-    del frame
-    if limit is not None and any(n > limit for n in counts.values()):
-        closed = closed.filter(
-            pl.int_range(pl.len()).over("symbol") >= pl.len().over("symbol") - limit)
-    return closed
+    return _closed(frame, syms, sources, end_ms - step, cut, limit)
+
+
+def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], last_ms: int,
+            cut: datetime, limit: int | None) -> pl.DataFrame:
+    """Each symbol's candles that opened by ``last_ms`` (so closed by the cut), the last
+    ``limit`` of them.
+
+    ``frame`` is load_candles' validated stack: one run per symbol in ``syms`` order, times
+    strictly ascending. So a symbol's closed candles are a prefix of its run, and the rows
+    kept are one range per symbol, taken with one gather (a filter, a group count and a
+    windowed filter cost 0.6 s at 2,000 symbols)."""
+    import numpy as np
+    import polars as pl
+
+    lens = frame.get_column("symbol").rle().struct.field("len").to_numpy().astype(np.int64)
+    starts = np.cumsum(lens) - lens
+    ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
+    n_closed = np.add.reduceat((ms <= last_ms).astype(np.int64), starts)
+    for k in np.flatnonzero(n_closed == 0).tolist()[:1]:
+        first = frame.get_column("open_time")[int(starts[k])]
+        raise DataError(f"{syms[k]} ({sources[syms[k]]}): no candle closed by "
+                        f"{cut:%Y-%m-%d %H:%M} UTC (data starts {first:%Y-%m-%d %H:%M} UTC)")
+    keep = n_closed if limit is None else np.minimum(n_closed, limit)
+    if np.array_equal(keep, lens):
+        return frame
+    # row k of symbol s's kept range: start_s + n_closed_s - keep_s + k
+    offsets = np.repeat(starts + n_closed - keep - (np.cumsum(keep) - keep), keep)
+    return frame.gather(pl.Series(offsets + np.arange(int(keep.sum())), dtype=pl.Int64))

@@ -245,6 +245,12 @@ class AlphaEngineCoordinator:
             return []
         return next(iter(self._evaluate(features.tail(1), [regime]).values()))
 
+    def signals_for_rows(self, last_rows: pl.DataFrame, regimes: list[str]
+                         ) -> dict[str, list[Signal]]:
+        """Signals for a frame of one last row per symbol and their regimes (in its row
+        order); equal to ``generate_all_signals_batch`` on the same rows."""
+        return self._evaluate(last_rows, regimes)
+
     def generate_all_signals_batch(self, symbols_features: Mapping[str, pl.DataFrame],
                                    current_regimes: Mapping[str, str]
                                    ) -> dict[str, list[Signal]]:
