@@ -218,6 +218,8 @@ def test_second_symbol_defect_names_its_own_file_and_row(tmp_path):
     with pytest.raises(DataError) as info:
         load_candles(["AAAUSDT", "BBBUSDT"], config=cfg_local(tmp_path), as_of="2030-01-01")
     assert str(info.value).startswith(f"BBBUSDT ({path}): row 5 ")
+    # the same culprit as attributes, for a caller that reacts to it
+    assert (info.value.symbol, info.value.file, info.value.row) == ("BBBUSDT", str(path), 5)
 
 
 def test_null_times_never_hide_unsorted_rows(tmp_path):

@@ -129,6 +129,7 @@ def test_hdf5_only_empty_and_corrupt_files_are_named(tmp_path):
         with pytest.raises(DataError, match="cannot read candles") as err:
             read_candle_file(tmp_path / name, "X")
         assert name in str(err.value) and message in str(err.value)
+        assert (err.value.file, err.value.symbol) == (str(tmp_path / name), "X")
         res = runner.invoke(app, ["signals", "--data-dir", str(tmp_path), "-s",
                                   name.split("-")[0].replace("_", "/")])
         if name.endswith(".parquet"):

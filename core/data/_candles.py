@@ -283,17 +283,19 @@ def find_candle_file(data_dir: Path, symbol: str, interval: str) -> Path:
     if p is not None:
         return p
     if not data_dir.is_dir():
-        raise DataError(f"data directory not found: {data_dir}")
+        raise DataError(f"data directory not found: {data_dir}", symbol=symbol,
+                        source=str(data_dir))
     hints, h5 = _missing_hints(data_dir, symbol, interval)
     if h5 is not None:
         raise DataError(f"symbol {symbol}: {h5} is in freqtrade's hdf5 format, which botopt "
                         "does not read; convert it with freqtrade convert-data --format-from "
-                        f"hdf5 --format-to feather --datadir {data_dir}")
+                        f"hdf5 --format-to feather --datadir {data_dir}", symbol=symbol,
+                        source=str(data_dir), file=str(h5))
     stem = candle_file_stem(symbol, interval)
     found = f"; found instead: {'; '.join(hints[:4])}" if hints else ""
     raise UnknownSymbolError(
         f"symbol {symbol} not found in {data_dir} (looked for {stem}.feather, .parquet, "
-        f".json, .json.gz, .csv){found}")
+        f".json, .json.gz, .csv){found}", symbol=symbol, source=str(data_dir))
 
 
 def _read_json_rows(path: Path) -> pl.DataFrame:
@@ -332,11 +334,13 @@ def read_candle_file(path: Path, symbol: str) -> pl.DataFrame:
     if fmt in UNSUPPORTED_SUFFIXES:
         raise DataError(f"{path}: freqtrade's {UNSUPPORTED_SUFFIXES[fmt]} format, which botopt "
                         "does not read; convert it with freqtrade convert-data --format-from "
-                        f"{UNSUPPORTED_SUFFIXES[fmt]} --format-to feather")
+                        f"{UNSUPPORTED_SUFFIXES[fmt]} --format-to feather", symbol=symbol,
+                        file=str(path))
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: cannot read candles: the file is empty (0 bytes); "
-                            "delete it and download the data again")
+                            "delete it and download the data again", symbol=symbol,
+                            file=str(path))
         if fmt == "feather":
             raw = pl.read_ipc(path)
         elif fmt == "parquet":
@@ -350,7 +354,8 @@ def read_candle_file(path: Path, symbol: str) -> pl.DataFrame:
     except (OSError, EOFError, ValueError, pl.exceptions.PolarsError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read candles: not a valid {fmt} file, corrupt or "
-                        f"truncated ({type(exc).__name__}: {detail[:120]})") from exc
+                        f"truncated ({type(exc).__name__}: {detail[:120]})", symbol=symbol,
+                        file=str(path)) from exc
     return _to_canonical(raw, symbol, str(path))
 
 
@@ -423,13 +428,14 @@ def validate_frame(df: pl.DataFrame, *, interval: str,
         when = f" ({t:%Y-%m-%d %H:%M} UTC)" if t is not None else " (no time)"
         src = sources.get(symbol)
         where = f"{symbol} ({src})" if src else symbol
-        raise DataError(f"{where}: row {row}{when}: {what}")
+        raise DataError(f"{where}: row {row}{when}: {what}", symbol=symbol, file=src, row=row)
     if log.isEnabledFor(logging.DEBUG):
         _log_gaps(df, interval)
     present = set(df.get_column("symbol").unique().to_list())
     empty = [s for s in sources if s not in present]
     if empty:
-        raise DataError(f"{empty[0]} ({sources[empty[0]]}): no candles")
+        raise DataError(f"{empty[0]} ({sources[empty[0]]}): no candles", symbol=empty[0],
+                        file=sources[empty[0]])
 
 
 def _log_gaps(df: pl.DataFrame, interval: str) -> None:
@@ -448,7 +454,8 @@ def validate_candles(df: pl.DataFrame, *, symbol: str, interval: str,
                      source: str | None = None) -> None:
     """Validate one symbol's canonical frame (see ``validate_frame``)."""
     if df.height == 0:
-        raise DataError(f"{symbol} ({source}): no candles" if source else f"{symbol}: no candles")
+        raise DataError(f"{symbol} ({source}): no candles" if source else f"{symbol}: no candles",
+                        symbol=symbol, file=source)
     validate_frame(df, interval=interval, sources={symbol: source} if source else None)
 
 
@@ -557,7 +564,8 @@ def load_candles(
         for sym in syms:
             df, sources[sym] = _load_one(sym, config, end_ms, limit)
             if df.height == 0:
-                raise DataError(f"{sym} ({sources[sym]}): no candles")
+                raise DataError(f"{sym} ({sources[sym]}): no candles", symbol=sym,
+                                file=sources[sym])
             parts.append(df)
         frame = pl.concat(parts, how="vertical", rechunk=False)
         del parts
@@ -584,7 +592,8 @@ def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], la
     for k in np.flatnonzero(n_closed == 0).tolist()[:1]:
         first = frame.get_column("open_time")[int(starts[k])]
         raise DataError(f"{syms[k]} ({sources[syms[k]]}): no candle closed by "
-                        f"{cut:%Y-%m-%d %H:%M} UTC (data starts {first:%Y-%m-%d %H:%M} UTC)")
+                        f"{cut:%Y-%m-%d %H:%M} UTC (data starts {first:%Y-%m-%d %H:%M} UTC)",
+                        symbol=syms[k], file=sources[syms[k]])
     keep = n_closed if limit is None else np.minimum(n_closed, limit)
     if np.array_equal(keep, lens):
         return frame

@@ -257,7 +257,8 @@ def _fetch_one(client: BinanceClient, names: tuple[str, str, str], interval: str
     if merged is None or merged.height == 0:
         after = "" if since_ms is None else \
             f" since {datetime.fromtimestamp(since_ms / 1000, timezone.utc):%Y-%m-%d %H:%M} UTC"
-        raise DataError(f"Binance has no closed {interval} candles for {sym}{after}")
+        raise DataError(f"Binance has no closed {interval} candles for {sym}{after}",
+                        symbol=sym, source="binance")
     validate_candles(merged, symbol=sym, interval=interval, source="binance")
     before = old.height if old is not None else 0
     added = merged.height - before
