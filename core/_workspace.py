@@ -23,8 +23,9 @@ and a scope per set would notify it twice. The whole-run cache entry does carry 
 
 Stores are reached only through these methods, each returning an object with a small
 interface (``CacheStore``, ``CooldownStore``, ``RegimeState``, a directory for the queue and
-events), so a shared backend for several hosts can later be chosen here without touching
-the pipeline.
+events). With ``state.url`` set, the cache, cooldowns and regime history live on a shared
+Redis/Valkey server instead (``botopt.core._redis_store``; the queue chooses its own in
+``botopt.core._notify``); the pipeline does not know which it has.
 
 Config-less entry points (the cache decorators, ``emit``, ``batch_notify``) use the
 *default root*: the one the CLI made current for this command (``set_default_root``), else
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from botopt.core._cache import CacheManager
     from botopt.core._config import Config
     from botopt.core._gates import CooldownStore
+    from botopt.core._redis import SharedState
     from botopt.core._regime_state import RegimeState
 
 log = logging.getLogger("botopt.workspace")
@@ -107,7 +109,8 @@ class Workspace:
     @classmethod
     def of(cls, config: Config) -> Workspace:
         """The workspace of ``config``, built once per process."""
-        key = (cls.root_for(config), config.cache, config.data, config.binance.api_url)
+        key = (cls.root_for(config), config.cache, config.data, config.binance.api_url,
+               config.state)
         ws = _workspaces.get(key)
         if ws is None:
             ws = _workspaces[key] = cls(cls.root_for(config), config)
@@ -168,6 +171,15 @@ class Workspace:
     # -- stores ---------------------------------------------------------------------------
 
     @property
+    def shared(self) -> SharedState | None:
+        """The shared state server of ``state.url`` (None: everything is local)."""
+        if self.config is None or not self.config.state.url:
+            return None
+        from botopt.core._redis import shared_state
+
+        return shared_state(self.config.state)
+
+    @property
     def cache(self) -> CacheManager:
         if self._cache is None:
             from botopt.core._cache import CacheManager
@@ -175,6 +187,11 @@ class Workspace:
             if self.config is not None:
                 self._cache = CacheManager.from_config(self.config, root=self.root,
                                                        clock=self.clock)
+                shared = self.shared
+                if shared is not None:
+                    from botopt.core._redis_store import RedisCacheStore
+
+                    self._cache._store = RedisCacheStore(shared)
             else:
                 self._cache = CacheManager(root=self.root, clock=self.clock)
         return self._cache
@@ -182,12 +199,26 @@ class Workspace:
     def cooldowns(self, config: Config | None = None) -> CooldownStore:
         from botopt.core._gates import CooldownStore
 
-        return CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
+        local = CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
+        shared = self.shared
+        if shared is not None and shared.available():
+            from botopt.core._redis_store import RedisCooldownStore
+
+            return RedisCooldownStore(shared, data_scope(self._config(config)),  # type: ignore[return-value]
+                                      local)
+        return local
 
     def regimes(self, config: Config | None = None) -> RegimeState:
         from botopt.core._regime_state import RegimeState
 
-        return RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
+        local = RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
+        shared = self.shared
+        if shared is not None and shared.available():
+            from botopt.core._redis_store import RedisRegimeState
+
+            return RedisRegimeState(shared, data_scope(self._config(config)),  # type: ignore[return-value]
+                                    local)
+        return local
 
     def close(self) -> None:
         if self._cache is not None:

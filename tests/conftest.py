@@ -58,3 +58,13 @@ def wait_until(cond: Callable[[], object], timeout: float, interval: float = 0.0
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server on 127.0.0.1 (skipped without the binary; a failure under CI)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
