@@ -66,8 +66,9 @@ class SharedState:
             self._errors = (redis.RedisError, OSError)
         return self._errors
 
-    def available(self) -> bool:
-        """Whether the server answers (one PING per process; a failure is remembered)."""
+    def available(self, quiet: bool = False) -> bool:
+        """Whether the server answers (one PING per process; a failure is remembered).
+        ``quiet``: no warning (the caller raises its own one-line error)."""
         if self.down is not None:
             return False
         if not self._checked:
@@ -79,17 +80,18 @@ class SharedState:
             except Exception as exc:
                 if not isinstance(exc, self.errors):
                     raise
-                self.lost(exc)
+                self.lost(exc, quiet)
                 return False
         return True
 
-    def lost(self, exc: BaseException) -> None:
+    def lost(self, exc: BaseException, quiet: bool = False) -> None:
         """The server failed: say so once, and use local state for the rest of the run."""
         if self.down is None:
             self.down = self.describe(exc)
-            log.warning("shared state %s unreachable (%s); this run uses local state "
-                        "(no shared cache; notifications queued here until it is back)",
-                        self.where, self.down)
+            if not quiet:
+                log.warning("shared state %s unreachable (%s); this run uses local state "
+                            "(no shared cache; notifications queued here until it is back)",
+                            self.where, self.down)
 
     def describe(self, exc: BaseException) -> str:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -100,7 +102,7 @@ class SharedState:
         job is the shared state: notify-flush, notify list)."""
         from botopt.core.errors import NotifyError
 
-        if not self.available():
+        if not self.available(quiet=True):
             raise NotifyError(f"shared state {self.where} unreachable ({self.down}); "
                               "notifications kept")
 
