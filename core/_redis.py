@@ -93,6 +93,11 @@ class SharedState:
                             "(no shared cache; notifications queued here until it is back)",
                             self.where, self.down)
 
+    def reset(self) -> None:
+        """Try the server again (a long-running process, after an outage)."""
+        self.down = None
+        self._checked = False
+
     def describe(self, exc: BaseException) -> str:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return redact(f"{type(exc).__name__}: {text}"[:200])

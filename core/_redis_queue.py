@@ -23,6 +23,7 @@ The local queue's rules (``botopt.core._notify``) hold across hosts:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -38,6 +39,7 @@ from botopt.core._redis import SharedState
 from botopt.core._vocab import EventType
 from botopt.core.errors import TelegramConfigError, UsageError
 
+log = logging.getLogger("botopt.notify")
 GROUP = "flush"
 SEEN_MS = 7 * 86400 * 1000  # an id is enqueued once within this time (outage moves repeat)
 # Safety margins over Telegram's published limits: a reservation is made a few ms before the
@@ -87,15 +89,17 @@ return n
 
 # Reset the idle time of the entries ARGV[1] still owns (a live host waiting for a slot).
 _REFRESH = """
-local mine = {}
+local args = {'XCLAIM', KEYS[1], 'flush', ARGV[1], 0}
 for i = 2, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], 'flush', ARGV[i], ARGV[i], 1)
-  if #p > 0 and p[1][2] == ARGV[1] then mine[#mine + 1] = ARGV[i] end
+  if #p > 0 and p[1][2] == ARGV[1] then args[#args + 1] = ARGV[i] end
 end
-if #mine > 0 then
-  redis.call('XCLAIM', KEYS[1], 'flush', ARGV[1], 0, unpack(mine), 'JUSTID')
+local n = #args - 5
+if n > 0 then
+  args[#args + 1] = 'JUSTID'  -- unpack() must come last in a call: Lua truncates it otherwise
+  redis.call(unpack(args))
 end
-return #mine
+return n
 """
 
 # KEYS: chat's sends, chat's hold, bot's sends. ARGV: scale, gap, window, group limit (0:
@@ -402,16 +406,16 @@ class SharedFlush(_Flush):
         return items
 
     def _take_over(self) -> tuple[str, list[tuple[str, Any]]] | None:
-        """Claims idle longer than the claim timeout (their host died), one type's batch."""
-        kinds = self.q.types()
-        pipe = self.q.r.pipeline(transaction=False)
-        for kind in kinds:
-            pipe.xautoclaim(self.q.stream(kind), GROUP, self.consumer, self.claim_ms,
-                            start_id="0-0", count=self.tc.max_batch_size)
-        for kind, got in zip(kinds, pipe.execute(raise_on_error=False), strict=True):
+        """Claims idle longer than the claim timeout (their host died), one type's batch.
+        One type at a time: whatever is claimed is then this flush's to send or put back."""
+        for kind in self.q.types():
+            got = self.q.r.xautoclaim(self.q.stream(kind), GROUP, self.consumer,
+                                      self.claim_ms, start_id="0-0",
+                                      count=self.tc.max_batch_size)
             if isinstance(got, (list, tuple)) and len(got) > 1 and got[1]:
                 items = [(n, d) for n, d in self._claimed(kind, got[1])
                          if n not in self.refused]
+                log.debug("%s took over %s", self.consumer, [n[:6] for n, _ in items])
                 if items:
                     return kind, items
         return None
@@ -423,7 +427,10 @@ class SharedFlush(_Flush):
         kind, batch = due[0]
         got = self.q.r.xreadgroup(GROUP, self.consumer, {self.q.stream(kind): ">"},
                                   count=batch)
-        return kind, (self._claimed(kind, got[0][1]) if got else [])
+        items = self._claimed(kind, got[0][1]) if got else []
+        log.debug("%s claimed %s", self.consumer,
+                  [(n[:6], self.entries[n][1]) for n, _ in items])
+        return kind, items
 
     def _due(self) -> list[tuple[str, int]]:
         """(type, batch size) of the due types, oldest first: unread entries after the
@@ -456,6 +463,7 @@ class SharedFlush(_Flush):
             if left <= 1.0:
                 return self._budget_used()
             wait = self.spacer.reserve()
+            log.debug("%s slot in %.3f s", self.consumer, wait)
             if wait <= 0:
                 return None
             if wait > min(self.max_wait, left - 1.0):
@@ -473,20 +481,19 @@ class SharedFlush(_Flush):
             by_kind.setdefault(kind, []).append(eid)
         script = self.q.shared.script("refresh", _REFRESH)
         for kind, eids in by_kind.items():
-            script(keys=[self.q.stream(kind)], args=[self.consumer, *eids])
+            n = script(keys=[self.q.stream(kind)], args=[self.consumer, *eids])
+            log.debug("%s refreshed %s of %s", self.consumer, n, len(eids))
 
     def _record_error(self, detail: str) -> None:
         self.q.r.hset(self.q.meta_key, "last_error", detail)
 
     def _refuse(self, nid: str, kind: str, reason: str) -> None:
-        import logging
-
         self.refused.add(nid)
         pipe = self.q.r.pipeline(transaction=True)
         pipe.hincrby(self.q.tries_key, nid, 1)
         pipe.hset(self.q.errors_key, nid, reason)
         tries = int(pipe.execute()[0])
-        logging.getLogger("botopt.notify").warning(
+        log.warning(
             "Telegram refused notification %s (%s): %s", nid[:8], kind, reason)
         if tries >= DEAD_AFTER:
             self._bury(nid, kind, f"{reason} ({tries} tries)", None)
@@ -534,6 +541,7 @@ class SharedFlush(_Flush):
                 pipe.hdel(self.q.tries_key, nid)
                 pipe.hdel(self.q.errors_key, nid)
             pipe.execute()
+            log.debug("%s delivered %s", self.consumer, [n[:6] for n in done])
         self.result.notifications_sent += len(done)
 
     def release(self) -> None:
