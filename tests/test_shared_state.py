@@ -139,3 +139,28 @@ def test_unreachable_server_signals_answers_with_one_warning(tmp_path):
     warnings = [line for line in r.stderr.splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and "unreachable" in warnings[0], r.stderr
     assert "hunter2pw" not in r.stderr and "botopt:***@127.0.0.1" in r.stderr
+
+
+def test_doctor_checks_the_shared_server(tmp_path):
+    from tests.redis_server import free_port, start_server
+
+    on = start_server(tmp_path / "aof")
+    off = start_server(tmp_path / "noaof", appendonly=False)
+    try:
+        base = ["--cache-dir", str(tmp_path / "c"), "doctor", "--json"]
+        res = runner.invoke(app, base, env={"BOTOPT_STATE_URL": on.url})
+        state = {c["check"]: c for c in json.loads(res.stdout)["checks"]}["state"]
+        assert state["ok"] and "AOF on (appendfsync always)" in state["message"], state
+        assert "redis 7" in state["message"] or "valkey" in state["message"]
+        res = runner.invoke(app, base, env={"BOTOPT_STATE_URL": off.url})
+        state = {c["check"]: c for c in json.loads(res.stdout)["checks"]}["state"]
+        assert not state["ok"] and "persistence (AOF) is off" in state["message"]
+        assert "loses every queued notification" in state["message"] and res.exit_code == 1
+        url = f"redis://u:pw-secret-1@127.0.0.1:{free_port()}/0"
+        res = runner.invoke(app, base, env={"BOTOPT_STATE_URL": url})
+        state = {c["check"]: c for c in json.loads(res.stdout)["checks"]}["state"]
+        assert not state["ok"] and "unreachable" in state["message"]
+        assert "pw-secret-1" not in res.stdout + res.stderr
+    finally:
+        on.stop()
+        off.stop()
