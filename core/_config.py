@@ -176,6 +176,8 @@ class StateConfig:
 
     url: str = ""
     namespace: str = "botopt"
+    # How this host is named in events and alerts (empty: its host name).
+    host_id: str = ""
     # Seconds a notification claimed by a host may stay unacknowledged before another host
     # takes it over (the claimant died). Must exceed one Telegram request (telegram.timeout).
     claim_timeout: float = 60.0
@@ -480,6 +482,8 @@ def _check_state(cfg: Config, bad: Any) -> None:
             raise bad("state.url", problem)
     if not _NAMESPACE_RE.fullmatch(cfg.state.namespace):
         raise bad("state.namespace", "must be 1 to 64 letters, digits, '_', '.' or '-'")
+    if cfg.state.host_id and not _NAMESPACE_RE.fullmatch(cfg.state.host_id):
+        raise bad("state.host_id", "must be 1 to 64 letters, digits, '_', '.' or '-'")
     if url and cfg.state.claim_timeout <= cfg.telegram.timeout:
         raise bad("state.claim_timeout", "must be longer than telegram.timeout (a claim "
                   "is held while a message is being sent)")
@@ -698,6 +702,7 @@ event_max_bytes = 10000000
 # BOTOPT_STATE_URL="rediss://botopt:PASSWORD@redis.example.com:6379/0"
 url = ""
 namespace = "botopt"
+# host_id = "host-1"   (default: the host name)
 claim_timeout = 60.0
 """
 

@@ -24,7 +24,7 @@ log = logging.getLogger("botopt.state")
 CONNECT_TIMEOUT = 2.0  # seconds: an unreachable server must not stall a cron run
 SOCKET_TIMEOUT = 5.0
 
-_states: dict[tuple[str, str], SharedState] = {}
+_states: dict[tuple[str, str, float], SharedState] = {}
 
 
 class SharedState:
@@ -133,7 +133,7 @@ def shared_state(state: Any) -> SharedState | None:
     None for the local backend."""
     if not state.url:
         return None
-    key = (state.url, state.namespace)
+    key = (state.url, state.namespace, state.claim_timeout)
     s = _states.get(key)
     if s is None:
         s = _states[key] = SharedState(state.url, state.namespace, state.claim_timeout)

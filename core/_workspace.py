@@ -74,6 +74,13 @@ def default_root() -> Path:
     return Path(env).expanduser() if env else default_cache_dir()
 
 
+def _events_shared() -> bool:
+    import sys
+
+    events = sys.modules.get("botopt.core._events")
+    return events is not None and getattr(events, "_shared", None) is not None
+
+
 def data_scope(config: Config) -> str:
     """A short, stable name for the data the state was built from."""
     data = config.data
@@ -114,6 +121,14 @@ class Workspace:
         ws = _workspaces.get(key)
         if ws is None:
             ws = _workspaces[key] = cls(cls.root_for(config), config)
+        if config.state.url:  # events follow the state (cheap: nothing is connected)
+            from botopt.core._events import use_shared
+
+            use_shared(config.state)
+        elif _events_shared():
+            from botopt.core._events import use_shared
+
+            use_shared(None)
         return ws
 
     @classmethod

@@ -32,6 +32,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     logger.setLevel(logging.NOTSET)
 
 
+@pytest.fixture(autouse=True)
+def no_shared_state_between_tests():
+    """A test that configured a shared state server leaves no process-wide trace of it."""
+    yield
+    import sys
+
+    events = sys.modules.get("botopt.core._events")
+    if events is not None:
+        events.use_shared(None)
+    redis_mod = sys.modules.get("botopt.core._redis")
+    if redis_mod is not None:
+        redis_mod._states.clear()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED.is_dir():
