@@ -31,7 +31,8 @@ def free_port() -> int:
 class RedisServer:
     """One server process; ``restart`` keeps its directory (the AOF) and port."""
 
-    def __init__(self, directory: Path, appendonly: bool = True) -> None:
+    def __init__(self, directory: Path, appendonly: bool = True,
+                 fsync: str = "always") -> None:
         binary = server_binary()
         if binary is None:
             raise RuntimeError("no redis-server or valkey-server on PATH")
@@ -40,6 +41,7 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.appendonly = appendonly
+        self.fsync = fsync  # "always" for the loss tests; Redis's default "everysec" to time
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,7 +51,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
              "--dir", str(self.dir), "--daemonize", "no", "--protected-mode", "yes",
              "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -44,8 +44,8 @@ GROUP = "flush"
 SEEN_MS = 7 * 86400 * 1000  # an id is enqueued once within this time (outage moves repeat)
 # Safety margins over Telegram's published limits: a reservation is made a few ms before the
 # request reaches Telegram, and hosts' requests may arrive in another order than reserved.
-GAP_MS = 1100  # per chat: Telegram allows 1 message a second
-WINDOW_MS = 61_000  # per group: 20 messages a minute
+GAP_MS = 1250  # per chat: Telegram allows 1 message a second
+WINDOW_MS = 62_000  # per group: 20 messages a minute
 GROUP_LIMIT = 20
 BOT_PER_SECOND = 30
 # Tests only: compress time by this factor (the fake Bot API's clock runs as fast).
@@ -427,9 +427,17 @@ class SharedFlush(_Flush):
         kind, batch = due[0]
         got = self.q.r.xreadgroup(GROUP, self.consumer, {self.q.stream(kind): ">"},
                                   count=batch)
-        items = self._claimed(kind, got[0][1]) if got else []
+        entries = got[0][1] if got else []
+        items = self._claimed(kind, entries)
         log.debug("%s claimed %s", self.consumer,
                   [(n[:6], self.entries[n][1]) for n, _ in items])
+        oldest = min((float(_fields(f).get("created", 0.0)) for _, f in entries), default=0.0)
+        if 0 < len(items) < batch and not self.force and \
+                self.clock() - oldest < self.tc.batch_interval:
+            # Another host took part of what made this type due: a part is not a batch.
+            # Back it goes, to be sent full or when its age makes it due.
+            self._put_back(kind, [nid for nid, _ in items])
+            return kind, []
         return kind, items
 
     def _due(self) -> list[tuple[str, int]]:
@@ -543,6 +551,11 @@ class SharedFlush(_Flush):
             pipe.execute()
             log.debug("%s delivered %s", self.consumer, [n[:6] for n in done])
         self.result.notifications_sent += len(done)
+
+    def _put_back(self, kind: str, nids: list[str]) -> None:
+        eids = [self.entries.pop(nid)[1] for nid in nids]
+        self.q.shared.script("requeue", _REQUEUE)(keys=[self.q.stream(kind)],
+                                                   args=[self.consumer, *eids])
 
     def release(self) -> None:
         """Put back what this flush claimed and did not deliver (refused, not yet sent)."""
