@@ -127,6 +127,7 @@ def test_the_rules_see_function_level_and_bare_imports() -> None:
 CLI_PRIVATE_ALLOWED = {
     "botopt.core._cache": {"describe_life", "effective_lives"},
     "botopt.core._cron": {"default_log_dir", "make_log_dir"},
+    "botopt.core._events": {"use_shared"},
     "botopt.core._history": {"iso_time", "now", "parse_since", "parse_types"},
     "botopt.core._paths": {"cache_dir_for"},
     "botopt.core._redact": {"RedactingFilter", "redact", "register_secret"},
@@ -152,11 +153,12 @@ def test_cli_goes_through_the_public_api() -> None:
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["errors", "_vocab", "_config", "_symbols", "_redact", "_fs", "_paths",
                     "_codec"]),
-    ("state", ["_workspace", "_cache", "_regime_state", "_events"]),
+    ("state", ["_workspace", "_cache", "_regime_state", "_events", "_redis", "_redis_store",
+               "_redis_events"]),
     ("data sources", ["_candles", "_binance", "_store"]),
     ("signal stages", ["_features", "_regime", "_engines", "_model", "_model_train", "_gates",
                        "_correlation", "_pipeline"]),
-    ("delivery", ["_notify_format", "_telegram", "_notify"]),
+    ("delivery", ["_notify_format", "_telegram", "_notify", "_redis_queue"]),
     ("watching", ["_monitor", "_history", "_doctor", "_cron"]),
 ]
 # Upward imports made inside a function, each for a reason docs/architecture.md gives.
@@ -165,6 +167,7 @@ UPWARD_ALLOWED = {
     ("_paths", "_workspace"),  # state_dir & co.: thin delegates kept for older callers
     ("_workspace", "_gates"),  # the Workspace builds the cooldown store, defined with gates
     ("_pipeline", "_notify"),  # a signals run queues what passed (its side effects)
+    ("_redis_store", "_gates"),  # the shared cooldown store returns the gates' records
 }
 
 
