@@ -689,13 +689,32 @@ def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
     return counts, entries
 
 
+def _stored_for(root: Path, config: Any) -> tuple[dict[str, tuple[int, int, float]],
+                                                  dict[str, tuple[int, int]]]:
+    """``_stored`` of the shared server when ``config`` has a ``state.url`` (and it answers),
+    else of the local store."""
+    if config is not None and config.state.url:
+        from botopt.core._redis import shared_state
+        from botopt.core._redis_store import cache_stats
+
+        shared = shared_state(config.state)
+        if shared is not None and shared.available():
+            try:
+                return cache_stats(shared)
+            except shared.errors as exc:
+                shared.lost(exc)
+    return _stored(root)
+
+
 def get_cache_stats(root: Path | None = None,
-                    ttls: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                    ttls: Mapping[str, Any] | None = None, *,
+                    config: Any = None) -> dict[str, dict[str, Any]]:
     """Per cache: hits, misses, hit_rate, entries, ttl_seconds, size_bytes,
     time_saved_seconds. Reads SQLite directly: no polars or numpy import.
 
     ``ttls``: the effective life per cache (seconds, or (seconds, how) as from
-    ``effective_lives``); other caches show their seed TTL."""
+    ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
+    the figures of the shared server (every host's)."""
     if root is None:
         from botopt.core._workspace import default_root
 
@@ -703,7 +722,7 @@ def get_cache_stats(root: Path | None = None,
     mgr = _managers.get(root)
     if mgr is not None:
         mgr.flush_stats()
-    counts, entries = _stored(root)
+    counts, entries = _stored_for(root, config)
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
     out: dict[str, dict[str, Any]] = {}

@@ -19,6 +19,10 @@ Delivery rules:
 - Telegram's limits are kept across runs in a small state file, validated when read: the
   ``retry_after`` of a 429 (clamped to 1 s .. 1 h), at most one message per second per chat,
   and 20 per minute to a group.
+- With ``state.url`` set, the queue, its dead letters and Telegram's limits live on the shared
+  Redis/Valkey server instead, shared by every host (``botopt.core._redis_queue``); while the
+  server cannot be reached, ``enqueue`` uses the local queue, moved over by the next run that
+  reaches it.
 """
 
 from __future__ import annotations

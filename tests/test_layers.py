@@ -130,7 +130,7 @@ CLI_PRIVATE_ALLOWED = {
     "botopt.core._events": {"use_shared"},
     "botopt.core._history": {"iso_time", "now", "parse_since", "parse_types"},
     "botopt.core._paths": {"cache_dir_for"},
-    "botopt.core._redact": {"RedactingFilter", "redact", "register_secret"},
+    "botopt.core._redact": {"RedactingFilter", "redact", "redact_url", "register_secret"},
     "botopt.core._workspace": {"set_default_root"},
 }
 

@@ -164,3 +164,14 @@ def test_doctor_checks_the_shared_server(tmp_path):
     finally:
         on.stop()
         off.stop()
+
+
+def test_cache_stats_show_every_hosts_figures(redis_server, tmp_path):
+    for h in ("a", "b"):
+        assert host(tmp_path / h, redis_server.url, *ARGS).returncode == 0
+    out = host(tmp_path / "c", redis_server.url, "cache-stats", "--json")
+    caches = json.loads(out.stdout)["caches"]
+    assert (caches["signals"]["hits"], caches["signals"]["misses"]) == (1, 1)
+    assert caches["features"]["entries"] == 2 and caches["features"]["size_bytes"] > 0
+    local = host(tmp_path / "c", None, "cache-stats", "--json")
+    assert json.loads(local.stdout)["caches"]["signals"]["hits"] == 0
