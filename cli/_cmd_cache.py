@@ -56,5 +56,6 @@ def register(app: typer.Typer) -> None:
         from botopt.core import Workspace, clear_cache
 
         state = get_state(ctx)
-        cleared = clear_cache(cache, Workspace.root_for(state.config()))
+        cfg = state.config()
+        cleared = clear_cache(cache, Workspace.root_for(cfg), config=cfg)
         state.notice(f"cleared {', '.join(cleared)}")

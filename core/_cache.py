@@ -741,21 +741,51 @@ def get_cache_stats(root: Path | None = None,
     return out
 
 
-def clear_cache(name: str | None = None, root: Path | None = None) -> list[str]:
+def _require_shared(config: Any) -> Any:
+    """The shared state server of ``config``, or a one-line CacheError."""
+    from botopt.core._redis import shared_state
+
+    shared = shared_state(config.state)
+    assert shared is not None
+    if not shared.available(quiet=True):
+        raise CacheError(f"shared state {shared.where} unreachable ({shared.down}); "
+                         "nothing cleared")
+    return shared
+
+
+def _clear_shared(config: Any, targets: Sequence[str]) -> None:
+    from botopt.core._redis_store import clear_cache as clear_shared
+
+    shared = _require_shared(config)
+    try:
+        clear_shared(shared, targets)
+    except shared.errors as exc:
+        raise CacheError(f"shared state {shared.where}: {shared.describe(exc)}") from exc
+
+
+def clear_cache(name: str | None = None, root: Path | None = None, *,
+                config: Any = None) -> list[str]:
     """Delete the entries of one cache (or all) and their statistics. Returns the names.
 
     Works whatever state the database is in: one that cannot be read is removed whole
-    (everything in it is a cache)."""
+    (everything in it is a cache). ``config`` with a ``state.url``: the shared server's
+    entries go too (every host's)."""
     if root is None:
         from botopt.core._workspace import default_root
 
         root = default_root()
-    counts, entries = _stored(root)
+    if config is not None and config.state.url:
+        _require_shared(config)
+    counts, entries = _stored_for(root, config)
+    local = _stored(root)
+    counts, entries = {**local[0], **counts}, {**local[1], **entries}
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
     if name is not None and name not in names:
         raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}")
     targets = [name] if name else names
+    if config is not None and config.state.url:
+        _clear_shared(config, targets)
     mgr = _managers.pop(root, None)
     if mgr is not None:
         mgr.close()

@@ -176,3 +176,21 @@ def test_cache_stats_show_every_hosts_figures(redis_server, tmp_path):
     assert caches["features"]["entries"] == 2 and caches["features"]["size_bytes"] > 0
     local = host(tmp_path / "c", None, "cache-stats", "--json")
     assert json.loads(local.stdout)["caches"]["signals"]["hits"] == 0
+
+
+def test_cache_clear_empties_the_shared_cache(redis_server, tmp_path):
+    assert host(tmp_path / "a", redis_server.url, *ARGS).returncode == 0
+    one = host(tmp_path / "b", redis_server.url, "cache-clear", "--cache", "features")
+    assert one.returncode == 0, one.stderr
+    caches = json.loads(host(tmp_path / "b", redis_server.url, "cache-stats", "--json"
+                             ).stdout)["caches"]
+    assert caches["features"]["entries"] == 0 and caches["features"]["misses"] == 0
+    assert caches["regime"]["entries"] == 2
+    assert host(tmp_path / "b", redis_server.url, "cache-clear").returncode == 0
+    caches = json.loads(host(tmp_path / "b", redis_server.url, "cache-stats", "--json"
+                             ).stdout)["caches"]
+    assert all(c["entries"] == 0 for c in caches.values())
+    redis_server.stop()
+    down = host(tmp_path / "b", redis_server.url, "cache-clear")
+    assert down.returncode == 1 and "unreachable" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
