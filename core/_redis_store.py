@@ -20,8 +20,6 @@ gives.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -266,10 +264,3 @@ class RedisRegimeState:
                 return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
         return list(self.fallback.update(items))
 
-
-def scope_digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)

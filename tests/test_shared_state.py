@@ -194,3 +194,37 @@ def test_cache_clear_empties_the_shared_cache(redis_server, tmp_path):
     down = host(tmp_path / "b", redis_server.url, "cache-clear")
     assert down.returncode == 1 and "unreachable" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_cooldowns_and_regimes_are_recorded_once_across_hosts(redis_server, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from botopt.core._gates import CooldownRecord, CooldownStore
+    from botopt.core._redis import SharedState
+    from botopt.core._redis_store import RedisCooldownStore, RedisRegimeState
+    from botopt.core._regime_state import RegimeState
+
+    t = datetime(2026, 9, 20, 12, 0, tzinfo=timezone.utc)
+    hosts = [SharedState(redis_server.url, "once") for _ in range(2)]  # two connections
+    cool = [RedisCooldownStore(h, "scope", CooldownStore(tmp_path / f"c{i}.json"))
+            for i, h in enumerate(hosts)]
+    recs = [CooldownRecord("BTCUSDT", "long", t), CooldownRecord("ETHUSDT", "short", t)]
+    before = cool[1].digest()
+    assert cool[0].record(recs) == recs
+    assert cool[1].record(recs) == [] and cool[1].digest() != before
+    assert cool[1].record([*recs, CooldownRecord("BTCUSDT", "long", t + timedelta(minutes=5))]
+                          ) == [CooldownRecord("BTCUSDT", "long", t + timedelta(minutes=5))]
+    assert sorted(r.key() for r in cool[0].snapshot()) == sorted(
+        r.key() for r in [*recs, CooldownRecord("BTCUSDT", "long", t + timedelta(minutes=5))])
+    reg = [RedisRegimeState(h, "scope", RegimeState(tmp_path / f"r{i}.json"))
+           for i, h in enumerate(hosts)]
+    assert reg[0].update([("BTCUSDT", "TREND_UP", t)]) == []  # first sight: not a change
+    later = t + timedelta(minutes=5)
+    assert reg[0].update([("BTCUSDT", "RANGE", later)]) == [("BTCUSDT", "TREND_UP", "RANGE")]
+    assert reg[1].update([("BTCUSDT", "RANGE", later)]) == []  # the other host: once only
+    assert reg[1].update([("BTCUSDT", "HIGH_VOL", t)]) == []  # an older candle changes nothing
+    # the server gone: both fall back to the local files (after one warning), never fail
+    redis_server.stop()
+    assert cool[0].record([CooldownRecord("SOLUSDT", "long", t)]) == [
+        CooldownRecord("SOLUSDT", "long", t)]
+    assert hosts[0].down is not None and (tmp_path / "c0.json").exists()
