@@ -421,7 +421,11 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
     token, chat = _telegram_credentials(tc, dry_run)
     directory = _queue_dir(config)
     shared = Workspace.of(config).shared
-    if shared is not None and not dry_run:
+    if shared is not None and dry_run:
+        from botopt.core._redis_queue import dry_run_shared
+
+        return dry_run_shared(_shared_queue(config), tc, force, clock())
+    if shared is not None:
         from botopt.core._redis_queue import flush_shared
 
         return flush_shared(shared, config, directory, token, chat, force=force, clock=clock,

@@ -568,6 +568,36 @@ class SharedFlush(_Flush):
         self.entries.clear()
 
 
+def dry_run_shared(queue: SharedQueue, tc: TelegramConfig, force: bool, now: float
+                   ) -> FlushResult:
+    """What a flush would send now from the shared queue (claimed batches included)."""
+    from botopt.core._notify import _unsendable
+    from botopt.core._notify_format import Message, render_batch
+
+    result = FlushResult()
+    rows = queue.pending(100_000)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_type.setdefault(r["type"], []).append(r)
+    for kind, items in sorted(by_type.items(), key=lambda kv: kv[1][0]["created"]):
+        batch = tc.max_batch_size
+        if not (force or len(items) >= batch or now - items[0]["created"] >= tc.batch_interval):
+            continue
+        good = []
+        for r in items:
+            why = _unsendable(r["data"])
+            if why is None:
+                good.append((r["id"], r["data"]))
+            else:
+                result.dead_lettered += 1
+                result.messages.append(Message(f"[{kind} {r['id'][:8]} would move to the "
+                                               f"dead letters: {why}]", None, (r["id"],)))
+        for i in range(0, len(good), batch):
+            result.messages += render_batch(kind, good[i:i + batch])
+    result.remaining = len(rows)
+    return result
+
+
 def flush_shared(shared: SharedState, config: Config, directory: Path, token: str, chat: str,
                  *, force: bool, clock: Callable[[], float], sleep: Callable[[float], None],
                  session: Any, max_wait: float | None) -> FlushResult:

@@ -140,3 +140,13 @@ def test_outage_queues_locally_then_moves_over(redis_server, telegram, tmp_path)
     assert tokens(telegram) == ["tok-alpha-0001"]
     again = host(home, url, "notify-flush", **env)
     assert again.returncode == 0 and tokens(telegram) == ["tok-alpha-0001"]
+
+
+def test_dry_run_shows_the_shared_queue(redis_server, telegram, tmp_path):
+    cfg = config(redis_server.url, telegram, tmp_path / "c")
+    enqueue(cfg, items("alpha", 7))
+    dry = flush_notifications(cfg, dry_run=True)
+    assert len(dry.messages) == 2 and dry.remaining == 7 and telegram.received == []
+    assert sorted(t for m in dry.messages for t in re.findall(r"tok-[a-z]+-\d+", m.text)) == [
+        i["data"]["symbol"] for i in items("alpha", 7)]
+    assert queue_stats(cfg)["pending"] == 7
