@@ -2,7 +2,8 @@
 
 With ``state.url`` set, ``emit`` appends each event (with the host it came from) to
 ``<ns>:events`` (capped near ``MAX_EVENTS``) instead of the local log; when the server cannot
-be reached it falls back to the local log, as before. Monitors on any host read the stream in
+be reached it falls back to the local log, as before. The stream keeps the last
+``MAX_EVENTS`` events for ``botopt history`` (every host's). Monitors on any host read the stream in
 the consumer group ``monitors``: each event is handled by one monitor, acknowledged after its
 alerts are queued (at-least-once, as locally), and events a dead monitor held are taken over
 after ``state.claim_timeout``.
@@ -83,8 +84,7 @@ class SharedEvents:
         if self.unacked:
             pipe = self.r.pipeline(transaction=True)
             pipe.xack(self.stream, GROUP, *self.unacked)
-            pipe.xdel(self.stream, *self.unacked)
-            pipe.execute()
+            pipe.execute()  # kept in the stream (capped) for ``botopt history``
             self.unacked = []
 
     def finished(self, host: str, t: float) -> bool:
@@ -118,3 +118,11 @@ class SharedEvents:
                 self.r.xgroup_delconsumer(self.stream, GROUP, self.consumer)
             except self.shared.errors:
                 pass
+
+
+def recent_lines(shared: SharedState, since: float) -> list[bytes]:
+    """The stream's events since ``since`` (epoch s) as JSON lines (``botopt history``).
+    Raises the client's errors."""
+    start = f"{max(0, int(since * 1000))}-0"
+    return [f[b"e"] for _, f in shared.client.xrange(shared.key("events"), start, "+")
+            if isinstance(f, dict) and b"e" in f]

@@ -50,7 +50,7 @@ def test_each_event_is_handled_by_one_monitor_and_taken_over_from_a_dead_one(
     assert later.handle_pending() == 6
     later.commit()
     assert second.handle_pending() == 0 and later.handle_pending() == 0
-    assert shared.client.xlen("botopt:events") == 0
+    assert shared.client.xpending("botopt:events", "monitors")["pending"] == 0
 
 
 def test_a_host_that_stops_reporting_is_alerted_once_and_its_return(redis_server, tmp_path):
@@ -88,3 +88,24 @@ def test_run_events_of_a_host_process_carry_its_id(redis_server, tmp_path):
     shared = SharedState(redis_server.url, "botopt")
     events = [json.loads(f[b"e"]) for _, f in shared.client.xrange("botopt:events")]
     assert events and {e["host"] for e in events} == {"edge-1"}
+
+
+def test_history_shows_every_hosts_events(redis_server, tmp_path):
+    for name in ("edge-1", "edge-2"):
+        home = tmp_path / name
+        env = host_env(home, redis_server.url, BOTOPT_STATE_HOST_ID=name,
+                       BOTOPT_TELEGRAM_TOKEN="123456789:AAtesttokentesttokentesttokentest",
+                       BOTOPT_TELEGRAM_CHAT_ID="-1001", BOTOPT_TELEGRAM_MAX_RETRIES="0",
+                       BOTOPT_TELEGRAM_BATCH_INTERVAL="0",
+                       BOTOPT_TELEGRAM_API_URL="http://127.0.0.1:9")  # nothing listens
+        base = [sys.executable, "-m", "botopt.cli.main", "--cache-dir", str(home / "cache")]
+        subprocess.run([*base, "notify", "add", "-t", "alert", "-d", '{"message": "m"}'],
+                       env=env, check=True, capture_output=True)
+        r = subprocess.run([*base, "notify-flush"], capture_output=True, text=True, env=env)
+        assert r.returncode == 1, r.stderr  # Telegram unreachable: a failure event
+    home = tmp_path / "viewer"
+    out = subprocess.run([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+                          str(home / "cache"), "history", "--type", "failure", "--json"],
+                         capture_output=True, text=True, env=host_env(home, redis_server.url))
+    assert out.returncode == 0, out.stderr
+    assert sorted(e["host"] for e in json.loads(out.stdout)["events"]) == ["edge-1", "edge-2"]
