@@ -20,12 +20,13 @@ def register(app: typer.Typer) -> None:
         """Hits, misses, hit rate, entries, size, life and time saved per cache."""
         # Deliberately light: no polars or numpy on this path (cron runs it every minute).
         from botopt.core import Workspace, get_cache_stats
+        from botopt.core.base._redact import redact_url
         from botopt.core.state._cache import describe_life, effective_lives
 
         state = get_state(ctx)
         cfg = state.config()
         root = Workspace.root_for(cfg)
-        stats = get_cache_stats(root, ttls=effective_lives(cfg))
+        stats = get_cache_stats(root, ttls=effective_lives(cfg), config=cfg)
         if json_out:
             print_json({"caches": stats})
             return
@@ -40,7 +41,8 @@ def register(app: typer.Typer) -> None:
                          "-" if s["ttl_seconds"] is None else
                          describe_life(s["ttl_seconds"], s["life"] or "seed TTL"),
                          f"{s['time_saved_seconds']:.3f} s"))
-        print_table(state, f"caches in {root}",
+        where = root if not cfg.state.url else redact_url(cfg.state.url)
+        print_table(state, f"caches in {where}",
                     ["cache", "hit rate", "hits", "misses", "entries", "size", "life",
                      "time saved"], rows)
 
@@ -54,5 +56,6 @@ def register(app: typer.Typer) -> None:
         from botopt.core import Workspace, clear_cache
 
         state = get_state(ctx)
-        cleared = clear_cache(cache, Workspace.root_for(state.config()))
+        cfg = state.config()
+        cleared = clear_cache(cache, Workspace.root_for(cfg), config=cfg)
         state.notice(f"cleared {', '.join(cleared)}")

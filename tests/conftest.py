@@ -32,6 +32,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     logger.setLevel(logging.NOTSET)
 
 
+@pytest.fixture(autouse=True)
+def no_shared_state_between_tests():
+    """A test that configured a shared state server leaves no process-wide trace of it."""
+    yield
+    import sys
+
+    events = sys.modules.get("botopt.core.state._events")
+    if events is not None:
+        events.use_shared(None)
+    redis_mod = sys.modules.get("botopt.core.state._redis")
+    if redis_mod is not None:
+        redis_mod._states.clear()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED.is_dir():
@@ -58,3 +72,13 @@ def wait_until(cond: Callable[[], object], timeout: float, interval: float = 0.0
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server on 127.0.0.1 (skipped without the binary; a failure under CI)."""
+    from tests.redis_server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

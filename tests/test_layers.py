@@ -130,9 +130,10 @@ def test_the_rules_see_function_level_and_bare_imports() -> None:
 CLI_PRIVATE_ALLOWED = {
     "botopt.core.state._cache": {"describe_life", "effective_lives"},
     "botopt.core.watch._cron": {"default_log_dir", "make_log_dir"},
+    "botopt.core.state._events": {"use_shared"},
     "botopt.core.watch._history": {"iso_time", "now", "parse_since", "parse_types"},
     "botopt.core.state._paths": {"cache_dir_for"},
-    "botopt.core.base._redact": {"RedactingFilter", "redact", "register_secret"},
+    "botopt.core.base._redact": {"RedactingFilter", "redact", "redact_url", "register_secret"},
     "botopt.core.state._workspace": {"set_default_root"},
 }
 
@@ -159,6 +160,7 @@ UPWARD_ALLOWED = {
     ("_config", "_cache"),  # validation asks the cache for each entry's effective life
     ("_workspace", "_gates"),  # the Workspace builds the cooldown store, defined with gates
     ("_effects", "_notify"),  # a live signals run queues what passed (its side effects)
+    ("_redis_store", "_gates"),  # the shared cooldown store returns the gates' records
 }
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from botopt.core.base._redact import redact_url, register_secret
 from botopt.core.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
@@ -169,6 +170,21 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Where shared state lives. Empty ``url``: on this machine (the default). A
+    ``redis://`` / ``rediss://`` / ``unix://`` URL: on that Redis or Valkey server, shared by
+    every host with the same url and namespace (docs/multi-host.md)."""
+
+    url: str = ""
+    namespace: str = "botopt"
+    # How this host is named in events and alerts (empty: its host name).
+    host_id: str = ""
+    # Seconds a notification claimed by a host may stay unacknowledged before another host
+    # takes it over (the claimant died). Must exceed one Telegram request (telegram.timeout).
+    claim_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = DataConfig()
     binance: BinanceConfig = BinanceConfig()
@@ -180,6 +196,7 @@ class Config:
     correlation: CorrelationConfig = CorrelationConfig()
     telegram: TelegramConfig = TelegramConfig()
     monitor: MonitorConfig = MonitorConfig()
+    state: StateConfig = StateConfig()
     # Where each "section.key" value came from: default, file:<path>, env:<VAR>, flag.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     path: Path | None = field(default=None, compare=False)
@@ -233,6 +250,8 @@ def _shown(value: Any, key: str) -> str:
     """A rejected value as an error message may show it: a secret's only by its type."""
     if key in SECRET_KEYS:
         return f"a {type(value).__name__} (value hidden)"
+    if key == "state.url" and isinstance(value, str):
+        value = redact_url(value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -337,6 +356,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "monitor.stuck_after": (0.01, 30 * _DAY, "seconds"),
     "monitor.event_max_age": (1, _YEAR, "seconds"),
     "monitor.event_max_bytes": (1000, 10**11, "bytes"),
+    "state.claim_timeout": (1, _DAY, "seconds"),
 }
 GENERIC_LIMIT = 1e12
 
@@ -410,6 +430,60 @@ def _validate(cfg: Config) -> None:
         problem = token_problem(cfg.telegram.token)
         if problem:
             raise bad("telegram.token", problem)
+    _check_state(cfg, bad)
+
+
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def state_url_problem(url: str) -> str | None:
+    """What is wrong with a ``state.url`` (never quoting its password), or None."""
+    from urllib.parse import urlsplit
+
+    if url != url.strip() or any(c.isspace() for c in url):
+        return "has spaces or a line break in it; remove them"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return (f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not "
+                "redis://, rediss:// or unix://; e.g. redis://host:6379/0")
+    if parts.scheme == "unix":
+        return None if parts.path else "unix:// needs a socket path, e.g. unix:///run/redis.sock"
+    if not parts.hostname:
+        return "has no host; e.g. redis://host:6379/0"
+    if port == 0:
+        return "port 0 is not a port"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"database {db[:20]!r} is not a number (redis://host:6379/0)"
+    return None
+
+
+def _check_state(cfg: Config, bad: Any) -> None:
+    url = cfg.state.url
+    if url:
+        from urllib.parse import unquote, urlsplit
+
+        try:  # hidden from every message from here on, like the bot token
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            register_secret(password)
+            register_secret(unquote(password))
+        problem = state_url_problem(url)
+        if problem:
+            raise bad("state.url", problem)
+    if not _NAMESPACE_RE.fullmatch(cfg.state.namespace):
+        raise bad("state.namespace", "must be 1 to 64 letters, digits, '_', '.' or '-'")
+    if cfg.state.host_id and not _NAMESPACE_RE.fullmatch(cfg.state.host_id):
+        raise bad("state.host_id", "must be 1 to 64 letters, digits, '_', '.' or '-'")
+    if url and cfg.state.claim_timeout <= cfg.telegram.timeout:
+        raise bad("state.claim_timeout", "must be longer than telegram.timeout (a claim "
+                  "is held while a message is being sent)")
 
 
 _TOKEN_RE = re.compile(r"\d+:[A-Za-z0-9_-]{30,}")
@@ -528,6 +602,8 @@ def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
             val = getattr(section, f.name)
             if key in SECRET_KEYS and val:
                 val = "***"
+            elif key == "state.url" and val:
+                val = redact_url(val)
             elif isinstance(val, Path):
                 val = str(val)
             elif isinstance(val, tuple):
@@ -621,6 +697,15 @@ stale_after = 600.0
 stuck_after = 600.0
 event_max_age = 604800.0
 event_max_bytes = 10000000
+
+[state]
+# Empty: state stays on this machine. Several hosts, one bot: the same Redis or Valkey URL
+# and namespace on every host (docs/multi-host.md). Prefer the environment for a password:
+# BOTOPT_STATE_URL="rediss://botopt:PASSWORD@redis.example.com:6379/0"
+url = ""
+namespace = "botopt"
+# host_id = "host-1"   (default: the host name)
+claim_timeout = 60.0
 """
 
 

@@ -6,7 +6,8 @@ log records as a second line of defence.
 
 A registered secret is hidden whatever its shape: any length, with spaces or non-ASCII
 characters, and in the percent-encoded forms a URL gives it. The path segment after ``/bot``
-of a Bot API method URL (``/bot<token>/sendMessage``) is hidden too, registered or not.
+of a Bot API method URL (``/bot<token>/sendMessage``) is hidden too, registered or not, and
+so is the password of any URL (``redis://user:password@host``: the shared state's).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     text = _BOT_URL_RE.sub(r"\1***", text)
+    text = _URL_AUTH_RE.sub(r"\1\2:***@", text)
     return _TOKEN_RE.sub("***", text)
 
 
@@ -58,3 +60,12 @@ class RedactingFilter(logging.Filter):
         if clean != msg:
             record.msg, record.args = clean, None
         return True
+
+
+# Credentials in a URL (``redis://user:password@host``, ``rediss://:password@host``).
+_URL_AUTH_RE = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^:@/\s]*):([^@/\s]+)@", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (the user name is kept: it helps)."""
+    return redact(_URL_AUTH_RE.sub(r"\1\2:***@", url))

@@ -19,6 +19,10 @@ Delivery rules:
 - Telegram's limits are kept across runs in a small state file, validated when read: the
   ``retry_after`` of a 429 (clamped to 1 s .. 1 h), at most one message per second per chat,
   and 20 per minute to a group.
+- With ``state.url`` set, the queue, its dead letters and Telegram's limits live on the
+  shared Redis/Valkey server instead, shared by every host
+  (``botopt.core.delivery._redis_queue``); while the server cannot be reached, ``enqueue``
+  uses the local queue, moved over by the next run that reaches it.
 """
 
 from __future__ import annotations
@@ -81,6 +85,18 @@ def _queue_dir(config: Config | None) -> Path:
     if config is None:
         return Workspace.default().queue_dir()
     return Workspace.of(config).queue_dir()
+
+
+def _shared_queue(config: Config | None) -> Any:
+    """The queue on the shared server of ``state.url`` (``botopt.core.delivery._redis_queue``), or
+    None for the local one. Raises a one-line NotifyError when the server is unreachable."""
+    shared = Workspace.of(config).shared if config is not None else None
+    if shared is None:
+        return None
+    from botopt.core.delivery._redis_queue import SharedQueue
+
+    shared.check()
+    return SharedQueue(shared)
 
 
 def _migrate(con: sqlite3.Connection) -> None:
@@ -187,6 +203,21 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     t = time.time() if now is None else now
     ids = [uuid.uuid4().hex for _ in items]
     directory = _queue_dir(config)
+    shared = Workspace.of(config).shared if config is not None else None
+    was_empty: bool | None = None
+    if shared is not None:  # several hosts: the shared queue, else this one until it is back
+        from botopt.core.delivery._redis_queue import enqueue_shared
+
+        was_empty = enqueue_shared(shared, directory, ids, items, batch, t)
+    if was_empty is None:
+        was_empty = _enqueue_local(directory, ids, items, batch, t)
+    if announce and was_empty:
+        emit(EventType.NOTIFY_QUEUED, _root=directory.parent, count=len(ids))
+    return ids
+
+
+def _enqueue_local(directory: Path, ids: list[str], items: list[tuple[str, dict[str, Any]]],
+                   batch: int, t: float) -> bool:
     with _db(directory) as con:
         con.execute("BEGIN IMMEDIATE")
         was_empty = con.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
@@ -194,9 +225,7 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
                         [(nid, k, t + i * 1e-6, json.dumps(d), batch)
                          for i, (nid, (k, d)) in enumerate(zip(ids, items, strict=True))])
         con.execute("COMMIT")
-    if announce and was_empty:
-        emit(EventType.NOTIFY_QUEUED, _root=directory.parent, count=len(ids))
-    return ids
+    return bool(was_empty)
 
 
 def batch_notify(notifications: Iterable[Mapping[str, Any]], max_batch_size: int = 5, *,
@@ -207,6 +236,9 @@ def batch_notify(notifications: Iterable[Mapping[str, Any]], max_batch_size: int
 
 
 def queue_stats(config: Config | None) -> dict[str, Any]:
+    shared = _shared_queue(config)
+    if shared is not None:
+        return shared.stats()  # type: ignore[no-any-return]
     with _db(_queue_dir(config)) as con:
         pending, oldest = con.execute("SELECT COUNT(*), MIN(created) FROM queue").fetchone()
         claimed = con.execute("SELECT COUNT(*) FROM queue WHERE claim IS NOT NULL"
@@ -389,6 +421,16 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
     tc = config.telegram
     token, chat = _telegram_credentials(tc, dry_run)
     directory = _queue_dir(config)
+    shared = Workspace.of(config).shared
+    if shared is not None and dry_run:
+        from botopt.core.delivery._redis_queue import dry_run_shared
+
+        return dry_run_shared(_shared_queue(config), tc, force, clock())
+    if shared is not None:
+        from botopt.core.delivery._redis_queue import flush_shared
+
+        return flush_shared(shared, config, directory, token, chat, force=force, clock=clock,
+                            sleep=sleep, session=session, max_wait=max_wait)
     if dry_run:
         return _dry_run(directory, tc, force, clock())
 
@@ -510,7 +552,7 @@ class _Flush:
                 self._refuse(msg.ids[0], kind, outcome.detail)
                 unsent.pop(0)
         elif outcome.kind == TelegramOutcome.FATAL:
-            _record_error(self.con, outcome.detail)
+            self._record_error(outcome.detail)
             raise TelegramConfigError(f"{outcome.detail}; notifications kept queued",
                                       source="telegram")
         else:
@@ -547,6 +589,9 @@ class _Flush:
             outcome = self.client.send(self.chat, msg.text, msg.parse_mode,
                                        timeout=self.deadline - self.clock())
         return outcome
+
+    def _record_error(self, detail: str) -> None:
+        _record_error(self.con, detail)
 
     def _refuse(self, nid: str, kind: str, reason: str) -> None:
         """Telegram refused this notification: count it; bury it after DEAD_AFTER."""
@@ -597,6 +642,9 @@ def _record_error(con: sqlite3.Connection, error: str) -> None:
 
 
 def pending_notifications(config: Config, limit: int = 100) -> list[dict[str, Any]]:
+    shared = _shared_queue(config)
+    if shared is not None:
+        return shared.pending(limit)  # type: ignore[no-any-return]
     with _db(_queue_dir(config)) as con:
         rows = con.execute("SELECT id, type, created, data, claim, attempts, last_error "
                            "FROM queue ORDER BY created LIMIT ?", (limit,)).fetchall()
@@ -607,6 +655,9 @@ def pending_notifications(config: Config, limit: int = 100) -> list[dict[str, An
 
 def dead_letters(config: Config, limit: int = 100) -> list[dict[str, Any]]:
     """The notifications that could not be delivered, newest failure first."""
+    shared = _shared_queue(config)
+    if shared is not None:
+        return shared.dead(limit)  # type: ignore[no-any-return]
     with _db(_queue_dir(config)) as con:
         rows = con.execute("SELECT id, type, created, data, attempts, failed_at, reason "
                            "FROM dead ORDER BY failed_at DESC LIMIT ?", (limit,)).fetchall()
@@ -630,6 +681,9 @@ def _dead_id(con: sqlite3.Connection, ident: str) -> str:
 
 def retry_dead_letter(config: Config, ident: str, now: float | None = None) -> str:
     """Queue a dead letter again, with its tries reset; returns its id."""
+    shared = _shared_queue(config)
+    if shared is not None:
+        return shared.retry_dead(ident, time.time() if now is None else now)  # type: ignore[no-any-return]
     with _db(_queue_dir(config)) as con:
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -648,6 +702,9 @@ def retry_dead_letter(config: Config, ident: str, now: float | None = None) -> s
 
 def drop_dead_letter(config: Config, ident: str) -> str:
     """Delete a dead letter for good; returns its id."""
+    shared = _shared_queue(config)
+    if shared is not None:
+        return shared.drop_dead(ident)  # type: ignore[no-any-return]
     with _db(_queue_dir(config)) as con:
         nid = _dead_id(con, ident)
         con.execute("DELETE FROM dead WHERE id = ?", (nid,))

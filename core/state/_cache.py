@@ -662,13 +662,32 @@ def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
     return counts, entries
 
 
+def _stored_for(root: Path, config: Any) -> tuple[dict[str, tuple[int, int, float]],
+                                                  dict[str, tuple[int, int]]]:
+    """``_stored`` of the shared server when ``config`` has a ``state.url`` (and it answers),
+    else of the local store."""
+    if config is not None and config.state.url:
+        from botopt.core.state._redis import shared_state
+        from botopt.core.state._redis_store import cache_stats
+
+        shared = shared_state(config.state)
+        if shared is not None and shared.available():
+            try:
+                return cache_stats(shared)
+            except shared.errors as exc:
+                shared.lost(exc)
+    return _stored(root)
+
+
 def get_cache_stats(root: Path | None = None,
-                    ttls: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                    ttls: Mapping[str, Any] | None = None, *,
+                    config: Any = None) -> dict[str, dict[str, Any]]:
     """Per cache: hits, misses, hit_rate, entries, ttl_seconds, size_bytes,
     time_saved_seconds. Reads SQLite directly: no polars or numpy import.
 
     ``ttls``: the effective life per cache (seconds, or (seconds, how) as from
-    ``effective_lives``); other caches show their seed TTL."""
+    ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
+    the figures of the shared server (every host's)."""
     if root is None:
         from botopt.core.state._workspace import default_root
 
@@ -676,7 +695,7 @@ def get_cache_stats(root: Path | None = None,
     mgr = _managers.get(root)
     if mgr is not None:
         mgr.flush_stats()
-    counts, entries = _stored(root)
+    counts, entries = _stored_for(root, config)
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
     out: dict[str, dict[str, Any]] = {}
@@ -695,21 +714,51 @@ def get_cache_stats(root: Path | None = None,
     return out
 
 
-def clear_cache(name: str | None = None, root: Path | None = None) -> list[str]:
+def _require_shared(config: Any) -> Any:
+    """The shared state server of ``config``, or a one-line CacheError."""
+    from botopt.core.state._redis import shared_state
+
+    shared = shared_state(config.state)
+    assert shared is not None
+    if not shared.available(quiet=True):
+        raise CacheError(f"shared state {shared.where} unreachable ({shared.down}); "
+                         "nothing cleared")
+    return shared
+
+
+def _clear_shared(config: Any, targets: Sequence[str]) -> None:
+    from botopt.core.state._redis_store import clear_cache as clear_shared
+
+    shared = _require_shared(config)
+    try:
+        clear_shared(shared, targets)
+    except shared.errors as exc:
+        raise CacheError(f"shared state {shared.where}: {shared.describe(exc)}") from exc
+
+
+def clear_cache(name: str | None = None, root: Path | None = None, *,
+                config: Any = None) -> list[str]:
     """Delete the entries of one cache (or all) and their statistics. Returns the names.
 
     Works whatever state the database is in: one that cannot be read is removed whole
-    (everything in it is a cache)."""
+    (everything in it is a cache). ``config`` with a ``state.url``: the shared server's
+    entries go too (every host's)."""
     if root is None:
         from botopt.core.state._workspace import default_root
 
         root = default_root()
-    counts, entries = _stored(root)
+    if config is not None and config.state.url:
+        _require_shared(config)
+    counts, entries = _stored_for(root, config)
+    local = _stored(root)
+    counts, entries = {**local[0], **counts}, {**local[1], **entries}
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
     if name is not None and name not in names:
         raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}")
     targets = [name] if name else names
+    if config is not None and config.state.url:
+        _clear_shared(config, targets)
     mgr = _managers.pop(root, None)
     if mgr is not None:
         mgr.close()

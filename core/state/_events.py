@@ -50,9 +50,28 @@ def socket_path(directory: Path) -> Path:
     return Path("/tmp") / f"botopt-{uid}-{digest}.sock"
 
 
+_shared: Any = None  # the shared state server events go to (``use_shared``), or None
+_host = ""
+
+
+def use_shared(state: Any) -> None:
+    """Send this process's events to the shared server of ``state`` (a ``StateConfig``;
+    ``botopt.core.state._redis_events``), each with the host it came from; none without a url."""
+    global _shared, _host
+    if state is None or not state.url:
+        _shared = None
+        return
+    from botopt.core.state._redis import shared_state
+
+    _shared = shared_state(state)
+    _host = state.host_id or socket.gethostname()
+
+
 def _line(event_type: EventType | str, data: dict[str, Any]) -> bytes:
     record: dict[str, Any] = {"id": uuid.uuid4().hex, "t": time.time(), "type": event_type,
               "pid": os.getpid(), "data": data}
+    if _shared is not None:
+        record["host"] = _host
     raw = json.dumps(record, default=str, separators=(",", ":"))
     if len(raw) > _MAX_LINE:
         short: dict[str, Any] = {k: (str(v)[:200] if isinstance(v, str) else v)
@@ -70,6 +89,16 @@ def emit(event_type: EventType | str, *, _root: Path | None = None, **data: Any)
     """Record an event and wake a running monitor. Never blocks, never raises.
 
     botopt names its own events with ``EventType``; a bot may record its own types too."""
+    if _shared is not None:
+        from botopt.core.state._redis_events import append
+
+        try:
+            line = _line(event_type, data)
+        except Exception as exc:
+            log.debug("event %s not recorded: %s", event_type, exc)
+            return
+        if append(_shared, line):
+            return  # monitors on every host read the shared stream
     try:
         directory = events_dir(_root)
         if not directory.is_dir():

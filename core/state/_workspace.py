@@ -23,8 +23,9 @@ and a scope per set would notify it twice. The whole-run cache entry does carry 
 
 Stores are reached only through these methods, each returning an object with a small
 interface (``CacheStore``, ``CooldownStore``, ``RegimeState``, a directory for the queue and
-events), so a shared backend for several hosts can later be chosen here without touching
-the pipeline.
+events). With ``state.url`` set, the cache, cooldowns and regime history live on a shared
+Redis/Valkey server instead (``botopt.core.state._redis_store``; the queue chooses its own in
+``botopt.core.delivery._notify``); the pipeline does not know which it has.
 
 Config-less entry points (the cache decorators, ``emit``, ``batch_notify``) use the
 *default root*: the one the CLI made current for this command (``set_default_root``), else
@@ -49,6 +50,7 @@ from botopt.core.state._regime_state import RegimeState
 if TYPE_CHECKING:
     from botopt.core.base._config import Config
     from botopt.core.signals._gates import CooldownStore
+    from botopt.core.state._redis import SharedState
 
 log = logging.getLogger("botopt.workspace")
 
@@ -71,6 +73,13 @@ def default_root() -> Path:
         return _default_root
     env = os.environ.get("BOTOPT_CACHE_DIR")
     return Path(env).expanduser() if env else default_cache_dir()
+
+
+def _events_shared() -> bool:
+    import sys
+
+    events = sys.modules.get("botopt.core.state._events")
+    return events is not None and getattr(events, "_shared", None) is not None
 
 
 def data_scope(config: Config) -> str:
@@ -108,10 +117,19 @@ class Workspace:
     @classmethod
     def of(cls, config: Config) -> Workspace:
         """The workspace of ``config``, built once per process."""
-        key = (cls.root_for(config), config.cache, config.data, config.binance.api_url)
+        key = (cls.root_for(config), config.cache, config.data, config.binance.api_url,
+               config.state)
         ws = _workspaces.get(key)
         if ws is None:
             ws = _workspaces[key] = cls(cls.root_for(config), config)
+        if config.state.url:  # events follow the state (cheap: nothing is connected)
+            from botopt.core.state._events import use_shared
+
+            use_shared(config.state)
+        elif _events_shared():
+            from botopt.core.state._events import use_shared
+
+            use_shared(None)
         return ws
 
     @classmethod
@@ -167,11 +185,25 @@ class Workspace:
     # -- stores ---------------------------------------------------------------------------
 
     @property
+    def shared(self) -> SharedState | None:
+        """The shared state server of ``state.url`` (None: everything is local)."""
+        if self.config is None or not self.config.state.url:
+            return None
+        from botopt.core.state._redis import shared_state
+
+        return shared_state(self.config.state)
+
+    @property
     def cache(self) -> CacheManager:
         if self._cache is None:
             if self.config is not None:
                 self._cache = CacheManager.from_config(self.config, root=self.root,
                                                        clock=self.clock)
+                shared = self.shared
+                if shared is not None:
+                    from botopt.core.state._redis_store import RedisCacheStore
+
+                    self._cache._store = RedisCacheStore(shared)
             else:
                 self._cache = CacheManager(root=self.root, clock=self.clock)
         return self._cache
@@ -179,10 +211,24 @@ class Workspace:
     def cooldowns(self, config: Config | None = None) -> CooldownStore:
         from botopt.core.signals._gates import CooldownStore
 
-        return CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
+        local = CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
+        shared = self.shared
+        if shared is not None and shared.available():
+            from botopt.core.state._redis_store import RedisCooldownStore
+
+            return RedisCooldownStore(shared, data_scope(self._config(config)),  # type: ignore[return-value]
+                                      local)
+        return local
 
     def regimes(self, config: Config | None = None) -> RegimeState:
-        return RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
+        local = RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
+        shared = self.shared
+        if shared is not None and shared.available():
+            from botopt.core.state._redis_store import RedisRegimeState
+
+            return RedisRegimeState(shared, data_scope(self._config(config)),  # type: ignore[return-value]
+                                    local)
+        return local
 
     def close(self) -> None:
         if self._cache is not None:

@@ -86,7 +86,8 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
         var = origin.partition(":")[2]
         if not origin.startswith("env:") or var in ("BOTOPT_CONFIG", "BOTOPT_CACHE_DIR"):
             continue
-        if key in SECRET_KEYS:
+        # A state.url with credentials is a secret too: never copied into a crontab.
+        if key in SECRET_KEYS or (key == "state.url" and "@" in config.state.url):
             lines.append(f"# {key} comes from {var} in your shell, which cron does not see: "
                          f"put it in the config file (chmod 600) or add {var}=... here, "
                          "with no comment after it.")

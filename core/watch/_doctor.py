@@ -45,6 +45,7 @@ def run_checks(config: Config, *, send_test: bool = False,
         ("config", lambda: _config(config)),
         ("data", lambda: _data(config, now)),
         ("cache", lambda: _cache(config)),
+        *([("state", lambda: _state(config))] if config.state.url else []),
         ("telegram", lambda: _telegram(config, send_test)),
         ("model", lambda: _model(config)),
         ("monitor", lambda: _monitor(config, now)),
@@ -112,6 +113,36 @@ def _cache(cfg: Config) -> str:
     except OSError as exc:
         raise BotoptError(f"cache directory {path} is not writable ({exc.strerror})") from exc
     return f"{path} (private, writable)"
+
+
+def _state(cfg: Config) -> str:
+    """The shared state server: reachable, its version, and whether the queue survives a
+    restart of it (AOF)."""
+    from botopt.core.state._redis import server_info, shared_state
+
+    shared = shared_state(cfg.state)
+    assert shared is not None
+    try:
+        info = server_info(shared)
+    except shared.errors as exc:
+        raise BotoptError(f"{shared.where} unreachable ({shared.describe(exc)}): check "
+                          "state.url, the network, TLS and the ACL user's password") from exc
+    what = f"{info['server']} {info['version']} at {shared.where}, namespace " \
+           f"{cfg.state.namespace!r}"
+    if not info["aof"]:
+        raise BotoptError(f"{what}: persistence (AOF) is off, so a restart of the server "
+                          "loses every queued notification, claim and dead letter, and the "
+                          "cooldowns (signals are sent again); set appendonly yes "
+                          "(docs/multi-host.md)")
+    fsync = ""
+    try:
+        fsync = str(shared.client.config_get("appendfsync").get("appendfsync") or "")
+    except shared.errors:  # managed services often refuse CONFIG: AOF on is what we know
+        pass
+    loses = {"always": "nothing", "everysec": "at most the last second of writes",
+             "no": "what the OS had not written yet"}.get(fsync, "little")
+    return f"{what}; AOF on{f' (appendfsync {fsync})' if fsync else ''}: a crash of the " \
+           f"server loses {loses}"
 
 
 def _telegram(cfg: Config, send_test: bool) -> str:

@@ -83,11 +83,7 @@ def history(config: Config, *, since: float, types: set[str],
     directory = events_dir(root or cache_dir_for(config))
     wanted = {ev: kind for kind in types for ev in TYPES[kind]}
     out = []
-    for name in (LOG_NAME + ".1", LOG_NAME):
-        try:
-            raw_lines = (directory / name).read_bytes().splitlines()
-        except FileNotFoundError:
-            continue
+    for raw_lines in _sources(config, directory, since):
         for raw in raw_lines:
             try:
                 ev = json.loads(raw)
@@ -98,9 +94,33 @@ def history(config: Config, *, since: float, types: set[str],
             if kind is None or t < since:
                 continue
             data = ev.get("data") if isinstance(ev.get("data"), dict) else {}
-            out.append({"time": iso_time(t), "type": kind, "event": ev["type"],
-                        "summary": _summary(kind, data), "data": data})
+            entry = {"time": iso_time(t), "type": kind, "event": ev["type"],
+                     "summary": _summary(kind, data), "data": data}
+            if isinstance(ev.get("host"), str):  # several hosts: which one it came from
+                entry["host"] = ev["host"][:100]
+            out.append(entry)
     out.sort(key=lambda e: e["time"])
+    return out
+
+
+def _sources(config: Config, directory: Path, since: float) -> list[list[bytes]]:
+    """The local event logs' lines, then (with ``state.url``) the shared stream's."""
+    out = []
+    for name in (LOG_NAME + ".1", LOG_NAME):
+        try:
+            out.append((directory / name).read_bytes().splitlines())
+        except FileNotFoundError:
+            continue
+    if config.state.url:
+        from botopt.core.state._redis import shared_state
+        from botopt.core.state._redis_events import recent_lines
+
+        shared = shared_state(config.state)
+        if shared is not None and shared.available():
+            try:
+                out.append(recent_lines(shared, since))
+            except shared.errors as exc:
+                shared.lost(exc)
     return out
 
 

@@ -130,6 +130,7 @@ class Monitor:
             EventType.NOTIFY_DEAD_LETTER: self._on_dead_letter,
             EventType.NOTIFY_QUEUED: self._on_queued,
         }
+        self.shared = _shared_events(config)  # several hosts: the shared event stream
 
     def load_state(self) -> None:
         """(Re)read the saved position and alert state: under the lock, or another monitor
@@ -190,6 +191,10 @@ class Monitor:
 
     def _on_finished(self, ev: dict[str, Any]) -> None:
         self.state.last_finished = max(self.state.last_finished or 0.0, ev["t"])
+        host = ev.get("host")
+        if self.shared is not None and isinstance(host, str) and \
+                self.shared.finished(host[:100], ev["t"]):
+            self._alert(f"host {host[:100]} is reporting again: a run finished there")
         if self.state.stale_alerted:
             self._alert("bot recovered: runs are finishing again")
         self.state.stale_alerted = False
@@ -222,6 +227,13 @@ class Monitor:
     # -- rounds ---------------------------------------------------------------------------
 
     def handle_pending(self) -> int:
+        if self.shared is not None:
+            try:
+                return self._handle(self.shared.read())
+            except self.shared.shared.errors as exc:
+                log.warning("shared events unreadable (%s); next round",
+                            self.shared.shared.describe(exc))
+                return 0
         log_path = self.dir / LOG_NAME
         try:
             inode = log_path.stat().st_ino
@@ -232,6 +244,10 @@ class Monitor:
         events, offset, damaged = read_events_counted(self.dir, self.state.offset)
         self.state.events_damaged += damaged
         self.result.events_damaged += damaged
+        self.state.offset = offset
+        return self._handle(events)
+
+    def _handle(self, events: list[dict[str, Any]]) -> int:
         for ev in events:
             handler = self.handlers.get(ev.get("type", ""))  # type: ignore[call-overload]
             if handler is not None:
@@ -240,7 +256,6 @@ class Monitor:
                 except Exception as exc:  # one odd event must not stop the monitor
                     log.warning("event %s not handled: %s", str(ev.get("type"))[:40],
                                 type(exc).__name__)
-        self.state.offset = offset
         self.result.events_handled += len(events)
         return len(events)
 
@@ -248,6 +263,8 @@ class Monitor:
         now = self.clock()
         self.state.last_check = now
         self.result.checks_run += 1
+        if self.shared is not None:
+            self._check_hosts(now)
         last = self.state.last_finished or now
         if now - last >= self.mc.stale_after and not self.state.stale_alerted:
             self._alert(f"bot stalled: no run finished for {int((now - last) // 60)} min")
@@ -274,6 +291,21 @@ class Monitor:
             self._alert(f"{unreported} more failure(s) in the last "
                         f"{int(FAILURE_WINDOW // 60)} min; last: {last_f[1]}: {last_f[2]}")
         self.state.failures_reported = len(self.state.failures)
+
+    def _check_hosts(self, now: float) -> None:
+        """Several hosts: each that stopped reporting is named (by one monitor, once), and
+        the bot counts as running while any host finishes runs."""
+        assert self.shared is not None
+        try:
+            for host, t in self.shared.newly_stopped(now, self.mc.stale_after):
+                self._alert(f"host {host} stopped reporting: no run finished there for "
+                            f"{int((now - t) // 60)} min")
+            latest = max(self.shared.last_finished().values(), default=None)
+        except self.shared.shared.errors as exc:
+            log.debug("host check skipped: %s", exc)
+            return
+        if latest is not None:
+            self.state.last_finished = max(self.state.last_finished or 0.0, latest)
 
     def next_deadline(self) -> float:
         """When the next time-based check is due: the earliest deadline that matters."""
@@ -306,6 +338,12 @@ class Monitor:
                 return  # not saving the state means the events are handled again: no loss
             self.result.notifications_queued += len(self._outbox)
             self._outbox = []
+        if self.shared is not None:
+            try:
+                self.shared.ack()  # handled and its alerts queued: not to be handled again
+            except self.shared.shared.errors as exc:
+                log.warning("shared events not acknowledged (%s); they may be handled again",
+                            self.shared.shared.describe(exc))
         try:
             self.state.save(self.state_path)
             self._prune()
@@ -331,6 +369,20 @@ class Monitor:
         os.replace(path, old)
         self.state.offset, self.state.inode = 0, 0
         self.state.save(self.state_path)
+
+
+def _shared_events(config: Config) -> Any:
+    """The shared event stream of ``state.url`` (``botopt.core.state._redis_events``), or None."""
+    shared = Workspace.of(config).shared
+    if shared is None or not shared.available():
+        return None
+    from botopt.core.state._redis_events import SharedEvents
+
+    try:
+        return SharedEvents(shared)
+    except shared.errors as exc:
+        shared.lost(exc)
+        return None
 
 
 def _lock(directory: Path) -> Any:

@@ -1,0 +1,631 @@
+"""The notification queue and Telegram's limits on a shared Redis/Valkey server.
+
+The local queue's rules (``botopt.core.delivery._notify``) hold across hosts:
+
+- One stream per notification type (``<ns>:nq:s:<type>``) with one consumer group
+  (``flush``). A flush claims a batch with ``XREADGROUP`` and, after Telegram's ``ok``,
+  delivers it with ``XACK`` + ``XDEL``. A batch a host holds while it waits for Telegram's
+  limits is kept fresh (``XCLAIM ... JUSTID`` by its owner only); a host that died holding
+  one leaves it idle, and after ``state.claim_timeout`` any other flush takes it over with
+  ``XAUTOCLAIM``. At the end of a flush what it claimed and did not deliver goes back into
+  its stream in one script, so the next flush on any host sends it.
+- Enqueueing is one script per type that adds each notification once (a ``SET NX PX`` per id),
+  so moving a local queue over after an outage can be repeated after a crash without sending
+  anything twice.
+- Dead letters: a hash of the notifications Telegram refused ``DEAD_AFTER`` times, reached by
+  ``notify list --failed``, ``notify retry`` and ``notify drop`` as locally.
+- Telegram's limits are one budget per chat and per bot for all hosts: a Lua script on the
+  server's clock (``TIME``) reserves each send in a sliding window (1 per second per chat,
+  20 per minute per group, 30 per second per bot) and keeps a 429's ``retry_after`` as a
+  hold every host obeys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from botopt.core.base._config import Config, TelegramConfig
+from botopt.core.base._vocab import EventType
+from botopt.core.delivery._notify import (
+    DEAD_AFTER,
+    FlushResult,
+    _db,
+    _Flush,
+    _load_data,
+    _unsendable,
+)
+from botopt.core.delivery._notify_format import Message, render_batch
+from botopt.core.delivery._telegram import TelegramClient
+from botopt.core.errors import TelegramConfigError, UsageError
+from botopt.core.state._events import emit
+from botopt.core.state._redis import SharedState
+
+log = logging.getLogger("botopt.notify")
+GROUP = "flush"
+SEEN_MS = 7 * 86400 * 1000  # an id is enqueued once within this time (outage moves repeat)
+# Safety margins over Telegram's published limits: a reservation is made a few ms before the
+# request reaches Telegram, and hosts' requests may arrive in another order than reserved.
+GAP_MS = 1250  # per chat: Telegram allows 1 message a second
+WINDOW_MS = 62_000  # per group: 20 messages a minute
+GROUP_LIMIT = 20
+BOT_PER_SECOND = 30
+# Tests only: compress time by this factor (the fake Bot API's clock runs as fast).
+SCALE_ENV = "BOTOPT_TEST_TIME_SCALE"
+
+_ENQUEUE = """
+redis.call('SADD', KEYS[2], ARGV[3])
+local before = redis.call('XLEN', KEYS[1])
+redis.pcall('XGROUP', 'CREATE', KEYS[1], 'flush', '0', 'MKSTREAM')
+local n = 0
+for i = 4, #ARGV, 4 do
+  if redis.call('SET', ARGV[1] .. ARGV[i], '1', 'NX', 'PX', ARGV[2]) then
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'created', ARGV[i + 1],
+               'data', ARGV[i + 2], 'batch', ARGV[i + 3])
+    n = n + 1
+  end
+end
+return {n, before}
+"""
+
+# Back into the stream (at its end, same fields) what ``ARGV[1]`` still owns of ARGV[2..].
+_REQUEUE = """
+local n = 0
+for i = 2, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], 'flush', ARGV[i], ARGV[i], 1)
+  if #p > 0 and p[1][2] == ARGV[1] then
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    redis.call('XACK', KEYS[1], 'flush', ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    if #e > 0 then
+      redis.call('XADD', KEYS[1], '*', unpack(e[1][2]))
+      n = n + 1
+    end
+  end
+end
+if #redis.call('XPENDING', KEYS[1], 'flush', '-', '+', 1, ARGV[1]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], 'flush', ARGV[1])
+end
+return n
+"""
+
+# Reset the idle time of the entries ARGV[1] still owns (a live host waiting for a slot).
+_REFRESH = """
+local args = {'XCLAIM', KEYS[1], 'flush', ARGV[1], 0}
+for i = 2, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], 'flush', ARGV[i], ARGV[i], 1)
+  if #p > 0 and p[1][2] == ARGV[1] then args[#args + 1] = ARGV[i] end
+end
+local n = #args - 5
+if n > 0 then
+  args[#args + 1] = 'JUSTID'  -- unpack() must come last in a call: Lua truncates it otherwise
+  redis.call(unpack(args))
+end
+return n
+"""
+
+# KEYS: chat's sends, chat's hold, bot's sends. ARGV: scale, gap, window, group limit (0:
+# none), bot per second, member. Returns {1, 0} with the slot reserved, or {0, wait ms}.
+_PACE = """
+local t = redis.call('TIME')
+local scale = tonumber(ARGV[1])
+local now = math.floor((tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000) * scale)
+local gap, window, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local at = tonumber(redis.call('GET', KEYS[2]) or '0')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #last > 0 then at = math.max(at, tonumber(last[2]) + gap) end
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then
+  local first = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
+  at = math.max(at, tonumber(first[2]) + window)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 1000)
+local bot = tonumber(ARGV[5])
+if redis.call('ZCARD', KEYS[3]) >= bot then
+  local first = redis.call('ZRANGE', KEYS[3], -bot, -bot, 'WITHSCORES')
+  at = math.max(at, tonumber(first[2]) + 1000)
+end
+if at > now then return {0, at - now} end
+redis.call('ZADD', KEYS[1], now, ARGV[6])
+redis.call('ZADD', KEYS[3], now, ARGV[6])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 2 / scale))
+redis.call('PEXPIRE', KEYS[3], math.ceil(2000 / scale))
+return {1, 0}
+"""
+
+# KEYS: chat's hold. ARGV: scale, seconds. The hold only ever moves later.
+_HOLD = """
+local t = redis.call('TIME')
+local scale = tonumber(ARGV[1])
+local now = math.floor((tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000) * scale)
+local until_ = now + math.floor(tonumber(ARGV[2]) * 1000)
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+if until_ > old then
+  redis.call('SET', KEYS[1], until_, 'PX', math.ceil((until_ - now) / scale) + 1000)
+end
+return until_
+"""
+
+
+def time_scale() -> float:
+    try:
+        scale = float(os.environ.get(SCALE_ENV, "1"))
+    except ValueError:
+        return 1.0
+    return scale if math.isfinite(scale) and scale > 0 else 1.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in (raw or {}).items()}
+
+
+class SharedQueue:
+    """The queue's key names and operations on one server (raising the client's errors)."""
+
+    def __init__(self, shared: SharedState) -> None:
+        self.shared = shared
+        self.r = shared.client
+        self.types_key = shared.key("nq", "types")
+        self.dead_key = shared.key("nq", "dead")
+        self.tries_key = shared.key("nq", "tries")
+        self.errors_key = shared.key("nq", "errors")
+        self.meta_key = shared.key("nq", "meta")
+        self.seen_prefix = shared.key("nq", "seen") + ":"
+
+    def stream(self, kind: str) -> str:
+        return self.shared.key("nq", "s", kind)
+
+    def types(self) -> list[str]:
+        return sorted(_text(t) for t in self.r.smembers(self.types_key))
+
+    def add(self, rows: Sequence[tuple[str, str, float, str, int]]) -> tuple[int, bool]:
+        """Add (id, type, created, data JSON, batch) rows, each id once. Returns (added,
+        whether every stream they went to was empty before)."""
+        by_type: dict[str, list[Any]] = {}
+        for nid, kind, created, data, batch in rows:
+            by_type.setdefault(kind, []).extend([nid, repr(created), data, batch])
+        added, was_empty = 0, True
+        script = self.shared.script("enqueue", _ENQUEUE)
+        for kind, args in by_type.items():
+            n, before = script(keys=[self.stream(kind), self.types_key],
+                               args=[self.seen_prefix, SEEN_MS, kind, *args])
+            added += int(n)
+            was_empty &= int(before) == 0
+        return added, was_empty
+
+    def stats(self) -> dict[str, Any]:
+        kinds = self.types()
+        pipe = self.r.pipeline(transaction=False)
+        for kind in kinds:
+            pipe.xlen(self.stream(kind))
+            pipe.xrange(self.stream(kind), count=1)
+            pipe.xpending(self.stream(kind), GROUP)
+        pipe.hlen(self.dead_key)
+        pipe.hgetall(self.meta_key)
+        out = pipe.execute(raise_on_error=False)
+        by_type, claimed, oldest = {}, 0, None
+        for i, kind in enumerate(kinds):
+            n, first, pend = out[3 * i:3 * i + 3]
+            if isinstance(n, int) and n:
+                by_type[kind] = n
+            if isinstance(first, list) and first:
+                created = float(_fields(first[0][1]).get("created", "nan"))
+                oldest = created if oldest is None else min(oldest, created)
+            if isinstance(pend, dict):
+                claimed += int(pend.get("pending", 0))
+        meta = _fields(out[-1])
+        return {"pending": sum(by_type.values()), "oldest_created_at": oldest,
+                "claimed": claimed, "dead_letters": int(out[-2]), "by_type": by_type,
+                "last_flush_at": float(meta["last_flush_at"]) if "last_flush_at" in meta
+                else None, "last_error": meta.get("last_error") or None}
+
+    def pending(self, limit: int) -> list[dict[str, Any]]:
+        rows = []
+        tries = _fields(self.r.hgetall(self.tries_key))
+        errors = _fields(self.r.hgetall(self.errors_key))
+        for kind in self.types():
+            s = self.stream(kind)
+            held = {_text(p["message_id"]) for p in
+                    self.r.xpending_range(s, GROUP, "-", "+", 10_000)} \
+                if self.r.exists(s) else set()
+            for eid, raw in self.r.xrange(s, count=limit):
+                f = _fields(raw)
+                rows.append({"id": f["id"], "type": kind, "created": float(f["created"]),
+                             "data": _load_data(f["data"]), "claimed": _text(eid) in held,
+                             "attempts": int(tries.get(f["id"], 0)),
+                             "last_error": errors.get(f["id"])})
+        rows.sort(key=lambda r: r["created"])
+        return rows[:limit]
+
+    def dead(self, limit: int) -> list[dict[str, Any]]:
+        rows = [json.loads(v) for v in _fields(self.r.hgetall(self.dead_key)).values()]
+        rows.sort(key=lambda r: r["failed_at"], reverse=True)
+        return rows[:limit]
+
+    def dead_id(self, ident: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{4,32}", ident):
+            raise UsageError(f"invalid id {ident[:40]!r}: give an id (or its first 8 "
+                             "characters) from botopt notify list --failed")
+        ids = [i for i in (_text(k) for k in self.r.hkeys(self.dead_key))
+               if i.startswith(ident)]
+        if not ids:
+            raise UsageError(f"no dead letter {ident}; botopt notify list --failed shows them")
+        if len(ids) > 1:
+            raise UsageError(f"id {ident} is ambiguous; give more characters")
+        return ids[0]
+
+    def retry_dead(self, ident: str, now: float) -> str:
+        nid = self.dead_id(ident)
+        raw = self.r.hget(self.dead_key, nid)
+        d = json.loads(raw)
+        # Added directly (its "seen" mark would refuse the enqueue script), in the same
+        # transaction as the dead letter goes.
+        pipe = self.r.pipeline(transaction=True)
+        pipe.sadd(self.types_key, d["type"])
+        pipe.xadd(self.stream(d["type"]), {"id": nid, "created": repr(now),
+                                           "data": json.dumps(d["data"]),
+                                           "batch": d.get("batch", 5)})
+        pipe.hdel(self.dead_key, nid)
+        pipe.hdel(self.tries_key, nid)
+        pipe.execute()
+        self._ensure_group(d["type"])
+        return nid
+
+    def _ensure_group(self, kind: str) -> None:
+        try:
+            self.r.xgroup_create(self.stream(kind), GROUP, id="0", mkstream=True)
+        except self.shared.errors as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def drop_dead(self, ident: str) -> str:
+        nid = self.dead_id(ident)
+        self.r.hdel(self.dead_key, nid)
+        return nid
+
+
+# -- moving a local queue over after an outage -------------------------------------------------
+
+def move_local_queue(queue: SharedQueue, directory: Path) -> int:
+    """Move what the local queue holds (written while the server was unreachable) into the
+    shared one. Safe to repeat after a crash: each id is added once."""
+    if not (directory / "queue.db").exists():
+        return 0
+    with _db(directory) as con:
+        rows = con.execute("SELECT id, type, created, data, batch FROM queue").fetchall()
+        dead = con.execute("SELECT id, type, created, data, batch, attempts, failed_at, "
+                           "reason FROM dead").fetchall()
+        if not rows and not dead:
+            return 0
+        if rows:
+            queue.add([(r[0], r[1], r[2], r[3], r[4]) for r in rows])
+        for d in dead:
+            queue.r.hset(queue.dead_key, d[0], json.dumps(
+                {"id": d[0], "type": d[1], "created": d[2], "data": _load_data(d[3]),
+                 "batch": d[4], "attempts": d[5], "failed_at": d[6], "reason": d[7]}))
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany("DELETE FROM queue WHERE id = ?", [(r[0],) for r in rows])
+        con.executemany("DELETE FROM dead WHERE id = ?", [(d[0],) for d in dead])
+        con.execute("COMMIT")
+    return len(rows)
+
+
+def enqueue_shared(shared: SharedState, directory: Path, ids: Sequence[str],
+                   items: Sequence[tuple[str, dict[str, Any]]], batch: int, t: float
+                   ) -> bool | None:
+    """Queue on the server (moving any local leftovers first). Returns whether the queue
+    was empty, or None when the server cannot be used (the caller queues locally)."""
+    if not shared.available():
+        return None
+    try:
+        queue = SharedQueue(shared)
+        move_local_queue(queue, directory)
+        _, was_empty = queue.add([(nid, k, t + i * 1e-6, json.dumps(d), batch)
+                                  for i, (nid, (k, d)) in enumerate(zip(ids, items,
+                                                                        strict=True))])
+        return was_empty
+    except shared.errors as exc:
+        shared.lost(exc)
+        return None
+
+
+# -- pacing ---------------------------------------------------------------------------------
+
+class SharedPacer:
+    """Telegram's limits for one chat, shared by every host (see ``_PACE``)."""
+
+    def __init__(self, shared: SharedState, chat: str, directory: Path) -> None:
+        self.shared = shared
+        self.path = directory / "telegram_state.json"  # _Flush finds the root from it
+        self.sends = shared.key("tg", "chat", chat, "sent")
+        self.hold = shared.key("tg", "chat", chat, "hold")
+        self.bot = shared.key("tg", "bot", "sent")
+        self.group = chat.startswith("-")
+        self.scale = time_scale()
+
+    def reserve(self) -> float:
+        """Reserve a send now (0.0) or say how many seconds until one may be tried."""
+        ok, wait_ms = self.shared.script("pace", _PACE)(
+            keys=[self.sends, self.hold, self.bot],
+            args=[self.scale, GAP_MS, WINDOW_MS, GROUP_LIMIT if self.group else 0,
+                  BOT_PER_SECOND, uuid.uuid4().hex])
+        return 0.0 if int(ok) else int(wait_ms) / 1000.0
+
+    def sent(self) -> None:
+        pass  # the reservation already counted it
+
+    def retry_after(self, seconds: float) -> None:
+        self.shared.script("hold", _HOLD)(keys=[self.hold], args=[self.scale, seconds])
+
+
+# -- the flush ------------------------------------------------------------------------------
+
+class SharedFlush(_Flush):
+    """``_Flush`` with the claims, acks, dead letters and pacing on the server."""
+
+    def __init__(self, queue: SharedQueue, client: Any, pacer: SharedPacer, chat: str,
+                 tc: TelegramConfig, force: bool, clock: Callable[[], float],
+                 sleep: Callable[[float], None], result: FlushResult,
+                 max_wait: float | None) -> None:
+        super().__init__(None, client, pacer, chat, tc, force, clock,  # type: ignore[arg-type]
+                         sleep, result, max_wait)
+        self.q, self.spacer = queue, pacer
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.entries: dict[str, tuple[str, str]] = {}  # id -> (type, stream entry id)
+        self.current: list[str] = []  # the batch being sent (kept fresh while waiting)
+        self.claim_ms = int(queue.shared.claim_timeout * 1000)
+
+    def loop(self) -> str | None:
+        while True:
+            if self.clock() >= self.deadline:
+                return self._budget_used()
+            got = self._take_over() or self._take_due()
+            if got is None:
+                return None
+            kind, items = got
+            if not items:
+                continue  # another host was faster
+            self.current = [nid for nid, _ in items]
+            stop = self._send_batch(kind, items)
+            self.current = []
+            if stop is not None:
+                return stop
+
+    def _claimed(self, kind: str, entries: Any) -> list[tuple[str, Any]]:
+        items = []
+        for eid, raw in entries:
+            f = _fields(raw)
+            if "id" not in f:
+                continue
+            self.entries[f["id"]] = (kind, _text(eid))
+            items.append((f["id"], _load_data(f.get("data", ""))))
+        return items
+
+    def _take_over(self) -> tuple[str, list[tuple[str, Any]]] | None:
+        """Claims idle longer than the claim timeout (their host died), one type's batch.
+        One type at a time: whatever is claimed is then this flush's to send or put back."""
+        for kind in self.q.types():
+            got = self.q.r.xautoclaim(self.q.stream(kind), GROUP, self.consumer,
+                                      self.claim_ms, start_id="0-0",
+                                      count=self.tc.max_batch_size)
+            if isinstance(got, (list, tuple)) and len(got) > 1 and got[1]:
+                items = [(n, d) for n, d in self._claimed(kind, got[1])
+                         if n not in self.refused]
+                log.debug("%s took over %s", self.consumer, [n[:6] for n, _ in items])
+                if items:
+                    return kind, items
+        return None
+
+    def _take_due(self) -> tuple[str, list[tuple[str, Any]]] | None:
+        due = self._due()
+        if not due:
+            return None
+        kind, batch = due[0]
+        got = self.q.r.xreadgroup(GROUP, self.consumer, {self.q.stream(kind): ">"},
+                                  count=batch)
+        entries = got[0][1] if got else []
+        items = self._claimed(kind, entries)
+        log.debug("%s claimed %s", self.consumer,
+                  [(n[:6], self.entries[n][1]) for n, _ in items])
+        oldest = min((float(_fields(f).get("created", 0.0)) for _, f in entries), default=0.0)
+        if 0 < len(items) < batch and not self.force and \
+                self.clock() - oldest < self.tc.batch_interval:
+            # Another host took part of what made this type due: a part is not a batch.
+            # Back it goes, to be sent full or when its age makes it due.
+            self._put_back(kind, [nid for nid, _ in items])
+            return kind, []
+        return kind, items
+
+    def _due(self) -> list[tuple[str, int]]:
+        """(type, batch size) of the due types, oldest first: unread entries after the
+        group's last delivered id, as the local queue's ``_due_types``."""
+        kinds = self.q.types()
+        pipe = self.q.r.pipeline(transaction=False)
+        for kind in kinds:
+            pipe.xinfo_groups(self.q.stream(kind))
+        last = {}
+        for kind, groups in zip(kinds, pipe.execute(raise_on_error=False), strict=True):
+            for g in groups if isinstance(groups, list) else []:
+                if _text(g.get("name")) == GROUP:
+                    last[kind] = _text(g.get("last-delivered-id"))
+        for kind in last:
+            pipe.xrange(self.q.stream(kind), f"({last[kind]}", "+", count=50)
+        now, due = self.clock(), []
+        for kind, rows in zip(last, pipe.execute(), strict=True):
+            if not rows:
+                continue
+            first = _fields(rows[0][1])
+            batch = max(1, int(first.get("batch", 5)))
+            created = float(first.get("created", 0.0))
+            if self.force or len(rows) >= batch or now - created >= self.tc.batch_interval:
+                due.append((created, kind, batch))
+        return [(k, b) for _, k, b in sorted(due)]
+
+    def _wait_for_slot(self) -> str | None:
+        while True:
+            left = self.deadline - self.clock()
+            if left <= 1.0:
+                return self._budget_used()
+            wait = self.spacer.reserve()
+            log.debug("%s slot in %.3f s", self.consumer, wait)
+            if wait <= 0:
+                return None
+            if wait > min(self.max_wait, left - 1.0):
+                self.result.next_retry_at = self.clock() + wait
+                return "waiting for Telegram's rate limit"
+            # Sleep in pieces, keeping this batch's claims fresh, so that a host waiting for
+            # a slot is never taken for a dead one.
+            self.sleep(min(wait, self.q.shared.claim_timeout * self.spacer.scale / 3))
+            self._refresh()
+
+    def _refresh(self) -> None:
+        by_kind: dict[str, list[str]] = {}
+        for nid in self.current:
+            kind, eid = self.entries[nid]
+            by_kind.setdefault(kind, []).append(eid)
+        script = self.q.shared.script("refresh", _REFRESH)
+        for kind, eids in by_kind.items():
+            n = script(keys=[self.q.stream(kind)], args=[self.consumer, *eids])
+            log.debug("%s refreshed %s of %s", self.consumer, n, len(eids))
+
+    def _record_error(self, detail: str) -> None:
+        self.q.r.hset(self.q.meta_key, "last_error", detail)
+
+    def _refuse(self, nid: str, kind: str, reason: str) -> None:
+        self.refused.add(nid)
+        pipe = self.q.r.pipeline(transaction=True)
+        pipe.hincrby(self.q.tries_key, nid, 1)
+        pipe.hset(self.q.errors_key, nid, reason)
+        tries = int(pipe.execute()[0])
+        log.warning(
+            "Telegram refused notification %s (%s): %s", nid[:8], kind, reason)
+        if tries >= DEAD_AFTER:
+            self._bury(nid, kind, f"{reason} ({tries} tries)", None)
+        else:
+            self.result.refused += 1
+            self.result.refusal = f"{reason} (try {tries} of {DEAD_AFTER})"
+
+    def _bury(self, nid: str, kind: str, reason: str, data: Any) -> None:
+        self.refused.add(nid)
+        _, eid = self.entries[nid]
+        stream = self.q.stream(kind)
+        raw = self.q.r.xrange(stream, eid, eid)
+        f = _fields(raw[0][1]) if raw else {}
+        stored = _load_data(f["data"]) if "data" in f else data
+        tries = int(self.q.r.hget(self.q.tries_key, nid) or 0)
+        pipe = self.q.r.pipeline(transaction=True)
+        pipe.hset(self.q.dead_key, nid, json.dumps(
+            {"id": nid, "type": kind, "created": float(f.get("created", self.clock())),
+             "data": stored, "batch": int(f.get("batch", 5)), "attempts": tries,
+             "failed_at": self.clock(), "reason": reason}))
+        pipe.xack(stream, GROUP, eid)
+        pipe.xdel(stream, eid)
+        pipe.hdel(self.q.tries_key, nid)
+        pipe.hdel(self.q.errors_key, nid)
+        pipe.execute()
+        self.result.dead_lettered += 1
+        about = stored.get("dead_letter") if isinstance(stored, dict) else None
+        emit(EventType.NOTIFY_DEAD_LETTER, _root=self.root, id=nid, notification_type=kind,
+             reason=reason[:300], about=about)
+
+    def _finish(self, items: list[tuple[str, Any]], unsent: list[Any]) -> None:
+        """Deliver (ack and delete) the notifications whose every message went out."""
+        waiting = {nid for m in unsent for nid in m.ids}
+        done = [nid for nid, _ in items if nid not in self.refused and nid not in waiting]
+        if waiting - self.refused:
+            self.result.failed += len(waiting - self.refused)
+        if done:
+            pipe = self.q.r.pipeline(transaction=True)
+            for nid in done:
+                kind, eid = self.entries.pop(nid)
+                pipe.xack(self.q.stream(kind), GROUP, eid)
+                pipe.xdel(self.q.stream(kind), eid)
+                pipe.hdel(self.q.tries_key, nid)
+                pipe.hdel(self.q.errors_key, nid)
+            pipe.execute()
+            log.debug("%s delivered %s", self.consumer, [n[:6] for n in done])
+        self.result.notifications_sent += len(done)
+
+    def _put_back(self, kind: str, nids: list[str]) -> None:
+        eids = [self.entries.pop(nid)[1] for nid in nids]
+        self.q.shared.script("requeue", _REQUEUE)(keys=[self.q.stream(kind)],
+                                                   args=[self.consumer, *eids])
+
+    def release(self) -> None:
+        """Put back what this flush claimed and did not deliver (refused, not yet sent)."""
+        by_kind: dict[str, list[str]] = {}
+        for kind, eid in self.entries.values():
+            by_kind.setdefault(kind, []).append(eid)
+        script = self.q.shared.script("requeue", _REQUEUE)
+        for kind, eids in by_kind.items():
+            script(keys=[self.q.stream(kind)], args=[self.consumer, *eids])
+        self.entries.clear()
+
+
+def dry_run_shared(queue: SharedQueue, tc: TelegramConfig, force: bool, now: float
+                   ) -> FlushResult:
+    """What a flush would send now from the shared queue (claimed batches included)."""
+    result = FlushResult()
+    rows = queue.pending(100_000)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_type.setdefault(r["type"], []).append(r)
+    for kind, items in sorted(by_type.items(), key=lambda kv: kv[1][0]["created"]):
+        batch = tc.max_batch_size
+        if not (force or len(items) >= batch or now - items[0]["created"] >= tc.batch_interval):
+            continue
+        good = []
+        for r in items:
+            why = _unsendable(r["data"])
+            if why is None:
+                good.append((r["id"], r["data"]))
+            else:
+                result.dead_lettered += 1
+                result.messages.append(Message(f"[{kind} {r['id'][:8]} would move to the "
+                                               f"dead letters: {why}]", None, (r["id"],)))
+        for i in range(0, len(good), batch):
+            result.messages += render_batch(kind, good[i:i + batch])
+    result.remaining = len(rows)
+    return result
+
+
+def flush_shared(shared: SharedState, config: Config, directory: Path, token: str, chat: str,
+                 *, force: bool, clock: Callable[[], float], sleep: Callable[[float], None],
+                 session: Any, max_wait: float | None) -> FlushResult:
+    """``flush_notifications`` on the shared queue. Raises NotifyError (one line) when the
+    server cannot be used; any number of hosts may flush at once."""
+    shared.check()
+    tc = config.telegram
+    result = FlushResult()
+    try:
+        queue = SharedQueue(shared)
+        move_local_queue(queue, directory)
+        client = TelegramClient(tc.api_url, token, tc.timeout, session)
+        run = SharedFlush(queue, client, SharedPacer(shared, chat, directory), chat, tc,
+                          force, clock, sleep, result, max_wait)
+        try:
+            result.error = run.loop()
+        except TelegramConfigError as exc:
+            result.error = str(exc)
+            raise
+        finally:
+            run.release()
+            result.remaining = queue.stats()["pending"]
+            queue.r.hset(queue.meta_key, mapping={"last_flush_at": repr(clock()),
+                                                  "last_error": result.error or ""})
+    except shared.errors as exc:
+        shared.lost(exc, quiet=True)
+        shared.check()
+    return result

@@ -1,0 +1,148 @@
+"""The connection to the shared state server (Redis or Valkey), for several hosts, one bot.
+
+Chosen by ``state.url`` (``redis://``, ``rediss://`` with TLS, ``unix://``) and scoped by
+``state.namespace``: every key botopt writes starts with ``<namespace>:``, so two
+deployments can share one server. redis-py (the ``botopt[redis]`` extra) is imported here
+and only here, on first use: with the local backend nothing of it is loaded.
+
+Failure never fails a run: the first error on a connection marks the server *down* for the
+rest of the process and logs one warning (the URL shown without its password); callers then
+use their local fallback (no cache, the local queue). Nothing here invents a protocol: the
+stores use streams, consumer groups, ``SET NX PX``, key expiry and short Lua scripts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botopt.core.base._redact import redact, redact_url
+from botopt.core.errors import ConfigError, NotifyError
+
+log = logging.getLogger("botopt.state")
+
+CONNECT_TIMEOUT = 2.0  # seconds: an unreachable server must not stall a cron run
+SOCKET_TIMEOUT = 5.0
+
+_states: dict[tuple[str, str, float], SharedState] = {}
+
+
+class SharedState:
+    """One server connection (made on first use) and the namespace's key names."""
+
+    def __init__(self, url: str, namespace: str, claim_timeout: float = 60.0) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.claim_timeout = claim_timeout
+        self.where = redact_url(url)
+        self._client: Any = None
+        self._errors: tuple[type[BaseException], ...] | None = None
+        self._scripts: dict[str, Any] = {}
+        self.down: str | None = None  # why the server was given up for this process
+        self._checked = False
+
+    # -- connection -----------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                import redis
+            except ImportError:
+                raise ConfigError("state.url needs the redis client: pip install "
+                                  "'botopt[redis]'") from None
+            self._client = redis.Redis.from_url(
+                self.url, socket_connect_timeout=CONNECT_TIMEOUT,
+                socket_timeout=SOCKET_TIMEOUT, health_check_interval=0,
+                retry_on_timeout=False, client_name=f"botopt-{self.namespace}")
+        return self._client
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The exceptions that mean 'the server cannot be used now'."""
+        if self._errors is None:
+            import redis
+
+            self._errors = (redis.RedisError, OSError)
+        return self._errors
+
+    def available(self, quiet: bool = False) -> bool:
+        """Whether the server answers (one PING per process; a failure is remembered).
+        ``quiet``: no warning (the caller raises its own one-line error)."""
+        if self.down is not None:
+            return False
+        if not self._checked:
+            self._checked = True
+            try:
+                self.client.ping()
+            except ConfigError:
+                raise
+            except Exception as exc:
+                if not isinstance(exc, self.errors):
+                    raise
+                self.lost(exc, quiet)
+                return False
+        return True
+
+    def lost(self, exc: BaseException, quiet: bool = False) -> None:
+        """The server failed: say so once, and use local state for the rest of the run."""
+        if self.down is None:
+            self.down = self.describe(exc)
+            if not quiet:
+                log.warning("shared state %s unreachable (%s); this run uses local state "
+                            "(no shared cache; notifications queued here until it is back)",
+                            self.where, self.down)
+
+    def reset(self) -> None:
+        """Try the server again (a long-running process, after an outage)."""
+        self.down = None
+        self._checked = False
+
+    def describe(self, exc: BaseException) -> str:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return redact(f"{type(exc).__name__}: {text}"[:200])
+
+    def check(self) -> None:
+        """Raise a one-line NotifyError when the server cannot be used (commands whose whole
+        job is the shared state: notify-flush, notify list)."""
+        if not self.available(quiet=True):
+            raise NotifyError(f"shared state {self.where} unreachable ({self.down}); "
+                              "notifications kept")
+
+    # -- names and scripts ----------------------------------------------------------------
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    def script(self, name: str, source: str) -> Any:
+        """A registered Lua script (EVALSHA, loaded again by redis-py after a restart)."""
+        s = self._scripts.get(name)
+        if s is None:
+            s = self._scripts[name] = self.client.register_script(source)
+        return s
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def shared_state(state: Any) -> SharedState | None:
+    """The shared state of a ``StateConfig`` (one per url and namespace per process), or
+    None for the local backend."""
+    if not state.url:
+        return None
+    key = (state.url, state.namespace, state.claim_timeout)
+    s = _states.get(key)
+    if s is None:
+        s = _states[key] = SharedState(state.url, state.namespace, state.claim_timeout)
+    return s
+
+
+def server_info(shared: SharedState) -> dict[str, Any]:
+    """What ``botopt doctor`` reports: version, persistence. Raises the client's errors."""
+    info = shared.client.info(section="server")
+    persistence = shared.client.info(section="persistence")
+    return {"version": str(info.get("redis_version") or info.get("valkey_version") or "?"),
+            "server": "valkey" if "valkey_version" in info else "redis",
+            "aof": bool(int(persistence.get("aof_enabled", 0))),
+            "rdb_changes": int(persistence.get("rdb_changes_since_last_save", 0))}

@@ -1,0 +1,128 @@
+"""Events on the shared server: one stream for every host, read by monitors in a group.
+
+With ``state.url`` set, ``emit`` appends each event (with the host it came from) to
+``<ns>:events`` (capped near ``MAX_EVENTS``) instead of the local log; when the server cannot
+be reached it falls back to the local log, as before. The stream keeps the last
+``MAX_EVENTS`` events for ``botopt history`` (every host's). Monitors on any host read the stream in
+the consumer group ``monitors``: each event is handled by one monitor, acknowledged after its
+alerts are queued (at-least-once, as locally), and events a dead monitor held are taken over
+after ``state.claim_timeout``.
+
+What must be seen whole is kept on the server, not in one monitor's memory: the last finished
+run per host (``<ns>:hosts``) and the hosts already reported as stopped, so "host X stopped
+reporting" is raised by one monitor, once, and "host X is back" likewise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from typing import Any
+
+from botopt.core.state._redis import SharedState
+
+GROUP = "monitors"
+MAX_EVENTS = 100_000
+HOST = socket.gethostname()
+
+
+def append(shared: SharedState, line: bytes) -> bool:
+    """Add one event (a JSON line from ``_events._line``) with this host's id; False when
+    the server cannot be used (the caller writes the local log)."""
+    if shared.down is not None:
+        return False
+    try:
+        shared.client.xadd(shared.key("events"), {"e": line.rstrip(b"\n")},
+                           maxlen=MAX_EVENTS, approximate=True)
+        return True
+    except shared.errors as exc:
+        shared.lost(exc)
+        return False
+
+
+class SharedEvents:
+    """A monitor's view of the shared event stream (raises the client's errors)."""
+
+    def __init__(self, shared: SharedState) -> None:
+        self.shared = shared
+        self.r = shared.client
+        self.stream = shared.key("events")
+        self.hosts = shared.key("hosts")
+        self.alerted = shared.key("hosts", "stopped")
+        self.consumer = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.unacked: list[str] = []
+        try:
+            self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except shared.errors as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, count: int = 1000) -> list[dict[str, Any]]:
+        """Events for this monitor: those a dead monitor held, then new ones."""
+        taken = self.r.xautoclaim(self.stream, GROUP, self.consumer,
+                                  int(self.shared.claim_timeout * 1000), start_id="0-0",
+                                  count=count)
+        entries = list(taken[1]) if isinstance(taken, (list, tuple)) and len(taken) > 1 else []
+        got = self.r.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=count)
+        if got:
+            entries += got[0][1]
+        out = []
+        for eid, fields in entries:
+            self.unacked.append(eid.decode() if isinstance(eid, bytes) else str(eid))
+            raw = fields.get(b"e") if isinstance(fields, dict) else None
+            try:
+                ev = json.loads(raw) if raw is not None else None
+            except (ValueError, RecursionError):
+                ev = None
+            if isinstance(ev, dict):
+                out.append(ev)
+        return out
+
+    def ack(self) -> None:
+        if self.unacked:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.xack(self.stream, GROUP, *self.unacked)
+            pipe.execute()  # kept in the stream (capped) for ``botopt history``
+            self.unacked = []
+
+    def finished(self, host: str, t: float) -> bool:
+        """Record a host's finished run; True when it had been reported stopped (this
+        monitor then says it is back: only one monitor removes the mark)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hget(self.hosts, host)
+        pipe.srem(self.alerted, host)
+        old, was_alerted = pipe.execute()
+        if old is None or float(old) < t:
+            self.r.hset(self.hosts, host, repr(t))
+        return bool(was_alerted)
+
+    def last_finished(self) -> dict[str, float]:
+        return {(k.decode() if isinstance(k, bytes) else k): float(v)
+                for k, v in self.r.hgetall(self.hosts).items()}
+
+    def newly_stopped(self, now: float, after: float) -> list[tuple[str, float]]:
+        """Hosts with no finished run for ``after`` seconds, not reported yet (each is
+        claimed by one monitor with SADD)."""
+        out = []
+        for host, t in sorted(self.last_finished().items()):
+            if now - t >= after and self.r.sadd(self.alerted, host):
+                out.append((host, t))
+        return out
+
+    def close(self) -> None:
+        """Leave the group without losing anything: only when nothing is held."""
+        if not self.unacked:
+            try:
+                self.r.xgroup_delconsumer(self.stream, GROUP, self.consumer)
+            except self.shared.errors:
+                pass
+
+
+def recent_lines(shared: SharedState, since: float) -> list[bytes]:
+    """The stream's events since ``since`` (epoch s) as JSON lines (``botopt history``).
+    Raises the client's errors."""
+    start = f"{max(0, int(since * 1000))}-0"
+    return [f[b"e"] for _, f in shared.client.xrange(shared.key("events"), start, "+")
+            if isinstance(f, dict) and b"e" in f]

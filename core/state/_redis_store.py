@@ -1,0 +1,263 @@
+"""Shared stores on Redis/Valkey: the cache, cooldowns and regime history of several hosts.
+
+Same interfaces as the local stores (``CacheStore``, ``CooldownStore``, ``RegimeState``), so
+the pipeline does not know which it has (``Workspace`` chooses):
+
+- Cache entries: the local store's keys (``<name> US <key>``) under ``<ns>:cache:``, the same
+  header and codec bytes (never pickle), and the server's own expiry (``PX``) besides the
+  header's, which keeps the manager's injectable clock authoritative. Statistics are hashes
+  (``HINCRBY``), so every host adds to one set of figures.
+- Cooldowns: a passed signal for (symbol, direction, candle) is recorded with ``SET NX PX`` in
+  a Lua script; the host that set the key is the only one told "new", so only it queues the
+  notification. A sorted set indexes the records for the gates' snapshot.
+- Regime history: one hash per data scope, compared and updated in one script, so a change is
+  reported by exactly one host.
+
+When the server fails mid-run each store falls back to what a local run would do (the cache:
+a miss; cooldowns and regimes: the local files), after the one warning ``SharedState.lost``
+gives.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from botopt.core.state._cache import _HEADER, _MAGIC
+from botopt.core.state._redis import SharedState
+
+_SEP = "\x1f"
+
+# KEYS: sorted set of records, version counter. ARGV: keep ms, key prefix, then
+# (member, candle ms) pairs. Returns the members this call added.
+_RECORD = """
+local added = {}
+for i = 3, #ARGV, 2 do
+  if redis.call('SET', ARGV[2] .. ARGV[i], '1', 'NX', 'PX', ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+    added[#added + 1] = ARGV[i]
+  end
+end
+if #added > 0 then
+  redis.call('INCR', KEYS[2])
+  local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(newest[2]) - tonumber(ARGV[1])))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return added
+"""
+
+# KEYS: the scope's hash. ARGV: (symbol, regime, candle ms, candle iso) quadruples.
+# Returns (symbol, old, new) triples for the changes; an old candle changes nothing.
+_REGIMES = """
+local out = {}
+for i = 1, #ARGV, 4 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  local keep = false
+  if old then
+    local sep = string.find(old, '|', 1, true)
+    local old_ms = tonumber(string.sub(old, 1, sep - 1))
+    local rest = string.sub(old, sep + 1)
+    local sep2 = string.find(rest, '|', 1, true)
+    local old_regime = string.sub(rest, 1, sep2 - 1)
+    if old_ms >= tonumber(ARGV[i + 2]) then
+      keep = true
+    elseif old_regime ~= ARGV[i + 1] then
+      out[#out + 1] = ARGV[i]; out[#out + 1] = old_regime; out[#out + 1] = ARGV[i + 1]
+    end
+  end
+  if not keep then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2] .. '|' .. ARGV[i + 1] .. '|' .. ARGV[i + 3])
+  end
+end
+return out
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisCacheStore:
+    """The ``CacheStore`` of ``botopt.core.state._cache`` on the shared server."""
+
+    def __init__(self, shared: SharedState) -> None:
+        self.shared = shared
+        self.prefix = shared.key("cache") + ":"
+
+    def _key(self, name: str, key: str) -> str:
+        return self.prefix + name + _SEP + key
+
+    def _usable(self) -> bool:
+        return self.shared.available()
+
+    def get_many(self, name: str, keys: Sequence[str], now: float
+                 ) -> dict[str, tuple[bytes, float]]:
+        if not keys or not self._usable():
+            return {}
+        try:
+            values = self.shared.client.mget([self._key(name, k) for k in keys])
+        except self.shared.errors as exc:
+            self.shared.lost(exc)
+            return {}
+        out: dict[str, tuple[bytes, float]] = {}
+        for key, body in zip(keys, values, strict=True):
+            if body is None:
+                continue
+            try:
+                magic, expire_at, seconds = _HEADER.unpack_from(body)
+            except struct.error:
+                magic, expire_at, seconds = b"", math.inf, 0.0
+            if magic != _MAGIC:
+                out[key] = (b"", 0.0)  # damaged: the manager warns and deletes it
+            elif expire_at > now:
+                out[key] = (body[_HEADER.size:], seconds)
+        return out
+
+    def write(self, rows: Sequence[tuple[str, str, bytes, float, float]],
+              stats: Mapping[str, tuple[int, int, float]], now: float) -> None:
+        if not (rows or stats) or not self._usable():
+            return
+        pipe = self.shared.client.pipeline(transaction=True)  # the run's one transaction
+        for name, key, value, expire_at, seconds in rows:
+            life_ms = max(1, math.ceil((expire_at - now) * 1000))
+            pipe.set(self._key(name, key), _HEADER.pack(_MAGIC, expire_at, seconds) + value,
+                     px=life_ms)
+        for name, (hits, misses, saved) in stats.items():
+            skey = self.shared.key("cache-stats", name)
+            pipe.hincrby(skey, "hits", hits)
+            pipe.hincrby(skey, "misses", misses)
+            pipe.hincrbyfloat(skey, "saved", saved)
+        try:
+            pipe.execute()
+        except self.shared.errors as exc:
+            self.shared.lost(exc)
+
+    def delete(self, name: str, keys: Sequence[str]) -> None:
+        if not keys or not self._usable():
+            return
+        try:
+            self.shared.client.delete(*[self._key(name, k) for k in keys])
+        except self.shared.errors as exc:
+            self.shared.lost(exc)
+
+    def close(self) -> None:
+        pass
+
+
+def _scan(shared: SharedState, pattern: str) -> Iterable[bytes]:
+    return shared.client.scan_iter(match=pattern, count=1000)  # type: ignore[no-any-return]
+
+
+def cache_stats(shared: SharedState) -> tuple[dict[str, tuple[int, int, float]],
+                                               dict[str, tuple[int, int]]]:
+    """(statistics, live entries and bytes) per cache name, as ``_cache._stored`` gives for
+    the local store. Raises the client's errors."""
+    counts: dict[str, tuple[int, int, float]] = {}
+    head = shared.key("cache-stats") + ":"
+    for skey in _scan(shared, head + "*"):
+        row = {_text(k): _text(v) for k, v in shared.client.hgetall(skey).items()}
+        counts[_text(skey)[len(head):]] = (int(row.get("hits", 0)), int(row.get("misses", 0)),
+                                           float(row.get("saved", 0.0)))
+    entries: dict[str, tuple[int, int]] = {}
+    prefix = shared.key("cache") + ":"
+    for key in _scan(shared, prefix + "*"):
+        name = _text(key)[len(prefix):].split(_SEP, 1)[0]
+        n, size = entries.get(name, (0, 0))
+        entries[name] = (n + 1, size + int(shared.client.strlen(key)))
+    return counts, entries
+
+
+def clear_cache(shared: SharedState, names: Sequence[str]) -> None:
+    """Delete the named caches' entries and statistics on the server."""
+    for name in names:
+        keys = list(_scan(shared, shared.key("cache") + ":" + name + _SEP + "*"))
+        keys.append(shared.key("cache-stats", name).encode())
+        for i in range(0, len(keys), 500):
+            shared.client.unlink(*keys[i:i + 500])
+
+
+class RedisCooldownStore:
+    """``CooldownStore`` on the server; ``fallback`` (the local store) when it fails."""
+
+    def __init__(self, shared: SharedState, scope: str, fallback: Any,
+                 keep_seconds: float = 2 * 86400.0) -> None:
+        self.shared, self.fallback = shared, fallback
+        self.zset = shared.key("cooldowns", scope)
+        self.version = shared.key("cooldowns", scope, "version")
+        self.once = shared.key("signal", scope) + ":"
+        self.keep_ms = int(keep_seconds * 1000)
+
+    def digest(self) -> str:
+        if self.shared.down is None:
+            try:
+                raw = self.shared.client.get(self.version)
+                return "shared-" + (_text(raw) if raw is not None else "0")
+            except self.shared.errors as exc:
+                self.shared.lost(exc)
+        return str(self.fallback.digest())
+
+    def snapshot(self) -> list[Any]:
+        from botopt.core.signals._gates import CooldownRecord
+
+        if self.shared.down is None:
+            try:
+                members = self.shared.client.zrange(self.zset, 0, -1)
+            except self.shared.errors as exc:
+                self.shared.lost(exc)
+            else:
+                out = []
+                for m in members:
+                    sym, direction, iso = _text(m).split(_SEP)
+                    out.append(CooldownRecord(sym, direction, datetime.fromisoformat(iso)))
+                return out
+        return list(self.fallback.snapshot())
+
+    def record(self, passed: Iterable[Any]) -> list[Any]:
+        """Add records; return those this host recorded first (only it queues them)."""
+        items = list(passed)
+        if not items:
+            return []
+        if self.shared.down is None:
+            by_member = {_SEP.join(r.key()): r for r in items}
+            args: list[Any] = [self.keep_ms, self.once]
+            for member, r in by_member.items():
+                args += [member, int(r.candle_time.timestamp() * 1000)]
+            try:
+                added = self.shared.script("record", _RECORD)(
+                    keys=[self.zset, self.version], args=args)
+            except self.shared.errors as exc:
+                self.shared.lost(exc)
+            else:
+                return [by_member[_text(m)] for m in added]
+        return list(self.fallback.record(items))
+
+
+class RedisRegimeState:
+    """``RegimeState`` on the server; ``fallback`` (the local file) when it fails."""
+
+    def __init__(self, shared: SharedState, scope: str, fallback: Any) -> None:
+        self.shared, self.fallback = shared, fallback
+        self.hash = shared.key("regimes", scope)
+
+    def update(self, seen: Iterable[tuple[str, str, datetime]]
+               ) -> list[tuple[str, str | None, str]]:
+        items = list(seen)
+        if not items:
+            return []
+        if self.shared.down is None:
+            args: list[Any] = []
+            for sym, regime, t in items:
+                args += [sym, regime, int(t.timestamp() * 1000), t.isoformat()]
+            try:
+                flat = self.shared.script("regimes", _REGIMES)(keys=[self.hash], args=args)
+            except self.shared.errors as exc:
+                self.shared.lost(exc)
+            else:
+                flat = [_text(v) for v in flat]
+                return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+        return list(self.fallback.update(items))
+

@@ -1,0 +1,152 @@
+"""The notification queue on a real Redis server: batching, delivery, dead letters, claims
+taken over from a dead host, and the local queue moved over after an outage."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from botopt.cli.main import app
+from botopt.core.base._config import load_config
+from botopt.core.delivery._notify import (
+    dead_letters,
+    enqueue,
+    flush_notifications,
+    pending_notifications,
+    queue_stats,
+)
+from tests.fakes.telegram_server import FakeTelegram
+
+TOKEN = "123456789:AAtesttokentesttokentesttokentest"
+runner = CliRunner()
+
+
+def env_for(url: str, telegram: FakeTelegram | None, cache: Path, **extra: str
+            ) -> dict[str, str]:
+    env = {"BOTOPT_STATE_URL": url, "BOTOPT_CACHE_DIR": str(cache),
+           "BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "-1001",
+           "BOTOPT_TELEGRAM_BATCH_INTERVAL": "0", "BOTOPT_STATE_CLAIM_TIMEOUT": "12",
+           "BOTOPT_TELEGRAM_TIMEOUT": "5", **extra}
+    if telegram is not None:
+        env["BOTOPT_TELEGRAM_API_URL"] = telegram.url
+    return env
+
+
+def config(url, telegram, cache, **extra):
+    return load_config(overrides={"cache.dir": str(cache)}, env=env_for(url, telegram, cache,
+                                                                        **extra))
+
+
+@pytest.fixture
+def telegram():
+    fake = FakeTelegram(token=TOKEN, enforce_limits=False).start()
+    yield fake
+    fake.stop()
+
+
+def tokens(fake: FakeTelegram) -> list[str]:
+    return [t for m in fake.received for t in re.findall(r"tok-[a-z]+-\d+", m["shown"])]
+
+
+def items(kind: str, n: int, start: int = 0) -> list[dict]:
+    return [{"type": kind, "data": {"symbol": f"tok-{kind}-{i:04d}"}}
+            for i in range(start, start + n)]
+
+
+def test_shared_queue_batches_and_delivers_once(redis_server, telegram, tmp_path):
+    cfg = config(redis_server.url, telegram, tmp_path / "c")
+    enqueue(cfg, items("alpha", 12) + items("beta", 3))
+    stats = queue_stats(cfg)
+    assert stats["pending"] == 15 and stats["by_type"] == {"alpha": 12, "beta": 3}
+    assert not (tmp_path / "c" / "notify" / "queue.db").exists()  # nothing local
+    result = flush_notifications(cfg)
+    assert result.notifications_sent == 15 and result.remaining == 0, result
+    assert sorted(tokens(telegram)) == sorted(i["data"]["symbol"] for i in
+                                              items("alpha", 12) + items("beta", 3))
+    assert len(telegram.received) == math.ceil(12 / 5) + 1
+    assert queue_stats(cfg)["pending"] == 0 and queue_stats(cfg)["claimed"] == 0
+
+
+def test_dead_letters_on_the_shared_queue(redis_server, telegram, tmp_path):
+    cfg = config(redis_server.url, telegram, tmp_path / "c")
+    env = env_for(redis_server.url, telegram, tmp_path / "c")
+    telegram.refuse_containing = "tok-bad-0000"
+    enqueue(cfg, items("bad", 1) + items("good", 2))
+    for _ in range(3):
+        flush_notifications(cfg)
+    assert sorted(tokens(telegram)) == ["tok-good-0000", "tok-good-0001"]
+    dead = dead_letters(cfg)
+    assert [d["data"]["symbol"] for d in dead] == ["tok-bad-0000"] and dead[0]["attempts"] == 3
+    assert pending_notifications(cfg) == []
+    listed = runner.invoke(app, ["notify", "list", "--failed", "--json"], env=env)
+    assert listed.exit_code == 0 and "tok-bad-0000" in listed.stdout
+    assert runner.invoke(app, ["notify", "retry", dead[0]["id"][:8]], env=env).exit_code == 0
+    assert [p["data"]["symbol"] for p in pending_notifications(cfg)] == ["tok-bad-0000"]
+    telegram.refuse_containing = None
+    assert flush_notifications(cfg).notifications_sent == 1
+    assert tokens(telegram)[-1] == "tok-bad-0000" and dead_letters(cfg) == []
+    telegram.refuse_containing = "tok-bad"
+    enqueue(cfg, items("bad", 1, start=1))
+    for _ in range(3):
+        flush_notifications(cfg)
+    (d,) = dead_letters(cfg)
+    assert runner.invoke(app, ["notify", "drop", d["id"]], env=env).exit_code == 0
+    assert dead_letters(cfg) == [] and queue_stats(cfg)["pending"] == 0
+
+
+def test_claims_of_a_dead_host_are_taken_over_after_the_timeout(redis_server, telegram,
+                                                                 tmp_path):
+    from botopt.core.state._redis import SharedState
+
+    cfg = config(redis_server.url, telegram, tmp_path / "c", BOTOPT_STATE_CLAIM_TIMEOUT="6")
+    enqueue(cfg, items("alpha", 5))
+    r = SharedState(redis_server.url, "botopt").client
+    # A host claims the batch and dies before sending it.
+    got = r.xreadgroup("flush", "dead-host", {"botopt:nq:s:alpha": ">"}, count=5)
+    assert len(got[0][1]) == 5
+    first = flush_notifications(cfg)
+    assert first.notifications_sent == 0 and telegram.received == []  # not idle long enough
+    time.sleep(6.2)
+    second = flush_notifications(cfg)
+    assert second.notifications_sent == 5 and len(telegram.received) == 1
+    assert queue_stats(cfg) | {"last_flush_at": None} == queue_stats(cfg) | {
+        "last_flush_at": None, "pending": 0, "claimed": 0}
+
+
+def test_outage_queues_locally_then_moves_over(redis_server, telegram, tmp_path):
+    from tests.test_shared_state import host
+
+    home = tmp_path / "h"
+    url = redis_server.url
+    env = {k: v for k, v in env_for(url, telegram, home / "cache").items()
+           if k != "BOTOPT_CACHE_DIR"}
+    redis_server.stop()
+    add = host(home, url, "notify", "add", "--type", "alpha", "--data",
+               '{"symbol": "tok-alpha-0001"}', **env)
+    assert add.returncode == 0, add.stderr
+    assert add.stderr.count("WARNING") == 1 and "unreachable" in add.stderr
+    assert (home / "cache" / "notify" / "queue.db").exists()
+    flush = host(home, url, "notify-flush", **env)
+    assert flush.returncode == 1
+    assert len(flush.stderr.strip().splitlines()) == 1 and "unreachable" in flush.stderr
+    redis_server.start()
+    flush = host(home, url, "notify-flush", **env)
+    assert flush.returncode == 0, flush.stderr
+    assert tokens(telegram) == ["tok-alpha-0001"]
+    again = host(home, url, "notify-flush", **env)
+    assert again.returncode == 0 and tokens(telegram) == ["tok-alpha-0001"]
+
+
+def test_dry_run_shows_the_shared_queue(redis_server, telegram, tmp_path):
+    cfg = config(redis_server.url, telegram, tmp_path / "c")
+    enqueue(cfg, items("alpha", 7))
+    dry = flush_notifications(cfg, dry_run=True)
+    assert len(dry.messages) == 2 and dry.remaining == 7 and telegram.received == []
+    assert sorted(t for m in dry.messages for t in re.findall(r"tok-[a-z]+-\d+", m.text)) == [
+        i["data"]["symbol"] for i in items("alpha", 7)]
+    assert queue_stats(cfg)["pending"] == 7
