@@ -84,11 +84,14 @@ def test_symbols_are_independent_and_detect_returns_the_last_label():
 
 
 values = st.one_of(st.none(), st.floats(0, 60, allow_nan=False))
+# Volatility is a standard deviation of log returns. Subnormal values (below 2.2e-308) never
+# occur, and there polars' and numpy's linear interpolation round the quantile differently
+# (hypothesis found 5e-324), which says nothing about the rules under test.
+vols = st.one_of(st.none(), st.floats(0, 0.1, allow_subnormal=False))
 
 
 @settings(max_examples=150, deadline=None)
-@given(rows=st.lists(st.tuples(values, st.floats(0, 50), st.floats(0, 50),
-                               st.one_of(st.none(), st.floats(0, 0.1))),
+@given(rows=st.lists(st.tuples(values, st.floats(0, 50), st.floats(0, 50), vols),
                      min_size=1, max_size=40),
        lookback=st.integers(2, 12), pct=st.sampled_from([50.0, 80.0, 90.0]))
 def test_matches_the_documented_rules(rows, lookback, pct):
