@@ -212,7 +212,9 @@ def compute_features(candles: pl.DataFrame,
     if not candles.height:
         return candles.with_columns(pl.lit(None, dtype=pl.Float64).alias(c)
                                     for c in feature_columns(fc))
-    inputs = [candles.get_column(k).to_numpy().astype(np.float64)
+    # Views of the frame's own buffers where it can (validated candles have no nulls):
+    # only the (bars x symbols) chunks below are copies.
+    inputs = [np.asarray(candles.get_column(k).to_numpy(), dtype=np.float64)
               for k in ("high", "low", "close", "volume")]
     out = {name: np.empty(candles.height) for name in feature_columns(fc)}
     # Symbols in chunks: memory stays bounded (a few dozen arrays of chunk x bars) whatever
@@ -227,8 +229,10 @@ def compute_features(candles: pl.DataFrame,
         for name, x in cols.items():
             out[name][a:b] = lay.long(x)
         del cols
-    return candles.with_columns(pl.Series(name, x, nan_to_null=True)
-                                for name, x in out.items())
+    # Each array is let go as soon as its column exists: the output columns, not twice them.
+    del inputs
+    series = [pl.Series(name, out.pop(name), nan_to_null=True) for name in list(out)]
+    return candles.with_columns(series)
 
 
 def _indicators(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray,

@@ -90,8 +90,11 @@ def detect_regime(features: pl.DataFrame, config: RegimeConfig | Config | None =
     lens = runs.struct.field("len").to_numpy().astype(np.int64)
     ends = np.cumsum(lens)
     starts = ends - lens
-    # The hysteresis state at the last candle is the last decisive label of the symbol.
-    at = features.select(pl.when(_decisive(rc, fc).is_not_null())
+    # The hysteresis state at the last candle is the last decisive label of the symbol. A
+    # label is decisive exactly where ADX crosses a threshold (the DI comparison only picks
+    # which trend), so no label strings are built for the whole history here.
+    adx = pl.col(f"adx_{fc.adx_period}")
+    at = features.select(pl.when((adx >= rc.adx_trend) | (adx <= rc.adx_range))
                          .then(pl.int_range(pl.len(), dtype=pl.Int64))
                          .otherwise(-1)).to_series().to_numpy()
     state = np.maximum.reduceat(at, starts)

@@ -148,9 +148,12 @@ def _regime_frame(symbols, data):
     return pl.concat(parts)
 
 
-_value = st.one_of(st.none(), st.sampled_from([10.0, 20.0, 22.0, 25.0, 30.0]),
+# NaN too: polars ranks it above every number (NaN >= 25 holds), and the fast path must
+# follow the same rules as the per-candle expression.
+_value = st.one_of(st.none(), st.sampled_from([10.0, 20.0, 22.0, 25.0, 30.0, float("nan")]),
                    st.floats(0, 100, allow_nan=False))
-_vol = st.one_of(st.none(), st.sampled_from([0.01, 0.02]), st.floats(0, 0.1, allow_nan=False))
+_vol = st.one_of(st.none(), st.sampled_from([0.01, 0.02]), st.floats(0, 0.1, allow_nan=False),
+                 st.just(float("nan")))
 
 
 @settings(max_examples=200, deadline=None)
