@@ -295,6 +295,32 @@ def find_candle_file(data_dir: Path, symbol: str, interval: str) -> Path:
         f".json, .json.gz, .csv){found}")
 
 
+def find_candle_files(data_dir: Path, symbols: Sequence[str], interval: str) -> list[Path]:
+    """``find_candle_file`` for each symbol, from one listing of the directory instead of
+    a few stats per symbol (0.2 s for 2,000 symbols, paid twice per run). The file chosen is
+    still checked to be a file; futures pairs, names typed with a separator, and anything
+    not plainly there (missing, ambiguous, not a file) go to ``find_candle_file`` itself,
+    with its errors."""
+    try:
+        split = _split_names(data_dir, interval, data_dir.stat().st_mtime_ns)
+        names = set(os.listdir(data_dir))
+    except OSError:
+        return [find_candle_file(data_dir, s, interval) for s in symbols]
+    out = []
+    for sym in symbols:
+        found = None
+        if not is_futures(sym) and binance_symbol(sym) == sym and len(split.get(sym, ())) < 2:
+            for stem in [f"{x}-{interval}" for x in split.get(sym, ())] + [f"{sym}-{interval}"]:
+                name = next((f"{stem}.{x}" for x in FILE_SUFFIXES if f"{stem}.{x}" in names),
+                            None)
+                if name is not None:
+                    found = data_dir / name
+                    break
+        out.append(found if found is not None and found.is_file()
+                   else find_candle_file(data_dir, sym, interval))
+    return out
+
+
 def _read_json_rows(path: Path) -> pl.DataFrame:
     """freqtrade's json/jsongz: a list of [ms, open, high, low, close, volume] rows."""
     import gzip
@@ -505,7 +531,7 @@ def _read_stacked(syms: list[str], config: Config
     if data_dir is None:
         return None
     try:
-        paths = [find_candle_file(Path(data_dir), s, config.data.interval) for s in syms]
+        paths = find_candle_files(Path(data_dir), syms, config.data.interval)
     except (DataError, UsageError):
         return None  # the file-by-file path raises it, in the symbol order
     names = [str(p) for p in paths]

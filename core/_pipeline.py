@@ -184,7 +184,7 @@ def _model_digest(config: Config) -> str:
 def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
              cooldown_digest: str) -> str | None:
     """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply."""
-    from botopt.core._candles import _sample_dir, find_candle_file
+    from botopt.core._candles import _sample_dir, find_candle_files
 
     if config.data.source == "binance":
         return None  # the data only exists after a network round trip
@@ -193,8 +193,8 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
         return None
     step = interval_ms(config.data.interval)
     slot = int(as_of.timestamp() * 1000) // step
-    files = [_file_digest(find_candle_file(Path(data_dir), s, config.data.interval))
-             for s in symbols]
+    files = [_file_digest(p) for p in
+             find_candle_files(Path(data_dir), symbols, config.data.interval)]
     from botopt.core._workspace import data_scope
 
     parts = [code_tag(), data_scope(config), list(symbols), files, slot,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from botopt.core import _candles, load_candles, load_config
@@ -327,3 +327,42 @@ def test_a_symbol_shorter_than_the_history_keeps_its_candles(tmp_path):
                                    "--json"])
     assert res.exit_code == 0, res.output
     assert {"LONGUSDT", "NEWUSDT"} <= set(res.output.split('"'))
+
+
+_NAMES = ["AAAUSDT-5m.feather", "AAAUSDT-5m.csv", "AAA_USDT-5m.parquet", "AAA_USDT-5m.json",
+          "BBB_USDT-5m.feather", "BB_BUSDT-5m.csv", "CCCUSDT-5m.json.gz", "CCCUSDT-1h.feather",
+          "DDD_USDT-5m.h5", "EEEUSDT-5m.feather/", "EEEUSDT-5m.csv", "FFF_BTC-5m.csv",
+          "futures/XRP_USDT_USDT-5m-futures.feather"]
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(set(_NAMES), ["EEEUSDT", "AAAUSDT", "CCCUSDT"])
+@example({"EEEUSDT-5m.feather/"}, ["EEEUSDT"])
+@given(st.sets(st.sampled_from(_NAMES)),
+       st.lists(st.sampled_from(["AAAUSDT", "AAA_USDT", "AAA/USDT", "BBBUSDT", "CCCUSDT",
+                                 "DDDUSDT", "EEEUSDT", "FFFBTC", "FFF/BTC", "XRP/USDT:USDT",
+                                 "ZZZUSDT"]), min_size=1, max_size=5, unique=True))
+def test_find_candle_files_equals_one_lookup_per_symbol(tmp_path_factory, names, syms):
+    """One listing finds the same file per symbol as find_candle_file, or the same error
+    (missing, ambiguous A_BC / AB_C, hdf5, a directory where a file should be)."""
+    from botopt.core._candles import find_candle_file, find_candle_files
+    from botopt.core.errors import BotoptError
+
+    d = tmp_path_factory.mktemp("names")
+    for name in names:
+        p = d / name.rstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith("/"):
+            p.mkdir()
+        else:
+            p.write_text("x")
+
+    def answer(fn):
+        try:
+            return fn()
+        except BotoptError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    one = answer(lambda: [find_candle_file(d, s, "5m") for s in syms])
+    assert answer(lambda: find_candle_files(d, syms, "5m")) == one
