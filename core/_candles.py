@@ -599,7 +599,7 @@ def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], la
 
     ``frame`` is load_candles' validated stack: one run per symbol in ``syms`` order, times
     strictly ascending. So a symbol's closed candles are a prefix of its run, and the rows
-    kept are one range per symbol, taken with one gather (a filter, a group count and a
+    kept are one range per symbol, chosen by one mask (a filter, a group count and a
     windowed filter cost 0.6 s at 2,000 symbols)."""
     import numpy as np
     import polars as pl
@@ -615,6 +615,8 @@ def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], la
     keep = n_closed if limit is None else np.minimum(n_closed, limit)
     if np.array_equal(keep, lens):
         return frame
-    # row k of symbol s's kept range: start_s + n_closed_s - keep_s + k
-    offsets = np.repeat(starts + n_closed - keep - (np.cumsum(keep) - keep), keep)
-    return frame.gather(pl.Series(offsets + np.arange(int(keep.sum())), dtype=pl.Int64))
+    # a row's place in its run, kept if in [n_closed - keep, n_closed): a mask, because
+    # polars filters 2 million rows 30x faster than it gathers them
+    at = np.arange(len(ms)) - np.repeat(starts, lens)
+    return frame.filter(pl.Series((at >= np.repeat(n_closed - keep, lens)) &
+                                  (at < np.repeat(n_closed, lens))))

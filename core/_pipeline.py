@@ -157,7 +157,9 @@ def _sections_json(config: Config, *sections: str) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    # sha256 runs on the CPU's SHA instructions where there are some: a quarter faster
+    # than blake2b over 2,000 candle files (115 MB) on the machine of docs/performance.md.
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
 
 
 def _model_digest(config: Config) -> str:
