@@ -127,6 +127,8 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
     elif t.dtype.is_integer():
         # Integers are epoch milliseconds, as Binance and freqtrade's JSON store them.
         t = pl.from_epoch(t, time_unit="ms").dt.replace_time_zone("UTC")
+    elif t.dtype == pl.Datetime("ms", "UTC"):
+        pass  # already canonical: no copy of the column (19 MB at 2,000 symbols)
     elif isinstance(t.dtype, pl.Datetime):
         t = t.dt.replace_time_zone("UTC") if t.dtype.time_zone is None \
             else t.dt.convert_time_zone("UTC")
@@ -589,11 +591,13 @@ def load_candles(
         frame = pl.concat(parts, how="vertical", rechunk=False)
         del parts
     validate_frame(frame, interval=interval, sources=sources)
-    return _closed(frame, syms, sources, end_ms - step, cut, limit)
+    stack = [frame]  # handed over: _closed frees each column once its rows are taken
+    del frame
+    return _closed(stack, syms, sources, end_ms - step, cut, limit)
 
 
-def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], last_ms: int,
-            cut: datetime, limit: int | None) -> pl.DataFrame:
+def _closed(stack: list[pl.DataFrame], syms: list[str], sources: Mapping[str, str],
+            last_ms: int, cut: datetime, limit: int | None) -> pl.DataFrame:
     """Each symbol's candles that opened by ``last_ms`` (so closed by the cut), the last
     ``limit`` of them.
 
@@ -604,6 +608,7 @@ def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], la
     import numpy as np
     import polars as pl
 
+    frame = stack.pop()
     lens = frame.get_column("symbol").rle().struct.field("len").to_numpy().astype(np.int64)
     starts = np.cumsum(lens) - lens
     ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
@@ -618,5 +623,12 @@ def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], la
     # a row's place in its run, kept if in [n_closed - keep, n_closed): a mask, because
     # polars filters 2 million rows 30x faster than it gathers them
     at = np.arange(len(ms)) - np.repeat(starts, lens)
-    return frame.filter(pl.Series((at >= np.repeat(n_closed - keep, lens)) &
-                                  (at < np.repeat(n_closed, lens))))
+    mask = pl.Series((at >= np.repeat(n_closed - keep, lens)) & (at < np.repeat(n_closed, lens)))
+    del ms, at
+    # Column by column, each freed once taken: the peak is the stack plus one column, not
+    # two stacks (about 100 MB less at 2,000 symbols).
+    cols = []
+    for name in frame.columns:
+        cols.append(frame.get_column(name).filter(mask))
+        frame = frame.drop(name)
+    return pl.DataFrame(cols)
