@@ -52,7 +52,9 @@ PIPELINE_VERSION = "1"
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if t.utcoffset() != timedelta(0):  # already UTC (as candle times are): same text
+        t = t.astimezone(timezone.utc)
+    return t.isoformat().replace("+00:00", "Z")
 
 
 # What the data allowed: DataStatus.OK, or why the symbol is blocked before any gate is asked.
