@@ -366,3 +366,75 @@ def test_find_candle_files_equals_one_lookup_per_symbol(tmp_path_factory, names,
 
     one = answer(lambda: [find_candle_file(d, s, "5m") for s in syms])
     assert answer(lambda: find_candle_files(d, syms, "5m")) == one
+
+
+# -- the run key's file digests: remembered by stat, never trusted for a changed file -----
+
+def test_file_digests_reuse_only_unchanged_settled_files(tmp_path, monkeypatch):
+    import os
+
+    from botopt.core import _pipeline
+
+    files = []
+    for i in range(3):
+        feather(tmp_path, f"D{i}USDT", 20, seed=i)
+        files.append(tmp_path / f"D{i}USDT-5m.feather")
+    memo = tmp_path / "memo" / "candle-files.json"
+    truth = [_pipeline._file_digest(p) for p in files]
+    reads: list[Path] = []
+    real = _pipeline._file_digest
+    monkeypatch.setattr(_pipeline, "_file_digest", lambda p: reads.append(p) or real(p))
+    # Just written: read every time, and not remembered (a write in the same tick could
+    # leave the times as they are).
+    assert _pipeline._file_digests(files, memo) == truth and len(reads) == 3
+    assert _pipeline._file_digests(files, memo) == truth and len(reads) == 6
+    # Settled (the clock moved on): read once more, then remembered.
+    later = _pipeline._SETTLED_NS + 10**9
+    import time
+
+    clock = time.time_ns
+    monkeypatch.setattr(_pipeline.time, "time_ns", lambda: clock() + later)
+    assert _pipeline._file_digests(files, memo) == truth and len(reads) == 9
+    assert _pipeline._file_digests(files, memo) == truth and len(reads) == 9
+    # Rewritten in place with the same size and its old mtime put back (cp -p, rsync -t):
+    # ctime still moves, so the file is read again and its new digest given.
+    st = os.stat(files[1])
+    data = bytearray(files[1].read_bytes())
+    data[-20] ^= 0xFF
+    files[1].write_bytes(bytes(data))
+    os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(files[1]).st_size == st.st_size
+    got = _pipeline._file_digests(files, memo)
+    assert got[1] == real(files[1]) != truth[1] and reads[9:] == [files[1]]
+    # A damaged memo costs the reads, not the answer.
+    memo.write_text("{not json")
+    assert _pipeline._file_digests(files, memo) == [real(p) for p in files]
+
+
+def test_warm_run_after_an_in_place_rewrite_is_not_served_stale(tmp_path):
+    """Whole runs: a file rewritten in place (same size, old mtime restored) after its
+    digest was remembered gives a new answer, equal to an uncached run's."""
+    import os
+
+    from botopt.core import load_config, run_signals
+
+    for i in range(3):
+        feather(tmp_path, f"W{i}USDT", 400, seed=i)
+    for p in tmp_path.glob("*.feather"):  # settled: changed long ago
+        os.utime(p, ns=(1, 1))
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(tmp_path),
+                                 "cache.dir": str(tmp_path / "cache")})
+    syms = ["W0USDT", "W1USDT", "W2USDT"]
+    at = T0 + timedelta(minutes=5 * 400)
+    first = run_signals(cfg, syms, as_of=at, side_effects=False)
+    again = run_signals(cfg, syms, as_of=at, side_effects=False)
+    assert again.from_cache and again == first
+    p = tmp_path / "W1USDT-5m.feather"
+    df = pl.read_ipc(p)
+    df.with_columns((pl.col("close") * 1.001).alias("close"),
+                    (pl.col("high") * 1.002).alias("high")).write_ipc(p)
+    os.utime(p, ns=(1, 1))
+    fresh = run_signals(cfg, syms, as_of=at, side_effects=False)
+    plain = run_signals(cfg, syms, as_of=at, side_effects=False, use_cache=False)
+    assert not fresh.from_cache and fresh == plain
+    assert [s.close for s in fresh.symbols] != [s.close for s in first.symbols]
