@@ -637,8 +637,12 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     for all the misses at once. A regime needs the whole feature history, which the
     features cache does not keep, so a regime miss recomputes that symbol's features."""
 
-    from botopt.core._features import FEATURES_VERSION, compute_features
-    from botopt.core._regime import detect_regime
+    from botopt.core._features import (
+        FEATURES_VERSION,
+        compute_features,
+        compute_features_split,
+    )
+    from botopt.core._regime import detect_regime, regime_inputs
 
     if manager.enabled:
         fps = candle_fingerprints(candles, config.data.interval)
@@ -660,9 +664,12 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     fresh_rows: dict[str, Any] = {}
     if batch:
         # One frame for every stage: no per-symbol partitions, and only the feature
-        # columns are new memory (the candle columns are shared with ``candles``).
-        full = compute_features(_only(candles, need, syms), config)
-        fresh_rows = _row_values(full, [s for s in need if s not in rows])
+        # columns are new memory (the candle columns are shared with ``candles``): in full
+        # only those the regime reads, the rest as each symbol's last row.
+        full, tail = compute_features_split(_only(candles, need, syms), config,
+                                            regime_inputs(config.features))
+        fresh_rows = _row_values(tail, [s for s in need if s not in rows])
+        del tail
     else:
         frames = {str(k[0]): v for k, v in candles.partition_by(
             "symbol", as_dict=True, maintain_order=True).items()}

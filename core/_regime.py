@@ -32,6 +32,12 @@ def _configs(config: RegimeConfig | Config | None,
     return config or RegimeConfig(), features or FeaturesConfig()
 
 
+def regime_inputs(fc: FeaturesConfig) -> list[str]:
+    """The feature columns a regime label reads (over the symbol's whole history)."""
+    n = fc.adx_period
+    return [f"adx_{n}", f"plus_di_{n}", f"minus_di_{n}", f"vol_{fc.vol_period}"]
+
+
 def _decisive(rc: RegimeConfig, fc: FeaturesConfig) -> pl.Expr:
     """A candle's own trend/range label where its ADX decides one, else null."""
     n = fc.adx_period

@@ -438,3 +438,25 @@ def test_warm_run_after_an_in_place_rewrite_is_not_served_stale(tmp_path):
     plain = run_signals(cfg, syms, as_of=at, side_effects=False, use_cache=False)
     assert not fresh.from_cache and fresh == plain
     assert [s.close for s in fresh.symbols] != [s.close for s in first.symbols]
+
+
+def test_features_split_equals_compute_features():
+    """The pipeline's split (a few columns in full, every column's last row) gives the
+    values compute_features gives, across chunk boundaries, uneven lengths and symbols
+    that come interleaved."""
+    from botopt.benchmarks._common import synthetic_candles
+    from botopt.core._config import FeaturesConfig
+    from botopt.core._features import compute_features, compute_features_split
+    from botopt.core._regime import regime_inputs
+
+    fc = FeaturesConfig()
+    candles = synthetic_candles(131, 80, seed=5)
+    candles = candles.filter(~((pl.col("symbol") == candles["symbol"][0])
+                               & (pl.int_range(pl.len()) % 7 == 3)))  # gaps, uneven runs
+    for frame in (candles, candles.sample(fraction=1.0, shuffle=True, seed=2)):
+        whole = compute_features(frame, fc)
+        full, tail = compute_features_split(frame, fc, regime_inputs(fc))
+        keep = [c for c in whole.columns if c in full.columns]
+        assert full.columns == keep and full.equals(whole.select(keep))
+        last = whole.group_by("symbol", maintain_order=True).tail(1)
+        assert tail.columns == whole.columns and tail.equals(last)
