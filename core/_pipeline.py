@@ -442,8 +442,17 @@ def _data_blocks(config: Config, candles: pl.DataFrame,
     from botopt.core._config import warmup_candles
 
     need = warmup_candles(config.features, config.regime)
-    per = candles.group_by("symbol", maintain_order=True).agg(
-        pl.col("open_time").last().alias("last"), pl.len().alias("n"))
+    runs = candles.get_column("symbol").rle()
+    if runs.len() == candles.get_column("symbol").n_unique():
+        # One run per symbol (load_candles' layout): no group table over 2 million keys
+        # (100 MB at 2,000 symbols, the run's peak).
+        n = runs.struct.field("len")
+        per = pl.DataFrame({"symbol": runs.struct.field("value"),
+                            "last": candles.get_column("open_time").gather(n.cum_sum() - 1),
+                            "n": n})
+    else:
+        per = candles.group_by("symbol", maintain_order=True).agg(
+            pl.col("open_time").last().alias("last"), pl.len().alias("n"))
     stale = _stale_symbols(config, dict(zip(per["symbol"], per["last"], strict=True)), now)
     out: dict[str, tuple[str, str]] = {}
     for s, n in zip(per["symbol"].to_list(), per["n"].to_list(), strict=True):
