@@ -78,6 +78,13 @@ class _Layout:
     def long(self, x: np.ndarray) -> np.ndarray:
         return x.T.ravel() if self.equal else x[self.row, self.code]
 
+    def put_long(self, x: np.ndarray, dest: np.ndarray) -> None:
+        """``dest[:] = long(x)`` without the intermediate copy when it is a reshape."""
+        if self.equal:
+            dest.reshape(self.n, self.bars)[...] = x.T
+        else:
+            dest[...] = x[self.row, self.code]
+
 
 def _prev(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
@@ -263,7 +270,7 @@ def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: 
         cols = _indicators(h, lo, c, v, fc)
         for name, x in cols.items():
             if name in out:
-                out[name][a:b] = lay.long(x)
+                lay.put_long(x, out[name][a:b])
             last[name][lo_sym:lo_sym + len(part)] = x[part - 1, np.arange(len(part))]
         del cols
     return out, last
