@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from botopt.core import load_candles, load_config
@@ -149,9 +149,12 @@ def _regime_frame(symbols, data):
     return pl.concat(parts)
 
 
-_value = st.one_of(st.none(), st.sampled_from([10.0, 20.0, 22.0, 25.0, 30.0]),
+# NaN too: polars ranks it above every number (NaN >= 25 holds), and the fast path must
+# follow the same rules as the per-candle expression.
+_value = st.one_of(st.none(), st.sampled_from([10.0, 20.0, 22.0, 25.0, 30.0, float("nan")]),
                    st.floats(0, 100, allow_nan=False))
-_vol = st.one_of(st.none(), st.sampled_from([0.01, 0.02]), st.floats(0, 0.1, allow_nan=False))
+_vol = st.one_of(st.none(), st.sampled_from([0.01, 0.02]), st.floats(0, 0.1, allow_nan=False),
+                 st.just(float("nan")))
 
 
 @settings(max_examples=200, deadline=None)
@@ -325,3 +328,136 @@ def test_a_symbol_shorter_than_the_history_keeps_its_candles(tmp_path):
                                    "--json"])
     assert res.exit_code == 0, res.output
     assert {"LONGUSDT", "NEWUSDT"} <= set(res.output.split('"'))
+
+
+_NAMES = ["AAAUSDT-5m.feather", "AAAUSDT-5m.csv", "AAA_USDT-5m.parquet", "AAA_USDT-5m.json",
+          "BBB_USDT-5m.feather", "BB_BUSDT-5m.csv", "CCCUSDT-5m.json.gz", "CCCUSDT-1h.feather",
+          "DDD_USDT-5m.h5", "EEEUSDT-5m.feather/", "EEEUSDT-5m.csv", "FFF_BTC-5m.csv",
+          "futures/XRP_USDT_USDT-5m-futures.feather"]
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(set(_NAMES), ["EEEUSDT", "AAAUSDT", "CCCUSDT"])
+@example({"EEEUSDT-5m.feather/"}, ["EEEUSDT"])
+@given(st.sets(st.sampled_from(_NAMES)),
+       st.lists(st.sampled_from(["AAAUSDT", "AAA_USDT", "AAA/USDT", "BBBUSDT", "CCCUSDT",
+                                 "DDDUSDT", "EEEUSDT", "FFFBTC", "FFF/BTC", "XRP/USDT:USDT",
+                                 "ZZZUSDT"]), min_size=1, max_size=5, unique=True))
+def test_find_candle_files_equals_one_lookup_per_symbol(tmp_path_factory, names, syms):
+    """One listing finds the same file per symbol as find_candle_file, or the same error
+    (missing, ambiguous A_BC / AB_C, hdf5, a directory where a file should be)."""
+    from botopt.core.data._candles import find_candle_file, find_candle_files
+    from botopt.core.errors import BotoptError
+
+    d = tmp_path_factory.mktemp("names")
+    for name in names:
+        p = d / name.rstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith("/"):
+            p.mkdir()
+        else:
+            p.write_text("x")
+
+    def answer(fn):
+        try:
+            return fn()
+        except BotoptError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    one = answer(lambda: [find_candle_file(d, s, "5m") for s in syms])
+    assert answer(lambda: find_candle_files(d, syms, "5m")) == one
+
+
+# -- the run key's file digests: remembered by stat, never trusted for a changed file -----
+
+def test_file_digests_reuse_only_unchanged_settled_files(tmp_path, monkeypatch):
+    import os
+
+    from botopt.core.signals import _pipeline
+
+    files = []
+    for i in range(3):
+        feather(tmp_path, f"D{i}USDT", 20, seed=i)
+        files.append(tmp_path / f"D{i}USDT-5m.feather")
+    memo = tmp_path / "memo" / "candle-files.json"
+    truth = [_pipeline._file_digest(p) for p in files]
+    reads: list[Path] = []
+    real = _pipeline._file_digest
+    monkeypatch.setattr(_pipeline, "_file_digest", lambda p: reads.append(p) or real(p))
+    # Just written: read every time, and not remembered (a write in the same tick could
+    # leave the times as they are).
+    assert _pipeline._file_digests(files, memo) == truth and len(reads) == 3
+    assert _pipeline._file_digests(files, memo) == truth and len(reads) == 6
+    # Settled (the clock moved on): read once more, then remembered.
+    later = _pipeline._SETTLED_NS + 10**9
+    import time
+
+    clock = time.time_ns
+    monkeypatch.setattr(_pipeline.time, "time_ns", lambda: clock() + later)
+    assert _pipeline._file_digests(files, memo) == truth and len(reads) == 9
+    assert _pipeline._file_digests(files, memo) == truth and len(reads) == 9
+    # Rewritten in place with the same size and its old mtime put back (cp -p, rsync -t):
+    # ctime still moves, so the file is read again and its new digest given.
+    st = os.stat(files[1])
+    data = bytearray(files[1].read_bytes())
+    data[-20] ^= 0xFF
+    files[1].write_bytes(bytes(data))
+    os.utime(files[1], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(files[1]).st_size == st.st_size
+    got = _pipeline._file_digests(files, memo)
+    assert got[1] == real(files[1]) != truth[1] and reads[9:] == [files[1]]
+    # A damaged memo costs the reads, not the answer.
+    memo.write_text("{not json")
+    assert _pipeline._file_digests(files, memo) == [real(p) for p in files]
+
+
+def test_warm_run_after_an_in_place_rewrite_is_not_served_stale(tmp_path):
+    """Whole runs: a file rewritten in place (same size, old mtime restored) after its
+    digest was remembered gives a new answer, equal to an uncached run's."""
+    import os
+
+    from botopt.core import load_config, run_signals
+
+    for i in range(3):
+        feather(tmp_path, f"W{i}USDT", 400, seed=i)
+    for p in tmp_path.glob("*.feather"):  # settled: changed long ago
+        os.utime(p, ns=(1, 1))
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(tmp_path),
+                                 "cache.dir": str(tmp_path / "cache")})
+    syms = ["W0USDT", "W1USDT", "W2USDT"]
+    at = T0 + timedelta(minutes=5 * 400)
+    first = run_signals(cfg, syms, as_of=at, side_effects=False)
+    again = run_signals(cfg, syms, as_of=at, side_effects=False)
+    assert again.from_cache and again == first
+    p = tmp_path / "W1USDT-5m.feather"
+    df = pl.read_ipc(p)
+    df.with_columns((pl.col("close") * 1.001).alias("close"),
+                    (pl.col("high") * 1.002).alias("high")).write_ipc(p)
+    os.utime(p, ns=(1, 1))
+    fresh = run_signals(cfg, syms, as_of=at, side_effects=False)
+    plain = run_signals(cfg, syms, as_of=at, side_effects=False, use_cache=False)
+    assert not fresh.from_cache and fresh == plain
+    assert [s.close for s in fresh.symbols] != [s.close for s in first.symbols]
+
+
+def test_features_split_equals_compute_features():
+    """The pipeline's split (a few columns in full, every column's last row) gives the
+    values compute_features gives, across chunk boundaries, uneven lengths and symbols
+    that come interleaved."""
+    from botopt.benchmarks._common import synthetic_candles
+    from botopt.core.base._config import FeaturesConfig
+    from botopt.core.signals._features import compute_features, compute_features_split
+    from botopt.core.signals._regime import regime_inputs
+
+    fc = FeaturesConfig()
+    candles = synthetic_candles(131, 80, seed=5)
+    candles = candles.filter(~((pl.col("symbol") == candles["symbol"][0])
+                               & (pl.int_range(pl.len()) % 7 == 3)))  # gaps, uneven runs
+    for frame in (candles, candles.sample(fraction=1.0, shuffle=True, seed=2)):
+        whole = compute_features(frame, fc)
+        full, tail = compute_features_split(frame, fc, regime_inputs(fc))
+        keep = [c for c in whole.columns if c in full.columns]
+        assert full.columns == keep and full.equals(whole.select(keep))
+        last = whole.group_by("symbol", maintain_order=True).tail(1)
+        assert tail.columns == whole.columns and tail.equals(last)

@@ -128,6 +128,8 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
     elif t.dtype.is_integer():
         # Integers are epoch milliseconds, as Binance and freqtrade's JSON store them.
         t = pl.from_epoch(t, time_unit="ms").dt.replace_time_zone("UTC")
+    elif t.dtype == pl.Datetime("ms", "UTC"):
+        pass  # already canonical: no copy of the column (19 MB at 2,000 symbols)
     elif isinstance(t.dtype, pl.Datetime):
         t = t.dt.replace_time_zone("UTC") if t.dtype.time_zone is None \
             else t.dt.convert_time_zone("UTC")
@@ -296,6 +298,32 @@ def find_candle_file(data_dir: Path, symbol: str, interval: str) -> Path:
     raise UnknownSymbolError(
         f"symbol {symbol} not found in {data_dir} (looked for {stem}.feather, .parquet, "
         f".json, .json.gz, .csv){found}", symbol=symbol, source=str(data_dir))
+
+
+def find_candle_files(data_dir: Path, symbols: Sequence[str], interval: str) -> list[Path]:
+    """``find_candle_file`` for each symbol, from one listing of the directory instead of
+    a few stats per symbol (0.2 s for 2,000 symbols, paid twice per run). The file chosen is
+    still checked to be a file; futures pairs, names typed with a separator, and anything
+    not plainly there (missing, ambiguous, not a file) go to ``find_candle_file`` itself,
+    with its errors."""
+    try:
+        split = _split_names(data_dir, interval, data_dir.stat().st_mtime_ns)
+        names = set(os.listdir(data_dir))
+    except OSError:
+        return [find_candle_file(data_dir, s, interval) for s in symbols]
+    out = []
+    for sym in symbols:
+        found = None
+        if not is_futures(sym) and binance_symbol(sym) == sym and len(split.get(sym, ())) < 2:
+            for stem in [f"{x}-{interval}" for x in split.get(sym, ())] + [f"{sym}-{interval}"]:
+                name = next((f"{stem}.{x}" for x in FILE_SUFFIXES if f"{stem}.{x}" in names),
+                            None)
+                if name is not None:
+                    found = data_dir / name
+                    break
+        out.append(found if found is not None and found.is_file()
+                   else find_candle_file(data_dir, sym, interval))
+    return out
 
 
 def _read_json_rows(path: Path) -> pl.DataFrame:
@@ -511,7 +539,7 @@ def _read_stacked(syms: list[str], config: Config
     if data_dir is None:
         return None
     try:
-        paths = [find_candle_file(Path(data_dir), s, config.data.interval) for s in syms]
+        paths = find_candle_files(Path(data_dir), syms, config.data.interval)
     except (DataError, UsageError):
         return None  # the file-by-file path raises it, in the symbol order
     names = [str(p) for p in paths]
@@ -570,21 +598,24 @@ def load_candles(
         frame = pl.concat(parts, how="vertical", rechunk=False)
         del parts
     validate_frame(frame, interval=interval, sources=sources)
-    return _closed(frame, syms, sources, end_ms - step, cut, limit)
+    stack = [frame]  # handed over: _closed frees each column once its rows are taken
+    del frame
+    return _closed(stack, syms, sources, end_ms - step, cut, limit)
 
 
-def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], last_ms: int,
-            cut: datetime, limit: int | None) -> pl.DataFrame:
+def _closed(stack: list[pl.DataFrame], syms: list[str], sources: Mapping[str, str],
+            last_ms: int, cut: datetime, limit: int | None) -> pl.DataFrame:
     """Each symbol's candles that opened by ``last_ms`` (so closed by the cut), the last
     ``limit`` of them.
 
     ``frame`` is load_candles' validated stack: one run per symbol in ``syms`` order, times
     strictly ascending. So a symbol's closed candles are a prefix of its run, and the rows
-    kept are one range per symbol, taken with one gather (a filter, a group count and a
+    kept are one range per symbol, chosen by one mask (a filter, a group count and a
     windowed filter cost 0.6 s at 2,000 symbols)."""
     import numpy as np
     import polars as pl
 
+    frame = stack.pop()
     lens = frame.get_column("symbol").rle().struct.field("len").to_numpy().astype(np.int64)
     starts = np.cumsum(lens) - lens
     ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
@@ -597,6 +628,15 @@ def _closed(frame: pl.DataFrame, syms: list[str], sources: Mapping[str, str], la
     keep = n_closed if limit is None else np.minimum(n_closed, limit)
     if np.array_equal(keep, lens):
         return frame
-    # row k of symbol s's kept range: start_s + n_closed_s - keep_s + k
-    offsets = np.repeat(starts + n_closed - keep - (np.cumsum(keep) - keep), keep)
-    return frame.gather(pl.Series(offsets + np.arange(int(keep.sum())), dtype=pl.Int64))
+    # a row's place in its run, kept if in [n_closed - keep, n_closed): a mask, because
+    # polars filters 2 million rows 30x faster than it gathers them
+    at = np.arange(len(ms)) - np.repeat(starts, lens)
+    mask = pl.Series((at >= np.repeat(n_closed - keep, lens)) & (at < np.repeat(n_closed, lens)))
+    del ms, at
+    # Column by column, each freed once taken: the peak is the stack plus one column, not
+    # two stacks (about 100 MB less at 2,000 symbols).
+    cols = []
+    for name in frame.columns:
+        cols.append(frame.get_column(name).filter(mask))
+        frame = frame.drop(name)
+    return pl.DataFrame(cols)

@@ -71,6 +71,13 @@ class _Layout:
     def long(self, x: np.ndarray) -> np.ndarray:
         return x.T.ravel() if self.equal else x[self.row, self.code]
 
+    def put_long(self, x: np.ndarray, dest: np.ndarray) -> None:
+        """``dest[:] = long(x)`` without the intermediate copy when it is a reshape."""
+        if self.equal:
+            dest.reshape(self.n, self.bars)[...] = x.T
+        else:
+            dest[...] = x[self.row, self.code]
+
 
 def _prev(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
@@ -197,17 +204,54 @@ def compute_features(candles: pl.DataFrame,
     ``volume_z`` is (volume - mean) / sample std of volume over its window.
     """
     fc = config or FeaturesConfig()
+    candles, runs = _by_symbol(candles)
+    if not candles.height:
+        return candles.with_columns(pl.lit(None, dtype=pl.Float64).alias(c)
+                                    for c in feature_columns(fc))
+    out, _ = _columns(candles, runs, fc, feature_columns(fc))
+    # fill_nan(None) gives the same column as nan_to_null=True, 3.5x faster; each array is
+    # let go as soon as its column exists: the output columns, not twice them.
+    return candles.with_columns([pl.Series(n, out.pop(n)).fill_nan(None) for n in list(out)])
+
+
+def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | None,
+                           full: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``compute_features`` for a caller that needs the whole history of a few columns
+    only: (the candles with the ``full`` feature columns, each symbol's last row with every
+    feature column). The same values as ``compute_features``; at 2,000 symbols the feature
+    columns nobody reads in full are 110 MB not held."""
+    fc = config or FeaturesConfig()
+    candles, runs = _by_symbol(candles)
+    if not candles.height:
+        whole = compute_features(candles, fc)
+        return whole.select(*candles.columns, *full), whole
+    out, last = _columns(candles, runs, fc, full)
+    whole = candles.with_columns([pl.Series(n, out.pop(n)).fill_nan(None) for n in full])
+    tail = candles.gather(np.cumsum(runs) - 1).with_columns(
+        pl.Series(n, x).fill_nan(None) for n, x in last.items())
+    return whole, tail
+
+
+def _by_symbol(candles: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """The frame with each symbol's rows in one run, and the runs' lengths."""
     runs_of_symbol = candles["symbol"].rle().len() if candles.height else 0
     if runs_of_symbol != candles["symbol"].n_unique():
         candles = candles.sort("symbol", "open_time", maintain_order=True)
     runs = candles["symbol"].rle().struct.field("len").to_numpy().astype(np.int64) \
         if candles.height else np.zeros(0, dtype=np.int64)
-    if not candles.height:
-        return candles.with_columns(pl.lit(None, dtype=pl.Float64).alias(c)
-                                    for c in feature_columns(fc))
-    inputs = [candles.get_column(k).to_numpy().astype(np.float64)
+    return candles, runs
+
+
+def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: list[str]
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """({name: the column for every row} for ``full``, {name: each symbol's last value}
+    for every feature column)."""
+    # Views of the frame's own buffers where it can (validated candles have no nulls):
+    # only the (bars x symbols) chunks below are copies.
+    inputs = [np.asarray(candles.get_column(k).to_numpy(), dtype=np.float64)
               for k in ("high", "low", "close", "volume")]
-    out = {name: np.empty(candles.height) for name in feature_columns(fc)}
+    out = {name: np.empty(candles.height) for name in full}
+    last = {name: np.empty(len(runs)) for name in feature_columns(fc)}
     # Symbols in chunks: memory stays bounded (a few dozen arrays of chunk x bars) whatever
     # the universe, and a symbol's arithmetic does not depend on its chunk.
     ends = np.cumsum(runs)
@@ -218,10 +262,11 @@ def compute_features(candles: pl.DataFrame,
         h, lo, c, v = (lay.wide(x[a:b]) for x in inputs)
         cols = _indicators(h, lo, c, v, fc)
         for name, x in cols.items():
-            out[name][a:b] = lay.long(x)
+            if name in out:
+                lay.put_long(x, out[name][a:b])
+            last[name][lo_sym:lo_sym + len(part)] = x[part - 1, np.arange(len(part))]
         del cols
-    return candles.with_columns(pl.Series(name, x, nan_to_null=True)
-                                for name, x in out.items())
+    return out, last
 
 
 def _indicators(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray,

@@ -29,6 +29,12 @@ from botopt.core.base._vocab import Regime
 REGIMES: tuple[Regime, ...] = tuple(Regime)
 
 
+def regime_inputs(fc: FeaturesConfig) -> list[str]:
+    """The feature columns a regime label reads (over the symbol's whole history)."""
+    n = fc.adx_period
+    return [f"adx_{n}", f"plus_di_{n}", f"minus_di_{n}", f"vol_{fc.vol_period}"]
+
+
 def _decisive(rc: RegimeConfig, fc: FeaturesConfig) -> pl.Expr:
     """A candle's own trend/range label where its ADX decides one, else null."""
     n = fc.adx_period
@@ -87,8 +93,11 @@ def detect_regime(features: pl.DataFrame, config: RegimeConfig | None = None,
     lens = runs.struct.field("len").to_numpy().astype(np.int64)
     ends = np.cumsum(lens)
     starts = ends - lens
-    # The hysteresis state at the last candle is the last decisive label of the symbol.
-    at = features.select(pl.when(_decisive(rc, fc).is_not_null())
+    # The hysteresis state at the last candle is the last decisive label of the symbol. A
+    # label is decisive exactly where ADX crosses a threshold (the DI comparison only picks
+    # which trend), so no label strings are built for the whole history here.
+    adx = pl.col(f"adx_{fc.adx_period}")
+    at = features.select(pl.when((adx >= rc.adx_trend) | (adx <= rc.adx_range))
                          .then(pl.int_range(pl.len(), dtype=pl.Int64))
                          .otherwise(-1)).to_series().to_numpy()
     state = np.maximum.reduceat(at, starts)
