@@ -427,16 +427,16 @@ def test_warm_run_after_an_in_place_rewrite_is_not_served_stale(tmp_path):
                                  "cache.dir": str(tmp_path / "cache")})
     syms = ["W0USDT", "W1USDT", "W2USDT"]
     at = T0 + timedelta(minutes=5 * 400)
-    first = run_signals(cfg, syms, as_of=at, side_effects=False)
-    again = run_signals(cfg, syms, as_of=at, side_effects=False)
+    first = run_signals(cfg, syms, as_of=at, notify=False)
+    again = run_signals(cfg, syms, as_of=at, notify=False)
     assert again.from_cache and again == first
     p = tmp_path / "W1USDT-5m.feather"
     df = pl.read_ipc(p)
     df.with_columns((pl.col("close") * 1.001).alias("close"),
                     (pl.col("high") * 1.002).alias("high")).write_ipc(p)
     os.utime(p, ns=(1, 1))
-    fresh = run_signals(cfg, syms, as_of=at, side_effects=False)
-    plain = run_signals(cfg, syms, as_of=at, side_effects=False, use_cache=False)
+    fresh = run_signals(cfg, syms, as_of=at, notify=False)
+    plain = run_signals(cfg, syms, as_of=at, notify=False, use_cache=False)
     assert not fresh.from_cache and fresh == plain
     assert [s.close for s in fresh.symbols] != [s.close for s in first.symbols]
 
