@@ -60,13 +60,13 @@ def _hit_rows(url: str) -> list[Row]:
                                                     "BOTOPT_STATE_NAMESPACE": "bench-hit"})):
             cfg = load_config(overrides={"cache.dir": f"{tmp}/{name}"}, env=env)
             ws = Workspace.of(cfg)
-            answers[name] = run_signals(cfg, syms, as_of=AS_OF, side_effects=False)
-            assert run_signals(cfg, syms, as_of=AS_OF, side_effects=False).from_cache
+            answers[name] = run_signals(cfg, syms, as_of=AS_OF, notify=False)
+            assert run_signals(cfg, syms, as_of=AS_OF, notify=False).from_cache
             times[name] = best_time(lambda c=cfg: run_signals(c, syms, as_of=AS_OF,
-                                                              side_effects=False), repeat=5)
+                                                              notify=False), repeat=5)
             ws.close()
         fresh = run_signals(load_config(overrides={"cache.dir": f"{tmp}/fresh"}), syms,
-                            as_of=AS_OF, use_cache=False, side_effects=False)
+                            as_of=AS_OF, use_cache=False, notify=False)
     return [Row("multihost", "cache hit, 2 symbols (whole-run entry): Redis vs local",
                 f"local {times['local'] * 1e3:.2f} ms", f"redis {times['redis'] * 1e3:.2f} ms",
                 times["local"], times["redis"], "ratio", claim="goal: at most 2x",
