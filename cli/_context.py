@@ -80,12 +80,10 @@ class AppState:
             # Config-less entry points (emit, decorators in a model plug-in) follow it.
             set_default_root(Workspace.root_for(cfg))
             register_secret(cfg.telegram.token)
-            if cfg.state.url:  # several hosts: events go to the shared server
-                from botopt.core.state._events import use_shared
+            from botopt.core.state._events import use_shared
 
-                use_shared(cfg.state)
-            elif "botopt.core.state._events" in sys.modules:
-                sys.modules["botopt.core.state._events"].use_shared(None)
+            # Several hosts: events go to the shared server (nothing is connected yet).
+            use_shared(cfg.state if cfg.state.url else None)
         if announce_sample_data and cfg.path is None and not self._notice_shown \
                 and cfg.sources.get("data.source") == "default":
             self._notice_shown = True
