@@ -234,12 +234,15 @@ def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | None,
 
 def _by_symbol(candles: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     """The frame with each symbol's rows in one run, and the runs' lengths."""
-    runs_of_symbol = candles["symbol"].rle().len() if candles.height else 0
-    if runs_of_symbol != candles["symbol"].n_unique():
+    if not candles.height:
+        return candles, np.zeros(0, dtype=np.int64)
+    # One run-length pass: each symbol is in one run exactly when the runs' symbols are
+    # distinct, which is checked on the runs (a few hundred), not the rows.
+    rle = candles["symbol"].rle()
+    if rle.struct.field("value").n_unique() != len(rle):
         candles = candles.sort("symbol", "open_time", maintain_order=True)
-    runs = candles["symbol"].rle().struct.field("len").to_numpy().astype(np.int64) \
-        if candles.height else np.zeros(0, dtype=np.int64)
-    return candles, runs
+        rle = candles["symbol"].rle()
+    return candles, rle.struct.field("len").to_numpy().astype(np.int64)
 
 
 def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: list[str]
