@@ -121,15 +121,19 @@ def _smooth(parts: list[tuple[np.ndarray, int, np.ndarray, float]]) -> list[np.n
         np.multiply(x, k, out=y[:, cols])
         seed_at.setdefault(first, []).append((cols, seed))
     decay = np.repeat([1.0 - p[3] for p in parts], n)
-    start = min(seed_at)
     rows = list(y)
     tmp = np.empty_like(decay)
-    for t in range(start, bars):
-        if t > start:
+    # Between two seed rows the loop body is the two calls and nothing else.
+    firsts = sorted(t for t in seed_at if t < bars)
+    for t0, t1 in zip(firsts, [*firsts[1:], bars][:len(firsts)], strict=True):
+        if t0 > firsts[0]:  # the other smoothers' step at this seed row
+            np.multiply(rows[t0 - 1], decay, out=tmp)
+            np.add(rows[t0], tmp, out=rows[t0])
+        for cols, seed in seed_at[t0]:
+            rows[t0][cols] = seed
+        for t in range(t0 + 1, t1):
             np.multiply(rows[t - 1], decay, out=tmp)
             np.add(rows[t], tmp, out=rows[t])
-        for cols, seed in seed_at.get(t, ()):
-            rows[t][cols] = seed
     for j, (_, first, _, _) in enumerate(parts):
         y[:first, j * n:(j + 1) * n] = np.nan  # before the seed: garbage, now null
     return [y[:, j * n:(j + 1) * n] for j in range(len(parts))]
@@ -303,6 +307,7 @@ def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: 
 
 
 _PAGE = 1 << 21  # a huge page
+_MIN_HUGE = _PAGE
 
 
 def _empty(shape: int | tuple[int, ...]) -> np.ndarray:
@@ -315,7 +320,7 @@ def _empty(shape: int | tuple[int, ...]) -> np.ndarray:
     (at most 2 MiB of address space more; the part before the start is never touched).
     Smaller arrays are plain ``np.empty``: a huge page would be mostly unused."""
     size = int(np.prod(shape))
-    if 8 * size < _PAGE:
+    if 8 * size < _MIN_HUGE:
         return np.empty(shape)
     raw = np.empty((-(-8 * size // _PAGE) + 1) * _PAGE // 8)
     start = (-raw.ctypes.data % _PAGE) // 8
