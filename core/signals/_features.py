@@ -4,13 +4,17 @@ The plan: a (bars x symbols) numpy array per input, row t = a symbol's t-th cand
 with fewer candles is padded with NaN below its last row). Then every step is a row
 operation over all symbols at once:
 
-- shifts, true range, directional movement, gains: whole-array elementwise operations;
+- changes from the previous row, true range, directional movement, gains: whole-array
+  elementwise operations on slices, in place where they can be;
 - the eight recursive smoothers (EMA, Wilder's RSI/ATR/DI) run as ONE recursion over a
-  (bars x 8 symbols) array, y[t] = y[t-1] + (x[t] - y[t-1]) * k with k per column: 3 numpy
+  (bars x 8 symbols) array, y[t] = (1 - k) y[t-1] + k x[t] with k per column: 2 numpy
   calls per bar for all of them, then ADX the same way; each starts at TA-Lib's seed (the
   simple average, or for DI the scaled partial sum, summed row by row in TA-Lib's order);
-- rolling windows are sums of the window's rows added one shifted slice at a time, fresh
-  for every window (no running sum that carries rounding from values long gone).
+- rolling windows are block prefix and suffix sums (each window adds at most n values
+  fresh: no running sum that carries rounding from values long gone); the three windows
+  run side by side as one array;
+- arrays of 2 MiB and more sit on huge pages (``_empty``): in a VM, faulting fresh 4 KiB
+  pages in cost as much as the arithmetic.
 
 Each symbol's values depend on its own column only and every operation is elementwise in a
 fixed order, so a symbol computed alone equals the same symbol in a batch bit for bit (a
