@@ -167,3 +167,29 @@ def test_interleaved_input_is_grouped_first(shared_data):
     candles = load_candles(["ETH_BTC", "XMR_BTC"], config=cfg)
     interleaved = candles.sort("open_time", "symbol")
     assert compute_features(interleaved).equals(compute_features(candles))
+
+
+def test_a_batch_on_huge_pages_matches_talib_and_each_symbol_alone():
+    # 130 symbols x 300 bars: two chunks, and the smoothers' buffer (300 x 8 x 128 values)
+    # is big enough to be placed on a 2 MiB boundary (_empty), which small frames never are.
+    from botopt.benchmarks._common import synthetic_candles
+
+    candles = synthetic_candles(130, 300, seed=7)
+    batch = compute_features(candles)
+    syms = candles["symbol"].unique(maintain_order=True).to_list()
+    picked = [syms[0], syms[127], syms[128], syms[-1]]  # both sides of the chunk seam
+    assert_matches_talib(batch.filter(pl.col("symbol").is_in(picked)), FeaturesConfig())
+    for sym in picked:
+        alone = compute_features(candles.filter(pl.col("symbol") == sym))
+        assert batch.filter(pl.col("symbol") == sym).equals(alone)
+
+
+def test_empty_places_big_arrays_on_a_huge_page_boundary():
+    from botopt.core.signals._features import _empty
+
+    big, small = _empty((300, 1024)), _empty((10, 10))
+    assert big.shape == (300, 1024) and big.flags.c_contiguous and big.flags.writeable
+    assert big.ctypes.data % (1 << 21) == 0
+    assert small.shape == (10, 10)
+    big[...] = 1.0  # the whole array is usable memory
+    assert big.sum() == 300 * 1024
