@@ -568,17 +568,17 @@ class RollingCorrelation:
             u = s * d / math.sqrt(w)
             # Outer products keep the matrix symmetric to the bit. In place, blockwise:
             # at 500 symbols every pass over the matrix costs as much as the update.
-            out = np.empty((n, n))
-            np.multiply.outer(d, d, out=out)
+            # einsum's outer is the fastest here (ufunc.outer broadcasts, matmul with k = 1
+            # takes a slow BLAS path and competes for threads).
+            out = np.einsum("i,j->ij", d, d)
             out *= self._prod
             rows = max(1, _TEMP // max(n, 1))
             tmp = np.empty((min(rows, n), n))
             for i in range(0, n, rows):
                 t = tmp[:min(rows, n - i)]
-                np.multiply.outer(u[i:i + rows], u, out=t)
+                np.einsum("i,j->ij", u[i:i + rows], u, out=t)
                 np.subtract(out[i:i + rows], t, out=out[i:i + rows])
-        np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
-        np.maximum(out, -1.0, out=out)
+        np.clip(out, -1.0, 1.0, out=out)  # one pass; two (minimum, maximum) cost more here
         doubt_rows = set(np.flatnonzero(~(v > _DOUBT * scale) & (miss == 0)).tolist())
         gappy = np.flatnonzero(miss)
         if gappy.size:
