@@ -38,6 +38,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -440,8 +441,9 @@ class RollingCorrelation:
         idx = np.arange(int(cnt.sum())) - np.repeat(offsets - lo, cnt)
         ts, cs = t[idx], c[idx]
         floor = int(np.iinfo(np.int64).min)
-        lt = self.last_time
-        last = np.fromiter((lt.get(s, floor) for s in names), np.int64, len(names))
+        nn = len(names)
+        # map over the dict's get: a comprehension costs twice as much at 500 symbols.
+        last = np.fromiter(map(self.last_time.get, names, repeat(floor, nn)), np.int64, nn)
         known = last != floor
         prev_t = np.empty_like(ts)
         prev_c = np.empty_like(cs)
@@ -453,15 +455,18 @@ class RollingCorrelation:
         cut = lo[has] > starts[has]
         before = np.maximum(lo[has] - 1, 0)
         prev_t[first] = np.where(cut, t[before], np.where(known[has], last[has], -1))
-        prev_c[first] = np.where(cut, c[before], [self.last_close.get(names[k], np.nan)
-                                                  for k in np.flatnonzero(has).tolist()])
+        with_rows = names if np.count_nonzero(has) == nn else \
+            [names[k] for k in np.flatnonzero(has).tolist()]
+        prev_c[first] = np.where(cut, c[before], np.fromiter(
+            map(self.last_close.get, with_rows, repeat(np.nan, len(with_rows))), np.float64,
+            len(with_rows)))
         with np.errstate(invalid="ignore", divide="ignore"):
             rets = np.where(ts - prev_t == self.interval_ms, np.log(cs / prev_c), np.nan)
         new = ts > last[run]
-        if not new.any():
+        if not np.count_nonzero(new):
             return 0
         moved = np.flatnonzero(has & (t[np.maximum(ends - 1, 0)] > last))
-        moved_names = [names[k] for k in moved.tolist()]
+        moved_names = names if moved.size == nn else [names[k] for k in moved.tolist()]
         self.last_time.update(zip(moved_names, t[ends[moved] - 1].tolist(), strict=True))
         self.last_close.update(zip(moved_names, c[ends[moved] - 1].tolist(), strict=True))
         self._apply(cols_of_run[run[new]], ts[new], rets[new])
@@ -498,7 +503,7 @@ class RollingCorrelation:
         window, plus O(window) per symbol that has one."""
         r, w = self.returns, self.window
         s, q, miss = self._sum, self._sq, self._missing
-        if w >= self.min_periods and not miss.any():
+        if w >= self.min_periods and not np.count_nonzero(miss):  # cheaper than .any()
             return self._row_complete(i)
         gappy = np.flatnonzero(miss)
         cnt = (w - miss[i]) - miss
