@@ -410,7 +410,9 @@ def return_steps(draw):
                 continue  # a gap
             base = {"normal": 0.0, "flat": 1e-3, "near_flat": 1e-3}[kinds[j]]
             noise = {"normal": 1e-2, "flat": 0.0, "near_flat": 1e-12}[kinds[j]]
-            step.append((j, base + noise * draw(st.floats(-1, 1))))
+            # A lattice, not any float: a return of 1e-178 squares to zero in every
+            # implementation differently (the same exclusion as the regime test's).
+            step.append((j, base + noise * draw(st.integers(-1000, 1000)) / 1000))
         steps.append(step)
     return n, steps
 

@@ -54,8 +54,7 @@ STATE_FORMAT = 2
 # A pair whose variance is below this share of the squares that went through its sums is
 # recomputed from the returns: below it, cancellation could cost more than 1e-12.
 _DOUBT = 1e-3
-_BLOCK = 256  # rows per block where a whole-matrix temporary would cost symbols^2 memory
-_TEMP = 1 << 19  # elements (4 MiB) of a temporary the rank-2 step and the matrix may use
+_TEMP = 1 << 19  # elements (4 MiB): the largest temporary the rank-2 step and the matrix use
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
