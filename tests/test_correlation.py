@@ -392,3 +392,62 @@ def test_damaged_state_is_rebuilt_and_unused_symbols_pruned(tmp_path, shared_dat
         again = update_correlation(cfg, two)
     assert close_enough(again.matrix, got.matrix, 1e-12)
     assert any("unreadable" in r.message for r in caplog.records)
+
+
+@st.composite
+def return_steps(draw):
+    """Cron-shaped input: each step, the symbols (in a random order) each get one return or
+    none (a gap); some series are flat or nearly flat."""
+    n = draw(st.integers(2, 6))
+    kinds = draw(st.lists(st.sampled_from(["normal", "flat", "near_flat"]), min_size=n,
+                          max_size=n))
+    steps = []
+    for _ in range(draw(st.integers(1, 50))):
+        order = draw(st.permutations(range(n)))
+        step = []
+        for j in order:
+            if draw(st.integers(0, 5)) == 0:
+                continue  # a gap
+            base = {"normal": 0.0, "flat": 1e-3, "near_flat": 1e-3}[kinds[j]]
+            noise = {"normal": 1e-2, "flat": 0.0, "near_flat": 1e-12}[kinds[j]]
+            # A lattice, not any float: a return of 1e-178 squares to zero in every
+            # implementation differently (the same exclusion as the regime test's).
+            step.append((j, base + noise * draw(st.integers(-1000, 1000)) / 1000))
+        steps.append(step)
+    return n, steps
+
+
+@settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(return_steps(), st.integers(3, 30), st.integers(2, 8))
+def test_one_return_at_a_time_matches_the_definition(case, window, min_periods):
+    """The single-value paths (the first symbol of a candle slides the window, the others
+    fill its row one by one and recompute only their rows) after every single update."""
+    n, steps = case
+    rc = RollingCorrelation(window=window, min_periods=min_periods, interval_ms=STEP)
+    for t, step in enumerate(steps, start=1):
+        for j, v in step:
+            assert rc.update(f"S{j}", {t * STEP: v}) == 1
+            names, m = rc.matrix()
+            full_names, full = rc.full_matrix()
+            assert names == full_names
+            assert close_enough(m, full, 1e-12)
+            assert close_enough(full, reference(rc.returns, min_periods), 1e-12)
+            assert rc.update(f"S{j}", {t * STEP: v}) == 0  # not newer: ignored
+
+
+@pytest.mark.parametrize("unit", ["ns", "us", "ms"])
+def test_candle_runs_times_in_any_unit_equal_polars_epoch(unit):
+    """Open times are read as int64 straight from numpy; they must equal polars' own epoch
+    in ms for every time unit, before 1970 too (floor, not truncation)."""
+    from botopt.core.signals._correlation import candle_runs
+
+    times = [datetime(1969, 12, 31, 23, 55, 0, 999, tzinfo=timezone.utc),
+             datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc),
+             datetime(2026, 11, 26, 1, 25, 0, 500, tzinfo=timezone.utc)]
+    df = pl.DataFrame({"symbol": ["A", "A", "B"], "open_time": times, "close": [1, 2, 3]}) \
+        .with_columns(pl.col("open_time").dt.cast_time_unit(unit))
+    names, starts, ends, t, c = candle_runs(df)
+    assert names == ["A", "B"] and starts.tolist() == [0, 2] and ends.tolist() == [2, 3]
+    assert t.tolist() == df["open_time"].dt.epoch("ms").to_list()
+    assert c.dtype == np.float64 and c.tolist() == [1.0, 2.0, 3.0]

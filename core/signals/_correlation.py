@@ -38,6 +38,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ STATE_FORMAT = 2
 # A pair whose variance is below this share of the squares that went through its sums is
 # recomputed from the returns: below it, cancellation could cost more than 1e-12.
 _DOUBT = 1e-3
-_BLOCK = 256  # rows per block where a whole-matrix temporary would cost symbols^2 memory
+_TEMP = 1 << 19  # elements (4 MiB): the largest temporary the rank-2 step and the matrix use
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
@@ -86,6 +87,19 @@ def _zeros(r: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(r), 0.0, r)
 
 
+def _epoch_ms(times: Any) -> np.ndarray:
+    """Open times in ms since the epoch, floored like polars' ``dt.epoch("ms")``."""
+    import polars as pl
+
+    if isinstance(times.dtype, pl.Datetime) and not times.null_count():
+        a = times.to_numpy()  # zero-copy datetime64, without a polars plan per call
+        unit = np.datetime_data(a.dtype)[0]
+        per_ms = {"ns": 1_000_000, "us": 1_000, "ms": 1}.get(unit)
+        if per_ms is not None:
+            return a.view(np.int64) // per_ms
+    return times.dt.epoch("ms").to_numpy()
+
+
 def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
                                         np.ndarray]:
     """(symbols in order of appearance, run starts, run ends, open times in ms, closes) of a
@@ -94,15 +108,14 @@ def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.nda
     frame is sorted."""
     import polars as pl
 
-    cols = candles.select(pl.col("symbol").rle_id().alias("k"),
-                          pl.col("open_time").dt.epoch("ms").alias("t"),
-                          pl.col("close").cast(pl.Float64).alias("c"))
-    k = cols["k"].to_numpy().astype(np.int64)
-    t, c = cols["t"].to_numpy(), cols["c"].to_numpy()
-    del cols
-    starts = np.flatnonzero(np.diff(k, prepend=-1)) if k.size else np.zeros(0, np.int64)
-    names = candles["symbol"].gather(starts).to_list()
-    lens = np.diff(np.append(starts, k.size)).astype(np.int64)
+    # Series methods, not a select: at one candle per symbol (the cron step) the plan would
+    # cost more than the data.
+    runs = candles.get_column("symbol").rle().struct.unnest()
+    names = runs["value"].to_list()
+    lens = runs["len"].to_numpy().astype(np.int64)
+    del runs
+    t = _epoch_ms(candles.get_column("open_time"))
+    c = candles.get_column("close").cast(pl.Float64).to_numpy()
     ok = len(set(names)) == len(names)
     if ok and t.size > 1:
         ends = np.cumsum(lens)
@@ -147,6 +160,7 @@ class RollingCorrelation:
             self.returns = np.full((self.window, n), np.nan)
         self._pos = {s: k for k, s in enumerate(self.symbols)}
         self._matrix: np.ndarray | None = None
+        self._view: np.ndarray | None = None
         # Each symbol's variance over the whole window, kept between rows (invalidated by
         # any change but one symbol's new value, which updates its own entry).
         self._vy: np.ndarray | None = None
@@ -240,10 +254,14 @@ class RollingCorrelation:
             r[slots, cols] = values
             self._anchor()  # build from empty: one matrix product
             return
-        # Only empty cells are filled; a value never replaces one already held.
-        keep = np.isin(slots, dropped) | np.isnan(r[slots, cols])
+        # Only empty cells are filled; a value never replaces one already held. Masks over
+        # the ring rows, not np.isin / np.union1d: those sort, and cost more than the step.
+        gone = np.zeros(self.window, dtype=bool)
+        gone[dropped] = True
+        keep = gone[slots] | np.isnan(r[slots, cols])
         cols, slots, values = cols[keep], slots[keep], values[keep]
-        touched = np.union1d(dropped, slots)
+        gone[slots] = True
+        touched = np.flatnonzero(gone)
         if not touched.size:
             return
         before_raw = r[touched]
@@ -262,9 +280,17 @@ class RollingCorrelation:
         else:
             # Every pair at once: P += new'new - old'old over the rows touched (rank 2 for
             # the cron step: the new candle's row in, the oldest row out).
-            a, b = np.vstack([after, before]), np.vstack([after, -before])
-            for i in range(0, len(self.symbols), _BLOCK):  # bounded temporary memory
-                self._prod[i:i + _BLOCK] += a[:, i:i + _BLOCK].T @ b
+            a = np.concatenate([after, before])
+            b = np.concatenate([after, before])
+            b[len(after):] *= -1.0
+            p = self._prod
+            n = p.shape[0]
+            rows = max(1, _TEMP // max(n, 1))  # bounded temporary memory
+            tmp = np.empty((min(rows, n), n))
+            for i in range(0, n, rows):
+                t = tmp[:min(rows, n - i)]
+                np.matmul(a[:, i:i + rows].T, b, out=t)
+                np.add(p[i:i + rows], t, out=p[i:i + rows])
         if not self._all_dirty:
             self._dirty.update(np.unique(cols).tolist())
 
@@ -273,25 +299,10 @@ class RollingCorrelation:
         O(symbols) per value."""
         assert self.end_ms is not None
         r = self.returns
-        self._dirty.add(j)
-        if times.size == 1:  # the common case, in scalars: numpy calls cost more than maths
-            t, v = int(times[0]), float(values[0])
-            k = (t // self.interval_ms) % self.window
-            if t <= self.end_ms - self.window * self.interval_ms or not math.isfinite(v) \
-                    or not math.isnan(r[k, j]):
-                return
-            r[k, j] = v
-            row = r[k]
-            x = np.where(np.isnan(row), 0.0, row)
-            x *= v
-            self._prod[j, :] += x  # x[j] is v * v: the diagonal's term
-            self._prod[:, j] = self._prod[j, :]
-            self._sum[j] += v
-            self._sq[j] += v * v
-            self._scale[j] += v * v
-            self._missing[j] -= 1
-            self._touch_vy(j)
+        if times.size == 1:
+            self._fill_scalar(j, int(times[0]), float(values[0]))
             return
+        self._dirty.add(j)
         ok = (times > self.end_ms - self.window * self.interval_ms) & np.isfinite(values)
         slots = self._slot(times[ok])
         values = values[ok]
@@ -308,6 +319,29 @@ class RollingCorrelation:
         self._sq[j] += sq
         self._scale[j] += sq
         self._missing[j] -= slots.size
+        self._touch_vy(j)
+
+    def _fill_scalar(self, j: int, t: int, v: float) -> None:
+        """``_fill_one`` for one value, the common case: at 500 symbols numpy's per-call
+        overhead costs more than the arithmetic, so every step here is one call."""
+        assert self.end_ms is not None
+        r = self.returns
+        self._dirty.add(j)
+        k = (t // self.interval_ms) % self.window
+        if t <= self.end_ms - self.window * self.interval_ms or not math.isfinite(v) \
+                or not math.isnan(r[k, j]):
+            return
+        r[k, j] = v
+        x = r[k] * v
+        x[np.isnan(x)] = 0.0  # a symbol without a return at t adds nothing
+        p = self._prod
+        np.add(p[j], x, out=x)  # x[j] is v * v: the diagonal's term
+        p[j] = x
+        p[:, j] = x  # from x, not from p[j]: overlapping operands would make numpy copy
+        self._sum[j] += v
+        self._sq[j] += v * v
+        self._scale[j] += v * v
+        self._missing[j] -= 1
         self._touch_vy(j)
 
     def _touch_vy(self, j: int) -> None:
@@ -330,16 +364,18 @@ class RollingCorrelation:
         is ignored. Returns the number of new candles taken."""
         last = self.last_time.get(symbol)
         j0 = self._pos.get(symbol)
-        if isinstance(candles_or_returns, Mapping) and len(candles_or_returns) == 1 and \
-                j0 is not None and self.end_ms is not None:
+        # type() first: an isinstance check against the Mapping ABC costs microseconds.
+        if (type(candles_or_returns) is dict or isinstance(candles_or_returns, Mapping)) \
+                and len(candles_or_returns) == 1 and j0 is not None and self.end_ms is not None:
             ((t, v),) = candles_or_returns.items()
-            if last is not None and int(t) <= last:
+            t = int(t)
+            if last is not None and t <= last:
                 return 0
-            self.last_time[symbol] = int(t)
-            if int(t) <= self.end_ms:  # no slide: the O(symbols) path, without arrays
-                self._fill_one(j0, np.array([int(t)]), np.array([float(v)]))
+            self.last_time[symbol] = t
+            if t <= self.end_ms:  # no slide: the O(symbols) path, in scalars
+                self._fill_scalar(j0, t, float(v))
             else:
-                self._apply(np.array([j0]), np.array([int(t)]), np.array([float(v)]))
+                self._apply(np.array([j0]), np.array([t]), np.array([float(v)]))
             return 1
         if isinstance(candles_or_returns, Mapping):
             pts = sorted((int(t), float(v)) for t, v in candles_or_returns.items()
@@ -403,9 +439,11 @@ class RollingCorrelation:
         run = np.repeat(np.arange(len(names)), cnt)
         idx = np.arange(int(cnt.sum())) - np.repeat(offsets - lo, cnt)
         ts, cs = t[idx], c[idx]
-        known = np.array([s in self.last_time for s in names])
         floor = int(np.iinfo(np.int64).min)
-        last = np.array([self.last_time.get(s, floor) for s in names])
+        nn = len(names)
+        # map over the dict's get: a comprehension costs twice as much at 500 symbols.
+        last = np.fromiter(map(self.last_time.get, names, repeat(floor, nn)), np.int64, nn)
+        known = last != floor
         prev_t = np.empty_like(ts)
         prev_c = np.empty_like(cs)
         prev_t[1:], prev_c[1:] = ts[:-1], cs[:-1]
@@ -416,15 +454,18 @@ class RollingCorrelation:
         cut = lo[has] > starts[has]
         before = np.maximum(lo[has] - 1, 0)
         prev_t[first] = np.where(cut, t[before], np.where(known[has], last[has], -1))
-        prev_c[first] = np.where(cut, c[before], [self.last_close.get(names[k], np.nan)
-                                                  for k in np.flatnonzero(has).tolist()])
+        with_rows = names if np.count_nonzero(has) == nn else \
+            [names[k] for k in np.flatnonzero(has).tolist()]
+        prev_c[first] = np.where(cut, c[before], np.fromiter(
+            map(self.last_close.get, with_rows, repeat(np.nan, len(with_rows))), np.float64,
+            len(with_rows)))
         with np.errstate(invalid="ignore", divide="ignore"):
             rets = np.where(ts - prev_t == self.interval_ms, np.log(cs / prev_c), np.nan)
         new = ts > last[run]
-        if not new.any():
+        if not np.count_nonzero(new):
             return 0
         moved = np.flatnonzero(has & (t[np.maximum(ends - 1, 0)] > last))
-        moved_names = [names[k] for k in moved.tolist()]
+        moved_names = names if moved.size == nn else [names[k] for k in moved.tolist()]
         self.last_time.update(zip(moved_names, t[ends[moved] - 1].tolist(), strict=True))
         self.last_close.update(zip(moved_names, c[ends[moved] - 1].tolist(), strict=True))
         self._apply(cols_of_run[run[new]], ts[new], rets[new])
@@ -461,9 +502,9 @@ class RollingCorrelation:
         window, plus O(window) per symbol that has one."""
         r, w = self.returns, self.window
         s, q, miss = self._sum, self._sq, self._missing
-        gappy = np.flatnonzero(miss)
-        if not gappy.size and w >= self.min_periods:
+        if w >= self.min_periods and not np.count_nonzero(miss):  # cheaper than .any()
             return self._row_complete(i)
+        gappy = np.flatnonzero(miss)
         cnt = (w - miss[i]) - miss
         sx = np.full(len(s), s[i])  # x_i summed over the times both have
         qx = np.full(len(s), q[i])
@@ -503,15 +544,15 @@ class RollingCorrelation:
         s, q, w = self._sum, self._sq, self.window
         si = s[i]
         vx = q[i] - si * si / w
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vy = self._vy
-            if vy is None:
-                vy = self._vy = q - s * s / w
-                self._vy_ok = bool((vy > _DOUBT * self._scale).all())
-            out = self._prod[i] - (si / w) * s
-            out /= np.sqrt(vx * vy)
+        vy = self._vy
+        if vy is None:
+            vy = self._vy = q - s * s / w
+            self._vy_ok = bool((vy > _DOUBT * self._scale).all())
         if not (vx > _DOUBT * self._scale[i] and self._vy_ok):
             return _row(self.returns, i, self.min_periods)  # a flat or nearly flat series
+        # Every variance is positive here, so no errstate (a context manager per row).
+        out = self._prod[i] - (si / w) * s
+        out /= np.sqrt(vx * vy)
         np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
         np.maximum(out, -1.0, out=out)
         out[i] = 1.0
@@ -529,11 +570,19 @@ class RollingCorrelation:
             v = q - s * s / w
             d = 1.0 / np.sqrt(v)
             u = s * d / math.sqrt(w)
-            out = np.outer(d, d)  # outer products keep the matrix symmetric to the bit
+            # Outer products keep the matrix symmetric to the bit. In place, blockwise:
+            # at 500 symbols every pass over the matrix costs as much as the update.
+            # einsum's outer is the fastest here (ufunc.outer broadcasts, matmul with k = 1
+            # takes a slow BLAS path and competes for threads).
+            out = np.einsum("i,j->ij", d, d)
             out *= self._prod
-            for i in range(0, n, _BLOCK):  # bounded temporary memory
-                out[i:i + _BLOCK] -= np.outer(u[i:i + _BLOCK], u)
-        np.clip(out, -1.0, 1.0, out=out)
+            rows = max(1, _TEMP // max(n, 1))
+            tmp = np.empty((min(rows, n), n))
+            for i in range(0, n, rows):
+                t = tmp[:min(rows, n - i)]
+                np.einsum("i,j->ij", u[i:i + rows], u, out=t)
+                np.subtract(out[i:i + rows], t, out=out[i:i + rows])
+        np.clip(out, -1.0, 1.0, out=out)  # one pass; two (minimum, maximum) cost more here
         doubt_rows = set(np.flatnonzero(~(v > _DOUBT * scale) & (miss == 0)).tolist())
         gappy = np.flatnonzero(miss)
         if gappy.size:
@@ -562,8 +611,7 @@ class RollingCorrelation:
             out[:, gappy] = blk
             out[gappy, :] = blk.T
             out[np.ix_(gappy, gappy)] = np.triu(sub) + np.triu(sub, 1).T
-        diag = np.where(w - miss >= mp, 1.0, np.nan)
-        out[np.arange(n), np.arange(n)] = diag
+        out.flat[::n + 1] = np.where(w - miss >= mp, 1.0, np.nan)  # the diagonal
         for i in sorted(doubt_rows):
             exact = _row(r, i, mp)
             out[i, :] = exact
@@ -583,10 +631,12 @@ class RollingCorrelation:
                 self._matrix[:, i] = row
         self._dirty.clear()
         self._all_dirty = False
-        # A read-only view, not a copy: copying would make every update O(symbols^2).
-        view = self._matrix.view()
-        view.flags.writeable = False
-        return list(self.symbols), view
+        # A read-only view, not a copy: copying would make every update O(symbols^2). Made
+        # once per matrix buffer; it shows later row updates (copy it to keep a snapshot).
+        if self._view is None or self._view.base is not self._matrix:
+            self._view = self._matrix.view()
+            self._view.flags.writeable = False
+        return list(self.symbols), self._view
 
     def rows(self, symbols: Sequence[str]) -> np.ndarray:
         """The rows of ``symbols`` against every symbol, from the sums, without building
