@@ -615,17 +615,26 @@ class _Flush:
                          " attempts, ?, ? FROM queue WHERE id = ?", (self.clock(), reason, nid))
         self.con.execute("DELETE FROM queue WHERE id = ?", (nid,))
         self.con.execute("COMMIT")
+        self._announce_dead(nid, kind, reason, data)
+
+    def _announce_dead(self, nid: str, kind: str, reason: str, data: Any) -> None:
+        """Count a dead letter and say so once (the monitor alerts on the event)."""
         self.result.dead_lettered += 1
         about = data.get("dead_letter") if isinstance(data, dict) else None
         emit(EventType.NOTIFY_DEAD_LETTER, _root=self.root, id=nid, notification_type=kind,
              reason=reason[:300], about=about)
 
-    def _finish(self, items: list[tuple[str, Any]], unsent: list[Message]) -> None:
-        """Delete the notifications whose every message went out."""
+    def _delivered(self, items: list[tuple[str, Any]], unsent: list[Message]) -> list[str]:
+        """The ids whose every message went out; the others still waiting count as failed."""
         waiting = {nid for m in unsent for nid in m.ids}
         done = [nid for nid, _ in items if nid not in self.refused and nid not in waiting]
         if waiting - self.refused:
             self.result.failed += len(waiting - self.refused)
+        return done
+
+    def _finish(self, items: list[tuple[str, Any]], unsent: list[Message]) -> None:
+        """Delete the notifications whose every message went out."""
+        done = self._delivered(items, unsent)
         self.con.execute("BEGIN IMMEDIATE")
         self.con.executemany("DELETE FROM queue WHERE id = ? AND claim = ?",
                              [(nid, self.claim) for nid in done])

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from botopt.core.base._config import Config, TelegramConfig
-from botopt.core.base._vocab import EventType
 from botopt.core.delivery._notify import (
     DEAD_AFTER,
     FlushResult,
@@ -46,7 +45,6 @@ from botopt.core.delivery._notify import (
 from botopt.core.delivery._notify_format import Message, render_batch
 from botopt.core.delivery._telegram import TelegramClient
 from botopt.core.errors import TelegramConfigError, UsageError
-from botopt.core.state._events import emit
 from botopt.core.state._redis import SharedState
 
 log = logging.getLogger("botopt.notify")
@@ -535,17 +533,11 @@ class SharedFlush(_Flush):
         pipe.hdel(self.q.tries_key, nid)
         pipe.hdel(self.q.errors_key, nid)
         pipe.execute()
-        self.result.dead_lettered += 1
-        about = stored.get("dead_letter") if isinstance(stored, dict) else None
-        emit(EventType.NOTIFY_DEAD_LETTER, _root=self.root, id=nid, notification_type=kind,
-             reason=reason[:300], about=about)
+        self._announce_dead(nid, kind, reason, stored)
 
     def _finish(self, items: list[tuple[str, Any]], unsent: list[Any]) -> None:
         """Deliver (ack and delete) the notifications whose every message went out."""
-        waiting = {nid for m in unsent for nid in m.ids}
-        done = [nid for nid, _ in items if nid not in self.refused and nid not in waiting]
-        if waiting - self.refused:
-            self.result.failed += len(waiting - self.refused)
+        done = self._delivered(items, unsent)
         if done:
             pipe = self.q.r.pipeline(transaction=True)
             for nid in done:
