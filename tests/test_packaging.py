@@ -14,8 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _core_modules() -> list[str]:
-    return sorted(f"botopt.core.{p.stem}" for p in (ROOT / "core").glob("*.py")
-                  if p.stem != "__init__")
+    """Every module under core/, its layers' subpackages included."""
+    out = []
+    for p in (ROOT / "core").rglob("*.py"):
+        parts = p.relative_to(ROOT / "core").with_suffix("").parts
+        if "__pycache__" not in parts and parts[-1] != "__init__":
+            out.append(".".join(("botopt.core", *parts)))
+    return sorted(out)
 
 
 def test_core_never_imports_typer_or_rich():
@@ -57,6 +62,9 @@ def test_wheel_holds_only_the_botopt_namespace(tmp_path):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"botopt", next(t for t in tops if t.endswith(".dist-info"))}
     assert "botopt/core/errors.py" in names and "botopt/cli/main.py" in names
+    # every module of every layer ships (setuptools' package list names each subpackage)
+    missing = [m for m in _core_modules() if m.replace(".", "/") + ".py" not in names]
+    assert not missing and len(_core_modules()) > 30, missing
     assert not any(n.startswith(("core/", "cli/")) for n in names)
     assert "botopt/__init__.py" not in names  # a namespace: botopt.cli and botopt.core only
     assert any(n.startswith("botopt/sample_data/") and n.endswith(".feather") for n in names)

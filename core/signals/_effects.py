@@ -15,7 +15,7 @@ from pathlib import Path
 from botopt.core.base._config import Config
 from botopt.core.base._vocab import DataStatus, Direction, EventType, NotificationType
 from botopt.core.errors import NotifyError
-from botopt.core.signals._gates import CooldownRecord, CooldownStore
+from botopt.core.signals._gates import CooldownRecord, Cooldowns
 from botopt.core.signals._results import SignalsResult, SymbolResult, iso
 from botopt.core.state._events import emit
 from botopt.core.state._workspace import Workspace
@@ -24,7 +24,7 @@ log = logging.getLogger("botopt.pipeline")
 
 
 def record(config: Config, ws: Workspace, result: SignalsResult,
-           cooldowns: CooldownStore) -> SignalsResult:
+           cooldowns: Cooldowns) -> SignalsResult:
     """Cooldowns, regime changes and notifications: each reported once across runs."""
     records = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
                for r in result.symbols if r.gate_passed]

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from botopt.core.base._codec import fingerprint, register_type, settings_json
 from botopt.core.base._config import GatesConfig
@@ -207,6 +207,16 @@ class _Active:
             return None
         k = int(above[0])
         return (names + more)[k], float(row[k])
+
+
+class Cooldowns(Protocol):
+    """Where passed signals are kept between runs: ``CooldownStore`` on this host, or the
+    shared server's store with several hosts. ``record`` returns only what it added, so a
+    signal is queued by the one run (on whichever host) that recorded it."""
+
+    def digest(self) -> str: ...
+    def snapshot(self) -> list[CooldownRecord]: ...
+    def record(self, passed: Iterable[CooldownRecord]) -> list[CooldownRecord]: ...
 
 
 class CooldownStore:

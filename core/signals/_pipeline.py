@@ -75,7 +75,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from botopt.core.signals._engines import Signal
-    from botopt.core.signals._gates import CooldownRecord, CooldownStore
+    from botopt.core.signals._gates import CooldownRecord, Cooldowns
     from botopt.core.signals._model import Predictor
     from botopt.core.state._cache import CacheManager
 
@@ -434,7 +434,7 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
 
 
 def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
-             manager: CacheManager, batch: bool, cooldowns: CooldownStore, stages: _Stages
+             manager: CacheManager, batch: bool, cooldowns: Cooldowns, stages: _Stages
              ) -> SignalsResult:
     from botopt.core.signals._engines import GUARD, AlphaEngineCoordinator, best_signal
     from botopt.core.signals._model import load_model

@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from botopt.core.base._fs import JsonState
+
+
+class RegimeHistory(Protocol):
+    """Each symbol's last regime: ``RegimeState`` here, or the shared server's. ``update``
+    returns the changes (symbol, old, new) it recorded, each once."""
+
+    def update(self, seen: Iterable[tuple[str, str, datetime]]
+               ) -> list[tuple[str, str | None, str]]: ...
 
 
 class RegimeState:

@@ -22,7 +22,7 @@ of it on purpose: a BTCUSDT signal is the same signal whichever other symbols ra
 and a scope per set would notify it twice. The whole-run cache entry does carry the set.)
 
 Stores are reached only through these methods, each returning an object with a small
-interface (``CacheStore``, ``CooldownStore``, ``RegimeState``, a directory for the queue and
+interface (``CacheStore``, ``Cooldowns``, ``RegimeHistory``, a directory for the queue and
 events). With ``state.url`` set, the cache, cooldowns and regime history live on a shared
 Redis/Valkey server instead (``botopt.core.state._redis_store``; the queue chooses its own in
 ``botopt.core.delivery._notify``); the pipeline does not know which it has.
@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any
 from botopt.core.base._fs import refused_write
 from botopt.core.state._cache import CacheManager
 from botopt.core.state._paths import default_cache_dir, ensure_dir
-from botopt.core.state._regime_state import RegimeState
+from botopt.core.state._regime_state import RegimeHistory, RegimeState
 
 if TYPE_CHECKING:
     from botopt.core.base._config import Config
-    from botopt.core.signals._gates import CooldownStore
+    from botopt.core.signals._gates import Cooldowns
     from botopt.core.state._redis import SharedState
 
 log = logging.getLogger("botopt.workspace")
@@ -208,7 +208,7 @@ class Workspace:
                 self._cache = CacheManager(root=self.root, clock=self.clock)
         return self._cache
 
-    def cooldowns(self, config: Config | None = None) -> CooldownStore:
+    def cooldowns(self, config: Config | None = None) -> Cooldowns:
         from botopt.core.signals._gates import CooldownStore
 
         local = CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
@@ -216,17 +216,17 @@ class Workspace:
         if shared is not None and shared.available():
             from botopt.core.state._redis_store import RedisCooldownStore
 
-            return RedisCooldownStore(shared, data_scope(self._config(config)),  # type: ignore[return-value]
+            return RedisCooldownStore(shared, data_scope(self._config(config)),
                                       local)
         return local
 
-    def regimes(self, config: Config | None = None) -> RegimeState:
+    def regimes(self, config: Config | None = None) -> RegimeHistory:
         local = RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
         shared = self.shared
         if shared is not None and shared.available():
             from botopt.core.state._redis_store import RedisRegimeState
 
-            return RedisRegimeState(shared, data_scope(self._config(config)),  # type: ignore[return-value]
+            return RedisRegimeState(shared, data_scope(self._config(config)),
                                     local)
         return local
 
