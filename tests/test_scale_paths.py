@@ -397,6 +397,9 @@ def test_file_digests_reuse_only_unchanged_settled_files(tmp_path, monkeypatch):
     monkeypatch.setattr(_pipeline.time, "time_ns", lambda: clock() + later)
     assert _pipeline._file_digests(files, memo) == truth and len(reads) == 9
     assert _pipeline._file_digests(files, memo) == truth and len(reads) == 9
+    # Two cron lines on different symbols share the memo without evicting each other.
+    assert _pipeline._file_digests(files[:1], memo) == truth[:1] and len(reads) == 9
+    assert _pipeline._file_digests(files[1:], memo) == truth[1:] and len(reads) == 9
     # Rewritten in place with the same size and its old mtime put back (cp -p, rsync -t):
     # ctime still moves, so the file is read again and its new digest given.
     st = os.stat(files[1])

@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -125,8 +126,6 @@ def _file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
     more than 2 s before), since a write within the same clock tick could leave the times
     unchanged. ctime catches a copy that restores an old mtime (cp -p, rsync -t): no tool
     can set it. A memo that cannot be read or written costs the reads, never the answer."""
-    import os
-
     known: Any = {}
     if memo is not None:
         try:
@@ -136,7 +135,10 @@ def _file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
     if not isinstance(known, dict):
         known = {}
     now = time.time_ns()
-    out, kept = [], {}
+    # Other cron lines' files stay remembered: two lines with different symbols would
+    # otherwise evict each other's entries and re-read everything every run.
+    kept = dict(known)
+    out = []
     for path in paths:
         st = os.stat(path)
         sig = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
@@ -149,6 +151,8 @@ def _file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
         out.append(digest)
         if now - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
             kept[str(path)] = [sig, digest]
+        else:
+            kept.pop(str(path), None)
     if memo is not None and kept != known:
         try:
             with atomic_writer(memo, fsync=False) as fh:
