@@ -5,8 +5,8 @@ from typing import Optional
 
 import typer
 
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table
+from ._context import get_state
+from ._render import print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -21,9 +21,9 @@ def register(app: typer.Typer) -> None:
         markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table."),
     ) -> None:
         """Measure botopt's speed-ups side by side and check the results are identical."""
-        from botopt.benchmarks.suite import MODULES, run_all
-        from botopt.benchmarks.suite import markdown as to_markdown
-        from botopt.cli._render import progress
+        from ..benchmarks.suite import MODULES, run_all
+        from ..benchmarks.suite import markdown as to_markdown
+        from ._render import progress
 
         state = get_state(ctx)
         with progress(state, "benchmarks", len(MODULES)) as advance:

@@ -4,9 +4,9 @@ from typing import Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table
+from . import _options as opt
+from ._context import get_state
+from ._render import print_json, print_table
 
 
 def _bar(rate: float, width: int = 20) -> str:
@@ -19,9 +19,9 @@ def register(app: typer.Typer) -> None:
     def cache_stats(ctx: typer.Context, json_out: bool = opt.JSON) -> None:
         """Hits, misses, hit rate, entries, size, life and time saved per cache."""
         # Deliberately light: no polars or numpy on this path (cron runs it every minute).
-        from botopt.core import Workspace, get_cache_stats
-        from botopt.core.base._redact import redact_url
-        from botopt.core.state._cache import describe_life, effective_lives
+        from ..core import Workspace, get_cache_stats
+        from ..core.base._redact import redact_url
+        from ..core.state._cache import describe_life, effective_lives
 
         state = get_state(ctx)
         cfg = state.config()
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
                                             "(features, predictions, regime, gates, ...)."),
     ) -> None:
         """Delete cached entries (all caches, or one) and their statistics."""
-        from botopt.core import Workspace, clear_cache
+        from ..core import Workspace, clear_cache
 
         state = get_state(ctx)
         cfg = state.config()

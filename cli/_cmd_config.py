@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import typer
 
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table
+from ._context import get_state
+from ._render import print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -16,11 +16,11 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Print every setting in effect, where it came from, secrets masked."""
-        from botopt.core import config_items
+        from ..core import config_items
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True)
-        from botopt.core.state._paths import cache_dir_for
+        from ..core.state._paths import cache_dir_for
 
         # The cache directory in use, not "None": it is where queues and state live.
         rows = [(k, str(cache_dir_for(cfg)), f"{src} (platform cache directory)")

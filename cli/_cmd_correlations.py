@@ -5,9 +5,9 @@ from typing import Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_matrix
+from . import _options as opt
+from ._context import get_state
+from ._render import print_json, print_matrix
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Rolling correlation matrix of log returns, updated incrementally."""
-        from botopt.core import load_candles, parse_as_of, parse_symbols, update_correlation
+        from ..core import load_candles, parse_as_of, parse_symbols, update_correlation
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True,

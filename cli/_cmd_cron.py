@@ -5,8 +5,8 @@ from typing import Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
+from . import _options as opt
+from ._context import get_state
 
 
 def register(app: typer.Typer) -> None:
@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
                                      "the long-running monitor instead."),
     ) -> None:
         """Print a crontab for this install (absolute paths, log directory, flock)."""
-        from botopt.core import crontab, parse_symbols, systemd_unit
-        from botopt.core.watch._cron import default_log_dir, make_log_dir
+        from ..core import crontab, parse_symbols, systemd_unit
+        from ..core.watch._cron import default_log_dir, make_log_dir
 
         state = get_state(ctx)
         cfg = state.config()

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json
+from . import _options as opt
+from ._context import get_state
+from ._render import print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Check config, data, cache, Telegram, model and monitor; say what to fix."""
-        from botopt.core import Check, run_checks
-        from botopt.core.errors import ConfigError
+        from ..core import Check, run_checks
+        from ..core.errors import ConfigError
 
         state = get_state(ctx)
         try:

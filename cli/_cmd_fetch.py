@@ -5,9 +5,9 @@ from typing import Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table, progress
+from . import _options as opt
+from ._context import get_state
+from ._render import print_json, print_table, progress
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Download new closed candles from Binance into the local store."""
-        from botopt.core import fetch_to_store, parse_as_of, parse_symbols, plan_fetch
+        from ..core import fetch_to_store, parse_as_of, parse_symbols, plan_fetch
 
         state = get_state(ctx)
         # Binance is where fetch reads from, whatever data.source says signals should read.

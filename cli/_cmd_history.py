@@ -4,9 +4,9 @@ from typing import Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table
+from . import _options as opt
+from ._context import get_state
+from ._render import print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Signals that passed, regime changes, flushes and failures, from the event log."""
-        from botopt.core import history as read_history
-        from botopt.core.watch._history import iso_time, now, parse_since, parse_types
+        from ..core import history as read_history
+        from ..core.watch._history import iso_time, now, parse_since, parse_types
 
         state = get_state(ctx)
         t0 = parse_since(since, now())

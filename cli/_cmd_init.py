@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from botopt.cli._context import get_state
+from ._context import get_state
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     ) -> None:
         """Write a commented starter botopt.toml."""
-        from botopt.core import write_starter_config
+        from ..core import write_starter_config
 
         written = write_starter_config(path, force=force)
         get_state(ctx).notice(f"wrote {written}")

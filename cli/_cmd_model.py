@@ -5,9 +5,9 @@ from typing import Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table
+from . import _options as opt
+from ._context import get_state
+from ._render import print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Train the logistic-regression model; report holdout accuracy vs the majority."""
-        from botopt.core import train_and_save
+        from ..core import train_and_save
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True,

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import clip, print_json, print_table
+from . import _options as opt
+from ._context import get_state
+from ._render import clip, print_json, print_table
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Watch botopt's activity: alert on failures, stalls and stuck notifications."""
-        from botopt.core import run_monitor
+        from ..core import run_monitor
 
         state = get_state(ctx)
         cfg = state.config()
@@ -40,12 +40,12 @@ def register(app: typer.Typer) -> None:
         """Last run, recent failures, pending events, notification backlog, monitor."""
         from datetime import datetime, timezone
 
-        from botopt.core import get_status
+        from ..core import get_status
 
         state = get_state(ctx)
         data = get_status(state.config())
         if json_out:
-            from botopt.cli._render import iso
+            from ._render import iso
 
             last_run = data["last_run"]
             print_json({**data, "last_flush_at": iso(data["last_flush_at"]),

@@ -6,15 +6,15 @@ from typing import Any, Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import AppState, get_state
-from botopt.cli._render import clip, print_json, print_table
+from . import _options as opt
+from ._context import AppState, get_state
+from ._render import clip, print_json, print_table
 
 
 def _read_stdin_lines() -> list[dict[str, Any]]:
     """JSON lines from stdin. Bytes that are not UTF-8 are replaced by U+FFFD (with one
     warning naming the line), so that one bad byte never blocks the queue or loses the rest."""
-    from botopt.core.errors import UsageError
+    from ..core.errors import UsageError
 
     stream = getattr(sys.stdin, "buffer", None)
     raw_lines: list[bytes] = (list(stream) if stream is not None
@@ -86,8 +86,8 @@ def register(app: typer.Typer) -> None:
                                    '{"type": ..., "data": {...}} from standard input.'),
     ) -> None:
         """Queue notifications for the next notify-flush (from your own trading code)."""
-        from botopt.core import enqueue
-        from botopt.core.errors import UsageError
+        from ..core import enqueue
+        from ..core.errors import UsageError
 
         state = get_state(ctx)
         items: list[dict[str, Any]] = []
@@ -112,13 +112,13 @@ def register(app: typer.Typer) -> None:
                                           "notifications that could not be delivered.")
               ) -> None:
         """Show the queued notifications, oldest first (or the dead letters)."""
-        from botopt.core import dead_letters, pending_notifications
+        from ..core import dead_letters, pending_notifications
 
         state = get_state(ctx)
         if failed:
             dead = dead_letters(state.config())
             if json_out:
-                from botopt.cli._render import iso
+                from ._render import iso
 
                 print_json({"dead_letters": [{**d, "failed_at": iso(d["failed_at"])}
                                              for d in dead]})
@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
             return
         items = pending_notifications(state.config())
         if json_out:
-            from botopt.cli._render import iso
+            from ._render import iso
 
             print_json({"notifications": [{**i, "created": iso(i["created"])} for i in items]})
             return
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
             ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
               ) -> None:
         """Queue a dead letter again (after fixing what Telegram refused)."""
-        from botopt.core import retry_dead_letter
+        from ..core import retry_dead_letter
 
         state = get_state(ctx)
         nid = retry_dead_letter(state.config(), ident.strip().lower())
@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
             ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
              ) -> None:
         """Delete a dead letter for good."""
-        from botopt.core import drop_dead_letter
+        from ..core import drop_dead_letter
 
         state = get_state(ctx)
         nid = drop_dead_letter(state.config(), ident.strip().lower())
@@ -176,8 +176,8 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when everything due went out, 1 when something due was not delivered (the
         line says why and when the next try is), 2 when the token or chat is wrong."""
-        from botopt.core import EventType, emit, flush_notifications
-        from botopt.core.errors import NotifyError
+        from ..core import EventType, emit, flush_notifications
+        from ..core.errors import NotifyError
 
         state = get_state(ctx)
         try:

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import AppState, get_state
-from botopt.cli._render import print_json, print_table
+from . import _options as opt
+from ._context import AppState, get_state
+from ._render import print_json, print_table
 
 if TYPE_CHECKING:
-    from botopt.core import SignalsResult
+    from ..core import SignalsResult
 
 # Gate reasons as a narrow terminal shows them; --json and plain output keep the full text.
 _SHORT = [(re.compile(p), r) for p, r in (
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
             "live runs do (not sample data, not an --as-of in the past)."),
     ) -> None:
         """Compute ranked, gated signals from the last closed candles of each symbol."""
-        from botopt.core import (
+        from ..core import (
             DataStatus,
             is_live,
             parse_as_of,
