@@ -273,8 +273,8 @@ def process_rows(quick: bool) -> list[Row]:
         warm = subprocess.run([*sig, "--json"], check=True, capture_output=True).stdout
         cold = subprocess.run([*sig, "--json", "--no-cache"], check=True,
                               capture_output=True).stdout
-        from ..core.base._config import load_config
-        from ..core.state._cache import effective_lives, get_cache_stats
+        from ..core.base._config import effective_lives, load_config
+        from ..core.state._cache import get_cache_stats
 
         cli_stats = json.loads(subprocess.run([*stats, "--json"], check=True,
                                               capture_output=True).stdout)["caches"]

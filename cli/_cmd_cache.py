@@ -19,8 +19,8 @@ def cache_stats(ctx: typer.Context, *, out: opt.Output) -> None:
     """Hits, misses, hit rate, entries, size, life and time saved per cache."""
     # Deliberately light: no polars or numpy on this path (cron runs it every minute).
     from ..core import Workspace, get_cache_stats
+    from ..core.base._config import describe_life, effective_lives
     from ..core.base._redact import redact_url
-    from ..core.state._cache import describe_life, effective_lives
 
     state = get_state(ctx)
     cfg = state.config()

@@ -164,7 +164,7 @@ def test_the_rules_see_function_level_and_bare_imports() -> None:
 # the process-wide default cache root, flag parsing and table helpers), none of which a
 # library user calls. Everything else comes through ``botopt.core``'s public API.
 CLI_PRIVATE_ALLOWED = {
-    "botopt.core.state._cache": {"describe_life", "effective_lives"},
+    "botopt.core.base._config": {"describe_life", "effective_lives"},
     "botopt.core.watch._cron": {"default_log_dir", "make_log_dir"},
     "botopt.core.state._events": {"use_shared"},
     "botopt.core.watch._history": {"iso_time", "now", "parse_since", "parse_types"},

@@ -72,7 +72,7 @@ class BinanceConfig:
 class CacheConfig:
     dir: Path | None = None
     enabled: bool = True
-    # None: the entry lives for its candle (botopt.core.state._cache.effective_lives); a number
+    # None: the entry lives for its candle (``effective_lives`` below); a number
     # of seconds overrides that.
     features_ttl: float | None = None
     predictions_ttl: float | None = None
@@ -589,10 +589,31 @@ def load_config(
     return cfg
 
 
+CANDLE_LIVES = 2  # pipeline entries live this many candle intervals unless a TTL is set
+
+
+def effective_lives(config: Config) -> dict[str, tuple[float, str]]:
+    """Per pipeline cache: (seconds an entry lives, how that was decided). A derived setting:
+    validation, ``config show`` and the cache all read it here."""
+    cc = config.cache
+    candle = CANDLE_LIVES * interval_ms(config.data.interval) / 1000
+    out: dict[str, tuple[float, str]] = {}
+    for name in ("features", "predictions", "regime", "gates"):
+        set_ttl = getattr(cc, f"{name}_ttl")
+        out[name] = (float(set_ttl), "set") if set_ttl is not None else \
+            (candle, f"{CANDLE_LIVES} x {config.data.interval} candles")
+    # The whole-run entry is keyed by its candle slot; it never outlives a stage it stands for.
+    life = min(out[n][0] for n in ("features", "predictions", "regime"))
+    out["signals"] = (life, "candle slot" if life == candle else "shortest stage")
+    return out
+
+
+def describe_life(seconds: float, how: str) -> str:
+    return f"{seconds:g} s ({how})"
+
+
 def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
     """(key, value, source) for every setting, secrets masked: what ``config show`` prints."""
-    from ..state._cache import effective_lives
-
     lives = {f"cache.{n}_ttl": life for n, life in effective_lives(cfg).items()}
     rows: list[tuple[str, Any, str]] = []
     for sec_name in SECTIONS:

@@ -15,9 +15,9 @@ from pathlib import Path
 from ..base._config import Config
 from ..base._vocab import DataStatus, Direction, EventType, NotificationType
 from ..errors import NotifyError
+from ..state._cooldowns import CooldownRecord, Cooldowns
 from ..state._events import emit
 from ..state._workspace import Workspace
-from ._gates import CooldownRecord, Cooldowns
 from ._results import SignalsResult, SymbolResult, iso
 
 log = logging.getLogger("botopt.pipeline")

@@ -17,14 +17,18 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ..base._codec import fingerprint, register_type, settings_json
 from ..base._config import GatesConfig
-from ..base._fs import JsonState
 from ..base._versions import stage_tag
 from ..base._vocab import Direction, Regime
+
+# The cooldown records and their stores are state (kept between runs, local or shared); the
+# gates read them. Re-exported: they are part of what a gate is decided on.
+from ..state._cooldowns import CooldownRecord as CooldownRecord
+from ..state._cooldowns import Cooldowns as Cooldowns
+from ..state._cooldowns import CooldownStore as CooldownStore
 
 
 @dataclass(frozen=True)
@@ -53,16 +57,6 @@ class GateDecision:
 
 
 register_type(GateDecision)
-
-
-@dataclass(frozen=True)
-class CooldownRecord:
-    symbol: str
-    direction: str
-    candle_time: datetime
-
-    def key(self) -> tuple[str, str, str]:
-        return (self.symbol, self.direction, self.candle_time.isoformat())
 
 
 def directional_probability(p_up: float | None, direction: str | None) -> float | None:
@@ -207,71 +201,6 @@ class _Active:
             return None
         k = int(above[0])
         return (names + more)[k], float(row[k])
-
-
-class Cooldowns(Protocol):
-    """Where passed signals are kept between runs: ``CooldownStore`` on this host, or the
-    shared server's store with several hosts. ``record`` returns only what it added, so a
-    signal is queued by the one run (on whichever host) that recorded it."""
-
-    def digest(self) -> str: ...
-    def snapshot(self) -> list[CooldownRecord]: ...
-    def record(self, passed: Iterable[CooldownRecord]) -> list[CooldownRecord]: ...
-
-
-class CooldownStore:
-    """Passed signals, kept between runs in a JSON file (``JsonState``: atomic replace under
-    a file lock)."""
-
-    def __init__(self, path: Path, keep: timedelta = timedelta(days=2),
-                 root: Path | None = None) -> None:
-        self.path = path
-        self.keep = keep
-        self._doc = JsonState(path, "cooldown state", root=root)
-
-    @staticmethod
-    def _parse(doc: Any) -> list[CooldownRecord]:
-        try:
-            return [CooldownRecord(r["symbol"], r["direction"],
-                                   datetime.fromisoformat(r["candle_time"]))
-                    for r in doc["records"]]
-        except (ValueError, KeyError, TypeError):
-            import logging
-
-            logging.getLogger("botopt.gates").warning(
-                "cooldown state is damaged; starting afresh")
-            return []
-
-    def digest(self) -> str:
-        """A hash of the stored records (part of the whole-run cache key)."""
-        import hashlib
-
-        raw = self._doc.raw()
-        return "empty" if raw is None else hashlib.blake2b(raw, digest_size=16).hexdigest()
-
-    def snapshot(self) -> list[CooldownRecord]:
-        return self._parse(self._doc.read({"records": []}))
-
-    def record(self, passed: Iterable[CooldownRecord]) -> list[CooldownRecord]:
-        """Add records; return those that were not there yet (first run to see them wins)."""
-        new_items = list(passed)
-        if not new_items:
-            return []
-
-        def change(doc: Any) -> tuple[Any, list[CooldownRecord]]:
-            current = self._parse(doc)
-            known = {r.key() for r in current}
-            added = [r for r in new_items if r.key() not in known]
-            if not added:
-                return None, []
-            merged = current + added
-            newest = max(r.candle_time for r in merged)
-            merged = [r for r in merged if r.candle_time > newest - self.keep]
-            return {"records": [{"symbol": r.symbol, "direction": r.direction,
-                                 "candle_time": r.candle_time.isoformat()}
-                                for r in merged]}, added
-
-        return self._doc.update(change, {"records": []}) or []
 
 
 def gates_key(config: GatesConfig, candidates: Sequence[GateInput],

@@ -31,7 +31,7 @@ Cached and uncached runs both rebuild the rows from that same form, so they agre
 The ``signals`` entry lets a warm cron run answer without importing polars or numpy: its key
 is computed from the raw bytes of the candle files and the candle slot the as-of time falls
 in, which determine the closed candles exactly. Every entry lives for its candle slot plus a
-grace (``botopt.core.state._cache.effective_lives``), and a run's writes are one transaction.
+grace (``botopt.core.base._config.effective_lives``), and a run's writes are one transaction.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ if TYPE_CHECKING:
     import polars as pl
 
     from ..state._cache import CacheManager
+    from ..state._cooldowns import CooldownRecord, Cooldowns
     from ._engines import Signal
-    from ._gates import CooldownRecord, Cooldowns
     from ._model import Predictor
 
 log = logging.getLogger("botopt.pipeline")

@@ -49,6 +49,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ..base._codec import Unencodable, decode, encode, fingerprint
+
+# The lives are the config's knowledge (validation and `config show` need them); re-exported
+# here for the cache's readers.
+from ..base._config import CANDLE_LIVES, describe_life, effective_lives  # noqa: F401
 from ..base._fs import refused_write
 from ..base._versions import function_tag
 from ..errors import CacheError, UsageError
@@ -62,37 +66,11 @@ PIPELINE_CACHES = ("features", "regime", "predictions", "gates", "signals")
 # Decorator defaults (the seed's; for users' functions whose keys may not carry the data).
 SEED_TTLS = {"features": 60.0, "predictions": 30.0, "regime": 300.0, "gates": 10.0}
 DEFAULT_TTL = 60.0  # a decorator cache with another name
-CANDLE_LIVES = 2  # pipeline entries live this many candle intervals unless a TTL is set
 _LOCK_TIMEOUT = 0.5  # seconds: a slow lock means recompute, not wait
-_UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 # SQLite result codes (Python >= 3.11 exposes them on the exception).
 _BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
 _CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-
-def interval_seconds(interval: str) -> float:
-    """'5m' -> 300 without importing the candle module (cache-stats stays light)."""
-    return float(int(interval[:-1]) * _UNITS[interval[-1]])
-
-
-def effective_lives(config: Any) -> dict[str, tuple[float, str]]:
-    """Per pipeline cache: (seconds an entry lives, how that was decided)."""
-    cc = config.cache
-    candle = CANDLE_LIVES * interval_seconds(config.data.interval)
-    out: dict[str, tuple[float, str]] = {}
-    for name in ("features", "predictions", "regime", "gates"):
-        set_ttl = getattr(cc, f"{name}_ttl")
-        out[name] = (float(set_ttl), "set") if set_ttl is not None else \
-            (candle, f"{CANDLE_LIVES} x {config.data.interval} candles")
-    # The whole-run entry is keyed by its candle slot; it never outlives a stage it stands for.
-    life = min(out[n][0] for n in ("features", "predictions", "regime"))
-    out["signals"] = (life, "candle slot" if life == candle else "shortest stage")
-    return out
-
-
-def describe_life(seconds: float, how: str) -> str:
-    return f"{seconds:g} s ({how})"
 
 
 class CacheStore(Protocol):

@@ -201,7 +201,7 @@ class RedisCooldownStore:
         return str(self.fallback.digest())
 
     def snapshot(self) -> list[Any]:
-        from ..signals._gates import CooldownRecord
+        from ._cooldowns import CooldownRecord
 
         if self.shared.down is None:
             try:

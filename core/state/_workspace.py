@@ -49,7 +49,7 @@ from ._regime_state import RegimeHistory, RegimeState
 
 if TYPE_CHECKING:
     from ..base._config import Config
-    from ..signals._gates import Cooldowns
+    from ._cooldowns import Cooldowns
     from ._redis import SharedState
 
 log = logging.getLogger("botopt.workspace")
@@ -209,7 +209,7 @@ class Workspace:
         return self._cache
 
     def cooldowns(self, config: Config | None = None) -> Cooldowns:
-        from ..signals._gates import CooldownStore
+        from ._cooldowns import CooldownStore
 
         local = CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
         shared = self.shared
