@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from ..base._config import Config
 from ..base._fs import atomic_write_bytes
 from ..errors import BotoptError, ConfigError, DataError, UsageError
-from ..state._paths import state_dir
+from ..state._workspace import state_dir
 from ._binance import BinanceClient
 from ._candles import (
     candle_file_stem,

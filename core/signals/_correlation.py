@@ -47,7 +47,7 @@ import numpy as np
 from ..base._config import Config, interval_ms
 from ..base._fs import atomic_writer, refused_write
 from ..errors import CacheError, UsageError
-from ..state._paths import state_dir as default_dir
+from ..state._workspace import state_dir as default_dir
 
 log = logging.getLogger("botopt.correlation")
 STATE_FORMAT = 2

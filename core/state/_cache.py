@@ -56,7 +56,9 @@ from ..base._config import CANDLE_LIVES, describe_life, effective_lives  # noqa:
 from ..base._fs import refused_write
 from ..base._versions import function_tag
 from ..errors import CacheError, UsageError
-from ._paths import ensure_dir
+from ._entry_format import HEADER as _HEADER
+from ._entry_format import MAGIC as _MAGIC
+from ._paths import default_root, ensure_dir, root_for
 
 log = logging.getLogger("botopt.cache")
 
@@ -90,10 +92,6 @@ class CacheStore(Protocol):
 _SEP = "\x1f"  # between a cache's name and a key: never in a name, and keys are hex/str
 _STATS = f"{_SEP}stats{_SEP}"  # statistics keys: "<_STATS><name>", JSON bytes, no tag
 _ENTRIES = "entries"  # the diskcache directory under <root>/cache
-# An entry's value: magic, expire-at (manager's clock), compute seconds, then codec bytes.
-# The magic makes a zeroed or foreign value read as damaged rather than as expired.
-_HEADER = struct.Struct("<2sdd")
-_MAGIC = b"b1"
 _GC_MARGIN = 3600.0  # diskcache's (wall-clock) expiry only collects garbage, well after ours
 _MODE_RAW = 1  # diskcache.core.MODE_RAW, the only mode a stats value has (no import needed)
 # Settings fixed at every open: no eviction or culling (no work per set; entries expire),
@@ -310,9 +308,7 @@ class CacheManager:
     def from_config(cls, config: Any, root: Path | None = None,
                     clock: Callable[[], float] = time.time) -> CacheManager:
         if root is None:
-            from ._workspace import Workspace
-
-            root = Workspace.root_for(config)
+            root = root_for(config)
         ttls = {n: life for n, (life, _) in effective_lives(config).items()}
         return cls(root=root, ttls=ttls, enabled=config.cache.enabled, clock=clock)
 
@@ -543,8 +539,6 @@ _managers: dict[Path, CacheManager] = {}
 def get_manager(root: Path | None = None) -> CacheManager:
     """The manager for ``root`` (default: the default workspace's), created once."""
     if root is None:
-        from ._workspace import default_root
-
         root = default_root()
     mgr = _managers.get(root)
     if mgr is None:
@@ -557,7 +551,7 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
     """Cache a function's results in the named cache (decorator).
 
     The cache directory is resolved at call time (the default workspace, see
-    ``botopt.core.state._workspace.default_root``), so functions may be decorated at import.
+    ``botopt.core.state._paths.default_root``), so functions may be decorated at import.
     Arguments that cannot be fingerprinted, or results that cannot be stored without
     pickle, simply bypass the cache. ``ttl_seconds`` defaults to the seed TTL of a named
     cache (``SEED_TTLS``), else 60 s.
@@ -667,8 +661,6 @@ def get_cache_stats(root: Path | None = None,
     ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
     the figures of the shared server (every host's)."""
     if root is None:
-        from ._workspace import default_root
-
         root = default_root()
     mgr = _managers.get(root)
     if mgr is not None:
@@ -722,8 +714,6 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     (everything in it is a cache). ``config`` with a ``state.url``: the shared server's
     entries go too (every host's)."""
     if root is None:
-        from ._workspace import default_root
-
         root = default_root()
     if config is not None and config.state.url:
         _require_shared(config)

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..base._redact import redact
 from ..base._vocab import EventType
-from ._workspace import default_root
+from ._paths import default_root
 
 log = logging.getLogger("botopt.events")
 LOG_NAME = "events.log"

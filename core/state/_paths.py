@@ -25,12 +25,31 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("botopt"))
 
 
-def cache_dir_for(config: Config) -> Path:
-    """The configured root directory (not created). Kept for callers written before the
-    ``Workspace``; it delegates there."""
-    from ._workspace import Workspace
+# The root of config-less entry points (the seed's decorators, get_cache_stats()): set once by
+# the CLI from --cache-dir. Kept here, below every store, so none of them imports the Workspace.
+_default_root: Path | None = None
 
-    return Workspace.root_for(config)
+
+def set_default_root(path: Path | None) -> None:
+    """Make ``path`` the root of config-less entry points for this process (the CLI does)."""
+    global _default_root
+    _default_root = path
+
+
+def default_root() -> Path:
+    """The documented default for config-less entry points (not created)."""
+    if _default_root is not None:
+        return _default_root
+    env = os.environ.get("BOTOPT_CACHE_DIR")
+    return Path(env).expanduser() if env else default_cache_dir()
+
+
+def root_for(config: Config) -> Path:
+    """The configured root directory (not created)."""
+    return config.cache.dir if config.cache.dir is not None else default_cache_dir()
+
+
+cache_dir_for = root_for  # the name callers used before the Workspace
 
 
 def check_dir_safe(path: Path) -> None:
@@ -58,14 +77,3 @@ def ensure_dir(path: Path) -> Path:
         raise CacheError(f"cannot create cache directory {path}: {exc.strerror}") from exc
     check_dir_safe(path)
     return path
-
-
-def state_dir(config: Config, name: str) -> Path:
-    """A private subdirectory of ``config``'s workspace. Kept for callers written before the
-    ``Workspace`` (which owns every path): "correlation" gets the data-scoped directory."""
-    from ._workspace import Workspace
-
-    ws = Workspace.of(config)
-    return ws.correlation_dir() if name == "correlation" else ws.dir(name)
-
-

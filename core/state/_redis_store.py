@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ._cache import _HEADER, _MAGIC
+from ._entry_format import HEADER as _HEADER
+from ._entry_format import MAGIC as _MAGIC
 from ._redis import SharedState
 
 _SEP = "\x1f"

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..base._fs import refused_write
 from ._cache import CacheManager
-from ._paths import default_cache_dir, ensure_dir
+from ._paths import default_root as default_root
+from ._paths import ensure_dir, root_for
+from ._paths import set_default_root as set_default_root
 from ._regime_state import RegimeHistory, RegimeState
 
 if TYPE_CHECKING:
@@ -54,25 +55,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("botopt.workspace")
 
-_default_root: Path | None = None
 _workspaces: dict[tuple[Any, ...], Workspace] = {}
 # Roots whose disk refused a write this process (read-only, full): state that must be
 # written somewhere goes to a private temporary directory instead, and is not kept.
 _ephemeral: dict[Path, Path] = {}
-
-
-def set_default_root(path: Path | None) -> None:
-    """Make ``path`` the root of config-less entry points for this process (the CLI does)."""
-    global _default_root
-    _default_root = path
-
-
-def default_root() -> Path:
-    """The documented default for config-less entry points (not created)."""
-    if _default_root is not None:
-        return _default_root
-    env = os.environ.get("BOTOPT_CACHE_DIR")
-    return Path(env).expanduser() if env else default_cache_dir()
 
 
 def _events_shared() -> bool:
@@ -112,7 +98,7 @@ class Workspace:
     @staticmethod
     def root_for(config: Config) -> Path:
         """The configured root directory (not created)."""
-        return config.cache.dir if config.cache.dir is not None else default_cache_dir()
+        return root_for(config)
 
     @classmethod
     def of(cls, config: Config) -> Workspace:
@@ -233,4 +219,12 @@ class Workspace:
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
+
+
+def state_dir(config: Config, name: str) -> Path:
+    """A private subdirectory of ``config``'s workspace. Kept for callers written before the
+    ``Workspace`` (which owns every path): "correlation" gets the data-scoped directory."""
+    ws = Workspace.of(config)
+    return ws.correlation_dir() if name == "correlation" else ws.dir(name)
+
 

@@ -24,7 +24,8 @@ from ..data._candles import (
     read_candle_file,
 )
 from ..errors import BotoptError
-from ..state._paths import cache_dir_for, ensure_dir, state_dir
+from ..state._paths import cache_dir_for, ensure_dir
+from ..state._workspace import state_dir
 from ._monitor import STATE, monitor_running
 
 
