@@ -32,7 +32,7 @@ _REGIME = (*_FEATURES, "signals._regime", "base._vocab")
 _PREDICTIONS = (*_FEATURES, "signals._model", "base._fs", "base._vocab")
 _GATES = ("signals._gates", "signals._engines", "signals._regime", "base._codec",
           "base._config", "base._redact", "base._fs", "base._symbols", "base._versions",
-          "base._vocab", "errors")
+          "base._vocab", "errors", "state._cooldowns")
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "features": _FEATURES,
     "regime": _REGIME,
@@ -42,7 +42,8 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
                              "signals._results", "signals._effects", "data._candles",
                              "data._binance", "signals._correlation",
                              "state._paths", "state._workspace", "state._cache",
-                             "state._events", "state._regime_state", "base._redact",
+                             "state._events", "state._regime_state", "state._cooldowns",
+                             "state._entry_format", "base._redact",
                              "base._versions"})),
 }
 
