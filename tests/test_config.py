@@ -170,3 +170,51 @@ def test_init_writes_a_private_file(tmp_path):
     p.chmod(0o644)
     assert runner.invoke(app, ["init", str(p), "--force"]).exit_code == 0
     assert stat.S_IMODE(p.stat().st_mode) == 0o600
+
+
+_UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def test_the_interval_is_parsed_once_and_carried_typed(tmp_path: Path, monkeypatch) -> None:
+    from botopt.core.base._config import Interval
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "botopt.toml").write_text('[data]\ninterval = "1h"\n')
+    for cfg, want in ((load_config(tmp_path / "botopt.toml"), 3_600_000),
+                      (load_config(overrides={"data.interval": "15m"}), 900_000)):
+        assert isinstance(cfg.data.interval, Interval) and cfg.data.interval.ms == want
+        assert cfg.data.interval.seconds == want / 1000
+    monkeypatch.setenv("BOTOPT_DATA_INTERVAL", "8m")
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(tmp_path)})
+    assert isinstance(cfg.data.interval, Interval) and cfg.data.interval.ms == 480_000
+    # shown and stored as its text, as before
+    assert json.dumps({"i": cfg.data.interval}) == '{"i": "8m"}' and f"{cfg.data.interval}" == "8m"
+    with pytest.raises(ConfigError, match="unknown interval '7x'") as err:
+        load_config(overrides={"data.interval": "7x"})
+    assert err.value.key == "data.interval"
+
+
+def test_interval_lengths_agree_with_the_plain_rule() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from botopt.core.base._config import Interval, interval_ms
+    from botopt.core.errors import UsageError
+
+    @given(st.integers(1, 9999), st.sampled_from("mhd"))
+    def valid(n: int, unit: str) -> None:
+        iv = Interval(f"{n}{unit}")
+        assert iv.valid and iv.ms == n * _UNIT_MS[unit] == interval_ms(f"{n}{unit}")
+        assert iv.delta.total_seconds() * 1000 == iv.ms
+
+    @given(st.text(max_size=8))
+    def anything(text: str) -> None:
+        iv = Interval(text)
+        if not iv.valid:
+            with pytest.raises(UsageError):
+                iv.seconds  # noqa: B018
+            with pytest.raises(UsageError):
+                interval_ms(text)
+
+    valid()
+    anything()

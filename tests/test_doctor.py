@@ -131,3 +131,28 @@ def test_binance_source_is_checked_without_breaking_a_ban(setup):
                                 "kind": "banned this IP"}))
     code, checks = doctor(base)
     assert code == 1 and "not calling it before then" in checks["data"]["message"]
+
+
+@pytest.mark.parametrize("max_staleness,stale", [(None, True), (1800, False)])
+def test_doctor_and_signals_share_one_staleness_rule(setup, max_staleness, stale):
+    # The store is cut back until its newest candle closed 10-15 min ago. 5m candles by
+    # default may lag two intervals (10 min): both commands call it stale (doctor used to
+    # allow 20 min while signals blocked at 10); with data.max_staleness = 1800 both accept it.
+    tmp_path, cfg, base, _ = setup
+    import polars as pl
+
+    if max_staleness is not None:
+        cfg.write_text(cfg.read_text().replace(
+            'symbols = ["BTC/USDT"]', f'symbols = ["BTC/USDT"]\nmax_staleness = {max_staleness}'))
+    data = tmp_path / "data" / "BTC_USDT-5m.feather"
+    df = pl.read_ipc(data)
+    closed = df.get_column("date").max().timestamp() + 300  # type: ignore[union-attr]
+    age = time.time() - closed
+    drop = int((600 - age) // 300) + 1 if age <= 600 else 0
+    df.head(df.height - drop).write_ipc(data)
+    _, checks = doctor(base)
+    assert checks["data"]["ok"] is (not stale), checks["data"]
+    res = runner.invoke(app, [*base, "signals", "--json", "--no-notify"])
+    assert (res.exit_code != 0) is stale, res.output
+    if stale:
+        assert "stale" in res.output

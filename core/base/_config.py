@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Union
 
@@ -40,9 +41,42 @@ _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 def interval_ms(interval: str) -> int:
     """Length of a candle interval in milliseconds ("5m" -> 300000); any whole number of
     minutes, hours or days (Binance's own are INTERVALS)."""
+    if isinstance(interval, Interval) and interval.valid:
+        return interval.ms
     if not INTERVAL_RE.fullmatch(interval):
-        raise UsageError(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
+        raise UsageError(f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}",
+                         key="data.interval")
     return int(interval[:-1]) * _UNIT_MS[interval[-1]]
+
+
+class Interval(str):
+    """A candle interval, parsed once where the config is loaded and carried as this value
+    from there (``cfg.data.interval``): its text ("5m", what files, keys and output show) and
+    its length. A ``str`` so that every place that shows or stores it is unchanged."""
+
+    ms: int
+    valid: bool
+
+    def __new__(cls, text: str) -> Interval:
+        self = super().__new__(cls, text)
+        # The config's validation names the bad key; until then an invalid text is carried
+        # and only asking for its length fails.
+        self.valid = bool(INTERVAL_RE.fullmatch(text))
+        self.ms = int(text[:-1]) * _UNIT_MS[text[-1]] if self.valid else 0
+        return self
+
+    @property
+    def seconds(self) -> float:
+        return interval_ms(self) / 1000
+
+    @property
+    def delta(self) -> timedelta:
+        return timedelta(milliseconds=interval_ms(self))
+
+    @property
+    def on_exchange(self) -> bool:
+        """Binance serves it (local files may have any whole number of m, h or d)."""
+        return str(self) in INTERVALS
 SOURCES: tuple[str, ...] = ("sample", "local", "binance")
 SECRET_KEYS = frozenset({"telegram.token"})
 
@@ -51,7 +85,7 @@ SECRET_KEYS = frozenset({"telegram.token"})
 class DataConfig:
     source: str = "sample"
     data_dir: Path | None = None
-    interval: str = "5m"
+    interval: Interval = Interval("5m")
     symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")
     # Seconds the newest closed candle may lag the run's clock before its symbol is blocked
     # as stale; None means two candle intervals (a fetch may miss one cron beat, not two).
@@ -299,6 +333,10 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and key == "telegram.chat_id":
             return str(value)  # chat ids are often written as bare integers
         raise ConfigError(f"{where}: expected a string, got {_shown(value, key)}", key=key)
+    if tp is Interval:
+        if isinstance(value, str):
+            return Interval(value)
+        raise ConfigError(f"{where}: expected a string, got {_shown(value, key)}", key=key)
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value).expanduser()
@@ -389,8 +427,8 @@ def _validate(cfg: Config) -> None:
 
     if cfg.data.source not in SOURCES:
         raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
-    if not INTERVAL_RE.fullmatch(cfg.data.interval) or (
-            cfg.data.source == "binance" and cfg.data.interval not in INTERVALS):
+    if not cfg.data.interval.valid or (
+            cfg.data.source == "binance" and not cfg.data.interval.on_exchange):
         raise bad("data.interval", f"unknown interval {cfg.data.interval!r}; "
                   f"use one of {', '.join(INTERVALS)}"
                   + ("" if cfg.data.source == "binance" else " (or other minutes, hours "
@@ -596,7 +634,7 @@ def effective_lives(config: Config) -> dict[str, tuple[float, str]]:
     """Per pipeline cache: (seconds an entry lives, how that was decided). A derived setting:
     validation, ``config show`` and the cache all read it here."""
     cc = config.cache
-    candle = CANDLE_LIVES * interval_ms(config.data.interval) / 1000
+    candle = CANDLE_LIVES * config.data.interval.seconds
     out: dict[str, tuple[float, str]] = {}
     for name in ("features", "predictions", "regime", "gates"):
         set_ttl = getattr(cc, f"{name}_ttl")
@@ -606,6 +644,20 @@ def effective_lives(config: Config) -> dict[str, tuple[float, str]]:
     life = min(out[n][0] for n in ("features", "predictions", "regime"))
     out["signals"] = (life, "candle slot" if life == candle else "shortest stage")
     return out
+
+
+def max_staleness(config: Config) -> float:
+    """Seconds the newest closed candle may lag the clock before its symbol is stale: the one
+    rule that ``signals`` blocks on, ``doctor`` warns on and the monitor reports (from the
+    runs' events). Default two intervals: a fetch may miss one cron beat, not two."""
+    if config.data.max_staleness is not None:
+        return config.data.max_staleness
+    return 2 * config.data.interval.seconds
+
+
+def candle_age(config: Config, open_time: datetime, now: datetime) -> float:
+    """Seconds from the close of the candle that opened at ``open_time`` to ``now``."""
+    return (now - (open_time + config.data.interval.delta)).total_seconds()
 
 
 def describe_life(seconds: float, how: str) -> str:

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base._config import Config, interval_ms
+from ..base._config import Config
 from ..base._fs import atomic_writer, refused_write
 from ..errors import CacheError, UsageError
 from ..state._workspace import state_dir as default_dir
@@ -762,7 +762,7 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
 
     def fresh() -> RollingCorrelation:
         return RollingCorrelation(window=win, min_periods=config.correlation.min_periods,
-                                  interval_ms=interval_ms(config.data.interval))
+                                  interval_ms=config.data.interval.ms)
 
     path: Path | None = None
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..base._config import Config, interval_ms
+from ..base._config import Config
 from ..data._candles import load_candles, parse_symbols
 from ..state._workspace import Workspace
 from ._features import compute_features
@@ -18,7 +18,7 @@ def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,
     syms = parse_symbols(symbols if symbols is not None else config.data.symbols)
     candles = load_candles(syms, config=config, as_of=as_of)
     features = compute_features(candles, config.features)
-    result = train_model(features, interval_ms=interval_ms(config.data.interval),
+    result = train_model(features, interval_ms=config.data.interval.ms,
                          features_config=config.features, holdout_fraction=holdout_fraction)
     if output is None:
         output = Workspace.of(config).dir() / "model.json"

@@ -44,12 +44,12 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..base._codec import settings_json
-from ..base._config import Config, interval_ms, warmup_candles
+from ..base._config import Config, candle_age, max_staleness, warmup_candles
 from ..base._fs import atomic_writer
 from ..base._versions import stage_tag
 from ..base._vocab import DataStatus, Direction
@@ -170,7 +170,7 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
     data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
     if data_dir is None:
         return None
-    step = interval_ms(config.data.interval)
+    step = config.data.interval.ms
     slot = int(as_of.timestamp() * 1000) // step
     files = _file_digests(find_candle_files(Path(data_dir), symbols, config.data.interval),
                           memo)
@@ -266,7 +266,7 @@ def is_live(config: Config, as_of: datetime | None) -> bool:
         return False
     if as_of is None:
         return True
-    step = timedelta(milliseconds=interval_ms(config.data.interval))
+    step = config.data.interval.delta
     return abs(as_of - datetime.now(timezone.utc)) <= step
 
 
@@ -315,27 +315,15 @@ def _run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | No
     stale = {r.symbol: r.age_seconds or 0.0 for r in result.symbols
              if r.data_status == DataStatus.STALE}
     if stale and len(stale) == len(result.symbols):
-        raise StaleDataError(stale, _max_staleness(config))
+        raise StaleDataError(stale, max_staleness(config))
     return result
 
 
 # -- data checks that come before any gate ---------------------------------------------------
 
-def _max_staleness(config: Config) -> float:
-    if config.data.max_staleness is not None:
-        return config.data.max_staleness
-    return 2 * interval_ms(config.data.interval) / 1000
-
-
-def _age(config: Config, candle_time: datetime, now: datetime) -> float:
-    """Seconds from the close of the candle that opened at ``candle_time`` to ``now``."""
-    close = candle_time + timedelta(milliseconds=interval_ms(config.data.interval))
-    return (now - close).total_seconds()
-
-
 def _stale_symbols(config: Config, last: Mapping[str, datetime], now: datetime) -> set[str]:
-    limit = _max_staleness(config)
-    return {s for s, t in last.items() if _age(config, t, now) > limit}
+    limit = max_staleness(config)
+    return {s for s, t in last.items() if candle_age(config, t, now) > limit}
 
 
 _STALE = "stale data"  # placeholder in the cached answer; _apply_clock says how old
@@ -345,7 +333,7 @@ def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> Signal
     """Ages and stale reasons follow the clock of this run, cached answer or not."""
     rows = []
     for r in result.symbols:
-        age = _age(config, r.candle_time, now)
+        age = candle_age(config, r.candle_time, now)
         reasons = r.gate_reasons
         if r.data_status == DataStatus.STALE:
             reasons = (f"stale data: last candle {format_age(age)} ago",) + tuple(

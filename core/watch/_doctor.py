@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..base._config import Config
+from ..base._config import Config, max_staleness
 from ..base._redact import redact, register_secret
 from ..data._binance import BinanceClient
 from ..data._candles import (
     _sample_dir,
     find_candle_file,
-    interval_ms,
     read_candle_file,
 )
 from ..errors import BotoptError
@@ -82,7 +81,8 @@ def _data(cfg: Config, now: float) -> str:
             syms[0], interval, limit=1)
         return f"Binance answers at {cfg.binance.api_url} ({syms[0]} {interval})"
     data_dir = _sample_dir() if src == "sample" else Path(cfg.data.data_dir or ".")
-    step = interval_ms(interval)
+    step = interval.ms
+    limit = max_staleness(cfg)
     stale = []
     for sym in syms:
         try:
@@ -94,8 +94,8 @@ def _data(cfg: Config, now: float) -> str:
             raise BotoptError(f"{exc}; botopt fetch fills the store (botopt cron prints "
                               "the first fetch)") from exc
         age = now - (last.timestamp() + step / 1000)  # type: ignore[union-attr]
-        # a fetch every few minutes (botopt cron: 5) leaves up to that plus a candle behind
-        if src == "local" and age > max(3 * step / 1000, 900.0 + step / 1000):
+        # the rule signals blocks on: doctor warns of what the next run would refuse
+        if src == "local" and age > limit:
             stale.append(f"{sym} ({age / 3600:.1f} h)")
     if src == "sample":
         return (f"bundled sample data ({', '.join(syms)}), not live: set data.source = "
