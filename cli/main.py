@@ -54,7 +54,7 @@ class BotoptGroup(TyperGroup):
         except BotoptError as exc:
             from ..core.base._redact import redact
 
-            state = get_state(ctx)  # type: ignore[arg-type]
+            state = get_state(ctx)
             if state.debug or _debug_requested():
                 traceback.print_exc()
             print(f"botopt: error: {redact(str(exc))}", file=sys.stderr)
@@ -66,7 +66,7 @@ class BotoptGroup(TyperGroup):
                 raise
             from ..core.base._redact import redact
 
-            state = get_state(ctx)  # type: ignore[arg-type]
+            state = get_state(ctx)
             if state.debug or _debug_requested():
                 traceback.print_exc()
             print(f"botopt: internal error: {type(exc).__name__}: {redact(str(exc))} "

@@ -304,7 +304,8 @@ class BinanceClient:
     def _backoff(self, attempt: int, waited: float) -> float:
         budget = max(0.0, self.config.max_wait_seconds - waited)
         # Jitter keeps overlapping cron runs from retrying in lockstep.
-        wait = min(_BACKOFF_BASE * 2 ** attempt, _BACKOFF_CAP, budget) * random.uniform(0.5, 1)
+        wait: float = min(_BACKOFF_BASE * 2 ** attempt, _BACKOFF_CAP, budget) * \
+            random.uniform(0.5, 1)
         self.sleep(wait)
         return wait
 

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..base._config import Config
+from ..base._config import Config, interval_ms
 from ..base._fs import atomic_write_bytes
 from ..errors import BotoptError, ConfigError, DataError, UsageError
 from ..state._workspace import state_dir
@@ -33,7 +33,6 @@ from ._binance import BinanceClient
 from ._candles import (
     candle_file_stem,
     existing_candle_file,
-    interval_ms,
     parse_as_of,
     parse_symbols,
     read_candle_file,

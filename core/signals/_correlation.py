@@ -35,7 +35,7 @@ import json
 import logging
 import math
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import repeat
@@ -73,7 +73,7 @@ def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
         sxy = (dx * dy).sum(axis=0)
         sxx = (dx * dx).sum(axis=0)
         syy = (dy * dy).sum(axis=0)
-        out = sxy / np.sqrt(sxx * syy)
+        out: np.ndarray = sxy / np.sqrt(sxx * syy)
         # Zero variance means all values equal; a rounded mean can leave sxx at 1e-35.
         x_flat = np.where(both, x, np.inf).min(axis=0) == np.where(both, x, -np.inf).max(axis=0)
         y_flat = np.where(both, r, np.inf).min(axis=0) == np.where(both, r, -np.inf).max(axis=0)
@@ -96,8 +96,10 @@ def _epoch_ms(times: Any) -> np.ndarray:
         unit = np.datetime_data(a.dtype)[0]
         per_ms = {"ns": 1_000_000, "us": 1_000, "ms": 1}.get(unit)
         if per_ms is not None:
-            return a.view(np.int64) // per_ms
-    return times.dt.epoch("ms").to_numpy()
+            ms: np.ndarray = a.view(np.int64) // per_ms
+            return ms
+    epoch: np.ndarray = times.dt.epoch("ms").to_numpy()
+    return epoch
 
 
 def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
@@ -524,7 +526,7 @@ class RollingCorrelation:
         with np.errstate(invalid="ignore", divide="ignore"):
             vx = qx - sx * sx / cnt
             vy = qy - sy * sy / cnt
-            out = (self._prod[i] - sx * sy / cnt) / np.sqrt(vx * vy)
+            out: np.ndarray = (self._prod[i] - sx * sy / cnt) / np.sqrt(vx * vy)
             doubt = ~(vx > _DOUBT * self._scale[i]) | ~(vy > _DOUBT * self._scale)
         np.clip(out, -1.0, 1.0, out=out)
         few = cnt < self.min_periods
@@ -551,7 +553,7 @@ class RollingCorrelation:
         if not (vx > _DOUBT * self._scale[i] and self._vy_ok):
             return _row(self.returns, i, self.min_periods)  # a flat or nearly flat series
         # Every variance is positive here, so no errstate (a context manager per row).
-        out = self._prod[i] - (si / w) * s
+        out: np.ndarray = self._prod[i] - (si / w) * s
         out /= np.sqrt(vx * vy)
         np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
         np.maximum(out, -1.0, out=out)
@@ -574,7 +576,7 @@ class RollingCorrelation:
             # at 500 symbols every pass over the matrix costs as much as the update.
             # einsum's outer is the fastest here (ufunc.outer broadcasts, matmul with k = 1
             # takes a slow BLAS path and competes for threads).
-            out = np.einsum("i,j->ij", d, d)
+            out: np.ndarray = np.einsum("i,j->ij", d, d)
             out *= self._prod
             rows = max(1, _TEMP // max(n, 1))
             tmp = np.empty((min(rows, n), n))
@@ -797,7 +799,8 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
                              rows_updated=[s for s in updated if s in syms])
 
 
-def _load_state(path: Path, identity: str, fresh: Any, full: bool) -> RollingCorrelation:
+def _load_state(path: Path, identity: str, fresh: Callable[[], RollingCorrelation],
+                full: bool) -> RollingCorrelation:
     """The stored state, or a fresh one (asked for, absent, damaged or of other settings)."""
     want = fresh()
     if full:

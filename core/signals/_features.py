@@ -108,7 +108,8 @@ def _wilder_sum_seed(x: np.ndarray, first: int, n: int) -> np.ndarray:
         return total + np.nan
     for k in range(n - 1, 0, -1):
         total = total + x[first - k]
-    return (total * (1 - 1.0 / n) + x[first]) * (1.0 / n)
+    seed: np.ndarray = (total * (1 - 1.0 / n) + x[first]) * (1.0 / n)
+    return seed
 
 
 def _smooth(parts: list[tuple[np.ndarray, int, np.ndarray, float]]) -> list[np.ndarray]:

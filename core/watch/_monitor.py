@@ -249,7 +249,7 @@ class Monitor:
 
     def _handle(self, events: list[dict[str, Any]]) -> int:
         for ev in events:
-            handler = self.handlers.get(ev.get("type", ""))  # type: ignore[call-overload]
+            handler = self.handlers.get(ev.get("type", ""))
             if handler is not None:
                 try:
                     handler(ev)
