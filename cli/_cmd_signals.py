@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
         """Compute ranked, gated signals from the last closed candles of each symbol."""
         from botopt.core import (
             DataStatus,
+            Workspace,
             is_live,
             parse_as_of,
             parse_symbols,
@@ -122,7 +123,8 @@ def register(app: typer.Typer) -> None:
         syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
         when = parse_as_of(as_of)
         live = is_live(cfg, when)
-        with run_events("signals", enabled=live) as counts:
+        with run_events("signals", enabled=live,
+                        sink=Workspace.of(cfg).events()) as counts:
             result = run_signals(cfg, syms, as_of=when, use_cache=not no_cache,
                                  notify=notify)
             counts.update(symbols=len(result.symbols), passed=len(result.passed),
