@@ -42,7 +42,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -440,12 +440,34 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
 def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
              manager: CacheManager, batch: bool, cooldowns: Cooldowns, stages: _Stages
              ) -> SignalsResult:
-    from botopt.core.signals._engines import GUARD, AlphaEngineCoordinator, best_signal
     from botopt.core.signals._model import load_model
 
     # The model first: one that cannot serve these settings fails before the work.
     model = load_model(config.model, config.features)
     candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
+    return step(config, candles, syms, now, model=model, manager=manager, batch=batch,
+                records=cooldowns.snapshot(),
+                correlate=lambda c, s: _correlation_for_gates(config, ws, c, s),
+                stages=stages)
+
+
+Correlate = Callable[["pl.DataFrame", list[str]], "tuple[list[str], Any] | None"]
+
+
+def step(config: Config, candles: pl.DataFrame, syms: list[str], now: datetime, *,
+         model: Predictor, manager: CacheManager, records: list[CooldownRecord],
+         correlate: Correlate, batch: bool = True, stages: _Stages | None = None
+         ) -> SignalsResult:
+    """The state-carrying step: the signals at ``now`` from each symbol's closed candles up
+    to it (``candles``, at most ``features.history`` each, as ``load_candles`` gives them)
+    and the state carried from the previous step: the cooldown ``records`` and the rolling
+    correlation (``correlate(candles, syms)`` brings it up to date and returns the matrix).
+
+    A cron run calls it once; ``botopt.core.backtest`` calls it for every candle with the
+    state kept in memory. It records nothing: what passed is the driver's to record."""
+    from botopt.core.signals._engines import GUARD, AlphaEngineCoordinator, best_signal
+
+    stages = stages if stages is not None else _Stages()
     blocks = _data_blocks(config, candles, now)
     rows, regimes = _features_and_regimes(config, candles, syms, manager, batch, stages)
     # One frame of every symbol's last row; the per-symbol reference path slices it.
@@ -466,8 +488,8 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
             blocks[s] = (DataStatus.DEGENERATE, guard.reasons[0])
 
     probs = _predictions(model, rows, last, syms, manager, batch, stages)
-    decisions = _gate(config, ws, manager, candles, syms, best, regimes, probs, last,
-                      blocks, cooldowns.snapshot(), stages)
+    decisions = _gate(config, correlate, manager, candles, syms, best, regimes, probs, last,
+                      blocks, records, stages)
 
     results = []
     for i, s in enumerate(syms):
@@ -483,7 +505,7 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
                          symbols=results)
 
 
-def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.DataFrame,
+def _gate(config: Config, correlate: Correlate, manager: CacheManager, candles: pl.DataFrame,
           syms: list[str], best: Mapping[str, Signal | None], regimes: Mapping[str, str],
           probs: Mapping[str, float | None], last: pl.DataFrame,
           blocks: Mapping[str, tuple[DataStatus, str]], records: list[CooldownRecord],
@@ -504,8 +526,7 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
             probability=probs[s], regime=regimes[s], volume_z=vz[i],
             engine=b.engine if b else ""))
     eligible = [c.symbol for c in candidates]
-    correlation = _correlation_for_gates(config, ws, candles, syms) if len(eligible) > 1 \
-        else None
+    correlation = correlate(candles, syms) if len(eligible) > 1 else None
     relevant = sorted((r.symbol, r.direction, r.candle_time.isoformat()) for r in records
                       if r.symbol in eligible)
     corr_part = None if correlation is None else (list(correlation[0]), correlation[1])

@@ -1,0 +1,251 @@
+"""``replay``: the live pipeline's step, driven once per candle over a past period.
+
+A cron run of ``botopt signals`` calls ``_pipeline.step`` once, with the state the previous
+runs left (cooldown records, the rolling correlation); a replay calls the very same step for
+every candle open time in the period, with each symbol's closed candles up to that time (the
+last ``features.history`` of them, as a live ``--as-of`` run loads them) and the state carried
+in memory / in a private temporary directory. So the replay's signals and gate decisions are
+the ones the live runs would have made, by construction, and a test checks it against real
+``botopt signals --as-of`` processes (tests/test_replay.py).
+
+A replay records nothing: no cooldowns, regime history, notifications or events reach the
+workspace; the live bot is untouched.
+
+Candle times: the period is the candles that opened in ``[since, until)``; the step for the
+candle opening at ``t`` runs at ``as_of = t + interval`` (its close), as a cron run just after
+that close would, and a symbol's row is taken from the step where that candle is its newest.
+A symbol whose data starts inside the period joins at its first closed candle (a live run that
+named it earlier would have stopped with "no candle closed").
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botopt.core.base._config import Config, interval_ms
+from botopt.core.base._vocab import DataStatus, Direction
+from botopt.core.data._candles import load_candles, parse_symbols
+from botopt.core.errors import DataError, UsageError
+from botopt.core.signals._gates import (
+    CooldownRecord,
+    directional_probability,
+    gate_name,
+    merge_records,
+)
+from botopt.core.signals._results import SignalsResult, iso
+
+if TYPE_CHECKING:
+    import polars as pl
+
+# How long a cooldown store keeps records (CooldownStore's default): a replay forgets them
+# exactly when a cron run's store would.
+_KEEP = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replay found. ``candidates``: one row per (symbol, candle_time) where an engine
+    gave a direction, with the gates' decision; ``closes``: every candle's close from
+    ``since`` to the end of the data (forward returns may look past ``until``)."""
+
+    candidates: pl.DataFrame
+    closes: pl.DataFrame
+    interval: str
+    since: datetime
+    until: datetime
+    symbols: tuple[str, ...]
+
+
+def _utc(t: datetime, name: str) -> datetime:
+    if not isinstance(t, datetime):
+        raise UsageError(f"{name} must be a date and time, not {t!r}", key=name)
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def replay(config: Config, symbols: Sequence[str], since: datetime, until: datetime, *,
+           progress: Callable[[int, int], None] | None = None,
+           use_cache: bool = True) -> Replay:
+    """Replay the live pipeline over the candles that opened in ``[since, until)``.
+
+    ``progress(done, total)`` is called after each candle time. Raises UsageError for an
+    empty or reversed period, DataError when the period holds no candle of the data, and
+    UnknownSymbolError for a symbol the data source does not have."""
+    syms = parse_symbols(symbols)
+    since, until = _utc(since, "since"), _utc(until, "until")
+    if until < since:
+        raise UsageError(f"--until {iso(until)} is before --since {iso(since)}", key="until")
+    if until == since:
+        raise UsageError(f"empty period: --since and --until are both {iso(since)}",
+                         key="until")
+    del use_cache  # the cached replay is the next step; every answer is computed for now
+    return _replay(config, syms, since, until, progress)
+
+
+def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
+            progress: Callable[[int, int], None] | None) -> Replay:
+    from botopt.core.signals._model import load_model
+
+    model = load_model(config.model, config.features)  # a bad model fails before the work
+    frame = load_candles(syms, config=config)
+    book = _Book(frame, syms)
+    grid = book.grid(_ms(since), _ms(until))
+    if not grid.size:
+        book.explain_empty(since, until)
+    driver = _Driver(config, model)
+    step = interval_ms(config.data.interval)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="botopt-replay-") as tmp:
+        driver.state_dir = Path(tmp)
+        for k, t in enumerate(grid.tolist()):
+            candles, active = book.window(t, config.features.history)
+            now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
+            result = driver.step(candles, active, now)
+            rows.extend(_candidate_rows(result, t))
+            if progress is not None:
+                progress(k + 1, int(grid.size))
+    return Replay(candidates=_candidates_frame(rows), closes=book.closes(_ms(since)),
+                  interval=config.data.interval, since=since, until=until,
+                  symbols=tuple(syms))
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+class _Book:
+    """The loaded candles (one run per symbol, times ascending) and the windows of them
+    each step sees."""
+
+    def __init__(self, frame: pl.DataFrame, syms: list[str]) -> None:
+        import numpy as np
+
+        self.frame = frame
+        self.syms = syms
+        lens = frame.get_column("symbol").rle().struct.field("len").to_numpy()
+        self.lens = lens.astype(np.int64)
+        self.starts = np.cumsum(self.lens) - self.lens
+        self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
+
+    def times(self, j: int) -> Any:
+        a = int(self.starts[j])
+        return self.ms[a:a + int(self.lens[j])]
+
+    def grid(self, lo: int, hi: int) -> Any:
+        import numpy as np
+
+        return np.unique(self.ms[(self.ms >= lo) & (self.ms < hi)])
+
+    def explain_empty(self, since: datetime, until: datetime) -> None:
+        """Raise the DataError that says why no candle opened in the period."""
+        first = min(range(len(self.syms)), key=lambda j: self.times(j)[0])
+        last = max(range(len(self.syms)), key=lambda j: self.times(j)[-1])
+        t0, t1 = int(self.times(first)[0]), int(self.times(last)[-1])
+
+        def at(ms: int) -> str:
+            return f"{datetime.fromtimestamp(ms / 1000, tz=timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+        period = f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
+        if _ms(until) <= t0:
+            raise DataError(f"the period {period} is before the data "
+                            f"({self.syms[first]} starts {at(t0)})", symbol=self.syms[first])
+        if _ms(since) > t1:
+            raise DataError(f"the period {period} is after the data "
+                            f"({self.syms[last]} ends {at(t1)})", symbol=self.syms[last])
+        raise DataError(f"no candle of {', '.join(self.syms)} opened in {period}")
+
+    def window(self, t: int, history: int) -> tuple[pl.DataFrame, list[str]]:
+        """Each symbol's candles that opened by ``t`` (closed by t + interval), the last
+        ``history`` of them: what ``load_candles(as_of=t + interval, limit=history)`` gives;
+        and the symbols that have one."""
+        import numpy as np
+
+        idx, active = [], []
+        for j, s in enumerate(self.syms):
+            n = int(np.searchsorted(self.times(j), t, side="right"))
+            if n == 0:
+                continue
+            a = int(self.starts[j])
+            idx.append(np.arange(a + max(0, n - history), a + n))
+            active.append(s)
+        return self.frame[np.concatenate(idx)], active
+
+    def closes(self, lo: int) -> pl.DataFrame:
+        import polars as pl
+
+        return self.frame.filter(pl.col("open_time").dt.epoch("ms") >= lo).select(
+            "symbol", pl.col("open_time").alias("candle_time"), "close") \
+            .sort("candle_time", "symbol")
+
+
+class _Driver:
+    """The state a cron line carries between runs, held for a replay: the cooldown records
+    (in memory, merged by the stores' one rule) and the rolling correlation (its state file
+    in a private temporary directory, as a cron run keeps it in the workspace)."""
+
+    def __init__(self, config: Config, model: Any) -> None:
+        from botopt.core.state._cache import CacheManager
+
+        self.config = config
+        self.model = model
+        self.records: list[CooldownRecord] = []
+        self.state_dir: Path | None = None
+        self._manager = CacheManager(root=Path(tempfile.gettempdir()), enabled=False)
+
+    def _correlate(self, candles: pl.DataFrame, syms: list[str]
+                   ) -> tuple[list[str], Any] | None:
+        from botopt.core.signals._correlation import update_correlation
+
+        if len(syms) < 2:
+            return None
+        result = update_correlation(self.config, candles, state_dir=self.state_dir)
+        return list(result.symbols), result.matrix
+
+    def step(self, candles: pl.DataFrame, syms: list[str], now: datetime) -> SignalsResult:
+        from botopt.core.signals._pipeline import _apply_clock, step
+
+        result = step(self.config, candles, syms, now, model=self.model,
+                      manager=self._manager, records=list(self.records),
+                      correlate=self._correlate)
+        result = _apply_clock(self.config, result, now)
+        passed = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
+                  for r in result.symbols if r.gate_passed]
+        self.records, _ = merge_records(self.records, passed, _KEEP)
+        return result
+
+
+def _candidate_rows(result: SignalsResult, t: int) -> list[dict[str, Any]]:
+    """The rows of the symbols whose newest candle is ``t`` and that have a direction."""
+    out = []
+    for r in result.symbols:
+        if r.direction not in (Direction.LONG, Direction.SHORT) or \
+                _ms(r.candle_time) != t:
+            continue
+        if r.data_status != DataStatus.OK:
+            blocked = [str(r.data_status)]
+        else:
+            blocked = list(dict.fromkeys(gate_name(x) for x in r.gate_reasons))
+        out.append({"symbol": r.symbol, "candle_time": t, "close": r.close,
+                    "regime": r.regime, "engine": r.engine, "direction": str(r.direction),
+                    "strength": r.strength, "p_up": r.p_up,
+                    "p_dir": directional_probability(r.p_up, r.direction),
+                    "gate_passed": bool(r.gate_passed), "gate_reasons": list(r.gate_reasons),
+                    "blocked_by": blocked, "data_status": str(r.data_status)})
+    return out
+
+
+def _candidates_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    import polars as pl
+
+    schema: dict[str, Any] = {"symbol": pl.String, "candle_time": pl.Int64, "close": pl.Float64,
+              "regime": pl.String, "engine": pl.String, "direction": pl.String,
+              "strength": pl.Float64, "p_up": pl.Float64, "p_dir": pl.Float64,
+              "gate_passed": pl.Boolean, "gate_reasons": pl.List(pl.String),
+              "blocked_by": pl.List(pl.String), "data_status": pl.String}
+    return pl.DataFrame(rows, schema=schema) \
+        .with_columns(pl.col("candle_time").cast(pl.Datetime("ms", "UTC"))) \
+        .sort("candle_time", "symbol")
