@@ -89,28 +89,73 @@ def replay(config: Config, symbols: Sequence[str], since: datetime, until: datet
 def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
             progress: Callable[[int, int], None] | None) -> Replay:
     from botopt.core.signals._model import load_model
+    from botopt.core.state._cache import CacheManager
 
     model = load_model(config.model, config.features)  # a bad model fails before the work
     frame = load_candles(syms, config=config)
     book = _Book(frame, syms)
-    grid = book.grid(_ms(since), _ms(until))
+    lo, hi = _ms(since), _ms(until)
+    grid = book.grid(lo, hi)
     if not grid.size:
         book.explain_empty(since, until)
-    driver = _Driver(config, model)
+    manager = CacheManager(root=Path(tempfile.gettempdir()), enabled=False)
+    need = book.needed(lo, hi)
+    total = int(need.size + grid.size)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    own = _prepare_all(config, book, need, model, manager, tick)
+    driver = _Driver(config, book, manager)
     step = interval_ms(config.data.interval)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="botopt-replay-") as tmp:
-        driver.state_dir = Path(tmp)
-        for k, t in enumerate(grid.tolist()):
-            candles, active = book.window(t, config.features.history)
-            now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
-            result = driver.step(candles, active, now)
-            rows.extend(_candidate_rows(result, t))
-            if progress is not None:
-                progress(k + 1, int(grid.size))
-    return Replay(candidates=_candidates_frame(rows), closes=book.closes(_ms(since)),
+    for t in grid.tolist():
+        now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
+        rows.extend(_candidate_rows(driver.step(t, now, own), t))
+        tick(1)
+    return Replay(candidates=_candidates_frame(rows), closes=book.closes(lo),
                   interval=config.data.interval, since=since, until=until,
                   symbols=tuple(syms))
+
+
+# Windows prepared together: each is one pseudo-symbol of ``features.history`` rows, so a
+# batch is about 500 x 1,000 rows (some 90 MB of candles and features), the size the
+# features are fastest at per row.
+_BATCH_ROWS = 500_000
+
+
+def _prepare_all(config: Config, book: _Book, need: Any, model: Any, manager: Any,
+                 tick: Callable[[int], None]) -> dict[int, Any]:
+    """``prepare`` for every needed row (a symbol's candle that some step of the period
+    sees as its newest): each row's window of candles as a symbol of its own, so many
+    candles are computed in one call. A symbol's answer depends on its own rows only, bit
+    for bit, so each equals what the live run at that candle computes."""
+    import dataclasses
+
+    import numpy as np
+    import polars as pl
+
+    from botopt.core.signals._pipeline import prepare
+
+    h = config.features.history
+    out: dict[int, Any] = {}
+    per = max(1, _BATCH_ROWS // h)
+    for k in range(0, int(need.size), per):
+        rows = need[k:k + per]
+        first = np.maximum(book.row_start[rows], rows + 1 - h)
+        lens = rows + 1 - first
+        idx = np.repeat(first - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        names = [f"{i}" for i in rows.tolist()]
+        batch = book.frame[idx].with_columns(symbol=pl.Series(names).gather(
+            np.repeat(np.arange(len(names)), lens)))
+        prepared = prepare(config, batch, names, model=model, manager=manager)
+        for i, o in zip(rows.tolist(), prepared, strict=True):
+            out[i] = dataclasses.replace(o, symbol=book.symbol_of(i))
+        tick(len(names))
+    return out
 
 
 def _ms(t: datetime) -> int:
@@ -130,6 +175,31 @@ class _Book:
         self.lens = lens.astype(np.int64)
         self.starts = np.cumsum(self.lens) - self.lens
         self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
+
+    @property
+    def row_start(self) -> Any:
+        """Per row of the frame: the first row of its symbol."""
+        import numpy as np
+
+        return np.repeat(self.starts, self.lens)
+
+    def symbol_of(self, row: int) -> str:
+        import numpy as np
+
+        return self.syms[int(np.searchsorted(self.starts, row, side="right")) - 1]
+
+    def needed(self, lo: int, hi: int) -> Any:
+        """The rows some step of the period sees as a symbol's newest: those that opened
+        in [lo, hi), and each symbol's last row before lo (still its newest at the first
+        steps when its data has a gap there)."""
+        import numpy as np
+
+        out = []
+        for j in range(len(self.syms)):
+            t = self.times(j)
+            a, b = int(np.searchsorted(t, lo)), int(np.searchsorted(t, hi))
+            out.append(int(self.starts[j]) + np.arange(max(0, a - 1), b))
+        return np.concatenate(out).astype(np.int64)
 
     def times(self, j: int) -> Any:
         a = int(self.starts[j])
@@ -158,21 +228,18 @@ class _Book:
                             f"({self.syms[last]} ends {at(t1)})", symbol=self.syms[last])
         raise DataError(f"no candle of {', '.join(self.syms)} opened in {period}")
 
-    def window(self, t: int, history: int) -> tuple[pl.DataFrame, list[str]]:
-        """Each symbol's candles that opened by ``t`` (closed by t + interval), the last
-        ``history`` of them: what ``load_candles(as_of=t + interval, limit=history)`` gives;
-        and the symbols that have one."""
+    def newest(self, t: int) -> tuple[list[int], list[int]]:
+        """(symbol indexes, their newest rows) at ``t``: each symbol's last candle that
+        opened by ``t``, for the symbols that have one."""
         import numpy as np
 
-        idx, active = [], []
-        for j, s in enumerate(self.syms):
+        js, rows = [], []
+        for j in range(len(self.syms)):
             n = int(np.searchsorted(self.times(j), t, side="right"))
-            if n == 0:
-                continue
-            a = int(self.starts[j])
-            idx.append(np.arange(a + max(0, n - history), a + n))
-            active.append(s)
-        return self.frame[np.concatenate(idx)], active
+            if n:
+                js.append(j)
+                rows.append(int(self.starts[j]) + n - 1)
+        return js, rows
 
     def closes(self, lo: int) -> pl.DataFrame:
         import polars as pl
@@ -183,34 +250,62 @@ class _Book:
 
 
 class _Driver:
-    """The state a cron line carries between runs, held for a replay: the cooldown records
-    (in memory, merged by the stores' one rule) and the rolling correlation (its state file
-    in a private temporary directory, as a cron run keeps it in the workspace)."""
+    """The state a cron line carries between runs, held in memory for a replay: the
+    cooldown records (merged by the stores' one rule) and the rolling correlation (saved
+    after each update and loaded by the next step, as a cron run's state file is), so each
+    ``decide`` gets exactly what the live run at that candle would have."""
 
-    def __init__(self, config: Config, model: Any) -> None:
-        from botopt.core.state._cache import CacheManager
+    def __init__(self, config: Config, book: _Book, manager: Any) -> None:
+        import numpy as np
 
         self.config = config
-        self.model = model
+        self.book = book
+        self.manager = manager
         self.records: list[CooldownRecord] = []
-        self.state_dir: Path | None = None
-        self._manager = CacheManager(root=Path(tempfile.gettempdir()), enabled=False)
+        self._state: Any = None
+        self._ts = book.ms
+        self._cs = book.frame.get_column("close").cast(float).to_numpy()
+        self._np = np
+        # a run hands the correlation its last features.history rows; it reads only the
+        # last window + 2 and the row before them
+        self._keep = min(config.features.history, config.correlation.window + 3)
 
-    def _correlate(self, candles: pl.DataFrame, syms: list[str]
-                   ) -> tuple[list[str], Any] | None:
-        from botopt.core.signals._correlation import update_correlation
+    def _correlate(self, js: list[int], rows: list[int]) -> Any:
+        from botopt.core.signals._correlation import RollingCorrelation, _bring_up_to_date
 
-        if len(syms) < 2:
-            return None
-        result = update_correlation(self.config, candles, state_dir=self.state_dir)
-        return list(result.symbols), result.matrix
+        np = self._np
+        cc = self.config
 
-    def step(self, candles: pl.DataFrame, syms: list[str], now: datetime) -> SignalsResult:
-        from botopt.core.signals._pipeline import _apply_clock, step
+        def fresh() -> RollingCorrelation:
+            return RollingCorrelation(window=cc.correlation.window,
+                                      min_periods=cc.correlation.min_periods,
+                                      interval_ms=interval_ms(cc.data.interval))
 
-        result = step(self.config, candles, syms, now, model=self.model,
-                      manager=self._manager, records=list(self.records),
-                      correlate=self._correlate)
+        rc = fresh() if self._state is None else self._state.reloaded()
+        ends = np.asarray(rows, dtype=np.int64) + 1
+        firsts = np.maximum(self.book.starts[js], ends - self._keep)
+        lens = ends - firsts
+        idx = np.repeat(firsts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        new_ends = np.cumsum(lens)
+        names = [self.book.syms[j] for j in js]
+        rc, _ = _bring_up_to_date(
+            rc, (names, new_ends - lens, new_ends, self._ts[idx], self._cs[idx]), fresh)
+        # what the run saves (an unchanged state is the one saved before); the matrix is
+        # computed after, on this object, as the run computes it after saving
+        self._state = rc
+        got, m = rc.matrix()
+        if got != names:
+            at = [got.index(s) for s in names]
+            m = m[np.ix_(at, at)]
+        return names, m
+
+    def step(self, t: int, now: datetime, own: dict[int, Any]) -> SignalsResult:
+        from botopt.core.signals._pipeline import _apply_clock, decide
+
+        js, rows = self.book.newest(t)
+        result = decide(self.config, [own[r] for r in rows], now, records=self.records,
+                        correlate=lambda names: self._correlate(js, rows),
+                        manager=self.manager)
         result = _apply_clock(self.config, result, now)
         passed = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
                   for r in result.symbols if r.gate_passed]

@@ -274,6 +274,8 @@ def merge_records(current: list[CooldownRecord], new_items: Sequence[CooldownRec
     """(records kept, records added): the new ones not there yet appended, then those older
     than ``keep`` before the newest dropped. The one rule of every cooldown store (a file,
     the shared server, a backtest's memory), so a replay carries what a cron run would."""
+    if not new_items:
+        return current, []
     known = {r.key() for r in current}
     added = [r for r in new_items if r.key() not in known]
     if not added:

@@ -563,9 +563,6 @@ def _gate(config: Config, correlate: Callable[[list[str]], Any], manager: CacheM
             engine=b.engine if b else ""))
     eligible = [c.symbol for c in candidates]
     correlation = correlate([o.symbol for o in own]) if len(eligible) > 1 else None
-    relevant = sorted((r.symbol, r.direction, r.candle_time.isoformat()) for r in records
-                      if r.symbol in eligible)
-    corr_part = None if correlation is None else (list(correlation[0]), correlation[1])
 
     def gate() -> list[GateDecision]:
         stages.gates += 1
@@ -573,8 +570,13 @@ def _gate(config: Config, correlate: Callable[[list[str]], Any], manager: CacheM
 
     decided: list[GateDecision] = []
     if candidates:
-        gkey = gates_key(config.gates, candidates, relevant, corr_part) \
-            if manager.enabled else "gates"
+        gkey = "gates"
+        if manager.enabled:  # a replay's steps look nothing up: no key to pay for
+            relevant = sorted((r.symbol, r.direction, r.candle_time.isoformat())
+                              for r in records if r.symbol in eligible)
+            corr_part = None if correlation is None else (list(correlation[0]),
+                                                          correlation[1])
+            gkey = gates_key(config.gates, candidates, relevant, corr_part)
         decided = manager.get_or_compute("gates", gkey, gate)
     out: dict[str, GateDecision] = dict(zip(eligible, decided, strict=True))
     for s, (_, reason) in blocks.items():
