@@ -3,6 +3,7 @@ the state a cron line carries, blind to the future, and clear about bad periods.
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -109,9 +110,41 @@ def test_every_gate_reason_has_a_stable_name():
 def test_a_replay_records_nothing(tmp_path, shared_data):
     cfg = real_config(tmp_path, shared_data / "candles" / "5m")
     since = datetime(2018, 1, 20, 7, 0, tzinfo=UTC)
-    rep = replay(cfg, PAIRS[:4], since, since + FIVE * 12)
+    rep = replay(cfg, PAIRS[:4], since, since + FIVE * 12, use_cache=False)
     assert rep.candidates["gate_passed"].any()
     assert not (tmp_path / "cache").exists()
+    replay(cfg, PAIRS[:4], since, since + FIVE * 12)  # cached: an entry, still no state
+    assert {p.name for p in (tmp_path / "cache").iterdir()} <= {"backtest", "digests"}
+
+
+def test_the_cached_replay_equals_the_computed_one(tmp_path, shared_data):
+    src = shared_data / "candles" / "5m"
+    (tmp_path / "d").mkdir()
+    for s in PAIRS[:3]:
+        (tmp_path / "d" / f"{s}-5m.feather").write_bytes((src / f"{s}-5m.feather").read_bytes())
+    cfg = real_config(tmp_path, tmp_path / "d")
+    since = datetime(2018, 1, 20, 7, 0, tzinfo=UTC)
+    calls = []
+    first = replay(cfg, PAIRS[:3], since, since + FIVE * 12, progress=lambda d, t: calls.append(t))
+    assert calls and calls[-1] > 1  # computed
+    calls.clear()
+    again = replay(cfg, PAIRS[:3], since, since + FIVE * 12, progress=lambda d, t: calls.append(t))
+    assert calls == [1]  # answered from the entry
+    assert again.candidates.equals(first.candidates) and again.closes.equals(first.closes)
+    assert again.candidates.equals(replay(cfg, PAIRS[:3], since, since + FIVE * 12,
+                                          use_cache=False).candidates)
+    # a damaged entry is computed again, and so is a changed data file
+    for p in (tmp_path / "cache" / "backtest").glob("*.candidates.arrow"):
+        p.write_bytes(b"garbage")
+    calls.clear()
+    assert replay(cfg, PAIRS[:3], since, since + FIVE * 12,
+                  progress=lambda d, t: calls.append(t)).candidates.equals(first.candidates)
+    assert calls[-1] > 1
+    eth = tmp_path / "d" / "ETC_BTC-5m.feather"
+    df = pl.read_ipc(io.BytesIO(eth.read_bytes()))
+    df.with_columns(pl.col("open", "high", "low", "close") * 1.05).write_ipc(eth)
+    moved = replay(cfg, PAIRS[:3], since, since + FIVE * 12)
+    assert not moved.closes.equals(first.closes)
 
 
 # -- no look-ahead ---------------------------------------------------------------------------

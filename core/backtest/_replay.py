@@ -82,8 +82,102 @@ def replay(config: Config, symbols: Sequence[str], since: datetime, until: datet
     if until == since:
         raise UsageError(f"empty period: --since and --until are both {iso(since)}",
                          key="until")
-    del use_cache  # the cached replay is the next step; every answer is computed for now
-    return _replay(config, syms, since, until, progress)
+    store = _ReplayCache.of(config, syms, since, until) if use_cache else None
+    hit = store.get() if store is not None else None
+    if hit is not None:
+        if progress is not None:
+            progress(1, 1)
+        return Replay(candidates=hit[0], closes=hit[1], interval=config.data.interval,
+                      since=since, until=until, symbols=tuple(syms))
+    result = _replay(config, syms, since, until, progress)
+    if store is not None:
+        store.put(result.candidates, result.closes)
+    return result
+
+
+class _ReplayCache:
+    """A replay's answer kept in the workspace (``backtest/``, two Arrow IPC files per
+    entry), keyed by everything it depends on: the candle files' contents, every setting a
+    step reads, the model, the symbols, the period and the code (``stage_tag``). A cache,
+    not state: a damaged or unwritable entry costs the computation, never the answer."""
+
+    KEEP = 16  # entries; the oldest go first
+
+    def __init__(self, directory: Path, key: str) -> None:
+        self.dir = directory
+        self.key = key
+
+    @classmethod
+    def of(cls, config: Config, syms: list[str], since: datetime, until: datetime
+           ) -> _ReplayCache | None:
+        import hashlib
+        import json
+
+        from botopt.core.base._codec import settings_json
+        from botopt.core.base._versions import stage_tag
+        from botopt.core.data._candles import _sample_dir, find_candle_files
+        from botopt.core.errors import BotoptError
+        from botopt.core.signals._pipeline import _digest_memo, _file_digests, _model_digest
+        from botopt.core.state._workspace import Workspace, data_scope
+
+        if config.data.source == "binance":
+            return None  # the data only exists after the network round trip
+        data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
+        if data_dir is None:
+            return None
+        try:
+            ws = Workspace.of(config)
+            files = find_candle_files(Path(data_dir), syms, config.data.interval)
+            digests = _file_digests(files, _digest_memo(ws))
+            directory = ws.dir("backtest")
+        except OSError:
+            return None
+        except BotoptError as exc:
+            if isinstance(exc, DataError):
+                raise  # an unknown symbol: the same error as without the cache
+            return None
+        parts = [stage_tag("backtest"), data_scope(config), syms, digests, iso(since),
+                 iso(until), config.data.interval, config.data.source,
+                 config.data.max_staleness,
+                 settings_json(config.features, config.regime, config.gates,
+                               config.correlation, config.model), _model_digest(config)]
+        key = hashlib.blake2b(json.dumps(parts, default=str).encode(),
+                              digest_size=20).hexdigest()
+        return cls(directory, key)
+
+    def _paths(self) -> tuple[Path, Path]:
+        return (self.dir / f"{self.key}.candidates.arrow",
+                self.dir / f"{self.key}.closes.arrow")
+
+    def get(self) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+        import io
+
+        import polars as pl
+
+        try:  # read whole: a mapped file could be pruned by another replay under it
+            a, b = (pl.read_ipc(io.BytesIO(p.read_bytes())) for p in self._paths())
+        except Exception:  # noqa: BLE001  (absent or damaged: computed again)
+            return None
+        if a.schema != _candidates_frame([]).schema or b.columns != ["symbol", "candle_time",
+                                                                     "close"]:
+            return None
+        return a, b
+
+    def put(self, candidates: pl.DataFrame, closes: pl.DataFrame) -> None:
+        from botopt.core.base._fs import atomic_writer
+
+        try:
+            for frame, path in zip((candidates, closes), self._paths(), strict=True):
+                with atomic_writer(path, fsync=False) as fh:
+                    frame.write_ipc(fh)
+            entries = sorted(self.dir.glob("*.candidates.arrow"),
+                             key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in entries[self.KEEP:]:
+                stem = old.name.split(".")[0]
+                for p in self.dir.glob(f"{stem}.*.arrow"):
+                    p.unlink(missing_ok=True)
+        except OSError:
+            pass  # a full or read-only disk: the next replay computes again
 
 
 def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
