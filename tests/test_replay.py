@@ -4,11 +4,16 @@ the state a cron line carries, blind to the future, and clear about bad periods.
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from botopt.core import DataError, UnknownSymbolError, UsageError, load_config, replay
 from botopt.core.base._vocab import Direction
@@ -55,8 +60,13 @@ def replay_rows(rep) -> list[dict]:
             for row in rep.candidates.iter_rows(named=True)]
 
 
-def check_equal_to_live(tmp_path, shared_data, start: datetime, n: int) -> None:
-    cfg = real_config(tmp_path, shared_data / "candles" / "5m")
+LOOSE = {"gates.correlation_threshold": 0.0, "gates.min_probability": 0.3,
+         "gates.min_strength": 0.1}  # signals pass, and the correlation gate decides too
+
+
+def check_equal_to_live(tmp_path, shared_data, start: datetime, n: int,
+                        **extra) -> list[dict]:
+    cfg = real_config(tmp_path, shared_data / "candles" / "5m", **extra)
     times = [start + FIVE * k for k in range(n)]
     rep = replay(cfg, PAIRS, times[0], times[-1] + FIVE)
     live = live_rows(cfg, PAIRS, times, tmp_path / "live")
@@ -65,16 +75,89 @@ def check_equal_to_live(tmp_path, shared_data, start: datetime, n: int) -> None:
     # the comparison has teeth: signals, passes and blocks of several gates are in it
     assert any(r["gate_passed"] for r in live) and any(not r["gate_passed"] for r in live)
     assert any(x.startswith("cooldown") for r in live for x in r["gate_reasons"])
+    return live
 
 
 def test_equal_to_live_runs_on_real_pairs(tmp_path, shared_data):
     check_equal_to_live(tmp_path, shared_data, datetime(2018, 1, 20, 7, 0, tzinfo=UTC), 16)
 
 
+def test_equal_to_live_runs_with_the_correlation_gate(tmp_path, shared_data):
+    live = check_equal_to_live(tmp_path, shared_data,
+                               datetime(2018, 1, 26, 10, 0, tzinfo=UTC), 14, **LOOSE)
+    assert any(x.startswith("correlated") for r in live for x in r["gate_reasons"])
+
+
 @pytest.mark.slow
 def test_equal_to_live_runs_over_hundreds_of_candles(tmp_path, shared_data):
     # 300 candles of all ten pairs: every candidate and gate decision
     check_equal_to_live(tmp_path, shared_data, datetime(2018, 1, 24, 0, 0, tzinfo=UTC), 300)
+
+
+def _cli_rows(root: Path, data_dir: Path, syms, times) -> list[dict]:
+    """Real ``botopt signals --as-of`` processes, one per candle, sharing one cache and
+    state directory as a cron line does (``--notify``: a replay of the past records
+    cooldowns only when asked)."""
+    out = []
+    for t in times:
+        proc = subprocess.run(
+            [sys.executable, "-m", "botopt.cli.main", "--cache-dir", str(root), "signals",
+             "--source", "local", "--data-dir", str(data_dir), "--symbols", ",".join(syms),
+             "--as-of", (t + FIVE).isoformat(), "--notify", "--json"],
+            capture_output=True, check=True, text=True)
+        for r in json.loads(proc.stdout)["signals"]:
+            when = datetime.fromisoformat(r["candle_time"].replace("Z", "+00:00"))
+            if when == t and r["direction"] in ("long", "short"):
+                out.append({"symbol": r["symbol"], "candle_time": t, "close": r["close"],
+                            "regime": r["regime"], "engine": r["engine"],
+                            "direction": r["direction"], "strength": r["strength"],
+                            "p_up": r["p_up"], "p_dir": r["p_dir"],
+                            "gate_passed": r["gate"]["passed"],
+                            "gate_reasons": r["gate"]["reasons"],
+                            "data_status": r["data_status"]})
+    return sorted(out, key=lambda d: (d["candle_time"], d["symbol"]))
+
+
+@pytest.mark.slow
+def test_equal_to_live_processes(tmp_path, shared_data, clean_env, monkeypatch):
+    """As processes a user's cron starts, with gates loose enough that signals pass and
+    the correlation gate (and the state it carries) decides too."""
+    data = shared_data / "candles" / "5m"
+    (tmp_path / "botopt.toml").write_text(
+        "[gates]\ncorrelation_threshold = 0.0\nmin_probability = 0.3\nmin_strength = 0.1\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "x"), "data.source": "local",
+                                 "data.data_dir": str(data)})
+    assert cfg.gates.correlation_threshold == 0.0
+    start = datetime(2018, 1, 26, 10, 0, tzinfo=UTC)
+    times = [start + FIVE * k for k in range(14)]
+    live = _cli_rows(tmp_path / "live", data, PAIRS, times)
+    got = replay_rows(replay(cfg, PAIRS, times[0], times[-1] + FIVE, use_cache=False))
+    assert got == live
+    assert any(x.startswith("correlated") for r in live for x in r["gate_reasons"])
+
+
+@pytest.fixture(scope="module")
+def live_period(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("prop")
+    cfg = real_config(root, shared_data / "candles" / "5m",
+                      **LOOSE)
+    start = datetime(2018, 1, 17, 22, 0, tzinfo=UTC)
+    times = [start + FIVE * k for k in range(30)]
+    return cfg, times, live_rows(cfg, PAIRS, times, root / "live")
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(k=st.integers(0, 29))
+def test_any_candle_equals_the_live_run(live_period, k):
+    """A replay from the period's start to a drawn candle T says at T what the live run at
+    T said, with the state the live runs before it left."""
+    cfg, times, live = live_period
+    rep = replay(cfg, PAIRS, times[0], times[k] + FIVE, use_cache=False)
+    at = [r for r in replay_rows(rep) if r["candle_time"] == times[k]]
+    assert at == [r for r in live if r["candle_time"] == times[k]]
 
 
 def test_columns_and_types(tmp_path, shared_data):
