@@ -146,7 +146,7 @@ def cron_processes(quick: bool, data_dir: Path | None) -> list[Row]:
             t_fresh += time.perf_counter() - t1
             t_cached += t1 - t0
             identical &= json.loads(a) == json.loads(b)
-        from ..core.state._cache import get_cache_stats
+        from ..core.state._cache_stats import get_cache_stats
 
         stats = get_cache_stats(Path(tmp) / "cached")
     rows = []
@@ -274,7 +274,7 @@ def process_rows(quick: bool) -> list[Row]:
         cold = subprocess.run([*sig, "--json", "--no-cache"], check=True,
                               capture_output=True).stdout
         from ..core.base._config import effective_lives, load_config
-        from ..core.state._cache import get_cache_stats
+        from ..core.state._cache_stats import get_cache_stats
 
         cli_stats = json.loads(subprocess.run([*stats, "--json"], check=True,
                                               capture_output=True).stdout)["caches"]

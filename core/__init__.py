@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# name -> private module that defines it (relative to this package). Keep sorted by module.
+# name -> private module that defines it. Keep sorted by module.
 _EXPORTS: dict[str, str] = {
     "BotoptError": ".errors",
     "CacheDirUnsafeError": ".errors",
@@ -52,8 +52,8 @@ _EXPORTS: dict[str, str] = {
     "cache_predictions": ".state._cache",
     "cache_regime": ".state._cache",
     "cache_gate": ".state._cache",
-    "get_cache_stats": ".state._cache",
-    "clear_cache": ".state._cache",
+    "get_cache_stats": ".state._cache_stats",
+    "clear_cache": ".state._cache_stats",
     "RollingCorrelation": ".signals._correlation",
     "batch_notify": ".delivery._notify",
     "flush_notifications": ".delivery._notify",
@@ -69,6 +69,8 @@ _EXPORTS: dict[str, str] = {
     "run_signals": ".signals._pipeline",
     "is_live": ".signals._pipeline",
     "SignalsResult": ".signals._results",
+    "replay": ".backtest._replay",
+    "Replay": ".backtest._replay",
     "update_correlation": ".signals._correlation",
     "history": ".watch._history",
     "train_and_save": ".signals._model_train",
@@ -80,8 +82,6 @@ _EXPORTS: dict[str, str] = {
     "Workspace": ".state._workspace",
 }
 
-# Literal, so type checkers and readers see the API without running code; test_layers checks
-# it equals the table above.
 __all__ = [
     "AlphaEngineCoordinator",
     "BinanceClient",
@@ -101,6 +101,7 @@ __all__ = [
     "NotificationType",
     "NotifyError",
     "Regime",
+    "Replay",
     "RollingCorrelation",
     "Signal",
     "SignalsResult",
@@ -138,6 +139,7 @@ __all__ = [
     "parse_symbols",
     "pending_notifications",
     "plan_fetch",
+    "replay",
     "retry_dead_letter",
     "run_checks",
     "run_events",
@@ -166,6 +168,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays lazy)
+    from .backtest._replay import Replay, replay  # noqa: F401
     from .base._config import (  # noqa: F401
         INTERVALS,
         Config,
@@ -227,9 +230,8 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         cache_predictions,
         cache_regime,
         cached,
-        clear_cache,
-        get_cache_stats,
     )
+    from .state._cache_stats import clear_cache, get_cache_stats  # noqa: F401
     from .state._events import emit, run_events  # noqa: F401
     from .state._workspace import Workspace  # noqa: F401
     from .watch._cron import crontab, systemd_unit  # noqa: F401

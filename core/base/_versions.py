@@ -46,6 +46,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
                              "state._entry_format", "base._redact",
                              "base._versions"})),
 }
+STAGE_MODULES["backtest"] = (*STAGE_MODULES["signals"], "backtest._replay")
 
 
 @functools.cache

@@ -29,6 +29,7 @@ from ..base._vocab import Direction, Regime
 from ..state._cooldowns import CooldownRecord as CooldownRecord
 from ..state._cooldowns import Cooldowns as Cooldowns
 from ..state._cooldowns import CooldownStore as CooldownStore
+from ..state._cooldowns import merge_records as merge_records
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,24 @@ class _Active:
             return None
         k = int(above[0])
         return (names + more)[k], float(row[k])
+
+
+# What blocked a candidate, as a stable name (the [gates] setting each reason comes from):
+# the reasons are for people and may be reworded, tallies need names that stay.
+_GATE_NAMES = (("no directional signal", "direction"), ("strength ", "min_strength"),
+               ("p_dir ", "min_probability"), ("no model probability", "min_probability"),
+               ("regime ", "block_high_vol"), ("no volume z-score", "min_volume_z"),
+               ("volume z ", "min_volume_z"), ("cooldown: ", "cooldown_seconds"),
+               ("correlated ", "correlation_threshold"))
+
+
+def gate_name(reason: str) -> str:
+    """The stable name of the gate a reason from ``evaluate_gates`` comes from ("other"
+    for a reason this table does not know: tests/test_replay.py checks none is left)."""
+    for prefix, name in _GATE_NAMES:
+        if reason.startswith(prefix):
+            return name
+    return "other"
 
 
 def gates_key(config: GatesConfig, candidates: Sequence[GateInput],

@@ -634,124 +634,33 @@ def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
     return counts, entries
 
 
-def _stored_for(root: Path, config: Any) -> tuple[dict[str, tuple[int, int, float]],
-                                                  dict[str, tuple[int, int]]]:
-    """``_stored`` of the shared server when ``config`` has a ``state.url`` (and it answers),
-    else of the local store."""
-    if config is not None and config.state.url:
-        from ._redis import shared_state
-        from ._redis_store import cache_stats
-
-        shared = shared_state(config.state)
-        if shared is not None and shared.available():
-            try:
-                return cache_stats(shared)
-            except shared.errors as exc:
-                shared.lost(exc)
-    return _stored(root)
+Counts = dict[str, tuple[int, int, float]]  # per cache: hits, misses, seconds saved
+Entries = dict[str, tuple[int, int]]  # per cache: live entries, bytes
 
 
-def get_cache_stats(root: Path | None = None,
-                    ttls: Mapping[str, Any] | None = None, *,
-                    config: Any = None) -> dict[str, dict[str, Any]]:
-    """Per cache: hits, misses, hit_rate, entries, ttl_seconds, size_bytes,
-    time_saved_seconds. Reads SQLite directly: no polars or numpy import.
+class CacheStatistics(Protocol):
+    """The figures ``cache-stats`` shows and ``cache clear`` resets: this host's
+    (``LocalCacheStatistics``) or, with ``state.url``, every host's on the shared server
+    (``botopt.core.state._redis_store.RedisCacheStatistics``); the ``Workspace`` chooses."""
 
-    ``ttls``: the effective life per cache (seconds, or (seconds, how) as from
-    ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
-    the figures of the shared server (every host's)."""
-    if root is None:
-        root = default_root()
-    mgr = _managers.get(root)
-    if mgr is not None:
-        mgr.flush_stats()
-    counts, entries = _stored_for(root, config)
-    names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
-                                           - set(PIPELINE_CACHES))
-    out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        hits, misses, saved = counts.get(name, (0, 0, 0.0))
-        live, size = entries.get(name, (0, 0))
-        life: Any = (ttls or {}).get(name, SEED_TTLS.get(name))
-        how = None
-        if isinstance(life, tuple):
-            life, how = life
-        total = hits + misses
-        out[name] = {"hits": hits, "misses": misses,
-                     "hit_rate": round(hits / total, 4) if total else 0.0,
-                     "entries": live, "ttl_seconds": life, "life": how,
-                     "size_bytes": size, "time_saved_seconds": round(saved, 6)}
-    return out
+    def stored(self) -> tuple[Counts, Entries]: ...
+
+    def check(self) -> None:
+        """Raise a one-line CacheError when the store cannot be cleared now."""
+
+    def clear(self, names: Sequence[str]) -> None:
+        """Clear what lives beyond the local files (those ``clear_cache`` always clears)."""
 
 
-def _require_shared(config: Any) -> Any:
-    """The shared state server of ``config``, or a one-line CacheError."""
-    from ._redis import shared_state
+class LocalCacheStatistics:
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
-    shared = shared_state(config.state)
-    assert shared is not None
-    if not shared.available(quiet=True):
-        raise CacheError(f"shared state {shared.where} unreachable ({shared.down}); "
-                         "nothing cleared")
-    return shared
+    def stored(self) -> tuple[Counts, Entries]:
+        return _stored(self.root)
 
+    def check(self) -> None:
+        pass
 
-def _clear_shared(config: Any, targets: Sequence[str]) -> None:
-    from ._redis_store import clear_cache as clear_shared
-
-    shared = _require_shared(config)
-    try:
-        clear_shared(shared, targets)
-    except shared.errors as exc:
-        raise CacheError(f"shared state {shared.where}: {shared.describe(exc)}") from exc
-
-
-def clear_cache(name: str | None = None, root: Path | None = None, *,
-                config: Any = None) -> list[str]:
-    """Delete the entries of one cache (or all) and their statistics. Returns the names.
-
-    Works whatever state the database is in: one that cannot be read is removed whole
-    (everything in it is a cache). ``config`` with a ``state.url``: the shared server's
-    entries go too (every host's)."""
-    if root is None:
-        root = default_root()
-    if config is not None and config.state.url:
-        _require_shared(config)
-    counts, entries = _stored_for(root, config)
-    local = _stored(root)
-    counts, entries = {**local[0], **counts}, {**local[1], **entries}
-    names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
-                                           - set(PIPELINE_CACHES))
-    if name is not None and name not in names:
-        raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}")
-    targets = [name] if name else names
-    if config is not None and config.state.url:
-        _clear_shared(config, targets)
-    mgr = _managers.pop(root, None)
-    if mgr is not None:
-        mgr.close()
-    base = root / "cache"
-    # Older versions' files: a statistics database, the SQLite store, per-cache diskcaches.
-    for legacy in ("stats.db", "cache.db"):
-        for suffix in ("", "-wal", "-shm"):
-            (base / (legacy + suffix)).unlink(missing_ok=True)
-    for n in targets:
-        if n != _ENTRIES and (base / n).is_dir():
-            import shutil
-
-            shutil.rmtree(base / n, ignore_errors=True)
-    store = DiskcacheStore(base / _ENTRIES, timeout=2.0)
-    if not store.path.exists():
-        return targets
-    try:
-        store.clear(targets)
-    except sqlite3.Error as exc:
-        if _is_busy(exc):
-            raise CacheError(f"cache {store.path} is busy; try again") from exc
-        log.warning("cache %s unreadable (%s); removed", store.path, exc)
-        store.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(store.path) + suffix).unlink(missing_ok=True)
-    finally:
-        store.close()
-    return targets
+    def clear(self, names: Sequence[str]) -> None:
+        pass

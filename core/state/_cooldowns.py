@@ -5,7 +5,7 @@ gates (``signals``) read a snapshot; the Workspace hands out the store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -74,16 +74,27 @@ class CooldownStore:
             return []
 
         def change(doc: Any) -> tuple[Any, list[CooldownRecord]]:
-            current = self._parse(doc)
-            known = {r.key() for r in current}
-            added = [r for r in new_items if r.key() not in known]
+            merged, added = merge_records(self._parse(doc), new_items, self.keep)
             if not added:
                 return None, []
-            merged = current + added
-            newest = max(r.candle_time for r in merged)
-            merged = [r for r in merged if r.candle_time > newest - self.keep]
             return {"records": [{"symbol": r.symbol, "direction": r.direction,
                                  "candle_time": r.candle_time.isoformat()}
                                 for r in merged]}, added
 
         return self._doc.update(change, {"records": []}) or []
+
+
+def merge_records(current: list[CooldownRecord], new_items: Sequence[CooldownRecord],
+                  keep: timedelta) -> tuple[list[CooldownRecord], list[CooldownRecord]]:
+    """(records kept, records added): the new ones not there yet appended, then those older
+    than ``keep`` before the newest dropped. The one rule of every cooldown store (a file,
+    the shared server, a backtest's memory), so a replay carries what a cron run would."""
+    if not new_items:
+        return current, []
+    known = {r.key() for r in current}
+    added = [r for r in new_items if r.key() not in known]
+    if not added:
+        return current, []
+    merged = current + added
+    newest = max(r.candle_time for r in merged)
+    return [r for r in merged if r.candle_time > newest - keep], added

@@ -1,0 +1,115 @@
+"""The cache's figures and its clearing, for ``cache-stats`` / ``cache clear`` and the seed's
+``get_cache_stats()``: above the ``Workspace``, which decides whose figures they are (this
+host's, or every host's on the shared server), so the cache itself never asks for it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import CacheError, UsageError
+from ._cache import (
+    _ENTRIES,
+    PIPELINE_CACHES,
+    SEED_TTLS,
+    CacheStatistics,
+    DiskcacheStore,
+    LocalCacheStatistics,
+    _is_busy,
+    _managers,
+    _stored,
+    log,
+)
+from ._paths import default_root
+from ._workspace import Workspace
+
+
+def _statistics(root: Path, config: Any) -> CacheStatistics:
+    if config is None:
+        return LocalCacheStatistics(root)
+    return Workspace(root, config).cache_statistics()
+
+
+def get_cache_stats(root: Path | None = None,
+                    ttls: Mapping[str, Any] | None = None, *,
+                    config: Any = None) -> dict[str, dict[str, Any]]:
+    """Per cache: hits, misses, hit_rate, entries, ttl_seconds, size_bytes,
+    time_saved_seconds. Reads SQLite directly: no polars or numpy import.
+
+    ``ttls``: the effective life per cache (seconds, or (seconds, how) as from
+    ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
+    the figures of the shared server (every host's)."""
+    if root is None:
+        root = default_root()
+    mgr = _managers.get(root)
+    if mgr is not None:
+        mgr.flush_stats()
+    counts, entries = _statistics(root, config).stored()
+    names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
+                                           - set(PIPELINE_CACHES))
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        hits, misses, saved = counts.get(name, (0, 0, 0.0))
+        live, size = entries.get(name, (0, 0))
+        life: Any = (ttls or {}).get(name, SEED_TTLS.get(name))
+        how = None
+        if isinstance(life, tuple):
+            life, how = life
+        total = hits + misses
+        out[name] = {"hits": hits, "misses": misses,
+                     "hit_rate": round(hits / total, 4) if total else 0.0,
+                     "entries": live, "ttl_seconds": life, "life": how,
+                     "size_bytes": size, "time_saved_seconds": round(saved, 6)}
+    return out
+
+
+def clear_cache(name: str | None = None, root: Path | None = None, *,
+                config: Any = None) -> list[str]:
+    """Delete the entries of one cache (or all) and their statistics. Returns the names.
+
+    Works whatever state the database is in: one that cannot be read is removed whole
+    (everything in it is a cache). ``config`` with a ``state.url``: the shared server's
+    entries go too (every host's)."""
+    if root is None:
+        root = default_root()
+    statistics = _statistics(root, config)
+    statistics.check()
+    counts, entries = statistics.stored()
+    local = _stored(root)
+    counts, entries = {**local[0], **counts}, {**local[1], **entries}
+    names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
+                                           - set(PIPELINE_CACHES))
+    if name is not None and name not in names:
+        raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}")
+    targets = [name] if name else names
+    statistics.clear(targets)
+    mgr = _managers.pop(root, None)
+    if mgr is not None:
+        mgr.close()
+    base = root / "cache"
+    # Older versions' files: a statistics database, the SQLite store, per-cache diskcaches.
+    for legacy in ("stats.db", "cache.db"):
+        for suffix in ("", "-wal", "-shm"):
+            (base / (legacy + suffix)).unlink(missing_ok=True)
+    for n in targets:
+        if n != _ENTRIES and (base / n).is_dir():
+            import shutil
+
+            shutil.rmtree(base / n, ignore_errors=True)
+    store = DiskcacheStore(base / _ENTRIES, timeout=2.0)
+    if not store.path.exists():
+        return targets
+    try:
+        store.clear(targets)
+    except sqlite3.Error as exc:
+        if _is_busy(exc):
+            raise CacheError(f"cache {store.path} is busy; try again") from exc
+        log.warning("cache %s unreadable (%s); removed", store.path, exc)
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(store.path) + suffix).unlink(missing_ok=True)
+    finally:
+        store.close()
+    return targets
