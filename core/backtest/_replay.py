@@ -259,9 +259,10 @@ def _prepare(config: Config, book: _Book, need: list[int], model: Any,
     names = [str(i) for i in need]
     batch = book.candles[idx].with_columns(symbol=pl.Series(names).gather(
         np.repeat(np.arange(len(names)), lens)))
-    prepared = prepare(config, batch, names, model=model, manager=manager)
-    return {i: dataclasses.replace(o, symbol=book.symbol_of(i))
-            for i, o in zip(need, prepared, strict=True)}
+    real = [book.symbol_of(i) for i in need]
+    prepared = prepare(config, batch, names, model=model, manager=manager, labels=real)
+    return {i: dataclasses.replace(o, symbol=sym)
+            for i, o, sym in zip(need, prepared, real, strict=True)}
 
 
 def _ms(t: datetime) -> int:
