@@ -257,7 +257,7 @@ def _prepare(config: Config, book: _Book, need: list[int], model: Any,
     lens = rows + 1 - first
     idx = np.repeat(first - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
     names = [str(i) for i in need]
-    batch = book.candles[idx].with_columns(symbol=pl.Series(names).gather(
+    batch = book.candles[idx].insert_column(0, pl.Series("symbol", names).gather(
         np.repeat(np.arange(len(names)), lens)))
     real = [book.symbol_of(i) for i in need]
     prepared = prepare(config, batch, names, model=model, manager=manager, labels=real)
@@ -283,9 +283,8 @@ class _Book:
         self.starts = np.cumsum(self.lens) - self.lens
         self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
         self.row_start = np.repeat(self.starts, self.lens)  # per row: its symbol's first
-        # the candle columns a window needs; its symbol is the window's own name
-        self.candles = frame.select("symbol", "open_time", "open", "high", "low", "close",
-                                    "volume")
+        # the candle columns a window needs (its symbol is the window's own name)
+        self.candles = frame.select("open_time", "open", "high", "low", "close", "volume")
 
 
     def symbol_of(self, row: int) -> str:
