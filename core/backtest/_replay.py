@@ -222,6 +222,8 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
             rows.extend(_candidate_rows(driver.step(t, now, own), t))
             tick(1)
         parts.append(_candidates_frame(rows))
+        if len(parts) >= 64:  # small frames carry fixed overheads: compact them
+            parts = [pl.concat(parts, rechunk=True)]
         newest = set(book.newest(t_hi - 1)[1])
         own = {r: o for r, o in own.items() if r in newest}
     return Replay(candidates=pl.concat(parts).sort("candle_time", "symbol"),
