@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from botopt.benchmarks._common import Row, main
+from ._common import Row, main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "candles" / "5m"
 FIVE = timedelta(minutes=5)
@@ -33,7 +33,7 @@ YEAR = 105_120
 REPLAY = """
 import json, sys, time
 from datetime import datetime
-from botopt.core import load_config, replay
+from ..core import load_config, replay
 src, cache, syms, since, until, use_cache = sys.argv[1:7]
 cfg = load_config(overrides={"data.source": "local", "data.data_dir": src, "cache.dir": cache})
 r = replay(cfg, syms.split(","), datetime.fromisoformat(since), datetime.fromisoformat(until),
@@ -109,14 +109,14 @@ def real_rows(quick: bool, data_dir: Path) -> list[Row]:
 
 
 def _generated(d: Path, n: int, bars: int) -> list[str]:
-    from botopt.benchmarks.bench_scale import write_dir
+    from .bench_scale import write_dir
 
     d.mkdir()
     return write_dir(d, n, bars)
 
 
 def scale_rows() -> list[Row]:
-    from botopt.benchmarks.bench_scale import START
+    from .bench_scale import START
 
     rows = []
     warm = 1000  # a full features.history before the period

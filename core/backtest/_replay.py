@@ -27,17 +27,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core.base._config import Config, interval_ms
-from botopt.core.base._vocab import DataStatus, Direction
-from botopt.core.data._candles import load_candles, parse_symbols
-from botopt.core.errors import DataError, UsageError
-from botopt.core.signals._gates import (
+from ..base._config import Config, interval_ms
+from ..base._vocab import DataStatus, Direction
+from ..data._candles import load_candles, parse_symbols
+from ..errors import DataError, UsageError
+from ..signals._gates import (
     CooldownRecord,
     directional_probability,
     gate_name,
     merge_records,
 )
-from botopt.core.signals._results import SignalsResult, iso
+from ..signals._results import SignalsResult, iso
 
 if TYPE_CHECKING:
     import polars as pl
@@ -113,12 +113,12 @@ class _ReplayCache:
         import hashlib
         import json
 
-        from botopt.core.base._codec import settings_json
-        from botopt.core.base._versions import stage_tag
-        from botopt.core.data._candles import _sample_dir, find_candle_files
-        from botopt.core.errors import BotoptError
-        from botopt.core.signals._pipeline import _digest_memo, _file_digests, _model_digest
-        from botopt.core.state._workspace import Workspace, data_scope
+        from ..base._codec import settings_json
+        from ..base._versions import stage_tag
+        from ..data._candles import _sample_dir, find_candle_files
+        from ..errors import BotoptError
+        from ..signals._pipeline import _digest_memo, _file_digests, _model_digest
+        from ..state._workspace import Workspace, data_scope
 
         if config.data.source == "binance":
             return None  # the data only exists after the network round trip
@@ -164,7 +164,7 @@ class _ReplayCache:
         return a, b
 
     def put(self, candidates: pl.DataFrame, closes: pl.DataFrame) -> None:
-        from botopt.core.base._fs import atomic_writer
+        from ..base._fs import atomic_writer
 
         try:
             for frame, path in zip((candidates, closes), self._paths(), strict=True):
@@ -184,8 +184,8 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
             progress: Callable[[int, int], None] | None) -> Replay:
     import polars as pl
 
-    from botopt.core.signals._model import load_model
-    from botopt.core.state._cache import CacheManager
+    from ..signals._model import load_model
+    from ..state._cache import CacheManager
 
     model = load_model(config.model, config.features)  # a bad model fails before the work
     frame = load_candles(syms, config=config)
@@ -249,7 +249,7 @@ def _prepare(config: Config, book: _Book, need: list[int], model: Any,
     import numpy as np
     import polars as pl
 
-    from botopt.core.signals._pipeline import prepare
+    from ..signals._pipeline import prepare
 
     if not need:
         return {}
@@ -377,7 +377,7 @@ class _Driver:
         self._keep = min(config.features.history, config.correlation.window + 3)
 
     def _correlate(self, js: list[int], rows: list[int]) -> Any:
-        from botopt.core.signals._correlation import RollingCorrelation, _bring_up_to_date
+        from ..signals._correlation import RollingCorrelation, _bring_up_to_date
 
         np = self._np
         cc = self.config
@@ -406,7 +406,7 @@ class _Driver:
         return names, m
 
     def step(self, t: int, now: datetime, own: dict[int, Any]) -> SignalsResult:
-        from botopt.core.signals._pipeline import _apply_clock, decide
+        from ..signals._pipeline import _apply_clock, decide
 
         js, rows = self.book.newest(t)
         result = decide(self.config, [own[r] for r in rows], now, records=self.records,
