@@ -160,6 +160,16 @@ def test_any_candle_equals_the_live_run(live_period, k):
     assert at == [r for r in live if r["candle_time"] == times[k]]
 
 
+def test_a_model_plugin_sees_the_pairs_names(tmp_path, shared_data, monkeypatch):
+    # a user's model may read the symbol column: a replay shows it the pair, as live does
+    (tmp_path / "pairmodel.py").write_text(
+        "def predict(rows):\n"
+        "    return [0.9 if s in ('ETH_BTC', 'LTC_BTC') else 0.1 for s in rows['symbol']]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    check_equal_to_live(tmp_path, shared_data, datetime(2018, 1, 20, 7, 0, tzinfo=UTC), 8,
+                        **{"model.predict": "pairmodel:predict"})
+
+
 def test_columns_and_types(tmp_path, shared_data):
     cfg = real_config(tmp_path, shared_data / "candles" / "5m")
     since = datetime(2018, 1, 20, 7, 0, tzinfo=UTC)

@@ -182,6 +182,8 @@ class _ReplayCache:
 
 def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
             progress: Callable[[int, int], None] | None) -> Replay:
+    import polars as pl
+
     from ..signals._model import load_model
     from ..state._cache import CacheManager
 
@@ -193,8 +195,7 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
     if not grid.size:
         book.explain_empty(since, until)
     manager = CacheManager(root=Path(tempfile.gettempdir()), enabled=False)
-    need = book.needed(lo, hi)
-    total = int(need.size + grid.size)
+    total = int(book.needed(lo, hi).size + grid.size)
     done = [0]
 
     def tick(n: int) -> None:
@@ -202,15 +203,31 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
         if progress is not None:
             progress(done[0], total)
 
-    own = _prepare_all(config, book, need, model, manager, tick)
     driver = _Driver(config, book, manager)
     step = interval_ms(config.data.interval)
-    rows: list[dict[str, Any]] = []
-    for t in grid.tolist():
-        now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
-        rows.extend(_candidate_rows(driver.step(t, now, own), t))
-        tick(1)
-    return Replay(candidates=_candidates_frame(rows), closes=book.closes(lo),
+    parts: list[pl.DataFrame] = []  # a frame per chunk: a dict per row costs ten times more
+    own: dict[int, Any] = {}
+    # The period in chunks of candle times, each chunk's windows prepared in one batch and
+    # dropped once stepped through: memory holds one batch, not the period.
+    per = max(1, _BATCH_ROWS // config.features.history // len(syms))
+    for c in range(0, int(grid.size), per):
+        times = grid[c:c + per]
+        t_hi = int(times[-1]) + 1
+        fresh = [r for r in book.needed(int(times[0]), t_hi).tolist() if r not in own]
+        own.update(_prepare(config, book, fresh, model, manager))
+        tick(len(fresh))
+        rows: list[dict[str, Any]] = []
+        for t in times.tolist():
+            now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
+            rows.extend(_candidate_rows(driver.step(t, now, own), t))
+            tick(1)
+        parts.append(_candidates_frame(rows))
+        if len(parts) >= 64:  # small frames carry fixed overheads: compact them
+            parts = [pl.concat(parts, rechunk=True)]
+        newest = set(book.newest(t_hi - 1)[1])
+        own = {r: o for r, o in own.items() if r in newest}
+    return Replay(candidates=pl.concat(parts).sort("candle_time", "symbol"),
+                  closes=book.closes(lo),
                   interval=config.data.interval, since=since, until=until,
                   symbols=tuple(syms))
 
@@ -221,12 +238,12 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
 _BATCH_ROWS = 500_000
 
 
-def _prepare_all(config: Config, book: _Book, need: Any, model: Any, manager: Any,
-                 tick: Callable[[int], None]) -> dict[int, Any]:
-    """``prepare`` for every needed row (a symbol's candle that some step of the period
-    sees as its newest): each row's window of candles as a symbol of its own, so many
-    candles are computed in one call. A symbol's answer depends on its own rows only, bit
-    for bit, so each equals what the live run at that candle computes."""
+def _prepare(config: Config, book: _Book, need: list[int], model: Any,
+             manager: Any) -> dict[int, Any]:
+    """``prepare`` for the given rows (each a symbol's candle that some step sees as its
+    newest): each row's window of candles as a symbol of its own, so many candles are
+    computed in one call. A symbol's answer depends on its own rows only, bit for bit, so
+    each equals what the live run at that candle computes."""
     import dataclasses
 
     import numpy as np
@@ -234,22 +251,20 @@ def _prepare_all(config: Config, book: _Book, need: Any, model: Any, manager: An
 
     from ..signals._pipeline import prepare
 
+    if not need:
+        return {}
     h = config.features.history
-    out: dict[int, Any] = {}
-    per = max(1, _BATCH_ROWS // h)
-    for k in range(0, int(need.size), per):
-        rows = need[k:k + per]
-        first = np.maximum(book.row_start[rows], rows + 1 - h)
-        lens = rows + 1 - first
-        idx = np.repeat(first - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
-        names = [f"{i}" for i in rows.tolist()]
-        batch = book.frame[idx].with_columns(symbol=pl.Series(names).gather(
-            np.repeat(np.arange(len(names)), lens)))
-        prepared = prepare(config, batch, names, model=model, manager=manager)
-        for i, o in zip(rows.tolist(), prepared, strict=True):
-            out[i] = dataclasses.replace(o, symbol=book.symbol_of(i))
-        tick(len(names))
-    return out
+    rows = np.asarray(need, dtype=np.int64)
+    first = np.maximum(book.row_start[rows], rows + 1 - h)
+    lens = rows + 1 - first
+    idx = np.repeat(first - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+    names = [str(i) for i in need]
+    batch = book.candles[idx].insert_column(0, pl.Series("symbol", names).gather(
+        np.repeat(np.arange(len(names)), lens)))
+    real = [book.symbol_of(i) for i in need]
+    prepared = prepare(config, batch, names, model=model, manager=manager, labels=real)
+    return {i: dataclasses.replace(o, symbol=sym)
+            for i, o, sym in zip(need, prepared, real, strict=True)}
 
 
 def _ms(t: datetime) -> int:
@@ -269,13 +284,10 @@ class _Book:
         self.lens = lens.astype(np.int64)
         self.starts = np.cumsum(self.lens) - self.lens
         self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
+        self.row_start = np.repeat(self.starts, self.lens)  # per row: its symbol's first
+        # the candle columns a window needs (its symbol is the window's own name)
+        self.candles = frame.select("open_time", "open", "high", "low", "close", "volume")
 
-    @property
-    def row_start(self) -> Any:
-        """Per row of the frame: the first row of its symbol."""
-        import numpy as np
-
-        return np.repeat(self.starts, self.lens)
 
     def symbol_of(self, row: int) -> str:
         import numpy as np
@@ -436,5 +448,4 @@ def _candidates_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
               "gate_passed": pl.Boolean, "gate_reasons": pl.List(pl.String),
               "blocked_by": pl.List(pl.String), "data_status": pl.String}
     return pl.DataFrame(rows, schema=schema) \
-        .with_columns(pl.col("candle_time").cast(pl.Datetime("ms", "UTC"))) \
-        .sort("candle_time", "symbol")
+        .with_columns(pl.col("candle_time").cast(pl.Datetime("ms", "UTC")))

@@ -473,11 +473,15 @@ class Own:
 
 
 def prepare(config: Config, candles: pl.DataFrame, syms: list[str], *, model: Predictor,
-            manager: CacheManager, batch: bool = True, stages: _Stages | None = None
-            ) -> list[Own]:
+            manager: CacheManager, batch: bool = True, stages: _Stages | None = None,
+            labels: Sequence[str] | None = None) -> list[Own]:
     """The stateless half of ``step``, one ``Own`` per symbol of ``syms`` (in that order).
     Each symbol's answer depends on its own rows only, bit for bit, however many symbols
-    are computed together (tests/test_pipeline.py: batch == sequential)."""
+    are computed together (tests/test_pipeline.py: batch == sequential). ``labels``: the
+    symbol names the model is shown instead of ``syms`` (a replay's windows are named by
+    row; a user's model plugin must see the pair's name, as in a live run)."""
+    import polars as pl
+
     from ._engines import GUARD, AlphaEngineCoordinator, best_signal
 
     stages = stages if stages is not None else _Stages()
@@ -499,7 +503,9 @@ def prepare(config: Config, candles: pl.DataFrame, syms: list[str], *, model: Pr
         guard = next((x for x in signals[s] if x.engine == GUARD), None)
         if guard is not None and s not in blocks:
             blocks[s] = (DataStatus.DEGENERATE, guard.reasons[0])
-    probs = _predictions(model, rows, last, syms, manager, batch, stages)
+    shown = last if labels is None else last.with_columns(
+        symbol=pl.Series(list(labels), dtype=pl.String))
+    probs = _predictions(model, rows, shown, syms, manager, batch, stages)
     return [Own(symbol=s, candle_time=times[i], close=float(closes[i]), regime=regimes[s],
                 best=best_signal(signals[s]), p_up=probs[s], volume_z=vz[i],
                 block=blocks.get(s)) for i, s in enumerate(syms)]
