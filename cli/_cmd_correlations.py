@@ -27,13 +27,13 @@ def register(app: typer.Typer) -> None:
         json_out: bool = opt.JSON,
     ) -> None:
         """Rolling correlation matrix of log returns, updated incrementally."""
-        from botopt.core import load_candles, parse_as_of, parse_symbols, update_correlation
+        from botopt.core import load_candles, parse_as_of, resolve_symbols, update_correlation
 
         state = get_state(ctx)
         cfg = state.config(announce_sample_data=True,
                            **opt.data_overrides(interval, source, data_dir),
                            correlation__window=window)
-        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
+        syms = resolve_symbols(symbols, cfg)
         win = cfg.correlation.window
         candles = load_candles(syms, config=cfg, as_of=parse_as_of(as_of), limit=win + 1)
         result = update_correlation(cfg, candles, full=full)

@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             DataStatus,
             is_live,
             parse_as_of,
-            parse_symbols,
+            resolve_symbols,
             run_events,
             run_signals,
         )
@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
                            **opt.data_overrides(interval, source, data_dir))
         # Arguments are checked before the run is announced: a typo is the user's to fix
         # at the prompt, never a "signals failed" alert in the chat.
-        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
+        syms = resolve_symbols(symbols, cfg)
         when = parse_as_of(as_of)
         live = is_live(cfg, when)
         with run_events("signals", enabled=live) as counts:

@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "load_candles": "botopt.core.data._candles",
     "validate_candles": "botopt.core.data._candles",
     "parse_symbols": "botopt.core.data._candles",
+    "resolve_symbols": "botopt.core.data._candles",
     "parse_as_of": "botopt.core.data._candles",
     "BinanceClient": "botopt.core.data._binance",
     "fetch_to_store": "botopt.core.data._store",
@@ -118,6 +119,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         load_candles,
         parse_as_of,
         parse_symbols,
+        resolve_symbols,
         sample_clock,
         validate_candles,
     )
