@@ -50,7 +50,10 @@ from botopt.core.errors import CacheError, UsageError
 from botopt.core.state._paths import state_dir as default_dir
 
 log = logging.getLogger("botopt.correlation")
-STATE_FORMAT = 2
+# 3: the ring and the per-symbol sums only (2 also held P, symbols x symbols: 786 MB
+# rewritten per run at 10,000 symbols). A format 2 file is read without its P.
+STATE_FORMAT = 3
+_READABLE_FORMATS = (2, 3)
 # A pair whose variance is below this share of the squares that went through its sums is
 # recomputed from the returns: below it, cancellation could cost more than 1e-12.
 _DOUBT = 1e-3
@@ -145,8 +148,9 @@ class RollingCorrelation:
     returns: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # ring, see above
     last_time: dict[str, int] = field(default_factory=dict)
     last_close: dict[str, float] = field(default_factory=dict)
-    # sum of x_i x_j over the window (missing = 0)
-    _prod: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    # sum of x_i x_j over the window (missing = 0); None = not held. It is held in memory
+    # only, from the first full matrix on, and never stored: it is symbols x symbols.
+    _prod: np.ndarray | None = None
     _sum: np.ndarray = field(default_factory=lambda: np.empty(0))  # per symbol, in window
     _sq: np.ndarray = field(default_factory=lambda: np.empty(0))  # its squares
     _scale: np.ndarray = field(default_factory=lambda: np.empty(0))  # squares through P
@@ -167,17 +171,21 @@ class RollingCorrelation:
         self._vy_ok = False
         self._dirty: set[int] = set()
         self._all_dirty = True
-        if self._prod.shape != (n, n) or any(
-                a.shape != (n,) for a in (self._sum, self._sq, self._scale)):
+        self._x0: np.ndarray | None = None
+        if self._prod is not None and self._prod.shape != (n, n):
+            self._prod = None
+        if any(a.shape != (n,) for a in (self._sum, self._sq, self._scale)):
             self._anchor()
         self._missing = np.isnan(self.returns).sum(axis=0)
 
     # -- running sums --------------------------------------------------------------------
 
     def _anchor(self) -> None:
-        """Rebuild every sum exactly from the ring: one matrix product."""
+        """Rebuild every sum exactly from the ring (P too, one matrix product, if held)."""
         x = _zeros(self.returns)
-        self._prod = x.T @ x  # numpy runs a.T @ a as SYRK: symmetric to the last bit
+        self._x0 = x
+        if self._prod is not None:
+            self._prod = x.T @ x  # numpy runs a.T @ a as SYRK: symmetric to the last bit
         self._sum = x.sum(axis=0)
         self._sq = (x * x).sum(axis=0)
         self._scale = self._sq.copy()
@@ -188,7 +196,9 @@ class RollingCorrelation:
     def _reset(self) -> None:
         n = len(self.symbols)
         self.returns[:] = np.nan
-        self._prod = np.zeros((n, n))
+        self._x0 = None
+        if self._prod is not None:
+            self._prod = np.zeros((n, n))
         self._sum, self._sq, self._scale = np.zeros(n), np.zeros(n), np.zeros(n)
         self._missing = np.full(n, self.window)
         self._slides = 0
@@ -207,9 +217,11 @@ class RollingCorrelation:
             self.symbols.extend(new)
             self._pos.update({s: n0 + i for i, s in enumerate(new)})
             self.returns = np.hstack([self.returns, np.full((self.window, k), np.nan)])
-            grown = np.zeros((n, n))
-            grown[:n0, :n0] = self._prod
-            self._prod = grown
+            self._x0 = None
+            if self._prod is not None:
+                grown = np.zeros((n, n))
+                grown[:n0, :n0] = self._prod
+                self._prod = grown
             for name in ("_sum", "_sq", "_scale"):
                 setattr(self, name, np.concatenate([getattr(self, name), np.zeros(k)]))
             self._missing = np.concatenate([self._missing, np.full(k, self.window)])
@@ -265,6 +277,7 @@ class RollingCorrelation:
         if not touched.size:
             return
         before_raw = r[touched]
+        self._x0 = None
         r[dropped] = np.nan
         r[slots, cols] = values
         after_raw = r[touched]
@@ -277,7 +290,7 @@ class RollingCorrelation:
         self._vy = None
         if self._slides >= self.window or 2 * touched.size >= self.window:
             self._anchor()  # due (bounds the rounding that updates leave) or cheaper
-        else:
+        elif self._prod is not None:
             # Every pair at once: P += new'new - old'old over the rows touched (rank 2 for
             # the cron step: the new candle's row in, the oldest row out).
             a = np.concatenate([after, before])
@@ -311,9 +324,11 @@ class RollingCorrelation:
         if not slots.size:
             return
         r[slots, j] = values
-        xs = _zeros(r[slots])
-        self._prod[j, :] += values @ xs  # the diagonal gets sum(v^2): xs[:, j] is v
-        self._prod[:, j] = self._prod[j, :]
+        self._x0 = None
+        if self._prod is not None:
+            xs = _zeros(r[slots])
+            self._prod[j, :] += values @ xs  # the diagonal gets sum(v^2): xs[:, j] is v
+            self._prod[:, j] = self._prod[j, :]
         sq = float(values @ values)
         self._sum[j] += values.sum()
         self._sq[j] += sq
@@ -332,12 +347,15 @@ class RollingCorrelation:
                 or not math.isnan(r[k, j]):
             return
         r[k, j] = v
-        x = r[k] * v
-        x[np.isnan(x)] = 0.0  # a symbol without a return at t adds nothing
+        if self._x0 is not None:
+            self._x0[k, j] = v
         p = self._prod
-        np.add(p[j], x, out=x)  # x[j] is v * v: the diagonal's term
-        p[j] = x
-        p[:, j] = x  # from x, not from p[j]: overlapping operands would make numpy copy
+        if p is not None:
+            x = r[k] * v
+            x[np.isnan(x)] = 0.0  # a symbol without a return at t adds nothing
+            np.add(p[j], x, out=x)  # x[j] is v * v: the diagonal's term
+            p[j] = x
+            p[:, j] = x  # from x, not from p[j]: overlapping operands would make numpy copy
         self._sum[j] += v
         self._sq[j] += v * v
         self._scale[j] += v * v
@@ -487,7 +505,9 @@ class RollingCorrelation:
         self.symbols = [self.symbols[k] for k in keep]
         self._pos = {s: k for k, s in enumerate(self.symbols)}
         self.returns = self.returns[:, keep]
-        self._prod = self._prod[np.ix_(keep, keep)]
+        self._x0 = None
+        if self._prod is not None:
+            self._prod = self._prod[np.ix_(keep, keep)]
         for name in ("_sum", "_sq", "_scale", "_missing"):
             setattr(self, name, getattr(self, name)[keep])
         if self._matrix is not None:
@@ -496,6 +516,28 @@ class RollingCorrelation:
         self._dirty = {new_pos[d] for d in self._dirty if d in new_pos}
 
     # -- results -------------------------------------------------------------------------
+
+    def _zeros_ring(self) -> np.ndarray:
+        """The ring with 0 for a missing return, kept until the ring changes."""
+        if self._x0 is None:
+            self._x0 = _zeros(self.returns)
+        return self._x0
+
+    def _held_prod(self) -> np.ndarray:
+        """P, built (one SYRK over the ring) the first time a full matrix needs it, then
+        kept up to date by every update while this object lives."""
+        if self._prod is None:
+            x = self._zeros_ring()
+            self._prod = x.T @ x
+        return self._prod
+
+    def _prow(self, i: int) -> np.ndarray:
+        """Row i of P: read from P when held, else one product over the ring, O(window x
+        symbols), so a few rows never cost the symbols x symbols P."""
+        if self._prod is not None:
+            return self._prod[i]
+        x = self._zeros_ring()
+        return x[:, i] @ x
 
     def _row_from_sums(self, i: int) -> np.ndarray:
         """Row ``i`` from P and the totals: O(symbols) when no symbol has a gap in the
@@ -524,7 +566,7 @@ class RollingCorrelation:
         with np.errstate(invalid="ignore", divide="ignore"):
             vx = qx - sx * sx / cnt
             vy = qy - sy * sy / cnt
-            out = (self._prod[i] - sx * sy / cnt) / np.sqrt(vx * vy)
+            out = (self._prow(i) - sx * sy / cnt) / np.sqrt(vx * vy)
             doubt = ~(vx > _DOUBT * self._scale[i]) | ~(vy > _DOUBT * self._scale)
         np.clip(out, -1.0, 1.0, out=out)
         few = cnt < self.min_periods
@@ -551,7 +593,7 @@ class RollingCorrelation:
         if not (vx > _DOUBT * self._scale[i] and self._vy_ok):
             return _row(self.returns, i, self.min_periods)  # a flat or nearly flat series
         # Every variance is positive here, so no errstate (a context manager per row).
-        out = self._prod[i] - (si / w) * s
+        out = self._prow(i) - (si / w) * s
         out /= np.sqrt(vx * vy)
         np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
         np.maximum(out, -1.0, out=out)
@@ -575,7 +617,7 @@ class RollingCorrelation:
             # einsum's outer is the fastest here (ufunc.outer broadcasts, matmul with k = 1
             # takes a slow BLAS path and competes for threads).
             out = np.einsum("i,j->ij", d, d)
-            out *= self._prod
+            out *= self._held_prod()
             rows = max(1, _TEMP // max(n, 1))
             tmp = np.empty((min(rows, n), n))
             for i in range(0, n, rows):
@@ -600,7 +642,7 @@ class RollingCorrelation:
             with np.errstate(invalid="ignore", divide="ignore"):
                 vx = qx - sx * sx / cnt
                 vy = qy - sy * sy / cnt
-                blk = (self._prod[:, gappy] - sx * sy / cnt) / np.sqrt(vx * vy)
+                blk = (self._held_prod()[:, gappy] - sx * sy / cnt) / np.sqrt(vx * vy)
                 doubt = ~(vx > _DOUBT * scale[:, None]) | ~(vy > _DOUBT * scale[gappy])
             np.clip(blk, -1.0, 1.0, out=blk)
             few = cnt < mp
@@ -667,8 +709,7 @@ class RollingCorrelation:
                 "symbols": self.symbols, "end_ms": self.end_ms, "slides": self._slides,
                 "last_time": self.last_time, "last_close": self.last_close}
         np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                 returns=self.returns, prod=self._prod, sum=self._sum, sq=self._sq,
-                 scale=self._scale)
+                 returns=self.returns, sum=self._sum, sq=self._sq, scale=self._scale)
 
     def save(self, path: Path, identity: str = "") -> None:
         """Write the state to ``path`` + ".npz" in one atomic replace. No fsync: this is a
@@ -682,19 +723,19 @@ class RollingCorrelation:
         file that is damaged, of another format or (given ``identity``) another source."""
         try:
             with np.load(Path(str(path) + ".npz"), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("meta", "returns", "prod", "sum", "sq", "scale")}
+                # Only what is read is decompressed: a format 2 file's P is never loaded.
+                arrays = {k: z[k] for k in ("meta", "returns", "sum", "sq", "scale")}
             meta = json.loads(arrays["meta"].tobytes())
         except FileNotFoundError:
             raise
         except (OSError, KeyError, EOFError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"not a readable state file: {type(exc).__name__}") from exc
-        if meta.get("format") != STATE_FORMAT:
+        if meta.get("format") not in _READABLE_FORMATS:
             raise ValueError("unknown state format")
         if identity is not None and meta.get("identity") != identity:
             raise ValueError("state of another data source")
         n = len(meta["symbols"])
-        shapes = {"returns": (meta["window"], n), "prod": (n, n), "sum": (n,), "sq": (n,),
-                  "scale": (n,)}
+        shapes = {"returns": (meta["window"], n), "sum": (n,), "sq": (n,), "scale": (n,)}
         if any(arrays[k].shape != v or arrays[k].dtype != np.float64
                for k, v in shapes.items()):
             raise ValueError("state arrays do not match their metadata")
@@ -703,7 +744,7 @@ class RollingCorrelation:
                    end_ms=meta["end_ms"], returns=arrays["returns"],
                    last_time={k: int(v) for k, v in meta["last_time"].items()},
                    last_close={k: float(v) for k, v in meta["last_close"].items()},
-                   _prod=arrays["prod"], _sum=arrays["sum"], _sq=arrays["sq"],
+                   _sum=arrays["sum"], _sq=arrays["sq"],
                    _scale=arrays["scale"], _slides=int(meta["slides"]))
         rc._all_dirty = False  # no data changed; the matrix is computed when asked for
         return rc
