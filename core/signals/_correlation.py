@@ -750,10 +750,54 @@ class RollingCorrelation:
         return rc
 
 
+class CorrelationRows:
+    """The correlation matrix of ``symbols`` as the gates read it, ``m[i, cols]``, computed
+    on demand from the state's returns ring by the definition (two-pass, pairwise complete):
+    O(window x len(cols)) per read, so a run never builds symbols x symbols (800 MB and one
+    SYRK at 10,000 symbols) to read a few entries. Its cache identity is the ring's data
+    (``__fingerprint__``); ``numpy.asarray`` gives the whole matrix."""
+
+    def __init__(self, rc: RollingCorrelation, symbols: Sequence[str]) -> None:
+        self._rc = rc
+        self._cols = np.array([rc._pos[s] for s in symbols], dtype=np.int64)
+        self.shape = (len(symbols), len(symbols))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: tuple[int, Any]) -> np.ndarray:
+        i, cols = key
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError("CorrelationRows reads one row at a time: m[i, cols]")
+        want = self._cols[cols]
+        one = np.ndim(want) == 0
+        want = np.atleast_1d(want)
+        rc, c = self._rc, int(self._cols[i])
+        sub = rc.returns[:, np.concatenate([[c], want])]
+        out = _row(sub, 0, rc.min_periods)
+        row = out[1:]
+        row[want == c] = out[0]  # the diagonal, exactly as the matrix has it
+        return row[0] if one else row
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        names, m = self._rc.matrix()
+        m = m[np.ix_(self._cols, self._cols)]
+        return m if dtype is None else m.astype(dtype)
+
+    def __fingerprint__(self) -> bytes:
+        rc = self._rc
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"rows:{rc.window}:{rc.min_periods}:{self._cols.size}".encode())
+        ring = rc.returns if np.array_equal(self._cols, np.arange(len(rc.symbols))) \
+            else rc.returns[:, self._cols]
+        h.update(np.ascontiguousarray(ring).tobytes())
+        return h.digest()
+
+
 @dataclass(frozen=True)
 class CorrelationResult:
     symbols: list[str]
-    matrix: np.ndarray
+    matrix: Any  # numpy array; CorrelationRows when asked for rows only
     window: int
     as_of: datetime | None
     rows_updated: list[str]
@@ -784,8 +828,8 @@ def state_name(config: Config, window: int, identity: str) -> str:
 
 
 def update_correlation(config: Config, candles: Any, *, full: bool = False,
-                       window: int | None = None,
-                       state_dir: Path | None = None) -> CorrelationResult:
+                       window: int | None = None, state_dir: Path | None = None,
+                       rows_only: bool = False) -> CorrelationResult:
     """Bring the stored state up to date with ``candles`` (only symbols whose last closed
     candle moved) and return the matrix for the symbols in ``candles``.
 
@@ -793,7 +837,8 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     made of the interval, window, min_periods and the data source's identity, and holds
     exactly the symbols of the last call (others are pruned). Where it cannot be stored
     (read-only directory, disk full) the answer is computed without it and one warning is
-    logged; a damaged state file is rebuilt with a warning."""
+    logged; a damaged state file is rebuilt with a warning. ``rows_only`` answers a
+    ``CorrelationRows`` (what the gates read, on demand) instead of the whole matrix."""
     from filelock import FileLock, Timeout
 
     win = window or config.correlation.window
@@ -829,11 +874,14 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
         start = fresh() if path is None else _load_state(path, identity, fresh, full)
         rc, _ = _bring_up_to_date(start, runs, fresh)
     updated = rc.rows_pending()
+    end = datetime.fromtimestamp(rc.end_ms / 1000, tz=timezone.utc) if rc.end_ms else None
+    if rows_only:
+        return CorrelationResult(symbols=syms, matrix=CorrelationRows(rc, syms), window=win,
+                                 as_of=end, rows_updated=[s for s in updated if s in syms])
     names, m = rc.matrix()
     if names != syms:
         idx = [names.index(s) for s in syms]
         m = m[np.ix_(idx, idx)]
-    end = datetime.fromtimestamp(rc.end_ms / 1000, tz=timezone.utc) if rc.end_ms else None
     return CorrelationResult(symbols=syms, matrix=m, window=win, as_of=end,
                              rows_updated=[s for s in updated if s in syms])
 
