@@ -33,10 +33,10 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from botopt.core.base._codec import digest, settings_json
-from botopt.core.base._config import Config, FeaturesConfig
-from botopt.core.base._versions import stage_tag
-from botopt.core.errors import UsageError
+from ..base._codec import digest, settings_json
+from ..base._config import Config, FeaturesConfig
+from ..base._versions import stage_tag
+from ..errors import UsageError
 
 _CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
 
