@@ -768,33 +768,45 @@ class RollingCorrelation:
 
 
 class CorrelationRows:
-    """The correlation matrix of ``symbols`` as the gates read it, ``m[i, cols]``, computed
-    on demand from the state's returns ring by the definition (two-pass, pairwise complete):
-    O(window x len(cols)) per read, so a run never builds symbols x symbols (800 MB and one
-    SYRK at 10,000 symbols) to read a few entries. Its cache identity is the ring's data
-    (``__fingerprint__``); ``numpy.asarray`` gives the whole matrix."""
+    """The correlation matrix of ``symbols`` as the gates read it, ``m[i, cols]``, without
+    building it: symbols x symbols is 800 MB and one SYRK at 10,000 symbols. The gates read
+    a candidate against the active signals (``cols``, few, the same for many candidates),
+    so by symmetry the entries are columns of the active symbols' rows: each active
+    symbol's row is computed once, from the running sums like ``matrix()``'s updated rows
+    (O(window x symbols), one matrix-vector product), and every read is an index into them.
+    Its cache identity is the ring's data (``__fingerprint__``); ``numpy.asarray`` gives
+    the whole matrix."""
 
     def __init__(self, rc: RollingCorrelation, symbols: Sequence[str]) -> None:
         self._rc = rc
         self._cols = np.array([rc._pos[s] for s in symbols], dtype=np.int64)
         self.shape = (len(symbols), len(symbols))
+        n = len(rc.symbols)
+        self._slot = np.full(n, -1, dtype=np.int64)  # state column -> row of _held
+        self._held = np.empty((0, n))
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, key: tuple[int, Any]) -> np.ndarray:
+    def _rows_of(self, state_cols: np.ndarray) -> np.ndarray:
+        """The held rows of ``state_cols``, computing those not held yet."""
+        todo = np.unique(state_cols[self._slot[state_cols] < 0])
+        if todo.size:
+            got = np.array([self._rc._row_from_sums(int(j)) for j in todo.tolist()])
+            self._slot[todo] = len(self._held) + np.arange(todo.size)
+            self._held = np.concatenate([self._held, got]) if len(self._held) else got
+        return self._slot[state_cols]
+
+    def __getitem__(self, key: tuple[int, Any]) -> Any:
         i, cols = key
         if not isinstance(i, (int, np.integer)):
             raise TypeError("CorrelationRows reads one row at a time: m[i, cols]")
         want = self._cols[cols]
         one = np.ndim(want) == 0
         want = np.atleast_1d(want)
-        rc, c = self._rc, int(self._cols[i])
-        sub = rc.returns[:, np.concatenate([[c], want])]
-        out = _row(sub, 0, rc.min_periods)
-        row = out[1:]
-        row[want == c] = out[0]  # the diagonal, exactly as the matrix has it
-        return row[0] if one else row
+        at = self._rows_of(want)  # first: it may replace self._held
+        out = self._held[at, int(self._cols[i])]  # m[j, i] = m[i, j]
+        return out[0] if one else out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         names, m = self._rc.matrix()
