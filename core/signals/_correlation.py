@@ -537,15 +537,24 @@ class RollingCorrelation:
         if self._prod is not None:
             return self._prod[i]
         x = self._zeros_ring()
-        return x[:, i] @ x
+        # einsum's own loop, not BLAS: on a busy machine a threaded BLAS call for one
+        # vector costs 100x its arithmetic (several rows at once: ``_prows``).
+        return np.einsum("w,wn->n", x[:, i], x)
 
-    def _row_from_sums(self, i: int) -> np.ndarray:
+    def _prows(self, idx: np.ndarray) -> np.ndarray | None:
+        """Rows ``idx`` of P when not held: one matrix product for all of them."""
+        if self._prod is not None or idx.size < 2:
+            return None
+        x = self._zeros_ring()
+        return np.ascontiguousarray(x[:, idx].T) @ x
+
+    def _row_from_sums(self, i: int, prow: np.ndarray | None = None) -> np.ndarray:
         """Row ``i`` from P and the totals: O(symbols) when no symbol has a gap in the
         window, plus O(window) per symbol that has one."""
         r, w = self.returns, self.window
         s, q, miss = self._sum, self._sq, self._missing
         if w >= self.min_periods and not np.count_nonzero(miss):  # cheaper than .any()
-            return self._row_complete(i)
+            return self._row_complete(i, prow)
         gappy = np.flatnonzero(miss)
         cnt = (w - miss[i]) - miss
         sx = np.full(len(s), s[i])  # x_i summed over the times both have
@@ -566,7 +575,8 @@ class RollingCorrelation:
         with np.errstate(invalid="ignore", divide="ignore"):
             vx = qx - sx * sx / cnt
             vy = qy - sy * sy / cnt
-            out = (self._prow(i) - sx * sy / cnt) / np.sqrt(vx * vy)
+            out = ((self._prow(i) if prow is None else prow) - sx * sy / cnt) \
+                / np.sqrt(vx * vy)
             doubt = ~(vx > _DOUBT * self._scale[i]) | ~(vy > _DOUBT * self._scale)
         np.clip(out, -1.0, 1.0, out=out)
         few = cnt < self.min_periods
@@ -580,7 +590,7 @@ class RollingCorrelation:
             out[i] = np.nan if few[i] else 1.0
         return out
 
-    def _row_complete(self, i: int) -> np.ndarray:
+    def _row_complete(self, i: int, prow: np.ndarray | None = None) -> np.ndarray:
         """Row ``i`` when no symbol has a gap: every pair has the whole window in common,
         so the sums are per symbol and the row is a handful of vector operations."""
         s, q, w = self._sum, self._sq, self.window
@@ -593,7 +603,7 @@ class RollingCorrelation:
         if not (vx > _DOUBT * self._scale[i] and self._vy_ok):
             return _row(self.returns, i, self.min_periods)  # a flat or nearly flat series
         # Every variance is positive here, so no errstate (a context manager per row).
-        out = self._prow(i) - (si / w) * s
+        out = (self._prow(i) if prow is None else prow) - (si / w) * s
         out /= np.sqrt(vx * vy)
         np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
         np.maximum(out, -1.0, out=out)
@@ -792,7 +802,10 @@ class CorrelationRows:
         """The held rows of ``state_cols``, computing those not held yet."""
         todo = np.unique(state_cols[self._slot[state_cols] < 0])
         if todo.size:
-            got = np.array([self._rc._row_from_sums(int(j)) for j in todo.tolist()])
+            rc = self._rc
+            pr = rc._prows(todo)
+            got = np.array([rc._row_from_sums(j, None if pr is None else pr[k])
+                            for k, j in enumerate(todo.tolist())])
             self._slot[todo] = len(self._held) + np.arange(todo.size)
             self._held = np.concatenate([self._held, got]) if len(self._held) else got
         return self._slot[state_cols]
