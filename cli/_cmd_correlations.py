@@ -23,13 +23,13 @@ def correlations(
     out: opt.Output,
 ) -> None:
     """Rolling correlation matrix of log returns, updated incrementally."""
-    from ..core import load_candles, parse_as_of, parse_symbols, update_correlation
+    from ..core import load_candles, parse_as_of, resolve_symbols, update_correlation
 
     state = get_state(ctx)
     cfg = state.config(announce_sample_data=True,
                        **candles.overrides(),
                        correlation__window=window)
-    syms = parse_symbols(candles.symbols if candles.symbols is not None else cfg.data.symbols)
+    syms = resolve_symbols(candles.symbols, cfg)
     win = cfg.correlation.window
     frames = load_candles(syms, config=cfg, as_of=parse_as_of(candles.as_of), limit=win + 1)
     result = update_correlation(cfg, frames, full=full)

@@ -26,13 +26,13 @@ def fetch(
     out: opt.Output,
 ) -> None:
     """Download new closed candles from Binance into the local store."""
-    from ..core import fetch_to_store, parse_as_of, parse_symbols, plan_fetch
+    from ..core import fetch_to_store, parse_as_of, plan_fetch, resolve_symbols
 
     state = get_state(ctx)
     # Binance is where fetch reads from, whatever data.source says signals should read.
     cfg = state.config(data__source="binance", data__interval=interval,
                        data__data_dir=str(data_dir) if data_dir else None)
-    syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
+    syms = resolve_symbols(symbols, cfg)
     when = parse_as_of(as_of)
     now_ms = int(when.timestamp() * 1000) if when is not None else None
     # The estimate reads every stored file: worth it only when a bar will show it.

@@ -106,7 +106,7 @@ def signals(
         Workspace,
         is_live,
         parse_as_of,
-        parse_symbols,
+        resolve_symbols,
         run_events,
         run_signals,
     )
@@ -116,7 +116,7 @@ def signals(
                        **candles.overrides())
     # Arguments are checked before the run is announced: a typo is the user's to fix
     # at the prompt, never a "signals failed" alert in the chat.
-    syms = parse_symbols(candles.symbols if candles.symbols is not None else cfg.data.symbols)
+    syms = resolve_symbols(candles.symbols, cfg)
     when = parse_as_of(candles.as_of)
     live = is_live(cfg, when)
     with run_events("signals", enabled=live,

@@ -13,7 +13,9 @@ import typer
 
 SYMBOLS = typer.Option(None, "--symbols", "-s",
                        help="Comma-separated symbols: BTCUSDT, ETH_BTC, freqtrade's ETH/BTC, "
-                       "or XRP/USDT:USDT (futures) (default: data.symbols).")
+                       "or XRP/USDT:USDT (futures); @FILE (one per line, # comments, or "
+                       "freqtrade's pairs JSON); all (every pair of the interval in the data "
+                       "directory) (default: data.symbols).")
 INTERVAL = typer.Option(None, "--interval", "-i", help="Candle interval: 1m 3m 5m 15m 30m "
                         "1h 2h 4h 6h 8h 12h 1d, or e.g. 8m for local files (default: "
                         "data.interval).")

@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "load_candles": ".data._candles",
     "validate_candles": ".data._candles",
     "parse_symbols": ".data._candles",
+    "resolve_symbols": ".data._candles",
     "parse_as_of": ".data._candles",
     "BinanceClient": ".data._binance",
     "fetch_to_store": ".data._store",
@@ -140,6 +141,7 @@ __all__ = [
     "pending_notifications",
     "plan_fetch",
     "replay",
+    "resolve_symbols",
     "retry_dead_letter",
     "run_checks",
     "run_events",
@@ -190,6 +192,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         load_candles,
         parse_as_of,
         parse_symbols,
+        resolve_symbols,
         sample_clock,
         validate_candles,
     )

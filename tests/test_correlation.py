@@ -259,9 +259,17 @@ def test_batched_frames_equal_sequential_and_definition(tmp_path_factory, case, 
             saved = batch
             batch.save(path)
             batch = RollingCorrelation.load(path)
-            # Loading does not re-anchor: the running sums come back bit for bit.
-            assert np.array_equal(batch._prod, saved._prod)
+            # Loading does not re-anchor: the running sums come back bit for bit, and the
+            # symbols x symbols P is never stored (rebuilt only when a full matrix needs it).
+            for name in ("_sum", "_sq", "_scale", "returns"):
+                assert np.array_equal(getattr(batch, name), getattr(saved, name),
+                                      equal_nan=True)
+            assert batch._prod is None
             assert batch._slides == saved._slides
+            # Rows asked for before any matrix come from the ring, without P.
+            assert close_enough(batch.rows(batch.symbols[:2]),
+                                batch.full_matrix()[1][:2], 1e-12)
+            assert batch._prod is None
         names, m = batch.matrix()
         full_names, full = batch.full_matrix()
         assert names == full_names
@@ -454,3 +462,89 @@ def test_candle_runs_times_in_any_unit_equal_polars_epoch(unit):
     assert names == ["A", "B"] and starts.tolist() == [0, 2] and ends.tolist() == [2, 3]
     assert t.tolist() == df["open_time"].dt.epoch("ms").to_list()
     assert c.dtype == np.float64 and c.tolist() == [1.0, 2.0, 3.0]
+
+
+# -- what the gates read: rows on demand, no symbols x symbols ------------------------------
+
+@settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame_chunks(), st.integers(3, 40), st.integers(2, 10), st.randoms(use_true_random=False))
+def test_rows_on_demand_equal_the_matrix_and_the_definition(tmp_path_factory, case, window,
+                                                            min_periods, rnd):
+    from botopt.core.signals._correlation import CorrelationRows
+
+    syms, chunks = case
+    rc = RollingCorrelation(window=window, min_periods=min_periods, interval_ms=STEP)
+    path = tmp_path_factory.mktemp("state") / "s"
+    for rows, _, roundtrip in chunks:
+        if not rows:
+            continue
+        rc.update_frame(multi_frame(rows))
+        if roundtrip:
+            rc.save(path)
+            rc = RollingCorrelation.load(path)
+        order = list(rc.symbols)
+        rnd.shuffle(order)  # the caller's order, not the state's
+        lazy = CorrelationRows(rc, order)
+        ref = reference(rc.returns[:, [rc.symbols.index(s) for s in order]], min_periods)
+        np.fill_diagonal(ref, [1.0 if (~np.isnan(rc.returns[:, rc.symbols.index(s)])).sum()
+                               >= min_periods and np.nanmax(rc.returns[:, rc.symbols.index(s)])
+                               != np.nanmin(rc.returns[:, rc.symbols.index(s)])
+                               else np.nan for s in order] if len(order) else [])
+        n = len(order)
+        got = np.array([lazy[i, np.arange(n)] for i in range(n)]).reshape(n, n)
+        whole = np.asarray(lazy)
+        assert close_enough(got, whole, 1e-12)
+        assert close_enough(got[~np.eye(n, dtype=bool)], ref[~np.eye(n, dtype=bool)], 1e-12)
+        if n:
+            cols = np.array([rnd.randrange(n) for _ in range(3)])
+            assert close_enough(lazy[0, cols], got[0, cols], 0.0)
+            assert close_enough(np.array([lazy[0, int(cols[0])]]), got[0, cols[:1]], 0.0)
+
+
+def test_rows_fingerprint_is_the_data():
+    from botopt.core.base._codec import fingerprint
+    from botopt.core.signals._correlation import CorrelationRows
+
+    rng = np.random.default_rng(3)
+    rows = [(f"S{j}", STEP * (k + 1), 100 * math.exp(0.01 * rng.standard_normal()))
+            for k in range(40) for j in range(4)]
+    a = RollingCorrelation(window=30, min_periods=5, interval_ms=STEP)
+    b = RollingCorrelation(window=30, min_periods=5, interval_ms=STEP)
+    a.update_frame(multi_frame(rows))
+    b.update_frame(multi_frame(rows))
+    syms = ["S0", "S1", "S2", "S3"]
+    fa = fingerprint((syms, CorrelationRows(a, syms)))
+    assert fa == fingerprint((syms, CorrelationRows(b, syms)))
+    assert fa != fingerprint((syms, CorrelationRows(a, syms[::-1])))
+    b.update_frame(multi_frame([("S0", STEP * 41, 101.0)]))
+    assert fa != fingerprint((syms, CorrelationRows(b, syms)))
+    c = RollingCorrelation(window=30, min_periods=6, interval_ms=STEP)
+    c.update_frame(multi_frame(rows))
+    assert fa != fingerprint((syms, CorrelationRows(c, syms)))
+
+
+def test_gates_decide_the_same_on_rows_and_on_the_matrix():
+    from botopt.core.base._config import GatesConfig
+    from botopt.core.signals._correlation import CorrelationRows
+    from botopt.core.signals._gates import CooldownRecord, GateInput, evaluate_gates
+
+    rng = np.random.default_rng(7)
+    n, t0 = 12, datetime(2026, 1, 1, tzinfo=timezone.utc)
+    factor = rng.standard_normal(80)
+    rows = [(f"S{j}", STEP * (k + 1),
+             100 * math.exp(0.01 * (factor[:k + 1].sum() * (j % 3 == 0)
+                                    + rng.standard_normal())))
+            for k in range(80) for j in range(n)]
+    rc = RollingCorrelation(window=60, min_periods=10, interval_ms=STEP)
+    rc.update_frame(multi_frame(rows))
+    syms = list(rc.symbols)
+    cands = [GateInput(symbol=s, candle_time=t0, direction="long", strength=1 - j / 20,
+                       probability=0.9, regime="TREND_UP", volume_z=2.0, engine="e")
+             for j, s in enumerate(syms)]
+    recs = [CooldownRecord(symbol="S3", direction="long", candle_time=t0 - timedelta(minutes=5))]
+    cfg = GatesConfig(correlation_threshold=0.2)
+    lazy = evaluate_gates(cands, recs, cfg, (syms, CorrelationRows(rc, syms)))
+    dense = evaluate_gates(cands, recs, cfg, (syms, rc.matrix()[1]))
+    assert lazy == dense
+    assert any("correlated" in r for d in lazy for r in d.reasons)

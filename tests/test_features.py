@@ -193,3 +193,27 @@ def test_empty_places_big_arrays_on_a_huge_page_boundary():
     assert small.shape == (10, 10)
     big[...] = 1.0  # the whole array is usable memory
     assert big.sum() == 300 * 1024
+
+
+def test_the_whole_config_is_accepted_and_anything_else_refused_in_one_line():
+    from botopt.core.base._config import Config
+    from botopt.core.errors import UsageError
+    from botopt.core.signals._features import compute_features_split
+
+    fc = FeaturesConfig(ema_fast=5, rsi_period=7)
+    cfg = Config(features=fc)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    n = 80
+    close = 100 + np.sin(np.arange(n))
+    frame = pl.DataFrame({
+        "symbol": ["A"] * n, "open_time": [t0 + timedelta(minutes=5 * k) for k in range(n)],
+        "open": close, "high": close + 1, "low": close - 1, "close": close,
+        "volume": np.arange(n, dtype=float) % 7,
+    }).with_columns(pl.col("open_time").dt.cast_time_unit("ms"))
+    assert compute_features(frame, cfg).equals(compute_features(frame, fc))
+    assert "ema_5" in compute_features(frame, cfg).columns
+    whole, tail = compute_features_split(frame, cfg, ["ema_5"])
+    assert tail.equals(compute_features_split(frame, fc, ["ema_5"])[1])
+    with pytest.raises(UsageError, match="wants a FeaturesConfig or a Config, not dict") as e:
+        compute_features(frame, {"ema_fast": 5})  # type: ignore[arg-type]
+    assert "\n" not in str(e.value)

@@ -377,7 +377,7 @@ class _Driver:
         self._keep = min(config.features.history, config.correlation.window + 3)
 
     def _correlate(self, js: list[int], rows: list[int]) -> Any:
-        from ..signals._correlation import RollingCorrelation, _bring_up_to_date
+        from ..signals._correlation import CorrelationRows, RollingCorrelation, _bring_up_to_date
 
         np = self._np
         cc = self.config
@@ -396,14 +396,10 @@ class _Driver:
         names = [self.book.syms[j] for j in js]
         rc, _ = _bring_up_to_date(
             rc, (names, new_ends - lens, new_ends, self._ts[idx], self._cs[idx]), fresh)
-        # what the run saves (an unchanged state is the one saved before); the matrix is
-        # computed after, on this object, as the run computes it after saving
+        # what the run saves (an unchanged state is the one saved before); the gates read
+        # rows of this object on demand, as the run reads them after saving
         self._state = rc
-        got, m = rc.matrix()
-        if got != names:
-            at = [got.index(s) for s in names]
-            m = m[np.ix_(at, at)]
-        return names, m
+        return names, CorrelationRows(rc, names)
 
     def step(self, t: int, now: datetime, own: dict[int, Any]) -> SignalsResult:
         from ..signals._pipeline import _apply_clock, decide

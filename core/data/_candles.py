@@ -47,7 +47,7 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
     XRP/USDT:USDT (futures). Each is kept as typed (upper-cased) so output shows it that way.
     """
     items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
-    out: list[str] = []
+    seen: dict[str, None] = {}
     for raw in items:
         for part in str(raw).split(","):
             sym = part.strip().upper()
@@ -58,12 +58,105 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
                 raise UsageError(f"invalid symbol {shown!r}: use up to {_MAX_SYMBOL} characters "
                                  "like BTCUSDT, ETH_BTC, freqtrade's ETH/BTC, or XRP/USDT:USDT "
                                  "for futures")
-            if sym not in out:
-                out.append(sym)
-    if not out:
+            seen[sym] = None  # ordered and unique; a list's "in" was quadratic
+    if not seen:
         raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETH/BTC)")
-    return out
+    return list(seen)
 
+
+
+# A symbols file is a list of names: anything bigger is not one (10,000 pairs take ~150 KB).
+_MAX_SYMBOLS_FILE = 4 << 20
+
+
+def resolve_symbols(arg: str | None, config: Config) -> list[str]:
+    """The symbols a command runs on, from what ``--symbols`` was given: None (the
+    configured ``data.symbols``), ``all`` (every pair of ``data.interval`` in the data
+    directory), ``@FILE`` (one per line with ``#`` comments, or freqtrade's pairs JSON
+    ``["BTC/USDT", ...]`` / ``{"pairs": [...]}``), or a comma-separated list. A file lifts
+    the command line's length limit (10,000 pairs are about 110 KB)."""
+    if arg is None:
+        return parse_symbols(config.data.symbols)
+    text = arg.strip()
+    if text.lower() == "all":
+        return _all_pairs(config)
+    if text.startswith("@"):
+        return _symbols_file(Path(text[1:]).expanduser())
+    return parse_symbols(arg)
+
+
+def _all_pairs(config: Config) -> list[str]:
+    """Every candle file of the interval in the data directory (spot and futures), as the
+    names that find those files again, sorted."""
+    if config.data.source == "binance":
+        raise UsageError("--symbols all lists the data directory, and data.source is "
+                         "binance: give the symbols, or use a local data directory")
+    data_dir = Path(_sample_dir() if config.data.source == "sample"
+                    else config.data.data_dir or ".")
+    interval = config.data.interval
+    found: set[str] = set()
+    for sub, futures in ((data_dir, False), (data_dir / "futures", True)):
+        try:
+            names = os.listdir(sub)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise UsageError(f"--symbols all: cannot list {sub}: {exc.strerror}") from exc
+        for name in names:
+            parsed = _parse_name(name)
+            if parsed is None or parsed[1] != interval or parsed[3] in UNSUPPORTED_SUFFIXES:
+                continue
+            pair, _, ctype, _ = parsed
+            if ctype == ("futures" if futures else None):
+                found.add(_pair_from_filename(pair, futures=True) if futures else pair)
+    if not found:
+        raise UsageError(f"--symbols all: no {interval} candle files in {data_dir}")
+    try:
+        return parse_symbols(sorted(found))
+    except UsageError as exc:
+        raise UsageError(f"--symbols all: {data_dir}: {exc}") from exc
+
+
+def _symbols_file(path: Path) -> list[str]:
+    """``@FILE``'s symbols; errors name the file and, for a bad name, its line."""
+    import json
+
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_MAX_SYMBOLS_FILE + 1)
+        if len(raw) > _MAX_SYMBOLS_FILE:
+            raise UsageError(f"symbols file {path}: larger than {_MAX_SYMBOLS_FILE >> 20} MiB; "
+                             "it should list one symbol per line")
+        text = raw.decode("utf-8-sig")
+    except OSError as exc:
+        raise UsageError(f"symbols file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"symbols file {path}: not UTF-8 text (byte {exc.start})") from exc
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"symbols file {path}: not valid JSON: {exc}") from exc
+        pairs = doc.get("pairs") if isinstance(doc, dict) else doc
+        if not isinstance(pairs, list) or not all(isinstance(p, str) for p in pairs):
+            raise UsageError(f'symbols file {path}: JSON must be a list of pair names or '
+                             '{"pairs": [...]}')
+        lines = [(k + 1, p) for k, p in enumerate(pairs)]
+        where = "item"
+    else:
+        lines = [(k + 1, line.split("#", 1)[0]) for k, line in enumerate(text.splitlines())]
+        where = "line"
+    out: dict[str, None] = {}  # ordered and unique, without a quadratic "in list"
+    for k, item in lines:
+        if not item.strip():
+            continue
+        try:
+            out.update(dict.fromkeys(parse_symbols(item)))
+        except UsageError as exc:
+            raise UsageError(f"symbols file {path}, {where} {k}: {exc}") from exc
+    if not out:
+        raise UsageError(f"symbols file {path}: no symbols in it")
+    return list(out)
 
 
 def pair_to_filename(symbol: str) -> str:

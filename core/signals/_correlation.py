@@ -50,7 +50,10 @@ from ..errors import CacheError, UsageError
 from ..state._workspace import state_dir as default_dir
 
 log = logging.getLogger("botopt.correlation")
-STATE_FORMAT = 2
+# 3: the ring and the per-symbol sums only (2 also held P, symbols x symbols: 786 MB
+# rewritten per run at 10,000 symbols). A format 2 file is read without its P.
+STATE_FORMAT = 3
+_READABLE_FORMATS = (2, 3)
 # A pair whose variance is below this share of the squares that went through its sums is
 # recomputed from the returns: below it, cancellation could cost more than 1e-12.
 _DOUBT = 1e-3
@@ -147,8 +150,9 @@ class RollingCorrelation:
     returns: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # ring, see above
     last_time: dict[str, int] = field(default_factory=dict)
     last_close: dict[str, float] = field(default_factory=dict)
-    # sum of x_i x_j over the window (missing = 0)
-    _prod: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    # sum of x_i x_j over the window (missing = 0); None = not held. It is held in memory
+    # only, from the first full matrix on, and never stored: it is symbols x symbols.
+    _prod: np.ndarray | None = None
     _sum: np.ndarray = field(default_factory=lambda: np.empty(0))  # per symbol, in window
     _sq: np.ndarray = field(default_factory=lambda: np.empty(0))  # its squares
     _scale: np.ndarray = field(default_factory=lambda: np.empty(0))  # squares through P
@@ -169,17 +173,21 @@ class RollingCorrelation:
         self._vy_ok = False
         self._dirty: set[int] = set()
         self._all_dirty = True
-        if self._prod.shape != (n, n) or any(
-                a.shape != (n,) for a in (self._sum, self._sq, self._scale)):
+        self._x0: np.ndarray | None = None
+        if self._prod is not None and self._prod.shape != (n, n):
+            self._prod = None
+        if any(a.shape != (n,) for a in (self._sum, self._sq, self._scale)):
             self._anchor()
         self._missing = np.isnan(self.returns).sum(axis=0)
 
     # -- running sums --------------------------------------------------------------------
 
     def _anchor(self) -> None:
-        """Rebuild every sum exactly from the ring: one matrix product."""
+        """Rebuild every sum exactly from the ring (P too, one matrix product, if held)."""
         x = _zeros(self.returns)
-        self._prod = x.T @ x  # numpy runs a.T @ a as SYRK: symmetric to the last bit
+        self._x0 = x
+        if self._prod is not None:
+            self._prod = x.T @ x  # numpy runs a.T @ a as SYRK: symmetric to the last bit
         self._sum = x.sum(axis=0)
         self._sq = (x * x).sum(axis=0)
         self._scale = self._sq.copy()
@@ -190,7 +198,9 @@ class RollingCorrelation:
     def _reset(self) -> None:
         n = len(self.symbols)
         self.returns[:] = np.nan
-        self._prod = np.zeros((n, n))
+        self._x0 = None
+        if self._prod is not None:
+            self._prod = np.zeros((n, n))
         self._sum, self._sq, self._scale = np.zeros(n), np.zeros(n), np.zeros(n)
         self._missing = np.full(n, self.window)
         self._slides = 0
@@ -209,9 +219,11 @@ class RollingCorrelation:
             self.symbols.extend(new)
             self._pos.update({s: n0 + i for i, s in enumerate(new)})
             self.returns = np.hstack([self.returns, np.full((self.window, k), np.nan)])
-            grown = np.zeros((n, n))
-            grown[:n0, :n0] = self._prod
-            self._prod = grown
+            self._x0 = None
+            if self._prod is not None:
+                grown = np.zeros((n, n))
+                grown[:n0, :n0] = self._prod
+                self._prod = grown
             for name in ("_sum", "_sq", "_scale"):
                 setattr(self, name, np.concatenate([getattr(self, name), np.zeros(k)]))
             self._missing = np.concatenate([self._missing, np.full(k, self.window)])
@@ -267,6 +279,7 @@ class RollingCorrelation:
         if not touched.size:
             return
         before_raw = r[touched]
+        self._x0 = None
         r[dropped] = np.nan
         r[slots, cols] = values
         after_raw = r[touched]
@@ -279,7 +292,7 @@ class RollingCorrelation:
         self._vy = None
         if self._slides >= self.window or 2 * touched.size >= self.window:
             self._anchor()  # due (bounds the rounding that updates leave) or cheaper
-        else:
+        elif self._prod is not None:
             # Every pair at once: P += new'new - old'old over the rows touched (rank 2 for
             # the cron step: the new candle's row in, the oldest row out).
             a = np.concatenate([after, before])
@@ -313,9 +326,11 @@ class RollingCorrelation:
         if not slots.size:
             return
         r[slots, j] = values
-        xs = _zeros(r[slots])
-        self._prod[j, :] += values @ xs  # the diagonal gets sum(v^2): xs[:, j] is v
-        self._prod[:, j] = self._prod[j, :]
+        self._x0 = None
+        if self._prod is not None:
+            xs = _zeros(r[slots])
+            self._prod[j, :] += values @ xs  # the diagonal gets sum(v^2): xs[:, j] is v
+            self._prod[:, j] = self._prod[j, :]
         sq = float(values @ values)
         self._sum[j] += values.sum()
         self._sq[j] += sq
@@ -334,12 +349,15 @@ class RollingCorrelation:
                 or not math.isnan(r[k, j]):
             return
         r[k, j] = v
-        x = r[k] * v
-        x[np.isnan(x)] = 0.0  # a symbol without a return at t adds nothing
+        if self._x0 is not None:
+            self._x0[k, j] = v
         p = self._prod
-        np.add(p[j], x, out=x)  # x[j] is v * v: the diagonal's term
-        p[j] = x
-        p[:, j] = x  # from x, not from p[j]: overlapping operands would make numpy copy
+        if p is not None:
+            x = r[k] * v
+            x[np.isnan(x)] = 0.0  # a symbol without a return at t adds nothing
+            np.add(p[j], x, out=x)  # x[j] is v * v: the diagonal's term
+            p[j] = x
+            p[:, j] = x  # from x, not from p[j]: overlapping operands would make numpy copy
         self._sum[j] += v
         self._sq[j] += v * v
         self._scale[j] += v * v
@@ -489,7 +507,9 @@ class RollingCorrelation:
         self.symbols = [self.symbols[k] for k in keep]
         self._pos = {s: k for k, s in enumerate(self.symbols)}
         self.returns = self.returns[:, keep]
-        self._prod = self._prod[np.ix_(keep, keep)]
+        self._x0 = None
+        if self._prod is not None:
+            self._prod = self._prod[np.ix_(keep, keep)]
         for name in ("_sum", "_sq", "_scale", "_missing"):
             setattr(self, name, getattr(self, name)[keep])
         if self._matrix is not None:
@@ -499,13 +519,44 @@ class RollingCorrelation:
 
     # -- results -------------------------------------------------------------------------
 
-    def _row_from_sums(self, i: int) -> np.ndarray:
+    def _zeros_ring(self) -> np.ndarray:
+        """The ring with 0 for a missing return, kept until the ring changes."""
+        if self._x0 is None:
+            self._x0 = _zeros(self.returns)
+        return self._x0
+
+    def _held_prod(self) -> np.ndarray:
+        """P, built (one SYRK over the ring) the first time a full matrix needs it, then
+        kept up to date by every update while this object lives."""
+        if self._prod is None:
+            x = self._zeros_ring()
+            self._prod = x.T @ x
+        return self._prod
+
+    def _prow(self, i: int) -> np.ndarray:
+        """Row i of P: read from P when held, else one product over the ring, O(window x
+        symbols), so a few rows never cost the symbols x symbols P."""
+        if self._prod is not None:
+            return self._prod[i]
+        x = self._zeros_ring()
+        # einsum's own loop, not BLAS: on a busy machine a threaded BLAS call for one
+        # vector costs 100x its arithmetic (several rows at once: ``_prows``).
+        return np.einsum("w,wn->n", x[:, i], x)
+
+    def _prows(self, idx: np.ndarray) -> np.ndarray | None:
+        """Rows ``idx`` of P when not held: one matrix product for all of them."""
+        if self._prod is not None or idx.size < 2:
+            return None
+        x = self._zeros_ring()
+        return np.ascontiguousarray(x[:, idx].T) @ x
+
+    def _row_from_sums(self, i: int, prow: np.ndarray | None = None) -> np.ndarray:
         """Row ``i`` from P and the totals: O(symbols) when no symbol has a gap in the
         window, plus O(window) per symbol that has one."""
         r, w = self.returns, self.window
         s, q, miss = self._sum, self._sq, self._missing
         if w >= self.min_periods and not np.count_nonzero(miss):  # cheaper than .any()
-            return self._row_complete(i)
+            return self._row_complete(i, prow)
         gappy = np.flatnonzero(miss)
         cnt = (w - miss[i]) - miss
         sx = np.full(len(s), s[i])  # x_i summed over the times both have
@@ -526,7 +577,8 @@ class RollingCorrelation:
         with np.errstate(invalid="ignore", divide="ignore"):
             vx = qx - sx * sx / cnt
             vy = qy - sy * sy / cnt
-            out: np.ndarray = (self._prod[i] - sx * sy / cnt) / np.sqrt(vx * vy)
+            out: np.ndarray = ((self._prow(i) if prow is None else prow) - sx * sy / cnt) \
+                / np.sqrt(vx * vy)
             doubt = ~(vx > _DOUBT * self._scale[i]) | ~(vy > _DOUBT * self._scale)
         np.clip(out, -1.0, 1.0, out=out)
         few = cnt < self.min_periods
@@ -540,7 +592,7 @@ class RollingCorrelation:
             out[i] = np.nan if few[i] else 1.0
         return out
 
-    def _row_complete(self, i: int) -> np.ndarray:
+    def _row_complete(self, i: int, prow: np.ndarray | None = None) -> np.ndarray:
         """Row ``i`` when no symbol has a gap: every pair has the whole window in common,
         so the sums are per symbol and the row is a handful of vector operations."""
         s, q, w = self._sum, self._sq, self.window
@@ -553,7 +605,7 @@ class RollingCorrelation:
         if not (vx > _DOUBT * self._scale[i] and self._vy_ok):
             return _row(self.returns, i, self.min_periods)  # a flat or nearly flat series
         # Every variance is positive here, so no errstate (a context manager per row).
-        out: np.ndarray = self._prod[i] - (si / w) * s
+        out: np.ndarray = (self._prow(i) if prow is None else prow) - (si / w) * s
         out /= np.sqrt(vx * vy)
         np.minimum(out, 1.0, out=out)  # np.clip's wrapper costs more than both
         np.maximum(out, -1.0, out=out)
@@ -577,7 +629,7 @@ class RollingCorrelation:
             # einsum's outer is the fastest here (ufunc.outer broadcasts, matmul with k = 1
             # takes a slow BLAS path and competes for threads).
             out: np.ndarray = np.einsum("i,j->ij", d, d)
-            out *= self._prod
+            out *= self._held_prod()
             rows = max(1, _TEMP // max(n, 1))
             tmp = np.empty((min(rows, n), n))
             for i in range(0, n, rows):
@@ -602,7 +654,7 @@ class RollingCorrelation:
             with np.errstate(invalid="ignore", divide="ignore"):
                 vx = qx - sx * sx / cnt
                 vy = qy - sy * sy / cnt
-                blk = (self._prod[:, gappy] - sx * sy / cnt) / np.sqrt(vx * vy)
+                blk = (self._held_prod()[:, gappy] - sx * sy / cnt) / np.sqrt(vx * vy)
                 doubt = ~(vx > _DOUBT * scale[:, None]) | ~(vy > _DOUBT * scale[gappy])
             np.clip(blk, -1.0, 1.0, out=blk)
             few = cnt < mp
@@ -669,8 +721,7 @@ class RollingCorrelation:
                 "symbols": self.symbols, "end_ms": self.end_ms, "slides": self._slides,
                 "last_time": self.last_time, "last_close": self.last_close}
         np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                 returns=self.returns, prod=self._prod, sum=self._sum, sq=self._sq,
-                 scale=self._scale)
+                 returns=self.returns, sum=self._sum, sq=self._sq, scale=self._scale)
 
     def save(self, path: Path, identity: str = "") -> None:
         """Write the state to ``path`` + ".npz" in one atomic replace. No fsync: this is a
@@ -687,7 +738,7 @@ class RollingCorrelation:
                         interval_ms=self.interval_ms, symbols=list(self.symbols),
                         end_ms=self.end_ms, returns=self.returns.copy(),
                         last_time=dict(self.last_time), last_close=dict(self.last_close),
-                        _prod=self._prod.copy(), _sum=self._sum.copy(), _sq=self._sq.copy(),
+                        _sum=self._sum.copy(), _sq=self._sq.copy(),
                         _scale=self._scale.copy(), _slides=self._slides)
         rc._all_dirty = False  # as after load
         return rc
@@ -701,19 +752,19 @@ class RollingCorrelation:
         src = path if hasattr(path, "read") else Path(str(path) + ".npz")
         try:
             with np.load(src, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("meta", "returns", "prod", "sum", "sq", "scale")}
+                # Only what is read is decompressed: a format 2 file's P is never loaded.
+                arrays = {k: z[k] for k in ("meta", "returns", "sum", "sq", "scale")}
             meta = json.loads(arrays["meta"].tobytes())
         except FileNotFoundError:
             raise
         except (OSError, KeyError, EOFError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"not a readable state file: {type(exc).__name__}") from exc
-        if meta.get("format") != STATE_FORMAT:
+        if meta.get("format") not in _READABLE_FORMATS:
             raise ValueError("unknown state format")
         if identity is not None and meta.get("identity") != identity:
             raise ValueError("state of another data source")
         n = len(meta["symbols"])
-        shapes = {"returns": (meta["window"], n), "prod": (n, n), "sum": (n,), "sq": (n,),
-                  "scale": (n,)}
+        shapes = {"returns": (meta["window"], n), "sum": (n,), "sq": (n,), "scale": (n,)}
         if any(arrays[k].shape != v or arrays[k].dtype != np.float64
                for k, v in shapes.items()):
             raise ValueError("state arrays do not match their metadata")
@@ -722,16 +773,75 @@ class RollingCorrelation:
                    end_ms=meta["end_ms"], returns=arrays["returns"],
                    last_time={k: int(v) for k, v in meta["last_time"].items()},
                    last_close={k: float(v) for k, v in meta["last_close"].items()},
-                   _prod=arrays["prod"], _sum=arrays["sum"], _sq=arrays["sq"],
+                   _sum=arrays["sum"], _sq=arrays["sq"],
                    _scale=arrays["scale"], _slides=int(meta["slides"]))
         rc._all_dirty = False  # no data changed; the matrix is computed when asked for
         return rc
 
 
+class CorrelationRows:
+    """The correlation matrix of ``symbols`` as the gates read it, ``m[i, cols]``, without
+    building it: symbols x symbols is 800 MB and one SYRK at 10,000 symbols. The gates read
+    a candidate against the active signals (``cols``, few, the same for many candidates),
+    so by symmetry the entries are columns of the active symbols' rows: each active
+    symbol's row is computed once, from the running sums like ``matrix()``'s updated rows
+    (O(window x symbols), one matrix-vector product), and every read is an index into them.
+    Its cache identity is the ring's data (``__fingerprint__``); ``numpy.asarray`` gives
+    the whole matrix."""
+
+    def __init__(self, rc: RollingCorrelation, symbols: Sequence[str]) -> None:
+        self._rc = rc
+        self._cols = np.array([rc._pos[s] for s in symbols], dtype=np.int64)
+        self.shape = (len(symbols), len(symbols))
+        n = len(rc.symbols)
+        self._slot = np.full(n, -1, dtype=np.int64)  # state column -> row of _held
+        self._held = np.empty((0, n))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _rows_of(self, state_cols: np.ndarray) -> np.ndarray:
+        """The held rows of ``state_cols``, computing those not held yet."""
+        todo = np.unique(state_cols[self._slot[state_cols] < 0])
+        if todo.size:
+            rc = self._rc
+            pr = rc._prows(todo)
+            got = np.array([rc._row_from_sums(j, None if pr is None else pr[k])
+                            for k, j in enumerate(todo.tolist())])
+            self._slot[todo] = len(self._held) + np.arange(todo.size)
+            self._held = np.concatenate([self._held, got]) if len(self._held) else got
+        return self._slot[state_cols]
+
+    def __getitem__(self, key: tuple[int, Any]) -> Any:
+        i, cols = key
+        if not isinstance(i, (int, np.integer)):
+            raise TypeError("CorrelationRows reads one row at a time: m[i, cols]")
+        want = self._cols[cols]
+        one = np.ndim(want) == 0
+        want = np.atleast_1d(want)
+        at = self._rows_of(want)  # first: it may replace self._held
+        out = self._held[at, int(self._cols[i])]  # m[j, i] = m[i, j]
+        return out[0] if one else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        names, m = self._rc.matrix()
+        m = m[np.ix_(self._cols, self._cols)]
+        return m if dtype is None else m.astype(dtype)
+
+    def __fingerprint__(self) -> bytes:
+        rc = self._rc
+        h = hashlib.blake2b(digest_size=20)
+        h.update(f"rows:{rc.window}:{rc.min_periods}:{self._cols.size}".encode())
+        ring = rc.returns if np.array_equal(self._cols, np.arange(len(rc.symbols))) \
+            else rc.returns[:, self._cols]
+        h.update(np.ascontiguousarray(ring).tobytes())
+        return h.digest()
+
+
 @dataclass(frozen=True)
 class CorrelationResult:
     symbols: list[str]
-    matrix: np.ndarray
+    matrix: Any  # numpy array; CorrelationRows when asked for rows only
     window: int
     as_of: datetime | None
     rows_updated: list[str]
@@ -762,8 +872,8 @@ def state_name(config: Config, window: int, identity: str) -> str:
 
 
 def update_correlation(config: Config, candles: Any, *, full: bool = False,
-                       window: int | None = None,
-                       state_dir: Path | None = None) -> CorrelationResult:
+                       window: int | None = None, state_dir: Path | None = None,
+                       rows_only: bool = False) -> CorrelationResult:
     """Bring the stored state up to date with ``candles`` (only symbols whose last closed
     candle moved) and return the matrix for the symbols in ``candles``.
 
@@ -771,7 +881,8 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     made of the interval, window, min_periods and the data source's identity, and holds
     exactly the symbols of the last call (others are pruned). Where it cannot be stored
     (read-only directory, disk full) the answer is computed without it and one warning is
-    logged; a damaged state file is rebuilt with a warning."""
+    logged; a damaged state file is rebuilt with a warning. ``rows_only`` answers a
+    ``CorrelationRows`` (what the gates read, on demand) instead of the whole matrix."""
     from filelock import FileLock, Timeout
 
     win = window or config.correlation.window
@@ -807,11 +918,14 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
         start = fresh() if path is None else _load_state(path, identity, fresh, full)
         rc, _ = _bring_up_to_date(start, runs, fresh)
     updated = rc.rows_pending()
+    end = datetime.fromtimestamp(rc.end_ms / 1000, tz=timezone.utc) if rc.end_ms else None
+    if rows_only:
+        return CorrelationResult(symbols=syms, matrix=CorrelationRows(rc, syms), window=win,
+                                 as_of=end, rows_updated=[s for s in updated if s in syms])
     names, m = rc.matrix()
     if names != syms:
         idx = [names.index(s) for s in syms]
         m = m[np.ix_(idx, idx)]
-    end = datetime.fromtimestamp(rc.end_ms / 1000, tz=timezone.utc) if rc.end_ms else None
     return CorrelationResult(symbols=syms, matrix=m, window=win, as_of=end,
                              rows_updated=[s for s in updated if s in syms])
 

@@ -34,8 +34,9 @@ import numpy as np
 import polars as pl
 
 from ..base._codec import digest, settings_json
-from ..base._config import FeaturesConfig
+from ..base._config import Config, FeaturesConfig
 from ..base._versions import stage_tag
+from ..errors import UsageError
 
 _CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
 
@@ -234,15 +235,16 @@ def _rolling_std(x: np.ndarray, n: int, dof: np.ndarray) -> tuple[np.ndarray, np
 
 
 def compute_features(candles: pl.DataFrame,
-                     config: FeaturesConfig | None = None) -> pl.DataFrame:
+                     config: FeaturesConfig | Config | None = None) -> pl.DataFrame:
     """Add the feature columns (see ``feature_columns``) to a canonical candle frame.
 
     Warm-up bars are null. Values match TA-Lib (EMA, RSI, ATR, ADX, PLUS_DI, MINUS_DI,
     BBANDS) on every bar where TA-Lib gives one. ``bb_width`` is (upper - lower) / middle of
     BBANDS(period, k, k, SMA); ``vol`` is the sample standard deviation of log returns;
     ``volume_z`` is (volume - mean) / sample std of volume over its window.
+    ``config`` is the ``features`` section or the whole ``Config`` (its ``features`` is used).
     """
-    fc = config or FeaturesConfig()
+    fc = _features_section(config)
     candles, runs = _by_symbol(candles)
     if not candles.height:
         return candles.with_columns(pl.lit(None, dtype=pl.Float64).alias(c)
@@ -253,13 +255,13 @@ def compute_features(candles: pl.DataFrame,
     return candles.with_columns([pl.Series(n, out.pop(n)).fill_nan(None) for n in list(out)])
 
 
-def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | None,
+def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | Config | None,
                            full: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``compute_features`` for a caller that needs the whole history of a few columns
     only: (the candles with the ``full`` feature columns, each symbol's last row with every
     feature column). The same values as ``compute_features``; at 2,000 symbols the feature
     columns nobody reads in full are 110 MB not held."""
-    fc = config or FeaturesConfig()
+    fc = _features_section(config)
     candles, runs = _by_symbol(candles)
     if not candles.height:
         whole = compute_features(candles, fc)
@@ -269,6 +271,19 @@ def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | None,
     tail = candles.gather(np.cumsum(runs) - 1).with_columns(
         pl.Series(n, x).fill_nan(None) for n, x in last.items())
     return whole, tail
+
+
+def _features_section(config: object) -> FeaturesConfig:
+    """The features settings from what a caller naturally passes: the section, the whole
+    Config (the first thing one tries), or None for the defaults."""
+    if config is None:
+        return FeaturesConfig()
+    if isinstance(config, Config):
+        return config.features
+    if isinstance(config, FeaturesConfig):
+        return config
+    raise UsageError(f"compute_features wants a FeaturesConfig or a Config, not "
+                     f"{type(config).__name__}")
 
 
 def _by_symbol(candles: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:

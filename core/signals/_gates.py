@@ -155,7 +155,10 @@ class _Active:
         import numpy as np
 
         self.index = {s: i for i, s in enumerate(correlation[0])} if correlation else {}
-        self.matrix = np.asarray(correlation[1], dtype=np.float64) if correlation else None
+        m = correlation[1] if correlation else None
+        # Rows computed on demand (CorrelationRows) are read as they are: m[i, cols].
+        self.matrix = m if m is None or hasattr(type(m), "__fingerprint__") \
+            else np.asarray(m, dtype=np.float64)
         self.history = history
         self.cooldown = cooldown
         self._recorded: dict[tuple[str, datetime], tuple[list[str], Any]] = {}

@@ -689,10 +689,11 @@ def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
     from ._correlation import update_correlation
 
     try:
-        result = update_correlation(config, candles, state_dir=ws.correlation_dir(config))
+        result = update_correlation(config, candles, state_dir=ws.correlation_dir(config),
+                                    rows_only=True)
     except (OSError, CacheError) as exc:
         ws.disk_refused(exc)  # from now on: a private temporary directory, not kept
-        result = update_correlation(config, candles, full=True)
+        result = update_correlation(config, candles, full=True, rows_only=True)
     return list(result.symbols), result.matrix
 
 

@@ -1,0 +1,111 @@
+"""Many symbols in: ``--symbols @FILE`` and ``--symbols all`` (core.resolve_symbols)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from botopt.cli.main import app
+from botopt.core import load_config, resolve_symbols
+from botopt.core.errors import UsageError
+
+
+def _cfg(d: Path, interval: str = "5m"):
+    return load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                  "data.interval": interval})
+
+
+def test_none_is_the_configured_symbols(tmp_path):
+    assert resolve_symbols(None, _cfg(tmp_path)) == list(_cfg(tmp_path).data.symbols)
+
+
+def test_a_file_of_lines_with_comments_blank_lines_and_repeats(tmp_path):
+    f = tmp_path / "pairs.txt"
+    f.write_text("# my pairs\nbtc/usdt\n\n  ETH_BTC  # old\nBTC/USDT\nxrp/usdt:usdt\r\nA,B\n")
+    assert resolve_symbols(f"@{f}", _cfg(tmp_path)) == \
+        ["BTC/USDT", "ETH_BTC", "XRP/USDT:USDT", "A", "B"]
+
+
+@pytest.mark.parametrize("doc", [["BTC/USDT", "ETH/BTC"], {"pairs": ["BTC/USDT", "ETH/BTC"]}])
+def test_freqtrade_pairs_json(tmp_path, doc):
+    f = tmp_path / "pairs.json"
+    f.write_text(json.dumps(doc))
+    assert resolve_symbols(f"@{f}", _cfg(tmp_path)) == ["BTC/USDT", "ETH/BTC"]
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (b"BTCUSDT\nETH;BTC\n", r"pairs\.txt, line 2: invalid symbol 'ETH;BTC'"),
+    (b'["BTCUSDT", "bad pair"]', r"pairs\.txt, item 2: invalid symbol 'bad pair'"),
+    (b'{"pairs": "BTCUSDT"}', r"pairs\.txt: JSON must be a list"),
+    (b'["BTCUSDT", 3]', r"pairs\.txt: JSON must be a list"),
+    (b"[BTCUSDT", r"pairs\.txt: not valid JSON"),
+    (b"# nothing\n\n", r"pairs\.txt: no symbols in it"),
+    (b"BTC\xff\xfeUSDT\n", r"pairs\.txt: not UTF-8 text \(byte 3\)"),
+    (b"BTCUSDT\x00\n", r"pairs\.txt, line 1: invalid symbol"),
+])
+def test_bad_files_are_refused_in_one_line_naming_file_and_line(tmp_path, content, match):
+    f = tmp_path / "pairs.txt"
+    f.write_bytes(content)
+    with pytest.raises(UsageError, match=match) as e:
+        resolve_symbols(f"@{f}", _cfg(tmp_path))
+    assert "\n" not in str(e.value)
+
+
+def test_a_missing_directory_or_huge_file_is_refused(tmp_path):
+    with pytest.raises(UsageError, match=r"nope\.txt: No such file"):
+        resolve_symbols(f"@{tmp_path / 'nope.txt'}", _cfg(tmp_path))
+    with pytest.raises(UsageError, match="symbols file"):
+        resolve_symbols(f"@{tmp_path}", _cfg(tmp_path))  # a directory
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"BTCUSDT\n" * (1 << 20))  # 8 MiB
+    with pytest.raises(UsageError, match="larger than 4 MiB"):
+        resolve_symbols(f"@{big}", _cfg(tmp_path))
+
+
+def test_ten_thousand_symbols_from_a_file(tmp_path):
+    names = [f"S{k}USDT" for k in range(10_000)]
+    f = tmp_path / "pairs.txt"
+    f.write_text("\n".join(names))
+    assert resolve_symbols(f"@{f}", _cfg(tmp_path)) == names
+
+
+def test_all_lists_the_interval_spot_and_futures_and_skips_the_rest(tmp_path):
+    for name in ("BTC_USDT-5m.feather", "ETH_BTC-5m.parquet", "ETH_BTC-5m.csv",
+                 "ADA_BTC-1h.feather", "ADA_BTC-5m.h5", "ADA_BTC-trades.feather",
+                 "notes.txt", "DOT_USDT-5m-mark.feather"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "futures").mkdir()
+    for name in ("XRP_USDT_USDT-5m-futures.feather", "XRP_USDT_USDT-5m-mark.feather"):
+        (tmp_path / "futures" / name).write_bytes(b"")
+    assert resolve_symbols("all", _cfg(tmp_path)) == ["BTC_USDT", "ETH_BTC", "XRP/USDT:USDT"]
+    assert resolve_symbols(" ALL ", _cfg(tmp_path, "1h")) == ["ADA_BTC"]
+    with pytest.raises(UsageError, match=r"no 15m candle files in"):
+        resolve_symbols("all", _cfg(tmp_path, "15m"))
+
+
+def test_all_with_binance_says_what_it_needs():
+    cfg = load_config(overrides={"data.source": "binance"})
+    with pytest.raises(UsageError, match="data.source is binance"):
+        resolve_symbols("all", cfg)
+
+
+def test_all_on_the_real_pairs_runs_the_same_as_listing_them(shared_data, tmp_path):
+    d = shared_data / "candles" / "5m"
+    listed = sorted(p.name.split("-")[0] for p in d.glob("*-5m.feather"))
+    assert resolve_symbols("all", _cfg(d)) == listed
+    f = tmp_path / "pairs.json"
+    f.write_text(json.dumps({"pairs": [s.replace("_", "/") for s in listed]}))
+    runner = CliRunner()
+    base = ["--cache-dir", str(tmp_path / "c"), "correlations", "--data-dir", str(d),
+            "--source", "local", "--json"]
+    outs = [runner.invoke(app, [*base, "--symbols", arg])
+            for arg in ("all", ",".join(listed), f"@{f}")]
+    for r in outs:
+        assert r.exit_code == 0, r.output
+    docs = [json.loads(r.stdout) for r in outs]
+    assert docs[0]["matrix"] == docs[1]["matrix"] == docs[2]["matrix"]
+    bad = runner.invoke(app, [*base, "--symbols", f"@{tmp_path / 'none.txt'}"])
+    assert bad.exit_code == 2 and "none.txt" in bad.output
