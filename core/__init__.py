@@ -78,6 +78,17 @@ _EXPORTS: dict[str, str] = {
     "run_checks": "botopt.core.watch._doctor",
     "sample_clock": "botopt.core.data._candles",
     "Workspace": "botopt.core.state._workspace",
+    "EvalSettings": "botopt.core.backtest._evaluate",
+    "Evaluation": "botopt.core.backtest._evaluate",
+    "evaluate": "botopt.core.backtest._evaluate",
+    "parse_horizons": "botopt.core.backtest._evaluate",
+    "Backtest": "botopt.core.backtest._run",
+    "Comparison": "botopt.core.backtest._run",
+    "run_backtest": "botopt.core.backtest._run",
+    "compare_backtests": "botopt.core.backtest._run",
+    "parse_time": "botopt.core.backtest._run",
+    "write_csv": "botopt.core.backtest._run",
+    "write_report": "botopt.core.backtest._report",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -97,6 +108,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays lazy)
+    from botopt.core.backtest._evaluate import (  # noqa: F401
+        EvalSettings,
+        Evaluation,
+        evaluate,
+        parse_horizons,
+    )
+    from botopt.core.backtest._report import write_report  # noqa: F401
+    from botopt.core.backtest._run import (  # noqa: F401
+        Backtest,
+        Comparison,
+        compare_backtests,
+        parse_time,
+        run_backtest,
+        write_csv,
+    )
     from botopt.core.base._config import (  # noqa: F401
         INTERVALS,
         Config,
