@@ -10,6 +10,7 @@ row and every group's row are the same computation on different rows.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,7 +81,7 @@ def parse_horizons(text: str) -> tuple[int, ...]:
     out = []
     for item in text.split(","):
         s = item.strip()
-        if not s.isdigit() or len(s) > 7:  # "1.5", "-1", "nan", "1e9", "" all end here
+        if not re.fullmatch(r"[0-9]{1,7}", s):  # "1.5", "-1", "nan", "1e9", "", "１" end here
             raise UsageError(f"--horizons: {s[:20]!r} is not a whole number of candles in "
                              f"1..{MAX_HORIZON:,}")
         out.append(int(s))

@@ -55,8 +55,7 @@ def walk_forward(config: Config, symbols: Sequence[str],
     candles = load_candles(symbols, config=config, as_of=end)
     features = compute_features(candles, config.features)
     x, y, t = training_set(features, step, config.features)
-    return tuple(_period(x, y, t, a, b, step) for a, b in periods) if len(y) else tuple(
-        WalkForwardPeriod(a, b, 0, 0, skipped="no labelled rows") for a, b in periods)
+    return tuple(_period(x, y, t, a, b, step) for a, b in periods)
 
 
 def _ms(t: datetime) -> int:
