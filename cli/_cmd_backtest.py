@@ -85,13 +85,11 @@ def _render(state: AppState, run: Backtest) -> None:
     print_table(state, head, ["by", "group", "candidates", "signals",
                               *(f"h={h}" for h in hs), "cum bps (h=1)"],
                 _group_rows(run, spark))
-    passed = ev.overall.returns
-    print_table(state, "what the gates did: returns of the candidates each gate blocked "
-                "(alone: no other gate blocked them) next to the passed signals",
-                ["gate", "blocked", "alone", *(f"h={h} blocked" for h in hs),
-                 *(f"h={h} passed" for h in hs)],
-                [[g.gate, g.blocked, g.alone, *(_cell(s) for s in g.returns),
-                  *(_cell(s) for s in passed)] for g in ev.gates])
+    rows = [[g.gate, g.blocked, g.alone, *(_cell(s) for s in g.returns)] for g in ev.gates]
+    rows.append(["(passed)", ev.overall.signals, "", *(_cell(s) for s in ev.overall.returns)])
+    print_table(state, "what the gates did: the candidates each gate blocked (alone: no other "
+                "gate did) next to the passed signals", ["gate", "candidates", "alone",
+                                                         *(f"h={h}" for h in hs)], rows)
     print_table(state, "information coefficient (Spearman across symbols per candle)",
                 ["factor", "h", "candles", "mean", "std", "t"],
                 [[i.factor, i.horizon, i.periods, _num(i.mean, "+.4f"), _num(i.std, ".4f"),
