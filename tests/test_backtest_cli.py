@@ -13,8 +13,6 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 
-# Until the replay (another branch) is merged, only the evaluation can be tested.
-pytest.importorskip("botopt.core.backtest._replay")
 runner = CliRunner()
 SYMS = "ETH_BTC,LTC_BTC,XMR_BTC,ZEC_BTC"
 PERIOD = ["--since", "2018-01-20T00:00", "--until", "2018-01-20T04:00"]
@@ -22,6 +20,8 @@ PERIOD = ["--since", "2018-01-20T00:00", "--until", "2018-01-20T04:00"]
 
 @pytest.fixture
 def base(shared_data: Path, cache_dir: Path, clean_env) -> list[str]:
+    # Until the replay (another branch) is merged, only the evaluation can be tested.
+    pytest.importorskip("botopt.core.backtest._replay")
     return ["--cache-dir", str(cache_dir), "backtest", "--data-dir",
             str(shared_data / "candles" / "5m"), "--symbols", SYMS]
 
@@ -145,3 +145,30 @@ def test_unwritable_csv_is_one_line(base, tmp_path) -> None:
     r = runner.invoke(app, [*base, *PERIOD, "--csv", str(tmp_path / "no" / "dir" / "x.csv")])
     assert r.exit_code == 1 and "cannot write" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_terminal_shows_sparklines_per_engine(base) -> None:
+    from tests.test_terminal import ANSI, on_terminal
+
+    text = ANSI.sub("", on_terminal(200, *base, *PERIOD))
+    lines = [line for line in text.splitlines() if "engine" in line or " all " in line]
+    assert any(any(c in line for c in "▁▂▃▄▅▆▇█") for line in lines), text
+
+
+def test_sparkline_follows_the_curve() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from botopt.cli._cmd_backtest import sparkline
+    from botopt.core.backtest._evaluate import Curve
+
+    t0 = datetime(2018, 1, 20, tzinfo=timezone.utc)
+    times = tuple(t0 + timedelta(hours=i) for i in range(24))
+    up = sparkline(Curve("x", times, tuple(float(i) for i in range(24))), t0,
+                   t0 + timedelta(hours=24), width=8)
+    assert up[0] == "▁" and up[-1] == "█" and list(up) == sorted(up)
+    down = sparkline(Curve("x", times, tuple(-float(i) for i in range(24))), t0,
+                     t0 + timedelta(hours=24), width=8)
+    assert down == up[::-1]
+    flat = sparkline(Curve("x", times, (5.0,) * 24), t0, t0 + timedelta(hours=24), width=4)
+    assert len(flat) == 4 and len(set(flat)) == 1
+    assert sparkline(Curve("x", (), ()), t0, t0 + timedelta(hours=1)) == ""
