@@ -290,19 +290,42 @@ def forward_returns(candidates: pl.DataFrame, closes: pl.DataFrame, interval_ms:
     return in bps, signed by the direction) and ``net_<h>`` (gross minus the cost). The close
     h candles later is the candle that opens exactly h intervals later: in a gap or past the
     data's end there is none, and the three columns are null."""
+    import numpy as np
     import polars as pl
 
     sign = pl.when(pl.col("direction") == "short").then(-1.0).otherwise(1.0)
     df = candidates.filter(pl.col("direction").is_in(["long", "short"])) \
         .with_columns(_sign=sign)
+    # One sorted key per close (symbol code, open time): the candle h intervals after a
+    # signal is found by binary search, whatever gaps lie between (one join, not one per h).
+    cl = closes.select("symbol", "candle_time", "close").with_columns(
+        _code=pl.col("symbol").rank("dense").cast(pl.Int64),
+        _ms=pl.col("candle_time").dt.epoch("ms")).sort("_code", "_ms")
+    keys = (cl["_code"].to_numpy() << 42) + cl["_ms"].to_numpy()
+    later_close = cl["close"].to_numpy()
+    # Sorted as the keys are: binary searches of sorted needles stay in cache (4x faster).
+    df = df.join(cl.select("symbol", "_code").unique(), on="symbol", how="left") \
+        .sort("_code", "candle_time", nulls_last=True)
+    base = (df["_code"].fill_null(-1).to_numpy() << 42) + \
+        df["candle_time"].dt.epoch("ms").to_numpy()
+    close = df["close"].to_numpy()
+    last = max(len(keys) - 1, 0)
+    start = np.searchsorted(keys, base) if len(keys) else np.zeros(len(base), dtype=np.int64)
     for h in sorted(set(horizons) | {1}):
-        later = closes.select(
-            "symbol", (pl.col("candle_time") - pl.duration(milliseconds=h * interval_ms))
-            .alias("candle_time"), pl.col("close").alias("_later"))
-        df = df.join(later, on=["symbol", "candle_time"], how="left") \
-            .with_columns(**{f"ret_{h}": pl.col("_later") / pl.col("close") - 1.0}) \
-            .with_columns(**{f"gross_{h}": pl.col(f"ret_{h}") * pl.col("_sign") * 1e4}) \
-            .with_columns(**{f"net_{h}": pl.col(f"gross_{h}") - cost_bps}).drop("_later")
+        target = base + h * interval_ms
+        # Without a gap the candle h later is h rows on; search only where it is not.
+        pos = np.minimum(start + h, last)
+        miss = np.flatnonzero(keys[pos] != target) if len(keys) else np.arange(0)
+        pos[miss] = np.minimum(np.searchsorted(keys, target[miss]), last)
+        found = keys[pos] == target if len(keys) else np.zeros(len(target), dtype=bool)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ret = np.where(found, later_close[pos] / close - 1.0, np.nan) if len(keys) \
+                else np.full(len(target), np.nan)
+        ret[~np.isfinite(ret)] = np.nan  # a zero close in the data gives no return, not inf
+        df = df.with_columns(pl.Series(f"ret_{h}", ret).fill_nan(None))
+        df = df.with_columns(**{f"gross_{h}": pl.col(f"ret_{h}") * pl.col("_sign") * 1e4}) \
+            .with_columns(**{f"net_{h}": pl.col(f"gross_{h}") - cost_bps})
+    df = df.drop("_code")
     factor = pl.col("_sign") * pl.col("strength")
     return df.with_columns(signed_strength=factor,
                            signed_p_dir=pl.col("_sign") * (pl.col("p_dir") - 0.5)
@@ -314,21 +337,19 @@ def forward_returns(candidates: pl.DataFrame, closes: pl.DataFrame, interval_ms:
 
 def ic_series(df: pl.DataFrame, factor: str, horizon: int) -> pl.DataFrame:
     """Per candle (``candle_time``, ``ic``): Spearman's rho across symbols of ``factor`` and
-    ``ret_<horizon>``, as Pearson's r of their average ranks (ties share a rank, as
-    scipy.stats.spearmanr and alphalens rank). Candles with fewer than 3 symbols, or where
+    ``ret_<horizon>`` (ties share their average rank, as scipy.stats.spearmanr and alphalens
+    rank). Candles with fewer than 3 symbols, or where
     either side is all ties, have no IC and are left out."""
     import polars as pl
 
     ret = f"ret_{horizon}"
     d = df.filter(pl.col(factor).is_not_null() & pl.col(factor).is_finite()
                   & pl.col(ret).is_not_null() & pl.col(ret).is_finite())
-    d = d.with_columns(_rf=pl.col(factor).rank("average").over("candle_time"),
-                       _rr=pl.col(ret).rank("average").over("candle_time"),
-                       _n=pl.len().over("candle_time")).filter(pl.col("_n") >= 3)
     per = d.group_by("candle_time").agg(
-        _sf=pl.col("_rf").std(), _sr=pl.col("_rr").std(), ic=pl.corr("_rf", "_rr"))
-    return per.filter((pl.col("_sf") > 0) & (pl.col("_sr") > 0) & pl.col("ic").is_finite()) \
-        .select("candle_time", "ic").sort("candle_time")
+        _n=pl.len(), _sf=pl.col(factor).n_unique(), _sr=pl.col(ret).n_unique(),
+        ic=pl.corr(factor, ret, method="spearman"))
+    return per.filter((pl.col("_n") >= 3) & (pl.col("_sf") > 1) & (pl.col("_sr") > 1)
+                      & pl.col("ic").is_finite()).select("candle_time", "ic").sort("candle_time")
 
 
 def _ic(df: pl.DataFrame, factor: str, horizon: int) -> IC:
