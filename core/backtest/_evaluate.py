@@ -276,6 +276,11 @@ def _aggregate(df: pl.DataFrame, by: Sequence[str], horizons: Sequence[int]
     return out
 
 
+def _name(value: Any) -> str:
+    """A group's label: a missing engine or regime shows as "-", as the signals table does."""
+    return "-" if value is None else str(value)
+
+
 def _empty(horizons: Sequence[int]) -> tuple[Stats, ...]:
     return tuple(_stats(h, 0, None, None, None, None) for h in horizons)
 
@@ -371,7 +376,7 @@ def _curves(df: pl.DataFrame) -> tuple[Curve, ...]:
     passed = df.filter(pl.col("gate_passed") & pl.col("net_1").is_not_null())
     out = []
     for name, part in [("all", passed), *sorted(
-            (str(k[0]), g) for k, g in passed.partition_by("engine", as_dict=True).items())]:
+            (_name(k[0]), g) for k, g in passed.partition_by("engine", as_dict=True).items())]:
         per = part.group_by("candle_time").agg(pl.col("net_1").mean()).sort("candle_time")
         cum = per["net_1"].cum_sum()
         out.append(Curve(name, tuple(per["candle_time"].to_list()), tuple(cum.to_list())))
@@ -412,7 +417,7 @@ def _group(by: str, label: str, df: pl.DataFrame, passed: pl.DataFrame, keys: tu
         n, cr = every.get((), (0, _empty(hs)))
         s, r = sig.get((), (0, _empty(hs)))
         return {("all",): Group(by, label, n, s, r, cr)}
-    return {k: Group(by, str(k[0]), n, sig.get(k, (0, _empty(hs)))[0],
+    return {k: Group(by, _name(k[0]), n, sig.get(k, (0, _empty(hs)))[0],
                      sig.get(k, (0, _empty(hs)))[1], cr) for k, (n, cr) in every.items()}
 
 
