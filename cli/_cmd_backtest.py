@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import AppState, get_state
-from botopt.cli._render import print_json, print_table
+from . import _options as opt
+from ._context import AppState, get_state
+from ._render import print_json, print_table
 
 if TYPE_CHECKING:
-    from botopt.core import Backtest
-    from botopt.core.backtest._evaluate import Curve, Group, Stats
+    from ..core import Backtest, Curve, Group, Stats
 
 _BARS = "▁▂▃▄▅▆▇█"
 # Off a terminal a long symbol list would bury the rest; --json and --csv carry them all.
@@ -136,90 +135,91 @@ def _progress(state: AppState) -> Iterator[Callable[[int, int], None] | None]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("backtest")
-    def backtest(
-        ctx: typer.Context,
-        since: str = typer.Option(..., "--since", help="First candle open time (ISO 8601, "
-                                  "UTC if no offset), e.g. 2018-01-20."),
-        until: str = typer.Option(..., "--until", help="End of the period: candles that "
-                                  "open before it are replayed."),
-        symbols: Optional[str] = opt.SYMBOLS,
-        interval: Optional[str] = opt.INTERVAL,
-        source: Optional[str] = opt.SOURCE,
-        data_dir: Optional[Path] = opt.DATA_DIR,
-        horizons: str = typer.Option("1,3,12", "--horizons", help="Forward-return horizons "
-                                     "in candles, comma-separated."),
-        cost_bps: float = typer.Option(10.0, "--cost-bps", help="Fees and slippage per "
-                                       "round trip, in basis points, taken from every return."),
-        json_out: bool = opt.JSON,
-        csv_file: Optional[Path] = typer.Option(None, "--csv", dir_okay=False,
-                                                help="Write every candidate with its forward "
-                                                "returns to this CSV file."),
-        report: Optional[Path] = typer.Option(None, "--report", dir_okay=False,
-                                              help="Write a self-contained FILE.html (curves "
-                                              "and breakdowns) or FILE.png (curves); needs "
-                                              "botopt[report]."),
-        compare: Optional[Path] = typer.Option(None, "--compare", dir_okay=False,
-                                               help="A second botopt.toml, backtested on the "
-                                               "same period and shown side by side."),
-        no_cache: bool = typer.Option(False, "--no-cache", help="Bypass every cache."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors (and "
-                                   "--json); files are still written."),
-    ) -> None:
-        """Replay the signals over a past period and report what following them earned:
-        forward returns per engine, regime, direction, symbol and gate, the information
-        coefficient and the model walk-forward. Records nothing, notifies no one."""
-        from botopt.core import (
-            EvalSettings,
-            compare_backtests,
-            load_config,
-            parse_horizons,
-            parse_symbols,
-            parse_time,
-            run_backtest,
-        )
+@opt.output_options
+def backtest(
+    ctx: typer.Context,
+    *,
+    since: str = typer.Option(..., "--since", help="First candle open time (ISO 8601, "
+                              "UTC if no offset), e.g. 2018-01-20."),
+    until: str = typer.Option(..., "--until", help="End of the period: candles that "
+                              "open before it are replayed."),
+    symbols: Optional[str] = opt.SYMBOLS,
+    interval: Optional[str] = opt.INTERVAL,
+    source: Optional[str] = opt.SOURCE,
+    data_dir: Optional[Path] = opt.DATA_DIR,
+    horizons: str = typer.Option("1,3,12", "--horizons", help="Forward-return horizons "
+                                 "in candles, comma-separated."),
+    cost_bps: float = typer.Option(10.0, "--cost-bps", help="Fees and slippage per "
+                                   "round trip, in basis points, taken from every return."),
+    out: opt.Output,
+    csv_file: Optional[Path] = typer.Option(None, "--csv", dir_okay=False,
+                                            help="Write every candidate with its forward "
+                                            "returns to this CSV file."),
+    report: Optional[Path] = typer.Option(None, "--report", dir_okay=False,
+                                          help="Write a self-contained FILE.html (curves "
+                                          "and breakdowns) or FILE.png (curves); needs "
+                                          "botopt[report]."),
+    compare: Optional[Path] = typer.Option(None, "--compare", dir_okay=False,
+                                           help="A second botopt.toml, backtested on the "
+                                           "same period and shown side by side."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Bypass every cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors (and "
+                               "--json); files are still written."),
+) -> None:
+    """Replay the signals over a past period and report what following them earned:
+    forward returns per engine, regime, direction, symbol and gate, the information
+    coefficient and the model walk-forward. Records nothing, notifies no one."""
+    from ..core import (
+        EvalSettings,
+        compare_backtests,
+        load_config,
+        parse_horizons,
+        parse_symbols,
+        parse_time,
+        run_backtest,
+    )
 
-        state = get_state(ctx)
-        state.quiet = state.quiet or quiet
-        overrides = opt.data_overrides(interval, source, data_dir)
-        cfg = state.config(announce_sample_data=True, **overrides)
-        # Everything the user typed is checked before the (long) replay starts.
-        settings = EvalSettings(horizons=parse_horizons(horizons), cost_bps=cost_bps)
-        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
-        t0, t1 = parse_time(since, "--since"), parse_time(until, "--until")
-        if report is not None and report.suffix.lower() not in (".html", ".htm", ".png"):
-            from botopt.core import UsageError
+    state = get_state(ctx)
+    state.quiet = out.quiet or quiet
+    overrides = opt.data_overrides(interval, source, data_dir)
+    cfg = state.config(announce_sample_data=True, **overrides)
+    # Everything the user typed is checked before the (long) replay starts.
+    settings = EvalSettings(horizons=parse_horizons(horizons), cost_bps=cost_bps)
+    syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
+    t0, t1 = parse_time(since, "--since"), parse_time(until, "--until")
+    if report is not None and report.suffix.lower() not in (".html", ".htm", ".png"):
+        from ..core import UsageError
 
-            raise UsageError(f"--report {report.name}: name a .html or .png file")
-        other_cfg = None
-        if compare is not None:
-            flags = {k.replace("__", "."): v for k, v in overrides.items() if v is not None}
-            if state.cache_dir is not None:
-                flags["cache.dir"] = str(state.cache_dir)
-            other_cfg = load_config(compare, overrides=flags)
-        with _progress(state) as progress:
-            if other_cfg is None:
-                runs = [run_backtest(cfg, syms, t0, t1, settings=settings, progress=progress,
-                                     use_cache=not no_cache)]
-            else:
-                cmp = compare_backtests(cfg, other_cfg, syms, t0, t1, settings=settings,
-                                        progress=progress, use_cache=not no_cache)
-                runs = [cmp.base, cmp.other]
-        _outputs(state, runs, csv_file, report)
-        if json_out:
-            print_json(runs[0].to_dict() if len(runs) == 1 else
-                       {"base": runs[0].to_dict(), "other": runs[1].to_dict()})
-        elif not state.quiet:
-            if len(runs) == 1:
-                _render(state, runs[0])
-            else:
-                _render_compare(state, runs[0], runs[1])
+        raise UsageError(f"--report {report.name}: name a .html or .png file")
+    other_cfg = None
+    if compare is not None:
+        flags = {k.replace("__", "."): v for k, v in overrides.items() if v is not None}
+        if state.cache_dir is not None:
+            flags["cache.dir"] = str(state.cache_dir)
+        other_cfg = load_config(compare, overrides=flags)
+    with _progress(state) as progress:
+        if other_cfg is None:
+            runs = [run_backtest(cfg, syms, t0, t1, settings=settings, progress=progress,
+                                 use_cache=not no_cache)]
+        else:
+            cmp = compare_backtests(cfg, other_cfg, syms, t0, t1, settings=settings,
+                                    progress=progress, use_cache=not no_cache)
+            runs = [cmp.base, cmp.other]
+    _outputs(state, runs, csv_file, report)
+    if out.json:
+        print_json(runs[0].to_dict() if len(runs) == 1 else
+                   {"base": runs[0].to_dict(), "other": runs[1].to_dict()})
+    elif not state.quiet:
+        if len(runs) == 1:
+            _render(state, runs[0])
+        else:
+            _render_compare(state, runs[0], runs[1])
+
 
 
 def _outputs(state: AppState, runs: Sequence[Backtest], csv_file: Path | None,
              report: Path | None) -> None:
-    from botopt.core import write_csv, write_report
+    from ..core import write_csv, write_report
 
     if csv_file is not None:
         n = write_csv(runs[0].evaluation, csv_file)
@@ -227,3 +227,7 @@ def _outputs(state: AppState, runs: Sequence[Backtest], csv_file: Path | None,
     if report is not None:
         write_report(runs, report)
         state.notice(f"wrote the report to {report}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backtest")(backtest)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from botopt.core.errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -170,7 +170,7 @@ class Curve:
     cum_bps: tuple[float, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        from botopt.core.signals._results import iso
+        from ..signals._results import iso
 
         return {"name": self.name, "times": [iso(t) for t in self.times],
                 "cum_bps": [round(v, 6) for v in self.cum_bps]}
@@ -195,7 +195,7 @@ class Evaluation:
         return tuple(g for g in self.groups if g.by == by)
 
     def to_dict(self) -> dict[str, Any]:
-        from botopt.core.signals._results import iso
+        from ..signals._results import iso
 
         return {"interval": self.interval, "since": iso(self.since), "until": iso(self.until),
                 "symbols": list(self.symbols),
@@ -390,7 +390,7 @@ def evaluate(replay: ReplayLike, settings: EvalSettings | None = None) -> Evalua
     """Every figure of ``botopt backtest`` for one replay."""
     import polars as pl
 
-    from botopt.core.base._config import interval_ms
+    from ..base._config import interval_ms
 
     st = settings or EvalSettings()
     hs = st.horizons

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from botopt.core.backtest._evaluate import Group, Stats
-from botopt.core.backtest._run import Backtest
-from botopt.core.errors import BotoptError, UsageError
+from ..errors import BotoptError, UsageError
+from ._evaluate import Group, Stats
+from ._run import Backtest
 
 EXTRA = "pip install 'botopt[report]'"
 

@@ -11,10 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from botopt.core.backtest._evaluate import EvalSettings, Evaluation, evaluate, period_bounds
-from botopt.core.backtest._walkforward import WalkForwardPeriod, walk_forward
-from botopt.core.base._config import Config
-from botopt.core.errors import BotoptError, UsageError
+from ..base._config import Config
+from ..errors import BotoptError, UsageError
+from ._evaluate import EvalSettings, Evaluation, evaluate, period_bounds
+from ._walkforward import WalkForwardPeriod, walk_forward
 
 Progress = Callable[[int, int], None]
 
@@ -35,7 +35,7 @@ class Backtest:
 
 def parse_time(value: str | datetime, flag: str) -> datetime:
     """``--since``/``--until``: ISO 8601 (UTC when no offset) or epoch seconds."""
-    from botopt.core.data._candles import parse_as_of
+    from ..data._candles import parse_as_of
 
     try:
         t = parse_as_of(value)
@@ -54,7 +54,7 @@ def run_backtest(config: Config, symbols: Sequence[str], since: datetime, until:
                  settings: EvalSettings | None = None, progress: Progress | None = None,
                  use_cache: bool = True) -> Backtest:
     """The whole backtest of ``config`` over the candles that opened in [since, until)."""
-    from botopt.core.backtest._replay import replay
+    from ._replay import replay
 
     st = settings or EvalSettings()
     rep = replay(config, symbols, since, until, progress=progress, use_cache=use_cache)
@@ -107,7 +107,7 @@ def write_csv(evaluation: Evaluation, path: Path) -> int:
     in bps; empty where the horizon candle does not exist."""
     import polars as pl
 
-    from botopt.core.signals._results import iso
+    from ..signals._results import iso
 
     hs = evaluation.settings.horizons
     cols = [*_CSV_HEAD, *(f"ret_{h}" for h in hs), *(f"net_{h}" for h in hs)]

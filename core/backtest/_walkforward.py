@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from botopt.core.base._config import Config, interval_ms
+from ..base._config import Config, interval_ms
 
 MIN_TRAIN_ROWS = 100  # as ``train_model``: fewer rows fit noise
 
@@ -32,7 +32,7 @@ class WalkForwardPeriod:
     skipped: str | None = None  # why this period has no figures
 
     def to_dict(self) -> dict[str, Any]:
-        from botopt.core.signals._results import iso
+        from ..signals._results import iso
 
         d = dict(vars(self))
         d["start"], d["end"] = iso(self.start), iso(self.end)
@@ -43,9 +43,9 @@ def walk_forward(config: Config, symbols: Sequence[str],
                  periods: Sequence[tuple[datetime, datetime]]) -> tuple[WalkForwardPeriod, ...]:
     """One ``WalkForwardPeriod`` per ``(start, end)``: test rows are the candles that opened
     in it; training rows every candle whose next candle closed by ``start``."""
-    from botopt.core.data._candles import load_candles
-    from botopt.core.signals._features import compute_features
-    from botopt.core.signals._model import training_set
+    from ..data._candles import load_candles
+    from ..signals._features import compute_features
+    from ..signals._model import training_set
 
     if not periods:
         return ()
@@ -66,7 +66,7 @@ def _period(x: Any, y: Any, t: Any, start: datetime, end: datetime,
             step: int) -> WalkForwardPeriod:
     import numpy as np
 
-    from botopt.core.signals._model import _log_loss, fit_logistic
+    from ..signals._model import _log_loss, fit_logistic
 
     # The row at t is labelled by the candle opening at t + step, which closes at t + 2 step.
     train = t + 2 * step <= _ms(start)
