@@ -432,3 +432,16 @@ def test_odd_values_in_candidates_never_break_the_evaluation(real) -> None:
     assert [g["value"] for g in d["breakdowns"]["engine"]] == ["-"]
     assert all(i["periods"] == 0 for i in d["ic"])
     assert d["overall"]["candidate_returns"][0]["n"] > 0
+
+
+def test_report_without_matplotlib_names_the_extra(real_eval, tmp_path, monkeypatch) -> None:
+    import sys
+
+    from botopt.core import write_report
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what a missing package raises
+    with pytest.raises(UsageError, match=r"botopt\[report\]") as e:
+        write_report([Backtest("default", real_eval, ())], tmp_path / "r.html")
+    assert "\n" not in str(e.value) and not (tmp_path / "r.html").exists()
