@@ -397,11 +397,8 @@ def evaluate(replay: ReplayLike, settings: EvalSettings | None = None) -> Evalua
     df = forward_returns(replay.candidates, replay.closes, interval_ms(replay.interval), hs,
                          st.cost_bps)
     passed = df.filter(pl.col("gate_passed"))
-    overall = _group("all", "all", df, passed, (), hs)[("all",)]
-    groups: list[Group] = []
-    for by in BREAKDOWNS:
-        found = _group(by, by, df, passed, (by,), hs)
-        groups += [found[k] for k in sorted(found, key=lambda k: str(k[0]))]
+    overall = _groups(df, passed, None, hs)[0]
+    groups = [g for by in BREAKDOWNS for g in _groups(df, passed, by, hs)]
     return Evaluation(
         settings=st, interval=replay.interval, since=replay.since, until=replay.until,
         symbols=tuple(replay.symbols), overall=overall, groups=tuple(groups),
@@ -409,16 +406,15 @@ def evaluate(replay: ReplayLike, settings: EvalSettings | None = None) -> Evalua
         curves=_curves(df), table=df)
 
 
-def _group(by: str, label: str, df: pl.DataFrame, passed: pl.DataFrame, keys: tuple[str, ...],
-           hs: Sequence[int]) -> dict[tuple[Any, ...], Group]:
-    every = _aggregate(df, keys, hs)
-    sig = _aggregate(passed, keys, hs)
-    if not keys:
-        n, cr = every.get((), (0, _empty(hs)))
-        s, r = sig.get((), (0, _empty(hs)))
-        return {("all",): Group(by, label, n, s, r, cr)}
-    return {k: Group(by, _name(k[0]), n, sig.get(k, (0, _empty(hs)))[0],
-                     sig.get(k, (0, _empty(hs)))[1], cr) for k, (n, cr) in every.items()}
+def _groups(df: pl.DataFrame, passed: pl.DataFrame, by: str | None,
+            hs: Sequence[int]) -> list[Group]:
+    """The breakdown by column ``by`` (None: the one overall row), sorted by value."""
+    keys = (by,) if by else ()
+    every, sig = _aggregate(df, keys, hs), _aggregate(passed, keys, hs)
+    none = (0, _empty(hs))
+    out = [Group(by or "all", _name(k[0]) if by else "all", n, *sig.get(k, none), cr)
+           for k, (n, cr) in every.items()]
+    return sorted(out, key=lambda g: g.value)
 
 
 def _gates(df: pl.DataFrame, hs: Sequence[int]) -> tuple[GateEffect, ...]:
