@@ -47,7 +47,8 @@ def _cell(s: Stats) -> str:
     if s.n == 0:
         return "-"
     hit = "-" if s.hit_rate is None else f"{100 * s.hit_rate:.0f}%"
-    return f"{_num(s.mean_bps)} t{_num(s.t_stat)} {hit}"
+    t = "" if s.t_stat is None else f" t{s.t_stat:+.1f}"
+    return f"{_num(s.mean_bps)}{t} {hit}"
 
 
 def _group_rows(run: Backtest, spark: bool) -> list[list[Any]]:
