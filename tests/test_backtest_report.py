@@ -445,3 +445,16 @@ def test_report_without_matplotlib_names_the_extra(real_eval, tmp_path, monkeypa
     with pytest.raises(UsageError, match=r"botopt\[report\]") as e:
         write_report([Backtest("default", real_eval, ())], tmp_path / "r.html")
     assert "\n" not in str(e.value) and not (tmp_path / "r.html").exists()
+
+
+def test_walk_forward_fits_on_the_most_recent_rows_only(shared_data, cache_dir, clean_env,
+                                                        monkeypatch) -> None:
+    from botopt.core.backtest import _walkforward
+
+    cfg = _wf_config(shared_data, cache_dir)
+    a = datetime(2018, 1, 20, tzinfo=timezone.utc)
+    periods = period_bounds(a, a + timedelta(days=1), 2)
+    monkeypatch.setattr(_walkforward, "MAX_TRAIN_ROWS", 500)
+    capped = walk_forward(cfg, ["ETH_BTC", "LTC_BTC"], periods)
+    assert [p.train_rows for p in capped] == [500, 500]
+    assert all(p.accuracy is not None for p in capped)

@@ -4,7 +4,10 @@ against the majority baseline of its own training labels.
 
 The features are computed once over the whole history: every indicator at a candle reads only
 that candle and earlier ones (the replay's look-ahead tests hold them to it), so slicing the
-rows by time is the same as recomputing them on truncated data.
+rows by time is the same as recomputing them on truncated data. They are computed a few
+symbols at a time and only the model's inputs kept (float32), and a fit reads at most the
+``MAX_TRAIN_ROWS`` most recent training rows: a year of 5m candles of 100 symbols is 10 million
+rows, whose features at once would take gigabytes and whose full fits minutes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from typing import Any
 from ..base._config import Config, interval_ms
 
 MIN_TRAIN_ROWS = 100  # as ``train_model``: fewer rows fit noise
+# About 10 days of 5m candles of 20 symbols; more old rows change the fit little and cost
+# time linearly (Newton steps over every row).
+MAX_TRAIN_ROWS = 250_000
+_CHUNK = 8  # symbols whose features are computed together
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ def walk_forward(config: Config, symbols: Sequence[str],
                  periods: Sequence[tuple[datetime, datetime]]) -> tuple[WalkForwardPeriod, ...]:
     """One ``WalkForwardPeriod`` per ``(start, end)``: test rows are the candles that opened
     in it; training rows every candle whose next candle closed by ``start``."""
+    import numpy as np
+
     from ..data._candles import load_candles
     from ..signals._features import compute_features
     from ..signals._model import training_set
@@ -52,9 +61,18 @@ def walk_forward(config: Config, symbols: Sequence[str],
     step = interval_ms(config.data.interval)
     # A label is the next candle's close: the last test row needs the candle after it.
     end = max(b for _, b in periods) + timedelta(milliseconds=2 * step)
-    candles = load_candles(symbols, config=config, as_of=end)
-    features = compute_features(candles, config.features)
-    x, y, t = training_set(features, step, config.features)
+    xs, ys, ts = [], [], []
+    for i in range(0, len(symbols), _CHUNK):
+        candles = load_candles(symbols[i:i + _CHUNK], config=config, as_of=end)
+        features = compute_features(candles, config.features)
+        x, y, t = training_set(features, step, config.features)
+        del candles, features
+        xs.append(x.astype(np.float32))
+        ys.append(y.astype(np.int8))
+        ts.append(t)
+    t = np.concatenate(ts)
+    order = np.argsort(t, kind="stable")  # time order: a training window is a slice
+    x, y, t = np.concatenate(xs)[order], np.concatenate(ys)[order], t[order]
     return tuple(_period(x, y, t, a, b, step) for a, b in periods)
 
 
@@ -69,19 +87,23 @@ def _period(x: Any, y: Any, t: Any, start: datetime, end: datetime,
     from ..signals._model import _log_loss, fit_logistic
 
     # The row at t is labelled by the candle opening at t + step, which closes at t + 2 step.
-    train = t + 2 * step <= _ms(start)
-    test = (t >= _ms(start)) & (t < _ms(end))
-    n_train, n_test = int(train.sum()), int(test.sum())
+    known = int(np.searchsorted(t, _ms(start) - 2 * step, side="right"))
+    lo, hi = np.searchsorted(t, [_ms(start), _ms(end)], side="left")
+    n_test = int(hi - lo)
+    first = max(0, known - MAX_TRAIN_ROWS)
+    n_train = known - first
     if n_train < MIN_TRAIN_ROWS:
         return WalkForwardPeriod(start, end, n_train, n_test,
                                  skipped=f"{n_train} training rows before it "
                                  f"(need {MIN_TRAIN_ROWS})")
     if n_test == 0:
         return WalkForwardPeriod(start, end, n_train, 0, skipped="no labelled test rows")
-    mean, std, w = fit_logistic(x[train], y[train])
-    z = (x[test] - mean) / std
+    xt, yt = x[first:known].astype(np.float64), y[first:known].astype(np.float64)
+    mean, std, w = fit_logistic(xt, yt)
+    del xt
+    z = (x[lo:hi].astype(np.float64) - mean) / std
     p = 1 / (1 + np.exp(-(z @ w[:-1] + w[-1])))
-    yt, yh = y[train], y[test]
+    yh = y[lo:hi].astype(np.float64)
     base_p = float(yt.mean())
     majority = 1.0 if base_p >= 0.5 else 0.0
     return WalkForwardPeriod(
