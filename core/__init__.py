@@ -69,6 +69,8 @@ _EXPORTS: dict[str, str] = {
     "run_signals": "botopt.core.signals._pipeline",
     "is_live": "botopt.core.signals._pipeline",
     "SignalsResult": "botopt.core.signals._results",
+    "replay": "botopt.core.backtest._replay",
+    "Replay": "botopt.core.backtest._replay",
     "update_correlation": "botopt.core.signals._correlation",
     "history": "botopt.core.watch._history",
     "train_and_save": "botopt.core.signals._model_train",
@@ -125,6 +127,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         evaluate,
         parse_horizons,
     )
+    from .backtest._replay import Replay, replay  # noqa: F401
     from .backtest._report import write_report  # noqa: F401
     from .backtest._run import (  # noqa: F401
         Backtest,

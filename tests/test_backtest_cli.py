@@ -20,8 +20,6 @@ PERIOD = ["--since", "2018-01-20T00:00", "--until", "2018-01-20T04:00"]
 
 @pytest.fixture
 def base(shared_data: Path, cache_dir: Path, clean_env) -> list[str]:
-    # Until the replay (another branch) is merged, only the evaluation can be tested.
-    pytest.importorskip("botopt.core.backtest._replay")
     return ["--cache-dir", str(cache_dir), "backtest", "--data-dir",
             str(shared_data / "candles" / "5m"), "--symbols", SYMS]
 

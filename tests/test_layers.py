@@ -166,7 +166,6 @@ def test_the_rules_see_function_level_and_bare_imports() -> None:
 CLI_PRIVATE_ALLOWED = {
     "botopt.core.state._cache": {"describe_life", "effective_lives"},
     "botopt.core.watch._cron": {"default_log_dir", "make_log_dir"},
-    "botopt.core.state._events": {"use_shared"},
     "botopt.core.watch._history": {"iso_time", "now", "parse_since", "parse_types"},
     "botopt.core.state._paths": {"cache_dir_for"},
     "botopt.core.base._redact": {"RedactingFilter", "redact", "redact_url", "register_secret"},
