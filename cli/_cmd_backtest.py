@@ -217,7 +217,6 @@ def backtest(
             _render_compare(state, runs[0], runs[1])
 
 
-
 def _outputs(state: AppState, runs: Sequence[Backtest], csv_file: Path | None,
              report: Path | None) -> None:
     from ..core import write_csv, write_report
