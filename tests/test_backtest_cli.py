@@ -170,3 +170,19 @@ def test_sparkline_follows_the_curve() -> None:
     flat = sparkline(Curve("x", times, (5.0,) * 24), t0, t0 + timedelta(hours=24), width=4)
     assert len(flat) == 4 and len(set(flat)) == 1
     assert sparkline(Curve("x", (), ()), t0, t0 + timedelta(hours=1)) == ""
+
+
+def test_no_cache_interval_and_source_give_the_same_answer(base) -> None:
+    cached = json.loads(_ok([*base, *PERIOD, "--json"]).stdout)
+    again = json.loads(_ok([*base, *PERIOD, "--json"]).stdout)
+    fresh = json.loads(_ok([*base, *PERIOD, "--json", "--no-cache", "--interval", "5m",
+                            "--source", "local"]).stdout)
+    assert cached == again == fresh
+
+
+def test_one_symbol_has_no_ic_but_every_other_figure(base) -> None:
+    args = [a if a != SYMS else "ETH_BTC" for a in base]
+    d = json.loads(_ok([*args, *PERIOD, "--json"]).stdout)
+    assert d["symbols"] == ["ETH_BTC"] and d["overall"]["candidates"] > 0
+    assert all(i["periods"] == 0 and i["mean"] is None for i in d["ic"])
+    assert [g["value"] for g in d["breakdowns"]["symbol"]] == ["ETH_BTC"]
