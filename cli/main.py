@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "init",
     "config",
     "signals",
+    "backtest",
     "fetch",
     "model",
     "correlations",

@@ -165,6 +165,29 @@ def training_set(features: pl.DataFrame, interval_ms: int,
     return x[keep], y[keep], t[keep]
 
 
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, std, weights with the bias last) of the L2-penalised logistic regression of
+    ``y`` on the standardised ``x``: the one fit of ``train_model`` and the backtest's
+    walk-forward, so the walk-forward judges the model botopt really trains."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[std == 0] = 1.0
+    a = np.hstack([(x - mean) / std, np.ones((len(y), 1))])
+    w = np.zeros(a.shape[1])
+    reg = np.eye(a.shape[1]) * l2
+    reg[-1, -1] = 0.0
+    for _ in range(25):  # Newton/IRLS: converges in a handful of steps, deterministically
+        p = 1 / (1 + np.exp(-(a @ w)))
+        grad = a.T @ (p - y) / len(y) + reg @ w
+        hess = (a * (p * (1 - p))[:, None]).T @ a / len(y) + reg
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return mean, std, w
+
+
 def train_model(features: pl.DataFrame, *, interval_ms: int,
                 features_config: FeaturesConfig | None = None,
                 holdout_fraction: float = 0.2, l2: float = 1e-2) -> TrainResult:
@@ -176,23 +199,9 @@ def train_model(features: pl.DataFrame, *, interval_ms: int,
     train, hold = t < cut, t >= cut
     if train.sum() < 50 or hold.sum() < 20:
         raise ModelError("not enough rows on one side of the time split")
-    mean = x[train].mean(axis=0)
-    std = x[train].std(axis=0)
-    std[std == 0] = 1.0
+    mean, std, w = fit_logistic(x[train], y[train], l2)
     z = (x - mean) / std
-    zt, yt = z[train], y[train]
-    a = np.hstack([zt, np.ones((len(yt), 1))])
-    w = np.zeros(a.shape[1])
-    reg = np.eye(a.shape[1]) * l2
-    reg[-1, -1] = 0.0
-    for _ in range(25):  # Newton/IRLS: converges in a handful of steps, deterministically
-        p = 1 / (1 + np.exp(-(a @ w)))
-        grad = a.T @ (p - yt) / len(yt) + reg @ w
-        hess = (a * (p * (1 - p))[:, None]).T @ a / len(yt) + reg
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-10:
-            break
+    yt = y[train]
     names = tuple(input_exprs(fc))
     model = LogisticModel(names=names, mean=tuple(mean.tolist()), std=tuple(std.tolist()),
                           weights=tuple(w[:-1].tolist()), bias=float(w[-1]), features=fc,

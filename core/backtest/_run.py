@@ -1,0 +1,135 @@
+"""``botopt backtest``'s one core call: replay, evaluate, judge the model walk-forward; and two
+configurations side by side on the same period (``--compare``)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..base._config import Config
+from ..errors import BotoptError, UsageError
+from ._evaluate import EvalSettings, Evaluation, evaluate, period_bounds
+from ._walkforward import WalkForwardPeriod, walk_forward
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """One configuration's backtest: the evaluation of its replay and the model's
+    walk-forward. ``label`` names the configuration (its file, or "default")."""
+
+    label: str
+    evaluation: Evaluation
+    walk_forward: tuple[WalkForwardPeriod, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.label, **self.evaluation.to_dict(),
+                "walk_forward": [p.to_dict() for p in self.walk_forward]}
+
+
+def parse_time(value: str | datetime, flag: str) -> datetime:
+    """``--since``/``--until``: ISO 8601 (UTC when no offset) or epoch seconds."""
+    from ..data._candles import parse_as_of
+
+    try:
+        t = parse_as_of(value)
+    except UsageError:
+        raise UsageError(f"invalid {flag} {str(value)[:60]!r}: use ISO 8601, e.g. "
+                         "2018-01-20 or 2018-01-20T12:00:00Z", key=flag) from None
+    assert t is not None
+    return t
+
+
+def _label(config: Config) -> str:
+    return str(config.path) if config.path is not None else "default"
+
+
+def run_backtest(config: Config, symbols: Sequence[str], since: datetime, until: datetime, *,
+                 settings: EvalSettings | None = None, progress: Progress | None = None,
+                 use_cache: bool = True) -> Backtest:
+    """The whole backtest of ``config`` over the candles that opened in [since, until)."""
+    from ._replay import replay
+
+    st = settings or EvalSettings()
+    rep = replay(config, symbols, since, until, progress=progress, use_cache=use_cache)
+    ev = evaluate(rep, st)
+    periods = period_bounds(rep.since, rep.until, st.walk_forward_periods)
+    return Backtest(_label(config), ev, walk_forward(config, rep.symbols, periods))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two configurations on the same symbols, period and evaluation settings."""
+
+    base: Backtest
+    other: Backtest
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"base": self.base.to_dict(), "other": self.other.to_dict()}
+
+
+def compare_backtests(config: Config, other: Config, symbols: Sequence[str], since: datetime,
+                      until: datetime, *, settings: EvalSettings | None = None,
+                      progress: Progress | None = None, use_cache: bool = True) -> Comparison:
+    """``run_backtest`` of both; ``progress`` counts the two replays' candles as one task."""
+    total: list[int] = [0]
+
+    def first(done: int, n: int) -> None:
+        total[0] = n
+        if progress:
+            progress(done, 2 * n)
+
+    def second(done: int, n: int) -> None:
+        if progress:
+            progress(total[0] + done, total[0] + n)
+
+    a = run_backtest(config, symbols, since, until, settings=settings, progress=first,
+                     use_cache=use_cache)
+    b = run_backtest(other, symbols, since, until, settings=settings, progress=second,
+                     use_cache=use_cache)
+    return Comparison(a, b)
+
+
+# The CSV's columns, in order: the candidate, the gates' verdict, then the returns.
+_CSV_HEAD = ("symbol", "candle_time", "close", "regime", "engine", "direction", "strength",
+             "p_up", "p_dir", "gate_passed", "blocked_by", "gate_reasons", "data_status")
+
+
+def write_csv(evaluation: Evaluation, path: Path) -> int:
+    """Every candidate with its forward returns, one row each; returns the row count.
+    ``ret_<h>`` is the price's return (a fraction), ``net_<h>`` the signed return after cost
+    in bps; empty where the horizon candle does not exist."""
+    import polars as pl
+
+    from ..signals._results import iso
+
+    hs = evaluation.settings.horizons
+    cols = [*_CSV_HEAD, *(f"ret_{h}" for h in hs), *(f"net_{h}" for h in hs)]
+    df = evaluation.table.with_columns(
+        pl.col("blocked_by").list.join(";"), pl.col("gate_reasons").list.join("; "))
+    try:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            for row in df.select(cols).iter_rows():
+                w.writerow([_cell(v, iso) for v in row])
+    except OSError as exc:
+        raise BotoptError(f"cannot write {path}: {exc.strerror or type(exc).__name__}",
+                          file=str(path)) from exc
+    return df.height
+
+
+def _cell(v: Any, iso: Callable[[datetime], str]) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, datetime):
+        return iso(v)
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else repr(v)
+    return v
