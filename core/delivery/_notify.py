@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import sqlite3
 import time
@@ -46,6 +47,7 @@ from botopt.core.base._vocab import EventType, TelegramOutcome
 from botopt.core.delivery._notify_format import Message, as_plain, render_batch, split_further
 from botopt.core.delivery._telegram import RETRY_AFTER_MAX, TelegramClient
 from botopt.core.errors import ConfigError, NotifyError, TelegramConfigError, UsageError
+from botopt.core.state._cache import is_corrupt
 from botopt.core.state._events import emit
 from botopt.core.state._workspace import Workspace
 
@@ -53,6 +55,10 @@ log = logging.getLogger("botopt.notify")
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 DEAD_AFTER = 3  # refusals of one notification, over as many flushes, before it is dead
+# Sends of one notification that Telegram never confirmed (no answer in time, or a 200 that
+# is not the Bot API's) before it is dead: each may have been delivered, so this bounds how
+# often one batch can reach the chat (twice) whatever the network does.
+UNCONFIRMED_AFTER = 2
 MAX_SPLITS = 3  # "message is too long" answers to one piece before it counts as refused
 MAX_DEPTH = 32  # nesting of a notification's data
 MAX_DATA_BYTES = 32_000  # of a notification's JSON: at most ~8 messages when split
@@ -120,20 +126,104 @@ def _migrate(con: sqlite3.Connection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
 
+_COLUMNS = {"queue": {"id", "type", "created", "data", "batch", "claim", "attempts",
+                      "last_error"},
+            "dead": {"id", "type", "created", "data", "batch", "attempts", "failed_at",
+                     "reason"},
+            "meta": {"key", "value"}}
+
+
+class _WrongSchema(sqlite3.DatabaseError):
+    """queue.db holds tables that are not the queue's (another program's file, a bad edit)."""
+
+
+_ADDED_LATER = {"attempts", "last_error"}  # _migrate adds them to a botopt 0.1 queue
+
+
+def _check_schema(con: sqlite3.Connection, *, migrated: bool = True) -> None:
+    """Raise unless the file is a sound queue. Before migration (nothing written yet, so a
+    file that is not ours is kept byte for byte) the later columns may be missing."""
+    if con.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+        raise sqlite3.DatabaseError("database disk image is malformed (quick_check)")
+    kinds = dict(con.execute("SELECT name, type FROM sqlite_master WHERE name IN "
+                             "('queue', 'dead', 'meta')").fetchall())
+    for table, needed in _COLUMNS.items():
+        if table not in kinds and not migrated:
+            continue
+        if kinds.get(table) != "table":
+            raise _WrongSchema(f"{table} is a {kinds.get(table) or 'missing'}, not a table")
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+        missing = needed - have - (set() if migrated else _ADDED_LATER)
+        if missing:
+            raise _WrongSchema(f"table {table} lacks {', '.join(sorted(missing))}")
+
+
+def _damaged_schema(con: sqlite3.Connection) -> bool:
+    """After a failed migration: whether the file holds something that is not our queue
+    (a view named queue, a table without our columns)."""
+    try:
+        _check_schema(con)
+    except sqlite3.Error:
+        return True
+    return False
+
+
+def _damaged(exc: BaseException) -> bool:
+    return isinstance(exc, _WrongSchema) or is_corrupt(exc)
+
+
+def _move_aside(path: Path, exc: BaseException) -> None:
+    """Keep a damaged queue under a new name (never deleted: it may hold notifications a
+    person can still read) so that a fresh one can be built in its place."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-"
+                           f"{uuid.uuid4().hex[:6]}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(aside) + suffix))
+    except FileNotFoundError:
+        pass  # another process moved it first
+    except OSError as err:
+        raise NotifyError(f"notification queue {path} is damaged ({exc}) and cannot be moved "
+                          f"aside: {err.strerror}", file=str(path)) from err
+    log.warning("notification queue %s is damaged (%s); kept as %s and rebuilt empty", path,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__, aside.name)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    for attempt in range(2):
+        try:
+            con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise NotifyError(f"cannot open notification queue {path}: {exc}",
+                              file=str(path)) from exc
+        try:
+            _check_schema(con, migrated=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            _migrate(con)
+            _check_schema(con)
+            return con
+        except sqlite3.Error as exc:
+            damaged = _damaged(exc) or _damaged_schema(con)
+            con.close()
+            if attempt or not damaged:
+                raise NotifyError(f"notification queue {path}: {exc}", file=str(path)) from exc
+            _move_aside(path, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 @contextmanager
 def _db(directory: Path) -> Iterator[sqlite3.Connection]:
     path = directory / "queue.db"
+    con = _open(path)
     try:
-        con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise NotifyError(f"cannot open notification queue {path}: {exc}",
-                          file=str(path)) from exc
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
-        _migrate(con)
         yield con
     except sqlite3.Error as exc:
+        con.close()
+        if _damaged(exc):  # found only now (a page quick_check did not reach): next run heals
+            _move_aside(path, exc)
         raise NotifyError(f"notification queue {path}: {exc}", file=str(path)) from exc
     finally:
         con.close()
@@ -551,6 +641,12 @@ class _Flush:
             else:
                 self._refuse(msg.ids[0], kind, outcome.detail)
                 unsent.pop(0)
+        elif outcome.kind in (TelegramOutcome.AMBIGUOUS, TelegramOutcome.UNUSABLE):
+            self.pacer.sent()  # it may have gone out: it counts against the rate limit
+            self._unconfirmed(kind, msg.ids, outcome.detail)
+            self.result.failure = True
+            self.result.next_retry_at = self.clock() + 60.0
+            return outcome.detail
         elif outcome.kind == TelegramOutcome.FATAL:
             self._record_error(outcome.detail)
             raise TelegramConfigError(f"{outcome.detail}; notifications kept queued",
@@ -592,6 +688,27 @@ class _Flush:
 
     def _record_error(self, detail: str) -> None:
         _record_error(self.con, detail)
+
+    def _unconfirmed(self, kind: str, ids: Iterable[str], reason: str) -> None:
+        """A send of ``ids`` was never confirmed. Not retried in this flush (a blind retry
+        could deliver it again and again); the next flush resends it once, and after
+        UNCONFIRMED_AFTER unconfirmed sends it is a dead letter (it may have arrived: the
+        user decides with ``notify retry`` or ``notify drop``)."""
+        for nid in ids:
+            if nid in self.refused:
+                continue
+            self.refused.add(nid)  # not sent again in this flush
+            tries = self._count_try(nid, reason)
+            if tries >= UNCONFIRMED_AFTER:
+                self._bury(nid, kind, f"{reason}; unconfirmed {tries} times, it may have "
+                           "been delivered", None)
+
+    def _count_try(self, nid: str, reason: str) -> int:
+        """Count one failed try of ``nid`` with its reason; how many it has had."""
+        self.con.execute("UPDATE queue SET attempts = attempts + 1, last_error = ? "
+                         "WHERE id = ?", (reason, nid))
+        row = self.con.execute("SELECT attempts FROM queue WHERE id = ?", (nid,)).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def _refuse(self, nid: str, kind: str, reason: str) -> None:
         """Telegram refused this notification: count it; bury it after DEAD_AFTER."""

@@ -501,6 +501,12 @@ class SharedFlush(_Flush):
     def _record_error(self, detail: str) -> None:
         self.q.r.hset(self.q.meta_key, "last_error", detail)
 
+    def _count_try(self, nid: str, reason: str) -> int:
+        pipe = self.q.r.pipeline(transaction=True)
+        pipe.hincrby(self.q.tries_key, nid, 1)
+        pipe.hset(self.q.errors_key, nid, reason)
+        return int(pipe.execute()[0])
+
     def _refuse(self, nid: str, kind: str, reason: str) -> None:
         self.refused.add(nid)
         pipe = self.q.r.pipeline(transaction=True)

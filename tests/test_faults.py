@@ -1,0 +1,172 @@
+"""Failures that only long, faulty use shows (issue 24): an answer that may or may not mean
+"delivered", a damaged queue, a full or read-only disk, a closed pipe, hostile state files.
+
+Everything runs against real components: the fake Bot API on 127.0.0.1 through real
+``requests``, real ``botopt`` processes, real files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from botopt.core import load_config
+from botopt.core.delivery._notify import (
+    UNCONFIRMED_AFTER,
+    dead_letters,
+    enqueue,
+    flush_notifications,
+    pending_notifications,
+    queue_stats,
+)
+from botopt.core.state._events import events_dir, read_events
+from tests.fakes.telegram_server import FakeTelegram
+from tests.test_delivery import TOKEN, botopt, errors
+
+
+@pytest.fixture
+def server():
+    fake = FakeTelegram(token=TOKEN, enforce_limits=False).start()
+    yield fake
+    fake.stop()
+
+
+def cfg_for(cache: Path, url: str, **extra):
+    return load_config(overrides={"cache.dir": str(cache), "telegram.token": TOKEN,
+                                  "telegram.chat_id": "42", "telegram.api_url": url,
+                                  "telegram.timeout": 1.0, **extra})
+
+
+def wait_received(server, n: int, seconds: float = 5.0) -> None:
+    end = time.monotonic() + seconds
+    while len(server.received) < n and time.monotonic() < end:
+        time.sleep(0.05)
+
+
+# -- delivery: an answer that does not say "delivered" ---------------------------------------
+
+def test_a_timed_out_send_is_not_retried_in_the_run_and_is_sent_at_most_twice(tmp_path,
+                                                                              server):
+    """Telegram answers OK, but only after our timeout: it delivered every time. The batch
+    reaches the chat at most twice (the brief's one batch in flight), then waits in the
+    dead letters for a person, whatever the next flushes do."""
+    cfg = cfg_for(tmp_path / "c", server.url)
+    enqueue(cfg, [{"type": "alert", "data": {"message": f"m{i}"}} for i in range(3)])
+    server.always = "hang:1.5"
+    first = flush_notifications(cfg, force=True)
+    assert server.arrived == 1  # no retry storm within the run
+    assert first.failure and "did not answer" in first.error
+    assert "may have been delivered" in first.error
+    assert queue_stats(cfg)["pending"] == 3
+    for _ in range(4):
+        flush_notifications(cfg, force=True)
+    wait_received(server, 2)
+    time.sleep(1.6)  # a third delivery would have arrived by now
+    assert server.arrived == UNCONFIRMED_AFTER == 2
+    assert len(server.received) == 2  # delivered twice, never more
+    assert queue_stats(cfg)["pending"] == 0
+    dead = dead_letters(cfg)
+    assert len(dead) == 3 and all("may have been delivered" in d["reason"] for d in dead)
+    types = [e["type"] for e in read_events(events_dir(tmp_path / "c"))[0]]
+    assert types.count("notify_dead_letter") == 3  # the monitor alerts on each
+
+
+def test_a_timed_out_send_that_then_succeeds_is_delivered_and_forgotten(tmp_path, server):
+    cfg = cfg_for(tmp_path / "c", server.url)
+    enqueue(cfg, [{"type": "alert", "data": {"message": "once"}}])
+    server.script = ["hang:1.5"]
+    assert flush_notifications(cfg, force=True).notifications_sent == 0
+    second = flush_notifications(cfg, force=True)
+    assert second.notifications_sent == 1 and second.error is None
+    wait_received(server, 2)
+    assert len(server.received) == 2 and queue_stats(cfg)["pending"] == 0
+    assert dead_letters(cfg) == []
+
+
+@pytest.mark.parametrize("body", [
+    "{}", "<html><body>Proxy says hello</body></html>", '{"ok": true}',
+    '{"ok": "true", "result": {"message_id": 1}}', '{"ok": true, "result": []}',
+    '{"ok": true, "result": {"message_id": "7"}}', "null", "[1, 2]", ""])
+def test_a_200_that_is_not_the_bot_api_is_counted_backed_off_and_dead_lettered(
+        tmp_path, server, body):
+    cfg = cfg_for(tmp_path / "c", server.url)
+    enqueue(cfg, [{"type": "alert", "data": {"message": "x"}}])
+    server.always = f"body:{body}"
+    first = flush_notifications(cfg, force=True)
+    assert server.arrived == 1  # backed off: not resent in the same run
+    assert first.failure and "not a Bot API answer" in first.error
+    assert "200: OK" not in first.error
+    assert [p["attempts"] for p in pending_notifications(cfg)] == [1]
+    for _ in range(3):
+        flush_notifications(cfg, force=True)
+    assert server.arrived == UNCONFIRMED_AFTER
+    [dead] = dead_letters(cfg)
+    assert "not a Bot API answer" in dead["reason"] and queue_stats(cfg)["pending"] == 0
+
+
+def test_notify_flush_says_what_a_200_without_telegram_means(tmp_path, server):
+    cache = tmp_path / "c"
+    server.always = "body:{}"
+    assert botopt(cache, "notify", "add", "-t", "alert", "-d", "{}",
+                  url=server.url).returncode == 0
+    result = botopt(cache, "notify-flush", "--force", url=server.url)
+    assert result.returncode == 1
+    [line] = errors(result)
+    assert "not a Bot API answer" in line and "200: OK" not in line
+    assert "next try after" in line and TOKEN not in result.stderr
+
+
+# -- a damaged notify/queue.db is kept aside and rebuilt -------------------------------------
+
+def _truncated(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE queue (id TEXT)")
+    con.executemany("INSERT INTO queue VALUES (?)", [(str(i) * 50,) for i in range(2000)])
+    con.commit()
+    con.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _wrong_schema(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE queue (note TEXT)")
+    con.execute("INSERT INTO queue VALUES ('not ours')")
+    con.commit()
+    con.close()
+
+
+def _view(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE VIEW queue AS SELECT 1 AS id")
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: p.write_bytes(os.urandom(8192)),
+    lambda p: p.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000),
+    _truncated, _wrong_schema, _view])
+def test_a_damaged_queue_is_kept_aside_and_notify_keeps_working(tmp_path, server, damage):
+    cache = tmp_path / "c"
+    (cache / "notify").mkdir(parents=True)
+    db = cache / "notify" / "queue.db"
+    damage(db)
+    original = db.read_bytes()
+    add = botopt(cache, "notify", "add", "-t", "alert", "-d", '{"message": "after"}',
+                 url=server.url)
+    assert add.returncode == 0, add.stderr
+    assert "Traceback" not in add.stderr and "internal error" not in add.stderr
+    warnings = [ln for ln in add.stderr.splitlines() if "damaged" in ln]
+    assert len(warnings) == 1 and "kept as queue.db.corrupt-" in warnings[0]
+    [aside] = (cache / "notify").glob("queue.db.corrupt-*[0-9a-f]")
+    assert aside.read_bytes() == original  # nothing deleted: a person can still read it
+    listed = botopt(cache, "notify", "list", "--json", url=server.url)
+    assert listed.returncode == 0 and "damaged" not in listed.stderr  # one warning only
+    assert botopt(cache, "notify-flush", "--force", url=server.url).returncode == 0
+    assert [r["shown"] for r in server.received] and "after" in server.received[0]["shown"]
