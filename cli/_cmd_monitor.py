@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         data = {"events_handled": result.events_handled, "checks_run": result.checks_run,
                 "notifications_queued": result.notifications_queued,
                 "wakeups": result.wakeups, "events_damaged": result.events_damaged,
-                "busy": result.busy}
+                "busy": result.busy, "disk_problem": result.disk_problem}
         if json_out:
             print_json(data)
         elif result.busy:
@@ -34,6 +34,11 @@ def register(app: typer.Typer) -> None:
         elif not state.quiet:
             print(f"handled {result.events_handled} event(s), ran {result.checks_run} "
                   f"check(s), queued {result.notifications_queued} notification(s)")
+        if result.disk_problem:  # the checks ran; cron mails this line and the exit code
+            from botopt.core.errors import CacheError
+
+            raise CacheError(f"monitor: {result.disk_problem}; alerts are kept for the next "
+                             "run that can write")
 
     @app.command("status")
     def status(ctx: typer.Context, json_out: bool = opt.JSON) -> None:

@@ -42,15 +42,25 @@ def server():
 
 
 def botopt(cache: Path, *args: str, url: str, stdin: bytes | None = None,
-           budget: float = 50.0, timeout: float = 120, retries: int = 3
+           budget: float = 50.0, timeout: float = 120, retries: int = 3,
+           wrap: list[str] | None = None, fsize: int | None = None
            ) -> subprocess.CompletedProcess[str]:
+    """``wrap``: a command line to run botopt under (an ``unshare`` with a mount);
+    ``fsize``: a file-size limit in bytes (a full disk for an unprivileged user)."""
     env = {**os.environ, "BOTOPT_TELEGRAM_MAX_RETRIES": str(retries),
            "BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
            "BOTOPT_TELEGRAM_API_URL": url, "BOTOPT_TELEGRAM_FLUSH_BUDGET": str(budget),
            "PYTHONPATH": str(ROOT)}
     env.pop("BOTOPT_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "botopt.cli.main", "--cache-dir", str(cache),
-                           *args], input=stdin, capture_output=True, timeout=timeout, env=env)
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    proc = subprocess.run([*(wrap or []), sys.executable, "-m", "botopt.cli.main",
+                           "--cache-dir", str(cache), *args], input=stdin,
+                          capture_output=True, timeout=timeout, env=env,
+                          preexec_fn=limit if fsize is not None else None)
     return subprocess.CompletedProcess(proc.args, proc.returncode,
                                        proc.stdout.decode("utf-8", "replace"),
                                        proc.stderr.decode("utf-8", "replace"))

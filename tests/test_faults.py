@@ -170,3 +170,123 @@ def test_a_damaged_queue_is_kept_aside_and_notify_keeps_working(tmp_path, server
     assert listed.returncode == 0 and "damaged" not in listed.stderr  # one warning only
     assert botopt(cache, "notify-flush", "--force", url=server.url).returncode == 0
     assert [r["shown"] for r in server.received] and "after" in server.received[0]["shown"]
+
+
+# -- disks and pipes ------------------------------------------------------------------------
+
+ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
+COMMANDS = [("status",), ("monitor", "--once"), ("cache-clear",), ("cache-stats",),
+            ("history",), ("signals",), ("signals", "--no-cache"), ("correlations",),
+            ("notify", "list"), ("notify", "list", "--failed"),
+            ("notify", "add", "-t", "alert", "-d", '{"message": "disk"}'),
+            ("notify-flush", "--force"), ("config", "show")]
+
+
+def _prepared(tmp_path: Path, server) -> Path:
+    cache = tmp_path / "c"
+    for args in (("signals",), ("monitor", "--once"),
+                 ("notify", "add", "-t", "alert", "-d", '{"message": "before"}')):
+        assert botopt(cache, *args, url=server.url).returncode == 0
+    return cache
+
+
+def _under(mode: str, cache: Path, args: tuple[str, ...], url: str):
+    """Run botopt with ``cache`` read-only or on a full disk. As root (CI containers): a
+    private mount namespace (a read-only bind mount, or a tiny tmpfs filled up), so nothing
+    outside this process sees it; otherwise file modes and RLIMIT_FSIZE."""
+    import shutil
+    import subprocess
+    import sys
+
+    if ROOT_USER and shutil.which("unshare"):
+        if mode == "ro":
+            setup = f'mount --bind -o ro "{cache}" "{cache}"'
+        else:
+            setup = (f'cp -a "{cache}" "{cache}.copy" && mount -t tmpfs -o size=2m tmpfs '
+                     f'"{cache}" && cp -a "{cache}.copy/." "{cache}" && '
+                     f'(dd if=/dev/zero of="{cache}/filler" bs=4k 2>/dev/null || true)')
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", setup], capture_output=True)
+        if probe.returncode == 0:
+            shutil.rmtree(f"{cache}.copy", ignore_errors=True)
+            return botopt(cache, "--cache-dir", str(cache), *args, url=url,
+                          wrap=["unshare", "-m", "sh", "-c", setup + ' && exec "$@"', "sh"])
+    if mode == "ro":
+        for p in [cache, *cache.rglob("*")]:
+            p.chmod(p.stat().st_mode & ~0o222)
+        try:
+            return botopt(cache, *args, url=url)
+        finally:
+            for p in [cache, *cache.rglob("*")]:
+                p.chmod(p.stat().st_mode | 0o200)
+    del sys
+    return botopt(cache, *args, url=url, fsize=1)
+
+
+def _clean(result) -> None:
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert result.returncode in (0, 1), result.stderr
+    if result.returncode == 1:
+        assert len(errors(result)) == 1, result.stderr
+
+
+@pytest.mark.parametrize("mode", ["ro", "full"])
+def test_every_command_under_a_read_only_or_full_disk_ends_cleanly(tmp_path, server, mode):
+    cache = _prepared(tmp_path, server)
+    before = queue_stats(cfg_for(cache, server.url))["pending"]
+    for args in COMMANDS:
+        result = _under(mode, cache, args, server.url)
+        _clean(result)
+        if args[0] == "monitor" and result.returncode == 1:
+            assert "monitor" in errors(result)[0]  # it ran, and says what is wrong
+    # The disk is back: nothing was lost, and everything works again.
+    assert queue_stats(cfg_for(cache, server.url))["pending"] >= before
+    assert botopt(cache, "monitor", "--once", url=server.url).returncode == 0
+    assert botopt(cache, "notify-flush", "--force", url=server.url).returncode == 0
+    assert any("before" in r["shown"] for r in server.received)
+
+
+def test_a_monitor_on_a_read_only_disk_still_runs_its_checks(tmp_path, server):
+    cache = _prepared(tmp_path, server)
+    result = _under("ro", cache, ("monitor", "--once", "--json"), server.url)
+    _clean(result)
+    if result.returncode == 1:
+        assert "alerts are kept" in errors(result)[0]
+        assert json.loads(result.stdout)["disk_problem"]
+
+
+@pytest.mark.parametrize("args", COMMANDS)
+def test_a_cache_dir_that_is_a_regular_file_is_a_config_error(tmp_path, server, args):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    result = botopt(afile, *args, url=server.url)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    if args[0] in ("cache-stats", "config"):
+        assert result.returncode in (0, 2)  # reading nothing is no error
+        return
+    assert result.returncode == 2, result.stderr
+    [line] = errors(result)
+    assert "not a directory" in line and "afile" in line
+    assert afile.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("args", [("cache-stats",), ("status",), ("history",),
+                                  ("signals", "--json"), ("notify", "list"),
+                                  ("config", "show"), ("--help",)])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, server, args):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "c"
+    assert botopt(cache, "signals", url=server.url).returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+                             str(cache), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader went away before reading a byte (`| head -0`)
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipe" not in err and "internal error" not in err
+    assert "Exception ignored" not in err
+    # 141: as cat or yes end when their reader is gone; click itself renders --help and
+    # ends a broken pipe there with 1, quietly.
+    assert code in ((0, 1) if args == ("--help",) else (0, 141))

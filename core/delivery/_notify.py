@@ -163,8 +163,8 @@ def _damaged_schema(con: sqlite3.Connection) -> bool:
     (a view named queue, a table without our columns)."""
     try:
         _check_schema(con)
-    except sqlite3.Error:
-        return True
+    except sqlite3.Error as exc:
+        return _damaged(exc)  # not one that cannot even be read (a read-only disk)
     return False
 
 
