@@ -25,8 +25,9 @@ from botopt.core.delivery._notify import (
     queue_stats,
 )
 from botopt.core.state._events import events_dir, read_events
-from tests.fakes.telegram_server import FakeTelegram
-from tests.test_delivery import TOKEN, botopt, errors
+
+from .fakes.telegram_server import FakeTelegram
+from .test_delivery import TOKEN, botopt, errors
 
 
 @pytest.fixture
