@@ -74,8 +74,9 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
     q = data["notifications"]
     rows = [
         ("last run", "none" if last is None else
-         f"{last['command']} {'ok' if last['ok'] else 'FAILED'} at "
-         f"{when(last['finished_at'])} ({last['duration_s']} s)"),
+         f"{last.get('command') or 'a run'} {'ok' if last['ok'] else 'FAILED'} at "
+         f"{when(last['finished_at'])}"
+         + (f" ({last['duration_s']} s)" if last.get("duration_s") is not None else "")),
         ("last error", "-" if last is None or last["ok"] else
          clip(str(last.get("error") or "unknown"), 200)),
         ("runs / failures (1 h)", f"{data['runs_last_hour']} / "

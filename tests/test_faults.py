@@ -291,3 +291,67 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path, server, args):
     # 141: as cat or yes end when their reader is gone; click itself renders --help and
     # ends a broken pipe there with 1, quietly.
     assert code in ((0, 1) if args == ("--help",) else (0, 141))
+
+
+# -- hostile state ---------------------------------------------------------------------------
+
+GOOD = {"id": "0" * 32, "t": 1_796_479_800.0, "type": "run_finished", "pid": 1,
+        "data": {"command": "signals", "duration_s": 1.0}}
+HOSTILE = {
+    "t 1e300": '{"id":"a","t":1e300,"type":"run_failed","data":{"command":"signals","error":"x"}}',
+    "t -1e300": '{"id":"a","t":-1e300,"type":"run_failed","data":{"command":"signals"}}',
+    "t NaN": '{"id":"a","t":NaN,"type":"run_failed","data":{"command":"signals"}}',
+    "t Infinity": '{"id":"a","t":Infinity,"type":"run_finished","data":{"command":"x"}}',
+    "t huge int": '{"id":"a","t":' + "9" * 40 + ',"type":"run_failed","data":{}}',
+    "t year 5138": '{"id":"a","t":1e11,"type":"run_finished","data":{"command":"signals"}}',
+    "t str": '{"id":"a","t":"yesterday","type":"run_failed","data":{}}',
+    "t bool": '{"id":"a","t":true,"type":"run_failed","data":{}}',
+    "data str": '{"id":"a","t":1796479900,"type":"run_failed","data":"oops"}',
+    "data list": '{"id":"a","t":1796479900,"type":"run_failed","data":[1]}',
+    "command dict": '{"id":"a","t":1796479900,"type":"run_failed","data":{"command":{"x":1}}}',
+    "error list": '{"id":"a","t":1796479900,"type":"run_failed","data":{"error":["a"]}}',
+    "duration str": '{"id":"a","t":1796479900,"type":"run_finished","data":{"duration_s":"s"}}',
+    "duration 1e308": '{"id":"a","t":1796479900,"type":"run_finished",'
+                      '"data":{"duration_s":1e308}}',
+    "type int": '{"id":"a","t":1796479900,"type":5,"data":{}}',
+    "unknown type": '{"id":"a","t":1796479900,"type":"weird_thing","data":{"command":"z"}}',
+    "top-level list": "[1, 2, 3]",
+    "garbage": "\x00\xff not json",
+    "deep": "[" * 100_000,
+}
+
+
+@pytest.mark.parametrize("line", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_absurd_events_are_skipped_by_history_status_and_the_monitor(tmp_path, server, line):
+    cache = tmp_path / "c"
+    (cache / "events").mkdir(parents=True)
+    (cache / "events" / "events.log").write_text(json.dumps(GOOD) + "\n" + line + "\n")
+    for args in (("history",), ("history", "--json"), ("status",), ("status", "--json"),
+                 ("monitor", "--once")):
+        result = botopt(cache, *args, url=server.url)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+        out = result.stdout
+        assert "1e+300" not in out and "5138" not in out and "FAILED" not in out, out
+        assert "nan" not in out.lower().replace("nanos", ""), out
+        assert "weird_thing" not in out and "None" not in out, out
+        if args == ("status", "--json"):
+            last = json.loads(out)["last_run"]
+            assert last["command"] == "signals" and last["ok"] is True
+    assert not alerts_about(cache, "FAILED")
+
+
+def alerts_about(cache: Path, word: str) -> list[str]:
+    cfg = load_config(overrides={"cache.dir": str(cache)})
+    return [str(n["data"]) for n in pending_notifications(cfg) if word in str(n["data"])]
+
+
+def test_a_failure_without_a_command_is_not_blamed_on_notify_flush(tmp_path, server):
+    cache = tmp_path / "c"
+    (cache / "events").mkdir(parents=True)
+    (cache / "events" / "events.log").write_text(json.dumps(
+        {**GOOD, "type": "run_failed", "data": {"error": "boom"}}) + "\n")
+    hist = botopt(cache, "history", "--since", "3000d", url=server.url)
+    assert "boom" in hist.stdout and "notify-flush" not in hist.stdout
+    status = botopt(cache, "status", url=server.url)
+    assert "None" not in status.stdout and "a run FAILED" in status.stdout
