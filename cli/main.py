@@ -72,6 +72,9 @@ class BotoptGroup(TyperGroup):
             if isinstance(exc, OSError):  # botopt's files on a read-only or full disk
                 from ..core.errors import disk_error
 
+                if get_state(ctx).debug or _debug_requested():  # type: ignore[arg-type]
+                    traceback.print_exc()
+
                 err = disk_error(exc)
                 print(f"botopt: error: {redact(str(err))}", file=sys.stderr)
                 raise typer.Exit(exit_code_for(err)) from None

@@ -173,7 +173,7 @@ def disk_error(exc: OSError) -> BotoptError:
         return ConfigError(f"{path}: a path component is not a directory (is the cache "
                            "directory a regular file?)", file=str(path), key="cache.dir")
     why = _DISK.get(exc.errno or 0, exc.strerror or type(exc).__name__)
-    return CacheError(f"cannot write {path}: {why}", file=str(path))
+    return CacheError(f"cannot use {path}: {why}", file=str(path))
 
 
 __all__ = [
