@@ -377,3 +377,21 @@ def test_a_plugin_without_a_source_file_fails_the_same_with_and_without_the_cach
         [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("botopt: error:")]
         lines.append(line)
     assert lines[0] == lines[1] == lines[2] and f"model {target} failed" in lines[0]
+
+
+# -- the soak, short ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_short_soak_loses_nothing_and_sends_nothing_thrice():
+    """45 simulated cron minutes under random faults (the longest that fits about 3 minutes
+    of CI on 2 shared cores, not a whole day; docs/reliability.md has the long run)."""
+    from botopt.benchmarks import soak
+
+    if not soak.SHARED.is_dir():
+        pytest.skip(f"the real pairs are not in {soak.SHARED}")
+    s = soak.simulate(45 / 1440, seed=11)
+    assert s["queued"] >= 40 and s["lost"] == 0, s
+    assert s["internal_errors"] == [], s
+    assert s["delivered_3x_or_more"] == 0 and s["delivered_twice"] <= s["dup_allowance"], s
+    assert s["stuck"] == 0 and s["cache_diffs"] == 0, s
+    assert sum(v for k, v in s["faults"].items() if k != "dead letters retried at the end")
