@@ -177,7 +177,10 @@ class Soak:
             t.fault(f"{'read-only' if self.disk[0] == 'ro' else 'full'} disk spell", m)
         if self.disk:
             t.faulted.add(m)
-        self.run(m, at, "--quiet", "signals", "--symbols", self.symbols, kill_p=0.01)
+        # The process clock is moved, but the staleness check reads datetime.now(): --as-of
+        # gives it the simulated moment, --notify keeps the run live (cooldowns, queue).
+        self.run(m, at, "--quiet", "signals", "--symbols", self.symbols, "--as-of",
+                 at.isoformat(), "--notify", kill_p=0.01)
         add = self.run(m, at + timedelta(seconds=1), "--quiet", "notify", "add", "-t", "alert",
                        "-d", json.dumps({"message": f"soak-{m:06d}"}), kill_p=0.01)
         if add is None:
