@@ -26,7 +26,7 @@ def monitor(
     data = {"events_handled": result.events_handled, "checks_run": result.checks_run,
             "notifications_queued": result.notifications_queued,
             "wakeups": result.wakeups, "events_damaged": result.events_damaged,
-            "busy": result.busy}
+            "busy": result.busy, "disk_problem": result.disk_problem}
     if out.json:
         print_json(data)
     elif result.busy:
@@ -34,6 +34,12 @@ def monitor(
     elif not out.quiet:
         print(f"handled {result.events_handled} event(s), ran {result.checks_run} "
               f"check(s), queued {result.notifications_queued} notification(s)")
+    if result.disk_problem:  # the checks ran; cron mails this line and the exit code
+        from ..core.errors import CacheError
+
+        raise CacheError(f"monitor: {result.disk_problem}; alerts are kept for the next "
+                         "run that can write")
+
 
 @opt.output_options
 def status(ctx: typer.Context, *, out: opt.Output) -> None:
@@ -68,8 +74,9 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
     q = data["notifications"]
     rows = [
         ("last run", "none" if last is None else
-         f"{last['command']} {'ok' if last['ok'] else 'FAILED'} at "
-         f"{when(last['finished_at'])} ({last['duration_s']} s)"),
+         f"{last.get('command') or 'a run'} {'ok' if last['ok'] else 'FAILED'} at "
+         f"{when(last['finished_at'])}"
+         + (f" ({last['duration_s']} s)" if last.get("duration_s") is not None else "")),
         ("last error", "-" if last is None or last["ok"] else
          clip(str(last.get("error") or "unknown"), 200)),
         ("runs / failures (1 h)", f"{data['runs_last_hour']} / "

@@ -49,6 +49,9 @@ class BotoptGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            raise typer.Exit(exit_code_for(BrokenPipeError())) from None
         except KeyboardInterrupt:
             print("botopt: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
@@ -66,6 +69,16 @@ class BotoptGroup(TyperGroup):
             if type(exc).__module__.split(".")[0] in ("click", "typer"):
                 raise
             from ..core.base._redact import redact
+
+            if isinstance(exc, OSError):  # botopt's files on a read-only or full disk
+                from ..core.errors import disk_error
+
+                if get_state(ctx).debug or _debug_requested():
+                    traceback.print_exc()
+
+                err = disk_error(exc)
+                print(f"botopt: error: {redact(str(err))}", file=sys.stderr)
+                raise typer.Exit(exit_code_for(err)) from None
 
             state = get_state(ctx)
             if state.debug or _debug_requested():
@@ -138,9 +151,23 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"botopt.cli._cmd_{_name.replace('-', '_')}").register(app)
 
 
+def _quiet_broken_pipe() -> None:
+    """The reader went away (``botopt history | head``): end quietly, as Unix tools do.
+    stdout now points at /dev/null, so that Python's final flush cannot complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def run() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # raised outside a command (help, --version)
+        _quiet_broken_pipe()
+        sys.exit(exit_code_for(BrokenPipeError()))
 
 
 if __name__ == "__main__":  # pragma: no cover

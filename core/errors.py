@@ -19,14 +19,20 @@ Messages are one line, name the culprit (symbol, file, row, key) and never conta
         +-- TelegramConfigError      exit 2  Telegram refused the token or chat (401/403/...)
 
 ``exit_code_for`` is the only function that decides exit codes: 0 ok, 1 runtime failure,
-2 usage or configuration error.
+2 usage or configuration error, 141 (128 + SIGPIPE, as ``cat`` and ``yes`` end) when the
+reader of the output went away (``botopt history | head``): nothing is printed then.
+``disk_error`` turns an OSError about botopt's own files (read-only or full disk, a file where
+a directory belongs) into the error a user can act on.
 """
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141
 
 
 def format_age(seconds: float) -> str:
@@ -137,6 +143,7 @@ class TelegramConfigError(NotifyError, ConfigError):
 
 # Most specific first: the first matching class decides.
 _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (BrokenPipeError, EXIT_BROKEN_PIPE),
     (UsageError, EXIT_USAGE),
     (UnknownSymbolError, EXIT_USAGE),
     (BotoptError, EXIT_FAILURE),
@@ -151,7 +158,26 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILURE
 
 
+_DISK = {errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full",
+         errno.EDQUOT: "the disk quota is used up", errno.EACCES: "permission denied",
+         errno.EPERM: "permission denied", errno.EFBIG: "the file size limit is reached",
+         errno.EIO: "an I/O error"}
+
+
+def disk_error(exc: OSError) -> BotoptError:
+    """The one-line error for an OSError about one of botopt's files or directories: a
+    path component that is a regular file is a configuration error (exit 2), anything else
+    (read-only, full, no permission) a run-time one (exit 1). Both name the path."""
+    path = exc.filename if exc.filename is not None else "a file"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return ConfigError(f"{path}: a path component is not a directory (is the cache "
+                           "directory a regular file?)", file=str(path), key="cache.dir")
+    why = _DISK.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+    return CacheError(f"cannot use {path}: {why}", file=str(path))
+
+
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -167,5 +193,6 @@ __all__ = [
     "TelegramConfigError",
     "UnknownSymbolError",
     "UsageError",
+    "disk_error",
     "exit_code_for",
 ]

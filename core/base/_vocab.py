@@ -77,3 +77,5 @@ class TelegramOutcome(_Str):
     REJECTED = "rejected"
     FATAL = "fatal"
     TRANSIENT = "transient"
+    AMBIGUOUS = "ambiguous"
+    UNUSABLE = "unusable"

@@ -51,6 +51,10 @@ log = logging.getLogger("botopt.notify")
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 DEAD_AFTER = 3  # refusals of one notification, over as many flushes, before it is dead
+# Sends of one notification that Telegram never confirmed (no answer in time, or a 200 that
+# is not the Bot API's) before it is dead: each may have been delivered, so this bounds how
+# often one batch can reach the chat (twice) whatever the network does.
+UNCONFIRMED_AFTER = 2
 MAX_SPLITS = 3  # "message is too long" answers to one piece before it counts as refused
 MAX_DEPTH = 32  # nesting of a notification's data
 MAX_DATA_BYTES = 32_000  # of a notification's JSON: at most ~8 messages when split
@@ -334,6 +338,12 @@ class _Flush:
             else:
                 self._refuse(msg.ids[0], kind, outcome.detail)
                 unsent.pop(0)
+        elif outcome.kind in (TelegramOutcome.AMBIGUOUS, TelegramOutcome.UNUSABLE):
+            self.pacer.sent()  # it may have gone out: it counts against the rate limit
+            self._unconfirmed(kind, msg.ids, outcome.detail)
+            self.result.failure = True
+            self.result.next_retry_at = self.clock() + 60.0
+            return outcome.detail
         elif outcome.kind == TelegramOutcome.FATAL:
             self.held.record_error(outcome.detail)
             raise TelegramConfigError(f"{outcome.detail}; notifications kept queued",
@@ -388,6 +398,20 @@ class _Flush:
         elif tries:
             self.result.refused += 1
             self.result.refusal = f"{reason} (try {tries} of {DEAD_AFTER})"
+
+    def _unconfirmed(self, kind: str, ids: Iterable[str], reason: str) -> None:
+        """A send of ``ids`` was never confirmed. Not retried in this flush (a blind retry
+        could deliver it again and again); the next flush resends it once, and after
+        UNCONFIRMED_AFTER unconfirmed sends it is a dead letter (it may have arrived: the
+        user decides with ``notify retry`` or ``notify drop``)."""
+        for nid in ids:
+            if nid in self.refused:
+                continue
+            self.refused.add(nid)  # not sent again in this flush
+            tries = self.held.refuse(nid, reason)
+            if tries >= UNCONFIRMED_AFTER:
+                self._bury(nid, kind, f"{reason}; unconfirmed {tries} times, it may have "
+                           "been delivered", None)
 
     def _bury(self, nid: str, kind: str, reason: str, data: Any) -> None:
         """Move to the dead letters; count it and say so once (the monitor alerts on the

@@ -31,7 +31,11 @@ class Outcome:
     ok; retry_after (429); too_long, bad_entities (400s we can fix by re-rendering);
     rejected (any other 400-class refusal of this message: the notification's fault);
     fatal (401, 403, 404, chat not found: the configuration's fault);
-    transient (network errors, 5xx, an answer that is not the Bot API's).
+    transient (network errors before the request went out, 5xx);
+    ambiguous (the request went out and no answer came within the timeout: Telegram may
+    have delivered it, so it must not be sent again at once);
+    unusable (a 2xx whose body is not a Bot API answer, e.g. ``{}`` or a proxy's HTML page:
+    nobody can say whether it was delivered).
     """
 
     kind: TelegramOutcome
@@ -80,6 +84,11 @@ class TelegramClient:
         try:
             resp = self._session.post(self._url, json=payload,
                                       timeout=(connect, max(0.5, limit - connect)))
+        except requests.ReadTimeout:
+            # Sent, unanswered: Telegram may well have delivered it (it often answers late).
+            return Outcome(TelegramOutcome.AMBIGUOUS,
+                           f"Telegram did not answer within {max(0.5, limit - connect):.1f} s "
+                           "(the message may have been delivered)")
         except (requests.RequestException, UnicodeError) as exc:
             log.debug("Telegram request failed: %s", redact(f"{type(exc).__name__}: {exc}"))
             cause = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(exc))
@@ -100,13 +109,16 @@ def _classify(resp: Any) -> Outcome:
     except (ValueError, RecursionError):
         body = None
     status = resp.status_code
+    if 200 <= status < 300 and not _is_sent_message(body):
+        return Outcome(TelegramOutcome.UNUSABLE, f"Telegram answered {status} with "
+                       f"{_describe(body)}, not a Bot API answer")
     if not isinstance(body, dict):
         # Not the Bot API talking (a proxy, a captive portal): try again later.
-        what = "a body that is not JSON" if body is None else f"JSON {type(body).__name__}"
         return Outcome(TelegramOutcome.TRANSIENT,
-                       f"Telegram answered {status} with {what}, not a Bot API answer")
+                       f"Telegram answered {status} with {_describe(body)}, not a Bot API "
+                       "answer")
     desc = " ".join(str(body.get("description") or resp.reason or "").split())[:300]
-    if status == 200 and body.get("ok") is True:
+    if 200 <= status < 300:
         return Outcome(TelegramOutcome.OK)
     if status == 429:
         params = body.get("parameters")
@@ -125,3 +137,21 @@ def _classify(resp: Any) -> Outcome:
         return Outcome(TelegramOutcome.TRANSIENT, redact(f"Telegram answered {status}: {desc}"))
     return Outcome(TelegramOutcome.REJECTED, redact(f"Telegram answered {status}: "
                                       f"{desc or json.dumps(body)[:200]}"))
+
+
+def _is_sent_message(body: Any) -> bool:
+    """Whether ``body`` is sendMessage's success answer: ok true and the Message sent."""
+    if not isinstance(body, dict) or body.get("ok") is not True:
+        return False
+    result = body.get("result")
+    mid = result.get("message_id") if isinstance(result, dict) else None
+    return isinstance(mid, int) and not isinstance(mid, bool)
+
+
+def _describe(body: Any) -> str:
+    if body is None:
+        return "a body that is not JSON"
+    if isinstance(body, dict):
+        keys = ", ".join(sorted(str(k) for k in body)[:5])
+        return f"a JSON object without a sent message (keys: {keys or 'none'})"
+    return f"JSON {type(body).__name__}"

@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +260,10 @@ def _load_plugin(target: str) -> PluginPredictor:
         raise ModelError(f"model.predict {target!r}: {mod_name} has no function {fn_name}")
     # The cache key must change when the user's code changes: hash the module's source.
     src = getattr(mod, "__file__", None)
-    digest = hashlib.sha256(Path(src).read_bytes()).hexdigest()[:16] if src else "nosrc"
+    try:
+        digest = hashlib.sha256(Path(src).read_bytes()).hexdigest()[:16] if src else "nosrc"
+    except OSError:  # frozen, built-in, unreadable: the Python version is its version
+        digest = f"nosrc-{sys.version.split()[0]}"
     return PluginPredictor(target, fn, f"plugin:{target}:{digest}")
 
 

@@ -91,6 +91,22 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
 
 
+def _source_digest(spec: Any) -> str:
+    """The digest of a plug-in module's source file. A module without one (built-in, frozen,
+    a source that cannot be read) is keyed by the Python version it ships with: only an
+    upgrade changes it, and a broken plug-in then fails in the computation, with the same
+    clean error as ``--no-cache``."""
+    import sys
+
+    origin = spec.origin if spec is not None and spec.has_location else None
+    if origin:
+        try:
+            return _file_digest(Path(origin))
+        except OSError:
+            pass
+    return f"nosrc-{sys.version.split()[0]}"
+
+
 def _model_digest(config: Config) -> str:
     mc = config.model
     if mc.predict:
@@ -102,8 +118,7 @@ def _model_digest(config: Config) -> str:
             # Unimportable: no run key can hold an answer for it, and the computation then
             # gives the same clean ModelError as --no-cache does.
             spec = None
-        origin = spec.origin if spec else None
-        return f"{mc.predict}:{_file_digest(Path(origin)) if origin else 'nosrc'}"
+        return f"{mc.predict}:{_source_digest(spec)}"
     if mc.path is not None:
         return _file_digest(Path(mc.path)) if Path(mc.path).is_file() else "missing"
     from importlib.resources import files

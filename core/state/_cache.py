@@ -113,7 +113,8 @@ def _is_busy(exc: BaseException) -> bool:
     return _code(exc) in _BUSY or "locked" in str(exc) or "busy" in str(exc)
 
 
-def _is_corrupt(exc: BaseException) -> bool:
+def is_corrupt(exc: BaseException) -> bool:
+    """Whether a sqlite3 error says the database file is damaged (not busy, not read-only)."""
     code = _code(exc)
     if code is not None:
         return code in _CORRUPT
@@ -356,7 +357,7 @@ class CacheManager:
         except sqlite3.Error as exc:
             if _is_busy(exc):
                 log.debug("cache busy (%s); recomputing", what)
-            elif _is_corrupt(exc):
+            elif is_corrupt(exc):
                 self._quarantine(exc)
             else:  # read-only, disk full, I/O error, cannot open
                 self._degrade(exc)

@@ -197,11 +197,34 @@ def run_events(command: str, root: Path | None = None,
          duration_s=round(time.monotonic() - start, 4), **counts)
 
 
-def _valid_event(ev: Any) -> bool:
-    return (isinstance(ev, dict) and isinstance(ev.get("type"), str)
-            and isinstance(ev.get("t"), (int, float)) and not isinstance(ev.get("t"), bool)
-            and math.isfinite(ev["t"])
-            and isinstance(ev.get("data", {}), dict))
+# An event's time must be a moment botopt can have run at: a line with t = 1e300, -1e300 or
+# a year-5138 time (valid JSON, absurd) is damaged, not shown as "FAILED at 1e+300".
+T_MIN = 946_684_800.0  # 2000-01-01
+T_MAX = 4_102_444_800.0  # 2100-01-01
+# Fields botopt's readers show, and the types they must have when present.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {"command": (str,), "error": (str,),
+                                             "duration_s": (int, float)}
+
+
+def valid_event(ev: Any) -> bool:
+    """Whether a decoded log line is an event botopt wrote: an object with a str type, a
+    finite time between T_MIN and T_MAX, an object as data, and the shown fields typed."""
+    if not isinstance(ev, dict) or not isinstance(ev.get("type"), str):
+        return False
+    t, data = ev.get("t"), ev.get("data", {})
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not isinstance(data, dict):
+        return False
+    try:
+        if not T_MIN <= float(t) <= T_MAX:  # NaN fails too
+            return False
+    except OverflowError:  # an int too big for a float
+        return False
+    for key, types in _FIELD_TYPES.items():
+        v = data.get(key)
+        if v is not None and (not isinstance(v, types) or isinstance(v, bool)):
+            return False
+    d = data.get("duration_s")
+    return d is None or (math.isfinite(d) and 0 <= d < 1e9)
 
 
 def parse_event_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
@@ -216,7 +239,7 @@ def parse_event_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
             ev = json.loads(raw)
         except (ValueError, RecursionError):
             ev = None
-        if _valid_event(ev):
+        if valid_event(ev):
             ev.setdefault("data", {})
             out.append(ev)
         else:

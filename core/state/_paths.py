@@ -73,6 +73,10 @@ def ensure_dir(path: Path) -> Path:
     """Create ``path`` (mode 0700) if needed and check that it is safe to trust."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise CacheDirUnsafeError(f"cache directory {path} is not a directory (a regular "
+                                  "file is in the way); choose another with --cache-dir",
+                                  file=str(path), key="cache.dir") from exc
     except OSError as exc:
         raise CacheError(f"cannot create cache directory {path}: {exc.strerror}") from exc
     check_dir_safe(path)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 
 from ..base._fs import atomic_write_json, read_json
 from ..errors import NotifyError, UsageError
+from ._cache import is_corrupt
 
 log = logging.getLogger("botopt.notify")
 
@@ -156,20 +159,104 @@ def _migrate(con: sqlite3.Connection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
 
+_COLUMNS = {"queue": {"id", "type", "created", "data", "batch", "claim", "attempts",
+                      "last_error"},
+            "dead": {"id", "type", "created", "data", "batch", "attempts", "failed_at",
+                     "reason"},
+            "meta": {"key", "value"}}
+
+
+class _WrongSchema(sqlite3.DatabaseError):
+    """queue.db holds tables that are not the queue's (another program's file, a bad edit)."""
+
+
+_ADDED_LATER = {"attempts", "last_error"}  # _migrate adds them to a botopt 0.1 queue
+
+
+def _check_schema(con: sqlite3.Connection, *, migrated: bool = True) -> None:
+    """Raise unless the file is a sound queue. Before migration (nothing written yet, so a
+    file that is not ours is kept byte for byte) the later columns may be missing."""
+    if con.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+        raise sqlite3.DatabaseError("database disk image is malformed (quick_check)")
+    kinds = dict(con.execute("SELECT name, type FROM sqlite_master WHERE name IN "
+                             "('queue', 'dead', 'meta')").fetchall())
+    for table, needed in _COLUMNS.items():
+        if table not in kinds and not migrated:
+            continue
+        if kinds.get(table) != "table":
+            raise _WrongSchema(f"{table} is a {kinds.get(table) or 'missing'}, not a table")
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+        missing = needed - have - (set() if migrated else _ADDED_LATER)
+        if missing:
+            raise _WrongSchema(f"table {table} lacks {', '.join(sorted(missing))}")
+
+
+def _damaged_schema(con: sqlite3.Connection) -> bool:
+    """After a failed migration: whether the file holds something that is not our queue
+    (a view named queue, a table without our columns)."""
+    try:
+        _check_schema(con)
+    except sqlite3.Error as exc:
+        return _damaged(exc)  # not one that cannot even be read (a read-only disk)
+    return False
+
+
+def _damaged(exc: BaseException) -> bool:
+    return isinstance(exc, _WrongSchema) or is_corrupt(exc)
+
+
+def _move_aside(path: Path, exc: BaseException) -> None:
+    """Keep a damaged queue under a new name (never deleted: it may hold notifications a
+    person can still read) so that a fresh one can be built in its place."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-"
+                           f"{uuid.uuid4().hex[:6]}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(aside) + suffix))
+    except FileNotFoundError:
+        pass  # another process moved it first
+    except OSError as err:
+        raise NotifyError(f"notification queue {path} is damaged ({exc}) and cannot be moved "
+                          f"aside: {err.strerror}", file=str(path)) from err
+    log.warning("notification queue %s is damaged (%s); kept as %s and rebuilt empty", path,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__, aside.name)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    for attempt in range(2):
+        try:
+            con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise NotifyError(f"cannot open notification queue {path}: {exc}",
+                              file=str(path)) from exc
+        try:
+            _check_schema(con, migrated=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            _migrate(con)
+            _check_schema(con)
+            return con
+        except sqlite3.Error as exc:
+            damaged = _damaged(exc) or _damaged_schema(con)
+            con.close()
+            if attempt or not damaged:
+                raise NotifyError(f"notification queue {path}: {exc}", file=str(path)) from exc
+            _move_aside(path, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 @contextmanager
 def queue_db(directory: Path) -> Iterator[sqlite3.Connection]:
     path = directory / "queue.db"
+    con = _open(path)
     try:
-        con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise NotifyError(f"cannot open notification queue {path}: {exc}",
-                          file=str(path)) from exc
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
-        _migrate(con)
         yield con
     except sqlite3.Error as exc:
+        con.close()
+        if _damaged(exc):  # found only now (a page quick_check did not reach): next run heals
+            _move_aside(path, exc)
         raise NotifyError(f"notification queue {path}: {exc}", file=str(path)) from exc
     finally:
         con.close()

@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from ..base._vocab import EventType
-from ._events import LocalEventLog, _line
+from ._events import LocalEventLog, _line, valid_event
 from ._redis import SharedState
 
 log = logging.getLogger("botopt.events")
@@ -100,7 +100,7 @@ class SharedEvents:
                 ev = json.loads(raw) if raw is not None else None
             except (ValueError, RecursionError):
                 ev = None
-            if isinstance(ev, dict):
+            if valid_event(ev):  # as the local log: absurd or mistyped events are skipped
                 out.append(ev)
         return out
 

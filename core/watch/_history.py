@@ -19,6 +19,7 @@ from ..base._config import Config
 from ..base._vocab import EventType
 from ..data._candles import parse_as_of
 from ..errors import UsageError
+from ..state._events import valid_event
 from ..state._workspace import Workspace
 
 # history type -> the event types behind it
@@ -62,7 +63,7 @@ def iso_time(t: float) -> str:
         .replace("+00:00", "Z")
 
 
-def _summary(kind: str, d: dict[str, Any]) -> str:
+def _summary(kind: str, d: dict[str, Any], event: str = "") -> str:
     if kind == "signal":
         strength = d.get("strength")
         s = f" strength {strength:.2f}" if isinstance(strength, (int, float)) else ""
@@ -72,7 +73,8 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
         return f"{d.get('symbol')} {d.get('old') or '-'} -> {d.get('new')}"
     if kind == "flush":
         return f"{d.get('notifications')} notification(s) in {d.get('messages')} message(s)"
-    where = f"{d['command']}: " if d.get("command") else "notify-flush: "
+    where = f"{d['command']}: " if d.get("command") else (
+        "notify-flush: " if event == EventType.NOTIFY_FAILED else "")
     return where + str(d.get("error", ""))
 
 
@@ -86,15 +88,16 @@ def history(config: Config, *, since: float, types: set[str],
         for raw in raw_lines:
             try:
                 ev = json.loads(raw)
-                kind = wanted.get(ev.get("type"))
-                t = float(ev["t"])
-            except (ValueError, TypeError, KeyError, AttributeError):
+            except (ValueError, RecursionError):
                 continue  # a torn or foreign line
+            if not valid_event(ev):  # absurd time, data of the wrong type: damaged
+                continue
+            kind, t = wanted.get(ev["type"]), float(ev["t"])
             if kind is None or t < since:
                 continue
-            data = ev.get("data") if isinstance(ev.get("data"), dict) else {}
+            data = ev.get("data", {})
             entry = {"time": iso_time(t), "type": kind, "event": ev["type"],
-                     "summary": _summary(kind, data), "data": data}
+                     "summary": _summary(kind, data, ev["type"]), "data": data}
             if isinstance(ev.get("host"), str):  # several hosts: which one it came from
                 entry["host"] = ev["host"][:100]
             out.append(entry)

@@ -51,6 +51,7 @@ class MonitorResult:
     notifications_queued: int = 0
     events_damaged: int = 0  # lines of the event log that were not events: skipped
     busy: bool = False  # another monitor holds the lock
+    disk_problem: str | None = None  # the state could not be written (alerts kept for later)
 
 
 @dataclass
@@ -332,6 +333,7 @@ class Monitor:
             except BotoptError as exc:
                 log.warning("alerts not queued yet (%d kept for the next round): %s",
                             len(self._outbox), exc)
+                self.result.disk_problem = self.result.disk_problem or str(exc)
                 return  # not saving the state means the events are handled again: no loss
             self.result.notifications_queued += len(self._outbox)
             self._outbox = []
@@ -346,6 +348,8 @@ class Monitor:
         except OSError as exc:
             log.warning("monitor state %s not saved (%s); events may be handled again",
                         self.state_path, exc.strerror or type(exc).__name__)
+            self.result.disk_problem = self.result.disk_problem or (
+                f"cannot save {self.state_path}: {exc.strerror or type(exc).__name__}")
 
     def _prune(self) -> None:
         """Rotate the log past its size or age bound. Emitters append by path, so renaming
@@ -386,6 +390,13 @@ def run_monitor(config: Config, *, once: bool = False, clock: Callable[[], float
     except Timeout:
         mon.result.busy = True
         return mon.result
+    except OSError as exc:
+        if not once:
+            raise
+        # A read-only or full disk is exactly when the checks matter: run them unlocked
+        # (nothing can be saved anyway) and say what is wrong with the disk.
+        mon.result.disk_problem = f"cannot lock {exc.filename}: {exc.strerror}"
+        lock = None
     try:
         mon.load_state()
         if once:
@@ -396,7 +407,8 @@ def run_monitor(config: Config, *, once: bool = False, clock: Callable[[], float
             return mon.result
         return _serve(mon, stop_event, ready)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _bind_wakeup_socket(path: Path) -> socket.socket:
@@ -485,6 +497,8 @@ def monitor_running(config: Config) -> bool:
         lock.acquire(timeout=0)
     except Timeout:
         return True
+    except OSError:  # no lock can be made there (read-only, full): no monitor holds one
+        return False
     lock.release()
     return False
 

@@ -1,0 +1,336 @@
+"""The soak: simulated cron minutes under random faults, as whole ``botopt`` processes.
+
+Each simulated minute runs ``signals`` (live, on the real pairs of ../shared/data, whose
+files grow by one candle as each closes), a ``notify add`` carrying a numbered token (the
+ledger), and ``notify-flush``; ``monitor --once`` runs every 5 minutes. Every process gets
+the simulated time through ``botopt.benchmarks._clocked``. Faults, drawn with ``--seed``:
+Telegram 429 with retry_after, 500, answers past the timeout, dropped connections, 200s that
+are not the Bot API's, a SIGKILL of any command at a random moment, and a few minutes of a
+read-only and of a full cache directory (as root: a private mount namespace per process; an
+unprivileged user gets no disk faults, and the table says so).
+
+Checked against the fake Bot API's log: tokens lost, tokens delivered more than once beyond
+the batch in flight at a kill or an unconfirmed send, internal errors or tracebacks, tokens
+due and deliverable yet undelivered for more than 2 flush cycles without a fault, sampled
+cached answers against ``--no-cache``, state size and peak memory late vs early.
+
+    python -m botopt.benchmarks.soak [--days 1] [--seed 7] [--backend local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from ._common import Row
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "candles" / "5m"
+TOKEN = "123456789:AAsoaksoaksoaksoaksoaksoaksoaksoak"
+START = datetime(2018, 1, 12, 0, 0, 30, tzinfo=timezone.utc)  # 1.8 days of history before
+TELEGRAM_FAULTS = ["429:{n}", "500", "hang:1.6", "drop", "body:{{}}",
+                   "body:<html><body>proxy</body></html>"]
+_TOK = re.compile(r"soak-(\d{6})")
+
+
+@dataclass
+class Tally:
+    minutes: int = 0
+    processes: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    internal_errors: list[str] = field(default_factory=list)
+    added: dict[int, int] = field(default_factory=dict)  # token -> minute queued
+    maybe: set[int] = field(default_factory=set)  # `notify add` killed: queued or not
+    delivered_at: dict[int, list[int]] = field(default_factory=dict)  # token -> minutes
+    in_flight: int = 0  # flushes killed or sends unconfirmed: a batch may go twice
+    faulted: set[int] = field(default_factory=set)  # minutes with any fault
+    cache_checks: int = 0
+    cache_diffs: int = 0
+    rss: dict[int, int] = field(default_factory=dict)  # minute -> peak KiB of its runs
+    size: dict[int, int] = field(default_factory=dict)  # minute -> state bytes
+
+    def fault(self, kind: str, minute: int) -> None:
+        self.faults[kind] = self.faults.get(kind, 0) + 1
+        self.faulted.add(minute)
+
+
+def _label(action: str) -> str:
+    return {"429": "429 retry_after", "500": "500", "han": "answer past the timeout",
+            "dro": "dropped connection"}.get(action[:3], "200 not the Bot API")
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Soak:
+    def __init__(self, tmp: Path, seed: int, backend: str) -> None:
+        import polars as pl
+
+        from .fake_telegram import FakeTelegram
+
+        if backend != "local":
+            raise SystemExit("soak: only --backend local is built so far")
+        self.tmp, self.rng, self.tally = tmp, random.Random(seed), Tally()
+        self.cache, self.data = tmp / "cache", tmp / "data"
+        self.data.mkdir()
+        self.frames = {p.name.split("-")[0]: pl.read_ipc(p)
+                       for p in sorted(SHARED.glob("*-5m.feather"))}
+        self.symbols = ",".join(self.frames)
+        self.fake = FakeTelegram(token=TOKEN, chats=("42",), enforce_limits=False).start()
+        (tmp / "botopt.toml").write_text(
+            f'[data]\nsource = "local"\ndata_dir = "{self.data}"\ninterval = "5m"\n'
+            f'[telegram]\ntoken = "{TOKEN}"\nchat_id = "42"\napi_url = "{self.fake.url}"\n'
+            "timeout = 1.0\nflush_budget = 8\nmax_retries = 2\nbatch_interval = 30\n")
+        self.env = {**os.environ, "BOTOPT_CONFIG": str(tmp / "botopt.toml")}
+        self.env.pop("BOTOPT_DEBUG", None)
+        self.disk: tuple[str, int] | None = None  # ("ro" | "full", until minute)
+        self.root = hasattr(os, "geteuid") and os.geteuid() == 0 and bool(
+            shutil.which("unshare")) and subprocess.run(
+            ["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+    def close(self) -> None:
+        self.fake.stop()
+
+    # -- the world ---------------------------------------------------------------------
+
+    def candles_until(self, now: datetime) -> None:
+        """Each pair's file as a fetcher leaves it: every candle closed by ``now``."""
+        import polars as pl
+
+        for sym, df in self.frames.items():
+            done = df.filter(pl.col("date") + timedelta(minutes=5) <= now)
+            part = self.data / f".{sym}-5m.feather.part"
+            done.write_ipc(part)
+            os.replace(part, self.data / f"{sym}-5m.feather")
+
+    def _wrap(self) -> list[str]:
+        if self.disk is None or not self.root:
+            return []
+        kind, _ = self.disk
+        c = str(self.cache)
+        if kind == "ro":
+            setup = f'mount --bind -o ro "{c}" "{c}"'
+        else:
+            setup = (f'cp -a "{c}" "{c}.full" 2>/dev/null; mount -t tmpfs -o size=4m tmpfs '
+                     f'"{c}" && cp -a "{c}.full/." "{c}" && rm -rf "{c}.full"; '
+                     f'dd if=/dev/zero of="{c}/filler" bs=4k 2>/dev/null; true')
+        return ["unshare", "-m", "sh", "-c", setup + ' && exec "$@"', "sh"]
+
+    def run(self, minute: int, at: datetime, *args: str, kill_p: float = 0.0
+            ) -> subprocess.CompletedProcess[str] | None:
+        """One botopt process at simulated time ``at``; None when the soak killed it."""
+        cmd = [*self._wrap(), sys.executable, "-m", "botopt.benchmarks._clocked",
+               str(at.timestamp()), "--", "--cache-dir", str(self.cache), *args]
+        with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=self.env,
+                                    start_new_session=True)
+            deadline = time.monotonic() + (self.rng.uniform(0.05, 1.2)
+                                           if kill_p and self.rng.random() < kill_p else 1e9)
+            killed, status, ru = False, 0, None
+            while True:  # wait4: the exit status and this process's own peak memory
+                pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() >= deadline and not killed:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    killed = True
+                time.sleep(0.01)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            fo.seek(0)
+            fe.seek(0)
+            out, err = fo.read(), fe.read()
+        self.tally.processes += 1
+        self.tally.rss[minute] = max(self.tally.rss.get(minute, 0), ru.ru_maxrss)
+        text = err.decode("utf-8", "replace")
+        if "internal error" in text or "Traceback" in text:
+            self.tally.internal_errors.append(f"minute {minute} {args[:2]}: "
+                                              f"{text.strip().splitlines()[-1][:200]}")
+        if killed:
+            self.tally.fault("SIGKILL", minute)
+            return None
+        return subprocess.CompletedProcess(cmd, proc.returncode,
+                                           out.decode("utf-8", "replace"), text)
+
+    # -- one simulated minute ------------------------------------------------------------
+
+    def minute(self, m: int, at: datetime) -> None:
+        t = self.tally
+        if at.minute % 5 == 0 or m == 0:
+            self.candles_until(at)
+        if self.disk and m >= self.disk[1]:
+            self.disk = None
+        if self.disk is None and self.root and self.rng.random() < 1 / 240:
+            self.disk = (self.rng.choice(["ro", "full"]), m + self.rng.randint(2, 5))
+            t.fault(f"{'read-only' if self.disk[0] == 'ro' else 'full'} disk spell", m)
+        if self.disk:
+            t.faulted.add(m)
+        # The process clock is moved, but the staleness check reads datetime.now(): --as-of
+        # gives it the simulated moment, --notify keeps the run live (cooldowns, queue).
+        self.run(m, at, "--quiet", "signals", "--symbols", self.symbols, "--as-of",
+                 at.isoformat(), "--notify", kill_p=0.01)
+        add = self.run(m, at + timedelta(seconds=1), "--quiet", "notify", "add", "-t", "alert",
+                       "-d", json.dumps({"message": f"soak-{m:06d}"}), kill_p=0.01)
+        if add is None:
+            t.maybe.add(m)
+        elif add.returncode == 0:
+            t.added[m] = m
+        if self.rng.random() < 0.12:
+            action = self.rng.choice(TELEGRAM_FAULTS).format(n=self.rng.randint(1, 40))
+            self.fake.script = [action]
+            t.fault(f"telegram {_label(action)}", m)
+            if action.startswith(("hang", "body")):
+                t.in_flight += 1
+        before = len(self.fake.received)
+        flushed = self.run(m, at + timedelta(seconds=2), "--quiet", "notify-flush",
+                           kill_p=0.02)
+        if flushed is None:
+            t.in_flight += 1
+        self._note_delivered(before, m)
+        self.fake.script = []
+        if at.minute % 5 == 0:
+            self.run(m, at + timedelta(seconds=3), "--quiet", "monitor", "--once",
+                     kill_p=0.01)
+        if m % 30 == 15:
+            self._compare_cache(m, at)
+        t.size[m] = _dir_bytes(self.cache) if self.cache.exists() else 0
+        t.minutes += 1
+
+    def _note_delivered(self, before: int, m: int) -> None:
+        for r in self.fake.received[before:]:
+            for tok in _TOK.findall(r["shown"]):
+                self.tally.delivered_at.setdefault(int(tok), []).append(m)
+
+    def _compare_cache(self, m: int, at: datetime) -> None:
+        common = ["--quiet", "signals", "--symbols", self.symbols, "--json", "--as-of",
+                  at.isoformat(), "--no-notify"]
+        a = self.run(m, at, *common)
+        b = self.run(m, at, *common, "--no-cache")
+        if a and b and a.returncode == 0 and b.returncode == 0:
+            self.tally.cache_checks += 1
+            self.tally.cache_diffs += json.loads(a.stdout) != json.loads(b.stdout)
+
+    def drain(self, m: int, at: datetime) -> None:
+        """After the soak: dead letters retried, flushed with no faults until empty."""
+        self.disk = None
+        self.fake.script, self.fake.always = [], None
+        time.sleep(2.0)  # answers still hanging arrive
+        dead = self.run(m, at, "notify", "list", "--failed", "--json")
+        ids = ([d["id"] for d in json.loads(dead.stdout)["dead_letters"]]
+               if dead and dead.stdout.strip() else [])
+        self.tally.faults["dead letters retried at the end"] = len(ids)
+        for nid in ids:
+            self.run(m, at, "--quiet", "notify", "retry", nid)
+        for i in range(6):
+            before = len(self.fake.received)
+            self.run(m, at + timedelta(minutes=i + 1), "--quiet", "notify-flush", "--force")
+            self._note_delivered(before, m + i + 1)
+
+
+def _recount(soak: Soak) -> None:
+    """Deliveries from the fake's whole log (late answers of hung requests included)."""
+    t = soak.tally
+    counts: dict[int, int] = {}
+    for r in soak.fake.received:
+        for tok in _TOK.findall(r["shown"]):
+            counts[int(tok)] = counts.get(int(tok), 0) + 1
+    for tok, n in counts.items():
+        seen = t.delivered_at.setdefault(tok, [])
+        seen.extend([seen[-1] if seen else t.minutes] * (n - len(seen)))
+
+
+def simulate(days: float, seed: int, backend: str = "local",
+             progress: bool = False) -> dict[str, Any]:
+    minutes = max(1, int(days * 1440))
+    with tempfile.TemporaryDirectory(prefix="botopt-soak-") as tmp:
+        soak = Soak(Path(tmp), seed, backend)
+        t0 = time.monotonic()
+        try:
+            for m in range(minutes):
+                soak.minute(m, START + timedelta(minutes=m))
+                if progress and m % 30 == 29:
+                    print(f"soak: {m + 1}/{minutes} minutes, {time.monotonic() - t0:.0f} s",
+                          file=sys.stderr)
+            soak.drain(minutes, START + timedelta(minutes=minutes))
+            time.sleep(2.0)
+            _recount(soak)
+        finally:
+            soak.close()
+        return _summary(soak.tally, minutes, soak.root, time.monotonic() - t0)
+
+
+def _summary(t: Tally, minutes: int, root: bool, wall: float) -> dict[str, Any]:
+    due_cycles = 1  # batch_interval 30 s: an alert is due at the next flush
+    lost = [k for k in t.added if not t.delivered_at.get(k)]
+    twice = [k for k, v in t.delivered_at.items() if len(v) == 2]
+    thrice = [k for k, v in t.delivered_at.items() if len(v) > 2]
+    stuck = []
+    for k, a in t.added.items():
+        d = min(t.delivered_at.get(k, [minutes]))
+        if d - a > due_cycles + 2 and not any(x in t.faulted for x in range(a, d + 1)):
+            stuck.append(k)
+    hour = min(60, max(1, minutes // 4))
+    early = [t.rss[m] for m in range(hour) if m in t.rss]
+    late = [t.rss[m] for m in range(minutes - hour, minutes) if m in t.rss]
+    return {
+        "minutes": minutes, "processes": t.processes, "wall_s": round(wall, 1),
+        "disk_faults": "yes (mount namespaces)" if root else "no (not root)",
+        "faults": dict(sorted(t.faults.items())), "queued": len(t.added),
+        "lost": len(lost), "delivered_twice": len(twice), "delivered_3x_or_more": len(thrice),
+        "batches_in_flight": t.in_flight, "dup_allowance": 5 * t.in_flight,
+        "internal_errors": t.internal_errors, "stuck": len(stuck),
+        "cache_checks": t.cache_checks, "cache_diffs": t.cache_diffs,
+        "state_bytes_early": t.size.get(hour - 1, 0),
+        "state_bytes_end": t.size.get(minutes - 1, 0),
+        "peak_rss_kib_early": max(early, default=0), "peak_rss_kib_late": max(late, default=0),
+    }
+
+
+def run(quick: bool = False) -> list[Row]:
+    """The bench group ``soak`` (``--quick`` skips it: it runs minutes of processes)."""
+    if quick or not SHARED.is_dir():
+        return []
+    s = simulate(2 / 24, seed=7)
+    ok = (not s["lost"] and not s["delivered_3x_or_more"] and not s["internal_errors"]
+          and s["delivered_twice"] <= s["dup_allowance"] and not s["stuck"])
+    return [
+        Row("soak", f"{s['minutes']} cron minutes, {s['processes']} processes, faults "
+            f"{sum(s['faults'].values())}: lost / twice / stuck",
+            f"{s['queued']} queued", f"{s['lost']} / {s['delivered_twice']} / {s['stuck']}",
+            s["queued"], s["lost"], "ratio", claim="goal: 0 lost, 0 beyond in-flight, 0 stuck",
+            identical=ok),
+        Row("soak", "peak memory of any run, last vs first quarter",
+            f"{s['peak_rss_kib_early'] / 1024:.0f} MiB", f"{s['peak_rss_kib_late'] / 1024:.0f} MiB",
+            s["peak_rss_kib_early"], s["peak_rss_kib_late"], "ratio", claim="goal: <= 1.1x"),
+        Row("soak", "state size, end vs first quarter",
+            f"{s['state_bytes_early'] / 1024:.0f} KiB", f"{s['state_bytes_end'] / 1024:.0f} KiB",
+            s["state_bytes_early"], s["state_bytes_end"], "ratio", claim="goal: <= 1.2x",
+            identical=s["cache_diffs"] == 0),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--days", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--backend", default="local", choices=["local"])
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"soak: needs the real pairs in {SHARED}")
+    print(json.dumps(simulate(args.days, args.seed, args.backend, progress=True), indent=2))
+
+
+if __name__ == "__main__":
+    main()
