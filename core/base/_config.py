@@ -56,6 +56,29 @@ class DataConfig:
     # Seconds the newest closed candle may lag the run's clock before its symbol is blocked
     # as stale; None means two candle intervals (a fetch may miss one cron beat, not two).
     max_staleness: float | None = None
+    # freqtrade's config.json: pairs, timeframe, exchange, trading mode and data folder come
+    # from it unless set here (docs/freqtrade.md).
+    freqtrade_config: Path | None = None
+    # Who keeps the candle files fresh: "botopt" (`botopt fetch` in the crontab),
+    # "freqtrade" (its download-data or live bot) or "none"; empty: freqtrade when a
+    # freqtrade config or data folder is used, else botopt.
+    feeder: str = ""
+    exchange: str = "binance"
+    trading_mode: str = "spot"
+
+
+FEEDERS: tuple[str, ...] = ("botopt", "freqtrade", "none")
+TRADING_MODES: tuple[str, ...] = ("spot", "futures", "margin")
+
+
+def effective_feeder(data: DataConfig) -> str:
+    """Who feeds the candles: the setting, else freqtrade for a freqtrade config or data
+    folder (its own download-data or live bot writes them), else botopt."""
+    if data.feeder:
+        return data.feeder
+    if data.freqtrade_config is not None:
+        return "freqtrade"
+    return "botopt" if data.source != "local" else "freqtrade"
 
 
 @dataclass(frozen=True)
@@ -387,6 +410,11 @@ def _validate(cfg: Config) -> None:
 
     _check_numbers(cfg)
 
+    if cfg.data.feeder not in ("", *FEEDERS):
+        raise bad("data.feeder", f"must be one of {', '.join(FEEDERS)}, got {cfg.data.feeder!r}")
+    if cfg.data.trading_mode not in TRADING_MODES:
+        raise bad("data.trading_mode", f"must be one of {', '.join(TRADING_MODES)}, got "
+                  f"{cfg.data.trading_mode!r}")
     if cfg.data.source not in SOURCES:
         raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
     if not INTERVAL_RE.fullmatch(cfg.data.interval) or (
@@ -542,6 +570,39 @@ def _apply_file(file: Path, values: dict[str, dict[str, Any]], sources: dict[str
             sources[full] = f"file:{file}"
 
 
+def _apply_freqtrade(values: dict[str, dict[str, Any]], sources: dict[str, str],
+                     file: Path | None) -> None:
+    """freqtrade's settings fill every data key botopt's own layers left at its default."""
+    ft_path = values["data"].get("freqtrade_config")
+    if ft_path is None:
+        return
+    if not ft_path.is_absolute() and sources["data.freqtrade_config"].startswith("file:") \
+            and file is not None:
+        # written in botopt.toml: relative to that file, as add_config_files are to theirs
+        ft_path = file.absolute().parent / ft_path
+    ft_path = ft_path.absolute()
+    values["data"]["freqtrade_config"] = ft_path
+    from botopt.core.base._freqtrade import read_freqtrade_config
+
+    ft = read_freqtrade_config(ft_path)
+    origin = f"freqtrade:{ft_path}"
+    derived: dict[str, Any] = {
+        "source": "local", "data_dir": ft.data_dir, "exchange": ft.exchange,
+        "trading_mode": ft.trading_mode, "interval": ft.timeframe,
+        "symbols": ft.pairs or None,
+    }
+    for key, val in derived.items():
+        full = f"data.{key}"
+        if val is None or sources.get(full) != "default":
+            continue
+        values["data"][key] = val
+        sources[full] = origin
+    if not ft.pairs and sources["data.symbols"] == "default":
+        raise ConfigError(f"freqtrade config {ft_path}: exchange.pair_whitelist is empty "
+                          "(a dynamic pairlist?); set data.symbols or --symbols",
+                          file=str(ft_path), key="exchange.pair_whitelist")
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -580,6 +641,7 @@ def load_config(
         values[sec_name][key] = _coerce(val, hints[key], full, "flag", from_text)
         sources[full] = "flag"
 
+    _apply_freqtrade(values, sources, file)
     cfg = Config(
         **{name: SECTIONS[name](**values[name]) for name in SECTIONS},
         sources=types.MappingProxyType(sources),
