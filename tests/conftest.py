@@ -38,9 +38,6 @@ def no_shared_state_between_tests():
     yield
     import sys
 
-    events = sys.modules.get("botopt.core.state._events")
-    if events is not None:
-        events.use_shared(None)
     redis_mod = sys.modules.get("botopt.core.state._redis")
     if redis_mod is not None:
         redis_mod._states.clear()
@@ -77,7 +74,7 @@ def wait_until(cond: Callable[[], object], timeout: float, interval: float = 0.0
 @pytest.fixture
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     """A real redis-server on 127.0.0.1 (skipped without the binary; a failure under CI)."""
-    from tests.redis_server import start_server
+    from .redis_server import start_server
 
     server = start_server(tmp_path_factory.mktemp("redis"))
     yield server

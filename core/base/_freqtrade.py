@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botopt.core.errors import ConfigError
+from ..errors import ConfigError
 
 _MAX_DEPTH = 5
 _MAX_BYTES = 10_000_000  # a config is a few KB; a huge file is a mistake, not a config
