@@ -66,6 +66,7 @@ _EXPORTS: dict[str, str] = {
     "run_events": "botopt.core.state._events",
     "run_monitor": "botopt.core.watch._monitor",
     "get_status": "botopt.core.watch._monitor",
+    "record_run": "botopt.core.watch._monitor",
     "run_signals": "botopt.core.signals._pipeline",
     "is_live": "botopt.core.signals._pipeline",
     "SignalsResult": "botopt.core.signals._results",
@@ -169,4 +170,4 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
     from .watch._cron import crontab, systemd_unit  # noqa: F401
     from .watch._doctor import Check, run_checks  # noqa: F401
     from .watch._history import history  # noqa: F401
-    from .watch._monitor import get_status, run_monitor  # noqa: F401
+    from .watch._monitor import get_status, record_run, run_monitor  # noqa: F401

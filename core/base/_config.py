@@ -190,6 +190,9 @@ class MonitorConfig:
     stuck_after: float = 600.0
     event_max_age: float = 7 * 86400.0
     event_max_bytes: int = 10_000_000
+    # A run started by hand at a terminal that fails is told to that person at once; the
+    # monitor forwards it to the chat only with this on.
+    forward_interactive: bool = False
 
 
 @dataclass(frozen=True)
@@ -759,6 +762,8 @@ stale_after = 600.0
 stuck_after = 600.0
 event_max_age = 604800.0
 event_max_bytes = 10000000
+# Failures of runs typed at a terminal are shown there; true also sends them to the chat.
+forward_interactive = false
 
 [state]
 # Empty: state stays on this machine. Several hosts, one bot: the same Redis or Valkey URL

@@ -25,7 +25,7 @@ from ..data._candles import (
 )
 from ..errors import BotoptError
 from ..state._paths import cache_dir_for, ensure_dir, state_dir
-from ._monitor import STATE, monitor_running
+from ._monitor import STATE, get_status, monitor_running
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,11 @@ def run_checks(config: Config, *, send_test: bool = False,
         ("telegram", lambda: _telegram(config, send_test)),
         ("model", lambda: _model(config)),
         ("monitor", lambda: _monitor(config, now)),
+        ("jobs", lambda: _jobs(config, now)),
     ]
     out: list[Check] = []
     for name, fn in checks:
-        if name == "monitor" and not out[2].ok:  # its state lives in the cache directory
+        if name in ("monitor", "jobs") and not out[2].ok:  # its state lives in the cache directory
             out.append(Check(name, False, "not checked until the cache directory is fixed"))
             continue
         try:
@@ -211,3 +212,17 @@ def _monitor(cfg: Config, now: float) -> str:
         return f"driven by cron (last ran {age:.0f} s ago)"
     raise BotoptError("not running: add `botopt monitor --once` to cron (botopt cron) or run "
                       "`botopt monitor` under systemd (botopt cron --systemd)")
+
+
+def _jobs(cfg: Config, now: float) -> str:
+    """Every cron job's last run (fetch, signals, notify-flush, monitor): a failing one,
+    the data feeder above all, is named with its error; runs by hand are left out."""
+    jobs = {cmd: j for cmd, j in get_status(cfg, now)["jobs"].items() if not j["interactive"]}
+    failing = {cmd: j for cmd, j in jobs.items() if not j["ok"]}
+    if failing:
+        raise BotoptError("; ".join(
+            f"{cmd} failed {max(0, int((now - j['finished_at']) // 60))} min ago: "
+            f"{str(j['error'] or 'unknown error')[:200]}" for cmd, j in sorted(failing.items())))
+    if not jobs:
+        return "no cron run recorded yet"
+    return "last runs ok: " + ", ".join(sorted(jobs))
