@@ -198,7 +198,7 @@ def test_events_log_lines_that_are_not_events(tmp_path):
     assert once.exit_code == 0, once.stderr
     out = json.loads(once.stdout)
     assert out["events_handled"] == 3  # the two, and its own run_started
-    assert and out["events_damaged"] == 7
+    assert out["events_damaged"] == 7
     assert "skipped 7 damaged line(s)" in once.stderr
     assert data["last_run"]["finished_at"].endswith("Z")  # ISO, like every JSON time
 
