@@ -67,6 +67,9 @@ _EXPORTS: dict[str, str] = {
     "run_monitor": "botopt.core.watch._monitor",
     "get_status": "botopt.core.watch._monitor",
     "record_run": "botopt.core.watch._monitor",
+    "fmt_price": "botopt.core.base._numfmt",
+    "fmt_vs": "botopt.core.base._numfmt",
+    "fmt_time": "botopt.core.base._numfmt",
     "run_signals": "botopt.core.signals._pipeline",
     "is_live": "botopt.core.signals._pipeline",
     "SignalsResult": "botopt.core.signals._results",
@@ -109,6 +112,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         load_config,
         write_starter_config,
     )
+    from .base._numfmt import fmt_price, fmt_time, fmt_vs  # noqa: F401
     from .base._vocab import (  # noqa: F401
         DataStatus,
         Direction,

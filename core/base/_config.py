@@ -184,6 +184,12 @@ class TelegramConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    # Times in messages: HH:MM in this IANA zone (e.g. "Europe/Berlin"); UTC by default.
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     check_interval: float = 30.0
     stale_after: float = 600.0
@@ -221,6 +227,7 @@ class Config:
     gates: GatesConfig = GatesConfig()
     correlation: CorrelationConfig = CorrelationConfig()
     telegram: TelegramConfig = TelegramConfig()
+    notify: NotifyConfig = NotifyConfig()
     monitor: MonitorConfig = MonitorConfig()
     state: StateConfig = StateConfig()
     # Where each "section.key" value came from: default, file:<path>, env:<VAR>, flag.
@@ -462,6 +469,14 @@ def _validate(cfg: Config) -> None:
         if problem:
             raise bad("telegram.token", problem)
     _check_state(cfg, bad)
+    if cfg.notify.timezone not in ("UTC", ""):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(cfg.notify.timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise bad("notify.timezone", f"unknown time zone {cfg.notify.timezone[:60]!r}; "
+                      "use an IANA name such as Europe/Berlin, or UTC") from None
 
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -755,6 +770,10 @@ batch_interval = 30.0
 timeout = 10.0
 max_retries = 3
 flush_budget = 50.0
+
+[notify]
+# Times in Telegram messages: HH:MM in this IANA time zone (e.g. "Europe/Berlin").
+timezone = "UTC"
 
 [monitor]
 check_interval = 30.0
