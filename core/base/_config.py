@@ -761,7 +761,9 @@ window = 288
 min_periods = 30
 
 [telegram]
-# Prefer the environment for the token: BOTOPT_TELEGRAM_TOKEN
+# Keep the bot token in botopt.toml (mode 600, as `botopt init` writes it): the
+# crontab `botopt cron` prints points at that file, and cron does not see your
+# shell's variables.
 # token = "123456:ABC..."
 # chat_id = "-1001234567890"
 api_url = "https://api.telegram.org"

@@ -99,8 +99,8 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
         # A state.url with credentials is a secret too: never copied into a crontab.
         if key in SECRET_KEYS or (key == "state.url" and "@" in config.state.url):
             lines.append(f"# {key} comes from {var} in your shell, which cron does not see: "
-                         f"put it in the config file (chmod 600) or add {var}=... here, "
-                         "with no comment after it.")
+                         "keep it in botopt.toml (mode 600), which this crontab points "
+                         "at; never in a crontab line.")
         elif var in os.environ:
             env.append((var, os.environ[var]))
     lines += [f"{k}={v}" for k, v in env]

@@ -149,8 +149,9 @@ def _state(cfg: Config) -> str:
 def _telegram(cfg: Config, send_test: bool) -> str:
     tc = cfg.telegram
     if not tc.token:
-        raise BotoptError("no bot token: set BOTOPT_TELEGRAM_TOKEN or telegram.token "
-                          "(from @BotFather)")
+        raise BotoptError("no bot token: set telegram.token in botopt.toml, mode 600 "
+                          "(from @BotFather; cron does not see BOTOPT_TELEGRAM_TOKEN from "
+                          "your shell)")
     if not tc.chat_id:
         raise BotoptError("no chat id: set telegram.chat_id (or BOTOPT_TELEGRAM_CHAT_ID)")
     me = _call(cfg, "getMe", {})
