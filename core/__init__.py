@@ -67,6 +67,8 @@ _EXPORTS: dict[str, str] = {
     "run_monitor": "botopt.core.watch._monitor",
     "get_status": "botopt.core.watch._monitor",
     "record_run": "botopt.core.watch._monitor",
+    "signals_runs": "botopt.core.watch._history",
+    "reset_cache_stats": "botopt.core.state._cache",
     "fmt_price": "botopt.core.base._numfmt",
     "fmt_vs": "botopt.core.base._numfmt",
     "fmt_time": "botopt.core.base._numfmt",
@@ -168,10 +170,11 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         cached,
         clear_cache,
         get_cache_stats,
+        reset_cache_stats,
     )
     from .state._events import emit, run_events  # noqa: F401
     from .state._workspace import Workspace  # noqa: F401
     from .watch._cron import crontab, systemd_unit  # noqa: F401
     from .watch._doctor import Check, run_checks  # noqa: F401
-    from .watch._history import history  # noqa: F401
+    from .watch._history import history, signals_runs  # noqa: F401
     from .watch._monitor import get_status, record_run, run_monitor  # noqa: F401

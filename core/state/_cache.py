@@ -281,6 +281,16 @@ class DiskcacheStore:
                 cache.evict(name)
                 cache.delete(_STATS + name)
 
+    def reset_stats(self) -> None:
+        """Drop every cache's hit and miss counters; the entries stay (``--reset``)."""
+        cache = self._open()
+        with _sqlite_errors(), cache.transact():
+            for (key,) in cache._sql("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND "
+                                     "key < ?", (_STATS, _STATS[:-1] + chr(ord(_SEP) + 1))
+                                     ).fetchall():
+                if isinstance(key, str) and key.startswith(_STATS):
+                    cache.delete(key)
+
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
@@ -787,3 +797,29 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     finally:
         store.close()
     return targets
+
+
+def reset_cache_stats(root: Path | None = None, *, config: Any = None) -> None:
+    """Start every cache's hit and miss counters again at zero, keeping the entries.
+    On a shared server (``state.url``) the counters are every host's: refused there."""
+    if config is not None and getattr(config.state, "url", ""):
+        raise UsageError("cache-stats --reset works on this host's cache only; with "
+                         "state.url the counters are every host's (cache-clear drops them "
+                         "with the entries)")
+    if root is None:
+        from ._workspace import default_root
+
+        root = default_root()
+    mgr = _managers.get(root)
+    if mgr is not None:
+        mgr.flush_stats()
+    store = DiskcacheStore(root / "cache" / _ENTRIES, timeout=2.0)
+    if not store.path.exists():
+        return
+    try:
+        store.reset_stats()
+    except sqlite3.Error as exc:
+        raise CacheError(f"cache {store.path}: cannot reset its statistics "
+                         f"({'busy; try again' if _is_busy(exc) else exc})") from exc
+    finally:
+        store.close()

@@ -209,7 +209,7 @@ def run_events(command: str, root: Path | None = None,
              error=redact(f"{type(exc).__name__}: {exc}")[:500], **by_hand)
         raise
     send(EventType.RUN_FINISHED, command=command,
-         duration_s=round(time.monotonic() - start, 4), **counts)
+         duration_s=round(time.monotonic() - start, 4), **counts, **by_hand)
 
 
 def _valid_event(ev: Any) -> bool:
