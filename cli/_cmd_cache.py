@@ -14,23 +14,50 @@ def _bar(rate: float, width: int = 20) -> str:
     return "█" * full + "░" * (width - full)
 
 
+def _runs_line(runs: dict, since: str) -> str:
+    cron, hand = runs["cron"], runs["by_hand"]
+    line = (f"signals runs {since}: cron {cron['runs']}, answered whole from the cache "
+            f"{cron['from_cache']} ({cron['rate']:.1%}); by hand {hand['runs']} "
+            f"({hand['from_cache']} from the cache). The stage caches below are consulted "
+            "only by the runs the whole-run cache did not answer")
+    return line
+
+
 @opt.output_options
-def cache_stats(ctx: typer.Context, *, out: opt.Output) -> None:
-    """Hits, misses, hit rate, entries, size, life and time saved per cache."""
+def cache_stats(
+    ctx: typer.Context,
+    *,
+    since: Optional[str] = typer.Option(None, "--since", help="The runs of this period: a "
+                                        "duration back from now (30m, 12h, 7d) or an ISO "
+                                        "time (default: 24h)."),
+    reset: bool = typer.Option(False, "--reset", help="Start the hit and miss counters "
+                               "again at zero (the entries stay)."),
+    out: opt.Output,
+) -> None:
+    """Runs answered whole from the cache, then hits, misses, hit rate, entries, size,
+    life and time saved per stage cache."""
     # Deliberately light: no polars or numpy on this path (cron runs it every minute).
-    from ..core import Workspace, get_cache_stats
+    from ..core import Workspace, get_cache_stats, reset_cache_stats, signals_runs
     from ..core.base._config import describe_life, effective_lives
     from ..core.base._redact import redact_url
+    from ..core.watch._history import now, parse_since
 
     state = get_state(ctx)
     cfg = state.config()
     root = Workspace.root_for(cfg)
+    t0 = parse_since(since, now())
+    if reset:
+        reset_cache_stats(root, config=cfg)
+        state.notice("cache statistics reset (the entries stay)")
     stats = get_cache_stats(root, ttls=effective_lives(cfg), config=cfg)
+    runs = signals_runs(cfg, since=t0)
     if out.json:
-        print_json({"caches": stats})
+        print_json({"runs": runs, "since": since or "24h", "caches": stats})
         return
     if out.quiet:
         return
+    print(_runs_line(runs, f"in the last {since or '24h'}" if not since or since[-1:]
+                     in "mhdw" else f"since {since}"))
     rows = []
     for name, s in stats.items():
         rate = f"{s['hit_rate']:6.1%}"

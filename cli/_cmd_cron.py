@@ -17,6 +17,8 @@ def cron(
         "created if missing (default: the user log directory)."),
     fetch_every: int = typer.Option(5, "--fetch-every", min=1, max=59,
                                     help="Minutes between fetches of the local store."),
+    no_fetch: bool = typer.Option(False, "--no-fetch", help="Leave the fetch line out "
+                                  "whatever data.feeder says (freqtrade feeds the data)."),
     systemd: bool = typer.Option(False, "--systemd", help="Print a systemd user unit for "
                                  "the long-running monitor instead."),
 ) -> None:
@@ -31,7 +33,7 @@ def cron(
         return
     syms = parse_symbols(symbols) if symbols is not None else None
     logs = make_log_dir(log_dir or default_log_dir())
-    plan = crontab(cfg, logs, symbols=syms, fetch_every=fetch_every)
+    plan = crontab(cfg, logs, symbols=syms, fetch_every=fetch_every, fetch=not no_fetch)
     print(plan.text, end="")
     state.notice(f"logs go to {logs}; install with: botopt cron > botopt.cron && "
                  "crontab botopt.cron (replaces your crontab; see docs/cron.md)")

@@ -26,7 +26,7 @@ def fetch(
     out: opt.Output,
 ) -> None:
     """Download new closed candles from Binance into the local store."""
-    from ..core import fetch_to_store, parse_as_of, plan_fetch, resolve_symbols
+    from ..core import fetch_to_store, parse_as_of, plan_fetch, record_run, resolve_symbols
 
     state = get_state(ctx)
     # Binance is where fetch reads from, whatever data.source says signals should read.
@@ -38,9 +38,12 @@ def fetch(
     # The estimate reads every stored file: worth it only when a bar will show it.
     total = sum(plan_fetch(cfg, syms, cfg.data.interval, since=since,
                            now_ms=now_ms).values()) if state.shows_progress else 0
-    with progress(state, "fetching candles", total or None) as advance:
+    # a replay's fetch (--as-of) is an experiment, not the feeder's heartbeat
+    with record_run(cfg, "fetch", enabled=when is None) as counts, \
+            progress(state, "fetching candles", total or None) as advance:
         results = fetch_to_store(cfg, syms, cfg.data.interval, since=since, now_ms=now_ms,
                                  progress=lambda _s, n: advance(n))
+        counts.update(symbols=len(results), added=sum(r.added for r in results.values()))
     if out.json:
         print_json({"interval": cfg.data.interval, "data_dir": str(cfg.data.data_dir),
                     "symbols": [r.to_dict() for r in results.values()]})

@@ -16,13 +16,15 @@ def monitor(
     out: opt.Output,
 ) -> None:
     """Watch botopt's activity: alert on failures, stalls and stuck notifications."""
-    from ..core import run_monitor
+    from ..core import record_run, run_monitor
 
     state = get_state(ctx)
     cfg = state.config()
     if not once:
         state.notice("monitor running; Ctrl-C or SIGTERM stops it")
-    result = run_monitor(cfg, once=once)
+    # a cron job like the others (the long-running monitor is a service, not a run)
+    with record_run(cfg, "monitor", enabled=once):
+        result = run_monitor(cfg, once=once)
     data = {"events_handled": result.events_handled, "checks_run": result.checks_run,
             "notifications_queued": result.notifications_queued,
             "wakeups": result.wakeups, "events_damaged": result.events_damaged,
@@ -55,6 +57,8 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
 
         last_run = data["last_run"]
         print_json({**data, "last_flush_at": iso(data["last_flush_at"]),
+                    "jobs": {c: {**j, "finished_at": iso(j["finished_at"])}
+                             for c, j in data["jobs"].items()},
                     "last_run": last_run and {**last_run,
                                               "finished_at": iso(last_run["finished_at"])}})
         return
@@ -87,6 +91,11 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
         ("last flush", when(data["last_flush_at"])),
         ("monitor running", "yes" if data["monitor_running"] else "no"),
     ]
+    for cmd, job in sorted(data["jobs"].items()):
+        if not job["ok"]:
+            rows.append((f"{cmd} FAILED" + (" (by hand)" if job["interactive"] else ""),
+                         f"{when(job['finished_at'])}: "
+                         f"{clip(str(job.get('error') or 'unknown'), 200)}"))
     if data["events_damaged"]:
         rows.append(("damaged event lines (skipped)", data["events_damaged"]))
     print_table(state, "botopt status", ["", ""], rows)

@@ -176,35 +176,39 @@ def notify_flush(
 
     Exit 0 when everything due went out, 1 when something due was not delivered (the
     line says why and when the next try is), 2 when the token or chat is wrong."""
-    from ..core import EventType, Workspace, flush_notifications
+    from ..core import EventType, Workspace, flush_notifications, record_run
     from ..core.errors import NotifyError
 
     state = get_state(ctx)
     cfg = state.config()
     emit = Workspace.of(cfg).events().emit
-    try:
-        result = flush_notifications(cfg, force=force, dry_run=dry_run)
-    except NotifyError as exc:
-        emit(EventType.NOTIFY_FAILED, error=str(exc))
-        raise
-    if dry_run:
-        _print_dry_run(state, result, out.json)
-        return
-    if result.messages_sent:
-        emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
-             notifications=result.notifications_sent)
-    line = _flush_line(result)
-    if result.failure:
-        emit(EventType.NOTIFY_FAILED, error=line)
-    if out.json:
-        print_json(result.to_dict())
-    elif result.skipped:
-        state.notice(result.skipped)
-    elif not out.quiet:
-        print(f"sent {result.notifications_sent} notification(s) in "
-              f"{result.messages_sent} message(s); {result.remaining} queued")
-    if line:
-        raise NotifyError(line)
+    # recorded as a run (status, doctor and history see the job); the monitor alerts on
+    # the notify_failed event, once
+    with record_run(cfg, "notify-flush", enabled=not dry_run) as counts:
+        try:
+            result = flush_notifications(cfg, force=force, dry_run=dry_run)
+        except NotifyError as exc:
+            emit(EventType.NOTIFY_FAILED, error=str(exc))
+            raise
+        counts.update(messages=result.messages_sent)
+        if dry_run:
+            _print_dry_run(state, result, out.json)
+            return
+        if result.messages_sent:
+            emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
+                 notifications=result.notifications_sent)
+        line = _flush_line(result)
+        if result.failure:
+            emit(EventType.NOTIFY_FAILED, error=line)
+        if out.json:
+            print_json(result.to_dict())
+        elif result.skipped:
+            state.notice(result.skipped)
+        elif not out.quiet:
+            print(f"sent {result.notifications_sent} notification(s) in "
+                  f"{result.messages_sent} message(s); {result.remaining} queued")
+        if line:
+            raise NotifyError(line)
 
 
 def _print_dry_run(state: AppState, result: Any, json_out: bool) -> None:

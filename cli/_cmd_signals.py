@@ -35,17 +35,26 @@ def short_reason(reason: str) -> str:
     return reason
 
 
-def _full_rows(result: SignalsResult) -> list[tuple[Any, ...]]:
-    return [(s.symbol, f"{s.candle_time:%Y-%m-%d %H:%M}", f"{s.close:.8g}",
-             s.regime or "-", s.direction or "-",
-             "-" if s.strength is None else f"{s.strength:.2f}",
-             "-" if s.p_dir is None else f"{s.p_dir:.2f}",
+def _gated(s: Any, gates: Any) -> tuple[str, str]:
+    """strength and p(dir) with two decimals, never rounded across their gate's threshold
+    (``p(dir) 0.50`` next to ``p_dir 0.497 < 0.50`` read as a contradiction)."""
+    from ..core import fmt_vs
+
+    return ("-" if s.strength is None else fmt_vs(s.strength, gates.min_strength),
+            "-" if s.p_dir is None else fmt_vs(s.p_dir, gates.min_probability))
+
+
+def _full_rows(result: SignalsResult, gates: Any) -> list[tuple[Any, ...]]:
+    from ..core import fmt_price
+
+    return [(s.symbol, f"{s.candle_time:%Y-%m-%d %H:%M}", fmt_price(s.close),
+             s.regime or "-", s.direction or "-", *_gated(s, gates),
              "-" if s.gate_passed is None else ("pass" if s.gate_passed else
                                                 "block: " + "; ".join(s.gate_reasons)))
             for s in result.symbols]
 
 
-def _terminal_table(state: AppState, result: SignalsResult) -> None:
+def _terminal_table(state: AppState, result: SignalsResult, gates: Any) -> None:
     """Fit the console: short reasons wrapped one per line, fewer columns when narrow."""
     from rich import box
     from rich.table import Table
@@ -69,7 +78,10 @@ def _terminal_table(state: AppState, result: SignalsResult) -> None:
     for c in cols:
         table.add_column(c, overflow="fold", no_wrap=c != "gate",
                          justify="right" if c in ("close", "str", "p(dir)") else "left")
+    from ..core import fmt_price
+
     for s in result.symbols:
+        strength, p_dir = _gated(s, gates)
         if s.gate_passed is None:
             gate = Text("-")
         elif s.gate_passed:
@@ -78,10 +90,8 @@ def _terminal_table(state: AppState, result: SignalsResult) -> None:
             gate = Text("\n".join(short_reason(r) for r in s.gate_reasons), style="red")
         cells: dict[str, str | Text] = {
                  "symbol": s.symbol, "candle": f"{s.candle_time:%m-%d %H:%M}",
-                 "close": f"{s.close:.6g}", "regime": s.regime or "-",
-                 "signal": s.direction or "-",
-                 "str": "-" if s.strength is None else f"{s.strength:.2f}",
-                 "p(dir)": "-" if s.p_dir is None else f"{s.p_dir:.2f}",
+                 "close": fmt_price(s.close), "regime": s.regime or "-",
+                 "signal": s.direction or "-", "str": strength, "p(dir)": p_dir,
                  "gate": gate}
         table.add_row(*(cells[c] for c in cols))
     state.console.print(table)
@@ -139,12 +149,12 @@ def signals(
     if out.quiet:
         return
     if state.is_terminal:
-        _terminal_table(state, result)
+        _terminal_table(state, result, cfg.gates)
         return
     print_table(state, f"signals as of {result.as_of:%Y-%m-%d %H:%M} UTC "
                 f"({result.interval}, {result.source})",
                 ["symbol", "candle (UTC)", "close", "regime", "signal", "strength",
-                 "p(dir)", "gate"], _full_rows(result))
+                 "p(dir)", "gate"], _full_rows(result, cfg.gates))
 
 
 def register(app: typer.Typer) -> None:

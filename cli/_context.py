@@ -23,6 +23,7 @@ def _plain(stream: Any) -> bool:
 class AppState:
     config_path: Path | None = None
     cache_dir: Path | None = None
+    freqtrade_config: Path | None = None
     quiet: bool = False
     debug: bool = False
     _configs: dict[tuple[tuple[str, Any], ...], Config] = field(default_factory=dict)
@@ -68,6 +69,8 @@ class AppState:
         flags = {k.replace("__", "."): v for k, v in overrides.items() if v is not None}
         if self.cache_dir is not None:
             flags["cache.dir"] = str(self.cache_dir)
+        if self.freqtrade_config is not None:
+            flags["data.freqtrade_config"] = str(self.freqtrade_config)
         key = tuple(sorted((k, str(v)) for k, v in flags.items()))
         cfg = self._configs.get(key)
         if cfg is None:

@@ -43,8 +43,47 @@ def _debug_requested() -> bool:
     return os.environ.get("BOTOPT_DEBUG", "") not in ("", "0", "false", "no")
 
 
+# Global options a user may also type after the command (`botopt signals --cache-dir X`,
+# as configuration.md lists them with the command's flags): moved in front of it.
+_GLOBAL_VALUED = ("--config", "--cache-dir", "--freqtrade-config")
+_GLOBAL_FLAGS = ("--quiet", "-q", "--debug")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the global options found after the command moved before it. Nothing
+    after ``--`` moves; a global option's value is never mistaken for the command."""
+    args = list(args)
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in _GLOBAL_VALUED else 1
+    if i >= len(args):
+        return args
+    head, rest = args[:i], args[i:]
+    moved: list[str] = []
+    kept: list[str] = []
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg == "--":
+            kept += rest[j:]
+            break
+        if arg in _GLOBAL_VALUED and j + 1 < len(rest):
+            moved += rest[j:j + 2]
+            j += 2
+            continue
+        if arg in _GLOBAL_FLAGS or arg.partition("=")[0] in _GLOBAL_VALUED:
+            moved.append(arg)
+        else:
+            kept.append(arg)
+        j += 1
+    return head + moved + kept
+
+
 class BotoptGroup(TyperGroup):
     """Turns botopt's exceptions into a one-line message and the decided exit code."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -133,6 +172,10 @@ def main(
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", envvar="BOTOPT_CACHE_DIR",
         help="Directory for caches, queues and state (default: the user cache directory)."),
+    freqtrade_config: Optional[Path] = typer.Option(
+        None, "--freqtrade-config", dir_okay=False,
+        help="freqtrade's config.json: pairs, timeframe, exchange, trading mode and data "
+        "folder come from it unless botopt's settings say otherwise (data.freqtrade_config)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors (and --json)."),
     debug: bool = typer.Option(False, "--debug", help="Debug logging and tracebacks on errors "
                                "(also BOTOPT_DEBUG=1)."),
@@ -142,6 +185,7 @@ def main(
     state = get_state(ctx)
     state.config_path = config
     state.cache_dir = cache_dir
+    state.freqtrade_config = freqtrade_config
     state.quiet = quiet
     state.debug = debug or _debug_requested()
     _setup_logging(state.quiet, state.debug)

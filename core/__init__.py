@@ -98,6 +98,12 @@ _EXPORTS: dict[str, str] = {
     "parse_time": ".backtest._run",
     "write_csv": ".backtest._run",
     "write_report": ".backtest._report",
+    "record_run": ".watch._monitor",
+    "signals_runs": ".watch._history",
+    "reset_cache_stats": ".state._cache_stats",
+    "fmt_price": ".base._numfmt",
+    "fmt_vs": ".base._numfmt",
+    "fmt_time": ".base._numfmt",
 }
 
 __all__ = [
@@ -158,6 +164,9 @@ __all__ = [
     "evaluate",
     "fetch_to_store",
     "flush_notifications",
+    "fmt_price",
+    "fmt_time",
+    "fmt_vs",
     "get_cache_stats",
     "get_status",
     "history",
@@ -171,7 +180,9 @@ __all__ = [
     "parse_time",
     "pending_notifications",
     "plan_fetch",
+    "record_run",
     "replay",
+    "reset_cache_stats",
     "resolve_symbols",
     "retry_dead_letter",
     "run_backtest",
@@ -180,6 +191,7 @@ __all__ = [
     "run_monitor",
     "run_signals",
     "sample_clock",
+    "signals_runs",
     "systemd_unit",
     "train_and_save",
     "update_correlation",
@@ -234,6 +246,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         load_config,
         write_starter_config,
     )
+    from .base._numfmt import fmt_price, fmt_time, fmt_vs  # noqa: F401
     from .base._vocab import (  # noqa: F401
         DataStatus,
         Direction,
@@ -289,10 +302,14 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         cache_regime,
         cached,
     )
-    from .state._cache_stats import clear_cache, get_cache_stats  # noqa: F401
+    from .state._cache_stats import (  # noqa: F401
+        clear_cache,
+        get_cache_stats,
+        reset_cache_stats,
+    )
     from .state._events import emit, run_events  # noqa: F401
     from .state._workspace import Workspace  # noqa: F401
     from .watch._cron import crontab, systemd_unit  # noqa: F401
     from .watch._doctor import Check, run_checks  # noqa: F401
-    from .watch._history import history  # noqa: F401
-    from .watch._monitor import get_status, run_monitor  # noqa: F401
+    from .watch._history import history, signals_runs  # noqa: F401
+    from .watch._monitor import get_status, record_run, run_monitor  # noqa: F401

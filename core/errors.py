@@ -106,11 +106,21 @@ class StaleDataError(DataError):
     seconds since its last candle closed.
     """
 
-    def __init__(self, ages: dict[str, float], limit: float) -> None:
+    _FEEDER_HINT = {
+        "botopt": "is the `botopt fetch` cron line running?",
+        "freqtrade": "is freqtrade (its download-data cron line or live bot) refreshing it?",
+        "none": "nothing is set to refresh it (data.feeder = none)",
+    }
+
+    def __init__(self, ages: dict[str, float], limit: float, feeder: str = "botopt") -> None:
         parts = ", ".join(f"{s} {format_age(a)} ago" for s, a in ages.items())
+        # Data downloaded for backtesting is old by design: say how to look at it too.
         super().__init__(f"stale data for every symbol (limit {format_age(limit)}): last "
-                         f"candle {parts}; is `botopt fetch` running?",
+                         f"candle {parts}; "
+                         f"{self._FEEDER_HINT.get(feeder, self._FEEDER_HINT['botopt'])} "
+                         "For older data, pick its moment with --as-of.",
                          symbol=next(iter(ages), None))
+        self.feeder = feeder
         self.ages = dict(ages)
         self.limit = limit
 

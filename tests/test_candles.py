@@ -145,7 +145,7 @@ def test_nothing_closed_yet(tmp_path):
 def test_parse_symbols_normalises():
     assert parse_symbols("btcusdt, ETHUSDT,btcUSDT,,eth_btc") == ["BTCUSDT", "ETHUSDT", "ETH_BTC"]
     with pytest.raises(UsageError):
-        parse_symbols("BTC-USDT")
+        parse_symbols("BTC USDT")  # a dash is freqtrade's (BTC-PERP); a space is not
 
 
 def test_parse_as_of_forms():

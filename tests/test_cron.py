@@ -45,6 +45,7 @@ def install(tmp_path):
 source = "local"
 data_dir = "{tmp_path / 'data'}"
 symbols = ["BTC/USDT", "ETHUSDT"]
+feeder = "botopt"
 
 [binance]
 api_url = "{binance.url}"
@@ -147,3 +148,32 @@ def test_sample_source_says_what_to_set(tmp_path):
     assert res.exit_code == 0
     assert "data.source is 'sample'" in res.stdout and "fetch" not in res.stdout
     assert os.path.isdir(tmp_path / "l")
+
+
+def _cron_jobs(*args: str, after: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    res = runner.invoke(app, [*args, "cron", *after])
+    assert res.exit_code == 0, res.output
+    return res.stdout, [line.split()[5:] and line for line in res.stdout.splitlines()
+                        if line and not line.startswith("#") and "=" not in line.split()[0]]
+
+
+def test_fetch_line_only_when_botopt_feeds(install, tmp_path):
+    _, cfg, _, _ = install
+    text, jobs = _cron_jobs("--config", str(cfg))
+    assert sum(" fetch " in j for j in jobs) == 1  # data.feeder = "botopt"
+    text, jobs = _cron_jobs("--config", str(cfg), after=("--no-fetch",))  # forced off
+    assert not any(" fetch " in j for j in jobs) and len(jobs) == 3
+    cfg.write_text(cfg.read_text().replace('feeder = "botopt"', 'feeder = "freqtrade"'))
+    text, jobs = _cron_jobs("--config", str(cfg))
+    assert not any(" fetch " in j for j in jobs)
+    assert "data.feeder is 'freqtrade': no fetch line" in text
+
+
+def test_a_freqtrade_config_means_freqtrade_feeds(tmp_path):
+    ft = tmp_path / "config.json"
+    ft.write_text('{"timeframe": "5m", "exchange": {"name": "binance", "pair_whitelist": '
+                  '["ETH/BTC"]}}')
+    text, jobs = _cron_jobs("--freqtrade-config", str(ft), "--cache-dir", str(tmp_path / "c"))
+    assert not any(" fetch " in j for j in jobs) and len(jobs) == 3
+    env, _, _ = parse(text)
+    assert env["BOTOPT_DATA_FREQTRADE_CONFIG"] == str(ft)  # cron sees the same config

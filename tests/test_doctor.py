@@ -54,14 +54,16 @@ def test_a_good_setup_passes_every_check(setup):
     _, _, base, telegram = setup
     code, checks = doctor(base, "--send-test")
     assert code == 0, checks
-    assert list(checks) == ["config", "data", "cache", "telegram", "model", "monitor"]
+    assert list(checks) == ["config", "data", "cache", "telegram", "model", "monitor",
+                           "jobs"]
     assert all(c["ok"] for c in checks.values())
     assert "@botopt_test_bot sent a test message" in checks["telegram"]["message"]
     assert [m["text"] for m in telegram.received] == ["botopt doctor: test message, all good"]
     plain = runner.invoke(app, [*base, "doctor"])
     assert plain.exit_code == 0
     assert [ln.split()[:2] for ln in plain.stdout.splitlines()] == [
-        ["ok", n] for n in ("config", "data", "cache", "telegram", "model", "monitor")]
+        ["ok", n] for n in ("config", "data", "cache", "telegram", "model", "monitor",
+                              "jobs")]
     assert runner.invoke(app, [*base, "--quiet", "doctor"]).stdout == ""
 
 
@@ -82,7 +84,7 @@ def test_each_broken_part_is_named_with_what_to_do(setup):
     code, checks = doctor(base)
     assert code == 1
     assert {n for n, c in checks.items() if not c["ok"]} == {
-        "config", "data", "cache", "telegram", "model", "monitor"}
+        "config", "data", "cache", "telegram", "model", "monitor", "jobs"}
     assert f"chmod 600 {cfg}" in checks["config"]["message"]
     assert "stale candles" in checks["data"]["message"] and "botopt fetch" in \
         checks["data"]["message"]
@@ -98,7 +100,7 @@ def test_each_broken_part_is_named_with_what_to_do(setup):
     plain = runner.invoke(app, [*base, "doctor"])
     assert plain.exit_code == 1 and TOKEN not in plain.output
     fails = [ln for ln in plain.stdout.splitlines() if ln.startswith("FAIL")]
-    assert len(fails) == 6
+    assert len(fails) == 7
 
 
 def test_a_refused_token_and_a_bad_config_are_named(setup):

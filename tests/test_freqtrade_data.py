@@ -4,6 +4,7 @@ not candles, on a lookalike of freqtrade's tests/testdata generated here."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -47,9 +48,25 @@ def test_file_names_follow_freqtrades_rule():
     assert candle_file_stem("XRP/USDT:USDT", "1h") == "futures/XRP_USDT_USDT-1h-futures"
     assert parse_symbols("eth/btc, XRP/USDT:USDT,BTCUSDT") == ["ETH/BTC", "XRP/USDT:USDT",
                                                               "BTCUSDT"]
-    for bad in ("BTC-USDT", "BTC/", "/USDT", "XRP/USDT:", "BTC//USDT", "a b"):
+    for bad in ("-BTC", "BTC/", "/USDT", "XRP/USDT:", "BTC//USDT", "a b", "BTC/-X", "B/T:-1"):
         with pytest.raises(UsageError, match="invalid symbol"):
             parse_symbols(bad)
+
+
+def test_pair_names_with_a_dash_as_freqtrade_keeps_them(tmp_path, shared_data):
+    """BTC-PERP and dated futures keep their '-' in freqtrade's file names."""
+    assert parse_symbols("btc-perp,BTC/USD:BTC-210625") == ["BTC-PERP", "BTC/USD:BTC-210625"]
+    assert candle_file_stem("BTC-PERP", "5m") == "BTC-PERP-5m"
+    assert candle_file_stem("BTC/USD:BTC-210625", "5m") == \
+        "futures/BTC_USD_BTC-210625-5m-futures"
+    src = shared_data / "candles" / "5m" / "ETH_BTC-5m.feather"
+    (tmp_path / "futures").mkdir()
+    shutil.copy(src, tmp_path / "BTC-PERP-5m.feather")
+    shutil.copy(src, tmp_path / "futures" / "BTC_USD_BTC-210625-5m-futures.feather")
+    for pair in ("BTC-PERP", "BTC/USD:BTC-210625"):
+        found = find_candle_file(tmp_path, pair, "5m")
+        assert read_candle_file(found, pair).height > 5000
+    assert classify_data_file(tmp_path / "BTC-PERP-5m.feather")[0] == "candles"
 
 
 @pytest.mark.parametrize("rel", sorted(CANDLE_FILES))

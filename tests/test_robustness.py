@@ -197,7 +197,8 @@ def test_events_log_lines_that_are_not_events(tmp_path):
     once = runner.invoke(app, [*base, "monitor", "--once", "--json"])
     assert once.exit_code == 0, once.stderr
     out = json.loads(once.stdout)
-    assert out["events_handled"] == 2 and out["events_damaged"] == 7
+    assert out["events_handled"] == 3  # the two, and its own run_started
+    assert out["events_damaged"] == 7
     assert "skipped 7 damaged line(s)" in once.stderr
     assert data["last_run"]["finished_at"].endswith("Z")  # ISO, like every JSON time
 

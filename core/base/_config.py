@@ -90,6 +90,29 @@ class DataConfig:
     # Seconds the newest closed candle may lag the run's clock before its symbol is blocked
     # as stale; None means two candle intervals (a fetch may miss one cron beat, not two).
     max_staleness: float | None = None
+    # freqtrade's config.json: pairs, timeframe, exchange, trading mode and data folder come
+    # from it unless set here (docs/freqtrade.md).
+    freqtrade_config: Path | None = None
+    # Who keeps the candle files fresh: "botopt" (`botopt fetch` in the crontab),
+    # "freqtrade" (its download-data or live bot) or "none"; empty: freqtrade when a
+    # freqtrade config or data folder is used, else botopt.
+    feeder: str = ""
+    exchange: str = "binance"
+    trading_mode: str = "spot"
+
+
+FEEDERS: tuple[str, ...] = ("botopt", "freqtrade", "none")
+TRADING_MODES: tuple[str, ...] = ("spot", "futures", "margin")
+
+
+def effective_feeder(data: DataConfig) -> str:
+    """Who feeds the candles: the setting, else freqtrade for a freqtrade config or data
+    folder (its own download-data or live bot writes them), else botopt."""
+    if data.feeder:
+        return data.feeder
+    if data.freqtrade_config is not None:
+        return "freqtrade"
+    return "botopt" if data.source != "local" else "freqtrade"
 
 
 @dataclass(frozen=True)
@@ -195,12 +218,21 @@ class TelegramConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    # Times in messages: HH:MM in this IANA zone (e.g. "Europe/Berlin"); UTC by default.
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class MonitorConfig:
     check_interval: float = 30.0
     stale_after: float = 600.0
     stuck_after: float = 600.0
     event_max_age: float = 7 * 86400.0
     event_max_bytes: int = 10_000_000
+    # A run started by hand at a terminal that fails is told to that person at once; the
+    # monitor forwards it to the chat only with this on.
+    forward_interactive: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,6 +261,7 @@ class Config:
     gates: GatesConfig = GatesConfig()
     correlation: CorrelationConfig = CorrelationConfig()
     telegram: TelegramConfig = TelegramConfig()
+    notify: NotifyConfig = NotifyConfig()
     monitor: MonitorConfig = MonitorConfig()
     state: StateConfig = StateConfig()
     # Where each "section.key" value came from: default, file:<path>, env:<VAR>, flag.
@@ -425,6 +458,11 @@ def _validate(cfg: Config) -> None:
 
     _check_numbers(cfg)
 
+    if cfg.data.feeder not in ("", *FEEDERS):
+        raise bad("data.feeder", f"must be one of {', '.join(FEEDERS)}, got {cfg.data.feeder!r}")
+    if cfg.data.trading_mode not in TRADING_MODES:
+        raise bad("data.trading_mode", f"must be one of {', '.join(TRADING_MODES)}, got "
+                  f"{cfg.data.trading_mode!r}")
     if cfg.data.source not in SOURCES:
         raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
     if not cfg.data.interval.valid or (
@@ -469,6 +507,14 @@ def _validate(cfg: Config) -> None:
         if problem:
             raise bad("telegram.token", problem)
     _check_state(cfg, bad)
+    if cfg.notify.timezone not in ("UTC", ""):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(cfg.notify.timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise bad("notify.timezone", f"unknown time zone {cfg.notify.timezone[:60]!r}; "
+                      "use an IANA name such as Europe/Berlin, or UTC") from None
 
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -580,6 +626,39 @@ def _apply_file(file: Path, values: dict[str, dict[str, Any]], sources: dict[str
             sources[full] = f"file:{file}"
 
 
+def _apply_freqtrade(values: dict[str, dict[str, Any]], sources: dict[str, str],
+                     file: Path | None) -> None:
+    """freqtrade's settings fill every data key botopt's own layers left at its default."""
+    ft_path = values["data"].get("freqtrade_config")
+    if ft_path is None:
+        return
+    if not ft_path.is_absolute() and sources["data.freqtrade_config"].startswith("file:") \
+            and file is not None:
+        # written in botopt.toml: relative to that file, as add_config_files are to theirs
+        ft_path = file.absolute().parent / ft_path
+    ft_path = ft_path.absolute()
+    values["data"]["freqtrade_config"] = ft_path
+    from ._freqtrade import read_freqtrade_config
+
+    ft = read_freqtrade_config(ft_path)
+    origin = f"freqtrade:{ft_path}"
+    derived: dict[str, Any] = {
+        "source": "local", "data_dir": ft.data_dir, "exchange": ft.exchange,
+        "trading_mode": ft.trading_mode, "interval": ft.timeframe,
+        "symbols": ft.pairs or None,
+    }
+    for key, val in derived.items():
+        full = f"data.{key}"
+        if val is None or sources.get(full) != "default":
+            continue
+        values["data"][key] = val
+        sources[full] = origin
+    if not ft.pairs and sources["data.symbols"] == "default":
+        raise ConfigError(f"freqtrade config {ft_path}: exchange.pair_whitelist is empty "
+                          "(a dynamic pairlist?); set data.symbols or --symbols",
+                          file=str(ft_path), key="exchange.pair_whitelist")
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -618,6 +697,7 @@ def load_config(
         values[sec_name][key] = _coerce(val, hints[key], full, "flag", from_text)
         sources[full] = "flag"
 
+    _apply_freqtrade(values, sources, file)
     cfg = Config(
         **{name: SECTIONS[name](**values[name]) for name in SECTIONS},
         sources=types.MappingProxyType(sources),
@@ -754,7 +834,9 @@ window = 288
 min_periods = 30
 
 [telegram]
-# Prefer the environment for the token: BOTOPT_TELEGRAM_TOKEN
+# Keep the bot token in botopt.toml (mode 600, as `botopt init` writes it): the
+# crontab `botopt cron` prints points at that file, and cron does not see your
+# shell's variables.
 # token = "123456:ABC..."
 # chat_id = "-1001234567890"
 api_url = "https://api.telegram.org"
@@ -764,12 +846,18 @@ timeout = 10.0
 max_retries = 3
 flush_budget = 50.0
 
+[notify]
+# Times in Telegram messages: HH:MM in this IANA time zone (e.g. "Europe/Berlin").
+timezone = "UTC"
+
 [monitor]
 check_interval = 30.0
 stale_after = 600.0
 stuck_after = 600.0
 event_max_age = 604800.0
 event_max_bytes = 10000000
+# Failures of runs typed at a terminal are shown there; true also sends them to the chat.
+forward_interactive = false
 
 [state]
 # Empty: state stays on this machine. Several hosts, one bot: the same Redis or Valkey URL

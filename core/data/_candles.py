@@ -30,8 +30,11 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 # CSV botopt has always accepted. freqtrade's fifth format, hdf5 (.h5), needs pytables.
 FILE_SUFFIXES = ("feather", "parquet", "json", "json.gz", "csv")
 UNSUPPORTED_SUFFIXES = {"h5": "hdf5"}
-# BTCUSDT / ETH_BTC (file-style), BTC/USDT (freqtrade spot pair), XRP/USDT:USDT (futures).
-_SYMBOL_RE = re.compile(r"^(?:[A-Z0-9_]+|[A-Z0-9]+/[A-Z0-9]+(?::[A-Z0-9]+)?)$")
+# BTCUSDT / ETH_BTC (file-style), BTC/USDT (freqtrade spot pair), XRP/USDT:USDT (futures);
+# '-' inside a name as freqtrade keeps it (BTC-PERP, dated futures BTC/USD:BTC-210625), never
+# first: a leading '-' would read as an option.
+_SYMBOL_RE = re.compile(r"^(?:[A-Z0-9][A-Z0-9_-]*|[A-Z0-9][A-Z0-9-]*/[A-Z0-9][A-Z0-9-]*"
+                        r"(?::[A-Z0-9][A-Z0-9-]*)?)$")
 # Longer than any listed pair, short enough to be a file name.
 _MAX_SYMBOL = 40
 # freqtrade's candle types that live next to futures candles but are not OHLCV of the pair.
@@ -56,8 +59,8 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
             if len(sym) > _MAX_SYMBOL or not _SYMBOL_RE.match(sym):
                 shown = part.strip() if len(part.strip()) <= 50 else part.strip()[:47] + "..."
                 raise UsageError(f"invalid symbol {shown!r}: use up to {_MAX_SYMBOL} characters "
-                                 "like BTCUSDT, ETH_BTC, freqtrade's ETH/BTC, or XRP/USDT:USDT "
-                                 "for futures")
+                                 "like BTCUSDT, ETH_BTC, freqtrade's ETH/BTC or BTC-PERP, or "
+                                 "XRP/USDT:USDT for futures")
             seen[sym] = None  # ordered and unique; a list's "in" was quadratic
     if not seen:
         raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETH/BTC)")

@@ -233,6 +233,15 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
 
     Never loses a notification. ``max_wait``: the longest single wait for Telegram's limits
     (default: whatever is left of the budget)."""
+    from ._notify_format import message_timezone
+
+    with message_timezone(config.notify.timezone):
+        return _flush(config, force, dry_run, clock, sleep, session, max_wait)
+
+
+def _flush(config: Config, force: bool, dry_run: bool, clock: Callable[[], float],
+           sleep: Callable[[float], None], session: Any, max_wait: float | None
+           ) -> FlushResult:
     tc = config.telegram
     token, chat = _telegram_credentials(tc, dry_run)
     ws = Workspace.of(config)

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from ..base._numfmt import fmt_price, fmt_time, parse_time
 from ..base._vocab import NotificationType
+
+# The time zone of the batch being rendered (notify.timezone): set by render_batch.
+_TZ: ContextVar[str] = ContextVar("botopt_notify_tz", default="UTC")
 
 MAX_LEN = 4096
 _TAG = re.compile(r"<[^>]*>")
@@ -66,6 +73,19 @@ def _first(d: Mapping[str, Any], keys: Sequence[str]) -> str | None:
     return next((k for k in keys if d.get(k) not in (None, "")), None)
 
 
+def _number(value: Any, fmt: Callable[[float], str]) -> str:
+    """A number as people read it; anything else exactly as queued."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value):
+        return _e(fmt(float(value)))
+    return _v(value)
+
+
+def _when(value: Any) -> str:
+    when = parse_time(value)
+    return _e(fmt_time(when, _TZ.get())) if when is not None else _v(value)
+
+
 def _signal(d: Mapping[str, Any]) -> str:
     side_key = _first(d, ("direction", "side"))
     side = value_text(d[side_key]) if side_key else "?"
@@ -74,7 +94,7 @@ def _signal(d: Mapping[str, Any]) -> str:
     head = f"{icon} <b>{_e(side)} {_v(d[sym_key]) if sym_key else '?'}</b>"
     shown = {k for k in (side_key, sym_key) if k}
     if "close" in d:
-        head += f" @ {_v(d['close'])}"
+        head += f" @ {_number(d['close'], fmt_price)}"
         shown.add("close")
     extra = []
     # p_dir: the probability of the signal's own direction (what botopt signals queues);
@@ -82,10 +102,11 @@ def _signal(d: Mapping[str, Any]) -> str:
     for key, label in (("engine", ""), ("strength", "strength "), ("p_dir", "p "),
                        ("probability", "p ")):
         if d.get(key) is not None:
-            extra.append(f"{label}{_v(d[key])}")
+            extra.append(f"{label}{_number(d[key], lambda v: f'{v:.2f}')}")
             shown.add(key)
     head += f" ({', '.join(extra)})" if extra else ""
-    details = [f"{k} {_v(d[k])}" for k in ("regime", "candle_time") if d.get(k) is not None]
+    details = [f"regime {_v(d['regime'])}" if k == "regime" else f"candle {_when(d[k])}"
+               for k in ("regime", "candle_time") if d.get(k) is not None]
     shown.update(k for k in ("regime", "candle_time") if d.get(k) is not None)
     return _join(head, [", ".join(details), *_extras(d, shown)])
 
@@ -190,9 +211,29 @@ def _plain_chunks(text: str, limit: int) -> list[str]:
     return [c for c in out if c.strip()]
 
 
+@contextmanager
+def message_timezone(tz: str) -> Iterator[None]:
+    """Render every message inside in the zone ``tz`` (notify.timezone)."""
+    token = _TZ.set(tz or "UTC")
+    try:
+        yield
+    finally:
+        _TZ.reset(token)
+
+
 def render_batch(kind: str, items: Sequence[tuple[str, Mapping[str, Any]]],
-                 limit: int = MAX_LEN) -> list[Message]:
-    """Messages for one batch of notifications of one type, each within ``limit``."""
+                 limit: int = MAX_LEN, tz: str | None = None) -> list[Message]:
+    """Messages for one batch of notifications of one type, each within ``limit``, times
+    in the zone ``tz`` (default: the one ``message_timezone`` set, else UTC)."""
+    token = _TZ.set(tz or _TZ.get())
+    try:
+        return _render_batch(kind, items, limit)
+    finally:
+        _TZ.reset(token)
+
+
+def _render_batch(kind: str, items: Sequence[tuple[str, Mapping[str, Any]]],
+                  limit: int) -> list[Message]:
     fmt = FORMATTERS.get(kind, _generic)
     title = TITLES.get(kind, kind.replace("_", " ").capitalize())
     header = f"<b>{_e(title)}</b> ({len(items)})\n\n"

@@ -330,7 +330,9 @@ def _run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | No
     stale = {r.symbol: r.age_seconds or 0.0 for r in result.symbols
              if r.data_status == DataStatus.STALE}
     if stale and len(stale) == len(result.symbols):
-        raise StaleDataError(stale, max_staleness(config))
+        from ..base._config import effective_feeder
+
+        raise StaleDataError(stale, max_staleness(config), effective_feeder(config.data))
     return result
 
 

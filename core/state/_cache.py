@@ -258,6 +258,16 @@ class DiskcacheStore:
                 cache.evict(name)
                 cache.delete(_STATS + name)
 
+    def reset_stats(self) -> None:
+        """Drop every cache's hit and miss counters; the entries stay (``--reset``)."""
+        cache = self._open()
+        with _sqlite_errors(), cache.transact():
+            for (key,) in cache._sql("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND "
+                                     "key < ?", (_STATS, _STATS[:-1] + chr(ord(_SEP) + 1))
+                                     ).fetchall():
+                if isinstance(key, str) and key.startswith(_STATS):
+                    cache.delete(key)
+
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()

@@ -113,3 +113,27 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     finally:
         store.close()
     return targets
+
+
+def reset_cache_stats(root: Path | None = None, *, config: Any = None) -> None:
+    """Start every cache's hit and miss counters again at zero, keeping the entries.
+    On a shared server (``state.url``) the counters are every host's: refused there."""
+    if config is not None and getattr(config.state, "url", ""):
+        raise UsageError("cache-stats --reset works on this host's cache only; with "
+                         "state.url the counters are every host's (cache-clear drops them "
+                         "with the entries)")
+    if root is None:
+        root = default_root()
+    mgr = _managers.get(root)
+    if mgr is not None:
+        mgr.flush_stats()
+    store = DiskcacheStore(root / "cache" / _ENTRIES, timeout=2.0)
+    if not store.path.exists():
+        return
+    try:
+        store.reset_stats()
+    except sqlite3.Error as exc:
+        raise CacheError(f"cache {store.path}: cannot reset its statistics "
+                         f"({'busy; try again' if _is_busy(exc) else exc})") from exc
+    finally:
+        store.close()

@@ -169,11 +169,24 @@ def emit(event_type: EventType | str, *, _root: Path | None = None, **data: Any)
     LocalEventLog(_root).emit(event_type, **data)
 
 
+def is_interactive() -> bool:
+    """A person at a terminal started this run (stdin is a tty; cron's never is)."""
+    import sys
+
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):
+        return False
+
+
 @contextmanager
 def run_events(command: str, root: Path | None = None,
-               enabled: bool = True, sink: EventSink | None = None
-               ) -> Iterator[dict[str, Any]]:
+               enabled: bool = True, sink: EventSink | None = None,
+               interactive: bool | None = None) -> Iterator[dict[str, Any]]:
     """Emit run_started, then run_finished (duration, counts) or run_failed (error).
+
+    ``interactive`` (default: stdin is a terminal) marks a run by hand: its failure is told
+    to the person at the prompt, and the monitor does not forward it as an alert.
 
     The body may put counts into the yielded dict. ``enabled=False`` (experiments: replays,
     sample data) emits nothing: the monitor watches the live bot, and a hand-made run must
@@ -185,16 +198,18 @@ def run_events(command: str, root: Path | None = None,
         yield counts
         return
     start = time.monotonic()
-    send(EventType.RUN_STARTED, command=command)
+    by_hand = {"interactive": True} if (
+        is_interactive() if interactive is None else interactive) else {}
+    send(EventType.RUN_STARTED, command=command, **by_hand)
     try:
         yield counts
     except BaseException as exc:
         send(EventType.RUN_FAILED, command=command,
              duration_s=round(time.monotonic() - start, 4),
-             error=redact(f"{type(exc).__name__}: {exc}")[:500])
+             error=redact(f"{type(exc).__name__}: {exc}")[:500], **by_hand)
         raise
     send(EventType.RUN_FINISHED, command=command,
-         duration_s=round(time.monotonic() - start, 4), **counts)
+         duration_s=round(time.monotonic() - start, 4), **counts, **by_hand)
 
 
 # An event's time must be a moment botopt can have run at: a line with t = 1e300, -1e300 or

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..base._config import SECRET_KEYS, Config
+from ..base._config import SECRET_KEYS, Config, effective_feeder
 from ..errors import ConfigError
 from ..state._paths import cache_dir_for
 
@@ -50,9 +50,10 @@ class CronPlan:
 
 
 def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
-            fetch_every: int = 5) -> CronPlan:
-    """The crontab text for ``config``: fetch (a local store), signals, notify-flush and the
-    monitor, each under ``flock -n -E 0`` (a skipped overlapping run exits 0, not 1)."""
+            fetch_every: int = 5, fetch: bool = True) -> CronPlan:
+    """The crontab text for ``config``: fetch (only when botopt feeds a local store, see
+    ``data.feeder``; ``fetch=False`` leaves it out), signals, notify-flush and the monitor,
+    each under ``flock -n -E 0`` (a skipped overlapping run exits 0, not 1)."""
     bot = botopt_command()
     env = [("SHELL", "/bin/sh"), ("PATH", "/usr/local/bin:/usr/bin:/bin")]
     if config.path is not None:
@@ -63,7 +64,11 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
     data_dir = str(Path(config.data.data_dir).absolute()) if config.data.data_dir else None
     jobs: list[tuple[str, str, list[str]]] = []
     first = None
-    if local:
+    feeder = effective_feeder(config.data)
+    if config.data.freqtrade_config is not None:
+        env.append(("BOTOPT_DATA_FREQTRADE_CONFIG",
+                    str(Path(config.data.freqtrade_config).absolute())))
+    if local and fetch and feeder == "botopt":
         fetch = ["fetch", *sym, "--data-dir", str(data_dir)]
         jobs.append((f"*/{fetch_every} * * * *", "fetch", fetch))
         first = [*bot, "fetch", *sym, "--data-dir", str(data_dir)]
@@ -79,6 +84,11 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
         lines.append("# Before installing it, run the first fetch once (the history signals "
                      "need):")
         lines.append(f"#   {shlex.join(first)}")
+    elif local and feeder != "botopt":
+        lines.append(f"# data.feeder is {feeder!r}: no fetch line; "
+                     + ("freqtrade (its download-data cron line or live bot) keeps "
+                        f"{data_dir} fresh (docs/freqtrade.md)." if feeder == "freqtrade"
+                        else "nothing here refreshes the candle files."))
     elif config.data.source == "sample":
         lines.append("# data.source is 'sample' (bundled demo data): set data.source and "
                      "data.data_dir in the config for live signals.")
@@ -89,8 +99,8 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
         # A state.url with credentials is a secret too: never copied into a crontab.
         if key in SECRET_KEYS or (key == "state.url" and "@" in config.state.url):
             lines.append(f"# {key} comes from {var} in your shell, which cron does not see: "
-                         f"put it in the config file (chmod 600) or add {var}=... here, "
-                         "with no comment after it.")
+                         "keep it in botopt.toml (mode 600), which this crontab points "
+                         "at; never in a crontab line.")
         elif var in os.environ:
             env.append((var, os.environ[var]))
     lines += [f"{k}={v}" for k, v in env]

@@ -25,7 +25,7 @@ from ..data._candles import (
 from ..errors import BotoptError
 from ..state._paths import cache_dir_for, ensure_dir
 from ..state._workspace import state_dir
-from ._monitor import STATE, monitor_running
+from ._monitor import STATE, get_status, monitor_running
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,11 @@ def run_checks(config: Config, *, send_test: bool = False,
         ("telegram", lambda: _telegram(config, send_test)),
         ("model", lambda: _model(config)),
         ("monitor", lambda: _monitor(config, now)),
+        ("jobs", lambda: _jobs(config, now)),
     ]
     out: list[Check] = []
     for name, fn in checks:
-        if name == "monitor" and not out[2].ok:  # its state lives in the cache directory
+        if name in ("monitor", "jobs") and not out[2].ok:  # its state lives in the cache directory
             out.append(Check(name, False, "not checked until the cache directory is fixed"))
             continue
         try:
@@ -149,8 +150,9 @@ def _state(cfg: Config) -> str:
 def _telegram(cfg: Config, send_test: bool) -> str:
     tc = cfg.telegram
     if not tc.token:
-        raise BotoptError("no bot token: set BOTOPT_TELEGRAM_TOKEN or telegram.token "
-                          "(from @BotFather)")
+        raise BotoptError("no bot token: set telegram.token in botopt.toml, mode 600 "
+                          "(from @BotFather; cron does not see BOTOPT_TELEGRAM_TOKEN from "
+                          "your shell)")
     if not tc.chat_id:
         raise BotoptError("no chat id: set telegram.chat_id (or BOTOPT_TELEGRAM_CHAT_ID)")
     me = _call(cfg, "getMe", {})
@@ -212,3 +214,17 @@ def _monitor(cfg: Config, now: float) -> str:
         return f"driven by cron (last ran {age:.0f} s ago)"
     raise BotoptError("not running: add `botopt monitor --once` to cron (botopt cron) or run "
                       "`botopt monitor` under systemd (botopt cron --systemd)")
+
+
+def _jobs(cfg: Config, now: float) -> str:
+    """Every cron job's last run (fetch, signals, notify-flush, monitor): a failing one,
+    the data feeder above all, is named with its error; runs by hand are left out."""
+    jobs = {cmd: j for cmd, j in get_status(cfg, now)["jobs"].items() if not j["interactive"]}
+    failing = {cmd: j for cmd, j in jobs.items() if not j["ok"]}
+    if failing:
+        raise BotoptError("; ".join(
+            f"{cmd} failed {max(0, int((now - j['finished_at']) // 60))} min ago: "
+            f"{str(j['error'] or 'unknown error')[:200]}" for cmd, j in sorted(failing.items())))
+    if not jobs:
+        return "no cron run recorded yet"
+    return "last runs ok: " + ", ".join(sorted(jobs))

@@ -105,5 +105,29 @@ def history(config: Config, *, since: float, types: set[str],
     return out
 
 
+def signals_runs(config: Config, *, since: float) -> dict[str, Any]:
+    """Live ``signals`` runs since ``since``: how many, and how many the whole-run cache
+    answered (the stage caches are consulted only by the others), for cron and by hand."""
+    ws = Workspace.of(config)
+    out = {k: {"runs": 0, "from_cache": 0} for k in ("cron", "by_hand")}
+    for raw_lines in ws.event_lines(since):
+        for raw in raw_lines:
+            try:
+                ev = json.loads(raw)
+                t = float(ev["t"])
+                data = ev["data"]
+                if ev["type"] != EventType.RUN_FINISHED or data.get("command") != "signals" \
+                        or t < since:
+                    continue
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # a torn or foreign line
+            row = out["by_hand" if data.get("interactive") is True else "cron"]
+            row["runs"] += 1
+            row["from_cache"] += 1 if data.get("cached") is True else 0
+    for row in out.values():
+        row["rate"] = round(row["from_cache"] / row["runs"], 4) if row["runs"] else 0.0
+    return out
+
+
 def now() -> float:
     return time.time()

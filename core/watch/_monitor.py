@@ -43,6 +43,21 @@ STATE = "monitor_state.json"
 FAILURE_WINDOW = 600.0
 
 
+# Cron jobs that record runs but are not the bot itself: their failures alert, their
+# successes do not show the bot is alive (the monitor's own run would always be one).
+SUPPORT_JOBS = frozenset({"fetch", "notify-flush", "monitor", "metrics"})
+
+
+def record_run(config: Config, command: str, *, enabled: bool = True) -> Any:
+    """The one way a cron job records itself as a run: ``with record_run(cfg, "fetch") as
+    counts:`` emits run_started, then run_finished or run_failed (with the error) to this
+    install's event log (or the shared server), marked interactive when typed at a terminal.
+    ``status``, ``doctor``, ``history`` and the monitor then see the job."""
+    from ..state._events import run_events
+
+    return run_events(command, enabled=enabled, sink=Workspace.of(config).events())
+
+
 @dataclass
 class MonitorResult:
     events_handled: int = 0
@@ -156,6 +171,10 @@ class Monitor:
 
     def _on_failure(self, ev: dict[str, Any]) -> None:
         data = ev["data"]
+        if data.get("interactive") is True and not self.mc.forward_interactive:
+            return  # the person at the terminal saw it already; not an alert for the chat
+        if ev["type"] == EventType.RUN_FAILED and data.get("command") == "notify-flush":
+            return  # its notify_failed event alerts (once) with the same reason
         # "notify_failed" names no command; "notify failed failed" read badly in alerts
         what = str(data.get("command") or (
             "notify-flush" if ev["type"] == EventType.NOTIFY_FAILED
@@ -191,6 +210,8 @@ class Monitor:
             self.state.queue_oldest = ev["t"]  # sets the stuck deadline without a query
 
     def _on_finished(self, ev: dict[str, Any]) -> None:
+        if ev["data"].get("command") in SUPPORT_JOBS:
+            return  # the bot's heartbeat is its signal runs, not the jobs around them
         self.state.last_finished = max(self.state.last_finished or 0.0, ev["t"])
         host = ev.get("host")
         if isinstance(host, str) and self.hosts.finished(host[:100], ev["t"]):
@@ -503,6 +524,17 @@ def monitor_running(config: Config) -> bool:
     return False
 
 
+def _jobs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each command's last run: ok or failed, when, why, and whether it ran by hand."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for e in runs:
+        data = e.get("data") or {}
+        cmd = str(data.get("command") or "?")[:80]
+        jobs[cmd] = {"ok": e["type"] == EventType.RUN_FINISHED, "finished_at": e["t"],
+                     "error": data.get("error"), "interactive": data.get("interactive") is True}
+    return jobs
+
+
 def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     """Last run, runs and failures in the last hour, pending events, queue, monitor."""
     now = time.time() if now is None else now
@@ -534,6 +566,7 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
         queue = {"error": str(exc)}
     flushes = [e for e in events if e.get("type") == EventType.NOTIFY_FLUSHED]
     return {
+        "jobs": _jobs(runs),
         "last_run": None if last is None else {
             "command": last["data"].get("command"), "finished_at": last["t"],
             "ok": last["type"] == EventType.RUN_FINISHED,

@@ -1,0 +1,74 @@
+"""Numbers and times as people read them in tables and Telegram messages.
+
+Prices keep the significant digits an exchange quotes (8 at most: Binance, Kraken and the
+rest tick prices to 8 significant digits or fewer), never float noise or an exponent
+(``4.3440000000000004e-05`` is ``0.00004344``). Strengths and probabilities show two
+decimals, and more only where two would round a value across the gate threshold it is
+compared to. Times are ``HH:MM UTC`` or in the configured time zone.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from decimal import Decimal
+
+PRICE_DIGITS = 8
+
+
+def fmt_price(value: float) -> str:
+    """``value`` to the exchange's significant digits, in plain decimal notation."""
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    text = f"{value:.{PRICE_DIGITS}g}"
+    plain = format(Decimal(text), "f")
+    if "." in plain:
+        plain = plain.rstrip("0").rstrip(".")
+    return plain
+
+
+def fmt_vs(value: float, limit: float | None, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals, more where fewer would put the shown number on
+    the other side of ``limit`` (or on it) than the value really is: a reader comparing
+    the column with the threshold sees what the gate saw."""
+    if not math.isfinite(value):
+        return str(value)
+    if limit is None or not math.isfinite(limit):
+        return f"{value:.{digits}f}"
+    for d in range(digits, 16):
+        shown = f"{value:.{d}f}"
+        if (float(shown) < limit) == (value < limit) and (
+                float(shown) != limit or value == limit):
+            return shown
+    return repr(value)
+
+
+def fmt_time(when: datetime, tz: str = "UTC") -> str:
+    """``HH:MM UTC``, or ``HH:MM <zone>`` in ``tz`` (an IANA name, checked at load)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    if tz in ("UTC", ""):
+        return f"{when.astimezone(timezone.utc):%H:%M} UTC"
+    from zoneinfo import ZoneInfo
+
+    local = when.astimezone(ZoneInfo(tz))
+    return f"{local:%H:%M} {local.tzname() or tz}"
+
+
+def parse_time(value: object) -> datetime | None:
+    """A queued time (ISO 8601 text, ``Z`` allowed, or epoch seconds), or None."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            return datetime.fromtimestamp(value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
