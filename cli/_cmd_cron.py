@@ -19,6 +19,10 @@ def register(app: typer.Typer) -> None:
             "created if missing (default: the user log directory)."),
         fetch_every: int = typer.Option(5, "--fetch-every", min=1, max=59,
                                         help="Minutes between fetches of the local store."),
+        metrics_file: Optional[Path] = typer.Option(
+            None, "--metrics-file", dir_okay=False, help="Add the job that writes `botopt "
+            "metrics` to this *.prom file in node_exporter's textfile directory (default: "
+            "the line is there, commented out)."),
         systemd: bool = typer.Option(False, "--systemd", help="Print a systemd user unit for "
                                      "the long-running monitor instead."),
     ) -> None:
@@ -33,7 +37,8 @@ def register(app: typer.Typer) -> None:
             return
         syms = parse_symbols(symbols) if symbols is not None else None
         logs = make_log_dir(log_dir or default_log_dir())
-        plan = crontab(cfg, logs, symbols=syms, fetch_every=fetch_every)
+        plan = crontab(cfg, logs, symbols=syms, fetch_every=fetch_every,
+                       metrics_file=metrics_file)
         print(plan.text, end="")
         state.notice(f"logs go to {logs}; install with: botopt cron > botopt.cron && "
                      "crontab botopt.cron (replaces your crontab; see docs/cron.md)")

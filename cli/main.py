@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "monitor",
     "bench",
     "cron",
+    "metrics",
     "doctor",
     "history",
 ]

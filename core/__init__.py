@@ -71,6 +71,8 @@ _EXPORTS: dict[str, str] = {
     "SignalsResult": "botopt.core.signals._results",
     "update_correlation": "botopt.core.signals._correlation",
     "history": "botopt.core.watch._history",
+    "collect_metrics": "botopt.core.watch._metrics",
+    "write_textfile": "botopt.core.watch._metrics",
     "train_and_save": "botopt.core.signals._model_train",
     "crontab": "botopt.core.watch._cron",
     "systemd_unit": "botopt.core.watch._cron",
@@ -166,4 +168,5 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
     from botopt.core.watch._cron import crontab, systemd_unit  # noqa: F401
     from botopt.core.watch._doctor import Check, run_checks  # noqa: F401
     from botopt.core.watch._history import history  # noqa: F401
+    from botopt.core.watch._metrics import collect_metrics, write_textfile  # noqa: F401
     from botopt.core.watch._monitor import get_status, run_monitor  # noqa: F401

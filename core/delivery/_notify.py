@@ -67,6 +67,7 @@ class FlushResult:
     dead_lettered: int = 0  # moved to the dead-letter table by this flush
     refused: int = 0  # refused by Telegram this time, kept queued for another try
     refusal: str | None = None  # the last refusal's reason
+    rate_limited: int = 0  # 429 answers this flush (counted by `botopt metrics`)
     next_retry_at: float | None = None
     error: str | None = None  # why something due was not delivered (None: all went out)
     failure: bool = False  # Telegram could not be used (network, 5xx), not a wait
@@ -77,7 +78,7 @@ class FlushResult:
         return {"notifications_sent": self.notifications_sent,
                 "messages_sent": self.messages_sent, "remaining": self.remaining,
                 "failed": self.failed, "dead_lettered": self.dead_lettered,
-                "refused": self.refused,
+                "refused": self.refused, "rate_limited": self.rate_limited,
                 "next_retry_at": self.next_retry_at, "error": self.error}
 
 
@@ -538,6 +539,7 @@ class _Flush:
             self.result.messages_sent += 1
             unsent.pop(0)
         elif outcome.kind == TelegramOutcome.RETRY_AFTER:
+            self.result.rate_limited += 1
             self.pacer.retry_after(outcome.retry_after)
         elif outcome.kind == TelegramOutcome.TOO_LONG and msg.splits < MAX_SPLITS:
             unsent[0:1] = split_further(msg)
