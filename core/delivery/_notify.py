@@ -78,7 +78,7 @@ class FlushResult:
         return {"notifications_sent": self.notifications_sent,
                 "messages_sent": self.messages_sent, "remaining": self.remaining,
                 "failed": self.failed, "dead_lettered": self.dead_lettered,
-                "refused": self.refused, "rate_limited": self.rate_limited,
+                "refused": self.refused,
                 "next_retry_at": self.next_retry_at, "error": self.error}
 
 
