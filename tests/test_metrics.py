@@ -211,3 +211,41 @@ def test_render_round_trips_through_the_prometheus_parser(labels, value, help_te
     assert sample.labels == labels
     assert sample.value == value
     assert parsed.documentation == help_text
+
+
+_RUN = """
+import sys
+from botopt.core import Workspace, load_config, run_events
+Workspace.of(load_config())  # events follow the shared state, as a signals run's do
+for i in range(int(sys.argv[1])):
+    with run_events("signals") as counts:
+        counts.update(symbols=3, passed=1, blocked={"strength": 2})
+"""
+
+
+@pytest.mark.slow
+def test_several_hosts_each_report_every_hosts_runs_and_the_shared_queue(redis_server,
+                                                                         tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_shared_state import host, host_env
+
+    homes = {h: tmp_path / h for h in ("host-a", "host-b")}
+    for name, runs in (("host-a", 2), ("host-b", 3)):
+        env = host_env(homes[name], redis_server.url, BOTOPT_STATE_HOST_ID=name)
+        done = subprocess.run([sys.executable, "-c", _RUN, str(runs)], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    added = host(homes["host-b"], redis_server.url, "notify", "add", "-t", "alert", "-d",
+                 '{"m": "x"}', BOTOPT_STATE_HOST_ID="host-b")
+    assert added.returncode == 0, added.stderr
+    for name in homes:
+        res = host(homes[name], redis_server.url, "metrics", BOTOPT_STATE_HOST_ID=name)
+        assert res.returncode == 0, res.stderr
+        f = parse(res.stdout)
+        assert {dict(k)["host"]: v for k, v in f["botopt_runs_total"].items()
+                if dict(k)["outcome"] == "ok"} == {"host-a": 2, "host-b": 3}
+        assert one(f, "botopt_signals_blocked_total", host="host-b", gate="strength") == 6
+        assert one(f, "botopt_queue_depth_notifications", destination="telegram") == 1
+        assert all(v == 0 for v in f["botopt_metrics_source_errors"].values())
