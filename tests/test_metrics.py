@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core.watch._metrics import Family, render
-from tests.test_cron import (
+
+from .test_cron import (
     cron_run,
     install,  # noqa: F401  (the fixture: fake Binance + Telegram)
 )
-from tests.test_cron import parse as parse_crontab
+from .test_cron import parse as parse_crontab
 
 runner = CliRunner()
 # Prometheus' naming rule: the unit (plural) or _total at the end of every name.
@@ -164,12 +165,15 @@ def test_output_path_is_checked_and_a_failed_write_is_one_line(install, tmp_path
     parse(printed.stdout)
 
 
-def test_unreachable_queue_server_is_reported_in_the_file_and_the_exit_code(install):  # noqa: F811
-    tmp, cfg, _, _ = install
-    cfg.write_text(cfg.read_text() + '\n[state]\nurl = "redis://127.0.0.1:9"\n')
-    out = tmp / "botopt.prom"
-    res = cli(cfg, tmp / "cache", "metrics", "-o", str(out))
-    assert res.exit_code == 1 and "queue" in res.stderr
+def test_unreachable_queue_server_is_reported_in_the_file_and_the_exit_code(tmp_path):
+    # its own process, as cron runs it (redis-py is imported there, not in this one)
+    from .test_shared_state import host
+
+    out = tmp_path / "botopt.prom"
+    res = host(tmp_path / "h", "redis://127.0.0.1:9", "metrics", "-o", str(out))
+    assert res.returncode == 1 and "queue" in res.stderr
+    assert [x for x in res.stderr.splitlines() if "metrics" in x] == [
+        res.stderr.splitlines()[-1]], res.stderr  # one line says which source, at the end
     f = parse(out.read_text())
     assert one(f, "botopt_metrics_source_errors", source="queue") == 1
     assert one(f, "botopt_metrics_source_errors", source="cache") == 0
@@ -229,7 +233,7 @@ def test_several_hosts_each_report_every_hosts_runs_and_the_shared_queue(redis_s
     import subprocess
     import sys
 
-    from tests.test_shared_state import host, host_env
+    from .test_shared_state import host, host_env
 
     homes = {h: tmp_path / h for h in ("host-a", "host-b")}
     for name, runs in (("host-a", 2), ("host-b", 3)):

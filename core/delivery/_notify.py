@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botopt.core.base._config import Config, TelegramConfig
-from botopt.core.base._fs import atomic_write_json, read_json
-from botopt.core.base._vocab import EventType, TelegramOutcome
-from botopt.core.delivery._notify_format import Message, as_plain, render_batch, split_further
-from botopt.core.delivery._telegram import RETRY_AFTER_MAX, TelegramClient
-from botopt.core.errors import ConfigError, NotifyError, TelegramConfigError, UsageError
-from botopt.core.state._events import emit
-from botopt.core.state._workspace import Workspace
+from ..base._config import Config, TelegramConfig
+from ..base._fs import atomic_write_json, read_json
+from ..base._vocab import EventType, TelegramOutcome
+from ..errors import ConfigError, NotifyError, TelegramConfigError, UsageError
+from ..state._events import emit
+from ..state._workspace import Workspace
+from ._notify_format import Message, as_plain, render_batch, split_further
+from ._telegram import RETRY_AFTER_MAX, TelegramClient
 
 log = logging.getLogger("botopt.notify")
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -94,7 +94,7 @@ def _shared_queue(config: Config | None) -> Any:
     shared = Workspace.of(config).shared if config is not None else None
     if shared is None:
         return None
-    from botopt.core.delivery._redis_queue import SharedQueue
+    from ._redis_queue import SharedQueue
 
     shared.check()
     return SharedQueue(shared)
@@ -207,7 +207,7 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     shared = Workspace.of(config).shared if config is not None else None
     was_empty: bool | None = None
     if shared is not None:  # several hosts: the shared queue, else this one until it is back
-        from botopt.core.delivery._redis_queue import enqueue_shared
+        from ._redis_queue import enqueue_shared
 
         was_empty = enqueue_shared(shared, directory, ids, items, batch, t)
     if was_empty is None:
@@ -424,11 +424,11 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
     directory = _queue_dir(config)
     shared = Workspace.of(config).shared
     if shared is not None and dry_run:
-        from botopt.core.delivery._redis_queue import dry_run_shared
+        from ._redis_queue import dry_run_shared
 
         return dry_run_shared(_shared_queue(config), tc, force, clock())
     if shared is not None:
-        from botopt.core.delivery._redis_queue import flush_shared
+        from ._redis_queue import flush_shared
 
         return flush_shared(shared, config, directory, token, chat, force=force, clock=clock,
                             sleep=sleep, session=session, max_wait=max_wait)

@@ -33,8 +33,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from botopt.core.base._config import Config, TelegramConfig
-from botopt.core.delivery._notify import (
+from ..base._config import Config, TelegramConfig
+from ..errors import TelegramConfigError, UsageError
+from ..state._redis import SharedState
+from ._notify import (
     DEAD_AFTER,
     FlushResult,
     _db,
@@ -42,10 +44,8 @@ from botopt.core.delivery._notify import (
     _load_data,
     _unsendable,
 )
-from botopt.core.delivery._notify_format import Message, render_batch
-from botopt.core.delivery._telegram import TelegramClient
-from botopt.core.errors import TelegramConfigError, UsageError
-from botopt.core.state._redis import SharedState
+from ._notify_format import Message, render_batch
+from ._telegram import TelegramClient
 
 log = logging.getLogger("botopt.notify")
 GROUP = "flush"

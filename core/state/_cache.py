@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from botopt.core.base._codec import Unencodable, decode, encode, fingerprint
-from botopt.core.base._fs import refused_write
-from botopt.core.base._versions import function_tag
-from botopt.core.errors import CacheError, UsageError
-from botopt.core.state._paths import ensure_dir
+from ..base._codec import Unencodable, decode, encode, fingerprint
+from ..base._fs import refused_write
+from ..base._versions import function_tag
+from ..errors import CacheError, UsageError
+from ._paths import ensure_dir
 
 log = logging.getLogger("botopt.cache")
 
@@ -332,7 +332,7 @@ class CacheManager:
     def from_config(cls, config: Any, root: Path | None = None,
                     clock: Callable[[], float] = time.time) -> CacheManager:
         if root is None:
-            from botopt.core.state._workspace import Workspace
+            from ._workspace import Workspace
 
             root = Workspace.root_for(config)
         ttls = {n: life for n, (life, _) in effective_lives(config).items()}
@@ -565,7 +565,7 @@ _managers: dict[Path, CacheManager] = {}
 def get_manager(root: Path | None = None) -> CacheManager:
     """The manager for ``root`` (default: the default workspace's), created once."""
     if root is None:
-        from botopt.core.state._workspace import default_root
+        from ._workspace import default_root
 
         root = default_root()
     mgr = _managers.get(root)
@@ -667,8 +667,8 @@ def _stored_for(root: Path, config: Any) -> tuple[dict[str, tuple[int, int, floa
     """``_stored`` of the shared server when ``config`` has a ``state.url`` (and it answers),
     else of the local store."""
     if config is not None and config.state.url:
-        from botopt.core.state._redis import shared_state
-        from botopt.core.state._redis_store import cache_stats
+        from ._redis import shared_state
+        from ._redis_store import cache_stats
 
         shared = shared_state(config.state)
         if shared is not None and shared.available():
@@ -689,7 +689,7 @@ def get_cache_stats(root: Path | None = None,
     ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
     the figures of the shared server (every host's)."""
     if root is None:
-        from botopt.core.state._workspace import default_root
+        from ._workspace import default_root
 
         root = default_root()
     mgr = _managers.get(root)
@@ -716,7 +716,7 @@ def get_cache_stats(root: Path | None = None,
 
 def _require_shared(config: Any) -> Any:
     """The shared state server of ``config``, or a one-line CacheError."""
-    from botopt.core.state._redis import shared_state
+    from ._redis import shared_state
 
     shared = shared_state(config.state)
     assert shared is not None
@@ -727,7 +727,7 @@ def _require_shared(config: Any) -> Any:
 
 
 def _clear_shared(config: Any, targets: Sequence[str]) -> None:
-    from botopt.core.state._redis_store import clear_cache as clear_shared
+    from ._redis_store import clear_cache as clear_shared
 
     shared = _require_shared(config)
     try:
@@ -744,7 +744,7 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     (everything in it is a cache). ``config`` with a ``state.url``: the shared server's
     entries go too (every host's)."""
     if root is None:
-        from botopt.core.state._workspace import default_root
+        from ._workspace import default_root
 
         root = default_root()
     if config is not None and config.state.url:

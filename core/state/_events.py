@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from botopt.core.base._redact import redact
-from botopt.core.base._vocab import EventType
-from botopt.core.state._workspace import default_root
+from ..base._redact import redact
+from ..base._vocab import EventType
+from ._workspace import default_root
 
 log = logging.getLogger("botopt.events")
 LOG_NAME = "events.log"
@@ -61,7 +61,7 @@ def use_shared(state: Any) -> None:
     if state is None or not state.url:
         _shared = None
         return
-    from botopt.core.state._redis import shared_state
+    from ._redis import shared_state
 
     _shared = shared_state(state)
     _host = state.host_id or socket.gethostname()
@@ -90,7 +90,7 @@ def emit(event_type: EventType | str, *, _root: Path | None = None, **data: Any)
 
     botopt names its own events with ``EventType``; a bot may record its own types too."""
     if _shared is not None:
-        from botopt.core.state._redis_events import append
+        from ._redis_events import append
 
         try:
             line = _line(event_type, data)

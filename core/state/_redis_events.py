@@ -21,7 +21,7 @@ import socket
 import uuid
 from typing import Any
 
-from botopt.core.state._redis import SharedState
+from ._redis import SharedState
 
 GROUP = "monitors"
 MAX_EVENTS = 100_000

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from botopt.core.state._cache import _HEADER, _MAGIC
-from botopt.core.state._redis import SharedState
+from ._cache import _HEADER, _MAGIC
+from ._redis import SharedState
 
 _SEP = "\x1f"
 
@@ -201,7 +201,7 @@ class RedisCooldownStore:
         return str(self.fallback.digest())
 
     def snapshot(self) -> list[Any]:
-        from botopt.core.signals._gates import CooldownRecord
+        from ..signals._gates import CooldownRecord
 
         if self.shared.down is None:
             try:

@@ -42,15 +42,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core.base._fs import refused_write
-from botopt.core.state._cache import CacheManager
-from botopt.core.state._paths import default_cache_dir, ensure_dir
-from botopt.core.state._regime_state import RegimeHistory, RegimeState
+from ..base._fs import refused_write
+from ._cache import CacheManager
+from ._paths import default_cache_dir, ensure_dir
+from ._regime_state import RegimeHistory, RegimeState
 
 if TYPE_CHECKING:
-    from botopt.core.base._config import Config
-    from botopt.core.signals._gates import Cooldowns
-    from botopt.core.state._redis import SharedState
+    from ..base._config import Config
+    from ..signals._gates import Cooldowns
+    from ._redis import SharedState
 
 log = logging.getLogger("botopt.workspace")
 
@@ -123,11 +123,11 @@ class Workspace:
         if ws is None:
             ws = _workspaces[key] = cls(cls.root_for(config), config)
         if config.state.url:  # events follow the state (cheap: nothing is connected)
-            from botopt.core.state._events import use_shared
+            from ._events import use_shared
 
             use_shared(config.state)
         elif _events_shared():
-            from botopt.core.state._events import use_shared
+            from ._events import use_shared
 
             use_shared(None)
         return ws
@@ -189,7 +189,7 @@ class Workspace:
         """The shared state server of ``state.url`` (None: everything is local)."""
         if self.config is None or not self.config.state.url:
             return None
-        from botopt.core.state._redis import shared_state
+        from ._redis import shared_state
 
         return shared_state(self.config.state)
 
@@ -201,7 +201,7 @@ class Workspace:
                                                        clock=self.clock)
                 shared = self.shared
                 if shared is not None:
-                    from botopt.core.state._redis_store import RedisCacheStore
+                    from ._redis_store import RedisCacheStore
 
                     self._cache._store = RedisCacheStore(shared)
             else:
@@ -209,12 +209,12 @@ class Workspace:
         return self._cache
 
     def cooldowns(self, config: Config | None = None) -> Cooldowns:
-        from botopt.core.signals._gates import CooldownStore
+        from ..signals._gates import CooldownStore
 
         local = CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
         shared = self.shared
         if shared is not None and shared.available():
-            from botopt.core.state._redis_store import RedisCooldownStore
+            from ._redis_store import RedisCooldownStore
 
             return RedisCooldownStore(shared, data_scope(self._config(config)),
                                       local)
@@ -224,7 +224,7 @@ class Workspace:
         local = RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
         shared = self.shared
         if shared is not None and shared.available():
-            from botopt.core.state._redis_store import RedisRegimeState
+            from ._redis_store import RedisRegimeState
 
             return RedisRegimeState(shared, data_scope(self._config(config)),
                                     local)

@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from botopt.core.base._config import Config
-from botopt.core.base._vocab import EventType
-from botopt.core.data._candles import parse_as_of
-from botopt.core.errors import UsageError
-from botopt.core.state._events import LOG_NAME, events_dir
-from botopt.core.state._paths import cache_dir_for
+from ..base._config import Config
+from ..base._vocab import EventType
+from ..data._candles import parse_as_of
+from ..errors import UsageError
+from ..state._events import LOG_NAME, events_dir
+from ..state._paths import cache_dir_for
 
 # history type -> the event types behind it
 TYPES: dict[str, tuple[str, ...]] = {
@@ -112,8 +112,8 @@ def _sources(config: Config, directory: Path, since: float) -> list[list[bytes]]
         except FileNotFoundError:
             continue
     if config.state.url:
-        from botopt.core.state._redis import shared_state
-        from botopt.core.state._redis_events import recent_lines
+        from ..state._redis import shared_state
+        from ..state._redis_events import recent_lines
 
         shared = shared_state(config.state)
         if shared is not None and shared.available():

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from botopt.core.base._config import Config
-from botopt.core.base._fs import JsonState, atomic_write_bytes
-from botopt.core.base._vocab import EventType
-from botopt.core.errors import UsageError
-from botopt.core.state._events import events_dir
-from botopt.core.state._paths import cache_dir_for
+from ..base._config import Config
+from ..base._fs import JsonState, atomic_write_bytes
+from ..base._vocab import EventType
+from ..errors import UsageError
+from ..state._events import events_dir
+from ..state._paths import cache_dir_for
 
 log = logging.getLogger("botopt.metrics")
 STATE_NAME = "metrics_state.json"
@@ -193,7 +193,7 @@ class MetricsResult:
 
 
 def _event_lines(config: Config, directory: Path, since: float) -> list[bytes]:
-    from botopt.core.watch._history import _sources
+    from ._history import _sources
 
     return [line for chunk in _sources(config, directory, since) for line in chunk]
 
@@ -274,7 +274,7 @@ def _cache_families(stats: dict[str, dict[str, Any]]) -> list[Family]:
 
 
 def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
-    from botopt.core.delivery._notify import queue_stats
+    from ..delivery._notify import queue_stats
 
     q = queue_stats(config)
     oldest = q.get("oldest_created_at")
@@ -284,7 +284,7 @@ def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
 
 
 def _cache_stats(config: Config, root: Path) -> dict[str, dict[str, Any]]:
-    from botopt.core.state._cache import get_cache_stats
+    from ..state._cache import get_cache_stats
 
     return get_cache_stats(root, config=config if config.state.url else None)
 
@@ -292,13 +292,12 @@ def _cache_stats(config: Config, root: Path) -> dict[str, dict[str, Any]]:
 def _guarded(errors: dict[str, str], source: str, read: Callable[[], Any], empty: Any) -> Any:
     """One source's figures, or ``empty`` and the reason: a queue on an unreachable server
     must not cost the run figures (the file says which source failed)."""
-    from botopt.core.errors import BotoptError
+    from ..errors import BotoptError
 
     try:
         return read()
     except (BotoptError, OSError) as exc:
-        errors[source] = str(exc)[:300]
-        log.warning("metrics: %s figures missing: %s", source, errors[source])
+        errors[source] = str(exc)[:300]  # the command's one error line names it
         return empty
 
 
@@ -361,6 +360,6 @@ def write_textfile(path: Path, text: str) -> None:
     try:
         atomic_write_bytes(path, text.encode(), mode=0o644)
     except OSError as exc:
-        from botopt.core.errors import BotoptError
+        from ..errors import BotoptError
 
         raise BotoptError(f"metrics file {path}: cannot write it ({exc.strerror})") from exc
