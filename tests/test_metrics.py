@@ -253,3 +253,24 @@ def test_several_hosts_each_report_every_hosts_runs_and_the_shared_queue(redis_s
         assert one(f, "botopt_signals_blocked_total", host="host-b", gate="strength") == 6
         assert one(f, "botopt_queue_depth_notifications", destination="telegram") == 1
         assert all(v == 0 for v in f["botopt_metrics_source_errors"].values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 4000), seed=st.integers(0, 2**32), since=st.floats(-10, 1.1e6),
+       pad=st.integers(0, 200))
+def test_the_log_tail_holds_every_line_from_since_on(tmp_path_factory, n, seed, since, pad):
+    """The bisection over a large log (lines in time order up to a minute's disorder, as
+    concurrent writers leave them) never drops a line at or after ``since``."""
+    import random
+
+    from botopt.core.watch._metrics import _tail
+
+    rnd = random.Random(seed)
+    times = sorted(rnd.uniform(0, 1e6) for _ in range(n))
+    lines = [json.dumps({"id": str(i), "t": t + rnd.uniform(-60, 60), "x": "p" * pad}).encode()
+             for i, t in enumerate(times)]
+    path = tmp_path_factory.mktemp("log") / "events.log"
+    path.write_bytes(b"".join(x + b"\n" for x in lines))
+    got = set(_tail(path, since))
+    assert {x for x in lines if json.loads(x)["t"] >= since} <= got
+    assert len(got) < n or since < 600 + min(times) + 60 or path.stat().st_size < 200_000
