@@ -176,12 +176,14 @@ def notify_flush(
 
     Exit 0 when everything due went out, 1 when something due was not delivered (the
     line says why and when the next try is), 2 when the token or chat is wrong."""
-    from ..core import EventType, emit, flush_notifications
+    from ..core import EventType, Workspace, flush_notifications
     from ..core.errors import NotifyError
 
     state = get_state(ctx)
+    cfg = state.config()
+    emit = Workspace.of(cfg).events().emit
     try:
-        result = flush_notifications(state.config(), force=force, dry_run=dry_run)
+        result = flush_notifications(cfg, force=force, dry_run=dry_run)
     except NotifyError as exc:
         emit(EventType.NOTIFY_FAILED, error=str(exc))
         raise

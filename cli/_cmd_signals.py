@@ -103,6 +103,7 @@ def signals(
     """Compute ranked, gated signals from the last closed candles of each symbol."""
     from ..core import (
         DataStatus,
+        Workspace,
         is_live,
         parse_as_of,
         parse_symbols,
@@ -118,7 +119,8 @@ def signals(
     syms = parse_symbols(candles.symbols if candles.symbols is not None else cfg.data.symbols)
     when = parse_as_of(candles.as_of)
     live = is_live(cfg, when)
-    with run_events("signals", enabled=live) as counts:
+    with run_events("signals", enabled=live,
+                    sink=Workspace.of(cfg).events()) as counts:
         result = run_signals(cfg, syms, as_of=when, use_cache=not no_cache,
                              notify=notify)
         counts.update(symbols=len(result.symbols), passed=len(result.passed),

@@ -80,10 +80,6 @@ class AppState:
             # Config-less entry points (emit, decorators in a model plug-in) follow it.
             set_default_root(Workspace.root_for(cfg))
             register_secret(cfg.telegram.token)
-            from ..core.state._events import use_shared
-
-            # Several hosts: events go to the shared server (nothing is connected yet).
-            use_shared(cfg.state if cfg.state.url else None)
         if announce_sample_data and cfg.path is None and not self._notice_shown \
                 and cfg.sources.get("data.source") == "default":
             self._notice_shown = True

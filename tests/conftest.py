@@ -38,9 +38,6 @@ def no_shared_state_between_tests():
     yield
     import sys
 
-    events = sys.modules.get("botopt.core.state._events")
-    if events is not None:
-        events.use_shared(None)
     redis_mod = sys.modules.get("botopt.core.state._redis")
     if redis_mod is not None:
         redis_mod._states.clear()

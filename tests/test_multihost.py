@@ -100,8 +100,9 @@ def live_data(directory: Path, symbols: list[str]) -> None:
 
 
 def test_two_hosts_on_one_candle_queue_each_signal_once(redis_server, tmp_path):
-    from botopt.core.delivery._redis_queue import SharedQueue
+    from botopt.core.state._queue import LocalQueue
     from botopt.core.state._redis import SharedState
+    from botopt.core.state._redis_queue import SharedQueue
 
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
     data = tmp_path / "data"
@@ -127,7 +128,8 @@ def test_two_hosts_on_one_candle_queue_each_signal_once(redis_server, tmp_path):
     assert answers[0] == answers[1]
     passed = {(sym, d, t) for sym, d, t, ok in answers[0] if ok}
     assert passed  # the permissive gates let signals through
-    queued = [p for p in SharedQueue(SharedState(redis_server.url, "botopt")).pending(1000)
+    queued = [p for p in SharedQueue(SharedState(redis_server.url, "botopt"),
+                                     LocalQueue(tmp_path)).pending(1000)
               if p["type"] == "signal"]
     keys = Counter((p["data"]["symbol"], p["data"]["direction"], p["data"]["candle_time"])
                    for p in queued)

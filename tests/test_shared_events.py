@@ -11,7 +11,6 @@ import time
 
 from botopt.core.base._config import load_config
 from botopt.core.base._vocab import EventType
-from botopt.core.state._events import emit
 from botopt.core.state._redis import SharedState
 from botopt.core.state._redis_events import append
 from botopt.core.state._workspace import Workspace
@@ -23,9 +22,7 @@ from .test_shared_state import host_env
 def cfg_for(url, cache, **extra):
     env = {"BOTOPT_STATE_URL": url, "BOTOPT_STATE_CLAIM_TIMEOUT": "11",
            "BOTOPT_TELEGRAM_TIMEOUT": "2", "BOTOPT_MONITOR_STALE_AFTER": "600", **extra}
-    cfg = load_config(overrides={"cache.dir": str(cache)}, env=env)
-    Workspace.of(cfg)  # as a library user's run does: events follow the state
-    return cfg
+    return load_config(overrides={"cache.dir": str(cache)}, env=env)
 
 
 def finished(shared: SharedState, host: str, t: float) -> None:
@@ -36,8 +33,9 @@ def finished(shared: SharedState, host: str, t: float) -> None:
 def test_each_event_is_handled_by_one_monitor_and_taken_over_from_a_dead_one(
         redis_server, tmp_path):
     cfg = cfg_for(redis_server.url, tmp_path / "c", BOTOPT_STATE_HOST_ID="host-a")
+    events = Workspace.of(cfg).events()  # the workspace decides: the shared stream
     for i in range(6):
-        emit(EventType.SIGNAL_PASSED, symbol=f"S{i}", direction="long", queued=True)
+        events.emit(EventType.SIGNAL_PASSED, symbol=f"S{i}", direction="long", queued=True)
     shared = SharedState(redis_server.url, "botopt")
     raw = shared.client.xrange("botopt:events")
     assert len(raw) == 6 and all(json.loads(f[b"e"])["host"] == "host-a" for _, f in raw)

@@ -15,12 +15,12 @@ from typing import Any
 
 from ..base._redact import redact, register_secret
 from ..base._vocab import TelegramOutcome
+from ..state._queue import RETRY_AFTER_MAX
 
 log = logging.getLogger("botopt.notify")
 # A 429's retry_after is trusted within this range (seconds): a negative or zero value would
 # make us hammer, and a huge one (or a broken answer) would park the queue for years.
 RETRY_AFTER_MIN = 1.0
-RETRY_AFTER_MAX = 3600.0
 RETRY_AFTER_DEFAULT = 5.0
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 from ..base._config import Config
 from ..base._vocab import DataStatus, Direction, EventType, NotificationType
 from ..errors import NotifyError
-from ..state._events import emit
+from ..state._events import EventSink
 from ..state._workspace import Workspace
 from ._gates import CooldownRecord, Cooldowns
 from ._results import SignalsResult, SymbolResult, iso
@@ -34,7 +33,7 @@ def record(config: Config, ws: Workspace, result: SignalsResult,
     changes = ws.regimes(config).update(
         [(s.symbol, s.regime, s.candle_time) for s in result.symbols
          if s.regime and s.data_status != DataStatus.STALE])
-    publish(config, new, changes, root=ws.root)
+    publish(config, new, changes, events=ws.events())
     return dataclasses.replace(result, new_signals=new, regime_changes=changes)
 
 
@@ -43,7 +42,8 @@ _SIGNAL_FIELDS = ("symbol", "candle_time", "close", "regime", "direction", "stre
 
 
 def publish(config: Config, new: list[SymbolResult],
-            changes: list[tuple[str, str | None, str]], *, root: Path | None = None) -> None:
+            changes: list[tuple[str, str | None, str]], *,
+            events: EventSink | None = None) -> None:
     """Queue notifications and emit events for what is new. A broken queue costs a warning:
     it must never fail or slow the signals run itself."""
     from ..delivery._notify import enqueue
@@ -59,8 +59,9 @@ def publish(config: Config, new: list[SymbolResult],
     except NotifyError as exc:
         queued = False
         log.warning("notifications not queued: %s", exc)
+    emit = (events or Workspace.of(config).events()).emit
     for s in new:
         emit(EventType.SIGNAL_PASSED, symbol=s.symbol, direction=s.direction, engine=s.engine,
-             strength=s.strength, candle_time=iso(s.candle_time), queued=queued, _root=root)
+             strength=s.strength, candle_time=iso(s.candle_time), queued=queued)
     for sym, old, new_ in changes:
-        emit(EventType.REGIME_CHANGED, symbol=sym, old=old, new=new_, queued=queued, _root=root)
+        emit(EventType.REGIME_CHANGED, symbol=sym, old=old, new=new_, queued=queued)

@@ -662,21 +662,44 @@ def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
     return counts, entries
 
 
-def _stored_for(root: Path, config: Any) -> tuple[dict[str, tuple[int, int, float]],
-                                                  dict[str, tuple[int, int]]]:
-    """``_stored`` of the shared server when ``config`` has a ``state.url`` (and it answers),
-    else of the local store."""
-    if config is not None and config.state.url:
-        from ._redis import shared_state
-        from ._redis_store import cache_stats
+Counts = dict[str, tuple[int, int, float]]  # per cache: hits, misses, seconds saved
+Entries = dict[str, tuple[int, int]]  # per cache: live entries, bytes
 
-        shared = shared_state(config.state)
-        if shared is not None and shared.available():
-            try:
-                return cache_stats(shared)
-            except shared.errors as exc:
-                shared.lost(exc)
-    return _stored(root)
+
+class CacheStatistics(Protocol):
+    """The figures ``cache-stats`` shows and ``cache clear`` resets: this host's
+    (``LocalCacheStatistics``) or, with ``state.url``, every host's on the shared server
+    (``botopt.core.state._redis_store.RedisCacheStatistics``); the ``Workspace`` chooses."""
+
+    def stored(self) -> tuple[Counts, Entries]: ...
+
+    def check(self) -> None:
+        """Raise a one-line CacheError when the store cannot be cleared now."""
+
+    def clear(self, names: Sequence[str]) -> None:
+        """Clear what lives beyond the local files (those ``clear_cache`` always clears)."""
+
+
+class LocalCacheStatistics:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def stored(self) -> tuple[Counts, Entries]:
+        return _stored(self.root)
+
+    def check(self) -> None:
+        pass
+
+    def clear(self, names: Sequence[str]) -> None:
+        pass
+
+
+def _statistics(root: Path, config: Any) -> CacheStatistics:
+    if config is None:
+        return LocalCacheStatistics(root)
+    from ._workspace import Workspace
+
+    return Workspace(root, config).cache_statistics()
 
 
 def get_cache_stats(root: Path | None = None,
@@ -695,7 +718,7 @@ def get_cache_stats(root: Path | None = None,
     mgr = _managers.get(root)
     if mgr is not None:
         mgr.flush_stats()
-    counts, entries = _stored_for(root, config)
+    counts, entries = _statistics(root, config).stored()
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
     out: dict[str, dict[str, Any]] = {}
@@ -714,28 +737,6 @@ def get_cache_stats(root: Path | None = None,
     return out
 
 
-def _require_shared(config: Any) -> Any:
-    """The shared state server of ``config``, or a one-line CacheError."""
-    from ._redis import shared_state
-
-    shared = shared_state(config.state)
-    assert shared is not None
-    if not shared.available(quiet=True):
-        raise CacheError(f"shared state {shared.where} unreachable ({shared.down}); "
-                         "nothing cleared")
-    return shared
-
-
-def _clear_shared(config: Any, targets: Sequence[str]) -> None:
-    from ._redis_store import clear_cache as clear_shared
-
-    shared = _require_shared(config)
-    try:
-        clear_shared(shared, targets)
-    except shared.errors as exc:
-        raise CacheError(f"shared state {shared.where}: {shared.describe(exc)}") from exc
-
-
 def clear_cache(name: str | None = None, root: Path | None = None, *,
                 config: Any = None) -> list[str]:
     """Delete the entries of one cache (or all) and their statistics. Returns the names.
@@ -747,9 +748,9 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
         from ._workspace import default_root
 
         root = default_root()
-    if config is not None and config.state.url:
-        _require_shared(config)
-    counts, entries = _stored_for(root, config)
+    statistics = _statistics(root, config)
+    statistics.check()
+    counts, entries = statistics.stored()
     local = _stored(root)
     counts, entries = {**local[0], **counts}, {**local[1], **entries}
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
@@ -757,8 +758,7 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     if name is not None and name not in names:
         raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}")
     targets = [name] if name else names
-    if config is not None and config.state.url:
-        _clear_shared(config, targets)
+    statistics.clear(targets)
     mgr = _managers.pop(root, None)
     if mgr is not None:
         mgr.close()

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..base._redact import redact
 from ..base._vocab import EventType
@@ -50,28 +50,65 @@ def socket_path(directory: Path) -> Path:
     return Path("/tmp") / f"botopt-{uid}-{digest}.sock"
 
 
-_shared: Any = None  # the shared state server events go to (``use_shared``), or None
-_host = ""
+class EventSink(Protocol):
+    """Where a command's events go: this host's log (``LocalEventLog``) or, with
+    ``state.url``, the shared server's stream (``botopt.core.state._redis_events``); the
+    ``Workspace`` hands out the one that applies."""
+
+    def emit(self, event_type: EventType | str, **data: Any) -> None:
+        """Record an event and wake a running monitor. Never blocks, never raises."""
 
 
-def use_shared(state: Any) -> None:
-    """Send this process's events to the shared server of ``state`` (a ``StateConfig``;
-    ``botopt.core.state._redis_events``), each with the host it came from; none without a url."""
-    global _shared, _host
-    if state is None or not state.url:
-        _shared = None
-        return
-    from ._redis import shared_state
+class HostEvents(Protocol):
+    """The monitor's view of the events of several hosts (``Workspace.host_events``): the
+    shared stream read in the monitors' group, and which hosts stopped reporting."""
 
-    _shared = shared_state(state)
-    _host = state.host_id or socket.gethostname()
+    errors: tuple[type[BaseException], ...]  # what its calls raise when the store fails
+
+    def describe(self, exc: BaseException) -> str: ...
+
+    def read(self) -> list[dict[str, Any]] | None:
+        """The events to handle; None: they are in the local log (read it)."""
+
+    def ack(self) -> None: ...
+
+    def finished(self, host: str, t: float) -> bool:
+        """Record a host's finished run; True when it had been reported stopped."""
+
+    def newly_stopped(self, now: float, after: float) -> list[tuple[str, float]]: ...
+
+    def last_finished(self) -> dict[str, float]: ...
 
 
-def _line(event_type: EventType | str, data: dict[str, Any]) -> bytes:
+class NoHosts:
+    """One host: every event is in the local log, and there is no other host to watch."""
+
+    errors: tuple[type[BaseException], ...] = ()
+
+    def describe(self, exc: BaseException) -> str:
+        return type(exc).__name__
+
+    def read(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def ack(self) -> None:
+        pass
+
+    def finished(self, host: str, t: float) -> bool:
+        return False
+
+    def newly_stopped(self, now: float, after: float) -> list[tuple[str, float]]:
+        return []
+
+    def last_finished(self) -> dict[str, float]:
+        return {}
+
+
+def _line(event_type: EventType | str, data: dict[str, Any], host: str | None = None) -> bytes:
     record: dict[str, Any] = {"id": uuid.uuid4().hex, "t": time.time(), "type": event_type,
               "pid": os.getpid(), "data": data}
-    if _shared is not None:
-        record["host"] = _host
+    if host is not None:
+        record["host"] = host
     raw = json.dumps(record, default=str, separators=(",", ":"))
     if len(raw) > _MAX_LINE:
         short: dict[str, Any] = {k: (str(v)[:200] if isinstance(v, str) else v)
@@ -85,50 +122,57 @@ def _line(event_type: EventType | str, data: dict[str, Any]) -> bytes:
     return (raw + "\n").encode()
 
 
-def emit(event_type: EventType | str, *, _root: Path | None = None, **data: Any) -> None:
-    """Record an event and wake a running monitor. Never blocks, never raises.
+class LocalEventLog:
+    """The events log of one root directory (None: the default root, looked up per event)."""
 
-    botopt names its own events with ``EventType``; a bot may record its own types too."""
-    if _shared is not None:
-        from ._redis_events import append
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
 
+    def emit(self, event_type: EventType | str, **data: Any) -> None:
+        self.write(event_type, data, None)
+
+    def write(self, event_type: EventType | str, data: dict[str, Any],
+              host: str | None) -> None:
         try:
-            line = _line(event_type, data)
-        except Exception as exc:
+            directory = events_dir(self.root)
+            if not directory.is_dir():
+                # mkdir(parents=True) would give the cache directory itself the default mode.
+                directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                directory.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, _line(event_type, data, host))
+            finally:
+                os.close(fd)
+        except Exception as exc:  # the caller's work matters more than its log line
             log.debug("event %s not recorded: %s", event_type, exc)
             return
-        if append(_shared, line):
-            return  # monitors on every host read the shared stream
-    try:
-        directory = events_dir(_root)
-        if not directory.is_dir():
-            # mkdir(parents=True) would give the cache directory itself the default mode.
-            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            directory.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(directory / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if event_type in QUIET_EVENTS or data.get("queued"):
+            return  # nothing for the monitor to do at once (botopt queued it already)
         try:
-            os.write(fd, _line(event_type, data))
-        finally:
-            os.close(fd)
-    except Exception as exc:  # the caller's work matters more than its log line
-        log.debug("event %s not recorded: %s", event_type, exc)
-        return
-    if event_type in QUIET_EVENTS or data.get("queued"):
-        return  # nothing for the monitor to do at once (botopt queued it already)
-    try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.sendto(b"!", str(socket_path(directory)))
-        finally:
-            sock.close()
-    except OSError:
-        pass  # no monitor listening (or its buffer is full: it will read the log anyway)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.sendto(b"!", str(socket_path(directory)))
+            finally:
+                sock.close()
+        except OSError:
+            pass  # no monitor listening (or its buffer is full: it will read the log anyway)
+
+
+def emit(event_type: EventType | str, *, _root: Path | None = None, **data: Any) -> None:
+    """Record an event in the log of ``_root`` (default: the default root) and wake a
+    running monitor. Never blocks, never raises. (With ``state.url``, use
+    ``Workspace.of(config).events().emit``: every host's events go to the server.)
+
+    botopt names its own events with ``EventType``; a bot may record its own types too."""
+    LocalEventLog(_root).emit(event_type, **data)
 
 
 @contextmanager
 def run_events(command: str, root: Path | None = None,
-               enabled: bool = True) -> Iterator[dict[str, Any]]:
+               enabled: bool = True, sink: EventSink | None = None
+               ) -> Iterator[dict[str, Any]]:
     """Emit run_started, then run_finished (duration, counts) or run_failed (error).
 
     The body may put counts into the yielded dict. ``enabled=False`` (experiments: replays,
@@ -136,19 +180,20 @@ def run_events(command: str, root: Path | None = None,
     neither look like a heartbeat nor raise an alert.
     """
     counts: dict[str, Any] = {}
+    send = (sink or LocalEventLog(root)).emit
     if not enabled:
         yield counts
         return
     start = time.monotonic()
-    emit(EventType.RUN_STARTED, _root=root, command=command)
+    send(EventType.RUN_STARTED, command=command)
     try:
         yield counts
     except BaseException as exc:
-        emit(EventType.RUN_FAILED, _root=root, command=command,
+        send(EventType.RUN_FAILED, command=command,
              duration_s=round(time.monotonic() - start, 4),
              error=redact(f"{type(exc).__name__}: {exc}")[:500])
         raise
-    emit(EventType.RUN_FINISHED, _root=root, command=command,
+    send(EventType.RUN_FINISHED, command=command,
          duration_s=round(time.monotonic() - start, 4), **counts)
 
 

@@ -16,12 +16,17 @@ reporting" is raised by one monitor, once, and "host X is back" likewise.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import uuid
 from typing import Any
 
+from ..base._vocab import EventType
+from ._events import LocalEventLog, _line
 from ._redis import SharedState
+
+log = logging.getLogger("botopt.events")
 
 GROUP = "monitors"
 MAX_EVENTS = 100_000
@@ -42,6 +47,23 @@ def append(shared: SharedState, line: bytes) -> bool:
         return False
 
 
+class SharedEventSink:
+    """``EventSink`` of several hosts: each event, with the host it came from, goes to the
+    shared stream, or to ``local`` (the log of this host) while the server cannot be used."""
+
+    def __init__(self, shared: SharedState, host: str, local: LocalEventLog) -> None:
+        self.shared, self.host, self.local = shared, host, local
+
+    def emit(self, event_type: EventType | str, **data: Any) -> None:
+        try:
+            line = _line(event_type, data, self.host)
+        except Exception as exc:  # never raises: the caller's work matters more
+            log.debug("event %s not recorded: %s", event_type, exc)
+            return
+        if not append(self.shared, line):
+            self.local.write(event_type, data, self.host)
+
+
 class SharedEvents:
     """A monitor's view of the shared event stream (raises the client's errors)."""
 
@@ -53,6 +75,8 @@ class SharedEvents:
         self.alerted = shared.key("hosts", "stopped")
         self.consumer = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.unacked: list[str] = []
+        self.errors = shared.errors
+        self.describe = shared.describe
         try:
             self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except shared.errors as exc:

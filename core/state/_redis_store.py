@@ -180,6 +180,37 @@ def clear_cache(shared: SharedState, names: Sequence[str]) -> None:
             shared.client.unlink(*keys[i:i + 500])
 
 
+class RedisCacheStatistics:
+    """``CacheStatistics`` of every host, on the server; ``local``'s while it is down."""
+
+    def __init__(self, shared: SharedState, local: Any) -> None:
+        self.shared, self.local = shared, local
+
+    def stored(self) -> tuple[dict[str, tuple[int, int, float]], dict[str, tuple[int, int]]]:
+        if self.shared.available():
+            try:
+                return cache_stats(self.shared)
+            except self.shared.errors as exc:
+                self.shared.lost(exc)
+        return self.local.stored()  # type: ignore[no-any-return]
+
+    def check(self) -> None:
+        from ..errors import CacheError
+
+        if not self.shared.available(quiet=True):
+            raise CacheError(f"shared state {self.shared.where} unreachable "
+                             f"({self.shared.down}); nothing cleared")
+
+    def clear(self, names: Sequence[str]) -> None:
+        from ..errors import CacheError
+
+        try:
+            clear_cache(self.shared, names)
+        except self.shared.errors as exc:
+            raise CacheError(f"shared state {self.shared.where}: "
+                             f"{self.shared.describe(exc)}") from exc
+
+
 class RedisCooldownStore:
     """``CooldownStore`` on the server; ``fallback`` (the local store) when it fails."""
 

@@ -22,10 +22,12 @@ of it on purpose: a BTCUSDT signal is the same signal whichever other symbols ra
 and a scope per set would notify it twice. The whole-run cache entry does carry the set.)
 
 Stores are reached only through these methods, each returning an object with a small
-interface (``CacheStore``, ``Cooldowns``, ``RegimeHistory``, a directory for the queue and
-events). With ``state.url`` set, the cache, cooldowns and regime history live on a shared
-Redis/Valkey server instead (``botopt.core.state._redis_store``; the queue chooses its own in
-``botopt.core.delivery._notify``); the pipeline does not know which it has.
+interface: ``CacheStore`` and ``CacheStatistics`` (``_cache``), ``Cooldowns``,
+``RegimeHistory``, ``NotificationQueue`` (``_queue``), ``EventSink`` (``_events``) and
+``HostEvents`` (``_redis_events``). With ``state.url`` set, each lives on a shared
+Redis/Valkey server instead (``botopt.core.state._redis_*``), falling back to the local one
+while the server is down. This is the one place that decides local or shared: nothing else
+knows which it has.
 
 Config-less entry points (the cache decorators, ``emit``, ``batch_notify``) use the
 *default root*: the one the CLI made current for this command (``set_default_root``), else
@@ -37,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +53,9 @@ from ._regime_state import RegimeHistory, RegimeState
 if TYPE_CHECKING:
     from ..base._config import Config
     from ..signals._gates import Cooldowns
+    from ._cache import CacheStatistics
+    from ._events import EventSink, HostEvents
+    from ._queue import NotificationQueue
     from ._redis import SharedState
 
 log = logging.getLogger("botopt.workspace")
@@ -73,13 +79,6 @@ def default_root() -> Path:
         return _default_root
     env = os.environ.get("BOTOPT_CACHE_DIR")
     return Path(env).expanduser() if env else default_cache_dir()
-
-
-def _events_shared() -> bool:
-    import sys
-
-    events = sys.modules.get("botopt.core.state._events")
-    return events is not None and getattr(events, "_shared", None) is not None
 
 
 def data_scope(config: Config) -> str:
@@ -122,14 +121,6 @@ class Workspace:
         ws = _workspaces.get(key)
         if ws is None:
             ws = _workspaces[key] = cls(cls.root_for(config), config)
-        if config.state.url:  # events follow the state (cheap: nothing is connected)
-            from ._events import use_shared
-
-            use_shared(config.state)
-        elif _events_shared():
-            from ._events import use_shared
-
-            use_shared(None)
         return ws
 
     @classmethod
@@ -229,6 +220,83 @@ class Workspace:
             return RedisRegimeState(shared, data_scope(self._config(config)),
                                     local)
         return local
+
+    def queue(self) -> NotificationQueue:
+        """The notification queue (with ``state.url``: every host's, on the server)."""
+        from ._queue import LocalQueue
+
+        local = LocalQueue(self.queue_dir())
+        shared = self.shared
+        if shared is None:
+            return local
+        from ._redis_queue import SharedQueue
+
+        return SharedQueue(shared, local)
+
+    def events(self) -> EventSink:
+        """Where this process's events go (with ``state.url``: the shared stream, each with
+        its host). Nothing is connected until the first event."""
+        from ._events import LocalEventLog
+
+        local = LocalEventLog(self.root)
+        shared = self.shared
+        if shared is None:
+            return local
+        from ._redis_events import SharedEventSink
+
+        assert self.config is not None
+        return SharedEventSink(shared, self.config.state.host_id or socket.gethostname(),
+                               local)
+
+    def host_events(self) -> HostEvents:
+        """The monitor's view of other hosts' events: with ``state.url``, the shared stream
+        read in the monitors' group; without, nothing (every event is in the local log)."""
+        from ._events import NoHosts
+
+        shared = self.shared
+        if shared is None or not shared.available():
+            return NoHosts()
+        from ._redis_events import SharedEvents
+
+        try:
+            return SharedEvents(shared)
+        except shared.errors as exc:
+            shared.lost(exc)
+            return NoHosts()
+
+    def event_lines(self, since: float) -> list[list[bytes]]:
+        """The recorded events' lines (``botopt history``): the local logs', then (with
+        ``state.url``) the shared stream's since ``since``."""
+        from ._events import LOG_NAME
+
+        out = []
+        directory = self.root / "events"
+        for name in (LOG_NAME + ".1", LOG_NAME):
+            try:
+                out.append((directory / name).read_bytes().splitlines())
+            except FileNotFoundError:
+                continue
+        shared = self.shared
+        if shared is not None and shared.available():
+            from ._redis_events import recent_lines
+
+            try:
+                out.append(recent_lines(shared, since))
+            except shared.errors as exc:
+                shared.lost(exc)
+        return out
+
+    def cache_statistics(self) -> CacheStatistics:
+        """The cache's figures (with ``state.url``: every host's, on the server)."""
+        from ._cache import LocalCacheStatistics
+
+        local = LocalCacheStatistics(self.root)
+        shared = self.shared
+        if shared is None:
+            return local
+        from ._redis_store import RedisCacheStatistics
+
+        return RedisCacheStatistics(shared, local)
 
     def close(self) -> None:
         if self._cache is not None:

@@ -19,8 +19,7 @@ from ..base._config import Config
 from ..base._vocab import EventType
 from ..data._candles import parse_as_of
 from ..errors import UsageError
-from ..state._events import LOG_NAME, events_dir
-from ..state._paths import cache_dir_for
+from ..state._workspace import Workspace
 
 # history type -> the event types behind it
 TYPES: dict[str, tuple[str, ...]] = {
@@ -80,10 +79,10 @@ def _summary(kind: str, d: dict[str, Any]) -> str:
 def history(config: Config, *, since: float, types: set[str],
             root: Path | None = None) -> list[dict[str, Any]]:
     """Matching events since ``since`` (epoch s), oldest first, as dicts with ISO times."""
-    directory = events_dir(root or cache_dir_for(config))
+    ws = Workspace.of(config) if root is None else Workspace(root, config)
     wanted = {ev: kind for kind in types for ev in TYPES[kind]}
     out = []
-    for raw_lines in _sources(config, directory, since):
+    for raw_lines in ws.event_lines(since):
         for raw in raw_lines:
             try:
                 ev = json.loads(raw)
@@ -100,27 +99,6 @@ def history(config: Config, *, since: float, types: set[str],
                 entry["host"] = ev["host"][:100]
             out.append(entry)
     out.sort(key=lambda e: e["time"])
-    return out
-
-
-def _sources(config: Config, directory: Path, since: float) -> list[list[bytes]]:
-    """The local event logs' lines, then (with ``state.url``) the shared stream's."""
-    out = []
-    for name in (LOG_NAME + ".1", LOG_NAME):
-        try:
-            out.append((directory / name).read_bytes().splitlines())
-        except FileNotFoundError:
-            continue
-    if config.state.url:
-        from ..state._redis import shared_state
-        from ..state._redis_events import recent_lines
-
-        shared = shared_state(config.state)
-        if shared is not None and shared.available():
-            try:
-                out.append(recent_lines(shared, since))
-            except shared.errors as exc:
-                shared.lost(exc)
     return out
 
 

@@ -130,7 +130,7 @@ class Monitor:
             EventType.NOTIFY_DEAD_LETTER: self._on_dead_letter,
             EventType.NOTIFY_QUEUED: self._on_queued,
         }
-        self.shared = _shared_events(config)  # several hosts: the shared event stream
+        self.hosts = Workspace.of(config).host_events()  # several hosts: shared events
 
     def load_state(self) -> None:
         """(Re)read the saved position and alert state: under the lock, or another monitor
@@ -192,8 +192,7 @@ class Monitor:
     def _on_finished(self, ev: dict[str, Any]) -> None:
         self.state.last_finished = max(self.state.last_finished or 0.0, ev["t"])
         host = ev.get("host")
-        if self.shared is not None and isinstance(host, str) and \
-                self.shared.finished(host[:100], ev["t"]):
+        if isinstance(host, str) and self.hosts.finished(host[:100], ev["t"]):
             self._alert(f"host {host[:100]} is reporting again: a run finished there")
         if self.state.stale_alerted:
             self._alert("bot recovered: runs are finishing again")
@@ -227,13 +226,13 @@ class Monitor:
     # -- rounds ---------------------------------------------------------------------------
 
     def handle_pending(self) -> int:
-        if self.shared is not None:
-            try:
-                return self._handle(self.shared.read())
-            except self.shared.shared.errors as exc:
-                log.warning("shared events unreadable (%s); next round",
-                            self.shared.shared.describe(exc))
-                return 0
+        try:
+            shared = self.hosts.read()
+        except self.hosts.errors as exc:
+            log.warning("shared events unreadable (%s); next round", self.hosts.describe(exc))
+            return 0
+        if shared is not None:
+            return self._handle(shared)
         log_path = self.dir / LOG_NAME
         try:
             inode = log_path.stat().st_ino
@@ -263,8 +262,7 @@ class Monitor:
         now = self.clock()
         self.state.last_check = now
         self.result.checks_run += 1
-        if self.shared is not None:
-            self._check_hosts(now)
+        self._check_hosts(now)
         last = self.state.last_finished or now
         if now - last >= self.mc.stale_after and not self.state.stale_alerted:
             self._alert(f"bot stalled: no run finished for {int((now - last) // 60)} min")
@@ -295,13 +293,12 @@ class Monitor:
     def _check_hosts(self, now: float) -> None:
         """Several hosts: each that stopped reporting is named (by one monitor, once), and
         the bot counts as running while any host finishes runs."""
-        assert self.shared is not None
         try:
-            for host, t in self.shared.newly_stopped(now, self.mc.stale_after):
+            for host, t in self.hosts.newly_stopped(now, self.mc.stale_after):
                 self._alert(f"host {host} stopped reporting: no run finished there for "
                             f"{int((now - t) // 60)} min")
-            latest = max(self.shared.last_finished().values(), default=None)
-        except self.shared.shared.errors as exc:
+            latest = max(self.hosts.last_finished().values(), default=None)
+        except self.hosts.errors as exc:
             log.debug("host check skipped: %s", exc)
             return
         if latest is not None:
@@ -338,12 +335,11 @@ class Monitor:
                 return  # not saving the state means the events are handled again: no loss
             self.result.notifications_queued += len(self._outbox)
             self._outbox = []
-        if self.shared is not None:
-            try:
-                self.shared.ack()  # handled and its alerts queued: not to be handled again
-            except self.shared.shared.errors as exc:
-                log.warning("shared events not acknowledged (%s); they may be handled again",
-                            self.shared.shared.describe(exc))
+        try:
+            self.hosts.ack()  # handled and its alerts queued: not to be handled again
+        except self.hosts.errors as exc:
+            log.warning("shared events not acknowledged (%s); they may be handled again",
+                        self.hosts.describe(exc))
         try:
             self.state.save(self.state_path)
             self._prune()
@@ -369,20 +365,6 @@ class Monitor:
         os.replace(path, old)
         self.state.offset, self.state.inode = 0, 0
         self.state.save(self.state_path)
-
-
-def _shared_events(config: Config) -> Any:
-    """The shared event stream of ``state.url`` (``botopt.core.state._redis_events``), or None."""
-    shared = Workspace.of(config).shared
-    if shared is None or not shared.available():
-        return None
-    from ..state._redis_events import SharedEvents
-
-    try:
-        return SharedEvents(shared)
-    except shared.errors as exc:
-        shared.lost(exc)
-        return None
 
 
 def _lock(directory: Path) -> Any:

@@ -1,6 +1,6 @@
 """The notification queue and Telegram's limits on a shared Redis/Valkey server.
 
-The local queue's rules (``botopt.core.delivery._notify``) hold across hosts:
+The local queue's rules (``botopt.core.state._queue``) hold across hosts:
 
 - One stream per notification type (``<ns>:nq:s:<type>``) with one consumer group
   (``flush``). A flush claims a batch with ``XREADGROUP`` and, after Telegram's ``ok``,
@@ -11,7 +11,7 @@ The local queue's rules (``botopt.core.delivery._notify``) hold across hosts:
   its stream in one script, so the next flush on any host sends it.
 - Enqueueing is one script per type that adds each notification once (a ``SET NX PX`` per id),
   so moving a local queue over after an outage can be repeated after a crash without sending
-  anything twice.
+  anything twice. While the server cannot be reached, the local queue takes them.
 - Dead letters: a hash of the notifications Telegram refused ``DEAD_AFTER`` times, reached by
   ``notify list --failed``, ``notify retry`` and ``notify drop`` as locally.
 - Telegram's limits are one budget per chat and per bot for all hosts: a Lua script on the
@@ -26,28 +26,25 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import uuid
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-from ..base._config import Config, TelegramConfig
-from ..errors import TelegramConfigError, UsageError
-from ..state._redis import SharedState
-from ._notify import (
-    DEAD_AFTER,
-    FlushResult,
-    _db,
-    _Flush,
-    _load_data,
-    _unsendable,
+from ._queue import (
+    FlushRules,
+    Item,
+    LocalQueue,
+    Row,
+    check_dead_id,
+    load_data,
+    pick_dead_id,
 )
-from ._notify_format import Message, render_batch
-from ._telegram import TelegramClient
+from ._redis import SharedState
 
 log = logging.getLogger("botopt.notify")
+T = TypeVar("T")
 GROUP = "flush"
 SEEN_MS = 7 * 86400 * 1000  # an id is enqueued once within this time (outage moves repeat)
 # Safety margins over Telegram's published limits: a reservation is made a few ms before the
@@ -170,11 +167,13 @@ def _fields(raw: Any) -> dict[str, str]:
 
 
 class SharedQueue:
-    """The queue's key names and operations on one server (raising the client's errors)."""
+    """The queue on one server; ``local`` takes what is enqueued while it is down.
 
-    def __init__(self, shared: SharedState) -> None:
+    Reading commands raise a one-line NotifyError when the server cannot be used."""
+
+    def __init__(self, shared: SharedState, local: LocalQueue) -> None:
         self.shared = shared
-        self.r = shared.client
+        self.local = local
         self.types_key = shared.key("nq", "types")
         self.dead_key = shared.key("nq", "dead")
         self.tries_key = shared.key("nq", "tries")
@@ -182,15 +181,31 @@ class SharedQueue:
         self.meta_key = shared.key("nq", "meta")
         self.seen_prefix = shared.key("nq", "seen") + ":"
 
+    @property
+    def r(self) -> Any:
+        return self.shared.client
+
     def stream(self, kind: str) -> str:
         return self.shared.key("nq", "s", kind)
 
     def types(self) -> list[str]:
         return sorted(_text(t) for t in self.r.smembers(self.types_key))
 
-    def add(self, rows: Sequence[tuple[str, str, float, str, int]]) -> tuple[int, bool]:
-        """Add (id, type, created, data JSON, batch) rows, each id once. Returns (added,
-        whether every stream they went to was empty before)."""
+    # -- enqueueing -------------------------------------------------------------------------
+
+    def add(self, rows: Sequence[Row]) -> bool:
+        """Queue on the server (moving any local leftovers first), else locally."""
+        if self.shared.available():
+            try:
+                self.move_local()
+                return self.add_shared(rows)[1]
+            except self.shared.errors as exc:
+                self.shared.lost(exc)
+        return self.local.add(rows)
+
+    def add_shared(self, rows: Sequence[Row]) -> tuple[int, bool]:
+        """Add rows to the server, each id once. Returns (added, whether every stream they
+        went to was empty before). Raises the client's errors."""
         by_type: dict[str, list[Any]] = {}
         for nid, kind, created, data, batch in rows:
             by_type.setdefault(kind, []).extend([nid, repr(created), data, batch])
@@ -203,7 +218,36 @@ class SharedQueue:
             was_empty &= int(before) == 0
         return added, was_empty
 
+    def move_local(self) -> int:
+        """Move what the local queue holds (written while the server was unreachable) into
+        the shared one. Safe to repeat after a crash: each id is added once."""
+        rows, dead = self.local.take_all()
+        if not rows and not dead:
+            return 0
+        if rows:
+            self.add_shared(rows)
+        for d in dead:
+            self.r.hset(self.dead_key, d["id"], json.dumps(d))
+        self.local.forget([r[0] for r in rows], [d["id"] for d in dead])
+        return len(rows)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _use(self, what: Callable[[], T]) -> T:
+        from ..errors import NotifyError
+
+        self.shared.check()
+        try:
+            return what()
+        except self.shared.errors as exc:
+            self.shared.lost(exc, quiet=True)
+            raise NotifyError(f"shared state {self.shared.where}: "
+                              f"{self.shared.describe(exc)}") from exc
+
     def stats(self) -> dict[str, Any]:
+        return self._use(self._stats)
+
+    def _stats(self) -> dict[str, Any]:
         kinds = self.types()
         pipe = self.r.pipeline(transaction=False)
         for kind in kinds:
@@ -230,6 +274,9 @@ class SharedQueue:
                 else None, "last_error": meta.get("last_error") or None}
 
     def pending(self, limit: int) -> list[dict[str, Any]]:
+        return self._use(lambda: self._pending(limit))
+
+    def _pending(self, limit: int) -> list[dict[str, Any]]:
         rows = []
         tries = _fields(self.r.hgetall(self.tries_key))
         errors = _fields(self.r.hgetall(self.errors_key))
@@ -241,30 +288,29 @@ class SharedQueue:
             for eid, raw in self.r.xrange(s, count=limit):
                 f = _fields(raw)
                 rows.append({"id": f["id"], "type": kind, "created": float(f["created"]),
-                             "data": _load_data(f["data"]), "claimed": _text(eid) in held,
+                             "data": load_data(f["data"]), "claimed": _text(eid) in held,
                              "attempts": int(tries.get(f["id"], 0)),
                              "last_error": errors.get(f["id"])})
         rows.sort(key=lambda r: r["created"])
         return rows[:limit]
 
     def dead(self, limit: int) -> list[dict[str, Any]]:
-        rows = [json.loads(v) for v in _fields(self.r.hgetall(self.dead_key)).values()]
-        rows.sort(key=lambda r: r["failed_at"], reverse=True)
-        return rows[:limit]
+        def read() -> list[dict[str, Any]]:
+            rows = [json.loads(v) for v in _fields(self.r.hgetall(self.dead_key)).values()]
+            rows.sort(key=lambda r: r["failed_at"], reverse=True)
+            return rows[:limit]
+
+        return self._use(read)
 
     def dead_id(self, ident: str) -> str:
-        if not re.fullmatch(r"[0-9a-f]{4,32}", ident):
-            raise UsageError(f"invalid id {ident[:40]!r}: give an id (or its first 8 "
-                             "characters) from botopt notify list --failed")
-        ids = [i for i in (_text(k) for k in self.r.hkeys(self.dead_key))
-               if i.startswith(ident)]
-        if not ids:
-            raise UsageError(f"no dead letter {ident}; botopt notify list --failed shows them")
-        if len(ids) > 1:
-            raise UsageError(f"id {ident} is ambiguous; give more characters")
-        return ids[0]
+        check_dead_id(ident)
+        return pick_dead_id(ident, [i for i in (_text(k) for k in self.r.hkeys(self.dead_key))
+                                    if i.startswith(ident)])
 
     def retry_dead(self, ident: str, now: float) -> str:
+        return self._use(lambda: self._retry_dead(ident, now))
+
+    def _retry_dead(self, ident: str, now: float) -> str:
         nid = self.dead_id(ident)
         raw = self.r.hget(self.dead_key, nid)
         d = json.loads(raw)
@@ -289,54 +335,48 @@ class SharedQueue:
                 raise
 
     def drop_dead(self, ident: str) -> str:
-        nid = self.dead_id(ident)
-        self.r.hdel(self.dead_key, nid)
-        return nid
+        def drop() -> str:
+            nid = self.dead_id(ident)
+            self.r.hdel(self.dead_key, nid)
+            return nid
 
+        return self._use(drop)
 
-# -- moving a local queue over after an outage -------------------------------------------------
+    def preview(self, rules: FlushRules, now: float
+                ) -> tuple[list[tuple[str, list[Item], int]], int]:
+        rows = self.pending(100_000)
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_type.setdefault(r["type"], []).append(r)
+        out = []
+        for kind, items in sorted(by_type.items(), key=lambda kv: kv[1][0]["created"]):
+            batch = rules.max_batch_size
+            if rules.force or len(items) >= batch or \
+                    now - items[0]["created"] >= rules.batch_interval:
+                out.append((kind, [(r["id"], r["data"]) for r in items], batch))
+        return out, len(rows)
 
-def move_local_queue(queue: SharedQueue, directory: Path) -> int:
-    """Move what the local queue holds (written while the server was unreachable) into the
-    shared one. Safe to repeat after a crash: each id is added once."""
-    if not (directory / "queue.db").exists():
-        return 0
-    with _db(directory) as con:
-        rows = con.execute("SELECT id, type, created, data, batch FROM queue").fetchall()
-        dead = con.execute("SELECT id, type, created, data, batch, attempts, failed_at, "
-                           "reason FROM dead").fetchall()
-        if not rows and not dead:
-            return 0
-        if rows:
-            queue.add([(r[0], r[1], r[2], r[3], r[4]) for r in rows])
-        for d in dead:
-            queue.r.hset(queue.dead_key, d[0], json.dumps(
-                {"id": d[0], "type": d[1], "created": d[2], "data": _load_data(d[3]),
-                 "batch": d[4], "attempts": d[5], "failed_at": d[6], "reason": d[7]}))
-        con.execute("BEGIN IMMEDIATE")
-        con.executemany("DELETE FROM queue WHERE id = ?", [(r[0],) for r in rows])
-        con.executemany("DELETE FROM dead WHERE id = ?", [(d[0],) for d in dead])
-        con.execute("COMMIT")
-    return len(rows)
+    # -- flushing ---------------------------------------------------------------------------
 
-
-def enqueue_shared(shared: SharedState, directory: Path, ids: Sequence[str],
-                   items: Sequence[tuple[str, dict[str, Any]]], batch: int, t: float
-                   ) -> bool | None:
-    """Queue on the server (moving any local leftovers first). Returns whether the queue
-    was empty, or None when the server cannot be used (the caller queues locally)."""
-    if not shared.available():
-        return None
-    try:
-        queue = SharedQueue(shared)
-        move_local_queue(queue, directory)
-        _, was_empty = queue.add([(nid, k, t + i * 1e-6, json.dumps(d), batch)
-                                  for i, (nid, (k, d)) in enumerate(zip(ids, items,
-                                                                        strict=True))])
-        return was_empty
-    except shared.errors as exc:
-        shared.lost(exc)
-        return None
+    @contextmanager
+    def session(self, chat: str, rules: FlushRules, clock: Callable[[], float]
+                ) -> Iterator[SharedSession]:
+        """Any number of hosts may flush at once. Raises NotifyError (one line) when the
+        server cannot be used."""
+        self.shared.check()
+        try:
+            self.move_local()
+            run = SharedSession(self, SharedPacer(self.shared, chat), rules, clock)
+            try:
+                yield run
+            finally:
+                run.release()
+                run.state["remaining"] = self._stats()["pending"]
+                self.r.hset(self.meta_key, mapping={
+                    "last_flush_at": repr(clock()), "last_error": run.state.get("error") or ""})
+        except self.shared.errors as exc:
+            self.shared.lost(exc, quiet=True)
+            self.shared.check()
 
 
 # -- pacing ---------------------------------------------------------------------------------
@@ -344,16 +384,15 @@ def enqueue_shared(shared: SharedState, directory: Path, ids: Sequence[str],
 class SharedPacer:
     """Telegram's limits for one chat, shared by every host (see ``_PACE``)."""
 
-    def __init__(self, shared: SharedState, chat: str, directory: Path) -> None:
+    def __init__(self, shared: SharedState, chat: str) -> None:
         self.shared = shared
-        self.path = directory / "telegram_state.json"  # _Flush finds the root from it
         self.sends = shared.key("tg", "chat", chat, "sent")
         self.hold = shared.key("tg", "chat", chat, "hold")
         self.bot = shared.key("tg", "bot", "sent")
         self.group = chat.startswith("-")
         self.scale = time_scale()
 
-    def reserve(self) -> float:
+    def wait(self) -> float:
         """Reserve a send now (0.0) or say how many seconds until one may be tried."""
         ok, wait_ms = self.shared.script("pace", _PACE)(
             keys=[self.sends, self.hold, self.bot],
@@ -368,65 +407,54 @@ class SharedPacer:
         self.shared.script("hold", _HOLD)(keys=[self.hold], args=[self.scale, seconds])
 
 
-# -- the flush ------------------------------------------------------------------------------
+# -- a flush's claims -----------------------------------------------------------------------
 
-class SharedFlush(_Flush):
-    """``_Flush`` with the claims, acks, dead letters and pacing on the server."""
+class SharedSession:
+    """A flush's claims, acks and dead letters on the server."""
 
-    def __init__(self, queue: SharedQueue, client: Any, pacer: SharedPacer, chat: str,
-                 tc: TelegramConfig, force: bool, clock: Callable[[], float],
-                 sleep: Callable[[float], None], result: FlushResult,
-                 max_wait: float | None) -> None:
-        super().__init__(None, client, pacer, chat, tc, force, clock,  # type: ignore[arg-type]
-                         sleep, result, max_wait)
-        self.q, self.spacer = queue, pacer
+    def __init__(self, queue: SharedQueue, pacer: SharedPacer, rules: FlushRules,
+                 clock: Callable[[], float]) -> None:
+        self.q, self.pacer, self.rules, self.clock = queue, pacer, rules, clock
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.entries: dict[str, tuple[str, str]] = {}  # id -> (type, stream entry id)
         self.current: list[str] = []  # the batch being sent (kept fresh while waiting)
-        self.claim_ms = int(queue.shared.claim_timeout * 1000)
+        self.claim_ms = int(rules.claim_timeout * 1000)
+        # Sleep in pieces, keeping this batch's claims fresh, so that a host waiting for a
+        # slot is never taken for a dead one.
+        self.refresh_every = rules.claim_timeout * pacer.scale / 3
+        self.state: dict[str, Any] = {}
 
-    def loop(self) -> str | None:
-        while True:
-            if self.clock() >= self.deadline:
-                return self._budget_used()
-            got = self._take_over() or self._take_due()
-            if got is None:
-                return None
-            kind, items = got
-            if not items:
-                continue  # another host was faster
-            self.current = [nid for nid, _ in items]
-            stop = self._send_batch(kind, items)
-            self.current = []
-            if stop is not None:
-                return stop
+    def next_batch(self, refused: set[str]) -> tuple[str, list[Item]] | None:
+        got = self._take_over(refused) or self._take_due()
+        if got is not None:
+            self.current = [nid for nid, _ in got[1]]
+        return got
 
-    def _claimed(self, kind: str, entries: Any) -> list[tuple[str, Any]]:
+    def _claimed(self, kind: str, entries: Any) -> list[Item]:
         items = []
         for eid, raw in entries:
             f = _fields(raw)
             if "id" not in f:
                 continue
             self.entries[f["id"]] = (kind, _text(eid))
-            items.append((f["id"], _load_data(f.get("data", ""))))
+            items.append((f["id"], load_data(f.get("data", ""))))
         return items
 
-    def _take_over(self) -> tuple[str, list[tuple[str, Any]]] | None:
+    def _take_over(self, refused: set[str]) -> tuple[str, list[Item]] | None:
         """Claims idle longer than the claim timeout (their host died), one type's batch.
         One type at a time: whatever is claimed is then this flush's to send or put back."""
         for kind in self.q.types():
             got = self.q.r.xautoclaim(self.q.stream(kind), GROUP, self.consumer,
                                       self.claim_ms, start_id="0-0",
-                                      count=self.tc.max_batch_size)
+                                      count=self.rules.max_batch_size)
             if isinstance(got, (list, tuple)) and len(got) > 1 and got[1]:
-                items = [(n, d) for n, d in self._claimed(kind, got[1])
-                         if n not in self.refused]
+                items = [(n, d) for n, d in self._claimed(kind, got[1]) if n not in refused]
                 log.debug("%s took over %s", self.consumer, [n[:6] for n, _ in items])
                 if items:
                     return kind, items
         return None
 
-    def _take_due(self) -> tuple[str, list[tuple[str, Any]]] | None:
+    def _take_due(self) -> tuple[str, list[Item]] | None:
         due = self._due()
         if not due:
             return None
@@ -438,8 +466,8 @@ class SharedFlush(_Flush):
         log.debug("%s claimed %s", self.consumer,
                   [(n[:6], self.entries[n][1]) for n, _ in items])
         oldest = min((float(_fields(f).get("created", 0.0)) for _, f in entries), default=0.0)
-        if 0 < len(items) < batch and not self.force and \
-                self.clock() - oldest < self.tc.batch_interval:
+        if 0 < len(items) < batch and not self.rules.force and \
+                self.clock() - oldest < self.rules.batch_interval:
             # Another host took part of what made this type due: a part is not a batch.
             # Back it goes, to be sent full or when its age makes it due.
             self._put_back(kind, [nid for nid, _ in items])
@@ -467,61 +495,37 @@ class SharedFlush(_Flush):
             first = _fields(rows[0][1])
             batch = max(1, int(first.get("batch", 5)))
             created = float(first.get("created", 0.0))
-            if self.force or len(rows) >= batch or now - created >= self.tc.batch_interval:
+            if self.rules.force or len(rows) >= batch or \
+                    now - created >= self.rules.batch_interval:
                 due.append((created, kind, batch))
         return [(k, b) for _, k, b in sorted(due)]
 
-    def _wait_for_slot(self) -> str | None:
-        while True:
-            left = self.deadline - self.clock()
-            if left <= 1.0:
-                return self._budget_used()
-            wait = self.spacer.reserve()
-            log.debug("%s slot in %.3f s", self.consumer, wait)
-            if wait <= 0:
-                return None
-            if wait > min(self.max_wait, left - 1.0):
-                self.result.next_retry_at = self.clock() + wait
-                return "waiting for Telegram's rate limit"
-            # Sleep in pieces, keeping this batch's claims fresh, so that a host waiting for
-            # a slot is never taken for a dead one.
-            self.sleep(min(wait, self.q.shared.claim_timeout * self.spacer.scale / 3))
-            self._refresh()
-
-    def _refresh(self) -> None:
+    def keep_alive(self) -> None:
         by_kind: dict[str, list[str]] = {}
         for nid in self.current:
-            kind, eid = self.entries[nid]
-            by_kind.setdefault(kind, []).append(eid)
+            if nid in self.entries:
+                kind, eid = self.entries[nid]
+                by_kind.setdefault(kind, []).append(eid)
         script = self.q.shared.script("refresh", _REFRESH)
         for kind, eids in by_kind.items():
             n = script(keys=[self.q.stream(kind)], args=[self.consumer, *eids])
             log.debug("%s refreshed %s of %s", self.consumer, n, len(eids))
 
-    def _record_error(self, detail: str) -> None:
+    def record_error(self, detail: str) -> None:
         self.q.r.hset(self.q.meta_key, "last_error", detail)
 
-    def _refuse(self, nid: str, kind: str, reason: str) -> None:
-        self.refused.add(nid)
+    def refuse(self, nid: str, reason: str) -> int:
         pipe = self.q.r.pipeline(transaction=True)
         pipe.hincrby(self.q.tries_key, nid, 1)
         pipe.hset(self.q.errors_key, nid, reason)
-        tries = int(pipe.execute()[0])
-        log.warning(
-            "Telegram refused notification %s (%s): %s", nid[:8], kind, reason)
-        if tries >= DEAD_AFTER:
-            self._bury(nid, kind, f"{reason} ({tries} tries)", None)
-        else:
-            self.result.refused += 1
-            self.result.refusal = f"{reason} (try {tries} of {DEAD_AFTER})"
+        return int(pipe.execute()[0])
 
-    def _bury(self, nid: str, kind: str, reason: str, data: Any) -> None:
-        self.refused.add(nid)
-        _, eid = self.entries[nid]
+    def bury(self, nid: str, kind: str, reason: str, data: Any) -> Any:
+        _, eid = self.entries.pop(nid)
         stream = self.q.stream(kind)
         raw = self.q.r.xrange(stream, eid, eid)
         f = _fields(raw[0][1]) if raw else {}
-        stored = _load_data(f["data"]) if "data" in f else data
+        stored = load_data(f["data"]) if "data" in f else data
         tries = int(self.q.r.hget(self.q.tries_key, nid) or 0)
         pipe = self.q.r.pipeline(transaction=True)
         pipe.hset(self.q.dead_key, nid, json.dumps(
@@ -533,22 +537,20 @@ class SharedFlush(_Flush):
         pipe.hdel(self.q.tries_key, nid)
         pipe.hdel(self.q.errors_key, nid)
         pipe.execute()
-        self._announce_dead(nid, kind, reason, stored)
+        return stored
 
-    def _finish(self, items: list[tuple[str, Any]], unsent: list[Any]) -> None:
-        """Deliver (ack and delete) the notifications whose every message went out."""
-        done = self._delivered(items, unsent)
-        if done:
+    def deliver(self, nids: list[str]) -> None:
+        """Ack and delete the notifications whose every message went out."""
+        if nids:
             pipe = self.q.r.pipeline(transaction=True)
-            for nid in done:
+            for nid in nids:
                 kind, eid = self.entries.pop(nid)
                 pipe.xack(self.q.stream(kind), GROUP, eid)
                 pipe.xdel(self.q.stream(kind), eid)
                 pipe.hdel(self.q.tries_key, nid)
                 pipe.hdel(self.q.errors_key, nid)
             pipe.execute()
-            log.debug("%s delivered %s", self.consumer, [n[:6] for n in done])
-        self.result.notifications_sent += len(done)
+            log.debug("%s delivered %s", self.consumer, [n[:6] for n in nids])
 
     def _put_back(self, kind: str, nids: list[str]) -> None:
         eids = [self.entries.pop(nid)[1] for nid in nids]
@@ -564,60 +566,3 @@ class SharedFlush(_Flush):
         for kind, eids in by_kind.items():
             script(keys=[self.q.stream(kind)], args=[self.consumer, *eids])
         self.entries.clear()
-
-
-def dry_run_shared(queue: SharedQueue, tc: TelegramConfig, force: bool, now: float
-                   ) -> FlushResult:
-    """What a flush would send now from the shared queue (claimed batches included)."""
-    result = FlushResult()
-    rows = queue.pending(100_000)
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_type.setdefault(r["type"], []).append(r)
-    for kind, items in sorted(by_type.items(), key=lambda kv: kv[1][0]["created"]):
-        batch = tc.max_batch_size
-        if not (force or len(items) >= batch or now - items[0]["created"] >= tc.batch_interval):
-            continue
-        good = []
-        for r in items:
-            why = _unsendable(r["data"])
-            if why is None:
-                good.append((r["id"], r["data"]))
-            else:
-                result.dead_lettered += 1
-                result.messages.append(Message(f"[{kind} {r['id'][:8]} would move to the "
-                                               f"dead letters: {why}]", None, (r["id"],)))
-        for i in range(0, len(good), batch):
-            result.messages += render_batch(kind, good[i:i + batch])
-    result.remaining = len(rows)
-    return result
-
-
-def flush_shared(shared: SharedState, config: Config, directory: Path, token: str, chat: str,
-                 *, force: bool, clock: Callable[[], float], sleep: Callable[[float], None],
-                 session: Any, max_wait: float | None) -> FlushResult:
-    """``flush_notifications`` on the shared queue. Raises NotifyError (one line) when the
-    server cannot be used; any number of hosts may flush at once."""
-    shared.check()
-    tc = config.telegram
-    result = FlushResult()
-    try:
-        queue = SharedQueue(shared)
-        move_local_queue(queue, directory)
-        client = TelegramClient(tc.api_url, token, tc.timeout, session)
-        run = SharedFlush(queue, client, SharedPacer(shared, chat, directory), chat, tc,
-                          force, clock, sleep, result, max_wait)
-        try:
-            result.error = run.loop()
-        except TelegramConfigError as exc:
-            result.error = str(exc)
-            raise
-        finally:
-            run.release()
-            result.remaining = queue.stats()["pending"]
-            queue.r.hset(queue.meta_key, mapping={"last_flush_at": repr(clock()),
-                                                  "last_error": result.error or ""})
-    except shared.errors as exc:
-        shared.lost(exc, quiet=True)
-        shared.check()
-    return result
