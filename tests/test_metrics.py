@@ -263,7 +263,7 @@ def test_the_log_tail_holds_every_line_from_since_on(tmp_path_factory, n, seed, 
     concurrent writers leave them) never drops a line at or after ``since``."""
     import random
 
-    from botopt.core.watch._metrics import _tail
+    from botopt.core.state._events import read_tail
 
     rnd = random.Random(seed)
     times = sorted(rnd.uniform(0, 1e6) for _ in range(n))
@@ -271,7 +271,7 @@ def test_the_log_tail_holds_every_line_from_since_on(tmp_path_factory, n, seed, 
              for i, t in enumerate(times)]
     path = tmp_path_factory.mktemp("log") / "events.log"
     path.write_bytes(b"".join(x + b"\n" for x in lines))
-    got = set(_tail(path, since))
+    got = set(read_tail(path, since))
     assert {x for x in lines if json.loads(x)["t"] >= since} <= got
     # and it reads little more than that: the lines from the slack (600 s) and the disorder
     # (2 x 60 s) before since on, plus the bisection's last 64 KiB step

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -31,7 +30,7 @@ from ..base._config import Config
 from ..base._fs import JsonState, atomic_write_bytes
 from ..base._vocab import EventType
 from ..errors import UsageError
-from ..state._events import LOG_NAME, events_dir
+from ..state._events import events_dir
 from ..state._paths import cache_dir_for
 
 log = logging.getLogger("botopt.metrics")
@@ -193,63 +192,12 @@ class MetricsResult:
     errors: dict[str, str]  # source -> why its figures are missing
 
 
-_TIME = re.compile(rb'"t":\s*(-?[0-9][0-9.eE+-]*)')
-_BISECT_SLACK = 600.0  # seconds: lines from concurrent writers are only roughly in time order
-
-
-def _line_time(line: bytes) -> float | None:
-    m = _TIME.search(line, 0, 200)
-    try:
-        return float(m.group(1)) if m else None
-    except ValueError:
-        return None
-
-
-def _tail(path: Path, since: float) -> list[bytes]:
-    """The lines of an event log from about ``since`` on: a bisection over the file's bytes
-    finds where, so that a minutely run reads the last minutes, not the whole 10 MB log."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return []
-    with fh:
-        lo, hi = 0, fh.seek(0, 2)
-        target = since - _BISECT_SLACK
-        while hi - lo > 65536:
-            mid = (lo + hi) // 2
-            fh.seek(mid)
-            fh.readline()  # the rest of the line mid falls in
-            t = None
-            while t is None:
-                line = fh.readline()
-                if not line or fh.tell() > hi:
-                    break
-                t = _line_time(line)
-            if t is None or t >= target:
-                hi = mid
-            else:
-                lo = mid
-        fh.seek(lo)
-        if lo:
-            fh.readline()  # a partial line, older than ``target``
-        return fh.read().splitlines()
-
-
-def _event_lines(config: Config, directory: Path, since: float) -> list[bytes]:
+def _event_lines(config: Config, root: Path, since: float) -> list[bytes]:
     """Event lines from about ``since`` on: the local logs (the rotated one first), then,
     with ``state.url``, the shared stream's."""
-    lines = _tail(directory / (LOG_NAME + ".1"), since) + _tail(directory / LOG_NAME, since)
-    if config.state.url:
-        from ..state._redis import shared_state
-        from ..state._redis_events import recent_lines
+    from ..state._workspace import Workspace
 
-        shared = shared_state(config.state)
-        if shared is not None and shared.available():
-            try:
-                lines += recent_lines(shared, since)
-            except shared.errors as exc:
-                shared.lost(exc)
-    return lines
+    return [line for chunk in Workspace(root, config).event_lines(since) for line in chunk]
 
 
 def _run_families(doc: dict[str, Any]) -> list[Family]:
@@ -371,7 +319,7 @@ def collect_metrics(config: Config, *, now: float | None = None, root: Path | No
             log.warning("metrics state %s is damaged; counting afresh", store.path)
             doc = None
         doc = doc or _fresh()
-        lines = _event_lines(config, directory, doc["through"] - _OVERLAP)
+        lines = _event_lines(config, root, doc["through"] - _OVERLAP)
         new = advance(doc, lines, now, local_host)
         return new, new
 
