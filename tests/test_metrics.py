@@ -86,6 +86,7 @@ def test_metrics_file_parses_and_every_figure_matches_the_runs(install, tmp_path
     blocked = {dict(k)["gate"]: v for k, v in f.get("botopt_signals_blocked_total", {}).items()}
     n_blocked = len(signals) - passed
     assert (n_blocked == 0) == (not blocked) and sum(blocked.values()) >= n_blocked
+    assert "other" not in blocked  # every reason has its gate's name
     # 429s as the fake Bot API counted its own answers; dead letters as `notify` lists them
     assert one(f, "botopt_rate_limited_total", destination="telegram") \
         == telegram.responses.count(429) == 1
@@ -223,7 +224,7 @@ from botopt.core import Workspace, load_config, run_events
 Workspace.of(load_config())  # events follow the shared state, as a signals run's do
 for i in range(int(sys.argv[1])):
     with run_events("signals") as counts:
-        counts.update(symbols=3, passed=1, blocked={"strength": 2})
+        counts.update(symbols=3, passed=1, blocked={"min_strength": 2})
 """
 
 
@@ -250,7 +251,7 @@ def test_several_hosts_each_report_every_hosts_runs_and_the_shared_queue(redis_s
         f = parse(res.stdout)
         assert {dict(k)["host"]: v for k, v in f["botopt_runs_total"].items()
                 if dict(k)["outcome"] == "ok"} == {"host-a": 2, "host-b": 3}
-        assert one(f, "botopt_signals_blocked_total", host="host-b", gate="strength") == 6
+        assert one(f, "botopt_signals_blocked_total", host="host-b", gate="min_strength") == 6
         assert one(f, "botopt_queue_depth_notifications", destination="telegram") == 1
         assert all(v == 0 for v in f["botopt_metrics_source_errors"].values())
 

@@ -122,21 +122,6 @@ def evaluate_gates(
     return [decisions[i] for i in range(len(candidates))]
 
 
-# The gate behind each reason, by its opening words: counts per gate for `botopt metrics`.
-_GATE_OF = (("no directional", "direction"), ("strength", "strength"),
-            ("no model", "probability"), ("p_dir", "probability"), ("regime", "regime"),
-            ("no volume", "volume"), ("volume z", "volume"), ("cooldown", "cooldown"),
-            ("correlated", "correlation"))
-
-
-def gate_of(reason: str) -> str:
-    """The gate that wrote ``reason`` (one of the names above), or ``other``."""
-    for head, gate in _GATE_OF:
-        if reason.startswith(head):
-            return gate
-    return "other"
-
-
 def _own_reasons(c: GateInput, config: GatesConfig) -> list[str]:
     """What blocks a candidate on its own inputs, before cooldowns and correlation."""
     reasons: list[str] = []

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..base._vocab import DataStatus
-from ._gates import directional_probability, gate_of
+from ._gates import directional_probability, gate_name
 
 
 def iso(t: datetime) -> str:
@@ -95,7 +95,7 @@ class SignalsResult:
             if s.gate_passed:
                 continue
             gates = {str(s.data_status)} if s.data_status != DataStatus.OK else \
-                {gate_of(r) for r in s.gate_reasons} or {"other"}
+                {gate_name(r) for r in s.gate_reasons} or {"other"}
             for g in gates:
                 out[g] = out.get(g, 0) + 1
         return out
