@@ -74,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "update_correlation": "botopt.core.signals._correlation",
     "history": "botopt.core.watch._history",
     "collect_metrics": "botopt.core.watch._metrics",
+    "freqtrade_signals": "botopt.core.backtest._freqtrade",
     "write_textfile": "botopt.core.watch._metrics",
     "train_and_save": "botopt.core.signals._model_train",
     "crontab": "botopt.core.watch._cron",
@@ -101,6 +102,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays lazy)
+    from .backtest._freqtrade import freqtrade_signals  # noqa: F401
     from .backtest._replay import Replay, replay  # noqa: F401
     from .base._config import (  # noqa: F401
         INTERVALS,
