@@ -27,7 +27,8 @@ from pathlib import Path
 from freqtrade.configuration import TimeRange
 from freqtrade.data.history import load_pair_history
 
-datadir, strategy_file, pairs, since, until = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4], sys.argv[5]
+datadir, strategy_file, pairs, since, until = sys.argv[1:6]
+pairs = pairs.split(",")
 spec = importlib.util.spec_from_file_location("BotoptStrategy", strategy_file)
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
