@@ -33,7 +33,7 @@ YEAR = 105_120
 REPLAY = """
 import json, sys, time
 from datetime import datetime
-from ..core import load_config, replay
+from botopt.core import load_config, replay
 src, cache, syms, since, until, use_cache = sys.argv[1:7]
 cfg = load_config(overrides={"data.source": "local", "data.data_dir": src, "cache.dir": cache})
 r = replay(cfg, syms.split(","), datetime.fromisoformat(since), datetime.fromisoformat(until),

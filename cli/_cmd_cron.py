@@ -19,6 +19,10 @@ def cron(
                                     help="Minutes between fetches of the local store."),
     no_fetch: bool = typer.Option(False, "--no-fetch", help="Leave the fetch line out "
                                   "whatever data.feeder says (freqtrade feeds the data)."),
+    metrics_file: Optional[Path] = typer.Option(
+        None, "--metrics-file", dir_okay=False, help="Add the job that writes `botopt "
+        "metrics` to this *.prom file in node_exporter's textfile directory (default: "
+        "the line is there, commented out)."),
     systemd: bool = typer.Option(False, "--systemd", help="Print a systemd user unit for "
                                  "the long-running monitor instead."),
 ) -> None:
@@ -33,7 +37,8 @@ def cron(
         return
     syms = parse_symbols(symbols) if symbols is not None else None
     logs = make_log_dir(log_dir or default_log_dir())
-    plan = crontab(cfg, logs, symbols=syms, fetch_every=fetch_every, fetch=not no_fetch)
+    plan = crontab(cfg, logs, symbols=syms, fetch_every=fetch_every, fetch=not no_fetch,
+                   metrics_file=metrics_file)
     print(plan.text, end="")
     state.notice(f"logs go to {logs}; install with: botopt cron > botopt.cron && "
                  "crontab botopt.cron (replaces your crontab; see docs/cron.md)")

@@ -194,12 +194,16 @@ def notify_flush(
         if dry_run:
             _print_dry_run(state, result, out.json)
             return
-        if result.messages_sent:
-            emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
-                 notifications=result.notifications_sent)
         line = _flush_line(result)
+        # A flush that only met 429s still reports them (metrics count Telegram's 429s).
+        flushed = bool(result.messages_sent or (result.rate_limited and not result.failure))
+        if flushed:
+            emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
+                 notifications=result.notifications_sent, rate_limited=result.rate_limited,
+                 destination="telegram")
         if result.failure:
-            emit(EventType.NOTIFY_FAILED, error=line)
+            emit(EventType.NOTIFY_FAILED, error=line, destination="telegram",
+                 rate_limited=0 if flushed else result.rate_limited)
         if out.json:
             print_json(result.to_dict())
         elif result.skipped:

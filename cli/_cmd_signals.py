@@ -134,7 +134,7 @@ def signals(
         result = run_signals(cfg, syms, as_of=when, use_cache=not no_cache,
                              notify=notify)
         counts.update(symbols=len(result.symbols), passed=len(result.passed),
-                      cached=result.from_cache,
+                      blocked=result.blocked_by_gate(), cached=result.from_cache,
                       stale=[s.symbol for s in result.symbols
                              if s.data_status == DataStatus.STALE])
     if result.clock == "sample":

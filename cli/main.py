@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "monitor",
     "bench",
     "cron",
+    "metrics",
     "doctor",
     "history",
 ]

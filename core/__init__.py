@@ -104,6 +104,9 @@ _EXPORTS: dict[str, str] = {
     "fmt_price": ".base._numfmt",
     "fmt_vs": ".base._numfmt",
     "fmt_time": ".base._numfmt",
+    "collect_metrics": ".watch._metrics",
+    "freqtrade_signals": ".backtest._freqtrade",
+    "write_textfile": ".watch._metrics",
 }
 
 __all__ = [
@@ -152,6 +155,7 @@ __all__ = [
     "cache_regime",
     "cached",
     "clear_cache",
+    "collect_metrics",
     "compare_backtests",
     "compute_features",
     "config_items",
@@ -167,6 +171,7 @@ __all__ = [
     "fmt_price",
     "fmt_time",
     "fmt_vs",
+    "freqtrade_signals",
     "get_cache_stats",
     "get_status",
     "history",
@@ -199,6 +204,7 @@ __all__ = [
     "write_csv",
     "write_report",
     "write_starter_config",
+    "write_textfile",
 ]
 
 
@@ -227,6 +233,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         evaluate,
         parse_horizons,
     )
+    from .backtest._freqtrade import freqtrade_signals  # noqa: F401
     from .backtest._replay import Replay, replay  # noqa: F401
     from .backtest._report import write_report  # noqa: F401
     from .backtest._run import (  # noqa: F401
@@ -312,4 +319,5 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
     from .watch._cron import crontab, systemd_unit  # noqa: F401
     from .watch._doctor import Check, run_checks  # noqa: F401
     from .watch._history import history, signals_runs  # noqa: F401
+    from .watch._metrics import collect_metrics, write_textfile  # noqa: F401
     from .watch._monitor import get_status, record_run, run_monitor  # noqa: F401

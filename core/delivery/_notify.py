@@ -69,6 +69,7 @@ class FlushResult:
     dead_lettered: int = 0  # moved to the dead-letter table by this flush
     refused: int = 0  # refused by Telegram this time, kept queued for another try
     refusal: str | None = None  # the last refusal's reason
+    rate_limited: int = 0  # 429 answers this flush (counted by `botopt metrics`)
     next_retry_at: float | None = None
     error: str | None = None  # why something due was not delivered (None: all went out)
     failure: bool = False  # Telegram could not be used (network, 5xx), not a wait
@@ -334,6 +335,7 @@ class _Flush:
             self.result.messages_sent += 1
             unsent.pop(0)
         elif outcome.kind == TelegramOutcome.RETRY_AFTER:
+            self.result.rate_limited += 1
             self.pacer.retry_after(outcome.retry_after)
         elif outcome.kind == TelegramOutcome.TOO_LONG and msg.splits < MAX_SPLITS:
             unsent[0:1] = split_further(msg)

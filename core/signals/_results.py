@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..base._vocab import DataStatus
-from ._gates import directional_probability
+from ._gates import directional_probability, gate_name
 
 
 def iso(t: datetime) -> str:
@@ -86,6 +86,19 @@ class SignalsResult:
     @property
     def passed(self) -> list[SymbolResult]:
         return [s for s in self.symbols if s.gate_passed]
+
+    def blocked_by_gate(self) -> dict[str, int]:
+        """Blocked symbols per gate (a symbol blocked by two gates counts in both); a symbol
+        whose data was unusable counts under its data status (stale, warming_up, ...)."""
+        out: dict[str, int] = {}
+        for s in self.symbols:
+            if s.gate_passed:
+                continue
+            gates = {str(s.data_status)} if s.data_status != DataStatus.OK else \
+                {gate_name(r) for r in s.gate_reasons} or {"other"}
+            for g in gates:
+                out[g] = out.get(g, 0) + 1
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"as_of": iso(self.as_of), "clock": self.clock, "interval": self.interval,

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -283,3 +284,46 @@ def read_events(directory: Path, offset: int = 0) -> tuple[list[dict[str, Any]],
     """Complete events from byte ``offset``; returns them and the offset after the last."""
     events, offset, _ = read_events_counted(directory, offset)
     return events, offset
+
+
+_TIME = re.compile(rb'"t":\s*(-?[0-9][0-9.eE+-]*)')
+_BISECT_SLACK = 600.0  # seconds: lines from concurrent writers are only roughly in time order
+
+
+def _line_time(line: bytes) -> float | None:
+    m = _TIME.search(line, 0, 200)
+    try:
+        return float(m.group(1)) if m else None
+    except ValueError:
+        return None
+
+
+def read_tail(path: Path, since: float) -> list[bytes]:
+    """The lines of an event log from about ``since`` on (all from ``since`` on, and some
+    before): a bisection over the file's bytes finds where, so that a run every minute
+    (``botopt metrics``) reads the last minutes, not the whole 10 MB log."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with fh:
+        lo, hi = 0, fh.seek(0, 2)
+        target = since - _BISECT_SLACK
+        while hi - lo > 65536:
+            mid = (lo + hi) // 2
+            fh.seek(mid)
+            fh.readline()  # the rest of the line mid falls in
+            t = None
+            while t is None:
+                line = fh.readline()
+                if not line or fh.tell() > hi:
+                    break
+                t = _line_time(line)
+            if t is None or t >= target:
+                hi = mid
+            else:
+                lo = mid
+        fh.seek(lo)
+        if lo:
+            fh.readline()  # a partial line, older than ``target``
+        return fh.read().splitlines()

@@ -253,15 +253,10 @@ class Workspace:
     def event_lines(self, since: float) -> list[list[bytes]]:
         """The recorded events' lines (``botopt history``): the local logs', then (with
         ``state.url``) the shared stream's since ``since``."""
-        from ._events import LOG_NAME
+        from ._events import LOG_NAME, read_tail
 
-        out = []
         directory = self.root / "events"
-        for name in (LOG_NAME + ".1", LOG_NAME):
-            try:
-                out.append((directory / name).read_bytes().splitlines())
-            except FileNotFoundError:
-                continue
+        out = [read_tail(directory / name, since) for name in (LOG_NAME + ".1", LOG_NAME)]
         shared = self.shared
         if shared is not None and shared.available():
             from ._redis_events import recent_lines

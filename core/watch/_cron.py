@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base._config import SECRET_KEYS, Config, effective_feeder
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from ..state._paths import cache_dir_for
 
 
@@ -49,11 +49,20 @@ class CronPlan:
     first_fetch: list[str] | None  # the command to run once before installing, if any
 
 
+# Where node_exporter's textfile collector commonly reads (Debian/Ubuntu package default).
+TEXTFILE_EXAMPLE = Path("/var/lib/prometheus/node-exporter/botopt.prom")
+
+
 def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
-            fetch_every: int = 5, fetch: bool = True) -> CronPlan:
+            fetch_every: int = 5, fetch: bool = True,
+            metrics_file: Path | None = None) -> CronPlan:
     """The crontab text for ``config``: fetch (only when botopt feeds a local store, see
     ``data.feeder``; ``fetch=False`` leaves it out), signals, notify-flush and the monitor,
-    each under ``flock -n -E 0`` (a skipped overlapping run exits 0, not 1)."""
+    each under ``flock -n -E 0`` (a skipped overlapping run exits 0, not 1); the Prometheus
+    textfile line too, commented out unless ``metrics_file`` is given."""
+    if metrics_file is not None and metrics_file.suffix != ".prom":
+        raise UsageError(f"--metrics-file {metrics_file}: the textfile collector reads only "
+                         "*.prom files")
     bot = botopt_command()
     env = [("SHELL", "/bin/sh"), ("PATH", "/usr/local/bin:/usr/bin:/bin")]
     if config.path is not None:
@@ -105,12 +114,23 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
             env.append((var, os.environ[var]))
     lines += [f"{k}={v}" for k, v in env]
     for when, name, args in jobs:
-        lock = log_dir / f"{name}.lock"
-        log = log_dir / f"{name}.log"
-        cmd = shlex.join(["flock", "-n", "-E", "0", str(lock), *bot, "--quiet", *args])
-        # cron turns an unescaped % in a command into a newline
-        lines.append(f"{when} {cmd} >>{shlex.quote(str(log))} 2>&1".replace("%", "\\%"))
+        lines.append(_job_line(bot, log_dir, when, name, args))
+    metrics = ["metrics", "-o", str((metrics_file or TEXTFILE_EXAMPLE).absolute())]
+    if metrics_file is None:
+        lines.append("# Prometheus (node_exporter's textfile collector): uncomment, with the "
+                     "directory its --collector.textfile.directory names (docs/monitoring.md):")
+        lines.append("# " + _job_line(bot, log_dir, "* * * * *", "metrics", metrics))
+    else:
+        lines.append(_job_line(bot, log_dir, "* * * * *", "metrics", metrics))
     return CronPlan("\n".join(lines) + "\n", first)
+
+
+def _job_line(bot: list[str], log_dir: Path, when: str, name: str, args: list[str]) -> str:
+    lock = log_dir / f"{name}.lock"
+    log = log_dir / f"{name}.log"
+    cmd = shlex.join(["flock", "-n", "-E", "0", str(lock), *bot, "--quiet", *args])
+    # cron turns an unescaped % in a command into a newline
+    return f"{when} {cmd} >>{shlex.quote(str(log))} 2>&1".replace("%", "\\%")
 
 
 def systemd_unit(config: Config) -> str:
