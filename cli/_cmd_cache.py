@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -14,7 +14,7 @@ def _bar(rate: float, width: int = 20) -> str:
     return "█" * full + "░" * (width - full)
 
 
-def _runs_line(runs: dict, since: str) -> str:
+def _runs_line(runs: dict[str, Any], since: str) -> str:
     cron, hand = runs["cron"], runs["by_hand"]
     line = (f"signals runs {since}: cron {cron['runs']}, answered whole from the cache "
             f"{cron['from_cache']} ({cron['rate']:.1%}); by hand {hand['runs']} "

@@ -537,18 +537,21 @@ class RollingCorrelation:
         """Row i of P: read from P when held, else one product over the ring, O(window x
         symbols), so a few rows never cost the symbols x symbols P."""
         if self._prod is not None:
-            return self._prod[i]
+            row: np.ndarray = self._prod[i]
+            return row
         x = self._zeros_ring()
         # einsum's own loop, not BLAS: on a busy machine a threaded BLAS call for one
         # vector costs 100x its arithmetic (several rows at once: ``_prows``).
-        return np.einsum("w,wn->n", x[:, i], x)
+        out: np.ndarray = np.einsum("w,wn->n", x[:, i], x)
+        return out
 
     def _prows(self, idx: np.ndarray) -> np.ndarray | None:
         """Rows ``idx`` of P when not held: one matrix product for all of them."""
         if self._prod is not None or idx.size < 2:
             return None
         x = self._zeros_ring()
-        return np.ascontiguousarray(x[:, idx].T) @ x
+        rows: np.ndarray = np.ascontiguousarray(x[:, idx].T) @ x
+        return rows
 
     def _row_from_sums(self, i: int, prow: np.ndarray | None = None) -> np.ndarray:
         """Row ``i`` from P and the totals: O(symbols) when no symbol has a gap in the
@@ -810,7 +813,8 @@ class CorrelationRows:
                             for k, j in enumerate(todo.tolist())])
             self._slot[todo] = len(self._held) + np.arange(todo.size)
             self._held = np.concatenate([self._held, got]) if len(self._held) else got
-        return self._slot[state_cols]
+        slots: np.ndarray = self._slot[state_cols]
+        return slots
 
     def __getitem__(self, key: tuple[int, Any]) -> Any:
         i, cols = key

@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from ..base._vocab import EventType
 from ._events import LocalEventLog, _line, valid_event
@@ -101,7 +101,7 @@ class SharedEvents:
             except (ValueError, RecursionError):
                 ev = None
             if valid_event(ev):  # as the local log: absurd or mistyped events are skipped
-                out.append(ev)
+                out.append(cast(dict[str, Any], ev))
         return out
 
     def ack(self) -> None:

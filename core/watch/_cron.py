@@ -78,8 +78,8 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
         env.append(("BOTOPT_DATA_FREQTRADE_CONFIG",
                     str(Path(config.data.freqtrade_config).absolute())))
     if local and fetch and feeder == "botopt":
-        fetch = ["fetch", *sym, "--data-dir", str(data_dir)]
-        jobs.append((f"*/{fetch_every} * * * *", "fetch", fetch))
+        fetch_args = ["fetch", *sym, "--data-dir", str(data_dir)]
+        jobs.append((f"*/{fetch_every} * * * *", "fetch", fetch_args))
         first = [*bot, "fetch", *sym, "--data-dir", str(data_dir)]
     # --data-dir made absolute here: a relative data_dir in the config would be read from
     # cron's working directory ($HOME), not from where `botopt cron` ran

@@ -109,7 +109,8 @@ def signals_runs(config: Config, *, since: float) -> dict[str, Any]:
     """Live ``signals`` runs since ``since``: how many, and how many the whole-run cache
     answered (the stage caches are consulted only by the others), for cron and by hand."""
     ws = Workspace.of(config)
-    out = {k: {"runs": 0, "from_cache": 0} for k in ("cron", "by_hand")}
+    out: dict[str, dict[str, float]] = {k: {"runs": 0, "from_cache": 0}
+                                        for k in ("cron", "by_hand")}
     for raw_lines in ws.event_lines(since):
         for raw in raw_lines:
             try:

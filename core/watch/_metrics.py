@@ -286,7 +286,7 @@ def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
 
 
 def _cache_stats(config: Config, root: Path) -> dict[str, dict[str, Any]]:
-    from ..state._cache import get_cache_stats
+    from ..state._cache_stats import get_cache_stats
 
     return get_cache_stats(root, config=config if config.state.url else None)
 
