@@ -221,9 +221,10 @@ def test_render_round_trips_through_the_prometheus_parser(labels, value, help_te
 _RUN = """
 import sys
 from botopt.core import Workspace, load_config, run_events
-Workspace.of(load_config())  # events follow the shared state, as a signals run's do
+# the Workspace hands out the shared event sink, as a signals run's events take it
+sink = Workspace.of(load_config()).events()
 for i in range(int(sys.argv[1])):
-    with run_events("signals") as counts:
+    with run_events("signals", sink=sink) as counts:
         counts.update(symbols=3, passed=1, blocked={"min_strength": 2})
 """
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from botopt.cli.main import app
 from botopt.core import load_config
 from botopt.core.base._config import BOUNDS, SECTIONS
+from botopt.core.base._numfmt import fmt_price
 from botopt.core.base._redact import redact, register_secret
 from botopt.core.delivery._notify_format import FORMATTERS, render_batch, value_text
 from botopt.core.errors import ConfigError, DataError, NetworkError
@@ -46,9 +47,15 @@ def shown(kind: str, data: dict) -> str:
                                         "note", "marker"]) | st.text(max_size=12),
                        json_values, max_size=8))
 def test_every_value_appears_exactly_as_given(kind, data):
+    """Nothing is dropped: each value appears in full, or, for the numbers a layout shows for
+    people to read (issue 27: prices to the exchange's digits, strengths and probabilities to
+    two decimals), in that readable form."""
     text = shown(kind, data)
     for key, value in data.items():
-        assert value_text(value) in text, (key, value, text)
+        forms = {value_text(value)}
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            forms |= {f"{value:.2f}", fmt_price(float(value))}
+        assert any(f in text for f in forms), (key, value, text)
 
 
 def test_signal_and_freqtrade_trade_fields_are_kept():

@@ -644,7 +644,9 @@ def _apply_freqtrade(values: dict[str, dict[str, Any]], sources: dict[str, str],
     origin = f"freqtrade:{ft_path}"
     derived: dict[str, Any] = {
         "source": "local", "data_dir": ft.data_dir, "exchange": ft.exchange,
-        "trading_mode": ft.trading_mode, "interval": ft.timeframe,
+        "trading_mode": ft.trading_mode,
+        # typed here as every other layer types it at load: the one place it is parsed
+        "interval": Interval(ft.timeframe) if ft.timeframe else None,
         "symbols": ft.pairs or None,
     }
     for key, val in derived.items():

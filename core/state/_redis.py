@@ -40,6 +40,7 @@ class SharedState:
         self._scripts: dict[str, Any] = {}
         self.down: str | None = None  # why the server was given up for this process
         self._checked = False
+        self._warned = False
 
     # -- connection -----------------------------------------------------------------------
 
@@ -70,6 +71,8 @@ class SharedState:
         """Whether the server answers (one PING per process; a failure is remembered).
         ``quiet``: no warning (the caller raises its own one-line error)."""
         if self.down is not None:
+            if not quiet:
+                self._warn()
             return False
         if not self._checked:
             self._checked = True
@@ -88,15 +91,23 @@ class SharedState:
         """The server failed: say so once, and use local state for the rest of the run."""
         if self.down is None:
             self.down = self.describe(exc)
-            if not quiet:
-                log.warning("shared state %s unreachable (%s); this run uses local state "
-                            "(no shared cache; notifications queued here until it is back)",
-                            self.where, self.down)
+        if not quiet:
+            self._warn()
+
+    def _warn(self) -> None:
+        # Once per process, and only for a caller that carries on without the server: an
+        # event spooled locally is no news, and a command that fails says it in its own line.
+        if not self._warned:
+            self._warned = True
+            log.warning("shared state %s unreachable (%s); this run uses local state "
+                        "(no shared cache; notifications queued here until it is back)",
+                        self.where, self.down)
 
     def reset(self) -> None:
         """Try the server again (a long-running process, after an outage)."""
         self.down = None
         self._checked = False
+        self._warned = False
 
     def describe(self, exc: BaseException) -> str:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -43,7 +43,7 @@ def append(shared: SharedState, line: bytes) -> bool:
                            maxlen=MAX_EVENTS, approximate=True)
         return True
     except shared.errors as exc:
-        shared.lost(exc)
+        shared.lost(exc, quiet=True)  # the event is spooled locally: nothing lost
         return False
 
 
