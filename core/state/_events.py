@@ -79,6 +79,8 @@ class HostEvents(Protocol):
 
     def last_finished(self) -> dict[str, float]: ...
 
+    def close(self) -> None: ...
+
 
 class NoHosts:
     """One host: every event is in the local log, and there is no other host to watch."""
@@ -102,6 +104,9 @@ class NoHosts:
 
     def last_finished(self) -> dict[str, float]:
         return {}
+
+    def close(self) -> None:
+        pass
 
 
 def _line(event_type: EventType | str, data: dict[str, Any], host: str | None = None) -> bytes:

@@ -26,6 +26,25 @@ SOCKET_TIMEOUT = 5.0
 
 _states: dict[tuple[str, str, float], SharedState] = {}
 
+# KEYS: a stream. ARGV: group, this process's consumer, idle ms. Deletes the consumers that
+# hold nothing and are this one or idle past the limit (their host left or died). In one
+# script: a consumer that claims an entry between a check and DELCONSUMER would lose it.
+_REAP = """
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(consumers) ~= 'table' or consumers.err then return 0 end
+local n = 0
+for _, c in ipairs(consumers) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if tonumber(f['pending']) == 0 and
+      (f['name'] == ARGV[2] or tonumber(f['idle']) > tonumber(ARGV[3])) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    n = n + 1
+  end
+end
+return n
+"""
+
 
 class SharedState:
     """One server connection (made on first use) and the namespace's key names."""
@@ -120,6 +139,19 @@ class SharedState:
         if s is None:
             s = self._scripts[name] = self.client.register_script(source)
         return s
+
+    def reap(self, stream: str, group: str, mine: str) -> int:
+        """Leave ``group`` of ``stream`` (when holding nothing) and delete the members idle
+        for twice the claim timeout with nothing held: every run names a new consumer, and
+        without this a per-minute cron adds thousands a day. Raises the client's errors."""
+        idle_ms = int(self.claim_timeout * 2000)
+        return int(self.script("reap", _REAP)(keys=[stream], args=[group, mine, idle_ms]))
+
+    def server_time(self) -> float:
+        """The server's clock (epoch seconds): every time compared across hosts is on it.
+        Raises the client's errors."""
+        sec, usec = self.client.time()
+        return float(sec) + float(usec) / 1e6
 
     def close(self) -> None:
         if self._client is not None:

@@ -136,12 +136,12 @@ class SharedEvents:
         return out
 
     def close(self) -> None:
-        """Leave the group without losing anything: only when nothing is held."""
-        if not self.unacked:
-            try:
-                self.r.xgroup_delconsumer(self.stream, GROUP, self.consumer)
-            except self.shared.errors:
-                pass
+        """Leave the group without losing anything (only when nothing is held), and delete
+        the members long idle with nothing held (monitors that ended or died)."""
+        try:
+            self.shared.reap(self.stream, GROUP, self.consumer)
+        except self.shared.errors as exc:
+            log.debug("monitor group not tidied: %s", self.shared.describe(exc))
 
 
 def recent_lines(shared: SharedState, since: float) -> list[bytes]:

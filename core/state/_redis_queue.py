@@ -371,6 +371,8 @@ class SharedQueue:
                 yield run
             finally:
                 run.release()
+                for kind in self.types():
+                    self.shared.reap(self.stream(kind), GROUP, run.consumer)
                 run.state["remaining"] = self._stats()["pending"]
                 self.r.hset(self.meta_key, mapping={
                     "last_flush_at": repr(clock()), "last_error": run.state.get("error") or ""})

@@ -396,6 +396,7 @@ def run_monitor(config: Config, *, once: bool = False, clock: Callable[[], float
             return mon.result
         return _serve(mon, stop_event, ready)
     finally:
+        mon.hosts.close()
         lock.release()
 
 

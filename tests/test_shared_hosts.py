@@ -1,0 +1,76 @@
+"""Several hosts on one real Redis server (tests/redis_server.py), issue 24's list: consumer
+groups stay bounded, cross-host times are on the server's clock, cooldowns recorded during an
+outage are merged up, and the commands that read state read the shared state."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from botopt.core.base._config import load_config
+from botopt.core.delivery._notify import enqueue, flush_notifications
+from botopt.core.state._redis import SharedState
+from botopt.core.watch._monitor import run_monitor
+from tests.fakes.telegram_server import FakeTelegram
+
+TOKEN = "123456789:AAtesttokentesttokentesttokentest"
+
+
+@pytest.fixture
+def telegram():
+    fake = FakeTelegram(token=TOKEN, enforce_limits=False).start()
+    yield fake
+    fake.stop()
+
+
+def host_cfg(url: str, cache, telegram: FakeTelegram | None = None, **extra: str):
+    env = {"BOTOPT_STATE_URL": url, "BOTOPT_TELEGRAM_TOKEN": TOKEN,
+           "BOTOPT_TELEGRAM_CHAT_ID": "-1001", "BOTOPT_TELEGRAM_TIMEOUT": "1",
+           "BOTOPT_STATE_CLAIM_TIMEOUT": "2", "BOTOPT_MONITOR_STALE_AFTER": "600", **extra}
+    if telegram is not None:
+        env["BOTOPT_TELEGRAM_API_URL"] = telegram.url
+    return load_config(overrides={"cache.dir": str(cache)}, env=env)
+
+
+def consumers(r, stream: str, group: str) -> list[str]:
+    return [c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+            for c in r.xinfo_consumers(stream, group)]
+
+
+@pytest.mark.parametrize("runs", [60, pytest.param(500, marks=pytest.mark.slow)])
+def test_runs_on_3_hosts_leave_a_bounded_set_of_consumers(redis_server, telegram, tmp_path,
+                                                          monkeypatch, runs):
+    monkeypatch.setenv("BOTOPT_TEST_TIME_SCALE", "100")  # Telegram's 1 s gap: 10 ms
+    cfgs = [host_cfg(redis_server.url, tmp_path / f"h{i}", telegram,
+                     BOTOPT_TELEGRAM_BATCH_INTERVAL="0") for i in range(3)]
+    enqueue(cfgs[0], [{"type": kind, "data": {"message": f"msg-{kind}"}}
+                      for kind in "abc"])
+    r = SharedState(redis_server.url, "botopt").client
+    # A flush and a monitor that died holding an entry each: taken over after the claim
+    # timeout, then (holding nothing, long idle) deleted.
+    r.xreadgroup("flush", "dead-flush", {"botopt:nq:s:a": ">"}, count=1)
+    r.xgroup_create("botopt:events", "monitors", id="0", mkstream=True)
+    r.xadd("botopt:events", {"e": b'{"type":"run_finished","t":1,"data":{}}'})
+    r.xreadgroup("monitors", "dead-monitor", {"botopt:events": ">"}, count=1)
+    most = 0
+    for i in range(runs):
+        cfg = cfgs[i % 3]
+        enqueue(cfg, [{"type": "abc"[i % 3], "data": {"message": f"run-{i}"}}])
+        assert flush_notifications(cfg).remaining <= 1  # the dead flush holds one
+        if i % 5 == 0:
+            run_monitor(cfg, once=True, enqueue=lambda alerts: None)
+        if i == runs // 2:
+            time.sleep(4.5)  # the dead members' claims and idle time run out
+        if i % 10 == 0:
+            most = max(most, *(len(consumers(r, f"botopt:nq:s:{k}", "flush")) for k in "abc"),
+                       len(consumers(r, "botopt:events", "monitors")))
+    assert most <= 2  # the dead one, and none per run
+    for kind in "abc":
+        assert consumers(r, f"botopt:nq:s:{kind}", "flush") == []
+    assert consumers(r, "botopt:events", "monitors") == []
+    # nothing lost on the way: the dead flush's entry was taken over and delivered
+    shown = " ".join(m["shown"] for m in telegram.received)
+    assert "msg-a" in shown and all(f"run-{i} " in shown + " " or f"run-{i}\n" in shown
+                                    for i in range(runs))
+    assert r.xpending("botopt:events", "monitors")["pending"] == 0
