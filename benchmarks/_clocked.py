@@ -13,7 +13,7 @@ def main() -> None:
     offset = float(sys.argv[1]) - time.time()
     real = time.time
     time.time = lambda: real() + offset  # before botopt is imported: its defaults bind this
-    from botopt.cli.main import app
+    from ..cli.main import app
 
     args = sys.argv[2:]
     app(args[1:] if args[:1] == ["--"] else args, prog_name="botopt")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from botopt.benchmarks._common import Row, best_time, main
+from ._common import Row, best_time, main
 
 STEP = 300_000
 
@@ -68,7 +68,7 @@ def _diff(a: Any, b: Any) -> float:
 def run(quick: bool = False) -> list[Row]:
     import numpy as np
 
-    from botopt.core.signals._correlation import RollingCorrelation
+    from ..core.signals._correlation import RollingCorrelation
 
     window = 500
     rows: list[Row] = []

@@ -5,15 +5,15 @@
 
 from __future__ import annotations
 
-from botopt.benchmarks._common import Row, best_time, main, synthetic_candles
+from ._common import Row, best_time, main, synthetic_candles
 
 
 def run(quick: bool = False) -> list[Row]:
     import random
 
-    from botopt.core.signals._engines import AlphaEngineCoordinator
-    from botopt.core.signals._features import compute_features
-    from botopt.core.signals._regime import REGIMES
+    from ..core.signals._engines import AlphaEngineCoordinator
+    from ..core.signals._features import compute_features
+    from ..core.signals._regime import REGIMES
 
     rows = []
     coord = AlphaEngineCoordinator()

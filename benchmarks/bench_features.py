@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botopt.benchmarks._common import Row, best_time, main, synthetic_candles
+from ._common import Row, best_time, main, synthetic_candles
 
 
 def _talib_loop(arrays: list[tuple[Any, Any, Any]]) -> list[Any]:
@@ -28,7 +28,7 @@ def run(quick: bool = False) -> list[Row]:
     import numpy as np
     import polars as pl
 
-    from botopt.core.signals._features import compute_features
+    from ..core.signals._features import compute_features
 
     try:
         import talib  # noqa: F401

@@ -18,15 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from botopt.benchmarks._common import Row, main
+from ._common import Row, main
 
 SCALE = 0.01
 
 
 def _simulate(mode: str, minutes: int) -> dict[str, Any]:
-    from botopt.core.base._config import load_config
-    from botopt.core.state._events import emit
-    from botopt.core.watch._monitor import Monitor, run_monitor
+    from ..core.base._config import load_config
+    from ..core.state._events import emit
+    from ..core.watch._monitor import Monitor, run_monitor
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(overrides={"cache.dir": tmp, "monitor.check_interval": 30 * SCALE,
@@ -89,9 +89,9 @@ def _simulate(mode: str, minutes: int) -> dict[str, Any]:
 def _stall(mode: str) -> float:
     """Simulated seconds from the moment a stall becomes due (last run + stale_after) to the
     "bot stalled" alert."""
-    from botopt.core.base._config import load_config
-    from botopt.core.state._events import emit
-    from botopt.core.watch._monitor import Monitor, run_monitor
+    from ..core.base._config import load_config
+    from ..core.state._events import emit
+    from ..core.watch._monitor import Monitor, run_monitor
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(overrides={"cache.dir": tmp, "monitor.check_interval": 30 * SCALE,
@@ -137,8 +137,8 @@ def _per_event(n: int) -> float:
     """Seconds per event for one round handling ``n`` failure events (linear: constant)."""
     import json
 
-    from botopt.core.base._config import load_config
-    from botopt.core.watch._monitor import Monitor
+    from ..core.base._config import load_config
+    from ..core.watch._monitor import Monitor
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(overrides={"cache.dir": tmp})

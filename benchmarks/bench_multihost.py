@@ -20,13 +20,13 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from botopt.benchmarks._common import Row, best_time, main
+from ._common import Row, best_time, main
 
 AS_OF = datetime(2026, 9, 20, 12, 0, 30, tzinfo=timezone.utc)
 
 
 def _fleet_rows(url: str, quick: bool) -> list[Row]:
-    from botopt.benchmarks.multihost import expected_messages, run_fleet
+    from .multihost import expected_messages, run_fleet
 
     n = 120 if quick else 300
     shared = run_fleet(url, n, 3, scale=5.0, deadline=150)
@@ -49,9 +49,9 @@ def _fleet_rows(url: str, quick: bool) -> list[Row]:
 
 def _hit_rows(url: str) -> list[Row]:
     """One in-process warm run (the whole-run entry) per backend, 2 symbols."""
-    from botopt.core.base._config import load_config
-    from botopt.core.signals._pipeline import run_signals
-    from botopt.core.state._workspace import Workspace
+    from ..core.base._config import load_config
+    from ..core.signals._pipeline import run_signals
+    from ..core.state._workspace import Workspace
 
     syms = ["BTCUSDT", "ETHUSDT"]
     times, answers = {}, {}
@@ -74,7 +74,7 @@ def _hit_rows(url: str) -> list[Row]:
 
 
 def _startup_row(url: str, quick: bool) -> Row:
-    from botopt.benchmarks.replay_cron import _process_env, _process_times
+    from .replay_cron import _process_env, _process_times
 
     runs = 5 if quick else 15
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +96,7 @@ def _startup_row(url: str, quick: bool) -> Row:
 
 
 def run(quick: bool = False) -> list[Row]:
-    from botopt.benchmarks.redis_server import RedisServer, server_binary
+    from .redis_server import RedisServer, server_binary
 
     if server_binary() is None:
         return [Row("multihost", "shared Redis rows skipped: no redis-server on PATH", "-", "-",

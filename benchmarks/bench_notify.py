@@ -12,15 +12,15 @@ from __future__ import annotations
 import re
 import tempfile
 
-from botopt.benchmarks._common import Row, main
+from ._common import Row, main
 
 TOKEN = "123456789:AAbenchbenchbenchbenchbenchbench"
 
 
 def _send_all(batch_size: int, n: int) -> tuple[int, int, set[int], float]:
-    from botopt.benchmarks.fake_telegram import FakeTelegram, VirtualClock
-    from botopt.core.base._config import load_config
-    from botopt.core.delivery._notify import enqueue, flush_notifications, queue_stats
+    from ..core.base._config import load_config
+    from ..core.delivery._notify import enqueue, flush_notifications, queue_stats
+    from .fake_telegram import FakeTelegram, VirtualClock
 
     clock = VirtualClock()
     server = FakeTelegram(token=TOKEN, clock=clock.time).start()

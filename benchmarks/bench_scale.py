@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from botopt.benchmarks._common import Row, main
+from ._common import Row, main
 
 BARS = 1200
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -43,7 +43,7 @@ def write_dir(d: Path, n: int, bars: int = BARS + 1) -> list[str]:
     import numpy as np
     import polars as pl
 
-    from botopt.benchmarks._common import synthetic_candles
+    from ._common import synthetic_candles
 
     syms = [f"S{i:04d}USDT" for i in range(n)]
     chunk = 250  # bounded memory while writing 2,000 symbols

@@ -44,10 +44,10 @@ def host_main(argv: list[str]) -> int:
     p.add_argument("--flush", action="store_true")
     p.add_argument("--deadline", type=float, default=120.0)
     a = p.parse_args(argv)
-    from botopt.core.base._config import load_config
-    from botopt.core.delivery._notify import enqueue, flush_notifications, queue_stats
-    from botopt.core.errors import NotifyError
-    from botopt.core.state._redis import shared_state
+    from ..core.base._config import load_config
+    from ..core.delivery._notify import enqueue, flush_notifications, queue_stats
+    from ..core.errors import NotifyError
+    from ..core.state._redis import shared_state
 
     scale = float(os.environ.get("BOTOPT_TEST_TIME_SCALE", "1"))
     if os.environ.get("MULTIHOST_DEBUG"):
@@ -158,7 +158,7 @@ def run_fleet(url: str | None, n: int = 300, hosts: int = 3, scale: float = 10.0
     ``url``: the shared server (None: each host its own local backend). ``kills``: SIGKILL
     a flushing host that many times at random moments (a new host takes its place).
     ``chaos(elapsed)``: called while the hosts run (a server restart, an outage)."""
-    from botopt.benchmarks.fake_telegram import FakeTelegram
+    from .fake_telegram import FakeTelegram
 
     origin = time.monotonic()
     fake = FakeTelegram(token=TOKEN, chats=("-1001",),

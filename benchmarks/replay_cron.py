@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from botopt.benchmarks._common import Row, main
+from ._common import Row, main
 
 CLAIMS = {"features": "80%", "predictions": "75%", "regime": "95%", "gates": "90%"}
 STAGES = ("features", "regime", "predictions", "gates")
@@ -63,9 +63,9 @@ def replay(label: str, base: dict[str, object], variants: dict[str, dict[str, ob
     """One uncached bot, and one cached bot per settings variant, run by run side by side,
     the cache's clock moving with the runs. Each bot has its own state directory
     (cooldowns, regimes, queue): a cached bot's day must equal an uncached bot's."""
-    from botopt.core.base._config import load_config
-    from botopt.core.signals._pipeline import _run_signals, _Stages
-    from botopt.core.state._cache import CacheManager
+    from ..core.base._config import load_config
+    from ..core.signals._pipeline import _run_signals, _Stages
+    from ..core.state._cache import CacheManager
 
     with tempfile.TemporaryDirectory() as tmp:
         clock = [start.timestamp()]
@@ -146,7 +146,7 @@ def cron_processes(quick: bool, data_dir: Path | None) -> list[Row]:
             t_fresh += time.perf_counter() - t1
             t_cached += t1 - t0
             identical &= json.loads(a) == json.loads(b)
-        from botopt.core.state._cache import get_cache_stats
+        from ..core.state._cache import get_cache_stats
 
         stats = get_cache_stats(Path(tmp) / "cached")
     rows = []
@@ -166,8 +166,8 @@ def cron_processes(quick: bool, data_dir: Path | None) -> list[Row]:
 
 
 def _synthetic_dir(root: Path, n: int) -> tuple[list[str], datetime]:
-    from botopt.benchmarks._common import synthetic_candles
-    from botopt.core.data._store import _write
+    from ..core.data._store import _write
+    from ._common import synthetic_candles
 
     df = synthetic_candles(n, 1100)
     for (sym,), g in df.group_by("symbol", maintain_order=True):
@@ -180,9 +180,9 @@ def _synthetic_dir(root: Path, n: int) -> tuple[list[str], datetime]:
 def write_rows(n: int) -> list[Row]:
     """The cache's write time on a next-candle run: the run's entries written as it does
     (one transaction) against the same entries written one transaction each."""
-    from botopt.core.base._config import load_config
-    from botopt.core.signals._pipeline import _run_signals
-    from botopt.core.state._cache import CacheManager
+    from ..core.base._config import load_config
+    from ..core.signals._pipeline import _run_signals
+    from ..core.state._cache import CacheManager
 
     with tempfile.TemporaryDirectory() as tmp:
         syms, start = _synthetic_dir(Path(tmp), n)
@@ -213,9 +213,9 @@ def write_rows(n: int) -> list[Row]:
 def cycle_rows(sizes: list[int]) -> list[Row]:
     """A cron cycle of 5-minute candles run every minute (one new candle, four runs on it):
     cached against uncached, in-process, at each size."""
-    from botopt.core.base._config import load_config
-    from botopt.core.signals._pipeline import _run_signals
-    from botopt.core.state._cache import CacheManager
+    from ..core.base._config import load_config
+    from ..core.signals._pipeline import _run_signals
+    from ..core.state._cache import CacheManager
 
     rows = []
     for n in sizes:
@@ -273,8 +273,8 @@ def process_rows(quick: bool) -> list[Row]:
         warm = subprocess.run([*sig, "--json"], check=True, capture_output=True).stdout
         cold = subprocess.run([*sig, "--json", "--no-cache"], check=True,
                               capture_output=True).stdout
-        from botopt.core.base._config import load_config
-        from botopt.core.state._cache import effective_lives, get_cache_stats
+        from ..core.base._config import load_config
+        from ..core.state._cache import effective_lives, get_cache_stats
 
         cli_stats = json.loads(subprocess.run([*stats, "--json"], check=True,
                                               capture_output=True).stdout)["caches"]
@@ -300,8 +300,8 @@ def run(quick: bool = False, data_dir: Path | None = None) -> list[Row]:
                   sample, start, minutes)
     real = data_dir or (SHARED if SHARED.is_dir() else None)
     if real is not None:
-        from botopt.core.base._config import load_config
-        from botopt.core.data._candles import load_candles
+        from ..core.base._config import load_config
+        from ..core.data._candles import load_candles
 
         syms = sorted(p.name.split("-")[0] for p in real.glob("*-5m.*"))[:10]
         cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(real)})

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from botopt.benchmarks._common import Row
+from ._common import Row
 
 MODULES = ["bench_features", "bench_engines", "bench_correlation", "bench_scale", "replay_cron",
            "bench_notify", "bench_monitor", "bench_multihost"]

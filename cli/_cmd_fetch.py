@@ -5,49 +5,53 @@ from typing import Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import print_json, print_table, progress
+from . import _options as opt
+from ._context import get_state
+from ._render import print_json, print_table, progress
+
+
+@opt.output_options
+def fetch(
+    ctx: typer.Context,
+    *,
+    symbols: Optional[str] = opt.SYMBOLS,
+    interval: Optional[str] = opt.INTERVAL,
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", file_okay=False,
+                                            help="Local store to update (default: "
+                                            "data.data_dir)."),
+    since: Optional[str] = typer.Option(None, "--since", help="First candle wanted (ISO "
+                                        "8601): older missing candles are back-filled. "
+                                        "Default: the latest 1,000 for a new symbol."),
+    as_of: Optional[str] = opt.AS_OF,
+    out: opt.Output,
+) -> None:
+    """Download new closed candles from Binance into the local store."""
+    from ..core import fetch_to_store, parse_as_of, parse_symbols, plan_fetch
+
+    state = get_state(ctx)
+    # Binance is where fetch reads from, whatever data.source says signals should read.
+    cfg = state.config(data__source="binance", data__interval=interval,
+                       data__data_dir=str(data_dir) if data_dir else None)
+    syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
+    when = parse_as_of(as_of)
+    now_ms = int(when.timestamp() * 1000) if when is not None else None
+    # The estimate reads every stored file: worth it only when a bar will show it.
+    total = sum(plan_fetch(cfg, syms, cfg.data.interval, since=since,
+                           now_ms=now_ms).values()) if state.shows_progress else 0
+    with progress(state, "fetching candles", total or None) as advance:
+        results = fetch_to_store(cfg, syms, cfg.data.interval, since=since, now_ms=now_ms,
+                                 progress=lambda _s, n: advance(n))
+    if out.json:
+        print_json({"interval": cfg.data.interval, "data_dir": str(cfg.data.data_dir),
+                    "symbols": [r.to_dict() for r in results.values()]})
+        return
+    if not out.quiet:
+        print_table(state, f"fetched into {cfg.data.data_dir}",
+                    ["symbol", "added", "stored", "last candle (UTC)", "file"],
+                    [(r.symbol, r.added, r.total,
+                      f"{r.last:%Y-%m-%d %H:%M}" if r.last else "-", r.path.name)
+                     for r in results.values()])
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("fetch")
-    def fetch(
-        ctx: typer.Context,
-        symbols: Optional[str] = opt.SYMBOLS,
-        interval: Optional[str] = opt.INTERVAL,
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", file_okay=False,
-                                                help="Local store to update (default: "
-                                                "data.data_dir)."),
-        since: Optional[str] = typer.Option(None, "--since", help="First candle wanted (ISO "
-                                            "8601): older missing candles are back-filled. "
-                                            "Default: the latest 1,000 for a new symbol."),
-        as_of: Optional[str] = opt.AS_OF,
-        json_out: bool = opt.JSON,
-    ) -> None:
-        """Download new closed candles from Binance into the local store."""
-        from botopt.core import fetch_to_store, parse_as_of, parse_symbols, plan_fetch
-
-        state = get_state(ctx)
-        # Binance is where fetch reads from, whatever data.source says signals should read.
-        cfg = state.config(data__source="binance", data__interval=interval,
-                           data__data_dir=str(data_dir) if data_dir else None)
-        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
-        when = parse_as_of(as_of)
-        now_ms = int(when.timestamp() * 1000) if when is not None else None
-        # The estimate reads every stored file: worth it only when a bar will show it.
-        total = sum(plan_fetch(cfg, syms, cfg.data.interval, since=since,
-                               now_ms=now_ms).values()) if state.shows_progress else 0
-        with progress(state, "fetching candles", total or None) as advance:
-            results = fetch_to_store(cfg, syms, cfg.data.interval, since=since, now_ms=now_ms,
-                                     progress=lambda _s, n: advance(n))
-        if json_out:
-            print_json({"interval": cfg.data.interval, "data_dir": str(cfg.data.data_dir),
-                        "symbols": [r.to_dict() for r in results.values()]})
-            return
-        if not state.quiet:
-            print_table(state, f"fetched into {cfg.data.data_dir}",
-                        ["symbol", "added", "stored", "last candle (UTC)", "file"],
-                        [(r.symbol, r.added, r.total,
-                          f"{r.last:%Y-%m-%d %H:%M}" if r.last else "-", r.path.name)
-                         for r in results.values()])
+    app.command("fetch")(fetch)

@@ -2,84 +2,89 @@ from __future__ import annotations
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import get_state
-from botopt.cli._render import clip, print_json, print_table
+from . import _options as opt
+from ._context import get_state
+from ._render import clip, print_json, print_table
+
+
+@opt.output_options
+def monitor(
+    ctx: typer.Context,
+    *,
+    once: bool = typer.Option(False, "--once", help="Handle pending events and due "
+                              "checks, then exit (for cron)."),
+    out: opt.Output,
+) -> None:
+    """Watch botopt's activity: alert on failures, stalls and stuck notifications."""
+    from ..core import run_monitor
+
+    state = get_state(ctx)
+    cfg = state.config()
+    if not once:
+        state.notice("monitor running; Ctrl-C or SIGTERM stops it")
+    result = run_monitor(cfg, once=once)
+    data = {"events_handled": result.events_handled, "checks_run": result.checks_run,
+            "notifications_queued": result.notifications_queued,
+            "wakeups": result.wakeups, "events_damaged": result.events_damaged,
+            "busy": result.busy}
+    if out.json:
+        print_json(data)
+    elif result.busy:
+        state.notice("another monitor is running; nothing to do")
+    elif not out.quiet:
+        print(f"handled {result.events_handled} event(s), ran {result.checks_run} "
+              f"check(s), queued {result.notifications_queued} notification(s)")
+
+@opt.output_options
+def status(ctx: typer.Context, *, out: opt.Output) -> None:
+    """Last run, recent failures, pending events, notification backlog, monitor."""
+    from datetime import datetime, timezone
+
+    from ..core import get_status
+
+    state = get_state(ctx)
+    data = get_status(state.config())
+    if out.json:
+        from ._render import iso
+
+        last_run = data["last_run"]
+        print_json({**data, "last_flush_at": iso(data["last_flush_at"]),
+                    "last_run": last_run and {**last_run,
+                                              "finished_at": iso(last_run["finished_at"])}})
+        return
+    if out.quiet:
+        return
+
+    def when(t: float | None) -> str:
+        if t is None:
+            return "never"
+        try:
+            return datetime.fromtimestamp(t, tz=timezone.utc).strftime(
+                "%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):
+            return f"{t} (not a valid time)"
+
+    last = data["last_run"]
+    q = data["notifications"]
+    rows = [
+        ("last run", "none" if last is None else
+         f"{last['command']} {'ok' if last['ok'] else 'FAILED'} at "
+         f"{when(last['finished_at'])} ({last['duration_s']} s)"),
+        ("last error", "-" if last is None or last["ok"] else
+         clip(str(last.get("error") or "unknown"), 200)),
+        ("runs / failures (1 h)", f"{data['runs_last_hour']} / "
+         f"{data['failures_last_hour']}"),
+        ("events pending", data["events_pending"]),
+        ("notifications queued", q.get("pending", q.get("error"))),
+        ("dead letters", q.get("dead_letters", "?")),
+        ("last flush", when(data["last_flush_at"])),
+        ("monitor running", "yes" if data["monitor_running"] else "no"),
+    ]
+    if data["events_damaged"]:
+        rows.append(("damaged event lines (skipped)", data["events_damaged"]))
+    print_table(state, "botopt status", ["", ""], rows)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("monitor")
-    def monitor(
-        ctx: typer.Context,
-        once: bool = typer.Option(False, "--once", help="Handle pending events and due "
-                                  "checks, then exit (for cron)."),
-        json_out: bool = opt.JSON,
-    ) -> None:
-        """Watch botopt's activity: alert on failures, stalls and stuck notifications."""
-        from botopt.core import run_monitor
-
-        state = get_state(ctx)
-        cfg = state.config()
-        if not once:
-            state.notice("monitor running; Ctrl-C or SIGTERM stops it")
-        result = run_monitor(cfg, once=once)
-        data = {"events_handled": result.events_handled, "checks_run": result.checks_run,
-                "notifications_queued": result.notifications_queued,
-                "wakeups": result.wakeups, "events_damaged": result.events_damaged,
-                "busy": result.busy}
-        if json_out:
-            print_json(data)
-        elif result.busy:
-            state.notice("another monitor is running; nothing to do")
-        elif not state.quiet:
-            print(f"handled {result.events_handled} event(s), ran {result.checks_run} "
-                  f"check(s), queued {result.notifications_queued} notification(s)")
-
-    @app.command("status")
-    def status(ctx: typer.Context, json_out: bool = opt.JSON) -> None:
-        """Last run, recent failures, pending events, notification backlog, monitor."""
-        from datetime import datetime, timezone
-
-        from botopt.core import get_status
-
-        state = get_state(ctx)
-        data = get_status(state.config())
-        if json_out:
-            from botopt.cli._render import iso
-
-            last_run = data["last_run"]
-            print_json({**data, "last_flush_at": iso(data["last_flush_at"]),
-                        "last_run": last_run and {**last_run,
-                                                  "finished_at": iso(last_run["finished_at"])}})
-            return
-        if state.quiet:
-            return
-
-        def when(t: float | None) -> str:
-            if t is None:
-                return "never"
-            try:
-                return datetime.fromtimestamp(t, tz=timezone.utc).strftime(
-                    "%Y-%m-%d %H:%M:%S UTC")
-            except (OverflowError, OSError, ValueError):
-                return f"{t} (not a valid time)"
-
-        last = data["last_run"]
-        q = data["notifications"]
-        rows = [
-            ("last run", "none" if last is None else
-             f"{last['command']} {'ok' if last['ok'] else 'FAILED'} at "
-             f"{when(last['finished_at'])} ({last['duration_s']} s)"),
-            ("last error", "-" if last is None or last["ok"] else
-             clip(str(last.get("error") or "unknown"), 200)),
-            ("runs / failures (1 h)", f"{data['runs_last_hour']} / "
-             f"{data['failures_last_hour']}"),
-            ("events pending", data["events_pending"]),
-            ("notifications queued", q.get("pending", q.get("error"))),
-            ("dead letters", q.get("dead_letters", "?")),
-            ("last flush", when(data["last_flush_at"])),
-            ("monitor running", "yes" if data["monitor_running"] else "no"),
-        ]
-        if data["events_damaged"]:
-            rows.append(("damaged event lines (skipped)", data["events_damaged"]))
-        print_table(state, "botopt status", ["", ""], rows)
+    app.command("monitor")(monitor)
+    app.command("status")(status)

@@ -6,15 +6,15 @@ from typing import Any, Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import AppState, get_state
-from botopt.cli._render import clip, print_json, print_table
+from . import _options as opt
+from ._context import AppState, get_state
+from ._render import clip, print_json, print_table
 
 
 def _read_stdin_lines() -> list[dict[str, Any]]:
     """JSON lines from stdin. Bytes that are not UTF-8 are replaced by U+FFFD (with one
     warning naming the line), so that one bad byte never blocks the queue or loses the rest."""
-    from botopt.core.errors import UsageError
+    from ..core.errors import UsageError
 
     stream = getattr(sys.stdin, "buffer", None)
     raw_lines: list[bytes] = (list(stream) if stream is not None
@@ -71,140 +71,140 @@ def _flush_line(result: Any) -> str:
     return "; ".join(parts)
 
 
-def register(app: typer.Typer) -> None:
-    notify_app = typer.Typer(help="Queue notifications and inspect the queue.",
-                             no_args_is_help=True)
-    app.add_typer(notify_app, name="notify")
+notify_app = typer.Typer(help="Queue notifications and inspect the queue.",
+                         no_args_is_help=True)
 
-    @notify_app.command("add")
-    def add(
-        ctx: typer.Context,
-        type_: Optional[str] = typer.Option(None, "--type", "-t", help="Notification type, "
-                                            "e.g. trade_executed, trade_exited, alert."),
-        data: Optional[str] = typer.Option(None, "--data", "-d", help="A JSON object."),
-        stdin: bool = typer.Option(False, "--stdin", help="Read JSON lines "
-                                   '{"type": ..., "data": {...}} from standard input.'),
-    ) -> None:
-        """Queue notifications for the next notify-flush (from your own trading code)."""
-        from botopt.core import enqueue
-        from botopt.core.errors import UsageError
+@notify_app.command("add")
+def add(
+    ctx: typer.Context,
+    type_: Optional[str] = typer.Option(None, "--type", "-t", help="Notification type, "
+                                        "e.g. trade_executed, trade_exited, alert."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="A JSON object."),
+    stdin: bool = typer.Option(False, "--stdin", help="Read JSON lines "
+                               '{"type": ..., "data": {...}} from standard input.'),
+) -> None:
+    """Queue notifications for the next notify-flush (from your own trading code)."""
+    from ..core import enqueue
+    from ..core.errors import UsageError
 
-        state = get_state(ctx)
-        items: list[dict[str, Any]] = []
-        if stdin:
-            items = _read_stdin_lines()
-        elif type_ is None:
-            raise UsageError("give --type and --data, or --stdin")
-        else:
-            try:
-                payload = json.loads(data) if data else {}
-            except RecursionError:
-                raise UsageError("--data: JSON nested too deeply") from None
-            except ValueError as exc:
-                raise UsageError(f"--data is not JSON ({exc.args[0]})") from None
-            items.append({"type": type_, "data": payload})
-        ids = enqueue(state.config(), items)
-        state.notice(f"queued {len(ids)} notification(s)")
-
-    @notify_app.command("list")
-    def list_(ctx: typer.Context, json_out: bool = opt.JSON,
-              failed: bool = typer.Option(False, "--failed", help="Show the dead letters: "
-                                          "notifications that could not be delivered.")
-              ) -> None:
-        """Show the queued notifications, oldest first (or the dead letters)."""
-        from botopt.core import dead_letters, pending_notifications
-
-        state = get_state(ctx)
-        if failed:
-            dead = dead_letters(state.config())
-            if json_out:
-                from botopt.cli._render import iso
-
-                print_json({"dead_letters": [{**d, "failed_at": iso(d["failed_at"])}
-                                             for d in dead]})
-            elif not state.quiet:
-                print_table(state, f"{len(dead)} dead letter(s)",
-                            ["id", "type", "failed (UTC)", "tries", "reason", "data"],
-                            [(d["id"][:8], d["type"], _when(d["failed_at"]), d["attempts"],
-                              d["reason"], _short(d["data"])) for d in dead])
-            return
-        items = pending_notifications(state.config())
-        if json_out:
-            from botopt.cli._render import iso
-
-            print_json({"notifications": [{**i, "created": iso(i["created"])} for i in items]})
-            return
-        if not state.quiet:
-            print_table(state, f"{len(items)} queued", ["id", "type", "created (UTC)",
-                                                        "claimed", "tries", "data"],
-                        [(i["id"][:8], i["type"], _when(i["created"]),
-                          "yes" if i["claimed"] else "", i["attempts"] or "",
-                          _short(i["data"])) for i in items])
-
-    @notify_app.command("retry")
-    def retry(ctx: typer.Context, ident: str = typer.Argument(
-            ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
-              ) -> None:
-        """Queue a dead letter again (after fixing what Telegram refused)."""
-        from botopt.core import retry_dead_letter
-
-        state = get_state(ctx)
-        nid = retry_dead_letter(state.config(), ident.strip().lower())
-        state.notice(f"notification {nid[:8]} queued again")
-
-    @notify_app.command("drop")
-    def drop(ctx: typer.Context, ident: str = typer.Argument(
-            ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
-             ) -> None:
-        """Delete a dead letter for good."""
-        from botopt.core import drop_dead_letter
-
-        state = get_state(ctx)
-        nid = drop_dead_letter(state.config(), ident.strip().lower())
-        state.notice(f"dead letter {nid[:8]} dropped")
-
-    @app.command("notify-flush")
-    def notify_flush(
-        ctx: typer.Context,
-        force: bool = typer.Option(False, "--force", help="Send every group now, not only "
-                                   "the due ones."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the messages that would "
-                                     "be sent; send nothing."),
-        json_out: bool = opt.JSON,
-    ) -> None:
-        """Send due notification groups to Telegram (at most 5 per message).
-
-        Exit 0 when everything due went out, 1 when something due was not delivered (the
-        line says why and when the next try is), 2 when the token or chat is wrong."""
-        from botopt.core import EventType, Workspace, flush_notifications
-        from botopt.core.errors import NotifyError
-
-        state = get_state(ctx)
-        cfg = state.config()
-        emit = Workspace.of(cfg).events().emit
+    state = get_state(ctx)
+    items: list[dict[str, Any]] = []
+    if stdin:
+        items = _read_stdin_lines()
+    elif type_ is None:
+        raise UsageError("give --type and --data, or --stdin")
+    else:
         try:
-            result = flush_notifications(cfg, force=force, dry_run=dry_run)
-        except NotifyError as exc:
-            emit(EventType.NOTIFY_FAILED, error=str(exc))
-            raise
-        if dry_run:
-            _print_dry_run(state, result, json_out)
-            return
-        if result.messages_sent:
-            emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
-                 notifications=result.notifications_sent)
-        line = _flush_line(result)
-        if result.failure:
-            emit(EventType.NOTIFY_FAILED, error=line)
-        if json_out:
-            print_json(result.to_dict())
-        elif result.skipped:
-            state.notice(result.skipped)
-        elif not state.quiet:
-            print(f"sent {result.notifications_sent} notification(s) in "
-                  f"{result.messages_sent} message(s); {result.remaining} queued")
-        if line:
-            raise NotifyError(line)
+            payload = json.loads(data) if data else {}
+        except RecursionError:
+            raise UsageError("--data: JSON nested too deeply") from None
+        except ValueError as exc:
+            raise UsageError(f"--data is not JSON ({exc.args[0]})") from None
+        items.append({"type": type_, "data": payload})
+    ids = enqueue(state.config(), items)
+    state.notice(f"queued {len(ids)} notification(s)")
+
+@notify_app.command("list")
+@opt.output_options
+def list_(ctx: typer.Context, *, out: opt.Output,
+          failed: bool = typer.Option(False, "--failed", help="Show the dead letters: "
+                                      "notifications that could not be delivered.")
+          ) -> None:
+    """Show the queued notifications, oldest first (or the dead letters)."""
+    from ..core import dead_letters, pending_notifications
+
+    state = get_state(ctx)
+    if failed:
+        dead = dead_letters(state.config())
+        if out.json:
+            from ._render import iso
+
+            print_json({"dead_letters": [{**d, "failed_at": iso(d["failed_at"])}
+                                         for d in dead]})
+        elif not out.quiet:
+            print_table(state, f"{len(dead)} dead letter(s)",
+                        ["id", "type", "failed (UTC)", "tries", "reason", "data"],
+                        [(d["id"][:8], d["type"], _when(d["failed_at"]), d["attempts"],
+                          d["reason"], _short(d["data"])) for d in dead])
+        return
+    items = pending_notifications(state.config())
+    if out.json:
+        from ._render import iso
+
+        print_json({"notifications": [{**i, "created": iso(i["created"])} for i in items]})
+        return
+    if not out.quiet:
+        print_table(state, f"{len(items)} queued", ["id", "type", "created (UTC)",
+                                                    "claimed", "tries", "data"],
+                    [(i["id"][:8], i["type"], _when(i["created"]),
+                      "yes" if i["claimed"] else "", i["attempts"] or "",
+                      _short(i["data"])) for i in items])
+
+@notify_app.command("retry")
+def retry(ctx: typer.Context, ident: str = typer.Argument(
+        ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
+          ) -> None:
+    """Queue a dead letter again (after fixing what Telegram refused)."""
+    from ..core import retry_dead_letter
+
+    state = get_state(ctx)
+    nid = retry_dead_letter(state.config(), ident.strip().lower())
+    state.notice(f"notification {nid[:8]} queued again")
+
+@notify_app.command("drop")
+def drop(ctx: typer.Context, ident: str = typer.Argument(
+        ..., metavar="ID", help="A dead letter's id (its first 8 characters will do).")
+         ) -> None:
+    """Delete a dead letter for good."""
+    from ..core import drop_dead_letter
+
+    state = get_state(ctx)
+    nid = drop_dead_letter(state.config(), ident.strip().lower())
+    state.notice(f"dead letter {nid[:8]} dropped")
+
+@opt.output_options
+def notify_flush(
+    ctx: typer.Context,
+    *,
+    force: bool = typer.Option(False, "--force", help="Send every group now, not only "
+                               "the due ones."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the messages that would "
+                                 "be sent; send nothing."),
+    out: opt.Output,
+) -> None:
+    """Send due notification groups to Telegram (at most 5 per message).
+
+    Exit 0 when everything due went out, 1 when something due was not delivered (the
+    line says why and when the next try is), 2 when the token or chat is wrong."""
+    from ..core import EventType, Workspace, flush_notifications
+    from ..core.errors import NotifyError
+
+    state = get_state(ctx)
+    cfg = state.config()
+    emit = Workspace.of(cfg).events().emit
+    try:
+        result = flush_notifications(cfg, force=force, dry_run=dry_run)
+    except NotifyError as exc:
+        emit(EventType.NOTIFY_FAILED, error=str(exc))
+        raise
+    if dry_run:
+        _print_dry_run(state, result, out.json)
+        return
+    if result.messages_sent:
+        emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
+             notifications=result.notifications_sent)
+    line = _flush_line(result)
+    if result.failure:
+        emit(EventType.NOTIFY_FAILED, error=line)
+    if out.json:
+        print_json(result.to_dict())
+    elif result.skipped:
+        state.notice(result.skipped)
+    elif not out.quiet:
+        print(f"sent {result.notifications_sent} notification(s) in "
+              f"{result.messages_sent} message(s); {result.remaining} queued")
+    if line:
+        raise NotifyError(line)
 
 
 def _print_dry_run(state: AppState, result: Any, json_out: bool) -> None:
@@ -215,3 +215,8 @@ def _print_dry_run(state: AppState, result: Any, json_out: bool) -> None:
     elif not state.quiet:
         for m in result.messages:
             print(m.text, end="\n---\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(notify_app, name="notify")
+    app.command("notify-flush")(notify_flush)

@@ -1,17 +1,16 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from botopt.cli import _options as opt
-from botopt.cli._context import AppState, get_state
-from botopt.cli._render import print_json, print_table
+from . import _options as opt
+from ._context import AppState, get_state
+from ._render import print_json, print_table
 
 if TYPE_CHECKING:
-    from botopt.core import SignalsResult
+    from ..core import SignalsResult
 
 # Gate reasons as a narrow terminal shows them; --json and plain output keep the full text.
 _SHORT = [(re.compile(p), r) for p, r in (
@@ -88,64 +87,65 @@ def _terminal_table(state: AppState, result: SignalsResult) -> None:
     state.console.print(table)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("signals")
-    def signals(
-        ctx: typer.Context,
-        symbols: Optional[str] = opt.SYMBOLS,
-        interval: Optional[str] = opt.INTERVAL,
-        source: Optional[str] = opt.SOURCE,
-        data_dir: Optional[Path] = opt.DATA_DIR,
-        as_of: Optional[str] = opt.AS_OF,
-        json_out: bool = opt.JSON,
-        no_cache: bool = typer.Option(False, "--no-cache", help="Bypass every cache."),
-        notify: Optional[bool] = typer.Option(
-            None, "--notify/--no-notify",
-            help="Record cooldowns and queue notifications for passed signals. Default: only "
-            "live runs do (not sample data, not an --as-of in the past)."),
-    ) -> None:
-        """Compute ranked, gated signals from the last closed candles of each symbol."""
-        from botopt.core import (
-            DataStatus,
-            Workspace,
-            is_live,
-            parse_as_of,
-            parse_symbols,
-            run_events,
-            run_signals,
-        )
+@opt.candle_options
+@opt.output_options
+def signals(
+    ctx: typer.Context,
+    *,
+    candles: opt.CandleArgs,
+    out: opt.Output,
+    no_cache: bool = typer.Option(False, "--no-cache", help="Bypass every cache."),
+    notify: Optional[bool] = typer.Option(
+        None, "--notify/--no-notify",
+        help="Record cooldowns and queue notifications for passed signals. Default: only "
+        "live runs do (not sample data, not an --as-of in the past)."),
+) -> None:
+    """Compute ranked, gated signals from the last closed candles of each symbol."""
+    from ..core import (
+        DataStatus,
+        Workspace,
+        is_live,
+        parse_as_of,
+        parse_symbols,
+        run_events,
+        run_signals,
+    )
 
-        state = get_state(ctx)
-        cfg = state.config(announce_sample_data=True,
-                           **opt.data_overrides(interval, source, data_dir))
-        # Arguments are checked before the run is announced: a typo is the user's to fix
-        # at the prompt, never a "signals failed" alert in the chat.
-        syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
-        when = parse_as_of(as_of)
-        live = is_live(cfg, when)
-        with run_events("signals", enabled=live,
-                        sink=Workspace.of(cfg).events()) as counts:
-            result = run_signals(cfg, syms, as_of=when, use_cache=not no_cache,
-                                 notify=notify)
-            counts.update(symbols=len(result.symbols), passed=len(result.passed),
-                          cached=result.from_cache,
-                          stale=[s.symbol for s in result.symbols
-                                 if s.data_status == DataStatus.STALE])
-        if result.clock == "sample":
-            state.notice(f"sample data: the clock is the end of the bundled data, "
-                         f"{result.as_of:%Y-%m-%d %H:%M} UTC (--as-of picks another moment); "
-                         "nothing is recorded or queued")
-        elif not result.recorded and any(s.gate_passed for s in result.symbols):
-            state.notice("not a live run: nothing recorded or queued (--notify queues)")
-        if json_out:
-            print_json(result.to_dict())
-            return
-        if state.quiet:
-            return
-        if state.is_terminal:
-            _terminal_table(state, result)
-            return
-        print_table(state, f"signals as of {result.as_of:%Y-%m-%d %H:%M} UTC "
-                    f"({result.interval}, {result.source})",
-                    ["symbol", "candle (UTC)", "close", "regime", "signal", "strength",
-                     "p(dir)", "gate"], _full_rows(result))
+    state = get_state(ctx)
+    cfg = state.config(announce_sample_data=True,
+                       **candles.overrides())
+    # Arguments are checked before the run is announced: a typo is the user's to fix
+    # at the prompt, never a "signals failed" alert in the chat.
+    syms = parse_symbols(candles.symbols if candles.symbols is not None else cfg.data.symbols)
+    when = parse_as_of(candles.as_of)
+    live = is_live(cfg, when)
+    with run_events("signals", enabled=live,
+                    sink=Workspace.of(cfg).events()) as counts:
+        result = run_signals(cfg, syms, as_of=when, use_cache=not no_cache,
+                             notify=notify)
+        counts.update(symbols=len(result.symbols), passed=len(result.passed),
+                      cached=result.from_cache,
+                      stale=[s.symbol for s in result.symbols
+                             if s.data_status == DataStatus.STALE])
+    if result.clock == "sample":
+        state.notice(f"sample data: the clock is the end of the bundled data, "
+                     f"{result.as_of:%Y-%m-%d %H:%M} UTC (--as-of picks another moment); "
+                     "nothing is recorded or queued")
+    elif not result.recorded and any(s.gate_passed for s in result.symbols):
+        state.notice("not a live run: nothing recorded or queued (--notify queues)")
+    if out.json:
+        print_json(result.to_dict())
+        return
+    if out.quiet:
+        return
+    if state.is_terminal:
+        _terminal_table(state, result)
+        return
+    print_table(state, f"signals as of {result.as_of:%Y-%m-%d %H:%M} UTC "
+                f"({result.interval}, {result.source})",
+                ["symbol", "candle (UTC)", "close", "regime", "signal", "strength",
+                 "p(dir)", "gate"], _full_rows(result))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("signals")(signals)

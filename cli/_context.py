@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from botopt.core import Config
+    from ..core import Config
 
 
 def _plain(stream: Any) -> bool:
@@ -63,7 +63,7 @@ class AppState:
         missing configuration. Only the commands that read candles (and ``config show``) say
         it: for cache-stats or notify-flush it would be noise, and from cron every stderr
         line becomes a mail."""
-        from botopt.core import load_config
+        from ..core import load_config
 
         flags = {k.replace("__", "."): v for k, v in overrides.items() if v is not None}
         if self.cache_dir is not None:
@@ -71,9 +71,9 @@ class AppState:
         key = tuple(sorted((k, str(v)) for k, v in flags.items()))
         cfg = self._configs.get(key)
         if cfg is None:
-            from botopt.core import Workspace
-            from botopt.core.base._redact import register_secret
-            from botopt.core.state._workspace import set_default_root
+            from ..core import Workspace
+            from ..core.base._redact import register_secret
+            from ..core.state._workspace import set_default_root
 
             cfg = load_config(self.config_path, overrides=flags)
             self._configs[key] = cfg

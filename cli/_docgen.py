@@ -37,7 +37,7 @@ def iter_commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[
 
 
 def render() -> str:
-    from botopt.cli.main import app
+    from .main import app
 
     os.environ["COLUMNS"] = "100"
     root = typer.main.get_command(app)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TypeVar, cast
 
 import typer
 
@@ -31,3 +35,77 @@ def data_overrides(interval: Optional[str], source: Optional[str],
         source = "local"
     return {"data__interval": interval, "data__source": source,
             "data__data_dir": str(data_dir) if data_dir else None}
+
+
+@dataclass(frozen=True)
+class CandleArgs:
+    """The candle options as given (None: the config's value), one value for a command."""
+
+    symbols: Optional[str]
+    interval: Optional[str]
+    source: Optional[str]
+    data_dir: Optional[Path]
+    as_of: Optional[str]
+
+    def overrides(self) -> dict[str, object]:
+        return data_overrides(self.interval, self.source, self.data_dir)
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a data command prints: ``--json`` (its own flag) and ``--quiet`` (the global one)."""
+
+    json: bool
+    quiet: bool
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)
+
+
+_CANDLE_PARAMS = [_param("symbols", Optional[str], SYMBOLS),
+                  _param("interval", Optional[str], INTERVAL),
+                  _param("source", Optional[str], SOURCE),
+                  _param("data_dir", Optional[Path], DATA_DIR),
+                  _param("as_of", Optional[str], AS_OF)]
+_OUTPUT_PARAMS = [_param("json_out", bool, JSON)]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _expand(placeholder: str, params: list[inspect.Parameter],
+            build: Callable[[dict[str, Any], dict[str, Any]], Any]) -> Callable[[F], F]:
+    """A decorator that shows typer ``params`` where ``fn`` has the parameter ``placeholder``
+    (so the options keep their place in --help) and calls ``fn`` with one value built from
+    them. typer reads the signature, so the options are declared once, here."""
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn)
+        if placeholder not in sig.parameters:
+            raise TypeError(f"{fn.__name__} has no parameter {placeholder!r}")
+        shown = [q for p in sig.parameters.values()
+                 for q in (params if p.name == placeholder else [p.replace(
+                     kind=inspect.Parameter.KEYWORD_ONLY)])]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {p.name: kwargs.pop(p.name) for p in params}
+            kwargs[placeholder] = build(given, kwargs)
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=shown)  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+    return decorate
+
+
+def _output(given: dict[str, Any], kwargs: dict[str, Any]) -> Output:
+    from ._context import get_state
+
+    ctx = kwargs.get("ctx")
+    return Output(json=given["json_out"], quiet=ctx is not None and get_state(ctx).quiet)
+
+
+candle_options = _expand("candles", _CANDLE_PARAMS, lambda given, _kw: CandleArgs(**given))
+candle_options.__doc__ = "--symbols --interval --source --data-dir --as-of, in place of `candles`."
+output_options = _expand("out", _OUTPUT_PARAMS, _output)
+output_options.__doc__ = "--json in place of `out` (an Output that also knows --quiet)."

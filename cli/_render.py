@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from botopt.cli._context import AppState
+from ._context import AppState
 
 
 def iso(t: float | None) -> str | None:

@@ -17,8 +17,8 @@ from typing import Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from botopt.cli._context import get_state
-from botopt.core.errors import BotoptError, exit_code_for
+from ..core.errors import BotoptError, exit_code_for
+from ._context import get_state
 
 # Each module cli/_cmd_<name>.py exposes register(app). One per line.
 COMMAND_MODULES: list[str] = [
@@ -52,7 +52,7 @@ class BotoptGroup(TyperGroup):
             print("botopt: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
         except BotoptError as exc:
-            from botopt.core.base._redact import redact
+            from ..core.base._redact import redact
 
             state = get_state(ctx)  # type: ignore[arg-type]
             if state.debug or _debug_requested():
@@ -64,7 +64,7 @@ class BotoptGroup(TyperGroup):
             # matched by module because typer now vendors its own copy of click.
             if type(exc).__module__.split(".")[0] in ("click", "typer"):
                 raise
-            from botopt.core.base._redact import redact
+            from ..core.base._redact import redact
 
             state = get_state(ctx)  # type: ignore[arg-type]
             if state.debug or _debug_requested():
@@ -97,7 +97,7 @@ def _version(value: bool) -> None:
 
 
 def _setup_logging(quiet: bool, debug: bool) -> None:
-    from botopt.core.base._redact import RedactingFilter
+    from ..core.base._redact import RedactingFilter
 
     logger = logging.getLogger("botopt")
     for h in list(logger.handlers):

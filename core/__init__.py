@@ -97,7 +97,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays lazy)
-    from botopt.core.base._config import (  # noqa: F401
+    from .base._config import (  # noqa: F401
         INTERVALS,
         Config,
         config_items,
@@ -105,7 +105,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         load_config,
         write_starter_config,
     )
-    from botopt.core.base._vocab import (  # noqa: F401
+    from .base._vocab import (  # noqa: F401
         DataStatus,
         Direction,
         EventType,
@@ -113,16 +113,16 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         Regime,
         TelegramOutcome,
     )
-    from botopt.core.data._binance import BinanceClient  # noqa: F401
-    from botopt.core.data._candles import (  # noqa: F401
+    from .data._binance import BinanceClient  # noqa: F401
+    from .data._candles import (  # noqa: F401
         load_candles,
         parse_as_of,
         parse_symbols,
         sample_clock,
         validate_candles,
     )
-    from botopt.core.data._store import fetch_to_store, plan_fetch  # noqa: F401
-    from botopt.core.delivery._notify import (  # noqa: F401
+    from .data._store import fetch_to_store, plan_fetch  # noqa: F401
+    from .delivery._notify import (  # noqa: F401
         batch_notify,
         dead_letters,
         drop_dead_letter,
@@ -131,7 +131,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         pending_notifications,
         retry_dead_letter,
     )
-    from botopt.core.errors import (  # noqa: F401
+    from .errors import (  # noqa: F401
         BotoptError,
         CacheDirUnsafeError,
         CacheError,
@@ -145,14 +145,14 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         UnknownSymbolError,
         UsageError,
     )
-    from botopt.core.signals._correlation import RollingCorrelation, update_correlation  # noqa: F401
-    from botopt.core.signals._engines import AlphaEngineCoordinator, Signal  # noqa: F401
-    from botopt.core.signals._features import compute_features  # noqa: F401
-    from botopt.core.signals._model_train import train_and_save  # noqa: F401
-    from botopt.core.signals._pipeline import is_live, run_signals  # noqa: F401
-    from botopt.core.signals._regime import detect_regime  # noqa: F401
-    from botopt.core.signals._results import SignalsResult  # noqa: F401
-    from botopt.core.state._cache import (  # noqa: F401
+    from .signals._correlation import RollingCorrelation, update_correlation  # noqa: F401
+    from .signals._engines import AlphaEngineCoordinator, Signal  # noqa: F401
+    from .signals._features import compute_features  # noqa: F401
+    from .signals._model_train import train_and_save  # noqa: F401
+    from .signals._pipeline import is_live, run_signals  # noqa: F401
+    from .signals._regime import detect_regime  # noqa: F401
+    from .signals._results import SignalsResult  # noqa: F401
+    from .state._cache import (  # noqa: F401
         cache_features,
         cache_gate,
         cache_predictions,
@@ -161,9 +161,9 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         clear_cache,
         get_cache_stats,
     )
-    from botopt.core.state._events import emit, run_events  # noqa: F401
-    from botopt.core.state._workspace import Workspace  # noqa: F401
-    from botopt.core.watch._cron import crontab, systemd_unit  # noqa: F401
-    from botopt.core.watch._doctor import Check, run_checks  # noqa: F401
-    from botopt.core.watch._history import history  # noqa: F401
-    from botopt.core.watch._monitor import get_status, run_monitor  # noqa: F401
+    from .state._events import emit, run_events  # noqa: F401
+    from .state._workspace import Workspace  # noqa: F401
+    from .watch._cron import crontab, systemd_unit  # noqa: F401
+    from .watch._doctor import Check, run_checks  # noqa: F401
+    from .watch._history import history  # noqa: F401
+    from .watch._monitor import get_status, run_monitor  # noqa: F401

@@ -74,7 +74,7 @@ def wait_until(cond: Callable[[], object], timeout: float, interval: float = 0.0
 @pytest.fixture
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     """A real redis-server on 127.0.0.1 (skipped without the binary; a failure under CI)."""
-    from tests.redis_server import start_server
+    from .redis_server import start_server
 
     server = start_server(tmp_path_factory.mktemp("redis"))
     yield server

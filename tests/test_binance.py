@@ -22,7 +22,8 @@ from botopt.core.errors import (
     UnknownSymbolError,
     UsageError,
 )
-from tests.fakes.binance_server import FakeBinance, rows_from_frame
+
+from .fakes.binance_server import FakeBinance, rows_from_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = 300_000

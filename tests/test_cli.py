@@ -108,3 +108,50 @@ def test_sample_data_notice_only_where_candles_are_read(tmp_path):
         res = runner.invoke(app, [*cache, *args])
         assert res.exit_code == 0, (args, res.stderr)
         assert res.stderr == "", args
+
+
+def test_commands_are_module_level_and_register_only_lists_them() -> None:
+    # sqlite-utils' shape: a command is found and imported by name; register(app) is the list
+    import ast
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "cli").glob("_cmd_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        (reg,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "register"]
+        for stmt in reg.body:
+            call = stmt.value if isinstance(stmt, ast.Expr) else None
+            text = ast.unparse(stmt)
+            assert isinstance(call, ast.Call) and (text.startswith("app.add_typer(") or (
+                isinstance(call.func, ast.Call) and text.startswith("app.command("))), \
+                f"{path.name}: register does more than list commands: {text}"
+        nested = [n.name for top in tree.body if isinstance(top, ast.FunctionDef)
+                  for n in ast.walk(top) if n is not top and isinstance(n, ast.FunctionDef)
+                  and any(".command(" in ast.unparse(d) for d in n.decorator_list)]
+        assert not nested, f"{path.name}: commands defined inside functions: {nested}"
+
+
+def test_shared_options_keep_their_place_and_reach_the_command(tmp_path) -> None:
+    import inspect
+
+    from botopt.cli import _options as opt
+    from botopt.cli._cmd_correlations import correlations
+
+    names = list(inspect.signature(correlations).parameters)
+    assert names == ["ctx", "symbols", "interval", "source", "data_dir", "as_of", "window",
+                     "full", "json_out"]
+    seen = {}
+
+    @opt.candle_options
+    @opt.output_options
+    def probe(ctx, *, candles: opt.CandleArgs, out: opt.Output) -> None:
+        seen.update(candles=candles, out=out)
+
+    probe(ctx=None, symbols="BTCUSDT", interval="1h", source=None, data_dir=tmp_path,
+          as_of=None, json_out=True)
+    assert seen["candles"] == opt.CandleArgs("BTCUSDT", "1h", None, tmp_path, None)
+    assert seen["candles"].overrides()["data__source"] == "local"  # --data-dir implies local
+    assert seen["out"] == opt.Output(json=True, quiet=False)
+    import pytest
+
+    with pytest.raises(TypeError, match="no parameter 'candles'"):
+        opt.candle_options(lambda ctx: None)

@@ -17,8 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
-from tests.fakes.binance_server import FakeBinance, rows_from_frame
-from tests.fakes.telegram_server import FakeTelegram
+
+from .fakes.binance_server import FakeBinance, rows_from_frame
+from .fakes.telegram_server import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = 300_000

@@ -28,7 +28,8 @@ from botopt.core.delivery._notify import (
 )
 from botopt.core.delivery._telegram import RETRY_AFTER_MAX
 from botopt.core.state._events import events_dir, read_events
-from tests.fakes.telegram_server import FakeTelegram, VirtualClock
+
+from .fakes.telegram_server import FakeTelegram, VirtualClock
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "123456789:AAtesttokentesttokentesttokentest"

@@ -10,9 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
-from tests.fakes.binance_server import FakeBinance
-from tests.fakes.telegram_server import FakeTelegram
-from tests.test_cron import TOKEN, live_rows
+
+from .fakes.binance_server import FakeBinance
+from .fakes.telegram_server import FakeTelegram
+from .test_cron import TOKEN, live_rows
 
 runner = CliRunner()
 

@@ -25,7 +25,8 @@ from botopt.core import fetch_to_store
 from botopt.core.base._config import load_config
 from botopt.core.data._store import plan_fetch, store_path
 from botopt.core.errors import ConfigError, DataError, UnknownSymbolError, UsageError
-from tests.fakes.binance_server import FakeBinance, rows_from_frame
+
+from .fakes.binance_server import FakeBinance, rows_from_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = 300_000

@@ -20,7 +20,8 @@ from botopt.core.data._candles import (
     read_candle_file,
 )
 from botopt.core.errors import DataError, UnknownSymbolError, UsageError
-from tests.freqtrade_lookalike import CANDLE_FILES, NOT_CANDLES, make_testdata
+
+from .freqtrade_lookalike import CANDLE_FILES, NOT_CANDLES, make_testdata
 
 runner = CliRunner()
 AS_OF = "2019-01-01T00:00:00Z"

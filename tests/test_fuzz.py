@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from botopt.cli.main import app
 from botopt.core.base._config import SECTIONS
-from tests.fakes.telegram_server import FakeTelegram
+
+from .fakes.telegram_server import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = int(os.environ.get("BOTOPT_FUZZ_CASES", "25"))

@@ -9,8 +9,9 @@ import time
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
-from tests.fakes.telegram_server import FakeTelegram
-from tests.test_cron import TOKEN
+
+from .fakes.telegram_server import FakeTelegram
+from .test_cron import TOKEN
 
 runner = CliRunner()
 ALL = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT"

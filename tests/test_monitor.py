@@ -19,7 +19,8 @@ from botopt.core import load_config
 from botopt.core.delivery._notify import pending_notifications
 from botopt.core.state._events import emit, events_dir, read_events, run_events
 from botopt.core.watch._monitor import Monitor, get_status, run_monitor
-from tests.conftest import wait_until
+
+from .conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

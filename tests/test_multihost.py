@@ -21,7 +21,8 @@ import polars as pl
 import pytest
 
 from botopt.benchmarks.multihost import KINDS, plan, run_fleet
-from tests.test_shared_state import host_env
+
+from .test_shared_state import host_env
 
 ROOT = Path(__file__).resolve().parents[1]
 N, HOSTS = 300, 3

@@ -22,7 +22,8 @@ from botopt.core.delivery._notify import enqueue, flush_notifications, queue_sta
 from botopt.core.delivery._notify_format import MAX_LEN, render_batch, telegram_length
 from botopt.core.errors import TelegramConfigError, UsageError
 from botopt.core.state._workspace import set_default_root
-from tests.fakes.telegram_server import FakeTelegram, VirtualClock, parse_entities
+
+from .fakes.telegram_server import FakeTelegram, VirtualClock, parse_entities
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

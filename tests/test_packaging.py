@@ -66,7 +66,12 @@ def test_wheel_holds_only_the_botopt_namespace(tmp_path):
     missing = [m for m in _core_modules() if m.replace(".", "/") + ".py" not in names]
     assert not missing and len(_core_modules()) > 30, missing
     assert not any(n.startswith(("core/", "cli/")) for n in names)
-    assert "botopt/__init__.py" not in names  # a namespace: botopt.cli and botopt.core only
+    # the root's __init__.py is botopt's (the checkout is the package, docs/architecture.md);
+    # nothing else at the root ships: no tests, docs or stray modules
+    assert "botopt/__init__.py" in names
+    assert not [n for n in names if n.startswith("botopt/") and n.count("/") == 1
+                and n != "botopt/__init__.py"]
+    assert not any(n.startswith(("botopt/tests/", "botopt/docs/")) for n in names)
     assert any(n.startswith("botopt/sample_data/") and n.endswith(".feather") for n in names)
 
 

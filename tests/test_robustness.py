@@ -17,8 +17,9 @@ from botopt.core.base._config import BOUNDS, SECTIONS
 from botopt.core.base._redact import redact, register_secret
 from botopt.core.delivery._notify_format import FORMATTERS, render_batch, value_text
 from botopt.core.errors import ConfigError, DataError, NetworkError
-from tests.fakes.binance_server import FakeBinance
-from tests.fakes.telegram_server import parse_entities
+
+from .fakes.binance_server import FakeBinance
+from .fakes.telegram_server import parse_entities
 
 runner = CliRunner()
 

@@ -15,7 +15,8 @@ from botopt.core.state._redis import SharedState
 from botopt.core.state._redis_events import append
 from botopt.core.state._workspace import Workspace
 from botopt.core.watch._monitor import Monitor
-from tests.test_shared_state import host_env
+
+from .test_shared_state import host_env
 
 
 def cfg_for(url, cache, **extra):

@@ -20,7 +20,8 @@ from botopt.core.delivery._notify import (
     pending_notifications,
     queue_stats,
 )
-from tests.fakes.telegram_server import FakeTelegram
+
+from .fakes.telegram_server import FakeTelegram
 
 TOKEN = "123456789:AAtesttokentesttokentesttokentest"
 runner = CliRunner()
@@ -119,7 +120,7 @@ def test_claims_of_a_dead_host_are_taken_over_after_the_timeout(redis_server, te
 
 
 def test_outage_queues_locally_then_moves_over(redis_server, telegram, tmp_path):
-    from tests.test_shared_state import host
+    from .test_shared_state import host
 
     home = tmp_path / "h"
     url = redis_server.url

@@ -129,7 +129,7 @@ def test_cache_entries_expire_on_the_server(redis_server):
 
 
 def test_unreachable_server_signals_answers_with_one_warning(tmp_path):
-    from tests.redis_server import free_port
+    from .redis_server import free_port
 
     url = f"redis://botopt:hunter2pw@127.0.0.1:{free_port()}/0"
     r = host(tmp_path / "a", url, *ARGS)
@@ -142,7 +142,7 @@ def test_unreachable_server_signals_answers_with_one_warning(tmp_path):
 
 
 def test_doctor_checks_the_shared_server(tmp_path):
-    from tests.redis_server import free_port, start_server
+    from .redis_server import free_port, start_server
 
     on = start_server(tmp_path / "aof")
     off = start_server(tmp_path / "noaof", appendonly=False)

@@ -292,7 +292,7 @@ def _rows(last_open: datetime, n: int, bad_at: int | None = None) -> list[tuple]
 
 
 def test_exchange_outage_is_stale_data_too(home):
-    from tests.fakes.binance_server import FakeBinance
+    from .fakes.binance_server import FakeBinance
 
     now = datetime.now(timezone.utc)
     # The exchange stopped producing candles 40 minutes ago.
@@ -307,7 +307,7 @@ def test_exchange_outage_is_stale_data_too(home):
 
 
 def test_fetch_never_writes_a_row_signals_would_refuse(tmp_path, home):
-    from tests.fakes.binance_server import FakeBinance
+    from .fakes.binance_server import FakeBinance
 
     now = datetime.now(timezone.utc)
     fake = FakeBinance({"BTCUSDT": _rows(last_closed_open(now), 50, bad_at=42)}).start()

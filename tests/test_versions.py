@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from botopt.core.base import _versions
-from tests.test_layers import CORE, _imports, _sources
+
+from .test_layers import CORE, _imports, _sources
 
 # The module each stage's computation starts from.
 ENTRY = {"features": ["signals._features"],

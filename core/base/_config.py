@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from botopt.core.base._redact import redact_url, register_secret
-from botopt.core.errors import ConfigError, UsageError
+from ..errors import ConfigError, UsageError
+from ._redact import redact_url, register_secret
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -591,7 +591,7 @@ def load_config(
 
 def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
     """(key, value, source) for every setting, secrets masked: what ``config show`` prints."""
-    from botopt.core.state._cache import effective_lives
+    from ..state._cache import effective_lives
 
     lives = {f"cache.{n}_ttl": life for n, life in effective_lives(cfg).items()}
     rows: list[tuple[str, Any, str]] = []

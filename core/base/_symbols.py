@@ -3,7 +3,7 @@ Binance client use these, and neither may import the other at module level."""
 
 from __future__ import annotations
 
-from botopt.core.errors import UsageError
+from ..errors import UsageError
 
 
 def is_futures(symbol: str) -> bool:

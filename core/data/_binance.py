@@ -23,10 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core.base._config import BinanceConfig, interval_ms
-from botopt.core.base._fs import atomic_write_json, read_json
-from botopt.core.base._symbols import binance_symbol
-from botopt.core.errors import (
+from ..base._config import BinanceConfig, interval_ms
+from ..base._fs import atomic_write_json, read_json
+from ..base._symbols import binance_symbol
+from ..errors import (
     BotoptError,
     ConfigError,
     DataError,

@@ -15,10 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from botopt.core.base._config import Config, interval_ms
-from botopt.core.base._symbols import binance_symbol, is_futures
-from botopt.core.data._binance import BinanceClient
-from botopt.core.errors import DataError, UnknownSymbolError, UsageError
+from ..base._config import Config, interval_ms
+from ..base._symbols import binance_symbol, is_futures
+from ..errors import DataError, UnknownSymbolError, UsageError
+from ._binance import BinanceClient
 
 if TYPE_CHECKING:
     import polars as pl

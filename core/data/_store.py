@@ -25,10 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core.base._config import Config
-from botopt.core.base._fs import atomic_write_bytes
-from botopt.core.data._binance import BinanceClient
-from botopt.core.data._candles import (
+from ..base._config import Config
+from ..base._fs import atomic_write_bytes
+from ..errors import BotoptError, ConfigError, DataError, UsageError
+from ..state._paths import state_dir
+from ._binance import BinanceClient
+from ._candles import (
     candle_file_stem,
     existing_candle_file,
     interval_ms,
@@ -37,8 +39,6 @@ from botopt.core.data._candles import (
     read_candle_file,
     validate_candles,
 )
-from botopt.core.errors import BotoptError, ConfigError, DataError, UsageError
-from botopt.core.state._paths import state_dir
 
 if TYPE_CHECKING:
     import polars as pl

@@ -38,14 +38,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from botopt.core.base._config import Config, TelegramConfig
-from botopt.core.base._vocab import EventType, TelegramOutcome
-from botopt.core.delivery._notify_format import Message, as_plain, render_batch, split_further
-from botopt.core.delivery._telegram import TelegramClient
-from botopt.core.errors import ConfigError, TelegramConfigError, UsageError
-from botopt.core.state._events import EventSink
-from botopt.core.state._queue import FlushRules, FlushSession, Item, NotificationQueue
-from botopt.core.state._workspace import Workspace
+from ..base._config import Config, TelegramConfig
+from ..base._vocab import EventType, TelegramOutcome
+from ._notify_format import Message, as_plain, render_batch, split_further
+from ._telegram import TelegramClient
+from ..errors import ConfigError, TelegramConfigError, UsageError
+from ..state._events import EventSink
+from ..state._queue import FlushRules, FlushSession, Item, NotificationQueue
+from ..state._workspace import Workspace
 
 log = logging.getLogger("botopt.notify")
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")

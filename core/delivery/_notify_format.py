@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from botopt.core.base._vocab import NotificationType
+from ..base._vocab import NotificationType
 
 MAX_LEN = 4096
 _TAG = re.compile(r"<[^>]*>")

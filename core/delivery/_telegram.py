@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from botopt.core.base._redact import redact, register_secret
-from botopt.core.base._vocab import TelegramOutcome
-from botopt.core.state._queue import RETRY_AFTER_MAX
+from ..base._redact import redact, register_secret
+from ..base._vocab import TelegramOutcome
+from ..state._queue import RETRY_AFTER_MAX
 
 log = logging.getLogger("botopt.notify")
 # A 429's retry_after is trusted within this range (seconds): a negative or zero value would

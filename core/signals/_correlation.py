@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from botopt.core.base._config import Config, interval_ms
-from botopt.core.base._fs import atomic_writer, refused_write
-from botopt.core.errors import CacheError, UsageError
-from botopt.core.state._paths import state_dir as default_dir
+from ..base._config import Config, interval_ms
+from ..base._fs import atomic_writer, refused_write
+from ..errors import CacheError, UsageError
+from ..state._paths import state_dir as default_dir
 
 log = logging.getLogger("botopt.correlation")
 STATE_FORMAT = 2

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from botopt.core.base._config import Config
-from botopt.core.base._vocab import DataStatus, Direction, EventType, NotificationType
-from botopt.core.errors import NotifyError
-from botopt.core.signals._gates import CooldownRecord, Cooldowns
-from botopt.core.signals._results import SignalsResult, SymbolResult, iso
-from botopt.core.state._events import EventSink
-from botopt.core.state._workspace import Workspace
+from ..base._config import Config
+from ..base._vocab import DataStatus, Direction, EventType, NotificationType
+from ..errors import NotifyError
+from ._gates import CooldownRecord, Cooldowns
+from ._results import SignalsResult, SymbolResult, iso
+from ..state._events import EventSink
+from ..state._workspace import Workspace
 
 log = logging.getLogger("botopt.pipeline")
 
@@ -46,7 +46,7 @@ def publish(config: Config, new: list[SymbolResult],
             events: EventSink | None = None) -> None:
     """Queue notifications and emit events for what is new. A broken queue costs a warning:
     it must never fail or slow the signals run itself."""
-    from botopt.core.delivery._notify import enqueue
+    from ..delivery._notify import enqueue
 
     items = [{"type": NotificationType.SIGNAL, "data": {k: v for k, v in s.to_dict().items()
                                          if k in _SIGNAL_FIELDS}} for s in new]

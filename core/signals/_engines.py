@@ -25,11 +25,11 @@ from typing import Any
 
 import polars as pl
 
-from botopt.core.base._codec import register_type
-from botopt.core.base._config import FeaturesConfig
-from botopt.core.base._vocab import Direction, Regime
-from botopt.core.errors import UsageError
-from botopt.core.signals._regime import REGIMES
+from ..base._codec import register_type
+from ..base._config import FeaturesConfig
+from ..base._vocab import Direction, Regime
+from ..errors import UsageError
+from ._regime import REGIMES
 
 
 @dataclass(frozen=True)

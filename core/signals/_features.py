@@ -33,9 +33,9 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from botopt.core.base._codec import digest, settings_json
-from botopt.core.base._config import FeaturesConfig
-from botopt.core.base._versions import stage_tag
+from ..base._codec import digest, settings_json
+from ..base._config import FeaturesConfig
+from ..base._versions import stage_tag
 
 _CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
 

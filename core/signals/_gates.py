@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from botopt.core.base._codec import fingerprint, register_type, settings_json
-from botopt.core.base._config import GatesConfig
-from botopt.core.base._fs import JsonState
-from botopt.core.base._versions import stage_tag
-from botopt.core.base._vocab import Direction, Regime
+from ..base._codec import fingerprint, register_type, settings_json
+from ..base._config import GatesConfig
+from ..base._fs import JsonState
+from ..base._versions import stage_tag
+from ..base._vocab import Direction, Regime
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from botopt.core.base._codec import digest
-from botopt.core.base._config import FeaturesConfig, ModelConfig
-from botopt.core.base._fs import atomic_write_bytes
-from botopt.core.base._versions import stage_tag
-from botopt.core.errors import ModelError
+from ..base._codec import digest
+from ..base._config import FeaturesConfig, ModelConfig
+from ..base._fs import atomic_write_bytes
+from ..base._versions import stage_tag
+from ..errors import ModelError
 
 FORMAT = "botopt-logreg-1"
 BUNDLED = "default_model.json"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from botopt.core.base._config import Config, interval_ms
-from botopt.core.data._candles import load_candles, parse_symbols
-from botopt.core.signals._features import compute_features
-from botopt.core.signals._model import TrainResult, train_model
-from botopt.core.state._workspace import Workspace
+from ..base._config import Config, interval_ms
+from ..data._candles import load_candles, parse_symbols
+from ..state._workspace import Workspace
+from ._features import compute_features
+from ._model import TrainResult, train_model
 
 
 def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,

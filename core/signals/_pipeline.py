@@ -48,37 +48,37 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core.base._codec import settings_json
-from botopt.core.base._config import Config, interval_ms, warmup_candles
-from botopt.core.base._fs import atomic_writer
-from botopt.core.base._versions import stage_tag
-from botopt.core.base._vocab import DataStatus, Direction
-from botopt.core.data._candles import (
+from ..base._codec import settings_json
+from ..base._config import Config, interval_ms, warmup_candles
+from ..base._fs import atomic_writer
+from ..base._versions import stage_tag
+from ..base._vocab import DataStatus, Direction
+from ..data._candles import (
     _sample_dir,
     find_candle_files,
     load_candles,
     parse_symbols,
     sample_clock,
 )
-from botopt.core.errors import BotoptError, CacheError, StaleDataError, format_age
-from botopt.core.signals import _effects
-from botopt.core.signals._gates import (
+from ..errors import BotoptError, CacheError, StaleDataError, format_age
+from ..state._cache import MISS
+from ..state._workspace import Workspace, data_scope
+from . import _effects
+from ._gates import (
     GateDecision,
     GateInput,
     evaluate_gates,
     gates_key,
 )
-from botopt.core.signals._results import SignalsResult, SymbolResult
-from botopt.core.state._cache import MISS
-from botopt.core.state._workspace import Workspace, data_scope
+from ._results import SignalsResult, SymbolResult
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from botopt.core.signals._engines import Signal
-    from botopt.core.signals._gates import CooldownRecord, Cooldowns
-    from botopt.core.signals._model import Predictor
-    from botopt.core.state._cache import CacheManager
+    from ..state._cache import CacheManager
+    from ._engines import Signal
+    from ._gates import CooldownRecord, Cooldowns
+    from ._model import Predictor
 
 log = logging.getLogger("botopt.pipeline")
 
@@ -440,8 +440,8 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
 def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
              manager: CacheManager, batch: bool, cooldowns: Cooldowns, stages: _Stages
              ) -> SignalsResult:
-    from botopt.core.signals._engines import GUARD, AlphaEngineCoordinator, best_signal
-    from botopt.core.signals._model import load_model
+    from ._engines import GUARD, AlphaEngineCoordinator, best_signal
+    from ._model import load_model
 
     # The model first: one that cannot serve these settings fails before the work.
     model = load_model(config.model, config.features)
@@ -529,7 +529,7 @@ def _predictions(model: Predictor, rows: Mapping[str, Any], last: pl.DataFrame,
                  syms: list[str], manager: CacheManager, batch: bool, stages: _Stages
                  ) -> dict[str, float | None]:
     """P(up) per symbol, keyed by the model's version and the feature row's content."""
-    from botopt.core.signals._model import prediction_keys
+    from ._model import prediction_keys
 
     at = {s: i for i, s in enumerate(syms)}
 
@@ -555,12 +555,12 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     for all the misses at once. A regime needs the whole feature history, which the
     features cache does not keep, so a regime miss recomputes that symbol's features."""
 
-    from botopt.core.signals._features import (
+    from ._features import (
         compute_features,
         compute_features_split,
         features_keys,
     )
-    from botopt.core.signals._regime import detect_regime, regime_inputs, regime_keys
+    from ._regime import detect_regime, regime_inputs, regime_keys
 
     if manager.enabled:
         fps = candle_fingerprints(candles, config.data.interval)
@@ -633,7 +633,7 @@ def _correlation_for_gates(config: Config, ws: Workspace, candles: pl.DataFrame,
     A disk that refuses the write costs the stored state (one warning), never the run."""
     if len(syms) < 2:
         return None
-    from botopt.core.signals._correlation import update_correlation
+    from ._correlation import update_correlation
 
     try:
         result = update_correlation(config, candles, state_dir=ws.correlation_dir(config))

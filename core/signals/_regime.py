@@ -21,10 +21,10 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from botopt.core.base._codec import digest, settings_json
-from botopt.core.base._config import FeaturesConfig, RegimeConfig
-from botopt.core.base._versions import stage_tag
-from botopt.core.base._vocab import Regime
+from ..base._codec import digest, settings_json
+from ..base._config import FeaturesConfig, RegimeConfig
+from ..base._versions import stage_tag
+from ..base._vocab import Regime
 
 REGIMES: tuple[Regime, ...] = tuple(Regime)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from botopt.core.base._vocab import DataStatus
-from botopt.core.signals._gates import directional_probability
+from ..base._vocab import DataStatus
+from ._gates import directional_probability
 
 
 def iso(t: datetime) -> str:

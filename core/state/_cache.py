@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from botopt.core.base._codec import Unencodable, decode, encode, fingerprint
-from botopt.core.base._fs import refused_write
-from botopt.core.base._versions import function_tag
-from botopt.core.errors import CacheError, UsageError
-from botopt.core.state._paths import ensure_dir
+from ..base._codec import Unencodable, decode, encode, fingerprint
+from ..base._fs import refused_write
+from ..base._versions import function_tag
+from ..errors import CacheError, UsageError
+from ._paths import ensure_dir
 
 log = logging.getLogger("botopt.cache")
 
@@ -332,7 +332,7 @@ class CacheManager:
     def from_config(cls, config: Any, root: Path | None = None,
                     clock: Callable[[], float] = time.time) -> CacheManager:
         if root is None:
-            from botopt.core.state._workspace import Workspace
+            from ._workspace import Workspace
 
             root = Workspace.root_for(config)
         ttls = {n: life for n, (life, _) in effective_lives(config).items()}
@@ -565,7 +565,7 @@ _managers: dict[Path, CacheManager] = {}
 def get_manager(root: Path | None = None) -> CacheManager:
     """The manager for ``root`` (default: the default workspace's), created once."""
     if root is None:
-        from botopt.core.state._workspace import default_root
+        from ._workspace import default_root
 
         root = default_root()
     mgr = _managers.get(root)
@@ -697,7 +697,7 @@ class LocalCacheStatistics:
 def _statistics(root: Path, config: Any) -> CacheStatistics:
     if config is None:
         return LocalCacheStatistics(root)
-    from botopt.core.state._workspace import Workspace
+    from ._workspace import Workspace
 
     return Workspace(root, config).cache_statistics()
 
@@ -712,7 +712,7 @@ def get_cache_stats(root: Path | None = None,
     ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
     the figures of the shared server (every host's)."""
     if root is None:
-        from botopt.core.state._workspace import default_root
+        from ._workspace import default_root
 
         root = default_root()
     mgr = _managers.get(root)
@@ -745,7 +745,7 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     (everything in it is a cache). ``config`` with a ``state.url``: the shared server's
     entries go too (every host's)."""
     if root is None:
-        from botopt.core.state._workspace import default_root
+        from ._workspace import default_root
 
         root = default_root()
     statistics = _statistics(root, config)

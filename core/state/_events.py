@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from botopt.core.base._redact import redact
-from botopt.core.base._vocab import EventType
-from botopt.core.state._workspace import default_root
+from ..base._redact import redact
+from ..base._vocab import EventType
+from ._workspace import default_root
 
 log = logging.getLogger("botopt.events")
 LOG_NAME = "events.log"

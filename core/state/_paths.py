@@ -13,10 +13,10 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from botopt.core.errors import CacheDirUnsafeError, CacheError
+from ..errors import CacheDirUnsafeError, CacheError
 
 if TYPE_CHECKING:
-    from botopt.core.base._config import Config
+    from ..base._config import Config
 
 
 def default_cache_dir() -> Path:
@@ -28,7 +28,7 @@ def default_cache_dir() -> Path:
 def cache_dir_for(config: Config) -> Path:
     """The configured root directory (not created). Kept for callers written before the
     ``Workspace``; it delegates there."""
-    from botopt.core.state._workspace import Workspace
+    from ._workspace import Workspace
 
     return Workspace.root_for(config)
 
@@ -63,7 +63,7 @@ def ensure_dir(path: Path) -> Path:
 def state_dir(config: Config, name: str) -> Path:
     """A private subdirectory of ``config``'s workspace. Kept for callers written before the
     ``Workspace`` (which owns every path): "correlation" gets the data-scoped directory."""
-    from botopt.core.state._workspace import Workspace
+    from ._workspace import Workspace
 
     ws = Workspace.of(config)
     return ws.correlation_dir() if name == "correlation" else ws.dir(name)

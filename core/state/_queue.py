@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from botopt.core.base._fs import atomic_write_json, read_json
-from botopt.core.errors import NotifyError, UsageError
+from ..base._fs import atomic_write_json, read_json
+from ..errors import NotifyError, UsageError
 
 log = logging.getLogger("botopt.notify")
 

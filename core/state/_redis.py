@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from botopt.core.base._redact import redact, redact_url
-from botopt.core.errors import ConfigError, NotifyError
+from ..base._redact import redact, redact_url
+from ..errors import ConfigError, NotifyError
 
 log = logging.getLogger("botopt.state")
 

@@ -22,9 +22,9 @@ import socket
 import uuid
 from typing import Any
 
-from botopt.core.base._vocab import EventType
-from botopt.core.state._events import LocalEventLog, _line
-from botopt.core.state._redis import SharedState
+from ..base._vocab import EventType
+from ._events import LocalEventLog, _line
+from ._redis import SharedState
 
 log = logging.getLogger("botopt.events")
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from botopt.core.state._queue import (
+from ._queue import (
     FlushRules,
     Item,
     LocalQueue,
@@ -41,7 +41,7 @@ from botopt.core.state._queue import (
     load_data,
     pick_dead_id,
 )
-from botopt.core.state._redis import SharedState
+from ._redis import SharedState
 
 log = logging.getLogger("botopt.notify")
 T = TypeVar("T")
@@ -234,7 +234,7 @@ class SharedQueue:
     # -- reading ----------------------------------------------------------------------------
 
     def _use(self, what: Callable[[], T]) -> T:
-        from botopt.core.errors import NotifyError
+        from ..errors import NotifyError
 
         self.shared.check()
         try:

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from botopt.core.state._cache import _HEADER, _MAGIC
-from botopt.core.state._redis import SharedState
+from ._cache import _HEADER, _MAGIC
+from ._redis import SharedState
 
 _SEP = "\x1f"
 
@@ -195,14 +195,14 @@ class RedisCacheStatistics:
         return self.local.stored()  # type: ignore[no-any-return]
 
     def check(self) -> None:
-        from botopt.core.errors import CacheError
+        from ..errors import CacheError
 
         if not self.shared.available(quiet=True):
             raise CacheError(f"shared state {self.shared.where} unreachable "
                              f"({self.shared.down}); nothing cleared")
 
     def clear(self, names: Sequence[str]) -> None:
-        from botopt.core.errors import CacheError
+        from ..errors import CacheError
 
         try:
             clear_cache(self.shared, names)
@@ -232,7 +232,7 @@ class RedisCooldownStore:
         return str(self.fallback.digest())
 
     def snapshot(self) -> list[Any]:
-        from botopt.core.signals._gates import CooldownRecord
+        from ..signals._gates import CooldownRecord
 
         if self.shared.down is None:
             try:

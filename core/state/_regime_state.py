@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from botopt.core.base._fs import JsonState
+from ..base._fs import JsonState
 
 
 class RegimeHistory(Protocol):

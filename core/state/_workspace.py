@@ -45,18 +45,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botopt.core.base._fs import refused_write
-from botopt.core.state._cache import CacheManager
-from botopt.core.state._paths import default_cache_dir, ensure_dir
-from botopt.core.state._regime_state import RegimeHistory, RegimeState
+from ..base._fs import refused_write
+from ._cache import CacheManager
+from ._paths import default_cache_dir, ensure_dir
+from ._regime_state import RegimeHistory, RegimeState
 
 if TYPE_CHECKING:
-    from botopt.core.base._config import Config
-    from botopt.core.signals._gates import Cooldowns
-    from botopt.core.state._cache import CacheStatistics
-    from botopt.core.state._events import EventSink, HostEvents
-    from botopt.core.state._queue import NotificationQueue
-    from botopt.core.state._redis import SharedState
+    from ..base._config import Config
+    from ..signals._gates import Cooldowns
+    from ._cache import CacheStatistics
+    from ._events import EventSink, HostEvents
+    from ._queue import NotificationQueue
+    from ._redis import SharedState
 
 log = logging.getLogger("botopt.workspace")
 
@@ -180,7 +180,7 @@ class Workspace:
         """The shared state server of ``state.url`` (None: everything is local)."""
         if self.config is None or not self.config.state.url:
             return None
-        from botopt.core.state._redis import shared_state
+        from ._redis import shared_state
 
         return shared_state(self.config.state)
 
@@ -192,7 +192,7 @@ class Workspace:
                                                        clock=self.clock)
                 shared = self.shared
                 if shared is not None:
-                    from botopt.core.state._redis_store import RedisCacheStore
+                    from ._redis_store import RedisCacheStore
 
                     self._cache._store = RedisCacheStore(shared)
             else:
@@ -200,12 +200,12 @@ class Workspace:
         return self._cache
 
     def cooldowns(self, config: Config | None = None) -> Cooldowns:
-        from botopt.core.signals._gates import CooldownStore
+        from ..signals._gates import CooldownStore
 
         local = CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
         shared = self.shared
         if shared is not None and shared.available():
-            from botopt.core.state._redis_store import RedisCooldownStore
+            from ._redis_store import RedisCooldownStore
 
             return RedisCooldownStore(shared, data_scope(self._config(config)),
                                       local)
@@ -215,7 +215,7 @@ class Workspace:
         local = RegimeState(self.state_dir(config) / "regimes.json", root=self.root)
         shared = self.shared
         if shared is not None and shared.available():
-            from botopt.core.state._redis_store import RedisRegimeState
+            from ._redis_store import RedisRegimeState
 
             return RedisRegimeState(shared, data_scope(self._config(config)),
                                     local)
@@ -223,26 +223,26 @@ class Workspace:
 
     def queue(self) -> NotificationQueue:
         """The notification queue (with ``state.url``: every host's, on the server)."""
-        from botopt.core.state._queue import LocalQueue
+        from ._queue import LocalQueue
 
         local = LocalQueue(self.queue_dir())
         shared = self.shared
         if shared is None:
             return local
-        from botopt.core.state._redis_queue import SharedQueue
+        from ._redis_queue import SharedQueue
 
         return SharedQueue(shared, local)
 
     def events(self) -> EventSink:
         """Where this process's events go (with ``state.url``: the shared stream, each with
         its host). Nothing is connected until the first event."""
-        from botopt.core.state._events import LocalEventLog
+        from ._events import LocalEventLog
 
         local = LocalEventLog(self.root)
         shared = self.shared
         if shared is None:
             return local
-        from botopt.core.state._redis_events import SharedEventSink
+        from ._redis_events import SharedEventSink
 
         assert self.config is not None
         return SharedEventSink(shared, self.config.state.host_id or socket.gethostname(),
@@ -251,12 +251,12 @@ class Workspace:
     def host_events(self) -> HostEvents:
         """The monitor's view of other hosts' events: with ``state.url``, the shared stream
         read in the monitors' group; without, nothing (every event is in the local log)."""
-        from botopt.core.state._events import NoHosts
+        from ._events import NoHosts
 
         shared = self.shared
         if shared is None or not shared.available():
             return NoHosts()
-        from botopt.core.state._redis_events import SharedEvents
+        from ._redis_events import SharedEvents
 
         try:
             return SharedEvents(shared)
@@ -267,7 +267,7 @@ class Workspace:
     def event_lines(self, since: float) -> list[list[bytes]]:
         """The recorded events' lines (``botopt history``): the local logs', then (with
         ``state.url``) the shared stream's since ``since``."""
-        from botopt.core.state._events import LOG_NAME
+        from ._events import LOG_NAME
 
         out = []
         directory = self.root / "events"
@@ -278,7 +278,7 @@ class Workspace:
                 continue
         shared = self.shared
         if shared is not None and shared.available():
-            from botopt.core.state._redis_events import recent_lines
+            from ._redis_events import recent_lines
 
             try:
                 out.append(recent_lines(shared, since))
@@ -288,13 +288,13 @@ class Workspace:
 
     def cache_statistics(self) -> CacheStatistics:
         """The cache's figures (with ``state.url``: every host's, on the server)."""
-        from botopt.core.state._cache import LocalCacheStatistics
+        from ._cache import LocalCacheStatistics
 
         local = LocalCacheStatistics(self.root)
         shared = self.shared
         if shared is None:
             return local
-        from botopt.core.state._redis_store import RedisCacheStatistics
+        from ._redis_store import RedisCacheStatistics
 
         return RedisCacheStatistics(shared, local)
 

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from botopt.core.base._config import SECRET_KEYS, Config
-from botopt.core.errors import ConfigError
-from botopt.core.state._paths import cache_dir_for
+from ..base._config import SECRET_KEYS, Config
+from ..errors import ConfigError
+from ..state._paths import cache_dir_for
 
 
 def botopt_command() -> list[str]:

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botopt.core.base._config import Config
-from botopt.core.base._redact import redact, register_secret
-from botopt.core.data._binance import BinanceClient
-from botopt.core.data._candles import (
+from ..base._config import Config
+from ..base._redact import redact, register_secret
+from ..data._binance import BinanceClient
+from ..data._candles import (
     _sample_dir,
     find_candle_file,
     interval_ms,
     read_candle_file,
 )
-from botopt.core.errors import BotoptError
-from botopt.core.state._paths import cache_dir_for, ensure_dir, state_dir
-from botopt.core.watch._monitor import STATE, monitor_running
+from ..errors import BotoptError
+from ..state._paths import cache_dir_for, ensure_dir, state_dir
+from ._monitor import STATE, monitor_running
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def _cache(cfg: Config) -> str:
 def _state(cfg: Config) -> str:
     """The shared state server: reachable, its version, and whether the queue survives a
     restart of it (AOF)."""
-    from botopt.core.state._redis import server_info, shared_state
+    from ..state._redis import server_info, shared_state
 
     shared = shared_state(cfg.state)
     assert shared is not None
@@ -192,7 +192,7 @@ def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model(cfg: Config) -> str:
-    from botopt.core.signals._model import load_model
+    from ..signals._model import load_model
 
     model = load_model(cfg.model, cfg.features)
     what = cfg.model.predict or (str(cfg.model.path) if cfg.model.path else "bundled model")

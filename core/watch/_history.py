@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from botopt.core.base._config import Config
-from botopt.core.base._vocab import EventType
-from botopt.core.data._candles import parse_as_of
-from botopt.core.errors import UsageError
-from botopt.core.state._workspace import Workspace
+from ..base._config import Config
+from ..base._vocab import EventType
+from ..data._candles import parse_as_of
+from ..errors import UsageError
+from ..state._workspace import Workspace
 
 # history type -> the event types behind it
 TYPES: dict[str, tuple[str, ...]] = {

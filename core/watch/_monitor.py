@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from botopt.core.base._config import Config, MonitorConfig
-from botopt.core.base._fs import atomic_write_json, read_json
-from botopt.core.base._vocab import EventType, NotificationType
-from botopt.core.delivery._notify import enqueue, queue_stats
-from botopt.core.errors import BotoptError
-from botopt.core.state._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
-from botopt.core.state._workspace import Workspace
+from ..base._config import Config, MonitorConfig
+from ..base._fs import atomic_write_json, read_json
+from ..base._vocab import EventType, NotificationType
+from ..delivery._notify import enqueue, queue_stats
+from ..errors import BotoptError
+from ..state._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
+from ..state._workspace import Workspace
 
 log = logging.getLogger("botopt.monitor")
 STATE = "monitor_state.json"
