@@ -12,7 +12,8 @@ from botopt.core.base._config import load_config
 from botopt.core.delivery._notify import enqueue, flush_notifications
 from botopt.core.state._redis import SharedState
 from botopt.core.watch._monitor import run_monitor
-from tests.fakes.telegram_server import FakeTelegram
+
+from .fakes.telegram_server import FakeTelegram
 
 TOKEN = "123456789:AAtesttokentesttokentesttokentest"
 

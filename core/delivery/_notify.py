@@ -40,12 +40,12 @@ from typing import Any
 
 from ..base._config import Config, TelegramConfig
 from ..base._vocab import EventType, TelegramOutcome
-from ._notify_format import Message, as_plain, render_batch, split_further
-from ._telegram import TelegramClient
 from ..errors import ConfigError, TelegramConfigError, UsageError
 from ..state._events import EventSink
 from ..state._queue import FlushRules, FlushSession, Item, NotificationQueue
 from ..state._workspace import Workspace
+from ._notify_format import Message, as_plain, render_batch, split_further
+from ._telegram import TelegramClient
 
 log = logging.getLogger("botopt.notify")
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")

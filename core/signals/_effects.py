@@ -14,10 +14,10 @@ import logging
 from ..base._config import Config
 from ..base._vocab import DataStatus, Direction, EventType, NotificationType
 from ..errors import NotifyError
-from ._gates import CooldownRecord, Cooldowns
-from ._results import SignalsResult, SymbolResult, iso
 from ..state._events import EventSink
 from ..state._workspace import Workspace
+from ._gates import CooldownRecord, Cooldowns
+from ._results import SignalsResult, SymbolResult, iso
 
 log = logging.getLogger("botopt.pipeline")
 
