@@ -75,3 +75,57 @@ def test_runs_on_3_hosts_leave_a_bounded_set_of_consumers(redis_server, telegram
     assert "msg-a" in shown and all(f"run-{i} " in shown + " " or f"run-{i}\n" in shown
                                     for i in range(runs))
     assert r.xpending("botopt:events", "monitors")["pending"] == 0
+
+
+SKEW = 15 * 60.0
+
+
+def test_stopped_reporting_is_judged_on_the_servers_clock(redis_server, tmp_path):
+    """Hosts 15 min fast and slow, and monitors as skewed: no false "stopped" or "stalled"
+    alert, and a host that really stops is named once."""
+    from botopt.core.state._workspace import Workspace
+    from botopt.core.watch._monitor import Monitor
+
+    extra = {"BOTOPT_MONITOR_STALE_AFTER": "3"}
+    for name, skew in (("fast", SKEW), ("slow", -SKEW)):
+        cfg = host_cfg(redis_server.url, tmp_path / name, BOTOPT_STATE_HOST_ID=name, **extra)
+        ws = Workspace(tmp_path / name, cfg, clock=lambda s=skew: time.time() + s)
+        ws.events().emit("run_finished", command="signals", duration_s=0.1)
+    alerts: list[str] = []
+    monitors = [Monitor(host_cfg(redis_server.url, tmp_path / f"m{i}", **extra),
+                        clock=lambda s=skew: time.time() + s,
+                        enqueue=lambda batch: alerts.extend(n["data"]["message"]
+                                                            for n in batch))
+                for i, skew in enumerate((SKEW, -SKEW))]
+    for m in monitors:
+        m.handle_pending()
+        m.run_checks()
+        m.commit()
+    assert alerts == []
+    time.sleep(3.3)  # both hosts stop: each is named once, by one monitor
+    for m in monitors:
+        m.handle_pending()
+        m.run_checks()
+        m.commit()
+    stopped = sorted(a.split()[1] for a in alerts if "stopped reporting" in a)
+    assert stopped == ["fast", "slow"], alerts
+
+
+def test_batching_windows_are_on_the_servers_clock(redis_server, telegram, tmp_path):
+    """A partial batch waits batch_interval on the server's clock, whatever the clock of
+    the host that queued it (10 min fast or slow) or of the one that flushes."""
+    cfgs = [host_cfg(redis_server.url, tmp_path / f"h{i}", telegram,
+                     BOTOPT_TELEGRAM_BATCH_INTERVAL="2") for i in range(2)]
+    enqueue(cfgs[0], [{"type": "fast", "data": {"message": "from-fast"}}],
+            now=time.time() + 600)
+    enqueue(cfgs[0], [{"type": "slow", "data": {"message": "from-slow"}}],
+            now=time.time() - 600)
+    assert flush_notifications(cfgs[1]).notifications_sent == 0  # not due yet: not unbatched
+    time.sleep(2.3)
+    result = flush_notifications(cfgs[1])
+    assert result.notifications_sent == 2 and result.remaining == 0  # not held back 10 min
+    from botopt.core.delivery._notify import queue_stats
+
+    enqueue(cfgs[0], [{"type": "fast", "data": {"message": "x"}}], now=time.time() + 600)
+    oldest = queue_stats(cfgs[1])["oldest_created_at"]
+    assert abs(oldest - time.time()) < 5  # its age on the server's clock, not the host's

@@ -109,8 +109,10 @@ class NoHosts:
         pass
 
 
-def _line(event_type: EventType | str, data: dict[str, Any], host: str | None = None) -> bytes:
-    record: dict[str, Any] = {"id": uuid.uuid4().hex, "t": time.time(), "type": event_type,
+def _line(event_type: EventType | str, data: dict[str, Any], host: str | None = None,
+          t: float | None = None) -> bytes:
+    record: dict[str, Any] = {"id": uuid.uuid4().hex,
+                              "t": time.time() if t is None else t, "type": event_type,
               "pid": os.getpid(), "data": data}
     if host is not None:
         record["host"] = host

@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..base._vocab import EventType
@@ -47,16 +49,29 @@ def append(shared: SharedState, line: bytes) -> bool:
         return False
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def entry_time(eid: str) -> float:
+    """When the server added a stream entry (epoch seconds, from its id)."""
+    try:
+        return int(eid.split("-", 1)[0]) / 1000.0
+    except ValueError:
+        return 0.0
+
+
 class SharedEventSink:
     """``EventSink`` of several hosts: each event, with the host it came from, goes to the
     shared stream, or to ``local`` (the log of this host) while the server cannot be used."""
 
-    def __init__(self, shared: SharedState, host: str, local: LocalEventLog) -> None:
-        self.shared, self.host, self.local = shared, host, local
+    def __init__(self, shared: SharedState, host: str, local: LocalEventLog,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.shared, self.host, self.local, self.clock = shared, host, local, clock
 
     def emit(self, event_type: EventType | str, **data: Any) -> None:
         try:
-            line = _line(event_type, data, self.host)
+            line = _line(event_type, data, self.host, self.clock())
         except Exception as exc:  # never raises: the caller's work matters more
             log.debug("event %s not recorded: %s", event_type, exc)
             return
@@ -67,9 +82,15 @@ class SharedEventSink:
 class SharedEvents:
     """A monitor's view of the shared event stream (raises the client's errors)."""
 
-    def __init__(self, shared: SharedState) -> None:
+    def __init__(self, shared: SharedState, clock: Callable[[], float] = time.time) -> None:
         self.shared = shared
         self.r = shared.client
+        # Every time compared across hosts is the server's: when it recorded an event (the
+        # stream id) and its TIME. Times given and returned here are on this monitor's
+        # clock, shifted by ``offset`` (this clock minus the server's, measured each round),
+        # so a host whose clock is off neither looks stopped nor hides a stop.
+        self.clock = clock
+        self.offset = 0.0
         self.stream = shared.key("events")
         self.hosts = shared.key("hosts")
         self.alerted = shared.key("hosts", "stopped")
@@ -83,8 +104,13 @@ class SharedEvents:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def _sync(self) -> None:
+        self.offset = self.clock() - self.shared.server_time()
+
     def read(self, count: int = 1000) -> list[dict[str, Any]]:
-        """Events for this monitor: those a dead monitor held, then new ones."""
+        """Events for this monitor: those a dead monitor held, then new ones, each timed
+        when the server recorded it (on this monitor's clock)."""
+        self._sync()
         taken = self.r.xautoclaim(self.stream, GROUP, self.consumer,
                                   int(self.shared.claim_timeout * 1000), start_id="0-0",
                                   count=count)
@@ -94,13 +120,14 @@ class SharedEvents:
             entries += got[0][1]
         out = []
         for eid, fields in entries:
-            self.unacked.append(eid.decode() if isinstance(eid, bytes) else str(eid))
+            self.unacked.append(_text(eid))
             raw = fields.get(b"e") if isinstance(fields, dict) else None
             try:
                 ev = json.loads(raw) if raw is not None else None
             except (ValueError, RecursionError):
                 ev = None
             if isinstance(ev, dict):
+                ev["t"] = entry_time(_text(eid)) + self.offset
                 out.append(ev)
         return out
 
@@ -118,17 +145,18 @@ class SharedEvents:
         pipe.hget(self.hosts, host)
         pipe.srem(self.alerted, host)
         old, was_alerted = pipe.execute()
+        t -= self.offset  # the server's clock
         if old is None or float(old) < t:
             self.r.hset(self.hosts, host, repr(t))
         return bool(was_alerted)
 
     def last_finished(self) -> dict[str, float]:
-        return {(k.decode() if isinstance(k, bytes) else k): float(v)
-                for k, v in self.r.hgetall(self.hosts).items()}
+        return {_text(k): float(v) + self.offset for k, v in self.r.hgetall(self.hosts).items()}
 
     def newly_stopped(self, now: float, after: float) -> list[tuple[str, float]]:
         """Hosts with no finished run for ``after`` seconds, not reported yet (each is
         claimed by one monitor with SADD)."""
+        self._sync()
         out = []
         for host, t in sorted(self.last_finished().items()):
             if now - t >= after and self.r.sadd(self.alerted, host):

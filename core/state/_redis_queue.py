@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from ._queue import (
     pick_dead_id,
 )
 from ._redis import SharedState
+from ._redis_events import entry_time
 
 log = logging.getLogger("botopt.notify")
 T = TypeVar("T")
@@ -256,14 +258,19 @@ class SharedQueue:
             pipe.xpending(self.stream(kind), GROUP)
         pipe.hlen(self.dead_key)
         pipe.hgetall(self.meta_key)
+        pipe.time()
         out = pipe.execute(raise_on_error=False)
+        sec, usec = out.pop()
+        # The oldest entry's age on the server's clock, given on this host's (the monitor's
+        # "stuck" check compares it with its own).
+        shift = time.time() - (float(sec) + float(usec) / 1e6)
         by_type, claimed, oldest = {}, 0, None
         for i, kind in enumerate(kinds):
             n, first, pend = out[3 * i:3 * i + 3]
             if isinstance(n, int) and n:
                 by_type[kind] = n
             if isinstance(first, list) and first:
-                created = float(_fields(first[0][1]).get("created", "nan"))
+                created = entry_time(_text(first[0][0])) + shift
                 oldest = created if oldest is None else min(oldest, created)
             if isinstance(pend, dict):
                 claimed += int(pend.get("pending", 0))
@@ -467,9 +474,9 @@ class SharedSession:
         items = self._claimed(kind, entries)
         log.debug("%s claimed %s", self.consumer,
                   [(n[:6], self.entries[n][1]) for n, _ in items])
-        oldest = min((float(_fields(f).get("created", 0.0)) for _, f in entries), default=0.0)
+        oldest = min((entry_time(_text(eid)) for eid, _ in entries), default=0.0)
         if 0 < len(items) < batch and not self.rules.force and \
-                self.clock() - oldest < self.rules.batch_interval:
+                self.q.shared.server_time() - oldest < self.rules.batch_interval:
             # Another host took part of what made this type due: a part is not a batch.
             # Back it goes, to be sent full or when its age makes it due.
             self._put_back(kind, [nid for nid, _ in items])
@@ -490,13 +497,17 @@ class SharedSession:
                     last[kind] = _text(g.get("last-delivered-id"))
         for kind in last:
             pipe.xrange(self.q.stream(kind), f"({last[kind]}", "+", count=50)
-        now, due = self.clock(), []
-        for kind, rows in zip(last, pipe.execute(), strict=True):
+        # Ages on the server's clock: when it added the entry, and its TIME now; a host
+        # whose clock is off neither holds a batch back nor sends it early.
+        pipe.time()
+        *ranges, (sec, usec) = pipe.execute()
+        now, due = float(sec) + float(usec) / 1e6, []
+        for kind, rows in zip(last, ranges, strict=True):
             if not rows:
                 continue
             first = _fields(rows[0][1])
             batch = max(1, int(first.get("batch", 5)))
-            created = float(first.get("created", 0.0))
+            created = entry_time(_text(rows[0][0]))
             if self.rules.force or len(rows) >= batch or \
                     now - created >= self.rules.batch_interval:
                 due.append((created, kind, batch))

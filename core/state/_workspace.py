@@ -246,9 +246,9 @@ class Workspace:
 
         assert self.config is not None
         return SharedEventSink(shared, self.config.state.host_id or socket.gethostname(),
-                               local)
+                               local, self.clock)
 
-    def host_events(self) -> HostEvents:
+    def host_events(self, clock: Callable[[], float] = time.time) -> HostEvents:
         """The monitor's view of other hosts' events: with ``state.url``, the shared stream
         read in the monitors' group; without, nothing (every event is in the local log)."""
         from ._events import NoHosts
@@ -259,7 +259,7 @@ class Workspace:
         from ._redis_events import SharedEvents
 
         try:
-            return SharedEvents(shared)
+            return SharedEvents(shared, clock)
         except shared.errors as exc:
             shared.lost(exc)
             return NoHosts()

@@ -130,7 +130,7 @@ class Monitor:
             EventType.NOTIFY_DEAD_LETTER: self._on_dead_letter,
             EventType.NOTIFY_QUEUED: self._on_queued,
         }
-        self.hosts = Workspace.of(config).host_events()  # several hosts: shared events
+        self.hosts = Workspace.of(config).host_events(clock)  # several hosts: shared events
 
     def load_state(self) -> None:
         """(Re)read the saved position and alert state: under the lock, or another monitor
