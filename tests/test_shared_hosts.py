@@ -129,3 +129,42 @@ def test_batching_windows_are_on_the_servers_clock(redis_server, telegram, tmp_p
     enqueue(cfgs[0], [{"type": "fast", "data": {"message": "x"}}], now=time.time() + 600)
     oldest = queue_stats(cfgs[1])["oldest_created_at"]
     assert abs(oldest - time.time()) < 5  # its age on the server's clock, not the host's
+
+
+@pytest.mark.parametrize("url,secret", [
+    ("redis://h:6379/0?password=Qz8xPw4uLm", "Qz8xPw4uLm"),
+    ("redis://h:6379/0?db=0&password=Qz8x%23Pw", "Qz8x"),
+    ("rediss://botopt:Qz8xPw4uLm@h:6380/1", "Qz8xPw4uLm"),
+])
+def test_a_password_in_the_url_is_never_shown(url, secret, tmp_path, monkeypatch):
+    """config show, the crontab (which must not copy it) and connection errors."""
+    from typer.testing import CliRunner
+
+    from botopt.cli.main import app
+
+    monkeypatch.setenv("BOTOPT_STATE_URL", url)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["config", "show", "--json"])
+    assert shown.exit_code == 0 and secret not in shown.stdout + shown.stderr
+    assert "***" in shown.stdout
+    cron = runner.invoke(app, ["--cache-dir", str(tmp_path), "cron"])
+    assert cron.exit_code == 0, cron.stderr
+    assert secret not in cron.stdout
+    assert not any(line.startswith("BOTOPT_STATE_URL=") for line in cron.stdout.splitlines())
+    assert "state.url comes from BOTOPT_STATE_URL" in cron.stdout
+    # nothing listens on h:6379: the failure names the server without the password
+    listed = runner.invoke(app, ["--cache-dir", str(tmp_path), "notify", "list", "--json"],
+                           env={"BOTOPT_STATE_URL": url.replace("//h:", "//127.0.0.1:")
+                                .replace(":6379", ":9").replace(":6380", ":9")})
+    assert secret not in listed.stdout + listed.stderr
+
+
+@pytest.mark.parametrize("password", ["ab#cdefgh", "ab?cdefgh", "ab@cdefgh", "ab/cdefgh"])
+def test_an_unencoded_character_in_a_password_never_leaks_a_prefix(password):
+    from botopt.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(env={"BOTOPT_STATE_URL": f"redis://botopt:{password}@h:6379/0"})
+    message = str(err.value)
+    assert message.startswith("state.url (env:BOTOPT_STATE_URL): ")
+    assert "cdefgh" not in message and "'ab'" not in message and "percent-encode" in message

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base._config import SECRET_KEYS, Config
+from ..base._redact import url_has_credentials
 from ..errors import ConfigError
 from ..state._paths import cache_dir_for
 
@@ -87,7 +88,8 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
         if not origin.startswith("env:") or var in ("BOTOPT_CONFIG", "BOTOPT_CACHE_DIR"):
             continue
         # A state.url with credentials is a secret too: never copied into a crontab.
-        if key in SECRET_KEYS or (key == "state.url" and "@" in config.state.url):
+        if key in SECRET_KEYS or (key == "state.url" and
+                                  url_has_credentials(config.state.url)):
             lines.append(f"# {key} comes from {var} in your shell, which cron does not see: "
                          f"put it in the config file (chmod 600) or add {var}=... here, "
                          "with no comment after it.")
