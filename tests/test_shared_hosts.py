@@ -168,3 +168,29 @@ def test_an_unencoded_character_in_a_password_never_leaks_a_prefix(password):
     message = str(err.value)
     assert message.startswith("state.url (env:BOTOPT_STATE_URL): ")
     assert "cdefgh" not in message and "'ab'" not in message and "percent-encode" in message
+
+
+def test_cooldowns_recorded_during_an_outage_are_honoured_once_it_is_back(redis_server,
+                                                                         tmp_path):
+    from datetime import datetime, timezone
+
+    from botopt.core.signals._gates import CooldownRecord
+    from botopt.core.state._redis import shared_state
+    from botopt.core.state._workspace import Workspace
+
+    candle = datetime(2026, 9, 20, 12, 0, tzinfo=timezone.utc)
+    seen = CooldownRecord("BTCUSDT", "long", candle)
+    # the outage: nothing listens there, so host A records (and queues) it locally
+    down = host_cfg("redis://127.0.0.1:9/0", tmp_path / "a")
+    local = Workspace(tmp_path / "a", down).cooldowns()
+    assert shared_state(down.state).down is not None
+    assert local.record([seen]) == [seen]
+    # back: neither host A nor host B calls it new again, and A's local copy went up
+    up_a = host_cfg(redis_server.url, tmp_path / "a")
+    up_b = host_cfg(redis_server.url, tmp_path / "b")
+    assert Workspace(tmp_path / "a", up_a).cooldowns().record([seen]) == []
+    assert Workspace(tmp_path / "b", up_b).cooldowns().record([seen]) == []
+    assert seen in Workspace(tmp_path / "b", up_b).cooldowns().snapshot()
+    assert Workspace(tmp_path / "a", down).cooldowns().snapshot() == []  # merged, not kept
+    later = CooldownRecord("BTCUSDT", "long", candle.replace(hour=13))
+    assert Workspace(tmp_path / "b", up_b).cooldowns().record([later]) == [later]
