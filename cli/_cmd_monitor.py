@@ -69,7 +69,8 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
     rows = [
         ("last run", "none" if last is None else
          f"{last['command']} {'ok' if last['ok'] else 'FAILED'} at "
-         f"{when(last['finished_at'])} ({last['duration_s']} s)"),
+         f"{when(last['finished_at'])} ({last['duration_s']} s)"
+         + (f" on {last['host']}" if last.get("host") else "")),
         ("last error", "-" if last is None or last["ok"] else
          clip(str(last.get("error") or "unknown"), 200)),
         ("runs / failures (1 h)", f"{data['runs_last_hour']} / "

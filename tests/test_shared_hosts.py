@@ -194,3 +194,27 @@ def test_cooldowns_recorded_during_an_outage_are_honoured_once_it_is_back(redis_
     assert Workspace(tmp_path / "a", down).cooldowns().snapshot() == []  # merged, not kept
     later = CooldownRecord("BTCUSDT", "long", candle.replace(hour=13))
     assert Workspace(tmp_path / "b", up_b).cooldowns().record([later]) == [later]
+
+
+def test_status_reads_every_hosts_runs_from_the_server(redis_server, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from botopt.cli.main import app
+    from botopt.core.state._workspace import Workspace
+
+    edge = host_cfg(redis_server.url, tmp_path / "edge", BOTOPT_STATE_HOST_ID="edge-1")
+    events = Workspace(tmp_path / "edge", edge).events()
+    events.emit("run_started", command="signals")
+    events.emit("run_finished", command="signals", duration_s=0.25)
+    env = {"BOTOPT_STATE_URL": redis_server.url, "BOTOPT_TELEGRAM_TIMEOUT": "1",
+           "BOTOPT_STATE_CLAIM_TIMEOUT": "2"}
+    viewer = ["--cache-dir", str(tmp_path / "viewer"), "status"]
+    shown = CliRunner().invoke(app, [*viewer, "--json"], env=env)
+    assert shown.exit_code == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["last_run"]["host"] == "edge-1" and data["last_run"]["ok"]
+    assert data["runs_last_hour"] == 1
+    plain = CliRunner().invoke(app, viewer, env=env)
+    assert "signals ok" in plain.stdout and "on edge-1" in plain.stdout

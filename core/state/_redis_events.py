@@ -172,9 +172,12 @@ class SharedEvents:
             log.debug("monitor group not tidied: %s", self.shared.describe(exc))
 
 
-def recent_lines(shared: SharedState, since: float) -> list[bytes]:
-    """The stream's events since ``since`` (epoch s) as JSON lines (``botopt history``).
-    Raises the client's errors."""
+def recent_lines(shared: SharedState, since: float, limit: int | None = None) -> list[bytes]:
+    """The stream's events since ``since`` (epoch s) as JSON lines, oldest first
+    (``botopt history``; ``status`` reads the last ``limit``). Raises the client's errors."""
     start = f"{max(0, int(since * 1000))}-0"
+    if limit is not None:
+        return [f[b"e"] for _, f in reversed(shared.client.xrevrange(
+            shared.key("events"), "+", start, count=limit)) if isinstance(f, dict) and b"e" in f]
     return [f[b"e"] for _, f in shared.client.xrange(shared.key("events"), start, "+")
             if isinstance(f, dict) and b"e" in f]

@@ -264,9 +264,9 @@ class Workspace:
             shared.lost(exc)
             return NoHosts()
 
-    def event_lines(self, since: float) -> list[list[bytes]]:
-        """The recorded events' lines (``botopt history``): the local logs', then (with
-        ``state.url``) the shared stream's since ``since``."""
+    def event_lines(self, since: float, limit: int | None = None) -> list[list[bytes]]:
+        """The recorded events' lines (``botopt history``, ``status``): the local logs',
+        then (with ``state.url``) the shared stream's since ``since`` (its last ``limit``)."""
         from ._events import LOG_NAME
 
         out = []
@@ -281,7 +281,7 @@ class Workspace:
             from ._redis_events import recent_lines
 
             try:
-                out.append(recent_lines(shared, since))
+                out.append(recent_lines(shared, since, limit))
             except shared.errors as exc:
                 shared.lost(exc)
         return out

@@ -39,6 +39,7 @@ from ..state._events import LOG_NAME, parse_event_lines, read_events_counted, so
 from ..state._workspace import Workspace
 
 log = logging.getLogger("botopt.monitor")
+STATUS_EVENTS = 5000  # of the shared stream: enough for the last run and the last hour
 STATE = "monitor_state.json"
 FAILURE_WINDOW = 600.0
 
@@ -493,17 +494,17 @@ def monitor_running(config: Config) -> bool:
 def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     """Last run, runs and failures in the last hour, pending events, queue, monitor."""
     now = time.time() if now is None else now
-    directory = Workspace.of(config).events_dir()
+    ws = Workspace.of(config)
+    directory = ws.events_dir()
     state = _State.load(directory / STATE)
     events: list[dict[str, Any]] = []
     damaged = 0
-    for name in (LOG_NAME + ".1", LOG_NAME):
-        try:
-            parsed, bad = parse_event_lines((directory / name).read_bytes())
-        except FileNotFoundError:
-            continue
+    # The local logs, and with state.url every host's recent events on the server.
+    for lines in ws.event_lines(0.0, limit=STATUS_EVENTS):
+        parsed, bad = parse_event_lines(b"\n".join(lines))
         events += parsed
         damaged += bad
+    events.sort(key=lambda e: e["t"])
     runs = [e for e in events if e.get("type") in (EventType.RUN_FINISHED, EventType.RUN_FAILED)]
     last = runs[-1] if runs else None
     hour = [e for e in runs if e["t"] > now - 3600]
@@ -525,7 +526,8 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "command": last["data"].get("command"), "finished_at": last["t"],
             "ok": last["type"] == EventType.RUN_FINISHED,
             "duration_s": last["data"].get("duration_s"),
-            "error": last["data"].get("error")},
+            "error": last["data"].get("error"),
+            **({"host": str(last["host"])[:100]} if "host" in last else {})},
         "runs_last_hour": sum(1 for e in hour if e["type"] == EventType.RUN_FINISHED),
         "failures_last_hour": sum(1 for e in hour if e["type"] == EventType.RUN_FAILED),
         "events_pending": pending,
