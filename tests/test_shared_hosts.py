@@ -218,3 +218,67 @@ def test_status_reads_every_hosts_runs_from_the_server(redis_server, tmp_path):
     assert data["runs_last_hour"] == 1
     plain = CliRunner().invoke(app, viewer, env=env)
     assert "signals ok" in plain.stdout and "on edge-1" in plain.stdout
+
+
+def test_with_the_server_down_notify_list_shows_the_spool_and_cache_stats_fails(
+        redis_server, tmp_path):
+    import json
+
+    from .test_shared_state import host
+
+    home, url = tmp_path / "h", redis_server.url
+    assert host(home, url, "cache-stats", "--json").returncode == 0
+    redis_server.stop()
+    add = host(home, url, "notify", "add", "-t", "alert", "-d", '{"message": "spooled"}')
+    assert add.returncode == 0, add.stderr
+    listed = host(home, url, "notify", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert "spooled" in listed.stdout and listed.stderr.count("WARNING") == 1
+    stats = host(home, url, "cache-stats", "--json")
+    assert stats.returncode == 1 and stats.stdout == ""  # not zeros that pass for figures
+    assert len(stats.stderr.strip().splitlines()) == 1 and "unreachable" in stats.stderr
+    redis_server.start()
+    assert json.loads(host(home, url, "cache-stats", "--json").stdout)["caches"]
+
+
+# INFO server of Valkey 9.1 (abridged, as the server prints it): it answers redis_version
+# too, the Redis release it is compatible with.
+VALKEY_INFO = """# Server
+redis_version:7.2.4
+server_name:valkey
+valkey_version:9.1.0
+valkey_release_stage:ga
+redis_mode:standalone
+"""
+
+
+def test_doctor_names_valkey_and_redis_by_their_own_version(redis_server):
+    from botopt.core.state._redis import SharedState, describe_server, server_info
+
+    info = dict(line.split(":", 1) for line in VALKEY_INFO.splitlines() if ":" in line)
+    assert describe_server(info, {"aof_enabled": "1"})[
+        "server"] == "valkey" and describe_server(info, {})["version"] == "9.1.0"
+    real = server_info(SharedState(redis_server.url, "botopt"))
+    raw = SharedState(redis_server.url, "botopt").client.info("server")
+    assert real["server"] == "redis" and real["version"] == raw["redis_version"]
+
+
+def test_history_table_has_a_host_column_with_several_hosts(redis_server, tmp_path):
+    from typer.testing import CliRunner
+
+    from botopt.cli.main import app
+    from botopt.core.state._workspace import Workspace
+
+    for name in ("edge-1", "edge-2"):
+        cfg = host_cfg(redis_server.url, tmp_path / name, BOTOPT_STATE_HOST_ID=name)
+        Workspace(tmp_path / name, cfg).events().emit(
+            "run_failed", command="signals", error=f"DataError: on {name}")
+    env = {"BOTOPT_STATE_URL": redis_server.url, "BOTOPT_TELEGRAM_TIMEOUT": "1",
+           "BOTOPT_STATE_CLAIM_TIMEOUT": "2"}
+    shown = CliRunner().invoke(app, ["--cache-dir", str(tmp_path / "v"), "history",
+                                     "--type", "failure"], env=env)
+    assert shown.exit_code == 0, shown.stderr
+    assert any("host" in line and "type" in line and "what" in line
+               for line in shown.stdout.splitlines())  # the header
+    rows = [line for line in shown.stdout.splitlines() if "DataError" in line]
+    assert any("edge-1" in r for r in rows) and any("edge-2" in r for r in rows)

@@ -172,9 +172,17 @@ def shared_state(state: Any) -> SharedState | None:
 
 def server_info(shared: SharedState) -> dict[str, Any]:
     """What ``botopt doctor`` reports: version, persistence. Raises the client's errors."""
-    info = shared.client.info(section="server")
-    persistence = shared.client.info(section="persistence")
-    return {"version": str(info.get("redis_version") or info.get("valkey_version") or "?"),
-            "server": "valkey" if "valkey_version" in info else "redis",
+    return describe_server(shared.client.info(section="server"),
+                           shared.client.info(section="persistence"))
+
+
+def describe_server(info: dict[str, Any], persistence: dict[str, Any]) -> dict[str, Any]:
+    """Which server (Redis or Valkey) and version, from its INFO sections."""
+    # Valkey also answers redis_version (the Redis release it is compatible with, 7.2.4):
+    # its own version is valkey_version, and server_name says which it is.
+    valkey = "valkey_version" in info or str(info.get("server_name", "")).lower() == "valkey"
+    version = info.get("valkey_version") if valkey else info.get("redis_version")
+    return {"version": str(version or info.get("redis_version") or "?"),
+            "server": "valkey" if valkey else "redis",
             "aof": bool(int(persistence.get("aof_enabled", 0))),
             "rdb_changes": int(persistence.get("rdb_changes_since_last_save", 0))}

@@ -246,8 +246,18 @@ class SharedQueue:
             raise NotifyError(f"shared state {self.shared.where}: "
                               f"{self.shared.describe(exc)}") from exc
 
+    def _read(self, what: Callable[[], T], local: Callable[[], T]) -> T:
+        """``what`` on the server; while it is down (one warning), what this host's local
+        spool holds: queued here during the outage, moved over when it is back."""
+        if self.shared.available():
+            try:
+                return what()
+            except self.shared.errors as exc:
+                self.shared.lost(exc)
+        return local()
+
     def stats(self) -> dict[str, Any]:
-        return self._use(self._stats)
+        return self._read(self._stats, self.local.stats)
 
     def _stats(self) -> dict[str, Any]:
         kinds = self.types()
@@ -281,7 +291,7 @@ class SharedQueue:
                 else None, "last_error": meta.get("last_error") or None}
 
     def pending(self, limit: int) -> list[dict[str, Any]]:
-        return self._use(lambda: self._pending(limit))
+        return self._read(lambda: self._pending(limit), lambda: self.local.pending(limit))
 
     def _pending(self, limit: int) -> list[dict[str, Any]]:
         rows = []
@@ -307,7 +317,7 @@ class SharedQueue:
             rows.sort(key=lambda r: r["failed_at"], reverse=True)
             return rows[:limit]
 
-        return self._use(read)
+        return self._read(read, lambda: self.local.dead(limit))
 
     def dead_id(self, ident: str) -> str:
         check_dead_id(ident)

@@ -193,12 +193,17 @@ class RedisCacheStatistics:
         self.shared, self.local = shared, local
 
     def stored(self) -> tuple[dict[str, tuple[int, int, float]], dict[str, tuple[int, int]]]:
-        if self.shared.available():
+        """Every host's figures. Raises a one-line CacheError when the server cannot be
+        reached: this host's alone would pass for everyone's."""
+        from ..errors import CacheError
+
+        if self.shared.available(quiet=True):
             try:
                 return cache_stats(self.shared)
             except self.shared.errors as exc:
-                self.shared.lost(exc)
-        return self.local.stored()  # type: ignore[no-any-return]
+                self.shared.lost(exc, quiet=True)
+        raise CacheError(f"shared state {self.shared.where} unreachable ({self.shared.down}); "
+                         "the cache statistics of every host are kept there")
 
     def check(self) -> None:
         from ..errors import CacheError
