@@ -10,7 +10,7 @@ from pathlib import Path
 from ._common import Row
 
 MODULES = ["bench_features", "bench_engines", "bench_correlation", "bench_scale", "replay_cron",
-           "bench_notify", "bench_monitor", "bench_multihost"]
+           "bench_backtest", "bench_notify", "bench_monitor", "bench_multihost"]
 
 
 def run_all(quick: bool, data_dir: Path | None = None,

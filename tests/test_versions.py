@@ -19,6 +19,7 @@ ENTRY = {"features": ["signals._features"],
          "signals": ["signals._pipeline", "data._candles", "signals._correlation",
                      "signals._features", "signals._regime", "signals._model",
                      "signals._gates", "signals._engines"]}
+ENTRY["backtest"] = [*ENTRY["signals"], "backtest._replay"]
 
 
 def _closure(entries: list[str]) -> set[str]:
@@ -64,7 +65,8 @@ def test_an_edit_changes_only_the_stages_that_run_the_module(tmp_path, monkeypat
     finally:
         _versions.stage_tag.cache_clear()
     assert same == before  # the hash is of the source, not of where it lies
-    assert {s for s in stages if after[s] != before[s]} == {"regime", "gates", "signals"}
+    assert {s for s in stages if after[s] != before[s]} == {"regime", "gates", "signals",
+                                                              "backtest"}
 
 
 def test_a_decorated_function_is_tagged_by_its_own_code():

@@ -45,6 +45,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
                              "state._events", "state._regime_state", "base._redact",
                              "base._versions"})),
 }
+STAGE_MODULES["backtest"] = (*STAGE_MODULES["signals"], "backtest._replay")
 
 
 @functools.cache

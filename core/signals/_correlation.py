@@ -676,12 +676,29 @@ class RollingCorrelation:
         with atomic_writer(Path(str(path) + ".npz"), fsync=False) as fh:
             self.write(fh, identity)
 
+    def reloaded(self) -> RollingCorrelation:
+        """What ``load`` gives after ``save`` of this state, without the file: the stored
+        fields copied, the derived ones rebuilt as loading rebuilds them. A backtest
+        carries the state from one candle's step to the next with it, so each step
+        computes exactly what a cron run computes from the state file."""
+        rc = type(self)(window=self.window, min_periods=self.min_periods,
+                        interval_ms=self.interval_ms, symbols=list(self.symbols),
+                        end_ms=self.end_ms, returns=self.returns.copy(),
+                        last_time=dict(self.last_time), last_close=dict(self.last_close),
+                        _prod=self._prod.copy(), _sum=self._sum.copy(), _sq=self._sq.copy(),
+                        _scale=self._scale.copy(), _slides=self._slides)
+        rc._all_dirty = False  # as after load
+        return rc
+
     @classmethod
-    def load(cls, path: Path, identity: str | None = None) -> RollingCorrelation:
-        """Read a state written by ``save``. Raises FileNotFoundError, or ValueError for a
-        file that is damaged, of another format or (given ``identity``) another source."""
+    def load(cls, path: Path | Any, identity: str | None = None) -> RollingCorrelation:
+        """Read a state written by ``save`` (or by ``write``, given the open file: a replay
+        carries the state between its steps in memory exactly as cron runs carry it on
+        disk). Raises FileNotFoundError, or ValueError for a file that is damaged, of
+        another format or (given ``identity``) another source."""
+        src = path if hasattr(path, "read") else Path(str(path) + ".npz")
         try:
-            with np.load(Path(str(path) + ".npz"), allow_pickle=False) as z:
+            with np.load(src, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ("meta", "returns", "prod", "sum", "sq", "scale")}
             meta = json.loads(arrays["meta"].tobytes())
         except FileNotFoundError:

@@ -259,14 +259,9 @@ class CooldownStore:
             return []
 
         def change(doc: Any) -> tuple[Any, list[CooldownRecord]]:
-            current = self._parse(doc)
-            known = {r.key() for r in current}
-            added = [r for r in new_items if r.key() not in known]
+            merged, added = merge_records(self._parse(doc), new_items, self.keep)
             if not added:
                 return None, []
-            merged = current + added
-            newest = max(r.candle_time for r in merged)
-            merged = [r for r in merged if r.candle_time > newest - self.keep]
             return {"records": [{"symbol": r.symbol, "direction": r.direction,
                                  "candle_time": r.candle_time.isoformat()}
                                 for r in merged]}, added
@@ -288,6 +283,40 @@ class CooldownStore:
             return {"records": []}, len(records)
 
         return int(self._doc.update(change, {"records": []}) or 0)
+
+
+def merge_records(current: list[CooldownRecord], new_items: Sequence[CooldownRecord],
+                  keep: timedelta) -> tuple[list[CooldownRecord], list[CooldownRecord]]:
+    """(records kept, records added): the new ones not there yet appended, then those older
+    than ``keep`` before the newest dropped. The one rule of every cooldown store (a file,
+    the shared server, a backtest's memory), so a replay carries what a cron run would."""
+    if not new_items:
+        return current, []
+    known = {r.key() for r in current}
+    added = [r for r in new_items if r.key() not in known]
+    if not added:
+        return current, []
+    merged = current + added
+    newest = max(r.candle_time for r in merged)
+    return [r for r in merged if r.candle_time > newest - keep], added
+
+
+# What blocked a candidate, as a stable name (the [gates] setting each reason comes from):
+# the reasons are for people and may be reworded, tallies need names that stay.
+_GATE_NAMES = (("no directional signal", "direction"), ("strength ", "min_strength"),
+               ("p_dir ", "min_probability"), ("no model probability", "min_probability"),
+               ("regime ", "block_high_vol"), ("no volume z-score", "min_volume_z"),
+               ("volume z ", "min_volume_z"), ("cooldown: ", "cooldown_seconds"),
+               ("correlated ", "correlation_threshold"))
+
+
+def gate_name(reason: str) -> str:
+    """The stable name of the gate a reason from ``evaluate_gates`` comes from ("other"
+    for a reason this table does not know: tests/test_replay.py checks none is left)."""
+    for prefix, name in _GATE_NAMES:
+        if reason.startswith(prefix):
+            return name
+    return "other"
 
 
 def gates_key(config: GatesConfig, candidates: Sequence[GateInput],

@@ -42,7 +42,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -354,9 +354,9 @@ def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> Signal
     return dataclasses.replace(result, as_of=now, symbols=rows)
 
 
-def _data_blocks(config: Config, candles: pl.DataFrame,
-                 now: datetime) -> dict[str, tuple[DataStatus, str]]:
-    """{symbol: (data status, reason)} for symbols no gate may pass: stale or warming up."""
+def _warming(config: Config, candles: pl.DataFrame) -> dict[str, tuple[DataStatus, str]]:
+    """{symbol: (WARMING_UP, reason)} for symbols with fewer candles than the indicators
+    need (staleness, the other data block, depends on the clock: ``decide`` sees it)."""
     import polars as pl
 
     need = warmup_candles(config.features, config.regime)
@@ -364,21 +364,13 @@ def _data_blocks(config: Config, candles: pl.DataFrame,
     if runs.len() == candles.get_column("symbol").n_unique():
         # One run per symbol (load_candles' layout): no group table over 2 million keys
         # (100 MB at 2,000 symbols, the run's peak).
-        n = runs.struct.field("len")
         per = pl.DataFrame({"symbol": runs.struct.field("value"),
-                            "last": candles.get_column("open_time").gather(n.cum_sum() - 1),
-                            "n": n})
+                            "n": runs.struct.field("len")})
     else:
-        per = candles.group_by("symbol", maintain_order=True).agg(
-            pl.col("open_time").last().alias("last"), pl.len().alias("n"))
-    stale = _stale_symbols(config, dict(zip(per["symbol"], per["last"], strict=True)), now)
-    out: dict[str, tuple[DataStatus, str]] = {}
-    for s, n in zip(per["symbol"].to_list(), per["n"].to_list(), strict=True):
-        if s in stale:
-            out[s] = (DataStatus.STALE, _STALE)
-        elif n < need:
-            out[s] = (DataStatus.WARMING_UP, f"warming up: {n} of {need} candles")
-    return out
+        per = candles.group_by("symbol", maintain_order=True).agg(pl.len().alias("n"))
+    return {s: (DataStatus.WARMING_UP, f"warming up: {n} of {need} candles")
+            for s, n in zip(per["symbol"].to_list(), per["n"].to_list(), strict=True)
+            if n < need}
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -440,18 +432,74 @@ def _cached_run(config: Config, manager: CacheManager, run_key: str | None,
 def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
              manager: CacheManager, batch: bool, cooldowns: Cooldowns, stages: _Stages
              ) -> SignalsResult:
-    from ._engines import GUARD, AlphaEngineCoordinator, best_signal
     from ._model import load_model
 
     # The model first: one that cannot serve these settings fails before the work.
     model = load_model(config.model, config.features)
     candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
-    blocks = _data_blocks(config, candles, now)
+    return step(config, candles, syms, now, model=model, manager=manager, batch=batch,
+                records=cooldowns.snapshot(),
+                correlate=lambda c, s: _correlation_for_gates(config, ws, c, s),
+                stages=stages)
+
+
+Correlate = Callable[["pl.DataFrame", list[str]], "tuple[list[str], Any] | None"]
+
+
+def step(config: Config, candles: pl.DataFrame, syms: list[str], now: datetime, *,
+         model: Predictor, manager: CacheManager, records: list[CooldownRecord],
+         correlate: Correlate, batch: bool = True, stages: _Stages | None = None
+         ) -> SignalsResult:
+    """The state-carrying step: the signals at ``now`` from each symbol's closed candles up
+    to it (``candles``, at most ``features.history`` each, as ``load_candles`` gives them)
+    and the state carried from the previous step: the cooldown ``records`` and the rolling
+    correlation (``correlate(candles, syms)`` brings it up to date and returns the matrix).
+
+    It is two halves: ``prepare`` (what each symbol's own candles decide: features, regime,
+    engines, model; no state, so a replay runs it for many candles at once) and ``decide``
+    (the gates, with the carried state). A cron run calls it once; ``botopt.core.backtest``
+    calls the halves for every candle. It records nothing: what passed is the driver's to
+    record."""
+    stages = stages if stages is not None else _Stages()
+    own = prepare(config, candles, syms, model=model, manager=manager, batch=batch,
+                  stages=stages)
+    return decide(config, own, now, records=records,
+                  correlate=lambda names: correlate(candles, names), manager=manager,
+                  stages=stages)
+
+
+@dataclass(frozen=True)
+class Own:
+    """What a symbol's own candles decide at its newest candle, before any carried state:
+    its best signal, regime, P(up), volume z-score, and the block its data puts on it
+    (warming up or degenerate; staleness depends on the clock and is ``decide``'s)."""
+
+    symbol: str
+    candle_time: datetime
+    close: float
+    regime: str
+    best: Signal | None
+    p_up: float | None
+    volume_z: float | None
+    block: tuple[DataStatus, str] | None
+
+
+def prepare(config: Config, candles: pl.DataFrame, syms: list[str], *, model: Predictor,
+            manager: CacheManager, batch: bool = True, stages: _Stages | None = None
+            ) -> list[Own]:
+    """The stateless half of ``step``, one ``Own`` per symbol of ``syms`` (in that order).
+    Each symbol's answer depends on its own rows only, bit for bit, however many symbols
+    are computed together (tests/test_pipeline.py: batch == sequential)."""
+    from ._engines import GUARD, AlphaEngineCoordinator, best_signal
+
+    stages = stages if stages is not None else _Stages()
+    blocks = _warming(config, candles)
     rows, regimes = _features_and_regimes(config, candles, syms, manager, batch, stages)
     # One frame of every symbol's last row; the per-symbol reference path slices it.
     last = _rows_frame(rows, syms)
     times = last.get_column("open_time").to_list()
     closes = last.get_column("close").to_list()
+    vz = last.get_column(f"volume_z_{config.features.volume_z_period}").to_list()
 
     coord = AlphaEngineCoordinator(config.features)
     if batch:
@@ -459,56 +507,62 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
     else:
         signals = {s: coord.generate_all_signals(last.slice(i, 1), regimes[s])
                    for i, s in enumerate(syms)}
-    best = {s: best_signal(signals[s]) for s in syms}
     for s in syms:
         guard = next((x for x in signals[s] if x.engine == GUARD), None)
         if guard is not None and s not in blocks:
             blocks[s] = (DataStatus.DEGENERATE, guard.reasons[0])
-
     probs = _predictions(model, rows, last, syms, manager, batch, stages)
-    decisions = _gate(config, ws, manager, candles, syms, best, regimes, probs, last,
-                      blocks, cooldowns.snapshot(), stages)
+    return [Own(symbol=s, candle_time=times[i], close=float(closes[i]), regime=regimes[s],
+                best=best_signal(signals[s]), p_up=probs[s], volume_z=vz[i],
+                block=blocks.get(s)) for i, s in enumerate(syms)]
 
+
+def decide(config: Config, own: Sequence[Own], now: datetime, *,
+           records: list[CooldownRecord], correlate: Callable[[list[str]], Any],
+           manager: CacheManager, stages: _Stages | None = None) -> SignalsResult:
+    """The stateful half of ``step``: the gates at ``now`` over the symbols' ``own``
+    answers, with the carried cooldown ``records`` and ``correlate(symbols)`` (the rolling
+    correlation brought up to date: (symbols, matrix) or None)."""
+    stages = stages if stages is not None else _Stages()
+    stale = _stale_symbols(config, {o.symbol: o.candle_time for o in own}, now)
+    blocks: dict[str, tuple[DataStatus, str]] = {}
+    for o in own:
+        block = (DataStatus.STALE, _STALE) if o.symbol in stale else o.block
+        if block is not None:
+            blocks[o.symbol] = block
+    decisions = _gate(config, correlate, manager, own, blocks, records, stages)
     results = []
-    for i, s in enumerate(syms):
-        b, d = best[s], decisions[s]
+    for o in own:
+        b, d = o.best, decisions[o.symbol]
         results.append(SymbolResult(
-            symbol=s, candle_time=times[i], close=float(closes[i]), regime=regimes[s],
+            symbol=o.symbol, candle_time=o.candle_time, close=o.close, regime=o.regime,
             direction=b.direction if b else Direction.FLAT, strength=b.strength if b else 0.0,
-            p_up=probs[s], engine=b.engine if b else None,
+            p_up=o.p_up, engine=b.engine if b else None,
             gate_passed=d.passed, gate_reasons=d.reasons,
-            data_status=blocks[s][0] if s in blocks else DataStatus.OK))
+            data_status=blocks[o.symbol][0] if o.symbol in blocks else DataStatus.OK))
     results.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
                          symbols=results)
 
 
-def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.DataFrame,
-          syms: list[str], best: Mapping[str, Signal | None], regimes: Mapping[str, str],
-          probs: Mapping[str, float | None], last: pl.DataFrame,
-          blocks: Mapping[str, tuple[DataStatus, str]], records: list[CooldownRecord],
-          stages: _Stages) -> dict[str, GateDecision]:
+def _gate(config: Config, correlate: Callable[[list[str]], Any], manager: CacheManager,
+          own: Sequence[Own], blocks: Mapping[str, tuple[DataStatus, str]],
+          records: list[CooldownRecord], stages: _Stages) -> dict[str, GateDecision]:
     """Gate decisions per symbol. A symbol the data blocks (stale, warming up, degenerate)
     is kept out of the gates altogether: it must not count as an active signal for the
     correlation gate of another."""
-    times = last.get_column("open_time").to_list()
-    vz = last.get_column(f"volume_z_{config.features.volume_z_period}").to_list()
     candidates = []
-    for i, s in enumerate(syms):
-        if s in blocks:
+    for o in own:
+        if o.symbol in blocks:
             continue
-        b = best[s]
+        b = o.best
         candidates.append(GateInput(
-            symbol=s, candle_time=times[i],
+            symbol=o.symbol, candle_time=o.candle_time,
             direction=b.direction if b else Direction.FLAT, strength=b.strength if b else 0.0,
-            probability=probs[s], regime=regimes[s], volume_z=vz[i],
+            probability=o.p_up, regime=o.regime, volume_z=o.volume_z,
             engine=b.engine if b else ""))
     eligible = [c.symbol for c in candidates]
-    correlation = _correlation_for_gates(config, ws, candles, syms) if len(eligible) > 1 \
-        else None
-    relevant = sorted((r.symbol, r.direction, r.candle_time.isoformat()) for r in records
-                      if r.symbol in eligible)
-    corr_part = None if correlation is None else (list(correlation[0]), correlation[1])
+    correlation = correlate([o.symbol for o in own]) if len(eligible) > 1 else None
 
     def gate() -> list[GateDecision]:
         stages.gates += 1
@@ -516,8 +570,13 @@ def _gate(config: Config, ws: Workspace, manager: CacheManager, candles: pl.Data
 
     decided: list[GateDecision] = []
     if candidates:
-        gkey = gates_key(config.gates, candidates, relevant, corr_part) \
-            if manager.enabled else "gates"
+        gkey = "gates"
+        if manager.enabled:  # a replay's steps look nothing up: no key to pay for
+            relevant = sorted((r.symbol, r.direction, r.candle_time.isoformat())
+                              for r in records if r.symbol in eligible)
+            corr_part = None if correlation is None else (list(correlation[0]),
+                                                          correlation[1])
+            gkey = gates_key(config.gates, candidates, relevant, corr_part)
         decided = manager.get_or_compute("gates", gkey, gate)
     out: dict[str, GateDecision] = dict(zip(eligible, decided, strict=True))
     for s, (_, reason) in blocks.items():

@@ -1,0 +1,1 @@
+"""The backtest layer (above signals): the pipeline replayed over history."""

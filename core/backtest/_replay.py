@@ -1,0 +1,440 @@
+"""``replay``: the live pipeline's step, driven once per candle over a past period.
+
+A cron run of ``botopt signals`` calls ``_pipeline.step`` once, with the state the previous
+runs left (cooldown records, the rolling correlation); a replay calls the very same step for
+every candle open time in the period, with each symbol's closed candles up to that time (the
+last ``features.history`` of them, as a live ``--as-of`` run loads them) and the state carried
+in memory / in a private temporary directory. So the replay's signals and gate decisions are
+the ones the live runs would have made, by construction, and a test checks it against real
+``botopt signals --as-of`` processes (tests/test_replay.py).
+
+A replay records nothing: no cooldowns, regime history, notifications or events reach the
+workspace; the live bot is untouched.
+
+Candle times: the period is the candles that opened in ``[since, until)``; the step for the
+candle opening at ``t`` runs at ``as_of = t + interval`` (its close), as a cron run just after
+that close would, and a symbol's row is taken from the step where that candle is its newest.
+A symbol whose data starts inside the period joins at its first closed candle (a live run that
+named it earlier would have stopped with "no candle closed").
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..base._config import Config, interval_ms
+from ..base._vocab import DataStatus, Direction
+from ..data._candles import load_candles, parse_symbols
+from ..errors import DataError, UsageError
+from ..signals._gates import (
+    CooldownRecord,
+    directional_probability,
+    gate_name,
+    merge_records,
+)
+from ..signals._results import SignalsResult, iso
+
+if TYPE_CHECKING:
+    import polars as pl
+
+# How long a cooldown store keeps records (CooldownStore's default): a replay forgets them
+# exactly when a cron run's store would.
+_KEEP = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replay found. ``candidates``: one row per (symbol, candle_time) where an engine
+    gave a direction, with the gates' decision; ``closes``: every candle's close from
+    ``since`` to the end of the data (forward returns may look past ``until``)."""
+
+    candidates: pl.DataFrame
+    closes: pl.DataFrame
+    interval: str
+    since: datetime
+    until: datetime
+    symbols: tuple[str, ...]
+
+
+def _utc(t: datetime, name: str) -> datetime:
+    if not isinstance(t, datetime):
+        raise UsageError(f"{name} must be a date and time, not {t!r}", key=name)
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def replay(config: Config, symbols: Sequence[str], since: datetime, until: datetime, *,
+           progress: Callable[[int, int], None] | None = None,
+           use_cache: bool = True) -> Replay:
+    """Replay the live pipeline over the candles that opened in ``[since, until)``.
+
+    ``progress(done, total)`` is called after each candle time. Raises UsageError for an
+    empty or reversed period, DataError when the period holds no candle of the data, and
+    UnknownSymbolError for a symbol the data source does not have."""
+    syms = parse_symbols(symbols)
+    since, until = _utc(since, "since"), _utc(until, "until")
+    if until < since:
+        raise UsageError(f"--until {iso(until)} is before --since {iso(since)}", key="until")
+    if until == since:
+        raise UsageError(f"empty period: --since and --until are both {iso(since)}",
+                         key="until")
+    store = _ReplayCache.of(config, syms, since, until) if use_cache else None
+    hit = store.get() if store is not None else None
+    if hit is not None:
+        if progress is not None:
+            progress(1, 1)
+        return Replay(candidates=hit[0], closes=hit[1], interval=config.data.interval,
+                      since=since, until=until, symbols=tuple(syms))
+    result = _replay(config, syms, since, until, progress)
+    if store is not None:
+        store.put(result.candidates, result.closes)
+    return result
+
+
+class _ReplayCache:
+    """A replay's answer kept in the workspace (``backtest/``, two Arrow IPC files per
+    entry), keyed by everything it depends on: the candle files' contents, every setting a
+    step reads, the model, the symbols, the period and the code (``stage_tag``). A cache,
+    not state: a damaged or unwritable entry costs the computation, never the answer."""
+
+    KEEP = 16  # entries; the oldest go first
+
+    def __init__(self, directory: Path, key: str) -> None:
+        self.dir = directory
+        self.key = key
+
+    @classmethod
+    def of(cls, config: Config, syms: list[str], since: datetime, until: datetime
+           ) -> _ReplayCache | None:
+        import hashlib
+        import json
+
+        from ..base._codec import settings_json
+        from ..base._versions import stage_tag
+        from ..data._candles import _sample_dir, find_candle_files
+        from ..errors import BotoptError
+        from ..signals._pipeline import _digest_memo, _file_digests, _model_digest
+        from ..state._workspace import Workspace, data_scope
+
+        if config.data.source == "binance":
+            return None  # the data only exists after the network round trip
+        data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
+        if data_dir is None:
+            return None
+        try:
+            ws = Workspace.of(config)
+            files = find_candle_files(Path(data_dir), syms, config.data.interval)
+            digests = _file_digests(files, _digest_memo(ws))
+            directory = ws.dir("backtest")
+        except OSError:
+            return None
+        except BotoptError as exc:
+            if isinstance(exc, DataError):
+                raise  # an unknown symbol: the same error as without the cache
+            return None
+        parts = [stage_tag("backtest"), data_scope(config), syms, digests, iso(since),
+                 iso(until), config.data.interval, config.data.source,
+                 config.data.max_staleness,
+                 settings_json(config.features, config.regime, config.gates,
+                               config.correlation, config.model), _model_digest(config)]
+        key = hashlib.blake2b(json.dumps(parts, default=str).encode(),
+                              digest_size=20).hexdigest()
+        return cls(directory, key)
+
+    def _paths(self) -> tuple[Path, Path]:
+        return (self.dir / f"{self.key}.candidates.arrow",
+                self.dir / f"{self.key}.closes.arrow")
+
+    def get(self) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+        import io
+
+        import polars as pl
+
+        try:  # read whole: a mapped file could be pruned by another replay under it
+            a, b = (pl.read_ipc(io.BytesIO(p.read_bytes())) for p in self._paths())
+        except Exception:  # noqa: BLE001  (absent or damaged: computed again)
+            return None
+        if a.schema != _candidates_frame([]).schema or b.columns != ["symbol", "candle_time",
+                                                                     "close"]:
+            return None
+        return a, b
+
+    def put(self, candidates: pl.DataFrame, closes: pl.DataFrame) -> None:
+        from ..base._fs import atomic_writer
+
+        try:
+            for frame, path in zip((candidates, closes), self._paths(), strict=True):
+                with atomic_writer(path, fsync=False) as fh:
+                    frame.write_ipc(fh)
+            entries = sorted(self.dir.glob("*.candidates.arrow"),
+                             key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in entries[self.KEEP:]:
+                stem = old.name.split(".")[0]
+                for p in self.dir.glob(f"{stem}.*.arrow"):
+                    p.unlink(missing_ok=True)
+        except OSError:
+            pass  # a full or read-only disk: the next replay computes again
+
+
+def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
+            progress: Callable[[int, int], None] | None) -> Replay:
+    from ..signals._model import load_model
+    from ..state._cache import CacheManager
+
+    model = load_model(config.model, config.features)  # a bad model fails before the work
+    frame = load_candles(syms, config=config)
+    book = _Book(frame, syms)
+    lo, hi = _ms(since), _ms(until)
+    grid = book.grid(lo, hi)
+    if not grid.size:
+        book.explain_empty(since, until)
+    manager = CacheManager(root=Path(tempfile.gettempdir()), enabled=False)
+    need = book.needed(lo, hi)
+    total = int(need.size + grid.size)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    own = _prepare_all(config, book, need, model, manager, tick)
+    driver = _Driver(config, book, manager)
+    step = interval_ms(config.data.interval)
+    rows: list[dict[str, Any]] = []
+    for t in grid.tolist():
+        now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
+        rows.extend(_candidate_rows(driver.step(t, now, own), t))
+        tick(1)
+    return Replay(candidates=_candidates_frame(rows), closes=book.closes(lo),
+                  interval=config.data.interval, since=since, until=until,
+                  symbols=tuple(syms))
+
+
+# Windows prepared together: each is one pseudo-symbol of ``features.history`` rows, so a
+# batch is about 500 x 1,000 rows (some 90 MB of candles and features), the size the
+# features are fastest at per row.
+_BATCH_ROWS = 500_000
+
+
+def _prepare_all(config: Config, book: _Book, need: Any, model: Any, manager: Any,
+                 tick: Callable[[int], None]) -> dict[int, Any]:
+    """``prepare`` for every needed row (a symbol's candle that some step of the period
+    sees as its newest): each row's window of candles as a symbol of its own, so many
+    candles are computed in one call. A symbol's answer depends on its own rows only, bit
+    for bit, so each equals what the live run at that candle computes."""
+    import dataclasses
+
+    import numpy as np
+    import polars as pl
+
+    from ..signals._pipeline import prepare
+
+    h = config.features.history
+    out: dict[int, Any] = {}
+    per = max(1, _BATCH_ROWS // h)
+    for k in range(0, int(need.size), per):
+        rows = need[k:k + per]
+        first = np.maximum(book.row_start[rows], rows + 1 - h)
+        lens = rows + 1 - first
+        idx = np.repeat(first - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        names = [f"{i}" for i in rows.tolist()]
+        batch = book.frame[idx].with_columns(symbol=pl.Series(names).gather(
+            np.repeat(np.arange(len(names)), lens)))
+        prepared = prepare(config, batch, names, model=model, manager=manager)
+        for i, o in zip(rows.tolist(), prepared, strict=True):
+            out[i] = dataclasses.replace(o, symbol=book.symbol_of(i))
+        tick(len(names))
+    return out
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+class _Book:
+    """The loaded candles (one run per symbol, times ascending) and the windows of them
+    each step sees."""
+
+    def __init__(self, frame: pl.DataFrame, syms: list[str]) -> None:
+        import numpy as np
+
+        self.frame = frame
+        self.syms = syms
+        lens = frame.get_column("symbol").rle().struct.field("len").to_numpy()
+        self.lens = lens.astype(np.int64)
+        self.starts = np.cumsum(self.lens) - self.lens
+        self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
+
+    @property
+    def row_start(self) -> Any:
+        """Per row of the frame: the first row of its symbol."""
+        import numpy as np
+
+        return np.repeat(self.starts, self.lens)
+
+    def symbol_of(self, row: int) -> str:
+        import numpy as np
+
+        return self.syms[int(np.searchsorted(self.starts, row, side="right")) - 1]
+
+    def needed(self, lo: int, hi: int) -> Any:
+        """The rows some step of the period sees as a symbol's newest: those that opened
+        in [lo, hi), and each symbol's last row before lo (still its newest at the first
+        steps when its data has a gap there)."""
+        import numpy as np
+
+        out = []
+        for j in range(len(self.syms)):
+            t = self.times(j)
+            a, b = int(np.searchsorted(t, lo)), int(np.searchsorted(t, hi))
+            out.append(int(self.starts[j]) + np.arange(max(0, a - 1), b))
+        return np.concatenate(out).astype(np.int64)
+
+    def times(self, j: int) -> Any:
+        a = int(self.starts[j])
+        return self.ms[a:a + int(self.lens[j])]
+
+    def grid(self, lo: int, hi: int) -> Any:
+        import numpy as np
+
+        return np.unique(self.ms[(self.ms >= lo) & (self.ms < hi)])
+
+    def explain_empty(self, since: datetime, until: datetime) -> None:
+        """Raise the DataError that says why no candle opened in the period."""
+        first = min(range(len(self.syms)), key=lambda j: self.times(j)[0])
+        last = max(range(len(self.syms)), key=lambda j: self.times(j)[-1])
+        t0, t1 = int(self.times(first)[0]), int(self.times(last)[-1])
+
+        def at(ms: int) -> str:
+            return f"{datetime.fromtimestamp(ms / 1000, tz=timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+        period = f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
+        if _ms(until) <= t0:
+            raise DataError(f"the period {period} is before the data "
+                            f"({self.syms[first]} starts {at(t0)})", symbol=self.syms[first])
+        if _ms(since) > t1:
+            raise DataError(f"the period {period} is after the data "
+                            f"({self.syms[last]} ends {at(t1)})", symbol=self.syms[last])
+        raise DataError(f"no candle of {', '.join(self.syms)} opened in {period}")
+
+    def newest(self, t: int) -> tuple[list[int], list[int]]:
+        """(symbol indexes, their newest rows) at ``t``: each symbol's last candle that
+        opened by ``t``, for the symbols that have one."""
+        import numpy as np
+
+        js, rows = [], []
+        for j in range(len(self.syms)):
+            n = int(np.searchsorted(self.times(j), t, side="right"))
+            if n:
+                js.append(j)
+                rows.append(int(self.starts[j]) + n - 1)
+        return js, rows
+
+    def closes(self, lo: int) -> pl.DataFrame:
+        import polars as pl
+
+        return self.frame.filter(pl.col("open_time").dt.epoch("ms") >= lo).select(
+            "symbol", pl.col("open_time").alias("candle_time"), "close") \
+            .sort("candle_time", "symbol")
+
+
+class _Driver:
+    """The state a cron line carries between runs, held in memory for a replay: the
+    cooldown records (merged by the stores' one rule) and the rolling correlation (saved
+    after each update and loaded by the next step, as a cron run's state file is), so each
+    ``decide`` gets exactly what the live run at that candle would have."""
+
+    def __init__(self, config: Config, book: _Book, manager: Any) -> None:
+        import numpy as np
+
+        self.config = config
+        self.book = book
+        self.manager = manager
+        self.records: list[CooldownRecord] = []
+        self._state: Any = None
+        self._ts = book.ms
+        self._cs = book.frame.get_column("close").cast(float).to_numpy()
+        self._np = np
+        # a run hands the correlation its last features.history rows; it reads only the
+        # last window + 2 and the row before them
+        self._keep = min(config.features.history, config.correlation.window + 3)
+
+    def _correlate(self, js: list[int], rows: list[int]) -> Any:
+        from ..signals._correlation import RollingCorrelation, _bring_up_to_date
+
+        np = self._np
+        cc = self.config
+
+        def fresh() -> RollingCorrelation:
+            return RollingCorrelation(window=cc.correlation.window,
+                                      min_periods=cc.correlation.min_periods,
+                                      interval_ms=interval_ms(cc.data.interval))
+
+        rc = fresh() if self._state is None else self._state.reloaded()
+        ends = np.asarray(rows, dtype=np.int64) + 1
+        firsts = np.maximum(self.book.starts[js], ends - self._keep)
+        lens = ends - firsts
+        idx = np.repeat(firsts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        new_ends = np.cumsum(lens)
+        names = [self.book.syms[j] for j in js]
+        rc, _ = _bring_up_to_date(
+            rc, (names, new_ends - lens, new_ends, self._ts[idx], self._cs[idx]), fresh)
+        # what the run saves (an unchanged state is the one saved before); the matrix is
+        # computed after, on this object, as the run computes it after saving
+        self._state = rc
+        got, m = rc.matrix()
+        if got != names:
+            at = [got.index(s) for s in names]
+            m = m[np.ix_(at, at)]
+        return names, m
+
+    def step(self, t: int, now: datetime, own: dict[int, Any]) -> SignalsResult:
+        from ..signals._pipeline import _apply_clock, decide
+
+        js, rows = self.book.newest(t)
+        result = decide(self.config, [own[r] for r in rows], now, records=self.records,
+                        correlate=lambda names: self._correlate(js, rows),
+                        manager=self.manager)
+        result = _apply_clock(self.config, result, now)
+        passed = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
+                  for r in result.symbols if r.gate_passed]
+        self.records, _ = merge_records(self.records, passed, _KEEP)
+        return result
+
+
+def _candidate_rows(result: SignalsResult, t: int) -> list[dict[str, Any]]:
+    """The rows of the symbols whose newest candle is ``t`` and that have a direction."""
+    out = []
+    for r in result.symbols:
+        if r.direction not in (Direction.LONG, Direction.SHORT) or \
+                _ms(r.candle_time) != t:
+            continue
+        if r.data_status != DataStatus.OK:
+            blocked = [str(r.data_status)]
+        else:
+            blocked = list(dict.fromkeys(gate_name(x) for x in r.gate_reasons))
+        out.append({"symbol": r.symbol, "candle_time": t, "close": r.close,
+                    "regime": r.regime, "engine": r.engine, "direction": str(r.direction),
+                    "strength": r.strength, "p_up": r.p_up,
+                    "p_dir": directional_probability(r.p_up, r.direction),
+                    "gate_passed": bool(r.gate_passed), "gate_reasons": list(r.gate_reasons),
+                    "blocked_by": blocked, "data_status": str(r.data_status)})
+    return out
+
+
+def _candidates_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    import polars as pl
+
+    schema: dict[str, Any] = {"symbol": pl.String, "candle_time": pl.Int64, "close": pl.Float64,
+              "regime": pl.String, "engine": pl.String, "direction": pl.String,
+              "strength": pl.Float64, "p_up": pl.Float64, "p_dir": pl.Float64,
+              "gate_passed": pl.Boolean, "gate_reasons": pl.List(pl.String),
+              "blocked_by": pl.List(pl.String), "data_status": pl.String}
+    return pl.DataFrame(rows, schema=schema) \
+        .with_columns(pl.col("candle_time").cast(pl.Datetime("ms", "UTC"))) \
+        .sort("candle_time", "symbol")
