@@ -282,3 +282,29 @@ def test_history_table_has_a_host_column_with_several_hosts(redis_server, tmp_pa
                for line in shown.stdout.splitlines())  # the header
     rows = [line for line in shown.stdout.splitlines() if "DataError" in line]
     assert any("edge-1" in r for r in rows) and any("edge-2" in r for r in rows)
+
+
+def test_a_shared_host_id_or_another_chat_in_the_namespace_is_named(redis_server, telegram,
+                                                                    tmp_path, caplog):
+    from botopt.core.watch._doctor import _state
+
+    def flush_warnings(cfg) -> list[str]:
+        caplog.clear()
+        flush_notifications(cfg)
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    one = host_cfg(redis_server.url, tmp_path / "one", telegram, BOTOPT_STATE_HOST_ID="edge")
+    assert flush_warnings(one) == []
+    assert flush_warnings(one) == []  # the same install again: nothing to say
+    # a cloned container: another install under the same name
+    clone = host_cfg(redis_server.url, tmp_path / "clone", telegram,
+                     BOTOPT_STATE_HOST_ID="edge")
+    (warning,) = flush_warnings(clone)
+    assert "state.host_id 'edge' is used by two installs" in warning
+    with pytest.raises(Exception, match="used by two installs"):
+        _state(one)
+    # a host that sends elsewhere
+    other = host_cfg(redis_server.url, tmp_path / "other", telegram,
+                     BOTOPT_STATE_HOST_ID="edge-2", BOTOPT_TELEGRAM_CHAT_ID="-1002")
+    (warning,) = flush_warnings(other)
+    assert "different Telegram chats (edge not to this one's)" in warning

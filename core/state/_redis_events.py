@@ -172,6 +172,44 @@ class SharedEvents:
             log.debug("monitor group not tidied: %s", self.shared.describe(exc))
 
 
+SEEN_WITHIN = 3600.0  # seconds: hosts that flushed this recently count as present
+
+
+def check_hosts(shared: SharedState, host: str, instance: str, chat: str) -> list[str]:
+    """Record this host in the namespace (``<ns>:hosts:seen``) and say what is wrong with
+    the set: the same ``host_id`` used by two installs (the default host name collides in
+    containers and cloned VMs, and one of them can then stop unnoticed), or hosts sending to
+    different Telegram chats. Raises the client's errors."""
+    import hashlib
+
+    key = shared.key("hosts", "seen")
+    now = shared.server_time()
+    chat_tag = hashlib.blake2b(chat.encode(), digest_size=6).hexdigest()
+    seen = {}
+    for h, raw in shared.client.hgetall(key).items():
+        try:
+            rec = json.loads(raw)
+            if now - float(rec["t"]) < SEEN_WITHIN:
+                seen[_text(h)] = rec
+        except (ValueError, TypeError, KeyError):
+            continue  # a damaged record: rewritten below if it is ours
+    shared.client.hset(key, host, json.dumps({"instance": instance, "chat": chat_tag,
+                                              "t": now}))
+    problems = []
+    mine = seen.pop(host, None)
+    if mine is not None and mine.get("instance") != instance:
+        problems.append(f"state.host_id {host!r} is used by two installs in namespace "
+                        f"{shared.namespace!r} (host names collide in containers and cloned "
+                        "VMs): give each host its own state.host_id, or one can stop "
+                        "unnoticed")
+    other_chats = sorted(h for h, rec in seen.items() if rec.get("chat") != chat_tag)
+    if other_chats:
+        problems.append(f"hosts in namespace {shared.namespace!r} send to different "
+                        f"Telegram chats ({', '.join(other_chats[:5])} not to this one's): "
+                        "give every host the same telegram.chat_id")
+    return problems
+
+
 def recent_lines(shared: SharedState, since: float, limit: int | None = None) -> list[bytes]:
     """The stream's events since ``since`` (epoch s) as JSON lines, oldest first
     (``botopt history``; ``status`` reads the last ``limit``). Raises the client's errors."""

@@ -43,7 +43,7 @@ from ._queue import (
     pick_dead_id,
 )
 from ._redis import SharedState
-from ._redis_events import entry_time
+from ._redis_events import check_hosts, entry_time
 
 log = logging.getLogger("botopt.notify")
 T = TypeVar("T")
@@ -173,9 +173,11 @@ class SharedQueue:
 
     Reading commands raise a one-line NotifyError when the server cannot be used."""
 
-    def __init__(self, shared: SharedState, local: LocalQueue) -> None:
+    def __init__(self, shared: SharedState, local: LocalQueue, host: str = "",
+                 instance: str = "") -> None:
         self.shared = shared
         self.local = local
+        self.host, self.instance = host, instance
         self.types_key = shared.key("nq", "types")
         self.dead_key = shared.key("nq", "dead")
         self.tries_key = shared.key("nq", "tries")
@@ -383,6 +385,9 @@ class SharedQueue:
         self.shared.check()
         try:
             self.move_local()
+            if self.host:
+                for problem in check_hosts(self.shared, self.host, self.instance, chat):
+                    log.warning("%s", problem)
             run = SharedSession(self, SharedPacer(self.shared, chat), rules, clock)
             try:
                 yield run
