@@ -31,7 +31,7 @@ from ._redis import SharedState
 log = logging.getLogger("botopt.events")
 
 GROUP = "monitors"
-MAX_EVENTS = 100_000
+MAX_EVENTS = 100_000  # ~22 MiB of botopt's own ~200-byte events (docs/multi-host.md)
 HOST = socket.gethostname()
 
 
