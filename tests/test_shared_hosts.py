@@ -308,3 +308,27 @@ def test_a_shared_host_id_or_another_chat_in_the_namespace_is_named(redis_server
                      BOTOPT_STATE_HOST_ID="edge-2", BOTOPT_TELEGRAM_CHAT_ID="-1002")
     (warning,) = flush_warnings(other)
     assert "different Telegram chats (edge not to this one's)" in warning
+
+
+def test_events_of_an_outage_reach_the_monitors_once_the_server_is_back(redis_server,
+                                                                       tmp_path):
+    import json
+
+    from botopt.core.state._redis import shared_state
+    from botopt.core.state._workspace import Workspace
+
+    cfg = host_cfg(redis_server.url, tmp_path / "h", BOTOPT_STATE_HOST_ID="edge")
+    events = Workspace(tmp_path / "h", cfg).events()
+    redis_server.stop()
+    events.emit("run_failed", command="signals", error="DataError: during the outage")
+    assert (tmp_path / "h" / "events" / "shared-spool.log").exists()
+    redis_server.start()
+    shared_state(cfg.state).reset()  # a later run: the server answers again
+    events.emit("run_finished", command="signals", duration_s=0.1)
+    stream = [json.loads(f[b"e"]) for _, f in
+              shared_state(cfg.state).client.xrange("botopt:events")]
+    assert [e["type"] for e in stream] == ["run_finished", "run_failed"]
+    assert stream[1]["data"]["error"] == "DataError: during the outage"
+    assert not list((tmp_path / "h" / "events").glob("shared-spool*"))
+    events.emit("run_finished", command="signals", duration_s=0.1)  # moved once only
+    assert shared_state(cfg.state).client.xlen("botopt:events") == 3

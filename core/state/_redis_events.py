@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..base._vocab import EventType
-from ._events import LocalEventLog, _line
+from ._events import LocalEventLog, _line, events_dir
 from ._redis import SharedState
 
 log = logging.getLogger("botopt.events")
@@ -61,9 +61,14 @@ def entry_time(eid: str) -> float:
         return 0.0
 
 
+SPOOL_NAME = "shared-spool.log"  # events recorded while the server was down, to move up
+
+
 class SharedEventSink:
     """``EventSink`` of several hosts: each event, with the host it came from, goes to the
-    shared stream, or to ``local`` (the log of this host) while the server cannot be used."""
+    shared stream. While the server cannot be used it goes to a spool file beside the local
+    log, moved into the stream by the next event that reaches the server: the monitors
+    (which read only the stream) then see the failures of an outage too."""
 
     def __init__(self, shared: SharedState, host: str, local: LocalEventLog,
                  clock: Callable[[], float] = time.time) -> None:
@@ -75,8 +80,46 @@ class SharedEventSink:
         except Exception as exc:  # never raises: the caller's work matters more
             log.debug("event %s not recorded: %s", event_type, exc)
             return
-        if not append(self.shared, line):
-            self.local.write(event_type, data, self.host)
+        if append(self.shared, line):
+            self._move_spool()
+            return
+        try:
+            directory = events_dir(self.local.root)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(directory / SPOOL_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("event %s not recorded: %s", event_type, exc)
+
+    def _move_spool(self) -> None:
+        """Move the spooled events up (renamed first, so that an emitter still spooling
+        starts a new file; an interrupted move is finished by the next one)."""
+        directory = events_dir(self.local.root)
+        spool, moving = directory / SPOOL_NAME, directory / (SPOOL_NAME + ".moving")
+        try:
+            if not moving.exists():
+                if not spool.exists():
+                    return
+                os.replace(spool, moving)
+            lines = [raw for raw in moving.read_bytes().splitlines() if raw.strip()]
+        except OSError as exc:
+            log.debug("spooled events not moved: %s", exc)
+            return
+        try:
+            pipe = self.shared.client.pipeline(transaction=False)
+            for raw in lines:
+                pipe.xadd(self.shared.key("events"), {"e": raw}, maxlen=MAX_EVENTS,
+                          approximate=True)
+            pipe.execute()
+        except self.shared.errors as exc:
+            self.shared.lost(exc)
+            return
+        moving.unlink(missing_ok=True)
+        log.info("%d event(s) recorded during an outage moved to %s", len(lines),
+                 self.shared.where)
 
 
 class SharedEvents:
