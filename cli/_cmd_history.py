@@ -32,10 +32,14 @@ def history(
         return
     if out.quiet:
         return
-    print_table(state, f"{len(events)} event(s)",
-                ["time (UTC)", "type", "what"],
-                [(e["time"].replace("T", " ").rstrip("Z"), e["type"], e["summary"])
-                 for e in events])
+    rows = [(e["time"].replace("T", " ").rstrip("Z"), e["type"], e["summary"])
+            for e in events]
+    if any("host" in e for e in events):  # several hosts: which one each came from
+        print_table(state, f"{len(events)} event(s)", ["time (UTC)", "host", "type", "what"],
+                    [(t, e.get("host", "-"), kind, what)
+                     for (t, kind, what), e in zip(rows, events, strict=True)])
+        return
+    print_table(state, f"{len(events)} event(s)", ["time (UTC)", "type", "what"], rows)
 
 
 def register(app: typer.Typer) -> None:

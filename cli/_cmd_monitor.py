@@ -80,7 +80,8 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
         ("last run", "none" if last is None else
          f"{last.get('command') or 'a run'} {'ok' if last['ok'] else 'FAILED'} at "
          f"{when(last['finished_at'])}"
-         + (f" ({last['duration_s']} s)" if last.get("duration_s") is not None else "")),
+         + (f" ({last['duration_s']} s)" if last.get("duration_s") is not None else "")
+         + (f" on {last['host']}" if last.get("host") else "")),
         ("last error", "-" if last is None or last["ok"] else
          clip(str(last.get("error") or "unknown"), 200)),
         ("runs / failures (1 h)", f"{data['runs_last_hour']} / "

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from botopt.cli.main import app
 from botopt.core import RollingCorrelation, load_candles, load_config
 from botopt.core.base import _fs
+from botopt.core.errors import CacheDirUnsafeError
 from botopt.core.signals._correlation import aligned_window, update_correlation
 
 runner = CliRunner()
@@ -369,16 +370,20 @@ def test_unwritable_state_dir_degrades_with_one_warning(tmp_path, shared_data, c
     candles = load_candles(syms, config=cfg, as_of="2018-01-22T00:00Z", limit=289)
     want = update_correlation(cfg, candles, full=True)
     # Root ignores permission bits, so "unwritable" is a path that cannot be a directory.
-    for where in ({"state_dir": blocker / "correlation"}, {}):
-        bad = cfg if where else load_config(overrides={
-            "data.source": "local", "data.data_dir": str(d), "cache.dir": str(blocker)})
-        caplog.clear()
-        _fs._refused.clear()  # a refusing disk is reported once per process
-        with caplog.at_level("WARNING", logger="botopt"):
-            got = update_correlation(bad, candles, **where)
-        assert close_enough(got.matrix, want.matrix, 1e-12)
-        warned = [r.message for r in caplog.records if r.levelname == "WARNING"]
-        assert len(warned) == 1 and "cannot write under" in warned[0], warned
+    caplog.clear()
+    _fs._refused.clear()  # a refusing disk is reported once per process
+    with caplog.at_level("WARNING", logger="botopt"):
+        got = update_correlation(cfg, candles, state_dir=blocker / "correlation")
+    assert close_enough(got.matrix, want.matrix, 1e-12)
+    warned = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "cannot write under" in warned[0], warned
+    # A cache directory that is a regular file is a configuration error naming it (issue 24:
+    # exit 2 "not a directory"), not a run that silently degrades.
+    bad = load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                 "cache.dir": str(blocker)})
+    with pytest.raises(CacheDirUnsafeError, match="not a directory") as err:
+        update_correlation(bad, candles)
+    assert err.value.file == str(blocker)
 
 
 def test_damaged_state_is_rebuilt_and_unused_symbols_pruned(tmp_path, shared_data, caplog):

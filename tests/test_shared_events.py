@@ -12,7 +12,6 @@ import time
 from botopt.core.base._config import load_config
 from botopt.core.base._vocab import EventType
 from botopt.core.state._redis import SharedState
-from botopt.core.state._redis_events import append
 from botopt.core.state._workspace import Workspace
 from botopt.core.watch._monitor import Monitor
 
@@ -26,8 +25,10 @@ def cfg_for(url, cache, **extra):
 
 
 def finished(shared: SharedState, host: str, t: float) -> None:
-    append(shared, json.dumps({"id": f"{host}{t}", "t": t, "type": "run_finished", "pid": 1,
-                               "host": host, "data": {"command": "signals"}}).encode())
+    """A run_finished the server recorded at ``t`` (its stream id: the server's clock)."""
+    shared.client.xadd("botopt:events", {"e": json.dumps(
+        {"id": f"{host}{t}", "t": t, "type": "run_finished", "pid": 1, "host": host,
+         "data": {"command": "signals"}})}, id=f"{int(t * 1000)}-*")
 
 
 def test_each_event_is_handled_by_one_monitor_and_taken_over_from_a_dead_one(

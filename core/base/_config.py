@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import ConfigError, UsageError
-from ._redact import redact_url, register_secret
+from ._redact import (
+    redact_url,
+    register_secret,
+    url_has_credentials,
+    url_passwords,
+    url_userinfo_password,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -526,10 +532,18 @@ def state_url_problem(url: str) -> str | None:
 
     if url != url.strip() or any(c.isspace() for c in url):
         return "has spaces or a line break in it; remove them"
+    password = url_userinfo_password(url)
+    if password and any(c in password for c in "#?@"):
+        # urlsplit would cut the URL there and quote the password's start as a host or port
+        return ("its password has a '#', '?' or '@' in it: percent-encode it "
+                "(# as %23, ? as %3F, @ as %40)")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
+        if url_has_credentials(url):  # the parser's text may quote a piece of the password
+            return ("is not a URL: check its host and port, and percent-encode the "
+                    "password's '/', '#', '?' and '@'")
         return f"is not a URL ({exc})"
     if parts.scheme not in ("redis", "rediss", "unix"):
         return (f"scheme {parts.scheme + '://' if parts.scheme else '(none)'} is not "
@@ -549,15 +563,8 @@ def state_url_problem(url: str) -> str | None:
 def _check_state(cfg: Config, bad: Any) -> None:
     url = cfg.state.url
     if url:
-        from urllib.parse import unquote, urlsplit
-
-        try:  # hidden from every message from here on, like the bot token
-            password = urlsplit(url).password
-        except ValueError:
-            password = None
-        if password:
+        for password in url_passwords(url):  # hidden from every message from here on
             register_secret(password)
-            register_secret(unquote(password))
         problem = state_url_problem(url)
         if problem:
             raise bad("state.url", problem)

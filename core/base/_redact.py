@@ -50,6 +50,7 @@ def redact(text: str) -> str:
         text = text.replace(secret, "***")
     text = _BOT_URL_RE.sub(r"\1***", text)
     text = _URL_AUTH_RE.sub(r"\1\2:***@", text)
+    text = _URL_QUERY_AUTH_RE.sub(r"\1***", text)
     return _TOKEN_RE.sub("***", text)
 
 
@@ -62,10 +63,33 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-# Credentials in a URL (``redis://user:password@host``, ``rediss://:password@host``).
-_URL_AUTH_RE = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^:@/\s]*):([^@/\s]+)@", re.IGNORECASE)
+# Credentials in a URL (``redis://user:password@host``, ``rediss://:password@host``), up to
+# the last ``@`` before the path: an unencoded ``@`` or ``#`` in a password hides all of it.
+_URL_AUTH_RE = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^:@/\s]*):([^/\s]+)@", re.IGNORECASE)
+# ... and given as a query parameter (``redis://host/0?password=...``, as redis-py allows).
+_URL_QUERY_AUTH_RE = re.compile(r"([?&](?:password|passwd|pass|auth)=)[^&\s]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (the user name is kept: it helps)."""
-    return redact(_URL_AUTH_RE.sub(r"\1\2:***@", url))
+    return redact(_URL_QUERY_AUTH_RE.sub(r"\1***", _URL_AUTH_RE.sub(r"\1\2:***@", url)))
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords ``url`` carries (in its user part or a ``password=`` parameter), as
+    written: to be registered as secrets before anything parses the URL."""
+    from urllib.parse import unquote
+
+    found = [m.group(3) for m in _URL_AUTH_RE.finditer(url)]
+    found += [m.group(0).split("=", 1)[1] for m in _URL_QUERY_AUTH_RE.finditer(url)]
+    return [p for raw in found if raw for p in {raw, unquote(raw)}]
+
+
+def url_userinfo_password(url: str) -> str | None:
+    """The password of ``url``'s user part as written (None without one)."""
+    m = _URL_AUTH_RE.search(url)
+    return m.group(3) if m else None
+
+
+def url_has_credentials(url: str) -> bool:
+    return bool(url_passwords(url)) or "@" in url

@@ -5,7 +5,7 @@ gates (``signals``) read a snapshot; the Workspace hands out the store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -82,6 +82,22 @@ class CooldownStore:
                                 for r in merged]}, added
 
         return self._doc.update(change, {"records": []}) or []
+
+    def drain(self, push: Callable[[list[CooldownRecord]], Any]) -> int:
+        """Hand every record to ``push`` and forget them, under the file's lock (the shared
+        store takes over what was recorded here during an outage). When ``push`` raises,
+        nothing is forgotten."""
+        if not self.path.exists():
+            return 0
+
+        def change(doc: Any) -> tuple[Any, int]:
+            records = self._parse(doc)
+            if not records:
+                return None, 0
+            push(records)
+            return {"records": []}, len(records)
+
+        return int(self._doc.update(change, {"records": []}) or 0)
 
 
 def merge_records(current: list[CooldownRecord], new_items: Sequence[CooldownRecord],

@@ -80,6 +80,8 @@ class HostEvents(Protocol):
 
     def last_finished(self) -> dict[str, float]: ...
 
+    def close(self) -> None: ...
+
 
 class NoHosts:
     """One host: every event is in the local log, and there is no other host to watch."""
@@ -104,9 +106,14 @@ class NoHosts:
     def last_finished(self) -> dict[str, float]:
         return {}
 
+    def close(self) -> None:
+        pass
 
-def _line(event_type: EventType | str, data: dict[str, Any], host: str | None = None) -> bytes:
-    record: dict[str, Any] = {"id": uuid.uuid4().hex, "t": time.time(), "type": event_type,
+
+def _line(event_type: EventType | str, data: dict[str, Any], host: str | None = None,
+          t: float | None = None) -> bytes:
+    record: dict[str, Any] = {"id": uuid.uuid4().hex,
+                              "t": time.time() if t is None else t, "type": event_type,
               "pid": os.getpid(), "data": data}
     if host is not None:
         record["host"] = host

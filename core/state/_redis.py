@@ -26,6 +26,25 @@ SOCKET_TIMEOUT = 5.0
 
 _states: dict[tuple[str, str, float], SharedState] = {}
 
+# KEYS: a stream. ARGV: group, this process's consumer, idle ms. Deletes the consumers that
+# hold nothing and are this one or idle past the limit (their host left or died). In one
+# script: a consumer that claims an entry between a check and DELCONSUMER would lose it.
+_REAP = """
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(consumers) ~= 'table' or consumers.err then return 0 end
+local n = 0
+for _, c in ipairs(consumers) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if tonumber(f['pending']) == 0 and
+      (f['name'] == ARGV[2] or tonumber(f['idle']) > tonumber(ARGV[3])) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    n = n + 1
+  end
+end
+return n
+"""
+
 
 class SharedState:
     """One server connection (made on first use) and the namespace's key names."""
@@ -132,6 +151,19 @@ class SharedState:
             s = self._scripts[name] = self.client.register_script(source)
         return s
 
+    def reap(self, stream: str, group: str, mine: str) -> int:
+        """Leave ``group`` of ``stream`` (when holding nothing) and delete the members idle
+        for twice the claim timeout with nothing held: every run names a new consumer, and
+        without this a per-minute cron adds thousands a day. Raises the client's errors."""
+        idle_ms = int(self.claim_timeout * 2000)
+        return int(self.script("reap", _REAP)(keys=[stream], args=[group, mine, idle_ms]))
+
+    def server_time(self) -> float:
+        """The server's clock (epoch seconds): every time compared across hosts is on it.
+        Raises the client's errors."""
+        sec, usec = self.client.time()
+        return float(sec) + float(usec) / 1e6
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -151,9 +183,17 @@ def shared_state(state: Any) -> SharedState | None:
 
 def server_info(shared: SharedState) -> dict[str, Any]:
     """What ``botopt doctor`` reports: version, persistence. Raises the client's errors."""
-    info = shared.client.info(section="server")
-    persistence = shared.client.info(section="persistence")
-    return {"version": str(info.get("redis_version") or info.get("valkey_version") or "?"),
-            "server": "valkey" if "valkey_version" in info else "redis",
+    return describe_server(shared.client.info(section="server"),
+                           shared.client.info(section="persistence"))
+
+
+def describe_server(info: dict[str, Any], persistence: dict[str, Any]) -> dict[str, Any]:
+    """Which server (Redis or Valkey) and version, from its INFO sections."""
+    # Valkey also answers redis_version (the Redis release it is compatible with, 7.2.4):
+    # its own version is valkey_version, and server_name says which it is.
+    valkey = "valkey_version" in info or str(info.get("server_name", "")).lower() == "valkey"
+    version = info.get("valkey_version") if valkey else info.get("redis_version")
+    return {"version": str(version or info.get("redis_version") or "?"),
+            "server": "valkey" if valkey else "redis",
             "aof": bool(int(persistence.get("aof_enabled", 0))),
             "rdb_changes": int(persistence.get("rdb_changes_since_last_save", 0))}

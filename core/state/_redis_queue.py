@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from ._queue import (
     pick_dead_id,
 )
 from ._redis import SharedState
+from ._redis_events import check_hosts, entry_time
 
 log = logging.getLogger("botopt.notify")
 T = TypeVar("T")
@@ -171,9 +173,11 @@ class SharedQueue:
 
     Reading commands raise a one-line NotifyError when the server cannot be used."""
 
-    def __init__(self, shared: SharedState, local: LocalQueue) -> None:
+    def __init__(self, shared: SharedState, local: LocalQueue, host: str = "",
+                 instance: str = "") -> None:
         self.shared = shared
         self.local = local
+        self.host, self.instance = host, instance
         self.types_key = shared.key("nq", "types")
         self.dead_key = shared.key("nq", "dead")
         self.tries_key = shared.key("nq", "tries")
@@ -244,8 +248,18 @@ class SharedQueue:
             raise NotifyError(f"shared state {self.shared.where}: "
                               f"{self.shared.describe(exc)}") from exc
 
+    def _read(self, what: Callable[[], T], local: Callable[[], T]) -> T:
+        """``what`` on the server; while it is down (one warning), what this host's local
+        spool holds: queued here during the outage, moved over when it is back."""
+        if self.shared.available():
+            try:
+                return what()
+            except self.shared.errors as exc:
+                self.shared.lost(exc)
+        return local()
+
     def stats(self) -> dict[str, Any]:
-        return self._use(self._stats)
+        return self._read(self._stats, self.local.stats)
 
     def _stats(self) -> dict[str, Any]:
         kinds = self.types()
@@ -256,14 +270,19 @@ class SharedQueue:
             pipe.xpending(self.stream(kind), GROUP)
         pipe.hlen(self.dead_key)
         pipe.hgetall(self.meta_key)
+        pipe.time()
         out = pipe.execute(raise_on_error=False)
+        sec, usec = out.pop()
+        # The oldest entry's age on the server's clock, given on this host's (the monitor's
+        # "stuck" check compares it with its own).
+        shift = time.time() - (float(sec) + float(usec) / 1e6)
         by_type, claimed, oldest = {}, 0, None
         for i, kind in enumerate(kinds):
             n, first, pend = out[3 * i:3 * i + 3]
             if isinstance(n, int) and n:
                 by_type[kind] = n
             if isinstance(first, list) and first:
-                created = float(_fields(first[0][1]).get("created", "nan"))
+                created = entry_time(_text(first[0][0])) + shift
                 oldest = created if oldest is None else min(oldest, created)
             if isinstance(pend, dict):
                 claimed += int(pend.get("pending", 0))
@@ -274,7 +293,7 @@ class SharedQueue:
                 else None, "last_error": meta.get("last_error") or None}
 
     def pending(self, limit: int) -> list[dict[str, Any]]:
-        return self._use(lambda: self._pending(limit))
+        return self._read(lambda: self._pending(limit), lambda: self.local.pending(limit))
 
     def _pending(self, limit: int) -> list[dict[str, Any]]:
         rows = []
@@ -300,7 +319,7 @@ class SharedQueue:
             rows.sort(key=lambda r: r["failed_at"], reverse=True)
             return rows[:limit]
 
-        return self._use(read)
+        return self._read(read, lambda: self.local.dead(limit))
 
     def dead_id(self, ident: str) -> str:
         check_dead_id(ident)
@@ -366,11 +385,16 @@ class SharedQueue:
         self.shared.check()
         try:
             self.move_local()
+            if self.host:
+                for problem in check_hosts(self.shared, self.host, self.instance, chat):
+                    log.warning("%s", problem)
             run = SharedSession(self, SharedPacer(self.shared, chat), rules, clock)
             try:
                 yield run
             finally:
                 run.release()
+                for kind in self.types():
+                    self.shared.reap(self.stream(kind), GROUP, run.consumer)
                 run.state["remaining"] = self._stats()["pending"]
                 self.r.hset(self.meta_key, mapping={
                     "last_flush_at": repr(clock()), "last_error": run.state.get("error") or ""})
@@ -465,9 +489,9 @@ class SharedSession:
         items = self._claimed(kind, entries)
         log.debug("%s claimed %s", self.consumer,
                   [(n[:6], self.entries[n][1]) for n, _ in items])
-        oldest = min((float(_fields(f).get("created", 0.0)) for _, f in entries), default=0.0)
+        oldest = min((entry_time(_text(eid)) for eid, _ in entries), default=0.0)
         if 0 < len(items) < batch and not self.rules.force and \
-                self.clock() - oldest < self.rules.batch_interval:
+                self.q.shared.server_time() - oldest < self.rules.batch_interval:
             # Another host took part of what made this type due: a part is not a batch.
             # Back it goes, to be sent full or when its age makes it due.
             self._put_back(kind, [nid for nid, _ in items])
@@ -488,13 +512,17 @@ class SharedSession:
                     last[kind] = _text(g.get("last-delivered-id"))
         for kind in last:
             pipe.xrange(self.q.stream(kind), f"({last[kind]}", "+", count=50)
-        now, due = self.clock(), []
-        for kind, rows in zip(last, pipe.execute(), strict=True):
+        # Ages on the server's clock: when it added the entry, and its TIME now; a host
+        # whose clock is off neither holds a batch back nor sends it early.
+        pipe.time()
+        *ranges, (sec, usec) = pipe.execute()
+        now, due = float(sec) + float(usec) / 1e6, []
+        for kind, rows in zip(last, ranges, strict=True):
             if not rows:
                 continue
             first = _fields(rows[0][1])
             batch = max(1, int(first.get("batch", 5)))
-            created = float(first.get("created", 0.0))
+            created = entry_time(_text(rows[0][0]))
             if self.rules.force or len(rows) >= batch or \
                     now - created >= self.rules.batch_interval:
                 due.append((created, kind, batch))

@@ -20,6 +20,7 @@ gives.
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +32,11 @@ from ._entry_format import MAGIC as _MAGIC
 from ._redis import SharedState
 
 _SEP = "\x1f"
+log = logging.getLogger("botopt.state")
+
+
+class _Lost(Exception):
+    """The server failed inside a local file's lock (kept apart from the disk's OSError)."""
 
 # KEYS: sorted set of records, version counter. ARGV: keep ms, key prefix, then
 # (member, candle ms) pairs. Returns the members this call added.
@@ -188,12 +194,17 @@ class RedisCacheStatistics:
         self.shared, self.local = shared, local
 
     def stored(self) -> tuple[dict[str, tuple[int, int, float]], dict[str, tuple[int, int]]]:
-        if self.shared.available():
+        """Every host's figures. Raises a one-line CacheError when the server cannot be
+        reached: this host's alone would pass for everyone's."""
+        from ..errors import CacheError
+
+        if self.shared.available(quiet=True):
             try:
                 return cache_stats(self.shared)
             except self.shared.errors as exc:
-                self.shared.lost(exc)
-        return self.local.stored()  # type: ignore[no-any-return]
+                self.shared.lost(exc, quiet=True)
+        raise CacheError(f"shared state {self.shared.where} unreachable ({self.shared.down}); "
+                         "the cache statistics of every host are kept there")
 
     def check(self) -> None:
         from ..errors import CacheError
@@ -222,8 +233,42 @@ class RedisCooldownStore:
         self.version = shared.key("cooldowns", scope, "version")
         self.once = shared.key("signal", scope) + ":"
         self.keep_ms = int(keep_seconds * 1000)
+        self._merged = False
+
+    def _merge_local(self) -> None:
+        """Once per process, with the server up: the cooldowns recorded in the local store
+        while it was down go to the server (marked as seen, each once), so no host queues
+        those signals again."""
+        if self._merged or self.shared.down is not None:
+            return
+        self._merged = True
+
+        def push(records: list[Any]) -> None:
+            try:
+                self._push(records)
+            except self.shared.errors as exc:
+                raise _Lost() from exc
+
+        try:
+            n = self.fallback.drain(push)
+        except _Lost as lost:
+            self.shared.lost(lost.__cause__ or lost)
+            return
+        if n:
+            log.info("%d cooldown(s) recorded here during an outage merged into %s", n,
+                     self.shared.where)
+
+    def _push(self, records: list[Any]) -> list[Any]:
+        by_member = {_SEP.join(r.key()): r for r in records}
+        args: list[Any] = [self.keep_ms, self.once]
+        for member, r in by_member.items():
+            args += [member, int(r.candle_time.timestamp() * 1000)]
+        added = self.shared.script("record", _RECORD)(keys=[self.zset, self.version],
+                                                      args=args)
+        return [by_member[_text(m)] for m in added]
 
     def digest(self) -> str:
+        self._merge_local()
         if self.shared.down is None:
             try:
                 raw = self.shared.client.get(self.version)
@@ -235,6 +280,7 @@ class RedisCooldownStore:
     def snapshot(self) -> list[Any]:
         from ._cooldowns import CooldownRecord
 
+        self._merge_local()
         if self.shared.down is None:
             try:
                 members = self.shared.client.zrange(self.zset, 0, -1)
@@ -253,18 +299,12 @@ class RedisCooldownStore:
         items = list(passed)
         if not items:
             return []
+        self._merge_local()
         if self.shared.down is None:
-            by_member = {_SEP.join(r.key()): r for r in items}
-            args: list[Any] = [self.keep_ms, self.once]
-            for member, r in by_member.items():
-                args += [member, int(r.candle_time.timestamp() * 1000)]
             try:
-                added = self.shared.script("record", _RECORD)(
-                    keys=[self.zset, self.version], args=args)
+                return self._push(items)
             except self.shared.errors as exc:
                 self.shared.lost(exc)
-            else:
-                return [by_member[_text(m)] for m in added]
         return list(self.fallback.record(items))
 
 

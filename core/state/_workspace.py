@@ -40,6 +40,7 @@ import hashlib
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,7 +218,7 @@ class Workspace:
             return local
         from ._redis_queue import SharedQueue
 
-        return SharedQueue(shared, local)
+        return SharedQueue(shared, local, self.host_id(), self.instance_id())
 
     def events(self) -> EventSink:
         """Where this process's events go (with ``state.url``: the shared stream, each with
@@ -230,11 +231,30 @@ class Workspace:
             return local
         from ._redis_events import SharedEventSink
 
-        assert self.config is not None
-        return SharedEventSink(shared, self.config.state.host_id or socket.gethostname(),
-                               local)
+        return SharedEventSink(shared, self.host_id(), local, self.clock)
 
-    def host_events(self) -> HostEvents:
+    def host_id(self) -> str:
+        """This host's name among several (``state.host_id``, default: the host name)."""
+        return (self.config.state.host_id if self.config is not None else "") or \
+            socket.gethostname()
+
+    def instance_id(self) -> str:
+        """A random id of this install (kept under the root), which tells two installs that
+        share a host_id apart."""
+        path = self.root / "state" / "instance-id"
+        try:
+            return path.read_text(encoding="ascii").strip()[:64]
+        except (OSError, UnicodeError):
+            pass
+        ident = uuid.uuid4().hex
+        try:
+            self.dir("state")
+            path.write_text(ident, encoding="ascii")
+        except OSError:  # a read-only root: stable for this root at least
+            ident = hashlib.blake2b(str(self.root).encode(), digest_size=16).hexdigest()
+        return ident
+
+    def host_events(self, clock: Callable[[], float] = time.time) -> HostEvents:
         """The monitor's view of other hosts' events: with ``state.url``, the shared stream
         read in the monitors' group; without, nothing (every event is in the local log)."""
         from ._events import NoHosts
@@ -245,14 +265,14 @@ class Workspace:
         from ._redis_events import SharedEvents
 
         try:
-            return SharedEvents(shared)
+            return SharedEvents(shared, clock)
         except shared.errors as exc:
             shared.lost(exc)
             return NoHosts()
 
-    def event_lines(self, since: float) -> list[list[bytes]]:
-        """The recorded events' lines (``botopt history``): the local logs', then (with
-        ``state.url``) the shared stream's since ``since``."""
+    def event_lines(self, since: float, limit: int | None = None) -> list[list[bytes]]:
+        """The recorded events' lines (``botopt history``, ``status``): the local logs',
+        then (with ``state.url``) the shared stream's since ``since`` (its last ``limit``)."""
         from ._events import LOG_NAME, read_tail
 
         directory = self.root / "events"
@@ -262,7 +282,7 @@ class Workspace:
             from ._redis_events import recent_lines
 
             try:
-                out.append(recent_lines(shared, since))
+                out.append(recent_lines(shared, since, limit))
             except shared.errors as exc:
                 shared.lost(exc)
         return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base._config import SECRET_KEYS, Config, effective_feeder
+from ..base._redact import url_has_credentials
 from ..errors import ConfigError, UsageError
 from ..state._paths import cache_dir_for
 
@@ -106,7 +107,8 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
         if not origin.startswith("env:") or var in ("BOTOPT_CONFIG", "BOTOPT_CACHE_DIR"):
             continue
         # A state.url with credentials is a secret too: never copied into a crontab.
-        if key in SECRET_KEYS or (key == "state.url" and "@" in config.state.url):
+        if key in SECRET_KEYS or (key == "state.url" and
+                                  url_has_credentials(config.state.url)):
             lines.append(f"# {key} comes from {var} in your shell, which cron does not see: "
                          "keep it in botopt.toml (mode 600), which this crontab points "
                          "at; never in a crontab line.")

@@ -24,7 +24,7 @@ from ..data._candles import (
 )
 from ..errors import BotoptError
 from ..state._paths import cache_dir_for, ensure_dir
-from ..state._workspace import state_dir
+from ..state._workspace import Workspace, state_dir
 from ._monitor import STATE, get_status, monitor_running
 
 
@@ -121,6 +121,7 @@ def _state(cfg: Config) -> str:
     """The shared state server: reachable, its version, and whether the queue survives a
     restart of it (AOF)."""
     from ..state._redis import server_info, shared_state
+    from ..state._redis_events import check_hosts
 
     shared = shared_state(cfg.state)
     assert shared is not None
@@ -131,6 +132,14 @@ def _state(cfg: Config) -> str:
                           "state.url, the network, TLS and the ACL user's password") from exc
     what = f"{info['server']} {info['version']} at {shared.where}, namespace " \
            f"{cfg.state.namespace!r}"
+    ws = Workspace.of(cfg)
+    try:
+        problems = check_hosts(shared, ws.host_id(), ws.instance_id(),
+                               cfg.telegram.chat_id or "")
+    except shared.errors as exc:
+        raise BotoptError(f"{shared.where}: {shared.describe(exc)}") from exc
+    if problems:
+        raise BotoptError(f"{what}: {'; '.join(problems)}")
     if not info["aof"]:
         raise BotoptError(f"{what}: persistence (AOF) is off, so a restart of the server "
                           "loses every queued notification, claim and dead letter, and the "

@@ -39,6 +39,7 @@ from ..state._events import LOG_NAME, parse_event_lines, read_events_counted, so
 from ..state._workspace import Workspace
 
 log = logging.getLogger("botopt.monitor")
+STATUS_EVENTS = 5000  # of the shared stream: enough for the last run and the last hour
 STATE = "monitor_state.json"
 FAILURE_WINDOW = 600.0
 
@@ -146,7 +147,7 @@ class Monitor:
             EventType.NOTIFY_DEAD_LETTER: self._on_dead_letter,
             EventType.NOTIFY_QUEUED: self._on_queued,
         }
-        self.hosts = Workspace.of(config).host_events()  # several hosts: shared events
+        self.hosts = Workspace.of(config).host_events(clock)  # several hosts: shared events
 
     def load_state(self) -> None:
         """(Re)read the saved position and alert state: under the lock, or another monitor
@@ -428,6 +429,7 @@ def run_monitor(config: Config, *, once: bool = False, clock: Callable[[], float
             return mon.result
         return _serve(mon, stop_event, ready)
     finally:
+        mon.hosts.close()
         if lock is not None:
             lock.release()
 
@@ -538,17 +540,17 @@ def _jobs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     """Last run, runs and failures in the last hour, pending events, queue, monitor."""
     now = time.time() if now is None else now
-    directory = Workspace.of(config).events_dir()
+    ws = Workspace.of(config)
+    directory = ws.events_dir()
     state = _State.load(directory / STATE)
     events: list[dict[str, Any]] = []
     damaged = 0
-    for name in (LOG_NAME + ".1", LOG_NAME):
-        try:
-            parsed, bad = parse_event_lines((directory / name).read_bytes())
-        except FileNotFoundError:
-            continue
+    # The local logs, and with state.url every host's recent events on the server.
+    for lines in ws.event_lines(0.0, limit=STATUS_EVENTS):
+        parsed, bad = parse_event_lines(b"\n".join(lines))
         events += parsed
         damaged += bad
+    events.sort(key=lambda e: e["t"])
     runs = [e for e in events if e.get("type") in (EventType.RUN_FINISHED, EventType.RUN_FAILED)]
     last = runs[-1] if runs else None
     hour = [e for e in runs if e["t"] > now - 3600]
@@ -571,7 +573,8 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "command": last["data"].get("command"), "finished_at": last["t"],
             "ok": last["type"] == EventType.RUN_FINISHED,
             "duration_s": last["data"].get("duration_s"),
-            "error": last["data"].get("error")},
+            "error": last["data"].get("error"),
+            **({"host": str(last["host"])[:100]} if "host" in last else {})},
         "runs_last_hour": sum(1 for e in hour if e["type"] == EventType.RUN_FINISHED),
         "failures_last_hour": sum(1 for e in hour if e["type"] == EventType.RUN_FAILED),
         "events_pending": pending,
