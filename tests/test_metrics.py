@@ -176,8 +176,11 @@ def test_unreachable_queue_server_is_reported_in_the_file_and_the_exit_code(tmp_
     assert [x for x in res.stderr.splitlines() if "metrics" in x] == [
         res.stderr.splitlines()[-1]], res.stderr  # one line says which source, at the end
     f = parse(out.read_text())
+    # the queue and the cache statistics are every host's, on the server: both flagged; the
+    # events this host reads are its own log's
     assert one(f, "botopt_metrics_source_errors", source="queue") == 1
-    assert one(f, "botopt_metrics_source_errors", source="cache") == 0
+    assert one(f, "botopt_metrics_source_errors", source="cache") == 1
+    assert one(f, "botopt_metrics_source_errors", source="events") == 0
 
 
 def test_cron_offers_the_line_and_it_runs_as_cron_runs_it(install):  # noqa: F811

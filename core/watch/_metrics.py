@@ -277,7 +277,14 @@ def _cache_families(stats: dict[str, dict[str, Any]]) -> list[Family]:
 
 def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
     from ..delivery._notify import queue_stats
+    from ..state._workspace import Workspace
 
+    shared = Workspace.of(config).shared
+    if shared is not None:
+        # With the server down the queue falls back to this host's spool: a depth that
+        # leaves out every other host's notifications is not the queue's figure, so the
+        # file flags the source instead of reporting a partial depth.
+        shared.check()
     q = queue_stats(config)
     oldest = q.get("oldest_created_at")
     age = max(0.0, now - float(oldest)) if _finite(oldest) else 0.0
