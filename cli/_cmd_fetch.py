@@ -25,11 +25,13 @@ def fetch(
     as_of: Optional[str] = opt.AS_OF,
     out: opt.Output,
 ) -> None:
-    """Download new closed candles from Binance into the local store."""
+    """Download new closed candles into the local store, in freqtrade's layout: Binance spot
+    directly, any other exchange (data.exchange) or futures through ccxt (pip install
+    'botopt[exchanges]')."""
     from ..core import fetch_to_store, parse_as_of, plan_fetch, record_run, resolve_symbols
 
     state = get_state(ctx)
-    # Binance is where fetch reads from, whatever data.source says signals should read.
+    # The exchange is where fetch reads from, whatever data.source says signals should read.
     cfg = state.config(data__source="binance", data__interval=interval,
                        data__data_dir=str(data_dir) if data_dir else None)
     syms = resolve_symbols(symbols, cfg)

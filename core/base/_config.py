@@ -105,6 +105,9 @@ class DataConfig:
     feeder: str = ""
     exchange: str = "binance"
     trading_mode: str = "spot"
+    # Where `fetch` reaches a ccxt exchange instead of its own hosts (a proxy, a mirror);
+    # empty: the exchange's own. Binance spot's direct client uses binance.api_url.
+    exchange_api_url: str = ""
 
 
 FEEDERS: tuple[str, ...] = ("botopt", "freqtrade", "none")
@@ -469,6 +472,10 @@ def _validate(cfg: Config) -> None:
     if cfg.data.trading_mode not in TRADING_MODES:
         raise bad("data.trading_mode", f"must be one of {', '.join(TRADING_MODES)}, got "
                   f"{cfg.data.trading_mode!r}")
+    url = cfg.data.exchange_api_url
+    if url and not (url.startswith(("http://", "https://")) and len(url) > 8
+                    and url.isprintable()):
+        raise bad("data.exchange_api_url", "must be an http:// or https:// URL")
     if cfg.data.source not in SOURCES:
         raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
     if not cfg.data.interval.valid or (

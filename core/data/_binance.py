@@ -87,6 +87,7 @@ class BinanceClient:
         self.sleep = sleep
         self.requests_made = 0
         self.used_weight: int | None = None
+        self.label = "Binance"
 
     def klines(self, symbol: str, interval: str, *, start_ms: int | None = None,
                end_ms: int | None = None, limit: int | None = None,
@@ -388,8 +389,10 @@ def _retry_after(resp: Any) -> float | None:
     return min(86_400.0, max(0.0, when.timestamp() - time.time()))
 
 
-def _frame(symbol: str, rows: list[list[Any]], step: int, now: int) -> pl.DataFrame:
-    """The 12-field rows as the canonical frame, closed candles only, sorted, unique."""
+def _frame(symbol: str, rows: list[list[Any]], step: int, now: int, *,
+           source: str = "Binance klines") -> pl.DataFrame:
+    """The rows (open time, o, h, l, c, v, ...) as the canonical frame, closed candles only,
+    sorted, unique. ``source`` names them in an error."""
     import polars as pl
 
     opens: list[int] = []
@@ -401,8 +404,8 @@ def _frame(symbol: str, rows: list[list[Any]], step: int, now: int) -> pl.DataFr
             if not 0 <= t < 253_402_300_800_000:  # 1970 .. 9999: what a datetime can hold
                 raise ValueError("open time out of range")
         except (IndexError, KeyError, TypeError, ValueError, OverflowError):
-            raise DataError(f"Binance klines for {symbol}: malformed row {i + 1}: "
-                            f"{str(r)[:80]}", symbol=symbol, source="binance",
+            raise DataError(f"{source} for {symbol}: malformed row {i + 1}: "
+                            f"{str(r)[:80]}", symbol=symbol, source=source.split()[0].lower(),
                             row=i + 1) from None
         if t + step > now:
             continue  # still open: its close time has not passed

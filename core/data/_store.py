@@ -1,4 +1,4 @@
-"""The local candle store that ``botopt fetch`` keeps up to date from Binance.
+"""The local candle store that ``botopt fetch`` keeps up to date from the exchange.
 
 Each symbol is one file named as freqtrade names it, ``{data_dir}/BTC_USDT-5m.feather``
 (Arrow IPC, columns ``date`` (UTC, ms), open, high, low, close, volume), so the same directory
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..base._config import Config, interval_ms
 from ..base._fs import atomic_write_bytes
@@ -41,6 +41,19 @@ from ._candles import (
 
 if TYPE_CHECKING:
     import polars as pl
+
+
+class CandleClient(Protocol):
+    """Where fetch reads candles: ``BinanceClient`` or ``_ccxt.CcxtClient``."""
+
+    @property
+    def label(self) -> str: ...
+
+    def resolve(self, symbol: str) -> tuple[str, str]: ...
+
+    def klines(self, symbol: str, interval: str, *, start_ms: int | None = None,
+               end_ms: int | None = None, now_ms: int | None = None,
+               progress: Callable[[int], None] | None = None) -> pl.DataFrame: ...
 
 log = logging.getLogger("botopt.store")
 
@@ -128,6 +141,7 @@ def _span(df: pl.DataFrame) -> tuple[int, int] | None:
 
 def _write(path: Path, df: pl.DataFrame) -> None:
     buf = io.BytesIO()
+    path.parent.mkdir(parents=True, exist_ok=True)  # futures/ for a futures pair
     df.drop("symbol").rename({"open_time": "date"}).write_ipc(buf, compression="zstd")
     # 0644: the store is data the user may share with freqtrade, not botopt's private state.
     atomic_write_bytes(path, buf.getvalue(), mode=0o644)
@@ -176,9 +190,11 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
                    since: datetime | str | None = None,
                    progress: Callable[[str, int], None] | None = None,
                    now_ms: int | None = None,
-                   client: BinanceClient | None = None,
+                   client: CandleClient | None = None,
                    lock_timeout: float = LOCK_TIMEOUT) -> dict[str, FetchResult]:
-    """Bring ``{data_dir}/{SYMBOL}-{interval}.feather`` up to date from Binance.
+    """Bring ``{data_dir}/{SYMBOL}-{interval}.feather`` (futures:
+    ``futures/{SYMBOL}-{interval}-futures.feather``) up to date from the exchange: Binance
+    spot directly, any other exchange or futures through ccxt (``uses_ccxt``).
 
     ``since``: the first candle wanted (ISO 8601 or datetime; UTC if naive). Without it a
     symbol not stored yet gets Binance's latest 1,000 closed candles, and stored symbols only new
@@ -196,7 +212,7 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
     now = int(time.time() * 1000) if now_ms is None else now_ms
     since_ms = _since_ms(since, step, now)
     data_dir = _data_dir(config)
-    client = client or BinanceClient(config.binance, state_dir=state_dir(config, "binance"))
+    client = client or _client(config, syms)
     names = {sym: client.resolve(sym) for sym in syms}  # every name checked before any write
     results: dict[str, FetchResult] = {}
     for sym in syms:
@@ -209,21 +225,36 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
             raise BotoptError(f"{path}: another botopt fetch has held its lock for "
                               f"{lock_timeout:g} s; try again later") from None
         try:
-            results[sym] = _fetch_one(client, (sym, api_symbol, pair), interval, step, path,
-                                      since_ms, now, progress)
+            results[sym] = _fetch_one(client, (sym, api_symbol, pair), interval, step,
+                                      data_dir, path, since_ms, now, progress)
         finally:
             lock.release()
     return results
 
 
-def _fetch_one(client: BinanceClient, names: tuple[str, str, str], interval: str, step: int,
-               path: Path, since_ms: int | None, now: int,
+def _client(config: Config, symbols: Sequence[str]) -> CandleClient:
+    """Binance spot's direct client, or ccxt for any other exchange or futures (the
+    ``botopt[exchanges]`` extra, imported only here)."""
+    from ._ccxt import CcxtClient, uses_ccxt
+
+    if uses_ccxt(config):
+        return CcxtClient(config)
+    futures = [s for s in symbols if ":" in s]
+    if futures:
+        raise UsageError(f"{futures[0]} is a futures pair: fetch futures with "
+                         'data.trading_mode = "futures" (needs '
+                         "pip install 'botopt[exchanges]')")
+    return BinanceClient(config.binance, state_dir=state_dir(config, "binance"))
+
+
+def _fetch_one(client: CandleClient, names: tuple[str, str, str], interval: str, step: int,
+               data_dir: Path, path: Path, since_ms: int | None, now: int,
                progress: Callable[[str, int], None] | None) -> FetchResult:
     import polars as pl
 
     sym, api_symbol, pair = names
     _remove_stray_temporaries(path)
-    src = existing_candle_file(path.parent, pair, interval)
+    src = existing_candle_file(data_dir, pair, interval)
     old = read_candle_file(src, sym) if src is not None else None
     if old is not None and old.height:
         # Never rewrite a file we cannot vouch for: the user must see what is wrong with it.
@@ -246,7 +277,7 @@ def _fetch_one(client: BinanceClient, names: tuple[str, str, str], interval: str
             if partial is not None and partial.height and (span is None or start == span[1]
                                                            + step):
                 kept = _merge([*parts, partial.with_columns(pl.lit(sym).alias("symbol"))])
-                validate_candles(kept, symbol=sym, interval=interval, source="binance")
+                validate_candles(kept, symbol=sym, interval=interval, source=client.label)
                 _write(path, kept)
                 log.warning("%s: interrupted; kept the %d candle(s) downloaded", sym,
                             partial.height)
@@ -256,9 +287,9 @@ def _fetch_one(client: BinanceClient, names: tuple[str, str, str], interval: str
     if merged is None or merged.height == 0:
         after = "" if since_ms is None else \
             f" since {datetime.fromtimestamp(since_ms / 1000, timezone.utc):%Y-%m-%d %H:%M} UTC"
-        raise DataError(f"Binance has no closed {interval} candles for {sym}{after}",
-                        symbol=sym, source="binance")
-    validate_candles(merged, symbol=sym, interval=interval, source="binance")
+        raise DataError(f"{client.label} has no closed {interval} candles for {sym}{after}",
+                        symbol=sym, source=client.label)
+    validate_candles(merged, symbol=sym, interval=interval, source=client.label)
     before = old.height if old is not None else 0
     added = merged.height - before
     if added or src != path:
