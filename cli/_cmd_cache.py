@@ -37,7 +37,13 @@ def cache_stats(
     """Runs answered whole from the cache, then hits, misses, hit rate, entries, size,
     life and time saved per stage cache."""
     # Deliberately light: no polars or numpy on this path (cron runs it every minute).
-    from ..core import Workspace, get_cache_stats, reset_cache_stats, signals_runs
+    from ..core import (
+        Workspace,
+        get_cache_stats,
+        get_host_cache_stats,
+        reset_cache_stats,
+        signals_runs,
+    )
     from ..core.base._config import describe_life, effective_lives
     from ..core.base._redact import redact_url
     from ..core.watch._history import now, parse_since
@@ -50,9 +56,11 @@ def cache_stats(
         reset_cache_stats(root, config=cfg)
         state.notice("cache statistics reset (the entries stay)")
     stats = get_cache_stats(root, ttls=effective_lives(cfg), config=cfg)
+    hosts = get_host_cache_stats(root, config=cfg) if cfg.state.url else {}
     runs = signals_runs(cfg, since=t0)
     if out.json:
-        print_json({"runs": runs, "since": since or "24h", "caches": stats})
+        print_json({"runs": runs, "since": since or "24h", "caches": stats,
+                    **({"hosts": hosts} if cfg.state.url else {})})
         return
     if out.quiet:
         return
@@ -68,9 +76,16 @@ def cache_stats(
                      describe_life(s["ttl_seconds"], s["life"] or "seed TTL"),
                      f"{s['time_saved_seconds']:.3f} s"))
     where = root if not cfg.state.url else redact_url(cfg.state.url)
-    print_table(state, f"caches in {where}",
+    print_table(state, f"caches in {where}" + (", every host" if cfg.state.url else ""),
                 ["cache", "hit rate", "hits", "misses", "entries", "size", "life",
                  "time saved"], rows)
+    if hosts:
+        print_table(state, "per host (the entries are shared)",
+                    ["host", "cache", "hit rate", "hits", "misses", "time saved"],
+                    [(h, name, f"{s['hit_rate']:6.1%}", s["hits"], s["misses"],
+                      f"{s['time_saved_seconds']:.3f} s")
+                     for h, per in hosts.items() for name, s in per.items()
+                     if s["hits"] or s["misses"]])
 
 def cache_clear(
     ctx: typer.Context,

@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "cache_regime": ".state._cache",
     "cache_gate": ".state._cache",
     "get_cache_stats": ".state._cache_stats",
+    "get_host_cache_stats": ".state._cache_stats",
     "clear_cache": ".state._cache_stats",
     "RollingCorrelation": ".signals._correlation",
     "batch_notify": ".delivery._notify",
@@ -173,6 +174,7 @@ __all__ = [
     "fmt_vs",
     "freqtrade_signals",
     "get_cache_stats",
+    "get_host_cache_stats",
     "get_status",
     "history",
     "interval_ms",
@@ -312,6 +314,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
     from .state._cache_stats import (  # noqa: F401
         clear_cache,
         get_cache_stats,
+        get_host_cache_stats,
         reset_cache_stats,
     )
     from .state._events import emit, run_events  # noqa: F401

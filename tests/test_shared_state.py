@@ -228,3 +228,50 @@ def test_cooldowns_and_regimes_are_recorded_once_across_hosts(redis_server, tmp_
     assert cool[0].record([CooldownRecord("SOLUSDT", "long", t)]) == [
         CooldownRecord("SOLUSDT", "long", t)]
     assert hosts[0].down is not None and (tmp_path / "c0.json").exists()
+
+
+def test_cache_stats_per_host_next_to_the_total(redis_server, tmp_path):
+    """Two hosts (their own processes, HOMEs, cache dirs and host ids) on one real server:
+    each host's figures are its own, and they add up to the total."""
+    runs = [("host-a", "a"), ("host-b", "b"), ("host-b", "b")]
+    for host_id, home in runs:
+        r = host(tmp_path / home, redis_server.url, *ARGS, BOTOPT_STATE_HOST_ID=host_id)
+        assert r.returncode == 0, r.stderr
+    out = host(tmp_path / "c", redis_server.url, "cache-stats", "--json",
+               BOTOPT_STATE_HOST_ID="host-c")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    hosts, caches = got["hosts"], got["caches"]
+    # host-a computed the run; host-b found it whole in the shared cache, twice
+    assert hosts["host-a"]["signals"]["misses"] == 1 and hosts["host-a"]["signals"]["hits"] == 0
+    assert hosts["host-b"]["signals"] == {"hits": 2, "misses": 0, "hit_rate": 1.0,
+                                          "time_saved_seconds":
+                                          hosts["host-b"]["signals"]["time_saved_seconds"]}
+    assert "host-c" not in hosts  # reading the figures counts nothing
+    for name, total in caches.items():
+        for field in ("hits", "misses"):
+            assert total[field] == sum(h.get(name, {}).get(field, 0) for h in hosts.values())
+    # the table: the total, then one row per host and cache that saw traffic
+    table = host(tmp_path / "c", redis_server.url, "cache-stats").stdout
+    assert "every host" in table and "per host" in table
+    assert any(line.split()[:2] == ["host-b", "signals"] for line in table.splitlines())
+    # a local cache has no host breakdown
+    local = json.loads(host(tmp_path / "c", None, "cache-stats", "--json").stdout)
+    assert "hosts" not in local
+    # cache-clear drops every host's counters with the totals
+    assert host(tmp_path / "c", redis_server.url, "cache-clear").returncode == 0
+    after = json.loads(host(tmp_path / "c", redis_server.url, "cache-stats", "--json").stdout)
+    assert after["hosts"] == {}
+
+
+def test_a_garbled_statistics_field_counts_as_zero(redis_server):
+    from botopt.core.state._redis import SharedState
+    from botopt.core.state._redis_store import cache_stats, host_cache_stats
+
+    shared = SharedState(redis_server.url, "garbled")
+    key = shared.key("cache-stats", "features")
+    shared.client.hset(key, mapping={"hits": "7", "misses": "x", "saved": "nan",
+                                     "hits@h1": "3", "misses@h1": "1e999", "saved@h1": "0.5"})
+    counts, _ = cache_stats(shared)
+    assert counts["features"] == (7, 0, 0.0)
+    assert host_cache_stats(shared) == {"h1": {"features": (3, 0, 0.5)}}

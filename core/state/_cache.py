@@ -662,6 +662,9 @@ class CacheStatistics(Protocol):
     def clear(self, names: Sequence[str]) -> None:
         """Clear what lives beyond the local files (those ``clear_cache`` always clears)."""
 
+    def hosts(self) -> dict[str, Counts]:
+        """Each host's counts, where several share the store; empty for one host."""
+
 
 class LocalCacheStatistics:
     def __init__(self, root: Path) -> None:
@@ -669,6 +672,9 @@ class LocalCacheStatistics:
 
     def stored(self) -> tuple[Counts, Entries]:
         return _stored(self.root)
+
+    def hosts(self) -> dict[str, Counts]:
+        return {}
 
     def check(self) -> None:
         pass

@@ -65,6 +65,24 @@ def get_cache_stats(root: Path | None = None,
     return out
 
 
+def get_host_cache_stats(root: Path | None = None, *,
+                         config: Any = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """With ``state.url``: per host (``state.host_id``), per cache, the hits, misses,
+    hit_rate and time_saved_seconds that host counted (the totals are ``get_cache_stats``'s);
+    empty for a local cache, or counts from hosts of a version that kept totals only."""
+    if root is None:
+        root = default_root()
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for host, counts in sorted(_statistics(root, config).hosts().items()):
+        out[host] = {}
+        for name, (hits, misses, saved) in counts.items():
+            total = hits + misses
+            out[host][name] = {"hits": hits, "misses": misses,
+                               "hit_rate": round(hits / total, 4) if total else 0.0,
+                               "time_saved_seconds": round(saved, 6)}
+    return out
+
+
 def clear_cache(name: str | None = None, root: Path | None = None, *,
                 config: Any = None) -> list[str]:
     """Delete the entries of one cache (or all) and their statistics. Returns the names.

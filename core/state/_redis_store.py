@@ -32,6 +32,9 @@ from ._entry_format import MAGIC as _MAGIC
 from ._redis import SharedState
 
 _SEP = "\x1f"
+# Between a statistics field and the host it counts for ("hits@host-1"); host ids are
+# letters, digits, "_", "." and "-" (config), so it never appears inside one.
+_AT = "@"
 log = logging.getLogger("botopt.state")
 
 
@@ -91,9 +94,12 @@ def _text(value: Any) -> str:
 class RedisCacheStore:
     """The ``CacheStore`` of ``botopt.core.state._cache`` on the shared server."""
 
-    def __init__(self, shared: SharedState) -> None:
+    def __init__(self, shared: SharedState, host: str = "") -> None:
         self.shared = shared
         self.prefix = shared.key("cache") + ":"
+        # Each count goes to the total and to this host's field beside it ("hits@host-1"),
+        # so cache-stats can show every host's figures next to the total in one read.
+        self.host = host
 
     def _key(self, name: str, key: str) -> str:
         return self.prefix + name + _SEP + key
@@ -138,6 +144,10 @@ class RedisCacheStore:
             pipe.hincrby(skey, "hits", hits)
             pipe.hincrby(skey, "misses", misses)
             pipe.hincrbyfloat(skey, "saved", saved)
+            if self.host:
+                pipe.hincrby(skey, f"hits{_AT}{self.host}", hits)
+                pipe.hincrby(skey, f"misses{_AT}{self.host}", misses)
+                pipe.hincrbyfloat(skey, f"saved{_AT}{self.host}", saved)
         try:
             pipe.execute()
         except self.shared.errors as exc:
@@ -159,6 +169,32 @@ def _scan(shared: SharedState, pattern: str) -> Iterable[bytes]:
     return shared.client.scan_iter(match=pattern, count=1000)  # type: ignore[no-any-return]
 
 
+def _counts(row: Mapping[str, str], suffix: str = "") -> tuple[int, int, float]:
+    """(hits, misses, seconds saved) from a statistics hash; a field another writer garbled
+    counts as zero rather than hide every other figure."""
+    def num(field: str, kind: type) -> Any:
+        try:
+            value = kind(row.get(field + suffix, 0))
+            return value if math.isfinite(value) else kind(0)
+        except (TypeError, ValueError, OverflowError):
+            return kind(0)
+
+    return num("hits", int), num("misses", int), num("saved", float)
+
+
+def host_cache_stats(shared: SharedState) -> dict[str, dict[str, tuple[int, int, float]]]:
+    """Per host, per cache name: (hits, misses, seconds saved), from the fields each host
+    adds beside the totals. Raises the client's errors."""
+    out: dict[str, dict[str, tuple[int, int, float]]] = {}
+    head = shared.key("cache-stats") + ":"
+    for skey in _scan(shared, head + "*"):
+        row = {_text(k): _text(v) for k, v in shared.client.hgetall(skey).items()}
+        hosts = {f.split(_AT, 1)[1] for f in row if _AT in f}
+        for h in hosts:
+            out.setdefault(h, {})[_text(skey)[len(head):]] = _counts(row, _AT + h)
+    return out
+
+
 def cache_stats(shared: SharedState) -> tuple[dict[str, tuple[int, int, float]],
                                                dict[str, tuple[int, int]]]:
     """(statistics, live entries and bytes) per cache name, as ``_cache._stored`` gives for
@@ -167,8 +203,7 @@ def cache_stats(shared: SharedState) -> tuple[dict[str, tuple[int, int, float]],
     head = shared.key("cache-stats") + ":"
     for skey in _scan(shared, head + "*"):
         row = {_text(k): _text(v) for k, v in shared.client.hgetall(skey).items()}
-        counts[_text(skey)[len(head):]] = (int(row.get("hits", 0)), int(row.get("misses", 0)),
-                                           float(row.get("saved", 0.0)))
+        counts[_text(skey)[len(head):]] = _counts(row)
     entries: dict[str, tuple[int, int]] = {}
     prefix = shared.key("cache") + ":"
     for key in _scan(shared, prefix + "*"):
@@ -205,6 +240,16 @@ class RedisCacheStatistics:
                 self.shared.lost(exc, quiet=True)
         raise CacheError(f"shared state {self.shared.where} unreachable ({self.shared.down}); "
                          "the cache statistics of every host are kept there")
+
+    def hosts(self) -> dict[str, dict[str, tuple[int, int, float]]]:
+        """Each host's (hits, misses, saved) per cache; read right after ``stored``."""
+        try:
+            return host_cache_stats(self.shared)
+        except self.shared.errors as exc:
+            from ..errors import CacheError
+
+            raise CacheError(f"shared state {self.shared.where}: "
+                             f"{self.shared.describe(exc)}") from exc
 
     def check(self) -> None:
         from ..errors import CacheError

@@ -181,7 +181,7 @@ class Workspace:
                 if shared is not None:
                     from ._redis_store import RedisCacheStore
 
-                    self._cache._store = RedisCacheStore(shared)
+                    self._cache._store = RedisCacheStore(shared, self.host_id())
             else:
                 self._cache = CacheManager(root=self.root, clock=self.clock)
         return self._cache
