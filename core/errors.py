@@ -174,6 +174,11 @@ _DISK = {errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is
          errno.EIO: "an I/O error"}
 
 
+def disk_reason(exc: OSError) -> str:
+    """What an OSError about a file says to a person: "the file system is read-only", ..."""
+    return _DISK.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+
+
 def disk_error(exc: OSError) -> BotoptError:
     """The one-line error for an OSError about one of botopt's files or directories: a
     path component that is a regular file is a configuration error (exit 2), anything else

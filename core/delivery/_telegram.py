@@ -90,12 +90,32 @@ class TelegramClient:
                            f"Telegram did not answer within {max(0.5, limit - connect):.1f} s "
                            "(the message may have been delivered)")
         except (requests.RequestException, UnicodeError) as exc:
+            if _sent_then_dropped(exc):
+                # The request went out whole and the connection died before the answer: as
+                # ambiguous as a timeout (Telegram may have delivered it), so not resent now.
+                log.debug("Telegram dropped the connection: %s", redact(str(exc)))
+                return Outcome(TelegramOutcome.AMBIGUOUS, "Telegram closed the connection "
+                               "without an answer (the message may have been delivered)")
             log.debug("Telegram request failed: %s", redact(f"{type(exc).__name__}: {exc}"))
             cause = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(exc))
             return Outcome(TelegramOutcome.TRANSIENT, redact(
                 f"Telegram unreachable ({type(exc).__name__}"
                 + (f": {cause.group(0).strip()}" if cause else "") + ")"))
         return _classify(resp)
+
+
+def _sent_then_dropped(exc: BaseException) -> bool:
+    """Whether a failed request had reached the server: the connection was open and then
+    aborted or cut mid-answer (urllib3's ProtocolError: "Remote end closed connection without
+    response", a reset while reading), not refused, unresolved or timed out connecting."""
+    import requests
+    from urllib3.exceptions import ProtocolError
+
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return True
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.ConnectTimeout):
+        return False
+    return any(isinstance(a, ProtocolError) for a in exc.args)
 
 
 # 400 answers about the chat, not the message: no notification is at fault.

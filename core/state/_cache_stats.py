@@ -22,7 +22,7 @@ from ._cache import (
     _stored,
     log,
 )
-from ._paths import default_root
+from ._paths import check_readable_root, default_root
 from ._workspace import Workspace
 
 
@@ -43,6 +43,7 @@ def get_cache_stats(root: Path | None = None,
     the figures of the shared server (every host's)."""
     if root is None:
         root = default_root()
+    check_readable_root(root)
     mgr = _managers.get(root)
     if mgr is not None:
         mgr.flush_stats()

@@ -69,14 +69,32 @@ def check_dir_safe(path: Path) -> None:
         )
 
 
+def _in_the_way(path: Path) -> CacheDirUnsafeError:
+    return CacheDirUnsafeError(f"cache directory {path} is not a directory (a regular file is "
+                               "in the way); choose another with --cache-dir",
+                               file=str(path), key="cache.dir")
+
+
+def check_readable_root(path: Path) -> None:
+    """For commands that only read (``cache-stats``): a root that does not exist yet is an
+    empty one, but a regular file where it should be is a configuration error, as it is for
+    every command that writes (not a table of zeros)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except NotADirectoryError as exc:
+        raise _in_the_way(path) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise _in_the_way(path)
+
+
 def ensure_dir(path: Path) -> Path:
     """Create ``path`` (mode 0700) if needed and check that it is safe to trust."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
-        raise CacheDirUnsafeError(f"cache directory {path} is not a directory (a regular "
-                                  "file is in the way); choose another with --cache-dir",
-                                  file=str(path), key="cache.dir") from exc
+        raise _in_the_way(path) from exc
     except OSError as exc:
         raise CacheError(f"cannot create cache directory {path}: {exc.strerror}") from exc
     check_dir_safe(path)

@@ -15,6 +15,7 @@ are kept between runs in a small state file, validated when read.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..base._fs import atomic_write_json, read_json
-from ..errors import NotifyError, UsageError
+from ..errors import NotifyError, UsageError, disk_reason
 from ._cache import is_corrupt
 
 log = logging.getLogger("botopt.notify")
@@ -224,13 +225,33 @@ def _move_aside(path: Path, exc: BaseException) -> None:
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__, aside.name)
 
 
+def _reason(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's words for a disk problem ("unable to open database file", "attempt to write a
+    readonly database") made plain by trying to write beside the file: "the file system is
+    read-only", "the disk is full", ... Any other error is SQLite's own message."""
+    text = str(exc)
+    if not any(w in text for w in ("unable to open", "readonly", "disk I/O", "is full")):
+        return text
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return f"{text} (its directory {path.parent} is missing)"
+        return disk_reason(err)
+    return text
+
+
 def _open(path: Path) -> sqlite3.Connection:
     for attempt in range(2):
         try:
             con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
         except sqlite3.Error as exc:
-            raise NotifyError(f"cannot open notification queue {path}: {exc}",
-                              file=str(path)) from exc
+            raise NotifyError(f"cannot open notification queue {path}: "
+                              f"{_reason(path, exc)}", file=str(path)) from exc
         try:
             _check_schema(con, migrated=False)
             con.execute("PRAGMA journal_mode=WAL")
@@ -242,7 +263,8 @@ def _open(path: Path) -> sqlite3.Connection:
             damaged = _damaged(exc) or _damaged_schema(con)
             con.close()
             if attempt or not damaged:
-                raise NotifyError(f"notification queue {path}: {exc}", file=str(path)) from exc
+                raise NotifyError(f"notification queue {path}: {_reason(path, exc)}",
+                                  file=str(path)) from exc
             _move_aside(path, exc)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -257,7 +279,8 @@ def queue_db(directory: Path) -> Iterator[sqlite3.Connection]:
         con.close()
         if _damaged(exc):  # found only now (a page quick_check did not reach): next run heals
             _move_aside(path, exc)
-        raise NotifyError(f"notification queue {path}: {exc}", file=str(path)) from exc
+        raise NotifyError(f"notification queue {path}: {_reason(path, exc)}",
+                          file=str(path)) from exc
     finally:
         con.close()
 
