@@ -14,7 +14,15 @@ the batch in flight at a kill or an unconfirmed send, internal errors or traceba
 due and deliverable yet undelivered for more than 2 flush cycles without a fault, sampled
 cached answers against ``--no-cache``, state size and peak memory late vs early.
 
-    python -m botopt.benchmarks.soak [--days 1] [--seed 7] [--backend local]
+With ``--backend redis``: three hosts (each its own cache directory and ``state.host_id``)
+share a real ``redis-server`` (AOF, ``appendfsync always``) through ``state.url``, and each runs
+the same cron minute; the third host's clock (its processes' and its ``--as-of``) runs
+``SKEW`` behind. Added faults: server restarts (SIGKILL, then the AOF) and one 5-minute
+outage. Added checks: a signal (pair and candle) delivered by more than one host, and the
+server's keys and memory, late vs early. The server's own clock is not simulated: it runs at
+wall speed while the hosts' minutes are compressed.
+
+    python -m botopt.benchmarks.soak [--days 1] [--seed 7] [--backend local|redis]
 """
 
 from __future__ import annotations
@@ -43,6 +51,10 @@ START = datetime(2018, 1, 12, 0, 0, 30, tzinfo=timezone.utc)  # 1.8 days of hist
 TELEGRAM_FAULTS = ["429:{n}", "500", "hang:1.6", "drop", "body:{{}}",
                    "body:<html><body>proxy</body></html>"]
 _TOK = re.compile(r"soak-(\d{6})")
+# a passing signal as a message shows it: direction, pair, then its candle (HH:MM UTC)
+_SIG = re.compile(r"(long|short) (\S+) @ [^\n]*\n[^\n]*candle (\d\d:\d\d)")
+HOSTS = 3
+SKEW = timedelta(minutes=-15)
 
 
 @dataclass
@@ -60,6 +72,8 @@ class Tally:
     cache_diffs: int = 0
     rss: dict[int, int] = field(default_factory=dict)  # minute -> peak KiB of its runs
     size: dict[int, int] = field(default_factory=dict)  # minute -> state bytes
+    redis_keys: dict[int, int] = field(default_factory=dict)  # minute -> keys on the server
+    redis_memory: dict[int, int] = field(default_factory=dict)  # minute -> used_memory bytes
 
     def fault(self, kind: str, minute: int) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
@@ -81,10 +95,15 @@ class Soak:
 
         from .fake_telegram import FakeTelegram
 
-        if backend != "local":
-            raise SystemExit("soak: only --backend local is built so far")
+        if backend not in ("local", "redis"):
+            raise SystemExit(f"soak: no backend {backend!r} (local or redis)")
         self.tmp, self.rng, self.tally = tmp, random.Random(seed), Tally()
         self.cache, self.data = tmp / "cache", tmp / "data"
+        self.hosts = HOSTS if backend == "redis" else 1
+        self.caches = [self.cache] + [tmp / f"cache-h{i}" for i in range(1, self.hosts)]
+        self.redis: Any = None
+        self.outage: tuple[int, int] | None = None  # (from, until) minute: the server down
+        self.outage_at = 20  # the minute the outage starts (simulate draws it)
         self.data.mkdir()
         self.frames = {p.name.split("-")[0]: pl.read_ipc(p)
                        for p in sorted(SHARED.glob("*-5m.feather"))}
@@ -96,6 +115,13 @@ class Soak:
             "timeout = 1.0\nflush_budget = 8\nmax_retries = 2\nbatch_interval = 30\n")
         self.env = {**os.environ, "BOTOPT_CONFIG": str(tmp / "botopt.toml")}
         self.env.pop("BOTOPT_DEBUG", None)
+        self.envs = [self.env]
+        if backend == "redis":
+            from .redis_server import RedisServer
+
+            self.redis = RedisServer(tmp / "redis").start()
+            self.envs = [{**self.env, "BOTOPT_STATE_URL": self.redis.url,
+                          "BOTOPT_STATE_HOST_ID": f"soak-h{i}"} for i in range(self.hosts)]
         self.disk: tuple[str, int] | None = None  # ("ro" | "full", until minute)
         self.root = hasattr(os, "geteuid") and os.geteuid() == 0 and bool(
             shutil.which("unshare")) and subprocess.run(
@@ -103,6 +129,12 @@ class Soak:
 
     def close(self) -> None:
         self.fake.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def skew(self, host: int) -> timedelta:
+        """The last host's clock runs behind (redis backend only)."""
+        return SKEW if self.hosts > 1 and host == self.hosts - 1 else timedelta(0)
 
     # -- the world ---------------------------------------------------------------------
 
@@ -116,9 +148,9 @@ class Soak:
             done.write_ipc(part)
             os.replace(part, self.data / f"{sym}-5m.feather")
 
-    def _wrap(self) -> list[str]:
-        if self.disk is None or not self.root:
-            return []
+    def _wrap(self, host: int) -> list[str]:
+        if self.disk is None or not self.root or host != 0:
+            return []  # the disk spells hit the first host's cache directory
         kind, _ = self.disk
         c = str(self.cache)
         if kind == "ro":
@@ -129,13 +161,16 @@ class Soak:
                      f'dd if=/dev/zero of="{c}/filler" bs=4k 2>/dev/null; true')
         return ["unshare", "-m", "sh", "-c", setup + ' && exec "$@"', "sh"]
 
-    def run(self, minute: int, at: datetime, *args: str, kill_p: float = 0.0
+    def run(self, minute: int, at: datetime, *args: str, kill_p: float = 0.0, host: int = 0
             ) -> subprocess.CompletedProcess[str] | None:
-        """One botopt process at simulated time ``at``; None when the soak killed it."""
-        cmd = [*self._wrap(), sys.executable, "-m", "botopt.benchmarks._clocked",
-               str(at.timestamp()), "--", "--cache-dir", str(self.cache), *args]
+        """One botopt process of ``host`` at simulated time ``at`` (plus the host's skew);
+        None when the soak killed it."""
+        at = at + self.skew(host)
+        args = tuple(at.isoformat() if a == "{at}" else a for a in args)
+        cmd = [*self._wrap(host), sys.executable, "-m", "botopt.benchmarks._clocked",
+               str(at.timestamp()), "--", "--cache-dir", str(self.caches[host]), *args]
         with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=self.env,
+            proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=self.envs[host],
                                     start_new_session=True)
             deadline = time.monotonic() + (self.rng.uniform(0.05, 1.2)
                                            if kill_p and self.rng.random() < kill_p else 1e9)
@@ -177,36 +212,77 @@ class Soak:
             t.fault(f"{'read-only' if self.disk[0] == 'ro' else 'full'} disk spell", m)
         if self.disk:
             t.faulted.add(m)
-        # The process clock is moved, but the staleness check reads datetime.now(): --as-of
-        # gives it the simulated moment, --notify keeps the run live (cooldowns, queue).
-        self.run(m, at, "--quiet", "signals", "--symbols", self.symbols, "--as-of",
-                 at.isoformat(), "--notify", kill_p=0.01)
-        add = self.run(m, at + timedelta(seconds=1), "--quiet", "notify", "add", "-t", "alert",
-                       "-d", json.dumps({"message": f"soak-{m:06d}"}), kill_p=0.01)
-        if add is None:
-            t.maybe.add(m)
-        elif add.returncode == 0:
-            t.added[m] = m
+        if self.redis is not None:
+            self._server_faults(m)
+        for h in range(self.hosts):
+            self._host_minute(m, at, h)
         if self.rng.random() < 0.12:
             action = self.rng.choice(TELEGRAM_FAULTS).format(n=self.rng.randint(1, 40))
             self.fake.script = [action]
             t.fault(f"telegram {_label(action)}", m)
             if action.startswith(("hang", "body")):
                 t.in_flight += 1
-        before = len(self.fake.received)
-        flushed = self.run(m, at + timedelta(seconds=2), "--quiet", "notify-flush",
-                           kill_p=0.02)
-        if flushed is None:
-            t.in_flight += 1
-        self._note_delivered(before, m)
+        for h in range(self.hosts):
+            before = len(self.fake.received)
+            flushed = self.run(m, at + timedelta(seconds=2), "--quiet", "notify-flush",
+                               kill_p=0.02, host=h)
+            if flushed is None:
+                t.in_flight += 1
+            self._note_delivered(before, m)
         self.fake.script = []
         if at.minute % 5 == 0:
-            self.run(m, at + timedelta(seconds=3), "--quiet", "monitor", "--once",
-                     kill_p=0.01)
+            for h in range(self.hosts):
+                self.run(m, at + timedelta(seconds=3), "--quiet", "monitor", "--once",
+                         kill_p=0.01, host=h)
         if m % 30 == 15:
             self._compare_cache(m, at)
-        t.size[m] = _dir_bytes(self.cache) if self.cache.exists() else 0
+        t.size[m] = sum(_dir_bytes(c) for c in self.caches if c.exists())
+        if self.redis is not None and not (self.outage and self.outage[0] >= 0):
+            self._server_size(m)
         t.minutes += 1
+
+    def _host_minute(self, m: int, at: datetime, h: int) -> None:
+        """One host's cron minute: signals, then a ledger token queued."""
+        t = self.tally
+        # The process clock is moved, but the staleness check reads datetime.now(): --as-of
+        # gives it the simulated moment, --notify keeps the run live (cooldowns, queue).
+        self.run(m, at, "--quiet", "signals", "--symbols", self.symbols, "--as-of", "{at}",
+                 "--notify", kill_p=0.01, host=h)
+        token = m * self.hosts + h if self.hosts > 1 else m
+        add = self.run(m, at + timedelta(seconds=1), "--quiet", "notify", "add", "-t", "alert",
+                       "-d", json.dumps({"message": f"soak-{token:06d}"}), kill_p=0.01, host=h)
+        if add is None:
+            t.maybe.add(token)
+        elif add.returncode == 0:
+            t.added[token] = m
+
+    def _server_faults(self, m: int) -> None:
+        """A restart now and then (SIGKILL, then the AOF), and one 5-minute outage."""
+        t = self.tally
+        if self.outage is not None and m >= self.outage[1]:
+            self.redis.start()
+            self.outage = (-1, -1)  # done: one per soak
+        if self.outage is not None and self.outage[0] >= 0:
+            t.faulted.add(m)
+            return
+        if self.outage is None and m >= self.outage_at:
+            self.redis.stop()
+            self.outage = (m, m + 5)
+            t.fault("redis 5-minute outage", m)
+        elif self.rng.random() < 1 / 20:
+            self.redis.restart()
+            t.fault("redis restart (SIGKILL)", m)
+
+    def _server_size(self, m: int) -> None:
+        import redis
+
+        try:
+            client = redis.Redis.from_url(self.redis.url, socket_timeout=5)
+            self.tally.redis_keys[m] = int(client.dbsize())
+            self.tally.redis_memory[m] = int(client.info("memory")["used_memory"])
+            client.close()
+        except (redis.RedisError, OSError):
+            pass
 
     def _note_delivered(self, before: int, m: int) -> None:
         for r in self.fake.received[before:]:
@@ -215,7 +291,7 @@ class Soak:
 
     def _compare_cache(self, m: int, at: datetime) -> None:
         common = ["--quiet", "signals", "--symbols", self.symbols, "--json", "--as-of",
-                  at.isoformat(), "--no-notify"]
+                  "{at}", "--no-notify"]
         a = self.run(m, at, *common)
         b = self.run(m, at, *common, "--no-cache")
         if a and b and a.returncode == 0 and b.returncode == 0:
@@ -225,6 +301,9 @@ class Soak:
     def drain(self, m: int, at: datetime) -> None:
         """After the soak: dead letters retried, flushed with no faults until empty."""
         self.disk = None
+        if self.redis is not None and self.outage is not None and self.outage[0] >= 0:
+            self.redis.start()
+            self.outage = (-1, -1)
         self.fake.script, self.fake.always = [], None
         time.sleep(2.0)  # answers still hanging arrive
         dead = self.run(m, at, "notify", "list", "--failed", "--json")
@@ -234,9 +313,11 @@ class Soak:
         for nid in ids:
             self.run(m, at, "--quiet", "notify", "retry", nid)
         for i in range(6):
-            before = len(self.fake.received)
-            self.run(m, at + timedelta(minutes=i + 1), "--quiet", "notify-flush", "--force")
-            self._note_delivered(before, m + i + 1)
+            for h in range(self.hosts):
+                before = len(self.fake.received)
+                self.run(m, at + timedelta(minutes=i + 1), "--quiet", "notify-flush",
+                         "--force", host=h)
+                self._note_delivered(before, m + i + 1)
 
 
 def _recount(soak: Soak) -> None:
@@ -251,11 +332,22 @@ def _recount(soak: Soak) -> None:
         seen.extend([seen[-1] if seen else t.minutes] * (n - len(seen)))
 
 
+def _signal_repeats(soak: Soak) -> int:
+    """Signals (pair, direction, candle) that reached the chat more than once."""
+    seen: dict[tuple[str, str, str], int] = {}
+    for r in soak.fake.received:
+        for key in _SIG.findall(r["shown"]):
+            seen[key] = seen.get(key, 0) + 1
+    return sum(1 for n in seen.values() if n > 1)
+
+
 def simulate(days: float, seed: int, backend: str = "local",
              progress: bool = False) -> dict[str, Any]:
     minutes = max(1, int(days * 1440))
     with tempfile.TemporaryDirectory(prefix="botopt-soak-") as tmp:
         soak = Soak(Path(tmp), seed, backend)
+        # the one outage somewhere in the second quarter, so that a short run has it too
+        soak.outage_at = soak.rng.randint(minutes // 4, max(minutes // 4, minutes // 2))
         t0 = time.monotonic()
         try:
             for m in range(minutes):
@@ -266,9 +358,23 @@ def simulate(days: float, seed: int, backend: str = "local",
             soak.drain(minutes, START + timedelta(minutes=minutes))
             time.sleep(2.0)
             _recount(soak)
+            repeats = _signal_repeats(soak)
         finally:
             soak.close()
-        return _summary(soak.tally, minutes, soak.root, time.monotonic() - t0)
+        out = _summary(soak.tally, minutes, soak.root, time.monotonic() - t0)
+        out.update(backend=backend, hosts=soak.hosts, signals_delivered_twice=repeats)
+        if soak.redis is not None:
+            t = soak.tally
+            hour = min(60, max(1, minutes // 4))
+            early = [m for m in sorted(t.redis_keys) if m < hour] or sorted(t.redis_keys)[:1]
+            late = sorted(t.redis_keys)[-1:]
+            out.update(redis_keys_early=t.redis_keys.get(early[-1], 0) if early else 0,
+                       redis_keys_end=t.redis_keys.get(late[0], 0) if late else 0,
+                       redis_memory_early=t.redis_memory.get(early[-1], 0) if early else 0,
+                       redis_memory_end=t.redis_memory.get(late[0], 0) if late else 0,
+                       skewed_host=f"soak-h{soak.hosts - 1}, "
+                       f"{SKEW.total_seconds() / 60:+.0f} min")
+        return out
 
 
 def _summary(t: Tally, minutes: int, root: bool, wall: float) -> dict[str, Any]:
@@ -325,7 +431,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--backend", default="local", choices=["local"])
+    parser.add_argument("--backend", default="local", choices=["local", "redis"])
     args = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"soak: needs the real pairs in {SHARED}")
