@@ -321,3 +321,30 @@ def test_a_short_redis_soak_of_three_hosts_loses_nothing(tmp_path):
     assert s["delivered_3x_or_more"] == 0 and s["delivered_twice"] <= s["dup_allowance"], s
     assert s["signals_delivered_twice"] == 0 and s["stuck"] == 0, s
     assert s["faults"].get("redis 5-minute outage") == 1, s
+
+
+def test_a_signal_queued_by_three_hosts_during_an_outage_is_held_once(redis_server, tmp_path):
+    """Found by the Redis soak: while the server is down each host has only its own
+    cooldowns, so all three queue the same signal in their local spools; when the spools
+    move up, the server holds it once (a signal's id is the signal), and alerts stay three."""
+    from .test_shared_state import host
+
+    signal_data = json.dumps({"symbol": "BTCUSDT", "candle_time": "2026-09-20T12:00:00Z",
+                              "direction": "long", "engine": "momentum", "close": 1.5,
+                              "strength": 0.5, "p_dir": 0.6, "regime": "TREND_UP"})
+    url = redis_server.url
+    redis_server.stop()
+    for h in ("a", "b", "c"):
+        r = host(tmp_path / h, url, "notify", "add", "-t", "signal", "-d", signal_data,
+                 BOTOPT_STATE_HOST_ID=f"host-{h}")
+        assert r.returncode == 0, r.stderr  # spooled locally
+    redis_server.start()
+    for h in ("a", "b", "c"):
+        r = host(tmp_path / h, url, "notify", "add", "-t", "alert", "-d",
+                 json.dumps({"message": h}), BOTOPT_STATE_HOST_ID=f"host-{h}")
+        assert r.returncode == 0, r.stderr  # the server is back: the spool moves up
+    listed = host(tmp_path / "a", url, "notify", "list", "--json",
+                  BOTOPT_STATE_HOST_ID="host-a")
+    rows = json.loads(listed.stdout)["notifications"]
+    kinds = sorted(r["type"] for r in rows)
+    assert kinds == ["alert", "alert", "alert", "signal"], listed.stdout

@@ -29,6 +29,7 @@ Delivery rules:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..base._config import Config, TelegramConfig
-from ..base._vocab import EventType, TelegramOutcome
+from ..base._vocab import EventType, NotificationType, TelegramOutcome
 from ..errors import ConfigError, TelegramConfigError, UsageError
 from ..state._events import EventSink
 from ..state._queue import FlushRules, FlushSession, Item, NotificationQueue
@@ -142,6 +143,16 @@ def _validate(notifications: Iterable[Mapping[str, Any]]) -> list[tuple[str, dic
     return out
 
 
+def _signal_id(data: Mapping[str, Any]) -> str:
+    """A signal's id is the signal itself (pair, candle, direction, engine): hosts that each
+    queue it while the shared server is down (each with only its own cooldowns) queue one
+    notification, which the server then holds once when their spools move up."""
+    key = [str(data.get(f)) for f in ("symbol", "candle_time", "direction", "engine")]
+    if "None" in key:
+        return uuid.uuid4().hex  # a bot's own signal without them: nothing to match on
+    return hashlib.blake2b(json.dumps(key).encode(), digest_size=16).hexdigest()
+
+
 def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
             max_batch_size: int | None = None, now: float | None = None, *,
             announce: bool = True) -> list[str]:
@@ -155,7 +166,8 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
         return []
     batch = max_batch_size or (config.telegram.max_batch_size if config else 5)
     t = time.time() if now is None else now
-    ids = [uuid.uuid4().hex for _ in items]
+    ids = [_signal_id(d) if k == NotificationType.SIGNAL else uuid.uuid4().hex
+           for k, d in items]
     ws = _workspace(config)
     was_empty = ws.queue().add([(nid, k, t + i * 1e-6, json.dumps(d), batch)
                                 for i, (nid, (k, d)) in enumerate(zip(ids, items, strict=True))])
