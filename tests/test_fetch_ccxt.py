@@ -324,3 +324,25 @@ def test_without_the_extra_the_message_names_it(tmp_path):
     ok = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True,
                         env=env | {"BOTOPT_DATA_EXCHANGE": "binance"}, timeout=60)
     assert ok.stdout.strip() == "BinanceClient", ok.stderr
+
+
+def test_doctor_names_the_missing_extra_when_botopt_feeds_another_exchange(tmp_path):
+    code = ("import sys, runpy; sys.modules['ccxt'] = None; "
+            "sys.argv = ['botopt', 'doctor', '--json']; "
+            "runpy.run_module('botopt.cli.main', run_name='__main__')")
+    base = {**os.environ, "BOTOPT_DATA_SOURCE": "local", "BOTOPT_DATA_DATA_DIR": str(tmp_path),
+            "BOTOPT_DATA_FEEDER": "botopt", "BOTOPT_CACHE_DIR": str(tmp_path / "cache"),
+            "NO_COLOR": "1"}
+
+    def data_check(**env: str) -> dict:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**base, **env}, timeout=60)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return {c["check"]: c for c in json.loads(proc.stdout)["checks"]}["data"]
+
+    okx = data_check(BOTOPT_DATA_EXCHANGE="okx")
+    assert not okx["ok"] and "pip install 'botopt[exchanges]'" in okx["message"]
+    assert "okx" in okx["message"]
+    # Binance spot needs no extra: the data check goes on to the files (missing here)
+    binance = data_check(BOTOPT_DATA_EXCHANGE="binance")
+    assert "botopt[exchanges]" not in binance["message"]

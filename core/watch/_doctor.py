@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..base._config import Config, max_staleness
+from ..base._config import Config, effective_feeder, max_staleness
 from ..base._redact import redact, register_secret
 from ..data._binance import BinanceClient
 from ..data._candles import (
@@ -22,6 +22,7 @@ from ..data._candles import (
     find_candle_file,
     read_candle_file,
 )
+from ..data._ccxt import INSTALL_HINT, uses_ccxt
 from ..errors import BotoptError
 from ..state._paths import cache_dir_for, ensure_dir
 from ..state._workspace import Workspace, state_dir
@@ -82,6 +83,7 @@ def _data(cfg: Config, now: float) -> str:
             syms[0], interval, limit=1)
         return f"Binance answers at {cfg.binance.api_url} ({syms[0]} {interval})"
     data_dir = _sample_dir() if src == "sample" else Path(cfg.data.data_dir or ".")
+    _fetch_possible(cfg)
     step = interval.ms
     limit = max_staleness(cfg)
     stale = []
@@ -105,6 +107,22 @@ def _data(cfg: Config, now: float) -> str:
         raise BotoptError(f"stale candles in {data_dir}: {', '.join(stale)} since the last "
                           "close; run botopt fetch (and check its cron job)")
     return f"{len(syms)} symbol(s) in {data_dir}, fresh ({interval})"
+
+
+def _fetch_possible(cfg: Config) -> None:
+    """botopt feeds this data from an exchange only ccxt reaches: the extra must be there
+    before the first cron fetch fails on it."""
+    if _botopt_feeds(cfg) and uses_ccxt(cfg):
+        import importlib.util
+
+        if importlib.util.find_spec("ccxt") is None:
+            raise BotoptError(f"botopt fetch feeds this data from {cfg.data.exchange} "
+                              f"({cfg.data.trading_mode}) through ccxt, which is not "
+                              f"installed: {INSTALL_HINT}")
+
+
+def _botopt_feeds(cfg: Config) -> bool:
+    return cfg.data.source == "local" and effective_feeder(cfg.data) == "botopt"
 
 
 def _cache(cfg: Config) -> str:
