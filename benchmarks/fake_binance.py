@@ -13,6 +13,11 @@ symbol." and -1120 "Invalid interval." with HTTP 400.
 ``quoteAsset``, precisions, order types, ``permissionSets`` ...) for every symbol in
 ``candles`` plus ``extra_symbols``; ``assets`` gives each symbol's (base, quote).
 
+The USDⓈ-M futures API answers the same way under ``/fapi/v1/``: ``klines`` (the same
+12-field rows; ``limit`` up to 1,500) and ``exchangeInfo`` listing every symbol as a USDT
+perpetual (``contractType`` ``PERPETUAL``, ``marginAsset``, ``deliveryDate`` 4133404800000,
+``onboardDate``, price and quantity precisions, the futures filters and order types).
+
 ``script`` injects answers for the next requests, in order: ``(status, body, headers)``
 (a ``str`` body is sent verbatim, e.g. a truncated JSON), ``"drop"`` (close the connection
 without an answer), ``"500"``, or ``("slow", seconds)`` (stall, then answer normally).
@@ -70,7 +75,8 @@ class FakeBinance(Loopback):
         return [q for q in self.requests if q.get("_path") == "/api/v3/exchangeInfo"]
 
     def klines_requests(self) -> list[dict[str, str]]:
-        return [q for q in self.requests if q.get("_path") == "/api/v3/klines"]
+        return [q for q in self.requests if q.get("_path") in ("/api/v3/klines",
+                                                               "/fapi/v1/klines")]
 
     def handle(self, path: str, headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         url = urlparse(path)
@@ -94,12 +100,14 @@ class FakeBinance(Loopback):
             time.sleep(self.delay)
         if url.path == "/api/v3/exchangeInfo":
             status, body = 200, self._exchange_info()
+        elif url.path == "/fapi/v1/exchangeInfo":
+            status, body = 200, self._futures_info()
         else:
             status, body = self._klines(url.path, q)
         return status, body, {"X-MBX-USED-WEIGHT-1M": str(weight)}
 
     def _klines(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
-        if path != "/api/v3/klines":
+        if path not in ("/api/v3/klines", "/fapi/v1/klines"):
             return 404, "<html><body><h1>404 Not Found</h1></body></html>"
         if "symbol" not in q:
             return 400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was "
@@ -112,7 +120,7 @@ class FakeBinance(Loopback):
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         if q.get("interval") != self.interval:
             return 200, []  # a real symbol at another interval: not modelled, so no rows
-        limit = min(int(q.get("limit", 500)), 1000)
+        limit = min(int(q.get("limit", 500)), 1500 if path.startswith("/fapi") else 1000)
         start = int(q["startTime"]) if "startTime" in q else None
         end = int(q["endTime"]) if "endTime" in q else None
         now = self.now_ms()
@@ -137,6 +145,49 @@ class FakeBinance(Loopback):
             "exchangeFilters": [],
             "symbols": [_symbol_entry(sym, base, quote) for sym, (base, quote) in listed.items()],
         }
+
+
+    def _futures_info(self) -> dict[str, Any]:
+        listed = {**{s: self.assets.get(s) or _split(s) for s in self.candles},
+                  **self.extra_symbols}
+        return {
+            "timezone": "UTC", "serverTime": self.now_ms(), "futuresType": "U_MARGINED",
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": 2400},
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1,
+                 "limit": 1200}],
+            "exchangeFilters": [], "assets": [],
+            "symbols": [_futures_entry(sym, base, quote)
+                        for sym, (base, quote) in listed.items()],
+        }
+
+
+def _futures_entry(symbol: str, base: str, quote: str) -> dict[str, Any]:
+    """One USDⓈ-M perpetual as /fapi/v1/exchangeInfo lists it."""
+    return {
+        "symbol": symbol, "pair": symbol, "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000, "onboardDate": 1569398400000, "status": "TRADING",
+        "maintMarginPercent": "2.5000", "requiredMarginPercent": "5.0000",
+        "baseAsset": base, "quoteAsset": quote, "marginAsset": quote, "pricePrecision": 2,
+        "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
+        "underlyingType": "COIN", "underlyingSubType": [], "settlePlan": 0,
+        "triggerProtect": "0.0500", "liquidationFee": "0.012500", "marketTakeBound": "0.05",
+        "filters": [
+            {"minPrice": "556.80", "maxPrice": "4529764", "filterType": "PRICE_FILTER",
+             "tickSize": "0.10"},
+            {"stepSize": "0.001", "filterType": "LOT_SIZE", "maxQty": "1000",
+             "minQty": "0.001"},
+            {"stepSize": "0.001", "filterType": "MARKET_LOT_SIZE", "maxQty": "120",
+             "minQty": "0.001"},
+            {"limit": 200, "filterType": "MAX_NUM_ORDERS"},
+            {"notional": "100", "filterType": "MIN_NOTIONAL"},
+            {"multiplierDown": "0.9500", "multiplierUp": "1.0500",
+             "multiplierDecimal": "4", "filterType": "PERCENT_PRICE"}],
+        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",
+                       "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+    }
 
 
 _QUOTES = ("USDT", "FDUSD", "USDC", "BTC", "ETH", "BNB", "EUR", "TRY")

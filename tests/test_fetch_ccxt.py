@@ -155,6 +155,28 @@ def test_binance_through_ccxt_stores_what_the_direct_client_stores(tmp_path):
         fake.stop()
 
 
+def test_binance_futures_through_ccxt(tmp_path):
+    """USDⓈ-M perpetuals: only /fapi/v1 is asked (no spot, no coin-margined markets), the
+    files are freqtrade's futures files, the candles the exchange's."""
+    rows = sample_rows()
+    clock = rows["BTCUSDT"][1500][0] + 120_000
+    fake = FakeBinance(rows, now_ms=lambda: clock).start()
+    try:
+        c = load_config(overrides={"data.exchange_api_url": fake.url,
+                                   "data.data_dir": str(tmp_path),
+                                   "data.trading_mode": "futures"})
+        since = rows["BTCUSDT"][100][0]
+        res = fetch_to_store(c, ["BTC/USDT:USDT", "ETHUSDT"], since=when(since),
+                             now_ms=clock)
+        assert sorted({q["_path"] for q in fake.requests}) == ["/fapi/v1/exchangeInfo",
+                                                                "/fapi/v1/klines"]
+        for (sym, r), src in zip(res.items(), ("BTCUSDT", "ETHUSDT"), strict=True):
+            assert r.path == tmp_path / "futures" / f"{src[:3]}_USDT_USDT-5m-futures.feather"
+            assert got(r.path).equals(want(rows[src], since, rows[src][1499][0])), sym
+    finally:
+        fake.stop()
+
+
 def test_transient_failures_are_retried_within_the_budget(okx, tmp_path):
     from botopt.core.data._ccxt import CcxtClient
 
