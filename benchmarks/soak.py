@@ -74,6 +74,7 @@ class Tally:
     size: dict[int, int] = field(default_factory=dict)  # minute -> state bytes
     redis_keys: dict[int, int] = field(default_factory=dict)  # minute -> keys on the server
     redis_memory: dict[int, int] = field(default_factory=dict)  # minute -> used_memory bytes
+    redis_families: dict[str, int] = field(default_factory=dict)  # last count per key kind
 
     def fault(self, kind: str, minute: int) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
@@ -280,6 +281,13 @@ class Soak:
             client = redis.Redis.from_url(self.redis.url, socket_timeout=5)
             self.tally.redis_keys[m] = int(client.dbsize())
             self.tally.redis_memory[m] = int(client.info("memory")["used_memory"])
+            families: dict[str, int] = {}
+            for key in client.scan_iter(count=1000):
+                # botopt:<store>:<kind>:... -> "<store>:<kind>"
+                parts = key.decode(errors="replace").split(":")[1:3]
+                fam = ":".join(parts).split("\x1f")[0]  # a cache entry: its cache's name
+                families[fam] = families.get(fam, 0) + 1
+            self.tally.redis_families = families
             client.close()
         except (redis.RedisError, OSError):
             pass
@@ -372,6 +380,8 @@ def simulate(days: float, seed: int, backend: str = "local",
                        redis_keys_end=t.redis_keys.get(late[0], 0) if late else 0,
                        redis_memory_early=t.redis_memory.get(early[-1], 0) if early else 0,
                        redis_memory_end=t.redis_memory.get(late[0], 0) if late else 0,
+                       redis_keys_by_kind_end=dict(sorted(t.redis_families.items(),
+                                                          key=lambda kv: -kv[1])[:12]),
                        skewed_host=f"soak-h{soak.hosts - 1}, "
                        f"{SKEW.total_seconds() / 60:+.0f} min")
         return out
