@@ -103,3 +103,10 @@ def test_the_table_shows_p_dir_as_the_gate_saw_it(shared_data, tmp_path):
     row = next(ln for ln in res.stdout.splitlines() if ln.startswith("LTC_BTC"))
     gate = json.dumps(row)
     assert "0.498" in row.split("block")[0] and "p_dir 0.498 < 0.50" in gate
+
+
+def test_a_value_closer_to_its_threshold_than_fifteen_decimals():
+    """Hypothesis found it: 5e-324 against 0 was shown as "5e-324"."""
+    assert fmt_vs(5e-324, 0.0) == "0." + "0" * 323 + "5"
+    shown = fmt_vs(0.49999999999999994, 0.5)
+    assert float(shown) < 0.5 and "e" not in shown

@@ -42,7 +42,12 @@ def fmt_vs(value: float, limit: float | None, digits: int = 2) -> str:
         if (float(shown) < limit) == (value < limit) and (
                 float(shown) != limit or value == limit):
             return shown
-    return repr(value)
+    # Closer to the threshold than 15 decimals tell (5e-324 against 0): the shortest exact
+    # digits, written out positionally as the column's other numbers are, never "5e-324".
+    from decimal import Decimal
+
+    text = format(Decimal(repr(value)), "f")
+    return text if "." in text else f"{text}.{'0' * digits}"
 
 
 def fmt_time(when: datetime, tz: str = "UTC") -> str:
