@@ -25,6 +25,27 @@ from ._cache import (
 from ._paths import default_root
 from ._workspace import Workspace
 
+# The seed's documentation spelled the stage caches this way; both spellings stay readable.
+SEED_NAMES = {"feature_cache": "features", "prediction_cache": "predictions",
+              "regime_cache": "regime", "gate_cache": "gates"}
+
+
+class CacheStats(dict[str, dict[str, Any]]):
+    """``get_cache_stats()``'s answer: a plain dict of the current names (what iteration,
+    ``len`` and JSON see) that also answers the seed's names (``['feature_cache']``), so
+    neither spelling breaks and no cache is listed twice."""
+
+    def __missing__(self, key: str) -> dict[str, Any]:
+        if key in SEED_NAMES:
+            return self[SEED_NAMES[key]]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(SEED_NAMES.get(key, key) if isinstance(key, str) else key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
 
 def _statistics(root: Path, config: Any) -> CacheStatistics:
     if config is None:
@@ -34,9 +55,10 @@ def _statistics(root: Path, config: Any) -> CacheStatistics:
 
 def get_cache_stats(root: Path | None = None,
                     ttls: Mapping[str, Any] | None = None, *,
-                    config: Any = None) -> dict[str, dict[str, Any]]:
-    """Per cache: hits, misses, hit_rate, entries, ttl_seconds, size_bytes,
-    time_saved_seconds. Reads SQLite directly: no polars or numpy import.
+                    config: Any = None) -> CacheStats:
+    """Per cache (also under the seed's names, ``feature_cache`` ...): hits, misses,
+    hit_rate, entries, ttl_seconds, size_bytes, time_saved_seconds.
+    Reads SQLite directly: no polars or numpy import.
 
     ``ttls``: the effective life per cache (seconds, or (seconds, how) as from
     ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
@@ -49,7 +71,7 @@ def get_cache_stats(root: Path | None = None,
     counts, entries = _statistics(root, config).stored()
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
-    out: dict[str, dict[str, Any]] = {}
+    out = CacheStats()
     for name in names:
         hits, misses, saved = counts.get(name, (0, 0, 0.0))
         live, size = entries.get(name, (0, 0))
