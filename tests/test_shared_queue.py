@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from botopt.core.delivery._notify import (
 )
 
 from .fakes.telegram_server import FakeTelegram
+from .redis_server import age_claims
 
 TOKEN = "123456789:AAtesttokentesttokentesttokentest"
 runner = CliRunner()
@@ -112,7 +112,9 @@ def test_claims_of_a_dead_host_are_taken_over_after_the_timeout(redis_server, te
     assert len(got[0][1]) == 5
     first = flush_notifications(cfg)
     assert first.notifications_sent == 0 and telegram.received == []  # not idle long enough
-    time.sleep(6.2)
+    assert age_claims(r, "botopt:nq:s:alpha", "flush", 5.8) == 5
+    assert flush_notifications(cfg).notifications_sent == 0  # 5.8 s: still not long enough
+    age_claims(r, "botopt:nq:s:alpha", "flush", 6.2)
     second = flush_notifications(cfg)
     assert second.notifications_sent == 5 and len(telegram.received) == 1
     assert queue_stats(cfg) | {"last_flush_at": None} == queue_stats(cfg) | {
