@@ -104,7 +104,7 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
     if name is not None and name not in names:
-        raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}")
+        raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}", key=name)
     targets = [name] if name else names
     statistics.clear(targets)
     mgr = _managers.pop(root, None)
@@ -127,7 +127,8 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
         store.clear(targets)
     except sqlite3.Error as exc:
         if _is_busy(exc):
-            raise CacheError(f"cache {store.path} is busy; try again") from exc
+            raise CacheError(f"cache {store.path} is busy; try again",
+                             file=str(store.path)) from exc
         log.warning("cache %s unreadable (%s); removed", store.path, exc)
         store.close()
         for suffix in ("", "-wal", "-shm"):
@@ -156,6 +157,7 @@ def reset_cache_stats(root: Path | None = None, *, config: Any = None) -> None:
         store.reset_stats()
     except sqlite3.Error as exc:
         raise CacheError(f"cache {store.path}: cannot reset its statistics "
-                         f"({'busy; try again' if _is_busy(exc) else exc})") from exc
+                         f"({'busy; try again' if _is_busy(exc) else exc})",
+                         file=str(store.path)) from exc
     finally:
         store.close()

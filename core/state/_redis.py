@@ -137,7 +137,7 @@ class SharedState:
         job is the shared state: notify-flush, notify list)."""
         if not self.available(quiet=True):
             raise NotifyError(f"shared state {self.where} unreachable ({self.down}); "
-                              "notifications kept")
+                              "notifications kept", source=self.where, key="state.url")
 
     # -- names and scripts ----------------------------------------------------------------
 
