@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from botopt.cli.main import app
 from botopt.core import load_config
 from botopt.core.delivery._notify import (
     UNCONFIRMED_AFTER,
@@ -28,6 +30,8 @@ from botopt.core.state._events import events_dir, read_events
 
 from .fakes.telegram_server import FakeTelegram
 from .test_delivery import TOKEN, botopt, errors
+
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -322,23 +326,49 @@ HOSTILE = {
 }
 
 
+VIEWS = (("history",), ("history", "--json"), ("status",), ("status", "--json"),
+         ("monitor", "--once"))
+
+
+def check_view(args: tuple[str, ...], code: int, out: str, err: str) -> None:
+    assert code == 0, (args, err)
+    assert "Traceback" not in err and "internal error" not in err
+    assert "1e+300" not in out and "5138" not in out and "FAILED" not in out, out
+    assert "nan" not in out.lower().replace("nanos", ""), out
+    assert "weird_thing" not in out and "None" not in out, out
+    if args == ("status", "--json"):
+        last = json.loads(out)["last_run"]
+        assert last["command"] == "signals" and last["ok"] is True
+
+
+def events_log(cache: Path, *lines: str) -> None:
+    (cache / "events").mkdir(parents=True)
+    (cache / "events" / "events.log").write_text(
+        "\n".join([json.dumps(GOOD), *lines]) + "\n")
+
+
 @pytest.mark.parametrize("line", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_absurd_events_are_skipped_by_history_status_and_the_monitor(tmp_path, server, line):
+    """Each hostile line alone, through the CLI in this process (every view, the exit code,
+    the output); the whole processes are run once, on all of them together, below."""
     cache = tmp_path / "c"
-    (cache / "events").mkdir(parents=True)
-    (cache / "events" / "events.log").write_text(json.dumps(GOOD) + "\n" + line + "\n")
-    for args in (("history",), ("history", "--json"), ("status",), ("status", "--json"),
-                 ("monitor", "--once")):
+    events_log(cache, line)
+    env = {"BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
+           "BOTOPT_TELEGRAM_API_URL": server.url, "BOTOPT_TELEGRAM_MAX_RETRIES": "3"}
+    for args in VIEWS:
+        result = runner.invoke(app, ["--cache-dir", str(cache), *args], env=env)
+        assert result.exception is None or isinstance(result.exception, SystemExit), \
+            (args, result.exception)
+        check_view(args, result.exit_code, result.stdout, result.stderr)
+    assert not alerts_about(cache, "FAILED")
+
+
+def test_every_absurd_event_at_once_is_skipped_by_whole_processes(tmp_path, server):
+    cache = tmp_path / "c"
+    events_log(cache, *HOSTILE.values())
+    for args in VIEWS:
         result = botopt(cache, *args, url=server.url)
-        assert result.returncode == 0, (args, result.stderr)
-        assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-        out = result.stdout
-        assert "1e+300" not in out and "5138" not in out and "FAILED" not in out, out
-        assert "nan" not in out.lower().replace("nanos", ""), out
-        assert "weird_thing" not in out and "None" not in out, out
-        if args == ("status", "--json"):
-            last = json.loads(out)["last_run"]
-            assert last["command"] == "signals" and last["ok"] is True
+        check_view(args, result.returncode, result.stdout, result.stderr)
     assert not alerts_about(cache, "FAILED")
 
 
