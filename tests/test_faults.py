@@ -28,7 +28,7 @@ from botopt.core.delivery._notify import (
 )
 from botopt.core.state._events import events_dir, read_events
 
-from .fakes.telegram_server import FakeTelegram
+from .fakes.telegram_server import FakeTelegram, VirtualClock
 from .test_delivery import TOKEN, botopt, errors
 
 runner = CliRunner()
@@ -103,13 +103,15 @@ def test_a_200_that_is_not_the_bot_api_is_counted_backed_off_and_dead_lettered(
     cfg = cfg_for(tmp_path / "c", server.url)
     enqueue(cfg, [{"type": "alert", "data": {"message": "x"}}])
     server.always = f"body:{body}"
-    first = flush_notifications(cfg, force=True)
+    # Telegram's 1 s gap between sends passes on a virtual clock, not the wall's
+    vc = VirtualClock(time.time())
+    first = flush_notifications(cfg, force=True, clock=vc.time, sleep=vc.sleep)
     assert server.arrived == 1  # backed off: not resent in the same run
     assert first.failure and "not a Bot API answer" in first.error
     assert "200: OK" not in first.error
     assert [p["attempts"] for p in pending_notifications(cfg)] == [1]
     for _ in range(3):
-        flush_notifications(cfg, force=True)
+        flush_notifications(cfg, force=True, clock=vc.time, sleep=vc.sleep)
     assert server.arrived == UNCONFIRMED_AFTER
     [dead] = dead_letters(cfg)
     assert "not a Bot API answer" in dead["reason"] and queue_stats(cfg)["pending"] == 0
