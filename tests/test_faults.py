@@ -237,6 +237,7 @@ def _clean(result) -> None:
         assert len(errors(result)) == 1, result.stderr
 
 
+@pytest.mark.slow  # 5-10 s each: every command as a whole process
 @pytest.mark.parametrize("mode", ["ro", "full"])
 def test_every_command_under_a_read_only_or_full_disk_ends_cleanly(tmp_path, server, mode):
     cache = _prepared(tmp_path, server)

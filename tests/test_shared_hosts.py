@@ -39,7 +39,9 @@ def consumers(r, stream: str, group: str) -> list[str]:
             for c in r.xinfo_consumers(stream, group)]
 
 
-@pytest.mark.parametrize("runs", [60, pytest.param(500, marks=pytest.mark.slow)])
+# Slow: 60 runs of three hosts and the dead members' claim and idle time (4.5 s) run out.
+@pytest.mark.slow
+@pytest.mark.parametrize("runs", [60, 500])
 def test_runs_on_3_hosts_leave_a_bounded_set_of_consumers(redis_server, telegram, tmp_path,
                                                           monkeypatch, runs):
     monkeypatch.setenv("BOTOPT_TEST_TIME_SCALE", "100")  # Telegram's 1 s gap: 10 ms
@@ -116,6 +118,7 @@ def test_stopped_reporting_is_judged_on_the_servers_clock(redis_server, tmp_path
     assert stopped == ["fast", "slow"], alerts
 
 
+@pytest.mark.slow  # waits out a real 2 s batching window on the server's clock
 def test_batching_windows_are_on_the_servers_clock(redis_server, telegram, tmp_path):
     """A partial batch waits batch_interval on the server's clock, whatever the clock of
     the host that queued it (10 min fast or slow) or of the one that flushes."""
