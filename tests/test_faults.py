@@ -34,6 +34,17 @@ from .test_delivery import TOKEN, botopt, errors
 runner = CliRunner()
 
 
+def invoke(cache: Path, *args: str, url: str):
+    """``botopt(...)`` in this process: the same settings, no interpreter start."""
+    env = {"BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
+           "BOTOPT_TELEGRAM_API_URL": url, "BOTOPT_TELEGRAM_MAX_RETRIES": "3",
+           "BOTOPT_TELEGRAM_FLUSH_BUDGET": "50"}
+    result = runner.invoke(app, ["--cache-dir", str(cache), *args], env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        (args, result.exception)
+    return result
+
+
 @pytest.fixture
 def server():
     fake = FakeTelegram(token=TOKEN, enforce_limits=False).start()
@@ -265,14 +276,16 @@ def test_a_monitor_on_a_read_only_disk_still_runs_its_checks(tmp_path, server):
 
 @pytest.mark.parametrize("args", COMMANDS)
 def test_a_cache_dir_that_is_a_regular_file_is_a_config_error(tmp_path, server, args):
+    """Every command through the CLI in this process (the error handling is the same; the
+    read-only and full-disk suite above runs them as processes)."""
     afile = tmp_path / "afile"
     afile.write_text("not a directory")
-    result = botopt(afile, *args, url=server.url)
+    result = invoke(afile, *args, url=server.url)
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     if args[0] in ("cache-stats", "config"):
-        assert result.returncode in (0, 2)  # reading nothing is no error
+        assert result.exit_code in (0, 2)  # reading nothing is no error
         return
-    assert result.returncode == 2, result.stderr
+    assert result.exit_code == 2, result.stderr
     [line] = errors(result)
     assert "not a directory" in line and "afile" in line
     assert afile.read_text() == "not a directory"
@@ -286,7 +299,7 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path, server, args):
     import sys
 
     cache = tmp_path / "c"
-    assert botopt(cache, "signals", url=server.url).returncode == 0
+    assert invoke(cache, "signals", url=server.url).exit_code == 0  # state to show
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
                              str(cache), *args], stdout=subprocess.PIPE,
@@ -356,12 +369,8 @@ def test_absurd_events_are_skipped_by_history_status_and_the_monitor(tmp_path, s
     the output); the whole processes are run once, on all of them together, below."""
     cache = tmp_path / "c"
     events_log(cache, line)
-    env = {"BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
-           "BOTOPT_TELEGRAM_API_URL": server.url, "BOTOPT_TELEGRAM_MAX_RETRIES": "3"}
     for args in VIEWS:
-        result = runner.invoke(app, ["--cache-dir", str(cache), *args], env=env)
-        assert result.exception is None or isinstance(result.exception, SystemExit), \
-            (args, result.exception)
+        result = invoke(cache, *args, url=server.url)
         check_view(args, result.exit_code, result.stdout, result.stderr)
     assert not alerts_about(cache, "FAILED")
 
@@ -402,6 +411,7 @@ def test_a_plugin_without_a_source_file_fails_the_same_with_and_without_the_cach
     for extra in ([], ["--no-cache"], []):
         result = runner.invoke(app, ["--cache-dir", str(tmp_path / "c"), "signals", *extra],
                                env={"BOTOPT_MODEL_PREDICT": target})
+        assert result.exception is None or isinstance(result.exception, SystemExit)
         assert result.exit_code == 1 and "Traceback" not in result.stderr
         [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("botopt: error:")]
         lines.append(line)
