@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from botopt.core.base._config import load_config
 from botopt.core.base._vocab import EventType
 from botopt.core.state._redis import SharedState
@@ -93,6 +95,7 @@ def test_run_events_of_a_host_process_carry_its_id(redis_server, tmp_path):
     assert events and {e["host"] for e in events} == {"edge-1"}
 
 
+@pytest.mark.slow  # over 2 s: host processes on a real server
 def test_history_shows_every_hosts_events(redis_server, tmp_path):
     for name in ("edge-1", "edge-2"):
         home = tmp_path / name

@@ -228,6 +228,7 @@ def test_status_reads_every_hosts_runs_from_the_server(redis_server, tmp_path):
     assert "signals ok" in plain.stdout and "on edge-1" in plain.stdout
 
 
+@pytest.mark.slow  # over 2 s: a server stopped and processes waiting out its connect timeout
 def test_with_the_server_down_notify_list_shows_the_spool_and_cache_stats_fails(
         redis_server, tmp_path):
     import json
