@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ ERRORS = {name for name in errors.__all__
 # Classes that find their culprit themselves (StaleDataError: the symbols in ``ages``).
 SELF_NAMING = {"StaleDataError"}
 NO_CULPRIT = "# no culprit"  # on the line above a raise whose message names nothing to act on
+# A message that names an option or a setting in its plain text names a culprit too.
+NAMED = re.compile(r"--[a-z]|\b(?:data|cache|telegram|state|gates|model|features|correlation"
+                   r"|regime|notify|monitor)\.[a-z_]+")
+
+
+def _text(node: ast.AST | None) -> str:
+    """The constant text of a message (what a reader sees, less the interpolated values)."""
+    return "".join(n.value for n in ast.walk(node) if isinstance(n, ast.Constant)
+                   and isinstance(n.value, str)) if node is not None else ""
 
 
 def raise_sites() -> list[tuple[str, int, str, set[str], bool, bool]]:
@@ -39,6 +49,7 @@ def raise_sites() -> list[tuple[str, int, str, set[str], bool, bool]]:
             msg = node.exc.args[0] if node.exc.args else None
             names = isinstance(msg, ast.JoinedStr) and any(
                 isinstance(v, ast.FormattedValue) for v in msg.values)
+            names = names or bool(NAMED.search(_text(msg)))
             marked = NO_CULPRIT in lines[node.lineno - 2]
             sites.append((str(path.relative_to(CORE)), node.lineno, name,
                           {k.arg for k in node.exc.keywords if k.arg}, names, marked))

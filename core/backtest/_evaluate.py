@@ -60,7 +60,7 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if not self.horizons:
-            raise UsageError("--horizons: give at least one horizon, e.g. 1,3,12")
+            raise UsageError("--horizons: give at least one horizon, e.g. 1,3,12", key="--horizons")
         for h in self.horizons:
             if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON:
                 raise UsageError(f"--horizons: {h!r} is not a whole number of candles in "

@@ -63,7 +63,7 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
                                  "XRP/USDT:USDT for futures", symbol=shown, key="--symbols")
             seen[sym] = None  # ordered and unique; a list's "in" was quadratic
     if not seen:
-        raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETH/BTC)")
+        raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETH/BTC)", key="--symbols")
     return list(seen)
 
 
@@ -93,7 +93,8 @@ def _all_pairs(config: Config) -> list[str]:
     names that find those files again, sorted."""
     if config.data.source == "binance":
         raise UsageError("--symbols all lists the data directory, and data.source is "
-                         "binance: give the symbols, or use a local data directory")
+                         "binance: give the symbols, or use a local data directory",
+                         key="--symbols")
     data_dir = Path(_sample_dir() if config.data.source == "sample"
                     else config.data.data_dir or ".")
     interval = config.data.interval

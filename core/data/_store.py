@@ -79,7 +79,8 @@ def store_path(data_dir: Path, pair: str, interval: str) -> Path:
 
 def _data_dir(config: Config, *, create: bool = True) -> Path:
     if config.data.data_dir is None:
-        raise ConfigError("fetch needs a data directory: pass --data-dir or set data.data_dir")
+        raise ConfigError("fetch needs a data directory: pass --data-dir or set data.data_dir",
+                          key="data.data_dir")
     data_dir = Path(config.data.data_dir).expanduser()
     if not create:
         return data_dir

@@ -144,7 +144,7 @@ def reset_cache_stats(root: Path | None = None, *, config: Any = None) -> None:
     if config is not None and bool(getattr(config.state, "url", "")):
         raise UsageError("cache-stats --reset works on this host's cache only; with "
                          "state.url the counters are every host's (cache-clear drops them "
-                         "with the entries)")
+                         "with the entries)", key="state.url")
     if root is None:
         root = default_root()
     mgr = _managers.get(root)

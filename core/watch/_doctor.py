@@ -167,9 +167,10 @@ def _telegram(cfg: Config, send_test: bool) -> str:
     if not tc.token:
         raise BotoptError("no bot token: set telegram.token in botopt.toml, mode 600 "
                           "(from @BotFather; cron does not see BOTOPT_TELEGRAM_TOKEN from "
-                          "your shell)")
+                          "your shell)", key="telegram.token")
     if not tc.chat_id:
-        raise BotoptError("no chat id: set telegram.chat_id (or BOTOPT_TELEGRAM_CHAT_ID)")
+        raise BotoptError("no chat id: set telegram.chat_id (or BOTOPT_TELEGRAM_CHAT_ID)",
+                          key="telegram.chat_id")
     me = _call(cfg, "getMe", {})
     bot = f"@{me.get('username', '?')}"
     chat = _call(cfg, "getChat", {"chat_id": tc.chat_id})
@@ -192,8 +193,9 @@ def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         resp = requests.post(url, json=payload, timeout=(5.0, tc.timeout))
         body = resp.json()
     except requests.RequestException as exc:
-        raise BotoptError(redact(f"Telegram unreachable at {tc.api_url} ({type(exc).__name__})"
-                                 )) from None
+        raise BotoptError(redact(f"Telegram unreachable at {tc.api_url} "
+                                 f"({type(exc).__name__})"),
+                          source="telegram", key="telegram.api_url") from None
     except ValueError:
         body = {}
     if resp.status_code == 200 and body.get("ok"):
@@ -207,7 +209,8 @@ def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         raise BotoptError(f"chat {tc.chat_id} not reachable ({resp.status_code} {desc}): send "
                           "the bot a message or add it to the group, then check "
                           "telegram.chat_id", source="telegram", key="telegram.chat_id")
-    raise BotoptError(redact(f"Telegram {method} answered {resp.status_code}: {desc}"))
+    raise BotoptError(redact(f"Telegram {method} answered {resp.status_code}: {desc}"),
+                      source="telegram")
 
 
 def _model(cfg: Config) -> str:
@@ -229,7 +232,7 @@ def _monitor(cfg: Config, now: float) -> str:
     if age is not None and age < max(300.0, 3 * cfg.monitor.check_interval):
         return f"driven by cron (last ran {age:.0f} s ago)"
     raise BotoptError("not running: add `botopt monitor --once` to cron (botopt cron) or run "
-                      "`botopt monitor` under systemd (botopt cron --systemd)")
+                      "`botopt monitor` under systemd (botopt cron --systemd)", key="monitor")
 
 
 def _jobs(cfg: Config, now: float) -> str:
