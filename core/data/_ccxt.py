@@ -117,7 +117,8 @@ class CcxtClient:
         BTC/USDT also names its perpetual settled in the quote, BTC/USDT:USDT."""
         if ":" in symbol and not self.futures:
             raise UsageError(f"{symbol} is a futures pair: fetch it with data.trading_mode = "
-                             '"futures" (freqtrade\'s trading_mode)')
+                             '"futures" (freqtrade\'s trading_mode)', symbol=symbol,
+                             key="data.trading_mode")
         markets = {k: m for k, m in self.markets().items()
                    if isinstance(m, dict) and self._wanted(m)}
         slash = symbol.replace("_", "/", 1) if "/" not in symbol else symbol
@@ -134,7 +135,8 @@ class CcxtClient:
             return by_id[0], by_id[0]
         if len(by_id) > 1:
             raise UsageError(f"symbol {symbol} names several {self.label} markets "
-                             f"({', '.join(by_id[:5])}); name one of them")
+                             f"({', '.join(by_id[:5])}); name one of them", symbol=symbol,
+                             source=self.name)
         raise UnknownSymbolError(f"symbol {symbol} is not listed on {self.label} (not in its "
                                  "market list)", symbol=symbol, source=self.name)
 
@@ -151,7 +153,7 @@ class CcxtClient:
         if interval not in (getattr(self.ex, "timeframes", None) or {}):
             offered = ", ".join(list(getattr(self.ex, "timeframes", None) or {})[:20])
             raise UsageError(f"{self.label} has no {interval} candles (it offers: "
-                             f"{offered or 'none'})")
+                             f"{offered or 'none'})", key="data.interval", source=self.name)
         step = interval_ms(interval)
         now = int(time.time() * 1000) if now_ms is None else now_ms
         end = now - step if end_ms is None else min(end_ms, now - step)
@@ -213,7 +215,7 @@ def make_exchange(config: Config) -> Any:
     except ImportError:
         raise UsageError(f"fetching from {config.data.exchange} ({config.data.trading_mode}) "
                          f"needs ccxt: {INSTALL_HINT} (Binance spot works without "
-                         "it)") from None
+                         "it)", key="data.exchange") from None
     name = config.data.exchange.lower()
     if name not in ccxt.exchanges:
         raise ConfigError(f"data.exchange {config.data.exchange[:40]!r} is not an exchange "

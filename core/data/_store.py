@@ -246,7 +246,8 @@ def _client(config: Config, symbols: Sequence[str]) -> CandleClient:
     if futures:
         raise UsageError(f"{futures[0]} is a futures pair: fetch futures with "
                          'data.trading_mode = "futures" (needs '
-                         "pip install 'botopt[exchanges]')")
+                         "pip install 'botopt[exchanges]')", symbol=futures[0],
+                         key="data.trading_mode")
     return BinanceClient(config.binance, state_dir=state_dir(config, "binance"))
 
 

@@ -250,7 +250,7 @@ class RedisCacheStatistics:
             from ..errors import CacheError
 
             raise CacheError(f"shared state {self.shared.where}: "
-                             f"{self.shared.describe(exc)}") from exc
+                             f"{self.shared.describe(exc)}", key="state.url") from exc
 
     def check(self) -> None:
         from ..errors import CacheError

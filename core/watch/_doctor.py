@@ -121,7 +121,7 @@ def _fetch_possible(cfg: Config) -> None:
         if importlib.util.find_spec("ccxt") is None:
             raise BotoptError(f"botopt fetch feeds this data from {cfg.data.exchange} "
                               f"({cfg.data.trading_mode}) through ccxt, which is not "
-                              f"installed: {INSTALL_HINT}")
+                              f"installed: {INSTALL_HINT}", key="data.exchange")
 
 
 def _botopt_feeds(cfg: Config) -> bool:
