@@ -60,7 +60,7 @@ _STRINGS = ("type", "url", "secret", "token", "chat_id")
 
 def _fail(file: Any, key: str, msg: str) -> ConfigError:
     where = f"{file}: " if file else ""
-    return ConfigError(f"{where}{key}: {msg}", key=key, **({"file": str(file)} if file else {}))
+    return ConfigError(f"{where}{key}: {msg}", key=key, file=str(file) if file else None)
 
 
 def parse_destinations(raw: Any, file: Any = None) -> tuple[DestinationConfig, ...]:

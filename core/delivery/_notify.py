@@ -39,13 +39,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..base._config import Config, TelegramConfig
+from ..base._destinations import TELEGRAM, DestinationConfig
 from ..base._vocab import EventType, TelegramOutcome
 from ..errors import ConfigError, TelegramConfigError, UsageError
 from ..state._events import EventSink
-from ..state._queue import FlushRules, FlushSession, Item, NotificationQueue
+from ..state._queue import (
+    FlushRules,
+    FlushSession,
+    Item,
+    NotificationQueue,
+    Pacer,
+    copy_id,
+    queue_type,
+    split_type,
+)
 from ..state._workspace import Workspace
 from ._notify_format import Message, as_plain, render_batch, split_further
-from ._telegram import Outcome, TelegramClient
+from ._telegram import TelegramClient
 
 log = logging.getLogger("botopt.notify")
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -75,6 +85,12 @@ class FlushResult:
     failure: bool = False  # Telegram could not be used (network, 5xx), not a wait
     messages: list[Message] = field(default_factory=list)  # --dry-run: what would be sent
     skipped: str | None = None  # why nothing was attempted (another flush running)
+    # per destination: messages, notifications, rate_limited, dead_lettered, failure (0/1)
+    by_destination: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, dest: str, what: str, n: int = 1) -> None:
+        d = self.by_destination.setdefault(dest, {})
+        d[what] = d.get(what, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
         return {"notifications_sent": self.notifications_sent,
@@ -157,11 +173,26 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     t = time.time() if now is None else now
     ids = [uuid.uuid4().hex for _ in items]
     ws = _workspace(config)
-    was_empty = ws.queue().add([(nid, k, t + i * 1e-6, json.dumps(d), batch)
-                                for i, (nid, (k, d)) in enumerate(zip(ids, items, strict=True))])
+    rows = []
+    for i, (nid, (k, d)) in enumerate(zip(ids, items, strict=True)):
+        raw = json.dumps(d)
+        # one copy per destination its type routes to, each delivered on its own
+        for dest in (config.notify.route(k) if config else (TELEGRAM,)):
+            rows.append((copy_id(nid, dest), queue_type(k, dest), t + i * 1e-6, raw,
+                         _batch_size(config, dest, batch, max_batch_size)))
+    was_empty = ws.queue().add(rows)
     if announce and was_empty:
         ws.events().emit(EventType.NOTIFY_QUEUED, count=len(ids))
     return ids
+
+
+def _batch_size(config: Config | None, dest: str, default: int, asked: int | None) -> int:
+    """Notifications per message for ``dest``: its own setting, capped by what the caller
+    asked for (``batch_notify(max_batch_size=...)``)."""
+    spec = config.notify.destination(dest) if config else None
+    if spec is None:
+        return default
+    return min(spec.max_batch_size, asked) if asked else spec.max_batch_size
 
 
 def batch_notify(notifications: Iterable[Mapping[str, Any]], max_batch_size: int = 5, *,
@@ -240,11 +271,19 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
         return _flush(config, force, dry_run, clock, sleep, session, max_wait)
 
 
+def _routes_telegram(config: Config) -> bool:
+    return any(TELEGRAM in names for _, names in config.notify.routes)
+
+
 def _flush(config: Config, force: bool, dry_run: bool, clock: Callable[[], float],
            sleep: Callable[[float], None], session: Any, max_wait: float | None
            ) -> FlushResult:
     tc = config.telegram
-    token, chat = _telegram_credentials(tc, dry_run)
+    # Without a route to Telegram its credentials are needed only if old rows wait for it.
+    if _routes_telegram(config) or dry_run:
+        token, chat = _telegram_credentials(tc, dry_run)
+    else:
+        token, chat = tc.token or "", tc.chat_id or ""
     ws = Workspace.of(config)
     queue, rules = ws.queue(), _rules(config, force)
     if dry_run:
@@ -255,8 +294,9 @@ def _flush(config: Config, force: bool, dry_run: bool, clock: Callable[[], float
             result.skipped = "another notify-flush is running"
             result.remaining = queue.stats()["pending"]
             return result
-        client = TelegramClient(tc.api_url, token, tc.timeout, session)
+        client = TelegramClient(tc.api_url, token, tc.timeout, session) if token else None
         run = _Flush(held, client, chat, tc, clock, sleep, result, max_wait, ws.events())
+        run.config, run.http_session = config, session
         try:
             result.error = run.loop()
         except TelegramConfigError as exc:
@@ -280,23 +320,160 @@ class _Flush:
         self.deadline = clock() + tc.flush_budget
         self.max_wait = tc.flush_budget if max_wait is None else max_wait
         self.refused: set[str] = set()  # refused or buried in this flush: not sent again
+        self.config: Config | None = None
+        self.http_session: Any = None
+        self.dest = TELEGRAM  # the destination of the batch being sent
+        self.retries = tc.max_retries
+        self.label = "Telegram"
+        self.channels: dict[str, tuple[Any, str, Pacer, DestinationConfig | None]] = {}
+        # Destinations given up on for this flush (a wait past the budget, a failure, a
+        # configuration to fix), with why: the others are still served.
+        self.stopped: dict[str, str] = {}
+        self.fatal: Exception | None = None
 
     def loop(self) -> str | None:
         while True:
             if self.clock() >= self.deadline:
                 return self._budget_used()
-            got = self.held.next_batch(self.refused)
+            got = self.held.next_batch(self.refused, frozenset(self.stopped))
             if got is None:
-                return None
-            kind, items = got
+                break
+            qtype, items = got
             if not items:
                 continue  # another host was faster
-            stop = self._send_batch(kind, items)
+            kind, dest = split_type(qtype)
+            try:
+                stop = self._send_to(dest, kind, items)
+            except (TelegramConfigError, ConfigError) as exc:
+                self.fatal, stop = exc, str(exc)
             if stop is not None:
-                return stop
+                if stop == self._budget_used():
+                    return stop
+                self.stopped[dest] = stop
+        if self.fatal is not None:
+            raise self.fatal
+        return "; ".join(dict.fromkeys(self.stopped.values())) or None
 
     def _budget_used(self) -> str:
         return f"the flush budget of {self.tc.flush_budget:g} s was used up"
+
+    def _send_to(self, dest: str, kind: str, items: list[Item]) -> str | None:
+        client, chat, pacer, spec = self._channel(dest)
+        self.dest, self.client, self.chat, self.pacer = dest, client, chat, pacer
+        self.label = "Telegram" if spec is None or spec.type == "telegram" else dest
+        self.retries = self.tc.max_retries if spec is None else spec.max_retries
+        if spec is None or spec.type == "telegram":
+            return self._send_batch(kind, items)
+        return self._send_http_batch(kind, items)
+
+    def _channel(self, dest: str) -> tuple[Any, str, Pacer, DestinationConfig | None]:
+        """(client, chat, pacer, settings) of a destination, made on first use."""
+        if dest in self.channels:
+            return self.channels[dest]
+        spec = self.config.notify.destination(dest) if self.config else None
+        got: tuple[Any, str, Pacer, DestinationConfig | None]
+        if dest == TELEGRAM:
+            if self.client is None:
+                _telegram_credentials(self.tc, False)  # raises: says which key to set
+            got = (self.client, self.chat, self.held.pacer, None)
+        elif spec is None:
+            raise ConfigError(f"notifications are queued for destination {dest!r}, which "
+                              "is not in [notify.destinations] any more; add it back, or "
+                              "botopt notify list shows them", key="notify.destinations")
+        elif spec.type == "telegram":
+            got = (TelegramClient(spec.url or self.tc.api_url, spec.token or "",
+                                  spec.timeout, self.http_session), spec.chat_id or "",
+                   self.held.pacer_for(dest, spec.min_interval), spec)
+        else:
+            from ._http_dest import HttpClient
+
+            pacer = self.held.pacer_for(dest, spec.min_interval)
+            if spec.type == "discord":  # a global 429 holds every Discord webhook
+                pacer = _Both(pacer, self.held.pacer_for("_discord", 0.0))
+            got = (HttpClient(spec, self.http_session), "", pacer, spec)
+        self.channels[dest] = got
+        return got
+
+    def _send_http_batch(self, kind: str, items: list[Item]) -> str | None:
+        """A batch for a webhook or Discord: the same rules as ``_send_batch``, with the
+        batch's idempotency key kept across an unconfirmed send and its resend."""
+        from ._http_dest import groups_by_key
+
+        good = []
+        for nid, data in items:
+            why = _unsendable(data)
+            if why is None:
+                good.append((nid, data))
+            else:
+                self._bury(nid, kind, why, None)
+        by_id = dict(good)
+        notes = self.held.notes([nid for nid, _ in good])
+        unsent = [m for key, group in groups_by_key(good, notes)
+                  for m in self._render_http(kind, group, key)]
+        while unsent:
+            msg = unsent[0]
+            if set(msg.ids) <= self.refused:
+                unsent.pop(0)
+                continue
+            stop = self._wait_for_slot()
+            if stop is None:
+                stop = self._send_http_one(kind, msg, unsent, by_id)
+            if stop is not None:
+                self._finish(items, unsent)
+                return stop
+        self._finish(items, [])
+        return None
+
+    def _render_http(self, kind: str, items: list[Item], key: str) -> list[Any]:
+        from ._http_dest import discord_messages, webhook_messages
+
+        spec = self.channels[self.dest][3]
+        if spec is not None and spec.type == "discord":
+            return discord_messages(kind, items, key)
+        return webhook_messages(self.dest, kind, items, key)
+
+    def _send_http_one(self, kind: str, msg: Any, unsent: list[Any],
+                       by_id: dict[str, Any]) -> str | None:
+        from ._http_dest import batch_key
+
+        outcome = self._send_with_retries(msg)
+        if outcome.kind == TelegramOutcome.OK:
+            self.pacer.sent()
+            if outcome.retry_after > 0:  # Discord's bucket is empty: wait for its reset
+                self.pacer.retry_after(outcome.retry_after)
+            self.result.messages_sent += 1
+            self.result.count(self.dest, "messages")
+            unsent.pop(0)
+        elif outcome.kind == TelegramOutcome.RETRY_AFTER:
+            self.result.rate_limited += 1
+            self.result.count(self.dest, "rate_limited")
+            if outcome.everywhere and isinstance(self.pacer, _Both):
+                self.pacer.everywhere.retry_after(outcome.retry_after)
+            self.pacer.retry_after(outcome.retry_after)
+        elif outcome.kind == TelegramOutcome.REJECTED:
+            if len(msg.ids) > 1:  # find the one at fault: each notification on its own
+                unsent[0:1] = [m for nid in msg.ids for m in self._render_http(
+                    kind, [(nid, by_id[nid])], batch_key([nid]))]
+            else:
+                self._refuse(msg.ids[0], kind, outcome.detail)
+                unsent.pop(0)
+        elif outcome.kind in (TelegramOutcome.AMBIGUOUS, TelegramOutcome.UNUSABLE):
+            self.pacer.sent()
+            # the key goes with it: the resend carries the same Idempotency-Key
+            self._unconfirmed(kind, msg.ids, f"{outcome.detail} [key {msg.key}]")
+            return self._failed(outcome.detail)
+        elif outcome.kind == TelegramOutcome.FATAL:
+            self.held.record_error(outcome.detail)
+            return self._failed(f"{outcome.detail}; notifications kept queued")
+        else:
+            return self._failed(outcome.detail)
+        return None
+
+    def _failed(self, detail: str) -> str:
+        self.result.failure = True
+        self.result.count(self.dest, "failure")
+        self.result.next_retry_at = self.clock() + 60.0
+        return detail
 
     def _send_batch(self, kind: str, items: list[Item]) -> str | None:
         good = []
@@ -333,9 +510,11 @@ class _Flush:
         if outcome.kind == TelegramOutcome.OK:
             self.pacer.sent()
             self.result.messages_sent += 1
+            self.result.count(self.dest, "messages")
             unsent.pop(0)
         elif outcome.kind == TelegramOutcome.RETRY_AFTER:
             self.result.rate_limited += 1
+            self.result.count(self.dest, "rate_limited")
             self.pacer.retry_after(outcome.retry_after)
         elif outcome.kind == TelegramOutcome.TOO_LONG and msg.splits < MAX_SPLITS:
             unsent[0:1] = split_further(msg)
@@ -352,17 +531,13 @@ class _Flush:
         elif outcome.kind in (TelegramOutcome.AMBIGUOUS, TelegramOutcome.UNUSABLE):
             self.pacer.sent()  # it may have gone out: it counts against the rate limit
             self._unconfirmed(kind, msg.ids, outcome.detail)
-            self.result.failure = True
-            self.result.next_retry_at = self.clock() + 60.0
-            return outcome.detail
+            return self._failed(outcome.detail)
         elif outcome.kind == TelegramOutcome.FATAL:
             self.held.record_error(outcome.detail)
             raise TelegramConfigError(f"{outcome.detail}; notifications kept queued",
                                       source="telegram")
         else:
-            self.result.failure = True
-            self.result.next_retry_at = self.clock() + 60.0
-            return outcome.detail
+            return self._failed(outcome.detail)
         return None
 
     def _wait_for_slot(self) -> str | None:
@@ -376,7 +551,7 @@ class _Flush:
                 return None
             if wait > min(self.max_wait, left - 1.0):
                 self.result.next_retry_at = now + wait
-                return "waiting for Telegram's rate limit"
+                return f"waiting for {self.label}'s rate limit"
             every = self.held.refresh_every
             if every is None:
                 self.sleep(wait)
@@ -384,20 +559,24 @@ class _Flush:
             self.sleep(min(wait, every))
             self.held.keep_alive()
 
-    def _send_with_retries(self, msg: Message) -> Outcome:
-        outcome: Outcome = self.client.send(self.chat, msg.text, msg.parse_mode,
-                                   timeout=self.deadline - self.clock())
-        for attempt in range(self.tc.max_retries):
+    def _send_with_retries(self, msg: Any) -> Any:
+        outcome = self._send_once(msg)
+        for attempt in range(self.retries):
             if outcome.kind != TelegramOutcome.TRANSIENT:
                 break
             backoff = min(0.5 * 2 ** attempt, 4.0)
             if self.clock() + backoff + 1.0 >= self.deadline:
                 break
-            log.info("Telegram: %s; retrying", outcome.detail)
+            log.info("%s: %s; retrying", self.label, outcome.detail)
             self.sleep(backoff)
-            outcome = self.client.send(self.chat, msg.text, msg.parse_mode,
-                                       timeout=self.deadline - self.clock())
+            outcome = self._send_once(msg)
         return outcome
+
+    def _send_once(self, msg: Any) -> Any:
+        if isinstance(msg, Message):
+            return self.client.send(self.chat, msg.text, msg.parse_mode,
+                                    timeout=self.deadline - self.clock())
+        return self.client.send(msg, timeout=self.deadline - self.clock())
 
     def _refuse(self, nid: str, kind: str, reason: str) -> None:
         """Telegram refused this notification: count it; bury it after DEAD_AFTER."""
@@ -430,9 +609,10 @@ class _Flush:
         self.refused.add(nid)
         data = self.held.bury(nid, kind, reason, data)
         self.result.dead_lettered += 1
+        self.result.count(self.dest, "dead_lettered")
         about = data.get("dead_letter") if isinstance(data, dict) else None
         self.events.emit(EventType.NOTIFY_DEAD_LETTER, id=nid, notification_type=kind,
-                         reason=reason[:300], about=about)
+                         reason=reason[:300], about=about, destination=self.dest)
 
     def _delivered(self, items: list[Item], unsent: list[Message]) -> list[str]:
         """The ids whose every message went out; the others still waiting count as failed."""
@@ -447,6 +627,23 @@ class _Flush:
         done = self._delivered(items, unsent)
         self.held.deliver(done)
         self.result.notifications_sent += len(done)
+        self.result.count(self.dest, "notifications", len(done))
+
+
+class _Both:
+    """A destination's own limits and a hold shared with others (Discord's global 429)."""
+
+    def __init__(self, own: Pacer, everywhere: Pacer) -> None:
+        self.own, self.everywhere = own, everywhere
+
+    def wait(self) -> float:
+        return self.everywhere.wait() or self.own.wait()
+
+    def sent(self) -> None:
+        self.own.sent()
+
+    def retry_after(self, seconds: float) -> None:
+        self.own.retry_after(seconds)
 
 
 def pending_notifications(config: Config, limit: int = 100) -> list[dict[str, Any]]:

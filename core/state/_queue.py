@@ -41,6 +41,34 @@ RETRY_AFTER_MAX = 3600.0
 Row = tuple[str, str, float, str, int]  # id, type, created, data JSON, batch size
 Item = tuple[str, Any]  # id, data (None when the stored JSON is damaged)
 
+# A notification routed to several destinations is queued once per destination, each copy
+# with its own delivery state. The queue groups rows by their queue type: the notification
+# type for the built-in Telegram chat (so queues written before destinations existed keep
+# their meaning), ``type@destination`` for every other; both backends batch and claim by it
+# unchanged. The copy's id is derived from the notification's (``copy_id``).
+DEST_SEP = "@"
+DEFAULT_DEST = "telegram"
+
+
+def queue_type(kind: str, dest: str) -> str:
+    return kind if dest == DEFAULT_DEST else f"{kind}{DEST_SEP}{dest}"
+
+
+def split_type(qtype: str) -> tuple[str, str]:
+    """(notification type, destination) of a queue type."""
+    kind, _, dest = qtype.partition(DEST_SEP)
+    return kind, dest or DEFAULT_DEST
+
+
+def copy_id(nid: str, dest: str) -> str:
+    """The id of ``nid``'s copy for ``dest``: stable (a repeated move from the local spool to
+    the server adds it once) and hex like every id, so ``notify retry`` takes it."""
+    if dest == DEFAULT_DEST:
+        return nid
+    import hashlib
+
+    return hashlib.sha256(f"{nid}{DEST_SEP}{dest}".encode()).hexdigest()[:32]
+
 
 def load_data(raw: str) -> Any:
     try:
@@ -91,9 +119,18 @@ class FlushSession(Protocol):
     pacer: Pacer
     refresh_every: float | None  # seconds between ``keep_alive`` while waiting (None: never)
 
-    def next_batch(self, refused: set[str]) -> tuple[str, list[Item]] | None:
-        """The next due batch it claimed (type, items); an empty list when another flush
-        was faster (ask again); None when nothing is due."""
+    def next_batch(self, refused: set[str], skip: frozenset[str] = frozenset()
+                   ) -> tuple[str, list[Item]] | None:
+        """The next due batch it claimed (queue type, items); an empty list when another
+        flush was faster (ask again); None when nothing is due. Batches for the
+        destinations in ``skip`` (given up on for this flush) are left unclaimed."""
+
+    def notes(self, nids: list[str]) -> dict[str, str]:
+        """The last error recorded by ``refuse`` for each of ``nids`` that has one."""
+
+    def pacer_for(self, dest: str, min_interval: float) -> Pacer:
+        """The limits of a destination other than the Telegram chat: one send per
+        ``min_interval`` seconds and the holds its 429s ask for, kept between runs."""
 
     def refuse(self, nid: str, reason: str) -> int:
         """Count a refusal of ``nid``; the number of refusals so far."""
@@ -263,12 +300,13 @@ def queue_db(directory: Path) -> Iterator[sqlite3.Connection]:
 
 
 def _due_types(con: sqlite3.Connection, now: float, interval: float, force: bool,
-               unclaimed_only: bool = True) -> list[str]:
+               unclaimed_only: bool = True, skip: frozenset[str] = frozenset()) -> list[str]:
     where = "WHERE claim IS NULL " if unclaimed_only else ""
     rows = con.execute(f"SELECT type, COUNT(*), MIN(created), MIN(batch) FROM queue {where}"
                        "GROUP BY type ORDER BY MIN(created)").fetchall()
     return [t for t, n, oldest, batch in rows
-            if force or n >= batch or now - oldest >= interval]
+            if (force or n >= batch or now - oldest >= interval)
+            and split_type(t)[1] not in skip]
 
 
 class LocalQueue:
@@ -404,7 +442,7 @@ class LocalQueue:
                 # died between sending and acknowledging: release it (that batch may go out
                 # twice).
                 con.execute("UPDATE queue SET claim = NULL WHERE claim IS NOT NULL")
-                run = LocalSession(con, pacer, rules, clock)
+                run = LocalSession(con, pacer, rules, clock, self.directory)
                 try:
                     yield run
                 finally:
@@ -428,13 +466,31 @@ class LocalSession:
     refresh_every = None
 
     def __init__(self, con: sqlite3.Connection, pacer: LocalPacer, rules: FlushRules,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], directory: Path | None = None) -> None:
         self.con, self.pacer, self.rules, self.clock = con, pacer, rules, clock
+        self.directory = directory
         self.claim = uuid.uuid4().hex  # marks this flush's rows (not the bot token)
         self.state: dict[str, Any] = {}
 
-    def next_batch(self, refused: set[str]) -> tuple[str, list[Item]] | None:
-        due = _due_types(self.con, self.clock(), self.rules.batch_interval, self.rules.force)
+    def pacer_for(self, dest: str, min_interval: float) -> LocalPacer:
+        # One file per destination: two pacers saving one file would undo each other's sends.
+        assert self.directory is not None
+        return LocalPacer(self.directory / f"dest_{dest}_state.json", dest, self.clock,
+                          min_interval=min_interval)
+
+    def notes(self, nids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(nids), 500):
+            part = nids[i:i + 500]
+            out.update(self.con.execute(
+                f"SELECT id, last_error FROM queue WHERE last_error IS NOT NULL AND id IN "
+                f"({','.join('?' * len(part))})", part).fetchall())
+        return out
+
+    def next_batch(self, refused: set[str], skip: frozenset[str] = frozenset()
+                   ) -> tuple[str, list[Item]] | None:
+        due = _due_types(self.con, self.clock(), self.rules.batch_interval, self.rules.force,
+                         skip=skip)
         if not due:
             return None
         kind = due[0]
@@ -524,6 +580,7 @@ class LocalPacer:
     clock: Callable[[], float]
     state: dict[str, Any] = field(default_factory=dict)
     _save_failed: bool = False
+    min_interval: float = 1.0  # seconds between two sends (Telegram: 1 a second per chat)
 
     def __post_init__(self) -> None:
         self.state = _load_pacer_state(self.path, self.clock())
@@ -539,7 +596,7 @@ class LocalPacer:
         c = self._chat
         sent = [t for t in c["sent"] if t > now - 60.0]
         c["sent"] = sent
-        at = max(c["not_before"], (sent[-1] + 1.0) if sent else 0.0)
+        at = max(c["not_before"], (sent[-1] + self.min_interval) if sent else 0.0)
         if self.chat.startswith("-") and len(sent) >= 20:
             at = max(at, sent[-20] + 60.0)
         return float(at)

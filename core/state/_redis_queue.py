@@ -41,6 +41,7 @@ from ._queue import (
     check_dead_id,
     load_data,
     pick_dead_id,
+    split_type,
 )
 from ._redis import SharedState
 from ._redis_events import check_hosts, entry_time
@@ -408,20 +409,29 @@ class SharedQueue:
 class SharedPacer:
     """Telegram's limits for one chat, shared by every host (see ``_PACE``)."""
 
-    def __init__(self, shared: SharedState, chat: str) -> None:
+    def __init__(self, shared: SharedState, chat: str, dest: str | None = None,
+                 min_interval: float = 1.0) -> None:
         self.shared = shared
-        self.sends = shared.key("tg", "chat", chat, "sent")
-        self.hold = shared.key("tg", "chat", chat, "hold")
-        self.bot = shared.key("tg", "bot", "sent")
-        self.group = chat.startswith("-")
         self.scale = time_scale()
+        if dest is None:
+            self.sends = shared.key("tg", "chat", chat, "sent")
+            self.hold = shared.key("tg", "chat", chat, "hold")
+            self.bot = shared.key("tg", "bot", "sent")
+            self.group = chat.startswith("-")
+            self.gap_ms, self.per_second = GAP_MS, BOT_PER_SECOND
+        else:  # another destination: its own gap and holds, no group or bot budget
+            self.sends = shared.key("dest", dest, "sent")
+            self.hold = shared.key("dest", dest, "hold")
+            self.bot = shared.key("dest", dest, "all")
+            self.group = False
+            self.gap_ms, self.per_second = int(min_interval * 1000), 1_000_000
 
     def wait(self) -> float:
         """Reserve a send now (0.0) or say how many seconds until one may be tried."""
         ok, wait_ms = self.shared.script("pace", _PACE)(
             keys=[self.sends, self.hold, self.bot],
-            args=[self.scale, GAP_MS, WINDOW_MS, GROUP_LIMIT if self.group else 0,
-                  BOT_PER_SECOND, uuid.uuid4().hex])
+            args=[self.scale, self.gap_ms, WINDOW_MS, GROUP_LIMIT if self.group else 0,
+                  self.per_second, uuid.uuid4().hex])
         return 0.0 if int(ok) else int(wait_ms) / 1000.0
 
     def sent(self) -> None:
@@ -448,11 +458,21 @@ class SharedSession:
         self.refresh_every = rules.claim_timeout * pacer.scale / 3
         self.state: dict[str, Any] = {}
 
-    def next_batch(self, refused: set[str]) -> tuple[str, list[Item]] | None:
-        got = self._take_over(refused) or self._take_due()
+    def next_batch(self, refused: set[str], skip: frozenset[str] = frozenset()
+                   ) -> tuple[str, list[Item]] | None:
+        got = self._take_over(refused, skip) or self._take_due(skip)
         if got is not None:
             self.current = [nid for nid, _ in got[1]]
         return got
+
+    def notes(self, nids: list[str]) -> dict[str, str]:
+        if not nids:
+            return {}
+        got = self.q.r.hmget(self.q.errors_key, nids)
+        return {nid: _text(v) for nid, v in zip(nids, got, strict=True) if v is not None}
+
+    def pacer_for(self, dest: str, min_interval: float) -> SharedPacer:
+        return SharedPacer(self.q.shared, "", dest=dest, min_interval=min_interval)
 
     def _claimed(self, kind: str, entries: Any) -> list[Item]:
         items = []
@@ -464,10 +484,13 @@ class SharedSession:
             items.append((f["id"], load_data(f.get("data", ""))))
         return items
 
-    def _take_over(self, refused: set[str]) -> tuple[str, list[Item]] | None:
+    def _take_over(self, refused: set[str], skip: frozenset[str] = frozenset()
+                   ) -> tuple[str, list[Item]] | None:
         """Claims idle longer than the claim timeout (their host died), one type's batch.
         One type at a time: whatever is claimed is then this flush's to send or put back."""
         for kind in self.q.types():
+            if split_type(kind)[1] in skip:
+                continue
             got = self.q.r.xautoclaim(self.q.stream(kind), GROUP, self.consumer,
                                       self.claim_ms, start_id="0-0",
                                       count=self.rules.max_batch_size)
@@ -478,8 +501,8 @@ class SharedSession:
                     return kind, items
         return None
 
-    def _take_due(self) -> tuple[str, list[Item]] | None:
-        due = self._due()
+    def _take_due(self, skip: frozenset[str] = frozenset()) -> tuple[str, list[Item]] | None:
+        due = [(k, b) for k, b in self._due() if split_type(k)[1] not in skip]
         if not due:
             return None
         kind, batch = due[0]

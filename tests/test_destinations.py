@@ -1,0 +1,434 @@
+"""Webhook and Discord destinations under the faults the Telegram tests use: 429 with
+retry_after, 5xx, answers past the timeout, dropped connections, nonsense 200s, a SIGKILLed
+notify-flush, a full disk. Each must lose nothing, deliver twice only under the same
+idempotency key (at most twice), and leave nothing stuck.
+
+Real components: the fakes in tests/fakes/webhook_servers.py are real HTTP servers on
+127.0.0.1, reached through real ``requests``; real files, real ``botopt`` processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from botopt.core import load_config
+from botopt.core.delivery._notify import (
+    UNCONFIRMED_AFTER,
+    dead_letters,
+    enqueue,
+    flush_notifications,
+    queue_stats,
+)
+from botopt.core.state._events import events_dir, read_events
+
+from .fakes.telegram_server import FakeTelegram
+from .fakes.webhook_servers import FakeDiscord, FakeReceiver
+from .test_delivery import ROOT, TOKEN
+
+SECRET = "test-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def hook():
+    fake = FakeReceiver(secret=SECRET).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def discord():
+    fake = FakeDiscord().start()
+    yield fake
+    fake.stop()
+
+
+def toml(hook_url: str | None = None, discord_url: str | None = None, *, routes: str = "",
+         timeout: float = 1.0, interval: float = 0.0, batch: int = 5) -> str:
+    text = ""
+    if hook_url:
+        text += (f'[notify.destinations.hook]\ntype = "webhook"\nurl = "{hook_url}/in"\n'
+                 f'secret = "{SECRET}"\ntimeout = {timeout}\nmin_interval = {interval}\n'
+                 f"max_batch_size = {batch}\n")
+    if discord_url:
+        text += (f'[notify.destinations.disc]\ntype = "discord"\nurl = "{discord_url}"\n'
+                 f"timeout = {timeout}\nmin_interval = {interval}\n"
+                 f"max_batch_size = {min(batch, 10)}\n")
+    return text + "[notify.routes]\n" + routes
+
+
+def config(tmp_path: Path, text: str, **extra):
+    p = tmp_path / "botopt.toml"
+    p.write_text(text)
+    return load_config(p, env={}, overrides={"cache.dir": str(tmp_path / "c"), **extra})
+
+
+def one(tmp_path, which, hook, discord, **kw):
+    """A config that routes everything to one destination: (config, its fake)."""
+    if which == "hook":
+        return config(tmp_path, toml(hook.url, routes='"*" = ["hook"]\n', **kw)), hook
+    return config(tmp_path, toml(None, discord.webhook_url, routes='"*" = ["disc"]\n',
+                                 **kw)), discord
+
+
+def notes(n: int, kind: str = "alert") -> list[dict]:
+    return [{"type": kind, "data": {"message": f"m{i:03d}"}} for i in range(n)]
+
+
+def wait_until(check, seconds: float = 5.0) -> None:
+    end = time.monotonic() + seconds
+    while not check() and time.monotonic() < end:
+        time.sleep(0.05)
+
+
+def seen(fake) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for nid in fake.ids_seen():
+        counts[nid] += 1
+    return counts
+
+
+# -- the happy path ---------------------------------------------------------------------------
+
+def test_a_webhook_batch_is_signed_keyed_and_verifiable_as_the_docs_say(tmp_path, hook):
+    cfg = config(tmp_path, toml(hook.url, routes='"*" = ["hook"]\n'))
+    ids = enqueue(cfg, notes(3))
+    result = flush_notifications(cfg, force=True)
+    assert result.notifications_sent == 3 and result.error is None
+    assert hook.bad_signatures == 0 and len(hook.received) == 1
+    doc = hook.received[0]
+    assert doc["type"] == "alert" and doc["destination"] == "hook"
+    assert [n["data"]["message"] for n in doc["notifications"]] == ["m000", "m001", "m002"]
+    [(key, got)] = hook.deliveries
+    assert key == doc["batch"] and len(set(got)) == 3
+    assert len(ids) == 3 and queue_stats(cfg)["pending"] == 0
+
+
+def test_the_documented_verification_snippet_accepts_ours_and_rejects_a_forgery(hook):
+    """The few lines docs/notifications.md gives receivers, run verbatim on our request."""
+    from botopt.core.delivery._http_dest import sign
+
+    doc = (Path(ROOT) / "docs" / "notifications.md").read_text()
+    snippet = doc.split("```python verify")[1].split("```")[0]
+    space: dict = {}
+    exec(snippet, space)  # noqa: S102 (our own documentation)
+    body = b'{"batch":"k","notifications":[]}'
+    ts = str(int(time.time()))
+    good = {"X-Botopt-Timestamp": ts, "X-Botopt-Signature": sign(SECRET, ts, body)}
+    assert space["verify"](SECRET.encode(), good, body)
+    assert not space["verify"](SECRET.encode(), good, body + b" ")
+    assert not space["verify"](b"another-secret-0123456789", good, body)
+    old = str(int(time.time()) - 3600)
+    stale = {"X-Botopt-Timestamp": old, "X-Botopt-Signature": sign(SECRET, old, body)}
+    assert not space["verify"](SECRET.encode(), stale, body)  # a replay
+    mac = hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert good["X-Botopt-Signature"] == f"sha256={mac}"
+
+
+def test_discord_gets_one_embed_per_notification_within_its_limits(tmp_path, discord):
+    cfg = config(tmp_path, toml(None, discord.webhook_url, routes='"*" = ["disc"]\n',
+                                batch=10))
+    big = "x" * 5000  # over an embed's 4096: cut, and still within 6000 in all
+    enqueue(cfg, [{"type": "signal", "data": {"symbol": f"S{i}USDT", "direction": "long",
+                                              "note": big if i < 3 else "@everyone"}}
+                  for i in range(10)])
+    result = flush_notifications(cfg, force=True)
+    assert result.notifications_sent == 10 and result.error is None, result.error
+    assert discord.refused == []
+    assert len(discord.received) >= 3  # 6000 characters over all embeds forces splits
+    assert sum(len(m["embeds"]) for m in discord.received) == 10
+    for m in discord.received:
+        assert m["allowed_mentions"] == {"parse": []}  # "@everyone" in data pings no one
+        assert len(m["content"]) <= 2000 and len(m["embeds"]) <= 10
+    assert "S9USDT" in json.dumps(discord.received)
+
+
+def test_a_notification_routed_to_three_destinations_reaches_each_once(tmp_path, hook,
+                                                                       discord):
+    tg = FakeTelegram(token=TOKEN, enforce_limits=False).start()
+    try:
+        cfg = config(tmp_path, toml(hook.url, discord.webhook_url,
+                                    routes='signal = ["telegram", "hook", "disc"]\n'
+                                           'alert = ["hook"]\n'),
+                     **{"telegram.token": TOKEN, "telegram.chat_id": "42",
+                        "telegram.api_url": tg.url})
+        enqueue(cfg, [{"type": "signal", "data": {"symbol": "BTCUSDT", "direction": "long"}},
+                      {"type": "alert", "data": {"message": "only the hook"}},
+                      {"type": "daily", "data": {"text": "default route"}}])
+        stats = queue_stats(cfg)
+        assert stats["pending"] == 5  # 3 copies + 1 + 1
+        result = flush_notifications(cfg, force=True)
+        assert result.error is None and result.notifications_sent == 5
+        assert {d: c["notifications"] for d, c in result.by_destination.items()} == \
+            {"telegram": 2, "hook": 2, "disc": 1}
+        assert len(tg.received) == 2 and len(discord.received) == 1
+        assert sorted(doc["type"] for doc in hook.received) == ["alert", "signal"]
+    finally:
+        tg.stop()
+
+
+# -- the Telegram fault set, for each destination ---------------------------------------------
+
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_429_holds_that_destination_for_retry_after_then_delivers(tmp_path, hook, discord,
+                                                                   which):
+    cfg, fake = one(tmp_path, which, hook, discord)
+    enqueue(cfg, notes(2))
+    fake.script = ["429:1.5"]
+    result = flush_notifications(cfg, force=True)
+    assert result.notifications_sent == 2 and result.rate_limited == 1
+    assert result.by_destination[which]["rate_limited"] == 1
+    assert fake.arrivals[1] - fake.arrivals[0] >= 1.4  # the wait it asked for was kept
+    assert list(seen(fake).values()) == [1, 1]
+
+
+def test_a_global_discord_429_holds_every_discord_webhook(tmp_path, discord):
+    cfg = config(tmp_path, toml(None, discord.webhook_url, routes='"*" = ["disc"]\n'))
+    enqueue(cfg, notes(1))
+    discord.script = ["global:1.2"]
+    assert flush_notifications(cfg, force=True, max_wait=0.1).notifications_sent == 0
+    state = json.loads(next((tmp_path / "c").rglob("dest__discord_state.json")).read_text())
+    assert state["_discord"]["not_before"] > time.time() + 0.5  # the shared hold is kept
+    time.sleep(1.3)
+    assert flush_notifications(cfg, force=True).notifications_sent == 1
+
+
+def test_discord_s_own_bucket_is_respected_without_a_429(tmp_path, discord):
+    """Five requests per two seconds, as Discord's webhook bucket: when X-RateLimit-Remaining
+    reaches 0 we wait for X-RateLimit-Reset-After instead of earning a 429."""
+    cfg = config(tmp_path, toml(None, discord.webhook_url, routes='"*" = ["disc"]\n',
+                                batch=1))
+    enqueue(cfg, notes(7))
+    result = flush_notifications(cfg, force=True)
+    assert result.notifications_sent == 7 and result.rate_limited == 0
+    assert discord.arrived == 7  # no request was refused
+
+
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_5xx_is_retried_with_backoff_and_delivered_once(tmp_path, hook, discord, which):
+    cfg, fake = one(tmp_path, which, hook, discord)
+    enqueue(cfg, notes(3))
+    fake.script = ["500", "500"]
+    result = flush_notifications(cfg, force=True)
+    assert result.notifications_sent == 3 and result.error is None
+    assert fake.arrived == 3 and list(seen(fake).values()) == [1, 1, 1]
+
+
+@pytest.mark.parametrize("fault", ["hang:1.5", "drop"])
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_an_unconfirmed_send_is_resent_once_under_the_same_key_then_dead(
+        tmp_path, hook, discord, which, fault):
+    """The request went out and no answer came (too late, or the connection dropped): not
+    retried in the run; the next flush resends it once under the same key; then it waits in
+    the dead letters. The receiver got it at most twice, and only under one key."""
+    cfg, fake = one(tmp_path, which, hook, discord)
+    ids = enqueue(cfg, notes(3))
+    fake.always = fault
+    first = flush_notifications(cfg, force=True)
+    assert fake.arrived == 1 and first.failure  # no retry storm
+    assert "may have been delivered" in first.error and queue_stats(cfg)["pending"] == 3
+    for _ in range(3):
+        flush_notifications(cfg, force=True)
+    time.sleep(1.6 if fault.startswith("hang") else 0.1)
+    assert fake.arrived == UNCONFIRMED_AFTER == 2
+    counts = seen(fake)
+    assert len(counts) == 3 and set(counts.values()) == {2}  # twice, never more
+    if which == "hook":
+        assert len({key for key, _ in fake.deliveries}) == 1  # the same Idempotency-Key
+        assert len(fake.received) == 1  # so the receiver processed it once
+    else:
+        footers = {e["footer"]["text"] for m in fake.received for e in m["embeds"]}
+        assert len(footers) == 3  # both copies carry the same batch key
+    assert queue_stats(cfg)["pending"] == 0
+    dead = dead_letters(cfg)
+    assert len(dead) == 3 and all("may have been delivered" in d["reason"] for d in dead)
+    events = [e for e in read_events(events_dir(tmp_path / "c"))[0]
+              if e["type"] == "notify_dead_letter"]
+    assert len(events) == 3 and {e["data"]["destination"] for e in events} == {which}
+    assert len(ids) == 3
+
+
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_an_unconfirmed_send_that_then_succeeds_is_delivered_and_forgotten(
+        tmp_path, hook, discord, which):
+    cfg, fake = one(tmp_path, which, hook, discord)
+    enqueue(cfg, notes(2))
+    fake.script = ["hang:1.5"]
+    assert flush_notifications(cfg, force=True).notifications_sent == 0
+    enqueue(cfg, [{"type": "alert", "data": {"message": "new"}}])  # claimed with them...
+    second = flush_notifications(cfg, force=True)
+    assert second.notifications_sent == 3 and second.error is None
+    wait_until(lambda: len(fake.ids_seen()) >= 5)
+    if which == "hook":  # ...but sent apart: the resent batch keeps its key
+        keys = [k for k, ids in fake.deliveries if len(ids) == 2]
+        assert len(keys) == 2 and keys[0] == keys[1]
+        assert sorted(len(ids) for _, ids in fake.deliveries) == [1, 2, 2]
+        assert len(fake.received) == 2  # the duplicate was dropped by its key
+    assert queue_stats(cfg)["pending"] == 0 and dead_letters(cfg) == []
+
+
+@pytest.mark.parametrize("body", ["{}", "<html>proxy</html>", "", '{"id": 5}', "null"])
+def test_a_discord_200_without_the_message_is_unconfirmed(tmp_path, discord, body):
+    cfg = config(tmp_path, toml(None, discord.webhook_url, routes='"*" = ["disc"]\n'))
+    enqueue(cfg, notes(1))
+    discord.always = f"body:{body}"
+    first = flush_notifications(cfg, force=True)
+    assert first.failure and "without the message" in first.error
+    for _ in range(3):
+        flush_notifications(cfg, force=True)
+    assert discord.arrived == UNCONFIRMED_AFTER
+    assert len(dead_letters(cfg)) == 1 and queue_stats(cfg)["pending"] == 0
+
+
+def test_a_webhook_2xx_of_any_body_is_delivered(tmp_path, hook):
+    cfg = config(tmp_path, toml(hook.url, routes='"*" = ["hook"]\n'))
+    enqueue(cfg, notes(1))
+    hook.always = "body:<html>whatever</html>"
+    assert flush_notifications(cfg, force=True).notifications_sent == 1
+    assert queue_stats(cfg)["pending"] == 0 and hook.arrived == 1
+
+
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_a_refusing_destination_finds_the_culprit_and_buries_only_it(tmp_path, hook,
+                                                                      discord, which):
+    cfg, fake = one(tmp_path, which, hook, discord)
+    enqueue(cfg, notes(3))
+    fake.script = ["400", "", "400", ""]  # the batch, then each alone: the middle one fails
+    flush_notifications(cfg, force=True)
+    for _ in range(2):  # it alone, refused again: after DEAD_AFTER refusals it is dead
+        fake.script = ["400"]
+        flush_notifications(cfg, force=True)
+    assert queue_stats(cfg)["pending"] == 0
+    assert len(dead_letters(cfg)) == 1
+    assert len(seen(fake)) == 2  # the other two went out, once each
+
+
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_a_wrong_url_keeps_everything_queued_and_names_the_destination(tmp_path, hook,
+                                                                        discord, which):
+    cfg, fake = one(tmp_path, which, hook, discord)
+    enqueue(cfg, notes(2))
+    fake.always = "404"
+    result = flush_notifications(cfg, force=True)
+    assert result.failure and which in result.error and fake.arrived == 1
+    assert queue_stats(cfg)["pending"] == 2 and dead_letters(cfg) == []
+    fake.always = None
+    assert flush_notifications(cfg, force=True).notifications_sent == 2
+
+
+def test_one_broken_destination_does_not_hold_up_the_others(tmp_path, hook, discord):
+    cfg = config(tmp_path, toml(hook.url, discord.webhook_url,
+                                routes='"*" = ["hook", "disc"]\n'))
+    enqueue(cfg, notes(4))
+    discord.always = "429:30"  # a wait far past this flush
+    result = flush_notifications(cfg, force=True, max_wait=1.0)
+    assert result.by_destination["hook"]["notifications"] == 4
+    assert "rate limit" in result.error
+    assert queue_stats(cfg)["pending"] == 4  # Discord's copies wait, nothing lost
+
+
+def test_a_hanging_destination_cannot_hold_a_flush_past_its_budget(tmp_path, hook):
+    cfg = config(tmp_path, toml(hook.url, routes='"*" = ["hook"]\n', timeout=30.0),
+                 **{"telegram.flush_budget": 2.0})
+    enqueue(cfg, notes(1))
+    hook.always = "hang:10"
+    start = time.monotonic()
+    flush_notifications(cfg, force=True)
+    assert time.monotonic() - start < 3.5
+    assert queue_stats(cfg)["pending"] == 1
+
+
+def test_connection_refused_is_transient_and_keeps_the_queue(tmp_path):
+    cfg = config(tmp_path, toml("http://127.0.0.1:9", routes='"*" = ["hook"]\n'))
+    enqueue(cfg, notes(2))
+    result = flush_notifications(cfg, force=True, sleep=lambda s: None)
+    assert result.failure and "unreachable" in result.error
+    assert queue_stats(cfg)["pending"] == 2 and dead_letters(cfg) == []
+
+
+def test_secrets_never_reach_errors_events_or_dead_letters(tmp_path, discord):
+    cfg = config(tmp_path, toml(None, discord.webhook_url, routes='"*" = ["disc"]\n'))
+    enqueue(cfg, notes(1))
+    discord.always = "drop"
+    for _ in range(3):
+        r = flush_notifications(cfg, force=True)
+        assert discord.token not in (r.error or "")
+    assert discord.token not in json.dumps(dead_letters(cfg))
+    for f in (tmp_path / "c").rglob("*"):
+        if f.is_file():
+            assert discord.token.encode() not in f.read_bytes(), f
+
+
+# -- processes: SIGKILL, a full disk -------------------------------------------------------------
+
+FLUSHER = r"""
+import sys
+from botopt.core import load_config
+from botopt.core.delivery._notify import flush_notifications
+cfg = load_config(sys.argv[1], env={}, overrides={"cache.dir": sys.argv[2]})
+while True:
+    flush_notifications(cfg, force=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_sigkill_of_notify_flush_mid_run_loses_nothing(tmp_path, hook, discord, which):
+    cfg, fake = one(tmp_path, which, hook, discord, batch=2)
+    fake.always = "hang:0.15"  # each answer takes a while: kills land mid-request
+    enqueue(cfg, notes(30))
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(6):
+        p = subprocess.Popen([sys.executable, "-c", FLUSHER, str(tmp_path / "botopt.toml"),
+                              str(tmp_path / "c")], env={**os.environ, "PYTHONPATH": str(ROOT)})
+        time.sleep(rng.uniform(0.6, 1.2))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        kills += 1
+    fake.always = None
+    while queue_stats(cfg)["pending"]:
+        flush_notifications(cfg, force=True)
+    counts = seen(fake)
+    assert len(counts) == 30 and dead_letters(cfg) == []  # none lost
+    assert sum(counts.values()) <= 30 + 2 * kills  # at most one batch resent per kill
+    assert max(counts.values()) <= 2
+    if which == "hook":
+        keys_of: dict[str, set[str]] = defaultdict(set)
+        for key, ids in fake.deliveries:
+            for n in ids:
+                keys_of[n].add(key)
+        assert all(len(k) == 1 for k in keys_of.values())  # duplicates share their key
+
+
+def test_a_full_disk_during_a_flush_loses_nothing(tmp_path, hook):
+    """Flush from a process whose file writes fail (RLIMIT_FSIZE, as test_faults' full disk
+    without root): it ends cleanly, and once space is back everything goes out once."""
+    cfg = config(tmp_path, toml(hook.url, routes='"*" = ["hook"]\n'))
+    enqueue(cfg, notes(3))
+    code = FLUSHER.replace("while True:\n    ", "")
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
+
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "botopt.toml"),
+                          str(tmp_path / "c")], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=60, preexec_fn=limit)
+    assert "Traceback" not in run.stderr or "NotifyError" in run.stderr, run.stderr
+    flush_notifications(cfg, force=True)
+    assert queue_stats(cfg)["pending"] == 0
+    assert set(seen(hook)) == {n for _, ids in hook.deliveries for n in ids}
+    assert len(set(seen(hook))) == 3 and max(seen(hook).values()) <= 2
