@@ -22,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from botopt.core import load_config
 from botopt.core.delivery._notify import (
@@ -29,6 +31,7 @@ from botopt.core.delivery._notify import (
     dead_letters,
     enqueue,
     flush_notifications,
+    pending_notifications,
     queue_stats,
 )
 from botopt.core.state._events import events_dir, read_events
@@ -432,3 +435,169 @@ def test_a_full_disk_during_a_flush_loses_nothing(tmp_path, hook):
     assert queue_stats(cfg)["pending"] == 0
     assert set(seen(hook)) == {n for _, ids in hook.deliveries for n in ids}
     assert len(set(seen(hook))) == 3 and max(seen(hook).values()) <= 2
+
+
+# -- what a user sees: metrics, notify list, status ---------------------------------------------
+
+def test_metrics_list_and_status_per_destination(tmp_path, hook, discord):
+    """Queue depth, dead letters and 429s per destination in the textfile (read by
+    prometheus_client's parser), each figure equal to what the fakes and `notify list` saw;
+    no secret in any label or line."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from typer.testing import CliRunner
+
+    from botopt.cli.main import app
+
+    text = toml(hook.url, discord.webhook_url, routes='"*" = ["hook", "disc"]\n')
+    (tmp_path / "botopt.toml").write_text(text)
+    runner = CliRunner()
+
+    def cli(*args: str):
+        return runner.invoke(app, ["--config", str(tmp_path / "botopt.toml"), "--cache-dir",
+                                   str(tmp_path / "c"), *args])
+
+    for i in range(3):
+        assert cli("notify", "add", "-t", "alert", "-d", json.dumps({"m": i})).exit_code == 0
+    discord.script = ["429:1", "drop", "drop"]  # a 429, then unconfirmed twice: dead
+    hook.script = ["429:1"]
+    for _ in range(3):
+        cli("notify-flush", "--force")
+    assert cli("notify", "add", "-t", "alert", "-d", '{"m": "later"}').exit_code == 0
+    out = tmp_path / "botopt.prom"
+    res = cli("metrics", "-o", str(out))
+    assert res.exit_code == 0, res.stderr
+    raw = out.read_text()
+    assert discord.token not in raw and SECRET not in raw
+    figures: dict[tuple[str, str], float] = {}
+    for fam in text_string_to_metric_families(raw):
+        for s in fam.samples:
+            if "destination" in s.labels:
+                figures[(s.name, s.labels["destination"])] = s.value
+    assert figures[("botopt_rate_limited_total", "hook")] == 1
+    assert figures[("botopt_rate_limited_total", "disc")] == 1
+    assert figures[("botopt_rate_limited_total", "telegram")] == 0
+    failed = json.loads(cli("notify", "list", "--failed", "--json").stdout)["dead_letters"]
+    assert {d["destination"] for d in failed} == {"disc"} and len(failed) == 3
+    assert figures[("botopt_dead_letter_notifications", "disc")] == 3
+    assert figures[("botopt_dead_lettered_total", "disc")] == 3
+    assert figures[("botopt_dead_letter_notifications", "hook")] == 0
+    queued = json.loads(cli("notify", "list", "--json").stdout)["notifications"]
+    assert sorted(q["destination"] for q in queued) == ["disc", "hook"]
+    assert all(q["type"] == "alert" for q in queued)
+    assert figures[("botopt_queue_depth_notifications", "hook")] == 1
+    assert figures[("botopt_queue_depth_notifications", "disc")] == 1
+    assert figures[("botopt_queue_depth_notifications", "telegram")] == 0
+    table = cli("notify", "list").stdout
+    assert "disc" in table and "hook" in table
+    status = json.loads(cli("status", "--json").stdout)["destinations"]
+    assert status["disc"] == {"pending": 1, "dead_letters": 3,
+                              "oldest_created_at": pytest.approx(time.time(), abs=60)}
+    plain = cli("status").stdout
+    assert "queued for disc / dead" in plain and "1 / 3" in plain
+
+
+# -- the shared (Redis) queue -------------------------------------------------------------------
+
+def test_destinations_on_the_shared_queue_keep_every_guarantee(redis_server, tmp_path, hook,
+                                                               discord):
+    """The same rules on Redis: one copy per destination, an unconfirmed webhook send resent
+    once under its key (read back from the server), Discord's 429 held, per-destination
+    figures from the server's streams and dead letters."""
+    from botopt.core.delivery._notify import destination_stats
+
+    tg = FakeTelegram(token=TOKEN, enforce_limits=False).start()
+    try:
+        cfg = config(tmp_path, toml(hook.url, discord.webhook_url,
+                                    routes='"*" = ["telegram", "hook", "disc"]\n'),
+                     **{"state.url": redis_server.url, "telegram.token": TOKEN,
+                        "telegram.chat_id": "42", "telegram.api_url": tg.url,
+                        "state.claim_timeout": 12.0})
+        enqueue(cfg, notes(3))
+        stats = queue_stats(cfg)
+        assert stats["pending"] == 9
+        assert {d: s["pending"] for d, s in destination_stats(stats).items()} == \
+            {"telegram": 3, "hook": 3, "disc": 3}
+        hook.script = ["hang:1.5"]
+        discord.script = ["429:1"]
+        first = flush_notifications(cfg, force=True)
+        assert first.by_destination["telegram"]["notifications"] == 3
+        assert first.by_destination["disc"]["notifications"] == 3
+        assert first.by_destination["disc"]["rate_limited"] == 1
+        assert "may have been delivered" in first.error
+        second = flush_notifications(cfg, force=True)
+        assert second.error is None and second.notifications_sent == 3
+        wait_until(lambda: len(hook.deliveries) >= 2)
+        assert len({k for k, _ in hook.deliveries}) == 1 and len(hook.received) == 1
+        assert queue_stats(cfg)["pending"] == 0
+        assert len(tg.received) == 1 and len(discord.received) == 1
+        # a dead letter on the server is counted under its destination
+        enqueue(cfg, [{"type": "alert", "data": {"m": "x"}}])
+        discord.always = "drop"
+        for _ in range(2):
+            flush_notifications(cfg, force=True)
+        per = destination_stats(queue_stats(cfg))
+        assert per["disc"]["dead_letters"] == 1 and per["disc"]["pending"] == 0
+        assert [d["destination"] for d in dead_letters(cfg)] == ["disc"]
+        assert [p["destination"] for p in pending_notifications(cfg)] == []
+    finally:
+        tg.stop()
+
+
+# -- routing: a property ------------------------------------------------------------------------
+
+KINDS = ("signal", "alert", "trade_exited")
+NAMES = ("hook", "hook2", "disc")
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(routes=st.fixed_dictionaries({k: st.lists(st.sampled_from(NAMES), min_size=1,
+                                                  max_size=3, unique=True) for k in KINDS}),
+       kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=12),
+       faults=st.lists(st.sampled_from(["", "500"]), max_size=4),
+       batch=st.integers(1, 4))
+def test_every_notification_reaches_every_routed_destination_exactly_once(
+        tmp_path_factory, routes, kinds, faults, batch):
+    from botopt.core.state._queue import copy_id
+
+    tmp = tmp_path_factory.mktemp("route")
+    hooks = {n: FakeReceiver(secret=SECRET).start() for n in ("hook", "hook2")}
+    disc = FakeDiscord().start()
+    try:
+        text = toml(hooks["hook"].url, disc.webhook_url, batch=batch)
+        text = text.replace("[notify.routes]\n", "[notify.destinations.hook2]\n"
+                            f'type = "webhook"\nurl = "{hooks["hook2"].url}/in"\n'
+                            f'secret = "{SECRET}"\nmin_interval = 0\n'
+                            f"max_batch_size = {batch}\n[notify.routes]\n")
+        text += "".join(f"{k} = {json.dumps(v)}\n" for k, v in routes.items())
+        text += '"*" = ["hook"]\n'  # no type here goes by it; without it: telegram
+        cfg = config(tmp, text)
+        for fake in (*hooks.values(), disc):
+            fake.script = list(faults)
+        ids = enqueue(cfg, [{"type": k, "data": {"i": i}} for i, k in enumerate(kinds)])
+        for _ in range(10):
+            if not queue_stats(cfg)["pending"]:
+                break
+            flush_notifications(cfg, force=True, sleep=lambda s: None)
+        assert queue_stats(cfg)["pending"] == 0 and dead_letters(cfg) == []
+        for name in NAMES:
+            want = sorted(copy_id(nid, name) for nid, k in zip(ids, kinds, strict=True)
+                          if name in routes[k])
+            fake = disc if name == "disc" else hooks[name]
+            got = sorted(fake.ids_seen())
+            if name == "disc":
+                want = sorted(w[:12] for w in want)
+            assert got == want, name  # each exactly once, and nothing it was not routed
+    finally:
+        for fake in (*hooks.values(), disc):
+            fake.stop()
+
+
+def test_types_without_a_route_still_go_to_telegram_and_say_so(tmp_path, hook):
+    from botopt.core.errors import ConfigError
+
+    cfg = config(tmp_path, toml(hook.url, routes='signal = ["hook"]\n'))
+    assert cfg.notify.route("alert") == ("telegram",)
+    with pytest.raises(ConfigError) as info:
+        flush_notifications(cfg, force=True)
+    assert info.value.key == "telegram.token" and '"*"' in str(info.value)

@@ -206,6 +206,25 @@ def queue_stats(config: Config | None) -> dict[str, Any]:
     return _queue(config).stats()
 
 
+def destination_stats(stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``queue_stats`` per destination: pending, dead letters, oldest created time."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def of(qtype: str) -> dict[str, Any]:
+        return out.setdefault(split_type(qtype)[1], {"pending": 0, "dead_letters": 0,
+                                                     "oldest_created_at": None})
+
+    for qtype, n in (stats.get("by_type") or {}).items():
+        of(qtype)["pending"] += int(n)
+    for qtype, n in (stats.get("dead_by_type") or {}).items():
+        of(qtype)["dead_letters"] += int(n)
+    for qtype, t in (stats.get("oldest_by_type") or {}).items():
+        d = of(qtype)
+        if t is not None and (d["oldest_created_at"] is None or t < d["oldest_created_at"]):
+            d["oldest_created_at"] = t
+    return out
+
+
 def _unsendable(data: Any) -> str | None:
     """Why a queued notification can never be sent, or None."""
     if not isinstance(data, dict):
@@ -242,7 +261,8 @@ def _dry_run(queue: NotificationQueue, rules: FlushRules, now: float) -> FlushRe
     """What a flush would send now (claimed batches included), nothing sent."""
     result = FlushResult()
     due, result.remaining = queue.preview(rules, now)
-    for kind, rows, batch in due:
+    for qtype, rows, batch in due:
+        kind, dest = split_type(qtype)
         items = []
         for nid, data in rows:
             why = _unsendable(data)
@@ -253,7 +273,10 @@ def _dry_run(queue: NotificationQueue, rules: FlushRules, now: float) -> FlushRe
             result.messages.append(Message(f"[{kind} {nid[:8]} would move to the "
                                            f"dead letters: {why}]", None, (nid,)))
         for i in range(0, len(items), batch):
-            result.messages += render_batch(kind, items[i:i + batch])
+            msgs = render_batch(kind, items[i:i + batch])
+            if dest != TELEGRAM:  # a preview of what goes there, in Telegram's words
+                msgs = [Message(f"[to {dest}] {m.text}", m.parse_mode, m.ids) for m in msgs]
+            result.messages += msgs
     return result
 
 
@@ -281,7 +304,14 @@ def _flush(config: Config, force: bool, dry_run: bool, clock: Callable[[], float
     tc = config.telegram
     # Without a route to Telegram its credentials are needed only if old rows wait for it.
     if _routes_telegram(config) or dry_run:
-        token, chat = _telegram_credentials(tc, dry_run)
+        try:
+            token, chat = _telegram_credentials(tc, dry_run)
+        except ConfigError as exc:
+            if not config.notify.destinations:
+                raise
+            raise ConfigError(f"{exc}; [notify.routes] sends notifications there (every "
+                              'type without its own route goes by "*", telegram by default)',
+                              key=exc.key) from None
     else:
         token, chat = tc.token or "", tc.chat_id or ""
     ws = Workspace.of(config)
@@ -323,6 +353,7 @@ class _Flush:
         self.config: Config | None = None
         self.http_session: Any = None
         self.dest = TELEGRAM  # the destination of the batch being sent
+        self.qtype = ""  # and its queue type
         self.retries = tc.max_retries
         self.label = "Telegram"
         self.channels: dict[str, tuple[Any, str, Pacer, DestinationConfig | None]] = {}
@@ -342,6 +373,7 @@ class _Flush:
             if not items:
                 continue  # another host was faster
             kind, dest = split_type(qtype)
+            self.qtype = qtype
             try:
                 stop = self._send_to(dest, kind, items)
             except (TelegramConfigError, ConfigError) as exc:
@@ -579,10 +611,11 @@ class _Flush:
         return self.client.send(msg, timeout=self.deadline - self.clock())
 
     def _refuse(self, nid: str, kind: str, reason: str) -> None:
-        """Telegram refused this notification: count it; bury it after DEAD_AFTER."""
+        """The destination refused this notification: count it; bury it after DEAD_AFTER."""
         self.refused.add(nid)
         tries = self.held.refuse(nid, reason)
-        log.warning("Telegram refused notification %s (%s): %s", nid[:8], kind, reason)
+        self.result.count(self.dest, "refused")
+        log.warning("%s refused notification %s (%s): %s", self.label, nid[:8], kind, reason)
         if tries >= DEAD_AFTER:
             self._bury(nid, kind, f"{reason} ({tries} tries)", None)
         elif tries:
@@ -607,7 +640,7 @@ class _Flush:
         """Move to the dead letters; count it and say so once (the monitor alerts on the
         event)."""
         self.refused.add(nid)
-        data = self.held.bury(nid, kind, reason, data)
+        data = self.held.bury(nid, self.qtype, reason, data)
         self.result.dead_lettered += 1
         self.result.count(self.dest, "dead_lettered")
         about = data.get("dead_letter") if isinstance(data, dict) else None
@@ -646,13 +679,23 @@ class _Both:
         self.own.retry_after(seconds)
 
 
+def _with_destination(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's notification type and destination apart (the queue keeps them as one)."""
+    out = []
+    for r in rows:
+        kind, dest = split_type(str(r.get("type", "")))
+        out.append({**r, "type": kind, "destination": dest})
+    return out
+
+
 def pending_notifications(config: Config, limit: int = 100) -> list[dict[str, Any]]:
-    return _queue(config).pending(limit)
+    """The queued copies, oldest first, each with its ``destination``."""
+    return _with_destination(_queue(config).pending(limit))
 
 
 def dead_letters(config: Config, limit: int = 100) -> list[dict[str, Any]]:
     """The notifications that could not be delivered, newest failure first."""
-    return _queue(config).dead(limit)
+    return _with_destination(_queue(config).dead(limit))
 
 
 def retry_dead_letter(config: Config, ident: str, now: float | None = None) -> str:
@@ -665,5 +708,6 @@ def drop_dead_letter(config: Config, ident: str) -> str:
     return _queue(config).drop_dead(ident)
 
 
-__all__ = ["FlushResult", "batch_notify", "dead_letters", "drop_dead_letter", "enqueue",
+__all__ = ["FlushResult", "batch_notify", "dead_letters", "destination_stats",
+           "drop_dead_letter", "enqueue",
            "flush_notifications", "pending_notifications", "queue_stats", "retry_dead_letter"]

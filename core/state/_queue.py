@@ -337,10 +337,15 @@ class LocalQueue:
                                   ).fetchone()[0]
             dead = con.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-            by_type = dict(con.execute("SELECT type, COUNT(*) FROM queue GROUP BY type"
-                                       ).fetchall())
+            by_type, oldest_by_type = {}, {}
+            for kind, n, first in con.execute("SELECT type, COUNT(*), MIN(created) FROM queue "
+                                              "GROUP BY type"):
+                by_type[kind], oldest_by_type[kind] = n, first
+            dead_by_type = dict(con.execute("SELECT type, COUNT(*) FROM dead GROUP BY type"
+                                            ).fetchall())
         return {"pending": pending, "oldest_created_at": oldest, "claimed": claimed,
-                "dead_letters": dead, "by_type": by_type,
+                "dead_letters": dead, "by_type": by_type, "oldest_by_type": oldest_by_type,
+                "dead_by_type": dead_by_type,
                 "last_flush_at": float(meta["last_flush_at"]) if "last_flush_at" in meta
                 else None, "last_error": meta.get("last_error") or None}
 

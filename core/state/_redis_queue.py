@@ -278,6 +278,7 @@ class SharedQueue:
         # "stuck" check compares it with its own).
         shift = time.time() - (float(sec) + float(usec) / 1e6)
         by_type, claimed, oldest = {}, 0, None
+        oldest_by_type: dict[str, float] = {}
         for i, kind in enumerate(kinds):
             n, first, pend = out[3 * i:3 * i + 3]
             if isinstance(n, int) and n:
@@ -285,13 +286,26 @@ class SharedQueue:
             if isinstance(first, list) and first:
                 created = entry_time(_text(first[0][0])) + shift
                 oldest = created if oldest is None else min(oldest, created)
+                oldest_by_type[kind] = created
             if isinstance(pend, dict):
                 claimed += int(pend.get("pending", 0))
         meta = _fields(out[-1])
         return {"pending": sum(by_type.values()), "oldest_created_at": oldest,
                 "claimed": claimed, "dead_letters": int(out[-2]), "by_type": by_type,
+                "oldest_by_type": oldest_by_type, "dead_by_type": self._dead_by_type(),
                 "last_flush_at": float(meta["last_flush_at"]) if "last_flush_at" in meta
                 else None, "last_error": meta.get("last_error") or None}
+
+    def _dead_by_type(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for raw in self.r.hvals(self.dead_key):
+            try:
+                kind = json.loads(raw).get("type")
+            except (ValueError, AttributeError, RecursionError):
+                kind = None
+            if isinstance(kind, str):
+                out[kind] = out.get(kind, 0) + 1
+        return out
 
     def pending(self, limit: int) -> list[dict[str, Any]]:
         return self._read(lambda: self._pending(limit), lambda: self.local.pending(limit))
@@ -572,7 +586,8 @@ class SharedSession:
         return int(pipe.execute()[0])
 
     def bury(self, nid: str, kind: str, reason: str, data: Any) -> Any:
-        _, eid = self.entries.pop(nid)
+        # the stream the entry was claimed from names its queue type (its destination too)
+        kind, eid = self.entries.pop(nid)
         stream = self.q.stream(kind)
         raw = self.q.r.xrange(stream, eid, eid)
         f = _fields(raw[0][1]) if raw else {}
