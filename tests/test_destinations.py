@@ -415,26 +415,29 @@ def test_sigkill_of_notify_flush_mid_run_loses_nothing(tmp_path, hook, discord, 
         assert all(len(k) == 1 for k in keys_of.values())  # duplicates share their key
 
 
-def test_a_full_disk_during_a_flush_loses_nothing(tmp_path, hook):
-    """Flush from a process whose file writes fail (RLIMIT_FSIZE, as test_faults' full disk
-    without root): it ends cleanly, and once space is back everything goes out once."""
+@pytest.mark.parametrize("mode", ["ro", "full"])
+def test_a_full_or_read_only_disk_during_a_flush_loses_nothing(tmp_path, hook, mode):
+    """notify-flush with the cache on a full or read-only disk (as test_faults runs the
+    Telegram commands): one line, no traceback; once the disk is back everything goes out,
+    a batch sent without being recorded at most twice and under its one key."""
+    from .test_faults import _clean, _under
+
     cfg = config(tmp_path, toml(hook.url, routes='"*" = ["hook"]\n'))
     enqueue(cfg, notes(3))
-    code = FLUSHER.replace("while True:\n    ", "")
-
-    def limit() -> None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))
-
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "botopt.toml"),
-                          str(tmp_path / "c")], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, timeout=60, preexec_fn=limit)
-    assert "Traceback" not in run.stderr or "NotifyError" in run.stderr, run.stderr
+    cache = tmp_path / "c"
+    result = _under(mode, cache, ("--config", str(tmp_path / "botopt.toml"), "notify-flush",
+                                  "--force"), hook.url)
+    _clean(result)
+    assert SECRET not in result.stderr + result.stdout
     flush_notifications(cfg, force=True)
-    assert queue_stats(cfg)["pending"] == 0
-    assert set(seen(hook)) == {n for _, ids in hook.deliveries for n in ids}
-    assert len(set(seen(hook))) == 3 and max(seen(hook).values()) <= 2
+    assert queue_stats(cfg)["pending"] == 0 and dead_letters(cfg) == []
+    counts = seen(hook)
+    assert len(counts) == 3 and max(counts.values()) <= 2
+    keys_of: dict[str, set[str]] = defaultdict(set)
+    for key, ids in hook.deliveries:
+        for n in ids:
+            keys_of[n].add(key)
+    assert all(len(k) == 1 for k in keys_of.values())
 
 
 # -- what a user sees: metrics, notify list, status ---------------------------------------------
@@ -601,3 +604,44 @@ def test_types_without_a_route_still_go_to_telegram_and_say_so(tmp_path, hook):
     with pytest.raises(ConfigError) as info:
         flush_notifications(cfg, force=True)
     assert info.value.key == "telegram.token" and '"*"' in str(info.value)
+
+
+def test_copies_for_a_destination_removed_from_the_config_become_dead_letters(tmp_path, hook,
+                                                                              discord):
+    cfg = config(tmp_path, toml(hook.url, discord.webhook_url,
+                                routes='"*" = ["hook", "disc"]\n'))
+    enqueue(cfg, notes(2))
+    later = config(tmp_path, toml(hook.url, routes='"*" = ["hook"]\n'))  # disc removed
+    result = flush_notifications(later, force=True)
+    assert result.by_destination["hook"]["notifications"] == 2 and result.dead_lettered == 2
+    dead = dead_letters(later)
+    assert {d["destination"] for d in dead} == {"disc"} and "no longer" in dead[0]["reason"]
+    assert queue_stats(later)["pending"] == 0 and discord.arrived == 0
+
+
+def test_a_second_telegram_chat_is_a_destination_with_its_own_pacing(tmp_path, hook):
+    tg = FakeTelegram(token=TOKEN, enforce_limits=True).start()
+    try:
+        text = toml(hook.url, routes='alert = ["ops", "telegram"]\n"*" = ["hook"]\n')
+        text = text.replace("[notify.routes]\n", "[notify.destinations.ops]\n"
+                            f'type = "telegram"\ntoken = "{TOKEN}"\nchat_id = "-1001"\n'
+                            f'url = "{tg.url}"\nmin_interval = 1.0\n[notify.routes]\n')
+        cfg = config(tmp_path, text, **{"telegram.token": TOKEN, "telegram.chat_id": "42",
+                                        "telegram.api_url": tg.url})
+        enqueue(cfg, notes(2) + [{"type": "signal", "data": {"symbol": "BTCUSDT"}}])
+        result = flush_notifications(cfg, force=True)
+        assert result.error is None, result.error
+        assert sorted(m["chat_id"] for m in tg.received) == ["-1001", "42"]
+        assert len(hook.received) == 1 and hook.received[0]["type"] == "signal"
+        assert next((tmp_path / "c").rglob("dest_ops_state.json")).exists()
+    finally:
+        tg.stop()
+
+
+def test_a_token_in_a_webhook_url_query_is_hidden_too(tmp_path):
+    from botopt.core.base._redact import redact
+
+    text = toml("http://127.0.0.1:9", routes='"*" = ["hook"]\n')
+    cfg = config(tmp_path, text.replace("/in", "/in?token=abcdefgh12345678"))
+    assert cfg.notify.destination("hook") is not None
+    assert "abcdefgh12345678" not in redact("GET /in?token=abcdefgh12345678 failed")

@@ -141,7 +141,12 @@ def _check_url(url: str, key: str, file: Any, *, https_only: bool) -> Any:
 
 
 def _check_webhook(dest: DestinationConfig, key: str, file: Any) -> None:
-    _check_url(dest.url, key, file, https_only=False)
+    parts = _check_url(dest.url, key, file, https_only=False)
+    from urllib.parse import parse_qsl
+
+    for _, value in parse_qsl(parts.query):  # ?token=... : a credential in all but name
+        if len(value) >= 8:
+            register_secret(value)
     if dest.secret is None:
         raise _fail(file, f"{key}.secret", "missing: the key receivers check the "
                     "X-Botopt-Signature with")

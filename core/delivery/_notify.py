@@ -373,7 +373,12 @@ class _Flush:
             if not items:
                 continue  # another host was faster
             kind, dest = split_type(qtype)
-            self.qtype = qtype
+            self.qtype, self.dest = qtype, dest
+            if self._gone(dest):
+                for nid, _ in items:  # kept where a person sees them, never dropped
+                    self._bury(nid, kind, f"destination {dest!r} is no longer in "
+                               "[notify.destinations]", None)
+                continue
             try:
                 stop = self._send_to(dest, kind, items)
             except (TelegramConfigError, ConfigError) as exc:
@@ -388,6 +393,11 @@ class _Flush:
 
     def _budget_used(self) -> str:
         return f"the flush budget of {self.tc.flush_budget:g} s was used up"
+
+    def _gone(self, dest: str) -> bool:
+        """Copies queued for a destination the config no longer has."""
+        return dest != TELEGRAM and self.config is not None and \
+            self.config.notify.destination(dest) is None
 
     def _send_to(self, dest: str, kind: str, items: list[Item]) -> str | None:
         client, chat, pacer, spec = self._channel(dest)
@@ -408,11 +418,8 @@ class _Flush:
             if self.client is None:
                 _telegram_credentials(self.tc, False)  # raises: says which key to set
             got = (self.client, self.chat, self.held.pacer, None)
-        elif spec is None:
-            raise ConfigError(f"notifications are queued for destination {dest!r}, which "
-                              "is not in [notify.destinations] any more; add it back, or "
-                              "botopt notify list shows them", key="notify.destinations")
-        elif spec.type == "telegram":
+        elif spec is None or spec.type == "telegram":
+            assert spec is not None  # _gone() buried the copies of unknown destinations
             got = (TelegramClient(spec.url or self.tc.api_url, spec.token or "",
                                   spec.timeout, self.http_session), spec.chat_id or "",
                    self.held.pacer_for(dest, spec.min_interval), spec)
