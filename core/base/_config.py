@@ -924,6 +924,19 @@ flush_budget = 50.0
 # Times in Telegram messages: HH:MM in this IANA time zone (e.g. "Europe/Berlin").
 timezone = "UTC"
 
+# More destinations besides the [telegram] chat, and which notification types go where
+# (docs/notifications.md). Without [notify.routes] everything goes to the Telegram chat.
+# [notify.destinations.orders]
+# type = "webhook"
+# url = "https://bot.example.com/botopt"
+# secret = "..."          # python3 -c 'import secrets; print(secrets.token_hex(32))'
+# [notify.destinations.team]
+# type = "discord"
+# url = "https://discord.com/api/webhooks/ID/TOKEN"
+# [notify.routes]
+# signal = ["telegram", "team", "orders"]
+# "*" = ["telegram"]
+
 [monitor]
 check_interval = 30.0
 stale_after = 600.0
