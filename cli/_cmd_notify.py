@@ -162,7 +162,14 @@ def list_(ctx: typer.Context, *, out: opt.Output,
                                                     "claimed", "tries", "data"],
                     [(i["id"][:8], i["type"], *([i["destination"]] if to else []),
                       _when(i["created"]), "yes" if i["claimed"] else "",
-                      i["attempts"] or "", _short(i["data"])) for i in items])
+                      _tries(i), _short(i["data"])) for i in items])
+
+
+def _tries(row: dict[str, Any]) -> str:
+    if not row["attempts"]:
+        return ""
+    return f"{row['attempts']} ({row['state']})" if row["state"] == "unconfirmed" \
+        else str(row["attempts"])
 
 
 def _to_column(state: AppState, rows: list[dict[str, Any]]) -> list[str]:

@@ -241,6 +241,7 @@ def test_an_unconfirmed_send_is_resent_once_under_the_same_key_then_dead(
     first = flush_notifications(cfg, force=True)
     assert fake.arrived == 1 and first.failure  # no retry storm
     assert "may have been delivered" in first.error and queue_stats(cfg)["pending"] == 3
+    assert {p["state"] for p in pending_notifications(cfg)} == {"unconfirmed"}
     for _ in range(3):
         flush_notifications(cfg, force=True)
     time.sleep(1.6 if fault.startswith("hang") else 0.1)
@@ -645,3 +646,26 @@ def test_a_token_in_a_webhook_url_query_is_hidden_too(tmp_path):
     cfg = config(tmp_path, text.replace("/in", "/in?token=abcdefgh12345678"))
     assert cfg.notify.destination("hook") is not None
     assert "abcdefgh12345678" not in redact("GET /in?token=abcdefgh12345678 failed")
+
+
+@pytest.mark.parametrize("body, lowest, highest", [
+    ('{"retry_after": -5, "global": false}', 1.0, 1.5),
+    ('{"retry_after": 1e300, "global": false}', 3500, 3601),
+    ('{"retry_after": "soon"}', 4.0, 5.5),
+    ('{"retry_after": null}', 4.0, 5.5),
+    ("<html>slow down</html>", 4.0, 5.5),
+    ('{"retry_after": 0.0001, "global": "yes"}', 1.0, 1.5),
+])
+def test_absurd_discord_retry_after_is_clamped(tmp_path, discord, body, lowest, highest):
+    cfg = config(tmp_path, toml(None, discord.webhook_url, routes='"*" = ["disc"]\n'))
+    enqueue(cfg, notes(1))
+    discord.script = [f"raw429:{body}"]
+    before = time.time()
+    result = flush_notifications(cfg, force=True, max_wait=0.1)
+    assert result.rate_limited == 1 and result.notifications_sent == 0
+    state = json.loads(next((tmp_path / "c").rglob("dest_disc_state.json")).read_text())
+    wait = state["disc"]["not_before"] - before
+    assert lowest <= wait <= highest, wait
+    assert queue_stats(cfg)["pending"] == 1
+    listed = pending_notifications(cfg)
+    assert [p["state"] for p in listed] == ["pending"]

@@ -695,9 +695,20 @@ def _with_destination(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _state(row: Mapping[str, Any]) -> str:
+    """A queued copy's delivery state: sending (claimed by a flush now), unconfirmed (sent,
+    no answer: resent once by the next flush), refused (kept for another try), pending."""
+    if row.get("claimed"):
+        return "sending"
+    if row.get("attempts"):
+        return "unconfirmed" if "may have been delivered" in str(row.get("last_error")) \
+            else "refused"
+    return "pending"
+
+
 def pending_notifications(config: Config, limit: int = 100) -> list[dict[str, Any]]:
-    """The queued copies, oldest first, each with its ``destination``."""
-    return _with_destination(_queue(config).pending(limit))
+    """The queued copies, oldest first, each with its ``destination`` and ``state``."""
+    return [{**r, "state": _state(r)} for r in _with_destination(_queue(config).pending(limit))]
 
 
 def dead_letters(config: Config, limit: int = 100) -> list[dict[str, Any]]:

@@ -15,7 +15,8 @@ Both take the Telegram fake's fault script: ``script`` (one action per request, 
 ``always``): ``429:<seconds>``, ``global:<seconds>`` (Discord), ``500``, ``hang:<seconds>``
 (the request is processed, the answer comes that late), ``drop`` (the connection is closed
 after the request was read and processed: the sender cannot know), ``lost`` (closed before
-processing), ``body:<text>`` (a 200 with that body, processed), ``400``, ``401``, ``404``.
+processing), ``body:<text>`` (a 200 with that body, processed), ``raw429:<body>`` (a 429
+with that body), ``400``, ``401``, ``404``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class _Faults(Loopback):
             return 404, {"message": "Unknown Webhook", "code": 10015}, {}
         if action.startswith("429:"):
             return self.limited(float(action[4:]), everywhere=False)
+        if action.startswith("raw429:"):  # a 429 with this JSON body, as a broken proxy
+            return 429, action[7:], {}
         if action.startswith("global:"):
             return self.limited(float(action[7:]), everywhere=True)
         answer = self.serve(path, headers, body)  # processed, then the answer goes wrong
