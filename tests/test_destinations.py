@@ -669,3 +669,23 @@ def test_absurd_discord_retry_after_is_clamped(tmp_path, discord, body, lowest, 
     assert queue_stats(cfg)["pending"] == 1
     listed = pending_notifications(cfg)
     assert [p["state"] for p in listed] == ["pending"]
+
+
+def test_doctor_checks_and_test_sends_each_destination(tmp_path, hook, discord):
+    from botopt.core.watch._doctor import run_checks
+
+    cfg = config(tmp_path, toml(hook.url, discord.webhook_url,
+                                routes='"*" = ["hook", "disc"]\n'))
+    checks = {c.name: c for c in run_checks(cfg)}
+    assert checks["telegram"].ok and "not used" in checks["telegram"].message
+    assert checks["destination disc"].ok and discord.token not in \
+        checks["destination disc"].message and discord.arrived == 0
+    sent = {c.name: c for c in run_checks(cfg, send_test=True)}
+    assert sent["destination hook"].ok and sent["destination disc"].ok
+    assert hook.bad_signatures == 0 and len(hook.received) == 1
+    assert hook.received[0]["type"] == "doctor_test" and len(discord.received) == 1
+    hook.always, discord.always = "404", "401"
+    broken = {c.name: c for c in run_checks(cfg, send_test=True)}
+    assert not broken["destination hook"].ok and "404" in broken["destination hook"].message
+    assert not broken["destination disc"].ok and discord.token not in \
+        broken["destination disc"].message
