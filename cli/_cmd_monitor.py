@@ -49,12 +49,12 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
     from datetime import datetime, timezone
 
     from ..core import get_status
-    from ..core.delivery._notify import destination_stats
+    from ..core.delivery._notify import destination_names, destination_stats
 
     state = get_state(ctx)
     data = get_status(state.config())
-    per = destination_stats(data["notifications"]) if "by_type" in data["notifications"] \
-        else {}
+    per = destination_stats(data["notifications"], destination_names(state.config())) \
+        if "by_type" in data["notifications"] else {}
     if out.json:
         from ._render import iso
 

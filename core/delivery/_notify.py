@@ -206,9 +206,18 @@ def queue_stats(config: Config | None) -> dict[str, Any]:
     return _queue(config).stats()
 
 
-def destination_stats(stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``queue_stats`` per destination: pending, dead letters, oldest created time."""
-    out: dict[str, dict[str, Any]] = {}
+def destination_names(config: Config) -> list[str]:
+    """The destinations in use: the Telegram chat when a route sends there, then the rest."""
+    return ([TELEGRAM] if _routes_telegram(config) else []) + \
+        [d.name for d in config.notify.destinations]
+
+
+def destination_stats(stats: Mapping[str, Any], names: Iterable[str] = ()
+                      ) -> dict[str, dict[str, Any]]:
+    """``queue_stats`` per destination: pending, dead letters, oldest created time; every
+    one of ``names`` present (at 0), and any other that has copies queued or dead."""
+    out: dict[str, dict[str, Any]] = {n: {"pending": 0, "dead_letters": 0,
+                                          "oldest_created_at": None} for n in names}
 
     def of(qtype: str) -> dict[str, Any]:
         return out.setdefault(split_type(qtype)[1], {"pending": 0, "dead_letters": 0,
@@ -726,6 +735,7 @@ def drop_dead_letter(config: Config, ident: str) -> str:
     return _queue(config).drop_dead(ident)
 
 
-__all__ = ["FlushResult", "batch_notify", "dead_letters", "destination_stats",
+__all__ = ["FlushResult", "batch_notify", "dead_letters", "destination_names",
+           "destination_stats",
            "drop_dead_letter", "enqueue",
            "flush_notifications", "pending_notifications", "queue_stats", "retry_dead_letter"]

@@ -276,7 +276,7 @@ def _cache_families(stats: dict[str, dict[str, Any]]) -> list[Family]:
 
 
 def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
-    from ..delivery._notify import destination_stats, queue_stats
+    from ..delivery._notify import destination_names, destination_stats, queue_stats
     from ..state._workspace import Workspace
 
     shared = Workspace.of(config).shared
@@ -287,11 +287,10 @@ def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
         shared.check()
     q = queue_stats(config)
     out = {}
-    # every configured destination has its series, at 0 when nothing waits for it
-    names = ["telegram", *(d.name for d in config.notify.destinations)]
-    per = destination_stats(q)
-    for dest in sorted(set(names) | set(per)):
-        d = per.get(dest, {})
+    # every destination in use has its series, at 0 when nothing waits for it
+    per = destination_stats(q, destination_names(config))
+    for dest in sorted(per):
+        d = per[dest]
         oldest = d.get("oldest_created_at")
         out[dest] = {"pending": int(d.get("pending", 0)),
                      "dead_letters": int(d.get("dead_letters", 0)),
