@@ -698,15 +698,18 @@ FAULTS = ["", "", "", "500", "hang:1.2", "drop", "lost", "body:{}", "429:1"]
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, *(pytest.param(n, marks=pytest.mark.slow)
                                                  for n in range(5, 35))])
+@pytest.mark.parametrize("backend", ["local", "redis"])
 def test_random_faults_lose_nothing_duplicate_only_under_one_key_and_leave_nothing_stuck(
-        tmp_path, hook, discord, seed):
+        tmp_path, hook, discord, seed, backend, request):
     """The goal row, measured: under a random schedule of every fault above on both
     destinations, each notification reaches each destination or its dead letters (lost: 0),
     reaches it at most twice and then only under one idempotency key (webhook) or one batch
     footer (Discord), and the queue ends empty (stuck: 0)."""
     rng = random.Random(seed)
+    shared = {"state.url": request.getfixturevalue("redis_server").url,
+              "state.claim_timeout": 12.0} if backend == "redis" else {}
     cfg = config(tmp_path, toml(hook.url, discord.webhook_url, batch=3,
-                                routes='"*" = ["hook", "disc"]\n'))
+                                routes='"*" = ["hook", "disc"]\n'), **shared)
     for fake in (hook, discord):
         fake.script = [rng.choice(FAULTS) for _ in range(12)]
     ids = enqueue(cfg, [{"type": rng.choice(["alert", "signal"]), "data": {"i": i}}

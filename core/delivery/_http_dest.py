@@ -73,28 +73,6 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def groups_by_key(items: Sequence[tuple[str, Any]], notes: Mapping[str, str]
-                  ) -> list[tuple[str, list[tuple[str, Any]]]]:
-    """The claimed items as batches: those an unconfirmed send carried go out again as that
-    batch, under its key (when the batch is whole again: otherwise under a new key, the
-    notifications' own ids still tell a receiver what it already has); the rest together."""
-    old: dict[str, list[tuple[str, Any]]] = {}
-    fresh = []
-    for nid, data in items:
-        m = KEY_RE.search(notes.get(nid, ""))
-        if m:
-            old.setdefault(m.group(1), []).append((nid, data))
-        else:
-            fresh.append((nid, data))
-    out = []
-    for key, group in old.items():
-        whole = batch_key([n for n, _ in group]) == key
-        out.append((key if whole else batch_key([n for n, _ in group]), group))
-    if fresh:
-        out.append((batch_key([n for n, _ in fresh]), fresh))
-    return out
-
-
 # -- rendering ---------------------------------------------------------------------------------
 
 def webhook_messages(dest: str, kind: str, items: Sequence[tuple[str, Any]], key: str

@@ -370,6 +370,9 @@ class _Flush:
         # configuration to fix), with why: the others are still served.
         self.stopped: dict[str, str] = {}
         self.fatal: Exception | None = None
+        # (destination, queue type, key) -> the claimed part of a resent batch (see
+        # _send_http_batch)
+        self.parked: dict[tuple[str, str, str], list[Item]] = {}
 
     def loop(self) -> str | None:
         while True:
@@ -377,6 +380,7 @@ class _Flush:
                 return self._budget_used()
             got = self.held.next_batch(self.refused, frozenset(self.stopped))
             if got is None:
+                self._send_parked()
                 break
             qtype, items = got
             if not items:
@@ -408,11 +412,16 @@ class _Flush:
         return dest != TELEGRAM and self.config is not None and \
             self.config.notify.destination(dest) is None
 
-    def _send_to(self, dest: str, kind: str, items: list[Item]) -> str | None:
+    def _enter(self, dest: str) -> DestinationConfig | None:
+        """Make ``dest`` the destination being sent to; its settings."""
         client, chat, pacer, spec = self._channel(dest)
         self.dest, self.client, self.chat, self.pacer = dest, client, chat, pacer
         self.label = "Telegram" if spec is None or spec.type == "telegram" else dest
         self.retries = self.tc.max_retries if spec is None else spec.max_retries
+        return spec
+
+    def _send_to(self, dest: str, kind: str, items: list[Item]) -> str | None:
+        spec = self._enter(dest)
         if spec is None or spec.type == "telegram":
             return self._send_batch(kind, items)
         return self._send_http_batch(kind, items)
@@ -444,8 +453,14 @@ class _Flush:
 
     def _send_http_batch(self, kind: str, items: list[Item]) -> str | None:
         """A batch for a webhook or Discord: the same rules as ``_send_batch``, with the
-        batch's idempotency key kept across an unconfirmed send and its resend."""
-        from ._http_dest import groups_by_key
+        batch's idempotency key kept across an unconfirmed send and its resend.
+
+        The copies an unconfirmed send carried go out again together, as that batch, under
+        its key. The shared queue may hand them back split over several claims (it puts
+        what a flush did not deliver at the end of its stream); the parts wait, claimed,
+        until the batch is whole again (its key is the hash of its ids, so that is known),
+        and only then go out."""
+        from ._http_dest import KEY_RE, batch_key
 
         good = []
         for nid, data in items:
@@ -454,10 +469,46 @@ class _Flush:
                 good.append((nid, data))
             else:
                 self._bury(nid, kind, why, None)
-        by_id = dict(good)
         notes = self.held.notes([nid for nid, _ in good])
-        unsent = [m for key, group in groups_by_key(good, notes)
-                  for m in self._render_http(kind, group, key)]
+        fresh = []
+        for nid, data in good:
+            m = KEY_RE.search(notes.get(nid, ""))
+            if m:
+                self.parked.setdefault((self.dest, self.qtype, m.group(1)), []).append(
+                    (nid, data))
+            else:
+                fresh.append((nid, data))
+        groups = []
+        for (dest, qtype, key), group in list(self.parked.items()):
+            if (dest, qtype) == (self.dest, self.qtype) and \
+                    batch_key([n for n, _ in group]) == key:
+                groups.append((key, self.parked.pop((dest, qtype, key))))
+        if fresh:
+            groups.append((batch_key([n for n, _ in fresh]), fresh))
+        return self._send_groups(kind, groups)
+
+    def _send_parked(self) -> str | None:
+        """Parts of a resent batch whose rest never came in this flush (another host took
+        it, or it was buried): they go out under a key of their own rather than wait."""
+        from ._http_dest import batch_key
+
+        stop = None
+        for (dest, qtype, _), group in list(self.parked.items()):
+            if dest in self.stopped:
+                continue  # released at the end of the flush, whole, for the next one
+            kind = split_type(qtype)[0]
+            self.qtype = qtype
+            self._enter(dest)
+            stop = self._send_groups(kind, [(batch_key([n for n, _ in group]), group)])
+            if stop is not None:
+                self.stopped[dest] = stop
+        self.parked.clear()
+        return stop
+
+    def _send_groups(self, kind: str, groups: list[tuple[str, list[Item]]]) -> str | None:
+        items = [it for _, group in groups for it in group]
+        by_id = dict(items)
+        unsent = [m for key, group in groups for m in self._render_http(kind, group, key)]
         while unsent:
             msg = unsent[0]
             if set(msg.ids) <= self.refused:
