@@ -741,3 +741,18 @@ def test_random_faults_lose_nothing_duplicate_only_under_one_key_and_leave_nothi
             _, nid, _, _, batch = e["footer"]["text"].split()
             batches_of[nid].add(batch)
     assert all(len(b) == 1 for b in batches_of.values())
+
+
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_a_huge_answer_is_classified_as_any_other(tmp_path, hook, discord, which):
+    """50 MB of junk in a 200 (we read at most 256 kB of it): a webhook's 2xx is
+    delivered; Discord's lacks the message, so it is unconfirmed."""
+    cfg, fake = one(tmp_path, which, hook, discord, timeout=5.0)
+    enqueue(cfg, notes(1))
+    fake.script = ["big:50"]
+    result = flush_notifications(cfg, force=True)
+    if which == "hook":
+        assert result.notifications_sent == 1 and result.error is None
+    else:
+        assert result.failure and "without the message" in result.error
+        assert queue_stats(cfg)["pending"] == 1

@@ -159,8 +159,9 @@ class HttpClient:
         connect = min(5.0, limit / 2)
         read = max(0.5, limit - connect)
         try:
-            resp = self._session.post(self.url, data=body, headers=headers,
+            resp = self._session.post(self.url, data=body, headers=headers, stream=True,
                                       timeout=(connect, read), allow_redirects=False)
+            answer = _read_capped(resp)
         except requests.ReadTimeout:
             return HttpOutcome(Kind.AMBIGUOUS, f"{self.where} did not answer within "
                                f"{read:.1f} s (it may have been delivered)")
@@ -172,7 +173,7 @@ class HttpClient:
         except requests.RequestException as exc:
             return HttpOutcome(Kind.TRANSIENT, redact(f"{self.where} unreachable "
                                                       f"({type(exc).__name__})"))
-        return self._classify(resp)
+        return self._classify(resp, answer)
 
     def _dropped(self, exc: Exception) -> HttpOutcome:
         """Refused before connecting: nothing was sent. Dropped after the request went out:
@@ -180,17 +181,18 @@ class HttpClient:
         text = redact(str(exc))
         log.debug("%s: %s", self.where, text)
         if "Connection aborted" in text or "RemoteDisconnected" in text or \
-                "reset by peer" in text:
+                "reset by peer" in text or "timed out" in text.lower() or \
+                "IncompleteRead" in text:
             return HttpOutcome(Kind.AMBIGUOUS, f"{self.where} dropped the connection before "
                                "answering (it may have been delivered)")
         cause = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
         return HttpOutcome(Kind.TRANSIENT, f"{self.where} unreachable"
                            + (f" ({cause.group(0).strip()})" if cause else ""))
 
-    def _classify(self, resp: Any) -> HttpOutcome:
+    def _classify(self, resp: Any, answer: bytes) -> HttpOutcome:
         status = resp.status_code
         try:
-            body = resp.json()
+            body = json.loads(answer) if answer else None
         except (ValueError, RecursionError):
             body = None
         said = _said(body, resp)
@@ -207,6 +209,23 @@ class HttpClient:
         if status >= 500 or status == 408 or status < 200:
             return HttpOutcome(Kind.TRANSIENT, f"{self.where} answered {status}{said}")
         return HttpOutcome(Kind.REJECTED, f"{self.where} refused it: {status}{said}")
+
+
+MAX_ANSWER = 256 * 1024  # bytes of an answer read: a message object is a few kB
+
+
+def _read_capped(resp: Any) -> bytes:
+    """The answer's first MAX_ANSWER bytes: a receiver (or what sits in front of it) that
+    streams gigabytes cannot fill our memory; the rest is dropped with the connection."""
+    out = b""
+    try:
+        for chunk in resp.iter_content(chunk_size=65536):
+            out += chunk
+            if len(out) >= MAX_ANSWER:
+                break
+    finally:
+        resp.close()
+    return out[:MAX_ANSWER]
 
 
 def _said(body: Any, resp: Any) -> str:

@@ -16,7 +16,7 @@ Both take the Telegram fake's fault script: ``script`` (one action per request, 
 (the request is processed, the answer comes that late), ``drop`` (the connection is closed
 after the request was read and processed: the sender cannot know), ``lost`` (closed before
 processing), ``body:<text>`` (a 200 with that body, processed), ``raw429:<body>`` (a 429
-with that body), ``400``, ``401``, ``404``.
+with that body), ``big:<MB>`` (a 200 of that many MB, processed), ``400``, ``401``, ``404``.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ class _Faults(Loopback):
             return (0, {}, {}) if action == "drop" else answer
         if action.startswith("body:"):
             return 200, action[5:], {}
+        if action.startswith("big:"):  # a 200 whose body is this many MB of junk
+            return 200, "x" * int(float(action[4:]) * 1_000_000), {}
         raise ValueError(f"unknown action {action!r}")
 
     def limited(self, seconds: float, everywhere: bool) -> Answer:
