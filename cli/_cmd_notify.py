@@ -73,6 +73,14 @@ def _emit_per_destination(emit: Any, result: Any, line: str | None) -> None:
                  rate_limited=0 if flushed else limited)
 
 
+def _per_destination(result: Any) -> str:
+    """" (telegram 2, orders 2, team 1)": where they went, when not only to Telegram."""
+    per = {d: c.get("notifications", 0) for d, c in result.by_destination.items()}
+    if set(per) <= {"telegram"}:
+        return ""
+    return " (" + ", ".join(f"{d} {n}" for d, n in sorted(per.items())) + ")"
+
+
 def _flush_line(result: Any) -> str:
     """One line saying what was not delivered, why, and when the next try is."""
     parts = []
@@ -241,7 +249,8 @@ def notify_flush(
             state.notice(result.skipped)
         elif not out.quiet:
             print(f"sent {result.notifications_sent} notification(s) in "
-                  f"{result.messages_sent} message(s); {result.remaining} queued")
+                  f"{result.messages_sent} message(s){_per_destination(result)}; "
+                  f"{result.remaining} queued")
         if line:
             raise NotifyError(line)
 

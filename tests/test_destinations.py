@@ -756,3 +756,24 @@ def test_a_huge_answer_is_classified_as_any_other(tmp_path, hook, discord, which
     else:
         assert result.failure and "without the message" in result.error
         assert queue_stats(cfg)["pending"] == 1
+
+
+def test_notify_flush_says_per_destination_and_names_a_broken_one_in_one_line(tmp_path, hook,
+                                                                               discord):
+    from .test_delivery import botopt, errors
+
+    (tmp_path / "botopt.toml").write_text(toml(hook.url, discord.webhook_url,
+                                               routes='"*" = ["hook", "disc"]\n'))
+    cache = tmp_path / "c"
+    conf = ("--config", str(tmp_path / "botopt.toml"))
+    assert botopt(cache, *conf, "notify", "add", "-t", "alert", "-d", "{}",
+                  url="http://127.0.0.1:9").returncode == 0
+    discord.always = "404"
+    run = botopt(cache, *conf, "notify-flush", "--force", url="http://127.0.0.1:9")
+    assert run.returncode == 1 and "(disc 0, hook 1)" in run.stdout
+    [line] = errors(run)
+    assert "disc" in line and "404" in line and discord.token not in run.stderr
+    discord.always = None
+    run = botopt(cache, *conf, "notify-flush", "--force", "--json", url="http://127.0.0.1:9")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["destinations"]["disc"]["notifications"] == 1

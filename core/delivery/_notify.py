@@ -97,7 +97,12 @@ class FlushResult:
                 "messages_sent": self.messages_sent, "remaining": self.remaining,
                 "failed": self.failed, "dead_lettered": self.dead_lettered,
                 "refused": self.refused,
-                "next_retry_at": self.next_retry_at, "error": self.error}
+                "next_retry_at": self.next_retry_at, "error": self.error,
+                # with other destinations than the Telegram chat: this flush's per destination
+                **({"destinations": {d: {k: c.get(k, 0) for k in (
+                    "notifications", "messages", "rate_limited", "dead_lettered")}
+                    for d, c in self.by_destination.items()}}
+                   if set(self.by_destination) - {TELEGRAM} else {})}
 
 
 def _workspace(config: Config | None) -> Workspace:
