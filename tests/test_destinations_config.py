@@ -131,3 +131,10 @@ def test_secrets_never_appear_in_config_show_or_errors(tmp_path):
 def test_a_discord_url_is_redacted_wherever_it_appears():
     text = f"ConnectionError: HTTPSConnectionPool: Max retries with url: {DISCORD}?wait=true"
     assert DISCORD_TOKEN not in redact(text) and "webhooks/112233445566/***" in redact(text)
+
+
+@pytest.mark.parametrize("var", ["BOTOPT_NOTIFY_ROUTES", "BOTOPT_NOTIFY_DESTINATIONS"])
+def test_a_table_set_from_the_environment_is_refused_not_ignored(var):
+    with pytest.raises(ConfigError) as info:
+        load_config(env={var: '{"signal": ["hook"]}'})
+    assert var in str(info.value) and "botopt.toml" in str(info.value)

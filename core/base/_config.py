@@ -734,7 +734,11 @@ def load_config(
         hints = typing.get_type_hints(sec_cls)
         for key in hints:
             var = f"BOTOPT_{sec_name.upper()}_{key.upper()}"
-            if var in env and f"{sec_name}.{key}" not in TABLE_KEYS:
+            if var in env and f"{sec_name}.{key}" in TABLE_KEYS:
+                raise ConfigError(f"{var}: {sec_name}.{key} is a table; set it in "
+                                  f"botopt.toml ([{sec_name}.{key}...])",
+                                  key=f"{sec_name}.{key}")
+            if var in env:
                 full = f"{sec_name}.{key}"
                 values[sec_name][key] = _coerce(env[var], hints[key], full, f"env {var}", True)
                 sources[full] = f"env:{var}"
