@@ -95,6 +95,22 @@ def wait_until(check, seconds: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def keys_by_id(fake) -> dict[str, set[str]]:
+    """Each notification id -> the idempotency keys (webhook) or batch footers (Discord) it
+    arrived under."""
+    out: dict[str, set[str]] = defaultdict(set)
+    if isinstance(fake, FakeReceiver):
+        for key, ids in fake.deliveries:
+            for n in ids:
+                out[n].add(key)
+    else:
+        for m in fake.received:
+            for e in m["embeds"]:
+                _, nid, _, _, batch = e["footer"]["text"].split()
+                out[nid].add(batch)
+    return out
+
+
 def seen(fake) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
     for nid in fake.ids_seen():
@@ -408,12 +424,7 @@ def test_sigkill_of_notify_flush_mid_run_loses_nothing(tmp_path, hook, discord, 
     assert len(counts) == 30 and dead_letters(cfg) == []  # none lost
     assert sum(counts.values()) <= 30 + 2 * kills  # at most one batch resent per kill
     assert max(counts.values()) <= 2
-    if which == "hook":
-        keys_of: dict[str, set[str]] = defaultdict(set)
-        for key, ids in fake.deliveries:
-            for n in ids:
-                keys_of[n].add(key)
-        assert all(len(k) == 1 for k in keys_of.values())  # duplicates share their key
+    assert all(len(k) == 1 for k in keys_by_id(fake).values())  # duplicates share their key
 
 
 @pytest.mark.parametrize("mode", ["ro", "full"])
@@ -434,11 +445,7 @@ def test_a_full_or_read_only_disk_during_a_flush_loses_nothing(tmp_path, hook, m
     assert queue_stats(cfg)["pending"] == 0 and dead_letters(cfg) == []
     counts = seen(hook)
     assert len(counts) == 3 and max(counts.values()) <= 2
-    keys_of: dict[str, set[str]] = defaultdict(set)
-    for key, ids in hook.deliveries:
-        for n in ids:
-            keys_of[n].add(key)
-    assert all(len(k) == 1 for k in keys_of.values())
+    assert all(len(k) == 1 for k in keys_by_id(hook).values())
 
 
 # -- what a user sees: metrics, notify list, status ---------------------------------------------
@@ -730,17 +737,8 @@ def test_random_faults_lose_nothing_duplicate_only_under_one_key_and_leave_nothi
             key = cid[:12] if name == "disc" else cid
             assert counts.get(key, 0) >= 1 or cid in dead, (name, nid)  # lost: 0
             assert counts.get(key, 0) <= 2
-    keys_of: dict[str, set[str]] = defaultdict(set)
-    for key, batch_ids in hook.deliveries:
-        for n in batch_ids:
-            keys_of[n].add(key)
-    assert all(len(k) == 1 for k in keys_of.values())  # twice only under the same key
-    batches_of: dict[str, set[str]] = defaultdict(set)
-    for m in discord.received:
-        for e in m["embeds"]:
-            _, nid, _, _, batch = e["footer"]["text"].split()
-            batches_of[nid].add(batch)
-    assert all(len(b) == 1 for b in batches_of.values())
+    for fake in (hook, discord):  # twice only under the same key
+        assert all(len(k) == 1 for k in keys_by_id(fake).values())
 
 
 @pytest.mark.parametrize("which", ["hook", "disc"])
