@@ -96,6 +96,8 @@ def test_destinations_and_routes_are_typed(tmp_path):
      "notify.destinations.x.url"),
     ('[notify.destinations.x]\ntype = "discord"\nurl = "https://discord.com/api/webhooks/1/t"\n'
      'max_batch_size = 11\n', "notify.destinations.x.max_batch_size"),
+    ('[notify.destinations.x]\ntype = "discord"\n'
+     'url = "https://discord.com/api/webhooks/1/t?wait=false"\n', "notify.destinations.x.url"),
     ('[notify.destinations.x]\ntype = "telegram"\nchat_id = "1"\n',
      "notify.destinations.x.token"),
     ('[notify.destinations.x]\ntype = "telegram"\ntoken = "nope"\nchat_id = "1"\n',
@@ -138,3 +140,15 @@ def test_a_table_set_from_the_environment_is_refused_not_ignored(var):
     with pytest.raises(ConfigError) as info:
         load_config(env={var: '{"signal": ["hook"]}'})
     assert var in str(info.value) and "botopt.toml" in str(info.value)
+
+
+def test_a_discord_thread_is_allowed_and_its_token_still_hidden(tmp_path):
+    url = f"{DISCORD}?thread_id=998877"
+    cfg = load_config(write(tmp_path, f'[notify.destinations.t]\ntype = "discord"\n'
+                                      f'url = "{url}"\n'), env={})
+    from botopt.core.base._destinations import redacted_url
+    from botopt.core.delivery._http_dest import HttpClient
+
+    dest = cfg.notify.destination("t")
+    assert dest is not None and DISCORD_TOKEN not in redacted_url(dest)
+    assert HttpClient(dest).url.endswith("?thread_id=998877&wait=true")

@@ -173,8 +173,10 @@ def _check_discord(dest: DestinationConfig, key: str, file: Any) -> None:
                     "(https://discord.com/api/webhooks/ID/TOKEN)")
     if parts.hostname not in DISCORD_HOSTS + LOOPBACK:
         raise _fail(file, f"{key}.url", "is not on discord.com")
-    if parts.query or parts.fragment:
-        raise _fail(file, f"{key}.url", "must end with the token (botopt adds ?wait=true)")
+    if parts.fragment or (parts.query and not re.fullmatch(r"thread_id=\d{1,25}",
+                                                              parts.query)):
+        raise _fail(file, f"{key}.url", "must end with the token, or ?thread_id=ID for a "
+                    "thread (botopt adds wait=true)")
     if dest.secret is not None:
         raise _fail(file, f"{key}.secret", "Discord webhooks are not signed; the token in "
                     "the URL is the secret")

@@ -143,7 +143,9 @@ class HttpClient:
         self.where = f"{dest.type} destination {dest.name}"
         self._session = session or requests.Session()
         self._session.headers.setdefault("User-Agent", "botopt")
-        self.url = dest.url + ("?wait=true" if dest.type == "discord" else "")
+        # Discord: wait=true makes a 200 carry the message, the proof it was posted
+        self.url = dest.url if dest.type != "discord" else \
+            dest.url + ("&" if "?" in dest.url else "?") + "wait=true"
 
     def send(self, msg: HttpMessage, timeout: float | None = None) -> HttpOutcome:
         import requests
