@@ -48,8 +48,7 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
     """Last run, recent failures, pending events, notification backlog, monitor."""
     from datetime import datetime, timezone
 
-    from ..core import get_status
-    from ..core.delivery._notify import destination_names, destination_stats
+    from ..core import destination_names, destination_stats, get_status
 
     state = get_state(ctx)
     data = get_status(state.config())
