@@ -775,3 +775,13 @@ def test_notify_flush_says_per_destination_and_names_a_broken_one_in_one_line(tm
     run = botopt(cache, *conf, "notify-flush", "--force", "--json", url="http://127.0.0.1:9")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["destinations"]["disc"]["notifications"] == 1
+
+
+def test_dry_run_shows_each_destination_and_sends_nothing(tmp_path, hook, discord):
+    cfg = config(tmp_path, toml(hook.url, discord.webhook_url,
+                                routes='alert = ["hook", "disc"]\n"*" = ["hook"]\n'))
+    enqueue(cfg, notes(2))
+    result = flush_notifications(cfg, force=True, dry_run=True)
+    shown = [m.text for m in result.messages]
+    assert sum("[to hook]" in t for t in shown) == 1 and sum("[to disc]" in t for t in shown) == 1
+    assert hook.arrived == discord.arrived == 0 and queue_stats(cfg)["pending"] == 4
