@@ -785,3 +785,34 @@ def test_dry_run_shows_each_destination_and_sends_nothing(tmp_path, hook, discor
     shown = [m.text for m in result.messages]
     assert sum("[to hook]" in t for t in shown) == 1 and sum("[to disc]" in t for t in shown) == 1
     assert hook.arrived == discord.arrived == 0 and queue_stats(cfg)["pending"] == 4
+
+
+@pytest.mark.parametrize("which", ["hook", "disc"])
+def test_a_disk_that_fills_while_a_send_is_in_flight_loses_nothing(tmp_path, hook, discord,
+                                                                   which):
+    """The worst moment for a full disk: the batch has gone out, its deletion cannot be
+    written. notify-flush ends with one line; the next flush sends that batch again, under
+    the same key, and the receiver keeps it once."""
+    import resource
+
+    cfg, fake = one(tmp_path, which, hook, discord, timeout=5.0)
+    enqueue(cfg, notes(3))
+    fake.script = ["hang:1.0"]  # processed at once, answered a second later
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--config",
+                          str(tmp_path / "botopt.toml"), "--cache-dir", str(tmp_path / "c"),
+                          "notify-flush", "--force"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: fake.arrived >= 1)
+    resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (1, 1))  # the disk is full from now on
+    out, err = p.communicate(timeout=60)
+    assert "Traceback" not in err and p.returncode in (0, 1), err
+    assert len([line for line in err.splitlines() if line.startswith("botopt: error")]) <= 1
+    assert "Telegram" not in err  # the files and limits are named as this destination's
+    flush_notifications(cfg, force=True)
+    assert queue_stats(cfg)["pending"] == 0 and dead_letters(cfg) == []
+    counts = seen(fake)
+    assert len(counts) == 3 and max(counts.values()) <= 2
+    assert all(len(k) == 1 for k in keys_by_id(fake).values())
+    if which == "hook":
+        assert len(hook.received) == 1  # the resend was dropped by its key

@@ -481,7 +481,7 @@ class LocalSession:
         # One file per destination: two pacers saving one file would undo each other's sends.
         assert self.directory is not None
         return LocalPacer(self.directory / f"dest_{dest}_state.json", dest, self.clock,
-                          min_interval=min_interval)
+                          min_interval=min_interval, label=f"the send limits of {dest}")
 
     def notes(self, nids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -555,21 +555,22 @@ def _valid_chat_state(raw: Any, now: float) -> dict[str, Any] | None:
             "sent": sorted(float(t) for t in raw["sent"] if now - 60.0 < t <= now + 60.0)}
 
 
-def _load_pacer_state(path: Path, now: float) -> dict[str, Any]:
+def _load_pacer_state(path: Path, now: float, label: str = "Telegram state"
+                      ) -> dict[str, Any]:
     try:
         raw = read_json(path, {})
     except (ValueError, RecursionError, OSError) as exc:
-        log.warning("Telegram state %s is unreadable (%s); starting afresh", path,
+        log.warning("%s %s is unreadable (%s); starting afresh", label, path,
                     type(exc).__name__)
         return {}
     if not isinstance(raw, dict):
-        log.warning("Telegram state %s is damaged; starting afresh", path)
+        log.warning("%s %s is damaged; starting afresh", label, path)
         return {}
     state = {}
     for chat, value in raw.items():
         clean = _valid_chat_state(value, now)
         if clean is None:
-            log.warning("Telegram state %s: entry for one chat is damaged; dropped", path)
+            log.warning("%s %s: entry for one chat is damaged; dropped", label, path)
         else:
             state[str(chat)] = clean
     return state
@@ -586,9 +587,10 @@ class LocalPacer:
     state: dict[str, Any] = field(default_factory=dict)
     _save_failed: bool = False
     min_interval: float = 1.0  # seconds between two sends (Telegram: 1 a second per chat)
+    label: str = "Telegram state"  # how messages name the file
 
     def __post_init__(self) -> None:
-        self.state = _load_pacer_state(self.path, self.clock())
+        self.state = _load_pacer_state(self.path, self.clock(), self.label)
         self.state.setdefault(self.chat, {"not_before": 0.0, "sent": []})
 
     @property
@@ -622,5 +624,5 @@ class LocalPacer:
             atomic_write_json(self.path, self.state)
         except OSError as exc:  # a full disk must not stop delivery; the limits hold in memory
             if not self._save_failed:
-                log.warning("cannot save Telegram state %s: %s", self.path, exc.strerror)
+                log.warning("cannot save %s %s: %s", self.label, self.path, exc.strerror)
             self._save_failed = True
