@@ -179,7 +179,8 @@ def _destination(dest: Any, send_test: bool) -> str:
                             dest.timeout).send(str(dest.chat_id),
                                                "botopt doctor: test message, all good", None)
         if tg.kind != "ok":
-            raise BotoptError(f"{where}: {tg.detail or tg.kind}")
+            raise BotoptError(f"{where}: {tg.detail or tg.kind}",
+                              key=f"notify.destinations.{dest.name}")
         return f"sent a test message to {where}"
     import uuid
 
@@ -192,7 +193,7 @@ def _destination(dest: Any, send_test: bool) -> str:
     outcome = HttpClient(dest).send(msgs[0])
     if outcome.kind != "ok":
         raise BotoptError(outcome.detail or f"{dest.type} destination {dest.name}: "
-                          f"{outcome.kind}")
+                          f"{outcome.kind}", key=f"notify.destinations.{dest.name}")
     return f"sent a test message to {where}"
 
 
