@@ -261,7 +261,9 @@ class SharedQueue:
         return local()
 
     def stats(self) -> dict[str, Any]:
-        return self._read(self._stats, self.local.stats)
+        # dead letters per queue type read every dead letter: here, not in each flush's tally
+        return self._read(lambda: {**self._stats(), "dead_by_type": self._dead_by_type()},
+                          self.local.stats)
 
     def _stats(self) -> dict[str, Any]:
         kinds = self.types()
@@ -293,7 +295,7 @@ class SharedQueue:
         meta = _fields(out[-1])
         return {"pending": sum(by_type.values()), "oldest_created_at": oldest,
                 "claimed": claimed, "dead_letters": int(out[-2]), "by_type": by_type,
-                "oldest_by_type": oldest_by_type, "dead_by_type": self._dead_by_type(),
+                "oldest_by_type": oldest_by_type,
                 "last_flush_at": float(meta["last_flush_at"]) if "last_flush_at" in meta
                 else None, "last_error": meta.get("last_error") or None}
 
