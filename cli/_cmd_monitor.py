@@ -48,15 +48,17 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
     """Last run, recent failures, pending events, notification backlog, monitor."""
     from datetime import datetime, timezone
 
-    from ..core import get_status
+    from ..core import destination_names, destination_stats, get_status
 
     state = get_state(ctx)
     data = get_status(state.config())
+    per = destination_stats(data["notifications"], destination_names(state.config())) \
+        if "by_type" in data["notifications"] else {}
     if out.json:
         from ._render import iso
 
         last_run = data["last_run"]
-        print_json({**data, "last_flush_at": iso(data["last_flush_at"]),
+        print_json({**data, "destinations": per, "last_flush_at": iso(data["last_flush_at"]),
                     "jobs": {c: {**j, "finished_at": iso(j["finished_at"])}
                              for c, j in data["jobs"].items()},
                     "last_run": last_run and {**last_run,
@@ -89,6 +91,9 @@ def status(ctx: typer.Context, *, out: opt.Output) -> None:
         ("events pending", data["events_pending"]),
         ("notifications queued", q.get("pending", q.get("error"))),
         ("dead letters", q.get("dead_letters", "?")),
+        *[(f"queued for {dest} / dead", f"{d['pending']} / {d['dead_letters']}")
+          for dest, d in sorted(per.items()) if state.config().notify.destinations
+          or dest != "telegram"],
         ("last flush", when(data["last_flush_at"])),
         ("monitor running", "yes" if data["monitor_running"] else "no"),
     ]

@@ -54,11 +54,40 @@ def _short(data: Any) -> str:
     return clip(json.dumps(data), 60)
 
 
+def _emit_per_destination(emit: Any, result: Any, line: str | None) -> None:
+    """One flushed/failed event per destination (metrics count 429s and dead letters per
+    destination); a flush that only met 429s still reports them."""
+    from ..core import EventType
+
+    per = result.by_destination or ({"telegram": {}} if result.failure else {})
+    for dest, c in per.items():
+        messages, limited = c.get("messages", 0), c.get("rate_limited", 0)
+        failed = bool(c.get("failure")) or (result.failure and not result.by_destination)
+        flushed = bool(messages or (limited and not failed))
+        if flushed:
+            emit(EventType.NOTIFY_FLUSHED, messages=messages,
+                 notifications=c.get("notifications", 0), rate_limited=limited,
+                 destination=dest)
+        if failed:
+            emit(EventType.NOTIFY_FAILED, error=line, destination=dest,
+                 rate_limited=0 if flushed else limited)
+
+
+def _per_destination(result: Any) -> str:
+    """" (telegram 2, orders 2, team 1)": where they went, when not only to Telegram."""
+    per = {d: c.get("notifications", 0) for d, c in result.by_destination.items()}
+    if set(per) <= {"telegram"}:
+        return ""
+    return " (" + ", ".join(f"{d} {n}" for d, n in sorted(per.items())) + ")"
+
+
 def _flush_line(result: Any) -> str:
     """One line saying what was not delivered, why, and when the next try is."""
     parts = []
     if result.refused:
-        parts.append(f"Telegram refused {result.refused} notification(s), kept queued: "
+        who = [d for d, c in result.by_destination.items() if c.get("refused")]
+        name = "Telegram" if who in ([], ["telegram"]) else ", ".join(who)
+        parts.append(f"{name} refused {result.refused} notification(s), kept queued: "
                      f"{result.refusal}")
     if result.dead_lettered:
         parts.append(f"{result.dead_lettered} notification(s) moved to the dead letters "
@@ -122,9 +151,11 @@ def list_(ctx: typer.Context, *, out: opt.Output,
             print_json({"dead_letters": [{**d, "failed_at": iso(d["failed_at"])}
                                          for d in dead]})
         elif not out.quiet:
+            to = _to_column(state, dead)
             print_table(state, f"{len(dead)} dead letter(s)",
-                        ["id", "type", "failed (UTC)", "tries", "reason", "data"],
-                        [(d["id"][:8], d["type"], _when(d["failed_at"]), d["attempts"],
+                        ["id", "type", *to, "failed (UTC)", "tries", "reason", "data"],
+                        [(d["id"][:8], d["type"], *([d["destination"]] if to else []),
+                          _when(d["failed_at"]), d["attempts"],
                           d["reason"], _short(d["data"])) for d in dead])
         return
     items = pending_notifications(state.config())
@@ -134,11 +165,27 @@ def list_(ctx: typer.Context, *, out: opt.Output,
         print_json({"notifications": [{**i, "created": iso(i["created"])} for i in items]})
         return
     if not out.quiet:
-        print_table(state, f"{len(items)} queued", ["id", "type", "created (UTC)",
+        to = _to_column(state, items)
+        print_table(state, f"{len(items)} queued", ["id", "type", *to, "created (UTC)",
                                                     "claimed", "tries", "data"],
-                    [(i["id"][:8], i["type"], _when(i["created"]),
-                      "yes" if i["claimed"] else "", i["attempts"] or "",
-                      _short(i["data"])) for i in items])
+                    [(i["id"][:8], i["type"], *([i["destination"]] if to else []),
+                      _when(i["created"]), "yes" if i["claimed"] else "",
+                      _tries(i), _short(i["data"])) for i in items])
+
+
+def _tries(row: dict[str, Any]) -> str:
+    if not row["attempts"]:
+        return ""
+    return f"{row['attempts']} ({row['state']})" if row["state"] == "unconfirmed" \
+        else str(row["attempts"])
+
+
+def _to_column(state: AppState, rows: list[dict[str, Any]]) -> list[str]:
+    """The destination column, when there is more than the Telegram chat to tell apart."""
+    if state.config().notify.destinations or any(r["destination"] != "telegram"
+                                                   for r in rows):
+        return ["to"]
+    return []
 
 @notify_app.command("retry")
 def retry(ctx: typer.Context, ident: str = typer.Argument(
@@ -195,22 +242,15 @@ def notify_flush(
             _print_dry_run(state, result, out.json)
             return
         line = _flush_line(result)
-        # A flush that only met 429s still reports them (metrics count Telegram's 429s).
-        flushed = bool(result.messages_sent or (result.rate_limited and not result.failure))
-        if flushed:
-            emit(EventType.NOTIFY_FLUSHED, messages=result.messages_sent,
-                 notifications=result.notifications_sent, rate_limited=result.rate_limited,
-                 destination="telegram")
-        if result.failure:
-            emit(EventType.NOTIFY_FAILED, error=line, destination="telegram",
-                 rate_limited=0 if flushed else result.rate_limited)
+        _emit_per_destination(emit, result, line)
         if out.json:
             print_json(result.to_dict())
         elif result.skipped:
             state.notice(result.skipped)
         elif not out.quiet:
             print(f"sent {result.notifications_sent} notification(s) in "
-                  f"{result.messages_sent} message(s); {result.remaining} queued")
+                  f"{result.messages_sent} message(s){_per_destination(result)}; "
+                  f"{result.remaining} queued")
         if line:
             raise NotifyError(line)
 

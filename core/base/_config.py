@@ -21,6 +21,15 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import ConfigError, UsageError
+from ._destinations import (
+    ANY_TYPE,
+    TELEGRAM,
+    DestinationConfig,
+    parse_destinations,
+    parse_routes,
+    redacted_url,
+    route,
+)
 from ._redact import (
     redact_url,
     register_secret,
@@ -230,6 +239,16 @@ class TelegramConfig:
 class NotifyConfig:
     # Times in messages: HH:MM in this IANA zone (e.g. "Europe/Berlin"); UTC by default.
     timezone: str = "UTC"
+    # [notify.destinations.NAME] tables and [notify.routes] (core/base/_destinations.py);
+    # tuples so that the config stays hashable. The default route: all to [telegram].
+    destinations: tuple[DestinationConfig, ...] = ()
+    routes: tuple[tuple[str, tuple[str, ...]], ...] = ((ANY_TYPE, (TELEGRAM,)),)
+
+    def destination(self, name: str) -> DestinationConfig | None:
+        return next((d for d in self.destinations if d.name == name), None)
+
+    def route(self, kind: str) -> tuple[str, ...]:
+        return route(self.routes, kind)
 
 
 @dataclass(frozen=True)
@@ -520,6 +539,11 @@ def _validate(cfg: Config) -> None:
         problem = token_problem(cfg.telegram.token)
         if problem:
             raise bad("telegram.token", problem)
+    for dest in cfg.notify.destinations:
+        problem = token_problem(dest.token) if dest.token is not None else None
+        if problem:
+            raise bad(f"notify.destinations.{dest.name}.token", problem)
+        register_secret(dest.token)
     _check_state(cfg, bad)
     if cfg.notify.timezone not in ("UTC", ""):
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -621,6 +645,20 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}", file=str(file)) from exc
 
 
+# Settings that are TOML tables, not values: only a file sets them.
+TABLE_KEYS = frozenset({"notify.destinations", "notify.routes"})
+
+
+def _apply_tables(values: dict[str, dict[str, Any]], file: Path | None) -> None:
+    """``[notify.destinations.*]`` and ``[notify.routes]`` into their typed form: the routes
+    may only name destinations that exist."""
+    notify = values["notify"]
+    dests = parse_destinations(notify.get("destinations", {}), file)
+    notify["destinations"] = dests
+    names = {TELEGRAM, *(d.name for d in dests)}
+    notify["routes"] = parse_routes(notify.get("routes", {}), names, file)
+
+
 def _apply_file(file: Path, values: dict[str, dict[str, Any]], sources: dict[str, str]) -> None:
     """The file's layer: every section and key known, every value of its key's type."""
     for sec_name, sec_val in _read_toml(file).items():
@@ -633,6 +671,10 @@ def _apply_file(file: Path, values: dict[str, dict[str, Any]], sources: dict[str
         hints = typing.get_type_hints(SECTIONS[sec_name])
         for key, val in sec_val.items():
             full = f"{sec_name}.{key}"
+            if full in TABLE_KEYS:
+                values[sec_name][key] = val  # parsed with the whole file (_apply_tables)
+                sources[full] = f"file:{file}"
+                continue
             if key not in hints:
                 raise ConfigError(f"{file}: unknown key {full}; "
                                   f"known in [{sec_name}]: {', '.join(hints)}",
@@ -700,6 +742,10 @@ def load_config(
         hints = typing.get_type_hints(sec_cls)
         for key in hints:
             var = f"BOTOPT_{sec_name.upper()}_{key.upper()}"
+            if var in env and f"{sec_name}.{key}" in TABLE_KEYS:
+                raise ConfigError(f"{var}: {sec_name}.{key} is a table; set it in "
+                                  f"botopt.toml ([{sec_name}.{key}...])",
+                                  key=f"{sec_name}.{key}")
             if var in env:
                 full = f"{sec_name}.{key}"
                 values[sec_name][key] = _coerce(env[var], hints[key], full, f"env {var}", True)
@@ -715,6 +761,7 @@ def load_config(
         sources[full] = "flag"
 
     _apply_freqtrade(values, sources, file)
+    _apply_tables(values, file)
     cfg = Config(
         **{name: SECTIONS[name](**values[name]) for name in SECTIONS},
         sources=types.MappingProxyType(sources),
@@ -770,6 +817,9 @@ def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
         for f in dataclasses.fields(section):
             key = f"{sec_name}.{f.name}"
             val = getattr(section, f.name)
+            if key in TABLE_KEYS:
+                rows += _table_items(cfg, key)
+                continue
             if key in SECRET_KEYS and val:
                 val = "***"
             elif key == "state.url" and val:
@@ -781,6 +831,25 @@ def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
             if key in lives:
                 val = f"{lives[key][0]:g} s ({lives[key][1]})"
             rows.append((key, val, cfg.sources.get(key, "default")))
+    return rows
+
+
+def _table_items(cfg: Config, key: str) -> list[tuple[str, Any, str]]:
+    """``config show``'s rows for the destinations and routes, every secret masked."""
+    src = cfg.sources.get(key, "default")
+    if key == "notify.routes":
+        return [(f"{key}.{kind}", list(names), src) for kind, names in cfg.notify.routes]
+    rows: list[tuple[str, Any, str]] = []
+    for d in cfg.notify.destinations:
+        for f in dataclasses.fields(d):
+            val = getattr(d, f.name)
+            if f.name == "name" or (val is None and f.name in ("secret", "token", "chat_id")):
+                continue
+            if f.name in ("secret", "token"):
+                val = "***"
+            elif f.name == "url":
+                val = redacted_url(d)
+            rows.append((f"notify.destinations.{d.name}.{f.name}", val, src))
     return rows
 
 
@@ -866,6 +935,19 @@ flush_budget = 50.0
 [notify]
 # Times in Telegram messages: HH:MM in this IANA time zone (e.g. "Europe/Berlin").
 timezone = "UTC"
+
+# More destinations besides the [telegram] chat, and which notification types go where
+# (docs/notifications.md). Without [notify.routes] everything goes to the Telegram chat.
+# [notify.destinations.orders]
+# type = "webhook"
+# url = "https://bot.example.com/botopt"
+# secret = "..."          # python3 -c 'import secrets; print(secrets.token_hex(32))'
+# [notify.destinations.team]
+# type = "discord"
+# url = "https://discord.com/api/webhooks/ID/TOKEN"
+# [notify.routes]
+# signal = ["telegram", "team", "orders"]
+# "*" = ["telegram"]
 
 [monitor]
 check_interval = 30.0

@@ -6,7 +6,8 @@ log records as a second line of defence.
 
 A registered secret is hidden whatever its shape: any length, with spaces or non-ASCII
 characters, and in the percent-encoded forms a URL gives it. The path segment after ``/bot``
-of a Bot API method URL (``/bot<token>/sendMessage``) is hidden too, registered or not, and
+of a Bot API method URL (``/bot<token>/sendMessage``) and the token of a Discord webhook URL
+(``/webhooks/<id>/<token>``) are hidden too, registered or not, and
 so is the password of any URL (``redis://user:password@host``: the shared state's).
 """
 
@@ -21,6 +22,8 @@ _secrets: set[str] = set()
 _TOKEN_RE = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{20,}\b")
 _BOT_URL_RE = re.compile(r"(/bot)[^/\s?#]+(?=/(?:send|get|set|delete|edit|forward|copy|"
                          r"answer)[A-Z])")
+# A Discord webhook URL's last segment is its token: hidden registered or not.
+_WEBHOOK_URL_RE = re.compile(r"(/webhooks/\d+/)[^/\s?#'\"]+")
 # What requests leaves unquoted when it re-quotes a URL (requests.utils.requote_uri).
 _REQUESTS_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
@@ -49,6 +52,7 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     text = _BOT_URL_RE.sub(r"\1***", text)
+    text = _WEBHOOK_URL_RE.sub(r"\1***", text)
     text = _URL_AUTH_RE.sub(r"\1\2:***@", text)
     text = _URL_QUERY_AUTH_RE.sub(r"\1***", text)
     return _TOKEN_RE.sub("***", text)

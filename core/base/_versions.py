@@ -26,13 +26,13 @@ _CORE = Path(__file__).parent.parent
 
 # Module names under botopt.core, per stage. The whole run's entry depends on every stage,
 # on the candle loading and validation that feed them, and on the pipeline that joins them.
-_FEATURES = ("signals._features", "base._codec", "base._config", "base._redact",
-             "base._symbols", "base._versions", "errors")
+_FEATURES = ("signals._features", "base._codec", "base._config", "base._destinations",
+             "base._redact", "base._symbols", "base._versions", "errors")
 _REGIME = (*_FEATURES, "signals._regime", "base._vocab")
 _PREDICTIONS = (*_FEATURES, "signals._model", "base._fs", "base._vocab")
 _GATES = ("signals._gates", "signals._engines", "signals._regime", "base._codec",
-          "base._config", "base._redact", "base._fs", "base._symbols", "base._versions",
-          "base._vocab", "errors", "state._cooldowns")
+          "base._config", "base._destinations", "base._redact", "base._fs", "base._symbols",
+          "base._versions", "base._vocab", "errors", "state._cooldowns")
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "features": _FEATURES,
     "regime": _REGIME,

@@ -40,13 +40,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..base._config import Config, TelegramConfig
+from ..base._destinations import TELEGRAM, DestinationConfig
 from ..base._vocab import EventType, NotificationType, TelegramOutcome
 from ..errors import ConfigError, TelegramConfigError, UsageError
 from ..state._events import EventSink
-from ..state._queue import FlushRules, FlushSession, Item, NotificationQueue
+from ..state._queue import (
+    FlushRules,
+    FlushSession,
+    Item,
+    NotificationQueue,
+    Pacer,
+    copy_id,
+    queue_type,
+    split_type,
+)
 from ..state._workspace import Workspace
 from ._notify_format import Message, as_plain, render_batch, split_further
-from ._telegram import Outcome, TelegramClient
+from ._telegram import TelegramClient
 
 log = logging.getLogger("botopt.notify")
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -76,13 +86,24 @@ class FlushResult:
     failure: bool = False  # Telegram could not be used (network, 5xx), not a wait
     messages: list[Message] = field(default_factory=list)  # --dry-run: what would be sent
     skipped: str | None = None  # why nothing was attempted (another flush running)
+    # per destination: messages, notifications, rate_limited, dead_lettered, failure (0/1)
+    by_destination: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, dest: str, what: str, n: int = 1) -> None:
+        d = self.by_destination.setdefault(dest, {})
+        d[what] = d.get(what, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
         return {"notifications_sent": self.notifications_sent,
                 "messages_sent": self.messages_sent, "remaining": self.remaining,
                 "failed": self.failed, "dead_lettered": self.dead_lettered,
                 "refused": self.refused,
-                "next_retry_at": self.next_retry_at, "error": self.error}
+                "next_retry_at": self.next_retry_at, "error": self.error,
+                # with other destinations than the Telegram chat: this flush's per destination
+                **({"destinations": {d: {k: c.get(k, 0) for k in (
+                    "notifications", "messages", "rate_limited", "dead_lettered")}
+                    for d, c in self.by_destination.items()}}
+                   if set(self.by_destination) - {TELEGRAM} else {})}
 
 
 def _workspace(config: Config | None) -> Workspace:
@@ -170,11 +191,26 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     ids = [_signal_id(d) if k == NotificationType.SIGNAL else uuid.uuid4().hex
            for k, d in items]
     ws = _workspace(config)
-    was_empty = ws.queue().add([(nid, k, t + i * 1e-6, json.dumps(d), batch)
-                                for i, (nid, (k, d)) in enumerate(zip(ids, items, strict=True))])
+    rows = []
+    for i, (nid, (k, d)) in enumerate(zip(ids, items, strict=True)):
+        raw = json.dumps(d)
+        # one copy per destination its type routes to, each delivered on its own
+        for dest in (config.notify.route(k) if config else (TELEGRAM,)):
+            rows.append((copy_id(nid, dest), queue_type(k, dest), t + i * 1e-6, raw,
+                         _batch_size(config, dest, batch, max_batch_size)))
+    was_empty = ws.queue().add(rows)
     if announce and was_empty:
         ws.events().emit(EventType.NOTIFY_QUEUED, count=len(ids))
     return ids
+
+
+def _batch_size(config: Config | None, dest: str, default: int, asked: int | None) -> int:
+    """Notifications per message for ``dest``: its own setting, capped by what the caller
+    asked for (``batch_notify(max_batch_size=...)``)."""
+    spec = config.notify.destination(dest) if config else None
+    if spec is None:
+        return default
+    return min(spec.max_batch_size, asked) if asked else spec.max_batch_size
 
 
 def batch_notify(notifications: Iterable[Mapping[str, Any]], max_batch_size: int = 5, *,
@@ -186,6 +222,34 @@ def batch_notify(notifications: Iterable[Mapping[str, Any]], max_batch_size: int
 
 def queue_stats(config: Config | None) -> dict[str, Any]:
     return _queue(config).stats()
+
+
+def destination_names(config: Config) -> list[str]:
+    """The destinations in use: the Telegram chat when a route sends there, then the rest."""
+    return ([TELEGRAM] if _routes_telegram(config) else []) + \
+        [d.name for d in config.notify.destinations]
+
+
+def destination_stats(stats: Mapping[str, Any], names: Iterable[str] = ()
+                      ) -> dict[str, dict[str, Any]]:
+    """``queue_stats`` per destination: pending, dead letters, oldest created time; every
+    one of ``names`` present (at 0), and any other that has copies queued or dead."""
+    out: dict[str, dict[str, Any]] = {n: {"pending": 0, "dead_letters": 0,
+                                          "oldest_created_at": None} for n in names}
+
+    def of(qtype: str) -> dict[str, Any]:
+        return out.setdefault(split_type(qtype)[1], {"pending": 0, "dead_letters": 0,
+                                                     "oldest_created_at": None})
+
+    for qtype, n in (stats.get("by_type") or {}).items():
+        of(qtype)["pending"] += int(n)
+    for qtype, n in (stats.get("dead_by_type") or {}).items():
+        of(qtype)["dead_letters"] += int(n)
+    for qtype, t in (stats.get("oldest_by_type") or {}).items():
+        d = of(qtype)
+        if t is not None and (d["oldest_created_at"] is None or t < d["oldest_created_at"]):
+            d["oldest_created_at"] = t
+    return out
 
 
 def _unsendable(data: Any) -> str | None:
@@ -224,7 +288,8 @@ def _dry_run(queue: NotificationQueue, rules: FlushRules, now: float) -> FlushRe
     """What a flush would send now (claimed batches included), nothing sent."""
     result = FlushResult()
     due, result.remaining = queue.preview(rules, now)
-    for kind, rows, batch in due:
+    for qtype, rows, batch in due:
+        kind, dest = split_type(qtype)
         items = []
         for nid, data in rows:
             why = _unsendable(data)
@@ -235,7 +300,10 @@ def _dry_run(queue: NotificationQueue, rules: FlushRules, now: float) -> FlushRe
             result.messages.append(Message(f"[{kind} {nid[:8]} would move to the "
                                            f"dead letters: {why}]", None, (nid,)))
         for i in range(0, len(items), batch):
-            result.messages += render_batch(kind, items[i:i + batch])
+            msgs = render_batch(kind, items[i:i + batch])
+            if dest != TELEGRAM:  # a preview of what goes there, in Telegram's words
+                msgs = [Message(f"[to {dest}] {m.text}", m.parse_mode, m.ids) for m in msgs]
+            result.messages += msgs
     return result
 
 
@@ -253,11 +321,26 @@ def flush_notifications(config: Config, *, force: bool = False, dry_run: bool = 
         return _flush(config, force, dry_run, clock, sleep, session, max_wait)
 
 
+def _routes_telegram(config: Config) -> bool:
+    return any(TELEGRAM in names for _, names in config.notify.routes)
+
+
 def _flush(config: Config, force: bool, dry_run: bool, clock: Callable[[], float],
            sleep: Callable[[float], None], session: Any, max_wait: float | None
            ) -> FlushResult:
     tc = config.telegram
-    token, chat = _telegram_credentials(tc, dry_run)
+    # Without a route to Telegram its credentials are needed only if old rows wait for it.
+    if _routes_telegram(config) or dry_run:
+        try:
+            token, chat = _telegram_credentials(tc, dry_run)
+        except ConfigError as exc:
+            if not config.notify.destinations:
+                raise
+            raise ConfigError(f"{exc}; [notify.routes] sends notifications there (every "
+                              'type without its own route goes by "*", telegram by default)',
+                              key=exc.key) from None
+    else:
+        token, chat = tc.token or "", tc.chat_id or ""
     ws = Workspace.of(config)
     queue, rules = ws.queue(), _rules(config, force)
     if dry_run:
@@ -268,8 +351,9 @@ def _flush(config: Config, force: bool, dry_run: bool, clock: Callable[[], float
             result.skipped = "another notify-flush is running"
             result.remaining = queue.stats()["pending"]
             return result
-        client = TelegramClient(tc.api_url, token, tc.timeout, session)
+        client = TelegramClient(tc.api_url, token, tc.timeout, session) if token else None
         run = _Flush(held, client, chat, tc, clock, sleep, result, max_wait, ws.events())
+        run.config, run.http_session = config, session
         try:
             result.error = run.loop()
         except TelegramConfigError as exc:
@@ -293,23 +377,220 @@ class _Flush:
         self.deadline = clock() + tc.flush_budget
         self.max_wait = tc.flush_budget if max_wait is None else max_wait
         self.refused: set[str] = set()  # refused or buried in this flush: not sent again
+        self.config: Config | None = None
+        self.http_session: Any = None
+        self.dest = TELEGRAM  # the destination of the batch being sent
+        self.qtype = ""  # and its queue type
+        self.retries = tc.max_retries
+        self.label = "Telegram"
+        self.channels: dict[str, tuple[Any, str, Pacer, DestinationConfig | None]] = {}
+        # Destinations given up on for this flush (a wait past the budget, a failure, a
+        # configuration to fix), with why: the others are still served.
+        self.stopped: dict[str, str] = {}
+        self.fatal: Exception | None = None
+        # (destination, queue type, key) -> the claimed part of a resent batch (see
+        # _send_http_batch)
+        self.parked: dict[tuple[str, str, str], list[Item]] = {}
 
     def loop(self) -> str | None:
         while True:
             if self.clock() >= self.deadline:
                 return self._budget_used()
-            got = self.held.next_batch(self.refused)
+            got = self.held.next_batch(self.refused, frozenset(self.stopped))
             if got is None:
-                return None
-            kind, items = got
+                self._send_parked()
+                break
+            qtype, items = got
             if not items:
                 continue  # another host was faster
-            stop = self._send_batch(kind, items)
+            kind, dest = split_type(qtype)
+            self.qtype, self.dest = qtype, dest
+            if self._gone(dest):
+                for nid, _ in items:  # kept where a person sees them, never dropped
+                    self._bury(nid, kind, f"destination {dest!r} is no longer in "
+                               "[notify.destinations]", None)
+                continue
+            try:
+                stop = self._send_to(dest, kind, items)
+            except (TelegramConfigError, ConfigError) as exc:
+                self.fatal, stop = exc, str(exc)
             if stop is not None:
-                return stop
+                if stop == self._budget_used():
+                    return stop
+                self.stopped[dest] = stop
+        if self.fatal is not None:
+            raise self.fatal
+        return "; ".join(dict.fromkeys(self.stopped.values())) or None
 
     def _budget_used(self) -> str:
         return f"the flush budget of {self.tc.flush_budget:g} s was used up"
+
+    def _gone(self, dest: str) -> bool:
+        """Copies queued for a destination the config no longer has."""
+        return dest != TELEGRAM and self.config is not None and \
+            self.config.notify.destination(dest) is None
+
+    def _enter(self, dest: str) -> DestinationConfig | None:
+        """Make ``dest`` the destination being sent to; its settings."""
+        client, chat, pacer, spec = self._channel(dest)
+        self.dest, self.client, self.chat, self.pacer = dest, client, chat, pacer
+        self.label = "Telegram" if spec is None or spec.type == "telegram" else dest
+        self.retries = self.tc.max_retries if spec is None else spec.max_retries
+        return spec
+
+    def _send_to(self, dest: str, kind: str, items: list[Item]) -> str | None:
+        spec = self._enter(dest)
+        if spec is None or spec.type == "telegram":
+            return self._send_batch(kind, items)
+        return self._send_http_batch(kind, items)
+
+    def _channel(self, dest: str) -> tuple[Any, str, Pacer, DestinationConfig | None]:
+        """(client, chat, pacer, settings) of a destination, made on first use."""
+        if dest in self.channels:
+            return self.channels[dest]
+        spec = self.config.notify.destination(dest) if self.config else None
+        got: tuple[Any, str, Pacer, DestinationConfig | None]
+        if dest == TELEGRAM:
+            if self.client is None:
+                _telegram_credentials(self.tc, False)  # raises: says which key to set
+            got = (self.client, self.chat, self.held.pacer, None)
+        elif spec is None or spec.type == "telegram":
+            assert spec is not None  # _gone() buried the copies of unknown destinations
+            got = (TelegramClient(spec.url or self.tc.api_url, spec.token or "",
+                                  spec.timeout, self.http_session), spec.chat_id or "",
+                   self.held.pacer_for(dest, spec.min_interval), spec)
+        else:
+            from ._http_dest import HttpClient
+
+            pacer = self.held.pacer_for(dest, spec.min_interval)
+            if spec.type == "discord":  # a global 429 holds every Discord webhook
+                pacer = _Both(pacer, self.held.pacer_for("_discord", 0.0))
+            got = (HttpClient(spec, self.http_session), "", pacer, spec)
+        self.channels[dest] = got
+        return got
+
+    def _send_http_batch(self, kind: str, items: list[Item]) -> str | None:
+        """A batch for a webhook or Discord: the same rules as ``_send_batch``, with the
+        batch's idempotency key kept across an unconfirmed send and its resend.
+
+        The copies an unconfirmed send carried go out again together, as that batch, under
+        its key. The shared queue may hand them back split over several claims (it puts
+        what a flush did not deliver at the end of its stream); the parts wait, claimed,
+        until the batch is whole again (its key is the hash of its ids, so that is known),
+        and only then go out."""
+        from ._http_dest import KEY_RE, batch_key
+
+        good = []
+        for nid, data in items:
+            why = _unsendable(data)
+            if why is None:
+                good.append((nid, data))
+            else:
+                self._bury(nid, kind, why, None)
+        notes = self.held.notes([nid for nid, _ in good])
+        fresh = []
+        for nid, data in good:
+            m = KEY_RE.search(notes.get(nid, ""))
+            if m:
+                self.parked.setdefault((self.dest, self.qtype, m.group(1)), []).append(
+                    (nid, data))
+            else:
+                fresh.append((nid, data))
+        groups = []
+        for (dest, qtype, key), group in list(self.parked.items()):
+            if (dest, qtype) == (self.dest, self.qtype) and \
+                    batch_key([n for n, _ in group]) == key:
+                groups.append((key, self.parked.pop((dest, qtype, key))))
+        if fresh:
+            groups.append((batch_key([n for n, _ in fresh]), fresh))
+        return self._send_groups(kind, groups)
+
+    def _send_parked(self) -> str | None:
+        """Parts of a resent batch whose rest never came in this flush (another host took
+        it, or it was buried): they go out under a key of their own rather than wait."""
+        from ._http_dest import batch_key
+
+        stop = None
+        for (dest, qtype, _), group in list(self.parked.items()):
+            if dest in self.stopped:
+                continue  # released at the end of the flush, whole, for the next one
+            kind = split_type(qtype)[0]
+            self.qtype = qtype
+            self._enter(dest)
+            stop = self._send_groups(kind, [(batch_key([n for n, _ in group]), group)])
+            if stop is not None:
+                self.stopped[dest] = stop
+        self.parked.clear()
+        return stop
+
+    def _send_groups(self, kind: str, groups: list[tuple[str, list[Item]]]) -> str | None:
+        items = [it for _, group in groups for it in group]
+        by_id = dict(items)
+        unsent = [m for key, group in groups for m in self._render_http(kind, group, key)]
+        while unsent:
+            msg = unsent[0]
+            if set(msg.ids) <= self.refused:
+                unsent.pop(0)
+                continue
+            stop = self._wait_for_slot()
+            if stop is None:
+                stop = self._send_http_one(kind, msg, unsent, by_id)
+            if stop is not None:
+                self._finish(items, unsent)
+                return stop
+        self._finish(items, [])
+        return None
+
+    def _render_http(self, kind: str, items: list[Item], key: str) -> list[Any]:
+        from ._http_dest import discord_messages, webhook_messages
+
+        spec = self.channels[self.dest][3]
+        if spec is not None and spec.type == "discord":
+            return discord_messages(kind, items, key)
+        return webhook_messages(self.dest, kind, items, key)
+
+    def _send_http_one(self, kind: str, msg: Any, unsent: list[Any],
+                       by_id: dict[str, Any]) -> str | None:
+        from ._http_dest import batch_key
+
+        outcome = self._send_with_retries(msg)
+        if outcome.kind == TelegramOutcome.OK:
+            self.pacer.sent()
+            if outcome.retry_after > 0:  # Discord's bucket is empty: wait for its reset
+                self.pacer.retry_after(outcome.retry_after)
+            self.result.messages_sent += 1
+            self.result.count(self.dest, "messages")
+            unsent.pop(0)
+        elif outcome.kind == TelegramOutcome.RETRY_AFTER:
+            self.result.rate_limited += 1
+            self.result.count(self.dest, "rate_limited")
+            if outcome.everywhere and isinstance(self.pacer, _Both):
+                self.pacer.everywhere.retry_after(outcome.retry_after)
+            self.pacer.retry_after(outcome.retry_after)
+        elif outcome.kind == TelegramOutcome.REJECTED:
+            if len(msg.ids) > 1:  # find the one at fault: each notification on its own
+                unsent[0:1] = [m for nid in msg.ids for m in self._render_http(
+                    kind, [(nid, by_id[nid])], batch_key([nid]))]
+            else:
+                self._refuse(msg.ids[0], kind, outcome.detail)
+                unsent.pop(0)
+        elif outcome.kind in (TelegramOutcome.AMBIGUOUS, TelegramOutcome.UNUSABLE):
+            self.pacer.sent()
+            # the key goes with it: the resend carries the same Idempotency-Key
+            self._unconfirmed(kind, msg.ids, f"{outcome.detail} [key {msg.key}]")
+            return self._failed(outcome.detail)
+        elif outcome.kind == TelegramOutcome.FATAL:
+            self.held.record_error(outcome.detail)
+            return self._failed(f"{outcome.detail}; notifications kept queued")
+        else:
+            return self._failed(outcome.detail)
+        return None
+
+    def _failed(self, detail: str) -> str:
+        self.result.failure = True
+        self.result.count(self.dest, "failure")
+        self.result.next_retry_at = self.clock() + 60.0
+        return detail
 
     def _send_batch(self, kind: str, items: list[Item]) -> str | None:
         good = []
@@ -346,9 +627,11 @@ class _Flush:
         if outcome.kind == TelegramOutcome.OK:
             self.pacer.sent()
             self.result.messages_sent += 1
+            self.result.count(self.dest, "messages")
             unsent.pop(0)
         elif outcome.kind == TelegramOutcome.RETRY_AFTER:
             self.result.rate_limited += 1
+            self.result.count(self.dest, "rate_limited")
             self.pacer.retry_after(outcome.retry_after)
         elif outcome.kind == TelegramOutcome.TOO_LONG and msg.splits < MAX_SPLITS:
             unsent[0:1] = split_further(msg)
@@ -365,17 +648,13 @@ class _Flush:
         elif outcome.kind in (TelegramOutcome.AMBIGUOUS, TelegramOutcome.UNUSABLE):
             self.pacer.sent()  # it may have gone out: it counts against the rate limit
             self._unconfirmed(kind, msg.ids, outcome.detail)
-            self.result.failure = True
-            self.result.next_retry_at = self.clock() + 60.0
-            return outcome.detail
+            return self._failed(outcome.detail)
         elif outcome.kind == TelegramOutcome.FATAL:
             self.held.record_error(outcome.detail)
             raise TelegramConfigError(f"{outcome.detail}; notifications kept queued",
                                       source="telegram")
         else:
-            self.result.failure = True
-            self.result.next_retry_at = self.clock() + 60.0
-            return outcome.detail
+            return self._failed(outcome.detail)
         return None
 
     def _wait_for_slot(self) -> str | None:
@@ -389,7 +668,7 @@ class _Flush:
                 return None
             if wait > min(self.max_wait, left - 1.0):
                 self.result.next_retry_at = now + wait
-                return "waiting for Telegram's rate limit"
+                return f"waiting for {self.label}'s rate limit"
             every = self.held.refresh_every
             if every is None:
                 self.sleep(wait)
@@ -397,26 +676,31 @@ class _Flush:
             self.sleep(min(wait, every))
             self.held.keep_alive()
 
-    def _send_with_retries(self, msg: Message) -> Outcome:
-        outcome: Outcome = self.client.send(self.chat, msg.text, msg.parse_mode,
-                                   timeout=self.deadline - self.clock())
-        for attempt in range(self.tc.max_retries):
+    def _send_with_retries(self, msg: Any) -> Any:
+        outcome = self._send_once(msg)
+        for attempt in range(self.retries):
             if outcome.kind != TelegramOutcome.TRANSIENT:
                 break
             backoff = min(0.5 * 2 ** attempt, 4.0)
             if self.clock() + backoff + 1.0 >= self.deadline:
                 break
-            log.info("Telegram: %s; retrying", outcome.detail)
+            log.info("%s: %s; retrying", self.label, outcome.detail)
             self.sleep(backoff)
-            outcome = self.client.send(self.chat, msg.text, msg.parse_mode,
-                                       timeout=self.deadline - self.clock())
+            outcome = self._send_once(msg)
         return outcome
 
+    def _send_once(self, msg: Any) -> Any:
+        if isinstance(msg, Message):
+            return self.client.send(self.chat, msg.text, msg.parse_mode,
+                                    timeout=self.deadline - self.clock())
+        return self.client.send(msg, timeout=self.deadline - self.clock())
+
     def _refuse(self, nid: str, kind: str, reason: str) -> None:
-        """Telegram refused this notification: count it; bury it after DEAD_AFTER."""
+        """The destination refused this notification: count it; bury it after DEAD_AFTER."""
         self.refused.add(nid)
         tries = self.held.refuse(nid, reason)
-        log.warning("Telegram refused notification %s (%s): %s", nid[:8], kind, reason)
+        self.result.count(self.dest, "refused")
+        log.warning("%s refused notification %s (%s): %s", self.label, nid[:8], kind, reason)
         if tries >= DEAD_AFTER:
             self._bury(nid, kind, f"{reason} ({tries} tries)", None)
         elif tries:
@@ -441,11 +725,12 @@ class _Flush:
         """Move to the dead letters; count it and say so once (the monitor alerts on the
         event)."""
         self.refused.add(nid)
-        data = self.held.bury(nid, kind, reason, data)
+        data = self.held.bury(nid, self.qtype, reason, data)
         self.result.dead_lettered += 1
+        self.result.count(self.dest, "dead_lettered")
         about = data.get("dead_letter") if isinstance(data, dict) else None
         self.events.emit(EventType.NOTIFY_DEAD_LETTER, id=nid, notification_type=kind,
-                         reason=reason[:300], about=about)
+                         reason=reason[:300], about=about, destination=self.dest)
 
     def _delivered(self, items: list[Item], unsent: list[Message]) -> list[str]:
         """The ids whose every message went out; the others still waiting count as failed."""
@@ -460,15 +745,53 @@ class _Flush:
         done = self._delivered(items, unsent)
         self.held.deliver(done)
         self.result.notifications_sent += len(done)
+        self.result.count(self.dest, "notifications", len(done))
+
+
+class _Both:
+    """A destination's own limits and a hold shared with others (Discord's global 429)."""
+
+    def __init__(self, own: Pacer, everywhere: Pacer) -> None:
+        self.own, self.everywhere = own, everywhere
+
+    def wait(self) -> float:
+        return self.everywhere.wait() or self.own.wait()
+
+    def sent(self) -> None:
+        self.own.sent()
+
+    def retry_after(self, seconds: float) -> None:
+        self.own.retry_after(seconds)
+
+
+def _with_destination(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's notification type and destination apart (the queue keeps them as one)."""
+    out = []
+    for r in rows:
+        kind, dest = split_type(str(r.get("type", "")))
+        out.append({**r, "type": kind, "destination": dest})
+    return out
+
+
+def _state(row: Mapping[str, Any]) -> str:
+    """A queued copy's delivery state: sending (claimed by a flush now), unconfirmed (sent,
+    no answer: resent once by the next flush), refused (kept for another try), pending."""
+    if row.get("claimed"):
+        return "sending"
+    if row.get("attempts"):
+        return "unconfirmed" if "may have been delivered" in str(row.get("last_error")) \
+            else "refused"
+    return "pending"
 
 
 def pending_notifications(config: Config, limit: int = 100) -> list[dict[str, Any]]:
-    return _queue(config).pending(limit)
+    """The queued copies, oldest first, each with its ``destination`` and ``state``."""
+    return [{**r, "state": _state(r)} for r in _with_destination(_queue(config).pending(limit))]
 
 
 def dead_letters(config: Config, limit: int = 100) -> list[dict[str, Any]]:
     """The notifications that could not be delivered, newest failure first."""
-    return _queue(config).dead(limit)
+    return _with_destination(_queue(config).dead(limit))
 
 
 def retry_dead_letter(config: Config, ident: str, now: float | None = None) -> str:
@@ -481,5 +804,7 @@ def drop_dead_letter(config: Config, ident: str) -> str:
     return _queue(config).drop_dead(ident)
 
 
-__all__ = ["FlushResult", "batch_notify", "dead_letters", "drop_dead_letter", "enqueue",
+__all__ = ["FlushResult", "batch_notify", "dead_letters", "destination_names",
+           "destination_stats",
+           "drop_dead_letter", "enqueue",
            "flush_notifications", "pending_notifications", "queue_stats", "retry_dead_letter"]

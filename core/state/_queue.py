@@ -42,6 +42,34 @@ RETRY_AFTER_MAX = 3600.0
 Row = tuple[str, str, float, str, int]  # id, type, created, data JSON, batch size
 Item = tuple[str, Any]  # id, data (None when the stored JSON is damaged)
 
+# A notification routed to several destinations is queued once per destination, each copy
+# with its own delivery state. The queue groups rows by their queue type: the notification
+# type for the built-in Telegram chat (so queues written before destinations existed keep
+# their meaning), ``type@destination`` for every other; both backends batch and claim by it
+# unchanged. The copy's id is derived from the notification's (``copy_id``).
+DEST_SEP = "@"
+DEFAULT_DEST = "telegram"
+
+
+def queue_type(kind: str, dest: str) -> str:
+    return kind if dest == DEFAULT_DEST else f"{kind}{DEST_SEP}{dest}"
+
+
+def split_type(qtype: str) -> tuple[str, str]:
+    """(notification type, destination) of a queue type."""
+    kind, _, dest = qtype.partition(DEST_SEP)
+    return kind, dest or DEFAULT_DEST
+
+
+def copy_id(nid: str, dest: str) -> str:
+    """The id of ``nid``'s copy for ``dest``: stable (a repeated move from the local spool to
+    the server adds it once) and hex like every id, so ``notify retry`` takes it."""
+    if dest == DEFAULT_DEST:
+        return nid
+    import hashlib
+
+    return hashlib.sha256(f"{nid}{DEST_SEP}{dest}".encode()).hexdigest()[:32]
+
 
 def load_data(raw: str) -> Any:
     try:
@@ -93,9 +121,18 @@ class FlushSession(Protocol):
     pacer: Pacer
     refresh_every: float | None  # seconds between ``keep_alive`` while waiting (None: never)
 
-    def next_batch(self, refused: set[str]) -> tuple[str, list[Item]] | None:
-        """The next due batch it claimed (type, items); an empty list when another flush
-        was faster (ask again); None when nothing is due."""
+    def next_batch(self, refused: set[str], skip: frozenset[str] = frozenset()
+                   ) -> tuple[str, list[Item]] | None:
+        """The next due batch it claimed (queue type, items); an empty list when another
+        flush was faster (ask again); None when nothing is due. Batches for the
+        destinations in ``skip`` (given up on for this flush) are left unclaimed."""
+
+    def notes(self, nids: list[str]) -> dict[str, str]:
+        """The last error recorded by ``refuse`` for each of ``nids`` that has one."""
+
+    def pacer_for(self, dest: str, min_interval: float) -> Pacer:
+        """The limits of a destination other than the Telegram chat: one send per
+        ``min_interval`` seconds and the holds its 429s ask for, kept between runs."""
 
     def refuse(self, nid: str, reason: str) -> int:
         """Count a refusal of ``nid``; the number of refusals so far."""
@@ -287,12 +324,13 @@ def queue_db(directory: Path) -> Iterator[sqlite3.Connection]:
 
 
 def _due_types(con: sqlite3.Connection, now: float, interval: float, force: bool,
-               unclaimed_only: bool = True) -> list[str]:
+               unclaimed_only: bool = True, skip: frozenset[str] = frozenset()) -> list[str]:
     where = "WHERE claim IS NULL " if unclaimed_only else ""
     rows = con.execute(f"SELECT type, COUNT(*), MIN(created), MIN(batch) FROM queue {where}"
                        "GROUP BY type ORDER BY MIN(created)").fetchall()
     return [t for t, n, oldest, batch in rows
-            if force or n >= batch or now - oldest >= interval]
+            if (force or n >= batch or now - oldest >= interval)
+            and split_type(t)[1] not in skip]
 
 
 class LocalQueue:
@@ -323,10 +361,15 @@ class LocalQueue:
                                   ).fetchone()[0]
             dead = con.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-            by_type = dict(con.execute("SELECT type, COUNT(*) FROM queue GROUP BY type"
-                                       ).fetchall())
+            by_type, oldest_by_type = {}, {}
+            for kind, n, first in con.execute("SELECT type, COUNT(*), MIN(created) FROM queue "
+                                              "GROUP BY type"):
+                by_type[kind], oldest_by_type[kind] = n, first
+            dead_by_type = dict(con.execute("SELECT type, COUNT(*) FROM dead GROUP BY type"
+                                            ).fetchall())
         return {"pending": pending, "oldest_created_at": oldest, "claimed": claimed,
-                "dead_letters": dead, "by_type": by_type,
+                "dead_letters": dead, "by_type": by_type, "oldest_by_type": oldest_by_type,
+                "dead_by_type": dead_by_type,
                 "last_flush_at": float(meta["last_flush_at"]) if "last_flush_at" in meta
                 else None, "last_error": meta.get("last_error") or None}
 
@@ -428,7 +471,7 @@ class LocalQueue:
                 # died between sending and acknowledging: release it (that batch may go out
                 # twice).
                 con.execute("UPDATE queue SET claim = NULL WHERE claim IS NOT NULL")
-                run = LocalSession(con, pacer, rules, clock)
+                run = LocalSession(con, pacer, rules, clock, self.directory)
                 try:
                     yield run
                 finally:
@@ -452,13 +495,31 @@ class LocalSession:
     refresh_every = None
 
     def __init__(self, con: sqlite3.Connection, pacer: LocalPacer, rules: FlushRules,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], directory: Path | None = None) -> None:
         self.con, self.pacer, self.rules, self.clock = con, pacer, rules, clock
+        self.directory = directory
         self.claim = uuid.uuid4().hex  # marks this flush's rows (not the bot token)
         self.state: dict[str, Any] = {}
 
-    def next_batch(self, refused: set[str]) -> tuple[str, list[Item]] | None:
-        due = _due_types(self.con, self.clock(), self.rules.batch_interval, self.rules.force)
+    def pacer_for(self, dest: str, min_interval: float) -> LocalPacer:
+        # One file per destination: two pacers saving one file would undo each other's sends.
+        assert self.directory is not None
+        return LocalPacer(self.directory / f"dest_{dest}_state.json", dest, self.clock,
+                          min_interval=min_interval, label=f"the send limits of {dest}")
+
+    def notes(self, nids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(nids), 500):
+            part = nids[i:i + 500]
+            out.update(self.con.execute(
+                f"SELECT id, last_error FROM queue WHERE last_error IS NOT NULL AND id IN "
+                f"({','.join('?' * len(part))})", part).fetchall())
+        return out
+
+    def next_batch(self, refused: set[str], skip: frozenset[str] = frozenset()
+                   ) -> tuple[str, list[Item]] | None:
+        due = _due_types(self.con, self.clock(), self.rules.batch_interval, self.rules.force,
+                         skip=skip)
         if not due:
             return None
         kind = due[0]
@@ -518,21 +579,22 @@ def _valid_chat_state(raw: Any, now: float) -> dict[str, Any] | None:
             "sent": sorted(float(t) for t in raw["sent"] if now - 60.0 < t <= now + 60.0)}
 
 
-def _load_pacer_state(path: Path, now: float) -> dict[str, Any]:
+def _load_pacer_state(path: Path, now: float, label: str = "Telegram state"
+                      ) -> dict[str, Any]:
     try:
         raw = read_json(path, {})
     except (ValueError, RecursionError, OSError) as exc:
-        log.warning("Telegram state %s is unreadable (%s); starting afresh", path,
+        log.warning("%s %s is unreadable (%s); starting afresh", label, path,
                     type(exc).__name__)
         return {}
     if not isinstance(raw, dict):
-        log.warning("Telegram state %s is damaged; starting afresh", path)
+        log.warning("%s %s is damaged; starting afresh", label, path)
         return {}
     state = {}
     for chat, value in raw.items():
         clean = _valid_chat_state(value, now)
         if clean is None:
-            log.warning("Telegram state %s: entry for one chat is damaged; dropped", path)
+            log.warning("%s %s: entry for one chat is damaged; dropped", label, path)
         else:
             state[str(chat)] = clean
     return state
@@ -548,9 +610,11 @@ class LocalPacer:
     clock: Callable[[], float]
     state: dict[str, Any] = field(default_factory=dict)
     _save_failed: bool = False
+    min_interval: float = 1.0  # seconds between two sends (Telegram: 1 a second per chat)
+    label: str = "Telegram state"  # how messages name the file
 
     def __post_init__(self) -> None:
-        self.state = _load_pacer_state(self.path, self.clock())
+        self.state = _load_pacer_state(self.path, self.clock(), self.label)
         self.state.setdefault(self.chat, {"not_before": 0.0, "sent": []})
 
     @property
@@ -563,7 +627,7 @@ class LocalPacer:
         c = self._chat
         sent = [t for t in c["sent"] if t > now - 60.0]
         c["sent"] = sent
-        at = max(c["not_before"], (sent[-1] + 1.0) if sent else 0.0)
+        at = max(c["not_before"], (sent[-1] + self.min_interval) if sent else 0.0)
         if self.chat.startswith("-") and len(sent) >= 20:
             at = max(at, sent[-20] + 60.0)
         return float(at)
@@ -584,5 +648,5 @@ class LocalPacer:
             atomic_write_json(self.path, self.state)
         except OSError as exc:  # a full disk must not stop delivery; the limits hold in memory
             if not self._save_failed:
-                log.warning("cannot save Telegram state %s: %s", self.path, exc.strerror)
+                log.warning("cannot save %s %s: %s", self.label, self.path, exc.strerror)
             self._save_failed = True

@@ -41,6 +41,7 @@ from ._queue import (
     check_dead_id,
     load_data,
     pick_dead_id,
+    split_type,
 )
 from ._redis import SharedState
 from ._redis_events import check_hosts, entry_time
@@ -260,7 +261,9 @@ class SharedQueue:
         return local()
 
     def stats(self) -> dict[str, Any]:
-        return self._read(self._stats, self.local.stats)
+        # dead letters per queue type read every dead letter: here, not in each flush's tally
+        return self._read(lambda: {**self._stats(), "dead_by_type": self._dead_by_type()},
+                          self.local.stats)
 
     def _stats(self) -> dict[str, Any]:
         kinds = self.types()
@@ -278,6 +281,7 @@ class SharedQueue:
         # "stuck" check compares it with its own).
         shift = time.time() - (float(sec) + float(usec) / 1e6)
         by_type, claimed, oldest = {}, 0, None
+        oldest_by_type: dict[str, float] = {}
         for i, kind in enumerate(kinds):
             n, first, pend = out[3 * i:3 * i + 3]
             if isinstance(n, int) and n:
@@ -285,13 +289,26 @@ class SharedQueue:
             if isinstance(first, list) and first:
                 created = entry_time(_text(first[0][0])) + shift
                 oldest = created if oldest is None else min(oldest, created)
+                oldest_by_type[kind] = created
             if isinstance(pend, dict):
                 claimed += int(pend.get("pending", 0))
         meta = _fields(out[-1])
         return {"pending": sum(by_type.values()), "oldest_created_at": oldest,
                 "claimed": claimed, "dead_letters": int(out[-2]), "by_type": by_type,
+                "oldest_by_type": oldest_by_type,
                 "last_flush_at": float(meta["last_flush_at"]) if "last_flush_at" in meta
                 else None, "last_error": meta.get("last_error") or None}
+
+    def _dead_by_type(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for raw in self.r.hvals(self.dead_key):
+            try:
+                kind = json.loads(raw).get("type")
+            except (ValueError, AttributeError, RecursionError):
+                kind = None
+            if isinstance(kind, str):
+                out[kind] = out.get(kind, 0) + 1
+        return out
 
     def pending(self, limit: int) -> list[dict[str, Any]]:
         return self._read(lambda: self._pending(limit), lambda: self.local.pending(limit))
@@ -409,20 +426,29 @@ class SharedQueue:
 class SharedPacer:
     """Telegram's limits for one chat, shared by every host (see ``_PACE``)."""
 
-    def __init__(self, shared: SharedState, chat: str) -> None:
+    def __init__(self, shared: SharedState, chat: str, dest: str | None = None,
+                 min_interval: float = 1.0) -> None:
         self.shared = shared
-        self.sends = shared.key("tg", "chat", chat, "sent")
-        self.hold = shared.key("tg", "chat", chat, "hold")
-        self.bot = shared.key("tg", "bot", "sent")
-        self.group = chat.startswith("-")
         self.scale = time_scale()
+        if dest is None:
+            self.sends = shared.key("tg", "chat", chat, "sent")
+            self.hold = shared.key("tg", "chat", chat, "hold")
+            self.bot = shared.key("tg", "bot", "sent")
+            self.group = chat.startswith("-")
+            self.gap_ms, self.per_second = GAP_MS, BOT_PER_SECOND
+        else:  # another destination: its own gap and holds, no group or bot budget
+            self.sends = shared.key("dest", dest, "sent")
+            self.hold = shared.key("dest", dest, "hold")
+            self.bot = shared.key("dest", dest, "all")
+            self.group = False
+            self.gap_ms, self.per_second = int(min_interval * 1000), 1_000_000
 
     def wait(self) -> float:
         """Reserve a send now (0.0) or say how many seconds until one may be tried."""
         ok, wait_ms = self.shared.script("pace", _PACE)(
             keys=[self.sends, self.hold, self.bot],
-            args=[self.scale, GAP_MS, WINDOW_MS, GROUP_LIMIT if self.group else 0,
-                  BOT_PER_SECOND, uuid.uuid4().hex])
+            args=[self.scale, self.gap_ms, WINDOW_MS, GROUP_LIMIT if self.group else 0,
+                  self.per_second, uuid.uuid4().hex])
         return 0.0 if int(ok) else int(wait_ms) / 1000.0
 
     def sent(self) -> None:
@@ -449,11 +475,21 @@ class SharedSession:
         self.refresh_every = rules.claim_timeout * pacer.scale / 3
         self.state: dict[str, Any] = {}
 
-    def next_batch(self, refused: set[str]) -> tuple[str, list[Item]] | None:
-        got = self._take_over(refused) or self._take_due()
+    def next_batch(self, refused: set[str], skip: frozenset[str] = frozenset()
+                   ) -> tuple[str, list[Item]] | None:
+        got = self._take_over(refused, skip) or self._take_due(skip)
         if got is not None:
             self.current = [nid for nid, _ in got[1]]
         return got
+
+    def notes(self, nids: list[str]) -> dict[str, str]:
+        if not nids:
+            return {}
+        got = self.q.r.hmget(self.q.errors_key, nids)
+        return {nid: _text(v) for nid, v in zip(nids, got, strict=True) if v is not None}
+
+    def pacer_for(self, dest: str, min_interval: float) -> SharedPacer:
+        return SharedPacer(self.q.shared, "", dest=dest, min_interval=min_interval)
 
     def _claimed(self, kind: str, entries: Any) -> list[Item]:
         items = []
@@ -465,10 +501,13 @@ class SharedSession:
             items.append((f["id"], load_data(f.get("data", ""))))
         return items
 
-    def _take_over(self, refused: set[str]) -> tuple[str, list[Item]] | None:
+    def _take_over(self, refused: set[str], skip: frozenset[str] = frozenset()
+                   ) -> tuple[str, list[Item]] | None:
         """Claims idle longer than the claim timeout (their host died), one type's batch.
         One type at a time: whatever is claimed is then this flush's to send or put back."""
         for kind in self.q.types():
+            if split_type(kind)[1] in skip:
+                continue
             got = self.q.r.xautoclaim(self.q.stream(kind), GROUP, self.consumer,
                                       self.claim_ms, start_id="0-0",
                                       count=self.rules.max_batch_size)
@@ -479,8 +518,8 @@ class SharedSession:
                     return kind, items
         return None
 
-    def _take_due(self) -> tuple[str, list[Item]] | None:
-        due = self._due()
+    def _take_due(self, skip: frozenset[str] = frozenset()) -> tuple[str, list[Item]] | None:
+        due = [(k, b) for k, b in self._due() if split_type(k)[1] not in skip]
         if not due:
             return None
         kind, batch = due[0]
@@ -550,7 +589,8 @@ class SharedSession:
         return int(pipe.execute()[0])
 
     def bury(self, nid: str, kind: str, reason: str, data: Any) -> Any:
-        _, eid = self.entries.pop(nid)
+        # the stream the entry was claimed from names its queue type (its destination too)
+        kind, eid = self.entries.pop(nid)
         stream = self.q.stream(kind)
         raw = self.q.r.xrange(stream, eid, eid)
         f = _fields(raw[0][1]) if raw else {}

@@ -48,6 +48,8 @@ def run_checks(config: Config, *, send_test: bool = False,
         ("cache", lambda: _cache(config)),
         *([("state", lambda: _state(config))] if config.state.url else []),
         ("telegram", lambda: _telegram(config, send_test)),
+        *[(f"destination {d.name}", lambda d=d: _destination(d, send_test))
+          for d in config.notify.destinations],
         ("model", lambda: _model(config)),
         ("monitor", lambda: _monitor(config, now)),
         ("jobs", lambda: _jobs(config, now)),
@@ -180,8 +182,44 @@ def _state(cfg: Config) -> str:
            f"server loses {loses}"
 
 
+def _destination(dest: Any, send_test: bool) -> str:
+    """A webhook or Discord destination: where it points; with --send-test, a real send
+    through the same client and answer rules as notify-flush."""
+    from ..base._destinations import redacted_url
+
+    where = redacted_url(dest) if dest.type != "telegram" else f"chat {dest.chat_id}"
+    if not send_test:
+        return f"{dest.type} to {where} (--send-test sends a test message)"
+    if dest.type == "telegram":
+        from ..delivery._telegram import TelegramClient
+
+        tg = TelegramClient(dest.url or "https://api.telegram.org", dest.token or "",
+                            dest.timeout).send(str(dest.chat_id),
+                                               "botopt doctor: test message, all good", None)
+        if tg.kind != "ok":
+            raise BotoptError(f"{where}: {tg.detail or tg.kind}",
+                              key=f"notify.destinations.{dest.name}")
+        return f"sent a test message to {where}"
+    import uuid
+
+    from ..delivery._http_dest import HttpClient, batch_key, discord_messages, webhook_messages
+
+    nid = uuid.uuid4().hex
+    item = [(nid, {"message": "botopt doctor: test message, all good"})]
+    msgs = (discord_messages("alert", item, batch_key([nid])) if dest.type == "discord"
+            else webhook_messages(dest.name, "doctor_test", item, batch_key([nid])))
+    outcome = HttpClient(dest).send(msgs[0])
+    if outcome.kind != "ok":
+        raise BotoptError(outcome.detail or f"{dest.type} destination {dest.name}: "
+                          f"{outcome.kind}", key=f"notify.destinations.{dest.name}")
+    return f"sent a test message to {where}"
+
+
 def _telegram(cfg: Config, send_test: bool) -> str:
     tc = cfg.telegram
+    if not tc.token and cfg.notify.destinations and \
+            not any("telegram" in names for _, names in cfg.notify.routes):
+        return "not used: no route in [notify.routes] sends to telegram"
     if not tc.token:
         raise BotoptError("no bot token: set telegram.token in botopt.toml, mode 600 "
                           "(from @BotFather; cron does not see BOTOPT_TELEGRAM_TOKEN from "

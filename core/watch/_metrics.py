@@ -276,7 +276,7 @@ def _cache_families(stats: dict[str, dict[str, Any]]) -> list[Family]:
 
 
 def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
-    from ..delivery._notify import queue_stats
+    from ..delivery._notify import destination_names, destination_stats, queue_stats
     from ..state._workspace import Workspace
 
     shared = Workspace.of(config).shared
@@ -286,10 +286,16 @@ def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
         # file flags the source instead of reporting a partial depth.
         shared.check()
     q = queue_stats(config)
-    oldest = q.get("oldest_created_at")
-    age = max(0.0, now - float(oldest)) if _finite(oldest) else 0.0
-    return {"telegram": {"pending": int(q["pending"]), "dead_letters": int(q["dead_letters"]),
-                         "oldest_age": age}}
+    out = {}
+    # every destination in use has its series, at 0 when nothing waits for it
+    per = destination_stats(q, destination_names(config))
+    for dest in sorted(per):
+        d = per[dest]
+        oldest = d.get("oldest_created_at")
+        out[dest] = {"pending": int(d.get("pending", 0)),
+                     "dead_letters": int(d.get("dead_letters", 0)),
+                     "oldest_age": max(0.0, now - float(oldest)) if _finite(oldest) else 0.0}
+    return out
 
 
 def _cache_stats(config: Config, root: Path) -> dict[str, dict[str, Any]]:
