@@ -2,8 +2,8 @@
 
 A cron run of ``botopt signals`` calls ``_pipeline.step`` once, with the state the previous
 runs left (cooldown records, the rolling correlation); a replay calls the very same step for
-every candle open time in the period, with each symbol's closed candles up to that time (the
-last ``features.history`` of them, as a live ``--as-of`` run loads them) and the state carried
+every candle open time in the period, with each symbol's closed candles up to that time (its
+whole stored series, as a live ``--as-of`` run loads it) and the state carried
 in memory / in a private temporary directory. So the replay's signals and gate decisions are
 the ones the live runs would have made, by construction, and a test checks it against real
 ``botopt signals --as-of`` processes (tests/test_replay.py).
@@ -203,13 +203,14 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
         if progress is not None:
             progress(done[0], total)
 
+    book.features(config)
     driver = _Driver(config, book, manager)
     step = interval_ms(config.data.interval)
     parts: list[pl.DataFrame] = []  # a frame per chunk: a dict per row costs ten times more
     own: dict[int, Any] = {}
     # The period in chunks of candle times, each chunk's windows prepared in one batch and
     # dropped once stepped through: memory holds one batch, not the period.
-    per = max(1, _BATCH_ROWS // config.features.history // len(syms))
+    per = max(1, _BATCH_ROWS // len(syms))
     for c in range(0, int(grid.size), per):
         times = grid[c:c + per]
         t_hi = int(times[-1]) + 1
@@ -232,37 +233,38 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
                   symbols=tuple(syms))
 
 
-# Windows prepared together: each is one pseudo-symbol of ``features.history`` rows, so a
-# batch is about 500 x 1,000 rows (some 90 MB of candles and features), the size the
-# features are fastest at per row.
-_BATCH_ROWS = 500_000
+# Candle rows whose engines and model run together: a batch's Own answers are what memory
+# holds, not the period's.
+_BATCH_ROWS = 20_000
 
 
 def _prepare(config: Config, book: _Book, need: list[int], model: Any,
              manager: Any) -> dict[int, Any]:
     """``prepare`` for the given rows (each a symbol's candle that some step sees as its
-    newest): each row's window of candles as a symbol of its own, so many candles are
-    computed in one call. A symbol's answer depends on its own rows only, bit for bit, so
-    each equals what the live run at that candle computes."""
+    newest). A live run's features at a candle are TA-Lib's over the symbol's whole series
+    up to it, and every stage is causal, so they are the row's values in the one pass over
+    the whole series (``_Book.features``); only engines and the model run here, over many
+    rows at once, each row named as a symbol of its own. A row's answer depends on its own
+    values only, so each equals what the live run at that candle computes."""
     import dataclasses
 
     import numpy as np
-    import polars as pl
 
-    from ..signals._pipeline import prepare
+    from ..base._config import warmup_candles
+    from ..signals._pipeline import own_rows
 
     if not need:
         return {}
-    h = config.features.history
     rows = np.asarray(need, dtype=np.int64)
-    first = np.maximum(book.row_start[rows], rows + 1 - h)
-    lens = rows + 1 - first
-    idx = np.repeat(first - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
     names = [str(i) for i in need]
-    batch = book.candles[idx].insert_column(0, pl.Series("symbol", names).gather(
-        np.repeat(np.arange(len(names)), lens)))
+    last, regimes = book.rows(rows, names)
+    count = rows - book.row_start[rows] + 1  # the candles a live run would load
+    want = warmup_candles(config.features, config.regime)
+    blocks = {names[k]: (DataStatus.WARMING_UP, f"warming up: {int(n)} of {want} candles")
+              for k, n in enumerate(count.tolist()) if n < want}
     real = [book.symbol_of(i) for i in need]
-    prepared = prepare(config, batch, names, model=model, manager=manager, labels=real)
+    prepared = own_rows(config, last, regimes, blocks, names, model=model,
+                        manager=manager, labels=real)
     return {i: dataclasses.replace(o, symbol=sym)
             for i, o, sym in zip(need, prepared, real, strict=True)}
 
@@ -285,8 +287,36 @@ class _Book:
         self.starts = np.cumsum(self.lens) - self.lens
         self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
         self.row_start = np.repeat(self.starts, self.lens)  # per row: its symbol's first
-        # the candle columns a window needs (its symbol is the window's own name)
-        self.candles = frame.select("open_time", "open", "high", "low", "close", "volume")
+        self._features: pl.DataFrame | None = None
+
+    def features(self, config: Config) -> pl.DataFrame:
+        """Every row's features and regime, from one pass over each whole series (what a
+        live run computes at that row: ``_carry``). Computed once, on first use."""
+        if self._features is None:
+            import polars as pl
+
+            from ..signals._features import compute_features
+            from ..signals._regime import regime_series
+
+            rich = regime_series(compute_features(self.frame, config.features),
+                                 config.regime, config.features)
+            rest = [c for c in rich.columns if c not in ("symbol", "open_time", "regime")]
+            # the form a live run's last rows take (``_pipeline._rows_frame``)
+            self._features = rich.select("open_time", *(pl.col(c).cast(pl.Float64)
+                                                        for c in rest), "regime")
+        return self._features
+
+    def rows(self, rows: Any, names: list[str]) -> tuple[pl.DataFrame, list[str]]:
+        """The feature rows at ``rows`` named ``names`` (one pseudo-symbol each), and
+        their regimes."""
+        import polars as pl
+
+        assert self._features is not None
+        got = self._features[rows]
+        regimes = got.get_column("regime").to_list()
+        last = got.drop("regime").insert_column(0, pl.Series("symbol", names,
+                                                              dtype=pl.String))
+        return last, regimes
 
 
     def symbol_of(self, row: int) -> str:
@@ -372,9 +402,9 @@ class _Driver:
         self._ts = book.ms
         self._cs = book.frame.get_column("close").cast(float).to_numpy()
         self._np = np
-        # a run hands the correlation its last features.history rows; it reads only the
-        # last window + 2 and the row before them
-        self._keep = min(config.features.history, config.correlation.window + 3)
+        # a run hands the correlation every closed candle; it reads only the last
+        # window + 2 and the row before them
+        self._keep = config.correlation.window + 3
 
     def _correlate(self, js: list[int], rows: list[int]) -> Any:
         from ..signals._correlation import CorrelationRows, RollingCorrelation, _bring_up_to_date
