@@ -405,6 +405,7 @@ class _Driver:
         # a run hands the correlation every closed candle; it reads only the last
         # window + 2 and the row before them
         self._keep = config.correlation.window + 3
+        self._cooldown = timedelta(seconds=config.gates.cooldown_seconds)
 
     def _correlate(self, js: list[int], rows: list[int]) -> Any:
         from ..signals._correlation import CorrelationRows, RollingCorrelation, _bring_up_to_date
@@ -435,7 +436,13 @@ class _Driver:
         from ..signals._pipeline import _apply_clock, decide
 
         js, rows = self.book.newest(t)
-        result = decide(self.config, [own[r] for r in rows], now, records=self.records,
+        owned = [own[r] for r in rows]
+        # The gates read a record only within the cooldown before a candidate's candle (its
+        # own cooldown, the correlation gate's active signals): the others, up to two days
+        # of them, are kept for the merge but not handed over (the same decisions).
+        lo = min(o.candle_time for o in owned) - self._cooldown
+        relevant = [r for r in self.records if r.candle_time > lo]
+        result = decide(self.config, owned, now, records=relevant,
                         correlate=lambda names: self._correlate(js, rows),
                         manager=self.manager)
         result = _apply_clock(self.config, result, now)
