@@ -79,7 +79,7 @@ small_configs = st.builds(
                                 vol_period=vol),
         regime=RegimeConfig(vol_lookback=lb, adx_trend=22.0, adx_range=18.0,
                             vol_percentile=80.0)),
-    st.integers(2, 6), st.integers(6, 15), st.integers(2, 8), st.integers(2, 7),
+    st.integers(2, 6), st.integers(7, 15), st.integers(2, 8), st.integers(2, 7),
     st.integers(2, 6), st.integers(2, 6), st.integers(2, 6), st.integers(4, 40))
 
 # one step of the stream: per symbol how many rows arrive (0: a late file), and what
@@ -234,3 +234,32 @@ def test_a_cron_run_reads_its_carried_state_and_equals_no_cache(tmp_path, shared
         plain = run_signals(cfg, syms, as_of=at, use_cache=False)
         assert cached.to_dict() == plain.to_dict()
     assert list(Path(tmp_path / "c").rglob("carry/*/*.json"))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(config=small_configs, seed=st.integers(0, 2**32 - 1),
+       cuts=st.lists(st.integers(1, 150), min_size=1, max_size=8))
+def test_a_replay_s_stretches_equal_the_whole_series(config, seed, cuts):
+    """The replay's walk (``SeriesPass``): stretch after stretch, with the states carried in
+    memory, every new row's features and regime equal one pass over the whole series."""
+    from botopt.core.signals._carry import SeriesPass
+    from botopt.core.signals._regime import regime_series
+
+    rng = np.random.default_rng(seed)
+    names = ["A", "B", "C"]
+    frame = pl.concat([_series(s, _closes(rng, int(rng.integers(50, 500))), rng)
+                       for s in names])
+    whole = regime_series(compute_features(frame, config.features), config.regime,
+                          config.features)
+    cols = [c for c in whole.columns if c != "symbol"]
+    walk = SeriesPass.of(config, frame)
+    done = np.zeros(3, dtype=np.int64)
+    for cut in cuts:
+        upto = np.minimum(done + cut, walk.lens)
+        got, offset = walk.stretch(upto)
+        for j in range(3):
+            rows = np.arange(done[j], upto[j])
+            want = whole[walk.starts[j] + rows].select(cols)
+            assert got[offset[j] + rows].select(cols).equals(want), (j, rows[:3])
+        done = upto

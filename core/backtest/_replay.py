@@ -203,7 +203,6 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
         if progress is not None:
             progress(done[0], total)
 
-    book.features(config)
     driver = _Driver(config, book, manager)
     step = interval_ms(config.data.interval)
     parts: list[pl.DataFrame] = []  # a frame per chunk: a dict per row costs ten times more
@@ -215,6 +214,7 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
         times = grid[c:c + per]
         t_hi = int(times[-1]) + 1
         fresh = [r for r in book.needed(int(times[0]), t_hi).tolist() if r not in own]
+        book.stretch(config, t_hi)
         own.update(_prepare(config, book, fresh, model, manager))
         tick(len(fresh))
         rows: list[tuple[Any, ...]] = []
@@ -233,9 +233,10 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
                   symbols=tuple(syms))
 
 
-# Candle rows whose engines and model run together: a batch's Own answers are what memory
-# holds, not the period's.
-_BATCH_ROWS = 20_000
+# Candle rows whose features, engines and model run together: a stretch's features and
+# Own answers are what memory holds, not the period's; each stretch also recomputes about
+# 330 rows per symbol before it (the carried slice), so a stretch is much longer than that.
+_BATCH_ROWS = 100_000
 
 
 def _prepare(config: Config, book: _Book, need: list[int], model: Any,
@@ -287,37 +288,44 @@ class _Book:
         self.starts = np.cumsum(self.lens) - self.lens
         self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
         self.row_start = np.repeat(self.starts, self.lens)  # per row: its symbol's first
-        self._features: pl.DataFrame | None = None
+        self.candles = frame.select("symbol", "open_time", "open", "high", "low", "close",
+                                    "volume")
+        self._pass: Any = None
+        self._stretch: Any = None
+        self._offset: Any = None
 
-    def features(self, config: Config) -> pl.DataFrame:
-        """Every row's features and regime, from one pass over each whole series (what a
-        live run computes at that row: ``_carry``). Computed once, on first use."""
-        if self._features is None:
-            import polars as pl
-
-            from ..signals._features import compute_features
-            from ..signals._regime import regime_series
-
-            rich = regime_series(compute_features(self.frame, config.features),
-                                 config.regime, config.features)
-            rest = [c for c in rich.columns if c not in ("symbol", "open_time", "regime")]
-            # the form a live run's last rows take (``_pipeline._rows_frame``)
-            self._features = rich.select("open_time", *(pl.col(c).cast(pl.Float64)
-                                                        for c in rest), "regime")
-        return self._features
-
-    def rows(self, rows: Any, names: list[str]) -> tuple[pl.DataFrame, list[str]]:
-        """The feature rows at ``rows`` named ``names`` (one pseudo-symbol each), and
-        their regimes."""
+    def stretch(self, config: Config, t_hi: int) -> None:
+        """Features and regimes for every row that opened before ``t_hi``, from where the
+        previous stretch's carried states stand (``_carry.SeriesPass``): a live run's
+        features at a candle are the whole series' at that row, and memory holds one
+        stretch, not the history."""
+        import numpy as np
         import polars as pl
 
-        assert self._features is not None
-        got = self._features[rows]
+        from ..signals._carry import SeriesPass
+
+        if self._pass is None:
+            self._pass = SeriesPass.of(config, self.candles)
+        upto = np.asarray([int(np.searchsorted(self.times(j), t_hi))
+                           for j in range(len(self.syms))], dtype=np.int64)
+        whole, self._offset = self._pass.stretch(upto)
+        rest = [c for c in whole.columns if c not in ("symbol", "open_time", "regime")]
+        # the form a live run's last rows take (``_pipeline._rows_frame``)
+        self._stretch = whole.select("open_time", *(pl.col(c).cast(pl.Float64)
+                                                    for c in rest), "regime")
+
+    def rows(self, rows: Any, names: list[str]) -> tuple[pl.DataFrame, list[str]]:
+        """The feature rows at ``rows`` (of the current stretch) named ``names`` (one
+        pseudo-symbol each), and their regimes."""
+        import numpy as np
+        import polars as pl
+
+        j = np.searchsorted(self.starts, rows, side="right") - 1
+        got = self._stretch[self._offset[j] + rows - self.starts[j]]
         regimes = got.get_column("regime").to_list()
         last = got.drop("regime").insert_column(0, pl.Series("symbol", names,
                                                               dtype=pl.String))
         return last, regimes
-
 
     def symbol_of(self, row: int) -> str:
         import numpy as np

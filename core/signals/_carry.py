@@ -271,3 +271,88 @@ def _decisive_labels(config: Config, whole: pl.DataFrame) -> list[str | None]:
 
     return whole.select(_decisive(config.regime, config.features)).to_series().to_list()
 
+
+
+@dataclass
+class SeriesPass:
+    """A replay's walk along whole series, a stretch at a time, with each symbol's state
+    carried in memory between stretches: the same state and slices as a cron line's runs
+    (``features_and_regimes``), so memory holds a stretch, not the history, and each row's
+    values are the whole series' (bit for bit)."""
+
+    config: Config
+    candles: pl.DataFrame  # canonical, one run per symbol, ascending
+    starts: np.ndarray
+    lens: np.ndarray
+    states: list[CarryState | None]
+
+    @classmethod
+    def of(cls, config: Config, candles: pl.DataFrame) -> SeriesPass:
+        lens = candles.get_column("symbol").rle().struct.field("len").to_numpy() \
+            .astype(np.int64)
+        return cls(config, candles, np.cumsum(lens) - lens, lens, [None] * len(lens))
+
+    def stretch(self, upto: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
+        """Every feature column and ``regime`` for each symbol's rows from its carried
+        anchor (or its first row) to ``upto[j]`` (a row count; 0: nothing), and the frame
+        row of each symbol's row 0 (rows before its slice are not in the frame: a caller
+        asks only for rows at least ``_back`` after the previous stretch's end). The
+        states then move to an anchor within reach of the next stretch."""
+        from ._regime import regime_expr
+
+        fc = self.config.features
+        names = feature_columns(fc)
+        js_all = [j for j in range(len(self.lens)) if upto[j] > 0]
+        frames: list[pl.DataFrame] = []
+        offset = np.zeros(len(self.lens), dtype=np.int64)
+        at = 0
+        # the groups before any state moves: a symbol is computed once per stretch
+        groups = [[j for j in js_all if self.states[j] is None],
+                  [j for j in js_all if self.states[j] is not None]]
+        for resumed, js in zip((False, True), groups, strict=True):
+            if not js:
+                continue
+            ja = np.asarray(js, dtype=np.int64)
+            first = np.asarray([0 if self.states[j] is None else self.states[j].anchor  # type: ignore[union-attr]
+                                for j in js], dtype=np.int64)
+            n = upto[ja] - first
+            rows = np.repeat(self.starts[ja] + first - np.cumsum(n) + n, n) \
+                + np.arange(int(n.sum()))
+            frame = self.candles[rows]
+            anchors = [next_anchor(self.config, int(upto[j]) - 1) for j in js]
+            capture = np.asarray([0 if a is None else max(0, a - int(f))
+                                  for a, f in zip(anchors, first.tolist(), strict=True)],
+                                 dtype=np.int64)
+            resume = None if not resumed else np.asarray(
+                [self.states[j].values for j in js], dtype=np.float64).T  # type: ignore[union-attr]
+            out, last = _columns(frame, n, fc, names, resume, capture)
+            carry = last.pop("_carry")
+            prior = {str(j): (None if self.states[j] is None else self.states[j].prior)  # type: ignore[union-attr]
+                     for j in js}
+            part = frame.with_columns(
+                pl.Series("symbol", [str(j) for j in js]).gather(
+                    np.repeat(np.arange(len(js)), n)),
+                *(pl.Series(c, out.pop(c)).fill_nan(None) for c in names))
+            part = part.with_columns(regime_expr(self.config.regime, fc, prior)
+                                     .alias("regime"))
+            labels = _decisive_labels(self.config, part)
+            lo = np.cumsum(n) - n
+            for k, j in enumerate(js):
+                offset[j] = at + int(lo[k]) - int(first[k])
+                new, st = anchors[k], self.states[j]
+                if new is None or new < int(first[k]) or (st is not None and
+                                                           st.anchor == new):
+                    continue
+                values = tuple(float(v) for v in carry[:, k])
+                if not all(math.isfinite(v) for v in values):
+                    self.states[j] = None  # NaN in the data: from the first row again
+                    continue
+                decided = [x for x in labels[int(lo[k]):int(lo[k]) + int(capture[k])]
+                           if x is not None]
+                self.states[j] = CarryState(
+                    anchor=new, first_ms=0, prefix="", values=values,
+                    prior=decided[-1] if decided else (None if st is None else st.prior))
+            at += part.height
+            frames.append(part)
+        whole = pl.concat(frames) if frames else pl.DataFrame()
+        return whole, offset
