@@ -245,7 +245,7 @@ def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: li
         pl.Series(c, x).fill_nan(None) for c, x in last.items())
     if store is not None:
         assert hashes is not None
-        labels = _decisive_labels(config, whole)
+        labels: list[str | None] | None = None  # read only when some anchor moves
         for k, j in enumerate(idx):
             new = anchors[k]
             st = states[j]
@@ -255,6 +255,8 @@ def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: li
             if not all(math.isfinite(v) for v in values):
                 continue  # NaN in the data: no state, the series is computed whole
             lo = int(ends[k] - n[k])
+            if labels is None:
+                labels = _decisive_labels(config, whole)
             before = labels[lo:lo + int(capture[k])]
             decided = [x for x in before if x is not None]
             prior_new = decided[-1] if decided else (None if st is None else st.prior)
