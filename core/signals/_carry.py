@@ -245,7 +245,7 @@ def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: li
         pl.Series(c, x).fill_nan(None) for c, x in last.items())
     if store is not None:
         assert hashes is not None
-        labels: list[str | None] | None = None  # read only when some anchor moves
+        labels: _Labels | None = None  # read only when some anchor moves
         for k, j in enumerate(idx):
             new = anchors[k]
             st = states[j]
@@ -256,10 +256,9 @@ def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: li
                 continue  # NaN in the data: no state, the series is computed whole
             lo = int(ends[k] - n[k])
             if labels is None:
-                labels = _decisive_labels(config, whole)
-            before = labels[lo:lo + int(capture[k])]
-            decided = [x for x in before if x is not None]
-            prior_new = decided[-1] if decided else (None if st is None else st.prior)
+                labels = _Labels(config, whole)
+            found = labels.last_before(lo, lo + int(capture[k]))
+            prior_new = found if found is not None else (None if st is None else st.prior)
             a0 = int(starts[j])
             store.save(syms[j], CarryState(
                 anchor=new, first_ms=int(first_ms[j]),
@@ -267,11 +266,23 @@ def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: li
     return tail, regimes, int(n.sum())
 
 
-def _decisive_labels(config: Config, whole: pl.DataFrame) -> list[str | None]:
-    """Each row's own decisive trend/range label, or None (``_regime``'s rule)."""
-    from ._regime import _decisive
+class _Labels:
+    """Each row's own decisive trend/range label (``_regime``'s rule), asked for the last
+    one in a range of rows: where the hysteresis stands at an anchor."""
 
-    return whole.select(_decisive(config.regime, config.features)).to_series().to_list()
+    def __init__(self, config: Config, whole: pl.DataFrame) -> None:
+        from ._regime import _decisive
+
+        self.labels = whole.select(_decisive(config.regime, config.features)).to_series()
+        self.at = np.flatnonzero(self.labels.is_not_null().to_numpy())
+
+    def last_before(self, lo: int, hi: int) -> str | None:
+        """The last decisive label in rows [lo, hi), or None."""
+        k = int(np.searchsorted(self.at, hi)) - 1
+        if k < 0 or self.at[k] < lo:
+            return None
+        found: str = self.labels[int(self.at[k])]
+        return found
 
 
 
@@ -337,7 +348,7 @@ class SeriesPass:
                 *(pl.Series(c, out.pop(c)).fill_nan(None) for c in names))
             part = part.with_columns(regime_expr(self.config.regime, fc, prior)
                                      .alias("regime"))
-            labels = _decisive_labels(self.config, part)
+            labels = _Labels(self.config, part)
             lo = np.cumsum(n) - n
             for k, j in enumerate(js):
                 offset[j] = at + int(lo[k]) - int(first[k])
@@ -349,11 +360,11 @@ class SeriesPass:
                 if not all(math.isfinite(v) for v in values):
                     self.states[j] = None  # NaN in the data: from the first row again
                     continue
-                decided = [x for x in labels[int(lo[k]):int(lo[k]) + int(capture[k])]
-                           if x is not None]
+                found = labels.last_before(int(lo[k]), int(lo[k]) + int(capture[k]))
                 self.states[j] = CarryState(
                     anchor=new, first_ms=0, prefix="", values=values,
-                    prior=decided[-1] if decided else (None if st is None else st.prior))
+                    prior=found if found is not None else (None if st is None
+                                                           else st.prior))
             at += part.height
             frames.append(part)
         whole = pl.concat(frames) if frames else pl.DataFrame()
