@@ -51,8 +51,10 @@ class BotoptError(Exception):
     Besides the one-line message, an error carries its culprit as attributes, for a caller
     that reacts to it rather than prints it (as httpx's errors carry the request): ``symbol``,
     ``source`` (``"binance"``, ``"telegram"``, ``"redis"``, a data directory), ``file``, ``row``
-    (1-based, as the message says it) and ``key`` (a setting such as ``data.interval``). Each
-    is None where it does not apply.
+    (1-based, as the message says it) and ``key`` (a setting such as ``data.interval``, an
+    option such as ``--since``, a field such as ``data``). Each is None where it does not
+    apply. Every raise whose message names something passes it (tests/test_error_context.py
+    walks the raise sites).
     """
 
     def __init__(self, message: str = "", *, symbol: str | None = None,

@@ -94,6 +94,7 @@ def test_limit_and_end_bound_the_closed_candles(server):
     assert upto["open_time"].dt.epoch("ms").to_list() == opens(src[95:100])
 
 
+@pytest.mark.slow  # over 2 s: waits out Binance's real Retry-After twice
 def test_retry_after_honoured_on_429_and_418(server):
     client = client_for(server)
     body = {"code": -1003, "msg": "Too many requests; current request has limited."}

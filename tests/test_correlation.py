@@ -433,6 +433,7 @@ def return_steps(draw):
     return n, steps
 
 
+@pytest.mark.slow  # 3-5 s: a big hypothesis run; the batched updates are checked fast above
 @settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(return_steps(), st.integers(3, 30), st.integers(2, 8))

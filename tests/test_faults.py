@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from botopt.cli.main import app
 from botopt.core import load_config
 from botopt.core.delivery._notify import (
     UNCONFIRMED_AFTER,
@@ -26,8 +28,21 @@ from botopt.core.delivery._notify import (
 )
 from botopt.core.state._events import events_dir, read_events
 
-from .fakes.telegram_server import FakeTelegram
+from .fakes.telegram_server import FakeTelegram, VirtualClock
 from .test_delivery import TOKEN, botopt, errors
+
+runner = CliRunner()
+
+
+def invoke(cache: Path, *args: str, url: str):
+    """``botopt(...)`` in this process: the same settings, no interpreter start."""
+    env = {"BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
+           "BOTOPT_TELEGRAM_API_URL": url, "BOTOPT_TELEGRAM_MAX_RETRIES": "3",
+           "BOTOPT_TELEGRAM_FLUSH_BUDGET": "50"}
+    result = runner.invoke(app, ["--cache-dir", str(cache), *args], env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        (args, result.exception)
+    return result
 
 
 @pytest.fixture
@@ -66,9 +81,10 @@ def test_a_timed_out_send_is_not_retried_in_the_run_and_is_sent_at_most_twice(tm
     assert queue_stats(cfg)["pending"] == 3
     for _ in range(4):
         flush_notifications(cfg, force=True)
-    wait_received(server, 2)
-    time.sleep(1.6)  # a third delivery would have arrived by now
+    # Every flush has returned, and a request is counted as it arrives (before its answer):
+    # no third delivery can still be on its way, so waiting out the hangs adds nothing.
     assert server.arrived == UNCONFIRMED_AFTER == 2
+    wait_received(server, 2)
     assert len(server.received) == 2  # delivered twice, never more
     assert queue_stats(cfg)["pending"] == 0
     dead = dead_letters(cfg)
@@ -98,13 +114,15 @@ def test_a_200_that_is_not_the_bot_api_is_counted_backed_off_and_dead_lettered(
     cfg = cfg_for(tmp_path / "c", server.url)
     enqueue(cfg, [{"type": "alert", "data": {"message": "x"}}])
     server.always = f"body:{body}"
-    first = flush_notifications(cfg, force=True)
+    # Telegram's 1 s gap between sends passes on a virtual clock, not the wall's
+    vc = VirtualClock(time.time())
+    first = flush_notifications(cfg, force=True, clock=vc.time, sleep=vc.sleep)
     assert server.arrived == 1  # backed off: not resent in the same run
     assert first.failure and "not a Bot API answer" in first.error
     assert "200: OK" not in first.error
     assert [p["attempts"] for p in pending_notifications(cfg)] == [1]
     for _ in range(3):
-        flush_notifications(cfg, force=True)
+        flush_notifications(cfg, force=True, clock=vc.time, sleep=vc.sleep)
     assert server.arrived == UNCONFIRMED_AFTER
     [dead] = dead_letters(cfg)
     assert "not a Bot API answer" in dead["reason"] and queue_stats(cfg)["pending"] == 0
@@ -230,6 +248,7 @@ def _clean(result) -> None:
         assert len(errors(result)) == 1, result.stderr
 
 
+@pytest.mark.slow  # 5-10 s each: every command as a whole process
 @pytest.mark.parametrize("mode", ["ro", "full"])
 def test_every_command_under_a_read_only_or_full_disk_ends_cleanly(tmp_path, server, mode):
     cache = _prepared(tmp_path, server)
@@ -257,14 +276,16 @@ def test_a_monitor_on_a_read_only_disk_still_runs_its_checks(tmp_path, server):
 
 @pytest.mark.parametrize("args", COMMANDS)
 def test_a_cache_dir_that_is_a_regular_file_is_a_config_error(tmp_path, server, args):
+    """Every command through the CLI in this process (the error handling is the same; the
+    read-only and full-disk suite above runs them as processes)."""
     afile = tmp_path / "afile"
     afile.write_text("not a directory")
-    result = botopt(afile, *args, url=server.url)
+    result = invoke(afile, *args, url=server.url)
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     if args[0] in ("cache-stats", "config"):
-        assert result.returncode in (0, 2)  # reading nothing is no error
+        assert result.exit_code in (0, 2)  # reading nothing is no error
         return
-    assert result.returncode == 2, result.stderr
+    assert result.exit_code == 2, result.stderr
     [line] = errors(result)
     assert "not a directory" in line and "afile" in line
     assert afile.read_text() == "not a directory"
@@ -278,7 +299,7 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path, server, args):
     import sys
 
     cache = tmp_path / "c"
-    assert botopt(cache, "signals", url=server.url).returncode == 0
+    assert invoke(cache, "signals", url=server.url).exit_code == 0  # state to show
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
                              str(cache), *args], stdout=subprocess.PIPE,
@@ -321,23 +342,45 @@ HOSTILE = {
 }
 
 
+VIEWS = (("history",), ("history", "--json"), ("status",), ("status", "--json"),
+         ("monitor", "--once"))
+
+
+def check_view(args: tuple[str, ...], code: int, out: str, err: str) -> None:
+    assert code == 0, (args, err)
+    assert "Traceback" not in err and "internal error" not in err
+    assert "1e+300" not in out and "5138" not in out and "FAILED" not in out, out
+    assert "nan" not in out.lower().replace("nanos", ""), out
+    assert "weird_thing" not in out and "None" not in out, out
+    if args == ("status", "--json"):
+        last = json.loads(out)["last_run"]
+        assert last["command"] == "signals" and last["ok"] is True
+
+
+def events_log(cache: Path, *lines: str) -> None:
+    (cache / "events").mkdir(parents=True)
+    (cache / "events" / "events.log").write_text(
+        "\n".join([json.dumps(GOOD), *lines]) + "\n")
+
+
 @pytest.mark.parametrize("line", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_absurd_events_are_skipped_by_history_status_and_the_monitor(tmp_path, server, line):
+    """Each hostile line alone, through the CLI in this process (every view, the exit code,
+    the output); the whole processes are run once, on all of them together, below."""
     cache = tmp_path / "c"
-    (cache / "events").mkdir(parents=True)
-    (cache / "events" / "events.log").write_text(json.dumps(GOOD) + "\n" + line + "\n")
-    for args in (("history",), ("history", "--json"), ("status",), ("status", "--json"),
-                 ("monitor", "--once")):
+    events_log(cache, line)
+    for args in VIEWS:
+        result = invoke(cache, *args, url=server.url)
+        check_view(args, result.exit_code, result.stdout, result.stderr)
+    assert not alerts_about(cache, "FAILED")
+
+
+def test_every_absurd_event_at_once_is_skipped_by_whole_processes(tmp_path, server):
+    cache = tmp_path / "c"
+    events_log(cache, *HOSTILE.values())
+    for args in VIEWS:
         result = botopt(cache, *args, url=server.url)
-        assert result.returncode == 0, (args, result.stderr)
-        assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-        out = result.stdout
-        assert "1e+300" not in out and "5138" not in out and "FAILED" not in out, out
-        assert "nan" not in out.lower().replace("nanos", ""), out
-        assert "weird_thing" not in out and "None" not in out, out
-        if args == ("status", "--json"):
-            last = json.loads(out)["last_run"]
-            assert last["command"] == "signals" and last["ok"] is True
+        check_view(args, result.returncode, result.stdout, result.stderr)
     assert not alerts_about(cache, "FAILED")
 
 
@@ -362,19 +405,15 @@ def test_a_failure_without_a_command_is_not_blamed_on_notify_flush(tmp_path, ser
 def test_a_plugin_without_a_source_file_fails_the_same_with_and_without_the_cache(
         tmp_path, server, target):
     """Frozen and built-in modules have no source to fingerprint: the cache key falls back
-    to the Python version, and the run fails in the model, as with --no-cache."""
-    import subprocess
-    import sys
-
-    env = {**os.environ, "BOTOPT_MODEL_PREDICT": target,
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    to the Python version, and the run fails in the model, as with --no-cache. (Through the
+    CLI in this process: the plug-in is imported by name either way.)"""
     lines = []
     for extra in ([], ["--no-cache"], []):
-        proc = subprocess.run([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
-                               str(tmp_path / "c"), "signals", *extra], capture_output=True,
-                              text=True, env=env, timeout=120)
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr
-        [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("botopt: error:")]
+        result = runner.invoke(app, ["--cache-dir", str(tmp_path / "c"), "signals", *extra],
+                               env={"BOTOPT_MODEL_PREDICT": target})
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.exit_code == 1 and "Traceback" not in result.stderr
+        [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("botopt: error:")]
         lines.append(line)
     assert lines[0] == lines[1] == lines[2] and f"model {target} failed" in lines[0]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from typer.testing import CliRunner
 
 from botopt.cli.main import app
@@ -17,6 +18,7 @@ runner = CliRunner()
 ALL = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT"
 
 
+@pytest.mark.slow  # over 2 s: a day of real signals runs
 def test_history_of_real_runs_filtered_by_type_and_since(tmp_path):
     tg = FakeTelegram(token=TOKEN, enforce_limits=False).start()
     env = {"BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "-1001",

@@ -51,6 +51,7 @@ def write_metrics(cfg, cache, out):
     return parse(out.read_text())
 
 
+@pytest.mark.slow  # over 2 s: whole cron-like runs, then the textfile parsed
 def test_metrics_file_parses_and_every_figure_matches_the_runs(install, tmp_path):  # noqa: F811
     tmp, cfg, _, telegram = install
     cache, out = tmp / "cache", tmp / "textfile" / "botopt.prom"

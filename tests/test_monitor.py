@@ -275,6 +275,7 @@ def test_routine_events_do_not_wake_the_monitor(tmp_path):
         sock.close()
 
 
+@pytest.mark.slow  # over 2 s: a real monitor process waiting for a deadline
 def test_a_stall_is_noticed_at_its_deadline_not_at_the_next_poll(tmp_path):
     cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), "monitor.stale_after": 1.0,
                                  "monitor.check_interval": 3600.0})

@@ -12,7 +12,6 @@ import math
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -111,20 +110,21 @@ def test_two_hosts_on_one_candle_queue_each_signal_once(redis_server, tmp_path):
              "BOTOPT_GATES_MIN_STRENGTH": "0", "BOTOPT_GATES_MIN_PROBABILITY": "0",
              "BOTOPT_GATES_BLOCK_HIGH_VOL": "false", "BOTOPT_GATES_MIN_VOLUME_Z": "-1000",
              "BOTOPT_GATES_CORRELATION_THRESHOLD": "1"}
-    for attempt in range(2):  # a candle may close between the two runs: then once more
-        procs = [subprocess.Popen(
-            [sys.executable, "-m", "botopt.cli.main", "--cache-dir",
-             str(tmp_path / f"h{attempt}{i}" / "cache"), "signals", "-s", ",".join(symbols),
-             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=host_env(tmp_path / f"h{attempt}{i}", redis_server.url, **extra))
-            for i in range(2)]
-        outs = [p.communicate(timeout=120) for p in procs]
-        assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
-        answers = [{(s["symbol"], s["direction"], s["candle_time"], s["gate"]["passed"])
-                    for s in json.loads(o[0])["signals"]} for o in outs]
-        if answers[0] == answers[1]:
-            break
-        time.sleep(1)
+    # Both hosts judge the candles closed at one moment, as two cron jobs of one minute do:
+    # a pinned --as-of (live for one interval, --notify records as a live run does) instead
+    # of the wall clock, where a candle could close between the two starts.
+    as_of = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+         str(tmp_path / f"h{i}" / "cache"), "signals", "-s", ",".join(symbols),
+         "--as-of", as_of, "--notify", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=host_env(tmp_path / f"h{i}", redis_server.url, **extra))
+        for i in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
+    answers = [{(s["symbol"], s["direction"], s["candle_time"], s["gate"]["passed"])
+                for s in json.loads(o[0])["signals"]} for o in outs]
     assert answers[0] == answers[1]
     passed = {(sym, d, t) for sym, d, t, ok in answers[0] if ok}
     assert passed  # the permissive gates let signals through

@@ -153,6 +153,7 @@ def test_fatal_answers_stop_and_keep_the_queue(tmp_path, fake, vclock, action, t
     assert queue_stats(cfg)["pending"] == 5 and queue_stats(cfg)["claimed"] == 0
 
 
+@pytest.mark.slow  # 3-5 s: real waits for Telegram's gap and the unreachable API's retries
 def test_cli_flush_exit_codes_and_token_never_printed(tmp_path, fake):
     env = {"BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "-1001",
            "BOTOPT_TELEGRAM_API_URL": fake.url}

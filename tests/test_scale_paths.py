@@ -157,6 +157,7 @@ _vol = st.one_of(st.none(), st.sampled_from([0.01, 0.02]), st.floats(0, 0.1, all
                  st.just(float("nan")))
 
 
+@pytest.mark.slow  # over 2 s: a 200-example hypothesis run
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 40).flatmap(lambda n: st.tuples(
            *(st.lists(v, min_size=n, max_size=n) for v in (_value, _value, _value, _vol)))),

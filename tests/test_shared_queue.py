@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,10 @@ from botopt.core.delivery._notify import (
     pending_notifications,
     queue_stats,
 )
+from botopt.core.state._redis_queue import SCALE_ENV
 
 from .fakes.telegram_server import FakeTelegram
+from .redis_server import age_claims
 
 TOKEN = "123456789:AAtesttokentesttokentesttokentest"
 runner = CliRunner()
@@ -59,7 +60,9 @@ def items(kind: str, n: int, start: int = 0) -> list[dict]:
             for i in range(start, start + n)]
 
 
-def test_shared_queue_batches_and_delivers_once(redis_server, telegram, tmp_path):
+def test_shared_queue_batches_and_delivers_once(redis_server, telegram, tmp_path,
+                                                monkeypatch):
+    monkeypatch.setenv(SCALE_ENV, "100")  # Telegram's 1.25 s gap per chat: 12.5 ms
     cfg = config(redis_server.url, telegram, tmp_path / "c")
     enqueue(cfg, items("alpha", 12) + items("beta", 3))
     stats = queue_stats(cfg)
@@ -73,7 +76,8 @@ def test_shared_queue_batches_and_delivers_once(redis_server, telegram, tmp_path
     assert queue_stats(cfg)["pending"] == 0 and queue_stats(cfg)["claimed"] == 0
 
 
-def test_dead_letters_on_the_shared_queue(redis_server, telegram, tmp_path):
+def test_dead_letters_on_the_shared_queue(redis_server, telegram, tmp_path, monkeypatch):
+    monkeypatch.setenv(SCALE_ENV, "100")  # Telegram's 1.25 s gap per chat: 12.5 ms
     cfg = config(redis_server.url, telegram, tmp_path / "c")
     env = env_for(redis_server.url, telegram, tmp_path / "c")
     telegram.refuse_containing = "tok-bad-0000"
@@ -112,7 +116,9 @@ def test_claims_of_a_dead_host_are_taken_over_after_the_timeout(redis_server, te
     assert len(got[0][1]) == 5
     first = flush_notifications(cfg)
     assert first.notifications_sent == 0 and telegram.received == []  # not idle long enough
-    time.sleep(6.2)
+    assert age_claims(r, "botopt:nq:s:alpha", "flush", 5.8) == 5
+    assert flush_notifications(cfg).notifications_sent == 0  # 5.8 s: still not long enough
+    age_claims(r, "botopt:nq:s:alpha", "flush", 6.2)
     second = flush_notifications(cfg)
     assert second.notifications_sent == 5 and len(telegram.received) == 1
     assert queue_stats(cfg) | {"last_flush_at": None} == queue_stats(cfg) | {

@@ -86,6 +86,7 @@ def test_local_backend_never_imports_redis(tmp_path):
     assert "REDIS False" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.slow  # over 2 s: host processes on a real server
 def test_cache_entry_computed_on_host_a_is_a_hit_on_host_b(redis_server, tmp_path):
     from botopt.core.state._redis import SharedState
     from botopt.core.state._redis_store import cache_stats
@@ -178,6 +179,7 @@ def test_cache_stats_show_every_hosts_figures(redis_server, tmp_path):
     assert json.loads(local.stdout)["caches"]["signals"]["hits"] == 0
 
 
+@pytest.mark.slow  # over 2 s: host processes on a real server
 def test_cache_clear_empties_the_shared_cache(redis_server, tmp_path):
     assert host(tmp_path / "a", redis_server.url, *ARGS).returncode == 0
     one = host(tmp_path / "b", redis_server.url, "cache-clear", "--cache", "features")

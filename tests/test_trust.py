@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -174,8 +175,8 @@ def _series(kind: str, n: int, level: float, seed: int) -> dict[str, np.ndarray]
        level=st.sampled_from([2.2e-5, 1.0, 60000.0]), n=st.integers(200, 260),
        seed=st.integers(0, 10_000))
 def test_degenerate_markets_are_flat_with_a_reason(tmp_path, kind, level, n, seed):
-    d = tmp_path / f"{kind}{n}{seed}"
-    d.mkdir()
+    # one directory per example: hypothesis may draw the same kind, n and seed twice
+    d = Path(tempfile.mkdtemp(prefix=f"{kind}{n}{seed}-", dir=tmp_path))
     t0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
     write(d, "DEGUSDT", t0 - STEP, _series(kind, n, level, seed))
     cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(d),

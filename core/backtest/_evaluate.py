@@ -60,20 +60,22 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if not self.horizons:
-            raise UsageError("--horizons: give at least one horizon, e.g. 1,3,12")
+            raise UsageError("--horizons: give at least one horizon, e.g. 1,3,12", key="--horizons")
         for h in self.horizons:
             if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON:
                 raise UsageError(f"--horizons: {h!r} is not a whole number of candles in "
-                                 f"1..{MAX_HORIZON:,}")
+                                 f"1..{MAX_HORIZON:,}", key="--horizons")
         if len(set(self.horizons)) != len(self.horizons):
-            raise UsageError(f"--horizons: {list(self.horizons)} repeats a horizon")
+            raise UsageError(f"--horizons: {list(self.horizons)} repeats a horizon",
+                             key="--horizons")
         c = self.cost_bps
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) \
                 or not 0 <= c <= MAX_COST_BPS:
             raise UsageError(f"--cost-bps: {c!r} is not a cost in 0..{MAX_COST_BPS:g} basis "
-                             "points (a round trip of fees and slippage)")
+                             "points (a round trip of fees and slippage)", key="--cost-bps")
         if not 1 <= self.walk_forward_periods <= 100:
-            raise UsageError(f"walk_forward_periods {self.walk_forward_periods!r} not in 1..100")
+            raise UsageError(f"walk_forward_periods {self.walk_forward_periods!r} not in 1..100",
+                             key="walk_forward_periods")
 
 
 def parse_horizons(text: str) -> tuple[int, ...]:
@@ -83,7 +85,7 @@ def parse_horizons(text: str) -> tuple[int, ...]:
         s = item.strip()
         if not re.fullmatch(r"[0-9]{1,7}", s):  # "1.5", "-1", "nan", "1e9", "", "１" end here
             raise UsageError(f"--horizons: {s[:20]!r} is not a whole number of candles in "
-                             f"1..{MAX_HORIZON:,}")
+                             f"1..{MAX_HORIZON:,}", key="--horizons")
         out.append(int(s))
     horizons = tuple(sorted(out))
     EvalSettings(horizons=horizons)  # the range and repeat checks, in one place

@@ -91,7 +91,7 @@ def freqtrade_signals(dataframe: Any, metadata: Mapping[str, Any],
     pairs = _pairs(ft_config)
     pair = metadata.get("pair")
     if not isinstance(pair, str):
-        raise UsageError("freqtrade metadata has no pair")
+        raise UsageError("freqtrade metadata has no pair", key="pair")
     symbol = parse_symbols([pair])[0]
     if symbol not in parse_symbols(pairs):
         pairs = [*pairs, pair]

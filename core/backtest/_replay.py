@@ -370,7 +370,8 @@ class _Book:
         if _ms(since) > t1:
             raise DataError(f"the period {period} is after the data "
                             f"({self.syms[last]} ends {at(t1)})", symbol=self.syms[last])
-        raise DataError(f"no candle of {', '.join(self.syms)} opened in {period}")
+        raise DataError(f"no candle of {', '.join(self.syms)} opened in {period}",
+                        symbol=self.syms[0] if self.syms else None, key="since")
 
     def newest(self, t: int) -> tuple[list[int], list[int]]:
         """(symbol indexes, their newest rows) at ``t``: each symbol's last candle that

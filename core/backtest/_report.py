@@ -22,7 +22,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise UsageError(f"--report needs matplotlib: {EXTRA}") from None
+        raise UsageError(f"--report needs matplotlib: {EXTRA}", key="--report") from None
     matplotlib.use("Agg")  # files only: never a window, never a display server
     import matplotlib.pyplot as plt
 

@@ -301,13 +301,14 @@ def find_config_file(
     if explicit is not None:
         p = Path(explicit).expanduser()
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
+            raise ConfigError(f"config file not found: {p}", file=str(p))
         return p
     from_env = env.get("BOTOPT_CONFIG")
     if from_env:
         p = Path(from_env).expanduser()
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p} (from BOTOPT_CONFIG)")
+            raise ConfigError(f"config file not found: {p} (from BOTOPT_CONFIG)",
+                              file=str(p), key="BOTOPT_CONFIG")
         return p
     for candidate in (Path.cwd() / "botopt.toml", _user_config_file()):
         if candidate.is_file():
@@ -386,7 +387,7 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
         raise ConfigError(f"{where}: expected a list of strings, got {_shown(value, key)}", key=key)
-    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}", key=key)  # pragma: no cover
 
 
 _DAY = 86_400.0
@@ -882,7 +883,7 @@ claim_timeout = 60.0
 def write_starter_config(path: Path, *, force: bool = False) -> Path:
     """Write STARTER_CONFIG to ``path``; refuse to overwrite unless ``force``."""
     if path.exists() and not force:
-        raise ConfigError(f"{path} already exists (use --force to overwrite)")
+        raise ConfigError(f"{path} already exists (use --force to overwrite)", file=str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # 0600: the file is where the bot token goes once the user fills it in.
@@ -891,5 +892,5 @@ def write_starter_config(path: Path, *, force: bool = False) -> Path:
             fh.write(STARTER_CONFIG)
         os.chmod(path, 0o600)  # --force over an older, more open file
     except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot write {path}: {exc.strerror}", file=str(path)) from exc
     return path

@@ -146,7 +146,8 @@ def load_freqtrade_files(files: list[Path], base: Path | None = None,
     """The merged configuration of ``files`` (freqtrade's load_from_files)."""
     if level > _MAX_DEPTH:
         raise ConfigError(f"freqtrade config {files[0] if files else ''}: add_config_files "
-                          f"nested deeper than {_MAX_DEPTH} levels (a loop?)")
+                          f"nested deeper than {_MAX_DEPTH} levels (a loop?)",
+                          file=str(files[0]) if files else None, key="add_config_files")
     merged: dict[str, Any] = {}
     for name in files:
         file = base / name if base is not None else name

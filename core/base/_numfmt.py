@@ -42,7 +42,11 @@ def fmt_vs(value: float, limit: float | None, digits: int = 2) -> str:
         if (float(shown) < limit) == (value < limit) and (
                 float(shown) != limit or value == limit):
             return shown
-    return repr(value)
+    # Closer to the limit than 15 decimals show (5e-324 against 0): every digit it needs,
+    # positional as the rest of the column (repr would print "5e-324").
+    from decimal import Decimal
+
+    return format(Decimal(repr(value)), "f")
 
 
 def fmt_time(when: datetime, tz: str = "UTC") -> str:

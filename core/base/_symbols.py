@@ -15,5 +15,6 @@ def binance_symbol(symbol: str) -> str:
     only the reverse, BTCUSDT -> BTC/USDT, needs the exchange's symbol list)."""
     if is_futures(symbol):
         raise UsageError(f"{symbol} is a futures pair: botopt reads futures candles from a "
-                         "freqtrade data directory only (Binance's spot API has none)")
+                         "freqtrade data directory only (Binance's spot API has none)",
+                         symbol=symbol)
     return symbol.replace("/", "").replace("_", "")

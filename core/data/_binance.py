@@ -104,7 +104,8 @@ class BinanceClient:
         now = int(time.time() * 1000) if now_ms is None else now_ms
         if limit is not None:
             if limit <= 0:
-                raise UsageError(f"limit must be positive, got {limit}")
+                raise UsageError(f"limit must be positive, got {limit}",
+                                 symbol=symbol, source="binance", key="limit")
             if start_ms is None:
                 last_closed = now // step * step - step
                 if end_ms is not None:

@@ -60,10 +60,10 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
                 shown = part.strip() if len(part.strip()) <= 50 else part.strip()[:47] + "..."
                 raise UsageError(f"invalid symbol {shown!r}: use up to {_MAX_SYMBOL} characters "
                                  "like BTCUSDT, ETH_BTC, freqtrade's ETH/BTC or BTC-PERP, or "
-                                 "XRP/USDT:USDT for futures")
+                                 "XRP/USDT:USDT for futures", symbol=shown, key="--symbols")
             seen[sym] = None  # ordered and unique; a list's "in" was quadratic
     if not seen:
-        raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETH/BTC)")
+        raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETH/BTC)", key="--symbols")
     return list(seen)
 
 
@@ -93,7 +93,8 @@ def _all_pairs(config: Config) -> list[str]:
     names that find those files again, sorted."""
     if config.data.source == "binance":
         raise UsageError("--symbols all lists the data directory, and data.source is "
-                         "binance: give the symbols, or use a local data directory")
+                         "binance: give the symbols, or use a local data directory",
+                         key="--symbols")
     data_dir = Path(_sample_dir() if config.data.source == "sample"
                     else config.data.data_dir or ".")
     interval = config.data.interval
@@ -104,7 +105,8 @@ def _all_pairs(config: Config) -> list[str]:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise UsageError(f"--symbols all: cannot list {sub}: {exc.strerror}") from exc
+            raise UsageError(f"--symbols all: cannot list {sub}: {exc.strerror}",
+                             file=str(sub), key="--symbols") from exc
         for name in names:
             parsed = _parse_name(name)
             if parsed is None or parsed[1] != interval or parsed[3] in UNSUPPORTED_SUFFIXES:
@@ -113,11 +115,13 @@ def _all_pairs(config: Config) -> list[str]:
             if ctype == ("futures" if futures else None):
                 found.add(_pair_from_filename(pair, futures=True) if futures else pair)
     if not found:
-        raise UsageError(f"--symbols all: no {interval} candle files in {data_dir}")
+        raise UsageError(f"--symbols all: no {interval} candle files in {data_dir}",
+                         file=str(data_dir), key="--symbols")
     try:
         return parse_symbols(sorted(found))
     except UsageError as exc:
-        raise UsageError(f"--symbols all: {data_dir}: {exc}") from exc
+        raise UsageError(f"--symbols all: {data_dir}: {exc}",
+                         file=str(data_dir), key="--symbols") from exc
 
 
 def _symbols_file(path: Path) -> list[str]:
@@ -129,21 +133,24 @@ def _symbols_file(path: Path) -> list[str]:
             raw = fh.read(_MAX_SYMBOLS_FILE + 1)
         if len(raw) > _MAX_SYMBOLS_FILE:
             raise UsageError(f"symbols file {path}: larger than {_MAX_SYMBOLS_FILE >> 20} MiB; "
-                             "it should list one symbol per line")
+                             "it should list one symbol per line", file=str(path), key="--symbols")
         text = raw.decode("utf-8-sig")
     except OSError as exc:
-        raise UsageError(f"symbols file {path}: {exc.strerror or exc}") from exc
+        raise UsageError(f"symbols file {path}: {exc.strerror or exc}",
+                         file=str(path), key="--symbols") from exc
     except UnicodeDecodeError as exc:
-        raise UsageError(f"symbols file {path}: not UTF-8 text (byte {exc.start})") from exc
+        raise UsageError(f"symbols file {path}: not UTF-8 text (byte {exc.start})",
+                         file=str(path), key="--symbols") from exc
     if text.lstrip().startswith(("[", "{")):
         try:
             doc = json.loads(text)
         except ValueError as exc:
-            raise UsageError(f"symbols file {path}: not valid JSON: {exc}") from exc
+            raise UsageError(f"symbols file {path}: not valid JSON: {exc}",
+                             file=str(path), key="--symbols") from exc
         pairs = doc.get("pairs") if isinstance(doc, dict) else doc
         if not isinstance(pairs, list) or not all(isinstance(p, str) for p in pairs):
             raise UsageError(f'symbols file {path}: JSON must be a list of pair names or '
-                             '{"pairs": [...]}')
+                             '{"pairs": [...]}', file=str(path), key="--symbols")
         lines = [(k + 1, p) for k, p in enumerate(pairs)]
         where = "item"
     else:
@@ -156,9 +163,10 @@ def _symbols_file(path: Path) -> list[str]:
         try:
             out.update(dict.fromkeys(parse_symbols(item)))
         except UsageError as exc:
-            raise UsageError(f"symbols file {path}, {where} {k}: {exc}") from exc
+            raise UsageError(f"symbols file {path}, {where} {k}: {exc}",
+                             file=str(path), key="--symbols") from exc
     if not out:
-        raise UsageError(f"symbols file {path}: no symbols in it")
+        raise UsageError(f"symbols file {path}: no symbols in it", file=str(path), key="--symbols")
     return list(out)
 
 
@@ -193,7 +201,7 @@ def parse_as_of(value: str | datetime | None) -> datetime | None:
                 else dt.astimezone(timezone.utc))
     except (ValueError, OverflowError):
         raise UsageError(f"invalid --as-of {value[:60]!r}: use ISO 8601, e.g. "
-                         "2018-01-20T12:00:00Z") from None
+                         "2018-01-20T12:00:00Z", key="--as-of") from None
 
 
 def _to_canonical(df: pl.DataFrame, symbol: str, where: str) -> pl.DataFrame:
@@ -211,16 +219,17 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
         else None
     if time_col is None:
         raise DataError(f"{where}: no 'date' or 'open_time' column (columns: "
-                        f"{', '.join(df.columns)})")
+                        f"{', '.join(df.columns)})", file=where)
     missing = [c for c in ("open", "high", "low", "close", "volume") if c not in df.columns]
     if missing:
-        raise DataError(f"{where}: missing column(s) {', '.join(missing)}")
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)}", file=where)
     t = df.get_column(time_col)
     if t.dtype == pl.String:
         try:
             t = t.str.to_datetime(time_zone="UTC", time_unit="ms")
         except pl.exceptions.PolarsError as exc:
-            raise DataError(f"{where}: column {time_col!r} has unparseable times") from exc
+            raise DataError(f"{where}: column {time_col!r} has unparseable times",
+                            file=where) from exc
     elif t.dtype.is_integer():
         # Integers are epoch milliseconds, as Binance and freqtrade's JSON store them.
         t = pl.from_epoch(t, time_unit="ms").dt.replace_time_zone("UTC")
@@ -230,7 +239,8 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
         t = t.dt.replace_time_zone("UTC") if t.dtype.time_zone is None \
             else t.dt.convert_time_zone("UTC")
     else:
-        raise DataError(f"{where}: column {time_col!r} has type {t.dtype}, expected a time")
+        raise DataError(f"{where}: column {time_col!r} has type {t.dtype}, expected a time",
+                        file=where)
     try:
         return pl.DataFrame({
             "symbol": symbol,
@@ -239,7 +249,7 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
                ("open", "high", "low", "close", "volume")},
         })
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{where}: non-numeric price or volume values") from exc
+        raise DataError(f"{where}: non-numeric price or volume values", file=where) from exc
 
 
 def _with_suffix(data_dir: Path, stem: str) -> Path | None:
@@ -283,7 +293,8 @@ def existing_candle_file(data_dir: Path, symbol: str, interval: str) -> Path | N
     split = _split_names(data_dir, interval, data_dir.stat().st_mtime_ns).get(joined, [])
     if len(split) > 1:
         raise UsageError(f"symbol {symbol} matches several files in {data_dir} "
-                         f"({', '.join(split)}); name one of them, e.g. --symbols {split[0]}")
+                         f"({', '.join(split)}); name one of them, e.g. --symbols {split[0]}",
+                         symbol=symbol, file=str(data_dir))
     return (_with_suffix(data_dir, f"{split[0]}-{interval}") if split else None) or \
         _with_suffix(data_dir, f"{joined}-{interval}")
 

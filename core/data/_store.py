@@ -79,7 +79,8 @@ def store_path(data_dir: Path, pair: str, interval: str) -> Path:
 
 def _data_dir(config: Config, *, create: bool = True) -> Path:
     if config.data.data_dir is None:
-        raise ConfigError("fetch needs a data directory: pass --data-dir or set data.data_dir")
+        raise ConfigError("fetch needs a data directory: pass --data-dir or set data.data_dir",
+                          key="data.data_dir")
     data_dir = Path(config.data.data_dir).expanduser()
     if not create:
         return data_dir
@@ -87,7 +88,8 @@ def _data_dir(config: Config, *, create: bool = True) -> Path:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"data.data_dir {data_dir}: cannot create it "
-                          f"({exc.strerror or exc})") from exc
+                          f"({exc.strerror or exc})",
+                          file=str(data_dir), key="data.data_dir") from exc
     return data_dir
 
 
@@ -96,12 +98,13 @@ def _since_ms(since: datetime | str | None, step: int, now: int) -> int | None:
         when = parse_as_of(since)
     except UsageError:
         raise UsageError(f"invalid --since {since!r}: use ISO 8601, e.g. 2026-01-01 or "
-                         "2026-01-01T12:00:00Z") from None
+                         "2026-01-01T12:00:00Z", key="--since") from None
     if when is None:
         return None
     ms = int(when.timestamp() * 1000)
     if ms + step > now:
-        raise UsageError(f"--since {when:%Y-%m-%d %H:%M} UTC: no candle has closed since then")
+        raise UsageError(f"--since {when:%Y-%m-%d %H:%M} UTC: no candle has closed since then",
+                         key="--since")
     return ms // step * step
 
 
@@ -207,7 +210,7 @@ def fetch_to_store(config: Config, symbols: Sequence[str], interval: str | None 
             lock.acquire()
         except Timeout:
             raise BotoptError(f"{path}: another botopt fetch has held its lock for "
-                              f"{lock_timeout:g} s; try again later") from None
+                              f"{lock_timeout:g} s; try again later", file=str(path)) from None
         try:
             results[sym] = _fetch_one(client, (sym, api_symbol, pair), interval, step, path,
                                       since_ms, now, progress)

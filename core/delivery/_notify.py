@@ -97,7 +97,7 @@ def _clean(value: Any, where: str, depth: int = 0) -> tuple[Any, int]:
     """``value`` with lone surrogates (undecodable input bytes) replaced by U+FFFD, and how
     many strings needed it. Refuses data nested deeper than MAX_DEPTH."""
     if depth > MAX_DEPTH:
-        raise UsageError(f"{where}: data is nested deeper than {MAX_DEPTH} levels")
+        raise UsageError(f"{where}: data is nested deeper than {MAX_DEPTH} levels", key="data")
     if isinstance(value, str):
         clean = _SURROGATE.sub("\ufffd", value)
         return clean, int(clean != value)
@@ -119,22 +119,23 @@ def _validate(notifications: Iterable[Mapping[str, Any]]) -> list[tuple[str, dic
     out = []
     for i, n in enumerate(notifications, start=1):
         if not isinstance(n, Mapping):
-            raise UsageError(f"notification {i}: expected an object with type and data")
+            raise UsageError(f"notification {i}: expected an object with type and data", row=i)
         kind, data = n.get("type"), n.get("data", {})
         if not isinstance(kind, str) or not _TYPE_RE.match(kind):
             shown = kind if not isinstance(kind, str) else _SURROGATE.sub("\ufffd", kind)
             raise UsageError(f"notification {i}: type {str(shown)[:60]!r} is not a "
-                             "lower_case name")
+                             "lower_case name", row=i, key="type")
         if not isinstance(data, Mapping):
-            raise UsageError(f"notification {i}: data must be a JSON object")
+            raise UsageError(f"notification {i}: data must be a JSON object", row=i, key="data")
         data, replaced = _clean(data, f"notification {i}")
         try:
             size = len(json.dumps(data, allow_nan=False, ensure_ascii=False).encode())
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"notification {i}: data is not JSON ({exc})") from None
+            raise UsageError(f"notification {i}: data is not JSON ({exc})",
+                             row=i, key="data") from None
         if size > MAX_DATA_BYTES:
             raise UsageError(f"notification {i}: data is {size:,} bytes; the limit is "
-                             f"{MAX_DATA_BYTES:,} (about 8 Telegram messages)")
+                             f"{MAX_DATA_BYTES:,} (about 8 Telegram messages)", row=i, key="data")
         if replaced:
             log.warning("notification %d: invalid UTF-8 in %d string(s) replaced by U+FFFD",
                         i, replaced)

@@ -160,7 +160,8 @@ class RollingCorrelation:
 
     def __post_init__(self) -> None:
         if self.window < 2 or self.min_periods < 2:
-            raise UsageError("correlation window and min_periods must be at least 2")
+            raise UsageError("correlation window and min_periods must be at least 2",
+                             key="correlation.window")
         n = len(self.symbols)
         if self.returns.size == 0:
             self.returns = np.full((self.window, n), np.nan)

@@ -218,7 +218,7 @@ class AlphaEngineCoordinator:
     def _evaluate(self, last_rows: pl.DataFrame, regimes: list[str]) -> dict[str, list[Signal]]:
         bad = sorted({r for r in regimes if r not in REGIMES})
         if bad:
-            raise UsageError(f"unknown regime {bad[0]!r}")
+            raise UsageError(f"unknown regime {bad[0]!r}", key=bad[0])
         frame = last_rows.with_columns(_regime=pl.Series(regimes, dtype=pl.String)) \
             .select("symbol", "open_time", *self._exprs)
         out: dict[str, list[Signal]] = {}
@@ -261,7 +261,7 @@ class AlphaEngineCoordinator:
             return {s: [] for s in symbols_features}
         missing = [s for s in syms if s not in current_regimes]
         if missing:
-            raise UsageError(f"no regime given for symbol {missing[0]}")
+            raise UsageError(f"no regime given for symbol {missing[0]}", symbol=missing[0])
         last = pl.concat([symbols_features[s].tail(1).with_columns(symbol=pl.lit(s))
                           for s in syms], how="vertical_relaxed")
         result = self._evaluate(last, [current_regimes[s] for s in syms])

@@ -283,7 +283,7 @@ def _features_section(config: object) -> FeaturesConfig:
     if isinstance(config, FeaturesConfig):
         return config
     raise UsageError(f"compute_features wants a FeaturesConfig or a Config, not "
-                     f"{type(config).__name__}")
+                     f"{type(config).__name__}", key="config")
 
 
 def _by_symbol(candles: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:

@@ -54,7 +54,7 @@ def design_matrix(rows: pl.DataFrame, names: Sequence[str], fc: FeaturesConfig) 
     exprs = input_exprs(fc)
     unknown = [n for n in names if n not in exprs]
     if unknown:
-        raise ModelError(f"model uses unknown input {unknown[0]!r}")
+        raise ModelError(f"model uses unknown input {unknown[0]!r}", key=unknown[0])
     return rows.select([exprs[n].alias(n) for n in names]).to_numpy().astype(np.float64)
 
 
@@ -112,9 +112,10 @@ class LogisticModel:
             if not len(model.names) == len(model.mean) == len(model.std) == len(model.weights):
                 raise ValueError("inputs, mean, std and weights differ in length")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{where}: not a botopt model ({exc})") from None
+            raise ModelError(f"{where}: not a botopt model ({exc})", file=str(where)) from None
         if d.get("version") not in (None, model.version):
-            raise ModelError(f"{where}: version hash does not match its weights (edited?)")
+            raise ModelError(f"{where}: version hash does not match its weights (edited?)",
+                             file=str(where))
         return model
 
     def save(self, path: Path) -> None:
@@ -123,7 +124,7 @@ class LogisticModel:
                                mode=0o644)
         except OSError as exc:
             raise ModelError(f"cannot save the model to {path}: "
-                             f"{exc.strerror or type(exc).__name__}") from exc
+                             f"{exc.strerror or type(exc).__name__}", file=str(path)) from exc
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ def train_model(features: pl.DataFrame, *, interval_ms: int,
     fc = features_config or FeaturesConfig()
     x, y, t = training_set(features, interval_ms, fc)
     if len(y) < 100:
+        # no culprit: the data as a whole is too short
         raise ModelError(f"only {len(y)} labelled rows: not enough to train (need 100)")
     cut = np.quantile(t, 1 - holdout_fraction, method="lower")
     train, hold = t < cut, t >= cut
@@ -236,28 +238,31 @@ class PluginPredictor:
             out = self.fn(rows)
             arr = np.array([math.nan if v is None else float(v) for v in out], dtype=float)
         except Exception as exc:
-            raise ModelError(f"model {self.target} failed: {type(exc).__name__}: {exc}"
-                             ) from exc
+            raise ModelError(f"model {self.target} failed: {type(exc).__name__}: {exc}",
+                             key="model.predict") from exc
         if arr.shape != (rows.height,):
             raise ModelError(f"model {self.target} returned {arr.size} values for "
-                             f"{rows.height} rows")
+                             f"{rows.height} rows", key="model.predict")
         if np.any((arr < 0) | (arr > 1)):
-            raise ModelError(f"model {self.target} returned a probability outside [0, 1]")
+            raise ModelError(f"model {self.target} returned a probability outside [0, 1]",
+                             key="model.predict")
         return arr
 
 
 def _load_plugin(target: str) -> PluginPredictor:
     mod_name, _, fn_name = target.partition(":")
     if not mod_name or not fn_name:
-        raise ModelError(f"model.predict {target!r}: expected 'package.module:function'")
+        raise ModelError(f"model.predict {target!r}: expected 'package.module:function'",
+                         key="model.predict")
     try:
         mod = importlib.import_module(mod_name)
     except Exception as exc:
         raise ModelError(f"model.predict {target!r}: cannot import {mod_name} "
-                         f"({type(exc).__name__}: {exc})") from exc
+                         f"({type(exc).__name__}: {exc})", key="model.predict") from exc
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
-        raise ModelError(f"model.predict {target!r}: {mod_name} has no function {fn_name}")
+        raise ModelError(f"model.predict {target!r}: {mod_name} has no function {fn_name}",
+                         key="model.predict")
     # The cache key must change when the user's code changes: hash the module's source.
     src = getattr(mod, "__file__", None)
     try:
@@ -282,7 +287,8 @@ def check_features(model: LogisticModel, fc: FeaturesConfig, where: str) -> None
             raise ModelError(
                 f"{where} was trained with features.{f.name} = {trained!r}, but the "
                 f"configuration sets {configured!r}: run `botopt model train` (and point "
-                f"model.path at the result) or reset features.{f.name}")
+                f"model.path at the result) or reset features.{f.name}",
+                file=str(where), key=f"features.{f.name}")
 
 
 def load_model(config: ModelConfig | None = None,
@@ -298,11 +304,14 @@ def load_model(config: ModelConfig | None = None,
         try:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
-            raise ModelError(f"model file not found: {path}") from None
+            raise ModelError(f"model file not found: {path}",
+                             file=str(path), key="model.path") from None
         except (OSError, ValueError, RecursionError) as exc:
-            raise ModelError(f"{path}: cannot read model ({type(exc).__name__})") from exc
+            raise ModelError(f"{path}: cannot read model ({type(exc).__name__})",
+                             file=str(path), key="model.path") from exc
         if not isinstance(data, dict):
-            raise ModelError(f"{path}: not a botopt model (not a JSON object)")
+            raise ModelError(f"{path}: not a botopt model (not a JSON object)",
+                             file=str(path), key="model.path")
         model = LogisticModel.from_json(data, str(path))
         where = f"model {path}"
     else:

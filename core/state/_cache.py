@@ -568,7 +568,7 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
     cache (``SEED_TTLS``), else 60 s.
     """
     if not name or not name.replace("_", "").isalnum():
-        raise UsageError(f"invalid cache name {name!r}: use letters, digits and _")
+        raise UsageError(f"invalid cache name {name!r}: use letters, digits and _", key=str(name))
     life = ttl_seconds if ttl_seconds is not None else SEED_TTLS.get(name, DEFAULT_TTL)
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T]:

@@ -25,6 +25,27 @@ from ._cache import (
 from ._paths import default_root
 from ._workspace import Workspace
 
+# The seed's documentation spelled the stage caches this way; both spellings stay readable.
+SEED_NAMES = {"feature_cache": "features", "prediction_cache": "predictions",
+              "regime_cache": "regime", "gate_cache": "gates"}
+
+
+class CacheStats(dict[str, dict[str, Any]]):
+    """``get_cache_stats()``'s answer: a plain dict of the current names (what iteration,
+    ``len`` and JSON see) that also answers the seed's names (``['feature_cache']``), so
+    neither spelling breaks and no cache is listed twice."""
+
+    def __missing__(self, key: str) -> dict[str, Any]:
+        if key in SEED_NAMES:
+            return self[SEED_NAMES[key]]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(SEED_NAMES.get(key, key) if isinstance(key, str) else key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
 
 def _statistics(root: Path, config: Any) -> CacheStatistics:
     if config is None:
@@ -34,9 +55,10 @@ def _statistics(root: Path, config: Any) -> CacheStatistics:
 
 def get_cache_stats(root: Path | None = None,
                     ttls: Mapping[str, Any] | None = None, *,
-                    config: Any = None) -> dict[str, dict[str, Any]]:
-    """Per cache: hits, misses, hit_rate, entries, ttl_seconds, size_bytes,
-    time_saved_seconds. Reads SQLite directly: no polars or numpy import.
+                    config: Any = None) -> CacheStats:
+    """Per cache (also under the seed's names, ``feature_cache`` ...): hits, misses,
+    hit_rate, entries, ttl_seconds, size_bytes, time_saved_seconds.
+    Reads SQLite directly: no polars or numpy import.
 
     ``ttls``: the effective life per cache (seconds, or (seconds, how) as from
     ``effective_lives``); other caches show their seed TTL. ``config``: with a ``state.url``,
@@ -49,7 +71,7 @@ def get_cache_stats(root: Path | None = None,
     counts, entries = _statistics(root, config).stored()
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
-    out: dict[str, dict[str, Any]] = {}
+    out = CacheStats()
     for name in names:
         hits, misses, saved = counts.get(name, (0, 0, 0.0))
         live, size = entries.get(name, (0, 0))
@@ -82,7 +104,7 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     names = list(PIPELINE_CACHES) + sorted((set(counts) | set(entries))
                                            - set(PIPELINE_CACHES))
     if name is not None and name not in names:
-        raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}")
+        raise UsageError(f"unknown cache {name!r}; known: {', '.join(names)}", key=name)
     targets = [name] if name else names
     statistics.clear(targets)
     mgr = _managers.pop(root, None)
@@ -105,7 +127,8 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
         store.clear(targets)
     except sqlite3.Error as exc:
         if _is_busy(exc):
-            raise CacheError(f"cache {store.path} is busy; try again") from exc
+            raise CacheError(f"cache {store.path} is busy; try again",
+                             file=str(store.path)) from exc
         log.warning("cache %s unreadable (%s); removed", store.path, exc)
         store.close()
         for suffix in ("", "-wal", "-shm"):
@@ -121,7 +144,7 @@ def reset_cache_stats(root: Path | None = None, *, config: Any = None) -> None:
     if config is not None and bool(getattr(config.state, "url", "")):
         raise UsageError("cache-stats --reset works on this host's cache only; with "
                          "state.url the counters are every host's (cache-clear drops them "
-                         "with the entries)")
+                         "with the entries)", key="state.url")
     if root is None:
         root = default_root()
     mgr = _managers.get(root)
@@ -134,6 +157,7 @@ def reset_cache_stats(root: Path | None = None, *, config: Any = None) -> None:
         store.reset_stats()
     except sqlite3.Error as exc:
         raise CacheError(f"cache {store.path}: cannot reset its statistics "
-                         f"({'busy; try again' if _is_busy(exc) else exc})") from exc
+                         f"({'busy; try again' if _is_busy(exc) else exc})",
+                         file=str(store.path)) from exc
     finally:
         store.close()

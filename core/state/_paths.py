@@ -56,16 +56,18 @@ def check_dir_safe(path: Path) -> None:
     """Raise CacheDirUnsafeError unless ``path`` is owned by us and not group/other-writable."""
     st = path.stat()
     if not stat.S_ISDIR(st.st_mode):
-        raise CacheDirUnsafeError(f"cache directory {path} is not a directory")
+        raise CacheDirUnsafeError(f"cache directory {path} is not a directory",
+                                  file=str(path), key="cache.dir")
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
         raise CacheDirUnsafeError(
             f"cache directory {path} is owned by uid {st.st_uid}, not by you "
-            f"(uid {os.getuid()}); choose another with --cache-dir"
+            f"(uid {os.getuid()}); choose another with --cache-dir", file=str(path), key="cache.dir"
         )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise CacheDirUnsafeError(
             f"cache directory {path} is writable by other users "
-            f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 700 {path}"
+            f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 700 {path}",
+            file=str(path), key="cache.dir"
         )
 
 
@@ -78,6 +80,7 @@ def ensure_dir(path: Path) -> Path:
                                   "file is in the way); choose another with --cache-dir",
                                   file=str(path), key="cache.dir") from exc
     except OSError as exc:
-        raise CacheError(f"cannot create cache directory {path}: {exc.strerror}") from exc
+        raise CacheError(f"cannot create cache directory {path}: {exc.strerror}",
+                         file=str(path), key="cache.dir") from exc
     check_dir_safe(path)
     return path

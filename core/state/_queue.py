@@ -52,15 +52,16 @@ def load_data(raw: str) -> Any:
 def check_dead_id(ident: str) -> None:
     if not re.fullmatch(r"[0-9a-f]{4,32}", ident):
         raise UsageError(f"invalid id {ident[:40]!r}: give an id (or its first 8 characters) "
-                         "from botopt notify list --failed")
+                         "from botopt notify list --failed", key="id")
 
 
 def pick_dead_id(ident: str, ids: Sequence[str]) -> str:
     """The one dead letter ``ident`` names among ``ids`` (full ids matching the prefix)."""
     if not ids:
-        raise UsageError(f"no dead letter {ident}; botopt notify list --failed shows them")
+        raise UsageError(f"no dead letter {ident}; botopt notify list --failed shows them",
+                         key="id")
     if len(ids) > 1:
-        raise UsageError(f"id {ident} is ambiguous; give more characters")
+        raise UsageError(f"id {ident} is ambiguous; give more characters", key="id")
     return ids[0]
 
 
@@ -396,7 +397,7 @@ class LocalQueue:
             return
         except OSError as exc:
             raise NotifyError(f"cannot lock {self.directory / 'flush.lock'}: "
-                              f"{exc.strerror}") from exc
+                              f"{exc.strerror}", file=str(self.directory / "flush.lock")) from exc
         try:
             pacer = LocalPacer(self.directory / "telegram_state.json", chat, clock)
             with queue_db(self.directory) as con:

@@ -70,7 +70,7 @@ class SharedState:
                 import redis
             except ImportError:
                 raise ConfigError("state.url needs the redis client: pip install "
-                                  "'botopt[redis]'") from None
+                                  "'botopt[redis]'", key="state.url") from None
             self._client = redis.Redis.from_url(
                 self.url, socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=SOCKET_TIMEOUT, health_check_interval=0,
@@ -137,7 +137,7 @@ class SharedState:
         job is the shared state: notify-flush, notify list)."""
         if not self.available(quiet=True):
             raise NotifyError(f"shared state {self.where} unreachable ({self.down}); "
-                              "notifications kept")
+                              "notifications kept", source=self.where, key="state.url")
 
     # -- names and scripts ----------------------------------------------------------------
 

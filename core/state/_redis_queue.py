@@ -246,7 +246,8 @@ class SharedQueue:
         except self.shared.errors as exc:
             self.shared.lost(exc, quiet=True)
             raise NotifyError(f"shared state {self.shared.where}: "
-                              f"{self.shared.describe(exc)}") from exc
+                              f"{self.shared.describe(exc)}",
+                              source=self.shared.where, key="state.url") from exc
 
     def _read(self, what: Callable[[], T], local: Callable[[], T]) -> T:
         """``what`` on the server; while it is down (one warning), what this host's local

@@ -204,14 +204,16 @@ class RedisCacheStatistics:
             except self.shared.errors as exc:
                 self.shared.lost(exc, quiet=True)
         raise CacheError(f"shared state {self.shared.where} unreachable ({self.shared.down}); "
-                         "the cache statistics of every host are kept there")
+                         "the cache statistics of every host are kept there",
+                         source=self.shared.where, key="state.url")
 
     def check(self) -> None:
         from ..errors import CacheError
 
         if not self.shared.available(quiet=True):
             raise CacheError(f"shared state {self.shared.where} unreachable "
-                             f"({self.shared.down}); nothing cleared")
+                             f"({self.shared.down}); nothing cleared",
+                             source=self.shared.where, key="state.url")
 
     def clear(self, names: Sequence[str]) -> None:
         from ..errors import CacheError
@@ -220,7 +222,8 @@ class RedisCacheStatistics:
             clear_cache(self.shared, names)
         except self.shared.errors as exc:
             raise CacheError(f"shared state {self.shared.where}: "
-                             f"{self.shared.describe(exc)}") from exc
+                             f"{self.shared.describe(exc)}",
+                             source=self.shared.where, key="state.url") from exc
 
 
 class RedisCooldownStore:

@@ -40,7 +40,8 @@ def make_log_dir(path: Path) -> Path:
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"log directory {path}: cannot create it ({exc.strerror})") from exc
+        raise ConfigError(f"log directory {path}: cannot create it ({exc.strerror})",
+                          file=str(path)) from exc
     return path.absolute()
 
 
@@ -63,7 +64,7 @@ def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
     textfile line too, commented out unless ``metrics_file`` is given."""
     if metrics_file is not None and metrics_file.suffix != ".prom":
         raise UsageError(f"--metrics-file {metrics_file}: the textfile collector reads only "
-                         "*.prom files")
+                         "*.prom files", file=str(metrics_file), key="--metrics-file")
     bot = botopt_command()
     env = [("SHELL", "/bin/sh"), ("PATH", "/usr/local/bin:/usr/bin:/bin")]
     if config.path is not None:

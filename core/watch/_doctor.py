@@ -69,7 +69,8 @@ def _config(cfg: Config) -> str:
     mode = stat.S_IMODE(Path(cfg.path).stat().st_mode)
     if cfg.sources.get("telegram.token", "").startswith("file:") and mode & 0o077:
         raise BotoptError(f"{cfg.path} holds the bot token but is readable by others (mode "
-                          f"{mode:o}): run chmod 600 {cfg.path}")
+                          f"{mode:o}): run chmod 600 {cfg.path}",
+                          file=str(cfg.path), key="telegram.token")
     return str(cfg.path)
 
 
@@ -93,7 +94,8 @@ def _data(cfg: Config, now: float) -> str:
             if src != "local":
                 raise
             raise BotoptError(f"{exc}; botopt fetch fills the store (botopt cron prints "
-                              "the first fetch)") from exc
+                              "the first fetch)",
+                              symbol=exc.symbol, file=exc.file) from exc
         age = now - (last.timestamp() + step / 1000)  # type: ignore[union-attr]
         # the rule signals blocks on: doctor warns of what the next run would refuse
         if src == "local" and age > limit:
@@ -103,7 +105,8 @@ def _data(cfg: Config, now: float) -> str:
                 "\"local\" and data.data_dir, then botopt fetch")
     if stale:
         raise BotoptError(f"stale candles in {data_dir}: {', '.join(stale)} since the last "
-                          "close; run botopt fetch (and check its cron job)")
+                          "close; run botopt fetch (and check its cron job)",
+                          symbol=stale[0].split()[0], file=str(data_dir))
     return f"{len(syms)} symbol(s) in {data_dir}, fresh ({interval})"
 
 
@@ -113,7 +116,8 @@ def _cache(cfg: Config) -> str:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor."):
             pass
     except OSError as exc:
-        raise BotoptError(f"cache directory {path} is not writable ({exc.strerror})") from exc
+        raise BotoptError(f"cache directory {path} is not writable ({exc.strerror})",
+                          file=str(path), key="cache.dir") from exc
     return f"{path} (private, writable)"
 
 
@@ -129,7 +133,8 @@ def _state(cfg: Config) -> str:
         info = server_info(shared)
     except shared.errors as exc:
         raise BotoptError(f"{shared.where} unreachable ({shared.describe(exc)}): check "
-                          "state.url, the network, TLS and the ACL user's password") from exc
+                          "state.url, the network, TLS and the ACL user's password",
+                          source=shared.where, key="state.url") from exc
     what = f"{info['server']} {info['version']} at {shared.where}, namespace " \
            f"{cfg.state.namespace!r}"
     ws = Workspace.of(cfg)
@@ -137,14 +142,15 @@ def _state(cfg: Config) -> str:
         problems = check_hosts(shared, ws.host_id(), ws.instance_id(),
                                cfg.telegram.chat_id or "")
     except shared.errors as exc:
-        raise BotoptError(f"{shared.where}: {shared.describe(exc)}") from exc
+        raise BotoptError(f"{shared.where}: {shared.describe(exc)}",
+                          source=shared.where, key="state.url") from exc
     if problems:
-        raise BotoptError(f"{what}: {'; '.join(problems)}")
+        raise BotoptError(f"{what}: {'; '.join(problems)}", source=what, key="state.url")
     if not info["aof"]:
         raise BotoptError(f"{what}: persistence (AOF) is off, so a restart of the server "
                           "loses every queued notification, claim and dead letter, and the "
                           "cooldowns (signals are sent again); set appendonly yes "
-                          "(docs/multi-host.md)")
+                          "(docs/multi-host.md)", source=what, key="state.url")
     fsync = ""
     try:
         fsync = str(shared.client.config_get("appendfsync").get("appendfsync") or "")
@@ -161,9 +167,10 @@ def _telegram(cfg: Config, send_test: bool) -> str:
     if not tc.token:
         raise BotoptError("no bot token: set telegram.token in botopt.toml, mode 600 "
                           "(from @BotFather; cron does not see BOTOPT_TELEGRAM_TOKEN from "
-                          "your shell)")
+                          "your shell)", key="telegram.token")
     if not tc.chat_id:
-        raise BotoptError("no chat id: set telegram.chat_id (or BOTOPT_TELEGRAM_CHAT_ID)")
+        raise BotoptError("no chat id: set telegram.chat_id (or BOTOPT_TELEGRAM_CHAT_ID)",
+                          key="telegram.chat_id")
     me = _call(cfg, "getMe", {})
     bot = f"@{me.get('username', '?')}"
     chat = _call(cfg, "getChat", {"chat_id": tc.chat_id})
@@ -186,8 +193,9 @@ def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         resp = requests.post(url, json=payload, timeout=(5.0, tc.timeout))
         body = resp.json()
     except requests.RequestException as exc:
-        raise BotoptError(redact(f"Telegram unreachable at {tc.api_url} ({type(exc).__name__})"
-                                 )) from None
+        raise BotoptError(redact(f"Telegram unreachable at {tc.api_url} "
+                                 f"({type(exc).__name__})"),
+                          source="telegram", key="telegram.api_url") from None
     except ValueError:
         body = {}
     if resp.status_code == 200 and body.get("ok"):
@@ -195,12 +203,14 @@ def _call(cfg: Config, method: str, payload: dict[str, Any]) -> dict[str, Any]:
     desc = str(body.get("description") or resp.reason)
     if resp.status_code in (401, 404) and method == "getMe":
         raise BotoptError(f"Telegram refused the token ({resp.status_code} {desc}): copy it "
-                          "again from @BotFather into telegram.token")
+                          "again from @BotFather into telegram.token",
+                          source="telegram", key="telegram.token")
     if method == "getChat" or "chat not found" in desc.lower():
         raise BotoptError(f"chat {tc.chat_id} not reachable ({resp.status_code} {desc}): send "
                           "the bot a message or add it to the group, then check "
-                          "telegram.chat_id")
-    raise BotoptError(redact(f"Telegram {method} answered {resp.status_code}: {desc}"))
+                          "telegram.chat_id", source="telegram", key="telegram.chat_id")
+    raise BotoptError(redact(f"Telegram {method} answered {resp.status_code}: {desc}"),
+                      source="telegram")
 
 
 def _model(cfg: Config) -> str:
@@ -222,7 +232,7 @@ def _monitor(cfg: Config, now: float) -> str:
     if age is not None and age < max(300.0, 3 * cfg.monitor.check_interval):
         return f"driven by cron (last ran {age:.0f} s ago)"
     raise BotoptError("not running: add `botopt monitor --once` to cron (botopt cron) or run "
-                      "`botopt monitor` under systemd (botopt cron --systemd)")
+                      "`botopt monitor` under systemd (botopt cron --systemd)", key="monitor")
 
 
 def _jobs(cfg: Config, now: float) -> str:

@@ -43,7 +43,7 @@ def parse_since(value: str | None, now: float) -> float:
         when = parse_as_of(value)
     except UsageError:
         raise UsageError(f"invalid --since {value!r}: use a duration (30m, 12h, 7d) or ISO "
-                         "8601 (2026-01-01T00:00Z)") from None
+                         "8601 (2026-01-01T00:00Z)", key="--since") from None
     assert when is not None
     return when.timestamp()
 
@@ -54,7 +54,8 @@ def parse_types(value: str | None) -> set[str]:
     wanted = {t.strip().lower() for t in value.split(",") if t.strip()}
     unknown = sorted(wanted - set(TYPES))
     if unknown or not wanted:
-        raise UsageError(f"invalid --type {value!r}: use one or more of {', '.join(TYPES)}")
+        raise UsageError(f"invalid --type {value!r}: use one or more of {', '.join(TYPES)}",
+                         key="--type")
     return wanted
 
 

@@ -363,12 +363,14 @@ def write_textfile(path: Path, text: str) -> None:
     by the exporter's user. The collector only reads ``*.prom``."""
     if path.suffix != ".prom":
         raise UsageError(f"metrics file {path}: the textfile collector reads only *.prom "
-                         "files; name it e.g. botopt.prom")
+                         "files; name it e.g. botopt.prom", file=str(path), key="--metrics-file")
     if not path.parent.is_dir():
-        raise UsageError(f"metrics file {path}: directory {path.parent} does not exist")
+        raise UsageError(f"metrics file {path}: directory {path.parent} does not exist",
+                         file=str(path), key="--metrics-file")
     try:
         atomic_write_bytes(path, text.encode(), mode=0o644)
     except OSError as exc:
         from ..errors import BotoptError
 
-        raise BotoptError(f"metrics file {path}: cannot write it ({exc.strerror})") from exc
+        raise BotoptError(f"metrics file {path}: cannot write it ({exc.strerror})",
+                          file=str(path), key="--metrics-file") from exc
