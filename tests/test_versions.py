@@ -20,6 +20,7 @@ ENTRY = {"features": ["signals._features"],
                      "signals._features", "signals._regime", "signals._model",
                      "signals._gates", "signals._engines"]}
 ENTRY["backtest"] = [*ENTRY["signals"], "backtest._replay"]
+ENTRY["carry"] = ["signals._carry"]
 
 
 def _closure(entries: list[str]) -> set[str]:
@@ -65,7 +66,7 @@ def test_an_edit_changes_only_the_stages_that_run_the_module(tmp_path, monkeypat
     finally:
         _versions.stage_tag.cache_clear()
     assert same == before  # the hash is of the source, not of where it lies
-    assert {s for s in stages if after[s] != before[s]} == {"regime", "gates", "signals",
+    assert {s for s in stages if after[s] != before[s]} == {"regime", "gates", "signals", "carry",
                                                               "backtest"}
 
 

@@ -2,8 +2,8 @@
 
 A cron run of ``botopt signals`` calls ``_pipeline.step`` once, with the state the previous
 runs left (cooldown records, the rolling correlation); a replay calls the very same step for
-every candle open time in the period, with each symbol's closed candles up to that time (the
-last ``features.history`` of them, as a live ``--as-of`` run loads them) and the state carried
+every candle open time in the period, with each symbol's closed candles up to that time (its
+whole stored series, as a live ``--as-of`` run loads it) and the state carried
 in memory / in a private temporary directory. So the replay's signals and gate decisions are
 the ones the live runs would have made, by construction, and a test checks it against real
 ``botopt signals --as-of`` processes (tests/test_replay.py).
@@ -209,14 +209,15 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
     own: dict[int, Any] = {}
     # The period in chunks of candle times, each chunk's windows prepared in one batch and
     # dropped once stepped through: memory holds one batch, not the period.
-    per = max(1, _BATCH_ROWS // config.features.history // len(syms))
+    per = max(1, _BATCH_ROWS // len(syms))
     for c in range(0, int(grid.size), per):
         times = grid[c:c + per]
         t_hi = int(times[-1]) + 1
         fresh = [r for r in book.needed(int(times[0]), t_hi).tolist() if r not in own]
+        book.stretch(config, t_hi)
         own.update(_prepare(config, book, fresh, model, manager))
         tick(len(fresh))
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for t in times.tolist():
             now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
             rows.extend(_candidate_rows(driver.step(t, now, own), t))
@@ -232,37 +233,39 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
                   symbols=tuple(syms))
 
 
-# Windows prepared together: each is one pseudo-symbol of ``features.history`` rows, so a
-# batch is about 500 x 1,000 rows (some 90 MB of candles and features), the size the
-# features are fastest at per row.
-_BATCH_ROWS = 500_000
+# Candle rows whose features, engines and model run together: a stretch's features and
+# Own answers are what memory holds, not the period's; each stretch also recomputes about
+# 330 rows per symbol before it (the carried slice), so a stretch is much longer than that.
+_BATCH_ROWS = 100_000
 
 
 def _prepare(config: Config, book: _Book, need: list[int], model: Any,
              manager: Any) -> dict[int, Any]:
     """``prepare`` for the given rows (each a symbol's candle that some step sees as its
-    newest): each row's window of candles as a symbol of its own, so many candles are
-    computed in one call. A symbol's answer depends on its own rows only, bit for bit, so
-    each equals what the live run at that candle computes."""
+    newest). A live run's features at a candle are TA-Lib's over the symbol's whole series
+    up to it, and every stage is causal, so they are the row's values in the one pass over
+    the whole series (``_Book.features``); only engines and the model run here, over many
+    rows at once, each row named as a symbol of its own. A row's answer depends on its own
+    values only, so each equals what the live run at that candle computes."""
     import dataclasses
 
     import numpy as np
-    import polars as pl
 
-    from ..signals._pipeline import prepare
+    from ..base._config import warmup_candles
+    from ..signals._pipeline import own_rows
 
     if not need:
         return {}
-    h = config.features.history
     rows = np.asarray(need, dtype=np.int64)
-    first = np.maximum(book.row_start[rows], rows + 1 - h)
-    lens = rows + 1 - first
-    idx = np.repeat(first - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
     names = [str(i) for i in need]
-    batch = book.candles[idx].insert_column(0, pl.Series("symbol", names).gather(
-        np.repeat(np.arange(len(names)), lens)))
+    last, regimes = book.rows(rows, names)
+    count = rows - book.row_start[rows] + 1  # the candles a live run would load
+    want = warmup_candles(config.features, config.regime)
+    blocks = {names[k]: (DataStatus.WARMING_UP, f"warming up: {int(n)} of {want} candles")
+              for k, n in enumerate(count.tolist()) if n < want}
     real = [book.symbol_of(i) for i in need]
-    prepared = prepare(config, batch, names, model=model, manager=manager, labels=real)
+    prepared = own_rows(config, last, regimes, blocks, names, model=model,
+                        manager=manager, labels=real)
     return {i: dataclasses.replace(o, symbol=sym)
             for i, o, sym in zip(need, prepared, real, strict=True)}
 
@@ -285,9 +288,44 @@ class _Book:
         self.starts = np.cumsum(self.lens) - self.lens
         self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
         self.row_start = np.repeat(self.starts, self.lens)  # per row: its symbol's first
-        # the candle columns a window needs (its symbol is the window's own name)
-        self.candles = frame.select("open_time", "open", "high", "low", "close", "volume")
+        self.candles = frame.select("symbol", "open_time", "open", "high", "low", "close",
+                                    "volume")
+        self._pass: Any = None
+        self._stretch: Any = None
+        self._offset: Any = None
 
+    def stretch(self, config: Config, t_hi: int) -> None:
+        """Features and regimes for every row that opened before ``t_hi``, from where the
+        previous stretch's carried states stand (``_carry.SeriesPass``): a live run's
+        features at a candle are the whole series' at that row, and memory holds one
+        stretch, not the history."""
+        import numpy as np
+        import polars as pl
+
+        from ..signals._carry import SeriesPass
+
+        if self._pass is None:
+            self._pass = SeriesPass.of(config, self.candles)
+        upto = np.asarray([int(np.searchsorted(self.times(j), t_hi))
+                           for j in range(len(self.syms))], dtype=np.int64)
+        whole, self._offset = self._pass.stretch(upto)
+        rest = [c for c in whole.columns if c not in ("symbol", "open_time", "regime")]
+        # the form a live run's last rows take (``_pipeline._rows_frame``)
+        self._stretch = whole.select("open_time", *(pl.col(c).cast(pl.Float64)
+                                                    for c in rest), "regime")
+
+    def rows(self, rows: Any, names: list[str]) -> tuple[pl.DataFrame, list[str]]:
+        """The feature rows at ``rows`` (of the current stretch) named ``names`` (one
+        pseudo-symbol each), and their regimes."""
+        import numpy as np
+        import polars as pl
+
+        j = np.searchsorted(self.starts, rows, side="right") - 1
+        got = self._stretch[self._offset[j] + rows - self.starts[j]]
+        regimes = got.get_column("regime").to_list()
+        last = got.drop("regime").insert_column(0, pl.Series("symbol", names,
+                                                              dtype=pl.String))
+        return last, regimes
 
     def symbol_of(self, row: int) -> str:
         import numpy as np
@@ -373,9 +411,10 @@ class _Driver:
         self._ts = book.ms
         self._cs = book.frame.get_column("close").cast(float).to_numpy()
         self._np = np
-        # a run hands the correlation its last features.history rows; it reads only the
-        # last window + 2 and the row before them
-        self._keep = min(config.features.history, config.correlation.window + 3)
+        # a run hands the correlation every closed candle; it reads only the last
+        # window + 2 and the row before them
+        self._keep = config.correlation.window + 3
+        self._cooldown = timedelta(seconds=config.gates.cooldown_seconds)
 
     def _correlate(self, js: list[int], rows: list[int]) -> Any:
         from ..signals._correlation import CorrelationRows, RollingCorrelation, _bring_up_to_date
@@ -406,7 +445,13 @@ class _Driver:
         from ..signals._pipeline import _apply_clock, decide
 
         js, rows = self.book.newest(t)
-        result = decide(self.config, [own[r] for r in rows], now, records=self.records,
+        owned = [own[r] for r in rows]
+        # The gates read a record only within the cooldown before a candidate's candle (its
+        # own cooldown, the correlation gate's active signals): the others, up to two days
+        # of them, are kept for the merge but not handed over (the same decisions).
+        lo = min(o.candle_time for o in owned) - self._cooldown
+        relevant = [r for r in self.records if r.candle_time > lo]
+        result = decide(self.config, owned, now, records=relevant,
                         correlate=lambda names: self._correlate(js, rows),
                         manager=self.manager)
         result = _apply_clock(self.config, result, now)
@@ -416,8 +461,13 @@ class _Driver:
         return result
 
 
-def _candidate_rows(result: SignalsResult, t: int) -> list[dict[str, Any]]:
-    """The rows of the symbols whose newest candle is ``t`` and that have a direction."""
+_COLUMNS = ("symbol", "candle_time", "close", "regime", "engine", "direction", "strength",
+            "p_up", "p_dir", "gate_passed", "gate_reasons", "blocked_by", "data_status")
+
+
+def _candidate_rows(result: SignalsResult, t: int) -> list[tuple[Any, ...]]:
+    """The rows (in ``_COLUMNS`` order) of the symbols whose newest candle is ``t`` and
+    that have a direction."""
     out = []
     for r in result.symbols:
         if r.direction not in (Direction.LONG, Direction.SHORT) or \
@@ -427,22 +477,30 @@ def _candidate_rows(result: SignalsResult, t: int) -> list[dict[str, Any]]:
             blocked = [str(r.data_status)]
         else:
             blocked = list(dict.fromkeys(gate_name(x) for x in r.gate_reasons))
-        out.append({"symbol": r.symbol, "candle_time": t, "close": r.close,
-                    "regime": r.regime, "engine": r.engine, "direction": str(r.direction),
-                    "strength": r.strength, "p_up": r.p_up,
-                    "p_dir": directional_probability(r.p_up, r.direction),
-                    "gate_passed": bool(r.gate_passed), "gate_reasons": list(r.gate_reasons),
-                    "blocked_by": blocked, "data_status": str(r.data_status)})
+        out.append((r.symbol, t, r.close, r.regime, r.engine, str(r.direction), r.strength,
+                    r.p_up, directional_probability(r.p_up, r.direction),
+                    bool(r.gate_passed), list(r.gate_reasons), blocked, str(r.data_status)))
     return out
 
 
-def _candidates_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+def _candidates_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
     import polars as pl
 
-    schema: dict[str, Any] = {"symbol": pl.String, "candle_time": pl.Int64, "close": pl.Float64,
-              "regime": pl.String, "engine": pl.String, "direction": pl.String,
-              "strength": pl.Float64, "p_up": pl.Float64, "p_dir": pl.Float64,
-              "gate_passed": pl.Boolean, "gate_reasons": pl.List(pl.String),
-              "blocked_by": pl.List(pl.String), "data_status": pl.String}
-    return pl.DataFrame(rows, schema=schema) \
-        .with_columns(pl.col("candle_time").cast(pl.Datetime("ms", "UTC")))
+    types: list[Any] = [pl.String, pl.Int64, pl.Float64, pl.String, pl.String, pl.String,
+                        pl.Float64, pl.Float64, pl.Float64, pl.Boolean, pl.List(pl.String),
+                        pl.List(pl.String), pl.String]
+    # column by column: a frame from row dicts cost 30 us a row
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(_COLUMNS)
+    series = []
+    for n, c, d in zip(_COLUMNS, cols, types, strict=True):
+        if d == pl.List(pl.String):
+            # lists of text as one joined text split by polars: 20x faster than building
+            # list values from Python (a reason never holds the separator: it is a control
+            # character no reason is built with)
+            joined = pl.Series(n, ["\x1f".join(x) if x else None for x in c],
+                               dtype=pl.String)
+            series.append(joined.str.split("\x1f").fill_null(pl.lit([], dtype=d)))
+        else:
+            series.append(pl.Series(n, list(c), dtype=d))
+    return pl.DataFrame(series).with_columns(
+        pl.col("candle_time").cast(pl.Datetime("ms", "UTC")))

@@ -40,12 +40,13 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "gates": _GATES,
     "signals": tuple(sorted({*_REGIME, *_PREDICTIONS, *_GATES, "signals._pipeline",
                              "signals._results", "signals._effects", "data._candles",
-                             "data._binance", "signals._correlation",
+                             "data._binance", "signals._correlation", "signals._carry",
                              "state._paths", "state._workspace", "state._cache",
                              "state._events", "state._regime_state", "state._cooldowns",
                              "state._entry_format", "base._redact",
                              "base._versions"})),
 }
+STAGE_MODULES["carry"] = (*_REGIME, "signals._carry", "base._fs")
 STAGE_MODULES["backtest"] = (*STAGE_MODULES["signals"], "backtest._replay")
 
 

@@ -299,16 +299,20 @@ def _by_symbol(candles: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     return candles, rle.struct.field("len").to_numpy().astype(np.int64)
 
 
-def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: list[str]
+def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: list[str],
+             resume: np.ndarray | None = None, capture: np.ndarray | None = None
              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """({name: the column for every row} for ``full``, {name: each symbol's last value}
-    for every feature column)."""
+    for every feature column). ``resume`` / ``capture``: see ``_indicators`` (per symbol,
+    columns in the symbols' order); the captured values are ``last["_carry"]``."""
     # Views of the frame's own buffers where it can (validated candles have no nulls):
     # only the (bars x symbols) chunks below are copies.
     inputs = [np.asarray(candles.get_column(k).to_numpy(), dtype=np.float64)
               for k in ("high", "low", "close", "volume")]
     out = {name: _empty(candles.height) for name in full}
     last = {name: np.empty(len(runs)) for name in feature_columns(fc)}
+    if capture is not None:
+        last["_carry"] = np.empty((len(SMOOTHERS), len(runs)))
     # Symbols in chunks: memory stays bounded (a few dozen arrays of chunk x bars) whatever
     # the universe, and a symbol's arithmetic does not depend on its chunk.
     ends = np.cumsum(runs)
@@ -317,11 +321,16 @@ def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: 
         a, b = int(ends[lo_sym] - runs[lo_sym]), int(ends[lo_sym + len(part) - 1])
         lay = _Layout(part)
         h, lo, c, v = (lay.wide(x[a:b]) for x in inputs)
-        cols = _indicators(h, lo, c, v, fc)
+        sl = slice(lo_sym, lo_sym + len(part))
+        cols = _indicators(h, lo, c, v, fc,
+                           None if resume is None else resume[:, sl],
+                           None if capture is None else capture[sl])
+        if capture is not None:
+            last["_carry"][:, sl] = cols.pop("_carry")
         for name, x in cols.items():
             if name in out:
                 lay.put_long(x, out[name][a:b])
-            last[name][lo_sym:lo_sym + len(part)] = x[part - 1, np.arange(len(part))]
+            last[name][sl] = x[part - 1, np.arange(len(part))]
         del cols
     return out, last
 
@@ -347,9 +356,22 @@ def _empty(shape: int | tuple[int, ...]) -> np.ndarray:
     return raw[start:start + size].reshape(shape)
 
 
+# The recursions a symbol's features carry from one candle to the next, in ``_indicators``'
+# order (docs/architecture.md, "Carried features").
+SMOOTHERS = ("ema_fast", "ema_slow", "avg_gain", "avg_loss", "atr", "s_pdm", "s_mdm", "s_tr",
+             "adx")
+
+
 def _indicators(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray,
-                fc: FeaturesConfig) -> dict[str, np.ndarray]:
-    """Every feature column as (bars x symbols) arrays, NaN where null."""
+                fc: FeaturesConfig, resume: np.ndarray | None = None,
+                capture: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every feature column as (bars x symbols) arrays, NaN where null.
+
+    ``resume`` (len(SMOOTHERS) x symbols): the rows are a slice of each series whose row 0
+    is a row where the recursions are past their seeds, and these are their values there:
+    each recursion starts from them instead of TA-Lib's seed (the step from row 0 on is the
+    same two operations, so the values equal the whole series' bit for bit). ``capture``
+    (a row per symbol): the recursions' values at that row are returned as ``"_carry"``."""
     n_rsi, n_atr, n_adx = fc.rsi_period, fc.atr_period, fc.adx_period
     # Changes from the previous row are slices, not shifted copies; row 0 has none.
     tr, up, down, d, log_ret = (np.empty_like(c) for _ in range(5))
@@ -375,27 +397,34 @@ def _indicators(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray,
         np.maximum(loss, 0.0, out=loss)
         np.divide(c[1:], pc, out=log_ret[1:])
         np.log(log_ret, out=log_ret)
-    ema_f, ema_s, avg_gain, avg_loss, atr, s_pdm, s_mdm, s_tr = _smooth([
-        (c, fc.ema_fast - 1, _mean_seed(c, fc.ema_fast - 1, fc.ema_fast),
-         2.0 / (fc.ema_fast + 1)),
-        (c, fc.ema_slow - 1, _mean_seed(c, fc.ema_slow - 1, fc.ema_slow),
-         2.0 / (fc.ema_slow + 1)),
+    parts = [
+        (c, fc.ema_fast - 1, _mean_seed, fc.ema_fast, 2.0 / (fc.ema_fast + 1)),
+        (c, fc.ema_slow - 1, _mean_seed, fc.ema_slow, 2.0 / (fc.ema_slow + 1)),
         # Wilder means: the first n values start at row 1 (row 0 has no change).
-        (gain, n_rsi, _mean_seed(gain, n_rsi, n_rsi), 1.0 / n_rsi),
-        (loss, n_rsi, _mean_seed(loss, n_rsi, n_rsi), 1.0 / n_rsi),
-        (tr, n_atr, _mean_seed(tr, n_atr, n_atr), 1.0 / n_atr),
+        (gain, n_rsi, _mean_seed, n_rsi, 1.0 / n_rsi),
+        (loss, n_rsi, _mean_seed, n_rsi, 1.0 / n_rsi),
+        (tr, n_atr, _mean_seed, n_atr, 1.0 / n_atr),
         # TA-Lib's DI keeps Wilder *sums*; divided by n it is the same recursion.
-        (pdm, n_adx, _wilder_sum_seed(pdm, n_adx, n_adx), 1.0 / n_adx),
-        (mdm, n_adx, _wilder_sum_seed(mdm, n_adx, n_adx), 1.0 / n_adx),
-        (tr, n_adx, _wilder_sum_seed(tr, n_adx, n_adx), 1.0 / n_adx),
-    ])
-    del gain, loss, pdm, mdm, tr, up, down
+        (pdm, n_adx, _wilder_sum_seed, n_adx, 1.0 / n_adx),
+        (mdm, n_adx, _wilder_sum_seed, n_adx, 1.0 / n_adx),
+        (tr, n_adx, _wilder_sum_seed, n_adx, 1.0 / n_adx),
+    ]
+    ema_f, ema_s, avg_gain, avg_loss, atr, s_pdm, s_mdm, s_tr = _smooth([
+        (x, first, seed(x, first, n), k) if resume is None else (x, 0, resume[j], k)
+        for j, (x, first, seed, n, k) in enumerate(parts)])
+    del gain, loss, pdm, mdm, tr, up, down, parts
     pdi, mdi = _ratio(s_pdm, s_tr), _ratio(s_mdm, s_tr)
     dx = np.subtract(pdi, mdi)
     np.abs(dx, out=dx)
     _ratio(dx, pdi + mdi, out=dx)
     # ADX: the mean of the first n DX values (rows n..2n-1), then Wilder.
-    (adx,) = _smooth([(dx, 2 * n_adx - 1, _mean_seed(dx, 2 * n_adx - 1, n_adx), 1.0 / n_adx)])
+    (adx,) = _smooth([(dx, 2 * n_adx - 1, _mean_seed(dx, 2 * n_adx - 1, n_adx), 1.0 / n_adx)
+                      if resume is None else (dx, 0, resume[8], 1.0 / n_adx)])
+    carry = None
+    if capture is not None:
+        at = (capture, np.arange(len(capture)))
+        carry = np.stack([x[at] for x in (ema_f, ema_s, avg_gain, avg_loss, atr, s_pdm,
+                                          s_mdm, s_tr, adx)])
     (bb_mean, bb_std), (vz_mean, vz_std), (_, vol) = _rolling_stds([
         (c, fc.bb_period, 0), (v, fc.volume_z_period, 1), (log_ret, fc.vol_period, 1)])
     bb_width = np.multiply(bb_std, 2 * fc.bb_std)
@@ -405,7 +434,10 @@ def _indicators(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray,
     names = feature_columns(fc)
     values = [ema_f, ema_s, _ratio(avg_gain, avg_gain + avg_loss), atr, adx, pdi, mdi,
               bb_width, vol, volume_z, log_ret]
-    return dict(zip(names, values, strict=True))
+    out = dict(zip(names, values, strict=True))
+    if carry is not None:
+        out["_carry"] = carry
+    return out
 
 
 def features_keys(config: FeaturesConfig, fingerprints: Mapping[str, str]) -> dict[str, str]:

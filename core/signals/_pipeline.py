@@ -77,6 +77,7 @@ if TYPE_CHECKING:
 
     from ..state._cache import CacheManager
     from ..state._cooldowns import CooldownRecord, Cooldowns
+    from ._carry import CarryStore
     from ._engines import Signal
     from ._model import Predictor
 
@@ -441,11 +442,33 @@ def _compute(config: Config, ws: Workspace, syms: list[str], now: datetime,
 
     # The model first: one that cannot serve these settings fails before the work.
     model = load_model(config.model, config.features)
-    candles = load_candles(syms, config=config, as_of=now, limit=config.features.history)
+    candles = load_candles(syms, config=config, as_of=now, limit=history_limit(config))
     return step(config, candles, syms, now, model=model, manager=manager, batch=batch,
                 records=cooldowns.snapshot(),
                 correlate=lambda c, s: _correlation_for_gates(config, ws, c, s),
-                stages=stages)
+                stages=stages, carry=_carry_store(config, ws) if manager.enabled else None)
+
+
+def history_limit(config: Config) -> int | None:
+    """The candles a run reads per symbol: the whole stored series (None) where the series
+    has a fixed first row (files, the sample), so indicators are TA-Lib's over the file and
+    a carried state can stand for the rows before the new ones; the last
+    ``features.history`` for Binance, whose answers start wherever the request does."""
+    return config.features.history if config.data.source == "binance" else None
+
+
+def _carry_store(config: Config, ws: Workspace) -> CarryStore | None:
+    """Where the carried per-symbol states live (derived data, beside the cache), or None:
+    a source without a fixed first row, or no usable directory (then every series is
+    computed from its first row, the same answer)."""
+    if history_limit(config) is not None:
+        return None
+    from ._carry import CarryStore
+
+    try:
+        return CarryStore(ws.dir("carry", data_scope(config)), config)
+    except (OSError, BotoptError):
+        return None
 
 
 Correlate = Callable[["pl.DataFrame", list[str]], "tuple[list[str], Any] | None"]
@@ -453,8 +476,8 @@ Correlate = Callable[["pl.DataFrame", list[str]], "tuple[list[str], Any] | None"
 
 def step(config: Config, candles: pl.DataFrame, syms: list[str], now: datetime, *,
          model: Predictor, manager: CacheManager, records: list[CooldownRecord],
-         correlate: Correlate, batch: bool = True, stages: _Stages | None = None
-         ) -> SignalsResult:
+         correlate: Correlate, batch: bool = True, stages: _Stages | None = None,
+         carry: CarryStore | None = None) -> SignalsResult:
     """The state-carrying step: the signals at ``now`` from each symbol's closed candles up
     to it (``candles``, at most ``features.history`` each, as ``load_candles`` gives them)
     and the state carried from the previous step: the cooldown ``records`` and the rolling
@@ -467,7 +490,7 @@ def step(config: Config, candles: pl.DataFrame, syms: list[str], now: datetime, 
     record."""
     stages = stages if stages is not None else _Stages()
     own = prepare(config, candles, syms, model=model, manager=manager, batch=batch,
-                  stages=stages)
+                  stages=stages, carry=carry)
     return decide(config, own, now, records=records,
                   correlate=lambda names: correlate(candles, names), manager=manager,
                   stages=stages)
@@ -491,21 +514,38 @@ class Own:
 
 def prepare(config: Config, candles: pl.DataFrame, syms: list[str], *, model: Predictor,
             manager: CacheManager, batch: bool = True, stages: _Stages | None = None,
-            labels: Sequence[str] | None = None) -> list[Own]:
+            labels: Sequence[str] | None = None, carry: CarryStore | None = None
+            ) -> list[Own]:
     """The stateless half of ``step``, one ``Own`` per symbol of ``syms`` (in that order).
     Each symbol's answer depends on its own rows only, bit for bit, however many symbols
     are computed together (tests/test_pipeline.py: batch == sequential). ``labels``: the
     symbol names the model is shown instead of ``syms`` (a replay's windows are named by
     row; a user's model plugin must see the pair's name, as in a live run)."""
+    stages = stages if stages is not None else _Stages()
+    blocks = _warming(config, candles)
+    rows, regimes = _features_and_regimes(config, candles, syms, manager, batch, stages,
+                                          carry)
+    # One frame of every symbol's last row; the per-symbol reference path slices it.
+    last = _rows_frame(rows, syms)
+    return own_rows(config, last, [regimes[s] for s in syms], blocks, syms, model=model,
+                    manager=manager, rows=rows, batch=batch, stages=stages, labels=labels)
+
+
+def own_rows(config: Config, last: pl.DataFrame, regime_list: Sequence[str],
+             blocks: dict[str, tuple[DataStatus, str]], syms: list[str], *,
+             model: Predictor, manager: CacheManager, rows: Mapping[str, Any] | None = None,
+             batch: bool = True, stages: _Stages | None = None,
+             labels: Sequence[str] | None = None) -> list[Own]:
+    """``prepare``'s second half: engines and model over feature rows (``last``: one row
+    per name of ``syms``, in order, with every feature column; ``regimes`` and the data
+    ``blocks`` per name). A replay calls it with many candles' rows of one series at once.
+    ``rows``: the rows' cached form, for the predictions' keys (needed with a cache)."""
     import polars as pl
 
     from ._engines import GUARD, AlphaEngineCoordinator, best_signal
 
     stages = stages if stages is not None else _Stages()
-    blocks = _warming(config, candles)
-    rows, regimes = _features_and_regimes(config, candles, syms, manager, batch, stages)
-    # One frame of every symbol's last row; the per-symbol reference path slices it.
-    last = _rows_frame(rows, syms)
+    regimes = dict(zip(syms, regime_list, strict=True))
     times = last.get_column("open_time").to_list()
     closes = last.get_column("close").to_list()
     vz = last.get_column(f"volume_z_{config.features.volume_z_period}").to_list()
@@ -595,7 +635,7 @@ def _gate(config: Config, correlate: Callable[[list[str]], Any], manager: CacheM
     return out
 
 
-def _predictions(model: Predictor, rows: Mapping[str, Any], last: pl.DataFrame,
+def _predictions(model: Predictor, rows: Mapping[str, Any] | None, last: pl.DataFrame,
                  syms: list[str], manager: CacheManager, batch: bool, stages: _Stages
                  ) -> dict[str, float | None]:
     """P(up) per symbol, keyed by the model's version and the feature row's content."""
@@ -613,13 +653,14 @@ def _predictions(model: Predictor, rows: Mapping[str, Any], last: pl.DataFrame,
         return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
                                                                    strict=True)}
 
-    keys = prediction_keys(model.version, {s: rows[s] for s in syms}) if manager.enabled \
-        else {s: s for s in syms}
+    keys = prediction_keys(model.version, {s: rows[s] for s in syms}) \
+        if manager.enabled and rows is not None else {s: s for s in syms}
     return manager.get_or_compute_many("predictions", keys, predict)
 
 
 def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str],
-                          manager: CacheManager, batch: bool, stages: _Stages
+                          manager: CacheManager, batch: bool, stages: _Stages,
+                          carry: CarryStore | None = None
                           ) -> tuple[dict[str, Any], dict[str, str]]:
     """Each symbol's last feature row (cached form) and regime, from the caches or computed
     for all the misses at once. A regime needs the whole feature history, which the
@@ -649,6 +690,22 @@ def _features_and_regimes(config: Config, candles: pl.DataFrame, syms: list[str]
     stages.features += len(need)
     start = time.perf_counter()
     fresh_rows: dict[str, Any] = {}
+    if batch and carry is not None:
+        # Only the rows after each symbol's carried state (``_carry``): the same values as
+        # the whole series' computation below, bit for bit.
+        from ._carry import features_and_regimes
+
+        carried = features_and_regimes(config, _only(candles, need, syms), need, carry)
+        fresh_rows = _row_values(carried.last, [s for s in need if s not in rows])
+        manager.set_many("features", {fkeys[s]: v for s, v in fresh_rows.items()},
+                         (time.perf_counter() - start) / len(need))
+        rows.update(fresh_rows)
+        todo = [s for s in need if s not in regimes]
+        manager.set_many("regime", {rkeys[s]: carried.regimes[s] for s in todo},
+                         (time.perf_counter() - start) / len(need))
+        stages.regime += len(todo)
+        regimes.update({s: carried.regimes[s] for s in todo})
+        return rows, regimes
     if batch:
         # One frame for every stage: no per-symbol partitions, and only the feature
         # columns are new memory (the candle columns are shared with ``candles``): in full

@@ -52,10 +52,16 @@ def _high_vol(vol: pl.Expr, threshold: pl.Expr, trend: pl.Expr) -> pl.Expr:
     return pl.when(vol > threshold).then(pl.lit(Regime.HIGH_VOL.value)).otherwise(trend)
 
 
-def regime_expr(rc: RegimeConfig, fc: FeaturesConfig) -> pl.Expr:
-    """The per-candle regime label as an expression over a feature frame."""
+def regime_expr(rc: RegimeConfig, fc: FeaturesConfig,
+                prior: Mapping[str, str | None] | None = None) -> pl.Expr:
+    """The per-candle regime label as an expression over a feature frame. ``prior``: per
+    symbol, the hysteresis label from before the frame's first row (a carried slice)."""
     vol = pl.col(f"vol_{fc.vol_period}")
-    trend = _decisive(rc, fc).forward_fill().over("symbol").fill_null(Regime.RANGE.value)
+    trend = _decisive(rc, fc).forward_fill().over("symbol")
+    if prior:
+        trend = trend.fill_null(pl.col("symbol").replace_strict(
+            dict(prior), default=None, return_dtype=pl.String))
+    trend = trend.fill_null(Regime.RANGE.value)
     threshold = vol.rolling_quantile(
         quantile=rc.vol_percentile / 100.0, interpolation="linear",
         window_size=rc.vol_lookback, min_samples=max(1, rc.vol_lookback // 2),
@@ -71,7 +77,8 @@ def regime_series(features: pl.DataFrame, config: RegimeConfig | None = None,
 
 
 def detect_regime(features: pl.DataFrame, config: RegimeConfig | None = None,
-                  features_config: FeaturesConfig | None = None) -> dict[str, str]:
+                  features_config: FeaturesConfig | None = None,
+                  prior: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """Each symbol's regime at its last (closed) candle: {symbol: label}.
 
     Only the last candle's label is wanted, so only what it depends on is computed: the
@@ -87,7 +94,7 @@ def detect_regime(features: pl.DataFrame, config: RegimeConfig | None = None,
     if features.height == 0 or runs.len() != sym.n_unique() or \
             features.select(vol.is_nan().any()).item():
         # Interleaved symbols, or NaN (which a quantile ranks, unlike null): per candle.
-        labelled = regime_series(features, config, features_config)
+        labelled = features.with_columns(regime_expr(rc, fc, prior).alias("regime"))
         last = labelled.group_by("symbol", maintain_order=True).agg(pl.col("regime").last())
         return dict(zip(last["symbol"].to_list(), last["regime"].to_list(), strict=True))
     lens = runs.struct.field("len").to_numpy().astype(np.int64)
@@ -113,6 +120,9 @@ def detect_regime(features: pl.DataFrame, config: RegimeConfig | None = None,
     trend = pl.Series([None] * len(starts), dtype=pl.String).scatter(
         np.flatnonzero(has_state),
         features.gather(state[has_state]).select(_decisive(rc, fc)).to_series())
+    if prior:
+        names = runs.struct.field("value").to_list()
+        trend = trend.fill_null(pl.Series([prior.get(s) for s in names], dtype=pl.String))
     last = features.gather(ends - 1).select(
         "symbol", _high_vol(vol, pl.lit(threshold.to_series(1)),
                             pl.lit(trend).fill_null(Regime.RANGE.value)).alias("regime"))

@@ -107,7 +107,10 @@ def merge_records(current: list[CooldownRecord], new_items: Sequence[CooldownRec
     the shared server, a backtest's memory), so a replay carries what a cron run would."""
     if not new_items:
         return current, []
-    known = {r.key() for r in current}
+    # Only records at a new item's candle time can share its key (equal keys mean equal
+    # times): a replay merges every candle, and formatting each record's key was its cost.
+    times = {r.candle_time for r in new_items}
+    known = {r.key() for r in current if r.candle_time in times}
     added = [r for r in new_items if r.key() not in known]
     if not added:
         return current, []

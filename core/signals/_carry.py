@@ -1,0 +1,371 @@
+"""Features and regimes carried from one candle to the next.
+
+A symbol's indicators at candle t are what TA-Lib computes over its WHOLE stored series up
+to t (the file's first row onward). Every stage is causal, so only three things reach back
+further than a few hundred rows, and a symbol's state carries exactly them, at an *anchor*
+row S of its series:
+
+- the nine recursions' values at S (``_features.SMOOTHERS``): from S on, each is the same
+  two operations a row, so a slice that starts at S with them as seeds continues each
+  recursion bit for bit;
+- the rolling windows (Bollinger, volume z-score, volatility) are block sums over blocks of
+  n rows counted from the series' first row; S is a multiple of every window length, so the
+  slice's blocks are the whole series' blocks and each window adds the same values in the
+  same order: bit for bit again. No ring is stored: the slice holds the rows;
+- the regime's hysteresis: the last decisive trend/range label before S. Its volatility
+  percentile reads the last ``vol_lookback`` rows, which the slice holds too.
+
+So a run computes rows S..t (about ``vol_lookback`` + a window + a block, whatever the
+series' length) and moves the anchor forward. The state is derived data (a cache entry, one
+small file per symbol): keyed by the source, symbol, interval, feature and regime settings
+and code; guarded by the first row's time and a digest of rows 0..S. A guard that fails
+(history rewritten, file replaced, settings changed) or a file that cannot be read means the
+symbol is computed from its first row, which is also what ``--no-cache`` does; the two are
+equal bit for bit (tests/test_carry.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ..base._codec import digest, settings_json
+from ..base._config import Config
+from ..base._fs import atomic_writer
+from ..base._versions import stage_tag
+from ..base._vocab import Regime
+from ._features import SMOOTHERS, _columns, feature_columns
+from ._regime import detect_regime, regime_inputs
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CarryState:
+    """One symbol's carried state: the recursions' ``values`` at row ``anchor`` of a series
+    whose first row opened at ``first_ms`` and whose rows 0..anchor digest to ``prefix``;
+    ``prior``: the last decisive trend/range label before the anchor (None: none yet)."""
+
+    anchor: int
+    first_ms: int
+    prefix: str
+    values: tuple[float, ...]
+    prior: str | None
+
+    def to_json(self) -> bytes:
+        return json.dumps({"f": _FORMAT, "anchor": self.anchor, "first": self.first_ms,
+                           "prefix": self.prefix, "values": [v.hex() for v in self.values],
+                           "prior": self.prior}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CarryState | None:
+        """The state, or None for anything that is not one (a damaged file is a miss)."""
+        try:
+            d = json.loads(raw)
+            values = tuple(float.fromhex(v) for v in d["values"])
+            state = cls(anchor=d["anchor"], first_ms=d["first"], prefix=d["prefix"],
+                        values=values, prior=d["prior"])
+            ok = (d["f"] == _FORMAT and type(state.anchor) is int and state.anchor > 0
+                  and type(state.first_ms) is int and isinstance(state.prefix, str)
+                  and len(values) == len(SMOOTHERS)
+                  and all(math.isfinite(v) for v in values)
+                  and state.prior in (None, *(r.value for r in Regime)))
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            return None
+        return state if ok else None
+
+
+class CarryStore:
+    """The states of one data scope, a file per symbol under ``directory``. Reading and
+    writing never fail a run: a state that cannot be read is a miss, one that cannot be
+    written is computed again next time."""
+
+    def __init__(self, directory: Path, config: Config) -> None:
+        self.dir = directory
+        self.prefix = digest("carry", str(_FORMAT), stage_tag("carry"),
+                             settings_json(config.features, config.regime),
+                             config.data.source, config.data.interval, pl.__version__,
+                             np.__version__)
+
+    def _path(self, symbol: str) -> Path:
+        return self.dir / f"{digest(self.prefix, symbol)[:32]}.json"
+
+    def load(self, symbol: str) -> CarryState | None:
+        try:
+            return CarryState.from_json(self._path(symbol).read_bytes())
+        except OSError:
+            return None
+
+    def save(self, symbol: str, state: CarryState) -> None:
+        try:
+            with atomic_writer(self._path(symbol), fsync=False) as fh:
+                fh.write(state.to_json())
+        except OSError:
+            pass  # a full or read-only disk: the next run starts from the first row
+
+
+def block(config: Config) -> int:
+    """Anchors are multiples of this: every rolling window's length."""
+    fc = config.features
+    return math.lcm(fc.bb_period, fc.volume_z_period, fc.vol_period)
+
+
+def _back(config: Config) -> int:
+    """How far before a series' end the anchor must stay so that every value the last row
+    and its regime read is exact: the volatility lookback's rows each need a full window
+    after the slice's first row (whose log return does not exist in the slice)."""
+    fc = config.features
+    return max(config.regime.vol_lookback + fc.vol_period, fc.bb_period, fc.volume_z_period)
+
+
+def _seeded(config: Config) -> int:
+    """The first row at which every recursion is past its seed row."""
+    fc = config.features
+    return max(fc.ema_fast - 1, fc.ema_slow - 1, fc.rsi_period, fc.atr_period,
+               2 * fc.adx_period - 1)
+
+
+def next_anchor(config: Config, rows: int) -> int | None:
+    """The anchor a series of ``rows`` rows is saved at (None: too short to carry)."""
+    b = block(config)
+    anchor = (rows - _back(config)) // b * b
+    return anchor if anchor >= max(_seeded(config) + 1, 1) else None
+
+
+def row_hashes(candles: pl.DataFrame) -> np.ndarray:
+    return candles.select("open_time", "open", "high", "low", "close", "volume") \
+        .hash_rows(seed=0).to_numpy()
+
+
+def _prefix(hashes: np.ndarray) -> str:
+    return hashlib.blake2b(hashes.tobytes(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a carried computation gives: each symbol's last row with every feature column
+    (``last``, the symbols in the order asked), its regime, and how many rows were
+    computed (for the benchmarks; never part of an answer)."""
+
+    last: pl.DataFrame
+    regimes: dict[str, str]
+    rows_computed: int
+
+
+def features_and_regimes(config: Config, candles: pl.DataFrame, syms: Sequence[str],
+                         store: CarryStore | None) -> Carried:
+    """Each symbol's last feature row and regime over its whole series (``candles``: one
+    run per symbol in ``syms`` order, from the series' first row), computing only the rows
+    after each symbol's valid carried state, and saving the states moved forward.
+    ``store`` None computes every series from its first row and saves nothing."""
+    from ._features import _by_symbol
+
+    wanted = list(syms)
+    candles, lens = _by_symbol(candles)  # one run per symbol (load_candles' layout already)
+    syms = candles.get_column("symbol").rle().struct.field("value").to_list()
+    if sorted(syms) != sorted(wanted):
+        raise ValueError("carried features: the symbols asked are not the frame's")
+    starts = np.cumsum(lens) - lens
+    hashes = row_hashes(candles) if store is not None else None
+    first_ms = candles.get_column("open_time").dt.epoch("ms").to_numpy()[starts] \
+        if len(syms) else np.zeros(0, dtype=np.int64)
+    states: list[CarryState | None] = []
+    for j, sym in enumerate(syms):
+        st = store.load(sym) if store is not None else None
+        if st is not None:
+            n = int(lens[j])
+            a = int(starts[j])
+            assert hashes is not None
+            if not (st.first_ms == int(first_ms[j]) and st.anchor <= n - _back(config)
+                    and st.anchor % block(config) == 0
+                    and _prefix(hashes[a:a + st.anchor + 1]) == st.prefix):
+                st = None
+        states.append(st)
+    # Slice start per symbol: its anchor, or its first row.
+    from_row = np.asarray([0 if s is None else s.anchor for s in states], dtype=np.int64)
+    out_last: list[pl.DataFrame] = []
+    regimes: dict[str, str] = {}
+    computed = 0
+    order: list[str] = []
+    for resumed in (False, True):
+        idx = [j for j, s in enumerate(states) if (s is not None) == resumed]
+        if not idx:
+            continue
+        part = _compute(config, candles, syms, idx, starts, lens, from_row, states,
+                        hashes, first_ms, store)
+        out_last.append(part[0])
+        regimes.update(part[1])
+        computed += part[2]
+        order += [syms[j] for j in idx]
+    last = pl.concat(out_last) if out_last else _empty_last(config, candles)
+    if order != wanted:
+        last = last.join(pl.DataFrame({"symbol": wanted}).with_row_index("_i"),
+                         on="symbol").sort("_i").drop("_i")
+    return Carried(last=last, regimes=regimes, rows_computed=computed)
+
+
+def _empty_last(config: Config, candles: pl.DataFrame) -> pl.DataFrame:
+    return candles.clear().with_columns(pl.lit(None, dtype=pl.Float64).alias(c)
+                                        for c in feature_columns(config.features))
+
+
+def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: list[int],
+             starts: np.ndarray, lens: np.ndarray, from_row: np.ndarray,
+             states: list[CarryState | None], hashes: np.ndarray | None,
+             first_ms: np.ndarray, store: CarryStore | None
+             ) -> tuple[pl.DataFrame, dict[str, str], int]:
+    fc = config.features
+    js = np.asarray(idx, dtype=np.int64)
+    a = starts[js] + from_row[js]
+    n = lens[js] - from_row[js]
+    rows = np.repeat(a - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+    frame = candles[rows] if len(idx) < len(syms) or from_row[js].any() else candles
+    anchors = [next_anchor(config, int(lens[j])) for j in idx]
+    # where the new anchor falls in each slice (0 when there is none: captured, unused)
+    capture = np.asarray([0 if s is None else s - int(from_row[j])
+                          for s, j in zip(anchors, idx, strict=True)], dtype=np.int64)
+    resume = None
+    if states[idx[0]] is not None:
+        resume = np.asarray([states[j].values for j in idx], dtype=np.float64).T  # type: ignore[union-attr]
+    inputs = regime_inputs(fc)
+    out, last = _columns(frame, n, fc, inputs, resume, capture)
+    carry = last.pop("_carry")
+    whole = frame.select("symbol", *(pl.Series(c, out.pop(c)).fill_nan(None) for c in inputs))
+    prior = {syms[j]: (None if states[j] is None else states[j].prior) for j in idx}  # type: ignore[union-attr]
+    regimes = detect_regime(whole, config.regime, fc, prior=prior)
+    ends = np.cumsum(n)
+    tail = frame.gather(ends - 1).with_columns(
+        pl.Series(c, x).fill_nan(None) for c, x in last.items())
+    if store is not None:
+        assert hashes is not None
+        labels: _Labels | None = None  # read only when some anchor moves
+        for k, j in enumerate(idx):
+            new = anchors[k]
+            st = states[j]
+            if new is None or (st is not None and st.anchor == new):
+                continue
+            values = tuple(float(v) for v in carry[:, k])
+            if not all(math.isfinite(v) for v in values):
+                continue  # NaN in the data: no state, the series is computed whole
+            lo = int(ends[k] - n[k])
+            if labels is None:
+                labels = _Labels(config, whole)
+            found = labels.last_before(lo, lo + int(capture[k]))
+            prior_new = found if found is not None else (None if st is None else st.prior)
+            a0 = int(starts[j])
+            store.save(syms[j], CarryState(
+                anchor=new, first_ms=int(first_ms[j]),
+                prefix=_prefix(hashes[a0:a0 + new + 1]), values=values, prior=prior_new))
+    return tail, regimes, int(n.sum())
+
+
+class _Labels:
+    """Each row's own decisive trend/range label (``_regime``'s rule), asked for the last
+    one in a range of rows: where the hysteresis stands at an anchor."""
+
+    def __init__(self, config: Config, whole: pl.DataFrame) -> None:
+        from ._regime import _decisive
+
+        self.labels = whole.select(_decisive(config.regime, config.features)).to_series()
+        self.at = np.flatnonzero(self.labels.is_not_null().to_numpy())
+
+    def last_before(self, lo: int, hi: int) -> str | None:
+        """The last decisive label in rows [lo, hi), or None."""
+        k = int(np.searchsorted(self.at, hi)) - 1
+        if k < 0 or self.at[k] < lo:
+            return None
+        found: str = self.labels[int(self.at[k])]
+        return found
+
+
+
+@dataclass
+class SeriesPass:
+    """A replay's walk along whole series, a stretch at a time, with each symbol's state
+    carried in memory between stretches: the same state and slices as a cron line's runs
+    (``features_and_regimes``), so memory holds a stretch, not the history, and each row's
+    values are the whole series' (bit for bit)."""
+
+    config: Config
+    candles: pl.DataFrame  # canonical, one run per symbol, ascending
+    starts: np.ndarray
+    lens: np.ndarray
+    states: list[CarryState | None]
+
+    @classmethod
+    def of(cls, config: Config, candles: pl.DataFrame) -> SeriesPass:
+        lens = candles.get_column("symbol").rle().struct.field("len").to_numpy() \
+            .astype(np.int64)
+        return cls(config, candles, np.cumsum(lens) - lens, lens, [None] * len(lens))
+
+    def stretch(self, upto: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
+        """Every feature column and ``regime`` for each symbol's rows from its carried
+        anchor (or its first row) to ``upto[j]`` (a row count; 0: nothing), and the frame
+        row of each symbol's row 0 (rows before its slice are not in the frame: a caller
+        asks only for rows at least ``_back`` after the previous stretch's end). The
+        states then move to an anchor within reach of the next stretch."""
+        from ._regime import regime_expr
+
+        fc = self.config.features
+        names = feature_columns(fc)
+        js_all = [j for j in range(len(self.lens)) if upto[j] > 0]
+        frames: list[pl.DataFrame] = []
+        offset = np.zeros(len(self.lens), dtype=np.int64)
+        at = 0
+        # the groups before any state moves: a symbol is computed once per stretch
+        groups = [[j for j in js_all if self.states[j] is None],
+                  [j for j in js_all if self.states[j] is not None]]
+        for resumed, js in zip((False, True), groups, strict=True):
+            if not js:
+                continue
+            ja = np.asarray(js, dtype=np.int64)
+            first = np.asarray([0 if self.states[j] is None else self.states[j].anchor  # type: ignore[union-attr]
+                                for j in js], dtype=np.int64)
+            n = upto[ja] - first
+            rows = np.repeat(self.starts[ja] + first - np.cumsum(n) + n, n) \
+                + np.arange(int(n.sum()))
+            frame = self.candles[rows]
+            anchors = [next_anchor(self.config, int(upto[j]) - 1) for j in js]
+            capture = np.asarray([0 if a is None else max(0, a - int(f))
+                                  for a, f in zip(anchors, first.tolist(), strict=True)],
+                                 dtype=np.int64)
+            resume = None if not resumed else np.asarray(
+                [self.states[j].values for j in js], dtype=np.float64).T  # type: ignore[union-attr]
+            out, last = _columns(frame, n, fc, names, resume, capture)
+            carry = last.pop("_carry")
+            prior = {str(j): (None if self.states[j] is None else self.states[j].prior)  # type: ignore[union-attr]
+                     for j in js}
+            part = frame.with_columns(
+                pl.Series("symbol", [str(j) for j in js]).gather(
+                    np.repeat(np.arange(len(js)), n)),
+                *(pl.Series(c, out.pop(c)).fill_nan(None) for c in names))
+            part = part.with_columns(regime_expr(self.config.regime, fc, prior)
+                                     .alias("regime"))
+            labels = _Labels(self.config, part)
+            lo = np.cumsum(n) - n
+            for k, j in enumerate(js):
+                offset[j] = at + int(lo[k]) - int(first[k])
+                new, st = anchors[k], self.states[j]
+                if new is None or new < int(first[k]) or (st is not None and
+                                                           st.anchor == new):
+                    continue
+                values = tuple(float(v) for v in carry[:, k])
+                if not all(math.isfinite(v) for v in values):
+                    self.states[j] = None  # NaN in the data: from the first row again
+                    continue
+                found = labels.last_before(int(lo[k]), int(lo[k]) + int(capture[k]))
+                self.states[j] = CarryState(
+                    anchor=new, first_ms=0, prefix="", values=values,
+                    prior=found if found is not None else (None if st is None
+                                                           else st.prior))
+            at += part.height
+            frames.append(part)
+        whole = pl.concat(frames) if frames else pl.DataFrame()
+        return whole, offset
