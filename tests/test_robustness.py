@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from botopt.cli.main import app
 from botopt.core import load_config
 from botopt.core.base._config import BOUNDS, SECTIONS
-from botopt.core.base._numfmt import fmt_price
+from botopt.core.base._numfmt import fmt_price, fmt_time, parse_time
 from botopt.core.base._redact import redact, register_secret
 from botopt.core.delivery._notify_format import FORMATTERS, render_batch, value_text
 from botopt.core.errors import ConfigError, DataError, NetworkError
@@ -55,6 +55,9 @@ def test_every_value_appears_exactly_as_given(kind, data):
         forms = {value_text(value)}
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             forms |= {f"{value:.2f}", fmt_price(float(value))}
+        when = parse_time(value) if key == "candle_time" else None
+        if when is not None:  # issue 27: a time is shown as HH:MM in the message's zone
+            forms.add(fmt_time(when))
         assert any(f in text for f in forms), (key, value, text)
 
 
