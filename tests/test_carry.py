@@ -234,6 +234,12 @@ def test_a_cron_run_reads_its_carried_state_and_equals_no_cache(tmp_path, shared
         plain = run_signals(cfg, syms, as_of=at, use_cache=False)
         assert cached.to_dict() == plain.to_dict()
     assert list(Path(tmp_path / "c").rglob("carry/*/*.json"))
+    # They are derived data: clearing every cache takes them, and the answer stays the same.
+    from botopt.core import clear_cache
+
+    clear_cache(root=Path(tmp_path / "c"), config=cfg)
+    assert not list(Path(tmp_path / "c").rglob("carry/*/*.json"))
+    assert run_signals(cfg, syms, as_of=at).to_dict() == plain.to_dict()
 
 
 @settings(max_examples=40, deadline=None,

@@ -469,6 +469,17 @@ class _Flush:
         self.channels[dest] = got
         return got
 
+    def _sendable(self, kind: str, items: list[Item]) -> list[Item]:
+        """The items a destination can be sent; the rest become dead letters at once."""
+        good = []
+        for nid, data in items:
+            why = _unsendable(data)
+            if why is None:
+                good.append((nid, data))
+            else:
+                self._bury(nid, kind, why, None)
+        return good
+
     def _send_http_batch(self, kind: str, items: list[Item]) -> str | None:
         """A batch for a webhook or Discord: the same rules as ``_send_batch``, with the
         batch's idempotency key kept across an unconfirmed send and its resend.
@@ -480,13 +491,7 @@ class _Flush:
         and only then go out."""
         from ._http_dest import KEY_RE, batch_key
 
-        good = []
-        for nid, data in items:
-            why = _unsendable(data)
-            if why is None:
-                good.append((nid, data))
-            else:
-                self._bury(nid, kind, why, None)
+        good = self._sendable(kind, items)
         notes = self.held.notes([nid for nid, _ in good])
         fresh = []
         for nid, data in good:
@@ -593,13 +598,7 @@ class _Flush:
         return detail
 
     def _send_batch(self, kind: str, items: list[Item]) -> str | None:
-        good = []
-        for nid, data in items:
-            why = _unsendable(data)
-            if why is None:
-                good.append((nid, data))
-            else:
-                self._bury(nid, kind, why, None)
+        good = self._sendable(kind, items)
         by_id = dict(good)
         unsent = render_batch(kind, good)
         while unsent:

@@ -134,11 +134,15 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     for legacy in ("stats.db", "cache.db"):
         for suffix in ("", "-wal", "-shm"):
             (base / (legacy + suffix)).unlink(missing_ok=True)
+    import shutil
+
     for n in targets:
         if n != _ENTRIES and (base / n).is_dir():
-            import shutil
-
             shutil.rmtree(base / n, ignore_errors=True)
+    if name is None:
+        # The carried feature states are derived data too: clearing everything takes them,
+        # so the next run computes each series from its first row.
+        shutil.rmtree(root / "carry", ignore_errors=True)
     store = DiskcacheStore(base / _ENTRIES, timeout=2.0)
     if not store.path.exists():
         return targets
