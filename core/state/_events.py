@@ -305,6 +305,18 @@ def _line_time(line: bytes) -> float | None:
         return None
 
 
+def first_event_time(path: Path) -> float | None:
+    """The time of a log's first line (when the log was started), None when it has no valid
+    one. Not the file's ctime: every append changes that, so under a per-minute cron it is
+    always about now."""
+    try:
+        with open(path, "rb") as fh:
+            t = _line_time(fh.readline(4096))
+    except OSError:
+        return None
+    return t if t is not None and T_MIN <= t <= T_MAX else None
+
+
 def read_tail(path: Path, since: float) -> list[bytes]:
     """The lines of an event log from about ``since`` on (all from ``since`` on, and some
     before): a bisection over the file's bytes finds where, so that a run every minute
