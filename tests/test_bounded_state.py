@@ -84,6 +84,41 @@ def test_seen_marks_stay_bounded_over_a_week_and_still_refuse_repeats(redis_serv
     assert enqueue(hosts[2], end + SEEN_MS + step, [last]) == 1
 
 
+
+def test_shared_cooldown_marks_are_a_constant_number_of_keys(redis_server, tmp_path):
+    # Three hosts record the same passed signal every 30 minutes for a week: one host wins
+    # each, and the marks that make it so are one sorted set, not a key per signal. Memory
+    # fills the 2-day keep (the cooldown window, by design) and then stays.
+    from botopt.core.state._redis_store import RedisCooldownStore
+
+    ns = "cd"
+    stores = [RedisCooldownStore(SharedState(redis_server.url, ns), "sc",
+                                 CooldownStore(tmp_path / f"{h}.json")) for h in "abc"]
+    r = stores[0].shared.client
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    old = CooldownRecord("OLD_BTC", "long", start)
+    r.set(f"{ns}:signal:sc:" + "\x1f".join(old.key()), "1", px=2 * DAY_MS)  # an older botopt's
+    stores[0].shift_ms = 0
+    assert stores[0].record([old]) == []
+    r.delete(f"{ns}:signal:sc:" + "\x1f".join(old.key()))  # it expires by itself, in real time
+    sizes = {}
+    for i in range(7 * 48):
+        rec = CooldownRecord(f"S{i % 10}_BTC", "long", start + timedelta(minutes=30 * (i + 1)))
+        won = []
+        for st in stores:
+            st.shift_ms = (i + 1) * 30 * MINUTE_MS
+            won.append(len(st.record([rec])))
+        assert won == [1, 0, 0]
+        if (i + 1) % 48 == 0:
+            sizes[(i + 1) // 48] = namespace_size(r, ns)
+    assert {k for k, _ in sizes.values()} == {3}, sizes  # records, version, marks
+    assert sizes[7][1] <= sizes[2][1] * 1.2 and sizes[7][1] <= sizes[1][1] * 2.2, sizes
+    # A host with stale candles records a signal of a candle older than the records keep
+    # (dropped from them at once): another host with the same stale candles is refused.
+    stale = CooldownRecord("STALE_BTC", "long", start + timedelta(days=1))
+    assert len(stores[1].record([stale])) == 1
+    assert stores[2].record([stale]) == []
+
 # -- the local backend ----------------------------------------------------------------------
 
 def files_size(directory: Path, pattern: str) -> int:
