@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from botopt.core import load_config
 from botopt.core.base._vocab import EventType
 from botopt.core.state._cooldowns import CooldownRecord, CooldownStore
@@ -125,6 +127,7 @@ def files_size(directory: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in directory.glob(pattern) if p.is_file())
 
 
+@pytest.mark.slow  # 84 fsynced commands: under 1 s on a quiet disk, several on a busy one
 def test_local_queue_keeps_nothing_of_delivered_notifications(tmp_path):
     # A week of a per-minute cron's notifications, queued and delivered two hours at a time
     # (a minute at a time behaves alike, 120 times slower): delivered rows are deleted,
@@ -214,3 +217,27 @@ def test_cache_statistics_are_one_row_per_cache(tmp_path):
     store.close()
     assert sorted(r[0] for r in rows) == [_STATS + "features", _STATS + "regime"]
     assert sizes[7] <= sizes[1] * 1.2, sizes
+
+
+def test_carried_states_are_one_file_per_symbol_overwritten(tmp_path):
+    # A week of 5-minute candles on 10 symbols, the anchor moving forward each run: one
+    # small file per symbol, replaced, never a file per run.
+    from botopt.core.signals._carry import CarryState, CarryStore
+    from botopt.core.signals._features import SMOOTHERS
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")}, env={})
+    store = CarryStore(tmp_path / "carry", cfg)
+    (tmp_path / "carry").mkdir()
+    sizes = {}
+    for run in range(7 * 4):  # every 6 hours here; every 5 minutes writes the same files
+        for s in range(10):
+            store.save(f"S{s}_BTC", CarryState(anchor=500 + 12 * run, first_ms=1_515_560_100_000,
+                                               prefix="ab" * 16,
+                                               values=tuple(1.0 / (k + 3 + run)
+                                                            for k in range(len(SMOOTHERS))),
+                                               prior="RANGE"))
+        if (run + 1) % 4 == 0:
+            files = list((tmp_path / "carry").iterdir())
+            sizes[(run + 1) // 4] = (len(files), sum(p.stat().st_size for p in files))
+    assert sizes[7][0] == sizes[1][0] == 10 and sizes[7][1] <= sizes[1][1] * 1.2, sizes
+    assert store.load("S0_BTC") is not None
