@@ -241,3 +241,13 @@ def test_carried_states_are_one_file_per_symbol_overwritten(tmp_path):
             sizes[(run + 1) // 4] = (len(files), sum(p.stat().st_size for p in files))
     assert sizes[7][0] == sizes[1][0] == 10 and sizes[7][1] <= sizes[1][1] * 1.2, sizes
     assert store.load("S0_BTC") is not None
+
+
+def test_the_event_log_start_skips_a_damaged_first_line(tmp_path):
+    log = tmp_path / "events.log"
+    log.write_bytes(b'{"t": 1e300, "type": "x"}\n\x00\x00garbage\n'
+                    + _line(EventType.RUN_STARTED, {"command": "signals"}, t=1_790_000_000.0))
+    assert first_event_time(log) == 1_790_000_000.0
+    log.write_bytes(b"garbage only\n")
+    assert first_event_time(log) is None
+    assert first_event_time(tmp_path / "missing.log") is None

@@ -306,15 +306,21 @@ def _line_time(line: bytes) -> float | None:
 
 
 def first_event_time(path: Path) -> float | None:
-    """The time of a log's first line (when the log was started), None when it has no valid
-    one. Not the file's ctime: every append changes that, so under a per-minute cron it is
-    always about now."""
+    """The time of a log's first event (when the log was started; a damaged line or two at
+    its start are skipped), None when it has none. Not the file's ctime: every append
+    changes that, so under a per-minute cron it is always about now."""
     try:
         with open(path, "rb") as fh:
-            t = _line_time(fh.readline(4096))
+            for _ in range(10):
+                line = fh.readline(_MAX_LINE + 1)
+                if not line:
+                    break
+                t = _line_time(line)
+                if t is not None and T_MIN <= t <= T_MAX:
+                    return t
     except OSError:
-        return None
-    return t if t is not None and T_MIN <= t <= T_MAX else None
+        pass
+    return None
 
 
 def read_tail(path: Path, since: float) -> list[bytes]:
