@@ -430,7 +430,9 @@ def test_sigkill_of_notify_flush_mid_run_loses_nothing(tmp_path, hook, discord, 
     counts = seen(fake)
     assert len(counts) == 30 and dead_letters(cfg) == []  # none lost
     assert sum(counts.values()) <= 30 + 2 * kills  # at most one batch resent per kill
-    assert max(counts.values()) <= 2
+    # A batch can be in flight at two kills in a row (its resend killed too, as on a loaded
+    # machine): sent once per kill it was in flight at, never more.
+    assert max(counts.values()) <= 1 + kills
     assert all(len(k) == 1 for k in keys_by_id(fake).values())  # duplicates share their key
 
 
