@@ -405,6 +405,12 @@ def _summary(t: Tally, minutes: int, root: bool, wall: float) -> dict[str, Any]:
         "disk_faults": "yes (mount namespaces)" if root else "no (not root)",
         "faults": dict(sorted(t.faults.items())), "queued": len(t.added),
         "lost": len(lost), "delivered_twice": len(twice), "delivered_3x_or_more": len(thrice),
+        # each such token's delivery minutes (>= the soak's minutes: the drain, after the dead
+        # letters were retried) and whether a fault fell in the minutes between them
+        "thrice": {k: {"at": t.delivered_at[k],
+                       "faulted": sorted(x for x in t.faulted
+                                         if min(t.delivered_at[k]) <= x <= max(t.delivered_at[k]))}
+                   for k in thrice},
         "batches_in_flight": t.in_flight, "dup_allowance": 5 * t.in_flight,
         "internal_errors": t.internal_errors, "stuck": len(stuck),
         "cache_checks": t.cache_checks, "cache_diffs": t.cache_diffs,
