@@ -100,3 +100,34 @@ def test_concurrent_processes_lose_no_record(tmp_path):
              for i in range(4)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     assert len(CooldownStore(path).snapshot()) == 120
+
+
+def test_record_log_equals_merge_records():
+    """A replay's record index (bisections while the records come in time order) holds the
+    very list ``merge_records`` makes, in order, and hands out the same records ``since`` a
+    time: in order, with duplicates, with several at one candle, and after a record older
+    than the newest breaks the order (then it is merge_records itself)."""
+    import random
+
+    from botopt.core.state._cooldowns import RecordLog, merge_records
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    keep = timedelta(hours=3)
+    for seed in range(40):
+        rng = random.Random(seed)
+        log, plain = RecordLog(), []
+        t = 0
+        for _ in range(120):
+            t += rng.choice([0, 1, 1, 2, 7])
+            back = seed % 4 == 0 and rng.random() < 0.05  # out of order now and then
+            batch = [CooldownRecord(rng.choice("ABCDE"), rng.choice(["long", "short"]),
+                                    t0 + timedelta(minutes=5 * (t - (9 if back else
+                                                                     rng.choice([0, 0, 1])))))
+                     for _ in range(rng.choice([0, 1, 2, 3]))]
+            if plain and rng.random() < 0.2:  # a record already there, e.g. the oldest
+                batch = [rng.choice(plain), *batch]
+            plain, _ = merge_records(plain, batch, keep)
+            log.merge(batch, keep)
+            assert log.records == plain
+            lo = t0 + timedelta(minutes=5 * (t - rng.choice([0, 3, 12, 40])))
+            assert log.since(lo) == [r for r in plain if r.candle_time > lo]

@@ -806,8 +806,9 @@ class CorrelationRows:
 
     def _rows_of(self, state_cols: np.ndarray) -> np.ndarray:
         """The held rows of ``state_cols``, computing those not held yet."""
-        todo = np.unique(state_cols[self._slot[state_cols] < 0])
-        if todo.size:
+        missing = self._slot[state_cols] < 0
+        if missing.any():  # most reads find every row held: no sort then
+            todo = np.unique(state_cols[missing])
             rc = self._rc
             pr = rc._prows(todo)
             got = np.array([rc._row_from_sums(j, None if pr is None else pr[k])

@@ -161,7 +161,8 @@ class _Active:
             else np.asarray(m, dtype=np.float64)
         self.history = history
         self.cooldown = cooldown
-        self._recorded: dict[tuple[str, datetime], tuple[list[str], Any]] = {}
+        self._recorded: dict[tuple[str, datetime], tuple[list[str], Any, set[int]]] = {}
+        self._joined: dict[tuple[str, datetime], tuple[int, list[str], Any, set[int]]] = {}
         self._passed: dict[str, tuple[list[str], list[int]]] = {}
 
     def passed(self, c: GateInput) -> None:
@@ -171,8 +172,9 @@ class _Active:
             names.append(c.symbol)
             cols.append(j)
 
-    def _records(self, c: GateInput) -> tuple[list[str], Any]:
-        """Recorded active signals for a direction and candle time: names, columns."""
+    def _records(self, c: GateInput) -> tuple[list[str], Any, set[int]]:
+        """Recorded active signals for a direction and candle time: names, columns, and
+        the columns as a set."""
         import numpy as np
 
         key = (c.direction, c.candle_time)
@@ -181,22 +183,42 @@ class _Active:
                      if r.direction == c.direction and r.symbol in self.index
                      and c.candle_time - self.cooldown < r.candle_time <= c.candle_time]
             self._recorded[key] = ([n for n, _ in found],
-                                   np.array([j for _, j in found], dtype=np.int64))
+                                   np.array([j for _, j in found], dtype=np.int64),
+                                   {j for _, j in found})
         return self._recorded[key]
+
+    def _active(self, c: GateInput) -> tuple[list[str], Any, set[int]]:
+        """The recorded active signals, then this run's passed ones: names, columns, the
+        recorded columns as a set. Kept until a signal of the direction passes: most
+        candidates of a run see the same list (rebuilding it per candidate was most of the
+        gates' cost in a replay)."""
+        import numpy as np
+
+        more, more_cols = self._passed.get(c.direction, ([], []))
+        key = (c.direction, c.candle_time)
+        held = self._joined.get(key)
+        if held is None or held[0] != len(more):
+            names, cols, seen = self._records(c)
+            held = (len(more), names + more,
+                    np.concatenate([cols, np.asarray(more_cols, dtype=np.int64)]), seen)
+            self._joined[key] = held
+        return held[1], held[2], held[3]
 
     def first_correlated(self, c: GateInput, threshold: float) -> tuple[str, float] | None:
         import numpy as np
 
-        if self.matrix is None or c.symbol not in self.index:
+        if self.matrix is None:
             return None
-        i = self.index[c.symbol]
-        names, cols = self._records(c)
-        if len(names):
-            keep = cols != i  # a symbol's own record is not "another" active signal
-            names = [n for n, k in zip(names, keep.tolist(), strict=True) if k]
+        i = self.index.get(c.symbol)
+        if i is None:
+            return None
+        names, cols, recorded = self._active(c)
+        if i in recorded:  # a symbol's own record is not "another" active signal
+            n = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
+            keep = np.ones(len(cols), dtype=bool)
+            keep[:n] = cols[:n] != i
+            names = [x for x, k in zip(names, keep.tolist(), strict=True) if k]
             cols = cols[keep]
-        more, more_cols = self._passed.get(c.direction, ([], []))
-        cols = np.concatenate([cols, np.asarray(more_cols, dtype=np.int64)])
         if not cols.size:
             return None
         row = self.matrix[i, cols]
@@ -204,7 +226,7 @@ class _Active:
         if not above.size:
             return None
         k = int(above[0])
-        return (names + more)[k], float(row[k])
+        return names[k], float(row[k])
 
 
 # What blocked a candidate, as a stable name (the [gates] setting each reason comes from):
