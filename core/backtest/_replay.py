@@ -492,9 +492,9 @@ def _candidate_rows(result: SignalsResult, t: int) -> list[tuple[Any, ...]]:
     """The rows (in ``_COLUMNS`` order) of the symbols whose newest candle is ``t`` and
     that have a direction."""
     out = []
+    when = datetime.fromtimestamp(t / 1000, tz=timezone.utc)  # candle times are whole ms
     for r in result.symbols:
-        if r.direction not in (Direction.LONG, Direction.SHORT) or \
-                _ms(r.candle_time) != t:
+        if r.direction not in (Direction.LONG, Direction.SHORT) or r.candle_time != when:
             continue
         if r.data_status != DataStatus.OK:
             blocked = [str(r.data_status)]

@@ -829,6 +829,14 @@ class CorrelationRows:
         out = self._held[at, int(self._cols[i])]  # m[j, i] = m[i, j]
         return out[0] if one else out
 
+    def columns(self, cols: np.ndarray) -> np.ndarray:
+        """``out[k, i] = self[i, cols[k]]`` for every ``i``: the reads of every candidate
+        against the same active signals at once (the rows computed are those one read of
+        ``cols`` computes, so every value is the one a read gives)."""
+        at = self._rows_of(self._cols[cols])
+        out: np.ndarray = self._held[at][:, self._cols]
+        return out
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         names, m = self._rc.matrix()
         m = m[np.ix_(self._cols, self._cols)]

@@ -148,7 +148,9 @@ class _Active:
     passed. The first of them correlated above the threshold blocks a candidate.
 
     One candidate's check is one vector read of its matrix row over the active symbols'
-    columns; looping over them in Python was quadratic (1.2 s at 2,000 symbols)."""
+    columns; looping over them in Python was quadratic (1.2 s at 2,000 symbols). The list
+    of active signals changes only when one passes, so the reads of every candidate against
+    it are one block (``columns``), made when a candidate first reads it."""
 
     def __init__(self, correlation: tuple[Sequence[str], Any] | None,
                  history: list[CooldownRecord], cooldown: timedelta) -> None:
@@ -159,10 +161,19 @@ class _Active:
         # Rows computed on demand (CorrelationRows) are read as they are: m[i, cols].
         self.matrix = m if m is None or hasattr(type(m), "__fingerprint__") \
             else np.asarray(m, dtype=np.float64)
+        # Every candidate's read against a list of active signals at once: out[k, i] =
+        # matrix[i, cols[k]]; None: read one candidate's row at a time.
+        mat = self.matrix
+        self._columns: Any = None
+        if mat is not None and hasattr(mat, "columns"):
+            self._columns = mat.columns
+        elif isinstance(mat, np.ndarray):
+            self._columns = lambda cols: mat[:, cols].T
         self.history = history
         self.cooldown = cooldown
         self._recorded: dict[tuple[str, datetime], tuple[list[str], Any, set[int]]] = {}
         self._joined: dict[tuple[str, datetime], tuple[int, list[str], Any, set[int]]] = {}
+        self._blocks: dict[tuple[str, datetime], tuple[tuple[int, float], Any, Any, Any]] = {}
         self._passed: dict[str, tuple[list[str], list[int]]] = {}
 
     def passed(self, c: GateInput) -> None:
@@ -213,6 +224,23 @@ class _Active:
         if i is None:
             return None
         names, cols, recorded = self._active(c)
+        if i not in recorded and cols.size and self._columns is not None:
+            # The reads of every candidate against this list at once: built by the first
+            # candidate that reads it, so the correlation rows computed are the ones its
+            # own read would compute, in the same batch (a batch's product may differ from
+            # single rows' in the last bit).
+            key = (c.direction, c.candle_time)
+            block = self._blocks.get(key)
+            if block is None or block[0] != (len(cols), threshold):
+                vals = self._columns(cols)
+                above = vals > threshold  # NaN is never above
+                block = ((len(cols), threshold), vals, above.any(axis=0),
+                         above.argmax(axis=0))
+                self._blocks[key] = block
+            if not block[2][i]:
+                return None
+            k = int(block[3][i])
+            return names[k], float(block[1][k, i])
         if i in recorded:  # a symbol's own record is not "another" active signal
             n = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
             keep = np.ones(len(cols), dtype=bool)
