@@ -224,23 +224,34 @@ class _Active:
         if i is None:
             return None
         names, cols, recorded = self._active(c)
-        if i not in recorded and cols.size and self._columns is not None:
-            # The reads of every candidate against this list at once: built by the first
-            # candidate that reads it, so the correlation rows computed are the ones its
-            # own read would compute, in the same batch (a batch's product may differ from
-            # single rows' in the last bit).
-            key = (c.direction, c.candle_time)
-            block = self._blocks.get(key)
-            if block is None or block[0] != (len(cols), threshold):
-                vals = self._columns(cols)
-                above = vals > threshold  # NaN is never above
-                block = ((len(cols), threshold), vals, above.any(axis=0),
-                         above.argmax(axis=0))
-                self._blocks[key] = block
-            if not block[2][i]:
-                return None
-            k = int(block[3][i])
-            return names[k], float(block[1][k, i])
+        if not cols.size:
+            return None
+        # The reads of every candidate against this list at once, built by the first
+        # candidate that reads all of it: the correlation rows computed are the ones its
+        # own read computes, in the same batch (a batch's product may differ from single
+        # rows' in the last bit).
+        key = (c.direction, c.candle_time)
+        block = self._blocks.get(key)
+        if block is not None and block[0] != (len(cols), threshold):
+            block = None
+        if block is None and i not in recorded and self._columns is not None:
+            vals = self._columns(cols)
+            above = vals > threshold  # NaN is never above
+            block = ((len(cols), threshold), vals, above.any(axis=0), above.argmax(axis=0))
+            self._blocks[key] = block
+        if block is not None:
+            if i not in recorded:
+                if not block[2][i]:
+                    return None
+                k = int(block[3][i])
+                return names[k], float(block[1][k, i])
+            # a symbol's own record is not "another" active signal
+            row = block[1][:, i]
+            ok = row > threshold
+            n = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
+            ok[:n] &= cols[:n] != i
+            hits = np.flatnonzero(ok)
+            return (names[int(hits[0])], float(row[int(hits[0])])) if hits.size else None
         if i in recorded:  # a symbol's own record is not "another" active signal
             n = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
             keep = np.ones(len(cols), dtype=bool)
