@@ -176,10 +176,14 @@ def test_correlation_reads_at_once_equal_one_at_a_time():
                                   T - timedelta(minutes=5 * r.randint(0, 8)))
                    for s in r.sample(syms, 6)]
         order = r.sample(syms, len(syms))
-        block = evaluate_gates(cands, records, cfg, (order, CorrelationRows(rc, order)))
-        single = evaluate_gates(cands, records, cfg,
-                                (order, _OneRowAtATime(CorrelationRows(rc, order))))
+        lazy, alone = CorrelationRows(rc, order), CorrelationRows(rc, order)
+        block = evaluate_gates(cands, records, cfg, (order, lazy))
+        single = evaluate_gates(cands, records, cfg, (order, _OneRowAtATime(alone)))
         assert block == single
+        # the same rows computed in the same batches (a batch's product differs from a
+        # single row's in the last bit): the values read are the same to the bit
+        assert np.array_equal(lazy._slot, alone._slot)
+        assert np.array_equal(lazy._held, alone._held)
         whole = np.asarray(CorrelationRows(rc, order))
         assert evaluate_gates(cands, records, cfg, (order, whole)) == evaluate_gates(
             cands, records, cfg, (order, _OneRowAtATime(whole)))

@@ -829,6 +829,11 @@ class CorrelationRows:
         out = self._held[at, int(self._cols[i])]  # m[j, i] = m[i, j]
         return out[0] if one else out
 
+    def holds(self, i: int) -> bool:
+        """Whether row ``i`` is computed already (then a read of any columns computes the
+        same rows with or without it)."""
+        return bool(self._slot[self._cols[i]] >= 0)
+
     def columns(self, cols: np.ndarray) -> np.ndarray:
         """``out[k, i] = self[i, cols[k]]`` for every ``i``: the reads of every candidate
         against the same active signals at once (the rows computed are those one read of

@@ -163,12 +163,14 @@ class _Active:
             else np.asarray(m, dtype=np.float64)
         # Every candidate's read against a list of active signals at once: out[k, i] =
         # matrix[i, cols[k]]; None: read one candidate's row at a time.
-        mat = self.matrix
+        mat: Any = self.matrix
         self._columns: Any = None
+        self._holds: Any = None  # whether a symbol's own row is computed already
         if mat is not None and hasattr(mat, "columns"):
-            self._columns = mat.columns
+            self._columns, self._holds = mat.columns, mat.holds
         elif isinstance(mat, np.ndarray):
             self._columns = lambda cols: mat[:, cols].T
+            self._holds = lambda i: True
         self.history = history
         self.cooldown = cooldown
         self._recorded: dict[tuple[str, datetime], tuple[list[str], Any, set[int]]] = {}
@@ -227,14 +229,15 @@ class _Active:
         if not cols.size:
             return None
         # The reads of every candidate against this list at once, built by the first
-        # candidate that reads all of it: the correlation rows computed are the ones its
-        # own read computes, in the same batch (a batch's product may differ from single
-        # rows' in the last bit).
+        # candidate whose own read computes the same rows (all of the list's, or all but
+        # its own when that one is held already), in the same batch: a batch's product may
+        # differ from single rows' in the last bit.
         key = (c.direction, c.candle_time)
         block = self._blocks.get(key)
         if block is not None and block[0] != (len(cols), threshold):
             block = None
-        if block is None and i not in recorded and self._columns is not None:
+        if block is None and self._columns is not None and (i not in recorded
+                                                            or self._holds(i)):
             vals = self._columns(cols)
             above = vals > threshold  # NaN is never above
             block = ((len(cols), threshold), vals, above.any(axis=0), above.argmax(axis=0))
