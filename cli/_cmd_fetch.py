@@ -38,12 +38,12 @@ def fetch(
     when = parse_as_of(as_of)
     now_ms = int(when.timestamp() * 1000) if when is not None else None
     # The estimate reads every stored file: worth it only when a bar will show it.
-    total = sum(plan_fetch(cfg, syms, cfg.data.interval, since=since,
+    total = sum(plan_fetch(cfg, syms, since=since,
                            now_ms=now_ms).values()) if state.shows_progress else 0
     # a replay's fetch (--as-of) is an experiment, not the feeder's heartbeat
     with record_run(cfg, "fetch", enabled=when is None) as counts, \
             progress(state, "fetching candles", total or None) as advance:
-        results = fetch_to_store(cfg, syms, cfg.data.interval, since=since, now_ms=now_ms,
+        results = fetch_to_store(cfg, syms, since=since, now_ms=now_ms,
                                  progress=lambda _s, n: advance(n))
         counts.update(symbols=len(results), added=sum(r.added for r in results.values()))
     if out.json:

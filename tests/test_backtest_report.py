@@ -160,6 +160,7 @@ def test_gate_counts_and_blocked_returns(real, real_eval) -> None:
         assert g.returns[0].mean_bps == pytest.approx(ref["net_1"].mean(), rel=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")
 def test_ic_equals_scipy_spearmanr_per_candle(real_eval) -> None:
     from scipy.stats import spearmanr
@@ -200,6 +201,7 @@ def test_a_signal_that_predicts_perfectly_has_ic_one(real) -> None:
         (cands.join(ref, on=["symbol", "candle_time"])["ref"] != 0).mean())
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None)
 @given(cost=st.floats(0, 1000, allow_nan=False), seed=st.integers(0, 50))
 def test_cost_shifts_every_mean_and_median_by_exactly_the_cost(shared_data, cost, seed) -> None:
@@ -225,6 +227,7 @@ def test_cost_shifts_every_mean_and_median_by_exactly_the_cost(shared_data, cost
 _CLOSES: dict[str, pl.DataFrame] = {}
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None)
 @given(power=st.sampled_from([1 / 3, 3.0, 5.0]), scale=st.floats(1e-3, 1e3),
        seed=st.integers(0, 50))

@@ -154,6 +154,7 @@ def test_5xx_and_dropped_connections_retried_then_network_error(server):
         client_for(server, []).klines("BTCUSDT", "5m")
 
 
+@pytest.mark.slow
 def test_read_timeout_retried_then_network_error(server):
     client = client_for(server, [], read_timeout=0.3)
     server.script = [("slow", 1.0)]

@@ -476,6 +476,7 @@ def test_refusing_disk_degrades_with_one_warning(small_disk, tmp_path, fault):
     assert not [p for p in small_disk.rglob("*") if "corrupt" in p.name]
 
 
+@pytest.mark.slow
 def test_cache_clear_with_corrupt_statistics(tmp_path):
     c = tmp_path / "c"
     assert _cli("--cache-dir", str(c), "signals", "-s", "BTCUSDT", "--as-of",

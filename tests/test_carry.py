@@ -90,6 +90,7 @@ events = st.lists(st.tuples(st.lists(st.integers(0, 5), min_size=4, max_size=4),
                   min_size=3, max_size=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(config=small_configs, seed=st.integers(0, 2**32 - 1), steps=events,
@@ -242,6 +243,7 @@ def test_a_cron_run_reads_its_carried_state_and_equals_no_cache(tmp_path, shared
     assert run_signals(cfg, syms, as_of=at).to_dict() == plain.to_dict()
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(config=small_configs, seed=st.integers(0, 2**32 - 1),

@@ -78,6 +78,7 @@ def frame(sym: str, rows) -> pl.DataFrame:
     }).with_columns(pl.col("open_time").dt.cast_time_unit("ms"))
 
 
+@pytest.mark.slow
 @settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(update_sequences(), st.integers(3, 40), st.integers(2, 10))
@@ -238,6 +239,7 @@ def multi_frame(rows) -> pl.DataFrame:
                "close": pl.Float64})
 
 
+@pytest.mark.slow
 @settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frame_chunks(), st.integers(3, 40), st.integers(2, 10))
@@ -472,6 +474,7 @@ def test_candle_runs_times_in_any_unit_equal_polars_epoch(unit):
 
 # -- what the gates read: rows on demand, no symbols x symbols ------------------------------
 
+@pytest.mark.slow
 @settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frame_chunks(), st.integers(3, 40), st.integers(2, 10), st.randoms(use_true_random=False))

@@ -160,6 +160,7 @@ def test_blank_tail_is_never_sent(tmp_path, server):
     assert all(m["shown"].strip() for m in server.received)
 
 
+@pytest.mark.slow
 def test_steady_429_ends_within_the_budget(tmp_path, server):
     cache = tmp_path / "c"
     server.always = "429:1"
@@ -173,6 +174,7 @@ def test_steady_429_ends_within_the_budget(tmp_path, server):
     assert 1 <= len(server.responses) <= 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retry_after, lowest, highest", [
     ("1e12", RETRY_AFTER_MAX - 60, RETRY_AFTER_MAX + 60), ("-1", 0, 2), ("0", 0, 2)])
 def test_absurd_retry_after_is_clamped(tmp_path, server, retry_after, lowest, highest):
@@ -209,6 +211,7 @@ def test_malformed_telegram_state_is_replaced(tmp_path, server, state, caplog):
         assert result.notifications_sent == 1 and "Telegram state" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("always, expect", [
     ("500", "Telegram answered 500"),
     ("drop", "closed the connection without an answer (the message may have been delivered)"),
@@ -229,6 +232,7 @@ def test_unreachable_or_garbled_api_exits_1_and_keeps_the_queue(tmp_path, server
     assert "notify_failed" in types  # so the monitor alerts
 
 
+@pytest.mark.slow
 def test_connection_refused_exits_1(tmp_path):
     cache = tmp_path / "c"
     url = "http://127.0.0.1:9"
@@ -258,6 +262,7 @@ def test_every_flush_ends_within_its_budget(tmp_path, always, most):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_a_hanging_api_cannot_hold_a_flush_past_its_budget(tmp_path, server):
     cache = tmp_path / "c"
     server.always = "hang:20"

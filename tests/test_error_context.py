@@ -68,6 +68,14 @@ def test_every_raise_that_names_a_culprit_carries_it_as_an_attribute() -> None:
     assert not missing, "culprit only in the text:\n" + "\n".join(missing)
 
 
+def test_every_raise_carries_a_culprit_or_says_why_it_has_none() -> None:
+    """Stricter than the above: a message with no value in it still gets its culprit as an
+    attribute, or a "no culprit" comment that says why there is none."""
+    bare = [f"core/{f}:{line} {cls}" for f, line, cls, kws, _, marked in raise_sites()
+            if not marked and cls not in SELF_NAMING and not kws & CULPRITS]
+    assert not bare, "no culprit attribute and no reason:\n" + "\n".join(bare)
+
+
 def test_no_culprit_marks_are_few_and_honest() -> None:
     marked = [s for s in raise_sites() if s[5]]
     assert len(marked) <= 3

@@ -66,6 +66,7 @@ def wait_received(server, n: int, seconds: float = 5.0) -> None:
 
 # -- delivery: an answer that does not say "delivered" ---------------------------------------
 
+@pytest.mark.slow
 def test_a_timed_out_send_is_not_retried_in_the_run_and_is_sent_at_most_twice(tmp_path,
                                                                               server):
     """Telegram answers OK, but only after our timeout: it delivered every time. The batch
@@ -93,6 +94,7 @@ def test_a_timed_out_send_is_not_retried_in_the_run_and_is_sent_at_most_twice(tm
     assert types.count("notify_dead_letter") == 3  # the monitor alerts on each
 
 
+@pytest.mark.slow
 def test_a_timed_out_send_that_then_succeeds_is_delivered_and_forgotten(tmp_path, server):
     cfg = cfg_for(tmp_path / "c", server.url)
     enqueue(cfg, [{"type": "alert", "data": {"message": "once"}}])
@@ -167,6 +169,7 @@ def _view(path: Path) -> None:
     con.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", [
     lambda p: p.write_bytes(os.urandom(8192)),
     lambda p: p.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000),
@@ -291,6 +294,7 @@ def test_a_cache_dir_that_is_a_regular_file_is_a_config_error(tmp_path, server, 
     assert afile.read_text() == "not a directory"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [("cache-stats",), ("status",), ("history",),
                                   ("signals", "--json"), ("notify", "list"),
                                   ("config", "show"), ("--help",)])
@@ -363,6 +367,7 @@ def events_log(cache: Path, *lines: str) -> None:
         "\n".join([json.dumps(GOOD), *lines]) + "\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_absurd_events_are_skipped_by_history_status_and_the_monitor(tmp_path, server, line):
     """Each hostile line alone, through the CLI in this process (every view, the exit code,
@@ -375,6 +380,7 @@ def test_absurd_events_are_skipped_by_history_status_and_the_monitor(tmp_path, s
     assert not alerts_about(cache, "FAILED")
 
 
+@pytest.mark.slow
 def test_every_absurd_event_at_once_is_skipped_by_whole_processes(tmp_path, server):
     cache = tmp_path / "c"
     events_log(cache, *HOSTILE.values())

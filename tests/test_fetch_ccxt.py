@@ -93,6 +93,7 @@ def got(path: Path) -> pl.DataFrame:
                      "volume")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["spot", "futures"])
 def test_okx_candles_stored_in_freqtrades_layout(okx, tmp_path, mode):
     c = cfg(okx.fake.url, tmp_path, **{"data.trading_mode": mode})
@@ -177,6 +178,7 @@ def test_binance_futures_through_ccxt(tmp_path):
         fake.stop()
 
 
+@pytest.mark.slow
 def test_transient_failures_are_retried_within_the_budget(okx, tmp_path):
     from botopt.core.data._ccxt import CcxtClient
 
@@ -209,6 +211,7 @@ def test_transient_failures_are_retried_within_the_budget(okx, tmp_path):
 NEXT = "1789448400000"  # an open time inside the range the second fetch asks for
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body", [
     "<html><body>502 Bad Gateway</body></html>",  # a proxy's page with a 200
     '{"code":"0","da',  # cut off
@@ -348,6 +351,7 @@ def test_without_the_extra_the_message_names_it(tmp_path):
     assert ok.stdout.strip() == "BinanceClient", ok.stderr
 
 
+@pytest.mark.slow
 def test_doctor_names_the_missing_extra_when_botopt_feeds_another_exchange(tmp_path):
     code = ("import sys, runpy; sys.modules['ccxt'] = None; "
             "sys.argv = ['botopt', 'doctor', '--json']; "

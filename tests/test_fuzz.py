@@ -145,6 +145,7 @@ def test_fuzz_config_file(tmp_path):
         run(["--config", str(path), "--cache-dir", str(tmp_path / "c"), "config", "show"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".csv", ".feather"])
 def test_fuzz_candle_files(tmp_path, suffix):
     rng = random.Random(15)
@@ -159,6 +160,7 @@ def test_fuzz_candle_files(tmp_path, suffix):
         run([*base, "correlations", "--data-dir", str(data), "-s", "BTCUSDT,ETHUSDT", *when])
 
 
+@pytest.mark.slow
 def test_fuzz_events_log(tmp_path):
     rng = random.Random(16)
     log = tmp_path / "c" / "events" / "events.log"
@@ -181,6 +183,7 @@ def test_fuzz_events_log(tmp_path):
         run([*base, "status", "--json"])
 
 
+@pytest.mark.slow
 def test_fuzz_telegram_state(tmp_path, env):
     rng = random.Random(17)
     base = ["--cache-dir", str(tmp_path / "c")]

@@ -106,6 +106,7 @@ def run_at_a_terminal(args: list[str], env: dict[str, str]) -> subprocess.Comple
         os.close(follower)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("forward", [False, True])
 def test_a_failed_run_by_hand_is_told_at_once_and_not_an_alert(tmp_path, shared_data,
                                                               forward):

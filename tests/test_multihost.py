@@ -98,6 +98,7 @@ def live_data(directory: Path, symbols: list[str]) -> None:
             directory / f"{sym[:-4]}_USDT-5m.feather")
 
 
+@pytest.mark.slow
 def test_two_hosts_on_one_candle_queue_each_signal_once(redis_server, tmp_path):
     from botopt.core.state._queue import LocalQueue
     from botopt.core.state._redis import SharedState

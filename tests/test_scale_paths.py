@@ -220,6 +220,7 @@ def _gates_reference(candidates, records, config, correlation=None):
     return [decisions[i] for i in range(len(candidates))]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.integers(2, 9).flatmap(lambda n: st.tuples(
     st.just(n),

@@ -76,6 +76,7 @@ def test_shared_queue_batches_and_delivers_once(redis_server, telegram, tmp_path
     assert queue_stats(cfg)["pending"] == 0 and queue_stats(cfg)["claimed"] == 0
 
 
+@pytest.mark.slow
 def test_dead_letters_on_the_shared_queue(redis_server, telegram, tmp_path, monkeypatch):
     monkeypatch.setenv(SCALE_ENV, "100")  # Telegram's 1.25 s gap per chat: 12.5 ms
     cfg = config(redis_server.url, telegram, tmp_path / "c")
@@ -125,6 +126,7 @@ def test_claims_of_a_dead_host_are_taken_over_after_the_timeout(redis_server, te
         "last_flush_at": None, "pending": 0, "claimed": 0}
 
 
+@pytest.mark.slow
 def test_outage_queues_locally_then_moves_over(redis_server, telegram, tmp_path):
     from .test_shared_state import host
 

@@ -168,6 +168,7 @@ def test_doctor_checks_the_shared_server(tmp_path):
         off.stop()
 
 
+@pytest.mark.slow
 def test_cache_stats_show_every_hosts_figures(redis_server, tmp_path):
     for h in ("a", "b"):
         assert host(tmp_path / h, redis_server.url, *ARGS).returncode == 0
@@ -232,6 +233,7 @@ def test_cooldowns_and_regimes_are_recorded_once_across_hosts(redis_server, tmp_
     assert hosts[0].down is not None and (tmp_path / "c0.json").exists()
 
 
+@pytest.mark.slow
 def test_cache_stats_per_host_next_to_the_total(redis_server, tmp_path):
     """Two hosts (their own processes, HOMEs, cache dirs and host ids) on one real server:
     each host's figures are its own, and they add up to the total."""

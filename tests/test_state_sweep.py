@@ -171,6 +171,7 @@ def _sweep(tmp_path: Path, server, damage: str, pick: Callable[[list[Path]], lis
     return seen
 
 
+@pytest.mark.slow
 def test_the_state_files_are_the_ones_botopt_keeps(tmp_path, server):
     """The sweep below damages what a working install has: if botopt starts keeping a new
     file, it shows up here, and the sweep covers it without an edit."""
@@ -229,6 +230,7 @@ def _read_only(path: Path, args: list[str], env_extra: dict[str, str] | None = N
     return args
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ("notify", "add", "-t", "alert", "-d", '{"message": "ro"}'), ("notify", "list"),
     ("notify", "list", "--failed"), ("notify-flush", "--force"),
@@ -277,6 +279,7 @@ def test_fetch_into_a_read_only_data_directory(tmp_path, server):
 
 # -- a Telegram that reads the request, then hangs up -----------------------------------------
 
+@pytest.mark.slow
 def test_a_dropped_connection_after_sending_is_unconfirmed_not_retried(tmp_path, server):
     """The server read the whole request and closed without answering (it may have
     delivered): like a timeout, the run does not resend it; the next flush does, once."""
@@ -326,6 +329,7 @@ def test_a_short_redis_soak_of_three_hosts_loses_nothing(tmp_path):
     assert s["faults"].get("redis 5-minute outage") == 1, s
 
 
+@pytest.mark.slow
 def test_a_signal_queued_by_three_hosts_during_an_outage_is_held_once(redis_server, tmp_path):
     """Found by the Redis soak: while the server is down each host has only its own
     cooldowns, so all three queue the same signal in their local spools; when the spools

@@ -47,6 +47,7 @@ def on_terminal(cols: int, *args: str) -> str:
     return out.decode().replace("\r\n", "\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cols", [80, 60, 50])
 def test_signals_table_fits_the_terminal_without_cutting(tmp_path, cols):
     raw = on_terminal(cols, "--cache-dir", str(tmp_path), "signals", "-s", ALL, "--as-of",

@@ -249,6 +249,7 @@ def test_model_trained_on_other_settings_is_a_clean_error(home):
                     ["BTCUSDT"], use_cache=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["nonexistent.module:fn", "json:nope", "nodots"])
 def test_bad_model_predict_same_error_with_and_without_cache(home, target):
     env = {"BOTOPT_MODEL_PREDICT": target}

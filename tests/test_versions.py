@@ -42,6 +42,7 @@ def _closure(entries: list[str]) -> set[str]:
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", sorted(_versions.STAGE_MODULES))
 def test_each_stage_lists_every_module_it_imports(stage):
     missing = _closure(ENTRY[stage]) - set(_versions.STAGE_MODULES[stage])

@@ -545,6 +545,7 @@ def validate_frame(df: pl.DataFrame, *, interval: str,
 
     sources = sources or {}
     if df.height == 0:
+        # no culprit: an empty frame names no symbol (callers name the symbols they asked for)
         raise DataError("no candles")
     checks = _checks(interval)
     # Whether each check fails anywhere, without keeping its mask: only a failing check's

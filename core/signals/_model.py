@@ -201,6 +201,7 @@ def train_model(features: pl.DataFrame, *, interval_ms: int,
     cut = np.quantile(t, 1 - holdout_fraction, method="lower")
     train, hold = t < cut, t >= cut
     if train.sum() < 50 or hold.sum() < 20:
+        # no culprit: the data as a whole is too short on one side
         raise ModelError("not enough rows on one side of the time split")
     mean, std, w = fit_logistic(x[train], y[train], l2)
     z = (x - mean) / std

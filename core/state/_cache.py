@@ -96,8 +96,12 @@ _GC_MARGIN = 3600.0  # diskcache's (wall-clock) expiry only collects garbage, we
 _MODE_RAW = 1  # diskcache.core.MODE_RAW, the only mode a stats value has (no import needed)
 # Settings fixed at every open: no eviction or culling (no work per set; entries expire),
 # no statistics (a write per read), values up to 64 MiB inside the database (one commit).
+# temp_store=2 (memory): SQLite's temporary tables and sort spills stay in RAM. On disk they
+# were most of what a next-candle run wrote at scale (4,000 symbols: 179.5 MiB a run
+# without it, 23.5 MiB with it), every minute under a cron.
 _SETTINGS: dict[str, Any] = {"eviction_policy": "none", "cull_limit": 0, "statistics": 0,
-                             "size_limit": 2**62, "disk_min_file_size": 2**26}
+                             "size_limit": 2**62, "disk_min_file_size": 2**26,
+                             "sqlite_temp_store": 2}
 
 
 class _Damaged(Exception):

@@ -305,6 +305,24 @@ def _line_time(line: bytes) -> float | None:
         return None
 
 
+def first_event_time(path: Path) -> float | None:
+    """The time of a log's first event (when the log was started; a damaged line or two at
+    its start are skipped), None when it has none. Not the file's ctime: every append
+    changes that, so under a per-minute cron it is always about now."""
+    try:
+        with open(path, "rb") as fh:
+            for _ in range(10):
+                line = fh.readline(_MAX_LINE + 1)
+                if not line:
+                    break
+                t = _line_time(line)
+                if t is not None and T_MIN <= t <= T_MAX:
+                    return t
+    except OSError:
+        pass
+    return None
+
+
 def read_tail(path: Path, since: float) -> list[bytes]:
     """The lines of an event log from about ``since`` on (all from ``since`` on, and some
     before): a bisection over the file's bytes finds where, so that a run every minute

@@ -8,7 +8,7 @@ and only here, on first use: with the local backend nothing of it is loaded.
 Failure never fails a run: the first error on a connection marks the server *down* for the
 rest of the process and logs one warning (the URL shown without its password); callers then
 use their local fallback (no cache, the local queue). Nothing here invents a protocol: the
-stores use streams, consumer groups, ``SET NX PX``, key expiry and short Lua scripts.
+stores use streams, consumer groups, sorted sets, key expiry and short Lua scripts.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ The local queue's rules (``botopt.core.state._queue``) hold across hosts:
   one leaves it idle, and after ``state.claim_timeout`` any other flush takes it over with
   ``XAUTOCLAIM``. At the end of a flush what it claimed and did not deliver goes back into
   its stream in one script, so the next flush on any host sends it.
-- Enqueueing is one script per type that adds each notification once (a ``SET NX PX`` per id),
-  so moving a local queue over after an outage can be repeated after a crash without sending
-  anything twice. While the server cannot be reached, the local queue takes them.
+- Enqueueing is one script per type that adds each notification once: the ids enqueued within
+  ``SEEN_MS`` are members of one sorted set per namespace (``<ns>:nq:seen``, scored by the
+  server's clock and trimmed by the same script), so moving a local queue over after an outage
+  can be repeated after a crash without sending anything twice, and the marks do not grow with
+  time. While the server cannot be reached, the local queue takes them.
 - Dead letters: a hash of the notifications Telegram refused ``DEAD_AFTER`` times, reached by
   ``notify list --failed``, ``notify retry`` and ``notify drop`` as locally.
 - Telegram's limits are one budget per chat and per bot for all hosts: a Lua script on the
@@ -49,7 +51,13 @@ from ._redis_events import check_hosts, entry_time
 log = logging.getLogger("botopt.notify")
 T = TypeVar("T")
 GROUP = "flush"
-SEEN_MS = 7 * 86400 * 1000  # an id is enqueued once within this time (outage moves repeat)
+# An id is enqueued once within this time. What the mark must cover is the longest a repeat of
+# the same id can arrive after the first: a re-run on the same candle regenerates the signal's
+# id (its hash) while that candle is the last closed one, at most the longest timeframe (1d);
+# a local spool is moved up on a host's first run after the server is back (minutes), and a
+# spool moved twice after a crash repeats at once. One day and an hour of margin covers them;
+# longer would only grow the set (a per-minute cron's day-7 marks would be 7x day 1's).
+SEEN_MS = 25 * 3600 * 1000
 # Safety margins over Telegram's published limits: a reservation is made a few ms before the
 # request reaches Telegram, and hosts' requests may arrive in another order than reserved.
 GAP_MS = 1250  # per chat: Telegram allows 1 message a second
@@ -59,17 +67,29 @@ BOT_PER_SECOND = 30
 # Tests only: compress time by this factor (the fake Bot API's clock runs as fast).
 SCALE_ENV = "BOTOPT_TEST_TIME_SCALE"
 
+# KEYS: the type's stream, the set of types, the seen marks (id -> server ms). ARGV: the old
+# marks' key prefix, retention ms, type, a shift of the clock in ms (0; tests move time with
+# it), then (id, created, data, batch) quadruples. Per-id keys (``<ns>:nq:seen:<id>``, before
+# the sorted set) are still honoured: they expire by themselves within 7 days of an upgrade.
 _ENQUEUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[2]))
 redis.call('SADD', KEYS[2], ARGV[3])
 local before = redis.call('XLEN', KEYS[1])
 redis.pcall('XGROUP', 'CREATE', KEYS[1], 'flush', '0', 'MKSTREAM')
 local n = 0
-for i = 4, #ARGV, 4 do
-  if redis.call('SET', ARGV[1] .. ARGV[i], '1', 'NX', 'PX', ARGV[2]) then
+for i = 5, #ARGV, 4 do
+  if not redis.call('ZSCORE', KEYS[3], ARGV[i])
+      and redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
+    redis.call('ZADD', KEYS[3], now, ARGV[i])
     redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'created', ARGV[i + 1],
                'data', ARGV[i + 2], 'batch', ARGV[i + 3])
     n = n + 1
   end
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])  -- a namespace no host uses any more goes
 end
 return {n, before}
 """
@@ -184,7 +204,9 @@ class SharedQueue:
         self.tries_key = shared.key("nq", "tries")
         self.errors_key = shared.key("nq", "errors")
         self.meta_key = shared.key("nq", "meta")
-        self.seen_prefix = shared.key("nq", "seen") + ":"
+        self.seen_key = shared.key("nq", "seen")
+        self.seen_prefix = self.seen_key + ":"  # the per-id marks written before the set
+        self.seen_shift_ms = 0  # tests only: moves the server's clock for the seen marks
 
     @property
     def r(self) -> Any:
@@ -217,8 +239,9 @@ class SharedQueue:
         added, was_empty = 0, True
         script = self.shared.script("enqueue", _ENQUEUE)
         for kind, args in by_type.items():
-            n, before = script(keys=[self.stream(kind), self.types_key],
-                               args=[self.seen_prefix, SEEN_MS, kind, *args])
+            n, before = script(keys=[self.stream(kind), self.types_key, self.seen_key],
+                               args=[self.seen_prefix, SEEN_MS, kind, self.seen_shift_ms,
+                                     *args])
             added += int(n)
             was_empty &= int(before) == 0
         return added, was_empty

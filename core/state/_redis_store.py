@@ -7,9 +7,10 @@ the pipeline does not know which it has (``Workspace`` chooses):
   header and codec bytes (never pickle), and the server's own expiry (``PX``) besides the
   header's, which keeps the manager's injectable clock authoritative. Statistics are hashes
   (``HINCRBY``), so every host adds to one set of figures.
-- Cooldowns: a passed signal for (symbol, direction, candle) is recorded with ``SET NX PX`` in
-  a Lua script; the host that set the key is the only one told "new", so only it queues the
-  notification. A sorted set indexes the records for the gates' snapshot.
+- Cooldowns: a passed signal for (symbol, direction, candle) is recorded in a Lua script that
+  marks it in a sorted set of once-marks (scored by the server's clock, trimmed to the keep);
+  the host that marked it is the only one told "new", so only it queues the notification. A
+  sorted set indexes the records for the gates' snapshot.
 - Regime history: one hash per data scope, compared and updated in one script, so a change is
   reported by exactly one host.
 
@@ -41,12 +42,24 @@ log = logging.getLogger("botopt.state")
 class _Lost(Exception):
     """The server failed inside a local file's lock (kept apart from the disk's OSError)."""
 
-# KEYS: sorted set of records, version counter. ARGV: keep ms, key prefix, then
-# (member, candle ms) pairs. Returns the members this call added.
+# KEYS: sorted set of records (member -> candle ms), version counter, the records' once-marks
+# (member -> server ms when recorded). ARGV: keep ms, the old once-marks' key prefix, a shift
+# of the server's clock in ms (0; tests move time with it), then (member, candle ms) pairs.
+# Returns the members this call added. A record is added once within ``keep`` of when it was
+# first recorded, on the server's clock, even after the candle-time trim dropped it from the
+# records (a host with stale candles). The marks are one sorted set trimmed here, not a key
+# per record: the namespace's keys do not grow with the signals. Per-record keys written by
+# an older botopt (``<ns>:signal:<scope>:<member>``) are honoured until they expire.
 _RECORD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
+local keep = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - keep)
 local added = {}
-for i = 3, #ARGV, 2 do
-  if redis.call('SET', ARGV[2] .. ARGV[i], '1', 'NX', 'PX', ARGV[1]) then
+for i = 4, #ARGV, 2 do
+  if not redis.call('ZSCORE', KEYS[3], ARGV[i])
+      and redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 0 then
+    redis.call('ZADD', KEYS[3], now, ARGV[i])
     redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
     added[#added + 1] = ARGV[i]
   end
@@ -54,8 +67,9 @@ end
 if #added > 0 then
   redis.call('INCR', KEYS[2])
   local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(newest[2]) - tonumber(ARGV[1])))
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(newest[2]) - keep))
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ARGV[1])
 end
 return added
 """
@@ -279,7 +293,9 @@ class RedisCooldownStore:
         self.shared, self.fallback = shared, fallback
         self.zset = shared.key("cooldowns", scope)
         self.version = shared.key("cooldowns", scope, "version")
-        self.once = shared.key("signal", scope) + ":"
+        self.once_key = shared.key("signal", scope)
+        self.once = self.once_key + ":"  # the per-record marks written before the set
+        self.shift_ms = 0  # tests only: moves the server's clock for the once-marks
         self.keep_ms = int(keep_seconds * 1000)
         self._merged = False
 
@@ -308,11 +324,11 @@ class RedisCooldownStore:
 
     def _push(self, records: list[Any]) -> list[Any]:
         by_member = {_SEP.join(r.key()): r for r in records}
-        args: list[Any] = [self.keep_ms, self.once]
+        args: list[Any] = [self.keep_ms, self.once, self.shift_ms]
         for member, r in by_member.items():
             args += [member, int(r.candle_time.timestamp() * 1000)]
-        added = self.shared.script("record", _RECORD)(keys=[self.zset, self.version],
-                                                      args=args)
+        added = self.shared.script("record", _RECORD)(
+            keys=[self.zset, self.version, self.once_key], args=args)
         return [by_member[_text(m)] for m in added]
 
     def digest(self) -> str:

@@ -299,7 +299,8 @@ def _jobs(cfg: Config, now: float) -> str:
     if failing:
         raise BotoptError("; ".join(
             f"{cmd} failed {max(0, int((now - j['finished_at']) // 60))} min ago: "
-            f"{str(j['error'] or 'unknown error')[:200]}" for cmd, j in sorted(failing.items())))
+            f"{str(j['error'] or 'unknown error')[:200]}" for cmd, j in sorted(failing.items())),
+            key=",".join(sorted(failing)))  # the failing jobs, by command name
     if not jobs:
         return "no cron run recorded yet"
     return "last runs ok: " + ", ".join(sorted(jobs))

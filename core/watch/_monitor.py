@@ -35,7 +35,13 @@ from ..base._fs import atomic_write_json, read_json
 from ..base._vocab import EventType, NotificationType
 from ..delivery._notify import enqueue, queue_stats
 from ..errors import BotoptError
-from ..state._events import LOG_NAME, parse_event_lines, read_events_counted, socket_path
+from ..state._events import (
+    LOG_NAME,
+    first_event_time,
+    parse_event_lines,
+    read_events_counted,
+    socket_path,
+)
 from ..state._workspace import Workspace
 
 log = logging.getLogger("botopt.monitor")
@@ -382,7 +388,10 @@ class Monitor:
         except FileNotFoundError:
             return
         old = self.dir / (LOG_NAME + ".1")
-        too_old = st.st_size and (self.clock() - os.path.getctime(path) > self.mc.event_max_age)
+        # The log's age is its first event's: its ctime moves with every append, so an age
+        # bound on it never fired under a cron and the log kept everything up to the size bound.
+        first = first_event_time(path) if st.st_size else None
+        too_old = first is not None and self.clock() - first > self.mc.event_max_age
         if st.st_size < self.mc.event_max_bytes and not too_old:
             return
         if self.state.offset < st.st_size:
