@@ -183,7 +183,7 @@ def test_correlation_reads_at_once_equal_one_at_a_time():
         # the same rows computed in the same batches (a batch's product differs from a
         # single row's in the last bit): the values read are the same to the bit
         assert np.array_equal(lazy._slot, alone._slot)
-        assert np.array_equal(lazy._held, alone._held)
+        assert np.array_equal(lazy.held(), alone.held())  # the rows computed, bit for bit
         whole = np.asarray(CorrelationRows(rc, order))
         assert evaluate_gates(cands, records, cfg, (order, whole)) == evaluate_gates(
             cands, records, cfg, (order, _OneRowAtATime(whole)))
