@@ -11,7 +11,7 @@ from ._common import Row
 
 MODULES = ["bench_features", "bench_engines", "bench_correlation", "bench_scale", "replay_cron",
            "bench_backtest", "bench_backtest_report", "bench_notify", "bench_monitor",
-           "bench_multihost", "soak"]
+           "bench_multihost", "bench_freqtrade", "soak"]
 
 
 def run_all(quick: bool, data_dir: Path | None = None,

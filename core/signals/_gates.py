@@ -142,13 +142,53 @@ def _own_reasons(c: GateInput, config: GatesConfig) -> list[str]:
     return reasons
 
 
+class _Block:
+    """Every candidate's reads against one list of active signals, ``vals[k, i] =
+    matrix[i, cols[k]]``, kept as the chunks it was read in, and per candidate the first
+    ``k`` above the threshold (-1: none). It grows by the signals that pass: rebuilding it
+    at each pass copied the whole block (active signals x symbols) every time, quadratic
+    in the passes (6 s of a 4,000-symbol run, minutes at 10,000)."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.size = 0
+        self.first: Any = None
+        self._chunks: list[Any] = []
+        self._starts: list[int] = []
+
+    def extend(self, vals: Any) -> None:
+        import numpy as np
+
+        above = vals > self.threshold  # NaN is never above
+        if self.first is None:
+            self.first = np.full(vals.shape[1], -1, dtype=np.int64)
+        new = (self.first < 0) & above.any(axis=0)
+        self.first[new] = self.size + above.argmax(axis=0)[new]
+        self._chunks.append(vals)
+        self._starts.append(self.size)
+        self.size += len(vals)
+
+    def value(self, k: int, i: int) -> float:
+        from bisect import bisect_right
+
+        c = bisect_right(self._starts, k) - 1
+        return float(self._chunks[c][k - self._starts[c], i])
+
+    def column(self, i: int) -> Any:
+        import numpy as np
+
+        return np.concatenate([ch[:, i] for ch in self._chunks])
+
+
 class _Active:
     """The correlation gate's "active signals": the cooldown records of the same direction
     within the cooldown (other symbols), then this run's passed signals in the order they
     passed. The first of them correlated above the threshold blocks a candidate.
 
     One candidate's check is one vector read of its matrix row over the active symbols'
-    columns; looping over them in Python was quadratic (1.2 s at 2,000 symbols)."""
+    columns; looping over them in Python was quadratic (1.2 s at 2,000 symbols). The list
+    of active signals changes only when one passes, so the reads of every candidate against
+    it are one block (``columns``), made when a candidate first reads it."""
 
     def __init__(self, correlation: tuple[Sequence[str], Any] | None,
                  history: list[CooldownRecord], cooldown: timedelta) -> None:
@@ -159,9 +199,21 @@ class _Active:
         # Rows computed on demand (CorrelationRows) are read as they are: m[i, cols].
         self.matrix = m if m is None or hasattr(type(m), "__fingerprint__") \
             else np.asarray(m, dtype=np.float64)
+        # Every candidate's read against a list of active signals at once: out[k, i] =
+        # matrix[i, cols[k]]; None: read one candidate's row at a time.
+        mat: Any = self.matrix
+        self._columns: Any = None
+        self._holds: Any = None  # whether a symbol's own row is computed already
+        if mat is not None and hasattr(mat, "columns"):
+            self._columns, self._holds = mat.columns, mat.holds
+        elif isinstance(mat, np.ndarray):
+            self._columns = lambda cols: mat[:, cols].T
+            self._holds = lambda i: True
         self.history = history
         self.cooldown = cooldown
-        self._recorded: dict[tuple[str, datetime], tuple[list[str], Any]] = {}
+        self._recorded: dict[tuple[str, datetime], tuple[list[str], Any, set[int]]] = {}
+        self._joined: dict[tuple[str, datetime], tuple[int, list[str], Any, set[int]]] = {}
+        self._blocks: dict[tuple[str, datetime], _Block] = {}
         self._passed: dict[str, tuple[list[str], list[int]]] = {}
 
     def passed(self, c: GateInput) -> None:
@@ -171,8 +223,9 @@ class _Active:
             names.append(c.symbol)
             cols.append(j)
 
-    def _records(self, c: GateInput) -> tuple[list[str], Any]:
-        """Recorded active signals for a direction and candle time: names, columns."""
+    def _records(self, c: GateInput) -> tuple[list[str], Any, set[int]]:
+        """Recorded active signals for a direction and candle time: names, columns, and
+        the columns as a set."""
         import numpy as np
 
         key = (c.direction, c.candle_time)
@@ -181,22 +234,72 @@ class _Active:
                      if r.direction == c.direction and r.symbol in self.index
                      and c.candle_time - self.cooldown < r.candle_time <= c.candle_time]
             self._recorded[key] = ([n for n, _ in found],
-                                   np.array([j for _, j in found], dtype=np.int64))
+                                   np.array([j for _, j in found], dtype=np.int64),
+                                   {j for _, j in found})
         return self._recorded[key]
+
+    def _active(self, c: GateInput) -> tuple[list[str], Any, set[int]]:
+        """The recorded active signals, then this run's passed ones: names, columns, the
+        recorded columns as a set. Kept until a signal of the direction passes: most
+        candidates of a run see the same list (rebuilding it per candidate was most of the
+        gates' cost in a replay)."""
+        import numpy as np
+
+        more, more_cols = self._passed.get(c.direction, ([], []))
+        key = (c.direction, c.candle_time)
+        held = self._joined.get(key)
+        if held is None or held[0] != len(more):
+            names, cols, seen = self._records(c)
+            held = (len(more), names + more,
+                    np.concatenate([cols, np.asarray(more_cols, dtype=np.int64)]), seen)
+            self._joined[key] = held
+        return held[1], held[2], held[3]
 
     def first_correlated(self, c: GateInput, threshold: float) -> tuple[str, float] | None:
         import numpy as np
 
-        if self.matrix is None or c.symbol not in self.index:
+        if self.matrix is None:
             return None
-        i = self.index[c.symbol]
-        names, cols = self._records(c)
-        if len(names):
-            keep = cols != i  # a symbol's own record is not "another" active signal
-            names = [n for n, k in zip(names, keep.tolist(), strict=True) if k]
+        i = self.index.get(c.symbol)
+        if i is None:
+            return None
+        names, cols, recorded = self._active(c)
+        if not cols.size:
+            return None
+        # The reads of every candidate against this list at once, built by the first
+        # candidate whose own read computes the same rows (all of the list's, or all but
+        # its own when that one is held already), in the same batch: a batch's product may
+        # differ from single rows' in the last bit.
+        key = (c.direction, c.candle_time)
+        block = self._blocks.get(key)
+        if block is not None and (block.threshold != threshold or block.size > len(cols)):
+            block = None
+        if block is not None and block.size < len(cols):
+            # Signals passed since: only their rows are new (the list only grows at its
+            # end), the rows a single read would compute now, in the same batch.
+            block.extend(self._columns(cols[block.size:]))
+        if block is None and self._columns is not None and (i not in recorded
+                                                            or self._holds(i)):
+            block = _Block(threshold)
+            block.extend(self._columns(cols))
+            self._blocks[key] = block
+        if block is not None:
+            if i not in recorded:
+                k = int(block.first[i])
+                return None if k < 0 else (names[k], block.value(k, i))
+            # a symbol's own record is not "another" active signal
+            row = block.column(i)
+            ok = row > threshold
+            n = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
+            ok[:n] &= cols[:n] != i
+            hits = np.flatnonzero(ok)
+            return (names[int(hits[0])], float(row[int(hits[0])])) if hits.size else None
+        if i in recorded:  # a symbol's own record is not "another" active signal
+            n = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
+            keep = np.ones(len(cols), dtype=bool)
+            keep[:n] = cols[:n] != i
+            names = [x for x, k in zip(names, keep.tolist(), strict=True) if k]
             cols = cols[keep]
-        more, more_cols = self._passed.get(c.direction, ([], []))
-        cols = np.concatenate([cols, np.asarray(more_cols, dtype=np.int64)])
         if not cols.size:
             return None
         row = self.matrix[i, cols]
@@ -204,7 +307,7 @@ class _Active:
         if not above.size:
             return None
         k = int(above[0])
-        return (names + more)[k], float(row[k])
+        return names[k], float(row[k])
 
 
 # What blocked a candidate, as a stable name (the [gates] setting each reason comes from):

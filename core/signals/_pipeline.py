@@ -535,11 +535,13 @@ def own_rows(config: Config, last: pl.DataFrame, regime_list: Sequence[str],
              blocks: dict[str, tuple[DataStatus, str]], syms: list[str], *,
              model: Predictor, manager: CacheManager, rows: Mapping[str, Any] | None = None,
              batch: bool = True, stages: _Stages | None = None,
-             labels: Sequence[str] | None = None) -> list[Own]:
+             labels: Sequence[str] | None = None, named: bool = False) -> list[Own]:
     """``prepare``'s second half: engines and model over feature rows (``last``: one row
     per name of ``syms``, in order, with every feature column; ``regimes`` and the data
     ``blocks`` per name). A replay calls it with many candles' rows of one series at once.
-    ``rows``: the rows' cached form, for the predictions' keys (needed with a cache)."""
+    ``rows``: the rows' cached form, for the predictions' keys (needed with a cache).
+    ``named``: each ``Own`` carries its label as its symbol (a replay's rows are many
+    candles of one symbol; renaming them afterwards cost a copy each)."""
     import polars as pl
 
     from ._engines import GUARD, AlphaEngineCoordinator, best_signal
@@ -563,9 +565,10 @@ def own_rows(config: Config, last: pl.DataFrame, regime_list: Sequence[str],
     shown = last if labels is None else last.with_columns(
         symbol=pl.Series(list(labels), dtype=pl.String))
     probs = _predictions(model, rows, shown, syms, manager, batch, stages)
-    return [Own(symbol=s, candle_time=times[i], close=float(closes[i]), regime=regimes[s],
-                best=best_signal(signals[s]), p_up=probs[s], volume_z=vz[i],
-                block=blocks.get(s)) for i, s in enumerate(syms)]
+    out = list(labels) if named and labels is not None else syms
+    return [Own(symbol=out[i], candle_time=times[i], close=float(closes[i]),
+                regime=regimes[s], best=best_signal(signals[s]), p_up=probs[s],
+                volume_z=vz[i], block=blocks.get(s)) for i, s in enumerate(syms)]
 
 
 def decide(config: Config, own: Sequence[Own], now: datetime, *,

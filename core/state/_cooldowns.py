@@ -117,3 +117,51 @@ def merge_records(current: list[CooldownRecord], new_items: Sequence[CooldownRec
     merged = current + added
     newest = max(r.candle_time for r in merged)
     return [r for r in merged if r.candle_time > newest - keep], added
+
+
+class RecordLog:
+    """Cooldown records held in memory between a replay's steps, merged by ``merge_records``'
+    rule with the same list as a result, in the same order. While every record arrives no
+    older than those before it (a replay's steps go forward in candle time), the list is
+    sorted by time and a merge, the pruning and ``since`` are bisections over the times
+    instead of scans of two days of records each candle (1.7 ms a candle at 100 symbols);
+    the first record that would break the order turns it into ``merge_records`` itself."""
+
+    def __init__(self) -> None:
+        self.records: list[CooldownRecord] = []
+        self._times: list[datetime] = []  # the records' times, ascending while sorted
+        self._sorted = True
+
+    def merge(self, new_items: Sequence[CooldownRecord], keep: timedelta) -> None:
+        from bisect import bisect_left, bisect_right
+
+        if not new_items:
+            return
+        if self._sorted:
+            new_times = [r.candle_time for r in new_items]
+            first = min(new_times)
+            if self._times and first < self._times[-1] or \
+                    any(a > b for a, b in zip(new_times, new_times[1:], strict=False)):
+                self._sorted = False
+        if not self._sorted:
+            self.records, _ = merge_records(self.records, new_items, keep)
+            return
+        # the records that can share a new item's key: those at its time, the list's tail
+        at = bisect_left(self._times, first)
+        known = {r.key() for r in self.records[at:]}
+        added = [r for r in new_items if r.key() not in known]
+        if not added:
+            return
+        self.records = self.records + added
+        self._times = self._times + [r.candle_time for r in added]
+        cut = bisect_right(self._times, self._times[-1] - keep)  # newest is the last
+        if cut:
+            self.records, self._times = self.records[cut:], self._times[cut:]
+
+    def since(self, lo: datetime) -> list[CooldownRecord]:
+        """The records newer than ``lo``, in order."""
+        if not self._sorted:
+            return [r for r in self.records if r.candle_time > lo]
+        from bisect import bisect_right
+
+        return self.records[bisect_right(self._times, lo):]
