@@ -188,9 +188,10 @@ def test_the_state_files_are_the_ones_botopt_keeps(tmp_path, server):
         assert any(n.startswith(kept.split("/")[0]) for n in names), (kept, names)
 
 
-# About 25 s a damage (19 processes): garbage in the fast subset, the others with the slow.
-@pytest.mark.parametrize("damage", [
-    "garbage", *(pytest.param(d, marks=pytest.mark.slow) for d in DAMAGES if d != "garbage")])
+# About 25 s a damage (19 processes, 11 s on an idle machine): all with the slow tests (the
+# fast subset keeps the per-command damage tests of test_faults and test_cache).
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_every_state_file_damaged_at_once_under_every_command(tmp_path, server, damage):
     _sweep(tmp_path, server, damage, lambda files: files)
 
