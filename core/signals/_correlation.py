@@ -853,7 +853,7 @@ class CorrelationRows:
         against the same active signals at once (the rows computed are those one read of
         ``cols`` computes, so every value is the one a read gives)."""
         at = self._rows_of(self._cols[cols])
-        out: np.ndarray = self._held[at][:, self._cols]
+        out: np.ndarray = self._held[np.ix_(at, self._cols)]  # one copy, not two
         return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

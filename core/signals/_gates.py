@@ -264,6 +264,8 @@ class _Active:
         if i is None:
             return None
         names, cols, recorded = self._active(c)
+        # the recorded signals come first, this run's passed ones after them
+        n_recorded = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
         if not cols.size:
             return None
         # The reads of every candidate against this list at once, built by the first
@@ -290,14 +292,12 @@ class _Active:
             # a symbol's own record is not "another" active signal
             row = block.column(i)
             ok = row > threshold
-            n = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
-            ok[:n] &= cols[:n] != i
+            ok[:n_recorded] &= cols[:n_recorded] != i
             hits = np.flatnonzero(ok)
             return (names[int(hits[0])], float(row[int(hits[0])])) if hits.size else None
         if i in recorded:  # a symbol's own record is not "another" active signal
-            n = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
             keep = np.ones(len(cols), dtype=bool)
-            keep[:n] = cols[:n] != i
+            keep[:n_recorded] = cols[:n_recorded] != i
             names = [x for x, k in zip(names, keep.tolist(), strict=True) if k]
             cols = cols[keep]
         if not cols.size:
