@@ -37,30 +37,17 @@ def cache_stats(
     """Runs answered whole from the cache, then hits, misses, hit rate, entries, size,
     life and time saved per stage cache."""
     # Deliberately light: no polars or numpy on this path (cron runs it every minute).
-    from ..core import (
-        Workspace,
-        get_cache_stats,
-        get_host_cache_stats,
-        reset_cache_stats,
-        signals_runs,
-    )
-    from ..core.base._config import describe_life, effective_lives
-    from ..core.base._redact import redact_url
-    from ..core.watch._history import now, parse_since
+    from ..core.base._config import describe_life
+    from ..core.watch._history import cache_report, now, parse_since
 
     state = get_state(ctx)
-    cfg = state.config()
-    root = Workspace.root_for(cfg)
-    t0 = parse_since(since, now())
+    report = cache_report(state.config(), since=parse_since(since, now()), reset=reset)
     if reset:
-        reset_cache_stats(root, config=cfg)
         state.notice("cache statistics reset (the entries stay)")
-    stats = get_cache_stats(root, ttls=effective_lives(cfg), config=cfg)
-    hosts = get_host_cache_stats(root, config=cfg) if cfg.state.url else {}
-    runs = signals_runs(cfg, since=t0)
+    runs, stats, hosts = report.runs, report.caches, report.hosts
     if out.json:
         print_json({"runs": runs, "since": since or "24h", "caches": stats,
-                    **({"hosts": hosts} if cfg.state.url else {})})
+                    **({"hosts": hosts} if hosts is not None else {})})
         return
     if out.quiet:
         return
@@ -75,8 +62,7 @@ def cache_stats(
                      "-" if s["ttl_seconds"] is None else
                      describe_life(s["ttl_seconds"], s["life"] or "seed TTL"),
                      f"{s['time_saved_seconds']:.3f} s"))
-    where = root if not cfg.state.url else redact_url(cfg.state.url)
-    print_table(state, f"caches in {where}" + (", every host" if cfg.state.url else ""),
+    print_table(state, f"caches in {report.where}",
                 ["cache", "hit rate", "hits", "misses", "entries", "size", "life",
                  "time saved"], rows)
     if hosts:

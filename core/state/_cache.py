@@ -669,10 +669,30 @@ class CacheStatistics(Protocol):
     def hosts(self) -> dict[str, Counts]:
         """Each host's counts, where several share the store; empty for one host."""
 
+    def check_reset(self) -> None:
+        """Raise a one-line UsageError where the counters may not be reset from here."""
+
+    @property
+    def where(self) -> str:
+        """What the figures cover, for people: a directory, or a server (no secret)."""
+
+    @property
+    def per_host(self) -> bool:
+        """True where several hosts share the store, so ``hosts`` tells them apart."""
+
 
 class LocalCacheStatistics:
+    per_host = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @property
+    def where(self) -> str:
+        return str(self.root)
+
+    def check_reset(self) -> None:
+        pass
 
     def stored(self) -> tuple[Counts, Entries]:
         return _stored(self.root)

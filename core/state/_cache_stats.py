@@ -164,12 +164,9 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
 def reset_cache_stats(root: Path | None = None, *, config: Any = None) -> None:
     """Start every cache's hit and miss counters again at zero, keeping the entries.
     On a shared server (``state.url``) the counters are every host's: refused there."""
-    if config is not None and bool(getattr(config.state, "url", "")):
-        raise UsageError("cache-stats --reset works on this host's cache only; with "
-                         "state.url the counters are every host's (cache-clear drops them "
-                         "with the entries)", key="state.url")
     if root is None:
         root = default_root()
+    _statistics(root, config).check_reset()
     mgr = _managers.get(root)
     if mgr is not None:
         mgr.flush_stats()

@@ -60,16 +60,28 @@ class EventSink(Protocol):
         """Record an event and wake a running monitor. Never blocks, never raises."""
 
 
+class LogCursor(Protocol):
+    """Where a reader of the local log stands (the monitor's saved state): the file it read
+    (its inode, so a rotated log is read from its start), the byte after the last complete
+    event, and how many damaged lines were skipped so far."""
+
+    inode: int
+    offset: int
+    events_damaged: int
+
+
 class HostEvents(Protocol):
-    """The monitor's view of the events of several hosts (``Workspace.host_events``): the
-    shared stream read in the monitors' group, and which hosts stopped reporting."""
+    """The monitor's view of the events (``Workspace.host_events``): this host's log, or with
+    ``state.url`` the shared stream read in the monitors' group, and which hosts stopped
+    reporting. The Workspace decides which; the monitor never asks."""
 
     errors: tuple[type[BaseException], ...]  # what its calls raise when the store fails
 
     def describe(self, exc: BaseException) -> str: ...
 
-    def read(self) -> list[dict[str, Any]] | None:
-        """The events to handle; None: they are in the local log (read it)."""
+    def read(self, cursor: LogCursor) -> list[dict[str, Any]]:
+        """The events to handle since the last read. The local log keeps its position in
+        ``cursor`` (the monitor's saved state); the shared stream in its consumer group."""
 
     def ack(self) -> None: ...
 
@@ -83,16 +95,27 @@ class HostEvents(Protocol):
     def close(self) -> None: ...
 
 
-class NoHosts:
-    """One host: every event is in the local log, and there is no other host to watch."""
+class LocalHostEvents:
+    """One host: every event is in this host's log, and there is no other host to watch."""
 
     errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
 
     def describe(self, exc: BaseException) -> str:
         return type(exc).__name__
 
-    def read(self) -> list[dict[str, Any]] | None:
-        return None
+    def read(self, cursor: LogCursor) -> list[dict[str, Any]]:
+        try:
+            inode = (self.directory / LOG_NAME).stat().st_ino
+        except FileNotFoundError:
+            return []
+        if inode != cursor.inode:  # rotated since the last read: the new file from its start
+            cursor.inode, cursor.offset = inode, 0
+        events, cursor.offset, damaged = read_events_counted(self.directory, cursor.offset)
+        cursor.events_damaged += damaged
+        return events
 
     def ack(self) -> None:
         pass

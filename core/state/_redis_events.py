@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ..base._vocab import EventType
-from ._events import LocalEventLog, _line, events_dir, valid_event
+from ._events import LocalEventLog, LogCursor, _line, events_dir, valid_event
 from ._redis import SharedState
 
 log = logging.getLogger("botopt.events")
@@ -150,9 +150,10 @@ class SharedEvents:
     def _sync(self) -> None:
         self.offset = self.clock() - self.shared.server_time()
 
-    def read(self, count: int = 1000) -> list[dict[str, Any]]:
+    def read(self, cursor: LogCursor, count: int = 1000) -> list[dict[str, Any]]:
         """Events for this monitor: those a dead monitor held, then new ones, each timed
-        when the server recorded it (on this monitor's clock)."""
+        when the server recorded it (on this monitor's clock). ``cursor`` is the local
+        log's: the group keeps this stream's position on the server."""
         self._sync()
         taken = self.r.xautoclaim(self.stream, GROUP, self.consumer,
                                   int(self.shared.claim_timeout * 1000), start_id="0-0",

@@ -239,8 +239,21 @@ def clear_cache(shared: SharedState, names: Sequence[str]) -> None:
 class RedisCacheStatistics:
     """``CacheStatistics`` of every host, on the server; ``local``'s while it is down."""
 
+    per_host = True
+
     def __init__(self, shared: SharedState, local: Any) -> None:
         self.shared, self.local = shared, local
+
+    @property
+    def where(self) -> str:
+        return f"{self.shared.where}, every host"
+
+    def check_reset(self) -> None:
+        from ..errors import UsageError
+
+        raise UsageError("cache-stats --reset works on this host's cache only; with "
+                         "state.url the counters are every host's (cache-clear drops them "
+                         "with the entries)", key="state.url")
 
     def stored(self) -> tuple[dict[str, tuple[int, int, float]], dict[str, tuple[int, int]]]:
         """Every host's figures. Raises a one-line CacheError when the server cannot be

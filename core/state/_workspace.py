@@ -171,6 +171,13 @@ class Workspace:
 
         return shared_state(self.config.state)
 
+    def check_shared(self) -> None:
+        """Raise a one-line NotifyError when ``state.url`` is set and its server is down:
+        for figures the local fallback would make partial (every other host's left out)."""
+        shared = self.shared
+        if shared is not None:
+            shared.check()
+
     @property
     def cache(self) -> CacheManager:
         if self._cache is None:
@@ -255,20 +262,21 @@ class Workspace:
         return ident
 
     def host_events(self, clock: Callable[[], float] = time.time) -> HostEvents:
-        """The monitor's view of other hosts' events: with ``state.url``, the shared stream
-        read in the monitors' group; without, nothing (every event is in the local log)."""
-        from ._events import NoHosts
+        """The monitor's events: with ``state.url`` (and the server up), the shared stream
+        read in the monitors' group; without, this host's log."""
+        from ._events import LocalHostEvents
 
+        local = LocalHostEvents(self.events_dir())
         shared = self.shared
         if shared is None or not shared.available():
-            return NoHosts()
+            return local
         from ._redis_events import SharedEvents
 
         try:
             return SharedEvents(shared, clock)
         except shared.errors as exc:
             shared.lost(exc)
-            return NoHosts()
+            return local
 
     def event_lines(self, since: float, limit: int | None = None) -> list[list[bytes]]:
         """The recorded events' lines (``botopt history``, ``status``): the local logs',

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,34 @@ def signals_runs(config: Config, *, since: float) -> dict[str, Any]:
     for row in out.values():
         row["rate"] = round(row["from_cache"] / row["runs"], 4) if row["runs"] else 0.0
     return out
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """What ``botopt cache-stats`` shows: the ``signals`` runs and how many the whole-run
+    cache answered, the stage caches' figures, each host's where several share the store
+    (None for one host), and what the figures cover (a directory, or a server)."""
+
+    runs: dict[str, Any]
+    caches: dict[str, dict[str, Any]]
+    hosts: dict[str, dict[str, dict[str, Any]]] | None
+    where: str
+
+
+def cache_report(config: Config, *, since: float, reset: bool = False) -> CacheReport:
+    """The figures of ``cache-stats``; ``reset`` first starts the counters again at zero
+    (refused with a one-line UsageError where the counters are every host's)."""
+    from ..base._config import effective_lives
+    from ..state._cache_stats import get_cache_stats, get_host_cache_stats, reset_cache_stats
+
+    ws = Workspace.of(config)
+    if reset:
+        reset_cache_stats(ws.root, config=config)
+    caches = get_cache_stats(ws.root, ttls=effective_lives(config), config=config)
+    statistics = ws.cache_statistics()
+    hosts = get_host_cache_stats(ws.root, config=config) if statistics.per_host else None
+    return CacheReport(runs=signals_runs(config, since=since), caches=caches,
+                       hosts=hosts, where=statistics.where)
 
 
 def now() -> float:

@@ -279,12 +279,10 @@ def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
     from ..delivery._notify import destination_names, destination_stats, queue_stats
     from ..state._workspace import Workspace
 
-    shared = Workspace.of(config).shared
-    if shared is not None:
-        # With the server down the queue falls back to this host's spool: a depth that
-        # leaves out every other host's notifications is not the queue's figure, so the
-        # file flags the source instead of reporting a partial depth.
-        shared.check()
+    # With the server down the queue falls back to this host's spool: a depth that leaves
+    # out every other host's notifications is not the queue's figure, so the file flags the
+    # source instead of reporting a partial depth.
+    Workspace.of(config).check_shared()
     q = queue_stats(config)
     out = {}
     # every destination in use has its series, at 0 when nothing waits for it
@@ -301,7 +299,7 @@ def _queues(config: Config, now: float) -> dict[str, dict[str, Any]]:
 def _cache_stats(config: Config, root: Path) -> dict[str, dict[str, Any]]:
     from ..state._cache_stats import get_cache_stats
 
-    return get_cache_stats(root, config=config if config.state.url else None)
+    return get_cache_stats(root, config=config)  # the Workspace picks this host or all hosts
 
 
 def _guarded(errors: dict[str, str], source: str, read: Callable[[], Any], empty: Any) -> Any:

@@ -153,7 +153,7 @@ class Monitor:
             EventType.NOTIFY_DEAD_LETTER: self._on_dead_letter,
             EventType.NOTIFY_QUEUED: self._on_queued,
         }
-        self.hosts = Workspace.of(config).host_events(clock)  # several hosts: shared events
+        self.hosts = Workspace.of(config).host_events(clock)  # this log, or the shared stream
 
     def load_state(self) -> None:
         """(Re)read the saved position and alert state: under the lock, or another monitor
@@ -255,24 +255,13 @@ class Monitor:
     # -- rounds ---------------------------------------------------------------------------
 
     def handle_pending(self) -> int:
+        damaged = self.state.events_damaged
         try:
-            shared = self.hosts.read()
+            events = self.hosts.read(self.state)
         except self.hosts.errors as exc:
             log.warning("shared events unreadable (%s); next round", self.hosts.describe(exc))
             return 0
-        if shared is not None:
-            return self._handle(shared)
-        log_path = self.dir / LOG_NAME
-        try:
-            inode = log_path.stat().st_ino
-        except FileNotFoundError:
-            return 0
-        if inode != self.state.inode:
-            self.state.inode, self.state.offset = inode, 0
-        events, offset, damaged = read_events_counted(self.dir, self.state.offset)
-        self.state.events_damaged += damaged
-        self.result.events_damaged += damaged
-        self.state.offset = offset
+        self.result.events_damaged += self.state.events_damaged - damaged
         return self._handle(events)
 
     def _handle(self, events: list[dict[str, Any]]) -> int:
