@@ -37,8 +37,9 @@ def cache_stats(
     """Runs answered whole from the cache, then hits, misses, hit rate, entries, size,
     life and time saved per stage cache."""
     # Deliberately light: no polars or numpy on this path (cron runs it every minute).
+    from ..core import cache_report
     from ..core.base._config import describe_life
-    from ..core.watch._history import cache_report, now, parse_since
+    from ..core.watch._history import now, parse_since
 
     state = get_state(ctx)
     report = cache_report(state.config(), since=parse_since(since, now()), reset=reset)

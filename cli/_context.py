@@ -28,6 +28,7 @@ class AppState:
     debug: bool = False
     _configs: dict[tuple[tuple[str, Any], ...], Config] = field(default_factory=dict)
     _notice_shown: bool = False
+    _root_tokens: list[Any] = field(default_factory=list)
 
     @property
     def is_terminal(self) -> bool:
@@ -80,8 +81,9 @@ class AppState:
 
             cfg = load_config(self.config_path, overrides=flags)
             self._configs[key] = cfg
-            # Config-less entry points (emit, decorators in a model plug-in) follow it.
-            set_default_root(Workspace.root_for(cfg))
+            # Config-less entry points (emit, decorators in a model plug-in) follow it
+            # until the command ends (``close``).
+            self._root_tokens.append(set_default_root(Workspace.root_for(cfg)))
             register_secret(cfg.telegram.token)
         if announce_sample_data and cfg.path is None and not self._notice_shown \
                 and cfg.sources.get("data.source") == "default":
@@ -91,8 +93,18 @@ class AppState:
         return cfg
 
 
+    def close(self) -> None:
+        """The command ended: config-less entry points go back to their own default (an
+        in-process caller, a test runner, runs the next command on a clean slate)."""
+        from ..core.state._workspace import reset_default_root
+
+        while self._root_tokens:
+            reset_default_root(self._root_tokens.pop())
+
+
 def get_state(ctx: typer.Context) -> AppState:
     root = ctx.find_root()
     if not isinstance(root.obj, AppState):
         root.obj = AppState()
+        root.call_on_close(root.obj.close)
     return root.obj

@@ -103,6 +103,8 @@ _EXPORTS: dict[str, str] = {
     "write_report": ".backtest._report",
     "record_run": ".watch._monitor",
     "signals_runs": ".watch._history",
+    "cache_report": ".watch._history",
+    "CacheReport": ".watch._history",
     "reset_cache_stats": ".state._cache_stats",
     "fmt_price": ".base._numfmt",
     "fmt_vs": ".base._numfmt",
@@ -119,6 +121,7 @@ __all__ = [
     "BotoptError",
     "CacheDirUnsafeError",
     "CacheError",
+    "CacheReport",
     "Check",
     "Comparison",
     "Config",
@@ -156,6 +159,7 @@ __all__ = [
     "cache_gate",
     "cache_predictions",
     "cache_regime",
+    "cache_report",
     "cached",
     "clear_cache",
     "collect_metrics",
@@ -327,6 +331,6 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
     from .state._workspace import Workspace  # noqa: F401
     from .watch._cron import crontab, systemd_unit  # noqa: F401
     from .watch._doctor import Check, run_checks  # noqa: F401
-    from .watch._history import history, signals_runs  # noqa: F401
+    from .watch._history import CacheReport, cache_report, history, signals_runs  # noqa: F401
     from .watch._metrics import collect_metrics, write_textfile  # noqa: F401
     from .watch._monitor import get_status, record_run, run_monitor  # noqa: F401

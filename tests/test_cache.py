@@ -520,3 +520,15 @@ def test_default_root_for_config_less_entry_points(tmp_path, monkeypatch):
         assert default_root() == tmp_path / "cli"
     finally:
         set_default_root(None)
+
+
+def test_a_commands_cache_dir_is_the_default_root_only_while_it_runs(tmp_path, monkeypatch):
+    """--cache-dir makes the config-less entry points (decorators in a model plug-in, emit)
+    follow the command; when it ends they are back to their own default, so an in-process
+    caller's next call does not land in the last command's directory."""
+    from botopt.core.state._workspace import default_root
+
+    monkeypatch.setenv("BOTOPT_CACHE_DIR", str(tmp_path / "env"))
+    result = runner.invoke(app, ["--cache-dir", str(tmp_path / "cmd"), "cache-stats", "--json"])
+    assert result.exit_code == 0, result.output
+    assert default_root() == tmp_path / "env"

@@ -129,7 +129,7 @@ CLI_PRIVATE_ALLOWED = {
     "botopt.core.watch._history": {"iso_time", "now", "parse_since", "parse_types"},
     "botopt.core.state._paths": {"cache_dir_for"},
     "botopt.core.base._redact": {"RedactingFilter", "redact", "redact_url", "register_secret"},
-    "botopt.core.state._workspace": {"set_default_root"},
+    "botopt.core.state._workspace": {"set_default_root", "reset_default_root"},
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,21 +26,29 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("botopt"))
 
 
-# The root of config-less entry points (the seed's decorators, get_cache_stats()): set once by
-# the CLI from --cache-dir. Kept here, below every store, so none of them imports the Workspace.
-_default_root: Path | None = None
+# The root of config-less entry points (the seed's decorators, get_cache_stats()) while a
+# command runs: the CLI sets it from --cache-dir for the command's duration and resets it when
+# the command ends. A ContextVar, not a plain global, so it is scoped (a thread or an asyncio
+# task of a library user sees its own) and undone with the token it was set with. Kept here,
+# below every store, so none of them imports the Workspace.
+_current_root: ContextVar[Path | None] = ContextVar("botopt_default_root", default=None)
 
 
-def set_default_root(path: Path | None) -> None:
-    """Make ``path`` the root of config-less entry points for this process (the CLI does)."""
-    global _default_root
-    _default_root = path
+def set_default_root(path: Path | None) -> Token[Path | None]:
+    """Make ``path`` the root of config-less entry points in this context (the CLI does, for
+    a command's duration); undo with ``reset_default_root(token)``."""
+    return _current_root.set(path)
+
+
+def reset_default_root(token: Token[Path | None]) -> None:
+    _current_root.reset(token)
 
 
 def default_root() -> Path:
     """The documented default for config-less entry points (not created)."""
-    if _default_root is not None:
-        return _default_root
+    current = _current_root.get()
+    if current is not None:
+        return current
     env = os.environ.get("BOTOPT_CACHE_DIR")
     return Path(env).expanduser() if env else default_cache_dir()
 

@@ -49,6 +49,7 @@ from ..base._fs import refused_write
 from ._cache import CacheManager
 from ._paths import default_root as default_root
 from ._paths import ensure_dir, root_for
+from ._paths import reset_default_root as reset_default_root
 from ._paths import set_default_root as set_default_root
 from ._regime_state import RegimeHistory, RegimeState
 
