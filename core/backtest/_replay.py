@@ -205,33 +205,41 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
             progress(done[0], total)
 
     driver = _Driver(config, book, manager)
-    step = interval_ms(config.data.interval)
     parts: list[pl.DataFrame] = []  # a frame per chunk: a dict per row costs ten times more
     own: dict[int, Any] = {}
     # The period in chunks of candle times, each chunk's windows prepared in one batch and
     # dropped once stepped through: memory holds one batch, not the period.
     per = max(1, _BATCH_ROWS // len(syms))
     for c in range(0, int(grid.size), per):
-        times = grid[c:c + per]
-        t_hi = int(times[-1]) + 1
-        fresh = [r for r in book.needed(int(times[0]), t_hi).tolist() if r not in own]
-        book.stretch(config, t_hi)
-        own.update(_prepare(config, book, fresh, model, manager))
-        tick(len(fresh))
-        rows: list[tuple[Any, ...]] = []
-        for t, at in zip(times.tolist(), book.newest_each(times), strict=True):
-            now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
-            rows.extend(_candidate_rows(driver.step(t, now, own, at), t))
-            tick(1)
-        parts.append(_candidates_frame(rows))
+        _chunk(config, book, driver, model, manager, grid[c:c + per], own, parts, tick)
         if len(parts) >= 64:  # small frames carry fixed overheads: compact them
-            parts = [pl.concat(parts, rechunk=True)]
-        newest = set(book.newest(t_hi - 1)[1])
-        own = {r: o for r, o in own.items() if r in newest}
+            parts[:] = [pl.concat(parts, rechunk=True)]
     return Replay(candidates=pl.concat(parts).sort("candle_time", "symbol"),
                   closes=book.closes(lo),
                   interval=config.data.interval, since=since, until=until,
                   symbols=tuple(syms))
+
+
+def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: Any,
+           times: Any, own: dict[int, Any], parts: list[pl.DataFrame],
+           tick: Callable[[int], None]) -> None:
+    """One chunk of candle times: its rows prepared in one batch, then stepped through;
+    ``own`` keeps only the rows a later step may still see as a symbol's newest."""
+    step = interval_ms(config.data.interval)
+    t_hi = int(times[-1]) + 1
+    fresh = [r for r in book.needed(int(times[0]), t_hi).tolist() if r not in own]
+    book.stretch(config, t_hi)
+    own.update(_prepare(config, book, fresh, model, manager))
+    tick(len(fresh))
+    rows: list[tuple[Any, ...]] = []
+    for t, at in zip(times.tolist(), book.newest_each(times), strict=True):
+        now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
+        rows.extend(_candidate_rows(driver.step(t, now, own, at), t))
+        tick(1)
+    parts.append(_candidates_frame(rows))
+    newest = set(book.newest(t_hi - 1)[1])
+    for r in [r for r in own if r not in newest]:
+        del own[r]
 
 
 # Candle rows whose features, engines and model run together: a stretch's features and

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ..base._blas import one_blas_thread
 from ..base._config import Config
 from ..base._fs import atomic_writer, refused_write
 from ..errors import CacheError, UsageError
@@ -818,7 +819,13 @@ class CorrelationRows:
         if missing.any():  # most reads find every row held: no sort then
             todo = np.unique(state_cols[missing])
             rc = self._rc
-            pr = rc._prows(todo)
+            # One BLAS thread: OpenBLAS's threaded product of a few hundred thousand
+            # multiplications and more differs from its one-thread product in the last
+            # bits, so the rows (and a replay's equality with live runs) would depend on
+            # the machine's thread count; for the gates' small products the threads also
+            # cost more than they save (docs/performance.md, fourth session).
+            with one_blas_thread():
+                pr = rc._prows(todo)
             got = np.array([rc._row_from_sums(j, None if pr is None else pr[k])
                             for k, j in enumerate(todo.tolist())])
             k0, k1 = self._count, self._count + todo.size

@@ -215,19 +215,25 @@ class AlphaEngineCoordinator:
             ]
         self._exprs = exprs
 
-    def _evaluate(self, last_rows: pl.DataFrame, regimes: list[str]) -> dict[str, list[Signal]]:
+    def _frame(self, last_rows: pl.DataFrame, regimes: list[str]
+               ) -> tuple[pl.DataFrame, int, list[tuple[str, int, int, int]]]:
+        """Every engine's columns over the rows: (frame, the guard's position, per engine
+        its name and the positions of its direction, strength and reason)."""
         bad = sorted({r for r in regimes if r not in REGIMES})
         if bad:
             raise UsageError(f"unknown regime {bad[0]!r}", key=bad[0])
         frame = last_rows.with_columns(_regime=pl.Series(regimes, dtype=pl.String)) \
             .select("symbol", "open_time", *self._exprs)
-        out: dict[str, list[Signal]] = {}
         # rows as tuples read by position: a dict per row cost a third of a replay's
         # preparation
         at = {c: k for k, c in enumerate(frame.columns)}
-        guard = at[f"{GUARD}.reason"]
         engines = [(e.name, at[f"{e.name}.direction"], at[f"{e.name}.strength"],
                     at[f"{e.name}.reason"]) for e in self.engines]
+        return frame, at[f"{GUARD}.reason"], engines
+
+    def _evaluate(self, last_rows: pl.DataFrame, regimes: list[str]) -> dict[str, list[Signal]]:
+        frame, guard, engines = self._frame(last_rows, regimes)
+        out: dict[str, list[Signal]] = {}
         for row in frame.iter_rows():
             sym, when = row[0], row[1]
             sigs = []
@@ -244,6 +250,33 @@ class AlphaEngineCoordinator:
                                    reasons=(row[why],)))
             out[sym] = sigs
         return out
+
+    def best_for_rows(self, last_rows: pl.DataFrame, regimes: list[str]
+                      ) -> tuple[list[str | None], list[Signal | None]]:
+        """Per row (in order): the guard's reason (None: the indicators are defined) and
+        ``best_signal`` of the row's signals, without making a ``Signal`` for every engine
+        (what ``prepare`` keeps of them; at 100 rows a candle over a replay's period the
+        others were a tenth of the replay). Equal to ``signals_for_rows`` then
+        ``best_signal`` (tests/test_engines.py)."""
+        frame, guard, engines = self._frame(last_rows, regimes)
+        flat = Direction.FLAT
+        guards: list[str | None] = []
+        best: list[Signal | None] = []
+        for row in frame.iter_rows():
+            guards.append(row[guard])
+            # ``best_signal``'s rule: the first of the strongest non-flat signals
+            top: tuple[str, str, float, int] | None = None
+            for name, d, st, why in engines:
+                direction = row[d]
+                if direction is None or direction == flat:
+                    continue
+                strength = float(row[st])
+                if top is None or strength > top[2]:
+                    top = (name, direction, strength, why)
+            best.append(None if top is None else Signal(
+                symbol=row[0], candle_time=row[1], engine=top[0], direction=top[1],
+                strength=top[2], reasons=(row[top[3]],)))
+        return guards, best
 
     def generate_all_signals(self, features: pl.DataFrame, regime: str) -> list[Signal]:
         """Signals for one symbol from its feature frame (its last row is evaluated)."""

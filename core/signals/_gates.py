@@ -96,50 +96,83 @@ def evaluate_gates(
     for r in history:
         own.setdefault(r.symbol, []).append(r)
     corr = _Active(correlation, history, cooldown)
+    mine = own_reasons(candidates, config)
     order = sorted(range(len(candidates)),
                    key=lambda i: (-candidates[i].strength, candidates[i].symbol))
-    decisions: dict[int, GateDecision] = {}
+    decisions: list[GateDecision] = [_PASS] * len(candidates)
+    flat = Direction.FLAT
+    threshold = config.correlation_threshold
     for i in order:
         c = candidates[i]
-        reasons = _own_reasons(c, config)
-        for r in own.get(c.symbol, ()):
-            if r.direction == c.direction and \
-                    c.candle_time - cooldown < r.candle_time < c.candle_time:
-                reasons.append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
-                break
-        hit = corr.first_correlated(c, config.correlation_threshold)
+        reasons = mine[i]
+        if c.symbol in own:
+            for r in own[c.symbol]:
+                if r.direction == c.direction and \
+                        c.candle_time - cooldown < r.candle_time < c.candle_time:
+                    reasons.append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
+                    break
+        # A flat candidate has no active signals of its direction to be correlated with
+        # (nothing flat passes, nor is recorded): no read.
+        hit = None if c.direction == flat else corr.first_correlated(c, threshold)
         if hit is not None:
             reasons.append(f"correlated {hit[1]:.2f} with active {hit[0]} {c.direction}")
-        decision = GateDecision(passed=not reasons, reasons=tuple(reasons))
-        if decision.passed:
+        if reasons:
+            decisions[i] = GateDecision(passed=False, reasons=tuple(reasons))
+        else:
             corr.passed(c)
-        decisions[i] = decision
-    return [decisions[i] for i in range(len(candidates))]
+    return decisions
 
 
-def _own_reasons(c: GateInput, config: GatesConfig) -> list[str]:
-    """What blocks a candidate on its own inputs, before cooldowns and correlation."""
-    reasons: list[str] = []
-    if c.direction == Direction.FLAT:
-        reasons.append("no directional signal")
-    if c.strength < config.min_strength:
-        reasons.append(_below("strength", c.strength, config.min_strength))
-    # Judged on the probability of the signal's own direction (p_dir); a flat signal
-    # has no direction to be probable, and is blocked above already.
-    p = directional_probability(c.probability, c.direction)
-    if c.direction == Direction.FLAT:
-        pass
-    elif p is None:
-        reasons.append("no model probability")
-    elif p < config.min_probability:
-        reasons.append(_below("p_dir", p, config.min_probability))
-    if config.block_high_vol and c.regime == Regime.HIGH_VOL:
-        reasons.append("regime HIGH_VOL")
-    if c.volume_z is None or math.isnan(c.volume_z):
-        reasons.append("no volume z-score")
-    elif c.volume_z < config.min_volume_z:
-        reasons.append(_below("volume z", c.volume_z, config.min_volume_z))
-    return reasons
+_PASS = GateDecision(passed=True)
+
+
+def own_reasons(candidates: Sequence[GateInput], config: GatesConfig) -> list[list[str]]:
+    """What blocks each candidate on its own inputs, before cooldowns and correlation: the
+    tests as arrays over all candidates at once (a candle's 100 symbols, or a run's
+    10,000), the reasons' text made only for the tests that fail."""
+    import numpy as np
+
+    n = len(candidates)
+    if not n:
+        return []
+    nan = math.nan
+    direction = [c.direction for c in candidates]
+    strength = np.fromiter((c.strength for c in candidates), np.float64, n)
+    p_up = np.fromiter((nan if c.probability is None else c.probability
+                        for c in candidates), np.float64, n)
+    vz = np.fromiter((nan if c.volume_z is None else c.volume_z for c in candidates),
+                     np.float64, n)
+    is_flat = np.fromiter((d == Direction.FLAT for d in direction), bool, n)
+    is_long = np.fromiter((d == Direction.LONG for d in direction), bool, n)
+    is_short = np.fromiter((d == Direction.SHORT for d in direction), bool, n)
+    # P(the signal's own direction), NaN where ``directional_probability`` is None
+    p_dir = np.where(is_long, p_up, np.where(is_short, 1.0 - p_up, nan))
+    weak = strength < config.min_strength  # NaN is never below: no reason, as before
+    no_p = ~is_flat & np.isnan(p_dir)
+    low_p = ~is_flat & (p_dir < config.min_probability)
+    high_vol = np.fromiter((config.block_high_vol and c.regime == Regime.HIGH_VOL
+                            for c in candidates), bool, n)
+    no_vz = np.isnan(vz)
+    low_vz = vz < config.min_volume_z
+    out: list[list[str]] = [[] for _ in range(n)]
+    any_ = is_flat | weak | no_p | low_p | high_vol | no_vz | low_vz
+    for i in np.flatnonzero(any_).tolist():
+        reasons = out[i]
+        if is_flat[i]:
+            reasons.append("no directional signal")
+        if weak[i]:
+            reasons.append(_below("strength", float(strength[i]), config.min_strength))
+        if no_p[i]:
+            reasons.append("no model probability")
+        elif low_p[i]:
+            reasons.append(_below("p_dir", float(p_dir[i]), config.min_probability))
+        if high_vol[i]:
+            reasons.append("regime HIGH_VOL")
+        if no_vz[i]:
+            reasons.append("no volume z-score")
+        elif low_vz[i]:
+            reasons.append(_below("volume z", float(vz[i]), config.min_volume_z))
+    return out
 
 
 class _Block:

@@ -554,20 +554,25 @@ def own_rows(config: Config, last: pl.DataFrame, regime_list: Sequence[str],
 
     coord = AlphaEngineCoordinator(config.features)
     if batch:
-        signals = coord.signals_for_rows(last, [regimes[s] for s in syms])
-    else:
+        guards, best_list = coord.best_for_rows(last, list(regime_list))
+        best = dict(zip(syms, best_list, strict=True))
+        for s, why in zip(syms, guards, strict=True):
+            if why is not None and s not in blocks:
+                blocks[s] = (DataStatus.DEGENERATE, why)
+    else:  # the reference path: every engine's signals, then the best of them
         signals = {s: coord.generate_all_signals(last.slice(i, 1), regimes[s])
                    for i, s in enumerate(syms)}
-    for s in syms:
-        guard = next((x for x in signals[s] if x.engine == GUARD), None)
-        if guard is not None and s not in blocks:
-            blocks[s] = (DataStatus.DEGENERATE, guard.reasons[0])
+        best = {s: best_signal(signals[s]) for s in syms}
+        for s in syms:
+            guard = next((x for x in signals[s] if x.engine == GUARD), None)
+            if guard is not None and s not in blocks:
+                blocks[s] = (DataStatus.DEGENERATE, guard.reasons[0])
     shown = last if labels is None else last.with_columns(
         symbol=pl.Series(list(labels), dtype=pl.String))
     probs = _predictions(model, rows, shown, syms, manager, batch, stages)
     out = list(labels) if named and labels is not None else syms
     return [Own(symbol=out[i], candle_time=times[i], close=float(closes[i]),
-                regime=regimes[s], best=best_signal(signals[s]), p_up=probs[s],
+                regime=regimes[s], best=best[s], p_up=probs[s],
                 volume_z=vz[i], block=blocks.get(s)) for i, s in enumerate(syms)]
 
 
