@@ -124,6 +124,7 @@ def evaluate_gates(
 
 
 _PASS = GateDecision(passed=True)
+_DIRECTION_CODES: dict[str, int] = {Direction.FLAT: 0, Direction.LONG: 1, Direction.SHORT: 2}
 
 
 def own_reasons(candidates: Sequence[GateInput], config: GatesConfig) -> list[list[str]]:
@@ -135,23 +136,20 @@ def own_reasons(candidates: Sequence[GateInput], config: GatesConfig) -> list[li
     n = len(candidates)
     if not n:
         return []
-    nan = math.nan
-    direction = [c.direction for c in candidates]
-    strength = np.fromiter((c.strength for c in candidates), np.float64, n)
-    p_up = np.fromiter((nan if c.probability is None else c.probability
-                        for c in candidates), np.float64, n)
-    vz = np.fromiter((nan if c.volume_z is None else c.volume_z for c in candidates),
-                     np.float64, n)
-    is_flat = np.fromiter((d == Direction.FLAT for d in direction), bool, n)
-    is_long = np.fromiter((d == Direction.LONG for d in direction), bool, n)
-    is_short = np.fromiter((d == Direction.SHORT for d in direction), bool, n)
+    # one pass over the candidates: (strength, P(up), volume z, direction's code,
+    # regime blocks); numpy reads None as NaN in a float array
+    codes = _DIRECTION_CODES
+    high = Regime.HIGH_VOL if config.block_high_vol else None
+    cols = np.array([(c.strength, c.probability, c.volume_z, codes.get(c.direction, 3),
+                      c.regime == high) for c in candidates], dtype=np.float64).T
+    strength, p_up, vz, code = cols[0], cols[1], cols[2], cols[3]
+    is_flat, is_long, is_short = code == 0, code == 1, code == 2
     # P(the signal's own direction), NaN where ``directional_probability`` is None
-    p_dir = np.where(is_long, p_up, np.where(is_short, 1.0 - p_up, nan))
+    p_dir = np.where(is_long, p_up, np.where(is_short, 1.0 - p_up, math.nan))
     weak = strength < config.min_strength  # NaN is never below: no reason, as before
     no_p = ~is_flat & np.isnan(p_dir)
     low_p = ~is_flat & (p_dir < config.min_probability)
-    high_vol = np.fromiter((config.block_high_vol and c.regime == Regime.HIGH_VOL
-                            for c in candidates), bool, n)
+    high_vol = cols[4] != 0
     no_vz = np.isnan(vz)
     low_vz = vz < config.min_volume_z
     out: list[list[str]] = [[] for _ in range(n)]
