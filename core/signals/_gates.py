@@ -67,16 +67,20 @@ def directional_probability(p_up: float | None, direction: str | None) -> float 
     return p_up if direction == Direction.LONG else 1.0 - p_up
 
 
-def _below(name: str, value: float, limit: float) -> str:
+def _below(name: str, value: float, limit: float, bound: str | None = None) -> str:
     """``"probability 0.499 < 0.50"``: as many decimals as it takes for the value not to
-    print as the limit (a reason reading "0.50 < 0.50" helps nobody)."""
+    print as the limit (a reason reading "0.50 < 0.50" helps nobody). ``bound``: the
+    limit's text (``_bound(limit)``) when the caller has it."""
     for digits in range(2, 7):
         shown = f"{value:.{digits}f}"
         if shown != f"{limit:.{digits}f}":
-            # The limit as configured: 0.55 as "0.55", 0.555 as "0.555", never rounded.
-            bound = f"{limit:.2f}" if float(f"{limit:.2f}") == limit else f"{limit:g}"
-            return f"{name} {shown} < {bound}"
+            return f"{name} {shown} < {_bound(limit) if bound is None else bound}"
     return f"{name} {value!r} < {limit!r}"
+
+
+def _bound(limit: float) -> str:
+    """The limit as configured: 0.55 as "0.55", 0.555 as "0.555", never rounded."""
+    return f"{limit:.2f}" if float(f"{limit:.2f}") == limit else f"{limit:g}"
 
 
 def evaluate_gates(
@@ -154,22 +158,28 @@ def own_reasons(candidates: Sequence[GateInput], config: GatesConfig) -> list[li
     low_vz = vz < config.min_volume_z
     out: list[list[str]] = [[] for _ in range(n)]
     any_ = is_flat | weak | no_p | low_p | high_vol | no_vz | low_vz
+    # each limit's text made once, not for each reason that quotes it
+    bounds = [_bound(x) for x in (config.min_strength, config.min_probability,
+                                  config.min_volume_z)]
     for i in np.flatnonzero(any_).tolist():
         reasons = out[i]
         if is_flat[i]:
             reasons.append("no directional signal")
         if weak[i]:
-            reasons.append(_below("strength", float(strength[i]), config.min_strength))
+            reasons.append(_below("strength", float(strength[i]), config.min_strength,
+                                  bounds[0]))
         if no_p[i]:
             reasons.append("no model probability")
         elif low_p[i]:
-            reasons.append(_below("p_dir", float(p_dir[i]), config.min_probability))
+            reasons.append(_below("p_dir", float(p_dir[i]), config.min_probability,
+                                  bounds[1]))
         if high_vol[i]:
             reasons.append("regime HIGH_VOL")
         if no_vz[i]:
             reasons.append("no volume z-score")
         elif low_vz[i]:
-            reasons.append(_below("volume z", float(vz[i]), config.min_volume_z))
+            reasons.append(_below("volume z", float(vz[i]), config.min_volume_z,
+                                  bounds[2]))
     return out
 
 
