@@ -128,6 +128,7 @@ def evaluate_gates(
 
 
 _PASS = GateDecision(passed=True)
+_NONE_PASSED: tuple[list[str], list[int]] = ([], [])
 _DIRECTION_CODES: dict[str, int] = {Direction.FLAT: 0, Direction.LONG: 1, Direction.SHORT: 2}
 
 
@@ -256,6 +257,10 @@ class _Active:
         self._joined: dict[tuple[str, datetime], tuple[int, list[str], Any, set[int]]] = {}
         self._blocks: dict[tuple[str, datetime], _Block] = {}
         self._passed: dict[str, tuple[list[str], list[int]]] = {}
+        # per (direction, candle time): (this run's passed signals counted, the block,
+        # the recorded columns, threshold, names) when the block was last found up to date
+        self._ready: dict[tuple[str, datetime], tuple[int, _Block, set[int], float,
+                                                      list[str]]] = {}
 
     def passed(self, c: GateInput) -> None:
         names, cols = self._passed.setdefault(c.direction, ([], []))
@@ -304,6 +309,16 @@ class _Active:
         i = self.index.get(c.symbol)
         if i is None:
             return None
+        key = (c.direction, c.candle_time)
+        held = self._ready.get(key)
+        if held is not None and i not in held[2] and held[3] == threshold and \
+                held[0] == len(self._passed.get(c.direction, _NONE_PASSED)[0]):
+            # The common read: this list's block is up to date (no signal of the
+            # direction passed since it was last read) and the candidate is not among
+            # its recorded signals: the answer is the block's first column above the
+            # threshold, as below, without rebuilding the list to find that out.
+            k = int(held[1].first[i])
+            return None if k < 0 else (held[4][k], held[1].value(k, i))
         names, cols, recorded = self._active(c)
         # the recorded signals come first, this run's passed ones after them
         n_recorded = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
@@ -327,6 +342,8 @@ class _Active:
             block.extend(self._columns(cols))
             self._blocks[key] = block
         if block is not None:
+            if block.size == len(cols):
+                self._ready[key] = (len(cols) - n_recorded, block, recorded, threshold, names)
             if i not in recorded:
                 k = int(block.first[i])
                 return None if k < 0 else (names[k], block.value(k, i))
