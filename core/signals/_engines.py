@@ -256,26 +256,47 @@ class AlphaEngineCoordinator:
         """Per row (in order): the guard's reason (None: the indicators are defined) and
         ``best_signal`` of the row's signals, without making a ``Signal`` for every engine
         (what ``prepare`` keeps of them; at 100 rows a candle over a replay's period the
-        others were a tenth of the replay). Equal to ``signals_for_rows`` then
-        ``best_signal`` (tests/test_engines.py)."""
+        others were a tenth of the replay). The choice is one ``argmax`` over the engines'
+        strengths (the first of the strongest, as ``best_signal``'s ``max``); a row with a
+        NaN or infinite strength, where the two could differ, is chosen as ``max`` does.
+        Equal to ``signals_for_rows`` then ``best_signal`` (tests/test_engines.py)."""
+        import numpy as np
+
         frame, guard, engines = self._frame(last_rows, regimes)
+        n = frame.height
+        guards: list[str | None] = frame.to_series(guard).to_list()
+        if not engines or not n:
+            return guards, [None] * n
         flat = Direction.FLAT
-        guards: list[str | None] = []
-        best: list[Signal | None] = []
-        for row in frame.iter_rows():
-            guards.append(row[guard])
-            # ``best_signal``'s rule: the first of the strongest non-flat signals
-            top: tuple[str, str, float, int] | None = None
-            for name, d, st, why in engines:
-                direction = row[d]
-                if direction is None or direction == flat:
-                    continue
-                strength = float(row[st])
-                if top is None or strength > top[2]:
-                    top = (name, direction, strength, why)
-            best.append(None if top is None else Signal(
-                symbol=row[0], candle_time=row[1], engine=top[0], direction=top[1],
-                strength=top[2], reasons=(row[top[3]],)))
+        usable = np.column_stack([
+            frame.select((pl.nth(d).is_not_null() & (pl.nth(d) != flat)).fill_null(False))
+            .to_series().to_numpy() for _, d, _, _ in engines])
+        strength = np.column_stack([frame.to_series(st).cast(pl.Float64).to_numpy()
+                                    for _, _, st, _ in engines])
+        key = np.where(usable, strength, -np.inf)
+        pick = key.argmax(axis=1)
+        has = usable.any(axis=1)
+        odd = (usable & ~np.isfinite(strength)).any(axis=1)  # max's own rule, below
+        symbols = frame.to_series(0).to_list()
+        times = frame.to_series(1).to_list()
+        dirs = [frame.to_series(d).to_list() for _, d, _, _ in engines]
+        whys = [frame.to_series(why).to_list() for _, _, _, why in engines]
+        best: list[Signal | None] = [None] * n
+        for r in np.flatnonzero(has & ~odd).tolist():
+            e = int(pick[r])
+            best[r] = Signal(symbol=symbols[r], candle_time=times[r],
+                             engine=engines[e][0], direction=dirs[e][r],
+                             strength=float(strength[r, e]), reasons=(whys[e][r],))
+        for r in np.flatnonzero(odd).tolist():
+            top: tuple[int, float] | None = None
+            for e in range(len(engines)):
+                if usable[r, e] and (top is None or float(strength[r, e]) > top[1]):
+                    top = (e, float(strength[r, e]))
+            if top is not None:
+                e = top[0]
+                best[r] = Signal(symbol=symbols[r], candle_time=times[r],
+                                 engine=engines[e][0], direction=dirs[e][r],
+                                 strength=top[1], reasons=(whys[e][r],))
         return guards, best
 
     def generate_all_signals(self, features: pl.DataFrame, regime: str) -> list[Signal]:

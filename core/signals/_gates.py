@@ -162,25 +162,28 @@ def own_reasons(candidates: Sequence[GateInput], config: GatesConfig) -> list[li
     # each limit's text made once, not for each reason that quotes it
     bounds = [_bound(x) for x in (config.min_strength, config.min_probability,
                                   config.min_volume_z)]
-    for i in np.flatnonzero(any_).tolist():
+    idx = np.flatnonzero(any_)
+    # the failing rows' tests and values as Python objects: one conversion, not a numpy
+    # scalar read per test and candidate
+    tests = np.stack([is_flat, weak, no_p, low_p, high_vol, no_vz, low_vz])[:, idx].T
+    values = np.stack([strength, p_dir, vz])[:, idx].T
+    for i, (flat, w, nop, lowp, hv, novz, lowvz), (sv, pv, zv) in zip(
+            idx.tolist(), tests.tolist(), values.tolist(), strict=True):
         reasons = out[i]
-        if is_flat[i]:
+        if flat:
             reasons.append("no directional signal")
-        if weak[i]:
-            reasons.append(_below("strength", float(strength[i]), config.min_strength,
-                                  bounds[0]))
-        if no_p[i]:
+        if w:
+            reasons.append(_below("strength", sv, config.min_strength, bounds[0]))
+        if nop:
             reasons.append("no model probability")
-        elif low_p[i]:
-            reasons.append(_below("p_dir", float(p_dir[i]), config.min_probability,
-                                  bounds[1]))
-        if high_vol[i]:
+        elif lowp:
+            reasons.append(_below("p_dir", pv, config.min_probability, bounds[1]))
+        if hv:
             reasons.append("regime HIGH_VOL")
-        if no_vz[i]:
+        if novz:
             reasons.append("no volume z-score")
-        elif low_vz[i]:
-            reasons.append(_below("volume z", float(vz[i]), config.min_volume_z,
-                                  bounds[2]))
+        elif lowvz:
+            reasons.append(_below("volume z", zv, config.min_volume_z, bounds[2]))
     return out
 
 
