@@ -260,10 +260,11 @@ class _Active:
         self._joined: dict[tuple[str, datetime], tuple[int, list[str], Any, set[int]]] = {}
         self._blocks: dict[tuple[str, datetime], _Block] = {}
         self._passed: dict[str, tuple[list[str], list[int]]] = {}
-        # per (direction, candle time): (this run's passed signals counted, the block,
-        # the recorded columns, threshold, names) when the block was last found up to date
-        self._ready: dict[tuple[str, datetime], tuple[int, _Block, set[int], float,
-                                                      list[str]]] = {}
+        # per (direction, candle time), when its block was last found up to date (or its
+        # list empty: no block): (this run's passed signals counted, the block, the
+        # recorded columns, threshold, names, columns, how many are recorded)
+        self._ready: dict[tuple[str, datetime], tuple[int, _Block | None, set[int], float,
+                                                      list[str], Any, int]] = {}
 
     def passed(self, c: GateInput) -> None:
         names, cols = self._passed.setdefault(c.direction, ([], []))
@@ -304,6 +305,19 @@ class _Active:
             self._joined[key] = held
         return held[1], held[2], held[3]
 
+    @staticmethod
+    def _own_excluded(block: _Block, i: int, cols: Any, n_recorded: int, names: list[str],
+                      threshold: float) -> tuple[str, float] | None:
+        """The read of a candidate that is among the recorded signals: its own record is
+        not "another" active signal."""
+        import numpy as np
+
+        row = block.column(i)
+        ok = row > threshold
+        ok[:n_recorded] &= cols[:n_recorded] != i
+        hits = np.flatnonzero(ok)
+        return (names[int(hits[0])], float(row[int(hits[0])])) if hits.size else None
+
     def first_correlated(self, c: GateInput, threshold: float) -> tuple[str, float] | None:
         import numpy as np
 
@@ -314,18 +328,23 @@ class _Active:
             return None
         key = (c.direction, c.candle_time)
         held = self._ready.get(key)
-        if held is not None and i not in held[2] and held[3] == threshold and \
+        if held is not None and held[3] == threshold and \
                 held[0] == len(self._passed.get(c.direction, _NONE_PASSED)[0]):
-            # The common read: this list's block is up to date (no signal of the
-            # direction passed since it was last read) and the candidate is not among
-            # its recorded signals: the answer is the block's first column above the
-            # threshold, as below, without rebuilding the list to find that out.
-            k = int(held[1].first[i])
-            return None if k < 0 else (held[4][k], held[1].value(k, i))
+            # The common read: no signal of the direction passed since this list was last
+            # read, so its block is up to date (or the list is empty): the answer is read
+            # off the block as below, without rebuilding the list to find that out.
+            block, names, cols, n_recorded = held[1], held[4], held[5], held[6]
+            if block is None:
+                return None
+            if i not in held[2]:
+                k = int(block.first[i])
+                return None if k < 0 else (names[k], block.value(k, i))
+            return self._own_excluded(block, i, cols, n_recorded, names, threshold)
         names, cols, recorded = self._active(c)
         # the recorded signals come first, this run's passed ones after them
         n_recorded = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
         if not cols.size:
+            self._ready[key] = (0, None, recorded, threshold, names, cols, 0)
             return None
         # The reads of every candidate against this list at once, built by the first
         # candidate whose own read computes the same rows (all of the list's, or all but
@@ -346,16 +365,12 @@ class _Active:
             self._blocks[key] = block
         if block is not None:
             if block.size == len(cols):
-                self._ready[key] = (len(cols) - n_recorded, block, recorded, threshold, names)
+                self._ready[key] = (len(cols) - n_recorded, block, recorded, threshold,
+                                    names, cols, n_recorded)
             if i not in recorded:
                 k = int(block.first[i])
                 return None if k < 0 else (names[k], block.value(k, i))
-            # a symbol's own record is not "another" active signal
-            row = block.column(i)
-            ok = row > threshold
-            ok[:n_recorded] &= cols[:n_recorded] != i
-            hits = np.flatnonzero(ok)
-            return (names[int(hits[0])], float(row[int(hits[0])])) if hits.size else None
+            return self._own_excluded(block, i, cols, n_recorded, names, threshold)
         if i in recorded:  # a symbol's own record is not "another" active signal
             keep = np.ones(len(cols), dtype=bool)
             keep[:n_recorded] = cols[:n_recorded] != i
