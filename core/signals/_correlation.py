@@ -852,8 +852,11 @@ class CorrelationRows:
             # bits, so the rows (and a replay's equality with live runs) would depend on
             # the machine's thread count; for the gates' small products the threads also
             # cost more than they save (docs/performance.md, fourth session).
-            with one_blas_thread():
-                pr = rc._prows(todo)
+            if todo.size > 1 and rc._prod is None:  # a product (``_prows``)
+                with one_blas_thread():
+                    pr = rc._prows(todo)
+            else:
+                pr = rc._prows(todo)  # None: no product to make
             got = rc._rows_from_sums(todo, pr)
             k0, k1 = self._count, self._count + todo.size
             if k1 > len(self._held):

@@ -395,10 +395,20 @@ _GATE_NAMES = (("no directional signal", "direction"), ("strength ", "min_streng
                ("correlated ", "correlation_threshold"))
 
 
+# The table by each prefix's first character, in the table's order: a reason is checked
+# against the one to three prefixes that can match it (the same first match as the whole
+# table's scan; a replay names every reason of every candidate).
+_GATE_NAMES_BY_FIRST: dict[str, tuple[tuple[str, str], ...]] = {}
+for _prefix, _name in _GATE_NAMES:
+    _GATE_NAMES_BY_FIRST[_prefix[0]] = (*_GATE_NAMES_BY_FIRST.get(_prefix[0], ()),
+                                       (_prefix, _name))
+del _prefix, _name
+
+
 def gate_name(reason: str) -> str:
     """The stable name of the gate a reason from ``evaluate_gates`` comes from ("other"
     for a reason this table does not know: tests/test_replay.py checks none is left)."""
-    for prefix, name in _GATE_NAMES:
+    for prefix, name in _GATE_NAMES_BY_FIRST.get(reason[:1], ()):
         if reason.startswith(prefix):
             return name
     return "other"
