@@ -601,8 +601,8 @@ class RollingCorrelation:
         """``_row_from_sums`` of each of ``idx`` (``prows``: their rows of P, or None), as
         one array. When no symbol has a gap, the rows are computed together: the same
         elementwise operations as ``_row_complete``'s, in the same order, on arrays of
-        rows (each element's arithmetic, so its bits, unchanged; 36 rows a candle at 100
-        symbols one at a time were a fifth of a replay's gates)."""
+        rows (each element's arithmetic, so its bits, unchanged; a replay at 100 symbols
+        computes about 36 rows a candle, each a handful of numpy calls when alone)."""
         w = self.window
         if prows is None or w < self.min_periods or np.count_nonzero(self._missing):
             return np.array([self._row_from_sums(j, None if prows is None else prows[k])
@@ -847,7 +847,7 @@ class CorrelationRows:
         if missing.any():  # most reads find every row held: no sort then
             todo = np.unique(state_cols[missing])
             rc = self._rc
-            # One BLAS thread: OpenBLAS's threaded product of a few hundred thousand
+            # One BLAS thread: OpenBLAS's threaded product of a few million
             # multiplications and more differs from its one-thread product in the last
             # bits, so the rows (and a replay's equality with live runs) would depend on
             # the machine's thread count; for the gates' small products the threads also
