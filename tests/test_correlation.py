@@ -557,3 +557,34 @@ def test_gates_decide_the_same_on_rows_and_on_the_matrix():
     dense = evaluate_gates(cands, recs, cfg, (syms, rc.matrix()[1]))
     assert lazy == dense
     assert any("correlated" in r for d in lazy for r in d.reasons)
+
+
+def test_rows_together_equal_rows_one_at_a_time():
+    """The active signals' rows computed as one array equal ``_row_from_sums`` row by row,
+    to the bit: without gaps (the arrays' path), with a flat and a nearly flat series (the
+    exact path for their rows) and with a gap (row by row)."""
+    rng = np.random.default_rng(11)
+    n, w = 40, 60
+    rets = rng.normal(size=(w + 1, n)) * 1e-3
+    rets[:, 3] = 0.0  # flat
+    rets[:, 5] = 1e-12 * rng.normal(size=w + 1) + 0.0  # nearly flat
+    closes = 100 * np.exp(np.cumsum(rets, axis=0))
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % 300_000
+    syms = [f"S{i:02d}" for i in range(n)]
+    for gap in (False, True):
+        rc = RollingCorrelation(window=w, min_periods=20, interval_ms=300_000)
+        keep = np.ones((w + 1) * n, dtype=bool)
+        if gap:
+            keep[7 * (w + 1) + 30] = False  # one candle missing in S07
+        starts = np.arange(n) * (w + 1)
+        lens = np.array([int(keep[a:a + w + 1].sum()) for a in starts])
+        rc.update_runs(syms, np.cumsum(lens) - lens, np.cumsum(lens),
+                       np.tile(t0 + 300_000 * np.arange(w + 1), n)[keep],
+                       closes.T.ravel()[keep])
+        assert bool(np.count_nonzero(rc._missing)) == gap
+        idx = np.array([0, 3, 5, 9, 17, 39])
+        prows = rc._prows(idx)
+        together = rc._rows_from_sums(idx, prows)
+        alone = np.array([rc._row_from_sums(int(j), prows[k]) for k, j in enumerate(idx)])
+        assert together.tobytes() == alone.tobytes()
+        assert np.isnan(together[1]).sum() >= n - 1  # the flat row took the exact path

@@ -45,6 +45,26 @@ def test_batch_equals_per_symbol(feature_frames, data):
         assert batch[n] == coord.generate_all_signals(feature_frames[n], regimes[n])
 
 
+def test_best_for_rows_equals_the_best_of_all_signals(feature_frames):
+    """What ``prepare`` keeps (the guard's reason and the best signal per row, made without
+    a Signal per engine) equals every engine's signals then ``best_signal``, in every
+    regime, over rows where several engines fire and rows that are warming up."""
+    coord = AlphaEngineCoordinator()
+    names = sorted(feature_frames)
+    last = pl.concat([feature_frames[n].tail(1) for n in names], how="vertical_relaxed")
+    several = 0
+    for k in range(len(REGIMES)):
+        regimes = [REGIMES[(k + i) % len(REGIMES)] for i in range(len(names))]
+        every = coord.signals_for_rows(last, regimes)
+        guards, best = coord.best_for_rows(last, regimes)
+        assert best == [best_signal(every[n]) for n in names]
+        assert guards == [next((x.reasons[0] for x in every[n] if x.engine == "guard"),
+                               None) for n in names]
+        several += sum(len([x for x in every[n] if x.direction != "flat"]) > 1
+                       for n in names)
+    assert several > 10  # the choice between engines is in the comparison
+
+
 def test_engines_follow_their_regimes(feature_frames):
     coord = AlphaEngineCoordinator()
     frame = feature_frames["BTCUSDT_5927"]

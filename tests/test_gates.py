@@ -189,3 +189,18 @@ def test_correlation_reads_at_once_equal_one_at_a_time():
             cands, records, cfg, (order, _OneRowAtATime(whole)))
         seen += sum(any(x.startswith("correlated") for x in d.reasons) for d in block)
     assert seen > 20  # the gate blocked often enough to compare something
+
+
+def test_gate_name_by_first_character_equals_the_table_scan():
+    """``gate_name`` checks only the prefixes sharing a reason's first character: the same
+    name as scanning the whole table in order, for every kind of reason and near misses."""
+    from botopt.core.signals._gates import _GATE_NAMES, gate_name
+
+    def scan(reason):
+        return next((n for p, n in _GATE_NAMES if reason.startswith(p)), "other")
+
+    reasons = [p + "x" for p, _ in _GATE_NAMES] + [p[:-1] for p, _ in _GATE_NAMES] + [
+        "", "n", "no", "no volume", "strength", "cooldown:", "correlated", "volume zz",
+        "stale data: last candle 15m ago", "warming up: 3 of 300 candles", "regime RANGE"]
+    assert [gate_name(r) for r in reasons] == [scan(r) for r in reasons]
+    assert {gate_name(p + "x") for p, _ in _GATE_NAMES} == {n for _, n in _GATE_NAMES}

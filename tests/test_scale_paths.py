@@ -177,11 +177,63 @@ def test_detect_regime_equals_the_series_last_label(data, lookback, pct):
 
 # -- gates: the vectorised correlation check equals the plain loop ------------------------
 
+def _own_reasons(c, config):
+    """A candidate's own reasons as they were computed, one candidate at a time (the gates
+    now test all candidates at once: ``own_reasons``)."""
+    import math
+
+    from botopt.core.base._vocab import Direction, Regime
+    from botopt.core.signals._gates import _below, directional_probability
+
+    reasons = []
+    if c.direction == Direction.FLAT:
+        reasons.append("no directional signal")
+    if c.strength < config.min_strength:
+        reasons.append(_below("strength", c.strength, config.min_strength))
+    p = directional_probability(c.probability, c.direction)
+    if c.direction == Direction.FLAT:
+        pass
+    elif p is None:
+        reasons.append("no model probability")
+    elif p < config.min_probability:
+        reasons.append(_below("p_dir", p, config.min_probability))
+    if config.block_high_vol and c.regime == Regime.HIGH_VOL:
+        reasons.append("regime HIGH_VOL")
+    if c.volume_z is None or math.isnan(c.volume_z):
+        reasons.append("no volume z-score")
+    elif c.volume_z < config.min_volume_z:
+        reasons.append(_below("volume z", c.volume_z, config.min_volume_z))
+    return reasons
+
+
+def test_own_reasons_at_once_equal_one_at_a_time():
+    """The own reasons tested as arrays over all candidates equal the one-candidate tests,
+    over every combination of the inputs' edge values (None, NaN, at and near each limit)."""
+    import itertools
+
+    from botopt.core.base._config import GatesConfig
+    from botopt.core.signals._gates import GateInput, own_reasons
+
+    nan = float("nan")
+    cands = [GateInput(symbol=f"S{k}", candle_time=T0, direction=d, strength=s,
+                       probability=p, regime=r, volume_z=v)
+             for k, (d, s, p, r, v) in enumerate(itertools.product(
+                 ["long", "short", "flat"], [0.0, 0.2999, 0.3, 0.9, nan],
+                 [None, nan, 0.0, 0.45, 0.5499, 0.55, 0.999], ["RANGE", "HIGH_VOL"],
+                 [None, nan, -0.5, 0.0, 0.2]))]
+    for cfg in (GatesConfig(min_strength=0.3, min_probability=0.55, min_volume_z=0.0),
+                GatesConfig(min_strength=0.3, min_probability=0.45, min_volume_z=-1.0,
+                            block_high_vol=False)):
+        got = own_reasons(cands, cfg)
+        assert got == [_own_reasons(c, cfg) for c in cands]
+        assert any(got) and not all(got)  # both kinds are in the comparison
+
+
 def _gates_reference(candidates, records, config, correlation=None):
     """evaluate_gates as it was: a Python loop over every active signal per candidate."""
     import math
 
-    from botopt.core.signals._gates import GateDecision, _own_reasons
+    from botopt.core.signals._gates import GateDecision
 
     cooldown = timedelta(seconds=config.cooldown_seconds)
     history = list(records)

@@ -20,7 +20,6 @@ named it earlier would have stopped with "no candle closed").
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..base._config import Config, interval_ms
+from ..base._config import Config, candle_age, interval_ms
 from ..base._vocab import DataStatus, Direction
 from ..data._candles import load_candles, parse_symbols
 from ..errors import DataError, UsageError
@@ -37,7 +36,7 @@ from ..signals._gates import (
     directional_probability,
     gate_name,
 )
-from ..signals._results import SignalsResult, iso
+from ..signals._results import iso
 from ..state._cooldowns import RecordLog
 
 if TYPE_CHECKING:
@@ -205,33 +204,41 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
             progress(done[0], total)
 
     driver = _Driver(config, book, manager)
-    step = interval_ms(config.data.interval)
     parts: list[pl.DataFrame] = []  # a frame per chunk: a dict per row costs ten times more
     own: dict[int, Any] = {}
     # The period in chunks of candle times, each chunk's windows prepared in one batch and
     # dropped once stepped through: memory holds one batch, not the period.
     per = max(1, _BATCH_ROWS // len(syms))
     for c in range(0, int(grid.size), per):
-        times = grid[c:c + per]
-        t_hi = int(times[-1]) + 1
-        fresh = [r for r in book.needed(int(times[0]), t_hi).tolist() if r not in own]
-        book.stretch(config, t_hi)
-        own.update(_prepare(config, book, fresh, model, manager))
-        tick(len(fresh))
-        rows: list[tuple[Any, ...]] = []
-        for t, at in zip(times.tolist(), book.newest_each(times), strict=True):
-            now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
-            rows.extend(_candidate_rows(driver.step(t, now, own, at), t))
-            tick(1)
-        parts.append(_candidates_frame(rows))
+        _chunk(config, book, driver, model, manager, grid[c:c + per], own, parts, tick)
         if len(parts) >= 64:  # small frames carry fixed overheads: compact them
-            parts = [pl.concat(parts, rechunk=True)]
-        newest = set(book.newest(t_hi - 1)[1])
-        own = {r: o for r, o in own.items() if r in newest}
+            parts[:] = [pl.concat(parts, rechunk=True)]
     return Replay(candidates=pl.concat(parts).sort("candle_time", "symbol"),
                   closes=book.closes(lo),
                   interval=config.data.interval, since=since, until=until,
                   symbols=tuple(syms))
+
+
+def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: Any,
+           times: Any, own: dict[int, Any], parts: list[pl.DataFrame],
+           tick: Callable[[int], None]) -> None:
+    """One chunk of candle times: its rows prepared in one batch, then stepped through;
+    ``own`` keeps only the rows a later step may still see as a symbol's newest."""
+    step = interval_ms(config.data.interval)
+    t_hi = int(times[-1]) + 1
+    fresh = [r for r in book.needed(int(times[0]), t_hi).tolist() if r not in own]
+    book.stretch(config, t_hi)
+    own.update(_prepare(config, book, fresh, model, manager))
+    tick(len(fresh))
+    rows: list[tuple[Any, ...]] = []
+    for t, at in zip(times.tolist(), book.newest_each(times), strict=True):
+        now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
+        rows.extend(driver.step(t, now, own, at))
+        tick(1)
+    parts.append(_candidates_frame(rows))
+    newest = set(book.newest(t_hi - 1)[1])
+    for r in [r for r in own if r not in newest]:
+        del own[r]
 
 
 # Candle rows whose features, engines and model run together: a stretch's features and
@@ -262,7 +269,7 @@ def _prepare(config: Config, book: _Book, need: list[int], model: Any,
     want = warmup_candles(config.features, config.regime)
     blocks = {names[k]: (DataStatus.WARMING_UP, f"warming up: {int(n)} of {want} candles")
               for k, n in enumerate(count.tolist()) if n < want}
-    real = [book.symbol_of(i) for i in need]
+    real = book.symbols_of(rows)
     prepared = own_rows(config, last, regimes, blocks, names, model=model,
                         manager=manager, labels=real, named=True)
     return dict(zip(need, prepared, strict=True))
@@ -325,10 +332,12 @@ class _Book:
                                                               dtype=pl.String))
         return last, regimes
 
-    def symbol_of(self, row: int) -> str:
+    def symbols_of(self, rows: Any) -> list[str]:
+        """The symbol of each of ``rows`` (one search for all of them)."""
         import numpy as np
 
-        return self.syms[int(np.searchsorted(self.starts, row, side="right")) - 1]
+        j = np.searchsorted(self.starts, rows, side="right") - 1
+        return [self.syms[k] for k in j.tolist()]
 
     def needed(self, lo: int, hi: int) -> Any:
         """The rows some step of the period sees as a symbol's newest: those that opened
@@ -464,10 +473,16 @@ class _Driver:
         return names, CorrelationRows(rc, names)
 
     def step(self, t: int, now: datetime, own: dict[int, Any],
-             at: tuple[list[int], list[int]] | None = None) -> SignalsResult:
+             at: tuple[list[int], list[int]] | None = None) -> list[tuple[Any, ...]]:
         """The step at ``now`` (the close of the candle opening at ``t``); ``at``: the
-        symbols' newest rows at ``t`` (``_Book.newest``), when the caller has them."""
-        from ..signals._pipeline import _apply_clock, decide
+        symbols' newest rows at ``t`` (``_Book.newest``), when the caller has them. Returns
+        the candidate rows (in ``_COLUMNS`` order) of the symbols whose newest candle is
+        ``t`` and that have a direction, and records what passed as a cron run records it.
+
+        The decisions are ``judge``'s, the gates' half of the live ``decide``; the rows are
+        made from them directly, not from a live answer's row for every symbol (sorted,
+        then read back: a third of the step at 100 symbols)."""
+        from ..signals._pipeline import judge, stale_reasons
 
         js, rows = at if at is not None else self.book.newest(t)
         owned = [own[r] for r in rows]
@@ -476,44 +491,50 @@ class _Driver:
         # of them, are kept for the merge but not handed over (the same decisions).
         lo = min(o.candle_time for o in owned) - self._cooldown
         relevant = self.records.since(lo)
-        result = decide(self.config, owned, now, records=relevant,
-                        correlate=lambda names: self._correlate(js, rows),
-                        manager=self.manager)
-        passed = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
-                  for r in result.symbols if r.gate_passed]
-        self.records.merge(passed, _KEEP)
-        # The clock gives every row its age and a stale row its reason ("stale data: last
-        # candle 15m ago"); a replay reports no age, so only the stale rows are brought to
-        # it (a copy of each of 100 rows per candle was a tenth of the step).
-        stale = [r for r in result.symbols if r.data_status == DataStatus.STALE]
-        if not stale:
-            return result
-        aged = iter(_apply_clock(self.config, dataclasses.replace(result, symbols=stale),
-                                 now).symbols)
-        return dataclasses.replace(result, symbols=[
-            next(aged) if r.data_status == DataStatus.STALE else r for r in result.symbols])
+        blocks, decisions = judge(self.config, owned, now, records=relevant,
+                                  correlate=lambda names: self._correlate(js, rows),
+                                  manager=self.manager)
+        out: list[tuple[Any, ...]] = []
+        passed: list[int] = []
+        when = datetime.fromtimestamp(t / 1000, tz=timezone.utc)  # candle times: whole ms
+        directed = (Direction.LONG, Direction.SHORT)
+        for k, o in enumerate(owned):
+            d, b = decisions[o.symbol], o.best
+            if d.passed:
+                passed.append(k)
+            if b is None or b.direction not in directed or o.candle_time != when:
+                continue
+            block = blocks.get(o.symbol)
+            reasons = d.reasons
+            if block is None:
+                status = DataStatus.OK
+                blocked = list(dict.fromkeys(gate_name(x) for x in reasons))
+            else:
+                status = block[0]
+                blocked = [str(status)]
+                if status == DataStatus.STALE:  # the clock applied, as a live run's is
+                    reasons = stale_reasons(reasons, candle_age(self.config, o.candle_time,
+                                                                now))
+            out.append((o.symbol, t, o.close, o.regime, b.engine, str(b.direction),
+                        b.strength, o.p_up, directional_probability(o.p_up, b.direction),
+                        bool(d.passed), list(reasons), blocked, str(status)))
+        if len(passed) > 1:
+            # in the order of the live answer's rows (passed first, strongest first, then
+            # by symbol), which is the order a cron run records them in: the whole sort,
+            # as the answer is sorted, so even a NaN strength keeps its place
+            keys = [(not decisions[o.symbol].passed,
+                     -((o.best.strength if o.best else 0.0) or 0.0), o.symbol)
+                    for o in owned]
+            passed = [k for k in sorted(range(len(owned)), key=keys.__getitem__)
+                      if decisions[owned[k].symbol].passed]
+        self.records.merge([CooldownRecord(owned[k].symbol, owned[k].best.direction
+                                           if owned[k].best else Direction.FLAT,
+                                           owned[k].candle_time) for k in passed], _KEEP)
+        return out
 
 
 _COLUMNS = ("symbol", "candle_time", "close", "regime", "engine", "direction", "strength",
             "p_up", "p_dir", "gate_passed", "gate_reasons", "blocked_by", "data_status")
-
-
-def _candidate_rows(result: SignalsResult, t: int) -> list[tuple[Any, ...]]:
-    """The rows (in ``_COLUMNS`` order) of the symbols whose newest candle is ``t`` and
-    that have a direction."""
-    out = []
-    when = datetime.fromtimestamp(t / 1000, tz=timezone.utc)  # candle times are whole ms
-    for r in result.symbols:
-        if r.direction not in (Direction.LONG, Direction.SHORT) or r.candle_time != when:
-            continue
-        if r.data_status != DataStatus.OK:
-            blocked = [str(r.data_status)]
-        else:
-            blocked = list(dict.fromkeys(gate_name(x) for x in r.gate_reasons))
-        out.append((r.symbol, t, r.close, r.regime, r.engine, str(r.direction), r.strength,
-                    r.p_up, directional_probability(r.p_up, r.direction),
-                    bool(r.gate_passed), list(r.gate_reasons), blocked, str(r.data_status)))
-    return out
 
 
 def _candidates_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ..base._blas import one_blas_thread
 from ..base._config import Config
 from ..base._fs import atomic_writer, refused_write
 from ..errors import CacheError, UsageError
@@ -596,6 +597,34 @@ class RollingCorrelation:
             out[i] = np.nan if few[i] else 1.0
         return out
 
+    def _rows_from_sums(self, idx: np.ndarray, prows: np.ndarray | None) -> np.ndarray:
+        """``_row_from_sums`` of each of ``idx`` (``prows``: their rows of P, or None), as
+        one array. When no symbol has a gap, the rows are computed together: the same
+        elementwise operations as ``_row_complete``'s, in the same order, on arrays of
+        rows (each element's arithmetic, so its bits, unchanged; a replay at 100 symbols
+        computes about 36 rows a candle, each a handful of numpy calls when alone)."""
+        w = self.window
+        if prows is None or w < self.min_periods or np.count_nonzero(self._missing):
+            return np.array([self._row_from_sums(j, None if prows is None else prows[k])
+                             for k, j in enumerate(idx.tolist())])
+        s, q, scale = self._sum, self._sq, self._scale
+        vy = self._vy
+        if vy is None:
+            vy = self._vy = q - s * s / w
+            self._vy_ok = bool((vy > _DOUBT * scale).all())
+        si = s[idx]
+        vx = q[idx] - si * si / w
+        sure = (vx > _DOUBT * scale[idx]) & self._vy_ok
+        out: np.ndarray = prows - (si / w)[:, None] * s
+        with np.errstate(invalid="ignore", divide="ignore"):  # the unsure rows: replaced
+            out /= np.sqrt(vx[:, None] * vy)
+        np.minimum(out, 1.0, out=out)
+        np.maximum(out, -1.0, out=out)
+        out[np.arange(idx.size), idx] = 1.0
+        for k in np.flatnonzero(~sure).tolist():  # a flat or nearly flat series
+            out[k] = _row(self.returns, int(idx[k]), self.min_periods)
+        return out
+
     def _row_complete(self, i: int, prow: np.ndarray | None = None) -> np.ndarray:
         """Row ``i`` when no symbol has a gap: every pair has the whole window in common,
         so the sums are per symbol and the row is a handful of vector operations."""
@@ -818,9 +847,17 @@ class CorrelationRows:
         if missing.any():  # most reads find every row held: no sort then
             todo = np.unique(state_cols[missing])
             rc = self._rc
-            pr = rc._prows(todo)
-            got = np.array([rc._row_from_sums(j, None if pr is None else pr[k])
-                            for k, j in enumerate(todo.tolist())])
+            # One BLAS thread: OpenBLAS's threaded product of a few million
+            # multiplications and more differs from its one-thread product in the last
+            # bits, so the rows (and a replay's equality with live runs) would depend on
+            # the machine's thread count; for the gates' small products the threads also
+            # cost more than they save (docs/performance.md, fourth session).
+            if todo.size > 1 and rc._prod is None:  # a product (``_prows``)
+                with one_blas_thread():
+                    pr = rc._prows(todo)
+            else:
+                pr = rc._prows(todo)  # None: no product to make
+            got = rc._rows_from_sums(todo, pr)
             k0, k1 = self._count, self._count + todo.size
             if k1 > len(self._held):
                 grown = np.empty((max(k1, len(self._held) * 3 // 2), self._held.shape[1]))

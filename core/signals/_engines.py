@@ -215,19 +215,25 @@ class AlphaEngineCoordinator:
             ]
         self._exprs = exprs
 
-    def _evaluate(self, last_rows: pl.DataFrame, regimes: list[str]) -> dict[str, list[Signal]]:
+    def _frame(self, last_rows: pl.DataFrame, regimes: list[str]
+               ) -> tuple[pl.DataFrame, int, list[tuple[str, int, int, int]]]:
+        """Every engine's columns over the rows: (frame, the guard's position, per engine
+        its name and the positions of its direction, strength and reason)."""
         bad = sorted({r for r in regimes if r not in REGIMES})
         if bad:
             raise UsageError(f"unknown regime {bad[0]!r}", key=bad[0])
         frame = last_rows.with_columns(_regime=pl.Series(regimes, dtype=pl.String)) \
             .select("symbol", "open_time", *self._exprs)
-        out: dict[str, list[Signal]] = {}
         # rows as tuples read by position: a dict per row cost a third of a replay's
         # preparation
         at = {c: k for k, c in enumerate(frame.columns)}
-        guard = at[f"{GUARD}.reason"]
         engines = [(e.name, at[f"{e.name}.direction"], at[f"{e.name}.strength"],
                     at[f"{e.name}.reason"]) for e in self.engines]
+        return frame, at[f"{GUARD}.reason"], engines
+
+    def _evaluate(self, last_rows: pl.DataFrame, regimes: list[str]) -> dict[str, list[Signal]]:
+        frame, guard, engines = self._frame(last_rows, regimes)
+        out: dict[str, list[Signal]] = {}
         for row in frame.iter_rows():
             sym, when = row[0], row[1]
             sigs = []
@@ -244,6 +250,54 @@ class AlphaEngineCoordinator:
                                    reasons=(row[why],)))
             out[sym] = sigs
         return out
+
+    def best_for_rows(self, last_rows: pl.DataFrame, regimes: list[str]
+                      ) -> tuple[list[str | None], list[Signal | None]]:
+        """Per row (in order): the guard's reason (None: the indicators are defined) and
+        ``best_signal`` of the row's signals, without making a ``Signal`` for every engine
+        (what ``prepare`` keeps of them; at 100 rows a candle over a replay's period the
+        others were a tenth of the replay). The choice is one ``argmax`` over the engines'
+        strengths (the first of the strongest, as ``best_signal``'s ``max``); a row with a
+        NaN or infinite strength, where the two could differ, is chosen as ``max`` does.
+        Equal to ``signals_for_rows`` then ``best_signal`` (tests/test_engines.py)."""
+        import numpy as np
+
+        frame, guard, engines = self._frame(last_rows, regimes)
+        n = frame.height
+        guards: list[str | None] = frame.to_series(guard).to_list()
+        if not engines or not n:
+            return guards, [None] * n
+        flat = Direction.FLAT
+        usable = np.column_stack([
+            frame.select((pl.nth(d).is_not_null() & (pl.nth(d) != flat)).fill_null(False))
+            .to_series().to_numpy() for _, d, _, _ in engines])
+        strength = np.column_stack([frame.to_series(st).cast(pl.Float64).to_numpy()
+                                    for _, _, st, _ in engines])
+        key = np.where(usable, strength, -np.inf)
+        pick = key.argmax(axis=1)
+        has = usable.any(axis=1)
+        odd = (usable & ~np.isfinite(strength)).any(axis=1)  # max's own rule, below
+        symbols = frame.to_series(0).to_list()
+        times = frame.to_series(1).to_list()
+        dirs = [frame.to_series(d).to_list() for _, d, _, _ in engines]
+        whys = [frame.to_series(why).to_list() for _, _, _, why in engines]
+        best: list[Signal | None] = [None] * n
+        for r in np.flatnonzero(has & ~odd).tolist():
+            e = int(pick[r])
+            best[r] = Signal(symbol=symbols[r], candle_time=times[r],
+                             engine=engines[e][0], direction=dirs[e][r],
+                             strength=float(strength[r, e]), reasons=(whys[e][r],))
+        for r in np.flatnonzero(odd).tolist():
+            top: tuple[int, float] | None = None
+            for e in range(len(engines)):
+                if usable[r, e] and (top is None or float(strength[r, e]) > top[1]):
+                    top = (e, float(strength[r, e]))
+            if top is not None:
+                e = top[0]
+                best[r] = Signal(symbol=symbols[r], candle_time=times[r],
+                                 engine=engines[e][0], direction=dirs[e][r],
+                                 strength=top[1], reasons=(whys[e][r],))
+        return guards, best
 
     def generate_all_signals(self, features: pl.DataFrame, regime: str) -> list[Signal]:
         """Signals for one symbol from its feature frame (its last row is evaluated)."""

@@ -67,16 +67,20 @@ def directional_probability(p_up: float | None, direction: str | None) -> float 
     return p_up if direction == Direction.LONG else 1.0 - p_up
 
 
-def _below(name: str, value: float, limit: float) -> str:
+def _below(name: str, value: float, limit: float, bound: str | None = None) -> str:
     """``"probability 0.499 < 0.50"``: as many decimals as it takes for the value not to
-    print as the limit (a reason reading "0.50 < 0.50" helps nobody)."""
+    print as the limit (a reason reading "0.50 < 0.50" helps nobody). ``bound``: the
+    limit's text (``_bound(limit)``) when the caller has it."""
     for digits in range(2, 7):
         shown = f"{value:.{digits}f}"
         if shown != f"{limit:.{digits}f}":
-            # The limit as configured: 0.55 as "0.55", 0.555 as "0.555", never rounded.
-            bound = f"{limit:.2f}" if float(f"{limit:.2f}") == limit else f"{limit:g}"
-            return f"{name} {shown} < {bound}"
+            return f"{name} {shown} < {_bound(limit) if bound is None else bound}"
     return f"{name} {value!r} < {limit!r}"
+
+
+def _bound(limit: float) -> str:
+    """The limit as configured: 0.55 as "0.55", 0.555 as "0.555", never rounded."""
+    return f"{limit:.2f}" if float(f"{limit:.2f}") == limit else f"{limit:g}"
 
 
 def evaluate_gates(
@@ -96,50 +100,91 @@ def evaluate_gates(
     for r in history:
         own.setdefault(r.symbol, []).append(r)
     corr = _Active(correlation, history, cooldown)
+    mine = own_reasons(candidates, config)
     order = sorted(range(len(candidates)),
                    key=lambda i: (-candidates[i].strength, candidates[i].symbol))
-    decisions: dict[int, GateDecision] = {}
+    decisions: list[GateDecision] = [_PASS] * len(candidates)
+    flat = Direction.FLAT
+    threshold = config.correlation_threshold
     for i in order:
         c = candidates[i]
-        reasons = _own_reasons(c, config)
-        for r in own.get(c.symbol, ()):
-            if r.direction == c.direction and \
-                    c.candle_time - cooldown < r.candle_time < c.candle_time:
-                reasons.append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
-                break
-        hit = corr.first_correlated(c, config.correlation_threshold)
+        reasons = mine[i]
+        if c.symbol in own:
+            for r in own[c.symbol]:
+                if r.direction == c.direction and \
+                        c.candle_time - cooldown < r.candle_time < c.candle_time:
+                    reasons.append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
+                    break
+        # A flat candidate has no active signals of its direction to be correlated with
+        # (nothing flat passes, nor is recorded): no read.
+        hit = None if c.direction == flat else corr.first_correlated(c, threshold)
         if hit is not None:
             reasons.append(f"correlated {hit[1]:.2f} with active {hit[0]} {c.direction}")
-        decision = GateDecision(passed=not reasons, reasons=tuple(reasons))
-        if decision.passed:
+        if reasons:
+            decisions[i] = GateDecision(passed=False, reasons=tuple(reasons))
+        else:
             corr.passed(c)
-        decisions[i] = decision
-    return [decisions[i] for i in range(len(candidates))]
+    return decisions
 
 
-def _own_reasons(c: GateInput, config: GatesConfig) -> list[str]:
-    """What blocks a candidate on its own inputs, before cooldowns and correlation."""
-    reasons: list[str] = []
-    if c.direction == Direction.FLAT:
-        reasons.append("no directional signal")
-    if c.strength < config.min_strength:
-        reasons.append(_below("strength", c.strength, config.min_strength))
-    # Judged on the probability of the signal's own direction (p_dir); a flat signal
-    # has no direction to be probable, and is blocked above already.
-    p = directional_probability(c.probability, c.direction)
-    if c.direction == Direction.FLAT:
-        pass
-    elif p is None:
-        reasons.append("no model probability")
-    elif p < config.min_probability:
-        reasons.append(_below("p_dir", p, config.min_probability))
-    if config.block_high_vol and c.regime == Regime.HIGH_VOL:
-        reasons.append("regime HIGH_VOL")
-    if c.volume_z is None or math.isnan(c.volume_z):
-        reasons.append("no volume z-score")
-    elif c.volume_z < config.min_volume_z:
-        reasons.append(_below("volume z", c.volume_z, config.min_volume_z))
-    return reasons
+_PASS = GateDecision(passed=True)
+_NONE_PASSED: tuple[list[str], list[int]] = ([], [])
+_DIRECTION_CODES: dict[str, int] = {Direction.FLAT: 0, Direction.LONG: 1, Direction.SHORT: 2}
+
+
+def own_reasons(candidates: Sequence[GateInput], config: GatesConfig) -> list[list[str]]:
+    """What blocks each candidate on its own inputs, before cooldowns and correlation: the
+    tests as arrays over all candidates at once (a candle's 100 symbols, or a run's
+    10,000), the reasons' text made only for the tests that fail."""
+    import numpy as np
+
+    n = len(candidates)
+    if not n:
+        return []
+    # one pass over the candidates: (strength, P(up), volume z, direction's code,
+    # regime blocks); numpy reads None as NaN in a float array
+    codes = _DIRECTION_CODES
+    high = Regime.HIGH_VOL if config.block_high_vol else None
+    cols = np.array([(c.strength, c.probability, c.volume_z, codes.get(c.direction, 3),
+                      c.regime == high) for c in candidates], dtype=np.float64).T
+    strength, p_up, vz, code = cols[0], cols[1], cols[2], cols[3]
+    is_flat, is_long, is_short = code == 0, code == 1, code == 2
+    # P(the signal's own direction), NaN where ``directional_probability`` is None
+    p_dir = np.where(is_long, p_up, np.where(is_short, 1.0 - p_up, math.nan))
+    weak = strength < config.min_strength  # NaN is never below: no reason, as before
+    no_p = ~is_flat & np.isnan(p_dir)
+    low_p = ~is_flat & (p_dir < config.min_probability)
+    high_vol = cols[4] != 0
+    no_vz = np.isnan(vz)
+    low_vz = vz < config.min_volume_z
+    out: list[list[str]] = [[] for _ in range(n)]
+    any_ = is_flat | weak | no_p | low_p | high_vol | no_vz | low_vz
+    # each limit's text made once, not for each reason that quotes it
+    bounds = [_bound(x) for x in (config.min_strength, config.min_probability,
+                                  config.min_volume_z)]
+    idx = np.flatnonzero(any_)
+    # the failing rows' tests and values as Python objects: one conversion, not a numpy
+    # scalar read per test and candidate
+    tests = np.stack([is_flat, weak, no_p, low_p, high_vol, no_vz, low_vz])[:, idx].T
+    values = np.stack([strength, p_dir, vz])[:, idx].T
+    for i, (flat, w, nop, lowp, hv, novz, lowvz), (sv, pv, zv) in zip(
+            idx.tolist(), tests.tolist(), values.tolist(), strict=True):
+        reasons = out[i]
+        if flat:
+            reasons.append("no directional signal")
+        if w:
+            reasons.append(_below("strength", sv, config.min_strength, bounds[0]))
+        if nop:
+            reasons.append("no model probability")
+        elif lowp:
+            reasons.append(_below("p_dir", pv, config.min_probability, bounds[1]))
+        if hv:
+            reasons.append("regime HIGH_VOL")
+        if novz:
+            reasons.append("no volume z-score")
+        elif lowvz:
+            reasons.append(_below("volume z", zv, config.min_volume_z, bounds[2]))
+    return out
 
 
 class _Block:
@@ -215,6 +260,11 @@ class _Active:
         self._joined: dict[tuple[str, datetime], tuple[int, list[str], Any, set[int]]] = {}
         self._blocks: dict[tuple[str, datetime], _Block] = {}
         self._passed: dict[str, tuple[list[str], list[int]]] = {}
+        # per (direction, candle time), when its block was last found up to date (or its
+        # list empty: no block): (this run's passed signals counted, the block, the
+        # recorded columns, threshold, names, columns, how many are recorded)
+        self._ready: dict[tuple[str, datetime], tuple[int, _Block | None, set[int], float,
+                                                      list[str], Any, int]] = {}
 
     def passed(self, c: GateInput) -> None:
         names, cols = self._passed.setdefault(c.direction, ([], []))
@@ -255,6 +305,19 @@ class _Active:
             self._joined[key] = held
         return held[1], held[2], held[3]
 
+    @staticmethod
+    def _own_excluded(block: _Block, i: int, cols: Any, n_recorded: int, names: list[str],
+                      threshold: float) -> tuple[str, float] | None:
+        """The read of a candidate that is among the recorded signals: its own record is
+        not "another" active signal."""
+        import numpy as np
+
+        row = block.column(i)
+        ok = row > threshold
+        ok[:n_recorded] &= cols[:n_recorded] != i
+        hits = np.flatnonzero(ok)
+        return (names[int(hits[0])], float(row[int(hits[0])])) if hits.size else None
+
     def first_correlated(self, c: GateInput, threshold: float) -> tuple[str, float] | None:
         import numpy as np
 
@@ -263,10 +326,25 @@ class _Active:
         i = self.index.get(c.symbol)
         if i is None:
             return None
+        key = (c.direction, c.candle_time)
+        held = self._ready.get(key)
+        if held is not None and held[3] == threshold and \
+                held[0] == len(self._passed.get(c.direction, _NONE_PASSED)[0]):
+            # The common read: no signal of the direction passed since this list was last
+            # read, so its block is up to date (or the list is empty): the answer is read
+            # off the block as below, without rebuilding the list to find that out.
+            block, names, cols, n_recorded = held[1], held[4], held[5], held[6]
+            if block is None:
+                return None
+            if i not in held[2]:
+                k = int(block.first[i])
+                return None if k < 0 else (names[k], block.value(k, i))
+            return self._own_excluded(block, i, cols, n_recorded, names, threshold)
         names, cols, recorded = self._active(c)
         # the recorded signals come first, this run's passed ones after them
         n_recorded = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
         if not cols.size:
+            self._ready[key] = (0, None, recorded, threshold, names, cols, 0)
             return None
         # The reads of every candidate against this list at once, built by the first
         # candidate whose own read computes the same rows (all of the list's, or all but
@@ -286,15 +364,13 @@ class _Active:
             block.extend(self._columns(cols))
             self._blocks[key] = block
         if block is not None:
+            if block.size == len(cols):
+                self._ready[key] = (len(cols) - n_recorded, block, recorded, threshold,
+                                    names, cols, n_recorded)
             if i not in recorded:
                 k = int(block.first[i])
                 return None if k < 0 else (names[k], block.value(k, i))
-            # a symbol's own record is not "another" active signal
-            row = block.column(i)
-            ok = row > threshold
-            ok[:n_recorded] &= cols[:n_recorded] != i
-            hits = np.flatnonzero(ok)
-            return (names[int(hits[0])], float(row[int(hits[0])])) if hits.size else None
+            return self._own_excluded(block, i, cols, n_recorded, names, threshold)
         if i in recorded:  # a symbol's own record is not "another" active signal
             keep = np.ones(len(cols), dtype=bool)
             keep[:n_recorded] = cols[:n_recorded] != i
@@ -319,10 +395,20 @@ _GATE_NAMES = (("no directional signal", "direction"), ("strength ", "min_streng
                ("correlated ", "correlation_threshold"))
 
 
+# The table by each prefix's first character, in the table's order: a reason is checked
+# against the one to three prefixes that can match it (the same first match as the whole
+# table's scan; a replay names every reason of every candidate).
+_GATE_NAMES_BY_FIRST: dict[str, tuple[tuple[str, str], ...]] = {}
+for _prefix, _name in _GATE_NAMES:
+    _GATE_NAMES_BY_FIRST[_prefix[0]] = (*_GATE_NAMES_BY_FIRST.get(_prefix[0], ()),
+                                       (_prefix, _name))
+del _prefix, _name
+
+
 def gate_name(reason: str) -> str:
     """The stable name of the gate a reason from ``evaluate_gates`` comes from ("other"
     for a reason this table does not know: tests/test_replay.py checks none is left)."""
-    for prefix, name in _GATE_NAMES:
+    for prefix, name in _GATE_NAMES_BY_FIRST.get(reason[:1], ()):
         if reason.startswith(prefix):
             return name
     return "other"

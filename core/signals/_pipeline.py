@@ -341,7 +341,10 @@ def _run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | No
 
 def _stale_symbols(config: Config, last: Mapping[str, datetime], now: datetime) -> set[str]:
     limit = max_staleness(config)
-    return {s for s, t in last.items() if candle_age(config, t, now) > limit}
+    # ``candle_age``'s arithmetic, the interval's length read once (a replay asks this of
+    # every symbol at every candle)
+    close = config.data.interval.delta
+    return {s for s, t in last.items() if (now - (t + close)).total_seconds() > limit}
 
 
 _STALE = "stale data"  # placeholder in the cached answer; _apply_clock says how old
@@ -354,10 +357,15 @@ def _apply_clock(config: Config, result: SignalsResult, now: datetime) -> Signal
         age = candle_age(config, r.candle_time, now)
         reasons = r.gate_reasons
         if r.data_status == DataStatus.STALE:
-            reasons = (f"stale data: last candle {format_age(age)} ago",) + tuple(
-                x for x in reasons if x != _STALE)
+            reasons = stale_reasons(reasons, age)
         rows.append(dataclasses.replace(r, age_seconds=age, gate_reasons=reasons))
     return dataclasses.replace(result, as_of=now, symbols=rows)
+
+
+def stale_reasons(reasons: tuple[str, ...], age: float) -> tuple[str, ...]:
+    """A stale symbol's reasons with the clock applied (its age in place of ``_STALE``)."""
+    return (f"stale data: last candle {format_age(age)} ago",) + tuple(
+        x for x in reasons if x != _STALE)
 
 
 def _warming(config: Config, candles: pl.DataFrame) -> dict[str, tuple[DataStatus, str]]:
@@ -554,20 +562,25 @@ def own_rows(config: Config, last: pl.DataFrame, regime_list: Sequence[str],
 
     coord = AlphaEngineCoordinator(config.features)
     if batch:
-        signals = coord.signals_for_rows(last, [regimes[s] for s in syms])
-    else:
+        guards, best_list = coord.best_for_rows(last, list(regime_list))
+        best = dict(zip(syms, best_list, strict=True))
+        for s, why in zip(syms, guards, strict=True):
+            if why is not None and s not in blocks:
+                blocks[s] = (DataStatus.DEGENERATE, why)
+    else:  # the reference path: every engine's signals, then the best of them
         signals = {s: coord.generate_all_signals(last.slice(i, 1), regimes[s])
                    for i, s in enumerate(syms)}
-    for s in syms:
-        guard = next((x for x in signals[s] if x.engine == GUARD), None)
-        if guard is not None and s not in blocks:
-            blocks[s] = (DataStatus.DEGENERATE, guard.reasons[0])
+        best = {s: best_signal(signals[s]) for s in syms}
+        for s in syms:
+            guard = next((x for x in signals[s] if x.engine == GUARD), None)
+            if guard is not None and s not in blocks:
+                blocks[s] = (DataStatus.DEGENERATE, guard.reasons[0])
     shown = last if labels is None else last.with_columns(
         symbol=pl.Series(list(labels), dtype=pl.String))
     probs = _predictions(model, rows, shown, syms, manager, batch, stages)
     out = list(labels) if named and labels is not None else syms
     return [Own(symbol=out[i], candle_time=times[i], close=float(closes[i]),
-                regime=regimes[s], best=best_signal(signals[s]), p_up=probs[s],
+                regime=regimes[s], best=best[s], p_up=probs[s],
                 volume_z=vz[i], block=blocks.get(s)) for i, s in enumerate(syms)]
 
 
@@ -577,14 +590,8 @@ def decide(config: Config, own: Sequence[Own], now: datetime, *,
     """The stateful half of ``step``: the gates at ``now`` over the symbols' ``own``
     answers, with the carried cooldown ``records`` and ``correlate(symbols)`` (the rolling
     correlation brought up to date: (symbols, matrix) or None)."""
-    stages = stages if stages is not None else _Stages()
-    stale = _stale_symbols(config, {o.symbol: o.candle_time for o in own}, now)
-    blocks: dict[str, tuple[DataStatus, str]] = {}
-    for o in own:
-        block = (DataStatus.STALE, _STALE) if o.symbol in stale else o.block
-        if block is not None:
-            blocks[o.symbol] = block
-    decisions = _gate(config, correlate, manager, own, blocks, records, stages)
+    blocks, decisions = judge(config, own, now, records=records, correlate=correlate,
+                              manager=manager, stages=stages)
     results = []
     for o in own:
         b, d = o.best, decisions[o.symbol]
@@ -597,6 +604,24 @@ def decide(config: Config, own: Sequence[Own], now: datetime, *,
     results.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
                          symbols=results)
+
+
+def judge(config: Config, own: Sequence[Own], now: datetime, *,
+          records: list[CooldownRecord], correlate: Callable[[list[str]], Any],
+          manager: CacheManager, stages: _Stages | None = None
+          ) -> tuple[dict[str, tuple[DataStatus, str]], dict[str, GateDecision]]:
+    """``decide`` without the answer's rows: per symbol, the block its data puts on it
+    (stale, warming up, degenerate; a stale one's reason is ``_STALE`` until the clock is
+    applied) and its gate decision. A replay makes its candidate rows straight from these
+    (the same decisions, without a result row per symbol and candle)."""
+    stages = stages if stages is not None else _Stages()
+    stale = _stale_symbols(config, {o.symbol: o.candle_time for o in own}, now)
+    blocks: dict[str, tuple[DataStatus, str]] = {}
+    for o in own:
+        block = (DataStatus.STALE, _STALE) if o.symbol in stale else o.block
+        if block is not None:
+            blocks[o.symbol] = block
+    return blocks, _gate(config, correlate, manager, own, blocks, records, stages)
 
 
 def _gate(config: Config, correlate: Callable[[list[str]], Any], manager: CacheManager,
