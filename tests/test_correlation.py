@@ -557,3 +557,108 @@ def test_gates_decide_the_same_on_rows_and_on_the_matrix():
     dense = evaluate_gates(cands, recs, cfg, (syms, rc.matrix()[1]))
     assert lazy == dense
     assert any("correlated" in r for d in lazy for r in d.reasons)
+
+
+# -- the fast paths (a first run over aligned symbols, a one-candle cron step) ------------
+
+class _GeneralOnly(RollingCorrelation):
+    """The general path only: the two fast paths decline."""
+
+    def _build_aligned(self, *args):
+        return 0
+
+    def _next_candle(self, *args):
+        return 0
+
+
+class _Counting(RollingCorrelation):
+    """Counts how often the fast paths took a frame (so the test below cannot pass by
+    never reaching them)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.fast = 0
+
+    def _build_aligned(self, *args):
+        taken = super()._build_aligned(*args)
+        self.fast += bool(taken)
+        return taken
+
+    def _next_candle(self, *args):
+        taken = super()._next_candle(*args)
+        self.fast += bool(taken)
+        return taken
+
+
+@st.composite
+def aligned_streams(draw):
+    """A first frame of every symbol over the same times, then frames of one candle per
+    symbol, sometimes with a symbol missing, a candle skipped, a symbol's history in the
+    frame, a zero close (no finite return) or a flat symbol."""
+    n = draw(st.integers(2, 6))
+    window = draw(st.integers(3, 30))
+    first = draw(st.integers(window + 1, window + 8))
+    syms = [f"S{i}" for i in range(n)]
+    flat = {s: draw(st.booleans()) and draw(st.booleans()) for s in syms}
+    close = dict.fromkeys(syms, 100.0)
+    hist: dict[str, list] = {s: [] for s in syms}
+
+    def candle(s, t):
+        if not flat[s]:
+            close[s] *= math.exp(draw(st.floats(-0.02, 0.02)))
+        c = 0.0 if draw(st.integers(0, 30)) == 0 else close[s]
+        hist[s].append((s, t * STEP, c))
+
+    for t in range(first):
+        for s in syms:
+            candle(s, t)
+    frames = [[r for s in syms for r in hist[s]]]
+    t = first
+    for _ in range(draw(st.integers(1, 3 * window))):
+        kind = draw(st.sampled_from(["next"] * 6 + ["missing", "skip", "history"]))
+        t += 2 if kind == "skip" else 1
+        gone = draw(st.sampled_from(syms)) if kind == "missing" else None
+        rows = []
+        for s in syms:
+            if s == gone:
+                continue
+            candle(s, t)
+            rows.extend(hist[s][-3:] if kind == "history" else hist[s][-1:])
+        frames.append(rows)
+    return window, draw(st.integers(2, window)), frames
+
+
+@pytest.mark.slow
+@settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(aligned_streams(), st.booleans())
+def test_fast_paths_equal_the_general_path_bit_for_bit(case, with_matrix):
+    window, min_periods, frames = case
+    fast = _Counting(window=window, min_periods=min_periods, interval_ms=STEP)
+    general = _GeneralOnly(window=window, min_periods=min_periods, interval_ms=STEP)
+    for rows in frames:
+        f = multi_frame(rows)
+        assert fast.update_frame(f) == general.update_frame(f)
+        for name in ("returns", "_sum", "_sq", "_scale", "_missing"):
+            assert np.array_equal(getattr(fast, name), getattr(general, name),
+                                  equal_nan=True), name
+        assert (fast.end_ms, fast._slides) == (general.end_ms, general._slides)
+        assert fast.last_time == general.last_time
+        assert np.array_equal(list(fast.last_close.values()),
+                              list(general.last_close.values()), equal_nan=True)
+        if with_matrix:  # P held and updated by the rank-2 step from here on
+            assert np.array_equal(fast.matrix()[1], general.matrix()[1], equal_nan=True)
+            assert np.array_equal(fast._prod, general._prod)
+    assert fast.fast >= 1  # the first frame always takes the aligned build
+
+
+def test_fast_paths_are_taken_by_a_first_run_and_a_cron_step():
+    rc = _Counting(window=20, min_periods=5, interval_ms=STEP)
+    closes = 100 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 0.01, (40, 3)), 0))
+    rows = [(f"S{j}", t * STEP, float(closes[t, j])) for j in range(3) for t in range(30)]
+    rc.update_frame(multi_frame(rows))
+    for t in range(30, 40):
+        rc.update_frame(multi_frame([(f"S{j}", t * STEP, float(closes[t, j]))
+                                     for j in range(3)]))
+    assert rc.fast == 11
+    assert close_enough(rc.matrix()[1], rc.full_matrix()[1], 1e-12)

@@ -58,6 +58,9 @@ _READABLE_FORMATS = (2, 3)
 # recomputed from the returns: below it, cancellation could cost more than 1e-12.
 _DOUBT = 1e-3
 _TEMP = 1 << 19  # elements (4 MiB): the largest temporary the rank-2 step and the matrix use
+# Frames up to this many rows are checked for one row per symbol in Python (a list of
+# strings), where polars' run-length encoding costs more than the cron step itself.
+_SMALL_FRAME = 1024
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
@@ -99,8 +102,8 @@ def _epoch_ms(times: Any) -> np.ndarray:
         unit = np.datetime_data(a.dtype)[0]
         per_ms = {"ns": 1_000_000, "us": 1_000, "ms": 1}.get(unit)
         if per_ms is not None:
-            ms: np.ndarray = a.view(np.int64) // per_ms
-            return ms
+            ms: np.ndarray = a.view(np.int64)
+            return ms // per_ms if per_ms != 1 else ms
     epoch: np.ndarray = times.dt.epoch("ms").to_numpy()
     return epoch
 
@@ -115,12 +118,20 @@ def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.nda
 
     # Series methods, not a select: at one candle per symbol (the cron step) the plan would
     # cost more than the data.
-    runs = candles.get_column("symbol").rle().struct.unnest()
+    sym = candles.get_column("symbol")
+    t = _epoch_ms(candles.get_column("open_time"))
+    close = candles.get_column("close")
+    c = (close if close.dtype == pl.Float64 else close.cast(pl.Float64)).to_numpy()
+    names = sym.to_list() if sym.len() <= _SMALL_FRAME else None
+    if names is not None and len(set(names)) == len(names):
+        # One row per symbol (a cron step's frame): runs of one row, nothing to check.
+        # rle's struct alone costs more than the step at 50 symbols.
+        one = np.arange(len(names) + 1, dtype=np.int64)
+        return names, one[:-1], one[1:], t, c
+    runs = sym.rle().struct.unnest()
     names = runs["value"].to_list()
     lens = runs["len"].to_numpy().astype(np.int64)
     del runs
-    t = _epoch_ms(candles.get_column("open_time"))
-    c = candles.get_column("close").cast(pl.Float64).to_numpy()
     ok = len(set(names)) == len(names)
     if ok and t.size > 1:
         ends = np.cumsum(lens)
@@ -283,15 +294,31 @@ class RollingCorrelation:
         self._x0 = None
         r[dropped] = np.nan
         r[slots, cols] = values
-        after_raw = r[touched]
+        self._rows_changed(touched.size, before_raw, r[touched])
+        if not self._all_dirty:
+            self._dirty.update(np.unique(cols).tolist())
+
+    def _rows_changed(self, touched: int, before_raw: np.ndarray,
+                      after_raw: np.ndarray) -> None:
+        """The sums after ``touched`` ring rows went from ``before_raw`` to ``after_raw``
+        (both rows x symbols): totals, then P by one product (or a re-anchor)."""
         before, after = _zeros(before_raw), _zeros(after_raw)
-        self._sum += after.sum(axis=0) - before.sum(axis=0)
-        sq_a, sq_b = (after * after).sum(axis=0), (before * before).sum(axis=0)
+        if touched == 1:
+            # A reduction over one row is that row (numpy starts from the first element,
+            # not from 0 + it): the same bits without six reductions.
+            a0, b0 = after[0], before[0]
+            sq_a, sq_b = a0 * a0, b0 * b0
+            self._sum += a0 - b0
+            self._missing += np.isnan(after_raw[0]).astype(np.int64) - np.isnan(before_raw[0])
+        else:
+            self._sum += after.sum(axis=0) - before.sum(axis=0)
+            sq_a, sq_b = (after * after).sum(axis=0), (before * before).sum(axis=0)
+            self._missing += np.isnan(after_raw).sum(axis=0) - \
+                np.isnan(before_raw).sum(axis=0)
         self._sq += sq_a - sq_b
         self._scale += sq_a + sq_b
-        self._missing += np.isnan(after_raw).sum(axis=0) - np.isnan(before_raw).sum(axis=0)
         self._vy = None
-        if self._slides >= self.window or 2 * touched.size >= self.window:
+        if self._slides >= self.window or 2 * touched >= self.window:
             self._anchor()  # due (bounds the rounding that updates leave) or cheaper
         elif self._prod is not None:
             # Every pair at once: P += new'new - old'old over the rows touched (rank 2 for
@@ -307,8 +334,6 @@ class RollingCorrelation:
                 t = tmp[:min(rows, n - i)]
                 np.matmul(a[:, i:i + rows].T, b, out=t)
                 np.add(p[i:i + rows], t, out=p[i:i + rows])
-        if not self._all_dirty:
-            self._dirty.update(np.unique(cols).tolist())
 
     def _fill_one(self, j: int, times: np.ndarray, values: np.ndarray) -> None:
         """One symbol's returns, window end unchanged: only P's row and column j change,
@@ -452,6 +477,17 @@ class RollingCorrelation:
         """
         if not len(names):
             return 0
+        # The two common cases first, in a few whole-array operations each and with the
+        # general path's arithmetic (the same bits): a first run over aligned symbols, and
+        # a cron step of one new candle for every symbol.
+        if self.end_ms is None and not self.symbols:
+            taken = self._build_aligned(names, starts, ends, t, c)
+            if taken:
+                return taken
+        elif len(names) == len(self.symbols):
+            taken = self._next_candle(names, starts, ends, t, c)
+            if taken:
+                return taken
         cols_of_run = np.arange(len(names)) if list(names) == self.symbols else \
             self._columns(names)
         lo = np.maximum(starts, ends - (self.window + 2))
@@ -491,6 +527,88 @@ class RollingCorrelation:
         self.last_close.update(zip(moved_names, c[ends[moved] - 1].tolist(), strict=True))
         self._apply(cols_of_run[run[new]], ts[new], rets[new])
         return int(new.sum())
+
+    def _build_aligned(self, names: Sequence[str], starts: np.ndarray, ends: np.ndarray,
+                       t: np.ndarray, c: np.ndarray) -> int:
+        """Build from empty when every symbol's last window + 1 candles are at the same
+        times, one interval apart (a universe's first run): the ring written whole, one
+        transposed copy instead of a scatter, then one anchoring. 0 (nothing done) when the
+        frame is not so. The returns are the general path's (the same division and log of
+        the same closes); so are the cells (every window time, non-finite left empty)."""
+        m, step = self.window + 1, self.interval_ms
+        nn = len(names)
+        lens = ends - starts
+        if int(lens.min()) < m:
+            return 0
+        if bool((lens == lens[0]).all()) and starts[0] == 0 and ends[-1] == t.size:
+            tt = t.reshape(nn, -1)[:, -m:]  # runs are contiguous (candle_runs): views
+            cc = c.reshape(nn, -1)[:, -m:]
+        else:
+            at = (ends - m)[:, None] + np.arange(m)
+            tt, cc = t[at], c[at]
+        t0 = tt[0]
+        if not (bool((np.diff(t0) == step).all()) and bool((tt == t0).all())):
+            return 0
+        self._columns(names)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rets = np.log(cc[:, 1:] / cc[:, :-1])
+        r = self.returns
+        r[self._slot(t0[1:])] = rets.T
+        r[~np.isfinite(r)] = np.nan
+        self.last_time.update(zip(names, tt[:, -1].tolist(), strict=True))
+        self.last_close.update(zip(names, cc[:, -1].tolist(), strict=True))
+        self.end_ms = int(t0[-1])
+        self._all_dirty = True
+        self._anchor()
+        return int(np.minimum(lens, m + 1).sum())  # the rows the general path takes
+
+    def _next_candle(self, names: Sequence[str], starts: np.ndarray, ends: np.ndarray,
+                     t: np.ndarray, c: np.ndarray) -> int:
+        """The cron step when every symbol of the state, in its order, has exactly one new
+        candle, the one after the window's end, and last took the candle at the end: one
+        ring row replaced, as ``_apply`` replaces it. 0 (nothing done) otherwise."""
+        end, step = self.end_ms, self.interval_ms
+        assert end is not None
+        nn = len(names)
+        last_rows = ends - 1
+        if np.count_nonzero(ends - starts) != nn:
+            return 0
+        tl = t[last_rows]
+        if not bool((tl == end + step).all()) or \
+                (names if type(names) is list else list(names)) != self.symbols:
+            return 0
+        last = np.fromiter(map(self.last_time.get, names, repeat(-1, nn)), np.int64, nn)
+        if not bool((last == end).all()):
+            return 0
+        # The close before the new one: the frame's row before it where the run has one
+        # (as the general path reads it), else the close the state took last.
+        long = (ends - starts >= 2).nonzero()[0]
+        if long.size == nn:  # every run has it (a frame with history)
+            prev_t, prev_c = t[last_rows - 1], c[last_rows - 1]
+        else:
+            prev_c = np.fromiter(map(self.last_close.get, names, repeat(np.nan, nn)),
+                                 np.float64, nn)
+            prev_t = np.full(nn, end)
+            prev_t[long] = t[last_rows[long] - 1]
+            prev_c[long] = c[last_rows[long] - 1]
+        if long.size and not bool((prev_t <= end).all()):
+            return 0  # rows between the window's end and the new candle: general path
+        cl = c[last_rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rets = np.where(tl - prev_t == step, np.log(cl / prev_c), np.nan)
+        rets[~np.isfinite(rets)] = np.nan
+        self.last_time.update(zip(names, tl.tolist(), strict=True))
+        self.last_close.update(zip(names, cl.tolist(), strict=True))
+        self.end_ms = end + step
+        self._all_dirty = True
+        self._slides += 1
+        k = (end + step) // step % self.window  # _slot, in Python ints
+        r = self.returns
+        before_raw = r[k:k + 1].copy()
+        self._x0 = None
+        r[k] = rets
+        self._rows_changed(1, before_raw, r[k:k + 1])
+        return nn
 
     def remove(self, symbol: str) -> None:
         self.drop([symbol])
@@ -640,9 +758,14 @@ class RollingCorrelation:
                 t = tmp[:min(rows, n - i)]
                 np.einsum("i,j->ij", u[i:i + rows], u, out=t)
                 np.subtract(out[i:i + rows], t, out=out[i:i + rows])
-        np.clip(out, -1.0, 1.0, out=out)  # one pass; two (minimum, maximum) cost more here
-        doubt_rows = set(np.flatnonzero(~(v > _DOUBT * scale) & (miss == 0)).tolist())
-        gappy = np.flatnonzero(miss)
+        if n > 256:
+            np.clip(out, -1.0, 1.0, out=out)  # one pass; two (minimum, maximum) cost more
+        else:  # ... but below, np.clip's Python wrapper costs more than both passes
+            np.maximum(out, -1.0, out=out)
+            np.minimum(out, 1.0, out=out)
+        # .nonzero()[0], not np.flatnonzero: its wrapper costs more than the pass at 50
+        doubt_rows = set((~(v > _DOUBT * scale) & (miss == 0)).nonzero()[0].tolist())
+        gappy = miss.nonzero()[0]
         if gappy.size:
             holes = np.isnan(r[:, gappy]).astype(np.float64)
             x = _zeros(r)
