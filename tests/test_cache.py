@@ -222,10 +222,11 @@ def test_locked_cache_is_a_miss_not_a_failure(cache_dir, caplog):
     assert mgr.set("features", "b", 2) and mgr.get("features", "b") == 2
 
 
+@pytest.mark.parametrize("size", [100, 5000])  # 5000: stored deflated (4 KiB and more)
 @pytest.mark.parametrize("damage", ["zeroed", "truncated"])
-def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damage):
+def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damage, size):
     mgr = CacheManager(root=cache_dir)
-    mgr.set("features", "k", {"rows": list(range(100))})
+    mgr.set("features", "k", {"rows": list(range(size))})
     mgr.set("features", "other", 7)
     mgr.close()
     con = _db(cache_dir)
@@ -520,3 +521,21 @@ def test_default_root_for_config_less_entry_points(tmp_path, monkeypatch):
         assert default_root() == tmp_path / "cli"
     finally:
         set_default_root(None)
+
+
+def test_large_values_are_stored_deflated_and_read_back(cache_dir):
+    from botopt.core.state._entry_format import MAGIC, MAGIC_Z
+
+    mgr = CacheManager(root=cache_dir)
+    big = {"rows": [[i, i * 0.5, f"S{i}"] for i in range(2000)]}
+    mgr.set("signals", "big", big)
+    mgr.set("signals", "small", [1, 2])
+    mgr.close()
+    con = _db(cache_dir)
+    stored = dict(con.execute("SELECT key, value FROM Cache WHERE tag = 'signals'"))
+    con.close()
+    magics = {k.rsplit("\x1f", 1)[-1]: bytes(v[:2]) for k, v in stored.items()}
+    assert magics == {"big": MAGIC_Z, "small": MAGIC}
+    assert len(stored[next(k for k in stored if k.endswith("big"))]) < 20_000  # ~60 KB raw
+    fresh = CacheManager(root=cache_dir)
+    assert fresh.get("signals", "big") == big and fresh.get("signals", "small") == [1, 2]
