@@ -656,8 +656,11 @@ def _read_stacked(syms: list[str], config: Config
     try:
         # No projection: a file with a column the first one lacks is then an error (and the
         # file-by-file path decides), where a projection would silently ignore it.
+        # The streaming engine: the in-memory one materialises every row's file path (a
+        # string per row) before the run ids replace it, about half the frame again at
+        # 4,000 symbols (peak after reading 484 -> 344 MiB). Same rows, same order.
         raw = pl.scan_ipc(names, include_file_paths="_file") \
-            .with_columns(pl.col("_file").rle_id()).collect()
+            .with_columns(pl.col("_file").rle_id()).collect(engine="streaming")
         ids = raw.get_column("_file").to_numpy()
         counts = np.bincount(ids, minlength=len(names)) if ids.size else ids
         if len(counts) != len(names) or not counts.all():
