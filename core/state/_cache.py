@@ -57,7 +57,7 @@ from ..base._fs import refused_write
 from ..base._versions import function_tag
 from ..errors import CacheError, UsageError
 from ._entry_format import HEADER as _HEADER
-from ._entry_format import MAGIC, MAGIC_Z
+from ._entry_format import MAGIC, MAGIC_D, MAGIC_Z
 from ._entry_format import pack as _pack
 from ._entry_format import unpack as _unpack
 from ._paths import default_root, ensure_dir, root_for
@@ -95,7 +95,7 @@ _SEP = "\x1f"  # between a cache's name and a key: never in a name, and keys are
 _STATS = f"{_SEP}stats{_SEP}"  # statistics keys: "<_STATS><name>", JSON bytes, no tag
 _ENTRIES = "entries"  # the diskcache directory under <root>/cache
 _GC_MARGIN = 3600.0  # diskcache's (wall-clock) expiry only collects garbage, well after ours
-_MAGICS = (MAGIC, MAGIC_Z)
+_MAGICS = (MAGIC, MAGIC_Z, MAGIC_D)
 _MODE_RAW = 1  # diskcache.core.MODE_RAW, the only mode a stats value has (no import needed)
 # Settings fixed at every open: no eviction or culling (no work per set; entries expire),
 # no statistics (a write per read), values up to 64 MiB inside the database (one commit).
