@@ -30,6 +30,7 @@ symbols, long slides) and after 100,000 updates.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -924,7 +925,10 @@ class RollingCorrelation:
             fd = os.open(target, os.O_WRONLY)
             try:
                 for offset, data in writes:
-                    os.pwrite(fd, data, offset)
+                    if os.pwrite(fd, data, offset) != memoryview(data).nbytes:
+                        # a short write (a full disk): reported like any refused write;
+                        # the header is not written, so the digest rejects the file
+                        raise OSError(errno.ENOSPC, "short write", str(target))
             finally:
                 os.close(fd)
         self._on_disk = (str(target), self._layout(identity))
