@@ -734,7 +734,8 @@ def _closed(stack: list[pl.DataFrame], syms: list[str], sources: Mapping[str, st
     t = frame.get_column("open_time")
     # Each run ascends (validated): when every run's last candle is closed, so is every
     # row, and no mask over every row is built (a cron run's common case).
-    if limit is None and int(t.gather(starts + lens - 1).dt.epoch("ms").max()) <= last_ms:
+    if limit is None and bool(
+            (t.gather(starts + lens - 1).dt.epoch("ms").to_numpy() <= last_ms).all()):
         return frame
     ms = t.dt.epoch("ms").to_numpy()
     n_closed = np.add.reduceat((ms <= last_ms).astype(np.int64), starts)
