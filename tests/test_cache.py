@@ -222,10 +222,12 @@ def test_locked_cache_is_a_miss_not_a_failure(cache_dir, caplog):
     assert mgr.set("features", "b", 2) and mgr.get("features", "b") == 2
 
 
+# 5: stored as is; 60: deflated against the preset dictionary; 5000: deflated (4 KiB and more)
+@pytest.mark.parametrize("size", [5, 60, 5000])
 @pytest.mark.parametrize("damage", ["zeroed", "truncated"])
-def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damage):
+def test_corrupt_value_is_a_miss_deleted_with_a_warning(cache_dir, caplog, damage, size):
     mgr = CacheManager(root=cache_dir)
-    mgr.set("features", "k", {"rows": list(range(100))})
+    mgr.set("features", "k", {"rows": list(range(size))})
     mgr.set("features", "other", 7)
     mgr.close()
     con = _db(cache_dir)
@@ -532,3 +534,25 @@ def test_a_commands_cache_dir_is_the_default_root_only_while_it_runs(tmp_path, m
     result = runner.invoke(app, ["--cache-dir", str(tmp_path / "cmd"), "cache-stats", "--json"])
     assert result.exit_code == 0, result.output
     assert default_root() == tmp_path / "env"
+
+
+def test_large_values_are_stored_deflated_and_read_back(cache_dir):
+    from botopt.core.state._entry_format import MAGIC, MAGIC_D, MAGIC_Z
+
+    mgr = CacheManager(root=cache_dir)
+    big = {"rows": [[i, i * 0.5, f"S{i}"] for i in range(2000)]}
+    row = {"c": "open,high,low,close,volume,ema_12,ema_26,rsi_14,atr_14", "t": 1767585300000,
+           "v": [1.1274046037159366, 599.5074132501364, 52.75691757225222, None] * 3}
+    mgr.set("signals", "big", big)
+    mgr.set("signals", "row", row)
+    mgr.set("signals", "small", [1, 2])
+    mgr.close()
+    con = _db(cache_dir)
+    stored = dict(con.execute("SELECT key, value FROM Cache WHERE tag = 'signals'"))
+    con.close()
+    magics = {k.rsplit("\x1f", 1)[-1]: bytes(v[:2]) for k, v in stored.items()}
+    assert magics == {"big": MAGIC_Z, "row": MAGIC_D, "small": MAGIC}
+    assert len(stored[next(k for k in stored if k.endswith("big"))]) < 20_000  # ~60 KB raw
+    fresh = CacheManager(root=cache_dir)
+    assert fresh.get("signals", "big") == big and fresh.get("signals", "small") == [1, 2]
+    assert fresh.get("signals", "row") == row

@@ -271,3 +271,32 @@ def test_a_replay_s_stretches_equal_the_whole_series(config, seed, cuts):
             want = whole[walk.starts[j] + rows].select(cols)
             assert got[offset[j] + rows].select(cols).equals(want), (j, rows[:3])
         done = upto
+
+
+@pytest.mark.parametrize("stretch", [1, 700, 2_500])
+def test_symbols_computed_in_stretches_equal_all_at_once(tmp_path, monkeypatch, stretch):
+    """features_and_regimes computes its symbols in batches of about _STRETCH rows (the
+    run's peak memory): every value is per symbol, so any batching gives the same bits,
+    on a first run (whole series) and on a next candle (from carried states), and saves the
+    same states."""
+    from botopt.core.signals import _carry
+
+    config = Config()
+    rng = np.random.default_rng(11)
+    names = [f"S{k}" for k in range(7)]
+    frame = pl.concat([_series(s, _closes(rng, 1_200 + 37 * k), rng)
+                       for k, s in enumerate(names)])
+    first = frame.group_by("symbol", maintain_order=True).head(1_150)
+    runs = {}
+    for label, size in (("all", 10**9), ("stretches", stretch)):
+        monkeypatch.setattr(_carry, "_STRETCH", size)
+        store = CarryStore(tmp_path / label, config)
+        a = features_and_regimes(config, first, names, store)
+        b = features_and_regimes(config, frame, names, store)
+        saved = sorted(p.read_bytes() for p in (tmp_path / label).rglob("*.json"))
+        runs[label] = (a, b, saved)
+    for x, y in zip(runs["all"][:2], runs["stretches"][:2], strict=True):
+        assert x.last.equals(y.last) and x.regimes == y.regimes
+        assert x.rows_computed == y.rows_computed
+    assert runs["all"][2] == runs["stretches"][2] and runs["all"][2]
+    assert_same(runs["stretches"][1], frame, config, names)

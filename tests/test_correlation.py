@@ -161,7 +161,9 @@ def test_state_persists_between_runs_and_updates_only_moved_symbols(tmp_path, sh
     files = list((tmp_path / "correlation").iterdir())
     assert files and not any(f.suffix in (".pkl", ".pickle") for f in files)
     # A damaged state is rebuilt with a warning, not a failure.
-    for f in (tmp_path / "correlation").glob("*.npz"):
+    states = list((tmp_path / "correlation").rglob("*.ring"))
+    assert states
+    for f in states:
         f.write_bytes(b"garbage")
     assert close_enough(update_correlation(cfg, later).matrix, full.matrix, 1e-12)
 
@@ -395,7 +397,7 @@ def test_damaged_state_is_rebuilt_and_unused_symbols_pruned(tmp_path, shared_dat
     three = load_candles(["ETH_BTC", "LTC_BTC", "XMR_BTC"], config=cfg,
                          as_of="2018-01-22T00:00Z", limit=289)
     update_correlation(cfg, three)
-    (state,) = (tmp_path / "correlation").rglob("*.npz")
+    (state,) = (tmp_path / "correlation").rglob("*.ring")
     assert RollingCorrelation.load(state.with_suffix("")).symbols == ["ETH_BTC", "LTC_BTC",
                                                                       "XMR_BTC"]
     two = three.filter(pl.col("symbol") != "XMR_BTC")
@@ -588,3 +590,206 @@ def test_rows_together_equal_rows_one_at_a_time():
         alone = np.array([rc._row_from_sums(int(j), prows[k]) for k, j in enumerate(idx)])
         assert together.tobytes() == alone.tobytes()
         assert np.isnan(together[1]).sum() >= n - 1  # the flat row took the exact path
+
+
+# -- the fast paths (a first run over aligned symbols, a one-candle cron step) ------------
+
+class _GeneralOnly(RollingCorrelation):
+    """The general path only: the two fast paths decline."""
+
+    def _build_aligned(self, *args):
+        return 0
+
+    def _next_candle(self, *args):
+        return 0
+
+
+class _Counting(RollingCorrelation):
+    """Counts how often the fast paths took a frame (so the test below cannot pass by
+    never reaching them)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.fast = 0
+
+    def _build_aligned(self, *args):
+        taken = super()._build_aligned(*args)
+        self.fast += bool(taken)
+        return taken
+
+    def _next_candle(self, *args):
+        taken = super()._next_candle(*args)
+        self.fast += bool(taken)
+        return taken
+
+
+@st.composite
+def aligned_streams(draw):
+    """A first frame of every symbol over the same times, then frames of one candle per
+    symbol, sometimes with a symbol missing, a candle skipped, a symbol's history in the
+    frame, a zero close (no finite return) or a flat symbol."""
+    n = draw(st.integers(2, 6))
+    window = draw(st.integers(3, 30))
+    first = draw(st.integers(window + 1, window + 8))
+    syms = [f"S{i}" for i in range(n)]
+    flat = {s: draw(st.booleans()) and draw(st.booleans()) for s in syms}
+    close = dict.fromkeys(syms, 100.0)
+    hist: dict[str, list] = {s: [] for s in syms}
+
+    def candle(s, t):
+        if not flat[s]:
+            close[s] *= math.exp(draw(st.floats(-0.02, 0.02)))
+        c = 0.0 if draw(st.integers(0, 30)) == 0 else close[s]
+        hist[s].append((s, t * STEP, c))
+
+    for t in range(first):
+        for s in syms:
+            candle(s, t)
+    frames = [[r for s in syms for r in hist[s]]]
+    t = first
+    for _ in range(draw(st.integers(1, 3 * window))):
+        kind = draw(st.sampled_from(["next"] * 6 + ["missing", "skip", "history"]))
+        t += 2 if kind == "skip" else 1
+        gone = draw(st.sampled_from(syms)) if kind == "missing" else None
+        rows = []
+        for s in syms:
+            if s == gone:
+                continue
+            candle(s, t)
+            rows.extend(hist[s][-3:] if kind == "history" else hist[s][-1:])
+        frames.append(rows)
+    return window, draw(st.integers(2, window)), frames
+
+
+@pytest.mark.slow
+@settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(aligned_streams(), st.booleans())
+def test_fast_paths_equal_the_general_path_bit_for_bit(case, with_matrix):
+    window, min_periods, frames = case
+    fast = _Counting(window=window, min_periods=min_periods, interval_ms=STEP)
+    general = _GeneralOnly(window=window, min_periods=min_periods, interval_ms=STEP)
+    for rows in frames:
+        f = multi_frame(rows)
+        assert fast.update_frame(f) == general.update_frame(f)
+        for name in ("returns", "_sum", "_sq", "_scale", "_missing"):
+            assert np.array_equal(getattr(fast, name), getattr(general, name),
+                                  equal_nan=True), name
+        assert (fast.end_ms, fast._slides) == (general.end_ms, general._slides)
+        assert fast.last_time == general.last_time
+        assert np.array_equal(list(fast.last_close.values()),
+                              list(general.last_close.values()), equal_nan=True)
+        if with_matrix:  # P held and updated by the rank-2 step from here on
+            assert np.array_equal(fast.matrix()[1], general.matrix()[1], equal_nan=True)
+            assert np.array_equal(fast._prod, general._prod)
+    assert fast.fast >= 1  # the first frame always takes the aligned build
+
+
+def test_fast_paths_are_taken_by_a_first_run_and_a_cron_step():
+    rc = _Counting(window=20, min_periods=5, interval_ms=STEP)
+    closes = 100 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 0.01, (40, 3)), 0))
+    rows = [(f"S{j}", t * STEP, float(closes[t, j])) for j in range(3) for t in range(30)]
+    rc.update_frame(multi_frame(rows))
+    for t in range(30, 40):
+        rc.update_frame(multi_frame([(f"S{j}", t * STEP, float(closes[t, j]))
+                                     for j in range(3)]))
+    assert rc.fast == 11
+    assert close_enough(rc.matrix()[1], rc.full_matrix()[1], 1e-12)
+
+
+# -- the state file: updated in place, a torn write detected -------------------------------
+
+def _cron_state(tmp_path, n=6, window=40, steps=3):
+    """A state saved after a first run, then ``steps`` one-candle steps each saved in place;
+    returns (state, its path, closes, the next candle's index)."""
+    closes = 100 * np.exp(np.cumsum(np.random.default_rng(7).normal(0, 0.01, (200, n)), 0))
+    syms = [f"S{j}" for j in range(n)]
+
+    def rows(lo, hi):
+        return multi_frame([(s, t * STEP, float(closes[t, j])) for j, s in enumerate(syms)
+                            for t in range(lo, hi)])
+
+    path = tmp_path / "state"
+    rc = RollingCorrelation(window=window, min_periods=5, interval_ms=STEP)
+    rc.update_frame(rows(0, window + 10))
+    rc.save(path, "src")
+    k = window + 10
+    for _ in range(steps):
+        rc = RollingCorrelation.load(path, "src")
+        rc.update_frame(rows(k, k + 1))
+        rc.save(path, "src")
+        k += 1
+    return rc, path, rows, k
+
+
+def test_state_is_updated_in_place_and_equals_a_whole_write(tmp_path):
+    import io
+
+    rc, path, rows, k = _cron_state(tmp_path)
+    ring = path.with_suffix(".ring")
+    whole = io.BytesIO()
+    rc.write(whole, "src")
+    assert ring.read_bytes() == whole.getvalue()  # the in-place writes give the same file
+    before = ring.stat().st_ino
+    rc = RollingCorrelation.load(path, "src")
+    rc.update_frame(rows(k, k + 1))
+    writes = rc._in_place_writes(ring, "src")
+    assert writes is not None
+    # one ring row, the six per-symbol arrays, the header: not the ring
+    assert len(writes) == 8 and sum(len(bytes(d)) for _, d in writes) < rc.returns.nbytes
+    rc.save(path, "src")
+    assert ring.stat().st_ino == before  # in place, not replaced
+    back = RollingCorrelation.load(path, "src")
+    for name in ("returns", "_sum", "_sq", "_scale"):
+        assert np.array_equal(getattr(back, name), getattr(rc, name), equal_nan=True)
+    assert (back.last_time, back.end_ms, back._slides) == (rc.last_time, rc.end_ms,
+                                                           rc._slides)
+    # a new symbol changes the layout: the file is replaced whole
+    grown = RollingCorrelation.load(path, "src")
+    grown.update("NEW", {STEP * (k - 1): 0.01})
+    assert grown._in_place_writes(ring, "src") is None
+
+
+def test_a_killed_or_torn_state_write_is_detected_and_rebuilt(tmp_path):
+    """A save killed after any of its writes, or whose pages reach the disk in any order
+    but all of them, leaves a file ``load`` rejects (never a silently wrong state)."""
+    rc, path, rows, k = _cron_state(tmp_path)
+    ring = path.with_suffix(".ring")
+    old = ring.read_bytes()
+    new_state = RollingCorrelation.load(path, "src")
+    new_state.update_frame(rows(k, k + 1))
+    writes = [(off, bytes(d)) for off, d in new_state._in_place_writes(ring, "src")]
+
+    def applied(subset):
+        buf = bytearray(old)
+        for off, data in subset:
+            buf[off:off + len(data)] = data
+        return bytes(buf)
+
+    cases = [writes[:i] for i in range(1, len(writes))]  # killed after the i-th write
+    cases += [writes[:i] + writes[i + 1:] for i in range(len(writes))]  # one write lost
+    off, data = writes[0]
+    cases.append(writes[1:] + [(off, data[:len(data) // 2])])  # a row written half
+    whole = applied(writes)
+    rejected = 0
+    for subset in cases:
+        torn = applied(subset)
+        ring.write_bytes(torn)
+        try:
+            RollingCorrelation.load(path, "src")
+        except ValueError as exc:
+            assert "digest mismatch" in str(exc) or "do not match" in str(exc)
+            rejected += 1
+        else:  # only where the lost writes changed nothing (e.g. the same last closes)
+            assert torn == whole
+    assert rejected >= len(cases) - 2
+    ring.write_bytes(whole)  # all of them: the new state
+    back = RollingCorrelation.load(path, "src")
+    assert np.array_equal(back.returns, new_state.returns, equal_nan=True)
+    # The caller rebuilds a rejected state from the candles: update_correlation's path.
+    ring.write_bytes(applied(writes[:-2]))
+    from botopt.core.signals._correlation import _load_state
+
+    fresh = _load_state(path, "src", lambda: RollingCorrelation(
+        window=rc.window, min_periods=rc.min_periods, interval_ms=STEP), False)
+    assert fresh.end_ms is None and not fresh.symbols

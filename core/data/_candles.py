@@ -509,8 +509,10 @@ def _checks(interval: str) -> list[tuple[pl.Expr, str]]:
 
     step = interval_ms(interval)
     ms = pl.col("open_time").dt.epoch("ms")
-    # diff() across a symbol boundary compares two files: masked, not a defect.
-    same = pl.col("symbol") == pl.col("symbol").shift(1)
+    # diff() across a symbol boundary compares two files: masked, not a defect. Run ids,
+    # not the strings shifted: a copy of 4 bytes a row instead of 16 (the strings' views).
+    run = pl.col("symbol").rle_id()
+    same = run == run.shift(1)
     diff = pl.when(same).then(ms.diff())
     checks: list[tuple[pl.Expr, str]] = [
         (pl.col("open_time").is_null(), "open time is missing"),
@@ -656,8 +658,11 @@ def _read_stacked(syms: list[str], config: Config
     try:
         # No projection: a file with a column the first one lacks is then an error (and the
         # file-by-file path decides), where a projection would silently ignore it.
+        # The streaming engine: the in-memory one materialises every row's file path (a
+        # string per row) before the run ids replace it, about half the frame again at
+        # 4,000 symbols (peak after reading 484 -> 344 MiB). Same rows, same order.
         raw = pl.scan_ipc(names, include_file_paths="_file") \
-            .with_columns(pl.col("_file").rle_id()).collect()
+            .with_columns(pl.col("_file").rle_id()).collect(engine="streaming")
         ids = raw.get_column("_file").to_numpy()
         counts = np.bincount(ids, minlength=len(names)) if ids.size else ids
         if len(counts) != len(names) or not counts.all():
@@ -726,7 +731,13 @@ def _closed(stack: list[pl.DataFrame], syms: list[str], sources: Mapping[str, st
     frame = stack.pop()
     lens = frame.get_column("symbol").rle().struct.field("len").to_numpy().astype(np.int64)
     starts = np.cumsum(lens) - lens
-    ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
+    t = frame.get_column("open_time")
+    # Each run ascends (validated): when every run's last candle is closed, so is every
+    # row, and no mask over every row is built (a cron run's common case).
+    if limit is None and bool(
+            (t.gather(starts + lens - 1).dt.epoch("ms").to_numpy() <= last_ms).all()):
+        return frame
+    ms = t.dt.epoch("ms").to_numpy()
     n_closed = np.add.reduceat((ms <= last_ms).astype(np.int64), starts)
     for k in np.flatnonzero(n_closed == 0).tolist()[:1]:
         first = frame.get_column("open_time")[int(starts[k])]

@@ -30,10 +30,13 @@ symbols, long slides) and after 100,000 updates.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
+import os
+import struct
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,14 +54,25 @@ from ..errors import CacheError, UsageError
 from ..state._workspace import state_dir as default_dir
 
 log = logging.getLogger("botopt.correlation")
-# 3: the ring and the per-symbol sums only (2 also held P, symbols x symbols: 786 MB
-# rewritten per run at 10,000 symbols). A format 2 file is read without its P.
-STATE_FORMAT = 3
-_READABLE_FORMATS = (2, 3)
+# 4: one fixed-layout file (header with a digest, metadata, then the ring, the per-symbol
+# totals and times), updated in place. 3: the same in an .npz, rewritten whole every run;
+# 2 also held P (symbols x symbols: 786 MB per run at 10,000 symbols). 2 and 3 are read
+# (2 without its P) and replaced.
+STATE_FORMAT = 4
+_LEGACY_FORMATS = (2, 3)
+_SUFFIX = ".ring"
+_MAGIC = b"BOTOPTRC"
+# magic, format, symbols, window, min_periods, interval_ms, end_ms, slides, metadata bytes;
+# then a 32-byte digest
+_HEAD_FIELDS = "<8sQQQQqqqQ"
+_NO_TIME = int(np.iinfo(np.int64).min)  # no end / no last time
 # A pair whose variance is below this share of the squares that went through its sums is
 # recomputed from the returns: below it, cancellation could cost more than 1e-12.
 _DOUBT = 1e-3
 _TEMP = 1 << 19  # elements (4 MiB): the largest temporary the rank-2 step and the matrix use
+# Frames up to this many rows are checked for one row per symbol in Python (a list of
+# strings), where polars' run-length encoding costs more than the cron step itself.
+_SMALL_FRAME = 1024
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
@@ -100,8 +114,8 @@ def _epoch_ms(times: Any) -> np.ndarray:
         unit = np.datetime_data(a.dtype)[0]
         per_ms = {"ns": 1_000_000, "us": 1_000, "ms": 1}.get(unit)
         if per_ms is not None:
-            ms: np.ndarray = a.view(np.int64) // per_ms
-            return ms
+            ms: np.ndarray = a.view(np.int64)
+            return ms // per_ms if per_ms != 1 else ms
     epoch: np.ndarray = times.dt.epoch("ms").to_numpy()
     return epoch
 
@@ -116,12 +130,20 @@ def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.nda
 
     # Series methods, not a select: at one candle per symbol (the cron step) the plan would
     # cost more than the data.
-    runs = candles.get_column("symbol").rle().struct.unnest()
+    sym = candles.get_column("symbol")
+    t = _epoch_ms(candles.get_column("open_time"))
+    close = candles.get_column("close")
+    c = (close if close.dtype == pl.Float64 else close.cast(pl.Float64)).to_numpy()
+    names = sym.to_list() if sym.len() <= _SMALL_FRAME else None
+    if names is not None and len(set(names)) == len(names):
+        # One row per symbol (a cron step's frame): runs of one row, nothing to check.
+        # rle's struct alone costs more than the step at 50 symbols.
+        one = np.arange(len(names) + 1, dtype=np.int64)
+        return names, one[:-1], one[1:], t, c
+    runs = sym.rle().struct.unnest()
     names = runs["value"].to_list()
     lens = runs["len"].to_numpy().astype(np.int64)
     del runs
-    t = _epoch_ms(candles.get_column("open_time"))
-    c = candles.get_column("close").cast(pl.Float64).to_numpy()
     ok = len(set(names)) == len(names)
     if ok and t.size > 1:
         ends = np.cumsum(lens)
@@ -176,6 +198,11 @@ class RollingCorrelation:
         self._dirty: set[int] = set()
         self._all_dirty = True
         self._x0: np.ndarray | None = None
+        # The file this state was loaded from or saved to, with its layout, and the ring
+        # rows changed since (None: unknown, the file is replaced whole on save).
+        self._on_disk: tuple[str, tuple[Any, ...]] | None = None
+        self._ring_dirty: set[int] | None = None
+        self._identity = ""
         if self._prod is not None and self._prod.shape != (n, n):
             self._prod = None
         if any(a.shape != (n,) for a in (self._sum, self._sq, self._scale)):
@@ -197,9 +224,15 @@ class RollingCorrelation:
         self._slides = 0
         self._vy = None
 
+    def _mark(self, rows: Any) -> None:
+        """Ring rows changed (for the next in-place save)."""
+        if self._ring_dirty is not None:
+            self._ring_dirty.update(rows)
+
     def _reset(self) -> None:
         n = len(self.symbols)
         self.returns[:] = np.nan
+        self._ring_dirty = None
         self._x0 = None
         if self._prod is not None:
             self._prod = np.zeros((n, n))
@@ -221,6 +254,7 @@ class RollingCorrelation:
             self.symbols.extend(new)
             self._pos.update({s: n0 + i for i, s in enumerate(new)})
             self.returns = np.hstack([self.returns, np.full((self.window, k), np.nan)])
+            self._ring_dirty = None
             self._x0 = None
             if self._prod is not None:
                 grown = np.zeros((n, n))
@@ -284,15 +318,32 @@ class RollingCorrelation:
         self._x0 = None
         r[dropped] = np.nan
         r[slots, cols] = values
-        after_raw = r[touched]
+        self._mark(touched.tolist())
+        self._rows_changed(touched.size, before_raw, r[touched])
+        if not self._all_dirty:
+            self._dirty.update(np.unique(cols).tolist())
+
+    def _rows_changed(self, touched: int, before_raw: np.ndarray,
+                      after_raw: np.ndarray) -> None:
+        """The sums after ``touched`` ring rows went from ``before_raw`` to ``after_raw``
+        (both rows x symbols): totals, then P by one product (or a re-anchor)."""
         before, after = _zeros(before_raw), _zeros(after_raw)
-        self._sum += after.sum(axis=0) - before.sum(axis=0)
-        sq_a, sq_b = (after * after).sum(axis=0), (before * before).sum(axis=0)
+        if touched == 1:
+            # A reduction over one row is that row (numpy starts from the first element,
+            # not from 0 + it): the same bits without six reductions.
+            a0, b0 = after[0], before[0]
+            sq_a, sq_b = a0 * a0, b0 * b0
+            self._sum += a0 - b0
+            self._missing += np.isnan(after_raw[0]).astype(np.int64) - np.isnan(before_raw[0])
+        else:
+            self._sum += after.sum(axis=0) - before.sum(axis=0)
+            sq_a, sq_b = (after * after).sum(axis=0), (before * before).sum(axis=0)
+            self._missing += np.isnan(after_raw).sum(axis=0) - \
+                np.isnan(before_raw).sum(axis=0)
         self._sq += sq_a - sq_b
         self._scale += sq_a + sq_b
-        self._missing += np.isnan(after_raw).sum(axis=0) - np.isnan(before_raw).sum(axis=0)
         self._vy = None
-        if self._slides >= self.window or 2 * touched.size >= self.window:
+        if self._slides >= self.window or 2 * touched >= self.window:
             self._anchor()  # due (bounds the rounding that updates leave) or cheaper
         elif self._prod is not None:
             # Every pair at once: P += new'new - old'old over the rows touched (rank 2 for
@@ -308,8 +359,6 @@ class RollingCorrelation:
                 t = tmp[:min(rows, n - i)]
                 np.matmul(a[:, i:i + rows].T, b, out=t)
                 np.add(p[i:i + rows], t, out=p[i:i + rows])
-        if not self._all_dirty:
-            self._dirty.update(np.unique(cols).tolist())
 
     def _fill_one(self, j: int, times: np.ndarray, values: np.ndarray) -> None:
         """One symbol's returns, window end unchanged: only P's row and column j change,
@@ -328,6 +377,7 @@ class RollingCorrelation:
         if not slots.size:
             return
         r[slots, j] = values
+        self._mark(slots.tolist())
         self._x0 = None
         if self._prod is not None:
             xs = _zeros(r[slots])
@@ -351,6 +401,8 @@ class RollingCorrelation:
                 or not math.isnan(r[k, j]):
             return
         r[k, j] = v
+        if self._ring_dirty is not None:
+            self._ring_dirty.add(k)
         if self._x0 is not None:
             self._x0[k, j] = v
         p = self._prod
@@ -453,6 +505,17 @@ class RollingCorrelation:
         """
         if not len(names):
             return 0
+        # The two common cases first, in a few whole-array operations each and with the
+        # general path's arithmetic (the same bits): a first run over aligned symbols, and
+        # a cron step of one new candle for every symbol.
+        if self.end_ms is None and not self.symbols:
+            taken = self._build_aligned(names, starts, ends, t, c)
+            if taken:
+                return taken
+        elif len(names) == len(self.symbols):
+            taken = self._next_candle(names, starts, ends, t, c)
+            if taken:
+                return taken
         cols_of_run = np.arange(len(names)) if list(names) == self.symbols else \
             self._columns(names)
         lo = np.maximum(starts, ends - (self.window + 2))
@@ -493,6 +556,90 @@ class RollingCorrelation:
         self._apply(cols_of_run[run[new]], ts[new], rets[new])
         return int(new.sum())
 
+    def _build_aligned(self, names: Sequence[str], starts: np.ndarray, ends: np.ndarray,
+                       t: np.ndarray, c: np.ndarray) -> int:
+        """Build from empty when every symbol's last window + 1 candles are at the same
+        times, one interval apart (a universe's first run): the ring written whole, one
+        transposed copy instead of a scatter, then one anchoring. 0 (nothing done) when the
+        frame is not so. The returns are the general path's (the same division and log of
+        the same closes); so are the cells (every window time, non-finite left empty)."""
+        m, step = self.window + 1, self.interval_ms
+        nn = len(names)
+        lens = ends - starts
+        if int(lens.min()) < m:
+            return 0
+        if bool((lens == lens[0]).all()) and starts[0] == 0 and ends[-1] == t.size:
+            tt = t.reshape(nn, -1)[:, -m:]  # runs are contiguous (candle_runs): views
+            cc = c.reshape(nn, -1)[:, -m:]
+        else:
+            at = (ends - m)[:, None] + np.arange(m)
+            tt, cc = t[at], c[at]
+        t0 = tt[0]
+        if not (bool((np.diff(t0) == step).all()) and bool((tt == t0).all())):
+            return 0
+        self._columns(names)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rets = np.log(cc[:, 1:] / cc[:, :-1])
+        r = self.returns
+        self._ring_dirty = None
+        r[self._slot(t0[1:])] = rets.T
+        r[~np.isfinite(r)] = np.nan
+        self.last_time.update(zip(names, tt[:, -1].tolist(), strict=True))
+        self.last_close.update(zip(names, cc[:, -1].tolist(), strict=True))
+        self.end_ms = int(t0[-1])
+        self._all_dirty = True
+        self._anchor()
+        return int(np.minimum(lens, m + 1).sum())  # the rows the general path takes
+
+    def _next_candle(self, names: Sequence[str], starts: np.ndarray, ends: np.ndarray,
+                     t: np.ndarray, c: np.ndarray) -> int:
+        """The cron step when every symbol of the state, in its order, has exactly one new
+        candle, the one after the window's end, and last took the candle at the end: one
+        ring row replaced, as ``_apply`` replaces it. 0 (nothing done) otherwise."""
+        end, step = self.end_ms, self.interval_ms
+        assert end is not None
+        nn = len(names)
+        last_rows = ends - 1
+        if np.count_nonzero(ends - starts) != nn:
+            return 0
+        tl = t[last_rows]
+        if not bool((tl == end + step).all()) or \
+                (names if type(names) is list else list(names)) != self.symbols:
+            return 0
+        last = np.fromiter(map(self.last_time.get, names, repeat(-1, nn)), np.int64, nn)
+        if not bool((last == end).all()):
+            return 0
+        # The close before the new one: the frame's row before it where the run has one
+        # (as the general path reads it), else the close the state took last.
+        long = (ends - starts >= 2).nonzero()[0]
+        if long.size == nn:  # every run has it (a frame with history)
+            prev_t, prev_c = t[last_rows - 1], c[last_rows - 1]
+        else:
+            prev_c = np.fromiter(map(self.last_close.get, names, repeat(np.nan, nn)),
+                                 np.float64, nn)
+            prev_t = np.full(nn, end)
+            prev_t[long] = t[last_rows[long] - 1]
+            prev_c[long] = c[last_rows[long] - 1]
+        if long.size and not bool((prev_t <= end).all()):
+            return 0  # rows between the window's end and the new candle: general path
+        cl = c[last_rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rets = np.where(tl - prev_t == step, np.log(cl / prev_c), np.nan)
+        rets[~np.isfinite(rets)] = np.nan
+        self.last_time.update(zip(names, tl.tolist(), strict=True))
+        self.last_close.update(zip(names, cl.tolist(), strict=True))
+        self.end_ms = end + step
+        self._all_dirty = True
+        self._slides += 1
+        k = (end + step) // step % self.window  # _slot, in Python ints
+        r = self.returns
+        before_raw = r[k:k + 1].copy()
+        self._x0 = None
+        r[k] = rets
+        self._mark((k,))
+        self._rows_changed(1, before_raw, r[k:k + 1])
+        return nn
+
     def remove(self, symbol: str) -> None:
         self.drop([symbol])
 
@@ -509,6 +656,7 @@ class RollingCorrelation:
         self.symbols = [self.symbols[k] for k in keep]
         self._pos = {s: k for k, s in enumerate(self.symbols)}
         self.returns = self.returns[:, keep]
+        self._ring_dirty = None
         self._x0 = None
         if self._prod is not None:
             self._prod = self._prod[np.ix_(keep, keep)]
@@ -669,9 +817,14 @@ class RollingCorrelation:
                 t = tmp[:min(rows, n - i)]
                 np.einsum("i,j->ij", u[i:i + rows], u, out=t)
                 np.subtract(out[i:i + rows], t, out=out[i:i + rows])
-        np.clip(out, -1.0, 1.0, out=out)  # one pass; two (minimum, maximum) cost more here
-        doubt_rows = set(np.flatnonzero(~(v > _DOUBT * scale) & (miss == 0)).tolist())
-        gappy = np.flatnonzero(miss)
+        if n > 256:
+            np.clip(out, -1.0, 1.0, out=out)  # one pass; two (minimum, maximum) cost more
+        else:  # ... but below, np.clip's Python wrapper costs more than both passes
+            np.maximum(out, -1.0, out=out)
+            np.minimum(out, 1.0, out=out)
+        # .nonzero()[0], not np.flatnonzero: its wrapper costs more than the pass at 50
+        doubt_rows = set((~(v > _DOUBT * scale) & (miss == 0)).nonzero()[0].tolist())
+        gappy = miss.nonzero()[0]
         if gappy.size:
             holes = np.isnan(r[:, gappy]).astype(np.float64)
             x = _zeros(r)
@@ -746,21 +899,97 @@ class RollingCorrelation:
             m[i, :] = _row(self.returns, i, self.min_periods)
         return list(self.symbols), m
 
-    # -- persistence (one .npz, never pickle) --------------------------------------------
+    # -- persistence (one fixed-layout file, updated in place; never pickle) --------------
+
+    def _sections(self, identity: str) -> tuple[bytes, list[np.ndarray]]:
+        """The file's parts after the header: the metadata (what fixes the layout), then
+        the arrays, each C-contiguous, in their order on disk."""
+        n = len(self.symbols)
+        meta = json.dumps({"format": STATE_FORMAT, "identity": identity,
+                           "symbols": self.symbols}).encode()
+        meta += b" " * (-len(meta) % 8)  # the arrays start 8-byte aligned
+        lt = np.fromiter(map(self.last_time.get, self.symbols, repeat(_NO_TIME, n)),
+                         np.int64, n)
+        has_c = np.fromiter(map(self.last_close.__contains__, self.symbols), np.float64, n)
+        lc = np.fromiter(map(self.last_close.get, self.symbols, repeat(np.nan, n)),
+                         np.float64, n)
+        return meta, [self.returns, self._sum, self._sq, self._scale, lt, lc, has_c]
+
+    def _header(self, meta: bytes, arrays: list[np.ndarray]) -> bytes:
+        """Magic, sizes, the scalars, and a digest of them and of every byte after the
+        header: a torn or partly written file never matches its digest."""
+        fields = struct.pack(_HEAD_FIELDS, _MAGIC, STATE_FORMAT, len(self.symbols),
+                             self.window, self.min_periods, self.interval_ms,
+                             _NO_TIME if self.end_ms is None else self.end_ms,
+                             self._slides, len(meta))
+        h = hashlib.blake2b(fields, digest_size=32)
+        h.update(meta)
+        for a in arrays:
+            h.update(np.ascontiguousarray(a).data)
+        return fields + h.digest()
 
     def write(self, fh: Any, identity: str = "") -> None:
-        meta = {"format": STATE_FORMAT, "window": self.window, "identity": identity,
-                "min_periods": self.min_periods, "interval_ms": self.interval_ms,
-                "symbols": self.symbols, "end_ms": self.end_ms, "slides": self._slides,
-                "last_time": self.last_time, "last_close": self.last_close}
-        np.savez(fh, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                 returns=self.returns, sum=self._sum, sq=self._sq, scale=self._scale)
+        """The whole state to an open binary file (see ``save``)."""
+        meta, arrays = self._sections(identity)
+        fh.write(self._header(meta, arrays))
+        fh.write(meta)
+        for a in arrays:
+            fh.write(np.ascontiguousarray(a).data)
 
     def save(self, path: Path, identity: str = "") -> None:
-        """Write the state to ``path`` + ".npz" in one atomic replace. No fsync: this is a
-        cache, and a file lost or cut by a crash is detected and rebuilt."""
-        with atomic_writer(Path(str(path) + ".npz"), fsync=False) as fh:
-            self.write(fh, identity)
+        """Write the state to ``path`` + ".ring". When the file on disk is the one this
+        state was loaded from or last saved to, with the same layout (symbols, window),
+        only what changed is written in place: the ring rows that took new returns, the
+        per-symbol totals and times, then the header with the digest of the whole new
+        content (at 10,000 symbols about 0.5 MB instead of the 23 MB ring). Otherwise the
+        file is replaced whole, atomically. No fsync: this is a cache; a write cut by a
+        crash, even one whose pages reach the disk out of order, leaves a file whose
+        digest does not match, which ``load`` rejects and the caller rebuilds."""
+        target = Path(str(path) + _SUFFIX)
+        writes = self._in_place_writes(target, identity)
+        if writes is None:
+            with atomic_writer(target, fsync=False) as fh:
+                self.write(fh, identity)
+        else:
+            fd = os.open(target, os.O_WRONLY)
+            try:
+                for offset, data in writes:
+                    if os.pwrite(fd, data, offset) != memoryview(data).nbytes:
+                        # a short write (a full disk): reported like any refused write;
+                        # the header is not written, so the digest rejects the file
+                        raise OSError(errno.ENOSPC, "short write", str(target))
+            finally:
+                os.close(fd)
+        self._on_disk = (str(target), self._layout(identity))
+        self._ring_dirty = set()
+        legacy = Path(str(path) + ".npz")  # format 2 and 3, replaced by this file
+        if legacy.exists():
+            legacy.unlink(missing_ok=True)
+
+    def _layout(self, identity: str) -> tuple[Any, ...]:
+        return (identity, self.window, self.min_periods, self.interval_ms,
+                tuple(self.symbols))
+
+    def _in_place_writes(self, target: Path, identity: str) -> list[tuple[int, Any]] | None:
+        """The (offset, bytes) writes that turn the file this state came from into this
+        state, the header last; None when the file must be replaced whole."""
+        if self._on_disk != (str(target), self._layout(identity)) or \
+                self._ring_dirty is None or not target.exists():
+            return None
+        meta, arrays = self._sections(identity)
+        head = self._header(meta, arrays)
+        base = len(head) + len(meta)
+        row = len(self.symbols) * 8
+        out: list[tuple[int, Any]] = [(base + k * row, self.returns[k].data)
+                                      for k in sorted(self._ring_dirty)]
+        off = base + self.returns.nbytes
+        for a in arrays[1:]:
+            out.append((off, np.ascontiguousarray(a).data))
+            off += a.nbytes
+        if target.stat().st_size != off:
+            return None
+        out.append((0, head))
+        return out
 
     def reloaded(self) -> RollingCorrelation:
         """What ``load`` gives after ``save`` of this state, without the file: the stored
@@ -778,11 +1007,80 @@ class RollingCorrelation:
 
     @classmethod
     def load(cls, path: Path | Any, identity: str | None = None) -> RollingCorrelation:
-        """Read a state written by ``save`` (or by ``write``, given the open file: a replay
-        carries the state between its steps in memory exactly as cron runs carry it on
-        disk). Raises FileNotFoundError, or ValueError for a file that is damaged, of
-        another format or (given ``identity``) another source."""
-        src = path if hasattr(path, "read") else Path(str(path) + ".npz")
+        """Read a state written by ``save`` (or by ``write``, given the open file), or a
+        legacy ``.npz`` (formats 2 and 3) when there is no ``.ring`` file. Raises
+        FileNotFoundError, or ValueError for a file that is damaged (its digest does not
+        match: cut, torn, partly updated), of another format or (given ``identity``)
+        another source."""
+        if hasattr(path, "read"):
+            return cls._from_bytes(path.read(), identity)
+        target = Path(str(path) + _SUFFIX)
+        try:
+            with open(target, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                buf = bytearray(size)  # writable: the arrays are views of it, no copy
+                if fh.readinto(buf) != size:
+                    raise ValueError("not a readable state file: short read")
+        except FileNotFoundError:
+            legacy = Path(str(path) + ".npz")
+            if legacy.exists():
+                return cls._load_npz(legacy, identity)
+            raise
+        except OSError as exc:
+            raise ValueError(f"not a readable state file: {type(exc).__name__}") from exc
+        rc = cls._from_bytes(buf, identity)
+        rc._on_disk = (str(target), rc._layout(identity or rc._identity))
+        rc._ring_dirty = set()
+        return rc
+
+    @classmethod
+    def _from_bytes(cls, buf: Any, identity: str | None) -> RollingCorrelation:
+        head = struct.calcsize(_HEAD_FIELDS)
+        if len(buf) < head + 32 or bytes(buf[:8]) != _MAGIC:
+            raise ValueError("not a readable state file: no header")
+        _, fmt, n, window, min_periods, interval_ms, end_ms, slides, meta_len = \
+            struct.unpack_from(_HEAD_FIELDS, buf)
+        if fmt != STATE_FORMAT:
+            raise ValueError("unknown state format")
+        base = head + 32 + meta_len
+        sizes = [window * n] + [n] * 6
+        if window < 1 or len(buf) != base + 8 * sum(sizes):
+            raise ValueError("state arrays do not match their metadata")
+        mv = memoryview(buf)
+        h = hashlib.blake2b(mv[:head], digest_size=32)
+        h.update(mv[head + 32:])
+        if h.digest() != bytes(mv[head:head + 32]):
+            raise ValueError("digest mismatch (a cut or torn write)")
+        try:
+            meta = json.loads(bytes(mv[head + 32:base]))
+        except ValueError as exc:
+            raise ValueError(f"not a readable state file: {type(exc).__name__}") from exc
+        if identity is not None and meta.get("identity") != identity:
+            raise ValueError("state of another data source")
+        syms = list(meta["symbols"])
+        if len(syms) != n:
+            raise ValueError("state arrays do not match their metadata")
+        arrays, off = [], base
+        for k, size in enumerate(sizes):
+            arrays.append(np.frombuffer(buf, dtype=np.int64 if k == 4 else np.float64,
+                                        count=size, offset=off))
+            off += 8 * size
+        ring, sm, sq, scale, lt, lc, has_c = arrays
+        rc = cls(window=window, min_periods=min_periods, interval_ms=interval_ms,
+                 symbols=syms, end_ms=None if end_ms == _NO_TIME else int(end_ms),
+                 returns=ring.reshape(window, n),
+                 last_time={s: v for s, v in zip(syms, lt.tolist(), strict=True)
+                            if v != _NO_TIME},
+                 last_close={s: v for s, v, h in zip(syms, lc.tolist(), has_c.tolist(),
+                                                     strict=True) if h},
+                 _sum=sm, _sq=sq, _scale=scale, _slides=int(slides))
+        rc._identity = meta.get("identity", "")
+        rc._all_dirty = False  # no data changed; the matrix is computed when asked for
+        return rc
+
+    @classmethod
+    def _load_npz(cls, src: Path, identity: str | None) -> RollingCorrelation:
+        """A format 2 or 3 file (one .npz): read once, then replaced by the ring file."""
         try:
             with np.load(src, allow_pickle=False) as z:
                 # Only what is read is decompressed: a format 2 file's P is never loaded.
@@ -792,7 +1090,7 @@ class RollingCorrelation:
             raise
         except (OSError, KeyError, EOFError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"not a readable state file: {type(exc).__name__}") from exc
-        if meta.get("format") not in _READABLE_FORMATS:
+        if meta.get("format") not in _LEGACY_FORMATS:
             raise ValueError("unknown state format")
         if identity is not None and meta.get("identity") != identity:
             raise ValueError("state of another data source")

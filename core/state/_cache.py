@@ -57,7 +57,9 @@ from ..base._fs import refused_write
 from ..base._versions import function_tag
 from ..errors import CacheError, UsageError
 from ._entry_format import HEADER as _HEADER
-from ._entry_format import MAGIC as _MAGIC
+from ._entry_format import MAGIC, MAGIC_D, MAGIC_Z
+from ._entry_format import pack as _pack
+from ._entry_format import unpack as _unpack
 from ._paths import default_root, ensure_dir, root_for
 
 log = logging.getLogger("botopt.cache")
@@ -93,6 +95,7 @@ _SEP = "\x1f"  # between a cache's name and a key: never in a name, and keys are
 _STATS = f"{_SEP}stats{_SEP}"  # statistics keys: "<_STATS><name>", JSON bytes, no tag
 _ENTRIES = "entries"  # the diskcache directory under <root>/cache
 _GC_MARGIN = 3600.0  # diskcache's (wall-clock) expiry only collects garbage, well after ours
+_MAGICS = (MAGIC, MAGIC_Z, MAGIC_D)
 _MODE_RAW = 1  # diskcache.core.MODE_RAW, the only mode a stats value has (no import needed)
 # Settings fixed at every open: no eviction or culling (no work per set; entries expire),
 # no statistics (a write per read), values up to 64 MiB inside the database (one commit).
@@ -223,13 +226,15 @@ class DiskcacheStore:
                 try:
                     body = disk.fetch(mode, filename, value, False)
                     magic, expire_at, seconds = _HEADER.unpack_from(body)
-                    if magic != _MAGIC:
+                    if magic not in _MAGICS:
                         raise _Damaged("no botopt header")
-                except (_Damaged, struct.error, OSError, TypeError):
+                    if expire_at <= now:
+                        continue  # only what is still live is inflated
+                    data = _unpack(body)[2]
+                except (_Damaged, struct.error, ValueError, OSError, TypeError):
                     out[key] = (b"", 0.0)
                     continue
-                if expire_at > now:
-                    out[key] = (body[_HEADER.size:], seconds)
+                out[key] = (data, seconds)
         return out
 
     def write(self, rows: Sequence[tuple[str, str, bytes, float, float]],
@@ -238,7 +243,7 @@ class DiskcacheStore:
         with _sqlite_errors(), cache.transact():  # the run's one transaction
             for name, key, value, expire_at, seconds in rows:
                 life = max(expire_at - now, 0.0)
-                cache.set(name + _SEP + key, _HEADER.pack(_MAGIC, expire_at, seconds) + value,
+                cache.set(name + _SEP + key, _pack(expire_at, seconds, value),
                           expire=life + _GC_MARGIN, tag=name)
             for name, (hits, misses, saved) in stats.items():
                 old = _stats_row(cache._sql, _STATS + name)
