@@ -56,7 +56,7 @@ def _openblas() -> tuple[Any, Any] | None:
                     _found = (getter, setter)
                     return _found
     except (OSError, ImportError, AttributeError, IndexError):
-        pass  # no /proc (not Linux), no OpenBLAS: the default threads, the same answers
+        pass  # no /proc, no OpenBLAS: its default threads (the last bits may then differ)
     return None
 
 
