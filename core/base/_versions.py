@@ -43,7 +43,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
                              "data._binance", "signals._correlation", "signals._carry",
                              "state._paths", "state._workspace", "state._cache",
                              "state._events", "state._regime_state", "state._cooldowns",
-                             "state._entry_format", "base._redact",
+                             "state._entry_format", "base._redact", "base._blas",
                              "base._versions"})),
 }
 STAGE_MODULES["carry"] = (*_REGIME, "signals._carry", "base._fs")
