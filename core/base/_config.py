@@ -801,7 +801,19 @@ def max_staleness(config: Config) -> float:
 
 def candle_age(config: Config, open_time: datetime, now: datetime) -> float:
     """Seconds from the close of the candle that opened at ``open_time`` to ``now``."""
-    return (now - (open_time + config.data.interval.delta)).total_seconds()
+    return _age(open_time, config.data.interval.delta, now)
+
+
+def candle_ages(config: Config, open_times: Mapping[str, datetime], now: datetime
+                ) -> dict[str, float]:
+    """``candle_age`` of each candle (a replay asks it of every symbol at every candle:
+    the interval's length is read once)."""
+    close = config.data.interval.delta
+    return {k: _age(t, close, now) for k, t in open_times.items()}
+
+
+def _age(open_time: datetime, close: timedelta, now: datetime) -> float:
+    return (now - (open_time + close)).total_seconds()
 
 
 def describe_life(seconds: float, how: str) -> str:

@@ -233,23 +233,7 @@ class AlphaEngineCoordinator:
 
     def _evaluate(self, last_rows: pl.DataFrame, regimes: list[str]) -> dict[str, list[Signal]]:
         frame, guard, engines = self._frame(last_rows, regimes)
-        out: dict[str, list[Signal]] = {}
-        for row in frame.iter_rows():
-            sym, when = row[0], row[1]
-            sigs = []
-            if row[guard] is not None:
-                sigs.append(Signal(symbol=sym, candle_time=when, engine=GUARD,
-                                   direction=Direction.FLAT, strength=0.0,
-                                   reasons=(row[guard],)))
-            for name, d, st, why in engines:
-                direction = row[d]
-                if direction is None:
-                    continue
-                sigs.append(Signal(symbol=sym, candle_time=when, engine=name,
-                                   direction=direction, strength=float(row[st]),
-                                   reasons=(row[why],)))
-            out[sym] = sigs
-        return out
+        return {row[0]: _row_signals(row, guard, engines) for row in frame.iter_rows()}
 
     def best_for_rows(self, last_rows: pl.DataFrame, regimes: list[str]
                       ) -> tuple[list[str | None], list[Signal | None]]:
@@ -258,7 +242,7 @@ class AlphaEngineCoordinator:
         (what ``prepare`` keeps of them; at 100 rows a candle over a replay's period the
         others were a tenth of the replay). The choice is one ``argmax`` over the engines'
         strengths (the first of the strongest, as ``best_signal``'s ``max``); a row with a
-        NaN or infinite strength, where the two could differ, is chosen as ``max`` does.
+        NaN or infinite strength, where the two could differ, is chosen by ``best_signal``.
         Equal to ``signals_for_rows`` then ``best_signal`` (tests/test_engines.py)."""
         import numpy as np
 
@@ -287,16 +271,8 @@ class AlphaEngineCoordinator:
             best[r] = Signal(symbol=symbols[r], candle_time=times[r],
                              engine=engines[e][0], direction=dirs[e][r],
                              strength=float(strength[r, e]), reasons=(whys[e][r],))
-        for r in np.flatnonzero(odd).tolist():
-            top: tuple[int, float] | None = None
-            for e in range(len(engines)):
-                if usable[r, e] and (top is None or float(strength[r, e]) > top[1]):
-                    top = (e, float(strength[r, e]))
-            if top is not None:
-                e = top[0]
-                best[r] = Signal(symbol=symbols[r], candle_time=times[r],
-                                 engine=engines[e][0], direction=dirs[e][r],
-                                 strength=top[1], reasons=(whys[e][r],))
+        for r in np.flatnonzero(odd).tolist():  # the reference path's own choice
+            best[r] = best_signal(_row_signals(frame.row(r), guard, engines))
         return guards, best
 
     def generate_all_signals(self, features: pl.DataFrame, regime: str) -> list[Signal]:
@@ -326,6 +302,22 @@ class AlphaEngineCoordinator:
                           for s in syms], how="vertical_relaxed")
         result = self._evaluate(last, [current_regimes[s] for s in syms])
         return {s: result.get(s, []) for s in symbols_features}
+
+
+def _row_signals(row: tuple[Any, ...], guard: int,
+                 engines: list[tuple[str, int, int, int]]) -> list[Signal]:
+    """One row of ``AlphaEngineCoordinator._frame`` as its signals: the guard's (when the
+    indicators are undefined), then each engine's that has a direction."""
+    sym, when = row[0], row[1]
+    sigs = []
+    if row[guard] is not None:
+        sigs.append(Signal(symbol=sym, candle_time=when, engine=GUARD,
+                           direction=Direction.FLAT, strength=0.0, reasons=(row[guard],)))
+    for name, d, st, why in engines:
+        if row[d] is not None:
+            sigs.append(Signal(symbol=sym, candle_time=when, engine=name, direction=row[d],
+                               strength=float(row[st]), reasons=(row[why],)))
+    return sigs
 
 
 def best_signal(signals: list[Signal]) -> Signal | None:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..base._codec import settings_json
-from ..base._config import Config, candle_age, max_staleness, warmup_candles
+from ..base._config import Config, candle_age, candle_ages, max_staleness, warmup_candles
 from ..base._fs import atomic_writer
 from ..base._versions import stage_tag
 from ..base._vocab import DataStatus, Direction
@@ -341,10 +341,7 @@ def _run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | No
 
 def _stale_symbols(config: Config, last: Mapping[str, datetime], now: datetime) -> set[str]:
     limit = max_staleness(config)
-    # ``candle_age``'s arithmetic, the interval's length read once (a replay asks this of
-    # every symbol at every candle)
-    close = config.data.interval.delta
-    return {s for s, t in last.items() if (now - (t + close)).total_seconds() > limit}
+    return {s for s, age in candle_ages(config, last, now).items() if age > limit}
 
 
 _STALE = "stale data"  # placeholder in the cached answer; _apply_clock says how old
