@@ -482,7 +482,7 @@ class _Driver:
         The decisions are ``judge``'s, the gates' half of the live ``decide``; the rows are
         made from them directly, not from a live answer's row for every symbol (sorted,
         then read back: a third of the step at 100 symbols)."""
-        from ..signals._pipeline import judge, stale_reasons
+        from ..signals._pipeline import answer_key, judge, stale_reasons
 
         js, rows = at if at is not None else self.book.newest(t)
         owned = [own[r] for r in rows]
@@ -519,12 +519,11 @@ class _Driver:
                         b.strength, o.p_up, directional_probability(o.p_up, b.direction),
                         bool(d.passed), list(reasons), blocked, str(status)))
         if len(passed) > 1:
-            # in the order of the live answer's rows (passed first, strongest first, then
-            # by symbol), which is the order a cron run records them in: the whole sort,
-            # as the answer is sorted, so even a NaN strength keeps its place
-            keys = [(not decisions[o.symbol].passed,
-                     -((o.best.strength if o.best else 0.0) or 0.0), o.symbol)
-                    for o in owned]
+            # in the order of the live answer's rows, which is the order a cron run
+            # records them in: the whole sort, as the answer is sorted, so even a NaN
+            # strength keeps its place
+            keys = [answer_key(decisions[o.symbol].passed,
+                               o.best.strength if o.best else 0.0, o.symbol) for o in owned]
             passed = [k for k in sorted(range(len(owned)), key=keys.__getitem__)
                       if decisions[owned[k].symbol].passed]
         self.records.merge([CooldownRecord(owned[k].symbol, owned[k].best.direction

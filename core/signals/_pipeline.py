@@ -598,9 +598,16 @@ def decide(config: Config, own: Sequence[Own], now: datetime, *,
             p_up=o.p_up, engine=b.engine if b else None,
             gate_passed=d.passed, gate_reasons=d.reasons,
             data_status=blocks[o.symbol][0] if o.symbol in blocks else DataStatus.OK))
-    results.sort(key=lambda r: (not r.gate_passed, -(r.strength or 0.0), r.symbol))
+    results.sort(key=lambda r: answer_key(r.gate_passed, r.strength, r.symbol))
     return SignalsResult(as_of=now, interval=config.data.interval, source=config.data.source,
                          symbols=results)
+
+
+def answer_key(passed: bool | None, strength: float | None, symbol: str
+               ) -> tuple[bool, float, str]:
+    """The order of an answer's rows, which is the order a run records what passed (its
+    cooldowns): passed first, strongest first, then by symbol."""
+    return (not passed, -(strength or 0.0), symbol)
 
 
 def judge(config: Config, own: Sequence[Own], now: datetime, *,
