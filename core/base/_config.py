@@ -8,6 +8,7 @@ directory. Every value remembers where it came from so ``botopt config show`` ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -302,11 +303,21 @@ class Config:
         return all(src == "default" for src in self.sources.values())
 
 
+# Resolved once (the annotations are strings, ``from __future__ import annotations``):
+# ``get_type_hints`` evaluates every field's text each call, about a millisecond a section,
+# and every run starts by loading the configuration.
+_CONFIG_HINTS = typing.get_type_hints(Config)
 SECTIONS: dict[str, type] = {
-    f.name: typing.get_type_hints(Config)[f.name]
+    f.name: _CONFIG_HINTS[f.name]
     for f in dataclasses.fields(Config)
     if f.name not in ("sources", "path")
 }
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A section's field types, resolved once per process."""
+    return typing.get_type_hints(cls)
 
 
 def _user_config_file() -> Path:
@@ -668,7 +679,7 @@ def _apply_file(file: Path, values: dict[str, dict[str, Any]], sources: dict[str
         if not isinstance(sec_val, dict):
             raise ConfigError(f"{file}: {sec_name} must be a table [{sec_name}]",
                               file=str(file), key=sec_name)
-        hints = typing.get_type_hints(SECTIONS[sec_name])
+        hints = _hints(SECTIONS[sec_name])
         for key, val in sec_val.items():
             full = f"{sec_name}.{key}"
             if full in TABLE_KEYS:
@@ -739,7 +750,7 @@ def load_config(
         _apply_file(file, values, sources)
 
     for sec_name, sec_cls in SECTIONS.items():
-        hints = typing.get_type_hints(sec_cls)
+        hints = _hints(sec_cls)
         for key in hints:
             var = f"BOTOPT_{sec_name.upper()}_{key.upper()}"
             if var in env and f"{sec_name}.{key}" in TABLE_KEYS:
@@ -755,7 +766,7 @@ def load_config(
         if val is None:
             continue
         sec_name, _, key = full.partition(".")
-        hints = typing.get_type_hints(SECTIONS[sec_name])
+        hints = _hints(SECTIONS[sec_name])
         from_text = isinstance(val, str) and hints[key] is not str
         values[sec_name][key] = _coerce(val, hints[key], full, "flag", from_text)
         sources[full] = "flag"

@@ -18,7 +18,6 @@ from typing import Any
 
 from ..base._config import Config
 from ..base._vocab import EventType
-from ..data._candles import parse_as_of
 from ..errors import UsageError
 from ..state._events import valid_event
 from ..state._workspace import Workspace
@@ -40,6 +39,10 @@ def parse_since(value: str | None, now: float) -> float:
     m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value)
     if m:
         return now - int(m.group(1)) * _UNIT_S[m.group(2)]
+    # Imported here: the candle readers (and their HTTP client) are what ``cache-stats``,
+    # which imports this module for ``cache_report``, would otherwise load on every start.
+    from ..data._candles import parse_as_of
+
     try:
         when = parse_as_of(value)
     except UsageError:
