@@ -395,7 +395,8 @@ def test_cache_stats_cli_json_and_light_imports(tmp_path):
     code = ("import sys\nfrom botopt.cli.main import app\n"
             "try:\n    app(['--cache-dir', sys.argv[1], 'cache-stats'])\n"
             "except SystemExit:\n    pass\n"
-            "heavy = [m for m in ('polars', 'numpy', 'pandas', 'pyarrow') if m in sys.modules]\n"
+            "heavy = [m for m in ('polars', 'numpy', 'pandas', 'pyarrow', 'requests',\n"
+            "                     'botopt.core.data._candles') if m in sys.modules]\n"
             "print('HEAVY', heavy)\n")
     out = subprocess.run([sys.executable, "-c", code, str(c)], capture_output=True, text=True)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
