@@ -92,6 +92,14 @@ def test_bad_env_value_names_the_variable(monkeypatch):
     assert "BOTOPT_CORRELATION_WINDOW" in result.stderr
 
 
+@pytest.mark.parametrize("key", ["gates.max_correlation", "nosuch.key", "gates"])
+def test_unknown_override_key_names_it(key):
+    # a library caller's typo in load_config(overrides=...): a ConfigError, not a KeyError
+    with pytest.raises(ConfigError, match="unknown setting") as info:
+        load_config(overrides={key: 1})
+    assert info.value.key == key
+
+
 def test_missing_explicit_config_file(tmp_path):
     result = runner.invoke(app, ["--config", str(tmp_path / "nope.toml"), "config", "show"])
     assert result.exit_code == 2

@@ -766,6 +766,13 @@ def load_config(
         if val is None:
             continue
         sec_name, _, key = full.partition(".")
+        if sec_name not in SECTIONS or key not in _hints(SECTIONS[sec_name]):
+            # a library caller's typo: named like the file's, never a KeyError
+            known = ", ".join(_hints(SECTIONS[sec_name])) if sec_name in SECTIONS \
+                else ", ".join(SECTIONS)
+            raise ConfigError(f"unknown setting {full[:80]!r} in overrides; known"
+                              f"{f' in [{sec_name}]' if sec_name in SECTIONS else ' sections'}:"
+                              f" {known}", key=full[:80])
         hints = _hints(SECTIONS[sec_name])
         from_text = isinstance(val, str) and hints[key] is not str
         values[sec_name][key] = _coerce(val, hints[key], full, "flag", from_text)
