@@ -17,7 +17,11 @@ from botopt.cli.main import app
 from botopt.core import RollingCorrelation, load_candles, load_config
 from botopt.core.base import _fs
 from botopt.core.errors import CacheDirUnsafeError
-from botopt.core.signals._correlation import aligned_window, update_correlation
+from botopt.core.signals._correlation import (
+    aligned_window,
+    recent_rows,
+    update_correlation,
+)
 
 runner = CliRunner()
 STEP = 300_000
@@ -683,6 +687,45 @@ def test_fast_paths_equal_the_general_path_bit_for_bit(case, with_matrix):
             assert np.array_equal(fast.matrix()[1], general.matrix()[1], equal_nan=True)
             assert np.array_equal(fast._prod, general._prod)
     assert fast.fast >= 1  # the first frame always takes the aligned build
+
+
+@pytest.mark.slow
+@settings(max_examples=int(__import__("os").environ.get("BOTOPT_HYPOTHESIS_EXAMPLES", 60)),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame_chunks(), st.integers(3, 40), st.integers(2, 10))
+def test_recent_rows_give_the_state_the_whole_history_gives(case, window, min_periods):
+    """A run hands the correlation only each symbol's last rows (``recent_rows``), so it
+    can let the history go: the state must take the same bits as from the whole frame."""
+    syms, chunks = case
+    whole = RollingCorrelation(window=window, min_periods=min_periods, interval_ms=STEP)
+    recent = RollingCorrelation(window=window, min_periods=min_periods, interval_ms=STEP)
+    history: list = []
+    for rows, _, with_history in chunks:
+        if not rows:
+            continue
+        # a cron run's frame holds each symbol's whole series (with_history) or new rows
+        history = history + rows if with_history else rows
+        f = multi_frame(history).sort("symbol", "open_time")
+        short = recent_rows(f, window)
+        assert whole.update_frame(f) == recent.update_frame(short)
+        for name in ("returns", "_sum", "_sq", "_scale", "_missing"):
+            assert np.array_equal(getattr(whole, name), getattr(recent, name),
+                                  equal_nan=True), name
+        assert (whole.end_ms, whole._slides, whole.last_time) == \
+            (recent.end_ms, recent._slides, recent.last_time)
+        assert np.array_equal(list(whole.last_close.values()),
+                              list(recent.last_close.values()), equal_nan=True)
+        assert np.array_equal(whole.matrix()[1], recent.matrix()[1], equal_nan=True)
+
+
+def test_recent_rows_keep_each_symbols_last_window_plus_three():
+    rows = [(s, t * STEP, 1.0 + t) for s, n in (("A", 30), ("B", 5), ("C", 14))
+            for t in range(n)]
+    short = recent_rows(multi_frame(rows), 10)
+    assert short.group_by("symbol", maintain_order=True).len().rows() == \
+        [("A", 13), ("B", 5), ("C", 13)]
+    assert short.filter(pl.col("symbol") == "A")["close"].to_list() == \
+        [1.0 + t for t in range(17, 30)]
 
 
 def test_fast_paths_are_taken_by_a_first_run_and_a_cron_step():

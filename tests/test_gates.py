@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 
 from botopt.core.base._config import GatesConfig
 from botopt.core.signals._gates import CooldownRecord, CooldownStore, GateInput, evaluate_gates
@@ -146,12 +147,21 @@ class _OneRowAtATime:
         return self.rows.__fingerprint__()
 
 
-def test_correlation_reads_at_once_equal_one_at_a_time():
+@pytest.mark.parametrize("batches", [None, (3, 2)])
+def test_correlation_reads_at_once_equal_one_at_a_time(batches, monkeypatch):
     """The gates read every candidate against the active signals in one block; the
     decisions and printed correlations equal reading each candidate's row alone, for rows
     computed on demand and for a plain matrix, with recorded signals (a candidate's own
-    among them) and this run's passed ones."""
+    among them) and this run's passed ones. ``batches``: rows computed per product and
+    reads taken per chunk made small, as 10,000 symbols' hundreds of active signals make
+    them, so the rows come in several batches and the block in several chunks."""
     import random
+
+    from botopt.core.signals import _correlation, _gates
+
+    if batches is not None:
+        monkeypatch.setattr(_correlation, "_ROWS_BATCH", batches[0])
+        monkeypatch.setattr(_gates, "_READS", batches[1])
 
     from botopt.core.signals._correlation import CorrelationRows, RollingCorrelation
 

@@ -284,3 +284,34 @@ def test_warm_cron_run_answers_without_polars_or_numpy(tmp_path):
     answer = json.loads(later.stdout.split("HEAVY")[0])
     fresh = runner.invoke(app, [*args, "--as-of", "2026-09-20T12:03:59Z", "--no-cache"])
     assert answer == json.loads(fresh.stdout)
+
+
+REAL = ["ADA_BTC", "DASH_BTC", "ETC_BTC", "ETH_BTC", "LTC_BTC", "NXT_BTC", "TRX_BTC",
+        "XLM_BTC", "XMR_BTC", "ZEC_BTC"]
+
+
+@pytest.mark.slow
+def test_runs_in_groups_equal_one_group_on_real_pairs(tmp_path, shared_data, monkeypatch):
+    """A run loads its symbols a group of files at a time (``GROUP_BYTES``) and hands the
+    correlation only their last rows: a cron line of runs, each file a group of its own,
+    answers what one group and an uncached bot answer, gates open so the correlation and
+    cooldown gates decide."""
+    from botopt.core.signals import _pipeline
+
+    over = {"data.source": "local", "data.data_dir": str(shared_data / "candles" / "5m"),
+            **OPEN_GATES, "gates.correlation_threshold": 0.1}
+    bots = {name: cfg_for(tmp_path / name, **over) for name in ("grouped", "whole", "ref")}
+    assert len(_pipeline._groups(bots["whole"], REAL)) == 1
+    start = datetime(2018, 1, 24, 9, 0, 20, tzinfo=timezone.utc)
+    blocked = 0
+    for k in range(8):
+        now = start + timedelta(minutes=5 * k)
+        monkeypatch.setattr(_pipeline, "GROUP_BYTES", 1)  # every file its own group
+        assert len(_pipeline._groups(bots["grouped"], REAL)) == len(REAL)
+        grouped = _run_signals(bots["grouped"], REAL, as_of=now)
+        monkeypatch.undo()
+        whole = _run_signals(bots["whole"], REAL, as_of=now)
+        ref = _run_signals(bots["ref"], REAL, as_of=now, use_cache=False)
+        assert grouped == whole == ref, now
+        blocked += sum(any("correl" in r for r in s.gate_reasons) for s in ref.symbols)
+    assert blocked  # the correlation gate took part

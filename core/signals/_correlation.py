@@ -73,6 +73,9 @@ _TEMP = 1 << 19  # elements (4 MiB): the largest temporary the rank-2 step and t
 # Frames up to this many rows are checked for one row per symbol in Python (a list of
 # strings), where polars' run-length encoding costs more than the cron step itself.
 _SMALL_FRAME = 1024
+# Correlation rows computed per product by CorrelationRows: the product and the rows in
+# flight are 2 x this x symbols floats (41 MB at 10,000 symbols), however many are asked.
+_ROWS_BATCH = 256
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
@@ -118,6 +121,29 @@ def _epoch_ms(times: Any) -> np.ndarray:
             return ms // per_ms if per_ms != 1 else ms
     epoch: np.ndarray = times.dt.epoch("ms").to_numpy()
     return epoch
+
+
+def recent_rows(candles: Any, window: int) -> Any:
+    """The rows of ``candles`` (one run per symbol, ascending, as ``load_candles`` gives
+    them) that ``update_runs`` reads for a ``window``: each symbol's last window + 3
+    (window + 2 rows and the close before them), columns ``symbol``, ``open_time`` and
+    ``close``. Fed these instead of the whole history, the state takes the same values from
+    the same rows, so a run can let each group's history go once its features are done.
+    The frame is new memory, gathered in one piece: a filtered slice kept the group's
+    buffers alive (200 MB where the rows themselves are 70 at 10,000 symbols)."""
+    import polars as pl
+
+    runs = candles.get_column("symbol").rle().struct.unnest()
+    lens = runs.get_column("len").to_numpy().astype(np.int64)
+    kept = np.minimum(lens, window + 3)
+    ends = np.cumsum(lens)
+    at = np.repeat(ends - kept - np.cumsum(kept) + kept, kept) + np.arange(int(kept.sum()))
+    t = candles.get_column("open_time")
+    return pl.DataFrame([
+        runs.get_column("value").gather(np.repeat(np.arange(lens.size), kept))
+        .alias("symbol"),
+        pl.Series("open_time", t.to_physical().to_numpy()[at]).cast(t.dtype),
+        pl.Series("close", candles.get_column("close").to_numpy()[at])])
 
 
 def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
@@ -1123,13 +1149,15 @@ class CorrelationRows:
     def __init__(self, rc: RollingCorrelation, symbols: Sequence[str]) -> None:
         self._rc = rc
         self._cols = np.array([rc._pos[s] for s in symbols], dtype=np.int64)
+        self._whole = np.array_equal(self._cols, np.arange(len(rc.symbols)))
         self.shape = (len(symbols), len(symbols))
         n = len(rc.symbols)
-        self._slot = np.full(n, -1, dtype=np.int64)  # state column -> row of _held
-        # The computed rows, in a buffer grown by half when full: appending by concatenation
-        # copied every held row for each new one, quadratic in the active signals (at
-        # 10,000 symbols a next-candle run computed 2,406 rows and spent 47 s copying them).
-        self._held = np.empty((0, n))
+        self._slot = np.full(n, -1, dtype=np.int64)  # state column -> held row
+        # The computed rows, one array per batch (held rows k0.. of ``_parts[p]`` start at
+        # ``_starts[p]``): one growing buffer copied every held row at each growth, a
+        # peak of 2.5x the rows (about 470 MB for 2,364 active signals at 10,000 symbols).
+        self._parts: list[np.ndarray] = []
+        self._starts: list[int] = []
         self._count = 0
 
     def __len__(self) -> int:
@@ -1137,35 +1165,57 @@ class CorrelationRows:
 
     def held(self) -> np.ndarray:
         """The rows computed so far, in the order they were computed."""
-        return self._held[:self._count]
+        if not self._parts:
+            return np.empty((0, len(self._slot)))
+        return self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
+
+    def prepare(self, cols: np.ndarray) -> None:
+        """Compute the rows a read of ``cols`` computes (so a read of them in parts after
+        this finds them held, in the batches one read makes)."""
+        self._rows_of(self._cols[cols])
 
     def _rows_of(self, state_cols: np.ndarray) -> np.ndarray:
-        """The held rows of ``state_cols``, computing those not held yet."""
+        """The held rows of ``state_cols``, computing those not held yet in batches of
+        ``_ROWS_BATCH`` (in column order: the batches, so the bits, are a function of the
+        rows asked for, as the gates' equal reads need; and the product and the rows in
+        flight stay a few tens of MB whatever the number of active signals)."""
         missing = self._slot[state_cols] < 0
         if missing.any():  # most reads find every row held: no sort then
-            todo = np.unique(state_cols[missing])
+            todo_all = np.unique(state_cols[missing])
             rc = self._rc
-            # One BLAS thread: OpenBLAS's threaded product of a few million
-            # multiplications and more differs from its one-thread product in the last
-            # bits, so the rows (and a replay's equality with live runs) would depend on
-            # the machine's thread count; for the gates' small products the threads also
-            # cost more than they save (docs/performance.md, fourth session).
-            if todo.size > 1 and rc._prod is None:  # a product (``_prows``)
-                with one_blas_thread():
-                    pr = rc._prows(todo)
-            else:
-                pr = rc._prows(todo)  # None: no product to make
-            got = rc._rows_from_sums(todo, pr)
-            k0, k1 = self._count, self._count + todo.size
-            if k1 > len(self._held):
-                grown = np.empty((max(k1, len(self._held) * 3 // 2), self._held.shape[1]))
-                grown[:k0] = self._held[:k0]
-                self._held = grown
-            self._held[k0:k1] = got
-            self._slot[todo] = k0 + np.arange(todo.size)
-            self._count = k1
+            for a in range(0, todo_all.size, _ROWS_BATCH):
+                todo = todo_all[a:a + _ROWS_BATCH]
+                # One BLAS thread: OpenBLAS's threaded product of a few million
+                # multiplications and more differs from its one-thread product in the last
+                # bits, so the rows (and a replay's equality with live runs) would depend
+                # on the machine's thread count; for the gates' small products the threads
+                # also cost more than they save (docs/performance.md, fourth session).
+                if todo.size > 1 and rc._prod is None:  # a product (``_prows``)
+                    with one_blas_thread():
+                        pr = rc._prows(todo)
+                else:
+                    pr = rc._prows(todo)  # None: no product to make
+                got = rc._rows_from_sums(todo, pr)
+                del pr
+                self._parts.append(got)
+                self._starts.append(self._count)
+                self._slot[todo] = self._count + np.arange(todo.size)
+                self._count += todo.size
         slots: np.ndarray = self._slot[state_cols]
         return slots
+
+    def _gather(self, slots: np.ndarray, cols: Any) -> np.ndarray:
+        """``held()[slots][:, cols]`` without joining the parts."""
+        if len(self._parts) == 1:
+            one: np.ndarray = self._parts[0][np.ix_(slots, np.atleast_1d(cols))]
+            return one
+        part = np.searchsorted(self._starts, slots, side="right") - 1
+        out = np.empty((slots.size, np.size(cols)))
+        for p in np.unique(part).tolist():
+            sel = part == p
+            out[sel] = self._parts[p][np.ix_(slots[sel] - self._starts[p],
+                                             np.atleast_1d(cols))]
+        return out
 
     def __getitem__(self, key: tuple[int, Any]) -> Any:
         i, cols = key
@@ -1174,8 +1224,8 @@ class CorrelationRows:
         want = self._cols[cols]
         one = np.ndim(want) == 0
         want = np.atleast_1d(want)
-        at = self._rows_of(want)  # first: it may replace self._held
-        out = self._held[at, int(self._cols[i])]  # m[j, i] = m[i, j]
+        at = self._rows_of(want)
+        out = self._gather(at, int(self._cols[i]))[:, 0]  # m[j, i] = m[i, j]
         return out[0] if one else out
 
     def holds(self, i: int) -> bool:
@@ -1188,8 +1238,12 @@ class CorrelationRows:
         against the same active signals at once (the rows computed are those one read of
         ``cols`` computes, so every value is the one a read gives)."""
         at = self._rows_of(self._cols[cols])
-        out: np.ndarray = self._held[np.ix_(at, self._cols)]  # one copy, not two
-        return out
+        if self._whole:
+            part = np.searchsorted(self._starts, at, side="right") - 1
+            if part.size and (part == part[0]).all():  # one copy, not two
+                rows: np.ndarray = self._parts[int(part[0])][at - self._starts[int(part[0])]]
+                return rows
+        return self._gather(at, self._cols)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         names, m = self._rc.matrix()

@@ -187,42 +187,54 @@ def own_reasons(candidates: Sequence[GateInput], config: GatesConfig) -> list[li
     return out
 
 
+# Active signals read against every candidate at once: a chunk of reads is this many rows
+# of symbols floats (20 MB at 10,000 symbols), whatever the number of active signals.
+_READS = 256
+
+
 class _Block:
-    """Every candidate's reads against one list of active signals, ``vals[k, i] =
-    matrix[i, cols[k]]``, kept as the chunks it was read in, and per candidate the first
-    ``k`` above the threshold (-1: none). It grows by the signals that pass: rebuilding it
-    at each pass copied the whole block (active signals x symbols) every time, quadratic
-    in the passes (6 s of a 4,000-symbol run, minutes at 10,000)."""
+    """Every candidate's reads against one list of active signals, ``matrix[i, cols[k]]``,
+    kept only as what the gate asks of them: per candidate the first ``k`` above the
+    threshold (-1: none) and its value, and the same excluding the candidate's own record
+    (a symbol's own record is not "another" active signal). The reads themselves are let
+    go chunk by chunk: kept, they were active signals x symbols floats (189 MB for 2,364
+    signals passed among 10,000 symbols, then copied as the block grew). It grows by the
+    signals that pass, only their reads new."""
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self.size = 0
         self.first: Any = None
-        self._chunks: list[Any] = []
-        self._starts: list[int] = []
+        self.first_value: Any = None
+        self.other: Any = None  # the first above it that is not the candidate's own record
+        self.other_value: Any = None
 
-    def extend(self, vals: Any) -> None:
+    def extend(self, vals: Any, cols: Any, n_recorded: int) -> None:
+        """Take the reads of the list's next ``len(vals)`` signals: ``vals[k, i]`` against
+        candidate ``i``, of the signals ``cols`` (their symbols' indexes); the list's
+        first ``n_recorded`` are recorded signals."""
         import numpy as np
 
-        above = vals > self.threshold  # NaN is never above
         if self.first is None:
-            self.first = np.full(vals.shape[1], -1, dtype=np.int64)
-        new = (self.first < 0) & above.any(axis=0)
-        self.first[new] = self.size + above.argmax(axis=0)[new]
-        self._chunks.append(vals)
-        self._starts.append(self.size)
+            n = vals.shape[1]
+            self.first = np.full(n, -1, dtype=np.int64)
+            self.other = np.full(n, -1, dtype=np.int64)
+            self.first_value = np.full(n, np.nan)
+            self.other_value = np.full(n, np.nan)
+        above = vals > self.threshold  # NaN is never above
+        self._take(vals, above, self.first, self.first_value)
+        own = np.flatnonzero(self.size + np.arange(len(vals)) < n_recorded)
+        above[own, cols[own]] = False
+        self._take(vals, above, self.other, self.other_value)
         self.size += len(vals)
 
-    def value(self, k: int, i: int) -> float:
-        from bisect import bisect_right
-
-        c = bisect_right(self._starts, k) - 1
-        return float(self._chunks[c][k - self._starts[c], i])
-
-    def column(self, i: int) -> Any:
+    def _take(self, vals: Any, above: Any, first: Any, value: Any) -> None:
         import numpy as np
 
-        return np.concatenate([ch[:, i] for ch in self._chunks])
+        new = np.flatnonzero((first < 0) & above.any(axis=0))
+        at = above[:, new].argmax(axis=0)
+        first[new] = self.size + at
+        value[new] = vals[at, new]
 
 
 class _Active:
@@ -249,8 +261,10 @@ class _Active:
         mat: Any = self.matrix
         self._columns: Any = None
         self._holds: Any = None  # whether a symbol's own row is computed already
+        self._prepare: Any = None  # computes the rows a read of some columns needs
         if mat is not None and hasattr(mat, "columns"):
             self._columns, self._holds = mat.columns, mat.holds
+            self._prepare = mat.prepare
         elif isinstance(mat, np.ndarray):
             self._columns = lambda cols: mat[:, cols].T
             self._holds = lambda i: True
@@ -305,18 +319,23 @@ class _Active:
             self._joined[key] = held
         return held[1], held[2], held[3]
 
-    @staticmethod
-    def _own_excluded(block: _Block, i: int, cols: Any, n_recorded: int, names: list[str],
-                      threshold: float) -> tuple[str, float] | None:
-        """The read of a candidate that is among the recorded signals: its own record is
-        not "another" active signal."""
-        import numpy as np
+    def _extend(self, block: _Block, cols: Any, n_recorded: int) -> None:
+        """``block`` extended to every signal of ``cols``: their rows computed as one read of
+        them computes them (the same batches, so the same bits), then read a slice at a
+        time, so no active signals x symbols copy is made."""
+        new = cols[block.size:]
+        if self._prepare is not None:
+            self._prepare(new)
+        for a in range(0, len(new), _READS):
+            part = new[a:a + _READS]
+            block.extend(self._columns(part), part, n_recorded)
 
-        row = block.column(i)
-        ok = row > threshold
-        ok[:n_recorded] &= cols[:n_recorded] != i
-        hits = np.flatnonzero(ok)
-        return (names[int(hits[0])], float(row[int(hits[0])])) if hits.size else None
+    @staticmethod
+    def _found(block: _Block, i: int, own: bool, names: list[str]) -> tuple[str, float] | None:
+        k = int(block.other[i] if own else block.first[i])
+        if k < 0:
+            return None
+        return names[k], float(block.other_value[i] if own else block.first_value[i])
 
     def first_correlated(self, c: GateInput, threshold: float) -> tuple[str, float] | None:
         import numpy as np
@@ -336,10 +355,7 @@ class _Active:
             block, names, cols, n_recorded = held[1], held[4], held[5], held[6]
             if block is None:
                 return None
-            if i not in held[2]:
-                k = int(block.first[i])
-                return None if k < 0 else (names[k], block.value(k, i))
-            return self._own_excluded(block, i, cols, n_recorded, names, threshold)
+            return self._found(block, i, i in held[2], names)
         names, cols, recorded = self._active(c)
         # the recorded signals come first, this run's passed ones after them
         n_recorded = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
@@ -357,20 +373,17 @@ class _Active:
         if block is not None and block.size < len(cols):
             # Signals passed since: only their rows are new (the list only grows at its
             # end), the rows a single read would compute now, in the same batch.
-            block.extend(self._columns(cols[block.size:]))
+            self._extend(block, cols, n_recorded)
         if block is None and self._columns is not None and (i not in recorded
                                                             or self._holds(i)):
             block = _Block(threshold)
-            block.extend(self._columns(cols))
+            self._extend(block, cols, n_recorded)
             self._blocks[key] = block
         if block is not None:
             if block.size == len(cols):
                 self._ready[key] = (len(cols) - n_recorded, block, recorded, threshold,
                                     names, cols, n_recorded)
-            if i not in recorded:
-                k = int(block.first[i])
-                return None if k < 0 else (names[k], block.value(k, i))
-            return self._own_excluded(block, i, cols, n_recorded, names, threshold)
+            return self._found(block, i, i in recorded, names)
         if i in recorded:  # a symbol's own record is not "another" active signal
             keep = np.ones(len(cols), dtype=bool)
             keep[:n_recorded] = cols[:n_recorded] != i
