@@ -219,6 +219,32 @@ def test_cache_statistics_are_one_row_per_cache(tmp_path):
     assert sizes[7] <= sizes[1] * 1.2, sizes
 
 
+def test_stage_entries_are_kept_their_life_and_a_short_margin(tmp_path, monkeypatch):
+    # A cron over 5-minute candles with the wall clock moving (diskcache's garbage
+    # collection reads it): each candle's run writes its entries (life 10 minutes) and the
+    # store holds about two candles' worth, not the hour's that a long margin kept: the key
+    # index, which every candle's run rewrites nearly whole, grows with what is held.
+    import time as time_module
+
+    from botopt.core.state._cache import DiskcacheStore
+
+    clock = [1_790_000_000.0]
+    monkeypatch.setattr(time_module, "time", lambda: clock[0])
+    store = DiskcacheStore(tmp_path / "entries")
+    held = []
+    for candle in range(30):
+        for minute in range(5):  # a run a minute; one in five has a new candle
+            clock[0] += 60
+            rows = [("features", f"{candle:04d}{k:036x}", b"v", clock[0] + 600, 0.0)
+                    for k in range(100)] if minute == 0 else []
+            store.write(rows, {"features": (0, len(rows), 0.0)}, clock[0])
+            store.close()
+        held.append(store._conn().execute(
+            "SELECT COUNT(*) FROM Cache WHERE tag = 'features'").fetchone()[0])
+        store.close()
+    assert max(held[10:]) <= 3 * 100, held
+
+
 def test_carried_states_are_one_file_per_symbol_overwritten(tmp_path):
     # A week of 5-minute candles on 10 symbols, the anchor moving forward each run: one
     # small file per symbol, replaced, never a file per run.

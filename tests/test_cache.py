@@ -557,3 +557,28 @@ def test_large_values_are_stored_deflated_and_read_back(cache_dir):
     fresh = CacheManager(root=cache_dir)
     assert fresh.get("signals", "big") == big and fresh.get("signals", "small") == [1, 2]
     assert fresh.get("signals", "row") == row
+
+
+def test_digest_keys_are_stored_compact_and_never_meet_other_keys(tmp_path):
+    """A 40-digit hex key (every stage's) is stored as its 27 base64 characters behind its
+    own separator: fewer bytes a run writes, and no key of another form can equal it."""
+    import base64
+    import hashlib
+
+    cache_dir = tmp_path / "c"
+    hexkey = hashlib.sha1(b"x").hexdigest()
+    compact = base64.urlsafe_b64encode(bytes.fromhex(hexkey)).decode()[:27]
+    others = [compact, hexkey.upper(), hexkey[:39], hexkey + "0", "g" * 40]
+    mgr = CacheManager(root=cache_dir)
+    mgr.set("regime", hexkey, "TREND_UP")
+    for k in others:
+        mgr.set("regime", k, f"v-{k}")
+    mgr.close()
+    con = _db(cache_dir)
+    keys = {k for (k,) in con.execute("SELECT key FROM Cache WHERE tag = 'regime'")}
+    con.close()
+    assert "regime\x1e" + compact in keys and "regime\x1f" + hexkey not in keys
+    assert {"regime\x1f" + k for k in others} <= keys
+    fresh = CacheManager(root=cache_dir)
+    got = fresh.get_many("regime", [hexkey, *others])
+    assert got == {hexkey: "TREND_UP", **{k: f"v-{k}" for k in others}}
