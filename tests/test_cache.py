@@ -25,6 +25,7 @@ from botopt.core import (
     cache_predictions,
     cached,
     get_cache_stats,
+    load_config,
 )
 from botopt.core.base._codec import Unencodable, decode, encode, fingerprint
 from botopt.core.signals._engines import Signal
@@ -582,3 +583,27 @@ def test_digest_keys_are_stored_compact_and_never_meet_other_keys(tmp_path):
     fresh = CacheManager(root=cache_dir)
     got = fresh.get_many("regime", [hexkey, *others])
     assert got == {hexkey: "TREND_UP", **{k: f"v-{k}" for k in others}}
+
+
+def test_a_candles_stage_entries_sit_together_in_the_key_index(tmp_path):
+    """Stage keys lead with their candle's minute (``time_ordered``): in the store's key
+    index a candle's entries form one block, so a run's inserts (and the garbage
+    collection's deletes) touch a few pages of it, not nearly every page."""
+    from datetime import timedelta
+
+    from botopt.core.signals._pipeline import _run_signals
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")})
+    t0 = datetime(2026, 9, 19, 6, 0, 30, tzinfo=timezone.utc)
+    syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
+    for k in range(3):
+        _run_signals(cfg, syms, as_of=t0 + timedelta(minutes=5 * k), notify=False)
+    con = _db(tmp_path / "c")
+    for tag in ("features", "regime", "predictions"):
+        keys = sorted(k for (k,) in con.execute("SELECT key FROM Cache WHERE tag = ?",
+                                                (tag,)))
+        assert len(keys) == 3 * len(syms) and all("\x1e" in k for k in keys), tag
+        candles = [k.split("\x1e")[1][:5] for k in keys]  # the minute's 30 leading bits
+        blocks = [c for i, c in enumerate(candles) if i == 0 or c != candles[i - 1]]
+        assert len(blocks) == len(set(candles)) == 3, (tag, candles)
+    con.close()

@@ -321,7 +321,8 @@ def test_candle_fingerprints_equal_the_per_group_hash(tmp_path):
             h = hashlib.blake2b(digest_size=20)
             h.update(f"{sym}|5m|{g['open_time'][-1]}|{g.height}|{pl.__version__}".encode())
             h.update(g["_h"].to_numpy().tobytes())
-            out[str(sym)] = h.hexdigest()
+            minute = int(g["open_time"][-1].timestamp()) // 60  # leads: time-ordered keys
+            out[str(sym)] = f"{minute:08x}" + h.hexdigest()
         return out
 
     syms = [f"F{i}USDT" for i in range(5)]

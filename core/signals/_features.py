@@ -444,4 +444,5 @@ def features_keys(config: FeaturesConfig, fingerprints: Mapping[str, str]) -> di
     """The features cache key per symbol: its candles (``candle_fingerprints``), the
     feature settings and the code that computes them (``stage_tag``)."""
     prefix = digest("features", stage_tag("features"), settings_json(config))
-    return {s: digest(prefix, fp) for s, fp in fingerprints.items()}
+    # the fingerprint's leading candle minute leads the key too (``time_ordered``)
+    return {s: fp[:8] + digest(prefix, fp) for s, fp in fingerprints.items()}

@@ -329,5 +329,10 @@ def load_model(config: ModelConfig | None = None,
 def prediction_keys(version: str, rows: Mapping[str, Any]) -> dict[str, str]:
     """The predictions cache key per symbol: the model (its ``version``: a hash of the
     weights, or of a plug-in's source), the code, and the content of the feature row."""
+    from ..state._cache import time_ordered
+
     prefix = digest("predictions", stage_tag("predictions"), version)
-    return {s: digest(prefix, repr(row)) for s, row in rows.items()}
+    # led by the row's candle minute (``time_ordered``) where the row has its time
+    return {s: time_ordered(row["t"] // 1000, digest(prefix, repr(row)))
+            if isinstance(row, Mapping) and type(row.get("t")) is int
+            else digest(prefix, repr(row)) for s, row in rows.items()}

@@ -61,7 +61,7 @@ from ..data._candles import (
     sample_clock,
 )
 from ..errors import BotoptError, CacheError, StaleDataError, format_age
-from ..state._cache import MISS
+from ..state._cache import MISS, time_ordered
 from ..state._workspace import Workspace, data_scope
 from . import _effects
 from ._gates import (
@@ -201,7 +201,8 @@ def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
 # -- the stages -------------------------------------------------------------------------------
 
 def candle_fingerprints(candles: pl.DataFrame, interval: str) -> dict[str, str]:
-    """Per symbol: interval, last closed candle time, row count and a hash of the rows."""
+    """Per symbol: interval, last closed candle time, row count and a hash of the rows;
+    led by the last candle's open time in minutes (8 hex digits, ``time_ordered``)."""
     import numpy as np
     import polars as pl
 
@@ -223,7 +224,7 @@ def candle_fingerprints(candles: pl.DataFrame, interval: str) -> dict[str, str]:
         h = hashlib.blake2b(digest_size=20)
         h.update(f"{sym}|{interval}|{last}|{len(hs)}|{pl.__version__}".encode())
         h.update(hs.tobytes())
-        out[sym] = h.hexdigest()
+        out[sym] = time_ordered(int(last.timestamp()), h.hexdigest())
     return out
 
 

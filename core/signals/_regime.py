@@ -134,4 +134,5 @@ def regime_keys(config: RegimeConfig, features_config: FeaturesConfig,
     """The regime cache key per symbol: its candles, the feature and regime settings, and
     the code of both stages (a regime is read off the whole feature history)."""
     prefix = digest("regime", stage_tag("regime"), settings_json(features_config, config))
-    return {s: digest(prefix, fp) for s, fp in fingerprints.items()}
+    # the fingerprint's leading candle minute leads the key too (``time_ordered``)
+    return {s: fp[:8] + digest(prefix, fp) for s, fp in fingerprints.items()}
