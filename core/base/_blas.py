@@ -60,6 +60,12 @@ def _openblas() -> tuple[Any, Any] | None:
     return None
 
 
+def pinnable() -> bool:
+    """Whether ``one_blas_thread`` can pin the count (numpy's BLAS is OpenBLAS)."""
+    with _lock:
+        return _openblas() is not None
+
+
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Run the block with OpenBLAS on one thread, then restore its count."""
