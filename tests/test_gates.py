@@ -143,6 +143,10 @@ class _OneRowAtATime:
     def __getitem__(self, key):
         return self.rows[key]
 
+    def prepare(self, cols):  # rows computed ahead, as for the block's reads
+        if hasattr(self.rows, "prepare"):
+            self.rows.prepare(cols)
+
     def __fingerprint__(self):
         return self.rows.__fingerprint__()
 

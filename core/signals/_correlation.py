@@ -73,9 +73,9 @@ _TEMP = 1 << 19  # elements (4 MiB): the largest temporary the rank-2 step and t
 # Frames up to this many rows are checked for one row per symbol in Python (a list of
 # strings), where polars' run-length encoding costs more than the cron step itself.
 _SMALL_FRAME = 1024
-# Correlation rows computed per product by CorrelationRows: the product and the rows in
-# flight are 2 x this x symbols floats (41 MB at 10,000 symbols), however many are asked.
-_ROWS_BATCH = 256
+# Correlation rows computed per product by CorrelationRows: the rows in flight are about
+# 2 x this x symbols floats (20 MB at 10,000 symbols), however many are asked.
+_ROWS_BATCH = 128
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
@@ -796,7 +796,8 @@ class RollingCorrelation:
         si = s[idx]
         vx = q[idx] - si * si / w
         sure = (vx > _DOUBT * scale[idx]) & self._vy_ok
-        out: np.ndarray = prows - (si / w)[:, None] * s
+        out: np.ndarray = prows  # a fresh product (``_prows``): taken over, not copied
+        out -= (si / w)[:, None] * s
         with np.errstate(invalid="ignore", divide="ignore"):  # the unsure rows: replaced
             out /= np.sqrt(vx[:, None] * vy)
         np.minimum(out, 1.0, out=out)
