@@ -314,3 +314,22 @@ def test_a_symbol_that_starts_mid_period(tmp_path, shared_data):
     # it joins at its first candle, warming up (no gate may pass it)
     assert xmr.height == 0 or (xmr["data_status"] == "warming_up").all()
     assert rep.candidates.filter(pl.col("symbol") != "XMR_BTC").height
+
+
+@pytest.mark.slow
+def test_a_replay_in_many_chunks_equals_one_chunk(tmp_path, shared_data, monkeypatch):
+    """A long replay steps through its period in chunks, each chunk's candidates sorted
+    and the chunks compacted 64 at a time: the candidates equal one chunk's, row for row
+    (ADA_BTC's gaps included)."""
+    from botopt.core.backtest import _replay
+
+    cfg = real_config(tmp_path, shared_data / "candles" / "5m")
+    since = datetime(2018, 1, 22, 0, 0, tzinfo=UTC)
+    until = since + 700 * FIVE
+    pairs = PAIRS[::-1]  # asked in an order that is not the answer's
+    one = replay(cfg, pairs, since, until, use_cache=False).candidates
+    monkeypatch.setattr(_replay, "_BATCH_ROWS", 50)  # 5 candle times a chunk: 140 chunks
+    many = replay(cfg, pairs, since, until, use_cache=False).candidates
+    assert one.n_chunks() == 1 and many.n_chunks() > 1
+    assert many.equals(one) and one.height > 1000
+    assert many.equals(many.sort("candle_time", "symbol"))  # by time, then symbol

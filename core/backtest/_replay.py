@@ -209,11 +209,18 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
     # The period in chunks of candle times, each chunk's windows prepared in one batch and
     # dropped once stepped through: memory holds one batch, not the period.
     per = max(1, _BATCH_ROWS // len(syms))
+    whole = 0  # parts[:whole] are compacted blocks
     for c in range(0, int(grid.size), per):
         _chunk(config, book, driver, model, manager, grid[c:c + per], own, parts, tick)
-        if len(parts) >= 64:  # small frames carry fixed overheads: compact them
-            parts[:] = [pl.concat(parts, rechunk=True)]
-    return Replay(candidates=pl.concat(parts).sort("candle_time", "symbol"),
+        if len(parts) - whole >= 64:
+            # Small frames carry fixed overheads: the newest are compacted into a block.
+            # Only those: compacting everything held copied the period's rows again and
+            # again, and at the end held them twice.
+            parts[whole:] = [pl.concat(parts[whole:], rechunk=True)]
+            whole += 1
+    # Each part is sorted and the parts follow each other in time, so together they are
+    # sorted: no sort of the whole (a second copy of a year's candidates at its peak).
+    return Replay(candidates=pl.concat(parts) if parts else _candidates_frame([]),
                   closes=book.closes(lo),
                   interval=config.data.interval, since=since, until=until,
                   symbols=tuple(syms))
@@ -235,7 +242,7 @@ def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: An
         now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
         rows.extend(driver.step(t, now, own, at))
         tick(1)
-    parts.append(_candidates_frame(rows))
+    parts.append(_candidates_frame(rows).sort("candle_time", "symbol"))
     newest = set(book.newest(t_hi - 1)[1])
     for r in [r for r in own if r not in newest]:
         del own[r]
