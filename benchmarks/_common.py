@@ -60,13 +60,15 @@ def best_time(fn: Callable[[], Any], repeat: int = 3, min_time: float = 0.05) ->
     return best
 
 
-def synthetic_candles(n_symbols: int, n_bars: int, seed: int = 1) -> Any:
-    """Seeded random-walk candles (prices from 2e-5 to 6e4), canonical botopt frame."""
+def synthetic_candles(n_symbols: int, n_bars: int, seed: int = 1,
+                      start: datetime | None = None) -> Any:
+    """Seeded random-walk candles (prices from 2e-5 to 6e4), canonical botopt frame, the
+    first opening at ``start`` (default 2026-01-01 UTC)."""
     import numpy as np
     import polars as pl
 
     rng = np.random.default_rng(seed)
-    t0 = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    t0 = int((start or datetime(2026, 1, 1, tzinfo=timezone.utc)).timestamp() * 1000)
     times = t0 + 300_000 * np.arange(n_bars, dtype=np.int64)
     levels = 10.0 ** rng.uniform(-4.7, 4.8, n_symbols)
     vols = rng.uniform(0.001, 0.01, n_symbols)

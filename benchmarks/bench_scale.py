@@ -71,7 +71,7 @@ NEXT_MEMORY_GOAL = {10_000: 600 * 2**20}
 NEXT_WRITTEN_GOAL = {10_000: 20 * 10**6}
 
 
-def write_dir(d: Path, n: int, bars: int = BARS + 1) -> list[str]:
+def write_dir(d: Path, n: int, bars: int = BARS + 1, start: datetime = START) -> list[str]:
     """n symbols of seeded random-walk candles in the freqtrade layout (feather)."""
     import numpy as np
     import polars as pl
@@ -82,7 +82,7 @@ def write_dir(d: Path, n: int, bars: int = BARS + 1) -> list[str]:
     chunk = 250  # bounded memory while writing 2,000 symbols
     for lo in range(0, n, chunk):
         k = min(chunk, n - lo)
-        df = synthetic_candles(k, bars, seed=lo + 1)  # starts at START
+        df = synthetic_candles(k, bars, seed=lo + 1, start=start)
         for j, part in enumerate(df.partition_by("symbol", maintain_order=True)):
             part.select(pl.col("open_time").alias("date"), "open", "high", "low", "close",
                         "volume").write_ipc(d / f"{syms[lo + j]}-5m.feather")
