@@ -115,19 +115,17 @@ class _ReplayCache:
 
         from ..base._codec import settings_json
         from ..base._versions import stage_tag
-        from ..data._candles import _sample_dir, find_candle_files
+        from ..data._candles import files_dir, find_candle_files
         from ..errors import BotoptError
         from ..signals._pipeline import _digest_memo, _file_digests, _model_digest
         from ..state._workspace import Workspace, data_scope
 
-        if config.data.source == "binance":
-            return None  # the data only exists after the network round trip
-        data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
+        data_dir = files_dir(config)
         if data_dir is None:
-            return None
+            return None  # Binance: the data only exists after the network round trip
         try:
             ws = Workspace.of(config)
-            files = find_candle_files(Path(data_dir), syms, config.data.interval)
+            files = find_candle_files(data_dir, syms, config.data.interval)
             digests = _file_digests(files, _digest_memo(ws))
             directory = ws.dir("backtest")
         except OSError:

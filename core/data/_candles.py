@@ -614,6 +614,16 @@ def _sample_dir() -> Path:
     return Path(str(files("botopt.sample_data")))
 
 
+def files_dir(config: Config) -> Path | None:
+    """The directory the candle files are read from: the bundled sample's, the configured
+    one, or None (Binance, whose candles come over the network, or no directory)."""
+    if config.data.source == "binance":
+        return None
+    if config.data.source == "sample":
+        return _sample_dir()
+    return None if config.data.data_dir is None else Path(config.data.data_dir)
+
+
 def _load_one(symbol: str, config: Config, end_ms: int | None,
               limit: int | None) -> tuple[pl.DataFrame, str]:
     interval = config.data.interval
@@ -643,13 +653,11 @@ def _read_stacked(syms: list[str], config: Config
     import numpy as np
     import polars as pl
 
-    if config.data.source == "binance" or len(syms) < 2:
-        return None
-    data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
-    if data_dir is None:
+    data_dir = files_dir(config)
+    if data_dir is None or len(syms) < 2:
         return None
     try:
-        paths = find_candle_files(Path(data_dir), syms, config.data.interval)
+        paths = find_candle_files(data_dir, syms, config.data.interval)
     except (DataError, UsageError):
         return None  # the file-by-file path raises it, in the symbol order
     names = [str(p) for p in paths]

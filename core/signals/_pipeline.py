@@ -54,7 +54,7 @@ from ..base._fs import atomic_writer
 from ..base._versions import stage_tag
 from ..base._vocab import DataStatus, Direction
 from ..data._candles import (
-    _sample_dir,
+    files_dir,
     find_candle_files,
     load_candles,
     parse_symbols,
@@ -181,14 +181,12 @@ def _file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
 def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
              cooldown_digest: str, memo: Path | None = None) -> str | None:
     """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply."""
-    if config.data.source == "binance":
-        return None  # the data only exists after a network round trip
-    data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
+    data_dir = files_dir(config)
     if data_dir is None:
-        return None
+        return None  # Binance: the data only exists after a network round trip
     step = config.data.interval.ms
     slot = int(as_of.timestamp() * 1000) // step
-    files = _file_digests(find_candle_files(Path(data_dir), symbols, config.data.interval),
+    files = _file_digests(find_candle_files(data_dir, symbols, config.data.interval),
                           memo)
     parts = [stage_tag("signals"), data_scope(config), list(symbols), files, slot,
              config.data.interval, config.data.source,
@@ -470,14 +468,12 @@ def _groups(config: Config, syms: list[str]) -> list[list[str]]:
     file larger than that is a group of its own). One group where the files cannot be
     sized: Binance (its answers are ``features.history`` rows long), or a file that is not
     there, which ``load_candles`` then names."""
-    if history_limit(config) is not None or len(syms) < 2:
-        return [syms]
-    data_dir = _sample_dir() if config.data.source == "sample" else config.data.data_dir
-    if data_dir is None:
+    data_dir = files_dir(config)
+    if data_dir is None or len(syms) < 2:
         return [syms]
     try:
         sizes = [p.stat().st_size for p in
-                 find_candle_files(Path(data_dir), syms, config.data.interval)]
+                 find_candle_files(data_dir, syms, config.data.interval)]
     except (BotoptError, OSError):
         return [syms]
     groups: list[list[str]] = [[]]
