@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from botopt.core.base._config import GatesConfig
 from botopt.core.signals._gates import CooldownRecord, CooldownStore, GateInput, evaluate_gates
@@ -179,10 +181,14 @@ def test_correlation_reads_at_once_equal_one_at_a_time(batches, monkeypatch):
     n = closes.shape[0]
     rc.update_runs(syms, np.arange(len(syms)) * n, np.arange(1, len(syms) + 1) * n,
                    np.tile(t0 + 300_000 * np.arange(n), len(syms)), closes.T.ravel())
-    cfg = GatesConfig(min_strength=0.0, min_probability=0.0, block_high_vol=False,
-                      min_volume_z=-9.0, cooldown_seconds=1800, correlation_threshold=0.5)
-    seen = 0
-    for seed in range(12):
+    seen = blocked_alone = 0
+    for seed in range(24):
+        # every other round, candidates weaker than 0.45 are blocked on their own: their
+        # correlation reasons are read after those that can pass, against the signals
+        # active at their place in the order
+        cfg = GatesConfig(min_strength=0.45 * (seed % 2), min_probability=0.0,
+                          block_high_vol=False, min_volume_z=-9.0, cooldown_seconds=1800,
+                          correlation_threshold=0.5)
         r = random.Random(seed)
         cands = [cand(s, direction=r.choice(["long", "short", "flat"]),
                       strength=r.random(), p=0.5) for s in syms]
@@ -202,7 +208,10 @@ def test_correlation_reads_at_once_equal_one_at_a_time(batches, monkeypatch):
         assert evaluate_gates(cands, records, cfg, (order, whole)) == evaluate_gates(
             cands, records, cfg, (order, _OneRowAtATime(whole)))
         seen += sum(any(x.startswith("correlated") for x in d.reasons) for d in block)
+        blocked_alone += sum(len(d.reasons) > 1 and d.reasons[-1].startswith("correlated")
+                             for d in block)
     assert seen > 20  # the gate blocked often enough to compare something
+    assert blocked_alone > 10  # and often for candidates blocked on their own too
 
 
 def test_gate_name_by_first_character_equals_the_table_scan():
@@ -218,3 +227,81 @@ def test_gate_name_by_first_character_equals_the_table_scan():
         "stale data: last candle 15m ago", "warming up: 3 of 300 candles", "regime RANGE"]
     assert [gate_name(r) for r in reasons] == [scan(r) for r in reasons]
     assert {gate_name(p + "x") for p, _ in _GATE_NAMES} == {n for _, n in _GATE_NAMES}
+
+
+def _gates_by_the_definition(cands, records, cfg, names, m):
+    """The correlation gate as its definition reads, one candidate and one active signal at
+    a time: strongest first, each non-flat candidate is blocked by the first active signal
+    of its direction correlated above the threshold, the active signals being the
+    cooldown's records (another symbol's, up to the candidate's candle) and then the
+    signals passed before it, in the order they passed."""
+    out = [list(d.reasons) for d in evaluate_gates(cands, records, cfg, None)]
+    at = {s: k for k, s in enumerate(names)}
+    cooldown = timedelta(seconds=cfg.cooldown_seconds)
+    passed: dict[str, list[str]] = {"long": [], "short": []}
+    for i in sorted(range(len(cands)), key=lambda i: (-cands[i].strength, cands[i].symbol)):
+        c = cands[i]
+        if c.direction != "flat" and c.symbol in at:
+            active = [r.symbol for r in records if r.direction == c.direction
+                      and r.symbol in at and r.symbol != c.symbol
+                      and c.candle_time - cooldown < r.candle_time <= c.candle_time]
+            for a in active + passed[c.direction]:
+                v = m[at[c.symbol], at[a]]
+                if v > cfg.correlation_threshold:
+                    out[i].append(f"correlated {v:.2f} with active {a} {c.direction}")
+                    break
+        if not out[i] and c.symbol in at:
+            passed[c.direction].append(c.symbol)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_correlation_gate_equals_its_definition(data):
+    """Any candidates (some blocked on their own, some outside the matrix, two candle
+    times), any records and any threshold: the gates' block reads give the reasons the
+    definition gives, read one candidate and one signal at a time."""
+    pool = [f"S{i}" for i in range(9)]
+    names = data.draw(st.permutations(pool)).copy()[:data.draw(st.integers(2, 9))]
+    size = len(pool)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    m = rng.uniform(-1, 1, (size, size))
+    m = (m + m.T) / 2
+    m[rng.random((size, size)) < 0.1] = np.nan
+    np.fill_diagonal(m, 1.0)
+    m = m[:len(names), :len(names)]
+    syms = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=9, unique=True))
+    strength = st.sampled_from([0.1, 0.3, 0.5, 0.5, 0.7, 0.9])
+    cands = [cand(s, direction=data.draw(st.sampled_from(["long", "short", "flat"])),
+                  strength=data.draw(strength), p=data.draw(st.sampled_from([0.3, 0.7, 0.7])),
+                  t=T - timedelta(minutes=5 * data.draw(st.integers(0, 1)))) for s in syms]
+    # records mostly of the candidates' own symbols: a strong candidate in its cooldown is
+    # blocked on its own yet read before weaker ones pass
+    records = [CooldownRecord(data.draw(st.sampled_from(syms + pool[:2])),
+                              data.draw(st.sampled_from(["long", "short"])),
+                              T - timedelta(minutes=5 * data.draw(st.integers(-1, 8))))
+               for _ in range(data.draw(st.integers(0, 8)))]
+    cfg = GatesConfig(min_strength=data.draw(st.sampled_from([0.0, 0.4, 0.6])),
+                      min_probability=data.draw(st.sampled_from([0.0, 0.55])),
+                      block_high_vol=False, min_volume_z=-9.0,
+                      cooldown_seconds=1800,
+                      correlation_threshold=data.draw(st.sampled_from([-0.5, 0.0, 0.3, 0.6])))
+    got = [list(d.reasons) for d in evaluate_gates(cands, records, cfg, (names, m))]
+    assert got == _gates_by_the_definition(cands, records, cfg, names, m)
+    assert [not r for r in got] == [d.passed for d in evaluate_gates(cands, records, cfg,
+                                                                     (names, m))]
+
+
+def test_a_signal_passed_after_a_blocked_candidate_does_not_block_it():
+    """A strong candidate blocked on its own (its probability) is judged before a weaker one
+    passes: that pass is not among its active signals; one passed before it is."""
+    names = ["A", "B", "C"]
+    m = np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.95], [0.9, 0.95, 1.0]])
+    cfg = GatesConfig(min_strength=0.0, min_probability=0.55, block_high_vol=False,
+                      min_volume_z=-9.0, cooldown_seconds=1800, correlation_threshold=0.5)
+    a, c = evaluate_gates([cand("A", strength=0.9, p=0.3), cand("C", strength=0.5)], [],
+                          cfg, (names, m))
+    assert a.reasons == ("p_dir 0.30 < 0.55",) and c.passed
+    c, b = evaluate_gates([cand("C", strength=0.9), cand("B", strength=0.5, p=0.3)], [],
+                          cfg, (names, m))
+    assert c.passed and b.reasons == ("p_dir 0.30 < 0.55", "correlated 0.95 with active C long")
