@@ -103,6 +103,7 @@ def evaluate_gates(
     mine = own_reasons(candidates, config)
     order = sorted(range(len(candidates)),
                    key=lambda i: (-candidates[i].strength, candidates[i].symbol))
+    decisions: list[GateDecision] = [_PASS] * len(candidates)
     flat = Direction.FLAT
     threshold = config.correlation_threshold
     for i, c in enumerate(candidates):
@@ -118,30 +119,21 @@ def evaluate_gates(
     # still pass (nothing of its own blocks it) are computed first, a product per 128 of
     # them, which reads the window once per batch. The same rows whichever way the
     # candidates are then read (the batches are a function of the candidates).
-    can = [not m and c.direction != flat for c, m in zip(candidates, mine, strict=True)]
-    corr.prepare([c.symbol for c, ok in zip(candidates, can, strict=True) if ok])
-    if corr.matrix is not None and corr.reads_columns:
-        corr.judge(candidates, mine, order, can, threshold)
-        return [_PASS if not m else GateDecision(passed=False, reasons=tuple(m))
-                for m in mine]
-    decisions: list[GateDecision] = [_PASS] * len(candidates)
-    for i in order:  # one candidate's row at a time: the reference ``judge`` must equal
+    corr.prepare([c.symbol for c, m in zip(candidates, mine, strict=True)
+                  if not m and c.direction != flat])
+    for i in order:
         c = candidates[i]
         reasons = mine[i]
         # A flat candidate has no active signals of its direction to be correlated with
         # (nothing flat passes, nor is recorded): no read.
         hit = None if c.direction == flat else corr.first_correlated(c, threshold)
         if hit is not None:
-            reasons.append(_correlated(hit, c.direction))
+            reasons.append(f"correlated {hit[1]:.2f} with active {hit[0]} {c.direction}")
         if reasons:
             decisions[i] = GateDecision(passed=False, reasons=tuple(reasons))
         else:
             corr.passed(c)
     return decisions
-
-
-def _correlated(hit: tuple[str, float], direction: str) -> str:
-    return f"correlated {hit[1]:.2f} with active {hit[0]} {direction}"
 
 
 _PASS = GateDecision(passed=True)
@@ -305,137 +297,6 @@ class _Active:
         if self._prepare is not None and symbols:
             self._prepare(np.array([self.index[s] for s in symbols if s in self.index],
                                    dtype=np.int64))
-
-    @property
-    def reads_columns(self) -> bool:
-        """Whether every candidate's reads against some active signals come at once."""
-        return self._columns is not None
-
-    def judge(self, candidates: Sequence[GateInput], mine: list[list[str]],
-              order: list[int], can: list[bool], threshold: float) -> None:
-        """The correlation gate over all candidates, its reasons appended to ``mine``: the
-        answers ``first_correlated`` gives read one candidate at a time in ``order``, with
-        the reads made in blocks.
-
-        Only a candidate that can pass (``can``: nothing of its own blocks it) changes what
-        the candidates after it see, so only those are read one by one; a candidate that
-        cannot pass is answered after them, against the active signals as they stood at
-        its place in the order (the recorded ones, then the passes before it): a prefix of
-        the final list, so one block read per direction answers all of them. A replay of
-        100 symbols has about 6 passes and 60 blocked candidates a candle: read one by one,
-        this was two thirds of the gates' time.
-
-        The rows computed, in which batches, are the ones the one-by-one reads compute
-        (so are the bits): the rows of those that can pass first (``prepare``), then each
-        list's recorded signals when the list is first read with something in it."""
-        import numpy as np
-
-        flat = Direction.FLAT
-        cols_of = [None if c.direction == flat else self.index.get(c.symbol)
-                   for c in candidates]
-        # Per (direction, candle time): its recorded signals' block (None: not built, the
-        # reads made one at a time as then), their names, columns and column set.
-        blocks: dict[tuple[str, datetime], _Block | None] = {}
-        for i in order:
-            j = cols_of[i]
-            if j is None:
-                continue
-            c = candidates[i]
-            key = (c.direction, c.candle_time)
-            if blocks.get(key) is not None:
-                continue
-            _, rcols, rset = self._records(c)
-            if not rcols.size:
-                continue  # nothing recorded: no rows to compute
-            if j in rset and not self._holds(j):
-                # one read without its own row, as ``first_correlated`` makes it
-                self._prepare(rcols[rcols != j])
-                blocks[key] = None
-                continue
-            block = _Block(threshold)
-            self._extend(block, rcols, rcols.size)
-            blocks[key] = block
-
-        def recorded_hit(c: GateInput, j: int) -> tuple[str, float] | None:
-            names, rcols, rset = self._records(c)
-            if not rcols.size:
-                return None
-            block = blocks.get((c.direction, c.candle_time))
-            if block is not None:
-                return self._found(block, j, j in rset, names)
-            keep = rcols != j
-            row = self.matrix[j, rcols[keep]]
-            above = np.flatnonzero(row > threshold)  # NaN is never above
-            if not above.size:
-                return None
-            k = int(above[0])
-            return [n for n, x in zip(names, keep.tolist(), strict=True) if x][k], \
-                float(row[k])
-
-        # Those that can pass, one by one. Per direction: its candidates' columns, and per
-        # candidate the first signal passed so far correlated above the threshold.
-        rank = {i: p for p, i in enumerate(order)}
-        slot: dict[int, int] = {}
-        mine_cols: dict[str, list[int]] = {}
-        for i in order:
-            j = cols_of[i]
-            if can[i] and j is not None:
-                group = mine_cols.setdefault(candidates[i].direction, [])
-                slot[i] = len(group)
-                group.append(j)
-        firsts = {d: (np.asarray(g, dtype=np.int64), np.full(len(g), -1, dtype=np.int64),
-                      np.full(len(g), np.nan)) for d, g in mine_cols.items()}
-        passed: dict[str, tuple[list[str], list[int], list[int]]] = {}
-        for i in order:
-            j = cols_of[i]
-            if not can[i] or j is None:
-                continue  # passes, and no candidate reads it as an active signal
-            c = candidates[i]
-            hit = recorded_hit(c, j)
-            cols, first, value = firsts[c.direction]
-            if hit is None and first[slot[i]] >= 0:
-                hit = passed[c.direction][0][first[slot[i]]], float(value[slot[i]])
-            if hit is not None:
-                mine[i].append(_correlated(hit, c.direction))
-                continue
-            names, pcols, ranks = passed.setdefault(c.direction, ([], [], []))
-            names.append(c.symbol)
-            pcols.append(j)
-            ranks.append(rank[i])
-            vals = self._columns(np.array([j], dtype=np.int64))[0, cols]
-            new = (first < 0) & (vals > threshold)
-            first[new] = len(names) - 1
-            value[new] = vals[new]
-        # Those that cannot pass: the recorded signals, then the passes before each.
-        rest: dict[str, list[int]] = {}
-        for i in order:
-            j = cols_of[i]
-            if can[i] or j is None:
-                continue
-            hit = recorded_hit(candidates[i], j)
-            if hit is not None:
-                mine[i].append(_correlated(hit, candidates[i].direction))
-            elif candidates[i].direction in passed:
-                rest.setdefault(candidates[i].direction, []).append(i)
-        for d, group in rest.items():
-            names, pcols, ranks = passed[d]
-            at = np.array([cols_of[i] for i in group], dtype=np.int64)
-            upto = np.searchsorted(np.asarray(ranks), [rank[i] for i in group])
-            first = np.full(len(group), -1, dtype=np.int64)
-            value = np.full(len(group), np.nan)
-            all_p = np.asarray(pcols, dtype=np.int64)
-            for a in range(0, all_p.size, _READS):
-                part = all_p[a:a + _READS]
-                vals = self._columns(part)[:, at]
-                above = (vals > threshold) & \
-                    ((a + np.arange(part.size))[:, None] < upto[None, :])
-                new = np.flatnonzero((first < 0) & above.any(axis=0))
-                k = above[:, new].argmax(axis=0)
-                first[new] = a + k
-                value[new] = vals[k, new]
-            for i, k, v in zip(group, first.tolist(), value.tolist(), strict=True):
-                if k >= 0:
-                    mine[i].append(_correlated((names[k], v), d))
 
     def passed(self, c: GateInput) -> None:
         names, cols = self._passed.setdefault(c.direction, ([], []))
