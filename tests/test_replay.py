@@ -177,8 +177,13 @@ def test_columns_and_types(tmp_path, shared_data):
     c = rep.candidates
     assert c.columns == COLUMNS
     assert c.schema["candle_time"] == pl.Datetime("ms", "UTC")
-    assert c.schema["gate_reasons"] == pl.List(pl.String)
     assert c.schema["gate_passed"] == pl.Boolean
+    # names as categories (a year of candidates fits in memory), their text unchanged
+    for name in ("symbol", "regime", "engine", "direction", "data_status"):
+        assert c.schema[name] == pl.Categorical, name
+    assert c.schema["blocked_by"] == c.schema["gate_reasons"] == pl.List(pl.Categorical)
+    assert rep.closes.schema["symbol"] == pl.Categorical
+    assert set(c["symbol"].to_list()) <= set(PAIRS[:3])
     assert c.height and c.equals(c.sort("candle_time", "symbol"))
     assert set(c["direction"]) <= {"long", "short"}
     assert c.filter(pl.col("gate_passed"))["blocked_by"].list.len().max() in (0, None)
@@ -333,3 +338,37 @@ def test_a_replay_in_many_chunks_equals_one_chunk(tmp_path, shared_data, monkeyp
     assert one.n_chunks() == 1 and many.n_chunks() > 1
     assert many.equals(one) and one.height > 1000
     assert many.equals(many.sort("candle_time", "symbol"))  # by time, then symbol
+
+
+def test_the_steps_leave_no_cycle_for_the_paused_collector(tmp_path, shared_data,
+                                                          monkeypatch):
+    """A replay pauses Python's cycle collector while it steps (its time went to walking the
+    prepared rows): that is only sound if the steps make no reference cycles, which would
+    pile up until it resumes. A replay over real pairs leaves nothing for the collector, and
+    the collector's state is back as it was, also after an error."""
+    import gc
+
+    cfg = real_config(tmp_path, shared_data / "candles" / "5m")
+    since = datetime(2018, 1, 20, 7, 0, tzinfo=UTC)
+    replay(cfg, PAIRS, since, since + FIVE, use_cache=False)  # imports, first-use caches
+    gc.collect()
+    assert gc.isenabled()
+    rep = replay(cfg, PAIRS, since, since + FIVE * 150, use_cache=False)
+    assert rep.candidates.height > 100
+    assert gc.isenabled()
+    assert gc.collect() == 0
+    gc.disable()
+    try:
+        replay(cfg, PAIRS[:2], since, since + FIVE * 3, use_cache=False)
+        assert not gc.isenabled()  # left paused when the caller had paused it
+    finally:
+        gc.enable()
+    # a user's model that fails inside the steps
+    (tmp_path / "failmodel.py").write_text(
+        "def predict(rows):\n    raise RuntimeError('model down')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bad = real_config(tmp_path, shared_data / "candles" / "5m",
+                      **{"model.predict": "failmodel:predict"})
+    with pytest.raises(Exception, match="model down"):
+        replay(bad, PAIRS[:2], since, since + FIVE * 3, use_cache=False)
+    assert gc.isenabled()

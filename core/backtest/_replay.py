@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -186,8 +187,7 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
     from ..state._cache import CacheManager
 
     model = load_model(config.model, config.features)  # a bad model fails before the work
-    frame = load_candles(syms, config=config)
-    book = _Book(frame, syms)
+    book = _Book(load_candles(syms, config=config), syms)  # the only holder of the frame
     lo, hi = _ms(since), _ms(until)
     grid = book.grid(lo, hi)
     if not grid.size:
@@ -208,20 +208,45 @@ def _replay(config: Config, syms: list[str], since: datetime, until: datetime,
     # dropped once stepped through: memory holds one batch, not the period.
     per = max(1, _BATCH_ROWS // len(syms))
     whole = 0  # parts[:whole] are compacted blocks
-    for c in range(0, int(grid.size), per):
-        _chunk(config, book, driver, model, manager, grid[c:c + per], own, parts, tick)
-        if len(parts) - whole >= 64:
-            # Small frames carry fixed overheads: the newest are compacted into a block.
-            # Only those: compacting everything held copied the period's rows again and
-            # again, and at the end held them twice.
-            parts[whole:] = [pl.concat(parts[whole:], rechunk=True)]
-            whole += 1
+    with _without_cycle_collection():
+        for c in range(0, int(grid.size), per):
+            _chunk(config, book, driver, model, manager, grid[c:c + per], own, parts, tick)
+            if len(parts) - whole >= 64:
+                # Small frames carry fixed overheads: the newest are compacted into a block.
+                # Only those: compacting everything held copied the period's rows again
+                # and again, and at the end held them twice.
+                parts[whole:] = [pl.concat(parts[whole:], rechunk=True)]
+                whole += 1
+    # The closes made last, from the candles' three columns they need, the others let go
+    # first: made at the start, they were held beside the candles through the whole
+    # replay, into its peak at the end (200 MB at a year of 100 symbols).
+    del driver, own
+    book.release()
+    closes = book.closes(lo)
     # Each part is sorted and the parts follow each other in time, so together they are
     # sorted: no sort of the whole (a second copy of a year's candidates at its peak).
     return Replay(candidates=pl.concat(parts) if parts else _candidates_frame([]),
-                  closes=book.closes(lo),
-                  interval=config.data.interval, since=since, until=until,
+                  closes=closes, interval=config.data.interval, since=since, until=until,
                   symbols=tuple(syms))
+
+
+@contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused for the steps. Each step makes and drops thousands
+    of small objects (tuples, decisions, reasons) while a chunk's 100,000 prepared rows stay
+    alive, so the collector kept walking those rows for cycles there are none of: 15 % of
+    a replay's time (tests/test_replay.py checks the steps leave no cycle behind).
+    Reference counting still frees everything the steps drop; the collector's previous
+    state is restored even on an error."""
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: Any,
@@ -240,7 +265,7 @@ def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: An
         now = datetime.fromtimestamp((t + step) / 1000, tz=timezone.utc)
         rows.extend(driver.step(t, now, own, at))
         tick(1)
-    parts.append(_candidates_frame(rows).sort("candle_time", "symbol"))
+    parts.append(_candidates_frame(rows))
     newest = set(book.newest(t_hi - 1)[1])
     for r in [r for r in own if r not in newest]:
         del own[r]
@@ -270,7 +295,8 @@ def _prepare(config: Config, book: _Book, need: list[int], model: Any,
     rows = np.asarray(need, dtype=np.int64)
     names = [str(i) for i in need]
     last, regimes = book.rows(rows, names)
-    count = rows - book.row_start[rows] + 1  # the candles a live run would load
+    # the candles a live run would load: the rows from its symbol's first
+    count = rows - book.starts[np.searchsorted(book.starts, rows, side="right") - 1] + 1
     want = warmup_candles(config.features, config.regime)
     blocks = {names[k]: (DataStatus.WARMING_UP, f"warming up: {int(n)} of {want} candles")
               for k, n in enumerate(count.tolist()) if n < want}
@@ -290,15 +316,18 @@ class _Book:
 
     def __init__(self, frame: pl.DataFrame, syms: list[str]) -> None:
         import numpy as np
+        import polars as pl
 
+        # symbols as categories: a year of 100 symbols is 10 million rows, 16 bytes a row
+        # as text (a string view), 4 as a category
+        frame = frame.with_columns(pl.col("symbol").cast(pl.Categorical))
         self.frame = frame
         self.syms = syms
         lens = frame.get_column("symbol").rle().struct.field("len").to_numpy()
         self.lens = lens.astype(np.int64)
         self.starts = np.cumsum(self.lens) - self.lens
-        self.ms = frame.get_column("open_time").dt.epoch("ms").to_numpy()
-        self.row_start = np.repeat(self.starts, self.lens)  # per row: its symbol's first
-        self.candles = frame.select("symbol", "open_time", "open", "high", "low", "close",
+        self.ms: Any = frame.get_column("open_time").dt.epoch("ms").to_numpy()
+        self.candles: Any = frame.select("symbol", "open_time", "open", "high", "low", "close",
                                     "volume")
         self._pass: Any = None
         self._stretch: Any = None
@@ -412,12 +441,23 @@ class _Book:
             js = np.flatnonzero(counts[:, k])
             yield js.tolist(), rows[js, k].tolist()
 
+    def release(self) -> None:
+        """Let go of all but what ``closes`` reads, once the steps are done."""
+        self.frame = self.frame.select("symbol", "open_time", "close")
+        self.candles = self._pass = self._stretch = self._offset = self.ms = None
+
     def closes(self, lo: int) -> pl.DataFrame:
+        import numpy as np
         import polars as pl
 
-        return self.frame.filter(pl.col("open_time").dt.epoch("ms") >= lo).select(
-            "symbol", pl.col("open_time").alias("candle_time"), "close") \
-            .sort("candle_time", "symbol")
+        # by time, then by the symbol's text: its rank among the symbols as the sort key
+        # (a category sorts as its text only in newer polars)
+        rank = np.argsort(np.argsort(np.asarray(self.syms)))
+        key = pl.Series("_k", np.repeat(rank, self.lens), dtype=pl.UInt32)
+        return self.frame.select("symbol", pl.col("open_time").alias("candle_time"),
+                                 "close", key) \
+            .filter(pl.col("candle_time").dt.epoch("ms") >= lo) \
+            .sort("candle_time", "_k").drop("_k")
 
 
 class _Driver:
@@ -542,11 +582,18 @@ _COLUMNS = ("symbol", "candle_time", "close", "regime", "engine", "direction", "
 
 
 def _candidates_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    """The candidate rows as a frame, sorted by candle time then symbol.
+
+    The text columns are categorical: a year of 100 symbols is 7 million rows, and a text
+    costs 16 bytes a row or more (a string view and, past 12 bytes, its characters), a
+    category 4. Their values are few: symbols, regimes, engines, directions, statuses, gate
+    names, and reasons, whose numbers are printed to two decimals (a year of 100 symbols has
+    a few thousand distinct reasons)."""
     import polars as pl
 
-    types: list[Any] = [pl.String, pl.Int64, pl.Float64, pl.String, pl.String, pl.String,
-                        pl.Float64, pl.Float64, pl.Float64, pl.Boolean, pl.List(pl.String),
-                        pl.List(pl.String), pl.String]
+    text, names = pl.String, pl.Categorical
+    types: list[Any] = [text, pl.Int64, pl.Float64, text, text, text, pl.Float64, pl.Float64,
+                        pl.Float64, pl.Boolean, pl.List(text), pl.List(text), text]
     # column by column: a frame from row dicts cost 30 us a row
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(_COLUMNS)
     series = []
@@ -560,5 +607,13 @@ def _candidates_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
             series.append(joined.str.split("\x1f").fill_null(pl.lit([], dtype=d)))
         else:
             series.append(pl.Series(n, list(c), dtype=d))
-    return pl.DataFrame(series).with_columns(
-        pl.col("candle_time").cast(pl.Datetime("ms", "UTC")))
+    # sorted as text, then made categories (a category sorts as its text only in newer
+    # polars; the order must not depend on the version)
+    return pl.DataFrame(series).sort("candle_time", "symbol").with_columns(
+        pl.col("candle_time").cast(pl.Datetime("ms", "UTC")),
+        *(pl.col(n).cast(names) for n in _NAMED),
+        *(pl.col(n).cast(pl.List(names)) for n in ("blocked_by", "gate_reasons")))
+
+
+# the candidate columns kept as categories
+_NAMED = ("symbol", "regime", "engine", "direction", "data_status")

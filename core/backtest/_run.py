@@ -112,7 +112,8 @@ def write_csv(evaluation: Evaluation, path: Path) -> int:
     hs = evaluation.settings.horizons
     cols = [*_CSV_HEAD, *(f"ret_{h}" for h in hs), *(f"net_{h}" for h in hs)]
     df = evaluation.table.with_columns(
-        pl.col("blocked_by").list.join(";"), pl.col("gate_reasons").list.join("; "))
+        pl.col("blocked_by").cast(pl.List(pl.String)).list.join(";"),
+        pl.col("gate_reasons").cast(pl.List(pl.String)).list.join("; "))
     try:
         with open(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
