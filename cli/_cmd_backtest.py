@@ -175,8 +175,8 @@ def backtest(
         compare_backtests,
         load_config,
         parse_horizons,
-        parse_symbols,
         parse_time,
+        resolve_symbols,
         run_backtest,
     )
 
@@ -186,7 +186,7 @@ def backtest(
     cfg = state.config(announce_sample_data=True, **overrides)
     # Everything the user typed is checked before the (long) replay starts.
     settings = EvalSettings(horizons=parse_horizons(horizons), cost_bps=cost_bps)
-    syms = parse_symbols(symbols if symbols is not None else cfg.data.symbols)
+    syms = resolve_symbols(symbols, cfg)
     t0, t1 = parse_time(since, "--since"), parse_time(until, "--until")
     if report is not None and report.suffix.lower() not in (".html", ".htm", ".png"):
         from ..core import UsageError

@@ -27,7 +27,7 @@ def cron(
                                  "the long-running monitor instead."),
 ) -> None:
     """Print a crontab for this install (absolute paths, log directory, flock)."""
-    from ..core import crontab, parse_symbols, systemd_unit
+    from ..core import crontab, systemd_unit
     from ..core.watch._cron import default_log_dir, make_log_dir
 
     state = get_state(ctx)
@@ -35,9 +35,8 @@ def cron(
     if systemd:
         print(systemd_unit(cfg), end="")
         return
-    syms = parse_symbols(symbols) if symbols is not None else None
     logs = make_log_dir(log_dir or default_log_dir())
-    plan = crontab(cfg, logs, symbols=syms, fetch_every=fetch_every, fetch=not no_fetch,
+    plan = crontab(cfg, logs, symbols=symbols, fetch_every=fetch_every, fetch=not no_fetch,
                    metrics_file=metrics_file)
     print(plan.text, end="")
     state.notice(f"logs go to {logs}; install with: botopt cron > botopt.cron && "

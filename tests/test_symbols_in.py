@@ -109,3 +109,55 @@ def test_all_on_the_real_pairs_runs_the_same_as_listing_them(shared_data, tmp_pa
     assert docs[0]["matrix"] == docs[1]["matrix"] == docs[2]["matrix"]
     bad = runner.invoke(app, [*base, "--symbols", f"@{tmp_path / 'none.txt'}"])
     assert bad.exit_code == 2 and "none.txt" in bad.output
+
+
+def test_backtest_takes_a_file_and_all_as_its_help_says(shared_data, tmp_path):
+    """`botopt backtest --symbols` shares its help with the other commands (@FILE, all): it
+    read both as symbol names ("symbol ALL not found")."""
+    d = shared_data / "candles" / "5m"
+    listed = sorted(p.name.split("-")[0] for p in d.glob("*-5m.feather"))[:3]
+    f = tmp_path / "pairs.txt"
+    f.write_text("\n".join(listed) + "\n")
+    runner = CliRunner()
+    base = ["--cache-dir", str(tmp_path / "c"), "backtest", "--data-dir", str(d),
+            "--since", "2018-01-20T07:00", "--until", "2018-01-20T09:00", "--json"]
+    outs = [runner.invoke(app, [*base, "--symbols", arg]) for arg in (",".join(listed),
+                                                                      f"@{f}")]
+    for r in outs:
+        assert r.exit_code == 0, r.output
+    a, b = (json.loads(r.stdout) for r in outs)
+    assert a["symbols"] == b["symbols"] == listed and a["overall"] == b["overall"]
+    every = runner.invoke(app, [*base, "--symbols", "all"])
+    assert every.exit_code == 0, every.output
+    assert json.loads(every.stdout)["symbols"] == sorted(p.name.split("-")[0]
+                                                         for p in d.glob("*-5m.feather"))
+    bad = runner.invoke(app, [*base, "--symbols", f"@{tmp_path / 'none.txt'}"])
+    assert bad.exit_code == 2 and "none.txt" in bad.output
+
+
+def test_cron_keeps_a_file_and_all_for_each_run(tmp_path, monkeypatch):
+    """`botopt cron --symbols all` / `@FILE` print lines that read the directory or the file
+    at each run (pairs added later are picked up), the file's path absolute; a file that
+    cannot be read stops it now, as every run would stop."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for s in ("BTC_USDT", "ETH_USDT"):
+        (data / f"{s}-5m.feather").write_bytes(b"")
+    (tmp_path / "pairs.txt").write_text("BTC/USDT\n")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    base = ["--cache-dir", str(tmp_path / "c"), "cron", "--log-dir", str(tmp_path / "logs")]
+    env = {"BOTOPT_DATA_SOURCE": "local", "BOTOPT_DATA_DATA_DIR": str(data)}
+    every = runner.invoke(app, [*base, "--symbols", "all"], env=env)
+    assert every.exit_code == 0, every.output
+    signals = [x for x in every.stdout.splitlines() if " signals " in x and
+               not x.startswith("#")]
+    assert len(signals) == 1 and "--symbols all " in signals[0]
+    listed = runner.invoke(app, [*base, "--symbols", "@pairs.txt"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert f"--symbols @{tmp_path / 'pairs.txt'} " in listed.stdout
+    assert "BTC/USDT" not in listed.stdout  # the file is read by each run, not copied
+    bad = runner.invoke(app, [*base, "--symbols", "@none.txt"], env=env)
+    assert bad.exit_code == 2 and "none.txt" in bad.output
+    plain = runner.invoke(app, [*base, "--symbols", "btc/usdt,ETH_USDT"], env=env)
+    assert plain.exit_code == 0 and "--symbols BTC/USDT,ETH_USDT " in plain.stdout

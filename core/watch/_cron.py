@@ -55,13 +55,32 @@ class CronPlan:
 TEXTFILE_EXAMPLE = Path("/var/lib/prometheus/node-exporter/botopt.prom")
 
 
-def crontab(config: Config, log_dir: Path, *, symbols: list[str] | None = None,
+def _symbols_arg(text: str, config: Config) -> list[str]:
+    from ..data._candles import parse_symbols, resolve_symbols
+
+    resolve_symbols(text, config)  # the error a run would stop with, now
+    spec = text.strip()
+    if spec.lower() == "all":
+        return ["all"]
+    if spec.startswith("@"):
+        return ["@" + str(Path(spec[1:]).expanduser().absolute())]
+    return parse_symbols(spec)
+
+
+def crontab(config: Config, log_dir: Path, *, symbols: str | list[str] | None = None,
             fetch_every: int = 5, fetch: bool = True,
             metrics_file: Path | None = None) -> CronPlan:
     """The crontab text for ``config``: fetch (only when botopt feeds a local store, see
     ``data.feeder``; ``fetch=False`` leaves it out), signals, notify-flush and the monitor,
     each under ``flock -n -E 0`` (a skipped overlapping run exits 0, not 1); the Prometheus
-    textfile line too, commented out unless ``metrics_file`` is given."""
+    textfile line too, commented out unless ``metrics_file`` is given.
+
+    ``symbols``: a list, or the text of ``--symbols``, whose ``all`` and ``@FILE`` the lines
+    keep as such (each run then reads the directory or the file again, so a pair added
+    later is picked up), the file's path made absolute (cron runs in $HOME); both are
+    resolved once now, so a crontab whose every run would fail is never printed."""
+    if isinstance(symbols, str):
+        symbols = _symbols_arg(symbols, config)
     if metrics_file is not None and metrics_file.suffix != ".prom":
         raise UsageError(f"--metrics-file {metrics_file}: the textfile collector reads only "
                          "*.prom files", file=str(metrics_file), key="--metrics-file")
