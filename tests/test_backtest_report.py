@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from botopt.core import EvalSettings, UsageError, evaluate, parse_horizons
-from botopt.core.backtest._evaluate import ic_series, period_bounds, t975
+from botopt.core.backtest._evaluate import forward_returns, ic_series, period_bounds, t975
 from botopt.core.backtest._run import Backtest, write_csv
 from botopt.core.backtest._walkforward import walk_forward
 
@@ -461,3 +461,18 @@ def test_walk_forward_fits_on_the_most_recent_rows_only(shared_data, cache_dir, 
     capped = walk_forward(cfg, ["ETH_BTC", "LTC_BTC"], periods)
     assert [p.train_rows for p in capped] == [500, 500]
     assert all(p.accuracy is not None for p in capped)
+
+
+def test_symbols_as_text_or_missing(real) -> None:
+    """A replay made by hand may carry its symbols as text: the same figures as categories.
+    A candidate and a close that name no symbol are never each other's."""
+    text = pl.col("symbol").cast(pl.String)
+    as_text = replace(real, candidates=real.candidates.with_columns(text),
+                      closes=real.closes.with_columns(text))
+    assert evaluate(as_text).to_dict() == evaluate(real).to_dict()
+    nobody = real.candidates.head(5).with_columns(symbol=pl.lit(None, dtype=pl.Categorical))
+    later = nobody.select("symbol", pl.col("candle_time") + timedelta(minutes=5), "close")
+    closes = pl.concat([real.closes, later.with_columns(pl.col("symbol")
+                                                        .cast(real.closes.schema["symbol"]))])
+    got = forward_returns(nobody, closes, 300_000, [1], 10.0)
+    assert got.height == 5 and got["ret_1"].null_count() == 5

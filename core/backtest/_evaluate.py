@@ -301,21 +301,40 @@ def forward_returns(candidates: pl.DataFrame, closes: pl.DataFrame, interval_ms:
     import polars as pl
 
     sign = pl.when(pl.col("direction") == "short").then(-1.0).otherwise(1.0)
-    df = candidates.filter(pl.col("direction").is_in(["long", "short"])) \
+    directed = candidates.get_column("direction").is_in(["long", "short"])
+    # A replay's candidates all have a direction: the table is then the candidates' own
+    # columns and the new ones, not a copy (at a year of 100 symbols a copy is 600 MB, and
+    # a join and a sort made two more). Rows stay in the candidates' order (time, symbol).
+    df = (candidates if bool(directed.all()) else candidates.filter(directed)) \
         .with_columns(_sign=sign)
-    # One sorted key per close (symbol code, open time): the candle h intervals after a
-    # signal is found by binary search, whatever gaps lie between (one join, not one per h).
-    cl = closes.select("symbol", "candle_time", "close").with_columns(
-        _code=pl.col("symbol").rank("dense").cast(pl.Int64),
-        _ms=pl.col("candle_time").dt.epoch("ms")).sort("_code", "_ms")
-    keys = (cl["_code"].to_numpy() << 42) + cl["_ms"].to_numpy()
-    later_close = cl["close"].to_numpy()
-    # Sorted as the keys are: binary searches of sorted needles stay in cache (4x faster).
-    df = df.join(cl.select("symbol", "_code").unique(), on="symbol", how="left") \
-        .sort("_code", "candle_time", nulls_last=True)
-    base = (df["_code"].fill_null(-1).to_numpy() << 42) + \
-        df["candle_time"].dt.epoch("ms").to_numpy()
-    close = df["close"].to_numpy()
+    # One key per close (the symbol's number, open time): the candle h intervals after a
+    # signal is found by binary search, whatever gaps lie between. The symbols are numbered
+    # by their category ids, which every frame in the process shares (no join of the
+    # table), made dense among the closes' symbols so the key cannot overflow.
+    code = pl.col("symbol").cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1)
+    epoch = pl.col("candle_time").dt.epoch("ms").fill_null(-1)
+    if closes.select(pl.any_horizontal(pl.col("symbol", "candle_time").is_null().any())
+                     ).item():
+        closes = closes.drop_nulls(["symbol", "candle_time"])  # a close of nothing: none
+    ck = closes.select(_c=code, _ms=epoch, close=pl.col("close").cast(pl.Float64))
+    ids = np.sort(ck["_c"].unique().to_numpy())
+
+    def dense(c: Any) -> Any:
+        at = np.minimum(np.searchsorted(ids, c), max(len(ids) - 1, 0))
+        return np.where(ids[at] == c, at, -1) if len(ids) else np.full(len(c), -1)
+
+    keys = (dense(ck["_c"].to_numpy()) << 42) + ck["_ms"].to_numpy()
+    by_key = np.argsort(keys, kind="stable")
+    keys, later_close = keys[by_key], ck["close"].to_numpy()[by_key]
+    del ck, by_key
+    dk = df.select(_c=code, _ms=epoch)
+    base = (dense(dk["_c"].to_numpy()) << 42) + dk["_ms"].to_numpy()
+    del dk
+    # The signals searched in key order (binary searches of sorted needles stay in cache,
+    # 4x faster), their returns put back in the table's order.
+    order = np.argsort(base, kind="stable")
+    base = base[order]
+    close = df["close"].to_numpy()[order]
     last = max(len(keys) - 1, 0)
     start = np.searchsorted(keys, base) if len(keys) else np.zeros(len(base), dtype=np.int64)
     for h in sorted(set(horizons) | {1}):
@@ -326,13 +345,15 @@ def forward_returns(candidates: pl.DataFrame, closes: pl.DataFrame, interval_ms:
         pos[miss] = np.minimum(np.searchsorted(keys, target[miss]), last)
         found = keys[pos] == target if len(keys) else np.zeros(len(target), dtype=bool)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ret = np.where(found, later_close[pos] / close - 1.0, np.nan) if len(keys) \
-                else np.full(len(target), np.nan)
+            ret_sorted = np.where(found, later_close[pos] / close - 1.0, np.nan) \
+                if len(keys) else np.full(len(target), np.nan)
+        ret = np.empty_like(ret_sorted)
+        ret[order] = ret_sorted
+        del ret_sorted
         ret[~np.isfinite(ret)] = np.nan  # a zero close in the data gives no return, not inf
         df = df.with_columns(pl.Series(f"ret_{h}", ret).fill_nan(None))
         df = df.with_columns(**{f"gross_{h}": pl.col(f"ret_{h}") * pl.col("_sign") * 1e4}) \
             .with_columns(**{f"net_{h}": pl.col(f"gross_{h}") - cost_bps})
-    df = df.drop("_code")
     factor = pl.col("_sign") * pl.col("strength")
     return df.with_columns(signed_strength=factor,
                            signed_p_dir=pl.col("_sign") * (pl.col("p_dir") - 0.5)
