@@ -264,8 +264,10 @@ def _aggregate(df: pl.DataFrame, by: Sequence[str], horizons: Sequence[int]
 
     aggs: list[pl.Expr] = [pl.len().alias("_rows")]
     for h in horizons:
-        r = pl.col(f"net_{h}").drop_nulls()
-        aggs += [r.len().alias(f"n{h}"), r.mean().alias(f"mean{h}"),
+        # Every aggregate skips nulls (a return that does not exist) by itself: a
+        # ``drop_nulls`` per aggregate copied the column for each of them.
+        r = pl.col(f"net_{h}")
+        aggs += [r.count().alias(f"n{h}"), r.mean().alias(f"mean{h}"),
                  r.median().alias(f"med{h}"), r.std().alias(f"std{h}"),
                  (r > 0).mean().alias(f"hit{h}")]
     frame = df.group_by(list(by)).agg(aggs) if by else df.select(aggs)
@@ -371,8 +373,11 @@ def ic_series(df: pl.DataFrame, factor: str, horizon: int) -> pl.DataFrame:
     import polars as pl
 
     ret = f"ret_{horizon}"
-    d = df.filter(pl.col(factor).is_not_null() & pl.col(factor).is_finite()
-                  & pl.col(ret).is_not_null() & pl.col(ret).is_finite())
+    # the three columns it reads, then filtered: a filter of the whole table copies every
+    # column (a gigabyte at a year of 100 symbols, six times over)
+    d = df.select("candle_time", factor, ret).filter(
+        pl.col(factor).is_not_null() & pl.col(factor).is_finite()
+        & pl.col(ret).is_not_null() & pl.col(ret).is_finite())
     per = d.group_by("candle_time").agg(
         _n=pl.len(), _sf=pl.col(factor).n_unique(), _sr=pl.col(ret).n_unique(),
         ic=pl.corr(factor, ret, method="spearman"))
@@ -396,7 +401,8 @@ def _ic(df: pl.DataFrame, factor: str, horizon: int) -> IC:
 def _curves(df: pl.DataFrame) -> tuple[Curve, ...]:
     import polars as pl
 
-    passed = df.filter(pl.col("gate_passed") & pl.col("net_1").is_not_null())
+    passed = df.select("engine", "candle_time", "net_1", "gate_passed") \
+        .filter(pl.col("gate_passed") & pl.col("net_1").is_not_null())
     out = []
     for name, part in [("all", passed), *sorted(
             (_name(k[0]), g) for k, g in passed.partition_by("engine", as_dict=True).items())]:
@@ -419,7 +425,8 @@ def evaluate(replay: ReplayLike, settings: EvalSettings | None = None) -> Evalua
     hs = st.horizons
     df = forward_returns(replay.candidates, replay.closes, interval_ms(replay.interval), hs,
                          st.cost_bps)
-    passed = df.filter(pl.col("gate_passed"))
+    passed = df.select(*BREAKDOWNS, *(f"net_{h}" for h in hs), "gate_passed") \
+        .filter(pl.col("gate_passed"))
     overall = _groups(df, passed, None, hs)[0]
     groups = [g for by in BREAKDOWNS for g in _groups(df, passed, by, hs)]
     return Evaluation(
@@ -443,7 +450,9 @@ def _groups(df: pl.DataFrame, passed: pl.DataFrame, by: str | None,
 def _gates(df: pl.DataFrame, hs: Sequence[int]) -> tuple[GateEffect, ...]:
     import polars as pl
 
-    blocked = df.filter(~pl.col("gate_passed")).with_columns(
+    nets = [f"net_{h}" for h in hs]
+    blocked = df.select("gate_passed", "blocked_by", *nets).filter(~pl.col("gate_passed")) \
+        .with_columns(
         _alone=pl.col("blocked_by").list.len() == 1).explode("blocked_by") \
         .rename({"blocked_by": "gate"}).filter(pl.col("gate").is_not_null())
     stats = _aggregate(blocked, ("gate",), hs)
