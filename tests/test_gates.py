@@ -255,7 +255,7 @@ def _gates_by_the_definition(cands, records, cfg, names, m):
     return out
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.data())
 def test_correlation_gate_equals_its_definition(data):
     """Any candidates (some blocked on their own, some outside the matrix, two candle
