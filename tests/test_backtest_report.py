@@ -165,7 +165,9 @@ def test_gate_counts_and_blocked_returns(real, real_eval) -> None:
 def test_ic_equals_scipy_spearmanr_per_candle(real_eval) -> None:
     from scipy.stats import spearmanr
 
-    df = real_eval.table
+    sign = pl.when(pl.col("direction") == "short").then(-1.0).otherwise(1.0)
+    df = real_eval.table.with_columns(signed_strength=sign * pl.col("strength"),
+                                      signed_p_dir=sign * (pl.col("p_dir") - 0.5))
     for factor, h in (("signed_strength", 1), ("signed_p_dir", 12)):
         got = dict(ic_series(df, factor, h).iter_rows())
         ref = {}
@@ -461,6 +463,58 @@ def test_walk_forward_fits_on_the_most_recent_rows_only(shared_data, cache_dir, 
     capped = walk_forward(cfg, ["ETH_BTC", "LTC_BTC"], periods)
     assert [p.train_rows for p in capped] == [500, 500]
     assert all(p.accuracy is not None for p in capped)
+
+
+def _walk_forward_by_definition(cfg, syms, periods, cap):
+    """Every symbol's rows at once, in one stable time order; each period fits on the last
+    ``cap`` rows whose label was known before it (no row dropped ahead of time)."""
+    from botopt.core.data._candles import load_candles
+    from botopt.core.signals._features import compute_features
+    from botopt.core.signals._model import _log_loss, fit_logistic, training_set
+
+    step = int(STEP.total_seconds() * 1000)
+    end = max(b for _, b in periods) + 2 * STEP
+    parts = [training_set(compute_features(load_candles([s], config=cfg, as_of=end),
+                                           cfg.features), step, cfg.features) for s in syms]
+    x = np.concatenate([p[0].astype(np.float32) for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    t = np.concatenate([p[2] for p in parts])
+    o = np.argsort(t, kind="stable")
+    x, y, t = x[o].astype(np.float64), y[o], t[o]
+    out = []
+    for a, b in periods:
+        ms = lambda d: int(d.timestamp() * 1000)  # noqa: E731
+        known = int(np.sum(t <= ms(a) - 2 * step))
+        test = (t >= ms(a)) & (t < ms(b))
+        mean, std, w = fit_logistic(x[max(0, known - cap):known], y[max(0, known - cap):known])
+        p = 1 / (1 + np.exp(-(((x[test] - mean) / std) @ w[:-1] + w[-1])))
+        out.append((min(known, cap), int(test.sum()), float(np.mean((p >= 0.5) == (y[test] == 1))),
+                    _log_loss(y[test], p)))
+    return out
+
+
+@pytest.mark.parametrize("cap", [300, 2000, 7000])
+def test_walk_forward_equals_its_definition_with_old_rows_dropped(
+        shared_data, cache_dir, clean_env, monkeypatch, cap) -> None:
+    """The walk-forward drops, chunk by chunk, the old rows no window can read: each period
+    still fits on exactly the rows it would with every row kept (caps below, near and above
+    what one chunk holds before the first period; a chunk of one symbol, so rows are dropped
+    from chunks already computed; periods shorter than a window, which reach back past the
+    first period's start)."""
+    from botopt.core.backtest import _walkforward
+
+    cfg = _wf_config(shared_data, cache_dir)
+    syms = ["ETH_BTC", "LTC_BTC", "XMR_BTC", "ADA_BTC"]
+    a = datetime(2018, 1, 16, 3, 7, tzinfo=timezone.utc)
+    periods = period_bounds(a, a + timedelta(hours=9), 3)
+    monkeypatch.setattr(_walkforward, "MAX_TRAIN_ROWS", cap)
+    monkeypatch.setattr(_walkforward, "_CHUNK", 1)
+    got = walk_forward(cfg, syms, periods)
+    want = _walk_forward_by_definition(cfg, syms, periods, cap)
+    for g, (n_train, n_test, acc, loss) in zip(got, want, strict=True):
+        assert (g.train_rows, g.test_rows) == (n_train, n_test)
+        assert g.accuracy == pytest.approx(acc, abs=1e-12)
+        assert g.log_loss == pytest.approx(loss, rel=1e-9)
 
 
 def test_symbols_as_text_or_missing(real) -> None:

@@ -295,10 +295,10 @@ def _empty(horizons: Sequence[int]) -> tuple[Stats, ...]:
 def forward_returns(candidates: pl.DataFrame, closes: pl.DataFrame, interval_ms: int,
                     horizons: Sequence[int], cost_bps: float) -> pl.DataFrame:
     """The candidates with, per horizon h: ``ret_<h>`` (the price's simple return from the
-    signal candle's close to the close h candles later, a fraction), ``gross_<h>`` (that
-    return in bps, signed by the direction) and ``net_<h>`` (gross minus the cost). The close
-    h candles later is the candle that opens exactly h intervals later: in a gap or past the
-    data's end there is none, and the three columns are null."""
+    signal candle's close to the close h candles later, a fraction) and ``net_<h>`` (that
+    return in bps, signed by the direction, minus the cost). The close h candles later is
+    the candle that opens exactly h intervals later: in a gap or past the data's end there
+    is none, and both columns are null. Horizon 1 is always there (the curves read it)."""
     import numpy as np
     import polars as pl
 
@@ -354,12 +354,21 @@ def forward_returns(candidates: pl.DataFrame, closes: pl.DataFrame, interval_ms:
         del ret_sorted
         ret[~np.isfinite(ret)] = np.nan  # a zero close in the data gives no return, not inf
         df = df.with_columns(pl.Series(f"ret_{h}", ret).fill_nan(None))
-        df = df.with_columns(**{f"gross_{h}": pl.col(f"ret_{h}") * pl.col("_sign") * 1e4}) \
-            .with_columns(**{f"net_{h}": pl.col(f"gross_{h}") - cost_bps})
-    factor = pl.col("_sign") * pl.col("strength")
-    return df.with_columns(signed_strength=factor,
-                           signed_p_dir=pl.col("_sign") * (pl.col("p_dir") - 0.5)
-                           ).drop("_sign")
+        # no column of the signed return before the cost: at a year of 100 symbols each
+        # column is 56 MB, and nothing read it
+        df = df.with_columns(**{f"net_{h}": pl.col(f"ret_{h}") * pl.col("_sign") * 1e4
+                                - cost_bps})
+    return df.drop("_sign")
+
+
+def _signed(factor: str) -> pl.Expr:
+    """A factor signed by the direction (``signed_<factor>``), so a short's strength ranks
+    against the price's fall: made where the IC reads it, not kept in the table."""
+    import polars as pl
+
+    sign = pl.when(pl.col("direction") == "short").then(-1.0).otherwise(1.0)
+    value = pl.col("p_dir") - 0.5 if factor == "p_dir" else pl.col(factor)
+    return (sign * value).alias(f"signed_{factor}")
 
 
 # ---------------------------------------------------------------- the information coefficient
@@ -386,7 +395,8 @@ def ic_series(df: pl.DataFrame, factor: str, horizon: int) -> pl.DataFrame:
 
 
 def _ic(df: pl.DataFrame, factor: str, horizon: int) -> IC:
-    s = ic_series(df, f"signed_{factor}", horizon)["ic"]
+    s = ic_series(df.select("candle_time", _signed(factor), f"ret_{horizon}"),
+                  f"signed_{factor}", horizon)["ic"]
     n = s.len()
     mean = s.mean() if n else None
     std = s.std() if n >= 2 else None
@@ -417,23 +427,30 @@ def _curves(df: pl.DataFrame) -> tuple[Curve, ...]:
 
 def evaluate(replay: ReplayLike, settings: EvalSettings | None = None) -> Evaluation:
     """Every figure of ``botopt backtest`` for one replay."""
-    import polars as pl
-
     from ..base._config import interval_ms
 
     st = settings or EvalSettings()
+    df = forward_returns(replay.candidates, replay.closes, interval_ms(replay.interval),
+                         st.horizons, st.cost_bps)
+    return evaluate_table(df, replay.interval, replay.since, replay.until, replay.symbols, st)
+
+
+def evaluate_table(df: pl.DataFrame, interval: str, since: datetime, until: datetime,
+                   symbols: Sequence[str], st: EvalSettings) -> Evaluation:
+    """``evaluate`` from ``forward_returns``' table: ``run_backtest`` calls it once the
+    replay's closes are let go (200 MB at a year of 100 symbols)."""
+    import polars as pl
+
     hs = st.horizons
-    df = forward_returns(replay.candidates, replay.closes, interval_ms(replay.interval), hs,
-                         st.cost_bps)
     passed = df.select(*BREAKDOWNS, *(f"net_{h}" for h in hs), "gate_passed") \
         .filter(pl.col("gate_passed"))
     overall = _groups(df, passed, None, hs)[0]
     groups = [g for by in BREAKDOWNS for g in _groups(df, passed, by, hs)]
+    del passed
     return Evaluation(
-        settings=st, interval=replay.interval, since=replay.since, until=replay.until,
-        symbols=tuple(replay.symbols), overall=overall, groups=tuple(groups),
-        gates=_gates(df, hs), ic=tuple(_ic(df, f, h) for f in FACTORS for h in hs),
-        curves=_curves(df), table=df)
+        settings=st, interval=interval, since=since, until=until, symbols=tuple(symbols),
+        overall=overall, groups=tuple(groups), gates=_gates(df, hs),
+        ic=tuple(_ic(df, f, h) for f in FACTORS for h in hs), curves=_curves(df), table=df)
 
 
 def _groups(df: pl.DataFrame, passed: pl.DataFrame, by: str | None,
@@ -448,17 +465,23 @@ def _groups(df: pl.DataFrame, passed: pl.DataFrame, by: str | None,
 
 
 def _gates(df: pl.DataFrame, hs: Sequence[int]) -> tuple[GateEffect, ...]:
+    """Per gate (or data status) named in a blocked candidate's ``blocked_by``: the
+    candidates it blocked, and those it alone blocked. Each gate's rows are taken from the
+    table in turn: the blocked rows exploded by gate, with their returns, were a second
+    table (300 MB at a year of 100 symbols)."""
     import polars as pl
 
     nets = [f"net_{h}" for h in hs]
-    blocked = df.select("gate_passed", "blocked_by", *nets).filter(~pl.col("gate_passed")) \
-        .with_columns(
-        _alone=pl.col("blocked_by").list.len() == 1).explode("blocked_by") \
-        .rename({"blocked_by": "gate"}).filter(pl.col("gate").is_not_null())
-    stats = _aggregate(blocked, ("gate",), hs)
-    alone = dict(blocked.group_by("gate").agg(pl.col("_alone").sum()).iter_rows())
-    return tuple(GateEffect(str(k[0]), n, int(alone.get(k[0], 0)), r)
-                 for k, (n, r) in sorted(stats.items(), key=lambda kv: str(kv[0][0])))
+    lists = df.get_column("blocked_by")
+    blocked = ~df.get_column("gate_passed")
+    sole = lists.list.len() == 1
+    names = lists.filter(blocked).explode().drop_nulls().unique().cast(pl.String).to_list()
+    out = []
+    for gate in sorted(names):
+        has = blocked & lists.list.contains(gate)
+        n, returns = _aggregate(df.select(nets).filter(has), (), hs)[()]
+        out.append(GateEffect(gate, n, int((has & sole).sum()), returns))
+    return tuple(out)
 
 
 def period_bounds(since: datetime, until: datetime, periods: int) -> list[tuple[datetime,

@@ -13,7 +13,13 @@ from typing import Any
 
 from ..base._config import Config
 from ..errors import BotoptError, UsageError
-from ._evaluate import EvalSettings, Evaluation, evaluate, period_bounds
+from ._evaluate import (
+    EvalSettings,
+    Evaluation,
+    evaluate_table,
+    forward_returns,
+    period_bounds,
+)
 from ._walkforward import WalkForwardPeriod, walk_forward
 
 Progress = Callable[[int, int], None]
@@ -54,18 +60,22 @@ def run_backtest(config: Config, symbols: Sequence[str], since: datetime, until:
                  settings: EvalSettings | None = None, progress: Progress | None = None,
                  use_cache: bool = True) -> Backtest:
     """The whole backtest of ``config`` over the candles that opened in [since, until)."""
+    from ..base._config import interval_ms
     from ._replay import replay
 
     st = settings or EvalSettings()
     rep = replay(config, symbols, since, until, progress=progress, use_cache=use_cache)
-    ev = evaluate(rep, st)
-    periods = period_bounds(rep.since, rep.until, st.walk_forward_periods)
-    syms = rep.symbols
-    # The replay is let go before the model's inputs are computed: the evaluation's table
-    # keeps the candidates' columns it shares, and the closes (200 MB at a year of 100
-    # symbols) need not be carried into the walk-forward's peak.
+    table = forward_returns(rep.candidates, rep.closes, interval_ms(rep.interval),
+                            st.horizons, st.cost_bps)
+    about = (rep.interval, rep.since, rep.until, rep.symbols)
+    # The replay is let go once the returns are found: the table keeps the candidates'
+    # columns it shares, and the closes (200 MB at a year of 100 symbols) are not carried
+    # into the statistics' and the walk-forward's peaks.
     del rep
-    return Backtest(_label(config), ev, walk_forward(config, syms, periods))
+    ev = evaluate_table(table, *about, st)
+    del table
+    periods = period_bounds(about[1], about[2], st.walk_forward_periods)
+    return Backtest(_label(config), ev, walk_forward(config, about[3], periods))
 
 
 @dataclass(frozen=True)
