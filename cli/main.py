@@ -20,24 +20,32 @@ from typer.core import TyperGroup
 from ..core.errors import BotoptError, exit_code_for
 from ._context import get_state
 
-# Each module cli/_cmd_<name>.py exposes register(app). One per line.
-COMMAND_MODULES: list[str] = [
-    "init",
-    "config",
-    "signals",
-    "backtest",
-    "fetch",
-    "model",
-    "correlations",
-    "cache",
-    "notify",
-    "monitor",
-    "bench",
-    "cron",
-    "metrics",
-    "doctor",
-    "history",
-]
+# Each module cli/_cmd_<name>.py exposes register(app), and each command it registers is
+# listed here with its module (tests/test_cli.py checks the table against the modules). A
+# run that names its command imports that module alone and builds only its command: typer
+# builds every registered command's parameters on each run, and the fifteen modules and
+# twenty-one commands were 20 ms of a 2-symbol cron run's 150 ms above a bare typer command.
+COMMANDS: dict[str, str] = {
+    "init": "init",
+    "config": "config",
+    "signals": "signals",
+    "backtest": "backtest",
+    "fetch": "fetch",
+    "model": "model",
+    "correlations": "correlations",
+    "cache-stats": "cache",
+    "cache-clear": "cache",
+    "notify": "notify",
+    "notify-flush": "notify",
+    "monitor": "monitor",
+    "status": "monitor",
+    "bench": "bench",
+    "cron": "cron",
+    "metrics": "metrics",
+    "doctor": "doctor",
+    "history": "history",
+}
+COMMAND_MODULES: list[str] = list(dict.fromkeys(COMMANDS.values()))
 
 
 def _debug_requested() -> bool:
@@ -128,18 +136,56 @@ class BotoptGroup(TyperGroup):
             raise typer.Exit(exit_code_for(exc)) from None
 
 
-app = typer.Typer(
-    cls=BotoptGroup,
-    name="botopt",
-    help="Fast, cache-safe crypto signal runs for cron: signals, caching, correlation, "
-    "batched Telegram notifications and an activity monitor.",
-    no_args_is_help=True,
-    # Shell completion (--install-completion) and -h everywhere, as a terminal user expects.
-    add_completion=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+def make_app(modules: list[str] | None = None) -> typer.Typer:
+    """The botopt command with the commands of ``modules`` (of ``COMMAND_MODULES``; None:
+    all of them)."""
+    app = typer.Typer(
+        cls=BotoptGroup,
+        name="botopt",
+        help="Fast, cache-safe crypto signal runs for cron: signals, caching, correlation, "
+        "batched Telegram notifications and an activity monitor.",
+        no_args_is_help=True,
+        # Shell completion (--install-completion) and -h everywhere, as a terminal user
+        # expects.
+        add_completion=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+    app.callback()(main)
+    for name in COMMAND_MODULES if modules is None else modules:
+        importlib.import_module(f"botopt.cli._cmd_{name}").register(app)
+    return app
+
+
+def app_for(args: list[str]) -> typer.Typer:
+    """The app a run with ``args`` needs: only its command's when it names a known one
+    after the global options; every command for help, completion, a typo (click then
+    suggests the near names) or no command."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in _GLOBAL_VALUED else 1
+    completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
+    if i < len(args) and args[i] in COMMANDS and not completing:
+        return make_app([COMMANDS[args[i]]])
+    return _full_app()
+
+
+_APP: typer.Typer | None = None
+
+
+def _full_app() -> typer.Typer:
+    global _APP
+    if _APP is None:
+        _APP = make_app()
+    return _APP
+
+
+def __getattr__(name: str) -> Any:
+    # ``botopt.cli.main.app``: every command, built when first asked for (tests, docs)
+    if name == "app":
+        return _full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _version(value: bool) -> None:
@@ -164,7 +210,6 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
     logger.propagate = False
 
 
-@app.callback()
 def main(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(
@@ -192,10 +237,6 @@ def main(
     _setup_logging(state.quiet, state.debug)
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"botopt.cli._cmd_{_name.replace('-', '_')}").register(app)
-
-
 def _quiet_broken_pipe() -> None:
     """The reader went away (``botopt history | head``): end quietly, as Unix tools do.
     stdout now points at /dev/null, so that Python's final flush cannot complain either."""
@@ -209,7 +250,7 @@ def _quiet_broken_pipe() -> None:
 def run() -> None:
     """Console-script entry point."""
     try:
-        app()
+        app_for(sys.argv[1:])()
     except BrokenPipeError:  # raised outside a command (help, --version)
         _quiet_broken_pipe()
         sys.exit(exit_code_for(BrokenPipeError()))

@@ -130,6 +130,60 @@ def test_commands_are_module_level_and_register_only_lists_them() -> None:
         assert not nested, f"{path.name}: commands defined inside functions: {nested}"
 
 
+def _names(app: typer.Typer) -> set[str]:
+    return set(typer.main.get_command(app).commands)
+
+
+def test_the_command_table_is_what_the_modules_register() -> None:
+    """``COMMANDS`` sends a run to the module that registers its command: each module's
+    commands, registered alone, are exactly the table's for it, and together every
+    command the whole app has."""
+    from pathlib import Path
+
+    from botopt.cli.main import COMMAND_MODULES, COMMANDS, make_app
+
+    files = {p.stem.removeprefix("_cmd_")
+             for p in (Path(__file__).resolve().parents[1] / "cli").glob("_cmd_*.py")}
+    assert set(COMMAND_MODULES) == files
+    for module in COMMAND_MODULES:
+        assert _names(make_app([module])) == {c for c, m in COMMANDS.items() if m == module}
+    assert _names(app) == set(COMMANDS)
+
+
+def test_a_run_builds_only_the_command_it_names(monkeypatch) -> None:
+    from botopt.cli.main import app_for
+
+    for k in [k for k in __import__("os").environ if k.endswith("_COMPLETE")]:
+        monkeypatch.delenv(k)
+    assert _names(app_for(["signals", "--json"])) == {"signals"}
+    assert _names(app_for(["--cache-dir", "signals", "-q", "cache-stats"])) == {
+        "cache-stats", "cache-clear"}  # a global option's value is not the command
+    assert _names(app_for(["--cache-dir=/x", "--quiet", "notify", "status"])) == {
+        "notify", "notify-flush"}
+    for args in ([], ["--help"], ["sigals"], ["--version"], ["--config"]):
+        assert _names(app_for(args)) == _names(app), args
+    monkeypatch.setenv("_BOTOPT_COMPLETE", "complete_bash")  # completion needs every name
+    assert _names(app_for(["signals"])) == _names(app)
+
+
+def test_the_installed_command_behaves_as_the_whole_app(tmp_path) -> None:
+    """Whole processes: a typo is still told the near name, help still lists every
+    command, and a command found after global options runs."""
+    import subprocess
+    import sys
+
+    def botopt(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "botopt.cli.main", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    typo = botopt("--cache-dir", str(tmp_path), "cache-stat")
+    assert typo.returncode == 2 and "cache-stats" in typo.stderr
+    listing = botopt("--help")
+    assert listing.returncode == 0 and all(c in listing.stdout for c in ("signals", "doctor"))
+    stats = botopt("--cache-dir", str(tmp_path), "-q", "cache-stats", "--json")
+    assert stats.returncode == 0 and stats.stdout.lstrip().startswith("{")
+
+
 def test_shared_options_keep_their_place_and_reach_the_command(tmp_path) -> None:
     import inspect
 
