@@ -111,6 +111,18 @@ def test_forward_returns_equal_a_plain_polars_computation(real, real_eval, h) ->
                                atol=1e-9)
 
 
+def test_forward_returns_block_by_block_are_the_whole_tables(real, real_eval,
+                                                           monkeypatch) -> None:
+    """The signals are searched a block at a time (a year's at once were 600 MB of
+    arrays): blocks that cut the period anywhere, and one block each, give the same table."""
+    from botopt.core.backtest import _evaluate
+
+    for block in (1, 997, 4096):
+        monkeypatch.setattr(_evaluate, "_FORWARD_BLOCK", block if block > 1 else 10**9)
+        got = forward_returns(real.candidates, real.closes, 300_000, [1, 3, 12], 10.0)
+        assert got.equals(real_eval.table.select(got.columns)), block
+
+
 def test_stats_equal_numpy_and_scipy(real_eval) -> None:
     from scipy import stats
 
