@@ -67,9 +67,8 @@ def run_backtest(config: Config, symbols: Sequence[str], since: datetime, until:
     rep = replay(config, symbols, since, until, progress=progress, use_cache=use_cache)
     # The walk-forward runs between the replay and the evaluation: the replay's candles
     # (a gigabyte at a year of 100 symbols), let go at its end, stay with polars' allocator
-    # for a second or two before the system gets them back, and the evaluation's arrays,
-    # made at once, came on top of them (its peak, 2.6 GiB). The walk-forward's first
-    # allocations are polars' own, which reuse them.
+    # for a second or two before the system gets them back (measured), and the
+    # evaluation's arrays, made at once, came on top of them.
     periods = period_bounds(rep.since, rep.until, st.walk_forward_periods)
     wf = walk_forward(config, rep.symbols, periods)
     table = forward_returns(rep.candidates, rep.closes, interval_ms(rep.interval),
