@@ -17,8 +17,10 @@ def main() -> None:
     args = sys.argv[2:]
     # The CLI as a program, loaded by name as `python -m botopt.cli.main` loads it: the bench
     # sits below the CLI (whose `bench` command imports it), so it never imports the CLI.
-    app = runpy.run_module("botopt.cli.main", run_name="botopt_clocked")["app"]
-    app(args[1:] if args[:1] == ["--"] else args, prog_name="botopt")
+    # Built as the installed command builds it: only the named command's (``app_for``).
+    cli = runpy.run_module("botopt.cli.main", run_name="botopt_clocked")
+    argv = args[1:] if args[:1] == ["--"] else args
+    cli["app_for"](argv)(argv, prog_name="botopt")
 
 
 if __name__ == "__main__":
