@@ -184,6 +184,24 @@ def test_the_installed_command_behaves_as_the_whole_app(tmp_path) -> None:
     assert stats.returncode == 0 and stats.stdout.lstrip().startswith("{")
 
 
+def test_the_clocked_runner_runs_the_command(tmp_path) -> None:
+    """``benchmarks/_clocked`` (the soak's and the cron replay's every process) loads the CLI
+    by name and builds the app as the installed command does: a whole process on a moved
+    clock answers. It once read a module global that lazy building removed, and every
+    simulated process failed with a KeyError only the slow soak tests saw."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    epoch = time.time() + 86_400
+    proc = subprocess.run([sys.executable, "-m", "botopt.benchmarks._clocked", str(epoch), "--",
+                           "--cache-dir", str(tmp_path), "cache-stats", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "caches" in json.loads(proc.stdout)
+
+
 def test_shared_options_keep_their_place_and_reach_the_command(tmp_path) -> None:
     import inspect
 
