@@ -58,13 +58,20 @@ _GLOBAL_VALUED = ("--config", "--cache-dir", "--freqtrade-config")
 _GLOBAL_FLAGS = ("--quiet", "-q", "--debug")
 
 
+def _command_at(args: list[str]) -> int:
+    """Where the command is in ``args``: past the global options before it and their
+    values (``len(args)`` when there is none)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in _GLOBAL_VALUED else 1
+    return i
+
+
 def hoist_global_options(args: list[str]) -> list[str]:
     """``args`` with the global options found after the command moved before it. Nothing
     after ``--`` moves; a global option's value is never mistaken for the command."""
     args = list(args)
-    i = 0
-    while i < len(args) and args[i].startswith("-"):
-        i += 2 if args[i] in _GLOBAL_VALUED else 1
+    i = _command_at(args)
     if i >= len(args):
         return args
     head, rest = args[:i], args[i:]
@@ -162,9 +169,7 @@ def app_for(args: list[str]) -> typer.Typer:
     """The app a run with ``args`` needs: only its command's when it names a known one
     after the global options; every command for help, completion, a typo (click then
     suggests the near names) or no command."""
-    i = 0
-    while i < len(args) and args[i].startswith("-"):
-        i += 2 if args[i] in _GLOBAL_VALUED else 1
+    i = _command_at(args)
     completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
     if i < len(args) and args[i] in COMMANDS and not completing:
         return make_app([COMMANDS[args[i]]])

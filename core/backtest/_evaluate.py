@@ -324,9 +324,8 @@ def forward_returns(candidates: pl.DataFrame, closes: pl.DataFrame, interval_ms:
     # columns and the new ones, not a copy (at a year of 100 symbols a copy is 600 MB, and
     # a join and a sort made two more). Rows stay in the candidates' order (time, symbol).
     df = candidates if bool(directed.all()) else candidates.filter(directed)
-    # The new columns are made in numpy and added whole: an expression that read them with
-    # the candidates' columns (a replay's are in many chunks, a new column in one) made
-    # polars rechunk the whole table first, a copy of every column (600 MB at a year).
+    # The new columns are made in numpy (see the end): an expression reading them beside
+    # the candidates' columns made polars copy the whole table first.
     short = (df.get_column("direction") == "short").fill_null(False).to_numpy()
     # One key per close (the symbol's number, open time): the candle h intervals after a
     # signal is found by binary search, whatever gaps lie between. The symbols are numbered
