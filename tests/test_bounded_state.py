@@ -245,28 +245,75 @@ def test_stage_entries_are_kept_their_life_and_a_short_margin(tmp_path, monkeypa
     assert max(held[10:]) <= 3 * 100, held
 
 
-def test_carried_states_are_one_file_per_symbol_overwritten(tmp_path):
-    # A week of 5-minute candles on 10 symbols, the anchor moving forward each run: one
-    # small file per symbol, replaced, never a file per run.
-    from botopt.core.signals._carry import CarryState, CarryStore
+def _state(anchor: int, k: int = 0):
+    from botopt.core.signals._carry import CarryState
     from botopt.core.signals._features import SMOOTHERS
 
+    return CarryState(anchor=anchor, first_ms=1_515_560_100_000, prefix="ab" * 16,
+                      values=tuple(1.0 / (j + 3 + k) for j in range(len(SMOOTHERS))),
+                      prior="RANGE")
+
+
+def test_carried_states_are_a_bounded_set_of_files_overwritten(tmp_path):
+    # A week of 5-minute candles on 200 symbols, the anchor moving forward each run: at
+    # most one file per shard, replaced, never a file per run or per symbol.
+    from botopt.core.signals._carry import _SHARDS, CarryStore
+
     cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")}, env={})
-    store = CarryStore(tmp_path / "carry", cfg)
-    (tmp_path / "carry").mkdir()
     sizes = {}
     for run in range(7 * 4):  # every 6 hours here; every 5 minutes writes the same files
-        for s in range(10):
-            store.save(f"S{s}_BTC", CarryState(anchor=500 + 12 * run, first_ms=1_515_560_100_000,
-                                               prefix="ab" * 16,
-                                               values=tuple(1.0 / (k + 3 + run)
-                                                            for k in range(len(SMOOTHERS))),
-                                               prior="RANGE"))
+        store = CarryStore(tmp_path / "carry", cfg)  # a run's own, as in a cron line
+        for s in range(200):
+            store.save(f"S{s}_BTC", _state(500 + 12 * run, run))
+        store.flush()
         if (run + 1) % 4 == 0:
             files = list((tmp_path / "carry").iterdir())
             sizes[(run + 1) // 4] = (len(files), sum(p.stat().st_size for p in files))
-    assert sizes[7][0] == sizes[1][0] == 10 and sizes[7][1] <= sizes[1][1] * 1.2, sizes
-    assert store.load("S0_BTC") is not None
+    assert sizes[7][0] == sizes[1][0] <= _SHARDS and sizes[7][1] <= sizes[1][1] * 1.2, sizes
+    again = CarryStore(tmp_path / "carry", cfg)
+    assert all(again.load(f"S{s}_BTC") == _state(500 + 12 * 27, 27) for s in range(200))
+
+
+def test_carried_states_of_other_lists_are_kept_and_old_ones_dropped(tmp_path):
+    from botopt.core.signals import _carry
+    from botopt.core.signals._carry import CarryStore
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")}, env={})
+    # Two cron lines whose symbols share files: each run merges into the file on disk.
+    a, b = CarryStore(tmp_path, cfg), CarryStore(tmp_path, cfg)
+    a.load("A0")
+    b.load("B0")  # both read every file they need before either writes
+    for s in range(300):
+        a.save(f"A{s}", _state(600))
+        b.save(f"B{s}", _state(720))
+    a.flush(clock=lambda: 1_000.0)
+    b.flush(clock=lambda: 1_000.0)
+    fresh = CarryStore(tmp_path, cfg)
+    assert all(fresh.load(f"A{s}") == _state(600) and fresh.load(f"B{s}") == _state(720)
+               for s in range(300))
+    # States unsaved for 60 days are dropped when their file is next written; then the
+    # file keeps at most _MAX_PER_FILE, the most recently saved.
+    c = CarryStore(tmp_path, cfg)
+    c.save("C", _state(840))
+    c.flush(clock=lambda: 1_000.0 + 61 * 86_400)
+    fresh = CarryStore(tmp_path, cfg)
+    assert fresh.load("C") == _state(840)
+    assert sum(fresh.load(f"{x}{s}") is not None for x in "AB" for s in range(300)) < 600
+    same = fresh._path("C")
+    assert all(fresh.load(f"{x}{s}") is None for x in "AB" for s in range(300)
+               if fresh._path(f"{x}{s}") == same)
+    old = _carry._MAX_PER_FILE
+    _carry._MAX_PER_FILE = 3
+    try:
+        d = CarryStore(tmp_path, cfg)
+        names = [f"D{s}" for s in range(2_000) if d._path(f"D{s}") == same][:5]
+        for k, name in enumerate(names):
+            d.save(name, _state(960))
+            d.flush(clock=lambda k=k: 2e9 + k)
+    finally:
+        _carry._MAX_PER_FILE = old
+    assert [CarryStore(tmp_path, cfg).load(n) is not None for n in names] == \
+        [False, False, True, True, True]
 
 
 def test_the_event_log_start_skips_a_damaged_first_line(tmp_path):
@@ -277,3 +324,24 @@ def test_the_event_log_start_skips_a_damaged_first_line(tmp_path):
     log.write_bytes(b"garbage only\n")
     assert first_event_time(log) is None
     assert first_event_time(tmp_path / "missing.log") is None
+
+
+def test_the_first_formats_carried_state_files_are_removed(tmp_path):
+    # Format 1 kept a file per symbol (32 hex digits, .json): at 10,000 symbols, 10,000
+    # files that nothing reads any more. The first write of the new files removes them.
+    from botopt.core.signals._carry import CarryStore
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")}, env={})
+    tmp_path.joinpath("carry").mkdir()
+    old = [tmp_path / "carry" / f"{k:032x}.json" for k in range(50)]
+    for p in old:
+        p.write_text("{}")
+    other = tmp_path / "carry" / "notes.json"
+    other.write_text("{}")
+    store = CarryStore(tmp_path / "carry", cfg)
+    store.flush()  # nothing held: nothing written, nothing removed
+    assert all(p.exists() for p in old)
+    store.save("A", _state(600))
+    store.flush()
+    assert not any(p.exists() for p in old) and other.exists()
+    assert CarryStore(tmp_path / "carry", cfg).load("A") == _state(600)

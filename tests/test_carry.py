@@ -5,6 +5,7 @@ computed from its first row."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -153,8 +154,9 @@ def test_a_short_series_carries_nothing_and_is_computed_whole(tmp_path):
     assert_same(got, frame, config, ["A"])
 
 
-@pytest.mark.parametrize("damage", [b"", b"{", b"[]", b'{"f": 1}', b"\xff\xfe" * 40,
-                                    "nan", "anchor", "prior"])
+@pytest.mark.parametrize("damage", [b"", b"{", b"[]", b'{"f": 1}', b'{"f": 2, "states": []}',
+                                    b"\xff\xfe" * 40, "nan", "anchor", "prior", "entry",
+                                    "values"])
 def test_a_damaged_state_is_a_miss_never_a_wrong_answer(tmp_path, damage):
     import json
 
@@ -167,15 +169,21 @@ def test_a_damaged_state_is_a_miss_never_a_wrong_answer(tmp_path, damage):
     if isinstance(damage, bytes):
         path.write_bytes(damage)
     else:
-        d = json.loads(path.read_bytes())
+        whole = json.loads(path.read_bytes())
+        d = whole["states"]["A"]
         if damage == "nan":
             d["values"][0] = float("nan").hex()
         elif damage == "anchor":
             d["anchor"] = d["anchor"] + 1  # not on a block, or past the guard
+        elif damage == "entry":
+            whole["states"]["A"] = [1, 2]
+        elif damage == "values":
+            d["values"] = d["values"][:-1]
         else:
             d["prior"] = "SIDEWAYS"
-        path.write_text(json.dumps(d))
-    got = features_and_regimes(config, frame, ["A"], store)
+        path.write_text(json.dumps(whole))
+    # the next run's store (a store is one run's view: it keeps what it read and wrote)
+    got = features_and_regimes(config, frame, ["A"], CarryStore(tmp_path, config))
     assert got.rows_computed == 1_200  # computed from the first row
     assert_same(got, frame, config, ["A"])
 
@@ -293,7 +301,10 @@ def test_symbols_computed_in_stretches_equal_all_at_once(tmp_path, monkeypatch, 
         store = CarryStore(tmp_path / label, config)
         a = features_and_regimes(config, first, names, store)
         b = features_and_regimes(config, frame, names, store)
-        saved = sorted(p.read_bytes() for p in (tmp_path / label).rglob("*.json"))
+        # the states saved, without the time each was saved at
+        saved = sorted(json.dumps({k: {**v, "at": None} for k, v in
+                                   json.loads(p.read_bytes())["states"].items()})
+                       for p in (tmp_path / label).rglob("*.json"))
         runs[label] = (a, b, saved)
     for x, y in zip(runs["all"][:2], runs["stretches"][:2], strict=True):
         assert x.last.equals(y.last) and x.regimes == y.regimes
