@@ -31,7 +31,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,7 @@ class CarryStore:
                              np.__version__)
         self._read: dict[int, dict[str, Any]] = {}
         self._held: dict[int, dict[str, CarryState]] = {}
+        self._holding = False
 
     def _shard(self, symbol: str) -> int:
         return int(digest(self.prefix, symbol)[:8], 16) % _SHARDS
@@ -141,8 +143,20 @@ class CarryStore:
     def save(self, symbol: str, state: CarryState) -> None:
         self._held.setdefault(self._shard(symbol), {})[symbol] = state
 
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Within it, ``flush`` writes nothing; the states are written once at its end."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            self.flush()
+
     def flush(self, clock: Callable[[], float] = time.time) -> None:
         """Write the held states (see the class)."""
+        if self._holding:
+            return
         held, self._held = self._held, {}
         if held:
             _drop_format_1(self.dir)

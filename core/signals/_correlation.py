@@ -1347,17 +1347,19 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
         refused_write(state_dir if state_dir is not None else Path("."), exc)
         start = fresh() if path is None else _load_state(path, identity, fresh, full)
         rc, _ = _bring_up_to_date(start, runs, fresh)
-    updated = rc.rows_pending()
+    asked = set(syms)  # a list's `in` made this 0.74 s at 10,000 symbols
+    updated = [s for s in rc.rows_pending() if s in asked]
     end = datetime.fromtimestamp(rc.end_ms / 1000, tz=timezone.utc) if rc.end_ms else None
     if rows_only:
         return CorrelationResult(symbols=syms, matrix=CorrelationRows(rc, syms), window=win,
-                                 as_of=end, rows_updated=[s for s in updated if s in syms])
+                                 as_of=end, rows_updated=updated)
     names, m = rc.matrix()
     if names != syms:
-        idx = [names.index(s) for s in syms]
+        pos = {s: i for i, s in enumerate(names)}
+        idx = [pos[s] for s in syms]
         m = m[np.ix_(idx, idx)]
     return CorrelationResult(symbols=syms, matrix=m, window=win, as_of=end,
-                             rows_updated=[s for s in updated if s in syms])
+                             rows_updated=updated)
 
 
 def _load_state(path: Path, identity: str, fresh: Callable[[], RollingCorrelation],
