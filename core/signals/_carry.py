@@ -331,8 +331,14 @@ def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: li
     js = np.asarray(idx, dtype=np.int64)
     a = starts[js] + from_row[js]
     n = lens[js] - from_row[js]
-    rows = np.repeat(a - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-    frame = candles[rows] if len(idx) < len(syms) or from_row[js].any() else candles
+    if len(idx) == len(syms) and not from_row[js].any():
+        frame = candles
+    elif bool(np.all(a[1:] == a[:-1] + n[:-1])):
+        # one run of rows (a first run's stretch of whole series): a view, not a copy of
+        # every column (0.9 s over 10,000 symbols)
+        frame = candles.slice(int(a[0]), int(n.sum()))
+    else:
+        frame = candles[np.repeat(a - np.cumsum(n) + n, n) + np.arange(int(n.sum()))]
     anchors = [next_anchor(config, int(lens[j])) for j in idx]
     # where the new anchor falls in each slice (0 when there is none: captured, unused)
     capture = np.asarray([0 if s is None else s - int(from_row[j])
