@@ -345,3 +345,32 @@ def test_the_first_formats_carried_state_files_are_removed(tmp_path):
     store.flush()
     assert not any(p.exists() for p in old) and other.exists()
     assert CarryStore(tmp_path / "carry", cfg).load("A") == _state(600)
+
+
+def test_carried_state_files_of_settings_no_longer_used_are_removed(tmp_path):
+    # A settings change leaves the old settings' files behind; once unwritten for 60 days
+    # (every state in them would be dropped as too old) the next write removes them.
+    import dataclasses
+    import os
+    import time
+
+    from botopt.core.base._config import FeaturesConfig
+    from botopt.core.signals._carry import CarryStore
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c")}, env={})
+    other = dataclasses.replace(cfg, features=FeaturesConfig(ema_fast=9))
+    old = CarryStore(tmp_path, cfg)
+    old.save("A", _state(600))
+    old.flush()
+    (stale,) = list(tmp_path.iterdir())
+    later = CarryStore(tmp_path, other)
+    later.save("A", _state(600))
+    later.flush()
+    assert stale.exists() and len(list(tmp_path.iterdir())) == 2
+    past = time.time() - 61 * 86_400
+    os.utime(stale, (past, past))
+    later.save("B", _state(720))
+    later.flush()
+    assert not stale.exists()
+    fresh = CarryStore(tmp_path, other)
+    assert fresh.load("A") == _state(600) and fresh.load("B") == _state(720)

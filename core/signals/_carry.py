@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -159,7 +160,7 @@ class CarryStore:
             return
         held, self._held = self._held, {}
         if held:
-            _drop_format_1(self.dir)
+            _drop_old_files(self.dir)
         now = float(clock())
         for k, states in sorted(held.items()):
             path = self._file(k)
@@ -179,17 +180,27 @@ class CarryStore:
             self._read[k] = entries
 
 
-def _drop_format_1(directory: Path) -> None:
-    """Remove the first format's files (a file per symbol, 32 hex digits then .json): they
-    are never read again, and at 10,000 symbols they are 10,000 files."""
+def _drop_old_files(directory: Path) -> None:
+    """Remove the files nothing will read: the first format's (a file per symbol, 32 hex
+    digits then .json; 10,000 files at 10,000 symbols), and state files unwritten for
+    ``_KEEP_SECONDS`` (other settings', whose states would all be dropped as too old)."""
+    cutoff = time.time() - _KEEP_SECONDS  # file times are the wall clock's
     try:
         with os.scandir(directory) as entries:
-            old = [e.path for e in entries if len(e.name) == 37 and e.name.endswith(".json")
-                   and all(c in "0123456789abcdef" for c in e.name[:32])]
+            old = [e.path for e in entries if _hex(e.name[:32]) and (
+                e.name[32:] == ".json" or (_STATE_NAME.fullmatch(e.name[32:]) is not None
+                                           and e.stat().st_mtime < cutoff))]
         for path in old:
             os.unlink(path)
     except OSError:
         pass  # another run removed them first, or the directory is not there yet
+
+
+def _hex(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+_STATE_NAME = re.compile(r"\.[0-9]{2}\.json")
 
 
 def _read_entries(path: Path) -> dict[str, Any]:
