@@ -158,8 +158,6 @@ def test_a_short_series_carries_nothing_and_is_computed_whole(tmp_path):
                                     b"\xff\xfe" * 40, "nan", "anchor", "prior", "entry",
                                     "values"])
 def test_a_damaged_state_is_a_miss_never_a_wrong_answer(tmp_path, damage):
-    import json
-
     config = Config()
     rng = np.random.default_rng(7)
     frame = _series("A", _closes(rng, 1_200), rng)
