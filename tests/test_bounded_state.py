@@ -6,6 +6,7 @@ server's clock, the local stores take the time as an argument."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -314,6 +315,16 @@ def test_carried_states_of_other_lists_are_kept_and_old_ones_dropped(tmp_path):
         _carry._MAX_PER_FILE = old
     assert [CarryStore(tmp_path, cfg).load(n) is not None for n in names] == \
         [False, False, True, True, True]
+    # A damaged entry whose save time is not finite never outlives the next write.
+    path = fresh._path("C")
+    whole = json.loads(path.read_bytes())
+    whole["states"]["junk"] = {"at": float("inf")}
+    whole["states"]["nan"] = {"at": float("nan")}
+    path.write_text(json.dumps(whole))
+    e = CarryStore(tmp_path, cfg)
+    e.save(names[0], _state(960))
+    e.flush(clock=lambda: 2e9 + 10)
+    assert not {"junk", "nan"} & set(json.loads(path.read_bytes())["states"])
 
 
 def test_the_event_log_start_skips_a_damaged_first_line(tmp_path):

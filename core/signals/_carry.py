@@ -167,9 +167,12 @@ class CarryStore:
             entries = _read_entries(path)
             for sym, st in states.items():
                 entries[sym] = {**st.to_obj(), "at": now}
-            kept = sorted(((e.get("at", 0.0), sym) for sym, e in entries.items()
+            # an entry without a finite save time (damaged) is dropped too: an infinite one
+            # would never age out
+            kept = sorted(((e["at"], sym) for sym, e in entries.items()
                            if isinstance(e, dict) and isinstance(e.get("at"), float)
-                           and e["at"] > now - _KEEP_SECONDS), reverse=True)
+                           and math.isfinite(e["at"]) and e["at"] > now - _KEEP_SECONDS),
+                          reverse=True)
             entries = {sym: entries[sym] for _, sym in kept[:_MAX_PER_FILE]}
             try:
                 with atomic_writer(path, fsync=False) as fh:
