@@ -536,41 +536,47 @@ class _Driver:
         # of them, are kept for the merge but not handed over (the same decisions).
         lo = min(o.candle_time for o in owned) - self._cooldown
         relevant = self.records.since(lo)
+        # Decisions for the symbols with a direction only: a flat one is never shown,
+        # never passes and so never weighs on another's decision.
         blocks, decisions = judge(self.config, owned, now, records=relevant,
                                   correlate=lambda names: self._correlate(js, rows),
-                                  manager=self.manager)
+                                  manager=self.manager, directed=True)
         out: list[tuple[Any, ...]] = []
         passed: list[int] = []
         when = datetime.fromtimestamp(t / 1000, tz=timezone.utc)  # candle times: whole ms
         directed = (Direction.LONG, Direction.SHORT)
         for k, o in enumerate(owned):
-            d, b = decisions[o.symbol], o.best
-            if d.passed:
+            d, b = decisions.get(o.symbol), o.best
+            if d is not None and d.passed:
                 passed.append(k)
             if b is None or b.direction not in directed or o.candle_time != when:
                 continue
             block = blocks.get(o.symbol)
-            reasons = d.reasons
             if block is None:
+                assert d is not None  # directed and not blocked: judged
+                reasons = d.reasons
                 status = DataStatus.OK
                 blocked = list(dict.fromkeys(gate_name(x) for x in reasons))
             else:
                 status = block[0]
                 blocked = [str(status)]
+                reasons = (block[1],)
                 if status == DataStatus.STALE:  # the clock applied, as a live run's is
                     reasons = stale_reasons(reasons, candle_age(self.config, o.candle_time,
                                                                 now))
             out.append((o.symbol, t, o.close, o.regime, b.engine, str(b.direction),
                         b.strength, o.p_up, directional_probability(o.p_up, b.direction),
-                        bool(d.passed), list(reasons), blocked, str(status)))
+                        block is None and d is not None and d.passed, list(reasons), blocked,
+                        str(status)))
         if len(passed) > 1:
             # in the order of the live answer's rows, which is the order a cron run
             # records them in: the whole sort, as the answer is sorted, so even a NaN
             # strength keeps its place
-            keys = [answer_key(decisions[o.symbol].passed,
-                               o.best.strength if o.best else 0.0, o.symbol) for o in owned]
+            took = set(passed)
+            keys = [answer_key(k in took, o.best.strength if o.best else 0.0, o.symbol)
+                    for k, o in enumerate(owned)]
             passed = [k for k in sorted(range(len(owned)), key=keys.__getitem__)
-                      if decisions[owned[k].symbol].passed]
+                      if k in took]
         self.records.merge([CooldownRecord(owned[k].symbol, owned[k].best.direction
                                            if owned[k].best else Direction.FLAT,
                                            owned[k].candle_time) for k in passed], _KEEP)

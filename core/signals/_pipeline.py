@@ -666,12 +666,16 @@ def answer_key(passed: bool | None, strength: float | None, symbol: str
 
 def judge(config: Config, own: Sequence[Own], now: datetime, *,
           records: list[CooldownRecord], correlate: Callable[[list[str]], Any],
-          manager: CacheManager, stages: _Stages | None = None
+          manager: CacheManager, stages: _Stages | None = None, directed: bool = False
           ) -> tuple[dict[str, tuple[DataStatus, str]], dict[str, GateDecision]]:
     """``decide`` without the answer's rows: per symbol, the block its data puts on it
     (stale, warming up, degenerate; a stale one's reason is ``_STALE`` until the clock is
     applied) and its gate decision. A replay makes its candidate rows straight from these
-    (the same decisions, without a result row per symbol and candle)."""
+    (the same decisions, without a result row per symbol and candle).
+
+    ``directed``: decisions only for the symbols with a direction (a replay shows no
+    other). A flat candidate never passes, so it is never an active signal and never
+    recorded: the others' decisions are the same without it."""
     stages = stages if stages is not None else _Stages()
     stale = _stale_symbols(config, {o.symbol: o.candle_time for o in own}, now)
     blocks: dict[str, tuple[DataStatus, str]] = {}
@@ -679,27 +683,33 @@ def judge(config: Config, own: Sequence[Own], now: datetime, *,
         block = (DataStatus.STALE, _STALE) if o.symbol in stale else o.block
         if block is not None:
             blocks[o.symbol] = block
-    return blocks, _gate(config, correlate, manager, own, blocks, records, stages)
+    return blocks, _gate(config, correlate, manager, own, blocks, records, stages, directed)
 
 
 def _gate(config: Config, correlate: Callable[[list[str]], Any], manager: CacheManager,
           own: Sequence[Own], blocks: Mapping[str, tuple[DataStatus, str]],
-          records: list[CooldownRecord], stages: _Stages) -> dict[str, GateDecision]:
+          records: list[CooldownRecord], stages: _Stages, directed: bool = False
+          ) -> dict[str, GateDecision]:
     """Gate decisions per symbol. A symbol the data blocks (stale, warming up, degenerate)
     is kept out of the gates altogether: it must not count as an active signal for the
-    correlation gate of another."""
+    correlation gate of another. ``directed``: see ``judge``."""
     candidates = []
+    unblocked = 0  # whether the run reads the correlation counts flat candidates too
+    flat = Direction.FLAT
     for o in own:
         if o.symbol in blocks:
             continue
+        unblocked += 1
         b = o.best
+        if directed and (b is None or b.direction == flat):
+            continue
         candidates.append(GateInput(
             symbol=o.symbol, candle_time=o.candle_time,
             direction=b.direction if b else Direction.FLAT, strength=b.strength if b else 0.0,
             probability=o.p_up, regime=o.regime, volume_z=o.volume_z,
             engine=b.engine if b else ""))
     eligible = [c.symbol for c in candidates]
-    correlation = correlate([o.symbol for o in own]) if len(eligible) > 1 else None
+    correlation = correlate([o.symbol for o in own]) if unblocked > 1 else None
 
     def gate() -> list[GateDecision]:
         stages.gates += 1
@@ -717,6 +727,8 @@ def _gate(config: Config, correlate: Callable[[list[str]], Any], manager: CacheM
             gkey = gates_key(config.gates, candidates, relevant, corr_part)
         decided = manager.get_or_compute("gates", gkey, gate)
     out: dict[str, GateDecision] = dict(zip(eligible, decided, strict=True))
+    if directed:
+        return out  # the blocked ones' decisions: their block, read by the caller
     for s, (_, reason) in blocks.items():
         out[s] = GateDecision(passed=False, reasons=(reason,))
     return out
