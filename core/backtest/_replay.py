@@ -258,7 +258,10 @@ def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: An
     t_hi = int(times[-1]) + 1
     fresh = [r for r in book.needed(int(times[0]), t_hi).tolist() if r not in own]
     book.stretch(config, t_hi)
-    own.update(_prepare(config, book, fresh, model, manager))
+    made = _prepare(config, book, fresh, model, manager)
+    own.update(made)
+    gin = driver.gin
+    gin.update(_gate_inputs(config, made))
     tick(len(fresh))
     rows: list[tuple[Any, ...]] = []
     for t, at in zip(times.tolist(), book.newest_each(times), strict=True):
@@ -269,6 +272,21 @@ def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: An
     newest = set(book.newest(t_hi - 1)[1])
     for r in [r for r in own if r not in newest]:
         del own[r]
+        gin.pop(r, None)
+
+
+def _gate_inputs(config: Config, made: dict[int, Any]) -> dict[int, Any]:
+    """Per prepared row with a direction, what the gates read of it (``gate_input``) and
+    what blocks it on its own values (``own_reasons``): the reasons for all of a stretch's
+    rows in one array pass, where each step made them for its own few."""
+    from ..signals._gates import own_reasons
+    from ..signals._pipeline import gate_input
+
+    flat = Direction.FLAT
+    keys = [r for r, o in made.items() if o.best is not None and o.best.direction != flat]
+    inputs = [gate_input(made[r]) for r in keys]
+    reasons = own_reasons(inputs, config.gates)
+    return {r: (c, tuple(m)) for r, c, m in zip(keys, inputs, reasons, strict=True)}
 
 
 # Candle rows whose features, engines and model run together: a stretch's features and
@@ -486,6 +504,8 @@ class _Driver:
         # last window + 3 rows, without a hundred times the copying.
         self._taken = np.full(len(book.syms), -1, dtype=np.int64)
         self._cooldown = timedelta(seconds=config.gates.cooldown_seconds)
+        # per prepared row with a direction: its gate input and own reasons (_gate_inputs)
+        self.gin: dict[int, Any] = {}
 
     def _correlate(self, js: list[int], rows: list[int]) -> Any:
         from ..signals._correlation import CorrelationRows, RollingCorrelation, _bring_up_to_date
@@ -531,6 +551,8 @@ class _Driver:
 
         js, rows = at if at is not None else self.book.newest(t)
         owned = [own[r] for r in rows]
+        gin = self.gin
+        prepared = [gin.get(r) for r in rows] if gin else None
         # The gates read a record only within the cooldown before a candidate's candle (its
         # own cooldown, the correlation gate's active signals): the others, up to two days
         # of them, are kept for the merge but not handed over (the same decisions).
@@ -540,7 +562,7 @@ class _Driver:
         # never passes and so never weighs on another's decision.
         blocks, decisions = judge(self.config, owned, now, records=relevant,
                                   correlate=lambda names: self._correlate(js, rows),
-                                  manager=self.manager, directed=True)
+                                  manager=self.manager, directed=True, prepared=prepared)
         out: list[tuple[Any, ...]] = []
         passed: list[int] = []
         when = datetime.fromtimestamp(t / 1000, tz=timezone.utc)  # candle times: whole ms

@@ -88,27 +88,29 @@ def evaluate_gates(
     records: Iterable[CooldownRecord],
     config: GatesConfig,
     correlation: tuple[Sequence[str], Any] | None = None,
+    own: Sequence[Sequence[str]] | None = None,
 ) -> list[GateDecision]:
     """One decision per candidate, in the order given.
 
     Candidates are judged strongest first, so for the correlation gate a stronger signal in
-    this run counts as already active for a weaker, correlated one.
+    this run counts as already active for a weaker, correlated one. ``own``: the
+    candidates' ``own_reasons`` when the caller has them.
     """
     cooldown = timedelta(seconds=config.cooldown_seconds)
     history = list(records)
-    own: dict[str, list[CooldownRecord]] = {}
+    mine = own_reasons(candidates, config) if own is None else [list(m) for m in own]
+    own_records: dict[str, list[CooldownRecord]] = {}
     for r in history:
-        own.setdefault(r.symbol, []).append(r)
+        own_records.setdefault(r.symbol, []).append(r)
     corr = _Active(correlation, history, cooldown)
-    mine = own_reasons(candidates, config)
     order = sorted(range(len(candidates)),
                    key=lambda i: (-candidates[i].strength, candidates[i].symbol))
     decisions: list[GateDecision] = [_PASS] * len(candidates)
     flat = Direction.FLAT
     threshold = config.correlation_threshold
     for i, c in enumerate(candidates):
-        if c.symbol in own:
-            for r in own[c.symbol]:
+        if c.symbol in own_records:
+            for r in own_records[c.symbol]:
                 if r.direction == c.direction and \
                         c.candle_time - cooldown < r.candle_time < c.candle_time:
                     mine[i].append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
