@@ -123,18 +123,38 @@ def evaluate_gates(
     # candidates are then read (the batches are a function of the candidates).
     corr.prepare([c.symbol for c, m in zip(candidates, mine, strict=True)
                   if not m and c.direction != flat])
+    # A candidate blocked by its own reasons or a cooldown cannot pass: it never becomes an
+    # active signal, so only the ones that can pass are read in turn. The others' reads
+    # are made at the end, all of a list of active signals at once: such a candidate is
+    # read against the active signals as they stood at its turn (the recorded ones and
+    # the passed ones before it), a prefix of the final list, so its hit is the final
+    # list's first hit when that lies within its prefix.
+    later: list[tuple[int, int]] = []  # (candidate, passed signals of its direction then)
     for i in order:
         c = candidates[i]
         reasons = mine[i]
-        # A flat candidate has no active signals of its direction to be correlated with
-        # (nothing flat passes, nor is recorded): no read.
-        hit = None if c.direction == flat else corr.first_correlated(c, threshold)
+        if reasons:
+            # A flat candidate has no active signals of its direction to be correlated
+            # with (nothing flat passes, nor is recorded): no read.
+            if c.direction != flat:
+                later.append((i, corr.count(c.direction)))
+            else:
+                decisions[i] = GateDecision(passed=False, reasons=tuple(reasons))
+            continue
+        hit = corr.first_correlated(c, threshold)
         if hit is not None:
             reasons.append(f"correlated {hit[1]:.2f} with active {hit[0]} {c.direction}")
-        if reasons:
             decisions[i] = GateDecision(passed=False, reasons=tuple(reasons))
         else:
             corr.passed(c)
+    hits = corr.first_correlated_within(candidates, later, threshold)
+    for i, _ in later:
+        reasons = mine[i]
+        hit = hits.get(i)
+        if hit is not None:
+            reasons.append(f"correlated {hit[1]:.2f} with active {hit[0]} "
+                           f"{candidates[i].direction}")
+        decisions[i] = GateDecision(passed=False, reasons=tuple(reasons))
     return decisions
 
 
@@ -299,6 +319,64 @@ class _Active:
         if self._prepare is not None and symbols:
             self._prepare(np.array([self.index[s] for s in symbols if s in self.index],
                                    dtype=np.int64))
+
+    def count(self, direction: str) -> int:
+        """This run's passed signals of ``direction`` so far."""
+        return len(self._passed.get(direction, _NONE_PASSED)[0])
+
+    def first_correlated_within(self, candidates: Sequence[GateInput],
+                                reads: list[tuple[int, int]], threshold: float
+                                ) -> dict[int, tuple[str, float]]:
+        """``first_correlated`` for each (candidate, passed) of ``reads`` against the
+        active signals it had at its turn, when ``passed`` signals of its direction had
+        passed: per candidate with a hit, (symbol, correlation). Read after every
+        candidate's turn: one block per list of active signals, read for all of its
+        candidates at once."""
+        import numpy as np
+
+        out: dict[int, tuple[str, float]] = {}
+        if self.matrix is None or not reads:
+            return out
+        groups: dict[tuple[str, datetime], list[tuple[int, int, int]]] = {}
+        for i, p in reads:
+            c = candidates[i]
+            j = self.index.get(c.symbol)
+            if j is not None:
+                groups.setdefault((c.direction, c.candle_time), []).append((i, j, p))
+        for key, items in groups.items():
+            c0 = candidates[items[0][0]]
+            names, cols, recorded = self._active(c0)
+            n_recorded = len(cols) - self.count(c0.direction)
+            if not cols.size:
+                continue
+            if self._columns is None:  # no column reads: each candidate's own row
+                for i, j, p in items:
+                    mask = np.ones(n_recorded + p, dtype=bool)
+                    if j in recorded:  # its own record is not "another" active signal
+                        mask[:n_recorded] = cols[:n_recorded] != j
+                    keep = np.flatnonzero(mask)
+                    if keep.size:
+                        row = np.asarray(self.matrix[j, cols[keep]], dtype=np.float64)
+                        above = np.flatnonzero(row > threshold)  # NaN is never above
+                        if above.size:
+                            out[i] = (names[int(keep[above[0]])], float(row[above[0]]))
+                continue
+            block = self._blocks.get(key)
+            if block is not None and (block.threshold != threshold or block.size > len(cols)):
+                block = None
+            if block is None:
+                block = _Block(threshold)
+                self._blocks[key] = block
+            if block.size < len(cols):
+                self._extend(block, cols, n_recorded)
+            js = np.array([j for _, j, _ in items], dtype=np.int64)
+            own = np.array([j in recorded for _, j, _ in items], dtype=bool)
+            k = np.where(own, block.other[js], block.first[js])
+            v = np.where(own, block.other_value[js], block.first_value[js])
+            limit = n_recorded + np.array([p for _, _, p in items], dtype=np.int64)
+            for n in np.flatnonzero((k >= 0) & (k < limit)).tolist():
+                out[items[n][0]] = (names[int(k[n])], float(v[n]))
+        return out
 
     def passed(self, c: GateInput) -> None:
         names, cols = self._passed.setdefault(c.direction, ([], []))
