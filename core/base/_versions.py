@@ -31,8 +31,8 @@ _FEATURES = ("signals._features", "base._codec", "base._config", "base._destinat
 _REGIME = (*_FEATURES, "signals._regime", "base._vocab")
 _PREDICTIONS = (*_FEATURES, "signals._model", "base._fs", "base._vocab")
 _GATES = ("signals._gates", "signals._engines", "signals._regime", "base._codec",
-          "base._config", "base._destinations", "base._redact", "base._fs", "base._symbols",
-          "base._versions", "base._vocab", "errors", "state._cooldowns")
+          "base._frozen", "base._config", "base._destinations", "base._redact", "base._fs",
+          "base._symbols", "base._versions", "base._vocab", "errors", "state._cooldowns")
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "features": _FEATURES,
     "regime": _REGIME,

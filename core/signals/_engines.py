@@ -27,11 +27,13 @@ import polars as pl
 
 from ..base._codec import register_type
 from ..base._config import FeaturesConfig
+from ..base._frozen import quick_init
 from ..base._vocab import Direction, Regime
 from ..errors import UsageError
 from ._regime import REGIMES
 
 
+@quick_init
 @dataclass(frozen=True)
 class Signal:
     """One engine's view of one symbol at one closed candle."""

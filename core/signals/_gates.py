@@ -21,6 +21,7 @@ from typing import Any
 
 from ..base._codec import fingerprint, register_type, settings_json
 from ..base._config import GatesConfig
+from ..base._frozen import quick_init
 from ..base._versions import stage_tag
 from ..base._vocab import Direction, Regime
 
@@ -32,6 +33,7 @@ from ..state._cooldowns import CooldownStore as CooldownStore
 from ..state._cooldowns import merge_records as merge_records
 
 
+@quick_init
 @dataclass(frozen=True)
 class GateInput:
     symbol: str
@@ -44,6 +46,7 @@ class GateInput:
     engine: str = ""
 
 
+@quick_init
 @dataclass(frozen=True)
 class GateDecision:
     passed: bool

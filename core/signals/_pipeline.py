@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..base._codec import settings_json
 from ..base._config import Config, candle_age, candle_ages, max_staleness, warmup_candles
+from ..base._frozen import quick_init
 from ..base._fs import atomic_writer
 from ..base._versions import stage_tag
 from ..base._vocab import DataStatus, Direction
@@ -555,6 +556,7 @@ def step(config: Config, parts: Iterable[tuple[list[str], pl.DataFrame]], now: d
                   stages=stages)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Own:
     """What a symbol's own candles decide at its newest candle, before any carried state:

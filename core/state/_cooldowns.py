@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..base._frozen import quick_init
 from ..base._fs import JsonState
 
 
+@quick_init
 @dataclass(frozen=True)
 class CooldownRecord:
     symbol: str
