@@ -76,6 +76,10 @@ _SMALL_FRAME = 1024
 # Correlation rows computed per product by CorrelationRows: the rows in flight are about
 # 2 x this x symbols floats (20 MB at 10,000 symbols), however many are asked.
 _ROWS_BATCH = 128
+# Held correlation rows are joined into one array for reading while they are at most this
+# many elements (32 MB); above it (thousands of active signals among 10,000 symbols) the
+# reads go part by part, so the rows are never held twice.
+_JOIN_MAX = 1 << 22
 
 
 def _row(r: np.ndarray, i: int, min_periods: int) -> np.ndarray:
@@ -1167,6 +1171,7 @@ class CorrelationRows:
         self._parts: list[np.ndarray] = []
         self._starts: list[int] = []
         self._count = 0
+        self._joined: np.ndarray | None = None  # the parts joined (``_gather``)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -1213,10 +1218,19 @@ class CorrelationRows:
         return slots
 
     def _gather(self, slots: np.ndarray, cols: Any) -> np.ndarray:
-        """``held()[slots][:, cols]`` without joining the parts."""
+        """``held()[slots][:, cols]``: from the parts joined when they are small, else
+        part by part without joining them."""
         if len(self._parts) == 1:
             one: np.ndarray = self._parts[0][np.ix_(slots, np.atleast_1d(cols))]
             return one
+        if self._count * len(self._slot) <= _JOIN_MAX:
+            # A replay's step computes a few batches of rows and reads them a few dozen
+            # times: reading part by part cost each read a dozen numpy calls; joining
+            # costs one copy of rows that are a few hundred kB, per batch computed.
+            if self._joined is None or len(self._joined) != self._count:
+                self._joined = np.concatenate(self._parts)
+            got: np.ndarray = self._joined[np.ix_(slots, np.atleast_1d(cols))]
+            return got
         part = np.searchsorted(self._starts, slots, side="right") - 1
         out = np.empty((slots.size, np.size(cols)))
         for p in np.unique(part).tolist():
