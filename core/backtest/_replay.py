@@ -276,9 +276,11 @@ def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: An
 
 
 def _gate_inputs(config: Config, made: dict[int, Any]) -> dict[int, Any]:
-    """Per prepared row with a direction, what the gates read of it (``gate_input``) and
-    what blocks it on its own values (``own_reasons``): the reasons for all of a stretch's
-    rows in one array pass, where each step made them for its own few."""
+    """Per prepared row with a direction: what the gates read of it (``gate_input``), what
+    blocks it on its own values (``own_reasons``), and what its candidate row holds
+    whatever the gates decide (its values, the names of its own reasons' gates, its candle
+    time in ms). The reasons for all of a stretch's rows in one array pass, where each
+    step made them for its own few."""
     from ..signals._gates import own_reasons
     from ..signals._pipeline import gate_input
 
@@ -286,7 +288,14 @@ def _gate_inputs(config: Config, made: dict[int, Any]) -> dict[int, Any]:
     keys = [r for r, o in made.items() if o.best is not None and o.best.direction != flat]
     inputs = [gate_input(made[r]) for r in keys]
     reasons = own_reasons(inputs, config.gates)
-    return {r: (c, tuple(m)) for r, c, m in zip(keys, inputs, reasons, strict=True)}
+    out = {}
+    for r, c, m in zip(keys, inputs, reasons, strict=True):
+        o, b = made[r], made[r].best
+        head = (o.close, o.regime, b.engine, str(b.direction), b.strength, o.p_up,
+                directional_probability(o.p_up, b.direction))
+        names = tuple(dict.fromkeys(gate_name(x) for x in m))
+        out[r] = (c, tuple(m), head, names, _ms(o.candle_time))
+    return out
 
 
 # Candle rows whose features, engines and model run together: a stretch's features and
@@ -565,31 +574,34 @@ class _Driver:
                                   manager=self.manager, directed=True, prepared=prepared)
         out: list[tuple[Any, ...]] = []
         passed: list[int] = []
-        when = datetime.fromtimestamp(t / 1000, tz=timezone.utc)  # candle times: whole ms
-        directed = (Direction.LONG, Direction.SHORT)
-        for k, o in enumerate(owned):
-            d, b = decisions.get(o.symbol), o.best
-            if d is not None and d.passed:
-                passed.append(k)
-            if b is None or b.direction not in directed or o.candle_time != when:
+        ok = str(DataStatus.OK)
+        for k, g in enumerate(prepared or ()):
+            if g is None:  # no direction: never passes, never shown
                 continue
-            block = blocks.get(o.symbol)
-            if block is None:
-                assert d is not None  # directed and not blocked: judged
+            sym = owned[k].symbol
+            d = decisions.get(sym)  # None: blocked by its data
+            took = d is not None and d.passed
+            if took:
+                passed.append(k)
+            if g[4] != t:  # not its newest candle: judged, not shown
+                continue
+            if d is not None:
                 reasons = d.reasons
-                status = DataStatus.OK
-                blocked = list(dict.fromkeys(gate_name(x) for x in reasons))
+                mine = len(g[1])
+                # the reasons are its own (named ahead), then a cooldown's and a
+                # correlation's, at most one each
+                blocked = g[3] if len(reasons) == mine else \
+                    g[3] + tuple(gate_name(x) for x in reasons[mine:])
+                status = ok
             else:
-                status = block[0]
-                blocked = [str(status)]
+                block = blocks[sym]
+                status = str(block[0])
+                blocked = (status,)
                 reasons = (block[1],)
-                if status == DataStatus.STALE:  # the clock applied, as a live run's is
-                    reasons = stale_reasons(reasons, candle_age(self.config, o.candle_time,
-                                                                now))
-            out.append((o.symbol, t, o.close, o.regime, b.engine, str(b.direction),
-                        b.strength, o.p_up, directional_probability(o.p_up, b.direction),
-                        block is None and d is not None and d.passed, list(reasons), blocked,
-                        str(status)))
+                if block[0] == DataStatus.STALE:  # the clock applied, as a live run's is
+                    reasons = stale_reasons(reasons, candle_age(
+                        self.config, owned[k].candle_time, now))
+            out.append((sym, t, *g[2], took, reasons, blocked, status))
         if len(passed) > 1:
             # in the order of the live answer's rows, which is the order a cron run
             # records them in: the whole sort, as the answer is sorted, so even a NaN

@@ -681,7 +681,8 @@ def judge(config: Config, own: Sequence[Own], now: datetime, *,
     recorded: the others' decisions are the same without it.
 
     ``prepared`` (with ``directed``): per symbol of ``own``, its ``gate_input`` and its
-    ``own_reasons``, or None for one without a direction: a replay computes them for a
+    ``own_reasons`` first (then anything the caller keeps with them), or None for one
+    without a direction: a replay computes them for a
     whole stretch of candles at once (the reasons are one array pass over 100,000 rows,
     not one per candle over a hundred)."""
     stages = stages if stages is not None else _Stages()
@@ -724,7 +725,7 @@ def _gate(config: Config, correlate: Callable[[list[str]], Any], manager: CacheM
         if directed and (b is None or b.direction == flat):
             continue
         if prepared is not None and mine is not None:
-            c, m = prepared[k]
+            c, m = prepared[k][:2]
             candidates.append(c)
             mine.append(m)
         else:
