@@ -261,7 +261,7 @@ def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: An
     made = _prepare(config, book, fresh, model, manager)
     own.update(made)
     gin = driver.gin
-    gin.update(_gate_inputs(config, made))
+    gin.update(_gate_inputs(config, made, book.ms))
     tick(len(fresh))
     rows: list[tuple[Any, ...]] = []
     for t, at in zip(times.tolist(), book.newest_each(times), strict=True):
@@ -275,12 +275,12 @@ def _chunk(config: Config, book: _Book, driver: _Driver, model: Any, manager: An
         gin.pop(r, None)
 
 
-def _gate_inputs(config: Config, made: dict[int, Any]) -> dict[int, Any]:
+def _gate_inputs(config: Config, made: dict[int, Any], ms: Any) -> dict[int, Any]:
     """Per prepared row with a direction: what the gates read of it (``gate_input``), what
     blocks it on its own values (``own_reasons``), and what its candidate row holds
     whatever the gates decide (its values, the names of its own reasons' gates, its candle
-    time in ms). The reasons for all of a stretch's rows in one array pass, where each
-    step made them for its own few."""
+    time in ms, read from ``ms``, the rows' open times). The reasons for all of a
+    stretch's rows in one array pass, where each step made them for its own few."""
     from ..signals._gates import own_reasons
     from ..signals._pipeline import gate_input
 
@@ -289,12 +289,12 @@ def _gate_inputs(config: Config, made: dict[int, Any]) -> dict[int, Any]:
     inputs = [gate_input(made[r]) for r in keys]
     reasons = own_reasons(inputs, config.gates)
     out = {}
-    for r, c, m in zip(keys, inputs, reasons, strict=True):
+    for r, c, m, t in zip(keys, inputs, reasons, ms[keys].tolist(), strict=True):
         o, b = made[r], made[r].best
         head = (o.close, o.regime, b.engine, str(b.direction), b.strength, o.p_up,
                 directional_probability(o.p_up, b.direction))
         names = tuple(dict.fromkeys(gate_name(x) for x in m))
-        out[r] = (c, tuple(m), head, names, _ms(o.candle_time))
+        out[r] = (c, tuple(m), head, names, t)
     return out
 
 
