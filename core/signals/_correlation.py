@@ -76,6 +76,9 @@ _SMALL_FRAME = 1024
 # Correlation rows computed per product by CorrelationRows: the rows in flight are about
 # 2 x this x symbols floats (20 MB at 10,000 symbols), however many are asked.
 _ROWS_BATCH = 128
+# Up to this many symbols, the gates' correlation rows are the whole matrix, computed at the
+# first read (``CorrelationRows._rows_of``); above it, only the rows read, in batches.
+_WHOLE_MAX = 256
 # Held correlation rows are joined into one array for reading while they are at most this
 # many elements (32 MB); above it (thousands of active signals among 10,000 symbols) the
 # reads go part by part, so the rows are never held twice.
@@ -1193,6 +1196,20 @@ class CorrelationRows:
         rows asked for, as the gates' equal reads need; and the product and the rows in
         flight stay a few tens of MB whatever the number of active signals)."""
         missing = self._slot[state_cols] < 0
+        if missing.any() and len(self._slot) <= _WHOLE_MAX and not self._count \
+                and pinnable():
+            # Few symbols: every row at once, the matrix itself (``matrix()``: one SYRK
+            # and a few passes over symbols^2 values), cheaper than the rows the reads ask
+            # for one batch at a time, and the same values whichever rows are asked first.
+            # One BLAS thread, as for the rows: the threaded SYRK's bits depend on the
+            # thread count (another BLAS cannot be pinned: the rows' path then).
+            with one_blas_thread():
+                whole = np.array(self._rc.matrix()[1])
+            self._parts, self._starts = [whole], [0]
+            self._slot = np.arange(len(whole), dtype=np.int64)
+            self._count = len(whole)
+            self._joined = None
+            missing = self._slot[state_cols] < 0
         if missing.any():  # most reads find every row held: no sort then
             todo_all = np.unique(state_cols[missing])
             rc = self._rc
