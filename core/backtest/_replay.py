@@ -606,11 +606,11 @@ class _Driver:
             # in the order of the live answer's rows, which is the order a cron run
             # records them in: the whole sort, as the answer is sorted, so even a NaN
             # strength keeps its place
-            took = set(passed)
-            keys = [answer_key(k in took, o.best.strength if o.best else 0.0, o.symbol)
+            went = set(passed)
+            keys = [answer_key(k in went, o.best.strength if o.best else 0.0, o.symbol)
                     for k, o in enumerate(owned)]
             passed = [k for k in sorted(range(len(owned)), key=keys.__getitem__)
-                      if k in took]
+                      if k in went]
         self.records.merge([CooldownRecord(owned[k].symbol, owned[k].best.direction
                                            if owned[k].best else Direction.FLAT,
                                            owned[k].candle_time) for k in passed], _KEEP)
