@@ -232,7 +232,8 @@ class _Block:
     threshold (-1: none) and its value, and the same excluding the candidate's own record
     (a symbol's own record is not "another" active signal). The reads themselves are let
     go chunk by chunk: kept, they were active signals x symbols floats (189 MB for 2,364
-    signals passed among 10,000 symbols, then copied as the block grew)."""
+    signals passed among 10,000 symbols, then copied as the block grew). It grows by the
+    signals that pass, only their reads new."""
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
@@ -276,10 +277,9 @@ class _Active:
     passed. The first of them correlated above the threshold blocks a candidate.
 
     One candidate's check is one vector read of its matrix row over the active symbols'
-    columns; looping over them in Python was quadratic (1.2 s at 2,000 symbols). A
-    candidate that can pass is read in its turn (its pass changes the list for the next);
-    the others are read at the end, every candidate against a list at once (a block,
-    ``columns``), each as far as the list went at its turn."""
+    columns; looping over them in Python was quadratic (1.2 s at 2,000 symbols). The list
+    of active signals changes only when one passes, so the reads of every candidate against
+    it are one block (``columns``), made when a candidate first reads it."""
 
     def __init__(self, correlation: tuple[Sequence[str], Any] | None,
                  history: list[CooldownRecord], cooldown: timedelta) -> None:
@@ -294,17 +294,25 @@ class _Active:
         # matrix[i, cols[k]]; None: read one candidate's row at a time.
         mat: Any = self.matrix
         self._columns: Any = None
+        self._holds: Any = None  # whether a symbol's own row is computed already
         # computes the rows a read of some columns needs (CorrelationRows)
         self._prepare: Any = getattr(mat, "prepare", None)
         if mat is not None and hasattr(mat, "columns"):
-            self._columns = mat.columns
+            self._columns, self._holds = mat.columns, mat.holds
         elif isinstance(mat, np.ndarray):
             self._columns = lambda cols: mat[:, cols].T
+            self._holds = lambda i: True
         self.history = history
         self.cooldown = cooldown
         self._recorded: dict[tuple[str, datetime], tuple[list[str], Any, set[int]]] = {}
         self._joined: dict[tuple[str, datetime], tuple[int, list[str], Any, set[int]]] = {}
+        self._blocks: dict[tuple[str, datetime], _Block] = {}
         self._passed: dict[str, tuple[list[str], list[int]]] = {}
+        # per (direction, candle time), when its block was last found up to date (or its
+        # list empty: no block): (this run's passed signals counted, the block, the
+        # recorded columns, threshold, names, columns, how many are recorded)
+        self._ready: dict[tuple[str, datetime], tuple[int, _Block | None, set[int], float,
+                                                      list[str], Any, int]] = {}
 
     def prepare(self, symbols: Sequence[str]) -> None:
         """Compute the correlation rows of ``symbols`` now, in batches (rows computed on
@@ -338,7 +346,7 @@ class _Active:
             j = self.index.get(c.symbol)
             if j is not None:
                 groups.setdefault((c.direction, c.candle_time), []).append((i, j, p))
-        for items in groups.values():
+        for key, items in groups.items():
             c0 = candidates[items[0][0]]
             names, cols, recorded = self._active(c0)
             n_recorded = len(cols) - self.count(c0.direction)
@@ -356,8 +364,14 @@ class _Active:
                         if above.size:
                             out[i] = (names[int(keep[above[0]])], float(row[above[0]]))
                 continue
-            block = _Block(threshold)
-            self._extend(block, cols, n_recorded)
+            block = self._blocks.get(key)
+            if block is not None and (block.threshold != threshold or block.size > len(cols)):
+                block = None
+            if block is None:
+                block = _Block(threshold)
+                self._blocks[key] = block
+            if block.size < len(cols):
+                self._extend(block, cols, n_recorded)
             js = np.array([j for _, j, _ in items], dtype=np.int64)
             own = np.array([j in recorded for _, j, _ in items], dtype=bool)
             k = np.where(own, block.other[js], block.first[js])
@@ -417,13 +431,14 @@ class _Active:
             part = new[a:a + _READS]
             block.extend(self._columns(part), part, n_recorded)
 
+    @staticmethod
+    def _found(block: _Block, i: int, own: bool, names: list[str]) -> tuple[str, float] | None:
+        k = int(block.other[i] if own else block.first[i])
+        if k < 0:
+            return None
+        return names[k], float(block.other_value[i] if own else block.first_value[i])
+
     def first_correlated(self, c: GateInput, threshold: float) -> tuple[str, float] | None:
-        """The first active signal of ``c``'s direction correlated with it above
-        ``threshold`` now, and the correlation; None if there is none. Asked only by the
-        candidates that can pass (a few a candle), so one read of its row against the
-        active signals each: a block of every candidate's reads cost more to keep up to
-        date, a signal at a time, than these reads (``first_correlated_within`` reads the
-        others all at once)."""
         import numpy as np
 
         if self.matrix is None:
@@ -431,9 +446,45 @@ class _Active:
         i = self.index.get(c.symbol)
         if i is None:
             return None
+        key = (c.direction, c.candle_time)
+        held = self._ready.get(key)
+        if held is not None and held[3] == threshold and \
+                held[0] == len(self._passed.get(c.direction, _NONE_PASSED)[0]):
+            # The common read: no signal of the direction passed since this list was last
+            # read, so its block is up to date (or the list is empty): the answer is read
+            # off the block as below, without rebuilding the list to find that out.
+            block, names, cols, n_recorded = held[1], held[4], held[5], held[6]
+            if block is None:
+                return None
+            return self._found(block, i, i in held[2], names)
         names, cols, recorded = self._active(c)
         # the recorded signals come first, this run's passed ones after them
-        n_recorded = len(cols) - self.count(c.direction)
+        n_recorded = len(cols) - len(self._passed.get(c.direction, ([], []))[0])
+        if not cols.size:
+            self._ready[key] = (0, None, recorded, threshold, names, cols, 0)
+            return None
+        # The reads of every candidate against this list at once, built by the first
+        # candidate whose own read computes the same rows (all of the list's, or all but
+        # its own when that one is held already), in the same batch: a batch's product may
+        # differ from single rows' in the last bit.
+        key = (c.direction, c.candle_time)
+        block = self._blocks.get(key)
+        if block is not None and (block.threshold != threshold or block.size > len(cols)):
+            block = None
+        if block is not None and block.size < len(cols):
+            # Signals passed since: only their rows are new (the list only grows at its
+            # end), the rows a single read would compute now, in the same batch.
+            self._extend(block, cols, n_recorded)
+        if block is None and self._columns is not None and (i not in recorded
+                                                            or self._holds(i)):
+            block = _Block(threshold)
+            self._extend(block, cols, n_recorded)
+            self._blocks[key] = block
+        if block is not None:
+            if block.size == len(cols):
+                self._ready[key] = (len(cols) - n_recorded, block, recorded, threshold,
+                                    names, cols, n_recorded)
+            return self._found(block, i, i in recorded, names)
         if i in recorded:  # a symbol's own record is not "another" active signal
             keep = np.ones(len(cols), dtype=bool)
             keep[:n_recorded] = cols[:n_recorded] != i
