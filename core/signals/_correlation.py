@@ -1267,6 +1267,11 @@ class CorrelationRows:
         out = self._gather(at, int(self._cols[i]))[:, 0]  # m[j, i] = m[i, j]
         return out[0] if one else out
 
+    def whole(self) -> bool:
+        """Whether a read computes the whole matrix (few symbols, ``_WHOLE_MAX``): then
+        any read order gives the same values, and a single read is one index."""
+        return len(self._slot) <= _WHOLE_MAX and pinnable()
+
     def holds(self, i: int) -> bool:
         """Whether row ``i`` is computed already (then a read of any columns computes the
         same rows with or without it)."""

@@ -294,6 +294,9 @@ class _Active:
         # matrix[i, cols[k]]; None: read one candidate's row at a time.
         mat: Any = self.matrix
         self._columns: Any = None
+        # Every value at hand (a plain matrix, or rows made as the whole matrix): a
+        # candidate's read is one index, cheaper than keeping a block up to date.
+        self._direct = isinstance(mat, np.ndarray) or bool(getattr(mat, "whole", bool)())
         self._holds: Any = None  # whether a symbol's own row is computed already
         # computes the rows a read of some columns needs (CorrelationRows)
         self._prepare: Any = getattr(mat, "prepare", None)
@@ -439,13 +442,15 @@ class _Active:
         return names[k], float(block.other_value[i] if own else block.first_value[i])
 
     def first_correlated(self, c: GateInput, threshold: float) -> tuple[str, float] | None:
-        import numpy as np
 
         if self.matrix is None:
             return None
         i = self.index.get(c.symbol)
         if i is None:
             return None
+        if self._direct:
+            names, cols, recorded = self._active(c)
+            return self._read(i, names, cols, recorded, self.count(c.direction), threshold)
         key = (c.direction, c.candle_time)
         held = self._ready.get(key)
         if held is not None and held[3] == threshold and \
@@ -485,6 +490,15 @@ class _Active:
                 self._ready[key] = (len(cols) - n_recorded, block, recorded, threshold,
                                     names, cols, n_recorded)
             return self._found(block, i, i in recorded, names)
+        return self._read(i, names, cols, recorded, len(cols) - n_recorded, threshold)
+
+    def _read(self, i: int, names: list[str], cols: Any, recorded: set[int], passed: int,
+              threshold: float) -> tuple[str, float] | None:
+        """Candidate ``i``'s own read of the active signals (``passed`` of them this
+        run's, after the recorded ones)."""
+        import numpy as np
+
+        n_recorded = len(cols) - passed
         if i in recorded:  # a symbol's own record is not "another" active signal
             keep = np.ones(len(cols), dtype=bool)
             keep[:n_recorded] = cols[:n_recorded] != i
