@@ -506,7 +506,8 @@ class _Active:
             cols = cols[keep]
         if not cols.size:
             return None
-        row = self.matrix[i, cols]
+        mat: Any = self.matrix  # never None here: a run without one has no active reads
+        row = mat[i, cols]
         above = np.flatnonzero(row > threshold)  # NaN is never above
         if not above.size:
             return None

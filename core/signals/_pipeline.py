@@ -779,7 +779,10 @@ def _predictions(model: Predictor, rows: Mapping[str, Any] | None, last: pl.Data
         stages.predictions += len(missing)
         probs: Sequence[float]
         if batch:
-            probs = model.predict_proba(last.gather([at[s] for s in missing])).tolist()
+            # every row missing (a first run, a replay's stretch): the frame as it is,
+            # not a gathered copy of it
+            frame = last if missing == syms else last.gather([at[s] for s in missing])
+            probs = model.predict_proba(frame).tolist()
         else:
             probs = [float(model.predict_proba(last.slice(at[s], 1))[0]) for s in missing]
         return {s: (None if p != p else float(p)) for s, p in zip(missing, probs,
