@@ -15,7 +15,9 @@ from .test_layers import CORE, _imports, _sources
 ENTRY = {"features": ["signals._features"],
          "regime": ["signals._regime", "signals._features"],
          "predictions": ["signals._model", "signals._features"],
-         "gates": ["signals._gates", "signals._engines"],
+         # the correlation rows the gate reads are computed by _correlation's code: an
+         # edit there may move a row's last bits, and so a decision at the threshold
+         "gates": ["signals._gates", "signals._engines", "signals._correlation"],
          "signals": ["signals._pipeline", "data._candles", "signals._correlation",
                      "signals._features", "signals._regime", "signals._model",
                      "signals._gates", "signals._engines"]}

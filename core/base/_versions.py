@@ -30,9 +30,13 @@ _FEATURES = ("signals._features", "base._codec", "base._config", "base._destinat
              "base._redact", "base._symbols", "base._versions", "errors")
 _REGIME = (*_FEATURES, "signals._regime", "base._vocab")
 _PREDICTIONS = (*_FEATURES, "signals._model", "base._fs", "base._vocab")
-_GATES = ("signals._gates", "signals._engines", "signals._regime", "base._codec",
-          "base._frozen", "base._config", "base._destinations", "base._redact", "base._fs",
-          "base._symbols", "base._versions", "base._vocab", "errors", "state._cooldowns")
+# The gates read correlation rows that _correlation's code computes (on one BLAS thread,
+# base._blas): an edit there may move a row's last bits and so a decision at the threshold.
+_GATES = ("signals._gates", "signals._engines", "signals._regime", "signals._correlation",
+          "base._blas", "base._codec", "base._frozen", "base._config", "base._destinations",
+          "base._redact", "base._fs", "base._symbols", "base._versions", "base._vocab", "errors",
+          "state._cooldowns", "state._cache", "state._entry_format", "state._paths",
+          "state._regime_state", "state._workspace")
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "features": _FEATURES,
     "regime": _REGIME,
