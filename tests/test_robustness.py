@@ -117,11 +117,16 @@ def test_config_file_that_is_not_utf8(tmp_path):
 
 @pytest.mark.parametrize("token", ["ab", "x1", "tok en with spaces", "tökén€", "a/b?c=d&e",
                                    "123456789:AA" + "x" * 30])
-def test_redaction_covers_any_token_shape(token):
+def test_redaction_covers_any_token_shape(token, monkeypatch):
     from urllib.parse import quote
 
     import requests
 
+    from botopt.core.base import _redact
+
+    # The registry is the process's: "ab" left registered hid "ab" in every later test's
+    # output in this worker ("low is ***ove min(open, close)")
+    monkeypatch.setattr(_redact, "_secrets", set(_redact._secrets))
     register_secret(token)
     url = f"http://127.0.0.1:9/bot{token}/sendMessage"
     prepared = requests.Request("POST", url).prepare().url or ""
@@ -169,6 +174,40 @@ def test_hostile_command_lines(tmp_path):
     nested = json.dumps({"type": "alert", "data": {"x": json.loads("[" * 40 + "]" * 40)}})
     result = runner.invoke(app, [*base, "notify", "add", "--stdin"], input=nested)
     assert result.exit_code == 2 and "nested deeper than" in result.stderr
+
+
+def test_json_nested_too_deeply_reads_as_malformed(tmp_path):
+    """Python's JSON parser raises RecursionError, not ValueError, at about a thousand
+    levels: a state file so damaged ended every later ``signals`` in an internal error, and a
+    user's file did the same instead of a one-line error naming it."""
+    from botopt.core.base._codec import json_loads
+
+    deep = "[" * 100_000
+    with pytest.raises(ValueError, match="nested too deeply"):
+        json_loads(deep)
+    assert json_loads(b"[1]") == [1]
+    cache = tmp_path / "c"
+    base = ["--cache-dir", str(cache), "--quiet"]
+    sig = ["signals", "-s", "BTCUSDT", "--as-of", "2026-09-20T12:00:30Z", "--json"]
+    first = runner.invoke(app, [*base, *sig])
+    assert first.exit_code == 0, first.stderr
+    state = [p for p in cache.rglob("*.json") if p.is_file()]
+    assert any(p.parent.name == "digests" for p in state), state
+    for p in state:  # the cron's state and cache files, all damaged alike
+        p.write_text(deep)
+    again = runner.invoke(app, [*base, *sig])
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+    (tmp_path / "pairs.json").write_text(deep)
+    bad = runner.invoke(app, [*base, "signals", "-s", f"@{tmp_path / 'pairs.json'}"])
+    assert bad.exit_code == 2 and "nested too deeply" in bad.stderr, bad.stderr
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "BTCUSDT-5m.json").write_text(deep)
+    bad = runner.invoke(app, [*base, "signals", "-s", "BTCUSDT", "--data-dir", str(data)])
+    assert bad.exit_code == 1, bad.stderr
+    assert "BTCUSDT-5m.json" in bad.stderr and "nested too deeply" in bad.stderr
+    assert "internal error" not in bad.stderr
 
 
 def test_binance_retry_after_inf_and_absurd_open_time():

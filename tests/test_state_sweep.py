@@ -106,6 +106,8 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
     "truncated": lambda p: p.write_bytes(p.read_bytes()[: max(1, p.stat().st_size // 3)]),
     "garbage": lambda p: p.write_bytes(bytes(range(256)) * 16),
     "empty": lambda p: p.write_bytes(b""),
+    # Python's JSON parser recurses per level: RecursionError, not a ValueError
+    "nested": lambda p: p.write_bytes(b"[" * 100_000),
     "wrong-schema": _wrong_schema,
 }
 

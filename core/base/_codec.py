@@ -24,6 +24,18 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))  # one, not one per value
 _PLAIN = (str, int, bool, type(None))  # exact types that encode as themselves
 
 
+def json_loads(data: str | bytes | bytearray | memoryview) -> Any:
+    """``json.loads``, with nesting too deep for the parser as one more ``ValueError``.
+
+    Python's parser recurses per level and raises ``RecursionError`` (not a ValueError) at
+    about a thousand: a state, cache or user file of 100,000 ``[`` must read as damaged or
+    malformed, as any other bad JSON does, not end the run in an internal error."""
+    try:
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 class Unencodable(TypeError):
     """The value (or argument) has a type botopt will not store without pickle."""
 

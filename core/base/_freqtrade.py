@@ -18,12 +18,12 @@ configuration.py, directory_operations.py):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ._codec import json_loads
 
 _MAX_DEPTH = 5
 _MAX_BYTES = 10_000_000  # a config is a few KB; a huge file is a mistake, not a config
@@ -115,7 +115,7 @@ def _read_one(path: Path) -> dict[str, Any]:
         raise ConfigError(f"freqtrade config {path}: {len(raw)} bytes is not a config file",
                           file=str(path))
     try:
-        data = json.loads(strip_json_extras(raw.decode("utf-8")))
+        data = json_loads(strip_json_extras(raw.decode("utf-8")))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"freqtrade config {path}: not UTF-8 (bad byte at offset "
                           f"{exc.start})", file=str(path)) from None

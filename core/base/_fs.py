@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ._codec import json_loads
+
 
 @contextmanager
 def atomic_writer(path: Path, *, mode: int = 0o600, fsync: bool = True) -> Iterator[BinaryIO]:
@@ -48,7 +50,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     """The JSON content of ``path``, or ``default`` when it does not exist."""
     try:
-        return json.loads(path.read_bytes())
+        return json_loads(path.read_bytes())
     except FileNotFoundError:
         return default
 
@@ -100,7 +102,7 @@ class JsonState:
         if raw is None:
             return default
         try:
-            return json.loads(raw)
+            return json_loads(raw)
         except ValueError:
             import logging
 

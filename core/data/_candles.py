@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..base._codec import json_loads
 from ..base._config import Config, interval_ms
 from ..base._symbols import binance_symbol, is_futures
 from ..errors import DataError, UnknownSymbolError, UsageError
@@ -126,7 +127,6 @@ def _all_pairs(config: Config) -> list[str]:
 
 def _symbols_file(path: Path) -> list[str]:
     """``@FILE``'s symbols; errors name the file and, for a bad name, its line."""
-    import json
 
     try:
         with path.open("rb") as fh:
@@ -143,7 +143,7 @@ def _symbols_file(path: Path) -> list[str]:
                          file=str(path), key="--symbols") from exc
     if text.lstrip().startswith(("[", "{")):
         try:
-            doc = json.loads(text)
+            doc = json_loads(text)
         except ValueError as exc:
             raise UsageError(f"symbols file {path}: not valid JSON: {exc}",
                              file=str(path), key="--symbols") from exc
@@ -447,14 +447,13 @@ def find_candle_files(data_dir: Path, symbols: Sequence[str], interval: str) -> 
 def _read_json_rows(path: Path) -> pl.DataFrame:
     """freqtrade's json/jsongz: a list of [ms, open, high, low, close, volume] rows."""
     import gzip
-    import json
 
     import polars as pl
 
     blob = path.read_bytes()
     if path.name.endswith(".gz"):
         blob = gzip.decompress(blob)
-    rows = json.loads(blob)
+    rows = json_loads(blob)
     if not isinstance(rows, list):
         raise ValueError(f"expected a list of [date, open, high, low, close, volume] rows, "
                          f"got {type(rows).__name__}")

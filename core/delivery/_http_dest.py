@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..base._codec import json_loads
 from ..base._destinations import DestinationConfig, redacted_url
 from ..base._redact import redact
 from ..base._vocab import TelegramOutcome as Kind
@@ -194,7 +195,7 @@ class HttpClient:
     def _classify(self, resp: Any, answer: bytes) -> HttpOutcome:
         status = resp.status_code
         try:
-            body = json.loads(answer) if answer else None
+            body = json_loads(answer) if answer else None
         except (ValueError, RecursionError):
             body = None
         said = _said(body, resp)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..base._codec import digest, settings_json
+from ..base._codec import digest, json_loads, settings_json
 from ..base._config import Config
 from ..base._fs import atomic_writer
 from ..base._versions import stage_tag
@@ -210,7 +210,7 @@ def _read_entries(path: Path) -> dict[str, Any]:
     """A file's states by symbol, unchecked (each is checked as it is loaded); {} for a file
     that is absent or is not one."""
     try:
-        d = json.loads(path.read_bytes())
+        d = json_loads(path.read_bytes())
     except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(d, dict) or d.get("f") != _FORMAT or not isinstance(d.get("states"),

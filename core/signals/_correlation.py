@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..base._blas import one_blas_thread, pinnable
+from ..base._codec import json_loads
 from ..base._config import Config
 from ..base._fs import atomic_writer, refused_write
 from ..errors import CacheError, UsageError
@@ -1093,7 +1094,7 @@ class RollingCorrelation:
         if h.digest() != bytes(mv[head:head + 32]):
             raise ValueError("digest mismatch (a cut or torn write)")
         try:
-            meta = json.loads(bytes(mv[head + 32:base]))
+            meta = json_loads(bytes(mv[head + 32:base]))
         except ValueError as exc:
             raise ValueError(f"not a readable state file: {type(exc).__name__}") from exc
         if identity is not None and meta.get("identity") != identity:
@@ -1126,7 +1127,7 @@ class RollingCorrelation:
             with np.load(src, allow_pickle=False) as z:
                 # Only what is read is decompressed: a format 2 file's P is never loaded.
                 arrays = {k: z[k] for k in ("meta", "returns", "sum", "sq", "scale")}
-            meta = json.loads(arrays["meta"].tobytes())
+            meta = json_loads(arrays["meta"].tobytes())
         except FileNotFoundError:
             raise
         except (OSError, KeyError, EOFError, ValueError, zipfile.BadZipFile) as exc:

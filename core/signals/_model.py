@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from ..base._codec import digest
+from ..base._codec import digest, json_loads
 from ..base._config import FeaturesConfig, ModelConfig
 from ..base._fs import atomic_write_bytes
 from ..base._versions import stage_tag
@@ -307,7 +307,7 @@ def load_model(config: ModelConfig | None = None,
     if mc.path is not None:
         path = Path(mc.path)
         try:
-            data = json.loads(path.read_bytes())
+            data = json_loads(path.read_bytes())
         except FileNotFoundError:
             raise ModelError(f"model file not found: {path}",
                              file=str(path), key="model.path") from None

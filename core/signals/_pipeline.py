@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..base._codec import settings_json
+from ..base._codec import json_loads, settings_json
 from ..base._config import Config, candle_age, candle_ages, max_staleness, warmup_candles
 from ..base._frozen import quick_init
 from ..base._fs import atomic_writer
@@ -147,7 +147,7 @@ def _file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
     known: Any = {}
     if memo is not None:
         try:
-            known = json.loads(memo.read_bytes())
+            known = json_loads(memo.read_bytes())
         except (OSError, ValueError):
             known = {}
     if not isinstance(known, dict):

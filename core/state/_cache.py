@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..base._codec import Unencodable, decode, encode, fingerprint
+from ..base._codec import Unencodable, decode, encode, fingerprint, json_loads
 
 # The lives are the config's knowledge (validation and `config show` need them); re-exported
 # here for the cache's readers.
@@ -320,7 +320,7 @@ def _stats_row(sql: Callable[..., Any], key: str) -> tuple[int, int, float]:
     if row is None or row[0] != _MODE_RAW or not isinstance(row[1], bytes):
         return 0, 0, 0.0
     try:
-        hits, misses, saved = json.loads(row[1])
+        hits, misses, saved = json_loads(row[1])
         return int(hits), int(misses), float(saved)
     except (TypeError, ValueError):
         return 0, 0, 0.0

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..base._codec import json_loads
 from ..base._redact import redact
 from ..base._vocab import EventType
 from ._paths import default_root
@@ -282,7 +283,7 @@ def parse_event_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
         if not raw.strip():
             continue
         try:
-            ev = json.loads(raw)
+            ev = json_loads(raw)
         except (ValueError, RecursionError):
             ev = None
         if valid_event(ev):

@@ -16,7 +16,6 @@ are kept between runs in a small state file, validated when read.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..base._codec import json_loads
 from ..base._fs import atomic_write_json, read_json
 from ..errors import NotifyError, UsageError, disk_reason
 from ._cache import is_corrupt
@@ -73,7 +73,7 @@ def copy_id(nid: str, dest: str) -> str:
 
 def load_data(raw: str) -> Any:
     try:
-        return json.loads(raw)
+        return json_loads(raw)
     except (ValueError, RecursionError):
         return None  # not a dict: the flush moves it to the dead letters
 

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
+from ..base._codec import json_loads
 from ..base._vocab import EventType
 from ._events import LocalEventLog, LogCursor, _line, events_dir, valid_event
 from ._redis import SharedState
@@ -167,7 +168,7 @@ class SharedEvents:
             self.unacked.append(_text(eid))
             raw = fields.get(b"e") if isinstance(fields, dict) else None
             try:
-                ev = json.loads(raw) if raw is not None else None
+                ev = json_loads(raw) if raw is not None else None
             except (ValueError, RecursionError):
                 ev = None
             if valid_event(ev):  # as the local log: absurd or mistyped events are skipped
@@ -233,7 +234,7 @@ def check_hosts(shared: SharedState, host: str, instance: str, chat: str) -> lis
     seen = {}
     for h, raw in shared.client.hgetall(key).items():
         try:
-            rec = json.loads(raw)
+            rec = json_loads(raw)
             if now - float(rec["t"]) < SEEN_WITHIN:
                 seen[_text(h)] = rec
         except (ValueError, TypeError, KeyError):

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from ..base._codec import json_loads
 from ._queue import (
     FlushRules,
     Item,
@@ -326,7 +327,7 @@ class SharedQueue:
         out: dict[str, int] = {}
         for raw in self.r.hvals(self.dead_key):
             try:
-                kind = json.loads(raw).get("type")
+                kind = json_loads(raw).get("type")
             except (ValueError, AttributeError, RecursionError):
                 kind = None
             if isinstance(kind, str):
@@ -356,7 +357,7 @@ class SharedQueue:
 
     def dead(self, limit: int) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
-            rows = [json.loads(v) for v in _fields(self.r.hgetall(self.dead_key)).values()]
+            rows = [json_loads(v) for v in _fields(self.r.hgetall(self.dead_key)).values()]
             rows.sort(key=lambda r: r["failed_at"], reverse=True)
             return rows[:limit]
 
@@ -373,7 +374,7 @@ class SharedQueue:
     def _retry_dead(self, ident: str, now: float) -> str:
         nid = self.dead_id(ident)
         raw = self.r.hget(self.dead_key, nid)
-        d = json.loads(raw)
+        d = json_loads(raw)
         # Added directly (its "seen" mark would refuse the enqueue script), in the same
         # transaction as the dead letter goes.
         pipe = self.r.pipeline(transaction=True)

@@ -8,7 +8,6 @@ back one rotation: at least ``event_max_age`` unless the size bound cut it first
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..base._codec import json_loads
 from ..base._config import Config
 from ..base._vocab import EventType
 from ..errors import UsageError
@@ -92,7 +92,7 @@ def history(config: Config, *, since: float, types: set[str],
     for raw_lines in ws.event_lines(since):
         for raw in raw_lines:
             try:
-                ev = json.loads(raw)
+                ev = json_loads(raw)
             except (ValueError, RecursionError):
                 continue  # a torn or foreign line
             if not valid_event(ev):  # absurd time, data of the wrong type: damaged
@@ -119,7 +119,7 @@ def signals_runs(config: Config, *, since: float) -> dict[str, Any]:
     for raw_lines in ws.event_lines(since):
         for raw in raw_lines:
             try:
-                ev = json.loads(raw)
+                ev = json_loads(raw)
                 t = float(ev["t"])
                 data = ev["data"]
                 if ev["type"] != EventType.RUN_FINISHED or data.get("command") != "signals" \

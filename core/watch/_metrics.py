@@ -16,7 +16,6 @@ A damaged state file starts the counts afresh, which Prometheus reads as a count
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import socket
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from ..base._codec import json_loads
 from ..base._config import Config
 from ..base._fs import JsonState, atomic_write_bytes
 from ..base._vocab import EventType
@@ -168,7 +168,7 @@ def advance(doc: dict[str, Any], lines: Iterable[bytes], now: float,
     seen: dict[str, float] = doc["seen"]
     for raw in lines:
         try:
-            ev = json.loads(raw)
+            ev = json_loads(raw)
             t = float(ev["t"])
             eid = str(ev.get("id") or hashlib.blake2b(raw, digest_size=8).hexdigest())
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
