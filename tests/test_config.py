@@ -130,6 +130,20 @@ def test_config_show_masks_secret_and_gives_sources(tmp_path, monkeypatch):
     assert token not in plain.output and "env:BOTOPT_TELEGRAM_TOKEN" in plain.stdout
 
 
+@pytest.mark.parametrize("key", ["telegram.api_url", "binance.api_url",
+                                 "data.exchange_api_url"])
+def test_config_show_masks_a_password_in_any_url_setting(tmp_path, key):
+    """A proxy's password written into a URL setting is a secret like the token: masked by
+    ``config show`` (was printed for every URL but ``state.url``)."""
+    section, name = key.split(".")
+    p = write(tmp_path, f'[{section}]\n{name} = "http://me:pw-Zq81x@127.0.0.1:9/bot123x"\n')
+    for extra in ([], ["--json"]):
+        result = runner.invoke(app, ["--config", str(p), "config", "show", *extra])
+        assert result.exit_code == 0, result.stderr
+        assert "pw-Zq81x" not in result.output and "bot123x" not in result.output
+        assert "me:***@127.0.0.1:9/bot***" in result.output
+
+
 def test_no_config_notice_once_on_stderr():
     result = runner.invoke(app, ["config", "show", "--json"])
     assert result.exit_code == 0

@@ -598,11 +598,18 @@ def state_url_problem(url: str) -> str | None:
     return None
 
 
+# The settings that hold a URL: a password written into one (a proxy's, a server's) is a
+# secret like the token, hidden from every message and from ``config show``.
+URL_KEYS = ("state.url", "telegram.api_url", "binance.api_url", "data.exchange_api_url")
+
+
 def _check_state(cfg: Config, bad: Any) -> None:
+    for key in URL_KEYS:
+        section, name = key.split(".")
+        for password in url_passwords(getattr(getattr(cfg, section), name) or ""):
+            register_secret(password)  # hidden from every message from here on
     url = cfg.state.url
     if url:
-        for password in url_passwords(url):  # hidden from every message from here on
-            register_secret(password)
         problem = state_url_problem(url)
         if problem:
             raise bad("state.url", problem)
@@ -854,7 +861,7 @@ def config_items(cfg: Config) -> list[tuple[str, Any, str]]:
                 continue
             if key in SECRET_KEYS and val:
                 val = "***"
-            elif key == "state.url" and val:
+            elif key in URL_KEYS and val:
                 val = redact_url(val)
             elif isinstance(val, Path):
                 val = str(val)

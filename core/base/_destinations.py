@@ -238,6 +238,6 @@ def redacted_url(dest: DestinationConfig) -> str:
     url = dest.url
     if token:
         url = url[:url.rindex(token)] + "***" + url[url.rindex(token) + len(token):]
-    from ._redact import redact
+    from ._redact import redact_url
 
-    return redact(url)
+    return redact_url(url)

@@ -75,8 +75,15 @@ _URL_QUERY_AUTH_RE = re.compile(r"([?&](?:password|passwd|pass|auth)=)[^&\s]*", 
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (the user name is kept: it helps)."""
-    return redact(_URL_QUERY_AUTH_RE.sub(r"\1***", _URL_AUTH_RE.sub(r"\1\2:***@", url)))
+    """``url`` with any password replaced by ``***`` (the user name is kept: it helps), and
+    a Bot API path's token (``.../bot<token>``, a URL written with its token in it)."""
+    url = _URL_QUERY_AUTH_RE.sub(r"\1***", _URL_AUTH_RE.sub(r"\1\2:***@", url))
+    return redact(_BOT_SEGMENT_RE.sub(r"\1***", url))
+
+
+# A configured URL's "/bot<token>" segment, whatever follows it (``redact`` masks one only
+# before a Bot API method, where free text could hold "/bottom/...").
+_BOT_SEGMENT_RE = re.compile(r"(/bot)[^/\s?#]+", re.IGNORECASE)
 
 
 def url_passwords(url: str) -> list[str]:
