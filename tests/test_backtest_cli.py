@@ -145,6 +145,49 @@ def test_unwritable_csv_is_one_line(base, tmp_path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_outputs_replace_the_old_file_whole_or_not_at_all(base, tmp_path) -> None:
+    """A write that fails half-way (a full disk) leaves the previous file as it was and no
+    partial one; a device or pipe (``/dev/stdout``) is written in place, never replaced."""
+    import os
+    import stat
+
+    from botopt.core.base._fs import output_writer
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old = out / "x.csv"
+    old.write_text("previous run\n")
+    with pytest.raises(OSError, match="disk full"), output_writer(old) as fh:
+        fh.write(b"half of a new file")
+        raise OSError(28, "disk full")
+    assert old.read_text() == "previous run\n"
+    assert sorted(p.name for p in out.iterdir()) == ["x.csv"]
+    r = _ok([*base, *PERIOD, "--quiet", "--csv", str(old)])
+    rows = old.read_text().splitlines()
+    assert rows[0].startswith("symbol,") and len(rows) > 1 and not r.stdout
+    assert stat.S_IMODE(old.stat().st_mode) == 0o666 & ~_umask()
+    if os.path.exists("/dev/stdout"):
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        got: list[bytes] = []
+        import threading
+
+        reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+        reader.start()
+        _ok([*base, *PERIOD, "--quiet", "--csv", str(fifo)])
+        reader.join(30)
+        assert stat.S_ISFIFO(fifo.stat().st_mode)  # still the pipe, not a file in its place
+        assert got and got[0].decode().splitlines() == rows
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_terminal_shows_sparklines_per_engine(base) -> None:
     from .test_terminal import ANSI, on_terminal
 

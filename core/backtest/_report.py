@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..base._fs import output_writer
 from ..errors import BotoptError, UsageError
 from ._evaluate import Group, Stats
 from ._run import Backtest
@@ -60,11 +61,15 @@ def write_report(runs: Sequence[Backtest], path: Path) -> Path:
     plt = _pyplot()
     try:
         if suffix == ".png":
-            fig.savefig(path, format="png", dpi=110)
+            png = io.BytesIO()
+            fig.savefig(png, format="png", dpi=110)
+            data = png.getvalue()
         else:
             buf = io.StringIO()
             fig.savefig(buf, format="svg")
-            path.write_text(_page(runs, buf.getvalue()), encoding="utf-8")
+            data = _page(runs, buf.getvalue()).encode("utf-8")
+        with output_writer(path) as fh:
+            fh.write(data)
     except OSError as exc:
         raise BotoptError(f"cannot write {path}: {exc.strerror or type(exc).__name__}",
                           file=str(path)) from exc

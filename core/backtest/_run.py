@@ -4,6 +4,7 @@ configurations side by side on the same period (``--compare``)."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base._config import Config
+from ..base._fs import output_writer
 from ..errors import BotoptError, UsageError
 from ._evaluate import (
     EvalSettings,
@@ -134,11 +136,14 @@ def write_csv(evaluation: Evaluation, path: Path) -> int:
         pl.col("blocked_by").cast(pl.List(pl.String)).list.join(";"),
         pl.col("gate_reasons").cast(pl.List(pl.String)).list.join("; "))
     try:
-        with open(path, "w", newline="", encoding="utf-8") as fh:
+        with output_writer(path) as raw:
+            fh = io.TextIOWrapper(raw, encoding="utf-8", newline="")
             w = csv.writer(fh)
             w.writerow(cols)
             for row in df.select(cols).iter_rows():
                 w.writerow([_cell(v, iso) for v in row])
+            fh.flush()
+            fh.detach()  # the handle is the writer's to close (and to rename into place)
     except OSError as exc:
         raise BotoptError(f"cannot write {path}: {exc.strerror or type(exc).__name__}",
                           file=str(path)) from exc

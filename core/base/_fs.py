@@ -37,6 +37,45 @@ def atomic_writer(path: Path, *, mode: int = 0o600, fsync: bool = True) -> Itera
         raise
 
 
+@contextmanager
+def output_writer(path: Path) -> Iterator[BinaryIO]:
+    """A handle for a file the user asked for (``--csv``, ``--report``): a regular file, or
+    a new one, is replaced whole when the block ends (a full disk or an error half-way
+    leaves the previous file as it was, and no partial one), readable like any file the
+    user makes. Anything else that exists there (``/dev/stdout``, a pipe) is written in
+    place: replacing it would put a regular file where the device or pipe was."""
+    import stat
+
+    try:
+        special = not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:
+        with open(path, "wb") as fh:
+            yield fh
+        return
+    if not path.parent.is_dir():  # as open() would: the user's directories are not made
+        import errno
+
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
+    with atomic_writer(path, mode=0o666 & ~_umask()) as fh:
+        yield fh
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it (``os.umask`` can only swap it, and a
+    library must not change it under another thread's feet); 0o022 where Linux's
+    /proc/self/status does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` atomically (see ``atomic_writer``)."""
     with atomic_writer(path, mode=mode) as fh:
