@@ -213,3 +213,72 @@ def test_freqtrade_backtesting_trades_enter_after_botopt_replays_long_signals(
                   if r["candle_time"].timestamp() + step < t1.timestamp())
     assert want, "the period must hold passing long signals"
     assert got == want
+
+
+_HOSTILE = r"""
+import json, sys
+import pandas as pd
+import polars as pl
+from botopt.core import freqtrade_signals
+from botopt.core.errors import BotoptError
+
+datadir = sys.argv[1]
+raw = pl.read_ipc(f"{datadir}/ETH_BTC-5m.feather")
+base = pd.DataFrame({c: raw[c].to_numpy() for c in raw.columns})
+base["date"] = pd.to_datetime(base["date"], utc=True)
+base = base[(base.date >= "2018-01-20") & (base.date < "2018-01-21")].reset_index(drop=True)
+cfg = {"datadir": datadir, "timeframe": "5m",
+       "exchange": {"pair_whitelist": ["ETH/BTC", "LTC/BTC"]}}
+shifted = base.copy()
+shifted["date"] = shifted["date"] + pd.Timedelta(minutes=2)
+text = base.copy()
+text["date"] = text["date"].astype(str)
+cases = {
+    "no date column": (base.drop(columns=["date"]), {"pair": "ETH/BTC"}, cfg),
+    "date as index": (base.set_index("date"), {"pair": "ETH/BTC"}, cfg),
+    "dates as text": (text, {"pair": "ETH/BTC"}, cfg),
+    "reversed": (base.iloc[::-1], {"pair": "ETH/BTC"}, cfg),
+    "off the grid": (shifted, {"pair": "ETH/BTC"}, cfg),
+    "a polars frame": (raw, {"pair": "ETH/BTC"}, cfg),
+    "a dict": (base.to_dict("list"), {"pair": "ETH/BTC"}, cfg),
+    "botopt_config not a path": (base.copy(), {"pair": "ETH/BTC"}, {**cfg, "botopt_config": 5}),
+}
+out = {}
+for name, (df, md, c) in cases.items():
+    try:
+        freqtrade_signals(df, md, c)
+        out[name] = "ok"
+    except BotoptError as exc:
+        out[name] = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # what the test is there to catch
+        out[name] = f"LEAKED {type(exc).__name__}: {exc}"
+spelled = {}
+for pair in ("ETH/BTC", "ETH_BTC"):
+    df = freqtrade_signals(base.copy(), {"pair": pair}, cfg)
+    spelled[pair] = [int(df["enter_long"].sum()), int(df["enter_short"].sum())]
+print(json.dumps({"errors": out, "spelled": spelled}))
+"""
+
+
+@pytest.mark.slow
+def test_hostile_dataframes_get_a_botopt_error_naming_the_culprit(shared_data, tmp_path):
+    """Frames freqtrade never makes, through real pandas: each a botopt error naming the
+    column, row or key (they leaked KeyError, AttributeError and TypeError from pandas and
+    pathlib, or matched no signal in silence); the pair spelled as its file name is the
+    whitelist's pair (it judged a second copy of the pair and passed nothing)."""
+    python = _venv()
+    env = {**os.environ, "BOTOPT_CACHE_DIR": str(tmp_path / "ft-cache")}
+    env.pop("BOTOPT_CONFIG", None)
+    done = subprocess.run([str(python), "-c", _HOSTILE, str(shared_data / "candles" / "5m")],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    errors = got["errors"]
+    assert not [k for k, v in errors.items() if v == "ok" or v.startswith("LEAKED")], errors
+    assert "'date' column" in errors["no date column"] == errors["date as index"]
+    assert "not dates" in errors["dates as text"]
+    assert "row 1: dates are not ascending" in errors["reversed"]
+    assert "row 0" in errors["off the grid"] and "5m candle boundary" in errors["off the grid"]
+    assert "pandas dataframe" in errors["a polars frame"] and "dict" in errors["a dict"]
+    assert "botopt_config" in errors["botopt_config not a path"]
+    assert got["spelled"]["ETH_BTC"] == got["spelled"]["ETH/BTC"] != [0, 0]

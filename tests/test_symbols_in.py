@@ -54,6 +54,28 @@ def test_bad_files_are_refused_in_one_line_naming_file_and_line(tmp_path, conten
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("given", ["ETH_BTC,ETH/BTC", "eth/btc,ETH_BTC",
+                                   "btc_usdt,BTC/USDT"])
+def test_one_pair_spelled_two_ways_is_refused_naming_both(tmp_path, given):
+    """ETH/BTC and ETH_BTC read one candle file: as two symbols the pair was judged beside
+    itself (its own correlation blocking the copy) and counted twice, in silence."""
+    first, second = (s.upper() for s in given.split(","))
+    with pytest.raises(UsageError, match=f"{first} and {second} are the same pair"):
+        resolve_symbols(given, _cfg(tmp_path))
+    f = tmp_path / "pairs.txt"
+    f.write_text(given.replace(",", "\n"))
+    with pytest.raises(UsageError, match="same pair"):
+        resolve_symbols(f"@{f}", _cfg(tmp_path))
+    result = CliRunner().invoke(app, ["--cache-dir", str(tmp_path / "c"), "signals",
+                                      "--symbols", given])
+    assert result.exit_code == 2 and "same pair: name it once" in result.stderr
+
+
+def test_a_spot_and_a_futures_pair_of_one_name_are_two_files(tmp_path):
+    assert resolve_symbols("XRP_USDT_USDT,XRP/USDT:USDT", _cfg(tmp_path)) == \
+        ["XRP_USDT_USDT", "XRP/USDT:USDT"]
+
+
 def test_a_missing_directory_or_huge_file_is_refused(tmp_path):
     with pytest.raises(UsageError, match=r"nope\.txt: No such file"):
         resolve_symbols(f"@{tmp_path / 'nope.txt'}", _cfg(tmp_path))

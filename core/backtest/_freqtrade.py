@@ -18,6 +18,7 @@ candidates onto its rows.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -49,6 +50,9 @@ def botopt_config(ft_config: Mapping[str, Any]) -> Config:
         raise ConfigError("freqtrade config: datadir and timeframe are needed",
                           key="datadir")
     path = ft_config.get("botopt_config")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"freqtrade config: botopt_config must be the path of a botopt "
+                          f"TOML file, not {type(path).__name__}", key="botopt_config")
     return load_config(path, overrides={"data.source": "local",
                                         "data.data_dir": str(Path(str(datadir))),
                                         "data.interval": timeframe})
@@ -85,33 +89,69 @@ def freqtrade_signals(dataframe: Any, metadata: Mapping[str, Any],
 
     The signal on a row is botopt's at that candle's close, so freqtrade enters at the next
     candle's open, as a cron run of ``botopt signals`` just after the close would have."""
-    from ..data._candles import parse_symbols
+    from ..data._candles import pair_to_filename, parse_symbols
 
     config = botopt_config(ft_config)
     pairs = _pairs(ft_config)
-    pair = metadata.get("pair")
+    pair = metadata.get("pair") if isinstance(metadata, Mapping) else None
     if not isinstance(pair, str):
         raise UsageError("freqtrade metadata has no pair", key="pair")
     symbol = parse_symbols([pair])[0]
-    if symbol not in parse_symbols(pairs):
+    # The whitelist's spelling of the pair (ETH/BTC for a metadata ETH_BTC): the same
+    # candle file, so the same symbol, never a second one judged beside it.
+    spelled = {pair_to_filename(s): s for s in parse_symbols(pairs)}
+    symbol = spelled.get(pair_to_filename(symbol), symbol)
+    if symbol not in spelled.values():
         pairs = [*pairs, pair]
-    dates = dataframe["date"]
+    step_ms = interval_ms(config.data.interval)
+    ms = _dates_ms(dataframe, step_ms, config.data.interval)
     signals: dict[int, tuple[str, str]] = {}
-    if len(dataframe):
-        step = timedelta(milliseconds=interval_ms(config.data.interval))
-        since = _utc(dates.iloc[0].to_pydatetime())
-        until = _utc(dates.iloc[-1].to_pydatetime()) + step
+    if ms.size:
+        step = timedelta(milliseconds=step_ms)
+        since = datetime.fromtimestamp(int(ms[0]) / 1000, tz=timezone.utc)
+        until = datetime.fromtimestamp(int(ms[-1]) / 1000, tz=timezone.utc) + step
         signals = _signals_for(config, pairs, since, until).get(symbol, {})
     # Whole columns from one pass over the rows: setting cells one by one costs ~100 us each.
-    found = [signals.get(t) for t in _ms(dates).tolist()] if signals else [None] * len(dates)
+    found = [signals.get(t) for t in ms.tolist()] if signals else [None] * len(ms)
     dataframe["enter_long"] = [1 if f is not None and f[0] == "long" else 0 for f in found]
     dataframe["enter_short"] = [1 if f is not None and f[0] == "short" else 0 for f in found]
     dataframe["enter_tag"] = [f[1] if f is not None else None for f in found]
     return dataframe
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+def _dates_ms(dataframe: Any, step_ms: int, interval: str) -> Any:
+    """The dataframe's ``date`` column as integer ms, checked as freqtrade makes it: dates
+    (naive ones read as UTC), ascending, each on a candle boundary of the timeframe. A
+    frame that is not so would silently match no signal (a date 2 minutes off the grid) or
+    be read as a period backwards."""
+    import numpy as np
+
+    columns = getattr(dataframe, "columns", None)
+    if columns is None or not hasattr(dataframe, "iloc"):
+        raise UsageError(f"freqtrade_signals takes freqtrade's pandas dataframe, not "
+                         f"{type(dataframe).__name__}", key="dataframe")
+    if "date" not in columns:
+        raise UsageError("freqtrade dataframe has no 'date' column (freqtrade's candles "
+                         "have one: date, open, high, low, close, volume)", key="date")
+    dates = dataframe["date"]
+    if not str(getattr(dates, "dtype", "")).startswith("datetime64"):
+        raise UsageError(f"freqtrade dataframe: 'date' holds {getattr(dates, 'dtype', '?')}, "
+                         "not dates (datetime64)", key="date")
+    if bool(dates.isna().any()):
+        row = int(np.flatnonzero(dates.isna().to_numpy())[0])
+        raise UsageError(f"freqtrade dataframe row {row}: 'date' is empty", key="date")
+    ms = np.asarray(_ms(dates), dtype=np.int64)
+    back = np.flatnonzero(np.diff(ms) <= 0)
+    if back.size:
+        row = int(back[0]) + 1
+        raise UsageError(f"freqtrade dataframe row {row}: dates are not ascending and unique "
+                         f"({dates.iloc[row]} after {dates.iloc[row - 1]})", key="date")
+    off = np.flatnonzero(ms % step_ms)
+    if off.size:
+        row = int(off[0])
+        raise UsageError(f"freqtrade dataframe row {row}: {dates.iloc[row]} is not on a "
+                         f"{interval} candle boundary", key="date")
+    return ms
 
 
 def _ms(dates: Any) -> Any:

@@ -52,6 +52,7 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
     """
     items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
     seen: dict[str, None] = {}
+    files: dict[str, str] = {}  # candle file name -> the spelling that named it
     for raw in items:
         for part in str(raw).split(","):
             sym = part.strip().upper()
@@ -62,11 +63,24 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
                 raise UsageError(f"invalid symbol {shown!r}: use up to {_MAX_SYMBOL} characters "
                                  "like BTCUSDT, ETH_BTC, freqtrade's ETH/BTC or BTC-PERP, or "
                                  "XRP/USDT:USDT for futures", symbol=shown, key="--symbols")
+            _one_spelling(files, sym)
             seen[sym] = None  # ordered and unique; a list's "in" was quadratic
     if not seen:
         raise UsageError("no symbols given (e.g. --symbols BTCUSDT,ETH/BTC)", key="--symbols")
     return list(seen)
 
+
+
+def _one_spelling(files: dict[str, str], sym: str) -> None:
+    """Refuse ``sym`` when another spelling of its pair was named (``files``: candle file
+    name -> spelling, filled here). ETH/BTC and ETH_BTC read one file: as two symbols the
+    pair was judged beside itself (its own correlation blocking the copy) and counted
+    twice."""
+    # the file a local source reads (spot or futures/), the same as candle_file_stem's
+    other = files.setdefault(f"{is_futures(sym)}:{pair_to_filename(sym)}", sym)
+    if other != sym:
+        raise UsageError(f"{other} and {sym} are the same pair: name it once", symbol=sym,
+                         key="--symbols")
 
 
 # A symbols file is a list of names: anything bigger is not one (10,000 pairs take ~150 KB).
@@ -157,11 +171,14 @@ def _symbols_file(path: Path) -> list[str]:
         lines = [(k + 1, line.split("#", 1)[0]) for k, line in enumerate(text.splitlines())]
         where = "line"
     out: dict[str, None] = {}  # ordered and unique, without a quadratic "in list"
+    files: dict[str, str] = {}  # candle file name -> the spelling that named it
     for k, item in lines:
         if not item.strip():
             continue
         try:
-            out.update(dict.fromkeys(parse_symbols(item)))
+            for sym in parse_symbols(item):
+                _one_spelling(files, sym)  # across the file's lines too
+                out[sym] = None
         except UsageError as exc:
             raise UsageError(f"symbols file {path}, {where} {k}: {exc}",
                              file=str(path), key="--symbols") from exc
