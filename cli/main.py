@@ -122,6 +122,10 @@ class BotoptGroup(TyperGroup):
             # typer/click control flow (Exit, Abort, usage errors) is theirs to render;
             # matched by module because typer now vendors its own copy of click.
             if type(exc).__module__.split(".")[0] in ("click", "typer"):
+                # (NoArgsIsHelpError is one too: its rendering is the help, kept)
+                if any(c.__name__ == "UsageError" for c in type(exc).__mro__) and \
+                        type(exc).__name__ != "NoArgsIsHelpError":
+                    _one_line_usage_error(exc)
                 raise
             from ..core.base._redact import redact
 
@@ -240,6 +244,19 @@ def main(
     state.quiet = quiet
     state.debug = debug or _debug_requested()
     _setup_logging(state.quiet, state.debug)
+
+
+def _one_line_usage_error(exc: Any) -> None:
+    """A command's option that click refused (``--cost-bps abc``, ``--csv`` naming a
+    directory), as every other bad input is told: one line naming the option, exit 2. Click
+    prints its usage, a hint and the error on four lines."""
+    from ..core.base._redact import redact
+    from ..core.errors import UsageError
+
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+    print(f"botopt: error: {redact(exc.format_message())}{where}", file=sys.stderr)
+    raise typer.Exit(exit_code_for(UsageError(""))) from None
 
 
 def _quiet_broken_pipe() -> None:

@@ -227,3 +227,26 @@ def test_shared_options_keep_their_place_and_reach_the_command(tmp_path) -> None
 
     with pytest.raises(TypeError, match="no parameter 'candles'"):
         opt.candle_options(lambda ctx: None)
+
+
+def test_a_refused_option_value_is_one_line_naming_the_option(tmp_path):
+    """Values click refuses before botopt sees them: one line and exit 2, as any other bad
+    input (click printed its usage, a hint, a blank line and the error). A command group
+    given no command still shows its help."""
+    (tmp_path / "adir").mkdir()
+    cases = [
+        (["backtest", "--cost-bps", "abc"], "--cost-bps"),
+        (["backtest", "--csv", str(tmp_path / "adir")], "--csv"),
+        (["signals", "--bogus"], "--bogus"),
+        (["signals", "--symbols"], "--symbols"),
+        (["notify", "bogus"], "bogus"),
+        (["metrics", "-o", str(tmp_path / "adir")], "adir"),
+    ]
+    for args, culprit in cases:
+        result = runner.invoke(app, ["--cache-dir", str(tmp_path / "c"), *args])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2, (args, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("botopt: error: "), (args, lines)
+        assert culprit in lines[0], (args, lines)
+    group = runner.invoke(app, ["notify"])
+    assert group.exit_code == 2 and "Usage:" in group.output
