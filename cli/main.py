@@ -99,7 +99,12 @@ class BotoptGroup(TyperGroup):
     """Turns botopt's exceptions into a one-line message and the decided exit code."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, hoist_global_options(args))
+        try:
+            return super().parse_args(ctx, hoist_global_options(args))
+        except Exception as exc:  # the global options' values (--config a/directory)
+            if _is_usage_error(exc):
+                _one_line_usage_error(exc)
+            raise
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -122,9 +127,7 @@ class BotoptGroup(TyperGroup):
             # typer/click control flow (Exit, Abort, usage errors) is theirs to render;
             # matched by module because typer now vendors its own copy of click.
             if type(exc).__module__.split(".")[0] in ("click", "typer"):
-                # (NoArgsIsHelpError is one too: its rendering is the help, kept)
-                if any(c.__name__ == "UsageError" for c in type(exc).__mro__) and \
-                        type(exc).__name__ != "NoArgsIsHelpError":
+                if _is_usage_error(exc):
                     _one_line_usage_error(exc)
                 raise
             from ..core.base._redact import redact
@@ -244,6 +247,14 @@ def main(
     state.quiet = quiet
     state.debug = debug or _debug_requested()
     _setup_logging(state.quiet, state.debug)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click's (typer's vendored click's) UsageError, but not NoArgsIsHelpError, which is
+    one too: its rendering is the help, kept."""
+    return type(exc).__module__.split(".")[0] in ("click", "typer") and \
+        any(c.__name__ == "UsageError" for c in type(exc).__mro__) and \
+        type(exc).__name__ != "NoArgsIsHelpError"
 
 
 def _one_line_usage_error(exc: Any) -> None:

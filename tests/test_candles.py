@@ -119,6 +119,12 @@ def test_unknown_symbol_exit_2(tmp_path):
 def test_missing_data_dir(tmp_path):
     result = invoke_signals(tmp_path / "nowhere", "-s", "AAAUSDT")
     assert result.exit_code == 1 and "data directory not found" in result.stderr
+    (tmp_path / "afile").write_text("not a directory")
+    for path in (tmp_path / "afile", Path("/dev/null")):
+        result = invoke_signals(path, "-s", "AAAUSDT")  # the flag: click checks it
+        assert result.exit_code == 2 and str(path) in result.stderr, result.stderr
+        with pytest.raises(ConfigError, match=f"data directory {path} is not a directory"):
+            load_candles(["AAAUSDT"], config=cfg_local(path))  # the setting
 
 
 @pytest.mark.parametrize("args, culprit", [

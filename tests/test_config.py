@@ -104,6 +104,12 @@ def test_missing_explicit_config_file(tmp_path):
     result = runner.invoke(app, ["--config", str(tmp_path / "nope.toml"), "config", "show"])
     assert result.exit_code == 2
     assert "nope.toml" in result.stderr
+    result = runner.invoke(app, ["--config", "/dev/null", "config", "show"])
+    assert result.exit_code == 2, result.stderr
+    assert "config file /dev/null is not a regular file" in result.stderr
+    result = runner.invoke(app, ["--config", str(tmp_path), "config", "show"])  # click's
+    assert result.exit_code == 2 and result.stderr.startswith("botopt: error: ")
+    assert len(result.stderr.splitlines()) == 1 and str(tmp_path) in result.stderr
 
 
 def test_starter_config_is_valid_and_equals_defaults(tmp_path):

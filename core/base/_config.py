@@ -329,6 +329,8 @@ def find_config_file(
     if explicit is not None:
         p = Path(explicit).expanduser()
         if not p.is_file():
+            if p.exists():  # /dev/null, a directory, a pipe: not a file to read settings from
+                raise ConfigError(f"config file {p} is not a regular file", file=str(p))
             raise ConfigError(f"config file not found: {p}", file=str(p))
         return p
     from_env = env.get("BOTOPT_CONFIG")

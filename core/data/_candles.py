@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..base._codec import json_loads
 from ..base._config import Config, interval_ms
 from ..base._symbols import binance_symbol, is_futures
-from ..errors import DataError, UnknownSymbolError, UsageError
+from ..errors import ConfigError, DataError, UnknownSymbolError, UsageError
 from ._binance import BinanceClient
 
 if TYPE_CHECKING:
@@ -409,6 +409,9 @@ def find_candle_file(data_dir: Path, symbol: str, interval: str) -> Path:
     if p is not None:
         return p
     if not data_dir.is_dir():
+        if data_dir.exists():  # a file where the directory should be: the setting is wrong
+            raise ConfigError(f"data directory {data_dir} is not a directory",
+                              file=str(data_dir), key="data.data_dir")
         raise DataError(f"data directory not found: {data_dir}", symbol=symbol,
                         source=str(data_dir))
     hints, h5 = _missing_hints(data_dir, symbol, interval)
