@@ -113,6 +113,13 @@ def test_config_file_that_is_not_utf8(tmp_path):
     assert "internal error" not in result.stderr
 
 
+def test_config_file_saved_with_a_byte_order_mark(tmp_path):
+    """Windows editors save UTF-8 with a BOM; TOML's parser refused it at line 1 column 1."""
+    path = tmp_path / "botopt.toml"
+    path.write_bytes(b'\xef\xbb\xbf[gates]\nmin_strength = 0.6\n')
+    assert load_config(path).gates.min_strength == 0.6
+
+
 # -- redaction ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("token", ["ab", "x1", "tok en with spaces", "tökén€", "a/b?c=d&e",

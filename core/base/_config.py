@@ -655,7 +655,7 @@ def _read_toml(file: Path) -> dict[str, Any]:
         import tomli as tomllib
 
     try:
-        return tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text (bad byte at offset {exc.start}); "
                           "save it as UTF-8", file=str(file)) from None

@@ -115,7 +115,7 @@ def _read_one(path: Path) -> dict[str, Any]:
         raise ConfigError(f"freqtrade config {path}: {len(raw)} bytes is not a config file",
                           file=str(path))
     try:
-        data = json_loads(strip_json_extras(raw.decode("utf-8")))
+        data = json_loads(strip_json_extras(raw.decode("utf-8-sig")))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"freqtrade config {path}: not UTF-8 (bad byte at offset "
                           f"{exc.start})", file=str(path)) from None
