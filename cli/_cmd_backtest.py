@@ -76,10 +76,12 @@ def _group_rows(run: Backtest, spark: bool) -> list[list[Any]]:
 
 
 def _render(state: AppState, run: Backtest) -> None:
+    from ..core import fmt_minute
+
     ev = run.evaluation
     hs = ev.settings.horizons
     spark = state.is_terminal
-    head = f"backtest {ev.since:%Y-%m-%d %H:%M} to {ev.until:%Y-%m-%d %H:%M} UTC " \
+    head = f"backtest {fmt_minute(ev.since)} to {fmt_minute(ev.until)} UTC " \
            f"({ev.interval}, {len(ev.symbols)} symbols, {run.label}); net bps after " \
            f"{ev.settings.cost_bps:g} bps cost: mean, t-stat, hit rate"
     print_table(state, head, ["by", "group", "candidates", "signals",
@@ -97,7 +99,7 @@ def _render(state: AppState, run: Backtest) -> None:
     print_table(state, "model walk-forward (trained only on earlier data) vs the majority "
                 "baseline", ["from", "to", "train", "test", "accuracy", "majority",
                              "log loss", "baseline", "note"],
-                [[f"{p.start:%m-%d %H:%M}", f"{p.end:%m-%d %H:%M}", p.train_rows,
+                [[fmt_minute(p.start), fmt_minute(p.end), p.train_rows,
                   p.test_rows, _num(p.accuracy, ".3f"), _num(p.baseline_accuracy, ".3f"),
                   _num(p.log_loss, ".4f"), _num(p.baseline_log_loss, ".4f"),
                   p.skipped or ""] for p in run.walk_forward])

@@ -106,6 +106,7 @@ _EXPORTS: dict[str, str] = {
     "cache_report": ".watch._history",
     "CacheReport": ".watch._history",
     "reset_cache_stats": ".state._cache_stats",
+    "fmt_minute": ".base._numfmt",
     "fmt_price": ".base._numfmt",
     "fmt_vs": ".base._numfmt",
     "fmt_time": ".base._numfmt",
@@ -177,6 +178,7 @@ __all__ = [
     "evaluate",
     "fetch_to_store",
     "flush_notifications",
+    "fmt_minute",
     "fmt_price",
     "fmt_time",
     "fmt_vs",
@@ -263,7 +265,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         load_config,
         write_starter_config,
     )
-    from .base._numfmt import fmt_price, fmt_time, fmt_vs  # noqa: F401
+    from .base._numfmt import fmt_minute, fmt_price, fmt_time, fmt_vs  # noqa: F401
     from .base._vocab import (  # noqa: F401
         DataStatus,
         Direction,

@@ -188,6 +188,19 @@ def _umask() -> int:
     return mask
 
 
+def test_a_period_wider_than_the_data_cuts_the_walk_forward_over_the_data(base) -> None:
+    """--since 0001-01-01 --until 9999-12-31: the walk-forward's periods were four spans of
+    2,500 years, one holding every row; they split the data's 20 days now, and the header
+    writes year 1 as 0001."""
+    r = _ok([*base, "--since", "0001-01-01", "--until", "9999-12-31", "--json"])
+    wf = json.loads(r.stdout)["walk_forward"]
+    assert len(wf) == 4 and all(p["start"].startswith("2018-01") for p in wf)
+    assert all(p["end"].startswith("2018-01") for p in wf)
+    assert sum(p["test_rows"] for p in wf[1:]) > 0 and wf[-1]["train_rows"] > 0
+    plain = _ok([*base, "--since", "0001-01-01", "--until", "9999-12-31"])
+    assert plain.stdout.startswith("backtest 0001-01-01 00:00 to 9999-12-31 00:00 UTC")
+
+
 def test_terminal_shows_sparklines_per_engine(base) -> None:
     from .test_terminal import ANSI, on_terminal
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..base._config import Config, candle_age, interval_ms
+from ..base._numfmt import fmt_minute
 from ..base._vocab import DataStatus, Direction
 from ..data._candles import load_candles, parse_symbols
 from ..errors import DataError, UsageError
@@ -429,9 +430,9 @@ class _Book:
         t0, t1 = int(self.times(first)[0]), int(self.times(last)[-1])
 
         def at(ms: int) -> str:
-            return f"{datetime.fromtimestamp(ms / 1000, tz=timezone.utc):%Y-%m-%d %H:%M} UTC"
+            return f"{fmt_minute(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))} UTC"
 
-        period = f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
+        period = f"{fmt_minute(since)} to {fmt_minute(until)} UTC"
         if _ms(until) <= t0:
             raise DataError(f"the period {period} is before the data "
                             f"({self.syms[first]} starts {at(t0)})", symbol=self.syms[first])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base._fs import output_writer
+from ..base._numfmt import fmt_minute
 from ..errors import BotoptError, UsageError
 from ._evaluate import Group, Stats
 from ._run import Backtest
@@ -128,7 +129,7 @@ def _section(run: Backtest) -> str:
     parts.append("<h3>information coefficient</h3><table><tr><th>factor</th><th>h</th>"
                  f"<th>candles</th><th>mean</th><th>std</th><th>t</th></tr>{ic_rows}</table>")
     wf_rows = "".join(
-        f"<tr><td>{p.start:%Y-%m-%d %H:%M}</td><td>{p.end:%Y-%m-%d %H:%M}</td>"
+        f"<tr><td>{fmt_minute(p.start)}</td><td>{fmt_minute(p.end)}</td>"
         f"<td>{p.train_rows}</td><td>{p.test_rows}</td><td>{_fmt(p.accuracy, '.3f')}</td>"
         f"<td>{_fmt(p.baseline_accuracy, '.3f')}</td><td>{_fmt(p.log_loss, '.4f')}</td>"
         f"<td>{_fmt(p.baseline_log_loss, '.4f')}</td><td>{html.escape(p.skipped or '')}</td>"
@@ -141,7 +142,7 @@ def _section(run: Backtest) -> str:
 
 def _page(runs: Sequence[Backtest], svg: str) -> str:
     ev = runs[0].evaluation
-    title = (f"botopt backtest {ev.since:%Y-%m-%d %H:%M} to {ev.until:%Y-%m-%d %H:%M} UTC, "
+    title = (f"botopt backtest {fmt_minute(ev.since)} to {fmt_minute(ev.until)} UTC, "
              f"{ev.interval}, {len(ev.symbols)} symbols")
     svg = svg[svg.index("<svg"):]  # the XML prolog and doctype are not for inline SVG
     style = ("body{font-family:sans-serif;font-size:13px;margin:2em}"

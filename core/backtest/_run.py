@@ -71,7 +71,7 @@ def run_backtest(config: Config, symbols: Sequence[str], since: datetime, until:
     # (a gigabyte at a year of 100 symbols), let go at its end, stay with polars' allocator
     # for a second or two before the system gets them back (measured), and the
     # evaluation's arrays, made at once, came on top of them.
-    periods = period_bounds(rep.since, rep.until, st.walk_forward_periods)
+    periods = period_bounds(*_data_span(rep), st.walk_forward_periods)
     wf = walk_forward(config, rep.symbols, periods)
     table = forward_returns(rep.candidates, rep.closes, interval_ms(rep.interval),
                             st.horizons, st.cost_bps)
@@ -82,6 +82,24 @@ def run_backtest(config: Config, symbols: Sequence[str], since: datetime, until:
     del rep
     ev = evaluate_table(table, *about, st)
     return Backtest(_label(config), ev, wf)
+
+
+def _data_span(rep: Any) -> tuple[datetime, datetime]:
+    """The part of the requested period the data covers: from its first candle in the
+    period to the close of its last. Walk-forward periods cut over the request were years
+    of nothing around a few days of data (``--since 0001-01-01``: four periods of 2,500
+    years, one holding every row)."""
+    from datetime import timedelta, timezone
+
+    from ..base._config import interval_ms
+
+    times = rep.closes.get_column("candle_time")  # every candle from ``since`` on
+    if times.is_empty():
+        return rep.since, rep.until
+    step = timedelta(milliseconds=interval_ms(rep.interval))
+    first, last = (t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+                   for t in (times.min(), times.max()))
+    return max(rep.since, first), min(rep.until, last + step)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,13 @@ def fmt_vs(value: float, limit: float | None, digits: int = 2) -> str:
     return text if "." in text else f"{text}.{'0' * digits}"
 
 
+def fmt_minute(when: datetime) -> str:
+    """``YYYY-MM-DD HH:MM`` in UTC, the year in four digits (``%Y`` gives year 1 as "1")."""
+    if when.tzinfo is not None:
+        when = when.astimezone(timezone.utc)
+    return when.replace(tzinfo=None).isoformat(sep=" ", timespec="minutes")
+
+
 def fmt_time(when: datetime, tz: str = "UTC") -> str:
     """``HH:MM UTC``, or ``HH:MM <zone>`` in ``tz`` (an IANA name, checked at load)."""
     if when.tzinfo is None:
