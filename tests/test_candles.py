@@ -116,6 +116,24 @@ def test_unknown_symbol_exit_2(tmp_path):
     assert result.exit_code == 2 and "symbol ZZZUSDT not found" in result.stderr
 
 
+@pytest.mark.parametrize("make", ["directory", "broken link", "pipe"])
+def test_a_candle_file_that_is_not_a_file_says_so(tmp_path, make):
+    """It said "not found ... found instead: candles at 5m (use --interval)" at 5m."""
+    import os
+
+    odd = tmp_path / "AAAUSDT-5m.feather"
+    if make == "directory":
+        odd.mkdir()
+    elif make == "broken link":
+        odd.symlink_to(tmp_path / "nowhere")
+    else:
+        os.mkfifo(odd)
+    result = invoke_signals(tmp_path, "-s", "AAAUSDT")
+    assert result.exit_code == 1, result.stderr
+    assert f"{odd} is not a regular file" in result.stderr and "found instead" not in \
+        result.stderr
+
+
 def test_missing_data_dir(tmp_path):
     result = invoke_signals(tmp_path / "nowhere", "-s", "AAAUSDT")
     assert result.exit_code == 1 and "data directory not found" in result.stderr

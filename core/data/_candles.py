@@ -414,6 +414,12 @@ def find_candle_file(data_dir: Path, symbol: str, interval: str) -> Path:
                               file=str(data_dir), key="data.data_dir")
         raise DataError(f"data directory not found: {data_dir}", symbol=symbol,
                         source=str(data_dir))
+    stem = candle_file_stem(symbol, interval)
+    for suffix in FILE_SUFFIXES:
+        odd = data_dir / f"{stem}.{suffix}"
+        if os.path.lexists(odd):  # there, and not a file to read: say that, not "missing"
+            raise DataError(f"{odd} is not a regular file (a directory, a pipe or a broken "
+                            "link?)", symbol=symbol, file=str(odd))
     hints, h5 = _missing_hints(data_dir, symbol, interval)
     if h5 is not None:
         raise DataError(f"symbol {symbol}: {h5} is in freqtrade's hdf5 format, which botopt "
