@@ -193,7 +193,7 @@ def backtest(
     if report is not None and report.suffix.lower() not in (".html", ".htm", ".png"):
         from ..core import UsageError
 
-        raise UsageError(f"--report {report.name}: name a .html or .png file")
+        raise UsageError(f"--report {report}: name a .html or .png file")
     other_cfg = None
     if compare is not None:
         flags = {k.replace("__", "."): v for k, v in overrides.items() if v is not None}

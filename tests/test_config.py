@@ -150,6 +150,15 @@ def test_config_show_masks_a_password_in_any_url_setting(tmp_path, key):
         assert "me:***@127.0.0.1:9/bot***" in result.output
 
 
+def test_a_destinations_bad_token_names_the_file_it_came_from(tmp_path):
+    p = write(tmp_path, '[notify.destinations.chat2]\ntype = "telegram"\n'
+                        'token = "123:short"\nchat_id = "42"\n')
+    result = runner.invoke(app, ["--config", str(p), "config", "show"])
+    assert result.exit_code == 2
+    assert f"notify.destinations.chat2.token (file:{p}" in result.stderr, result.stderr
+    assert "123:short" not in result.stderr
+
+
 def test_no_config_notice_once_on_stderr():
     result = runner.invoke(app, ["config", "show", "--json"])
     assert result.exit_code == 0

@@ -57,7 +57,7 @@ def write_report(runs: Sequence[Backtest], path: Path) -> Path:
     .png: the curves alone. Two runs are a comparison, drawn one above the other."""
     suffix = path.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
-        raise UsageError(f"--report {path.name}: name a .html or .png file", file=str(path))
+        raise UsageError(f"--report {path}: name a .html or .png file", file=str(path))
     fig = _figure(runs)
     plt = _pyplot()
     try:

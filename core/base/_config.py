@@ -491,7 +491,9 @@ def _validate(cfg: Config) -> None:
     src = cfg.sources
 
     def bad(key: str, msg: str) -> ConfigError:
-        return ConfigError(f"{key} ({src.get(key, 'default')}): {msg}", key=key)
+        # a table's entry (notify.destinations.NAME.token) came with its table
+        origin = src.get(key) or src.get(".".join(key.split(".")[:2]), "default")
+        return ConfigError(f"{key} ({origin}): {msg}", key=key)
 
     _check_numbers(cfg)
 
