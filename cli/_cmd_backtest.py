@@ -75,6 +75,10 @@ def _group_rows(run: Backtest, spark: bool) -> list[list[Any]]:
     return rows
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _render(state: AppState, run: Backtest) -> None:
     from ..core import fmt_minute
 
@@ -82,8 +86,8 @@ def _render(state: AppState, run: Backtest) -> None:
     hs = ev.settings.horizons
     spark = state.is_terminal
     head = f"backtest {fmt_minute(ev.since)} to {fmt_minute(ev.until)} UTC " \
-           f"({ev.interval}, {len(ev.symbols)} symbols, {run.label}); net bps after " \
-           f"{ev.settings.cost_bps:g} bps cost: mean, t-stat, hit rate"
+           f"({ev.interval}, {_count(len(ev.symbols), 'symbol')}, {run.label}); net bps after " \
+           f"{ev.settings.cost_bps + 0.0:g} bps cost: mean, t-stat, hit rate"
     print_table(state, head, ["by", "group", "candidates", "signals",
                               *(f"h={h}" for h in hs), "cum bps (h=1)"],
                 _group_rows(run, spark))
@@ -121,7 +125,7 @@ def _render_compare(state: AppState, a: Backtest, b: Backtest) -> None:
             rows.append([by, value, 0, h.signals,
                          *(x for s in h.returns for x in ("-", _cell(s)))])
     print_table(state, f"A = {a.label}, B = {b.label}: passed signals, net bps after "
-                f"{a.evaluation.settings.cost_bps:g} bps cost (mean, t-stat, hit rate)",
+                f"{a.evaluation.settings.cost_bps + 0.0:g} bps cost (mean, t-stat, hit rate)",
                 ["by", "group", "signals A", "signals B",
                  *(f"h={h} {x}" for h in hs for x in "AB")], rows)
 

@@ -143,7 +143,7 @@ def _section(run: Backtest) -> str:
 def _page(runs: Sequence[Backtest], svg: str) -> str:
     ev = runs[0].evaluation
     title = (f"botopt backtest {fmt_minute(ev.since)} to {fmt_minute(ev.until)} UTC, "
-             f"{ev.interval}, {len(ev.symbols)} symbols")
+             f"{ev.interval}, {len(ev.symbols)} symbol{'' if len(ev.symbols) == 1 else 's'}")
     svg = svg[svg.index("<svg"):]  # the XML prolog and doctype are not for inline SVG
     style = ("body{font-family:sans-serif;font-size:13px;margin:2em}"
              "table{border-collapse:collapse;margin-bottom:1em}"
