@@ -97,12 +97,12 @@ def real_rows(quick: bool, data_dir: Path) -> list[Row]:
     syms = sorted(p.name.split("-")[0] for p in data_dir.glob("*-5m.feather"))
     start = datetime(2018, 1, 10, 5, 0, tzinfo=timezone.utc)
     end = datetime(2018, 1, 30, 4, 55, tzinfo=timezone.utc)
-    since = end - timedelta(days=2) if quick else start
+    since = end - timedelta(days=1) if quick else start
     n = int((end - since) / FIVE)
     with tempfile.TemporaryDirectory() as tmp:
         first, _, out = _replay(data_dir, Path(tmp) / "c", syms, since, end, use_cache=True)
         again, _, out2 = _replay(data_dir, Path(tmp) / "c", syms, since, end, use_cache=True)
-        sample = [since + FIVE * (n // 2 + k) for k in range(4 if quick else 12)]
+        sample = [since + FIVE * (n // 2 + k) for k in range(3 if quick else 12)]
         per_run = _loop(data_dir, Path(tmp) / "loop", syms, sample)
     loop = per_run * n
     days = n / 288

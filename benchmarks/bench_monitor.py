@@ -158,14 +158,14 @@ def _per_event(n: int) -> float:
 
 
 def run(quick: bool = False) -> list[Row]:
-    minutes = 5 if quick else 30
+    minutes = 3 if quick else 30
     poll = _simulate("poll", minutes)
     event = _simulate("events", minutes)
     same = poll["handled"] == event["handled"]
     # --quick: a 2-minute stale_after, not 10 (12 s of waiting less); the same lateness
     stale = 120.0 if quick else 600.0
     stall_poll, stall_event = _stall("poll", stale), _stall("events", stale)
-    small, big = (1_000, 10_000) if quick else (2_000, 20_000)
+    small, big = (500, 5_000) if quick else (2_000, 20_000)
     _per_event(small)  # warm-up: imports and first-call costs are not per event
     # best of 3: on a shared machine a single round mostly measures the neighbours
     per_small = min(_per_event(small) for _ in range(3))
