@@ -11,9 +11,9 @@ from ._render import print_json, print_table
 
 def bench(
     ctx: typer.Context,
-    quick: bool = typer.Option(False, "--quick", help="Smaller sizes, two groups at a time: a smoke run "
-                               "in under a minute (the full run's figures are the ones of "
-                               "record)."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller sizes, two groups at a "
+                               "time: a smoke run in under a minute (the full run's figures "
+                               "are the ones of record)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", file_okay=False,
                                             help="Also replay cron runs over this "
                                             "directory of 5m candle files."),

@@ -280,8 +280,40 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+class _NamedStdout:
+    """Standard output whose write errors name it: ``botopt backtest > /dev/full`` said
+    "cannot use a file: the disk is full" (an OSError from a print carries no file name).
+    Everything else is the stream's own."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._inner.write(text))
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            exc.filename = exc.filename or "standard output"
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            exc.filename = exc.filename or "standard output"
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def run() -> None:
     """Console-script entry point."""
+    if sys.stdout is not None and not isinstance(sys.stdout, _NamedStdout):
+        sys.stdout = _NamedStdout(sys.stdout)  # type: ignore[assignment]
     try:
         app_for(sys.argv[1:])()
     except BrokenPipeError:  # raised outside a command (help, --version)

@@ -440,3 +440,24 @@ def test_a_short_soak_loses_nothing_and_sends_nothing_thrice():
     assert s["delivered_3x_or_more"] == 0 and s["delivered_twice"] <= s["dup_allowance"], s
     assert s["stuck"] == 0 and s["cache_diffs"] == 0, s
     assert sum(v for k, v in s["faults"].items() if k != "dead letters retried at the end")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("args", [("cache-stats",), ("cache-stats", "--json"),
+                                  ("config", "show")])
+def test_output_onto_a_full_disk_names_standard_output(tmp_path, args):
+    """``botopt cache-stats > /dev/full``: one line naming standard output (it said "cannot
+    use a file: the disk is full"), exit 1, nothing else."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+                               str(tmp_path / "c"), *args], stdout=full,
+                              stderr=subprocess.PIPE, env=env, timeout=60)
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 1, err
+    # (a notice may come first: no configuration file, the bundled sample data)
+    assert err[-1] == "botopt: error: cannot use standard output: the disk is full", err
+    assert not [line for line in err if "rror" in line or "Trace" in line][:-1], err
