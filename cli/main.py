@@ -313,7 +313,7 @@ class _NamedStdout:
 def run() -> None:
     """Console-script entry point."""
     if sys.stdout is not None and not isinstance(sys.stdout, _NamedStdout):
-        sys.stdout = _NamedStdout(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _NamedStdout(sys.stdout)
     try:
         app_for(sys.argv[1:])()
     except BrokenPipeError:  # raised outside a command (help, --version)
