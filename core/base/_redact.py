@@ -78,12 +78,25 @@ def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (the user name is kept: it helps), and
     a Bot API path's token (``.../bot<token>``, a URL written with its token in it)."""
     url = _URL_QUERY_AUTH_RE.sub(r"\1***", _URL_AUTH_RE.sub(r"\1\2:***@", url))
-    return redact(_BOT_SEGMENT_RE.sub(r"\1***", url))
+    return redact(_mask_bot_path(url))
 
 
-# A configured URL's "/bot<token>" segment, whatever follows it (``redact`` masks one only
-# before a Bot API method, where free text could hold "/bottom/...").
-_BOT_SEGMENT_RE = re.compile(r"(/bot)[^/\s?#]+", re.IGNORECASE)
+# A path segment "bot<token>", whatever follows it (``redact`` masks one only before a Bot
+# API method, where free text could hold "/bottom/...").
+_BOT_SEGMENT_RE = re.compile(r"(^|/)(bot)[^/]+", re.IGNORECASE)
+
+
+def _mask_bot_path(url: str) -> str:
+    """``url`` with a ``/bot<token>`` segment of its path masked (its path only: the host
+    of ``rediss://botopt@...`` is not one)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    path = _BOT_SEGMENT_RE.sub(r"\1\2***", parts.path)
+    return url if path == parts.path else urlunsplit(parts._replace(path=path))
 
 
 def url_passwords(url: str) -> list[str]:
