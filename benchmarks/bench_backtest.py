@@ -106,14 +106,15 @@ def real_rows(quick: bool, data_dir: Path) -> list[Row]:
         per_run = _loop(data_dir, Path(tmp) / "loop", syms, sample)
     loop = per_run * n
     days = n / 288
+    span = f"{days:.0f} day" + ("" if round(days) == 1 else "s")
     return [
-        Row("backtest", f"{days:.0f} days x {len(syms)} real pairs ({n:,} candles): replay "
+        Row("backtest", f"{span} x {len(syms)} real pairs ({n:,} candles): replay "
             "vs a loop of `signals --as-of` per candle",
             f"loop {loop:,.0f} s ({per_run:.2f} s x {n:,})", f"replay {first:.1f} s",
             loop, first, "speedup", claim="goal >= 300x (30 days)",
             note=f"whole processes; the loop timed on {len(sample)} candles and scaled; "
                  f"{out['rows']:,} candidates, {out['passed']:,} passed"),
-        Row("backtest", f"{days:.0f} days x {len(syms)} real pairs: second (cached) replay "
+        Row("backtest", f"{span} x {len(syms)} real pairs: second (cached) replay "
             "vs the first", f"first {first:.2f} s", f"cached {again:.2f} s", first, again,
             "ratio", claim="goal <= 0.2x", identical=out == out2,
             note="whole processes, each importing botopt and polars"),

@@ -42,7 +42,8 @@ def run(quick: bool = False, data_dir: Path | None = None) -> list[Row]:
         first, a = _backtest(src, Path(tmp) / "c", syms, since, end)
         again, b = _backtest(src, Path(tmp) / "c", syms, since, end)
     days = (end - since) / timedelta(days=1)
-    return [Row("backtest", f"`botopt backtest` {days:.0f} days x {len(syms)} real pairs "
+    span = f"{days:.0f} day" + ("" if round(days) == 1 else "s")
+    return [Row("backtest", f"`botopt backtest` {span} x {len(syms)} real pairs "
                 "(replay, evaluation, walk-forward): second run vs the first",
                 f"first {first:.2f} s", f"second {again:.2f} s", first, again, "ratio",
                 claim="goal <= 0.2x", identical=a == b,
