@@ -51,7 +51,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
                              "base._versions"})),
 }
 STAGE_MODULES["carry"] = (*_REGIME, "signals._carry", "base._fs")
-STAGE_MODULES["backtest"] = (*STAGE_MODULES["signals"], "backtest._replay")
+STAGE_MODULES["backtest"] = (*STAGE_MODULES["signals"], "backtest._replay", "base._numfmt")
 
 
 @functools.cache
