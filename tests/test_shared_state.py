@@ -64,6 +64,23 @@ def test_state_url_cli_error_exit_2_and_password_hidden(tmp_path):
     assert ns.exit_code == 2 and "state.namespace" in ns.stderr
 
 
+@pytest.mark.parametrize("option", ["socket_timeout=abc", "db=abc", "max_connections=x",
+                                    "socket_connect_timeout=-1", "socket_timeout=1e309",
+                                    "health_check_interval=x", "ssl_cert_reqs=bogus"])
+def test_a_url_option_the_redis_client_refuses_is_a_config_error(tmp_path, option):
+    """redis-py refuses these when it parses the URL or first connects (ValueError,
+    OverflowError, TypeError): every command ended in an internal error."""
+    url = f"redis://botopt:s3cretPass@127.0.0.1:9/0?{option}"
+    for args in (["notify", "add", "-t", "alert", "-d", '{"message": "m"}'],
+                 ["signals", "-s", "BTCUSDT"]):
+        r = runner.invoke(app, ["--cache-dir", str(tmp_path), "--quiet", *args],
+                          env={"BOTOPT_STATE_URL": url})
+        assert r.exit_code == 2, (option, r.stderr)
+        assert r.stderr.splitlines()[-1].startswith(
+            "botopt: error: state.url: an option the redis client refuses"), r.stderr
+        assert "internal error" not in r.stderr and "s3cretPass" not in r.stderr
+
+
 def test_credentials_redacted_everywhere():
     url = "rediss://botopt:p%40ss-W0rd@redis.example.com:6380/1"
     assert redact_url(url) == "rediss://botopt:***@redis.example.com:6380/1"

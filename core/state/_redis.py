@@ -71,10 +71,7 @@ class SharedState:
             except ImportError:
                 raise ConfigError("state.url needs the redis client: pip install "
                                   "'botopt[redis]'", key="state.url") from None
-            self._client = redis.Redis.from_url(
-                self.url, socket_connect_timeout=CONNECT_TIMEOUT,
-                socket_timeout=SOCKET_TIMEOUT, health_check_interval=0,
-                retry_on_timeout=False, client_name=f"botopt-{self.namespace}")
+            self._client = _client_for(redis, self.url, self.namespace)
         return self._client
 
     @property
@@ -197,3 +194,30 @@ def describe_server(info: dict[str, Any], persistence: dict[str, Any]) -> dict[s
             "server": "valkey" if valkey else "redis",
             "aof": bool(int(persistence.get("aof_enabled", 0))),
             "rdb_changes": int(persistence.get("rdb_changes_since_last_save", 0))}
+
+
+def _client_for(redis: Any, url: str, namespace: str) -> Any:
+    """redis-py's client for ``url``, its URL's options checked before any command: redis-py
+    parses ``?socket_timeout=abc`` (ValueError), takes ``?socket_timeout=1e309`` or ``-1``
+    and fails at the first connection (OverflowError, ValueError), and hands an option it
+    does not know (``?ssl_cert_reqs=x`` on redis://) to the connection (TypeError): each
+    was an internal error in every command. A ConfigError naming state.url now (exit 2)."""
+    import math
+
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT,
+            health_check_interval=0, retry_on_timeout=False,
+            client_name=f"botopt-{namespace}")
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
+        for name in ("socket_timeout", "socket_connect_timeout", "health_check_interval"):
+            value = kwargs.get(name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number of seconds, 0 or more")
+        pool.make_connection().disconnect()  # built, not connected: its options checked
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(f"state.url: an option the redis client refuses: "
+                          f"{redact(str(exc))[:160]}", key="state.url") from None
+    return client
