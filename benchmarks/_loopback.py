@@ -13,10 +13,24 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Answer = tuple[int, Any, dict[str, str]]
+
+
+class Drip(str):
+    """A payload sent a byte at a time, ``every`` seconds apart: an answer that trickles in
+    (each read within the client's read timeout, the whole far past it)."""
+
+    every: float = 0.5
+
+    @classmethod
+    def of(cls, text: str, every: float) -> Drip:
+        d = cls(text)
+        d.every = every
+        return d
 
 
 class Loopback:
@@ -57,7 +71,14 @@ class Loopback:
                     self.send_header(k, v)
                 self.end_headers()
                 try:
-                    self.wfile.write(data)
+                    if isinstance(payload, Drip):
+                        self.wfile.flush()
+                        for i in range(len(data)):
+                            time.sleep(payload.every)
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout under test): as a real server shrugs
 

@@ -6,7 +6,8 @@ parameters.retry_after and a Retry-After header. It parses HTML entities strictl
 length in UTF-16 units after parsing, enforces 1 message/s per chat and 20/min per group,
 and can be scripted to fail ("500", "drop", "429:N", "401", "403", "chat", "long", "parse",
 "refuse" (a 400 about the message), "body:RAW" (a 200 whose body is RAW), "hang:S" (answer
-normally after S seconds)): ``script`` is used
+normally after S seconds), "drip:S" (deliver it, then send the answer a byte every S
+seconds), "redirect:URL" (a 307 to URL)): ``script`` is used
 up one answer per request, ``always`` answers every request after it, and ``refuse_containing``
 refuses every message whose text contains that string (a poisoned notification).
 """
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._loopback import Answer, Loopback
+from ._loopback import Answer, Drip, Loopback
 
 ALLOWED = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "code", "pre", "a",
            "tg-spoiler", "blockquote"}
@@ -103,6 +104,8 @@ class FakeTelegram(Loopback):
         if action:
             if action.startswith("body:"):
                 return 200, action[5:], {}
+            if action.startswith("redirect:"):
+                return 307, {"ok": False}, {"Location": action[9:]}
             if action.startswith("hang:"):  # answer only after this many seconds
                 self._lock.release()
                 try:
@@ -160,9 +163,13 @@ class FakeTelegram(Loopback):
         self._sent_at[chat].append(now)
         self.received.append({"chat_id": chat, "text": text, "shown": shown,
                               "parse_mode": req.get("parse_mode")})
-        return 200, {"ok": True, "result": {"message_id": len(self.received),
-                                            "chat": {"id": int(chat)}, "date": int(now),
-                                            "text": shown}}, {}
+        answer = {"ok": True, "result": {"message_id": len(self.received),
+                                         "chat": {"id": int(chat)}, "date": int(now),
+                                         "text": shown}}
+        if action and action.startswith("drip:"):
+            return 200, Drip.of(json.dumps(answer, separators=(",", ":")),
+                                float(action[5:])), {}
+        return 200, answer, {}
 
 
     def _info(self, method: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:

@@ -32,7 +32,12 @@ from ..base._destinations import DestinationConfig, redacted_url
 from ..base._redact import redact
 from ..base._vocab import TelegramOutcome as Kind
 from ._notify_format import _TAG, FORMATTERS, TITLES, _generic
-from ._telegram import RETRY_AFTER_DEFAULT, clamp_retry_after
+from ._telegram import (
+    RETRY_AFTER_DEFAULT,
+    AnswerTooSlow,
+    clamp_retry_after,
+    read_answer,
+)
 
 log = logging.getLogger("botopt.notify")
 KEY_RE = re.compile(r"\[key ([0-9a-f]{32})\]")
@@ -161,11 +166,12 @@ class HttpClient:
                              timeout if timeout is not None else self.dest.timeout))
         connect = min(5.0, limit / 2)
         read = max(0.5, limit - connect)
+        deadline = time.monotonic() + limit
         try:
             resp = self._session.post(self.url, data=body, headers=headers, stream=True,
                                       timeout=(connect, read), allow_redirects=False)
-            answer = _read_capped(resp)
-        except requests.ReadTimeout:
+            answer = read_answer(resp, deadline)
+        except (requests.ReadTimeout, AnswerTooSlow):
             return HttpOutcome(Kind.AMBIGUOUS, f"{self.where} did not answer within "
                                f"{read:.1f} s (it may have been delivered)")
         except (requests.ConnectTimeout, requests.exceptions.SSLError, UnicodeError) as exc:
@@ -214,21 +220,8 @@ class HttpClient:
         return HttpOutcome(Kind.REJECTED, f"{self.where} refused it: {status}{said}")
 
 
-MAX_ANSWER = 256 * 1024  # bytes of an answer read: a message object is a few kB
 
 
-def _read_capped(resp: Any) -> bytes:
-    """The answer's first MAX_ANSWER bytes: a receiver (or what sits in front of it) that
-    streams gigabytes cannot fill our memory; the rest is dropped with the connection."""
-    out = b""
-    try:
-        for chunk in resp.iter_content(chunk_size=65536):
-            out += chunk
-            if len(out) >= MAX_ANSWER:
-                break
-    finally:
-        resp.close()
-    return out[:MAX_ANSWER]
 
 
 def _said(body: Any, resp: Any) -> str:
@@ -268,7 +261,8 @@ def _discord(where: str, status: int, body: Any, headers: Any, said: str) -> Htt
         return HttpOutcome(Kind.RETRY_AFTER, f"{where} answered 429"
                            + (" (global)" if everywhere else ""), _retry_after(raw),
                            everywhere)
-    if status in (401, 403, 404, 410):
+    if status in (401, 403, 404, 410) or 300 <= status < 400:
+        # a redirect: the url is not Discord's webhook any more; no message is at fault
         return HttpOutcome(Kind.FATAL, f"{where} answered {status}{said}; check its url")
     if status >= 500 or status < 200 or status == 408:
         return HttpOutcome(Kind.TRANSIENT, f"{where} answered {status}{said}")

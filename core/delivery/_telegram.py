@@ -10,9 +10,11 @@ import json
 import logging
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..base._codec import json_loads
 from ..base._redact import redact, register_secret
 from ..base._vocab import TelegramOutcome
 from ..state._queue import RETRY_AFTER_MAX
@@ -58,6 +60,35 @@ def clamp_retry_after(raw: Any) -> float:
     return max(RETRY_AFTER_MIN, seconds)
 
 
+MAX_ANSWER = 256 * 1024  # bytes of an answer read: a message object is a few kB
+
+
+class AnswerTooSlow(Exception):
+    """The answer's body did not arrive by the request's deadline."""
+
+
+def read_answer(resp: Any, deadline: float) -> bytes:
+    """The answer's first MAX_ANSWER bytes (decoded), read by ``deadline``
+    (``time.monotonic()``), else AnswerTooSlow. The read timeout bounds each read, not the
+    answer: a body dripping a byte every half second kept a flush 30 s over a 5 s budget.
+    Reads take what has arrived (``read1``), at most 64 KiB decoded at a time, so neither a
+    drip nor a gzip bomb (300 KB inflating to 300 MB: 680 MB of memory) holds a flush; the
+    rest is dropped with the connection."""
+    out = bytearray()
+    raw = resp.raw
+    try:
+        while len(out) < MAX_ANSWER:
+            if time.monotonic() > deadline:
+                raise AnswerTooSlow
+            chunk = raw.read1(min(65536, MAX_ANSWER - len(out)), decode_content=True)
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        resp.close()
+    return bytes(out)
+
+
 class TelegramClient:
     def __init__(self, api_url: str, token: str, timeout: float = 10.0,
                  session: Any = None) -> None:
@@ -81,10 +112,15 @@ class TelegramClient:
             payload["parse_mode"] = parse_mode
         limit = max(0.5, min(self._timeout, timeout if timeout is not None else self._timeout))
         connect = min(5.0, limit / 2)  # connect + read stay within what the flush has left
+        deadline = time.monotonic() + limit
         try:
-            resp = self._session.post(self._url, json=payload,
-                                      timeout=(connect, max(0.5, limit - connect)))
-        except requests.ReadTimeout:
+            # never redirected: the Bot API does not redirect, and a Location elsewhere would
+            # take the chat id and text (and a token in its path) to another host
+            resp = self._session.post(self._url, json=payload, stream=True,
+                                      timeout=(connect, max(0.5, limit - connect)),
+                                      allow_redirects=False)
+            answer = read_answer(resp, deadline)
+        except (requests.ReadTimeout, AnswerTooSlow):
             # Sent, unanswered: Telegram may well have delivered it (it often answers late).
             return Outcome(TelegramOutcome.AMBIGUOUS,
                            f"Telegram did not answer within {max(0.5, limit - connect):.1f} s "
@@ -101,7 +137,7 @@ class TelegramClient:
             return Outcome(TelegramOutcome.TRANSIENT, redact(
                 f"Telegram unreachable ({type(exc).__name__}"
                 + (f": {cause.group(0).strip()}" if cause else "") + ")"))
-        return _classify(resp)
+        return _classify(resp, answer)
 
 
 def _sent_then_dropped(exc: BaseException) -> bool:
@@ -123,12 +159,16 @@ _CHAT_PROBLEMS = ("chat not found", "upgraded to a supergroup", "not enough righ
                   "have no rights", "chat_write_forbidden", "bot was kicked")
 
 
-def _classify(resp: Any) -> Outcome:
+def _classify(resp: Any, answer: bytes) -> Outcome:
     try:
-        body = resp.json()
-    except (ValueError, RecursionError):
+        body = json_loads(answer) if answer else None
+    except ValueError:
         body = None
     status = resp.status_code
+    if 300 <= status < 400:
+        # telegram.api_url points somewhere that moved: no message is at fault, kept
+        return Outcome(TelegramOutcome.FATAL, redact(
+            f"Telegram answered {status} (a redirect, not followed); check telegram.api_url"))
     if 200 <= status < 300 and not _is_sent_message(body):
         return Outcome(TelegramOutcome.UNUSABLE, f"Telegram answered {status} with "
                        f"{_describe(body)}, not a Bot API answer")

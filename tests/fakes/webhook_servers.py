@@ -67,6 +67,8 @@ class _Faults(Loopback):
             return 401, {"message": "401: Unauthorized", "code": 0}, {}
         if action == "404":
             return 404, {"message": "Unknown Webhook", "code": 10015}, {}
+        if action == "307":  # moved elsewhere, as a proxy or a changed host answers
+            return 307, {"message": "moved"}, {"Location": "http://127.0.0.2:9/elsewhere"}
         if action.startswith("429:"):
             return self.limited(float(action[4:]), everywhere=False)
         if action.startswith("raw429:"):  # a 429 with this JSON body, as a broken proxy
