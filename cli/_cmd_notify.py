@@ -137,40 +137,54 @@ def add(
 @opt.output_options
 def list_(ctx: typer.Context, *, out: opt.Output,
           failed: bool = typer.Option(False, "--failed", help="Show the dead letters: "
-                                      "notifications that could not be delivered.")
+                                      "notifications that could not be delivered."),
+          limit: int = typer.Option(100, "--limit", min=1, help="Show at most this many "
+                                    "(the total is always given).")
           ) -> None:
     """Show the queued notifications, oldest first (or the dead letters)."""
     from ..core import dead_letters, pending_notifications
+    from ..core.delivery._notify import queue_stats
 
     state = get_state(ctx)
+    stats = queue_stats(state.config())
     if failed:
-        dead = dead_letters(state.config())
+        dead = dead_letters(state.config(), limit)
+        total = max(int(stats.get("dead_letters") or 0), len(dead))
         if out.json:
             from ._render import iso
 
             print_json({"dead_letters": [{**d, "failed_at": iso(d["failed_at"])}
-                                         for d in dead]})
+                                         for d in dead], "total": total})
         elif not out.quiet:
             to = _to_column(state, dead)
-            print_table(state, f"{len(dead)} dead letter(s)",
+            print_table(state, _title(total, len(dead), "dead letter(s)", "newest"),
                         ["id", "type", *to, "failed (UTC)", "tries", "reason", "data"],
                         [(d["id"][:8], d["type"], *([d["destination"]] if to else []),
                           _when(d["failed_at"]), d["attempts"],
                           d["reason"], _short(d["data"])) for d in dead])
         return
-    items = pending_notifications(state.config())
+    items = pending_notifications(state.config(), limit)
+    total = max(int(stats.get("pending") or 0), len(items))
     if out.json:
         from ._render import iso
 
-        print_json({"notifications": [{**i, "created": iso(i["created"])} for i in items]})
+        print_json({"notifications": [{**i, "created": iso(i["created"])} for i in items],
+                    "total": total})
         return
     if not out.quiet:
         to = _to_column(state, items)
-        print_table(state, f"{len(items)} queued", ["id", "type", *to, "created (UTC)",
-                                                    "claimed", "tries", "data"],
+        print_table(state, _title(total, len(items), "queued", "oldest"),
+                    ["id", "type", *to, "created (UTC)", "claimed", "tries", "data"],
                     [(i["id"][:8], i["type"], *([i["destination"]] if to else []),
                       _when(i["created"]), "yes" if i["claimed"] else "",
                       _tries(i), _short(i["data"])) for i in items])
+
+
+def _title(total: int, shown: int, what: str, which: str) -> str:
+    """``4930 queued (the oldest 100 shown; --limit N for more)``: the total, always (the
+    list stopped at 100 and its title said "100 queued" of 4,930)."""
+    more = f" (the {which} {shown} shown; --limit N for more)" if shown < total else ""
+    return f"{total} {what}{more}"
 
 
 def _tries(row: dict[str, Any]) -> str:

@@ -211,6 +211,24 @@ def test_notify_add_bad_input(tmp_path, args, stdin, message):
     assert json.loads(listing.stdout)["notifications"] == []  # nothing half-queued
 
 
+def test_notify_list_gives_the_total_when_it_shows_fewer(tmp_path):
+    """5,000 queued looked like 100: the list stopped there and its title said "100
+    queued". The total is always given; --limit shows more."""
+    base = ["--cache-dir", str(tmp_path)]
+    lines = "\n".join(json.dumps({"type": "alert", "data": {"message": f"m{i}"}})
+                      for i in range(130))
+    assert runner.invoke(app, [*base, "notify", "add", "--stdin"], input=lines).exit_code == 0
+    plain = runner.invoke(app, [*base, "notify", "list"])
+    assert plain.stdout.startswith("130 queued (the oldest 100 shown; --limit N for more)")
+    data = json.loads(runner.invoke(app, [*base, "notify", "list", "--json"]).stdout)
+    assert data["total"] == 130 and len(data["notifications"]) == 100
+    wide = runner.invoke(app, [*base, "notify", "list", "--limit", "500", "--json"])
+    assert len(json.loads(wide.stdout)["notifications"]) == 130
+    dead = json.loads(runner.invoke(app, [*base, "notify", "list", "--failed",
+                                          "--json"]).stdout)
+    assert dead == {"dead_letters": [], "total": 0}
+
+
 def test_notify_add_stdin_and_batch_notify(tmp_path):
     lines = "\n".join(json.dumps({"type": "trade_exited", "data": {"symbol": f"S{i}"}})
                       for i in range(3))
