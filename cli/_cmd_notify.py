@@ -142,8 +142,7 @@ def list_(ctx: typer.Context, *, out: opt.Output,
                                     "(the total is always given).")
           ) -> None:
     """Show the queued notifications, oldest first (or the dead letters)."""
-    from ..core import dead_letters, pending_notifications
-    from ..core.delivery._notify import queue_stats
+    from ..core import dead_letters, pending_notifications, queue_stats
 
     state = get_state(ctx)
     stats = queue_stats(state.config())

@@ -61,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     "flush_notifications": ".delivery._notify",
     "enqueue": ".delivery._notify",
     "pending_notifications": ".delivery._notify",
+    "queue_stats": ".delivery._notify",
     "dead_letters": ".delivery._notify",
     "destination_names": ".delivery._notify",
     "destination_stats": ".delivery._notify",
@@ -197,6 +198,7 @@ __all__ = [
     "parse_time",
     "pending_notifications",
     "plan_fetch",
+    "queue_stats",
     "record_run",
     "replay",
     "reset_cache_stats",
@@ -293,6 +295,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         enqueue,
         flush_notifications,
         pending_notifications,
+        queue_stats,
         retry_dead_letter,
     )
     from .errors import (  # noqa: F401

@@ -159,6 +159,18 @@ def test_a_destinations_bad_token_names_the_file_it_came_from(tmp_path):
     assert "123:short" not in result.stderr
 
 
+def test_a_misspelled_variable_is_named_in_a_warning(tmp_path):
+    """BOTOPT_GATES_MIN_STRENGHT was ignored in silence (the default used); a variable of
+    no known section, or the flags' own (BOTOPT_CACHE_DIR), says nothing."""
+    env = {"BOTOPT_GATES_MIN_STRENGHT": "0.99", "BOTOPT_CACHE_DIR": str(tmp_path),
+           "BOTOPT_SOMETHING_ELSE": "1"}
+    result = runner.invoke(app, ["config", "show", "--json"], env=env)
+    assert result.exit_code == 0
+    warned = [line for line in result.stderr.splitlines() if "not a setting" in line]
+    assert warned == ["botopt: WARNING: BOTOPT_GATES_MIN_STRENGHT is not a setting of "
+                      "[gates]; ignored (did you mean BOTOPT_GATES_MIN_STRENGTH?)"]
+
+
 def test_no_config_notice_once_on_stderr():
     result = runner.invoke(app, ["config", "show", "--json"])
     assert result.exit_code == 0

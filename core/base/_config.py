@@ -742,6 +742,36 @@ def _apply_freqtrade(values: dict[str, dict[str, Any]], sources: dict[str, str],
                           file=str(ft_path), key="exchange.pair_whitelist")
 
 
+# Variables named like a setting that are not one: the flags' own variables.
+_NOT_SETTINGS = frozenset({"BOTOPT_CACHE_DIR"})
+
+
+def _warn_unknown_variables(env: Mapping[str, str]) -> None:
+    """A warning for each ``BOTOPT_<SECTION>_<KEY>`` of a known section whose key is not a
+    setting (``BOTOPT_GATES_MIN_STRENGHT``): it was ignored in silence, the default used,
+    where the same typo in botopt.toml is an error. A warning, not an error: the variable
+    may be another program's, and cron mails it on every run."""
+    import difflib
+    import logging
+
+    for var in env:
+        if not var.startswith("BOTOPT_") or var in _NOT_SETTINGS:
+            continue
+        rest = var[len("BOTOPT_"):].lower()
+        for sec_name, sec_cls in SECTIONS.items():
+            if not rest.startswith(sec_name + "_"):
+                continue
+            keys = list(_hints(sec_cls))
+            if rest[len(sec_name) + 1:] in keys:
+                break
+            near = difflib.get_close_matches(rest[len(sec_name) + 1:], keys, n=1)
+            hint = f" (did you mean BOTOPT_{sec_name.upper()}_{near[0].upper()}?)" \
+                if near else ""
+            logging.getLogger("botopt.config").warning(
+                "%s is not a setting of [%s]; ignored%s", var[:80], sec_name, hint)
+            break
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -775,6 +805,7 @@ def load_config(
                 values[sec_name][key] = _coerce(env[var], hints[key], full, f"env {var}", True)
                 sources[full] = f"env:{var}"
 
+    _warn_unknown_variables(env)
     for full, val in (overrides or {}).items():
         if val is None:
             continue
