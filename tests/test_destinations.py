@@ -835,3 +835,13 @@ def test_a_disk_that_fills_while_a_send_is_in_flight_loses_nothing(tmp_path, hoo
     assert all(len(k) == 1 for k in keys_by_id(fake).values())
     if which == "hook":
         assert len(hook.received) == 1  # the resend was dropped by its key
+
+
+def test_an_absurd_retry_after_names_who_asked(caplog):
+    """A webhook's 429 warned "Telegram asked to wait 1e+308 s"."""
+    from botopt.core.delivery._http_dest import _retry_after
+    from botopt.core.state._queue import RETRY_AFTER_MAX
+
+    assert _retry_after("1e308", "webhook destination hook") == RETRY_AFTER_MAX
+    assert "webhook destination hook asked to wait 1e+308 s" in caplog.text
+    assert "Telegram" not in caplog.text

@@ -211,7 +211,7 @@ class HttpClient:
             return HttpOutcome(Kind.OK)
         if status == 429:
             return HttpOutcome(Kind.RETRY_AFTER, f"{self.where} answered 429",
-                               _retry_after(resp.headers.get("Retry-After")))
+                               _retry_after(resp.headers.get("Retry-After"), self.where))
         if status in (401, 403, 404, 405, 410) or 300 <= status < 400:
             return HttpOutcome(Kind.FATAL, f"{self.where} answered {status}{said}; check "
                                f"its url ({redacted_url(self.dest)}) and secret")
@@ -232,13 +232,13 @@ def _said(body: Any, resp: Any) -> str:
     return f" ({redact(text)})" if text else ""
 
 
-def _retry_after(raw: Any) -> float:
+def _retry_after(raw: Any, who: str) -> float:
     """A Retry-After in seconds (an HTTP date or garbage: the default wait)."""
     try:
         value = float(raw)
     except (TypeError, ValueError):
         return RETRY_AFTER_DEFAULT
-    return clamp_retry_after(value)
+    return clamp_retry_after(value, who)
 
 
 def _discord(where: str, status: int, body: Any, headers: Any, said: str) -> HttpOutcome:
@@ -250,7 +250,7 @@ def _discord(where: str, status: int, body: Any, headers: Any, said: str) -> Htt
         hold = 0.0
         if str(headers.get("X-RateLimit-Remaining", "1")).strip() == "0":
             # The bucket is empty: wait for its reset rather than earn a 429.
-            hold = _retry_after(headers.get("X-RateLimit-Reset-After"))
+            hold = _retry_after(headers.get("X-RateLimit-Reset-After"), where)
         return HttpOutcome(Kind.OK, retry_after=hold)
     if status == 429:
         raw = body.get("retry_after") if isinstance(body, dict) else None
@@ -259,7 +259,7 @@ def _discord(where: str, status: int, body: Any, headers: Any, said: str) -> Htt
         everywhere = bool(isinstance(body, dict) and body.get("global") is True) or \
             str(headers.get("X-RateLimit-Global", "")).lower() == "true"
         return HttpOutcome(Kind.RETRY_AFTER, f"{where} answered 429"
-                           + (" (global)" if everywhere else ""), _retry_after(raw),
+                           + (" (global)" if everywhere else ""), _retry_after(raw, where),
                            everywhere)
     if status in (401, 403, 404, 410) or 300 <= status < 400:
         # a redirect: the url is not Discord's webhook any more; no message is at fault

@@ -45,8 +45,9 @@ class Outcome:
     retry_after: float = 0.0
 
 
-def clamp_retry_after(raw: Any) -> float:
-    """Seconds to wait from a 429's retry_after, within [RETRY_AFTER_MIN, RETRY_AFTER_MAX]."""
+def clamp_retry_after(raw: Any, who: str = "Telegram") -> float:
+    """Seconds to wait from a 429's retry_after, within [RETRY_AFTER_MIN, RETRY_AFTER_MAX];
+    ``who`` asked (named in the warning)."""
     try:
         seconds = float(raw)
     except (TypeError, ValueError, OverflowError):
@@ -54,7 +55,7 @@ def clamp_retry_after(raw: Any) -> float:
     if math.isnan(seconds):
         return RETRY_AFTER_DEFAULT
     if seconds > RETRY_AFTER_MAX:
-        log.warning("Telegram asked to wait %s s; waiting %.0f s at most", raw,
+        log.warning("%s asked to wait %s s; waiting %.0f s at most", who, raw,
                     RETRY_AFTER_MAX)
         return RETRY_AFTER_MAX
     return max(RETRY_AFTER_MIN, seconds)
