@@ -802,7 +802,7 @@ def load_config(
                                   key=f"{sec_name}.{key}")
             if var in env:
                 full = f"{sec_name}.{key}"
-                values[sec_name][key] = _coerce(env[var], hints[key], full, f"env {var}", True)
+                values[sec_name][key] = _coerce(env[var], hints[key], full, f"env:{var}", True)
                 sources[full] = f"env:{var}"
 
     _warn_unknown_variables(env)
