@@ -104,6 +104,15 @@ def test_local_backend_never_imports_redis(tmp_path):
 
 
 @pytest.mark.slow  # over 2 s: host processes on a real server
+def test_a_url_whose_options_are_checked_still_has_every_connection(redis_server, tmp_path):
+    """The options are checked on a connection built outside the pool: one made by the
+    pool counted against ?max_connections=1 and left none for the run."""
+    url = redis_server.url + ("&" if "?" in redis_server.url else "?") + "max_connections=1"
+    r = host(tmp_path / "a", url, *ARGS)
+    assert r.returncode == 0, r.stderr
+    assert "unreachable" not in r.stderr and "Too many" not in r.stderr
+
+
 def test_cache_entry_computed_on_host_a_is_a_hit_on_host_b(redis_server, tmp_path):
     from botopt.core.state._redis import SharedState
     from botopt.core.state._redis_store import cache_stats

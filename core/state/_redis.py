@@ -216,7 +216,9 @@ def _client_for(redis: Any, url: str, namespace: str) -> Any:
             if value is not None and not (isinstance(value, (int, float))
                                           and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number of seconds, 0 or more")
-        pool.make_connection().disconnect()  # built, not connected: its options checked
+        # one connection built (not connected, not the pool's: make_connection would count
+        # it against max_connections) so that the options it takes are checked now
+        pool.connection_class(**kwargs).disconnect()
     except (ValueError, TypeError, OverflowError) as exc:
         raise ConfigError(f"state.url: an option the redis client refuses: "
                           f"{redact(str(exc))[:160]}", key="state.url") from None
