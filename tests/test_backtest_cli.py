@@ -166,6 +166,10 @@ def test_outputs_replace_the_old_file_whole_or_not_at_all(base, tmp_path) -> Non
     rows = old.read_text().splitlines()
     assert rows[0].startswith("symbol,") and len(rows) > 1 and not r.stdout
     assert stat.S_IMODE(old.stat().st_mode) == 0o666 & ~_umask()
+    link = out / "link.csv"  # a link: the file it names is replaced, the link kept
+    link.symlink_to(old)
+    _ok([*base, *PERIOD, "--quiet", "--csv", str(link)])
+    assert link.is_symlink() and old.read_text().splitlines() == rows
     if os.path.exists("/dev/stdout"):
         fifo = tmp_path / "pipe"
         os.mkfifo(fifo)

@@ -46,19 +46,23 @@ def output_writer(path: Path) -> Iterator[BinaryIO]:
     place: replacing it would put a regular file where the device or pipe was."""
     import stat
 
+    # A link is followed: the file it names is replaced, the link kept. /dev/stdout is a
+    # link too, to whatever the shell opened (a file with "> out.csv"): never replaced.
+    real = Path(os.path.realpath(path))
     try:
-        special = not stat.S_ISREG(os.stat(path).st_mode)
+        special = not stat.S_ISREG(os.stat(real).st_mode)
     except FileNotFoundError:
         special = False
-    if special:
+    if special or any(str(p).startswith(("/dev/", "/proc/"))
+                      for p in (Path(os.path.abspath(path)), real)):
         with open(path, "wb") as fh:
             yield fh
         return
-    if not path.parent.is_dir():  # as open() would: the user's directories are not made
+    if not real.parent.is_dir():  # as open() would: the user's directories are not made
         import errno
 
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
-    with atomic_writer(path, mode=0o666 & ~_umask()) as fh:
+    with atomic_writer(real, mode=0o666 & ~_umask()) as fh:
         yield fh
 
 
