@@ -744,6 +744,7 @@ def _apply_freqtrade(values: dict[str, dict[str, Any]], sources: dict[str, str],
 
 # Variables named like a setting that are not one: the flags' own variables.
 _NOT_SETTINGS = frozenset({"BOTOPT_CACHE_DIR"})
+_warned_variables: set[str] = set()  # once a process (the freqtrade helper loads per pair)
 
 
 def _warn_unknown_variables(env: Mapping[str, str]) -> None:
@@ -755,7 +756,7 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
     import logging
 
     for var in env:
-        if not var.startswith("BOTOPT_") or var in _NOT_SETTINGS:
+        if not var.startswith("BOTOPT_") or var in _NOT_SETTINGS or var in _warned_variables:
             continue
         rest = var[len("BOTOPT_"):].lower()
         for sec_name, sec_cls in SECTIONS.items():
@@ -769,6 +770,7 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
                 if near else ""
             logging.getLogger("botopt.config").warning(
                 "%s is not a setting of [%s]; ignored%s", var[:80], sec_name, hint)
+            _warned_variables.add(var)
             break
 
 
