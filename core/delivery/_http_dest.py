@@ -220,10 +220,6 @@ class HttpClient:
         return HttpOutcome(Kind.REJECTED, f"{self.where} refused it: {status}{said}")
 
 
-
-
-
-
 def _said(body: Any, resp: Any) -> str:
     text = ""
     if isinstance(body, dict):
