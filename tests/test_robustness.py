@@ -141,6 +141,8 @@ def test_redaction_covers_any_token_shape(token, monkeypatch):
                  f"error: {url}", f"ConnectionError: {prepared} refused"):
         assert token not in redact(text) and quote(token, safe="") not in redact(text)
     assert "/bot***/sendMessage" in redact(prepared)
+    if len(token) >= 8:  # a symbol shows it upper-cased
+        assert token.upper() not in redact(f"symbol {token.upper()} is not listed")
 
 
 def test_status_and_debug_never_show_an_odd_token(tmp_path):

@@ -40,6 +40,10 @@ def _forms(value: str) -> set[str]:
         forms.add(quote_plus(value))
     except (UnicodeError, TypeError):
         pass
+    if len(value) >= 8:
+        # as a symbol shows it, upper-cased (a secret pasted into --symbols); a short one
+        # upper-cased would blank common words out of every message
+        forms.add(value.upper())
     return {f for f in forms if f}
 
 
