@@ -93,7 +93,7 @@ def test_metrics_file_parses_and_every_figure_matches_the_runs(install, tmp_path
         == telegram.responses.count(429) == 1
     failed = json.loads(cli(cfg, cache, "notify", "list", "--failed", "--json").stdout)
     assert one(f, "botopt_dead_letter_notifications", destination="telegram") \
-        == len(failed) == 1
+        == len(failed["dead_letters"]) == failed["total"] == 1
     assert one(f, "botopt_dead_lettered_total", destination="telegram") == 1
     assert one(f, "botopt_queue_depth_notifications", destination="telegram") == 1
     stats = json.loads(cli(cfg, cache, "cache-stats", "--json").stdout)["caches"]
