@@ -159,3 +159,38 @@ def test_dry_run_shows_the_shared_queue(redis_server, telegram, tmp_path):
     assert sorted(t for m in dry.messages for t in re.findall(r"tok-[a-z]+-\d+", m.text)) == [
         i["data"]["symbol"] for i in items("alpha", 7)]
     assert queue_stats(cfg)["pending"] == 7
+
+
+def test_an_unreadable_dead_letter_on_the_server_is_said_not_a_crash(redis_server, telegram,
+                                                                       tmp_path, monkeypatch):
+    """A value in the dead-letter hash that botopt did not write (garbage, 100,000 '[', a
+    row without its time): `notify list --failed` ended in an internal error. It lists the
+    others and says which one it cannot read; `notify retry` of that one is one line."""
+    import redis
+
+    from botopt.core.state._redis import SharedState
+
+    monkeypatch.setenv(SCALE_ENV, "100")
+    cfg = config(redis_server.url, telegram, tmp_path / "c")
+    env = env_for(redis_server.url, telegram, tmp_path / "c")
+    telegram.refuse_containing = "tok-bad-0000"
+    enqueue(cfg, items("bad", 1))
+    for _ in range(3):
+        flush_notifications(cfg)
+    assert len(dead_letters(cfg)) == 1
+    key = SharedState(redis_server.url, cfg.state.namespace).key("nq", "dead")
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(key, mapping={"feedfacefeedface": b"\xff not json",
+                              "deadbeefdeadbeef": "[" * 100_000,
+                              "0badc0de0badc0de": '{"type": "alert"}'})
+    client.close()
+    listed = runner.invoke(app, ["notify", "list", "--failed", "--json"], env=env)
+    assert listed.exit_code == 0, listed.stderr
+    body = listed.stdout[listed.stdout.index("{"):]
+    import json
+
+    assert [d["data"]["symbol"] for d in json.loads(body)["dead_letters"]] == ["tok-bad-0000"]
+    assert "internal error" not in listed.stderr and "unreadable" in listed.stderr
+    retry = runner.invoke(app, ["notify", "retry", "deadbeef"], env=env)
+    assert retry.exit_code == 1 and "unreadable" in retry.stderr
+    assert len(retry.stderr.strip().splitlines()) == 1

@@ -357,8 +357,20 @@ class SharedQueue:
 
     def dead(self, limit: int) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
-            rows = [json_loads(v) for v in _fields(self.r.hgetall(self.dead_key)).values()]
-            rows.sort(key=lambda r: r["failed_at"], reverse=True)
+            rows = []
+            for nid, raw in (self.r.hgetall(self.dead_key) or {}).items():
+                try:
+                    row = json_loads(_text(raw))
+                    float(row["failed_at"])
+                except (ValueError, TypeError, KeyError):
+                    # not what botopt wrote there (a damaged or foreign value): said, and
+                    # kept on the server for a person to read, not an internal error
+                    log.warning("dead letter %s on %s is unreadable; left as it is",
+                                (nid.decode("utf-8", "replace") if isinstance(nid, bytes)
+                                 else str(nid))[:40], self.shared.where)
+                    continue
+                rows.append(row)
+            rows.sort(key=lambda r: float(r["failed_at"]), reverse=True)
             return rows[:limit]
 
         return self._read(read, lambda: self.local.dead(limit))
@@ -374,7 +386,14 @@ class SharedQueue:
     def _retry_dead(self, ident: str, now: float) -> str:
         nid = self.dead_id(ident)
         raw = self.r.hget(self.dead_key, nid)
-        d = json_loads(raw)
+        try:
+            d = json_loads(_text(raw))
+            d["type"]  # noqa: B018  (what the retry reads first)
+        except (ValueError, TypeError, KeyError):
+            from ..errors import NotifyError
+
+            raise NotifyError(f"dead letter {nid[:8]} on {self.shared.where} is unreadable; "
+                              "it is left as it is") from None
         # Added directly (its "seen" mark would refuse the enqueue script), in the same
         # transaction as the dead letter goes.
         pipe = self.r.pipeline(transaction=True)
