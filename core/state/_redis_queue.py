@@ -393,7 +393,8 @@ class SharedQueue:
             from ..errors import NotifyError
 
             raise NotifyError(f"dead letter {nid[:8]} on {self.shared.where} is unreadable; "
-                              "it is left as it is") from None
+                              "it is left as it is", source=self.shared.where,
+                              key=nid) from None
         # Added directly (its "seen" mark would refuse the enqueue script), in the same
         # transaction as the dead letter goes.
         pipe = self.r.pipeline(transaction=True)
