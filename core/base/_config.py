@@ -752,9 +752,6 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
     setting (``BOTOPT_GATES_MIN_STRENGHT``): it was ignored in silence, the default used,
     where the same typo in botopt.toml is an error. A warning, not an error: the variable
     may be another program's, and cron mails it on every run."""
-    import difflib
-    import logging
-
     for var in env:
         if not var.startswith("BOTOPT_") or var in _NOT_SETTINGS or var in _warned_variables:
             continue
@@ -765,6 +762,9 @@ def _warn_unknown_variables(env: Mapping[str, str]) -> None:
             keys = list(_hints(sec_cls))
             if rest[len(sec_name) + 1:] in keys:
                 break
+            import difflib  # only with a name to suggest for (a library caller skips it)
+            import logging
+
             near = difflib.get_close_matches(rest[len(sec_name) + 1:], keys, n=1)
             hint = f" (did you mean BOTOPT_{sec_name.upper()}_{near[0].upper()}?)" \
                 if near else ""
