@@ -33,6 +33,11 @@ class Drip(str):
         return d
 
 
+class Cut(str):
+    """A payload whose first half is sent, then the connection reset (an answer cut off
+    after the status line: the request had arrived)."""
+
+
 class Loopback:
     """Mixin for a fake: ``start()`` binds a free port, ``url`` names it, ``stop()`` ends it."""
 
@@ -71,7 +76,18 @@ class Loopback:
                     self.send_header(k, v)
                 self.end_headers()
                 try:
-                    if isinstance(payload, Drip):
+                    if isinstance(payload, Cut):
+                        import socket
+                        import struct
+
+                        self.wfile.write(data[:len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        # SO_LINGER 0: close sends a reset, not an orderly end
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                   struct.pack("ii", 1, 0))
+                        self.connection.close()
+                    elif isinstance(payload, Drip):
                         self.wfile.flush()
                         for i in range(len(data)):
                             time.sleep(payload.every)

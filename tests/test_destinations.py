@@ -250,7 +250,7 @@ def test_5xx_is_retried_with_backoff_and_delivered_once(tmp_path, hook, discord,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["hang:1.5", "drop"])
+@pytest.mark.parametrize("fault", ["hang:1.5", "drop", "cut"])
 @pytest.mark.parametrize("which", ["hook", "disc"])
 def test_an_unconfirmed_send_is_resent_once_under_the_same_key_then_dead(
         tmp_path, hook, discord, which, fault):

@@ -34,6 +34,7 @@ from ..base._vocab import TelegramOutcome as Kind
 from ._notify_format import _TAG, FORMATTERS, TITLES, _generic
 from ._telegram import (
     RETRY_AFTER_DEFAULT,
+    AnswerCut,
     AnswerTooSlow,
     clamp_retry_after,
     read_answer,
@@ -174,6 +175,9 @@ class HttpClient:
         except (requests.ReadTimeout, AnswerTooSlow):
             return HttpOutcome(Kind.AMBIGUOUS, f"{self.where} did not answer within "
                                f"{read:.1f} s (it may have been delivered)")
+        except AnswerCut:
+            return HttpOutcome(Kind.AMBIGUOUS, f"{self.where}'s answer was cut off "
+                               "(it may have been delivered)")
         except (requests.ConnectTimeout, requests.exceptions.SSLError, UnicodeError) as exc:
             return HttpOutcome(Kind.TRANSIENT, f"{self.where} unreachable "
                                f"({type(exc).__name__})")

@@ -68,6 +68,12 @@ class AnswerTooSlow(Exception):
     """The answer's body did not arrive by the request's deadline."""
 
 
+class AnswerCut(Exception):
+    """The connection broke while the answer's body was read (a reset, a body shorter than
+    its length, a compressed body that does not decode): the request had arrived, so the
+    message may have been delivered."""
+
+
 def read_answer(resp: Any, deadline: float) -> bytes:
     """The answer's first MAX_ANSWER bytes (decoded), read by ``deadline``
     (``time.monotonic()``), else AnswerTooSlow. The read timeout bounds each read, not the
@@ -75,13 +81,23 @@ def read_answer(resp: Any, deadline: float) -> bytes:
     Reads take what has arrived (``read1``), at most 64 KiB decoded at a time, so neither a
     drip nor a gzip bomb (300 KB inflating to 300 MB: 680 MB of memory) holds a flush; the
     rest is dropped with the connection."""
+    import http.client
+
+    from urllib3.exceptions import HTTPError, ReadTimeoutError
+
     out = bytearray()
     raw = resp.raw
     try:
         while len(out) < MAX_ANSWER:
             if time.monotonic() > deadline:
                 raise AnswerTooSlow
-            chunk = raw.read1(min(65536, MAX_ANSWER - len(out)), decode_content=True)
+            # urllib3's own errors, not requests': the body is read from the raw stream
+            try:
+                chunk = raw.read1(min(65536, MAX_ANSWER - len(out)), decode_content=True)
+            except (ReadTimeoutError, TimeoutError) as exc:
+                raise AnswerTooSlow from exc
+            except (HTTPError, OSError, http.client.HTTPException) as exc:
+                raise AnswerCut from exc
             if not chunk:
                 break
             out += chunk
@@ -125,6 +141,9 @@ class TelegramClient:
             # Sent, unanswered: Telegram may well have delivered it (it often answers late).
             return Outcome(TelegramOutcome.AMBIGUOUS,
                            f"Telegram did not answer within {max(0.5, limit - connect):.1f} s "
+                           "(the message may have been delivered)")
+        except AnswerCut:
+            return Outcome(TelegramOutcome.AMBIGUOUS, "Telegram's answer was cut off "
                            "(the message may have been delivered)")
         except (requests.RequestException, UnicodeError) as exc:
             if _sent_then_dropped(exc):
