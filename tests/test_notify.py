@@ -316,3 +316,53 @@ def test_utf16_counting():
     assert telegram_length("😀" * 2048) == 4096 and telegram_length("&amp;<b>a</b>") == 2
     big = render_batch("alert", [("1", {"message": "😀" * 5000})])
     assert len(big) == 3 and all(telegram_length(m.text, m.parse_mode) <= MAX_LEN for m in big)
+
+
+@pytest.fixture
+def read_only_cache(tmp_path):
+    """A cache directory that can be made read-only for real: a tmpfs remounted read-only
+    (root, who writes through permissions), else permissions taken away."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(d)],
+                           capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"root, and cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+        mounted = True
+
+    def freeze() -> None:
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True)
+        else:
+            for p in [d, *d.rglob("*")]:
+                p.chmod(p.stat().st_mode & ~0o222)
+
+    yield d, freeze
+    if mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    else:
+        for p in [d, *d.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_notify_list_reads_a_queue_where_nothing_may_be_written(read_only_cache):
+    """A read-only cache (a mounted backup, a snapshot) refused `notify list`: opening the
+    queue wrote to it (WAL mode). Listing writes nothing: it reads the queue as it is."""
+    d, freeze = read_only_cache
+    base = ["--cache-dir", str(d)]
+    lines = "\n".join(json.dumps({"type": "alert", "data": {"message": f"m{i}"}})
+                      for i in range(3))
+    assert runner.invoke(app, [*base, "notify", "add", "--stdin"], input=lines).exit_code == 0
+    before = json.loads(runner.invoke(app, [*base, "notify", "list", "--json"]).stdout)
+    freeze()
+    listing = runner.invoke(app, [*base, "notify", "list", "--json"])
+    assert listing.exit_code == 0, listing.stderr
+    assert json.loads(listing.stdout) == before and before["total"] == 3
+    dead = runner.invoke(app, [*base, "notify", "list", "--failed", "--json"])
+    assert dead.exit_code == 0 and json.loads(dead.stdout)["total"] == 0
+    # what writes still says why it cannot, in one line
+    added = runner.invoke(app, [*base, "notify", "add", "-t", "alert", "-d", "{}"])
+    assert added.exit_code == 1 and len(added.stderr.strip().splitlines()) == 1
+    assert "read-only" in added.stderr or "permission" in added.stderr, added.stderr

@@ -283,7 +283,34 @@ def _reason(path: Path, exc: sqlite3.Error) -> str:
     return text
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def _open_read_only(path: Path) -> sqlite3.Connection | None:
+    """The queue opened only to read, where the normal opening failed because nothing may
+    be written there (a read-only mount, a backup, a directory without write permission):
+    listing needs no write. None when that is not why it failed, or when it cannot be read
+    either way.
+
+    A queue closed cleanly has everything in ``queue.db``, read as immutable (no lock, no
+    ``-shm`` to create); one with a ``-wal`` file beside it (a run killed mid-write) is read
+    through that log in SQLite's read-only mode, or not at all: reading the file alone would
+    show the queue without its last writes."""
+    import os
+    from urllib.parse import quote
+
+    if not path.is_file() or (os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)):
+        return None
+    wal = path.with_name(path.name + "-wal")
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    if not (wal.exists() and wal.stat().st_size):
+        uri += "&immutable=1"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+        _check_schema(con)
+    except sqlite3.Error:
+        return None
+    return con
+
+
+def _open(path: Path, read_only: bool = False) -> sqlite3.Connection:
     for attempt in range(2):
         try:
             con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
@@ -300,6 +327,10 @@ def _open(path: Path) -> sqlite3.Connection:
         except sqlite3.Error as exc:
             damaged = _damaged(exc) or _damaged_schema(con)
             con.close()
+            if read_only and not damaged:
+                ro = _open_read_only(path)
+                if ro is not None:
+                    return ro
             if attempt or not damaged:
                 raise NotifyError(f"notification queue {path}: {_reason(path, exc)}",
                                   file=str(path)) from exc
@@ -308,9 +339,11 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 @contextmanager
-def queue_db(directory: Path) -> Iterator[sqlite3.Connection]:
+def queue_db(directory: Path, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    """The queue's database; ``read_only``: the caller only reads, so a queue where nothing
+    may be written is still opened (``_open_read_only``)."""
     path = directory / "queue.db"
-    con = _open(path)
+    con = _open(path, read_only)
     try:
         yield con
     except sqlite3.Error as exc:
@@ -355,7 +388,7 @@ class LocalQueue:
         return bool(was_empty)
 
     def stats(self) -> dict[str, Any]:
-        with queue_db(self.directory) as con:
+        with queue_db(self.directory, read_only=True) as con:
             pending, oldest = con.execute("SELECT COUNT(*), MIN(created) FROM queue").fetchone()
             claimed = con.execute("SELECT COUNT(*) FROM queue WHERE claim IS NOT NULL"
                                   ).fetchone()[0]
@@ -374,7 +407,7 @@ class LocalQueue:
                 else None, "last_error": meta.get("last_error") or None}
 
     def pending(self, limit: int) -> list[dict[str, Any]]:
-        with queue_db(self.directory) as con:
+        with queue_db(self.directory, read_only=True) as con:
             rows = con.execute("SELECT id, type, created, data, claim, attempts, last_error "
                                "FROM queue ORDER BY created LIMIT ?", (limit,)).fetchall()
         return [{"id": r[0], "type": r[1], "created": r[2], "data": load_data(r[3]),
@@ -382,7 +415,7 @@ class LocalQueue:
                 for r in rows]
 
     def dead(self, limit: int) -> list[dict[str, Any]]:
-        with queue_db(self.directory) as con:
+        with queue_db(self.directory, read_only=True) as con:
             rows = con.execute("SELECT id, type, created, data, attempts, failed_at, reason "
                                "FROM dead ORDER BY failed_at DESC LIMIT ?", (limit,)).fetchall()
         return [{"id": r[0], "type": r[1], "created": r[2], "data": load_data(r[3]),
