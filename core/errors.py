@@ -176,6 +176,21 @@ _DISK = {errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is
          errno.EIO: "an I/O error"}
 
 
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          list: "a list", tuple: "a list", dict: "a table", type(None): "nothing",
+          bytes: "bytes"}
+
+
+def kind_of(value: object) -> str:
+    """What a value is, as an error message tells a person ("an integer", "a table"), not
+    Python's name for it ("a int", "a dict")."""
+    kind = _KINDS.get(type(value))
+    if kind is not None:
+        return kind
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def disk_reason(exc: OSError) -> str:
     """What an OSError about a file says to a person: "the file system is read-only", ..."""
     return _DISK.get(exc.errno or 0, exc.strerror or type(exc).__name__)

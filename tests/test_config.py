@@ -92,6 +92,27 @@ def test_bad_env_value_names_the_variable(monkeypatch):
     assert "BOTOPT_CORRELATION_WINDOW" in result.stderr
 
 
+@pytest.mark.parametrize("var, text", [("BOTOPT_CORRELATION_WINDOW", "\u0663\u0660\u0660"),
+                                       ("BOTOPT_GATES_MIN_STRENGTH", "\u0660.\u0665"),
+                                       ("BOTOPT_TELEGRAM_MAX_BATCH_SIZE", "\uff13")])
+def test_digits_of_other_scripts_are_not_numbers(monkeypatch, var, text):
+    """Python's int() and float() read "\u0663\u0660\u0660" (Arabic-Indic) as 300 and
+    fullwidth digits too: a variable holding them is a paste from elsewhere, refused."""
+    monkeypatch.setenv(var, text)
+    with pytest.raises(ConfigError, match=var):
+        load_config()
+
+
+def test_a_wrong_type_is_named_as_people_say_it(tmp_path):
+    p = write(tmp_path, "[notify.destinations.hook]\ntype = 'webhook'\n"
+                        "url = 'https://example.com/h'\nsecret = 'x' \ntimeout = '5'\n")
+    with pytest.raises(ConfigError, match="expected a number, got a string$"):
+        load_config(p)
+    p = write(tmp_path, "[notify.destinations.hook]\ntype = 'webhook'\nurl = 5\n")
+    with pytest.raises(ConfigError, match="expected a string, got an integer$"):
+        load_config(p)
+
+
 @pytest.mark.parametrize("key", ["gates.max_correlation", "nosuch.key", "gates"])
 def test_unknown_override_key_names_it(key):
     # a library caller's typo in load_config(overrides=...): a ConfigError, not a KeyError

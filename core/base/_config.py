@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Union
 
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, UsageError, kind_of
 from ._destinations import (
     ANY_TYPE,
     TELEGRAM,
@@ -353,7 +353,7 @@ def _type_name(tp: Any) -> str:
 def _shown(value: Any, key: str) -> str:
     """A rejected value as an error message may show it: a secret's only by its type."""
     if key in SECRET_KEYS:
-        return f"a {type(value).__name__} (value hidden)"
+        return f"{kind_of(value)} (value hidden)"
     if key == "state.url" and isinstance(value, str):
         value = redact_url(value)
     text = repr(value)
@@ -382,7 +382,9 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if from_text and isinstance(value, str):
+        # ASCII only: Python's int() also reads other scripts' digits ("٣" is 3), which a
+        # variable holds by a paste from elsewhere, not by intent
+        if from_text and isinstance(value, str) and value.isascii():
             try:
                 return int(value.strip())
             except ValueError:
@@ -391,7 +393,7 @@ def _coerce(value: Any, tp: Any, key: str, origin: str, from_text: bool) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if from_text and isinstance(value, str):
+        if from_text and isinstance(value, str) and value.isascii():
             try:
                 return float(value.strip())
             except ValueError:

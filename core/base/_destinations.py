@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, kind_of
 from ._redact import register_secret
 
 TELEGRAM = "telegram"  # the built-in destination: the chat of [telegram]
@@ -91,7 +91,7 @@ def _destination(name: str, table: dict[str, Any], key: str, file: Any) -> Desti
         if k in _STRINGS:
             if not isinstance(v, (str, int)) or isinstance(v, bool) or \
                     (isinstance(v, int) and k != "chat_id"):
-                raise _fail(file, full, f"expected a string, got a {type(v).__name__}")
+                raise _fail(file, full, f"expected a string, got {kind_of(v)}")
             values[k] = str(v)
         elif k in _NUMBERS:
             values[k] = _number(v, full, file, *_NUMBERS[k])
@@ -112,7 +112,7 @@ def _number(v: Any, key: str, file: Any, tp: type, low: float, high: float, unit
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (tp is int and
                                                                    isinstance(v, float)):
         raise _fail(file, key, f"expected {'an integer' if tp is int else 'a number'}, "
-                    f"got a {type(v).__name__}")
+                    f"got {kind_of(v)}")
     if not math.isfinite(v) or not low <= v <= high:
         raise _fail(file, key, f"must be between {low:g} and {high:g} ({unit}), got {v:g}")
     return tp(v)  # type: ignore[no-any-return]
