@@ -312,6 +312,31 @@ def test_messages_fit_and_keep_every_character(texts):
         assert "".join(t.split()) in "".join(shown.split())
 
 
+@pytest.mark.parametrize("value", ["\u202eBTCUSDT", "\u202e\u202dX", "\u2067abc",
+                                   "\u202cX\u202e", "\u2068\u202e\u2069\u202e"])
+def test_a_values_direction_controls_stay_within_it(value):
+    """An unclosed right-to-left override in a value reversed botopt's own text after it
+    (the direction, the price) in the chat. Closed at the value's end, every character
+    kept."""
+    import unicodedata
+
+    [m] = render_batch("signal", [("1", {"symbol": value, "direction": "LONG",
+                                         "price": 1.5})])
+    shown = parse_entities(m.text)
+    assert value in shown
+    # Unicode's bidi classes, not the code's list: what is still open at the end
+    open_ = {"LRE": 0, "LRI": 1, "RLE": 0, "RLI": 1, "LRO": 0, "RLO": 0, "FSI": 1}
+    depth = [0, 0]
+    for c in shown[shown.index(value):]:
+        kind = unicodedata.bidirectional(c)
+        if kind in open_:
+            depth[open_[kind]] += 1
+        elif kind in ("PDF", "PDI"):
+            k = 0 if kind == "PDF" else 1
+            depth[k] = max(0, depth[k] - 1)
+    assert depth == [0, 0], ascii(shown)
+
+
 def test_utf16_counting():
     assert telegram_length("😀" * 2048) == 4096 and telegram_length("&amp;<b>a</b>") == 2
     big = render_batch("alert", [("1", {"message": "😀" * 5000})])

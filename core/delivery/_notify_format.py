@@ -38,7 +38,33 @@ def telegram_length(text: str, parse_mode: str | None = "HTML") -> int:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=False)
+    return html.escape(_contained(str(value)), quote=False)
+
+
+# Unicode's explicit direction controls: embeddings and overrides (closed by PDF, U+202C)
+# and isolates (closed by PDI, U+2069).
+_OPENS, _PDF = "\u202a\u202b\u202d\u202e", "\u202c"
+_ISOLATES, _PDI = "\u2066\u2067\u2068", "\u2069"
+
+
+def _contained(text: str) -> str:
+    """``text`` with the direction controls it leaves open closed at its end. A value's
+    unclosed right-to-left override (U+202E) ran on into botopt's own text after it: a
+    "LONG" shown reversed, a price read backwards. Every character is kept (they are the
+    sender's); botopt's text opens none, so a surplus close is ignored."""
+    if not any(c in text for c in _OPENS + _ISOLATES):
+        return text
+    depth = isolates = 0
+    for c in text:
+        if c in _OPENS:
+            depth += 1
+        elif c == _PDF:
+            depth = max(0, depth - 1)
+        elif c in _ISOLATES:
+            isolates += 1
+        elif c == _PDI:
+            isolates = max(0, isolates - 1)
+    return text + _PDF * depth + _PDI * isolates
 
 
 def value_text(value: Any) -> str:
