@@ -211,6 +211,24 @@ def test_malformed_answers_are_data_errors(server):
     assert (info.value.symbol, info.value.row) == ("BTCUSDT", 2)
 
 
+def test_an_answer_with_two_candles_at_one_time_is_refused(server):
+    """Two different candles at one open time were made one in silence (the last kept): a
+    file with the same fault stops the command. A row repeated whole, or rows out of order,
+    are still read as the one sorted series they are."""
+    a = [1700000000000, "1", "2", "0.5", "1.5", "10", 1700000299999]
+    b = [1700000300000, "1.5", "2", "1", "1.8", "12", 1700000599999]
+    other = [1700000300000, "1.5", "2", "1", "1.7", "12", 1700000599999]
+    server.script = [(200, [a, b, other], {})]
+    with pytest.raises(DataError, match="BTCUSDT: two different candles open at "
+                                        "2023-11-14 22:18 UTC") as info:
+        client_for(server).klines("BTCUSDT", "5m", now_ms=1800000000000)
+    assert info.value.symbol == "BTCUSDT"
+    server.script = [(200, [b, a, b], {})]
+    df = client_for(server).klines("BTCUSDT", "5m", now_ms=1800000000000)
+    assert df["open_time"].dt.epoch("ms").to_list() == [a[0], b[0]]
+    assert df["close"].to_list() == [1.5, 1.8]
+
+
 def test_pauses_when_the_ip_weight_is_nearly_used(server):
     sleeps: list[float] = []
     server.used_weight = 5400

@@ -419,6 +419,15 @@ def _frame(symbol: str, rows: list[list[Any]], step: int, now: int, *,
         schema={"symbol": pl.String, "open_time": pl.Int64, "open": pl.Float64,
                 "high": pl.Float64, "low": pl.Float64, "close": pl.Float64,
                 "volume": pl.Float64})
-    return df.unique("open_time", keep="last").sort("open_time").with_columns(
+    # A row repeated whole (pages that overlap) is one candle; two different candles at one
+    # open time are an answer that cannot be vouched for: which one is the market's?
+    whole = df.unique(maintain_order=True)
+    if whole.height != whole.get_column("open_time").n_unique():
+        t = whole.filter(pl.col("open_time").is_duplicated()).get_column("open_time")[0]
+        at = datetime.fromtimestamp(t / 1000, tz=timezone.utc)
+        raise DataError(f"{source} for {symbol}: two different candles open at "
+                        f"{at:%Y-%m-%d %H:%M} UTC", symbol=symbol,
+                        source=source.split()[0].lower())
+    return whole.sort("open_time").with_columns(
         pl.from_epoch("open_time", time_unit="ms").dt.cast_time_unit("ms")
         .dt.replace_time_zone("UTC"))
