@@ -28,6 +28,7 @@ from botopt.core import (
     load_config,
 )
 from botopt.core.base._codec import Unencodable, decode, encode, fingerprint
+from botopt.core.errors import UsageError
 from botopt.core.signals._engines import Signal
 from botopt.core.state._cache import _HEADER, MISS, CacheManager, get_manager
 from botopt.core.state._workspace import set_default_root
@@ -84,17 +85,23 @@ def test_codec_frames_arrays_and_registered_types():
     assert fingerprint(df) != fingerprint(df.with_columns(pl.col("a").fill_null(2.0)))
 
 
+# Module level, not captured: a closure's values are part of a decorated function's key,
+# and a list a closure appends to would make every call a miss.
+_CALLS: list[str] = []
+
+
 def test_decorators_cache_between_calls_and_none_is_a_hit(root):
-    calls = []
+    calls = _CALLS
+    calls.clear()
 
     @cache_features(ttl_seconds=60)
     def compute_features(symbol: str, data: pl.DataFrame) -> dict:
-        calls.append(symbol)
+        _CALLS.append(symbol)
         return {"symbol": symbol, "mean": float(data["close"].mean())}
 
     @cache_predictions(ttl_seconds=30)
     def predict(features: dict) -> float | None:
-        calls.append("predict")
+        _CALLS.append("predict")
         return None
 
     df = pl.DataFrame({"close": [1.0, 2.0, 3.0]})
@@ -418,6 +425,129 @@ def test_cache_clear(tmp_path):
     bad = runner.invoke(app, ["--cache-dir", str(c), "cache-clear", "--cache", "featurez"])
     assert bad.exit_code == 2 and "unknown cache 'featurez'" in bad.stderr
     assert runner.invoke(app, ["--cache-dir", str(c), "cache-clear"]).exit_code == 0
+
+
+# -- what a decorated function's key holds (a hostile sweep's wrong hits) --------------------
+
+def _factory(k):
+    @cached("features")
+    def scale(x):
+        return x * k
+    return scale
+
+
+def test_closures_of_one_factory_never_share_an_entry(root):
+    """Two closures of one factory share their code, not their values: make(3)(10) was
+    served make(2)(10)'s 20."""
+    assert _factory(2)(10) == 20 and _factory(3)(10) == 30 and _factory(2)(10) == 20
+
+
+@pytest.mark.parametrize("a, b", [
+    (pl.DataFrame({"x": [1]}), pl.Series("x", [1])),  # a frame and a series, equal data
+    (pl.DataFrame({"x": [0.0, 1.0]}), pl.DataFrame({"x": [-0.0, 1.0]})),  # 1 / x differs
+    (np.array(["s1"], dtype=object), np.array(["s2"], dtype=object)),  # hashed addresses
+    (np.array([0.0]), np.array([-0.0])),
+])
+def test_arguments_that_differ_never_share_an_entry(root, a, b):
+    @cached("features")
+    def describe(x):
+        if isinstance(x, pl.DataFrame):
+            return ["frame", (1 / x["x"]).to_list()]
+        if isinstance(x, pl.Series):
+            return ["series", x.to_list()]
+        return ["array", [str(v) for v in x.tolist()], (1 / x.astype(float)).tolist()
+                if x.dtype != object else None]
+
+    assert fingerprint(a) != fingerprint(b)
+    with np.errstate(divide="ignore"):
+        first, second = describe(a), describe(b)
+        assert describe.__wrapped__(b) == second != first and describe(a) == first
+
+
+def test_object_arrays_are_fingerprinted_by_content():
+    keys = {fingerprint(np.array([f"sym{i}"], dtype=object)) for i in range(50)}
+    assert len(keys) == 50
+    assert fingerprint(np.array(["a"], dtype=object)) == \
+        fingerprint(np.array(["a"], dtype=object))
+
+
+@pytest.mark.parametrize("value", [10 ** 5000, np.longdouble(1.5)], ids=["huge", "longdouble"])
+def test_values_json_cannot_hold_are_computed_uncached(root, value):
+    calls = []
+
+    @cached("features")
+    def same(x):
+        calls.append(1)
+        return x
+
+    assert same(value) == value and same(value) == value and len(calls) == 2
+    looped: list = []
+    looped.append(looped)
+    assert same(looped) is looped and len(calls) == 3
+
+
+def test_numpy_scalars_come_back_as_numpy_scalars(root):
+    @cached("features")
+    def half(x):
+        return np.float64(x) / 2
+
+    assert type(half(3)) is np.float64 and type(half(3)) is np.float64
+
+
+@pytest.mark.parametrize("ttl", ["60", [1], 0, -5, float("nan"), float("inf"), 10 ** 400,
+                                 True], ids=lambda v: str(v)[:8])
+def test_a_bad_life_is_refused_when_decorating(ttl):
+    with pytest.raises(UsageError, match="ttl_seconds"):
+        cached("features", ttl_seconds=ttl)
+
+
+@pytest.mark.parametrize("target", [None, 5])
+def test_a_bad_name_or_target_is_a_usage_error(target):
+    with pytest.raises(UsageError):
+        cached(target)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="not a function"):
+        cached("features")(target)
+
+
+def test_a_partial_is_cached_by_its_bound_arguments(root):
+    import functools
+
+    p2, p3 = (cached("features")(functools.partial(pow, k)) for k in (2, 3))
+    assert p2(5) == 32 and p3(5) == 243 and p2(5) == 32
+
+
+_USERFN = """
+from botopt.core import cached
+RATE = {rate}
+
+@cached("features")
+def fee(x, cut={cut}):
+    return [round(x * RATE * c, 9) for c in (cut,)]  # a comprehension: nested code
+
+print(fee(100.0)[0])
+"""
+
+
+def test_edits_to_defaults_and_constants_are_never_served_old_results(tmp_path):
+    """Across processes, as cron runs it: an edited default or module constant served the
+    old result, and a function holding a comprehension never hit (its nested code's repr
+    held a memory address)."""
+    env = {**os.environ, "BOTOPT_CACHE_DIR": str(tmp_path / "c")}
+
+    def run(rate: float, cut: float) -> float:
+        (tmp_path / "userfn.py").write_text(_USERFN.format(rate=rate, cut=cut))
+        out = subprocess.run([sys.executable, str(tmp_path / "userfn.py")], env=env,
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout)
+
+    assert run(0.001, 1.0) == 0.1 and run(0.001, 1.0) == 0.1
+    hits = json.loads(subprocess.run(
+        [sys.executable, "-m", "botopt.cli.main", "--cache-dir", str(tmp_path / "c"),
+         "cache-stats", "--json"], capture_output=True, text=True, check=True,
+        env=env).stdout)["caches"]["features"]["hits"]
+    assert hits == 1  # the second process was answered from the first one's entry
+    assert run(0.5, 1.0) == 50.0  # the constant edited
+    assert run(0.5, 2.0) == 100.0  # the default edited
 
 
 @pytest.fixture

@@ -57,6 +57,14 @@ def _ipc(frame: Any) -> bytes:
 def _to_json(v: Any) -> Any:
     if v is None or isinstance(v, (bool, str)):
         return v
+    if type(v).__module__ == "numpy":  # np.float64 is a float: kept a numpy scalar
+        import numpy as np
+
+        if isinstance(v, np.generic):
+            item = v.item()
+            if type(item) is type(v):  # no Python equivalent (long double): not stored
+                raise Unencodable(f"numpy {v.dtype} scalar")
+            return {"$np": str(v.dtype), "v": _to_json(item)}
     if isinstance(v, int):
         return v
     if isinstance(v, float):
@@ -146,13 +154,18 @@ def _from_json(v: Any) -> Any:
 
 
 def encode(value: Any) -> tuple[bytes, bytes]:
-    """(tag, body) for a value; raises Unencodable for types that would need pickle."""
+    """(tag, body) for a value; raises Unencodable for types that would need pickle, and
+    for values JSON cannot hold (an integer of 5,000 digits, a list that contains itself,
+    nesting too deep for the parser to read back)."""
     if type(value).__module__.split(".")[0] == "polars":
         import polars as pl
 
         if isinstance(value, pl.DataFrame):
             return TAG_ARROW, _ipc(value)
-    return TAG_JSON, _ENCODER.encode(_to_json(value)).encode()
+    try:
+        return TAG_JSON, _ENCODER.encode(_to_json(value)).encode()
+    except (ValueError, RecursionError, OverflowError) as exc:
+        raise Unencodable(f"{type(exc).__name__}: {str(exc)[:80]}") from None
 
 
 def decode(tag: bytes, body: bytes) -> Any:
@@ -171,17 +184,31 @@ def _feed(h: Any, v: Any) -> None:
         import polars as pl
 
         if isinstance(v, (pl.DataFrame, pl.Series)):
-            frame = v.to_frame() if isinstance(v, pl.Series) else v
-            h.update(f"df:{pl.__version__}:{frame.schema}:{frame.height}".encode())
+            series = isinstance(v, pl.Series)
+            frame: pl.DataFrame = v.to_frame() if isinstance(v, pl.Series) else v
+            h.update(f"{'series' if series else 'df'}:{pl.__version__}:{frame.schema}:"
+                     f"{frame.height}".encode())
             if frame.height and frame.width:
                 h.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+                # hash_rows hashes -0.0 as 0.0 (1 / x tells them apart): where a float
+                # column holds a negative zero is hashed too (none, nearly always)
+                floats = [c for c, t in frame.schema.items() if t in (pl.Float64,
+                                                                       pl.Float32)]
+                if floats:
+                    neg = frame.select(pl.concat_list(
+                        pl.arg_where((pl.col(c) == 0) & (1 / pl.col(c) < 0)).implode()
+                        for c in floats))
+                    h.update(b"negzero:" + repr(neg.row(0)).encode())
             return
     if mod == "numpy":
         import numpy as np
 
         if isinstance(v, np.ndarray):
             h.update(f"nd:{v.dtype}:{v.shape}".encode())
-            h.update(np.ascontiguousarray(v).tobytes())
+            if v.dtype.hasobject:  # its bytes are addresses: the objects, by content
+                _feed(h, v.tolist())
+            else:
+                h.update(np.ascontiguousarray(v).tobytes())
             return
     own = getattr(type(v), "__fingerprint__", None)
     if own is not None:  # a value that is computed on demand names its data itself
@@ -206,9 +233,14 @@ def _feed(h: Any, v: Any) -> None:
 
 
 def fingerprint(value: Any) -> str:
-    """A content hash of ``value`` (frames and arrays by their data)."""
+    """A content hash of ``value`` (frames and arrays by their data). Unencodable for what
+    has no content hash here (objects, a list that contains itself, an integer too long
+    for JSON)."""
     h = hashlib.blake2b(digest_size=20)
-    _feed(h, value)
+    try:
+        _feed(h, value)
+    except (ValueError, RecursionError, OverflowError) as exc:
+        raise Unencodable(f"{type(exc).__name__}: {str(exc)[:80]}") from None
     return h.hexdigest()
 
 

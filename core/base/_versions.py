@@ -66,11 +66,26 @@ def stage_tag(stage: str) -> str:
 
 def function_tag(fn: Callable[..., Any]) -> str:
     """Changes whenever the function's code (or botopt's version) does, so an edited function
-    never serves a result computed by its old body."""
+    never serves a result computed by its old body. The code object is hashed with the code
+    objects nested in it (comprehensions, lambdas, inner functions) by their contents:
+    ``repr`` of a nested one holds its memory address, a new one in every process, so such
+    a function never hit from one cron run to the next."""
     from importlib.metadata import version
 
+    h = hashlib.blake2b(digest_size=12)
+    h.update(version("botopt").encode())
     code = getattr(fn, "__code__", None)
-    parts: list[str] = [version("botopt")]
     if code is not None:
-        parts += [code.co_code.hex(), repr(code.co_consts), repr(code.co_names)]
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+        _feed_code(h, code)
+    return h.hexdigest()
+
+
+def _feed_code(h: Any, code: Any) -> None:
+    h.update(b"code:" + code.co_code + b"\x00")
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
+                   code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode())
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            _feed_code(h, c)
+        else:
+            h.update(b"const:" + repr(c).encode() + b"\x00")

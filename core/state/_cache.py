@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FunctionType
 from typing import Any, Protocol, TypeVar
 
 from ..base._codec import Unencodable, decode, encode, fingerprint, json_loads
@@ -56,7 +57,7 @@ from ..base._codec import Unencodable, decode, encode, fingerprint, json_loads
 from ..base._config import CANDLE_LIVES, describe_life, effective_lives  # noqa: F401
 from ..base._fs import refused_write
 from ..base._versions import function_tag
-from ..errors import CacheError, UsageError
+from ..errors import CacheError, UsageError, kind_of
 from ._entry_format import HEADER as _HEADER
 from ._entry_format import MAGIC, MAGIC_D, MAGIC_Z
 from ._entry_format import pack as _pack
@@ -606,19 +607,34 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
     pickle, simply bypass the cache. ``ttl_seconds`` defaults to the seed TTL of a named
     cache (``SEED_TTLS``), else 60 s.
     """
-    if not name or not name.replace("_", "").isalnum():
-        raise UsageError(f"invalid cache name {name!r}: use letters, digits and _", key=str(name))
+    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
+        raise UsageError(f"invalid cache name {str(name)[:40]!r}: use letters, digits and _",
+                         key=str(name)[:40])
+    if ttl_seconds is not None and (isinstance(ttl_seconds, bool) or not isinstance(
+            ttl_seconds, (int, float)) or not 0 < ttl_seconds <= _MAX_TTL):
+        raise UsageError(f"ttl_seconds must be a number of seconds in (0, {_MAX_TTL:g}], not "
+                         f"{str(ttl_seconds)[:40]}", key="ttl_seconds")
     life = ttl_seconds if ttl_seconds is not None else SEED_TTLS.get(name, DEFAULT_TTL)
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T]:
-        ident = f"{fn.__module__}.{fn.__qualname__}"
-        tag = function_tag(fn)
+        if not callable(fn):
+            raise UsageError(f"cache {name}: {kind_of(fn)} is not a function to cache",
+                             key=name)
+        inner = getattr(fn, "func", fn)  # functools.partial: the function it calls
+        ident = f"{getattr(inner, '__module__', '?')}." \
+                f"{getattr(inner, '__qualname__', type(inner).__qualname__)}"
+        tag = function_tag(inner)
+        reads = _reads(inner)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T:
             mgr = get_manager()
             try:
-                key = fingerprint([ident, tag, list(args), sorted(kwargs.items())])
+                # What the result depends on beyond the arguments: the defaults, the
+                # values a closure captured (two closures of one factory share code, not
+                # values) and the plain values of the module globals it names.
+                key = fingerprint([ident, tag, list(args), sorted(kwargs.items()),
+                                   _context(fn, inner, reads)])
             except Unencodable as exc:
                 log.debug("cache %s: %s not cached (%s)", name, ident, exc)
                 return fn(*args, **kwargs)
@@ -628,6 +644,48 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
         return wrapper
 
     return decorate
+
+
+_MAX_TTL = 10 * 365 * 86_400.0  # seconds: longer is a mistake, not a cache life
+# Module globals whose values are part of a decorated function's key (settings a user edits:
+# RATE = 0.5); modules, functions and objects are not (their code or state is not hashed).
+_PLAIN_GLOBALS = (int, float, str, bytes, bool, type(None))
+
+
+def _reads(fn: Any) -> tuple[str, ...]:
+    """The global names ``fn``'s code (and the code nested in it) reads."""
+    names: set[str] = set()
+    stack = [getattr(fn, "__code__", None)]
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_code"))
+    return tuple(sorted(names))
+
+
+def _context(fn: Any, inner: Any, reads: tuple[str, ...]) -> list[Any]:
+    """The inputs of a call beyond its arguments (``cached``): defaults, a partial's bound
+    arguments, closure values, plain module globals. Unencodable when a closure holds
+    what cannot be fingerprinted: such a call is not cached."""
+    out: list[Any] = [list(getattr(inner, "__defaults__", None) or ()),
+                      sorted((getattr(inner, "__kwdefaults__", None) or {}).items())]
+    if fn is not inner:
+        out += [list(getattr(fn, "args", ())), sorted((getattr(fn, "keywords", None)
+                                                       or {}).items())]
+    cells = getattr(inner, "__closure__", None) or ()
+    try:
+        # a function captured is named by its code (its own captures are not followed)
+        out.append([("fn", v.__qualname__, function_tag(v)) if isinstance(v, FunctionType)
+                    else v for v in (c.cell_contents for c in cells)])
+    except ValueError as exc:  # a cell not yet filled (a recursive inner function)
+        raise Unencodable("an empty closure cell") from exc
+    g = getattr(inner, "__globals__", None) or {}
+    out.append([(n, g[n]) for n in reads if n in g and type(g[n]) in _PLAIN_GLOBALS
+                or (n in g and type(g[n]) is tuple and all(type(x) in _PLAIN_GLOBALS
+                                                           for x in g[n]))])
+    return out
 
 
 def cache_features(ttl_seconds: float | None = None
