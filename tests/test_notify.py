@@ -71,6 +71,35 @@ def test_groups_by_type_at_most_five_per_message(tmp_path, fake, vclock):
     assert 429 not in fake.responses
 
 
+@pytest.mark.parametrize("size", [2.5, -1, 0, 51, "5", True, 10 ** 30, None])
+def test_a_bad_batch_size_is_refused_before_anything_is_queued(tmp_path, fake, size):
+    cfg = make_config(tmp_path, fake)
+    if size is None:  # the default: the config's
+        assert len(batch_notify(items(2), max_batch_size=size, config=cfg)) == 2
+        return
+    with pytest.raises(UsageError, match="max_batch_size") as info:
+        batch_notify(items(2), max_batch_size=size, config=cfg)
+    assert info.value.key == "max_batch_size"
+    assert queue_stats(cfg)["pending"] == 0
+
+
+@pytest.mark.parametrize("stored", [2.5, -1, 0, "x", 10 ** 15])
+def test_a_queue_holding_a_bad_batch_size_still_flushes_whole(tmp_path, fake, vclock,
+                                                             stored):
+    """Rows queued with a size no flush can use (2.5 jammed every later flush with a
+    TypeError; -1 sent nothing): the default size is used, nothing stuck or lost."""
+    import sqlite3
+
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(7), now=vclock.time())
+    db = tmp_path / "cache" / "notify" / "queue.db"
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE queue SET batch = ?", (stored,))
+    result = flush(cfg, vclock, force=True)
+    assert result.error is None and (result.notifications_sent, result.remaining) == (7, 0)
+    assert result.messages_sent == 2  # five, then two
+
+
 def test_force_sends_everything(tmp_path, fake, vclock):
     cfg = make_config(tmp_path, fake)
     enqueue(cfg, items(2), now=vclock.time())

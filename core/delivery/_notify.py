@@ -45,6 +45,7 @@ from ..base._vocab import EventType, NotificationType, TelegramOutcome
 from ..errors import ConfigError, TelegramConfigError, UsageError
 from ..state._events import EventSink
 from ..state._queue import (
+    MAX_BATCH,
     FlushRules,
     FlushSession,
     Item,
@@ -183,6 +184,10 @@ def enqueue(config: Config | None, notifications: Iterable[Mapping[str, Any]],
     ``announce``: when the queue was empty, emit ``notify_queued`` so that a monitor
     sleeping until its next deadline learns of the new oldest item (the monitor itself
     passes False)."""
+    if max_batch_size is not None and (isinstance(max_batch_size, bool) or not isinstance(
+            max_batch_size, int) or not 1 <= max_batch_size <= MAX_BATCH):
+        raise UsageError(f"max_batch_size must be a whole number of notifications in "
+                         f"1..{MAX_BATCH}, not {str(max_batch_size)[:40]}", key="max_batch_size")
     items = _validate(notifications)
     if not items:
         return []

@@ -51,6 +51,21 @@ DEST_SEP = "@"
 DEFAULT_DEST = "telegram"
 
 
+MAX_BATCH = 50  # notifications per message at most (telegram.max_batch_size's range)
+
+
+def sane_batch(value: Any) -> int:
+    """A stored batch size as the flush uses it: a whole number in 1..MAX_BATCH, else the
+    default 5. Rows queued by a version that did not check the size (2.5, -1, "x") jammed
+    every later flush of the queue (a TypeError) or sent nothing."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            value == value and 1 <= value <= MAX_BATCH and int(value) == value:
+        return int(value)
+    if isinstance(value, (str, bytes)) and value.isdigit():
+        return sane_batch(int(value))
+    return 5
+
+
 def queue_type(kind: str, dest: str) -> str:
     return kind if dest == DEFAULT_DEST else f"{kind}{DEST_SEP}{dest}"
 
@@ -362,7 +377,7 @@ def _due_types(con: sqlite3.Connection, now: float, interval: float, force: bool
     rows = con.execute(f"SELECT type, COUNT(*), MIN(created), MIN(batch) FROM queue {where}"
                        "GROUP BY type ORDER BY MIN(created)").fetchall()
     return [t for t, n, oldest, batch in rows
-            if (force or n >= batch or now - oldest >= interval)
+            if (force or n >= sane_batch(batch) or now - oldest >= interval)
             and split_type(t)[1] not in skip]
 
 
@@ -479,7 +494,8 @@ class LocalQueue:
                                    "created, id", (kind,)).fetchall()
                 batch = con.execute("SELECT MIN(batch) FROM queue WHERE type = ?",
                                     (kind,)).fetchone()[0]
-                out.append((kind, [(nid, load_data(raw)) for nid, raw in rows], batch))
+                out.append((kind, [(nid, load_data(raw)) for nid, raw in rows],
+                            sane_batch(batch)))
             remaining = con.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
         return out, remaining
 
@@ -561,7 +577,8 @@ class LocalSession:
         batch = con.execute("SELECT MIN(batch) FROM queue WHERE type = ? AND claim IS NULL",
                             (kind,)).fetchone()[0]
         rows = con.execute("SELECT id, data FROM queue WHERE type = ? AND claim IS NULL "
-                           "ORDER BY created, id LIMIT ?", (kind, batch or 5)).fetchall()
+                           "ORDER BY created, id LIMIT ?", (kind, sane_batch(batch))
+                           ).fetchall()
         con.executemany("UPDATE queue SET claim = ? WHERE id = ?",
                         [(self.claim, r[0]) for r in rows])
         con.execute("COMMIT")

@@ -44,6 +44,7 @@ from ._queue import (
     check_dead_id,
     load_data,
     pick_dead_id,
+    sane_batch,
     split_type,
 )
 from ._redis import SharedState
@@ -605,7 +606,7 @@ class SharedSession:
             if not rows:
                 continue
             first = _fields(rows[0][1])
-            batch = max(1, int(first.get("batch", 5)))
+            batch = sane_batch(first.get("batch", 5))
             created = entry_time(_text(rows[0][0]))
             if self.rules.force or len(rows) >= batch or \
                     now - created >= self.rules.batch_interval:
