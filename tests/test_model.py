@@ -66,6 +66,55 @@ def test_save_load_round_trip_and_batch_equals_single(real_features, tmp_path):
         load_model(ModelConfig(path=path))
 
 
+def _bundled() -> dict:
+    from importlib.resources import files
+
+    data = json.loads(files("botopt.core").joinpath("default_model.json").read_bytes())
+    del data["version"]  # edited by hand: no hash to match
+    return data
+
+
+@pytest.mark.parametrize("edit, says", [
+    ({"weights": [float("nan")] * 9}, "weights holds a value that is not finite"),
+    ({"weights": [1e308] * 9}, "weights holds a value"),
+    ({"std": [0.0] * 9}, "a std is 0 or negative"),
+    ({"std": [-1.0] * 9}, "a std is 0 or negative"),
+    ({"bias": 10 ** 400}, "bias"),
+    ({"bias": True}, "bias is not a list of numbers"),
+    ({"meta": ["x"]}, "meta is not an object"),
+    ({"meta": None}, "meta is not an object"),
+    ({"inputs": ["rsi"] * 9}, "inputs names an input twice"),
+    ({"inputs": [[1]] * 9}, "inputs is not a list of input names"),
+    ({"inputs": ["nope", *_bundled()["inputs"][1:]]}, "unknown input 'nope'"),
+    ({"inputs": [], "mean": [], "std": [], "weights": []}, "inputs is not a list"),
+    ({"features": {"rsi_period": 14.0}}, "features.rsi_period is not a whole number"),
+    ({"features": {"rsi_period": 0}}, "features.rsi_period is not a whole number"),
+    ({"features": {"nope": 1}}, "unknown features setting 'nope'"),
+    ({"features": []}, "features is not an object"),
+    ({"mean": "abc"}, "mean is not a list of numbers"),
+])
+def test_a_model_file_that_cannot_predict_is_refused_naming_it(tmp_path, edit, says):
+    """A NaN weight or a zero std loaded in silence and made every probability NaN: every
+    signal blocked as "no model probability". Other shapes ended in AttributeError,
+    polars' DuplicateError or ColumnNotFoundError, OverflowError or a zip error."""
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({**_bundled(), **edit}))
+    with pytest.raises(ModelError, match=says) as info:
+        load_model(ModelConfig(path=path))
+    assert info.value.file == str(path)
+
+
+def test_training_on_one_class_or_a_bad_holdout_is_refused(real_features, tmp_path):
+    rising = real_features.filter(pl.col("symbol") == "ETH_BTC").with_columns(
+        pl.lit(1e-3).alias("log_return"))  # every next candle closes up
+    with pytest.raises(ModelError, match="moved up: nothing to learn from"):
+        train_model(rising, interval_ms=300_000)
+    for bad in (-0.5, 1.5, float("nan"), "0.2", True):
+        with pytest.raises(ModelError, match="holdout_fraction") as info:
+            train_model(real_features, interval_ms=300_000, holdout_fraction=bad)
+        assert info.value.key == "holdout_fraction"
+
+
 def test_bundled_default_model_loads():
     model = load_model(ModelConfig())
     assert isinstance(model, LogisticModel) and len(model.version) == 16

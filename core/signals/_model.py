@@ -58,6 +58,25 @@ def design_matrix(rows: pl.DataFrame, names: Sequence[str], fc: FeaturesConfig) 
     return rows.select([exprs[n].alias(n) for n in names]).to_numpy().astype(np.float64)
 
 
+# The inputs a model may name (``input_exprs``' keys, which do not depend on the settings).
+_INPUTS = frozenset(input_exprs(FeaturesConfig()))
+
+
+def _numbers(values: Any, key: str, limit: float = 1e100) -> tuple[float, ...]:
+    """A model's list of finite numbers: a NaN or infinite weight made every probability
+    NaN, so every signal read "no model probability", in silence."""
+    if not isinstance(values, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{key} is not a list of numbers")
+    try:
+        out = tuple(float(v) for v in values)
+    except OverflowError:
+        raise ValueError(f"{key} holds an integer beyond a float's range") from None
+    if not all(math.isfinite(v) and abs(v) <= limit for v in out):
+        raise ValueError(f"{key} holds a value that is not finite or beyond {limit:g}")
+    return out
+
+
 class Predictor(Protocol):
     @property
     def version(self) -> str: ...
@@ -103,15 +122,44 @@ class LogisticModel:
     def from_json(cls, d: dict[str, Any], where: str) -> LogisticModel:
         try:
             if d.get("format") != FORMAT:
-                raise ValueError(f"format {d.get('format')!r}, expected {FORMAT!r}")
-            model = cls(names=tuple(d["inputs"]), mean=tuple(map(float, d["mean"])),
-                        std=tuple(map(float, d["std"])),
-                        weights=tuple(map(float, d["weights"])), bias=float(d["bias"]),
-                        features=FeaturesConfig(**d["features"]),
-                        meta=tuple(sorted(d.get("meta", {}).items())))
-            if not len(model.names) == len(model.mean) == len(model.std) == len(model.weights):
+                raise ValueError(f"format {str(d.get('format'))[:40]!r}, expected {FORMAT!r}")
+            names = d["inputs"]
+            if not isinstance(names, list) or not names or \
+                    not all(isinstance(n, str) for n in names):
+                raise ValueError("inputs is not a list of input names")
+            if len(set(names)) != len(names):
+                raise ValueError("inputs names an input twice")
+            unknown = [n for n in names if n not in _INPUTS]
+            if unknown:
+                raise ValueError(f"unknown input {unknown[0][:40]!r}")
+            # weights of standardised inputs are of order 1; 1e6 and more overflow a logit
+            mean, std = _numbers(d["mean"], "mean"), _numbers(d["std"], "std")
+            weights = _numbers(d["weights"], "weights", 1e6)
+            if not len(names) == len(mean) == len(std) == len(weights):
                 raise ValueError("inputs, mean, std and weights differ in length")
-        except (KeyError, TypeError, ValueError) as exc:
+            bias = _numbers([d["bias"]], "bias", 1e6)[0]
+            if not all(x > 0 for x in std):
+                raise ValueError("a std is 0 or negative: an input would be divided by it")
+            meta = d.get("meta", {})
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not an object")
+            settings = d["features"]
+            if not isinstance(settings, dict):
+                raise ValueError("features is not an object")
+            fields = {f.name: f.type for f in dataclasses.fields(FeaturesConfig)}
+            for k, v in settings.items():
+                if k not in fields:
+                    raise ValueError(f"unknown features setting {str(k)[:40]!r}")
+                if fields[k] in (int, "int"):  # a period: 14.0 named a column "rsi_14.0"
+                    if isinstance(v, bool) or not isinstance(v, int) or \
+                            not 1 <= v <= 100_000:
+                        raise ValueError(f"features.{k} is not a whole number of candles")
+                elif _numbers([v], f"features.{k}", 1e6)[0] <= 0:
+                    raise ValueError(f"features.{k} is not above 0")
+            model = cls(names=tuple(names), mean=mean, std=std, weights=weights, bias=bias,
+                        features=FeaturesConfig(**settings),
+                        meta=tuple(sorted((str(k), v) for k, v in meta.items())))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ModelError(f"{where}: not a botopt model ({exc})", file=str(where)) from None
         if d.get("version") not in (None, model.version):
             raise ModelError(f"{where}: version hash does not match its weights (edited?)",
@@ -198,6 +246,10 @@ def train_model(features: pl.DataFrame, *, interval_ms: int,
                 features_config: FeaturesConfig | None = None,
                 holdout_fraction: float = 0.2, l2: float = 1e-2) -> TrainResult:
     fc = features_config or FeaturesConfig()
+    if isinstance(holdout_fraction, bool) or not isinstance(holdout_fraction, (int, float)) \
+            or not 0.05 <= holdout_fraction <= 0.5:
+        raise ModelError(f"holdout_fraction must be a number in 0.05..0.5, not "
+                         f"{str(holdout_fraction)[:40]}", key="holdout_fraction")
     x, y, t = training_set(features, interval_ms, fc)
     if len(y) < 100:
         # no culprit: the data as a whole is too short
@@ -207,6 +259,12 @@ def train_model(features: pl.DataFrame, *, interval_ms: int,
     if train.sum() < 50 or hold.sum() < 20:
         # no culprit: the data as a whole is too short on one side
         raise ModelError("not enough rows on one side of the time split")
+    if y[train].min() == y[train].max():
+        # no culprit: every candle of the data moved one way (a constant or steadily
+        # rising series); a model would learn "always" and its accuracy would read 100 %
+        raise ModelError(f"every labelled candle before the hold-out moved "
+                         f"{'up' if y[train][0] == 1 else 'down or not at all'}: "
+                         "nothing to learn from (train on more varied data)")
     mean, std, w = fit_logistic(x[train], y[train], l2)
     z = (x - mean) / std
     yt = y[train]

@@ -13,7 +13,7 @@ from ._model import TrainResult, train_model
 
 
 def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,
-                   as_of: str | None = None, output: Path | None = None,
+                   as_of: str | None = None, output: Path | str | None = None,
                    holdout_fraction: float = 0.2) -> tuple[TrainResult, Path]:
     syms = parse_symbols(symbols if symbols is not None else config.data.symbols)
     candles = load_candles(syms, config=config, as_of=as_of)
@@ -22,5 +22,6 @@ def train_and_save(config: Config, symbols: str | Sequence[str] | None, *,
                          features_config=config.features, holdout_fraction=holdout_fraction)
     if output is None:
         output = Workspace.of(config).dir() / "model.json"
+    output = Path(output)  # a str from a library caller
     result.model.save(output)
     return result, output
