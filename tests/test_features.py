@@ -214,6 +214,6 @@ def test_the_whole_config_is_accepted_and_anything_else_refused_in_one_line():
     assert "ema_5" in compute_features(frame, cfg).columns
     whole, tail = compute_features_split(frame, cfg, ["ema_5"])
     assert tail.equals(compute_features_split(frame, fc, ["ema_5"])[1])
-    with pytest.raises(UsageError, match="wants a FeaturesConfig or a Config, not dict") as e:
+    with pytest.raises(UsageError, match="wants a FeaturesConfig or a Config, not a table") as e:
         compute_features(frame, {"ema_fast": 5})  # type: ignore[arg-type]
     assert "\n" not in str(e.value)

@@ -786,6 +786,13 @@ def load_config(
 
     ``overrides`` are command-line flags as {"section.key": value}; None values are ignored.
     """
+    if overrides is not None and not (isinstance(overrides, Mapping) and all(
+            isinstance(k, str) for k in overrides)):
+        raise UsageError("overrides must map \"section.key\" names to values, not "
+                         f"{kind_of(overrides)}", key="overrides")
+    if env is not None and not isinstance(env, Mapping):
+        raise UsageError(f"env must map variable names to text, not {kind_of(env)}",
+                         key="env")
     env = os.environ if env is None else env
     file = find_config_file(path, env)
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}

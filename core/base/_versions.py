@@ -26,8 +26,8 @@ _CORE = Path(__file__).parent.parent
 
 # Module names under botopt.core, per stage. The whole run's entry depends on every stage,
 # on the candle loading and validation that feed them, and on the pipeline that joins them.
-_FEATURES = ("signals._features", "base._codec", "base._config", "base._destinations",
-             "base._redact", "base._symbols", "base._versions", "errors")
+_FEATURES = ("signals._features", "base._args", "base._codec", "base._config",
+             "base._destinations", "base._redact", "base._symbols", "base._versions", "errors")
 _REGIME = (*_FEATURES, "signals._regime", "base._vocab")
 _PREDICTIONS = (*_FEATURES, "signals._model", "base._fs", "base._vocab")
 # The gates read correlation rows that _correlation's code computes (on one BLAS thread,

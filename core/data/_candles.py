@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..base._codec import json_loads
 from ..base._config import Config, interval_ms
 from ..base._symbols import binance_symbol, is_futures
-from ..errors import ConfigError, DataError, UnknownSymbolError, UsageError
+from ..errors import ConfigError, DataError, UnknownSymbolError, UsageError, kind_of
 from ._binance import BinanceClient
 
 if TYPE_CHECKING:
@@ -50,7 +50,13 @@ def parse_symbols(symbols: str | Iterable[str]) -> list[str]:
     Accepted: Binance's BTCUSDT, file-style ETH_BTC, and freqtrade's pairs BTC/USDT (spot) and
     XRP/USDT:USDT (futures). Each is kept as typed (upper-cased) so output shows it that way.
     """
+    if isinstance(symbols, (bytes, bytearray)) or not isinstance(symbols, (str, Iterable)):
+        raise UsageError(f"symbols must be text or a list of texts, not {kind_of(symbols)}",
+                         key="--symbols")
     items = symbols.split(",") if isinstance(symbols, str) else list(symbols)
+    odd = [x for x in items if not isinstance(x, str)]
+    if odd:  # bytes would be read as their numbers: b"5m" was the symbols 53 and 109
+        raise UsageError(f"a symbol must be text, not {kind_of(odd[0])}", key="--symbols")
     seen: dict[str, None] = {}
     files: dict[str, str] = {}  # candle file name -> the spelling that named it
     for raw in items:
@@ -572,6 +578,9 @@ def _checks(interval: str) -> list[tuple[pl.Expr, str]]:
     return checks
 
 
+_FRAME_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
+
+
 def validate_frame(df: pl.DataFrame, *, interval: str,
                    sources: Mapping[str, str] | None = None) -> None:
     """Validate a canonical frame of any number of symbols in one pass.
@@ -581,6 +590,9 @@ def validate_frame(df: pl.DataFrame, *, interval: str,
     are real and are logged at debug level only.
     """
 
+    from ..base._args import frame
+
+    frame(df, _FRAME_COLUMNS, "validate_frame", numeric=_FRAME_COLUMNS[2:])
     sources = sources or {}
     if df.height == 0:
         # no culprit: an empty frame names no symbol (callers name the symbols they asked for)
@@ -627,9 +639,18 @@ def _log_gaps(df: pl.DataFrame, interval: str) -> None:
 def validate_candles(df: pl.DataFrame, *, symbol: str, interval: str,
                      source: str | None = None) -> None:
     """Validate one symbol's canonical frame (see ``validate_frame``)."""
-    if df.height == 0:
+    from ..base._args import frame
+
+    if frame(df, _FRAME_COLUMNS, "validate_candles", numeric=_FRAME_COLUMNS[2:]).height == 0:
         raise DataError(f"{symbol} ({source}): no candles" if source else f"{symbol}: no candles",
                         symbol=symbol, file=source)
+    others = df.get_column("symbol").unique().to_list()
+    if others != [symbol]:
+        # one symbol's rows, as named: another's would be validated (and its rows numbered)
+        # under this name
+        other = next(str(x) for x in others if x != symbol)
+        raise UsageError(f"validate_candles: the frame holds {other[:40]}'s candles, not only "
+                         f"{symbol}'s", symbol=other[:40], key="symbol")
     validate_frame(df, interval=interval, sources={symbol: source} if source else None)
 
 

@@ -216,9 +216,18 @@ class RollingCorrelation:
     _slides: int = 0
 
     def __post_init__(self) -> None:
-        if self.window < 2 or self.min_periods < 2:
-            raise UsageError("correlation window and min_periods must be at least 2",
-                             key="correlation.window")
+        for key, v, high in (("window", self.window, 100_000),
+                             ("min_periods", self.min_periods, 100_000),
+                             ("interval_ms", self.interval_ms, 10**12)):
+            # the config's bounds: a window of 10**12 allocated terabytes at the first update
+            if isinstance(v, bool) or not isinstance(v, int) or not \
+                    (2 if key != "interval_ms" else 1) <= v <= high:
+                raise UsageError(f"correlation {key} must be a whole number in "
+                                 f"{2 if key != 'interval_ms' else 1}..{high:,}, not "
+                                 f"{str(v)[:40]}", key=f"correlation.{key}")
+        if not isinstance(self.symbols, list) or not all(isinstance(s, str)
+                                                          for s in self.symbols):
+            raise UsageError("symbols must be a list of symbol names", key="symbols")
         n = len(self.symbols)
         if self.returns.size == 0:
             self.returns = np.full((self.window, n), np.nan)
@@ -923,6 +932,10 @@ class RollingCorrelation:
     def rows(self, symbols: Sequence[str]) -> np.ndarray:
         """The rows of ``symbols`` against every symbol, from the sums, without building
         the matrix: what a correlation gate reads (the candidates against the active)."""
+        unknown = [s for s in symbols if s not in self._pos]
+        if unknown:
+            raise UsageError(f"{str(unknown[0])[:40]} is not in this correlation state",
+                             symbol=str(unknown[0])[:40])
         out = np.empty((len(symbols), len(self.symbols)))
         for k, s in enumerate(symbols):
             out[k] = self._row_from_sums(self._pos[s])
@@ -1353,6 +1366,9 @@ def update_correlation(config: Config, candles: Any, *, full: bool = False,
     from filelock import FileLock, Timeout
 
     win = window or config.correlation.window
+    from ..base._args import frame
+
+    frame(candles, ("symbol", "open_time", "close"), "update_correlation", numeric=("close",))
     identity = source_identity(config)
     runs = candle_runs(candles)
     syms = list(runs[0])

@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from ..base._codec import register_type
-from ..base._config import FeaturesConfig
+from ..base._config import Config, FeaturesConfig
 from ..base._frozen import quick_init
 from ..base._vocab import Direction, Regime
 from ..errors import UsageError
@@ -197,9 +197,11 @@ ENGINES: tuple[Engine, ...] = (
 class AlphaEngineCoordinator:
     """Runs the engines active in each symbol's regime."""
 
-    def __init__(self, config: FeaturesConfig | None = None,
+    def __init__(self, config: FeaturesConfig | Config | None = None,
                  engines: tuple[Engine, ...] = ENGINES) -> None:
-        fc = config or FeaturesConfig()
+        from ..base._args import section
+
+        fc = section(config, FeaturesConfig, "features", "AlphaEngineCoordinator")
         self.engines = engines
         cols = Exprs.of(fc)
         guard = degenerate_reason(cols, fc)
@@ -224,8 +226,20 @@ class AlphaEngineCoordinator:
         bad = sorted({r for r in regimes if r not in REGIMES})
         if bad:
             raise UsageError(f"unknown regime {bad[0]!r}", key=bad[0])
-        frame = last_rows.with_columns(_regime=pl.Series(regimes, dtype=pl.String)) \
-            .select("symbol", "open_time", *self._exprs)
+        if not isinstance(last_rows, pl.DataFrame):
+            from ..errors import kind_of
+
+            raise UsageError(f"the engines want a polars DataFrame of features, not "
+                             f"{kind_of(last_rows)}", key="features")
+        try:
+            frame = last_rows.with_columns(_regime=pl.Series(regimes, dtype=pl.String)) \
+                .select("symbol", "open_time", *self._exprs)
+        except (pl.exceptions.ColumnNotFoundError, pl.exceptions.InvalidOperationError,
+                pl.exceptions.SchemaError) as exc:
+            # polars' message names the column first ("rsi_14" not found, ...)
+            first = (str(exc).strip().splitlines() or [""])[0].split(";")[0][:120]
+            raise UsageError(f"the engines cannot read the features frame ({first}): give "
+                             "them compute_features' columns", key="features") from exc
         # rows as tuples read by position: a dict per row cost a third of a replay's
         # preparation
         at = {c: k for k, c in enumerate(frame.columns)}
@@ -279,6 +293,7 @@ class AlphaEngineCoordinator:
 
     def generate_all_signals(self, features: pl.DataFrame, regime: str) -> list[Signal]:
         """Signals for one symbol from its feature frame (its last row is evaluated)."""
+        _frame_of(features, "generate_all_signals")
         if features.height == 0:
             return []
         return next(iter(self._evaluate(features.tail(1), [regime]).values()))
@@ -294,6 +309,8 @@ class AlphaEngineCoordinator:
                                    ) -> dict[str, list[Signal]]:
         """Signals for many symbols in one vectorised evaluation; equal to calling
         ``generate_all_signals`` for each symbol."""
+        for s, f in symbols_features.items():
+            _frame_of(f, f"generate_all_signals_batch ({str(s)[:40]})")
         syms = [s for s, f in symbols_features.items() if f.height]
         if not syms:
             return {s: [] for s in symbols_features}
@@ -304,6 +321,14 @@ class AlphaEngineCoordinator:
                           for s in syms], how="vertical_relaxed")
         result = self._evaluate(last, [current_regimes[s] for s in syms])
         return {s: result.get(s, []) for s in symbols_features}
+
+
+def _frame_of(features: object, fn: str) -> None:
+    if not isinstance(features, pl.DataFrame):
+        from ..errors import kind_of
+
+        raise UsageError(f"{fn} wants a polars DataFrame of features, not "
+                         f"{kind_of(features)}", key="features")
 
 
 def _row_signals(row: tuple[Any, ...], guard: int,

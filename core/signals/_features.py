@@ -33,6 +33,7 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
+from ..base._args import frame, section
 from ..base._codec import digest, settings_json
 from ..base._config import Config, FeaturesConfig
 from ..base._versions import stage_tag
@@ -245,7 +246,8 @@ def compute_features(candles: pl.DataFrame,
     ``config`` is the ``features`` section or the whole ``Config`` (its ``features`` is used).
     """
     fc = _features_section(config)
-    candles, runs = _by_symbol(candles)
+    candles, runs = _in_time_order(*_by_symbol(_candles_in(candles, "compute_features")),
+                                   "compute_features")
     if not candles.height:
         return candles.with_columns(pl.lit(None, dtype=pl.Float64).alias(c)
                                     for c in feature_columns(fc))
@@ -262,7 +264,8 @@ def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | Confi
     feature column). The same values as ``compute_features``; at 2,000 symbols the feature
     columns nobody reads in full are 110 MB not held."""
     fc = _features_section(config)
-    candles, runs = _by_symbol(candles)
+    candles, runs = _in_time_order(*_by_symbol(_candles_in(candles, "compute_features_split")),
+                                   "compute_features_split")
     if not candles.height:
         whole = compute_features(candles, fc)
         return whole.select(*candles.columns, *full), whole
@@ -276,14 +279,46 @@ def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | Confi
 def _features_section(config: object) -> FeaturesConfig:
     """The features settings from what a caller naturally passes: the section, the whole
     Config (the first thing one tries), or None for the defaults."""
-    if config is None:
-        return FeaturesConfig()
-    if isinstance(config, Config):
-        return config.features
-    if isinstance(config, FeaturesConfig):
-        return config
-    raise UsageError(f"compute_features wants a FeaturesConfig or a Config, not "
-                     f"{type(config).__name__}", key="config")
+    return section(config, FeaturesConfig, "features", "compute_features")
+
+
+_CANDLE_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
+
+
+def _candles_in(candles: object, fn: str) -> pl.DataFrame:
+    """A candle frame as the features read it: a polars frame with the canonical columns."""
+    df: pl.DataFrame = frame(candles, _CANDLE_COLUMNS, fn, numeric=_CANDLE_COLUMNS[2:])
+    t = df.schema["open_time"]
+    if not (t.is_temporal() or t.is_integer()):
+        raise UsageError(f"{fn}: column 'open_time' holds {t}, not times", key="open_time")
+    return df
+
+
+def _in_time_order(candles: pl.DataFrame, runs: np.ndarray, fn: str
+                   ) -> tuple[pl.DataFrame, np.ndarray]:
+    """The frame (one run per symbol) with each symbol's rows in time order, as interleaved
+    symbols are put (a shuffled symbol gave indicators over its rows' order, in silence);
+    a time repeated within a symbol is refused: which row is the candle?"""
+    if candles.height < 2:
+        return candles, runs
+    same = pl.col("symbol") == pl.col("symbol").shift()
+    step = candles.select(pl.when(same).then(pl.col("open_time").diff())).to_series()
+    step = step.cast(pl.Int64)  # a duration's count of its unit: exact
+    if (step < 0).any():
+        # each symbol's run kept where it is (``runs`` still holds), its rows sorted
+        run = pl.Series("_run", np.repeat(np.arange(len(runs)), runs))
+        candles = candles.with_columns(run).sort("_run", "open_time", maintain_order=True) \
+            .drop("_run")
+        return _in_time_order(candles, runs, fn)
+    repeated = step == 0
+    if repeated.any():
+        row = int(repeated.arg_true()[0])
+        sym = str(candles["symbol"][row])
+        ends = np.cumsum(runs)
+        k = row - int((ends - runs)[np.searchsorted(ends, row, side="right")]) + 1
+        raise UsageError(f"{fn}: {sym}'s candle {k} opens at the same time as the one before "
+                         "it", symbol=sym, row=k)
+    return candles, runs
 
 
 def _by_symbol(candles: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:

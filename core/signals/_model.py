@@ -260,11 +260,14 @@ def train_model(features: pl.DataFrame, *, interval_ms: int,
         # no culprit: the data as a whole is too short on one side
         raise ModelError("not enough rows on one side of the time split")
     if y[train].min() == y[train].max():
-        # no culprit: every candle of the data moved one way (a constant or steadily
-        # rising series); a model would learn "always" and its accuracy would read 100 %
-        raise ModelError(f"every labelled candle before the hold-out moved "
+        # Every candle of the data moved one way (a constant or steadily rising series):
+        # a model would learn "always" and its accuracy would read 100 %.
+        names = ", ".join(features.get_column("symbol").unique(maintain_order=True)
+                          .cast(pl.String).to_list())
+        raise ModelError(f"every labelled candle of {names[:80]} before the hold-out moved "
                          f"{'up' if y[train][0] == 1 else 'down or not at all'}: "
-                         "nothing to learn from (train on more varied data)")
+                         "nothing to learn from (train on more varied data)",
+                         symbol=names[:80])
     mean, std, w = fit_logistic(x[train], y[train], l2)
     z = (x - mean) / std
     yt = y[train]

@@ -69,10 +69,45 @@ def regime_expr(rc: RegimeConfig, fc: FeaturesConfig,
     return _high_vol(vol, threshold, trend)
 
 
+def _sections(config: object, features_config: object, fn: str
+              ) -> tuple[RegimeConfig, FeaturesConfig]:
+    """The regime and features settings from what a caller passes: sections, or a whole
+    Config for either (its features serve when none are given apart)."""
+    from ..base._args import section
+    from ..base._config import Config
+
+    rc = section(config, RegimeConfig, "regime", fn)
+    if features_config is None and isinstance(config, Config):
+        features_config = config
+    return rc, section(features_config, FeaturesConfig, "features", fn)
+
+
+def _checked_input(features: object, fc: FeaturesConfig, fn: str,
+                   prior: Mapping[str, str | None] | None = None) -> pl.DataFrame:
+    from ..base._args import frame
+    from ..errors import UsageError
+
+    cols = ["symbol", *regime_inputs(fc)]
+    df: pl.DataFrame = frame(features, cols, fn, numeric=cols[1:])
+    if prior is not None:
+        if not isinstance(prior, Mapping):
+            raise UsageError(f"{fn}: prior must map symbols to regimes", key="prior")
+        bad = [(k, v) for k, v in prior.items() if v is not None and v not in _LABELS]
+        if bad:
+            raise UsageError(f"{fn}: prior gives {str(bad[0][0])[:40]} the regime "
+                             f"{ascii(bad[0][1])[:40]}, not one of {', '.join(_LABELS)}",
+                             key="prior", symbol=str(bad[0][0])[:40])
+    return df
+
+
+_LABELS = tuple(r.value for r in Regime)
+
+
 def regime_series(features: pl.DataFrame, config: RegimeConfig | None = None,
                   features_config: FeaturesConfig | None = None) -> pl.DataFrame:
     """``features`` with a ``regime`` column, one label per candle."""
-    rc, fc = config or RegimeConfig(), features_config or FeaturesConfig()
+    rc, fc = _sections(config, features_config, "regime_series")
+    features = _checked_input(features, fc, "regime_series")
     return features.with_columns(regime_expr(rc, fc).alias("regime"))
 
 
@@ -87,7 +122,8 @@ def detect_regime(features: pl.DataFrame, config: RegimeConfig | None = None,
     symbol run). Equal to the last ``regime_series`` label (tests/test_regime.py)."""
     import numpy as np
 
-    rc, fc = config or RegimeConfig(), features_config or FeaturesConfig()
+    rc, fc = _sections(config, features_config, "detect_regime")
+    features = _checked_input(features, fc, "detect_regime", prior)
     sym = features.get_column("symbol")
     vol = pl.col(f"vol_{fc.vol_period}")
     runs = sym.rle()
