@@ -4,6 +4,8 @@ polars' own errors from deep inside), and a shuffled frame gives the sorted fram
 
 from __future__ import annotations
 
+from datetime import date, datetime
+
 import polars as pl
 import pytest
 
@@ -18,7 +20,10 @@ from botopt.core import (
     update_correlation,
     validate_candles,
 )
+from botopt.core.backtest._run import parse_time
 from botopt.core.base._config import FeaturesConfig, RegimeConfig
+from botopt.core.base._numfmt import fmt_minute, fmt_time
+from botopt.core.delivery._notify import pending_notifications
 from botopt.core.errors import ConfigError, UsageError
 
 AS_OF = "2026-09-20T12:00Z"
@@ -141,8 +146,30 @@ def test_candle_checks_name_the_column_or_the_other_symbol(cfg, candles, tmp_pat
     (lambda: RollingCorrelation(interval_ms=0), "correlation interval_ms"),
     (lambda: RollingCorrelation(symbols="ABC"), "symbols must be a list"),
     (lambda: RollingCorrelation().rows(["ZZZ"]), "ZZZ is not in this correlation state"),
+    (lambda: load_candles(["BTCUSDT"], config=load_config(), limit="10"), "limit must be"),
+    (lambda: load_candles(["BTCUSDT"], config=load_config(), limit=-1), "limit must be"),
+    (lambda: load_candles(["BTCUSDT"], config=None), "load_candles wants a Config"),
+    (lambda: load_candles(["BTCUSDT"], config=load_config(), as_of=5), "a datetime or ISO"),
+    (lambda: parse_time(None, "--since"), "invalid --since 'None'"),
+    (lambda: parse_time(date(2024, 1, 1), "--until"), "invalid --until"),
+    (lambda: fmt_time(datetime(2024, 1, 1), "Mars/Base"), "unknown time zone 'Mars/Base'"),
+    (lambda: fmt_minute("2024-01-01"), "fmt_minute wants a datetime, not a string"),
 ])
 def test_library_arguments_are_named_in_one_line(call, says):
     with pytest.raises(UsageError, match=says) as info:
         call()
     one_line(info.value)
+
+
+def test_a_listing_limit_that_is_not_a_number_is_named_not_blamed_on_the_queue(tmp_path):
+    cfg = load_config(overrides={"cache.dir": str(tmp_path)})
+    with pytest.raises(UsageError, match="limit must be a whole number"):
+        pending_notifications(cfg, limit="a")  # was "queue.db: datatype mismatch"
+
+
+@pytest.mark.parametrize("key", ["telegram.api_url", "binance.api_url"])
+@pytest.mark.parametrize("url", ["", "ftp://x", "not a url", "https://", "http://[bad"])
+def test_an_api_url_that_is_not_one_is_refused_at_load(key, url):
+    """Accepted before: every flush then failed as "Telegram unreachable", run after run."""
+    with pytest.raises(ConfigError, match=f"{key}.*must be an http:// or https:// URL"):
+        load_config(overrides={key: url})

@@ -46,11 +46,12 @@ def parse_time(value: str | datetime, flag: str) -> datetime:
     from ..data._candles import parse_as_of
 
     try:
-        t = parse_as_of(value)
+        t = parse_as_of(value) if value is not None else None
     except UsageError:
+        t = None
+    if t is None:
         raise UsageError(f"invalid {flag} {str(value)[:60]!r}: use ISO 8601, e.g. "
-                         "2018-01-20 or 2018-01-20T12:00:00Z", key=flag) from None
-    assert t is not None
+                         "2018-01-20 or 2018-01-20T12:00:00Z", key=flag)
     return t
 
 

@@ -489,6 +489,17 @@ def _check_numbers(cfg: Config) -> None:
                                   f"got {value:g}", key=key)
 
 
+def _http_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    if not (url.startswith(("http://", "https://")) and len(url) > 8 and url.isprintable()):
+        return False
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:  # a bracketed host that is not an address
+        return False
+
+
 def _validate(cfg: Config) -> None:
     src = cfg.sources
 
@@ -505,9 +516,13 @@ def _validate(cfg: Config) -> None:
         raise bad("data.trading_mode", f"must be one of {', '.join(TRADING_MODES)}, got "
                   f"{cfg.data.trading_mode!r}")
     url = cfg.data.exchange_api_url
-    if url and not (url.startswith(("http://", "https://")) and len(url) > 8
-                    and url.isprintable()):
+    if url and not _http_url(url):
         raise bad("data.exchange_api_url", "must be an http:// or https:// URL")
+    for key, url in (("telegram.api_url", cfg.telegram.api_url),
+                     ("binance.api_url", cfg.binance.api_url)):
+        # "" or ftp://: every flush read "Telegram unreachable", run after run
+        if not _http_url(url):
+            raise bad(key, "must be an http:// or https:// URL")
     if cfg.data.source not in SOURCES:
         raise bad("data.source", f"must be one of {', '.join(SOURCES)}, got {cfg.data.source!r}")
     if not cfg.data.interval.valid or (

@@ -50,8 +50,17 @@ def fmt_vs(value: float, limit: float | None, digits: int = 2) -> str:
     return text if "." in text else f"{text}.{'0' * digits}"
 
 
+def _when(when: object, fn: str) -> datetime:
+    if not isinstance(when, datetime):
+        from ..errors import UsageError, kind_of
+
+        raise UsageError(f"{fn} wants a datetime, not {kind_of(when)}", key="when")
+    return when
+
+
 def fmt_minute(when: datetime) -> str:
     """``YYYY-MM-DD HH:MM`` in UTC, the year in four digits (``%Y`` gives year 1 as "1")."""
+    when = _when(when, "fmt_minute")
     if when.tzinfo is not None:
         when = when.astimezone(timezone.utc)
     return when.replace(tzinfo=None).isoformat(sep=" ", timespec="minutes")
@@ -59,13 +68,21 @@ def fmt_minute(when: datetime) -> str:
 
 def fmt_time(when: datetime, tz: str = "UTC") -> str:
     """``HH:MM UTC``, or ``HH:MM <zone>`` in ``tz`` (an IANA name, checked at load)."""
+    when = _when(when, "fmt_time")
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     if tz in ("UTC", ""):
         return f"{when.astimezone(timezone.utc):%H:%M} UTC"
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    local = when.astimezone(ZoneInfo(tz))
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        from ..errors import UsageError
+
+        raise UsageError(f"unknown time zone {str(tz)[:40]!r} (an IANA name such as "
+                         "Europe/Berlin)", key="tz") from None
+    local = when.astimezone(zone)
     return f"{local:%H:%M} {local.tzname() or tz}"
 
 

@@ -214,6 +214,9 @@ def parse_as_of(value: str | datetime | None) -> datetime | None:
         if isinstance(value, datetime) and value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc) if value is not None else None
+    if not isinstance(value, str):  # a date, a number: a time or text is asked for
+        raise UsageError(f"invalid --as-of: a datetime or ISO 8601 text, not "
+                         f"{kind_of(value)}", key="--as-of")
     text = value.strip()
     try:
         if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
@@ -756,6 +759,15 @@ def load_candles(
     """
     import polars as pl
 
+    from ..base._config import Config
+
+    if not isinstance(config, Config):
+        raise UsageError(f"load_candles wants a Config (load_config()), not {kind_of(config)}",
+                         key="config")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= 100_000_000):
+        raise UsageError(f"limit must be a whole number of candles of at least 1, not "
+                         f"{str(limit)[:40]}", key="limit")
     syms = parse_symbols(symbols)
     interval = config.data.interval
     step = interval_ms(interval)

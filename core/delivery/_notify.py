@@ -790,12 +790,21 @@ def _state(row: Mapping[str, Any]) -> str:
 
 def pending_notifications(config: Config, limit: int = 100) -> list[dict[str, Any]]:
     """The queued copies, oldest first, each with its ``destination`` and ``state``."""
-    return [{**r, "state": _state(r)} for r in _with_destination(_queue(config).pending(limit))]
+    return [{**r, "state": _state(r)}
+            for r in _with_destination(_queue(config).pending(_limit(limit)))]
 
 
 def dead_letters(config: Config, limit: int = 100) -> list[dict[str, Any]]:
     """The notifications that could not be delivered, newest failure first."""
-    return _with_destination(_queue(config).dead(limit))
+    return _with_destination(_queue(config).dead(_limit(limit)))
+
+
+def _limit(limit: object) -> int:
+    """A listing's size: "a" was handed to SQLite and read as a damaged queue."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10**9:
+        raise UsageError(f"limit must be a whole number of at least 1, not {str(limit)[:40]}",
+                         key="limit")
+    return limit
 
 
 def retry_dead_letter(config: Config, ident: str, now: float | None = None) -> str:

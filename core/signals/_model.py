@@ -262,12 +262,12 @@ def train_model(features: pl.DataFrame, *, interval_ms: int,
     if y[train].min() == y[train].max():
         # Every candle of the data moved one way (a constant or steadily rising series):
         # a model would learn "always" and its accuracy would read 100 %.
-        names = ", ".join(features.get_column("symbol").unique(maintain_order=True)
-                          .cast(pl.String).to_list())
-        raise ModelError(f"every labelled candle of {names[:80]} before the hold-out moved "
+        who = ", ".join(features.get_column("symbol").unique(maintain_order=True)
+                        .cast(pl.String).to_list())
+        raise ModelError(f"every labelled candle of {who[:80]} before the hold-out moved "
                          f"{'up' if y[train][0] == 1 else 'down or not at all'}: "
                          "nothing to learn from (train on more varied data)",
-                         symbol=names[:80])
+                         symbol=who[:80])
     mean, std, w = fit_logistic(x[train], y[train], l2)
     z = (x - mean) / std
     yt = y[train]
