@@ -355,3 +355,50 @@ def test_a_failing_disk_or_queue_costs_a_warning_not_the_monitor(cfg):
     mon.commit()
     # (the state could not be saved, so the first failure is read again: at least once)
     assert [s["data"]["message"] for s in sent] == ["signals failed: boom"]
+
+
+def test_a_log_truncated_in_place_is_read_again_from_its_start(cfg):
+    """logrotate's copytruncate empties the file in place (same inode): the monitor's offset
+    was past the end, so every new failure went unseen until the log grew back 10 MB."""
+    for i in range(50):
+        emit("run_started", _root=root(cfg), command="signals", pad="x" * 200, i=i)
+    assert run_monitor(cfg, once=True).events_handled == 50
+    log_path = events_dir(root(cfg)) / "events.log"
+    with open(log_path, "r+b") as fh:
+        fh.truncate(0)
+    emit("run_failed", _root=root(cfg), command="signals", error="DataError: after rotation")
+    assert run_monitor(cfg, once=True).events_handled == 1
+    assert any("after rotation" in q["data"].get("message", "")
+               for q in pending_notifications(cfg))
+    # grown back past the old offset before the monitor looked: read from its start too
+    with open(log_path, "r+b") as fh:
+        fh.truncate(0)
+    for i in range(60):
+        emit("run_failed", _root=root(cfg), command=f"bot{i}", error="x" * 190)
+    assert run_monitor(cfg, once=True).events_handled == 60
+
+
+def test_a_nan_in_an_event_holds_no_alert_back(cfg):
+    """emit wrote NaN as a bare token; the monitor could not queue that event's notification
+    and, saving nothing, met it again every round: no later alert was ever queued, and
+    `history --json` ended in an internal error."""
+    emit("signal_passed", _root=root(cfg), symbol="BTCUSDT", direction="long",
+         strength=float("nan"), p=[float("inf"), 1.0])
+    raw = (events_dir(root(cfg)) / "events.log").read_text()
+    assert "NaN" not in raw and "Infinity" not in raw
+    # as an older botopt wrote it
+    with open(events_dir(root(cfg)) / "events.log", "a") as fh:
+        fh.write(json.dumps({"id": "0" * 32, "t": time.time(), "type": "signal_passed",
+                             "pid": 1, "data": {"symbol": "ETHUSDT", "direction": "long",
+                                                "strength": float("nan")}}) + "\n")
+    emit("run_failed", _root=root(cfg), command="mybot", error="insufficient balance")
+    result = run_monitor(cfg, once=True)
+    assert result.events_handled == 3 and not result.disk_problem
+    queued = pending_notifications(cfg)
+    assert [q["data"].get("strength") for q in queued if q["type"] == "signal"] == \
+        ["nan", "nan"]
+    assert any("insufficient balance" in q["data"].get("message", "") for q in queued)
+    assert run_monitor(cfg, once=True).events_handled == 0
+    out = runner.invoke(app, ["--cache-dir", str(root(cfg)), "history", "--json"])
+    assert out.exit_code == 0, out.stderr
+    json.loads(out.stdout)

@@ -36,6 +36,19 @@ def json_loads(data: str | bytes | bytearray | memoryview) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every float that JSON cannot spell (NaN, Infinity) as its text ("nan",
+    "inf", "-inf"), in dicts and lists at any depth. Python's json writes them as bare
+    ``NaN`` tokens that strict readers (and botopt's own notification queue) refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 class Unencodable(TypeError):
     """The value (or argument) has a type botopt will not store without pickle."""
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..base._codec import json_loads
+from ..base._codec import finite, json_loads
 from ..base._redact import redact
 from ..base._vocab import EventType
 from ._paths import default_root
@@ -141,7 +141,11 @@ def _line(event_type: EventType | str, data: dict[str, Any], host: str | None = 
               "pid": os.getpid(), "data": data}
     if host is not None:
         record["host"] = host
-    raw = json.dumps(record, default=str, separators=(",", ":"))
+    try:
+        raw = json.dumps(record, default=str, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a NaN or inf in the data: written as text, so every reader can
+        record["data"] = data = finite(data)
+        raw = json.dumps(record, default=str, separators=(",", ":"))
     if len(raw) > _MAX_LINE:
         short: dict[str, Any] = {k: (str(v)[:200] if isinstance(v, str) else v)
                                  for k, v in data.items()
@@ -287,6 +291,10 @@ def parse_event_lines(chunk: bytes) -> tuple[list[dict[str, Any]], int]:
         except (ValueError, RecursionError):
             ev = None
         if valid_event(ev):
+            if b"NaN" in raw or b"Infinity" in raw:
+                # written by an older botopt (or a hand): its NaN, read as a float, could
+                # not be queued or printed as JSON, and held every later alert back
+                ev["data"] = finite(ev.get("data", {}))
             ev.setdefault("data", {})
             out.append(ev)
         else:
@@ -300,6 +308,12 @@ def read_events_counted(directory: Path, offset: int = 0
     path = directory / LOG_NAME
     try:
         with open(path, "rb") as fh:
+            if offset and not _continues(fh, offset):
+                # Truncated in place (logrotate's copytruncate) and written again: the file
+                # is new from its start. Read from an offset past its end, every new event
+                # was missed until the log grew back; read from mid-line, one was damaged.
+                log.warning("%s was truncated; reading it from its start", path)
+                offset = 0
             fh.seek(offset)
             chunk = fh.read()
     except FileNotFoundError:
@@ -309,6 +323,15 @@ def read_events_counted(directory: Path, offset: int = 0
     if damaged:
         log.warning("%s: skipped %d damaged line(s)", path, damaged)
     return events, offset + end, damaged
+
+
+def _continues(fh: Any, offset: int) -> bool:
+    """Whether the open log still holds what was read up to ``offset``: that many bytes at
+    least, the last of them a line's end."""
+    if os.fstat(fh.fileno()).st_size < offset:
+        return False
+    fh.seek(offset - 1)
+    return bool(fh.read(1) == b"\n")
 
 
 def read_events(directory: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

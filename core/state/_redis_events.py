@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
-from ..base._codec import json_loads
+from ..base._codec import finite, json_loads
 from ..base._vocab import EventType
 from ._events import LocalEventLog, LogCursor, _line, events_dir, valid_event
 from ._redis import SharedState
@@ -173,6 +173,7 @@ class SharedEvents:
                 ev = None
             if valid_event(ev):  # as the local log: absurd or mistyped events are skipped
                 ev = cast(dict[str, Any], ev)
+                ev["data"] = finite(ev.get("data", {}))  # as the local log's reader does
                 ev["t"] = entry_time(_text(eid)) + self.offset
                 out.append(ev)
         return out

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..base._codec import json_loads
+from ..base._codec import finite, json_loads
 from ..base._config import Config
 from ..base._vocab import EventType
 from ..errors import UsageError
@@ -100,7 +100,7 @@ def history(config: Config, *, since: float, types: set[str],
             kind, t = wanted.get(ev["type"]), float(ev["t"])
             if kind is None or t < since:
                 continue
-            data = ev.get("data", {})
+            data = finite(ev.get("data", {}))  # an old NaN: --json must stay JSON
             entry = {"time": iso_time(t), "type": kind, "event": ev["type"],
                      "summary": _summary(kind, data, ev["type"]), "data": data}
             if isinstance(ev.get("host"), str):  # several hosts: which one it came from

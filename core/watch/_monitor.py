@@ -34,7 +34,7 @@ from ..base._config import Config, MonitorConfig
 from ..base._fs import atomic_write_json, read_json
 from ..base._vocab import EventType, NotificationType
 from ..delivery._notify import enqueue, queue_stats
-from ..errors import BotoptError
+from ..errors import BotoptError, UsageError
 from ..state._events import (
     LOG_NAME,
     first_event_time,
@@ -346,7 +346,12 @@ class Monitor:
         and is tried again at the next round: the alerts stay in the outbox meanwhile."""
         if self._outbox:
             try:
-                self._enqueue(self._outbox)
+                try:
+                    self._enqueue(self._outbox)
+                except UsageError:
+                    # one alert the queue refuses (its data) must not hold the others back
+                    # round after round: the others are queued, it is named and dropped
+                    self._outbox = self._queue_each(self._outbox)
             except BotoptError as exc:
                 log.warning("alerts not queued yet (%d kept for the next round): %s",
                             len(self._outbox), exc)
@@ -367,6 +372,22 @@ class Monitor:
                         self.state_path, exc.strerror or type(exc).__name__)
             self.result.disk_problem = self.result.disk_problem or (
                 f"cannot save {self.state_path}: {exc.strerror or type(exc).__name__}")
+
+    def _queue_each(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Queue ``items`` one at a time, dropping with a warning each one the queue refuses
+        for its own content; returns the ones queued (a disk error still raises)."""
+        left = list(items)
+        while left:  # each one leaves the outbox as it is queued: a disk error keeps the rest
+            item = left[0]
+            try:
+                self._enqueue([item])
+                self.result.notifications_queued += 1
+            except UsageError as exc:
+                log.warning("%s alert dropped: the queue refuses it (%s)",
+                            str(item.get("type"))[:40], exc)
+            left.pop(0)
+            self._outbox = list(left)
+        return left
 
     def _prune(self) -> None:
         """Rotate the log past its size or age bound. Emitters append by path, so renaming
