@@ -26,12 +26,14 @@ def train(
     out: opt.Output,
 ) -> None:
     """Train the logistic-regression model; report holdout accuracy vs the majority."""
-    from ..core import train_and_save
+    from ..core import resolve_symbols, train_and_save
 
     state = get_state(ctx)
     cfg = state.config(announce_sample_data=True,
                        **candles.overrides())
-    result, path = train_and_save(cfg, candles.symbols, as_of=candles.as_of, output=output,
+    # the symbols as every candle command reads them: a list, "all" or @FILE
+    syms = resolve_symbols(candles.symbols, cfg)
+    result, path = train_and_save(cfg, syms, as_of=candles.as_of, output=output,
                                   holdout_fraction=holdout)
     if out.json:
         print_json({**result.to_dict(), "path": str(path)})

@@ -288,3 +288,24 @@ def test_interval_lengths_agree_with_the_plain_rule() -> None:
 
     valid()
     anything()
+
+
+def test_init_writes_only_a_regular_file_whole(tmp_path):
+    """init --force chmodded a device to 0600 and hung on a pipe; the file was truncated
+    then written (a crash half-way left half a file)."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["init", "--force", str(fifo)])
+    assert result.exit_code == 2 and "is a pipe, not a file to write" in result.stderr
+    assert runner.invoke(app, ["init", "--force", str(tmp_path)]).exit_code == 2
+    p = tmp_path / "b.toml"
+    p.write_text("old")
+    p.chmod(0o644)
+    link = tmp_path / "link.toml"
+    link.symlink_to(p)
+    assert runner.invoke(app, ["init", "--force", str(link)]).exit_code == 0
+    assert link.is_symlink() and p.read_text().startswith("#")  # the file it names
+    assert p.stat().st_mode & 0o777 == 0o600
+    assert not [x for x in tmp_path.iterdir() if x.name.endswith(".tmp")]

@@ -169,3 +169,29 @@ def test_model_train_cli(tmp_path, shared_data):
     too_little = runner.invoke(app, ["--cache-dir", str(tmp_path), "model", "train",
                                      "--symbols", "BTCUSDT", "--as-of", "2026-09-10T03:00Z"])
     assert too_little.exit_code == 1 and "not enough to train" in too_little.stderr
+
+
+def test_model_train_writes_only_a_new_file_or_a_model(tmp_path, shared_data):
+    """-o replaced a device or pipe with a regular file and overwrote any file (a
+    botopt.toml); "-o ''" named the current directory. -s all and @FILE were refused."""
+    import os
+
+    data = ["--cache-dir", str(tmp_path / "c"), "model", "train", "--data-dir",
+            str(shared_data / "candles" / "5m")]
+    (tmp_path / "syms.txt").write_text("ETH_BTC\nXMR_BTC\n")
+    out = tmp_path / "m.json"
+    ok = runner.invoke(app, [*data, "-s", f"@{tmp_path / 'syms.txt'}", "-o", str(out), "-q"])
+    assert ok.exit_code == 0, ok.stderr
+    again = runner.invoke(app, [*data, "-s", "ETH_BTC,XMR_BTC", "-o", str(out), "-q"])
+    assert again.exit_code == 0, again.stderr  # a model is replaced by a model
+    keep = tmp_path / "botopt.toml"
+    keep.write_text("[data]\n")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target, says in ((keep, "exists and is not a botopt model"), (fifo, "is a pipe"),
+                         (tmp_path, "is a directory"), ("", "no file named")):
+        bad = runner.invoke(app, [*data, "-s", "ETH_BTC,XMR_BTC", "-o", str(target)])
+        assert bad.exit_code == 2 and says in bad.stderr, bad.stderr
+    assert keep.read_text() == "[data]\n" and fifo.is_fifo()
+    every = runner.invoke(app, [*data, "-s", "all", "--as-of", "2018-01-28", "--json"])
+    assert every.exit_code == 0, every.stderr

@@ -1070,16 +1070,20 @@ claim_timeout = 60.0
 
 
 def write_starter_config(path: Path, *, force: bool = False) -> Path:
-    """Write STARTER_CONFIG to ``path``; refuse to overwrite unless ``force``."""
-    if path.exists() and not force:
+    """Write STARTER_CONFIG to ``path``; refuse to overwrite unless ``force``. The file is
+    written whole or not at all (a temporary file renamed), 0600 (the bot token goes there),
+    and only ever a regular file: a device or pipe at ``path`` is refused."""
+    from ._fs import atomic_writer, regular_target
+
+    real = regular_target(path, "init")
+    if real.exists() and not force:
         raise ConfigError(f"{path} already exists (use --force to overwrite)", file=str(path))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # 0600: the file is where the bot token goes once the user fills it in.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(STARTER_CONFIG)
-        os.chmod(path, 0o600)  # --force over an older, more open file
+        with atomic_writer(real, mode=0o600, replace=force) as fh:
+            fh.write(STARTER_CONFIG.encode())
+    except FileExistsError:  # made by another process since the check
+        raise ConfigError(f"{path} already exists (use --force to overwrite)",
+                          file=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}", file=str(path)) from exc
     return path

@@ -14,11 +14,13 @@ from ._codec import json_loads
 
 
 @contextmanager
-def atomic_writer(path: Path, *, mode: int = 0o600, fsync: bool = True) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, *, mode: int = 0o600, fsync: bool = True,
+                  replace: bool = True) -> Iterator[BinaryIO]:
     """A file handle whose content replaces ``path`` when the block ends without error:
     readers see the old file or the new one, never a torn one. A crash at any moment leaves
     at most a stray ``.tmp`` file next to the target. ``fsync=False`` for caches, where a
-    file lost in a crash is detected and rebuilt."""
+    file lost in a crash is detected and rebuilt. ``replace=False``: FileExistsError when
+    ``path`` exists by then, even when another process made it meanwhile."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -28,13 +30,44 @@ def atomic_writer(path: Path, *, mode: int = 0o600, fsync: bool = True) -> Itera
             if fsync:
                 os.fsync(fh.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the name exists: no check-then-write race
+            os.unlink(tmp)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+def regular_target(path: Path, what: str) -> Path:
+    """The file a command is to write at ``path`` (links followed: the file they name),
+    when it is a regular file or does not exist yet. A device, a pipe or a directory is
+    refused: ``init --force /dev/null`` made the device private to root, a pipe hung the
+    command, ``-o ""`` named the current directory."""
+    import stat
+
+    from ..errors import UsageError
+
+    if str(path) in ("", "."):
+        raise UsageError(f"{what}: no file named", key=what)
+    real = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        return real
+    except OSError as exc:  # a link loop, a component that is a file
+        raise UsageError(f"{what}: cannot use {path}: {exc.strerror}", file=str(path),
+                         key=what) from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) \
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
+        raise UsageError(f"{what}: {path} is {kind}, not a file to write", file=str(path),
+                         key=what)
+    return real
 
 
 @contextmanager
