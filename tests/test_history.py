@@ -77,3 +77,18 @@ def test_history_bad_options_and_empty_log(tmp_path):
     assert bad.exit_code == 2 and "invalid --since 'last week'" in bad.stderr
     empty = runner.invoke(app, [*base, "history"])
     assert empty.exit_code == 0 and empty.stdout.startswith("0 event(s)")
+
+
+@pytest.mark.parametrize("command", [["history", "--json"], ["history"], ["cache-stats"]])
+@pytest.mark.parametrize("since", ["99999999999999999999d", "9" * 5000 + "d"])
+def test_a_since_past_any_calendar_is_a_usage_error(tmp_path, command, since):
+    """An overflowing timestamp and an integer of 5,000 digits were internal errors."""
+    result = runner.invoke(app, ["--cache-dir", str(tmp_path), *command, "--since", since])
+    assert result.exit_code == 2 and "invalid --since" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_longest_since_reads_everything(tmp_path):
+    result = runner.invoke(app, ["--cache-dir", str(tmp_path), "history", "--json", "--since",
+                                 "999999999w"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["since"].startswith("0001-")

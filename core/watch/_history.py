@@ -32,13 +32,19 @@ TYPES: dict[str, tuple[str, ...]] = {
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+_YEAR_ONE = datetime(1, 1, 2, tzinfo=timezone.utc).timestamp()
+
+
 def parse_since(value: str | None, now: float) -> float:
     """``--since``: a duration back from now (30m, 12h, 7d, 2w) or an ISO time. Default 24h."""
     if value is None:
         return now - 86400
-    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", value)
+    # at most 9 digits: a longer number is no period a log holds (and 5,000 digits are
+    # past what int() reads); 999,999,999 weeks back reads everything
+    m = re.fullmatch(r"\s*([0-9]{1,9})\s*([mhdw])\s*", value)
     if m:
-        return now - int(m.group(1)) * _UNIT_S[m.group(2)]
+        # no earlier than year 1 (the --json output prints the start as a date)
+        return max(now - int(m.group(1)) * _UNIT_S[m.group(2)], _YEAR_ONE)
     # Imported here: the candle readers (and their HTTP client) are what ``cache-stats``,
     # which imports this module for ``cache_report``, would otherwise load on every start.
     from ..data._candles import parse_as_of
@@ -46,9 +52,10 @@ def parse_since(value: str | None, now: float) -> float:
     try:
         when = parse_as_of(value)
     except UsageError:
-        raise UsageError(f"invalid --since {value!r}: use a duration (30m, 12h, 7d) or ISO "
-                         "8601 (2026-01-01T00:00Z)", key="--since") from None
-    assert when is not None
+        when = None
+    if when is None:
+        raise UsageError(f"invalid --since {value[:40]!r}: use a duration (30m, 12h, 7d) or "
+                         "ISO 8601 (2026-01-01T00:00Z)", key="--since")
     return when.timestamp()
 
 
