@@ -177,3 +177,31 @@ def test_a_freqtrade_config_means_freqtrade_feeds(tmp_path):
     assert not any(" fetch " in j for j in jobs) and len(jobs) == 3
     env, _, _ = parse(text)
     assert env["BOTOPT_DATA_FREQTRADE_CONFIG"] == str(ft)  # cron sees the same config
+
+
+@pytest.mark.parametrize("args, env, culprit", [
+    (["cron", "--log-dir", "LOGS\ngs"], {}, "--log-dir"),
+    (["cron"], {"BOTOPT_CACHE_DIR": "CACHE\n8"}, "BOTOPT_CACHE_DIR"),
+    (["cron", "--systemd"], {"BOTOPT_CACHE_DIR": "CACHE\r8"}, "BOTOPT_CACHE_DIR"),
+    (["cron", "--metrics-file", "M\nx.prom"], {}, "--metrics-file"),
+    (["cron"], {"BOTOPT_GATES_MIN_STRENGTH": "0.5\n* * * * * rm -rf ~"},
+     "BOTOPT_GATES_MIN_STRENGTH"),
+])
+def test_a_line_break_in_a_value_is_refused_not_split_into_crontab_lines(
+        tmp_path, monkeypatch, args, env, culprit):
+    """A path with a line break split a crontab line: cron got half a command and a stray
+    line to run (a variable could carry a whole job)."""
+    def here(text: str) -> str:
+        return text.replace("LOGS", str(tmp_path / "l")).replace(
+            "CACHE", str(tmp_path / "c")).replace("M\n", str(tmp_path / "m") + "\n")
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, here(v))
+    if "BOTOPT_CACHE_DIR" not in env:
+        monkeypatch.setenv("BOTOPT_CACHE_DIR", str(tmp_path / "cache"))
+    result = runner.invoke(app, [here(a) for a in args])
+    assert result.exit_code == 2, result.stdout + result.stderr
+    # (a number's variable is refused by the config first, which names it too)
+    assert culprit in result.stderr and ("line break" in result.stderr
+                                         or "expected a number" in result.stderr)
+    assert result.stdout == "" and not (tmp_path / "l\ngs").exists()

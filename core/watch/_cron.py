@@ -37,6 +37,7 @@ def default_log_dir() -> Path:
 
 
 def make_log_dir(path: Path) -> Path:
+    _one_line(str(path), "--log-dir")  # before the directory is made
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -81,6 +82,18 @@ def crontab(config: Config, log_dir: Path, *, symbols: str | list[str] | None = 
     resolved once now, so a crontab whose every run would fail is never printed."""
     if isinstance(symbols, str):
         symbols = _symbols_arg(symbols, config)
+    _one_line(str(log_dir), "--log-dir")
+    if metrics_file is not None:
+        _one_line(str(metrics_file), "--metrics-file")
+    for name, value in (("BOTOPT_CONFIG", config.path), ("BOTOPT_CACHE_DIR",
+                                                         cache_dir_for(config)),
+                        ("data.data_dir", config.data.data_dir),
+                        ("data.freqtrade_config", config.data.freqtrade_config),
+                        ("the botopt command's path", " ".join(botopt_command()))):
+        if value is not None:
+            _one_line(str(value), name)
+    for s in symbols or ():
+        _one_line(s, "--symbols")
     if metrics_file is not None and metrics_file.suffix != ".prom":
         raise UsageError(f"--metrics-file {metrics_file}: the textfile collector reads only "
                          "*.prom files", file=str(metrics_file), key="--metrics-file")
@@ -133,6 +146,7 @@ def crontab(config: Config, log_dir: Path, *, symbols: str | list[str] | None = 
                          "keep it in botopt.toml (mode 600), which this crontab points "
                          "at; never in a crontab line.")
         elif var in os.environ:
+            _one_line(os.environ[var], var)
             env.append((var, os.environ[var]))
     lines += [f"{k}={v}" for k, v in env]
     for when, name, args in jobs:
@@ -147,6 +161,14 @@ def crontab(config: Config, log_dir: Path, *, symbols: str | list[str] | None = 
     return CronPlan("\n".join(lines) + "\n", first)
 
 
+def _one_line(value: str, name: str) -> None:
+    """A value a crontab line holds: a line break (or another control character) in a path
+    split the line, leaving cron a half command and a stray line to run."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise UsageError(f"{name} holds a line break or another control character "
+                         f"({ascii(value)[:60]}): a crontab line cannot hold it", key=name)
+
+
 def _job_line(bot: list[str], log_dir: Path, when: str, name: str, args: list[str]) -> str:
     lock = log_dir / f"{name}.lock"
     log = log_dir / f"{name}.log"
@@ -157,6 +179,11 @@ def _job_line(bot: list[str], log_dir: Path, when: str, name: str, args: list[st
 
 def systemd_unit(config: Config) -> str:
     """A user unit for the long-running monitor, with the same absolute paths."""
+    for name, value in (("BOTOPT_CONFIG", config.path), ("BOTOPT_CACHE_DIR",
+                                                         cache_dir_for(config)),
+                        ("the botopt command's path", " ".join(botopt_command()))):
+        if value is not None:  # a unit file's lines, as a crontab's
+            _one_line(str(value), name)
     bot = shlex.join([*botopt_command(), "--quiet", "monitor"])
     env = [f"Environment=BOTOPT_CACHE_DIR={cache_dir_for(config).absolute()}"]
     if config.path is not None:
