@@ -32,15 +32,18 @@ def section(config: Any, cls: type[S], name: str, fn: str) -> S:
     if not isinstance(config, cls):
         raise UsageError(f"{fn} wants a {cls.__name__} or a Config, not {kind_of(config)}",
                          key="config")
+    # once per distinct section (calls on the hot path repeat), told apart by its values'
+    # types too: FeaturesConfig(rsi_period=14.0) equals the checked (rsi_period=14)
+    types = tuple(type(getattr(config, f.name)) for f in dataclasses.fields(config))
     try:
-        _checked(config, name)  # once per distinct section: calls on the hot path repeat
+        _checked(config, name, types)
     except TypeError:  # a field holds something unhashable: not one of its types
         _check_section(config, name)
     return config
 
 
 @functools.lru_cache(maxsize=64)
-def _checked(value: Any, name: str) -> None:
+def _checked(value: Any, name: str, types: tuple[type, ...]) -> None:
     _check_section(value, name)
 
 
