@@ -158,3 +158,24 @@ def test_doctor_and_signals_share_one_staleness_rule(setup, max_staleness, stale
     assert (res.exit_code != 0) is stale, res.output
     if stale:
         assert "stale" in res.output
+
+
+def test_a_monitor_state_dated_ahead_is_not_a_negative_age(tmp_path):
+    """`touch -d '+1 hour'` on the monitor's state printed "last ran -3599 s ago"."""
+    import os
+    import time
+
+    from botopt.core import load_config
+    from botopt.core.state._workspace import state_dir
+    from botopt.core.watch._doctor import _monitor
+    from botopt.core.watch._monitor import STATE
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path)})
+    path = state_dir(cfg, "events") / STATE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+    now = time.time()
+    os.utime(path, (now + 3600, now + 3600))
+    assert "in the future" in _monitor(cfg, now) and "-" not in _monitor(cfg, now)
+    os.utime(path, (now - 10, now - 10))
+    assert _monitor(cfg, now) == "driven by cron (last ran 10 s ago)"

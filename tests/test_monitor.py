@@ -402,3 +402,35 @@ def test_a_nan_in_an_event_holds_no_alert_back(cfg):
     out = runner.invoke(app, ["--cache-dir", str(root(cfg)), "history", "--json"])
     assert out.exit_code == 0, out.stderr
     json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("ahead", ["event", "state"])
+def test_a_time_from_the_future_does_not_hold_off_the_stall_alert(cfg, ahead):
+    """A run that finished while the clock was 20 days ahead (then set back), or a saved
+    last_finished of 1e300, held off every stall alert until the clock caught up."""
+    now = [time.time()]
+    sent: list = []
+    mon = Monitor(cfg, clock=lambda: now[0], enqueue=sent.extend)
+    if ahead == "event":
+        with open(events_dir(root(cfg)) / "events.log", "a") as fh:
+            fh.write(json.dumps({"id": "1" * 32, "t": now[0] + 20 * 86400,
+                                 "type": "run_finished", "pid": 1,
+                                 "data": {"command": "signals", "duration_s": 0.2}}) + "\n")
+        assert mon.handle_pending() == 1
+    else:
+        mon.state.last_finished = 1e300
+    for _ in range(40):  # 20 minutes of checks, no run finishing
+        now[0] += 30
+        mon.run_checks()
+        mon.commit()
+    assert len([s for s in sent if "stalled" in s["data"]["message"]]) == 1
+
+
+def test_status_counts_no_run_from_the_future(cfg):
+    emit("run_finished", _root=root(cfg), command="signals", duration_s=0.1)
+    with open(events_dir(root(cfg)) / "events.log", "a") as fh:
+        fh.write(json.dumps({"id": "2" * 32, "t": time.time() + 86400,
+                             "type": "run_finished", "pid": 1,
+                             "data": {"command": "signals", "duration_s": 0.1}}) + "\n")
+    status = get_status(cfg)
+    assert status["runs_last_hour"] == 1, status

@@ -285,8 +285,11 @@ def _monitor(cfg: Config, now: float) -> str:
         age = now - state.stat().st_mtime
     except FileNotFoundError:
         age = None
+    if age is not None and age < -60:  # its file dated ahead of this clock
+        return (f"driven by cron (its state is dated {-age:.0f} s in the future: "
+                "is this machine's clock right?)")
     if age is not None and age < max(300.0, 3 * cfg.monitor.check_interval):
-        return f"driven by cron (last ran {age:.0f} s ago)"
+        return f"driven by cron (last ran {max(0.0, age):.0f} s ago)"
     raise BotoptError("not running: add `botopt monitor --once` to cron (botopt cron) or run "
                       "`botopt monitor` under systemd (botopt cron --systemd)", key="monitor")
 

@@ -219,7 +219,11 @@ class Monitor:
     def _on_finished(self, ev: dict[str, Any]) -> None:
         if ev["data"].get("command") in SUPPORT_JOBS:
             return  # the bot's heartbeat is its signal runs, not the jobs around them
-        self.state.last_finished = max(self.state.last_finished or 0.0, ev["t"])
+        # An event from the future (a host's clock ahead, or this one's set back since)
+        # counts as finishing now: kept as it was, it held off every stall alert until
+        # the clock caught up, days later.
+        self.state.last_finished = max(self.state.last_finished or 0.0,
+                                       min(ev["t"], self.clock()))
         host = ev.get("host")
         if isinstance(host, str) and self.hosts.finished(host[:100], ev["t"]):
             self._alert(f"host {host[:100]} is reporting again: a run finished there")
@@ -282,6 +286,8 @@ class Monitor:
         self.result.checks_run += 1
         self._check_hosts(now)
         last = self.state.last_finished or now
+        if last > now:  # the clock went back (or a saved state says the future): from now
+            last = self.state.last_finished = now
         if now - last >= self.mc.stale_after and not self.state.stale_alerted:
             self._alert(f"bot stalled: no run finished for {int((now - last) // 60)} min")
             self.state.stale_alerted = True
@@ -320,7 +326,7 @@ class Monitor:
             log.debug("host check skipped: %s", exc)
             return
         if latest is not None:
-            self.state.last_finished = max(self.state.last_finished or 0.0, latest)
+            self.state.last_finished = max(self.state.last_finished or 0.0, min(latest, now))
 
     def next_deadline(self) -> float:
         """When the next time-based check is due: the earliest deadline that matters."""
@@ -572,7 +578,7 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     events.sort(key=lambda e: e["t"])
     runs = [e for e in events if e.get("type") in (EventType.RUN_FINISHED, EventType.RUN_FAILED)]
     last = runs[-1] if runs else None
-    hour = [e for e in runs if e["t"] > now - 3600]
+    hour = [e for e in runs if now - 3600 < e["t"] <= now + 60]  # not runs from the future
     pending = 0
     try:
         if (directory / LOG_NAME).stat().st_ino == state.inode:
