@@ -33,20 +33,36 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str, allow_nan=False) + "\n")
 
 
+# C0 and C1 control characters and DEL, as a cell shows them: written raw, an event's or a
+# notification's ESC sequences reached the terminal (or the log a user later cats) and a line
+# break split a row.
+_CONTROLS = {c: (f"\\x{c:02x}" if c != 10 else "\\n")
+             for c in (*range(0, 32), 127, *range(0x80, 0xA0)) if c != 9}
+_CONTROLS[9] = " "
+
+
+def cell(value: Any) -> str:
+    """A table cell's text: control characters shown as escapes, None as empty."""
+    return "" if value is None else str(value).translate(_CONTROLS)
+
+
 def print_table(state: AppState, title: str | None, columns: Sequence[str],
                 rows: Sequence[Sequence[Any]], styles: Sequence[str | None] | None = None) -> None:
-    """A rich table on a terminal; tab-free aligned plain text (cron mail, pipes) elsewhere."""
+    """A rich table on a terminal; tab-free aligned plain text (cron mail, pipes) elsewhere.
+    Cells are text, never rich markup: a "[/x]" in a notification's data ended the command
+    with rich's MarkupError on a terminal."""
     if state.is_terminal:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=title)
         for i, col in enumerate(columns):
             table.add_column(col, style=(styles[i] if styles else None))
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*(Text(cell(v)) for v in row))
         state.console.print(table)
         return
-    cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
+    cells = [[str(c) for c in columns]] + [[cell(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     if title:
         sys.stdout.write(title + "\n")

@@ -139,3 +139,25 @@ def test_notify_failed_alert_reads_once(tmp_path):
     messages = [n["data"]["message"] for n in queued["notifications"]]
     assert "notify-flush failed: Telegram answered 404: Not Found" in messages
     assert not any("failed failed" in m for m in messages)
+
+
+def test_data_in_a_table_is_text_never_markup_or_terminal_codes(tmp_path):
+    """A "[/x]" in a notification's or an event's data ended `notify list`, `history` and
+    `status` on a terminal with rich's MarkupError; ESC sequences and line breaks in event
+    data reached the terminal (and cron's mail) raw."""
+    from botopt.core.state._events import emit
+
+    base = ["--cache-dir", str(tmp_path)]
+    data = json.dumps({"message": "[/x] [bold]loud[/bold]"})
+    assert runner.invoke(app, [*base, "notify", "add", "-t", "alert", "-d", data]).exit_code == 0
+    emit("run_failed", _root=tmp_path, command="my\nbot\x1b[31m[/x]",
+         error="l1\nl2\x1b]0;title\x07")
+    listed = ANSI.sub("", on_terminal(200, *base, "notify", "list"))  # exit 0 checked there
+    assert "[/x] [bold]loud[/bold]" in listed
+    for command in ("history", "status"):
+        raw = on_terminal(200, *base, command)
+        shown = ANSI.sub("", raw)
+        assert "my\\nbot\\x1b[31m[/x]" in shown and "l1\\nl2\\x1b]0;title\\x07" in shown
+        assert "\x1b]0;" not in raw and "\x07" not in raw
+        plain = runner.invoke(app, [*base, command])
+        assert plain.exit_code == 0 and "\x1b" not in plain.stdout
