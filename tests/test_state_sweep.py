@@ -246,6 +246,10 @@ def test_notify_commands_on_a_read_only_disk_say_what_failed(tmp_path, server, a
     if not wrap:  # the write bits were removed: put them back for the checks below
         for p in [cache, *cache.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
+    if args[:2] == ("notify", "list"):  # a listing writes nothing: it reads the queue
+        assert result.returncode == 0, result.stderr
+        assert ("kept" in result.stdout) != ("--failed" in args)
+        return
     assert result.returncode == 1, result.stderr
     [line] = errors(result)
     assert "unable to open database file" not in line and "readonly database" not in line

@@ -286,6 +286,19 @@ class Workspace:
 
         directory = self.root / "events"
         out = [read_tail(directory / name, since) for name in (LOG_NAME + ".1", LOG_NAME)]
+        return out + self.shared_event_lines(since, limit)
+
+    def local_event_logs(self) -> list[Path]:
+        """The local event logs, the older first (each read line by line by its reader)."""
+        from ._events import LOG_NAME
+
+        directory = self.root / "events"
+        return [directory / (LOG_NAME + ".1"), directory / LOG_NAME]
+
+    def shared_event_lines(self, since: float, limit: int | None = None) -> list[list[bytes]]:
+        """With ``state.url``: the shared stream's lines since ``since`` (its last
+        ``limit``); else none."""
+        out: list[list[bytes]] = []
         shared = self.shared
         if shared is not None and shared.available():
             from ._redis_events import recent_lines
