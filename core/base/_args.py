@@ -34,7 +34,7 @@ def section(config: Any, cls: type[S], name: str, fn: str) -> S:
                          key="config")
     # once per distinct section (calls on the hot path repeat), told apart by its values'
     # types too: FeaturesConfig(rsi_period=14.0) equals the checked (rsi_period=14)
-    types = tuple(type(getattr(config, f.name)) for f in dataclasses.fields(config))
+    types = tuple(type(v) for v in vars(config).values())
     try:
         _checked(config, name, types)
     except TypeError:  # a field holds something unhashable: not one of its types
