@@ -817,9 +817,11 @@ def _closed(stack: list[pl.DataFrame], syms: list[str], sources: Mapping[str, st
     ms = t.dt.epoch("ms").to_numpy()
     n_closed = np.add.reduceat((ms <= last_ms).astype(np.int64), starts)
     for k in np.flatnonzero(n_closed == 0).tolist()[:1]:
+        from ..base._numfmt import fmt_minute  # four-digit years: --as-of 0001-01-01
+
         first = frame.get_column("open_time")[int(starts[k])]
         raise DataError(f"{syms[k]} ({sources[syms[k]]}): no candle closed by "
-                        f"{cut:%Y-%m-%d %H:%M} UTC (data starts {first:%Y-%m-%d %H:%M} UTC)",
+                        f"{fmt_minute(cut)} UTC (data starts {fmt_minute(first)} UTC)",
                         symbol=syms[k], file=sources[syms[k]])
     keep = n_closed if limit is None else np.minimum(n_closed, limit)
     if np.array_equal(keep, lens):

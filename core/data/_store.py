@@ -116,7 +116,9 @@ def _since_ms(since: datetime | str | None, step: int, now: int) -> int | None:
         return None
     ms = int(when.timestamp() * 1000)
     if ms + step > now:
-        raise UsageError(f"--since {when:%Y-%m-%d %H:%M} UTC: no candle has closed since then",
+        from ..base._numfmt import fmt_minute
+
+        raise UsageError(f"--since {fmt_minute(when)} UTC: no candle has closed since then",
                          key="--since")
     return ms // step * step
 
