@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +101,23 @@ def test_matches_the_documented_rules(rows, lookback, pct):
     got = labels(frame(adx, pdi, mdi, vol), rc)
     assert got == reference(adx, pdi, mdi, vol, rc)
     assert set(got) <= set(REGIMES)
+
+
+@pytest.mark.parametrize("record", [["BOGUS", "2020-01-01T00:00:00+00:00"],
+                                    ["RANGE", "9999-12-31T00:00:00+00:00"],
+                                    ["RANGE", "2020-01-01T00:00:00"],  # no zone
+                                    ["RANGE", "soon"], [5, "2020-01-01T00:00:00+00:00"]])
+def test_a_damaged_regime_record_is_replaced_not_kept_for_ever(tmp_path, record):
+    """A record dated 9999 was "newer" than every candle to come, so the symbol's changes
+    were never reported again; a time without a zone ended the run (comparing naive and
+    aware); an unknown regime was reported as the old one."""
+    import json
+
+    (tmp_path / "regimes.json").write_text(json.dumps({"AAA": record}))
+    state = RegimeState(tmp_path / "regimes.json")
+    assert state.update([("AAA", "RANGE", T0)]) == []  # as if the symbol were new
+    assert state.update([("AAA", "TREND_UP", T0 + timedelta(minutes=5))]) == [
+        ("AAA", "RANGE", "TREND_UP")]
 
 
 def test_a_regime_change_is_reported_once(tmp_path):

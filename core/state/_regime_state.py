@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..base._fs import JsonState
+from ..base._vocab import Regime
+
+_REGIMES = frozenset(r.value for r in Regime)
 
 
 class RegimeHistory(Protocol):
@@ -39,10 +42,8 @@ class RegimeState:
             changes: list[tuple[str, str | None, str]] = []
             dirty = False
             for sym, regime, t in items:
-                old = state.get(sym)
-                if not (isinstance(old, list) and len(old) == 2 and isinstance(old[1], str)):
-                    old = None  # a damaged record: as if the symbol were new
-                if old is not None and datetime.fromisoformat(old[1]) >= t:
+                old = _record(state.get(sym))  # None: new, or a damaged record
+                if old is not None and old[1] >= t:
                     continue
                 if old is not None and old[0] != regime:
                     changes.append((sym, old[0], regime))
@@ -51,3 +52,23 @@ class RegimeState:
             return (state if dirty else None), changes
 
         return self._doc.update(change, {}) or []
+
+
+# A record dated further ahead than this is damaged: kept, it was "newer" than every
+# candle to come (a time in 9999), and the symbol's changes were never reported again.
+_AHEAD = timedelta(days=1)
+
+
+def _record(raw: Any) -> tuple[str, datetime] | None:
+    """A stored (regime, candle time), or None when it is not one: an unknown regime, a
+    time that does not parse or has no zone, or one from the future."""
+    if not (isinstance(raw, list) and len(raw) == 2 and isinstance(raw[0], str)
+            and isinstance(raw[1], str) and raw[0] in _REGIMES):
+        return None
+    try:
+        t = datetime.fromisoformat(raw[1])
+    except ValueError:
+        return None
+    if t.tzinfo is None or t > datetime.now(timezone.utc) + _AHEAD:
+        return None
+    return raw[0], t
