@@ -142,9 +142,15 @@ class BotoptGroup(TyperGroup):
                 print(f"botopt: error: {redact(str(err))}", file=sys.stderr)
                 raise typer.Exit(exit_code_for(err)) from None
 
+            from ..core import shared_data_error
+
             state = get_state(ctx)
             if state.debug or _debug_requested():
                 traceback.print_exc()
+            damaged = shared_data_error(exc)  # the shared server's data, not a bug of ours
+            if damaged is not None:
+                print(f"botopt: error: {damaged}", file=sys.stderr)
+                raise typer.Exit(exit_code_for(damaged)) from None
             print(f"botopt: internal error: {type(exc).__name__}: {redact(str(exc))} "
                   "(run with --debug for the traceback)", file=sys.stderr)
             raise typer.Exit(exit_code_for(exc)) from None

@@ -114,6 +114,7 @@ _EXPORTS: dict[str, str] = {
     "collect_metrics": ".watch._metrics",
     "freqtrade_signals": ".backtest._freqtrade",
     "write_textfile": ".watch._metrics",
+    "shared_data_error": ".state._redis",
 }
 
 __all__ = [
@@ -210,6 +211,7 @@ __all__ = [
     "run_monitor",
     "run_signals",
     "sample_clock",
+    "shared_data_error",
     "signals_runs",
     "systemd_unit",
     "train_and_save",
@@ -333,6 +335,7 @@ if TYPE_CHECKING:  # pragma: no cover  (mypy sees the real types; runtime stays 
         reset_cache_stats,
     )
     from .state._events import emit, run_events  # noqa: F401
+    from .state._redis import shared_data_error  # noqa: F401
     from .state._workspace import Workspace  # noqa: F401
     from .watch._cron import crontab, systemd_unit  # noqa: F401
     from .watch._doctor import Check, run_checks  # noqa: F401

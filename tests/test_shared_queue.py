@@ -194,3 +194,70 @@ def test_an_unreadable_dead_letter_on_the_server_is_said_not_a_crash(redis_serve
     retry = runner.invoke(app, ["notify", "retry", "deadbeef"], env=env)
     assert retry.exit_code == 1 and "unreadable" in retry.stderr
     assert len(retry.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("plant, command", [
+    (lambda r, ns: r.set(f"{ns}:nq:dead", "x"), ["notify", "list", "--failed"]),
+    (lambda r, ns: r.set(f"{ns}:nq:meta", "x"), ["notify", "list"]),
+    (lambda r, ns: r.hset(f"{ns}:nq:meta", "last_flush_at", "abc"), ["notify", "list"]),
+    (lambda r, ns: r.hset(f"{ns}:nq:dead", "d4", '{"failed_at": 1, "type": "alert"}'),
+     ["notify", "list", "--failed"]),
+    (lambda r, ns: r.hset(f"{ns}:hosts", "h1", "abc"), ["monitor", "--once"]),
+])
+def test_a_damaged_shared_key_is_one_line_never_an_internal_error(redis_server, tmp_path,
+                                                                  plant, command):
+    """A key of the namespace holding data of another shape (a string where a hash is
+    kept, a field that is not a number) ended the command in an internal error."""
+    import redis
+
+    ns = "dmg" + str(abs(hash(str(tmp_path))) % 10_000)
+    env = env_for(redis_server.url, None, tmp_path / "c", BOTOPT_STATE_NAMESPACE=ns)
+    client = redis.Redis.from_url(redis_server.url)
+    plant(client, ns)
+    result = runner.invoke(app, command, env=env)
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    if result.exit_code:  # where the reader did not already skip it: one line, the server
+        assert result.exit_code == 1
+        [line] = [x for x in result.stderr.splitlines() if x.startswith("botopt: error")]
+        assert "state.url" in line or "shared state" in line, result.stderr
+
+
+def test_a_server_that_is_not_redis_sends_the_run_local(tmp_path):
+    """A server answering every command with an integer made redis-py raise AttributeError
+    in its handshake: every command ended in an internal error instead of going local."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def answer() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    while conn.recv(65536):
+                        conn.sendall(b":42\r\n")
+                except OSError:
+                    pass
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        url = f"redis://127.0.0.1:{srv.getsockname()[1]}/0"
+        env = env_for(url, None, tmp_path / "c")
+        added = runner.invoke(app, ["notify", "add", "-t", "alert", "-d", "{}"], env=env)
+        assert added.exit_code == 0, added.stderr  # queued here until the server is back
+        assert "internal error" not in added.stderr and "unreachable" in added.stderr
+        listed = runner.invoke(app, ["notify", "list"], env=env)  # what this host holds
+        assert listed.exit_code == 0 and "internal error" not in listed.stderr
+        assert listed.stdout.startswith("1 queued")
+    finally:
+        stop.set()
+        srv.close()

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from ..base._redact import redact, redact_url
-from ..errors import ConfigError, NotifyError
+from ..errors import BotoptError, ConfigError, NotifyError
 
 log = logging.getLogger("botopt.state")
 
@@ -96,9 +96,10 @@ class SharedState:
                 self.client.ping()
             except ConfigError:
                 raise
-            except Exception as exc:
-                if not isinstance(exc, self.errors):
-                    raise
+            except Exception as exc:  # noqa: BLE001
+                # Not only the client's errors: a server that is not Redis (an integer
+                # where the handshake's map should be) made redis-py raise AttributeError,
+                # and every command ended in an internal error instead of going local.
                 self.lost(exc, quiet)
                 return False
         return True
@@ -223,3 +224,25 @@ def _client_for(redis: Any, url: str, namespace: str) -> Any:
         raise ConfigError(f"state.url: an option the redis client refuses: "
                           f"{redact(str(exc))[:160]}", key="state.url") from None
     return client
+
+
+def shared_data_error(exc: BaseException) -> BotoptError | None:
+    """The one-line error for an exception raised while botopt read the shared server's
+    replies: a key of the namespace holding data of another shape (a string where a stream
+    is kept, a field that is not a number), or a server answering another protocol. None
+    when ``exc`` was not raised there. Each reader checks what it knows to be fragile; this
+    catches the rest at the command's boundary, so a damaged key is never an internal
+    error (``--debug`` still shows the traceback)."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/state/_redis" in f.filename.replace("\\", "/")]
+    if not frames:
+        return None
+    at = frames[-1]
+    module = at.filename.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+    text = redact(" ".join(str(exc).split())[:120]) or type(exc).__name__
+    return BotoptError(f"the shared state server (state.url) answered data botopt cannot "
+                       f"read ({type(exc).__name__}: {text}; in {module}.{at.name}): a key of "
+                       "its namespace holds data of another shape, or the server is not "
+                       "Redis", key="state.url")

@@ -363,7 +363,11 @@ class SharedQueue:
                 try:
                     row = json_loads(_text(raw))
                     float(row["failed_at"])
-                except (ValueError, TypeError, KeyError):
+                    # what a listing reads of it: an id and a type as text
+                    if not (isinstance(row.get("id"), str) and isinstance(row.get("type"),
+                                                                          str)):
+                        raise KeyError("id")
+                except (ValueError, TypeError, KeyError, AttributeError):
                     # not what botopt wrote there (a damaged or foreign value): said, and
                     # kept on the server for a person to read, not an internal error
                     log.warning("dead letter %s on %s is unreadable; left as it is",
