@@ -261,3 +261,45 @@ def test_a_server_that_is_not_redis_sends_the_run_local(tmp_path):
     finally:
         stop.set()
         srv.close()
+
+
+def test_a_database_the_server_refuses_is_a_setting_to_fix(redis_server, tmp_path):
+    """The server refusing the URL's database (or its credentials) exited 1, as an outage:
+    only the setting can fix it (exit 2, naming state.url)."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/99"
+    env = env_for(url, None, tmp_path / "c")
+    for command in (["notify-flush", "--force"], ["notify", "list"]):
+        result = runner.invoke(app, command, env=env)
+        if result.exit_code == 0:  # a listing may go local, saying why
+            assert "DB index is out of range" in result.stderr
+            continue
+        assert result.exit_code == 2 and "state.url" in result.stderr, result.stderr
+
+
+def test_a_garbage_cooldown_record_is_skipped_not_the_run(redis_server, tmp_path):
+    import redis
+
+    from botopt.core.state._cooldowns import CooldownStore
+    from botopt.core.state._redis import SharedState
+    from botopt.core.state._redis_store import RedisCooldownStore
+
+    ns = "cd" + str(abs(hash(str(tmp_path))) % 10_000)
+    shared = SharedState(redis_server.url, ns)
+    store = RedisCooldownStore(shared, "scope", CooldownStore(tmp_path / "cooldowns.json"))
+    redis.Redis.from_url(redis_server.url).zadd(store.zset, {"garbage": 1,
+                                                             b"\xff\xfe": 2})
+    assert store.snapshot() == []
+
+
+def test_a_refused_pipeline_command_is_described_without_its_arguments():
+    """An OOM warning quoted the pipeline's SET with a cached value's raw bytes."""
+    import redis
+
+    from botopt.core.state._redis import SharedState
+
+    exc = redis.exceptions.OutOfMemoryError(
+        "Command # 1 (SET bo:cache:features b'\\x01\\x02\\xff\\x00') of pipeline caused "
+        "error: OOM command not allowed when used memory > 'maxmemory'.")
+    text = SharedState("redis://127.0.0.1:1/0", "bo").describe(exc)
+    assert text == ("OutOfMemoryError: SET in a pipeline: OOM command not allowed when used "
+                    "memory > 'maxmemory'.")

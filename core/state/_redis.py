@@ -14,6 +14,7 @@ stores use streams, consumer groups, sorted sets, key expiry and short Lua scrip
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from ..base._redact import redact, redact_url
@@ -128,12 +129,27 @@ class SharedState:
 
     def describe(self, exc: BaseException) -> str:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # redis-py quotes a failed pipeline command with its arguments ("Command # 1 (SET
+        # key b'...') of pipeline caused error: OOM ..."): a cached value's raw bytes in
+        # a cron log. The server's own words are kept, the command's arguments are not.
+        quoted = re.match(r"Command # \d+ \((\S+) .*\) of pipeline caused error: (.*)", text,
+                          re.S)
+        if quoted:
+            text = f"{quoted.group(1)} in a pipeline: {quoted.group(2)}"
+        text = "".join(c if c.isprintable() else "?" for c in text)
         return redact(f"{type(exc).__name__}: {text}"[:200])
 
     def check(self) -> None:
         """Raise a one-line NotifyError when the server cannot be used (commands whose whole
-        job is the shared state: notify-flush, notify list)."""
+        job is the shared state: notify-flush, notify list); a ConfigError (exit 2) when it
+        refused the URL's credentials or database, which only the setting can fix."""
         if not self.available(quiet=True):
+            down = self.down or ""
+            if down.startswith("AuthenticationError") or "WRONGPASS" in down or \
+                    "NOAUTH" in down or "DB index is out of range" in down:
+                raise ConfigError(f"shared state {self.where} refused state.url ({down}): "
+                                  "check its user, password and database number",
+                                  key="state.url")
             raise NotifyError(f"shared state {self.where} unreachable ({self.down}); "
                               "notifications kept", source=self.where, key="state.url")
 

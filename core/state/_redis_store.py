@@ -366,8 +366,18 @@ class RedisCooldownStore:
             else:
                 out = []
                 for m in members:
-                    sym, direction, iso = _text(m).split(_SEP)
-                    out.append(CooldownRecord(sym, direction, datetime.fromisoformat(iso)))
+                    try:
+                        sym, direction, iso = _text(m).split(_SEP)
+                        when = datetime.fromisoformat(iso)
+                        if when.tzinfo is None:
+                            raise ValueError("no zone")
+                    except (ValueError, UnicodeDecodeError):
+                        # not a record botopt wrote: a gate cannot read it, the others can
+                        log.warning("cooldown record %r on %s is unreadable; skipped",
+                                    (m.decode("utf-8", "replace") if isinstance(m, bytes)
+                                     else str(m))[:60], self.shared.where)
+                        continue
+                    out.append(CooldownRecord(sym, direction, when))
                 return out
         return list(self.fallback.snapshot())
 
