@@ -420,3 +420,25 @@ def test_notify_list_reads_a_queue_where_nothing_may_be_written(read_only_cache)
     added = runner.invoke(app, [*base, "notify", "add", "-t", "alert", "-d", "{}"])
     assert added.exit_code == 1 and len(added.stderr.strip().splitlines()) == 1
     assert "read-only" in added.stderr or "permission" in added.stderr, added.stderr
+
+
+def test_a_planted_huge_notification_is_a_dead_letter_not_a_budget_overrun(tmp_path, fake,
+                                                                         vclock):
+    """10 MB of data planted in the queue (botopt queues at most 32 KB) was split into
+    messages on every flush, each past its budget, and stayed queued for the next."""
+    import sqlite3
+
+    from botopt.core.delivery._notify import dead_letters
+
+    cfg = make_config(tmp_path, fake)
+    enqueue(cfg, items(2, "alert") + items(1, "alert"), now=vclock.time())
+    db = tmp_path / "cache" / "notify" / "queue.db"
+    with sqlite3.connect(db) as con:
+        nid = con.execute("SELECT id FROM queue LIMIT 1").fetchone()[0]
+        con.execute("UPDATE queue SET data = ? WHERE id = ?",
+                    (json.dumps({"text": "C" * 10_000_000}), nid))
+    result = flush(cfg, vclock, force=True)
+    assert result.dead_lettered == 1 and result.notifications_sent == 2
+    [dead] = dead_letters(cfg)
+    assert "more than botopt queues" in dead["reason"] and dead["id"] == nid
+    assert len(dead["data"]["text"]) == 10_000_000  # kept whole for a person to read

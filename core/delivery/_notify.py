@@ -262,7 +262,12 @@ def _unsendable(data: Any) -> str | None:
     if not isinstance(data, dict):
         return "stored data is not a JSON object"
     try:
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        size = len(json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        if size > 4 * MAX_DATA_BYTES:
+            # Not queued by botopt (it refuses more than MAX_DATA_BYTES): planted in the
+            # queue. Split into messages, 10 MB took every flush past its budget, run
+            # after run.
+            return f"{size:,} bytes of data, more than botopt queues ({MAX_DATA_BYTES:,})"
     except UnicodeEncodeError:
         return "cannot be encoded as UTF-8 (a lone surrogate from undecodable input)"
     except (TypeError, ValueError, RecursionError) as exc:
