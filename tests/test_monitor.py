@@ -438,7 +438,7 @@ def test_status_counts_no_run_from_the_future(cfg):
 
 def test_status_reads_a_big_log_a_line_at_a_time(cfg):
     """A 20 MB log that no monitor rotated was read whole and parsed into a list (a 52 MB
-    one: 930 MB and 12 s). Only runs and flushes are parsed now, a line at a time."""
+    one: 930 MB and 12 s). It is parsed a line at a time now, keeping what status shows."""
     import tracemalloc
 
     now = time.time()

@@ -561,10 +561,6 @@ def _jobs(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return jobs
 
 
-# The event types ``status`` reads, as they appear in a line: the others are not parsed.
-_STATUS_TYPES = (b'"run_finished"', b'"run_failed"', b'"notify_flushed"')
-
-
 class _StatusScan:
     """What ``status`` keeps of the events, fed lines in any order: each command's last run,
     the last run, the last hour's runs and failures, the last flush, damaged lines."""
@@ -578,13 +574,8 @@ class _StatusScan:
 
     def take(self, lines: Iterable[bytes]) -> None:
         for line in lines:
-            line = line.strip()
-            if not line:
-                continue
-            if not any(t in line for t in _STATUS_TYPES):
-                # not parsed; counted damaged when it cannot be an event line at all
-                self.damaged += not (line.startswith(b"{") and line.endswith(b"}"))
-                continue
+            # each line parsed (to count the damaged ones) and let go: only what status
+            # shows is kept
             events, bad = parse_event_lines(line)
             self.damaged += bad
             for e in events:
@@ -626,9 +617,8 @@ def _lines_from(path: Path, offset: int) -> int:
 def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     """Last run, runs and failures in the last hour, pending events, queue, monitor.
 
-    The logs are read a line at a time, and only the lines that can matter (runs and
-    flushes) are parsed: a 50 MB log that no monitor rotated took 12 s and 930 MB to read
-    whole and parse into a list."""
+    The logs are read and parsed a line at a time, keeping only what is shown: a 50 MB log
+    that no monitor rotated took 12 s and 930 MB to read whole and parse into a list."""
     now = time.time() if now is None else now
     ws = Workspace.of(config)
     directory = ws.events_dir()
