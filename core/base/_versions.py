@@ -70,14 +70,21 @@ def function_tag(fn: Callable[..., Any]) -> str:
     objects nested in it (comprehensions, lambdas, inner functions) by their contents:
     ``repr`` of a nested one holds its memory address, a new one in every process, so such
     a function never hit from one cron run to the next."""
-    from importlib.metadata import version
-
     h = hashlib.blake2b(digest_size=12)
-    h.update(version("botopt").encode())
+    h.update(_botopt_version().encode())
     code = getattr(fn, "__code__", None)
     if code is not None:
         _feed_code(h, code)
     return h.hexdigest()
+
+
+@functools.cache
+def _botopt_version() -> str:
+    """Read once: a closure's captured functions are tagged at every call, and reading the
+    installed metadata costs about a millisecond."""
+    from importlib.metadata import version
+
+    return version("botopt")
 
 
 def _feed_code(h: Any, code: Any) -> None:

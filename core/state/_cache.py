@@ -620,7 +620,8 @@ def cached(name: str, ttl_seconds: float | None = None) -> Callable[[Callable[..
         if not callable(fn):
             raise UsageError(f"cache {name}: {kind_of(fn)} is not a function to cache",
                              key=name)
-        inner = getattr(fn, "func", fn)  # functools.partial: the function it calls
+        # a functools.partial: the function it calls (its bound arguments are in the key)
+        inner = fn.func if isinstance(fn, functools.partial) else fn
         ident = f"{getattr(inner, '__module__', '?')}." \
                 f"{getattr(inner, '__qualname__', type(inner).__qualname__)}"
         tag = function_tag(inner)
