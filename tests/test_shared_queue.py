@@ -303,3 +303,23 @@ def test_a_refused_pipeline_command_is_described_without_its_arguments():
     text = SharedState("redis://127.0.0.1:1/0", "bo").describe(exc)
     assert text == ("OutOfMemoryError: SET in a pipeline: OOM command not allowed when used "
                     "memory > 'maxmemory'.")
+
+
+def test_a_cache_entry_of_another_type_is_skipped_and_cache_clear_removes_it(
+        redis_server, tmp_path):
+    """A hash where an entry's string is kept (WRONGTYPE for STRLEN) ended cache-stats and,
+    worse, cache-clear, the command that is to remove it, with "unreachable"."""
+    import redis
+
+    ns = "cc" + str(abs(hash(str(tmp_path))) % 10_000)
+    env = env_for(redis_server.url, None, tmp_path / "c", BOTOPT_STATE_NAMESPACE=ns)
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(f"{ns}:cache:signals\x1fk", "a", "b")
+    client.set(f"{ns}:cache:signals\x1fok", "x" * 10)
+    client.lpush(f"{ns}:cache-stats:features", "junk")
+    stats = runner.invoke(app, ["cache-stats", "--json"], env=env)
+    assert stats.exit_code == 0, stats.stderr
+    assert "another type" in stats.stderr
+    cleared = runner.invoke(app, ["cache-clear"], env=env)
+    assert cleared.exit_code == 0, cleared.stderr
+    assert not list(client.scan_iter(f"{ns}:cache*"))

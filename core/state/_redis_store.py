@@ -201,8 +201,11 @@ def host_cache_stats(shared: SharedState) -> dict[str, dict[str, tuple[int, int,
     adds beside the totals. Raises the client's errors."""
     out: dict[str, dict[str, tuple[int, int, float]]] = {}
     head = shared.key("cache-stats") + ":"
-    for skey in _scan(shared, head + "*"):
-        row = {_text(k): _text(v) for k, v in shared.client.hgetall(skey).items()}
+    skeys = list(_scan(shared, head + "*"))
+    for skey, raw in zip(skeys, _each(shared, skeys, "hgetall"), strict=True):
+        if not isinstance(raw, dict):
+            continue  # another type: skipped (warned by _each)
+        row = {_text(k): _text(v) for k, v in raw.items()}
         hosts = {f.split(_AT, 1)[1] for f in row if _AT in f}
         for h in hosts:
             out.setdefault(h, {})[_text(skey)[len(head):]] = _counts(row, _AT + h)
@@ -215,16 +218,40 @@ def cache_stats(shared: SharedState) -> tuple[dict[str, tuple[int, int, float]],
     the local store. Raises the client's errors."""
     counts: dict[str, tuple[int, int, float]] = {}
     head = shared.key("cache-stats") + ":"
-    for skey in _scan(shared, head + "*"):
-        row = {_text(k): _text(v) for k, v in shared.client.hgetall(skey).items()}
-        counts[_text(skey)[len(head):]] = _counts(row)
+    # One pipeline per family, its errors returned in place: a key of another type (a
+    # hash where an entry's string is kept, WRONGTYPE) is skipped with a warning, not the
+    # whole figure, and not `cache-clear`, whose job is to remove it.
+    skeys = list(_scan(shared, head + "*"))
+    for skey, row in zip(skeys, _each(shared, skeys, "hgetall"), strict=True):
+        if isinstance(row, dict):
+            counts[_text(skey)[len(head):]] = _counts(
+                {_text(k): _text(v) for k, v in row.items()})
     entries: dict[str, tuple[int, int]] = {}
     prefix = shared.key("cache") + ":"
-    for key in _scan(shared, prefix + "*"):
+    keys = list(_scan(shared, prefix + "*"))
+    for key, size in zip(keys, _each(shared, keys, "strlen"), strict=True):
         name = _text(key)[len(prefix):].split(_SEP, 1)[0]
-        n, size = entries.get(name, (0, 0))
-        entries[name] = (n + 1, size + int(shared.client.strlen(key)))
+        n, total = entries.get(name, (0, 0))
+        entries[name] = (n + 1, total + (size if isinstance(size, int) else 0))
     return counts, entries
+
+
+def _each(shared: SharedState, keys: list[Any], command: str) -> list[Any]:
+    """``command`` on each of ``keys`` in pipelines of 500, a refused one's error in its
+    place (warned once per call); the connection's own errors still raise."""
+    out: list[Any] = []
+    for i in range(0, len(keys), 500):
+        pipe = shared.client.pipeline(transaction=False)
+        for k in keys[i:i + 500]:
+            getattr(pipe, command)(k)
+        out += pipe.execute(raise_on_error=False)
+    bad = [k for k, v in zip(keys, out, strict=True) if isinstance(v, Exception)]
+    if bad:
+        log.warning("%d key(s) on %s hold another type than botopt writes (first: %s); "
+                    "skipped (cache-clear removes them)", len(bad), shared.where,
+                    (bad[0].decode("utf-8", "replace") if isinstance(bad[0], bytes)
+                     else str(bad[0]))[:80])
+    return out
 
 
 def clear_cache(shared: SharedState, names: Sequence[str]) -> None:
