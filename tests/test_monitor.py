@@ -167,6 +167,23 @@ def test_monitor_process_stops_cleanly_on_sigterm(cfg):
     assert not get_status(cfg)["monitor_running"]
 
 
+def test_a_monitor_seen_running_is_already_stopped_cleanly_by_sigterm(cfg):
+    """The lock that says "running" was taken before the stop signals were caught: a
+    SIGTERM in between (a service manager's stop, right after the start) killed the monitor
+    with the default action (exit -15), as the CI run did under load. Polled as tightly as
+    possible, the SIGTERM lands right after the lock is taken."""
+    from botopt.core.watch._monitor import monitor_running
+
+    for _ in range(3):
+        p = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+                              str(root(cfg)), "monitor"], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not monitor_running(cfg) and time.monotonic() < deadline:
+            pass
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0, p.stderr.read() if p.stderr else ""
+
+
 def test_status_and_monitor_cli(cfg):
     with run_events("signals", root=root(cfg)) as counts:
         counts["symbols"] = 2

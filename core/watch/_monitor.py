@@ -26,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -427,9 +428,23 @@ def run_monitor(config: Config, *, once: bool = False, clock: Callable[[], float
                 stop_event: threading.Event | None = None,
                 enqueue: Callable[[list[dict[str, Any]]], Any] | None = None,
                 ready: threading.Event | None = None) -> MonitorResult:
-    from filelock import Timeout
 
     mon = Monitor(config, clock, enqueue)
+    if not once:
+        # The stop signals are caught before the lock is taken: a monitor that others see
+        # running (its lock held) always stops cleanly on SIGTERM. Taken after, a SIGTERM
+        # in between killed it with the default action.
+        with _stop_on_signals(stop_event) as (stop, wake_r):
+            return _locked(mon, once, lambda: _serve(mon, stop, wake_r, stop_event, ready))
+    return _locked(mon, once, None)
+
+
+def _locked(mon: Monitor, once: bool, serve: Callable[[], MonitorResult] | None
+            ) -> MonitorResult:
+    """The monitor's round (``once``) or ``serve`` under its lock; busy when another holds
+    it."""
+    from filelock import Timeout
+
     lock = _lock(mon.dir)
     try:
         lock.acquire(timeout=0 if once else 1)
@@ -445,13 +460,13 @@ def run_monitor(config: Config, *, once: bool = False, clock: Callable[[], float
         lock = None
     try:
         mon.load_state()
-        if once:
+        if once or serve is None:
             mon.handle_pending()
             if mon.checks_due():
                 mon.run_checks()
             mon.commit()
             return mon.result
-        return _serve(mon, stop_event, ready)
+        return serve()
     finally:
         mon.hosts.close()
         if lock is not None:
@@ -480,11 +495,13 @@ def _drain(sock: socket.socket) -> None:
         pass
 
 
-def _serve(mon: Monitor, external_stop: threading.Event | None,
-           ready: threading.Event | None) -> MonitorResult:
-    path = socket_path(mon.dir)
-    sock = _bind_wakeup_socket(path)
-    stop = external_stop or threading.Event()
+@contextmanager
+def _stop_on_signals(external: threading.Event | None
+                     ) -> Iterator[tuple[threading.Event, int]]:
+    """(the stop event, the read end of a pipe a signal writes to): SIGTERM and SIGINT set
+    the event and wake a select at once (main thread only; the previous handlers come back
+    after)."""
+    stop = external or threading.Event()
     wake_r, wake_w = os.pipe()  # the signal handler's way to interrupt select at once
     os.set_blocking(wake_w, False)
 
@@ -499,6 +516,20 @@ def _serve(mon: Monitor, external_stop: threading.Event | None,
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
+    try:
+        yield stop, wake_r
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _serve(mon: Monitor, stop: threading.Event, wake_r: int,
+           external_stop: threading.Event | None,
+           ready: threading.Event | None) -> MonitorResult:
+    path = socket_path(mon.dir)
+    sock = _bind_wakeup_socket(path)
     # An Event set from another thread cannot interrupt select: look at it every second.
     cap = 1.0 if external_stop is not None else None
     try:
@@ -525,11 +556,7 @@ def _serve(mon: Monitor, external_stop: threading.Event | None,
                 mon.commit()
         return mon.result
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         sock.close()
-        os.close(wake_r)
-        os.close(wake_w)
         try:
             path.unlink()
         except FileNotFoundError:
