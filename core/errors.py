@@ -176,7 +176,7 @@ _DISK = {errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is
          errno.EIO: "an I/O error"}
 
 
-_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+_KINDS = {bool: "true or false (a boolean)", int: "an integer", float: "a number", str: "a string",
           list: "a list", tuple: "a list", dict: "a table", type(None): "nothing",
           bytes: "bytes"}
 

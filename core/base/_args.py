@@ -18,6 +18,9 @@ from ..errors import ConfigError, UsageError, kind_of
 
 S = TypeVar("S")
 
+# A canonical candle frame's columns (``load_candles``' output), the prices and volume last.
+CANDLE_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
+
 
 def section(config: Any, cls: type[S], name: str, fn: str) -> S:
     """The ``name`` section (of type ``cls``) from what a caller passes: the section, the

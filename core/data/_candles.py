@@ -581,9 +581,6 @@ def _checks(interval: str) -> list[tuple[pl.Expr, str]]:
     return checks
 
 
-_FRAME_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
-
-
 def validate_frame(df: pl.DataFrame, *, interval: str,
                    sources: Mapping[str, str] | None = None) -> None:
     """Validate a canonical frame of any number of symbols in one pass.
@@ -593,9 +590,9 @@ def validate_frame(df: pl.DataFrame, *, interval: str,
     are real and are logged at debug level only.
     """
 
-    from ..base._args import frame
+    from ..base._args import CANDLE_COLUMNS, frame
 
-    frame(df, _FRAME_COLUMNS, "validate_frame", numeric=_FRAME_COLUMNS[2:])
+    frame(df, CANDLE_COLUMNS, "validate_frame", numeric=CANDLE_COLUMNS[2:])
     sources = sources or {}
     if df.height == 0:
         # no culprit: an empty frame names no symbol (callers name the symbols they asked for)
@@ -642,9 +639,9 @@ def _log_gaps(df: pl.DataFrame, interval: str) -> None:
 def validate_candles(df: pl.DataFrame, *, symbol: str, interval: str,
                      source: str | None = None) -> None:
     """Validate one symbol's canonical frame (see ``validate_frame``)."""
-    from ..base._args import frame
+    from ..base._args import CANDLE_COLUMNS, frame
 
-    if frame(df, _FRAME_COLUMNS, "validate_candles", numeric=_FRAME_COLUMNS[2:]).height == 0:
+    if frame(df, CANDLE_COLUMNS, "validate_candles", numeric=CANDLE_COLUMNS[2:]).height == 0:
         raise DataError(f"{symbol} ({source}): no candles" if source else f"{symbol}: no candles",
                         symbol=symbol, file=source)
     others = df.get_column("symbol").unique().to_list()

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from ..base._args import frame, section
+from ..base._args import CANDLE_COLUMNS, frame, section
 from ..base._codec import digest, settings_json
 from ..base._config import Config, FeaturesConfig
 from ..base._versions import stage_tag
@@ -282,12 +282,9 @@ def _features_section(config: object) -> FeaturesConfig:
     return section(config, FeaturesConfig, "features", "compute_features")
 
 
-_CANDLE_COLUMNS = ("symbol", "open_time", "open", "high", "low", "close", "volume")
-
-
 def _candles_in(candles: object, fn: str) -> pl.DataFrame:
     """A candle frame as the features read it: a polars frame with the canonical columns."""
-    df: pl.DataFrame = frame(candles, _CANDLE_COLUMNS, fn, numeric=_CANDLE_COLUMNS[2:])
+    df: pl.DataFrame = frame(candles, CANDLE_COLUMNS, fn, numeric=CANDLE_COLUMNS[2:])
     t = df.schema["open_time"]
     if not (t.is_temporal() or t.is_integer()):
         raise UsageError(f"{fn}: column 'open_time' holds {t}, not times", key="open_time")

@@ -23,11 +23,12 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from ..base._args import section
 from ..base._codec import digest, json_loads
 from ..base._config import FeaturesConfig, ModelConfig
 from ..base._fs import atomic_write_bytes
 from ..base._versions import stage_tag
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 
 FORMAT = "botopt-logreg-1"
 BUNDLED = "default_model.json"
@@ -146,20 +147,17 @@ class LogisticModel:
             settings = d["features"]
             if not isinstance(settings, dict):
                 raise ValueError("features is not an object")
-            fields = {f.name: f.type for f in dataclasses.fields(FeaturesConfig)}
-            for k, v in settings.items():
-                if k not in fields:
-                    raise ValueError(f"unknown features setting {str(k)[:40]!r}")
-                if fields[k] in (int, "int"):  # a period: 14.0 named a column "rsi_14.0"
-                    if isinstance(v, bool) or not isinstance(v, int) or \
-                            not 1 <= v <= 100_000:
-                        raise ValueError(f"features.{k} is not a whole number of candles")
-                elif _numbers([v], f"features.{k}", 1e6)[0] <= 0:
-                    raise ValueError(f"features.{k} is not above 0")
+            fields = {f.name for f in dataclasses.fields(FeaturesConfig)}
+            odd = [k for k in settings if k not in fields]
+            if odd:
+                raise ValueError(f"unknown features setting {str(odd[0])[:40]!r}")
+            # held to a config file's bounds, as a section built in code is (a period of
+            # 14.0 named a column "rsi_14.0")
+            features = section(FeaturesConfig(**settings), FeaturesConfig, "features", where)
             model = cls(names=tuple(names), mean=mean, std=std, weights=weights, bias=bias,
-                        features=FeaturesConfig(**settings),
+                        features=features,
                         meta=tuple(sorted((str(k), v) for k, v in meta.items())))
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, ConfigError) as exc:
             raise ModelError(f"{where}: not a botopt model ({exc})", file=str(where)) from None
         if d.get("version") not in (None, model.version):
             raise ModelError(f"{where}: version hash does not match its weights (edited?)",

@@ -308,7 +308,7 @@ def read_events_counted(directory: Path, offset: int = 0
     path = directory / LOG_NAME
     try:
         with open(path, "rb") as fh:
-            if offset and not _continues(fh, offset):
+            if offset and not continues_at(fh, offset):
                 # Truncated in place (logrotate's copytruncate) and written again: the file
                 # is new from its start. Read from an offset past its end, every new event
                 # was missed until the log grew back; read from mid-line, one was damaged.
@@ -325,7 +325,7 @@ def read_events_counted(directory: Path, offset: int = 0
     return events, offset + end, damaged
 
 
-def _continues(fh: Any, offset: int) -> bool:
+def continues_at(fh: Any, offset: int) -> bool:
     """Whether the open log still holds what was read up to ``offset``: that many bytes at
     least, the last of them a line's end."""
     if os.fstat(fh.fileno()).st_size < offset:

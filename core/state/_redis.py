@@ -242,6 +242,13 @@ def _client_for(redis: Any, url: str, namespace: str) -> Any:
     return client
 
 
+def shown(value: Any, width: int = 60) -> str:
+    """A key or value read from the server, as a warning may quote it: bytes decoded with
+    replacement (a damaged one may not be UTF-8), cut to ``width``."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text[:width]
+
+
 def shared_data_error(exc: BaseException) -> BotoptError | None:
     """The one-line error for an exception raised while botopt read the shared server's
     replies: a key of the namespace holding data of another shape (a string where a stream

@@ -47,7 +47,7 @@ from ._queue import (
     sane_batch,
     split_type,
 )
-from ._redis import SharedState
+from ._redis import SharedState, shown
 from ._redis_events import check_hosts, entry_time
 
 log = logging.getLogger("botopt.notify")
@@ -371,8 +371,7 @@ class SharedQueue:
                     # not what botopt wrote there (a damaged or foreign value): said, and
                     # kept on the server for a person to read, not an internal error
                     log.warning("dead letter %s on %s is unreadable; left as it is",
-                                (nid.decode("utf-8", "replace") if isinstance(nid, bytes)
-                                 else str(nid))[:40], self.shared.where)
+                                shown(nid, 40), self.shared.where)
                     continue
                 rows.append(row)
             rows.sort(key=lambda r: float(r["failed_at"]), reverse=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 from ._entry_format import HEADER as _HEADER
 from ._entry_format import MAGIC as _MAGIC
-from ._redis import SharedState
+from ._redis import SharedState, shown
 
 _SEP = "\x1f"
 # Between a statistics field and the host it counts for ("hits@host-1"); host ids are
@@ -249,8 +249,7 @@ def _each(shared: SharedState, keys: list[Any], command: str) -> list[Any]:
     if bad:
         log.warning("%d key(s) on %s hold another type than botopt writes (first: %s); "
                     "skipped (cache-clear removes them)", len(bad), shared.where,
-                    (bad[0].decode("utf-8", "replace") if isinstance(bad[0], bytes)
-                     else str(bad[0]))[:80])
+                    shown(bad[0], 80))
     return out
 
 
@@ -401,8 +400,7 @@ class RedisCooldownStore:
                     except (ValueError, UnicodeDecodeError):
                         # not a record botopt wrote: a gate cannot read it, the others can
                         log.warning("cooldown record %r on %s is unreadable; skipped",
-                                    (m.decode("utf-8", "replace") if isinstance(m, bytes)
-                                     else str(m))[:60], self.shared.where)
+                                    shown(m), self.shared.where)
                         continue
                     out.append(CooldownRecord(sym, direction, when))
                 return out

@@ -282,10 +282,9 @@ class Workspace:
     def event_lines(self, since: float, limit: int | None = None) -> list[list[bytes]]:
         """The recorded events' lines (``botopt history``, ``status``): the local logs',
         then (with ``state.url``) the shared stream's since ``since`` (its last ``limit``)."""
-        from ._events import LOG_NAME, read_tail
+        from ._events import read_tail
 
-        directory = self.root / "events"
-        out = [read_tail(directory / name, since) for name in (LOG_NAME + ".1", LOG_NAME)]
+        out = [read_tail(path, since) for path in self.local_event_logs()]
         return out + self.shared_event_lines(since, limit)
 
     def local_event_logs(self) -> list[Path]:

@@ -14,6 +14,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..base._config import SECRET_KEYS, Config, effective_feeder
 from ..base._redact import url_has_credentials
@@ -85,13 +86,8 @@ def crontab(config: Config, log_dir: Path, *, symbols: str | list[str] | None = 
     _one_line(str(log_dir), "--log-dir")
     if metrics_file is not None:
         _one_line(str(metrics_file), "--metrics-file")
-    for name, value in (("BOTOPT_CONFIG", config.path), ("BOTOPT_CACHE_DIR",
-                                                         cache_dir_for(config)),
-                        ("data.data_dir", config.data.data_dir),
-                        ("data.freqtrade_config", config.data.freqtrade_config),
-                        ("the botopt command's path", " ".join(botopt_command()))):
-        if value is not None:
-            _one_line(str(value), name)
+    _lines_hold(config, ("data.data_dir", config.data.data_dir),
+                ("data.freqtrade_config", config.data.freqtrade_config))
     for s in symbols or ():
         _one_line(s, "--symbols")
     if metrics_file is not None and metrics_file.suffix != ".prom":
@@ -169,6 +165,16 @@ def _one_line(value: str, name: str) -> None:
                          f"({ascii(value)[:60]}): a crontab line cannot hold it", key=name)
 
 
+def _lines_hold(config: Config, *more: tuple[str, Any]) -> None:
+    """``_one_line`` for the paths every printed line carries (the config, the cache
+    directory, the botopt command) and ``more`` (name, value or None)."""
+    for name, value in (("BOTOPT_CONFIG", config.path),
+                        ("BOTOPT_CACHE_DIR", cache_dir_for(config)),
+                        ("the botopt command's path", " ".join(botopt_command())), *more):
+        if value is not None:
+            _one_line(str(value), name)
+
+
 def _job_line(bot: list[str], log_dir: Path, when: str, name: str, args: list[str]) -> str:
     lock = log_dir / f"{name}.lock"
     log = log_dir / f"{name}.log"
@@ -179,11 +185,7 @@ def _job_line(bot: list[str], log_dir: Path, when: str, name: str, args: list[st
 
 def systemd_unit(config: Config) -> str:
     """A user unit for the long-running monitor, with the same absolute paths."""
-    for name, value in (("BOTOPT_CONFIG", config.path), ("BOTOPT_CACHE_DIR",
-                                                         cache_dir_for(config)),
-                        ("the botopt command's path", " ".join(botopt_command()))):
-        if value is not None:  # a unit file's lines, as a crontab's
-            _one_line(str(value), name)
+    _lines_hold(config)  # a unit file's lines, as a crontab's
     bot = shlex.join([*botopt_command(), "--quiet", "monitor"])
     env = [f"Environment=BOTOPT_CACHE_DIR={cache_dir_for(config).absolute()}"]
     if config.path is not None:

@@ -38,6 +38,7 @@ from ..delivery._notify import enqueue, queue_stats
 from ..errors import BotoptError, UsageError
 from ..state._events import (
     LOG_NAME,
+    continues_at,
     first_event_time,
     parse_event_lines,
     socket_path,
@@ -357,7 +358,7 @@ class Monitor:
                 except UsageError:
                     # one alert the queue refuses (its data) must not hold the others back
                     # round after round: the others are queued, it is named and dropped
-                    self._outbox = self._queue_each(self._outbox)
+                    self._queue_each()
             except BotoptError as exc:
                 log.warning("alerts not queued yet (%d kept for the next round): %s",
                             len(self._outbox), exc)
@@ -379,21 +380,19 @@ class Monitor:
             self.result.disk_problem = self.result.disk_problem or (
                 f"cannot save {self.state_path}: {exc.strerror or type(exc).__name__}")
 
-    def _queue_each(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Queue ``items`` one at a time, dropping with a warning each one the queue refuses
-        for its own content; returns the ones queued (a disk error still raises)."""
-        left = list(items)
-        while left:  # each one leaves the outbox as it is queued: a disk error keeps the rest
-            item = left[0]
+    def _queue_each(self) -> None:
+        """Queue the outbox one alert at a time, dropping with a warning each one the queue
+        refuses for its own content. Each leaves the outbox once queued, so a disk error
+        (which still raises) keeps exactly the ones not queued yet."""
+        while self._outbox:
+            item = self._outbox[0]
             try:
                 self._enqueue([item])
                 self.result.notifications_queued += 1
             except UsageError as exc:
                 log.warning("%s alert dropped: the queue refuses it (%s)",
                             str(item.get("type"))[:40], exc)
-            left.pop(0)
-            self._outbox = list(left)
-        return left
+            self._outbox.pop(0)
 
     def _prune(self) -> None:
         """Rotate the log past its size or age bound. Emitters append by path, so renaming
@@ -633,7 +632,7 @@ def _lines_from(path: Path, offset: int) -> int:
     yet), counted a block at a time."""
     n = 0
     with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size < offset:  # truncated since: all of it is new
+        if offset and not continues_at(fh, offset):  # truncated since: all of it is new
             offset = 0
         fh.seek(offset)
         while block := fh.read(1 << 20):
