@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import math
 import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -222,45 +226,77 @@ def test_a_damaged_shared_key_is_one_line_never_an_internal_error(redis_server, 
         assert "state.url" in line or "shared state" in line, result.stderr
 
 
-def test_a_server_that_is_not_redis_sends_the_run_local(tmp_path):
-    """A server answering every command with an integer made redis-py raise AttributeError
-    in its handshake: every command ended in an internal error instead of going local."""
-    import socket
-    import threading
-
+@contextmanager
+def _answering(reply: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A server on 127.0.0.1 that is not a well-behaved Redis: each command it receives is
+    answered by ``reply(connection)``. Yields its port."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
     stop = threading.Event()
 
-    def answer() -> None:
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(2)
+            try:
+                while not stop.is_set() and conn.recv(65536):
+                    reply(conn)
+            except OSError:
+                pass
+
+    def accept() -> None:
         srv.settimeout(0.2)
         while not stop.is_set():
             try:
                 conn, _ = srv.accept()
             except OSError:
                 continue
-            with conn:
-                conn.settimeout(2)
-                try:
-                    while conn.recv(65536):
-                        conn.sendall(b":42\r\n")
-                except OSError:
-                    pass
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
-    threading.Thread(target=answer, daemon=True).start()
+    threading.Thread(target=accept, daemon=True).start()
     try:
-        url = f"redis://127.0.0.1:{srv.getsockname()[1]}/0"
-        env = env_for(url, None, tmp_path / "c")
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        srv.close()
+
+
+def test_a_server_that_is_not_redis_sends_the_run_local(tmp_path):
+    """A server answering every command with an integer made redis-py raise AttributeError
+    in its handshake: every command ended in an internal error instead of going local."""
+    with _answering(lambda conn: conn.sendall(b":42\r\n")) as port:
+        env = env_for(f"redis://127.0.0.1:{port}/0", None, tmp_path / "c")
         added = runner.invoke(app, ["notify", "add", "-t", "alert", "-d", "{}"], env=env)
         assert added.exit_code == 0, added.stderr  # queued here until the server is back
         assert "internal error" not in added.stderr and "unreachable" in added.stderr
         listed = runner.invoke(app, ["notify", "list"], env=env)  # what this host holds
         assert listed.exit_code == 0 and "internal error" not in listed.stderr
         assert listed.stdout.startswith("1 queued")
-    finally:
-        stop.set()
-        srv.close()
+
+
+def test_a_server_dripping_its_reply_is_given_up_by_the_deadline(tmp_path):
+    """A reply dripping a byte every 50 ms never trips the socket timeout (it bounds one
+    read), so each command waited the whole drip: 50 s here, minutes in the wild, with the
+    per-minute cron's next runs piling up. A command's reply now has three socket timeouts
+    (here 3 x 0.5 s), then the server is given up for the run, as in an outage."""
+    import time
+
+    def drip(conn: socket.socket) -> None:
+        for b in b"$1000\r\n" + b"x" * 1000 + b"\r\n":
+            conn.sendall(bytes([b]))
+            time.sleep(0.05)
+
+    with _answering(drip) as port:
+        env = env_for(f"redis://127.0.0.1:{port}/0?socket_timeout=0.5", None,
+                      tmp_path / "c")
+        began = time.monotonic()
+        added = runner.invoke(app, ["notify", "add", "-t", "alert", "-d", "{}"], env=env)
+        took = time.monotonic() - began
+    assert added.exit_code == 0, added.stderr  # queued here until the server is back
+    assert "unreachable" in added.stderr and "Timeout" in added.stderr
+    assert took < 10, took  # the deadline (1.5 s) and the start-up, not the 50 s drip
+    assert len(pending_notifications(load_config(env={
+        "BOTOPT_CACHE_DIR": str(tmp_path / "c")}))) == 1
 
 
 def test_a_database_the_server_refuses_is_a_setting_to_fix(redis_server, tmp_path):

@@ -228,6 +228,7 @@ def _client_for(redis: Any, url: str, namespace: str) -> Any:
             client_name=f"botopt-{namespace}")
         pool = client.connection_pool
         kwargs = pool.connection_kwargs
+        pool.connection_class = _with_deadline(pool.connection_class)
         for name in ("socket_timeout", "socket_connect_timeout", "health_check_interval"):
             value = kwargs.get(name)
             if value is not None and not (isinstance(value, (int, float))
@@ -240,6 +241,65 @@ def _client_for(redis: Any, url: str, namespace: str) -> Any:
         raise ConfigError(f"state.url: an option the redis client refuses: "
                           f"{redact(str(exc))[:160]}", key="state.url") from None
     return client
+
+
+# A command's whole reply must arrive within this many socket timeouts (15 s by default).
+REPLY_TIMEOUTS = 3
+
+
+def _with_deadline(cls: Any) -> Any:
+    """``cls`` (redis-py's connection class for the URL: TCP, TLS or unix socket) with a
+    deadline on each command's whole reply. The socket timeout bounds one read, not a
+    reply: a server dripping a byte every few seconds kept a cron run waiting for minutes
+    (its per-minute successors piling up behind the locks). Past the deadline a read raises
+    the socket's own timeout, which redis-py turns into its TimeoutError: the connection is
+    dropped and the server given up for the run, as for any outage."""
+    import math
+    import socket
+    import time
+
+    class _Reads:
+        """The connection's socket, its reads ending by the owner's deadline."""
+
+        __slots__ = ("_sock", "_owner")
+
+        def __init__(self, sock: Any, owner: Any) -> None:
+            self._sock = sock
+            self._owner = owner
+
+        def _read(self, read: Any, *args: Any) -> Any:
+            left = self._owner.botopt_deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("the reply did not arrive in time")
+            per = self._sock.gettimeout()
+            self._sock.settimeout(left if per is None else min(per, left))
+            try:
+                return read(*args)
+            finally:
+                self._sock.settimeout(per)
+
+        def recv(self, *args: Any) -> Any:
+            return self._read(self._sock.recv, *args)
+
+        def recv_into(self, *args: Any) -> Any:
+            return self._read(self._sock.recv_into, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._sock, name)
+
+    class Deadlined(cls):  # type: ignore[misc, valid-type]
+        botopt_deadline = math.inf
+
+        def _connect(self) -> Any:
+            return _Reads(super()._connect(), self)
+
+        def send_packed_command(self, command: Any, check_health: bool = True) -> Any:
+            per = self.socket_timeout or SOCKET_TIMEOUT
+            self.botopt_deadline = time.monotonic() + REPLY_TIMEOUTS * per
+            return super().send_packed_command(command, check_health)
+
+    Deadlined.__name__ = Deadlined.__qualname__ = f"Deadlined{cls.__name__}"
+    return Deadlined
 
 
 def shown(value: Any, width: int = 60) -> str:
