@@ -226,6 +226,52 @@ def test_a_damaged_shared_key_is_one_line_never_an_internal_error(redis_server, 
         assert "state.url" in line or "shared state" in line, result.stderr
 
 
+@pytest.mark.parametrize("plant, aside", [
+    (lambda r, ns: r.sadd(f"{ns}:nq:types", "ghost"), None),
+    (lambda r, ns: (r.set(f"{ns}:nq:s:ghost", "x"), r.sadd(f"{ns}:nq:types", "ghost")),
+     "nq:s:ghost"),
+    (lambda r, ns: r.set(f"{ns}:nq:s:alpha", "x"), "nq:s:alpha"),
+    (lambda r, ns: r.set(f"{ns}:nq:types", "x"), "nq:types"),
+    (lambda r, ns: r.xgroup_destroy(f"{ns}:nq:s:alpha", "flush"), None),
+    (lambda r, ns: r.set(f"{ns}:tg:chat:-1001:sent", "x"), "tg:chat:-1001:sent"),
+    (lambda r, ns: r.lpush(f"{ns}:tg:chat:-1001:hold", "x"), "tg:chat:-1001:hold"),
+    (lambda r, ns: r.set(f"{ns}:tg:bot:sent", "x"), "tg:bot:sent"),
+    (lambda r, ns: r.set(f"{ns}:nq:tries", "x"), "nq:tries"),
+    (lambda r, ns: r.set(f"{ns}:nq:errors", "x"), "nq:errors"),
+    (lambda r, ns: r.set(f"{ns}:nq:seen", "x"), "nq:seen"),
+], ids=["type-without-stream", "stream-a-string-type", "stream-a-string", "types-a-string",
+        "stream-without-group", "chat-sends", "chat-hold", "bot-sends", "tries", "errors",
+        "seen"])
+def test_a_damaged_queue_key_is_moved_aside_and_every_alert_still_goes(
+        redis_server, telegram, tmp_path, monkeypatch, caplog, plant, aside):
+    """A key of the queue holding another type (a stray command, another program on the
+    namespace), a type whose stream is gone, a stream without its group: each stopped
+    every flush on every host ("unreachable"), or kept the next alerts on one host's local
+    spool for good. The key is now moved aside (kept for a week, said in a warning) and
+    every alert, queued before and after the damage, is delivered once."""
+    import redis
+
+    monkeypatch.setenv(SCALE_ENV, "100")
+    ns = "tidy" + str(abs(hash(str(tmp_path))) % 100_000)
+    cfg = config(redis_server.url, telegram, tmp_path / "c", BOTOPT_STATE_NAMESPACE=ns)
+    client = redis.Redis.from_url(redis_server.url)
+    enqueue(cfg, items("alpha", 2))
+    plant(client, ns)
+    with caplog.at_level("WARNING", logger="botopt"):
+        enqueue(cfg, items("alpha", 2, start=2))
+        result = flush_notifications(cfg)
+    assert sorted(tokens(telegram)) == [f"tok-alpha-{i:04d}" for i in range(
+        2 if aside == "nq:s:alpha" else 0, 4)], result  # the two in a string are aside
+    assert queue_stats(cfg)["pending"] == 0 and result.remaining == 0
+    assert not (tmp_path / "c" / "notify" / "queue.db").exists() or \
+        pending_notifications(load_config(env={"BOTOPT_CACHE_DIR": str(tmp_path / "c")})) \
+        == []  # nothing left behind on this host's spool
+    if aside is not None:
+        assert 0 < client.ttl(f"{ns}:{aside}:aside") <= 7 * 86400
+        assert any(f"{ns}:{aside} held a" in r.getMessage() for r in caplog.records)
+    client.close()
+
+
 @contextmanager
 def _answering(reply: Callable[[socket.socket], None]) -> Iterator[int]:
     """A server on 127.0.0.1 that is not a well-behaved Redis: each command it receives is

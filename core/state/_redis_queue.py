@@ -175,12 +175,52 @@ return until_
 """
 
 
+# KEYS: the set of types. ARGV: the types' stream key prefix, then types. Drops the types
+# whose stream is gone: one script, so that an enqueue (which adds its type and its stream in
+# one script) is never undone between the check and the removal.
+_FORGET_GONE = """
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
+    n = n + redis.call('SREM', KEYS[1], ARGV[i])
+  end
+end
+return n
+"""
+
+# KEYS: keys. ARGV: seconds an aside key is kept, then the type each key must hold. Moves
+# each key holding another type to <key>:aside; returns {key, type held, ...} of those moved.
+_MOVE_ASIDE = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local held = redis.call('TYPE', key)['ok']
+  if held ~= 'none' and held ~= ARGV[i + 1] then
+    redis.call('RENAME', key, key .. ':aside')
+    redis.call('EXPIRE', key .. ':aside', tonumber(ARGV[1]))
+    out[#out + 1] = key
+    out[#out + 1] = held
+  end
+end
+return out
+"""
+
+# A key moved aside is kept this long for a person to read, then goes by itself.
+ASIDE_SECONDS = 7 * 86400
+
+
 def time_scale() -> float:
     try:
         scale = float(os.environ.get(SCALE_ENV, "1"))
     except ValueError:
         return 1.0
     return scale if math.isfinite(scale) and scale > 0 else 1.0
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether the server refused a command for a key's type (a key of the namespace holding
+    data of another shape), which ``SharedQueue.tidy`` can mend."""
+    text = str(exc)
+    return "WRONGTYPE" in text or "NOGROUP" in text
 
 
 def _text(value: Any) -> str:
@@ -220,16 +260,72 @@ class SharedQueue:
     def types(self) -> list[str]:
         return sorted(_text(t) for t in self.r.smembers(self.types_key))
 
+    def books(self, chat: str = "") -> dict[str, str]:
+        """The queue's bookkeeping keys and the type each must hold (``chat``: its pacer's
+        keys too)."""
+        books = {self.types_key: "set", self.dead_key: "hash", self.tries_key: "hash",
+                 self.errors_key: "hash", self.meta_key: "hash", self.seen_key: "zset"}
+        if chat:
+            pacer = SharedPacer(self.shared, chat)
+            books.update({pacer.sends: "zset", pacer.hold: "string", pacer.bot: "zset"})
+        return books
+
+    def tidy(self, chat: str = "", kinds: Sequence[str] = ()) -> None:
+        """Make the namespace's queue keys usable again after something else wrote there (a
+        stray command, another program given the same namespace): each key that holds
+        another type than botopt keeps there is moved aside (``<key>:aside``, kept
+        ``ASIDE_SECONDS``, said in a warning), a type whose stream is gone is dropped, and a
+        stream without its group gets it. One damaged key stopped every flush of every host,
+        reported as the server being "unreachable", and its alerts stuck. ``kinds``: types
+        to check beside the set's. Raises the client's errors."""
+        self._move_aside(self.books(chat))
+        kinds = sorted({*kinds, *self.types()})
+        self._move_aside({self.stream(k): "stream" for k in kinds})
+        gone = self.shared.script("forget_gone", _FORGET_GONE)(
+            keys=[self.types_key], args=[self.stream(""), *kinds])
+        if int(gone):
+            log.info("dropped %s queue type(s) whose stream is gone", int(gone))
+        pipe = self.r.pipeline(transaction=False)
+        for kind in kinds:
+            pipe.xinfo_groups(self.stream(kind))
+        for kind, groups in zip(kinds, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(groups, list) and not any(
+                    _text(g.get("name")) == GROUP for g in groups if isinstance(g, dict)):
+                self._ensure_group(kind)
+
+    def _move_aside(self, want: dict[str, str]) -> None:
+        """The keys of ``want`` (key -> the type botopt keeps there) that hold another
+        type, moved aside in one script: a key checked then renamed in two steps could be
+        one another host had meanwhile made anew, in the right type."""
+        if not want:
+            return
+        keys = list(want)
+        moved = self.shared.script("move_aside", _MOVE_ASIDE)(
+            keys=keys, args=[ASIDE_SECONDS, *(want[k] for k in keys)])
+        for key, held in zip(moved[::2], moved[1::2], strict=True):
+            log.warning("shared state %s: key %s held a %s where botopt keeps a %s; moved "
+                        "aside to %s:aside (kept %d days)", self.shared.where, shown(key),
+                        shown(held), want.get(_text(key), "?"), shown(key),
+                        ASIDE_SECONDS // 86400)
+
     # -- enqueueing -------------------------------------------------------------------------
 
     def add(self, rows: Sequence[Row]) -> bool:
         """Queue on the server (moving any local leftovers first), else locally."""
         if self.shared.available():
-            try:
-                self.move_local()
-                return self.add_shared(rows)[1]
-            except self.shared.errors as exc:
-                self.shared.lost(exc)
+            for attempt in (1, 2):
+                try:
+                    self.move_local()
+                    return self.add_shared(rows)[1]
+                except self.shared.errors as exc:
+                    if attempt == 1 and _damaged(exc):
+                        try:
+                            self.tidy(kinds=[kind for _, kind, *_ in rows])
+                            continue
+                        except self.shared.errors:
+                            pass
+                    self.shared.lost(exc)
+                    break
         return self.local.add(rows)
 
     def add_shared(self, rows: Sequence[Row]) -> tuple[int, bool]:
@@ -450,6 +546,7 @@ class SharedQueue:
         server cannot be used."""
         self.shared.check()
         try:
+            self.tidy(chat)
             self.move_local()
             if self.host:
                 for problem in check_hosts(self.shared, self.host, self.instance, chat):
@@ -537,7 +634,10 @@ class SharedSession:
         return {nid: _text(v) for nid, v in zip(nids, got, strict=True) if v is not None}
 
     def pacer_for(self, dest: str, min_interval: float) -> SharedPacer:
-        return SharedPacer(self.q.shared, "", dest=dest, min_interval=min_interval)
+        pacer = SharedPacer(self.q.shared, "", dest=dest, min_interval=min_interval)
+        # its keys tidied as the chat's are when the flush begins (``SharedQueue.tidy``)
+        self.q._move_aside({pacer.sends: "zset", pacer.hold: "string", pacer.bot: "zset"})
+        return pacer
 
     def _claimed(self, kind: str, entries: Any) -> list[Item]:
         items = []
