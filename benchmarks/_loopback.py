@@ -33,6 +33,11 @@ class Drip(str):
         return d
 
 
+class DripHead(Drip):
+    """A ``Drip`` from the status line on: the headers trickle in too (a broken proxy, a
+    hostile receiver), before any body a client could read with its own deadline."""
+
+
 class Cut(str):
     """A payload whose first half is sent, then the connection reset (an answer cut off
     after the status line: the request had arrived)."""
@@ -69,6 +74,20 @@ class Loopback:
                     return
                 data = (payload if isinstance(payload, str)
                         else json.dumps(payload, separators=(",", ":"))).encode()
+                if isinstance(payload, DripHead):
+                    head = "".join(f"{k}: {v}\r\n" for k, v in {
+                        "Content-Type": fake.content_type, "Content-Length": len(data),
+                        **extra}.items())
+                    whole = f"HTTP/1.0 {status} OK\r\n{head}\r\n".encode() + data
+                    self.close_connection = True
+                    try:
+                        for i in range(len(whole)):
+                            self.wfile.write(whole[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(payload.every)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", fake.content_type)
                 self.send_header("Content-Length", str(len(data)))

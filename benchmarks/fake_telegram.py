@@ -7,7 +7,8 @@ length in UTF-16 units after parsing, enforces 1 message/s per chat and 20/min p
 and can be scripted to fail ("500", "drop", "429:N", "401", "403", "chat", "long", "parse",
 "refuse" (a 400 about the message), "body:RAW" (a 200 whose body is RAW), "hang:S" (answer
 normally after S seconds), "drip:S" (deliver it, then send the answer a byte every S
-seconds), "redirect:URL" (a 307 to URL), "cut" (deliver it, then reset the connection
+seconds), "driphead:S" (deliver it, then send the status line, headers and answer a byte every
+S seconds), "redirect:URL" (a 307 to URL), "cut" (deliver it, then reset the connection
 half-way through the answer)): ``script`` is used
 up one answer per request, ``always`` answers every request after it, and ``refuse_containing``
 refuses every message whose text contains that string (a poisoned notification).
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._loopback import Answer, Cut, Drip, Loopback
+from ._loopback import Answer, Cut, Drip, DripHead, Loopback
 
 ALLOWED = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "code", "pre", "a",
            "tg-spoiler", "blockquote"}
@@ -169,6 +170,9 @@ class FakeTelegram(Loopback):
                                          "text": shown}}
         if action == "cut":
             return 200, Cut(json.dumps(answer, separators=(",", ":"))), {}
+        if action and action.startswith("driphead:"):
+            return 200, DripHead.of(json.dumps(answer, separators=(",", ":")),
+                                    float(action[9:])), {}
         if action and action.startswith("drip:"):
             return 200, Drip.of(json.dumps(answer, separators=(",", ":")),
                                 float(action[5:])), {}

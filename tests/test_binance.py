@@ -164,6 +164,20 @@ def test_read_timeout_retried_then_network_error(server):
         client.klines("BTCUSDT", "5m")
 
 
+@pytest.mark.slow
+def test_an_answer_trickling_in_is_cut_at_three_read_timeouts_and_retried(server):
+    """The status line and headers a byte every 0.2 s, each read within the 0.3 s read
+    timeout: the run waited the whole trickle (40 s of headers and body here, for ever from
+    a hostile server). The answer now has three read timeouts; then it is retried."""
+    from botopt.benchmarks._loopback import DripHead
+
+    client = client_for(server, [], read_timeout=0.3)
+    server.script = [(200, DripHead.of("[]" + " " * 200, 0.2), {})]
+    began = time.monotonic()
+    assert client.klines("BTCUSDT", "5m", now_ms=server.now_ms()).height == 999
+    assert time.monotonic() - began < 8 and client.requests_made == 2
+
+
 def test_unreachable_server_is_a_network_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -369,11 +369,14 @@ def test_one_broken_destination_does_not_hold_up_the_others(tmp_path, hook, disc
     assert queue_stats(cfg)["pending"] == 4  # Discord's copies wait, nothing lost
 
 
-def test_a_hanging_destination_cannot_hold_a_flush_past_its_budget(tmp_path, hook):
+@pytest.mark.parametrize("fault", ["hang:10", "driphead:0.5"])
+def test_a_hanging_destination_cannot_hold_a_flush_past_its_budget(tmp_path, hook, fault):
+    """``driphead``: the status line and headers a byte every 0.5 s, each read within the
+    read timeout: the flush waited the whole 40 s of headers, past any budget."""
     cfg = config(tmp_path, toml(hook.url, routes='"*" = ["hook"]\n', timeout=30.0),
                  **{"telegram.flush_budget": 2.0})
     enqueue(cfg, notes(1))
-    hook.always = "hang:10"
+    hook.always = fault
     start = time.monotonic()
     flush_notifications(cfg, force=True)
     assert time.monotonic() - start < 3.5

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..base._config import BinanceConfig, interval_ms
 from ..base._fs import atomic_write_json, read_json
+from ..base._http import reads_by
+from ..base._http import session as http_session
 from ..base._symbols import binance_symbol
 from ..errors import (
     BotoptError,
@@ -75,13 +77,11 @@ class BinanceClient:
                  session: requests.Session | None = None, *,
                  sleep: Callable[[float], None] = time.sleep,
                  state_dir: Path | None = None) -> None:
-        import requests
-
         self.config = config or BinanceConfig()
         # Where a ban is remembered and the symbol list cached across runs; None: neither.
         self.state_dir = state_dir
         if session is None:
-            session = requests.Session()
+            session = http_session()
             session.headers["User-Agent"] = _user_agent()
         self.session = session
         self.sleep = sleep
@@ -167,8 +167,11 @@ class BinanceClient:
             last = attempt >= cfg.max_retries
             try:
                 self.requests_made += 1
-                resp = self.session.get(url, params=params,
-                                        timeout=(cfg.connect_timeout, cfg.read_timeout))
+                # the whole answer within three read timeouts, not each read of it: a
+                # server trickling its headers held a cron run as long as it liked
+                with reads_by(time.monotonic() + cfg.connect_timeout + 3 * cfg.read_timeout):
+                    resp = self.session.get(url, params=params,
+                                            timeout=(cfg.connect_timeout, cfg.read_timeout))
             except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                     requests.exceptions.InvalidSchema) as exc:
                 raise ConfigError(f"binance.api_url {cfg.api_url!r} is not a usable URL "

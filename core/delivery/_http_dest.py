@@ -29,6 +29,8 @@ from typing import Any
 
 from ..base._codec import json_loads
 from ..base._destinations import DestinationConfig, redacted_url
+from ..base._http import reads_by
+from ..base._http import session as http_session
 from ..base._redact import redact
 from ..base._vocab import TelegramOutcome as Kind
 from ._notify_format import _TAG, FORMATTERS, TITLES, _generic
@@ -144,11 +146,10 @@ class HttpClient:
     """POSTs to one destination and classifies every answer (never raises for the network)."""
 
     def __init__(self, dest: DestinationConfig, session: Any = None) -> None:
-        import requests
 
         self.dest = dest
         self.where = f"{dest.type} destination {dest.name}"
-        self._session = session or requests.Session()
+        self._session = session or http_session()
         self._session.headers.setdefault("User-Agent", "botopt")
         # Discord: wait=true makes a 200 carry the message, the proof it was posted
         self.url = dest.url if dest.type != "discord" else \
@@ -169,9 +170,10 @@ class HttpClient:
         read = max(0.5, limit - connect)
         deadline = time.monotonic() + limit
         try:
-            resp = self._session.post(self.url, data=body, headers=headers, stream=True,
-                                      timeout=(connect, read), allow_redirects=False)
-            answer = read_answer(resp, deadline)
+            with reads_by(deadline):  # the headers too, not each read of them
+                resp = self._session.post(self.url, data=body, headers=headers, stream=True,
+                                          timeout=(connect, read), allow_redirects=False)
+                answer = read_answer(resp, deadline)
         except (requests.ReadTimeout, AnswerTooSlow):
             return HttpOutcome(Kind.AMBIGUOUS, f"{self.where} did not answer within "
                                f"{read:.1f} s (it may have been delivered)")

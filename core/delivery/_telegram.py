@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..base._codec import json_loads
+from ..base._http import reads_by
+from ..base._http import session as http_session
 from ..base._redact import redact, register_secret
 from ..base._vocab import TelegramOutcome
 from ..state._queue import RETRY_AFTER_MAX
@@ -109,12 +111,10 @@ def read_answer(resp: Any, deadline: float) -> bytes:
 class TelegramClient:
     def __init__(self, api_url: str, token: str, timeout: float = 10.0,
                  session: Any = None) -> None:
-        import requests
-
         register_secret(token)
         self._url = f"{api_url.rstrip('/')}/bot{token}/sendMessage"
         self._timeout = timeout
-        self._session = session or requests.Session()
+        self._session = session or http_session()
         self._session.headers.setdefault("User-Agent", "botopt")
 
     def send(self, chat_id: str, text: str, parse_mode: str | None,
@@ -133,10 +133,11 @@ class TelegramClient:
         try:
             # never redirected: the Bot API does not redirect, and a Location elsewhere would
             # take the chat id and text (and a token in its path) to another host
-            resp = self._session.post(self._url, json=payload, stream=True,
-                                      timeout=(connect, max(0.5, limit - connect)),
-                                      allow_redirects=False)
-            answer = read_answer(resp, deadline)
+            with reads_by(deadline):  # the headers too, not each read of them
+                resp = self._session.post(self._url, json=payload, stream=True,
+                                          timeout=(connect, max(0.5, limit - connect)),
+                                          allow_redirects=False)
+                answer = read_answer(resp, deadline)
         except (requests.ReadTimeout, AnswerTooSlow):
             # Sent, unanswered: Telegram may well have delivered it (it often answers late).
             return Outcome(TelegramOutcome.AMBIGUOUS,

@@ -255,7 +255,6 @@ def _with_deadline(cls: Any) -> Any:
     the socket's own timeout, which redis-py turns into its TimeoutError: the connection is
     dropped and the server given up for the run, as for any outage."""
     import math
-    import socket
     import time
 
     class _Reads:
@@ -270,7 +269,7 @@ def _with_deadline(cls: Any) -> Any:
         def _read(self, read: Any, *args: Any) -> Any:
             left = self._owner.botopt_deadline - time.monotonic()
             if left <= 0:
-                raise socket.timeout("the reply did not arrive in time")
+                raise TimeoutError("the reply did not arrive in time")
             per = self._sock.gettimeout()
             self._sock.settimeout(left if per is None else min(per, left))
             try:
@@ -287,7 +286,7 @@ def _with_deadline(cls: Any) -> Any:
         def __getattr__(self, name: str) -> Any:
             return getattr(self._sock, name)
 
-    class Deadlined(cls):  # type: ignore[misc, valid-type]
+    class Deadlined(cls):  # type: ignore[misc]
         botopt_deadline = math.inf
 
         def _connect(self) -> Any:

@@ -15,7 +15,8 @@ Both take the Telegram fake's fault script: ``script`` (one action per request, 
 ``always``): ``429:<seconds>``, ``global:<seconds>`` (Discord), ``500``, ``hang:<seconds>``
 (the request is processed, the answer comes that late), ``drop`` (the connection is closed
 after the request was read and processed: the sender cannot know), ``lost`` (closed before
-processing), ``cut`` (processed, the answer reset half-way), ``body:<text>`` (a 200
+processing), ``cut`` (processed, the answer reset half-way), ``driphead:<seconds>``
+(processed, the answer from its status line on sent a byte at a time), ``body:<text>`` (a 200
 with that body, processed), ``raw429:<body>`` (a 429
 with that body), ``big:<MB>`` (a 200 of that many MB, processed), ``400``, ``401``, ``404``.
 """
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from botopt.benchmarks._loopback import Cut, Loopback
+from botopt.benchmarks._loopback import Cut, DripHead, Loopback
 
 Answer = tuple[int, Any, dict[str, str]]
 
@@ -82,6 +83,9 @@ class _Faults(Loopback):
         if action == "cut":  # the answer's first half, then a reset
             payload = answer[1] if isinstance(answer[1], str) else json.dumps(answer[1])
             return answer[0], Cut(payload), answer[2]
+        if action.startswith("driphead:"):  # headers and all, a byte at a time
+            payload = answer[1] if isinstance(answer[1], str) else json.dumps(answer[1])
+            return answer[0], DripHead.of(payload, float(action[9:])), answer[2]
         if action.startswith("body:"):
             return 200, action[5:], {}
         if action.startswith("big:"):  # a 200 whose body is this many MB of junk
