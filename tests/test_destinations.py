@@ -595,7 +595,10 @@ def test_every_notification_reaches_every_routed_destination_exactly_once(
     hooks = {n: FakeReceiver(secret=SECRET).start() for n in ("hook", "hook2")}
     disc = FakeDiscord().start()
     try:
-        text = toml(hooks["hook"].url, disc.webhook_url, batch=batch)
+        # No fault here is a hang: a generous timeout, so that a fake starved of the CPU
+        # under a loaded CI run (its threads share this process's GIL) is not taken for
+        # an unanswered request and resent, which Discord (no idempotency key) counts twice.
+        text = toml(hooks["hook"].url, disc.webhook_url, batch=batch, timeout=20.0)
         text = text.replace("[notify.routes]\n", "[notify.destinations.hook2]\n"
                             f'type = "webhook"\nurl = "{hooks["hook2"].url}/in"\n'
                             f'secret = "{SECRET}"\nmin_interval = 0\n'
