@@ -483,3 +483,43 @@ def test_status_reads_a_big_log_a_line_at_a_time(cfg):
     assert set(status["jobs"]) == {"fetch", "signals"} and not status["jobs"]["fetch"]["ok"]
     assert status["last_flush_at"] == now - 60 and status["events_damaged"] == 1
     assert status["events_pending"] == 40_005  # no monitor has read it: every line
+
+
+def test_doctor_tells_a_killed_monitor_from_a_cron_driven_one(cfg):
+    """A long-running monitor killed (SIGKILL, the OOM killer) left a recent state file, and
+    `doctor` called it "driven by cron": the user was told all was well while nothing
+    watched the bot. It now says the monitor was stopped without a clean exit; one stopped
+    by SIGTERM, or a cron's `--once`, reads as before."""
+    from botopt.core.errors import BotoptError
+    from botopt.core.watch._doctor import _monitor
+
+    def serve() -> subprocess.Popen[str]:
+        p = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+                              str(root(cfg)), "monitor"], stderr=subprocess.PIPE, text=True)
+        assert wait_until(lambda: get_status(cfg)["monitor_running"], timeout=30)
+        assert _monitor(cfg, time.time()) == "running"
+        # its mark written (a kill before it finds the state as the last run left it)
+        assert wait_until(lambda: state.is_file() and json.loads(
+            state.read_text()).get("serving") is True, timeout=30)
+        return p
+
+    from botopt.core.state._workspace import state_dir
+    from botopt.core.watch._monitor import STATE
+
+    state = state_dir(cfg, "events") / STATE
+
+    p = serve()
+    p.kill()
+    p.wait(timeout=10)
+    with pytest.raises(BotoptError, match="without a clean exit") as info:
+        _monitor(cfg, time.time())
+    assert info.value.key == "monitor"
+    p = serve()  # started again: running, and a clean stop clears the mark
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=10) == 0
+    assert _monitor(cfg, time.time()).startswith("driven by cron")
+    p = serve()
+    p.kill()
+    p.wait(timeout=10)
+    run_monitor(cfg, once=True)  # cron's round after it: the state is cron's now
+    assert _monitor(cfg, time.time()).startswith("driven by cron")

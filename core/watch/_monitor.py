@@ -95,6 +95,9 @@ class _State:
     # symbol -> when a run last reported its data stale; alerted once an hour at most, as
     # two cron lines with different symbols must not make the alert flap every minute.
     stale_seen: dict[str, float] = field(default_factory=dict)
+    # a long-running monitor holds it while it serves: left true by one that was killed, so
+    # that ``doctor`` says so instead of taking its recent state for a cron's ``--once``
+    serving: bool = False
 
     @classmethod
     def load(cls, path: Path) -> _State:
@@ -121,7 +124,7 @@ class _State:
               and num(self.failures_reported) and num(self.events_damaged)
               and isinstance(self.failures, (list, deque))
               and isinstance(self.dead_alerted, list)
-              and isinstance(self.stale_seen, dict)
+              and isinstance(self.stale_seen, dict) and isinstance(self.serving, bool)
               and all(isinstance(k, str) and num(v) for k, v in self.stale_seen.items())
               and all(isinstance(f, list) and len(f) == 3 and num(f[0])
                       for f in self.failures))
@@ -460,12 +463,19 @@ def _locked(mon: Monitor, once: bool, serve: Callable[[], MonitorResult] | None
     try:
         mon.load_state()
         if once or serve is None:
+            mon.state.serving = False
             mon.handle_pending()
             if mon.checks_due():
                 mon.run_checks()
             mon.commit()
             return mon.result
-        return serve()
+        mon.state.serving = True
+        mon.commit()
+        try:
+            return serve()
+        finally:
+            mon.state.serving = False  # stopped cleanly (or by an error it reports)
+            mon.commit()
     finally:
         mon.hosts.close()
         if lock is not None:
