@@ -66,7 +66,12 @@ class Loopback:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length", 0) or 0)
                 body = self.rfile.read(length) if length else b""
-                status, payload, extra = fake.answer(self.command, self.path,
+                path = self.path
+                if path.lower().startswith(("http://", "https://")):
+                    # the absolute form a client sends to a forward proxy (any server must
+                    # take it, RFC 9112): a fake is its own proxy in tests
+                    path = "/" + path.split("://", 1)[1].partition("/")[2]
+                status, payload, extra = fake.answer(self.command, path,
                                                      dict(self.headers), body)
                 if status == 0:
                     self.close_connection = True

@@ -235,14 +235,20 @@ def test_unreachable_or_garbled_api_exits_1_and_keeps_the_queue(tmp_path, server
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("drip", ["drip:0.25", "driphead:0.5"])
-def test_an_answer_that_trickles_in_ends_within_the_budget(tmp_path, server, drip):
+@pytest.mark.parametrize("drip, proxy", [("drip:0.25", False), ("driphead:0.5", False),
+                                         ("driphead:0.5", True)])
+def test_an_answer_that_trickles_in_ends_within_the_budget(tmp_path, server, drip, proxy,
+                                                           monkeypatch):
     """Each byte within the read timeout, the whole answer 40 s away: the flush ended 30 s
     past a 5 s budget (the timeout bounded each read, not the answer). It ends within its
     budget now, the message counted as possibly delivered (it was), not resent. With the
     status line and headers trickling too (``driphead``: 36 s of headers), the body's
     deadline came too late: the reads of the headers honour it now."""
     cache = tmp_path / "c"
+    if proxy:  # through a forward proxy (the fake is its own): its connections too
+        for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", server.url)
     server.script = [drip]
     assert botopt(cache, "notify", "add", "-t", "alert", "-d", '{"message": "x"}',
                   url=server.url).returncode == 0

@@ -9,8 +9,8 @@ read raises the socket's own timeout, which urllib3 and requests report as a rea
 (``requests.ReadTimeout``, or urllib3's ``ReadTimeoutError`` while a body is streamed), as
 for a server that stopped answering. Outside ``reads_by`` the sockets behave as usual.
 
-Connections made through an HTTP(S) proxy (``HTTPS_PROXY``) keep requests' own per-read
-timeout only: their pools are requests' proxy manager's, not these.
+Through an HTTP(S) proxy (``HTTP_PROXY``, ``HTTPS_PROXY``) the same holds; through a SOCKS
+proxy only requests' own per-read timeout applies.
 """
 
 from __future__ import annotations
@@ -123,6 +123,15 @@ def _adapter_class() -> Any:
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             super().init_poolmanager(*args, **kwargs)
             self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": TLSPool}
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            # An HTTP(S) proxy's pools are urllib3's own (a tunnel to an https:// target
+            # included), so they take these connections; a SOCKS proxy's have their own
+            # connection classes and keep the per-read timeout only.
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = {"http": Pool, "https": TLSPool}
+            return manager
 
     _ADAPTER = Adapter
     return Adapter
