@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timezone
+import time
 from pathlib import Path
 
 import polars as pl
@@ -206,6 +207,26 @@ def test_transient_failures_are_retried_within_the_budget(okx, tmp_path):
     okx.fake.script[:] = ["429"] * 3  # the market list rate limited too
     with pytest.raises(NetworkError, match=r"okx spot \(markets\): rate limited"):
         fetch_to_store(c, ["BTC/USDT"], now_ms=okx.clock, client=CcxtClient(c, sleep=waits.append))
+
+
+@pytest.mark.slow
+def test_an_answer_trickling_in_is_cut_and_retried(okx, tmp_path):
+    """The status line and headers a byte every 0.2 s, each read within ccxt's timeout:
+    the fetch waited the whole trickle. Each call's answer now has three request timeouts
+    (here 3 x 0.6 s), then it is retried as any timeout."""
+    from botopt.benchmarks._loopback import DripHead
+    from botopt.core.data._ccxt import CcxtClient
+
+    c = cfg(okx.fake.url, tmp_path, **{"binance.connect_timeout": 0.3,
+                                       "binance.read_timeout": 0.3})
+    client = CcxtClient(c, sleep=lambda s: None)
+    client.markets()
+    okx.fake.script[:] = [(200, DripHead.of('{"code":"0","msg":"","data":[]}' + " " * 200,
+                                            0.2), {})]
+    began = time.monotonic()
+    res = fetch_to_store(c, ["BTC/USDT"], now_ms=okx.clock, client=client)
+    assert res["BTC/USDT"].total == 1000
+    assert time.monotonic() - began < 15  # the trickle alone lasts 50 s
 
 
 NEXT = "1789448400000"  # an open time inside the range the second fetch asks for

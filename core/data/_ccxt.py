@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..base._http import reads_by
+from ..base._http import session as http_session
 from ..base._config import Config, interval_ms
 from ..errors import ConfigError, DataError, NetworkError, UnknownSymbolError, UsageError
 from ._binance import _frame
@@ -84,9 +86,13 @@ class CcxtClient:
 
         limited = (ccxt.RateLimitExceeded, ccxt.DDoSProtection)
         waited = 0.0
+        # each call's answers within three request timeouts, not each read of them: a
+        # server trickling its headers held a fetch as long as it liked
+        per = self.net.connect_timeout + self.net.read_timeout
         for attempt in range(self.net.max_retries + 1):
             try:
-                return fn()
+                with reads_by(time.monotonic() + 3 * per):
+                    return fn()
             except ccxt.NetworkError as exc:  # rate limits, 5xx, timeouts, dropped connections
                 budget = self.net.max_wait_seconds - waited
                 if attempt == self.net.max_retries or budget <= 0:
@@ -228,6 +234,9 @@ def make_exchange(config: Config) -> Any:
         # kept so that a body that is not JSON can be told from an empty page (_page)
         "enableLastJsonResponse": True, "enableLastHttpResponse": True,
         "timeout": int(1000 * (net.connect_timeout + net.read_timeout)),
+        # ours: its reads honour ``reads_by``; proxies from the environment ignored, as
+        # ccxt's own session does by default
+        "session": _session(),
         "options": {"defaultType": "swap" if mode == "futures" else "spot"},
     })
     types = _MARKET_TYPES.get(name, {}).get(mode)
@@ -239,6 +248,12 @@ def make_exchange(config: Config) -> Any:
     if url:  # a proxy or a test server standing in for the exchange's own hosts
         ex.urls["api"] = _rebase(ex.urls.get("api"), url.rstrip("/"))
     return ex
+
+
+def _session() -> Any:
+    s = http_session()
+    s.trust_env = False
+    return s
 
 
 def _rebase(api: Any, base: str) -> Any:
