@@ -10,8 +10,8 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..base._config import Config, interval_ms
 from ..base._http import reads_by
 from ..base._http import session as http_session
-from ..base._config import Config, interval_ms
 from ..errors import ConfigError, DataError, NetworkError, UnknownSymbolError, UsageError
 from ._binance import _frame
 
