@@ -70,12 +70,12 @@ def _adapter_class() -> Any:
 
         def _bounded(self, read: Any, *args: Any) -> Any:
             deadline = getattr(_local, "deadline", None)
-            if deadline is None:
+            per = self._sock.gettimeout()
+            if deadline is None or per == 0:  # none set, or a poll that never waits
                 return read(*args)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the answer did not arrive in time")
-            per = self._sock.gettimeout()
             self._sock.settimeout(left if per is None else min(per, left))
             try:
                 return read(*args)

@@ -267,10 +267,12 @@ def _with_deadline(cls: Any) -> Any:
             self._owner = owner
 
         def _read(self, read: Any, *args: Any) -> Any:
+            per = self._sock.gettimeout()
+            if per == 0:  # a poll for data already waiting (a pooled connection's check)
+                return read(*args)
             left = self._owner.botopt_deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the reply did not arrive in time")
-            per = self._sock.gettimeout()
             self._sock.settimeout(left if per is None else min(per, left))
             try:
                 return read(*args)
