@@ -4,8 +4,8 @@ Each simulated minute runs ``signals`` (live, on the real pairs of ../shared/dat
 files grow by one candle as each closes), a ``notify add`` carrying a numbered token (the
 ledger), and ``notify-flush``; ``monitor --once`` runs every 5 minutes. Every process gets
 the simulated time through ``botopt.benchmarks._clocked``. Faults, drawn with ``--seed``:
-Telegram 429 with retry_after, 500, answers past the timeout, dropped connections, 200s that
-are not the Bot API's, a SIGKILL of any command at a random moment, and a few minutes of a
+Telegram 429 with retry_after, 500, answers past the timeout, answers whose status line and
+headers trickle in, dropped connections, 200s that are not the Bot API's, a SIGKILL of any command at a random moment, and a few minutes of a
 read-only and of a full cache directory (as root: a private mount namespace per process; an
 unprivileged user gets no disk faults, and the table says so).
 
@@ -49,7 +49,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "candl
 TOKEN = "123456789:AAsoaksoaksoaksoaksoaksoaksoaksoak"
 START = datetime(2018, 1, 12, 0, 0, 30, tzinfo=timezone.utc)  # 1.8 days of history before
 TELEGRAM_FAULTS = ["429:{n}", "500", "hang:1.6", "drop", "body:{{}}",
-                   "body:<html><body>proxy</body></html>"]
+                   "body:<html><body>proxy</body></html>", "driphead:0.4"]
 _TOK = re.compile(r"soak-(\d{6})")
 # a passing signal as a message shows it: direction, pair, then its candle (HH:MM UTC)
 _SIG = re.compile(r"(long|short) (\S+) @ [^\n]*\n[^\n]*candle (\d\d:\d\d)")
@@ -86,7 +86,8 @@ class Tally:
 
 def _label(action: str) -> str:
     return {"429": "429 retry_after", "500": "500", "han": "answer past the timeout",
-            "dro": "dropped connection"}.get(action[:3], "200 not the Bot API")
+            "dro": "dropped connection",
+            "dri": "answer trickling in"}.get(action[:3], "200 not the Bot API")
 
 
 def _dir_bytes(path: Path) -> int:
@@ -224,7 +225,7 @@ class Soak:
             action = self.rng.choice(TELEGRAM_FAULTS).format(n=self.rng.randint(1, 40))
             self.fake.script = [action]
             t.fault(f"telegram {_label(action)}", m)
-            if action.startswith(("hang", "body")):
+            if action.startswith(("hang", "body", "drip")):
                 t.in_flight += 1
         for h in range(self.hosts):
             before = len(self.fake.received)
