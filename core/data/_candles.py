@@ -258,6 +258,7 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
                             file=where) from exc
     elif t.dtype.is_integer():
         # Integers are epoch milliseconds, as Binance and freqtrade's JSON store them.
+        _in_calendar(t.cast(pl.Int64, strict=False), where, time_col, integers=True)
         t = pl.from_epoch(t, time_unit="ms").dt.replace_time_zone("UTC")
     elif t.dtype == pl.Datetime("ms", "UTC"):
         pass  # already canonical: no copy of the column (19 MB at 2,000 symbols)
@@ -267,15 +268,41 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
     else:
         raise DataError(f"{where}: column {time_col!r} has type {t.dtype}, expected a time",
                         file=where)
+    t = t.dt.cast_time_unit("ms")
+    _in_calendar(t.dt.epoch("ms"), where, time_col, integers=False)
     try:
         return pl.DataFrame({
             "symbol": symbol,
-            "open_time": t.dt.cast_time_unit("ms"),
+            "open_time": t,
             **{c: df.get_column(c).cast(pl.Float64) for c in
                ("open", "high", "low", "close", "volume")},
         })
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{where}: non-numeric price or volume values", file=where) from exc
+
+
+# The calendar's ends in epoch ms (years 1 and 9999): a time past them cannot be shown or
+# compared as a date, and integers in microseconds or nanoseconds read as milliseconds land
+# there (year 50,000 and on). They were internal errors ("date value out of range").
+_MAX_MS = 253_402_300_799_999
+_MIN_MS = -62_135_596_800_000
+
+
+def _in_calendar(ms: pl.Series, where: str, col: str, integers: bool) -> None:
+    """Raise a DataError naming the row when a time (``ms``: epoch milliseconds, integers)
+    lies outside the calendar."""
+    import numpy as np
+
+    lo, hi = ms.min(), ms.max()  # two reductions; the rows are searched only when needed
+    if lo is None or (_MIN_MS <= lo and hi <= _MAX_MS):  # type: ignore[operator]
+        return
+    bad = np.flatnonzero(((ms < _MIN_MS) | (ms > _MAX_MS)).fill_null(False).to_numpy())
+    row = int(bad[0])
+    value = ms[row]
+    hint = (" (epoch microseconds or nanoseconds? botopt reads integer times as epoch "
+            "milliseconds, as Binance and freqtrade store them)") if integers else ""
+    raise DataError(f"{where}: row {row + 1}: {col} {value} ms is outside the "
+                    f"calendar (years 1 to 9999){hint}", file=where, row=row + 1)
 
 
 def _with_suffix(data_dir: Path, stem: str) -> Path | None:
@@ -497,6 +524,9 @@ def _read_json_rows(path: Path) -> pl.DataFrame:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in r[:6]):
             raise ValueError(f"row {i + 1} is not [date, open, high, low, close, volume]: "
                              f"{str(r)[:60]}")
+        if not -2**63 <= r[0] < 2**63:  # past 64 bits: an internal error in polars
+            raise ValueError(f"row {i + 1}: date {str(r[0])[:30]} is not a time in epoch "
+                             "milliseconds (years 1 to 9999)")
     cols = list(zip(*(r[:6] for r in rows), strict=True)) if rows else [()] * 6
     return pl.DataFrame({
         "date": pl.Series(cols[0], dtype=pl.Int64),
