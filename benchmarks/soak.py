@@ -5,7 +5,8 @@ files grow by one candle as each closes), a ``notify add`` carrying a numbered t
 ledger), and ``notify-flush``; ``monitor --once`` runs every 5 minutes. Every process gets
 the simulated time through ``botopt.benchmarks._clocked``. Faults, drawn with ``--seed``:
 Telegram 429 with retry_after, 500, answers past the timeout, answers whose status line and
-headers trickle in, dropped connections, 200s that are not the Bot API's, a SIGKILL of any command at a random moment, and a few minutes of a
+headers trickle in, dropped connections, 200s that are not the Bot API's, a SIGKILL of any
+command at a random moment, and a few minutes of a
 read-only and of a full cache directory (as root: a private mount namespace per process; an
 unprivileged user gets no disk faults, and the table says so).
 
