@@ -156,7 +156,7 @@ def test_a_short_series_carries_nothing_and_is_computed_whole(tmp_path):
 
 @pytest.mark.parametrize("damage", [b"", b"{", b"[]", b'{"f": 1}', b'{"f": 2, "states": []}',
                                     b"\xff\xfe" * 40, "nan", "anchor", "prior", "entry",
-                                    "values"])
+                                    "values", "scaled", "nudged", "label", "no-sum"])
 def test_a_damaged_state_is_a_miss_never_a_wrong_answer(tmp_path, damage):
     config = Config()
     rng = np.random.default_rng(7)
@@ -177,6 +177,14 @@ def test_a_damaged_state_is_a_miss_never_a_wrong_answer(tmp_path, damage):
             whole["states"]["A"] = [1, 2]
         elif damage == "values":
             d["values"] = d["values"][:-1]
+        elif damage in ("scaled", "nudged"):  # values still finite, still a state's shape:
+            # used as saved, they sent the answers off --no-cache for good (sweep F, H3)
+            factor = 1e12 if damage == "scaled" else 1.01
+            d["values"] = [(float.fromhex(v) * factor).hex() for v in d["values"]]
+        elif damage == "label":
+            d["prior"] = "TREND_DOWN" if d["prior"] != "TREND_DOWN" else "TREND_UP"
+        elif damage == "no-sum":
+            del d["sum"]
         else:
             d["prior"] = "SIDEWAYS"
         path.write_text(json.dumps(whole))

@@ -65,16 +65,25 @@ class CarryState:
     values: tuple[float, ...]
     prior: str | None
 
-    def to_obj(self) -> dict[str, Any]:
-        return {"anchor": self.anchor, "first": self.first_ms, "prefix": self.prefix,
-                "values": [v.hex() for v in self.values], "prior": self.prior}
+    def to_obj(self, symbol: str) -> dict[str, Any]:
+        obj: dict[str, Any] = {"anchor": self.anchor, "first": self.first_ms,
+                               "prefix": self.prefix, "values": [v.hex() for v in self.values],
+                               "prior": self.prior}
+        obj["sum"] = _checksum(symbol, obj)
+        return obj
 
     @classmethod
-    def from_obj(cls, d: Any) -> CarryState | None:
-        """The state, or None for anything that is not one (a damaged entry is a miss)."""
+    def from_obj(cls, d: Any, symbol: str) -> CarryState | None:
+        """The state, or None for anything that is not one (a damaged entry is a miss).
+        The guard (first time, anchor, prefix) proves the state belongs to the data; the
+        checksum, that its values and label are the ones saved: values scaled by a stray
+        edit or a bad sector were used as they were, and the answers drifted from
+        ``--no-cache`` for good (a state moves forward from its own values)."""
         if d is None:
             return None
         try:
+            if d["sum"] != _checksum(symbol, d):
+                return None
             values = tuple(float.fromhex(v) for v in d["values"])
             state = cls(anchor=d["anchor"], first_ms=d["first"], prefix=d["prefix"],
                         values=values, prior=d["prior"])
@@ -86,6 +95,12 @@ class CarryState:
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return None
         return state if ok else None
+
+
+def _checksum(symbol: str, obj: Any) -> str:
+    """A digest of a state entry's fields and its symbol's name, as saved."""
+    return digest("carry-state", symbol, json.dumps(
+        [obj["anchor"], obj["first"], obj["prefix"], obj["values"], obj["prior"]]))
 
 
 # A scope's states are spread over this many files (a symbol's: a digest of the settings and
@@ -139,7 +154,7 @@ class CarryStore:
         held = self._held.get(k, {}).get(symbol)
         if held is not None:
             return held
-        return CarryState.from_obj(self._entries(k).get(symbol))
+        return CarryState.from_obj(self._entries(k).get(symbol), symbol)
 
     def save(self, symbol: str, state: CarryState) -> None:
         self._held.setdefault(self._shard(symbol), {})[symbol] = state
@@ -166,7 +181,7 @@ class CarryStore:
             path = self._file(k)
             entries = _read_entries(path)
             for sym, st in states.items():
-                entries[sym] = {**st.to_obj(), "at": now}
+                entries[sym] = {**st.to_obj(sym), "at": now}
             # an entry without a finite save time (damaged) is dropped too: an infinite one
             # would never age out
             kept = sorted(((e["at"], sym) for sym, e in entries.items()
