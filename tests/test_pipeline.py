@@ -315,3 +315,46 @@ def test_runs_in_groups_equal_one_group_on_real_pairs(tmp_path, shared_data, mon
         assert grouped == whole == ref, now
         blocked += sum(any("correl" in r for r in s.gate_reasons) for s in ref.symbols)
     assert blocked  # the correlation gate took part
+
+
+def test_a_file_replaced_while_a_run_reads_it_is_never_cached_under_the_old_bytes(
+        tmp_path, monkeypatch):
+    """A run's key is made from the files' digests before the candles are read. A download
+    landing in between gave the new file's answer under the old bytes' key, and when the
+    old bytes came back (a restore, a second writer) the cache served the other answer
+    (sweep F, H2). The file is replaced here right after the key is made; the answer of
+    that run is not kept, and the old bytes back give exactly --no-cache's answer."""
+    import os
+
+    from botopt.core.data._store import _write
+    from botopt.core.signals import _pipeline
+
+    a = _sample_frames()
+    b = _sample_frames(scale={"ETHUSDT": 1.5})
+    data = _write_dir(tmp_path / "d", a)
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), "data.source": "local",
+                                 "data.data_dir": str(data), **OPEN_GATES})
+    path = data / "ETHUSDT-5m.feather"
+
+    def put(frames) -> None:
+        tmp = data / "new.tmp"
+        _write(tmp, frames["ETHUSDT"])
+        os.replace(tmp, path)  # as a downloader lands a file
+
+    real = _pipeline._run_key
+    swapped: list[bool] = []
+
+    def key_then_swap(*args, **kwargs):
+        key = real(*args, **kwargs)
+        if not swapped:
+            swapped.append(True)
+            put(b)  # after the key, before the candles are read
+        return key
+
+    monkeypatch.setattr(_pipeline, "_run_key", key_then_swap)
+    on_b = _run_signals(cfg, SAMPLE, as_of=T0, notify=False)
+    assert on_b == _run_signals(cfg, SAMPLE, as_of=T0, use_cache=False, notify=False)
+    put(a)  # the old bytes back: the key of the first run again
+    back = _run_signals(cfg, SAMPLE, as_of=T0, notify=False)
+    assert back == _run_signals(cfg, SAMPLE, as_of=T0, use_cache=False, notify=False)
+    assert back != on_b  # the two files' answers differ, so the check has teeth

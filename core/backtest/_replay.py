@@ -105,9 +105,11 @@ class _ReplayCache:
 
     KEEP = 16  # entries; the oldest go first
 
-    def __init__(self, directory: Path, key: str) -> None:
+    def __init__(self, directory: Path, key: str,
+                 seen: list[tuple[Path, list[int]]] | None = None) -> None:
         self.dir = directory
         self.key = key
+        self.seen = seen or []  # the files as their digests were taken
 
     @classmethod
     def of(cls, config: Config, syms: list[str], since: datetime, until: datetime
@@ -128,7 +130,8 @@ class _ReplayCache:
         try:
             ws = Workspace.of(config)
             files = find_candle_files(data_dir, syms, config.data.interval)
-            digests = _file_digests(files, _digest_memo(ws))
+            seen: list[tuple[Path, list[int]]] = []
+            digests = _file_digests(files, _digest_memo(ws), seen)
             directory = ws.dir("backtest")
         except OSError:
             return None
@@ -143,7 +146,7 @@ class _ReplayCache:
                                config.correlation, config.model), _model_digest(config)]
         key = hashlib.blake2b(json.dumps(parts, default=str).encode(),
                               digest_size=20).hexdigest()
-        return cls(directory, key)
+        return cls(directory, key, seen)
 
     def _paths(self) -> tuple[Path, Path]:
         return (self.dir / f"{self.key}.candidates.arrow",
@@ -165,7 +168,10 @@ class _ReplayCache:
 
     def put(self, candidates: pl.DataFrame, closes: pl.DataFrame) -> None:
         from ..base._fs import atomic_writer
+        from ..signals._pipeline import unchanged_since
 
+        if not unchanged_since(self.seen):
+            return  # a file changed while it was read: the answer is not the key's
         try:
             for frame, path in zip((candidates, closes), self._paths(), strict=True):
                 with atomic_writer(path, fsync=False) as fh:

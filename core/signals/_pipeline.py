@@ -134,7 +134,8 @@ def _model_digest(config: Config) -> str:
 _SETTLED_NS = 2_000_000_000
 
 
-def _file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
+def _file_digests(paths: Sequence[Path], memo: Path | None,
+                  seen: list[tuple[Path, list[int]]] | None = None) -> list[str]:
     """Content digests of ``paths``, reading only the files that changed.
 
     ``memo`` (a JSON file in the workspace) keeps, per file, the digest with the file's
@@ -160,6 +161,8 @@ def _file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
     for path in paths:
         st = os.stat(path)
         sig = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        if seen is not None:
+            seen.append((path, sig))
         rec = known.get(str(path))
         if isinstance(rec, list) and len(rec) == 2 and rec[0] == sig and \
                 isinstance(rec[1], str):
@@ -181,21 +184,40 @@ def _file_digests(paths: Sequence[Path], memo: Path | None) -> list[str]:
 
 
 def _run_key(config: Config, symbols: Sequence[str], as_of: datetime,
-             cooldown_digest: str, memo: Path | None = None) -> str | None:
-    """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply."""
+             cooldown_digest: str, memo: Path | None = None,
+             seen: list[tuple[Path, list[int]]] | None = None) -> str | None:
+    """Key of a whole run, or None when the inputs cannot be fingerprinted cheaply.
+    ``seen`` receives each candle file's (inode, size, mtime, ctime) as its digest was
+    taken (``unchanged_since``)."""
     data_dir = files_dir(config)
     if data_dir is None:
         return None  # Binance: the data only exists after a network round trip
     step = config.data.interval.ms
     slot = int(as_of.timestamp() * 1000) // step
     files = _file_digests(find_candle_files(data_dir, symbols, config.data.interval),
-                          memo)
+                          memo, seen)
     parts = [stage_tag("signals"), data_scope(config), list(symbols), files, slot,
              config.data.interval, config.data.source,
              settings_json(config.features, config.regime, config.gates, config.correlation,
                            config.model),
              _model_digest(config), cooldown_digest]
     return hashlib.blake2b(json.dumps(parts).encode(), digest_size=20).hexdigest()
+
+
+def unchanged_since(seen: Sequence[tuple[Path, list[int]]]) -> bool:
+    """Whether every file of ``seen`` is as it was when its digest was taken. A run's key is
+    made from the files' digests before the candles are read: a file replaced in between
+    (a download landing) gave its new answer under the old bytes' key, served again when
+    the old bytes came back. Any write moves a file's ctime (no tool can set it back), so
+    this catches a change and a change undone alike; the run's answer is then not kept."""
+    for path, sig in seen:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns] != sig:
+            return False
+    return True
 
 
 # -- the stages -------------------------------------------------------------------------------
@@ -392,12 +414,15 @@ def _run(config: Config, ws: Workspace, syms: list[str], now: datetime,
          stages: _Stages) -> SignalsResult:
     cooldowns = ws.cooldowns(config)
     memo = _digest_memo(ws) if manager.enabled else None
-    run_key = _run_key(config, syms, now, cooldowns.digest(), memo) if manager.enabled \
-        else None
+    seen: list[tuple[Path, list[int]]] = []
+    run_key = _run_key(config, syms, now, cooldowns.digest(), memo, seen) \
+        if manager.enabled else None
     start = time.perf_counter()
     result = _cached_run(config, manager, run_key, now)
     if result is None:
         result = _compute(config, ws, syms, now, manager, batch, cooldowns, stages)
+        if run_key is not None and not unchanged_since(seen):
+            run_key = None  # read from other bytes than the key's: not kept under it
         if run_key is not None:
             manager.set("signals", run_key, result.to_dict(), time.perf_counter() - start)
         result = _apply_clock(config, result, now)
