@@ -836,3 +836,65 @@ def test_a_killed_or_torn_state_write_is_detected_and_rebuilt(tmp_path):
     fresh = _load_state(path, "src", lambda: RollingCorrelation(
         window=rc.window, min_periods=rc.min_periods, interval_ms=STEP), False)
     assert fresh.end_ms is None and not fresh.symbols
+
+
+@pytest.mark.parametrize("change", ["close", "last_close", "delete", "backfill", "replace",
+                                    None])
+def test_candles_changed_under_the_state_are_taken_again(tmp_path, shared_data, caplog,
+                                                         change):
+    """The state only takes newer candles, so a row rewritten inside its window (a close
+    corrected, a row deleted or back-filled, a file replaced by another pair's) was kept as
+    it had been: `correlations` and the correlation gate answered 0.05 where --no-cache
+    said 1.00 (sweep F, H1). Such a state is rebuilt now, equal to a full computation; an
+    unchanged history never is (None: 12 next candles, each saved and loaded)."""
+    import logging
+
+    from botopt.core.signals import _correlation
+
+    d = shared_data / "candles" / "5m"
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                 "cache.dir": str(tmp_path)})
+    syms = ["ETH_BTC", "LTC_BTC", "XMR_BTC"]
+    t = datetime(2018, 1, 22, 0, 0, tzinfo=timezone.utc)
+    whole = load_candles(syms, config=cfg, as_of=t + timedelta(hours=1), limit=400)
+    cut = t.replace(tzinfo=timezone.utc)
+
+    def upto(frame, when):
+        return frame.filter(pl.col("open_time") < when)
+
+    eth = pl.col("symbol") == "ETH_BTC"
+    n_eth = whole.filter(eth).height
+    gap_at = cut - timedelta(minutes=60)
+    before = whole
+    if change == "backfill":  # the state first sees ETH with a gap in its window
+        before = whole.filter(~(eth & (pl.col("open_time") == gap_at)))
+    update_correlation(cfg, upto(before, cut))
+    after = whole
+    if change == "close":
+        after = whole.with_columns(pl.when(eth & (pl.col("open_time") == gap_at))
+                                   .then(pl.col("close") * 1.02).otherwise(pl.col("close")))
+    elif change == "last_close":
+        last = cut - timedelta(minutes=5)
+        after = whole.with_columns(pl.when(eth & (pl.col("open_time") == last))
+                                   .then(pl.col("close") * 1.02).otherwise(pl.col("close")))
+    elif change == "delete":
+        after = whole.filter(~(eth & (pl.col("open_time") == gap_at)))
+    elif change == "replace":  # ETH's file now holds LTC's prices
+        ltc = whole.filter(pl.col("symbol") == "LTC_BTC").select(
+            "open_time", pl.col("close").alias("lc"))
+        after = whole.join(ltc, on="open_time", how="left").with_columns(
+            close=pl.when(eth & pl.col("lc").is_not_null()).then(pl.col("lc"))
+            .otherwise(pl.col("close"))).drop("lc").sort("symbol", "open_time")
+        assert after.filter(eth).get_column("close").tail(5).to_list() == \
+            ltc.get_column("lc").tail(5).to_list()
+    assert n_eth > 300
+    steps = 12 if change is None else 1
+    with caplog.at_level(logging.DEBUG, logger=_correlation.log.name):
+        for k in range(1, steps + 1):
+            now = upto(after, cut + timedelta(minutes=5 * k))
+            got = update_correlation(cfg, now).matrix
+            full = update_correlation(cfg, now, full=True, state_dir=tmp_path / "f").matrix
+            assert np.array_equal(got, full, equal_nan=True) if change else \
+                close_enough(got, full, 1e-12), (change, k)
+    rebuilt = any("changed under it" in r.getMessage() for r in caplog.records)
+    assert rebuilt is (change is not None)

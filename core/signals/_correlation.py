@@ -1444,12 +1444,68 @@ def _bring_up_to_date(rc: RollingCorrelation, runs: Any,
     rc.drop(gone)
     newest = dict(zip(names, t[ends - 1].tolist(), strict=True))
     # A state ahead of these candles (an earlier --as-of, or a pruned symbol that held the
-    # newest candle) cannot be rolled back.
+    # newest candle) cannot be rolled back; nor can one whose candles changed since it
+    # took them (a close rewritten, a row deleted or back-filled, a file replaced).
     if any(rc.last_time.get(s, -1) > newest[s] for s in names) or (
             rc.end_ms is not None and rc.end_ms > max(newest.values())):
         rc = fresh()
+    elif rewritten(rc, runs):
+        log.debug("correlation state: candles changed under it; rebuilt")
+        rc = fresh()
     taken = rc.update_runs(*runs)
     return rc, bool(taken or gone)
+
+
+def rewritten(rc: RollingCorrelation, runs: Any) -> bool:
+    """Whether the candles ``runs`` (as ``update_runs`` takes them) disagree with what the
+    state took of them: a return it holds in its window that the candles now give another
+    value (or none), or a symbol's last close taken that is no longer there. The state
+    only ever takes newer candles, so rows changed under it were kept as they had been:
+    ``correlations`` and the correlation gate answered from the old rows, unlike
+    ``--no-cache`` (sweep F, H1). Only each symbol's last window + 2 rows are read; a
+    replay, which hands each step the rows from the last one taken, costs one comparison
+    per symbol. The returns are computed as the state computes them (the same bits)."""
+    if rc.end_ms is None or not rc.symbols:
+        return False
+    names, starts, ends, t, c = runs
+    held = np.fromiter(map(rc._pos.get, names, repeat(-1, len(names))), np.int64,
+                       len(names))
+    k = np.flatnonzero((held >= 0) & (ends > starts))
+    if not k.size:
+        return False
+    step = rc.interval_ms
+    col = held[k]
+    last = np.fromiter(map(rc.last_time.get, [names[i] for i in k.tolist()],
+                           repeat(-1, k.size)), np.int64, k.size)
+    st, en = starts[k], ends[k]
+    lo = np.maximum(st, en - (rc.window + 2))
+    cnt = en - lo
+    run = np.repeat(np.arange(k.size), cnt)
+    idx = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt - lo, cnt)
+    ts, cs = t[idx], c[idx]
+    # the close the state took last: still there, the same (when the rows reach back to it)
+    reach = last >= t[lo]
+    at_last = ts == last[run]
+    seen = np.zeros(k.size, dtype=bool)
+    seen[run[at_last]] = True
+    if bool((reach & ~seen).any()):
+        return True
+    took = np.fromiter(map(rc.last_close.get, [names[i] for i in k[run[at_last]].tolist()],
+                           repeat(np.nan, int(at_last.sum()))), np.float64,
+                       int(at_last.sum()))
+    if not np.array_equal(cs[at_last], took, equal_nan=True):
+        return True
+    # the returns held in the window, recomputed from the rows before them
+    first = rc.end_ms - (rc.window - 1) * step
+    old = (idx > st[run]) & (ts >= first) & (ts <= np.minimum(last[run], rc.end_ms))
+    if not old.any():
+        return False
+    i = idx[old]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = np.where(t[i] - t[i - 1] == step, np.log(c[i] / c[i - 1]), np.nan)
+    want[~np.isfinite(want)] = np.nan
+    have = rc.returns[rc._slot(t[i]), col[run[old]]]
+    return not np.array_equal(want, have, equal_nan=True)
 
 
 def aligned_window(candles: Any, window: int, step: int) -> tuple[list[str], np.ndarray]:
