@@ -71,3 +71,35 @@ def test_reset_is_refused_on_a_shared_server(tmp_path):
         assert "this host's cache only" in str(exc)
     else:
         raise AssertionError("a shared server's counters were reset")
+
+
+def test_cache_clear_on_a_full_disk_keeps_the_healthy_database(tmp_path):
+    """`cache-clear --cache signals` on a full disk took the refused write for damage:
+    it deleted the whole database (every cache's entries) and said it was unreadable
+    (sweep E, F3). A refused write is now one line, exit 1, and the file stays whole."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "c"
+    base = [sys.executable, "-m", "botopt.cli.main", "--cache-dir", str(cache)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for t in ("2026-09-20T12:00:30Z", "2026-09-20T12:05:30Z"):
+        subprocess.run([*base, "--quiet", "signals", "--symbols", "BTCUSDT,ETHUSDT",
+                        "--as-of", t], check=True, env=env, capture_output=True)
+    db = cache / "cache" / "entries" / "cache.db"
+    before = db.read_bytes()
+
+    def full() -> None:  # writes past 20 KiB fail, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, 20 * 1024))
+
+    done = subprocess.run([*base, "cache-clear", "--cache", "signals"], env=env, text=True,
+                          capture_output=True, preexec_fn=full)
+    assert done.returncode == 1, done.stderr
+    errors = [x for x in done.stderr.splitlines() if x.startswith("botopt: error")]
+    assert len(errors) == 1 and "cannot clear signals" in errors[0] and str(db) in errors[0]
+    assert "removed" not in done.stderr and "internal error" not in done.stderr
+    assert db.read_bytes() == before  # every cache's entries still there

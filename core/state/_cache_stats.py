@@ -20,6 +20,7 @@ from ._cache import (
     _is_busy,
     _managers,
     _stored,
+    is_corrupt,
     log,
 )
 from ._paths import check_readable_root, default_root
@@ -151,6 +152,11 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     except sqlite3.Error as exc:
         if _is_busy(exc):
             raise CacheError(f"cache {store.path} is busy; try again",
+                             file=str(store.path)) from exc
+        if not is_corrupt(exc):
+            # A write refused (a full or read-only disk) says nothing against the file:
+            # removing it took every cache's entries with it, and said "unreadable".
+            raise CacheError(f"cannot clear {', '.join(targets)} in {store.path}: {exc}",
                              file=str(store.path)) from exc
         log.warning("cache %s unreadable (%s); removed", store.path, exc)
         store.close()
