@@ -461,3 +461,48 @@ def test_output_onto_a_full_disk_names_standard_output(tmp_path, args):
     # (a notice may come first: no configuration file, the bundled sample data)
     assert err[-1] == "botopt: error: cannot use standard output: the disk is full", err
     assert not [line for line in err if "rror" in line or "Trace" in line][:-1], err
+
+
+@pytest.mark.parametrize("limit_kib", [1, 24])
+def test_a_signal_not_queued_on_a_full_disk_is_queued_by_the_next_run(tmp_path, shared_data,
+                                                                      limit_kib):
+    """On a full disk a live run recorded its passed signals' cooldowns (a small file that
+    fitted) but could not queue their notifications: every later run on the candle took
+    them for notified, and they were lost for good (sweep E, F2). What could not be queued
+    is now taken back, so the next run on the candle queues exactly what a run with room
+    would have (the reference)."""
+    import resource
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "BOTOPT_DATA_SOURCE": "local",
+           "BOTOPT_DATA_DATA_DIR": str(shared_data / "candles" / "5m")}
+
+    def botopt(cache: Path, *args: str, fsize: int | None = None) -> str:
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+        done = subprocess.run([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+                               str(cache), *args], env=env, text=True, capture_output=True,
+                              preexec_fn=limit if fsize else None)
+        assert done.returncode == 0 and "internal error" not in done.stderr, done.stderr
+        return done.stdout
+
+    def run(cache: Path, at: str, fsize: int | None = None) -> str:
+        return botopt(cache, "--quiet", "signals", "--symbols", "all", "--as-of", at,
+                      "--notify", fsize=fsize)
+
+    def queued(cache: Path) -> list[tuple[str, str]]:
+        rows = json.loads(botopt(cache, "notify", "list", "--json"))["notifications"]
+        return sorted((r["type"], json.dumps(r["data"], sort_keys=True)) for r in rows)
+
+    ref, full = tmp_path / "ref", tmp_path / "full"
+    for cache in (ref, full):
+        run(cache, "2018-01-25T12:10:30Z")
+    run(ref, "2018-01-25T12:15:30Z")
+    run(full, "2018-01-25T12:15:30Z", fsize=limit_kib * 1024)  # the disk full
+    run(full, "2018-01-25T12:15:30Z")  # room again, the same candle
+    want = queued(ref)
+    assert any(kind == "signal" for kind, _ in want)  # the candle passes signals
+    assert queued(full) == want

@@ -148,8 +148,8 @@ def refused_write(root: Path, exc: BaseException) -> None:
         log.debug("%s: write refused (%s)", root, reason)
         return
     _refused.add(root)
-    log.warning("cannot write under %s (%s): caching disabled and no state stored for "
-                "this run", root, reason)
+    log.warning("cannot write under %s (%s): caching disabled; what this run cannot store "
+                "is computed or queued again by the next", root, reason)
 
 
 class JsonState:

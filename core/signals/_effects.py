@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 from ..base._config import Config
 from ..base._vocab import DataStatus, Direction, EventType, NotificationType
@@ -27,13 +28,22 @@ def record(config: Config, ws: Workspace, result: SignalsResult,
     """Cooldowns, regime changes and notifications: each reported once across runs."""
     records = [CooldownRecord(r.symbol, r.direction or Direction.FLAT, r.candle_time)
                for r in result.symbols if r.gate_passed]
-    added = {(r.symbol, r.direction, r.candle_time) for r in cooldowns.record(records)}
+    recorded = cooldowns.record(records)
+    added = {(r.symbol, r.direction, r.candle_time) for r in recorded}
     new = [s for s in result.symbols
            if (s.symbol, s.direction, s.candle_time) in added]
-    changes = ws.regimes(config).update(
+    regimes = ws.regimes(config)
+    at = {s.symbol: s.candle_time for s in result.symbols}
+    changes = regimes.update(
         [(s.symbol, s.regime, s.candle_time) for s in result.symbols
          if s.regime and s.data_status != DataStatus.STALE])
-    publish(config, new, changes, events=ws.events())
+    if not publish(config, new, changes, events=ws.events()):
+        # Not queued (a full disk, a damaged queue): what this run recorded is taken back,
+        # so the next run on the candle finds the signals and changes new and queues them.
+        # Kept, every later run took them for notified already: lost for good.
+        _take_back(cooldowns, recorded)
+        _take_back(regimes, [(sym, old, new_, at[sym]) for sym, old, new_ in changes],
+                   "revert")
     return dataclasses.replace(result, new_signals=new, regime_changes=changes)
 
 
@@ -41,11 +51,20 @@ _SIGNAL_FIELDS = ("symbol", "candle_time", "close", "regime", "direction", "stre
                   "engine")
 
 
+def _take_back(store: object, items: list[Any], how: str = "forget") -> None:
+    """``store.forget(items)`` (or ``revert``) where the store can: the local files can;
+    the shared server's stores hand it to their local fallback when the server is away
+    (with the server up, the queue is there too and fails only with it)."""
+    undo = getattr(store, how, None)
+    if items and undo is not None:
+        undo(items)
+
+
 def publish(config: Config, new: list[SymbolResult],
             changes: list[tuple[str, str | None, str]], *,
-            events: EventSink | None = None) -> None:
-    """Queue notifications and emit events for what is new. A broken queue costs a warning:
-    it must never fail or slow the signals run itself."""
+            events: EventSink | None = None) -> bool:
+    """Queue notifications and emit events for what is new; whether they were queued. A
+    broken queue costs a warning: it must never fail or slow the signals run itself."""
     from ..delivery._notify import enqueue
 
     items = [{"type": NotificationType.SIGNAL, "data": {k: v for k, v in s.to_dict().items()
@@ -65,3 +84,4 @@ def publish(config: Config, new: list[SymbolResult],
              strength=s.strength, candle_time=iso(s.candle_time), queued=queued)
     for sym, old, new_ in changes:
         emit(EventType.REGIME_CHANGED, symbol=sym, old=old, new=new_, queued=queued)
+    return queued or not items

@@ -85,6 +85,24 @@ class CooldownStore:
 
         return self._doc.update(change, {"records": []}) or []
 
+    def forget(self, records: Sequence[CooldownRecord]) -> None:
+        """Remove ``records`` (this run's, whose notifications could not be queued), so a
+        later run on their candle records and queues them again."""
+        keys = {r.key() for r in records}
+        if not keys:
+            return
+
+        def change(doc: Any) -> tuple[Any, None]:
+            current = self._parse(doc)
+            kept = [r for r in current if r.key() not in keys]
+            if len(kept) == len(current):
+                return None, None
+            return {"records": [{"symbol": r.symbol, "direction": r.direction,
+                                 "candle_time": r.candle_time.isoformat()}
+                                for r in kept]}, None
+
+        self._doc.update(change, {"records": []})
+
     def drain(self, push: Callable[[list[CooldownRecord]], Any]) -> int:
         """Hand every record to ``push`` and forget them, under the file's lock (the shared
         store takes over what was recorded here during an outage). When ``push`` raises,

@@ -419,6 +419,13 @@ class RedisCooldownStore:
                 self.shared.lost(exc)
         return list(self.fallback.record(items))
 
+    def forget(self, records: Any) -> None:
+        """Take back records whose notifications could not be queued: on the local
+        fallback, where they went while the server was away. With the server up the queue
+        is there too and fails only with it: the records stand (a known gap)."""
+        if self.shared.down is not None:
+            self.fallback.forget(records)
+
 
 class RedisRegimeState:
     """``RegimeState`` on the server; ``fallback`` (the local file) when it fails."""
@@ -444,4 +451,9 @@ class RedisRegimeState:
                 flat = [_text(v) for v in flat]
                 return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
         return list(self.fallback.update(items))
+
+    def revert(self, changes: Any) -> None:
+        """As ``RedisCooldownStore.forget``: the local fallback's changes taken back."""
+        if self.shared.down is not None:
+            self.fallback.revert(changes)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,6 +52,27 @@ class RegimeState:
             return (state if dirty else None), changes
 
         return self._doc.update(change, {}) or []
+
+
+    def revert(self, changes: Sequence[tuple[str, str | None, str, datetime]]) -> None:
+        """Undo ``changes`` (symbol, old, new, candle) whose notifications could not be
+        queued: each symbol's old regime back, dated just before its candle, so a later run
+        on that candle reports the change again. A record another run moved on is left."""
+        undo = {sym: (old, new, at) for sym, old, new, at in changes if old is not None}
+        if not undo:
+            return
+
+        def change(state: Any) -> tuple[Any, None]:
+            if not isinstance(state, dict):
+                return None, None
+            dirty = False
+            for sym, (old, new, at) in undo.items():
+                if state.get(sym) == [new, at.isoformat()]:
+                    state[sym] = [old, (at - timedelta(milliseconds=1)).isoformat()]
+                    dirty = True
+            return (state if dirty else None), None
+
+        self._doc.update(change, {})
 
 
 # A record dated further ahead than this is damaged: kept, it was "newer" than every
