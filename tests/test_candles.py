@@ -290,3 +290,19 @@ def test_integer_times_off_the_calendar_name_the_file_and_row(tmp_path, fmt, sca
     assert "internal error" not in line and str(path) in line and "row 1" in line, line
     assert ("epoch microseconds or nanoseconds" in line) if kind != "big" else \
         ("epoch milliseconds" in line), line
+
+
+@pytest.mark.parametrize("cut", [3, 7])
+def test_a_csv_cut_inside_its_last_line_is_refused_not_read_short(tmp_path, cut):
+    """A CSV whose last line was cut inside its last field (a writer still appending) read
+    the volume 361.481159 as 361.48 and changed the answer in silence (sweep F, M1)."""
+    path = write_csv(tmp_path, "CUTUSDT", rows())
+    whole = path.read_bytes()
+    assert whole.endswith(b"\n")
+    path.write_bytes(whole[:-cut])
+    result = invoke_signals(tmp_path, "--symbols", "CUTUSDT")
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert str(path) in line and "last line does not end" in line
+    path.write_bytes(whole)  # whole again: read as before
+    assert load_candles(["CUTUSDT"], config=cfg_local(tmp_path), as_of="2030-01-01").height == 5

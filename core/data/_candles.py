@@ -558,6 +558,7 @@ def read_candle_file(path: Path, symbol: str) -> pl.DataFrame:
         elif fmt in ("json", "json.gz"):
             raw = _read_json_rows(path)
         else:
+            _ends_whole(path, symbol)
             raw = pl.read_csv(path, try_parse_dates=False)
     except DataError:
         raise
@@ -567,6 +568,18 @@ def read_candle_file(path: Path, symbol: str) -> pl.DataFrame:
                         f"truncated ({type(exc).__name__}: {detail[:120]})", symbol=symbol,
                         file=str(path)) from exc
     return _to_canonical(raw, symbol, str(path))
+
+
+def _ends_whole(path: Path, symbol: str) -> None:
+    """A CSV's last line must end: one cut inside its last field (a writer still appending,
+    a copy interrupted) parsed as a shorter number (a volume of 361.48 for 361.481159) and
+    changed the answer in silence. Every CSV writer ends its last line."""
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) not in (b"\n", b"\r"):
+            raise DataError(f"{path}: the last line does not end (a writer still appending, "
+                            "or a copy cut short); if the file is complete, end it with a "
+                            "line break", symbol=symbol, file=str(path))
 
 
 # Beyond these no market quotes or trades (BTC in satoshis is ~1e13, whole-exchange volumes of
