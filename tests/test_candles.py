@@ -266,14 +266,15 @@ def test_all_null_date_column_is_a_clean_error(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "feather", "json"])
-@pytest.mark.parametrize("scale, kind", [(1_000, "us"), (1_000_000, "ns"), (10**27, "big")])
+@pytest.mark.parametrize("scale, kind", [(1_000, "us"), (1_000_000, "ns"), (10**27, "big"),
+                                         (0.001, "s")])
 def test_integer_times_off_the_calendar_name_the_file_and_row(tmp_path, fmt, scale, kind):
     """Open times in epoch microseconds or nanoseconds, read as milliseconds, land past year
     9999: every command ended in an internal error ("date value out of range"); an integer
     past 64 bits in freqtrade's JSON too. One line now, naming the file and the row, with
     the likely cause (exit 1)."""
     ms = [int((T0 + timedelta(minutes=5 * i)).timestamp() * 1000) for i in range(5)]
-    data = [[t * scale, 100.0, 102.0, 98.0, 101.0, 10.0] for t in ms]
+    data = [[int(t * scale), 100.0, 102.0, 98.0, 101.0, 10.0] for t in ms]
     path = tmp_path / f"BADUSDT-5m.{fmt}"
     if fmt == "json":
         path.write_text(json.dumps(data))
@@ -288,8 +289,9 @@ def test_integer_times_off_the_calendar_name_the_file_and_row(tmp_path, fmt, sca
     assert result.exit_code == 1, result.output
     [line] = result.stderr.strip().splitlines()
     assert "internal error" not in line and str(path) in line and "row 1" in line, line
-    assert ("epoch microseconds or nanoseconds" in line) if kind != "big" else \
-        ("epoch milliseconds" in line), line
+    hint = {"us": "epoch microseconds or nanoseconds", "ns": "epoch microseconds or "
+            "nanoseconds", "s": "looks like epoch seconds", "big": "epoch milliseconds"}
+    assert hint[kind] in line, line
 
 
 @pytest.mark.parametrize("cut", [3, 7])

@@ -294,6 +294,12 @@ def _in_calendar(ms: pl.Series, where: str, col: str, integers: bool) -> None:
     import numpy as np
 
     lo, hi = ms.min(), ms.max()  # two reductions; the rows are searched only when needed
+    if integers and lo is not None and 0 < lo and hi < 10**11:  # type: ignore[operator]
+        # as milliseconds, every time before March 1973: epoch seconds (no market then)
+        raise DataError(f"{where}: row 1: {col} {ms[0]} looks like epoch seconds (as "
+                        "milliseconds every time is before 1973); botopt reads integer times "
+                        "as epoch milliseconds, as Binance and freqtrade store them",
+                        file=where, row=1)
     if lo is None or (_MIN_MS <= lo and hi <= _MAX_MS):  # type: ignore[operator]
         return
     bad = np.flatnonzero(((ms < _MIN_MS) | (ms > _MAX_MS)).fill_null(False).to_numpy())
