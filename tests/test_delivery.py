@@ -319,3 +319,49 @@ def test_a_hanging_api_cannot_hold_a_flush_past_its_budget(tmp_path, server):
     [line] = errors(result)
     assert "did not answer" in line or "budget" in line
     assert queue_stats(config(cache, server.url))["pending"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["KILL", "TERM"])
+def test_a_flush_stopped_mid_send_again_and_again_sends_a_batch_at_most_twice(
+        tmp_path, server, sig):
+    """A flush killed (SIGKILL, or SIGTERM's default) after its request reached Telegram
+    and before the answer left the batch claimed, and the next flush simply resent it:
+    stopped so K times in a row, it went out K + 1 times (sweep E, F1). A send left in
+    flight now counts as unconfirmed: the next flush resends it once, and a second one
+    stopped mid-send makes it a dead letter saying it may have been delivered."""
+    import signal
+
+    from botopt.core.delivery._notify import dead_letters
+
+    cache = tmp_path / "c"
+    for tok in ("TOK-1", "TOK-2"):
+        assert botopt(cache, "notify", "add", "-t", "alert", "-d",
+                      json.dumps({"message": tok}), url=server.url).returncode == 0
+    server.always = "hang:1.0"  # each request recorded, and answered a second later
+    env = {**os.environ, "BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
+           "BOTOPT_TELEGRAM_API_URL": server.url, "PYTHONPATH": str(ROOT)}
+    stops = 0
+    for _ in range(4):
+        before = server.arrived
+        p = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--cache-dir",
+                              str(cache), "notify-flush", "--force"], env=env,
+                             stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while server.arrived == before and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if p.poll() is not None:  # nothing sent: the batch is a dead letter by now
+            break
+        time.sleep(0.2)
+        p.send_signal(getattr(signal, f"SIG{sig}"))
+        p.wait(timeout=30)
+        stops += 1
+        time.sleep(1.2)  # the fake answers (the message was delivered)
+    server.always = None
+    botopt(cache, "notify-flush", "--force", url=server.url)
+    shown = [m["shown"] for m in server.received]
+    for tok in ("TOK-1", "TOK-2"):
+        assert 1 <= sum(tok in t for t in shown) <= 2, (tok, stops)
+    dead = dead_letters(config(cache, server.url))
+    assert stops == 2 and len(dead) == 2
+    assert all("stopped while sending" in d["reason"] for d in dead)

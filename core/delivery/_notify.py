@@ -403,6 +403,7 @@ class _Flush:
         self.parked: dict[tuple[str, str, str], list[Item]] = {}
 
     def loop(self) -> str | None:
+        self._count_interrupted()
         while True:
             if self.clock() >= self.deadline:
                 return self._budget_used()
@@ -431,6 +432,20 @@ class _Flush:
         if self.fatal is not None:
             raise self.fatal
         return "; ".join(dict.fromkeys(self.stopped.values())) or None
+
+    def _count_interrupted(self) -> None:
+        """The sends a killed flush left in flight count as unconfirmed: each may have
+        arrived. Released only, a flush killed mid-send K times in a row sent a batch K + 1
+        times; counted, the next flush resends it once and a second one interrupted makes
+        it a dead letter, as two timeouts do. A webhook's key stays with it."""
+        for nid, qtype, key in getattr(self.held, "interrupted", ()):
+            kind, dest = split_type(qtype)
+            self.qtype, self.dest = qtype, dest
+            reason = "a flush was stopped while sending it (it may have been delivered)" + (
+                f" [key {key}]" if key else "")
+            if self.held.refuse(nid, reason) >= UNCONFIRMED_AFTER:
+                self._bury(nid, kind, f"{reason}; unconfirmed {UNCONFIRMED_AFTER} times, "
+                           "it may have been delivered", None)
 
     def _budget_used(self) -> str:
         return f"the flush budget of {self.tc.flush_budget:g} s was used up"
@@ -686,6 +701,16 @@ class _Flush:
             self.held.keep_alive()
 
     def _send_with_retries(self, msg: Any) -> Any:
+        mark = getattr(self.held, "sending", None)
+        if mark is None:
+            return self._retrying(msg)
+        mark(msg.ids, getattr(msg, "key", "") or "")
+        try:
+            return self._retrying(msg)
+        finally:
+            self.held.settled(msg.ids)  # type: ignore[attr-defined]
+
+    def _retrying(self, msg: Any) -> Any:
         outcome = self._send_once(msg)
         for attempt in range(self.retries):
             if outcome.kind != TelegramOutcome.TRANSIENT:

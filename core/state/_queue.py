@@ -161,6 +161,10 @@ class FlushSession(Protocol):
 
     def keep_alive(self) -> None: ...
 
+    # Optional (the local queue has them; ``_notify`` asks with getattr): ``sending(nids,
+    # key)`` marks rows in a request now, ``settled(nids)`` unmarks them once it has its
+    # outcome, and ``interrupted`` lists (id, queue type, key) a killed flush left marked.
+
 
 class NotificationQueue(Protocol):
     """The queue of notifications, its dead letters and Telegram's limits."""
@@ -198,9 +202,10 @@ def _migrate(con: sqlite3.Connection) -> None:
                 # claimed_at is no longer written or read; the column stays so that a queue
                 # shared with an older botopt (which still writes it) keeps working.
                 " claim TEXT, claimed_at REAL, attempts INTEGER NOT NULL DEFAULT 0,"
-                " last_error TEXT)")
+                " last_error TEXT, sending TEXT)")
     columns = {r[1] for r in con.execute("PRAGMA table_info(queue)")}
-    for name, decl in (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("last_error", "TEXT")):
+    for name, decl in (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("last_error", "TEXT"),
+                       ("sending", "TEXT")):
         if name not in columns:  # a queue written by botopt 0.1
             try:
                 con.execute(f"ALTER TABLE queue ADD COLUMN {name} {decl}")
@@ -518,9 +523,13 @@ class LocalQueue:
             with queue_db(self.directory) as con:
                 # We hold the flush lock, so every existing claim belongs to a flush that
                 # died between sending and acknowledging: release it (that batch may go out
-                # twice).
+                # twice). The rows it was sending are handed over as unconfirmed sends:
+                # released only, a flush killed mid-send K times sent them K + 1 times.
+                interrupted = [(r[0], r[1], str(r[2])[2:]) for r in con.execute(
+                    "SELECT id, type, sending FROM queue WHERE sending IS NOT NULL")]
                 con.execute("UPDATE queue SET claim = NULL WHERE claim IS NOT NULL")
                 run = LocalSession(con, pacer, rules, clock, self.directory)
+                run.interrupted = interrupted
                 try:
                     yield run
                 finally:
@@ -549,6 +558,16 @@ class LocalSession:
         self.directory = directory
         self.claim = uuid.uuid4().hex  # marks this flush's rows (not the bot token)
         self.state: dict[str, Any] = {}
+        self.interrupted: list[tuple[str, str, str]] = []
+
+    def sending(self, nids: Sequence[str], key: str) -> None:
+        # "k:" keeps the text a text in any column affinity; committed before the request
+        self.con.executemany("UPDATE queue SET sending = ? WHERE id = ?",
+                             [("k:" + key, nid) for nid in nids])
+
+    def settled(self, nids: Sequence[str]) -> None:
+        self.con.executemany("UPDATE queue SET sending = NULL WHERE id = ?",
+                             [(nid,) for nid in nids])
 
     def pacer_for(self, dest: str, min_interval: float) -> LocalPacer:
         # One file per destination: two pacers saving one file would undo each other's sends.
@@ -585,8 +604,8 @@ class LocalSession:
         return kind, [(r[0], load_data(r[1])) for r in rows]
 
     def refuse(self, nid: str, reason: str) -> int:
-        self.con.execute("UPDATE queue SET attempts = attempts + 1, last_error = ? "
-                         "WHERE id = ?", (reason, nid))
+        self.con.execute("UPDATE queue SET attempts = attempts + 1, last_error = ?, "
+                         "sending = NULL WHERE id = ?", (reason, nid))
         row = self.con.execute("SELECT attempts FROM queue WHERE id = ?", (nid,)).fetchone()
         return int(row[0]) if row is not None else 0
 
