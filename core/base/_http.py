@@ -15,6 +15,7 @@ proxy only requests' own per-read timeout applies.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,24 @@ def reads_by(deadline: float) -> Iterator[None]:
         yield
     finally:
         _local.deadline = before
+
+
+def read_by(sock: Any, deadline: float | None, read: Any, *args: Any) -> Any:
+    """``read(*args)``, a read of ``sock``, ending by ``deadline`` (``time.monotonic()``;
+    None or infinite: the socket's own timeout only): past it, the socket's own timeout
+    error. A non-blocking poll (timeout 0: is data already waiting?) never waits, and is
+    never cut. The one deadline rule of the HTTP sessions and the Redis connections."""
+    per = sock.gettimeout()
+    if deadline is None or deadline == math.inf or per == 0:
+        return read(*args)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the answer did not arrive in time")
+    sock.settimeout(left if per is None else min(per, left))
+    try:
+        return read(*args)
+    finally:
+        sock.settimeout(per)
 
 
 def session() -> Any:
@@ -69,18 +88,7 @@ def _adapter_class() -> Any:
             self._sock = sock
 
         def _bounded(self, read: Any, *args: Any) -> Any:
-            deadline = getattr(_local, "deadline", None)
-            per = self._sock.gettimeout()
-            if deadline is None or per == 0:  # none set, or a poll that never waits
-                return read(*args)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the answer did not arrive in time")
-            self._sock.settimeout(left if per is None else min(per, left))
-            try:
-                return read(*args)
-            finally:
-                self._sock.settimeout(per)
+            return read_by(self._sock, getattr(_local, "deadline", None), read, *args)
 
         def recv(self, *args: Any) -> Any:
             return self._bounded(self._sock.recv, *args)

@@ -17,6 +17,7 @@ import logging
 import re
 from typing import Any
 
+from ..base._http import read_by
 from ..base._redact import redact, redact_url
 from ..errors import BotoptError, ConfigError, NotifyError
 
@@ -267,17 +268,7 @@ def _with_deadline(cls: Any) -> Any:
             self._owner = owner
 
         def _read(self, read: Any, *args: Any) -> Any:
-            per = self._sock.gettimeout()
-            if per == 0:  # a poll for data already waiting (a pooled connection's check)
-                return read(*args)
-            left = self._owner.botopt_deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the reply did not arrive in time")
-            self._sock.settimeout(left if per is None else min(per, left))
-            try:
-                return read(*args)
-            finally:
-                self._sock.settimeout(per)
+            return read_by(self._sock, self._owner.botopt_deadline, read, *args)
 
         def recv(self, *args: Any) -> Any:
             return self._read(self._sock.recv, *args)
