@@ -53,7 +53,6 @@ class RegimeState:
 
         return self._doc.update(change, {}) or []
 
-
     def revert(self, changes: Sequence[tuple[str, str | None, str, datetime]]) -> None:
         """Undo ``changes`` (symbol, old, new, candle) whose notifications could not be
         queued: each symbol's old regime back, dated just before its candle, so a later run
