@@ -463,7 +463,7 @@ def test_output_onto_a_full_disk_names_standard_output(tmp_path, args):
     assert not [line for line in err if "rror" in line or "Trace" in line][:-1], err
 
 
-@pytest.mark.parametrize("limit_kib", [1, 24])
+@pytest.mark.parametrize("limit_kib", [8])
 def test_a_signal_not_queued_on_a_full_disk_is_queued_by_the_next_run(tmp_path, shared_data,
                                                                       limit_kib):
     """On a full disk a live run recorded its passed signals' cooldowns (a small file that
