@@ -269,7 +269,9 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
         raise DataError(f"{where}: column {time_col!r} has type {t.dtype}, expected a time",
                         file=where)
     t = t.dt.cast_time_unit("ms")
-    _in_calendar(t.dt.epoch("ms"), where, time_col, integers=False)
+    # the physical integers are the epoch ms: a view, not a copy of the column (96 MB at
+    # 10,000 symbols)
+    _in_calendar(t.to_physical(), where, time_col, integers=False)
     try:
         return pl.DataFrame({
             "symbol": symbol,

@@ -23,7 +23,7 @@ from ..data._candles import (
     read_candle_file,
 )
 from ..data._ccxt import INSTALL_HINT, uses_ccxt
-from ..errors import BotoptError
+from ..errors import BotoptError, format_age
 from ..state._paths import cache_dir_for, ensure_dir
 from ..state._workspace import Workspace, state_dir
 from ._monitor import STATE, _State, get_status, monitor_running
@@ -277,11 +277,6 @@ def _model(cfg: Config) -> str:
     return f"{what} loads ({type(model).__name__})"
 
 
-def _ago(seconds: float) -> str:
-    return "just now" if seconds < 1 else f"{seconds:.0f} s ago" if seconds < 5400 else \
-        f"{seconds / 3600:.1f} h ago"
-
-
 def _monitor(cfg: Config, now: float) -> str:
     if monitor_running(cfg):
         return "running"
@@ -297,9 +292,9 @@ def _monitor(cfg: Config, now: float) -> str:
         # a long-running monitor marks its state while it serves and clears the mark when
         # it stops: the mark left behind, with no monitor holding the lock, is one killed
         raise BotoptError(f"not running: `botopt monitor` was stopped without a clean exit "
-                          f"(killed?) {_ago(age)}; start it again (under systemd, which "
-                          "restarts it: botopt cron --systemd) or add `botopt monitor --once` "
-                          "to cron", key="monitor")
+                          f"(killed?) {format_age(max(0.0, age))} ago; start it again (under "
+                          "systemd, which restarts it: botopt cron --systemd) or add `botopt "
+                          "monitor --once` to cron", key="monitor")
     if age is not None and age < max(300.0, 3 * cfg.monitor.check_interval):
         return f"driven by cron (last ran {max(0.0, age):.0f} s ago)"
     raise BotoptError("not running: add `botopt monitor --once` to cron (botopt cron) or run "
