@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import subprocess
 import sys
 import threading
@@ -135,3 +136,64 @@ def test_two_hosts_on_one_candle_queue_each_signal_once(redis_server, tmp_path):
     keys = Counter((p["data"]["symbol"], p["data"]["direction"], p["data"]["candle_time"])
                    for p in queued)
     assert set(keys) == passed and set(keys.values()) == {1}, keys
+
+
+@pytest.mark.slow
+def test_signals_not_queued_with_the_server_up_are_queued_by_the_next_run(redis_server,
+                                                                        tmp_path):
+    """The queue on the server refused the notifications (here: an account without its keys)
+    and the local spool could not take them either (here: a full disk), while the
+    cooldowns and regime changes had gone to the server: the signals were taken for
+    notified by every later run and host, lost for good (sweep E, F2, left open on the
+    shared state). What could not be queued is now taken back where it was recorded, so
+    the next run on the candle queues exactly what a run with a working queue did."""
+    import redis
+
+    from botopt.core.state._queue import LocalQueue
+    from botopt.core.state._redis import SharedState
+    from botopt.core.state._redis_queue import SharedQueue
+
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
+    data = tmp_path / "data"
+    live_data(data, symbols)
+    admin = redis.Redis.from_url(redis_server.url)
+    # every key of the namespace but the queue's: the run is whole, the queue refused
+    admin.acl_setuser("noqueue", enabled=True, passwords=["+pw"], channels=["*"],
+                      keys=[f"gap:{part}*" for part in ("cache", "cooldowns", "events",
+                                                        "regimes", "signal", "host")],
+                      commands=["+@all"])
+    limited = redis_server.url.replace("redis://", "redis://noqueue:pw@")
+    extra = {"BOTOPT_DATA_SOURCE": "local", "BOTOPT_DATA_DATA_DIR": str(data),
+             "BOTOPT_GATES_MIN_STRENGTH": "0", "BOTOPT_GATES_MIN_PROBABILITY": "0",
+             "BOTOPT_GATES_BLOCK_HIGH_VOL": "false", "BOTOPT_GATES_MIN_VOLUME_Z": "-1000",
+             "BOTOPT_GATES_CORRELATION_THRESHOLD": "1"}
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    before, at = (now - timedelta(minutes=5)).isoformat(), now.isoformat()
+
+    def run(ns: str, as_of: str, url: str = redis_server.url, fsize: int = 0) -> str:
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+        home = tmp_path / ns
+        done = subprocess.run(
+            [sys.executable, "-m", "botopt.cli.main", "--cache-dir", str(home / "cache"),
+             "signals", "-s", ",".join(symbols), "--as-of", as_of, "--notify"],
+            capture_output=True, text=True, timeout=120, preexec_fn=limit if fsize else None,
+            env=host_env(home, url, BOTOPT_STATE_NAMESPACE=ns, **extra))
+        assert done.returncode == 0 and "internal error" not in done.stderr, done.stderr
+        return done.stderr
+
+    def queued(ns: str) -> list[tuple[str, str]]:
+        rows = SharedQueue(SharedState(redis_server.url, ns),
+                           LocalQueue(tmp_path / ns / "cache" / "notify")).pending(1000)
+        return sorted((r["type"], json.dumps(r["data"], sort_keys=True)) for r in rows)
+
+    for ns in ("ref", "gap"):
+        run(ns, before)
+    run("ref", at)
+    assert "not queued" in run("gap", at, limited, fsize=8 * 1024)  # and the disk full
+    want = queued("ref")
+    assert len(queued("gap")) < len(want)  # the candle's notifications: not queued
+    run("gap", at)  # a working queue again, the same candle
+    assert any(kind == "signal" for kind, _ in want)
+    assert queued("gap") == want

@@ -131,6 +131,59 @@ def test_claims_of_a_dead_host_are_taken_over_after_the_timeout(redis_server, te
 
 
 @pytest.mark.slow
+def test_a_send_a_dead_host_left_in_flight_is_resent_at_most_once(redis_server, telegram,
+                                                                   tmp_path):
+    """A host killed after its request reached Telegram and before the answer: the flush
+    that took its claims over resent the batch uncounted, so a batch whose senders were
+    killed K times in a row went out K + 1 times (the local queue counts such sends since
+    sweep E; on the shared queue it was left open). A takeover now reads what the dead host
+    was sending: resent once as an unconfirmed send, and a second interrupted send makes it
+    a dead letter saying it may have been delivered."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from botopt.core.state._redis import SharedState
+
+    ns = "midsend"
+    cache = tmp_path / "c"
+    extra = {"BOTOPT_STATE_NAMESPACE": ns, "BOTOPT_STATE_CLAIM_TIMEOUT": "6"}
+    cfg = config(redis_server.url, telegram, cache, **extra)
+    env = {**os.environ, **env_for(redis_server.url, telegram, cache, **extra),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = SharedState(redis_server.url, ns).client
+    enqueue(cfg, items("alpha", 2))
+    telegram.always = "hang:1.0"  # each request recorded, and answered a second later
+    stops = 0
+    for _ in range(4):
+        before = telegram.arrived
+        p = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "notify-flush",
+                              "--force"], env=env, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while telegram.arrived == before and p.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)
+        if p.poll() is not None:  # nothing sent: the batch is a dead letter by now
+            break
+        time.sleep(0.2)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        stops += 1
+        time.sleep(1.2)  # the fake answers (the message was delivered)
+        age_claims(r, f"{ns}:nq:s:alpha", "flush", 6.5)  # the dead host's claims idle
+    telegram.always = None
+    flush_notifications(cfg)
+    for tok in ("tok-alpha-0000", "tok-alpha-0001"):
+        assert 1 <= tokens(telegram).count(tok) <= 2, (tok, stops)
+    dead = dead_letters(cfg)
+    assert stops == 2 and len(dead) == 2, (stops, dead)
+    assert all("stopped while sending" in d["reason"] for d in dead)
+    assert r.hlen(f"{ns}:nq:sending") == 0 and queue_stats(cfg)["pending"] == 0
+
+
+@pytest.mark.slow
 def test_outage_queues_locally_then_moves_over(redis_server, telegram, tmp_path):
     from .test_shared_state import host
 
@@ -405,3 +458,50 @@ def test_a_cache_entry_of_another_type_is_skipped_and_cache_clear_removes_it(
     cleared = runner.invoke(app, ["cache-clear"], env=env)
     assert cleared.exit_code == 0, cleared.stderr
     assert not list(client.scan_iter(f"{ns}:cache*"))
+
+
+def test_what_a_run_takes_back_is_taken_back_on_the_server(redis_server, tmp_path):
+    """A run whose notifications could not be queued takes back its cooldowns and regime
+    changes where it recorded them. On the shared state that was done only when the server
+    was away, so with the server up they stood, and no later run or host reported them
+    (sweep E, F2); the take-back now goes to the server even if the failed enqueue marked
+    it away meanwhile, and a record another run moved on since is left."""
+    from datetime import datetime, timedelta, timezone
+
+    from botopt.core.state._cooldowns import CooldownRecord
+    from botopt.core.state._redis import _states
+    from botopt.core.state._workspace import Workspace
+
+    cfg = config(redis_server.url, None, tmp_path / "c", BOTOPT_STATE_NAMESPACE="takeback")
+    ws = Workspace.of(cfg)
+
+    def another_run() -> Workspace:
+        """As another process: its own connection to the server (not this one's, marked
+        away below as the failed enqueue marks it)."""
+        _states.clear()
+        return Workspace(Workspace.root_for(cfg), cfg)
+
+    t1 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    t2 = t1 + timedelta(minutes=5)
+    regimes = ws.regimes(cfg)
+    assert regimes.update([("BTCUSDT", "TREND_UP", t1), ("ETHUSDT", "TREND_UP", t1)]) \
+        == []
+    change = regimes.update([("BTCUSDT", "RANGE", t2), ("ETHUSDT", "RANGE", t2)])
+    assert sorted(change) == [("BTCUSDT", "TREND_UP", "RANGE"),
+                              ("ETHUSDT", "TREND_UP", "RANGE")]
+    # ETHUSDT moved on by another run before the take-back: its record is left
+    assert another_run().regimes(cfg).update([("ETHUSDT", "TREND_DOWN", t2 + timedelta(minutes=5))])
+    regimes.shared.lost(ConnectionError("the enqueue failed"), quiet=True)
+    regimes.revert([(s, old, new, t2) for s, old, new in change])
+    later = another_run().regimes(cfg)  # the next run on the candle: BTCUSDT's change is new again
+    assert later.update([("BTCUSDT", "RANGE", t2)]) == [("BTCUSDT", "TREND_UP", "RANGE")]
+    assert later.update([("ETHUSDT", "RANGE", t2)]) == []
+
+    cooldowns = ws.cooldowns(cfg)
+    rec = CooldownRecord("BTCUSDT", "long", t2)
+    assert cooldowns.record([rec]) == [rec]
+    assert another_run().cooldowns(cfg).record([rec]) == []  # recorded once: no other run queues it
+    cooldowns.shared.lost(ConnectionError("the enqueue failed"), quiet=True)
+    cooldowns.forget([rec])
+    assert rec not in another_run().cooldowns(cfg).snapshot()
+    assert another_run().cooldowns(cfg).record([rec]) == [rec]  # the next run records and queues it

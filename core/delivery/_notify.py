@@ -412,6 +412,10 @@ class _Flush:
                 self._send_parked()
                 break
             qtype, items = got
+            if getattr(self.held, "interrupted", None):
+                # the shared queue finds them at a takeover, in the batch it hands over
+                buried = self._count_interrupted()
+                items = [(nid, data) for nid, data in items if nid not in buried]
             if not items:
                 continue  # another host was faster
             kind, dest = split_type(qtype)
@@ -433,12 +437,15 @@ class _Flush:
             raise self.fatal
         return "; ".join(dict.fromkeys(self.stopped.values())) or None
 
-    def _count_interrupted(self) -> None:
+    def _count_interrupted(self) -> set[str]:
         """The sends a killed flush left in flight count as unconfirmed: each may have
         arrived. Released only, a flush killed mid-send K times in a row sent a batch K + 1
         times; counted, the next flush resends it once and a second one interrupted makes
-        it a dead letter, as two timeouts do. A webhook's key stays with it."""
-        for nid, qtype, key in getattr(self.held, "interrupted", ()):
+        it a dead letter, as two timeouts do. A webhook's key stays with it. Returns the
+        ids buried; each is counted once (the list is emptied)."""
+        found = getattr(self.held, "interrupted", None) or []
+        buried: set[str] = set()
+        for nid, qtype, key in list(found):
             kind, dest = split_type(qtype)
             self.qtype, self.dest = qtype, dest
             reason = "a flush was stopped while sending it (it may have been delivered)" + (
@@ -446,6 +453,9 @@ class _Flush:
             if self.held.refuse(nid, reason) >= UNCONFIRMED_AFTER:
                 self._bury(nid, kind, f"{reason}; unconfirmed {UNCONFIRMED_AFTER} times, "
                            "it may have been delivered", None)
+                buried.add(nid)
+        del found[:]
+        return buried
 
     def _budget_used(self) -> str:
         return f"the flush budget of {self.tc.flush_budget:g} s was used up"

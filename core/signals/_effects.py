@@ -52,9 +52,9 @@ _SIGNAL_FIELDS = ("symbol", "candle_time", "close", "regime", "direction", "stre
 
 
 def _take_back(store: object, items: list[Any], how: str = "forget") -> None:
-    """``store.forget(items)`` (or ``revert``) where the store can: the local files can;
-    the shared server's stores hand it to their local fallback when the server is away
-    (with the server up, the queue is there too and fails only with it)."""
+    """``store.forget(items)`` (or ``revert``): each store takes back what it recorded,
+    where it recorded it (the shared server's stores on the server or on their local
+    fallback)."""
     undo = getattr(store, how, None)
     if items and undo is not None:
         undo(items)

@@ -246,6 +246,9 @@ class SharedQueue:
         self.tries_key = shared.key("nq", "tries")
         self.errors_key = shared.key("nq", "errors")
         self.meta_key = shared.key("nq", "meta")
+        # id -> the idempotency key of the request it is in now: marked before the request,
+        # unmarked with its outcome (a takeover reads what a dead host left marked)
+        self.sending_key = shared.key("nq", "sending")
         self.seen_key = shared.key("nq", "seen")
         self.seen_prefix = self.seen_key + ":"  # the per-id marks written before the set
         self.seen_shift_ms = 0  # tests only: moves the server's clock for the seen marks
@@ -264,7 +267,8 @@ class SharedQueue:
         """The queue's bookkeeping keys and the type each must hold (``chat``: its pacer's
         keys too)."""
         books = {self.types_key: "set", self.dead_key: "hash", self.tries_key: "hash",
-                 self.errors_key: "hash", self.meta_key: "hash", self.seen_key: "zset"}
+                 self.errors_key: "hash", self.meta_key: "hash", self.seen_key: "zset",
+                 self.sending_key: "hash"}
         if chat:
             pacer = SharedPacer(self.shared, chat)
             books.update({pacer.sends: "zset", pacer.hold: "string", pacer.bot: "zset"})
@@ -619,6 +623,19 @@ class SharedSession:
         # slot is never taken for a dead one.
         self.refresh_every = rules.claim_timeout * pacer.scale / 3
         self.state: dict[str, Any] = {}
+        # (id, queue type, key) of sends a dead host left in flight, found at a takeover:
+        # ``_notify`` counts each as unconfirmed, as the local queue's killed flush
+        self.interrupted: list[tuple[str, str, str]] = []
+
+    def sending(self, nids: Sequence[str], key: str) -> None:
+        """Mark ``nids`` as in a request now (before it leaves)."""
+        if nids:
+            self.q.r.hset(self.q.sending_key, mapping=dict.fromkeys(nids, key))
+
+    def settled(self, nids: Sequence[str]) -> None:
+        """The request of ``nids`` has its outcome: unmarked."""
+        if nids:
+            self.q.r.hdel(self.q.sending_key, *nids)
 
     def next_batch(self, refused: set[str], skip: frozenset[str] = frozenset()
                    ) -> tuple[str, list[Item]] | None:
@@ -662,9 +679,24 @@ class SharedSession:
             if isinstance(got, (list, tuple)) and len(got) > 1 and got[1]:
                 items = [(n, d) for n, d in self._claimed(kind, got[1]) if n not in refused]
                 log.debug("%s took over %s", self.consumer, [n[:6] for n, _ in items])
+                self._find_interrupted(kind, [n for n, _ in items])
                 if items:
                     return kind, items
         return None
+
+    def _find_interrupted(self, kind: str, nids: list[str]) -> None:
+        """Of ``nids`` (taken over from a dead host), those it was sending when it died:
+        each may have arrived. Taken over uncounted, a host killed mid-send again and again
+        sent a batch once per kill; the marks go with the takeover (it is this flush's to
+        count now), in one transaction with reading them."""
+        if not nids:
+            return
+        pipe = self.q.r.pipeline(transaction=True)
+        pipe.hmget(self.q.sending_key, nids)
+        pipe.hdel(self.q.sending_key, *nids)
+        marks = pipe.execute()[0]
+        self.interrupted += [(nid, kind, _text(m)) for nid, m in zip(nids, marks, strict=True)
+                             if m is not None]
 
     def _take_due(self, skip: frozenset[str] = frozenset()) -> tuple[str, list[Item]] | None:
         due = [(k, b) for k, b in self._due() if split_type(k)[1] not in skip]
@@ -753,6 +785,7 @@ class SharedSession:
         pipe.xdel(stream, eid)
         pipe.hdel(self.q.tries_key, nid)
         pipe.hdel(self.q.errors_key, nid)
+        pipe.hdel(self.q.sending_key, nid)
         pipe.execute()
         return stored
 
@@ -766,6 +799,7 @@ class SharedSession:
                 pipe.xdel(self.q.stream(kind), eid)
                 pipe.hdel(self.q.tries_key, nid)
                 pipe.hdel(self.q.errors_key, nid)
+                pipe.hdel(self.q.sending_key, nid)  # gone with it, even if killed here
             pipe.execute()
             log.debug("%s delivered %s", self.consumer, [n[:6] for n in nids])
 

@@ -25,7 +25,7 @@ import logging
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ._entry_format import HEADER as _HEADER
@@ -99,6 +99,39 @@ for i = 1, #ARGV, 4 do
 end
 return out
 """
+
+
+# Take back records this run recorded (their notifications could not be queued). KEYS: the
+# zset, its version, the once-marks set. ARGV: the old marks' key prefix, then members.
+_FORGET = """
+local n = 0
+for i = 2, #ARGV do
+  n = n + redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
+  redis.call('DEL', ARGV[1] .. ARGV[i])
+end
+if n > 0 then redis.call('INCR', KEYS[2]) end
+return n
+"""
+
+# Undo regime changes: KEYS: the scope's hash. ARGV: (symbol, the record this run wrote, the
+# old regime's record dated a millisecond before the candle) triples. A record another run
+# has moved on since is left.
+_REVERT = """
+local n = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+def _regime_record(regime: str, t: datetime) -> str:
+    """A regime record as ``_REGIMES`` stores it: candle ms, regime, candle time."""
+    return f"{int(t.timestamp() * 1000)}|{regime}|{t.isoformat()}"
 
 
 def _text(value: Any) -> str:
@@ -337,6 +370,9 @@ class RedisCooldownStore:
         self.shift_ms = 0  # tests only: moves the server's clock for the once-marks
         self.keep_ms = int(keep_seconds * 1000)
         self._merged = False
+        # the members this process recorded on the server (not the fallback): where a
+        # take-back must go, whatever the server's state by then
+        self._on_server: set[str] = set()
 
     def _merge_local(self) -> None:
         """Once per process, with the server up: the cooldowns recorded in the local store
@@ -414,17 +450,38 @@ class RedisCooldownStore:
         self._merge_local()
         if self.shared.down is None:
             try:
-                return self._push(items)
+                added = self._push(items)
             except self.shared.errors as exc:
                 self.shared.lost(exc)
+            else:
+                self._on_server.update(_SEP.join(r.key()) for r in added)
+                return added
         return list(self.fallback.record(items))
 
     def forget(self, records: Any) -> None:
-        """Take back records whose notifications could not be queued: on the local
-        fallback, where they went while the server was away. With the server up the queue
-        is there too and fails only with it: the records stand (a known gap)."""
-        if self.shared.down is not None:
-            self.fallback.forget(records)
+        """Take back records whose notifications could not be queued, where each was
+        recorded: the server (the queue on it failed, then the local spool, e.g. a full
+        disk) or the local fallback (the server was away). Left on the server, every host
+        took those signals for notified: lost. A server that cannot be reached now keeps
+        them (said in a warning)."""
+        records = list(records)
+        mine = [_SEP.join(r.key()) for r in records]
+        there = [m for m in mine if m in self._on_server]
+        if len(there) < len(mine):
+            self.fallback.forget([r for r, m in zip(records, mine, strict=True)
+                                  if m not in self._on_server])
+        if not there:
+            return
+        try:
+            # straight to the server: the failed enqueue may have marked it away meanwhile
+            self.shared.script("forget", _FORGET)(
+                keys=[self.zset, self.version, self.once_key], args=[self.once, *there])
+        except self.shared.errors as exc:
+            log.warning("%d cooldown(s) whose notifications were not queued could not be "
+                        "taken back on %s (%s): those signals will not be notified",
+                        len(there), self.shared.where, self.shared.describe(exc))
+        else:
+            self._on_server.difference_update(there)
 
 
 class RedisRegimeState:
@@ -433,6 +490,7 @@ class RedisRegimeState:
     def __init__(self, shared: SharedState, scope: str, fallback: Any) -> None:
         self.shared, self.fallback = shared, fallback
         self.hash = shared.key("regimes", scope)
+        self._on_server: set[str] = set()  # symbols whose change this process wrote there
 
     def update(self, seen: Iterable[tuple[str, str, datetime]]
                ) -> list[tuple[str, str | None, str]]:
@@ -449,11 +507,31 @@ class RedisRegimeState:
                 self.shared.lost(exc)
             else:
                 flat = [_text(v) for v in flat]
-                return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+                out = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+                self._on_server.update(sym for sym, _, _ in out)
+                return out
         return list(self.fallback.update(items))
 
     def revert(self, changes: Any) -> None:
-        """As ``RedisCooldownStore.forget``: the local fallback's changes taken back."""
-        if self.shared.down is not None:
-            self.fallback.revert(changes)
+        """As ``RedisCooldownStore.forget``: each change (symbol, old, new, candle) taken
+        back where it was written, the old regime dated a millisecond before the candle,
+        so a later run on the candle reports it again."""
+        changes = [c for c in changes if c[1] is not None]
+        local = [c for c in changes if c[0] not in self._on_server]
+        if local:
+            self.fallback.revert(local)
+        args: list[Any] = []
+        for sym, old, new, at in changes:
+            if sym in self._on_server:
+                args += [sym, _regime_record(new, at),
+                         _regime_record(old, at - timedelta(milliseconds=1))]
+        if not args:
+            return
+        try:
+            self.shared.script("revert", _REVERT)(keys=[self.hash], args=args)
+        except self.shared.errors as exc:
+            log.warning("regime changes whose notifications were not queued could not be "
+                        "taken back on %s (%s)", self.shared.where, self.shared.describe(exc))
+        else:
+            self._on_server.difference_update(args[0::3])
 
