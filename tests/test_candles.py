@@ -294,6 +294,46 @@ def test_integer_times_off_the_calendar_name_the_file_and_row(tmp_path, fmt, sca
     assert hint[kind] in line, line
 
 
+def _frame(n: int = 5) -> pl.DataFrame:
+    return pl.DataFrame({"date": [T0 + timedelta(minutes=5 * i) for i in range(n)],
+                         "open": [100.0] * n, "high": [102.0] * n, "low": [98.0] * n,
+                         "close": [101.0] * n, "volume": [10.0] * n})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "feather"])
+def test_date_and_open_time_that_disagree_are_refused_naming_the_row(tmp_path, fmt):
+    """A file with both freqtrade's ``date`` and Binance's ``open_time`` was read by
+    ``open_time`` in silence when they disagreed (sweep F, L2): which one is the candle's
+    time is a guess. One line naming the file, the row and both times; agreeing columns
+    read as before."""
+    frame = _frame().with_columns(open_time=pl.col("date").dt.epoch("ms"))
+    path = tmp_path / f"BOTHUSDT-5m.{fmt}"
+    frame.write_csv(path) if fmt == "csv" else frame.write_ipc(path)
+    agreeing = invoke_signals(tmp_path, "--symbols", "BOTHUSDT")
+    assert "disagree" not in agreeing.stderr and "internal" not in agreeing.stderr
+    moved = frame.with_columns(open_time=pl.when(pl.int_range(pl.len()) == 3)
+                               .then(pl.col("open_time") + 300_000)
+                               .otherwise(pl.col("open_time")))
+    moved.write_csv(path) if fmt == "csv" else moved.write_ipc(path)
+    result = invoke_signals(tmp_path, "--symbols", "BOTHUSDT")
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert str(path) in line and "row 4" in line and "disagree" in line, line
+
+
+@pytest.mark.parametrize("column", ["volume", "close"])
+def test_a_boolean_price_or_volume_column_is_refused_not_read_as_0_and_1(tmp_path, column):
+    """A boolean volume (a column of flags written where the volume belongs) was read as
+    0 and 1 and gave signals from it (sweep F, L3)."""
+    frame = _frame().with_columns(pl.lit(True).alias(column))
+    path = tmp_path / "FLAGUSDT-5m.feather"
+    frame.write_ipc(path)
+    result = invoke_signals(tmp_path, "--symbols", "FLAGUSDT")
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert str(path) in line and f"column '{column}' holds Boolean" in line, line
+
+
 @pytest.mark.parametrize("cut", [3, 7])
 def test_a_csv_cut_inside_its_last_line_is_refused_not_read_short(tmp_path, cut):
     """A CSV whose last line was cut inside its last field (a writer still appending) read

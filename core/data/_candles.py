@@ -249,6 +249,38 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
     missing = [c for c in ("open", "high", "low", "close", "volume") if c not in df.columns]
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}", file=where)
+    t = _times(df, time_col, where)
+    if time_col == "open_time" and "date" in df.columns:
+        # Both: freqtrade's name and Binance's. Which one is the candle's time is a guess
+        # when they disagree (open_time was taken in silence): said, not guessed.
+        other = _times(df, "date", where)
+        differ = t.ne_missing(other)
+        if differ.any():
+            row = int(differ.arg_true()[0])
+            raise DataError(f"{where}: row {row + 1}: columns 'date' ({other[row]}) and "
+                            f"'open_time' ({t[row]}) disagree; keep the one that is the "
+                            "candle's open time", file=where, row=row + 1, key="date")
+    for c in ("open", "high", "low", "close", "volume"):
+        kind = df.schema[c]
+        if not (kind.is_numeric() or kind in (pl.String, pl.Null)):
+            # a cast would read true/false as 1/0, a date as its day count: never numbers
+            raise DataError(f"{where}: column {c!r} holds {kind} values, not numbers",
+                            file=where, key=c)
+    try:
+        return pl.DataFrame({
+            "symbol": symbol,
+            "open_time": t,
+            **{c: df.get_column(c).cast(pl.Float64) for c in
+               ("open", "high", "low", "close", "volume")},
+        })
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{where}: non-numeric price or volume values", file=where) from exc
+
+
+def _times(df: pl.DataFrame, time_col: str, where: str) -> pl.Series:
+    """``time_col`` as UTC milliseconds, checked to lie in the calendar."""
+    import polars as pl
+
     t = df.get_column(time_col)
     if t.dtype == pl.String:
         try:
@@ -272,15 +304,7 @@ def _canonical(df: pl.DataFrame, symbol: pl.Series, where: str) -> pl.DataFrame:
     # the physical integers are the epoch ms: a view, not a copy of the column (96 MB at
     # 10,000 symbols)
     _in_calendar(t.to_physical(), where, time_col, integers=False)
-    try:
-        return pl.DataFrame({
-            "symbol": symbol,
-            "open_time": t,
-            **{c: df.get_column(c).cast(pl.Float64) for c in
-               ("open", "high", "low", "close", "volume")},
-        })
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{where}: non-numeric price or volume values", file=where) from exc
+    return t
 
 
 # The calendar's ends in epoch ms (years 1 and 9999): a time past them cannot be shown or
