@@ -251,6 +251,36 @@ def _clean(result) -> None:
         assert len(errors(result)) == 1, result.stderr
 
 
+@pytest.mark.slow  # whole processes
+def test_a_read_only_cache_shows_its_figures_and_names_what_cannot_be_done(tmp_path, server):
+    """A read-only cache (a mounted backup, another user's cache), written by runs that
+    closed cleanly: ``cache-stats`` showed every figure as zero with a warning (SQLite could
+    not make its shared-memory file there), ``status`` ended in "cannot create cache
+    directory .../events", and ``cache-clear`` blamed an old ``stats.db`` that was never
+    there (sweep E, F4)."""
+    cache = tmp_path / "c"
+    for _ in range(2):  # a miss, then a hit
+        assert botopt(cache, "--quiet", "signals", url=server.url).returncode == 0
+    db = cache / "cache" / "entries" / "cache.db"
+    con = sqlite3.connect(db)  # the last writer closing: the log merged, its files gone
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    want = json.loads(botopt(cache, "cache-stats", "--json", url=server.url).stdout)
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    assert want["caches"]["signals"]["hits"] == 1
+    shown = _under("ro", cache, ("cache-stats", "--json"), server.url)
+    assert shown.returncode == 0 and "unreadable" not in shown.stderr, shown.stderr
+    assert json.loads(shown.stdout)["caches"] == want["caches"]
+    status = _under("ro", cache, ("status",), server.url)
+    assert status.returncode == 0 and "cannot create" not in status.stderr, status.stderr
+    cleared = _under("ro", cache, ("cache-clear",), server.url)
+    assert cleared.returncode == 1 and len(errors(cleared)) == 1, cleared.stderr
+    assert str(db) in errors(cleared)[0] and "stats.db" not in cleared.stderr
+
+
 @pytest.mark.slow  # 5-10 s each: every command as a whole process
 @pytest.mark.parametrize("mode", ["ro", "full"])
 def test_every_command_under_a_read_only_or_full_disk_ends_cleanly(tmp_path, server, mode):

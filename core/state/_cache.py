@@ -709,8 +709,9 @@ def cache_gate(ttl_seconds: float | None = None
     return cached("gates", ttl_seconds)
 
 
-def _ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+def _ro(path: Path, immutable: bool = False) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro" + ("&immutable=1" if immutable else ""),
+                           uri=True, timeout=2.0)
 
 
 def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
@@ -724,7 +725,21 @@ def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
     if not path.exists():
         return counts, entries
     try:
-        db = _ro(path)
+        try:
+            db = _ro(path)
+            db.execute("SELECT 1 FROM Cache LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            if os.access(path.parent, os.W_OK):
+                raise
+            # A folder where nothing may be written (a read-only mount, another user's
+            # cache): SQLite cannot make the WAL's shared-memory file there, and every
+            # figure read as zero. Opened as immutable it reads the database file itself:
+            # exact unless a writer left a write-ahead log behind (said below).
+            db = _ro(path, immutable=True)
+            wal = Path(str(path) + "-wal")
+            if wal.exists() and wal.stat().st_size:
+                log.warning("cache %s is read-only and has an unmerged write-ahead log: "
+                            "the figures are those of its last checkpoint", path)
         try:
             for (key,) in db.execute("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND "
                                      "key < ?", (_STATS, _STATS[:-1] + chr(ord(_SEP) + 1))):

@@ -116,6 +116,7 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     entries go too (every host's)."""
     if root is None:
         root = default_root()
+    check_readable_root(root)  # a regular file in the way: a setting to fix, not "cleared"
     statistics = _statistics(root, config)
     statistics.check()
     counts, entries = statistics.stored()
@@ -134,7 +135,9 @@ def clear_cache(name: str | None = None, root: Path | None = None, *,
     # Older versions' files: a statistics database, the SQLite store, per-cache diskcaches.
     for legacy in ("stats.db", "cache.db"):
         for suffix in ("", "-wal", "-shm"):
-            (base / (legacy + suffix)).unlink(missing_ok=True)
+            old = base / (legacy + suffix)
+            if old.exists():  # a read-only disk refuses even a missing file's unlink, and
+                old.unlink()  # the error named a file that was never there
     import shutil
 
     for n in targets:

@@ -575,7 +575,10 @@ def _serve(mon: Monitor, stop: threading.Event, wake_r: int,
 def monitor_running(config: Config) -> bool:
     from filelock import Timeout
 
-    lock = _lock(Workspace.of(config).events_dir())
+    directory = Workspace.of(config).root / "events"
+    if not directory.is_dir():
+        return False  # no monitor ever ran here (and a read-only disk: none could)
+    lock = _lock(directory)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -657,7 +660,9 @@ def get_status(config: Config, now: float | None = None) -> dict[str, Any]:
     that no monitor rotated took 12 s and 930 MB to read whole and parse into a list."""
     now = time.time() if now is None else now
     ws = Workspace.of(config)
-    directory = ws.events_dir()
+    # read, never created: status on a read-only disk (a mounted backup, a disk that
+    # failed) ended in "cannot create cache directory" where it had everything to show
+    directory = ws.root / "events"
     state = _State.load(directory / STATE)
     scan = _StatusScan(now)
 
