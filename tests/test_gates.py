@@ -307,3 +307,56 @@ def test_a_signal_passed_after_a_blocked_candidate_does_not_block_it():
     c, b = evaluate_gates([cand("C", strength=0.9), cand("B", strength=0.5, p=0.3)], [],
                           cfg, (names, m))
     assert c.passed and b.reasons == ("p_dir 0.30 < 0.55", "correlated 0.95 with active C long")
+
+
+def test_a_cooldown_longer_than_two_days_holds_at_daily_candles(tmp_path):
+    """Every cooldown store kept its records 2 days whatever the cooldown, so a 5-day
+    cooldown at 1d candles let a symbol and direction pass again on day 3 or 4 (sweep G;
+    the backtest kept them as long, so it agreed with the repeats). Daily live runs over
+    sample candles relabelled as days: no symbol and direction passes twice within 5 days,
+    and a record older than 2 days is what blocks some of them, its day named."""
+    import json
+    from pathlib import Path
+
+    import polars as pl
+    from typer.testing import CliRunner
+
+    from botopt.cli.main import app
+
+    root = Path(__file__).resolve().parents[1] / "sample_data"
+    data = tmp_path / "daily"
+    data.mkdir()
+    start = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    for path in sorted(root.glob("*-5m.feather")):
+        df = pl.read_ipc(path).sort("date").tail(500)
+        days = pl.datetime_range(start, start + timedelta(days=df.height - 1), "1d",
+                                 time_unit="ms", time_zone="UTC", eager=True)
+        df.with_columns(date=days).write_ipc(data / path.name.replace("-5m", "-1d"))
+    (tmp_path / "botopt.toml").write_text(
+        "[gates]\nmin_probability = 0.45\nmin_strength = 0.2\ncooldown_seconds = 432000\n"
+        "correlation_threshold = 1.0\n")
+    env = {"BOTOPT_CONFIG": str(tmp_path / "botopt.toml"), "BOTOPT_DATA_SOURCE": "local",
+           "BOTOPT_DATA_DATA_DIR": str(data), "BOTOPT_DATA_INTERVAL": "1d"}
+    last: dict[tuple[str, str], datetime] = {}
+    repeats, old_blocks = [], 0
+    for k in range(470, 500):
+        as_of = start + timedelta(days=k, hours=1)  # just after day k-1's candle closed
+        result = CliRunner().invoke(app, ["--cache-dir", str(tmp_path / "c"), "signals",
+                                          "-s", "all", "--as-of", as_of.isoformat(),
+                                          "--json", "--notify"], env=env)
+        assert result.exit_code == 0, result.output
+        for s in json.loads(result.stdout)["signals"]:
+            t = datetime.fromisoformat(s["candle_time"].replace("Z", "+00:00"))
+            key = (s["symbol"], s["direction"])
+            if s["gate"]["passed"]:
+                if key in last and t - last[key] < timedelta(days=5):
+                    repeats.append((key, last[key], t))
+                last[key] = t
+            elif any(r.startswith("cooldown") for r in s["gate"]["reasons"]) and \
+                    key in last and t - last[key] > timedelta(days=2):
+                old_blocks += 1
+                # the day is named: at 1d candles "at 00:00" said nothing
+                assert f"signal at {last[key]:%Y-%m-%d} 00:00" in " ".join(
+                    s["gate"]["reasons"]), s["gate"]["reasons"]
+    assert repeats == []
+    assert old_blocks > 0  # the test reaches cooldowns past the old 2-day keep

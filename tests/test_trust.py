@@ -321,3 +321,24 @@ def test_fetch_never_writes_a_row_signals_would_refuse(tmp_path, home):
     assert r.returncode == 1 and "internal error" not in r.stderr
     assert "row 43" in r.stderr and "high is not a finite number" in r.stderr
     assert not list((tmp_path / "store").glob("*.feather"))
+
+
+@pytest.mark.parametrize("interval", ["1h", "1d"])
+def test_a_run_as_of_a_superseded_candle_is_not_live_at_long_intervals(interval):
+    """Any ``--as-of`` within one interval of the clock was live: at 1d, a run as of
+    yesterday recorded cooldowns and queued the signals of a candle a newer one had
+    superseded (sweep G). Live now: the clock's own candle slot, or within 5 minutes of
+    the clock (a cron line's pinned time across a close); 5m keeps its one interval."""
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": "/x",
+                                 "data.interval": interval})
+    step = cfg.data.interval.delta
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    now = datetime.now(timezone.utc)
+    slot = epoch + (now - epoch) // step * step  # when the clock's slot began
+    assert is_live(cfg, slot + timedelta(seconds=1))  # the same candle is answered
+    assert is_live(cfg, now - timedelta(minutes=4))  # a pinned time just before a close
+    assert not is_live(cfg, slot - step + timedelta(minutes=10))  # the slot before
+    assert not is_live(cfg, slot + step + timedelta(minutes=10))  # the next slot
+    five = load_config(overrides={"data.source": "local", "data.data_dir": "/x"})
+    assert is_live(five, now - timedelta(minutes=4))
+    assert not is_live(five, now - timedelta(minutes=6))

@@ -39,14 +39,11 @@ from ..signals._gates import (
     gate_name,
 )
 from ..signals._results import iso
-from ..state._cooldowns import RecordLog
+from ..state._cooldowns import RecordLog, keep_for
 
 if TYPE_CHECKING:
     import polars as pl
 
-# How long a cooldown store keeps records (CooldownStore's default): a replay forgets them
-# exactly when a cron run's store would.
-_KEEP = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -520,6 +517,8 @@ class _Driver:
         # last window + 3 rows, without a hundred times the copying.
         self._taken = np.full(len(book.syms), -1, dtype=np.int64)
         self._cooldown = timedelta(seconds=config.gates.cooldown_seconds)
+        # how long a cron run's store keeps records: a replay forgets them exactly then
+        self._keep_records = keep_for(config.gates.cooldown_seconds)
         # per prepared row with a direction: its gate input and own reasons (_gate_inputs)
         self.gin: dict[int, Any] = {}
 
@@ -620,7 +619,8 @@ class _Driver:
                       if k in went]
         self.records.merge([CooldownRecord(owned[k].symbol, owned[k].best.direction
                                            if owned[k].best else Direction.FLAT,
-                                           owned[k].candle_time) for k in passed], _KEEP)
+                                           owned[k].candle_time) for k in passed],
+                           self._keep_records)
         return out
 
 

@@ -116,7 +116,10 @@ def evaluate_gates(
             for r in own_records[c.symbol]:
                 if r.direction == c.direction and \
                         c.candle_time - cooldown < r.candle_time < c.candle_time:
-                    mine[i].append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
+                    # the day too when it is another (at 1d candles "at 00:00" said nothing)
+                    when = f"{r.candle_time:%H:%M}" if r.candle_time.date() == \
+                        c.candle_time.date() else f"{r.candle_time:%Y-%m-%d %H:%M}"
+                    mine[i].append(f"cooldown: {c.direction} signal at {when}")
                     break
     # Each candidate that passes becomes an active signal whose correlation row the next
     # ones read. Computed as each passes, a row is one product that reads the whole window

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -297,16 +297,29 @@ class _Stages:
     gates: int = 0
 
 
+# How far an ``--as-of`` may be from the wall clock, across a candle close, and still speak
+# for the present (a cron line that pins the time a moment before running).
+LIVE_GRACE = timedelta(minutes=5)
+
+
 def is_live(config: Config, as_of: datetime | None) -> bool:
     """Whether a run speaks for the present: only live runs record cooldowns and queue
-    notifications. Sample data is never live, nor is a replay (an ``as_of`` more than one
-    candle interval away from the wall clock, in the past or the future)."""
+    notifications. Sample data is never live, nor is a replay: an ``as_of`` in another
+    candle slot than the wall clock's (it answers from another candle than the newest
+    closed one), unless it is within ``LIVE_GRACE`` (and one interval) of the clock, as a
+    cron line's pinned time taken just before a close is. One whole interval of grace made
+    a daily run ``--as-of`` yesterday live: it queued the signals of a superseded candle
+    (sweep G)."""
     if config.data.source == "sample":
         return False
     if as_of is None:
         return True
     step = config.data.interval.delta
-    return abs(as_of - datetime.now(timezone.utc)) <= step
+    now = datetime.now(timezone.utc)
+    if abs(as_of - now) <= min(step, LIVE_GRACE):
+        return True
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (as_of - epoch) // step == (now - epoch) // step
 
 
 def run_signals(config: Config, symbols: Sequence[str], *, as_of: datetime | None = None,

@@ -120,6 +120,19 @@ class CooldownStore:
         return int(self._doc.update(change, {"records": []}) or 0)
 
 
+# Records are kept this long beyond the cooldown itself: a symbol whose candles lag the
+# newest record by up to this is still judged against its own.
+KEEP_MARGIN = timedelta(days=2)
+
+
+def keep_for(cooldown_seconds: float) -> timedelta:
+    """How long a store keeps records for a cooldown of ``cooldown_seconds``. A record
+    dropped before its cooldown ended let the same signal pass again: every store kept 2
+    days whatever the cooldown, so a 5-day cooldown at 1d candles repeated signals on day 3
+    (sweep G)."""
+    return KEEP_MARGIN + timedelta(seconds=cooldown_seconds)
+
+
 def merge_records(current: list[CooldownRecord], new_items: Sequence[CooldownRecord],
                   keep: timedelta) -> tuple[list[CooldownRecord], list[CooldownRecord]]:
     """(records kept, records added): the new ones not there yet appended, then those older

@@ -195,15 +195,17 @@ class Workspace:
         return self._cache
 
     def cooldowns(self, config: Config | None = None) -> Cooldowns:
-        from ._cooldowns import CooldownStore
+        from ._cooldowns import CooldownStore, keep_for
 
-        local = CooldownStore(self.state_dir(config) / "cooldowns.json", root=self.root)
+        keep = keep_for(self._config(config).gates.cooldown_seconds)
+        local = CooldownStore(self.state_dir(config) / "cooldowns.json", keep=keep,
+                              root=self.root)
         shared = self.shared
         if shared is not None and shared.available():
             from ._redis_store import RedisCooldownStore
 
             return RedisCooldownStore(shared, data_scope(self._config(config)),
-                                      local)
+                                      local, keep_seconds=keep.total_seconds())
         return local
 
     def regimes(self, config: Config | None = None) -> RegimeHistory:
