@@ -283,3 +283,42 @@ def test_the_log_tail_holds_every_line_from_since_on(tmp_path_factory, n, seed, 
     # (2 x 60 s) before since on, plus the bisection's last 64 KiB step
     needed = sum(len(x) + 1 for x in lines if json.loads(x)["t"] >= since - 720)
     assert sum(len(x) + 1 for x in got) <= needed + 65536 + 2 * max(map(len, lines)) + 2
+
+
+def test_runs_after_the_clock_steps_back_are_counted_once():
+    """The events were counted from a high-water mark that only moved forward: with the
+    clock stepped back 3 hours (NTP, a restored VM), every run until the clock passed the
+    mark again was skipped, so a failed run never reached ``botopt_runs_total`` and the
+    alert on failures never fired (sweep G). The events are the log's lines, all of them
+    handed to every count, as the log's tail is read with its overlap."""
+    from botopt.core.watch._metrics import _fresh, advance
+
+    h = 3600.0
+    log: list[bytes] = []
+
+    def run(at: float, ok: bool) -> None:
+        kind = "run_finished" if ok else "run_failed"
+        log.append(json.dumps({"id": f"e{len(log)}", "t": at, "type": kind,
+                               "data": {"command": "signals"}}).encode())
+
+    def counted(now: float) -> dict:
+        nonlocal doc
+        doc = advance(doc, list(log), now, "vm")
+        return doc["runs"]["vm"]["signals"]
+
+    doc = _fresh()
+    day = 1_516_492_800.0  # 2018-01-21 00:00 UTC
+    run(day + 20 * h, True)
+    assert counted(day + 20 * h + 10)["ok"] == 1
+    run(day + 23 * h, True)  # the clock 3 h ahead
+    assert counted(day + 23 * h + 10)["ok"] == 2
+    run(day + 21 * h, False)  # stepped back
+    after = counted(day + 21 * h + 10)
+    assert after["failed"] == 1 and after["last_failure"] == day + 21 * h
+    assert after["last_success"] <= day + 21 * h + 10  # never ahead of the clock
+    run(day + 22 * h, True)
+    assert counted(day + 22 * h + 10)["ok"] == 3
+    run(day + 24 * h, True)
+    final = counted(day + 24 * h + 10)
+    assert (final["ok"], final["failed"]) == (4, 1)  # each once
+    assert counted(day + 24 * h + 20) == final

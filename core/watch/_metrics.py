@@ -164,7 +164,8 @@ def _count_signals(signals: dict[str, Any], data: dict[str, Any]) -> None:
 def advance(doc: dict[str, Any], lines: Iterable[bytes], now: float,
             local_host: str) -> dict[str, Any]:
     """``doc`` with the events of ``lines`` not yet counted added to it."""
-    since = doc["through"] - _OVERLAP
+    since = _since(doc, now)
+    stepped_back = doc["through"] - _OVERLAP > now
     seen: dict[str, float] = doc["seen"]
     for raw in lines:
         try:
@@ -177,9 +178,25 @@ def advance(doc: dict[str, Any], lines: Iterable[bytes], now: float,
             continue
         seen[eid] = t
         _count(doc, ev, _label(ev.get("host"), local_host))
-    doc["through"] = max(doc["through"], now)
+    # A clock stepped back (NTP, a restored VM): the count goes on from now. Kept at its
+    # high-water mark, every event until the clock passed it again was skipped as already
+    # counted (a failed run never reached botopt_runs_total; sweep G). The ids kept below
+    # stop the events of the last minutes being counted twice.
+    doc["through"] = now if stepped_back else max(doc["through"], now)
+    if stepped_back:  # a "last success" ahead of the clock would hide every failure after
+        for commands in doc["runs"].values():
+            for run in commands.values():
+                for stamp in ("last_success", "last_failure"):
+                    if run.get(stamp, 0.0) > now:
+                        run[stamp] = now
     doc["seen"] = {k: v for k, v in seen.items() if v > now - _OVERLAP}
     return doc
+
+
+def _since(doc: dict[str, Any], now: float) -> float:
+    """The time before which every event has been counted: the last count's, or, when the
+    clock has gone back since, the clock's now (both less the overlap)."""
+    return min(doc["through"], now) - _OVERLAP
 
 
 # ---- the figures ----------------------------------------------------------------------------
@@ -330,7 +347,7 @@ def collect_metrics(config: Config, *, now: float | None = None, root: Path | No
             log.warning("metrics state %s is damaged; counting afresh", store.path)
             doc = None
         doc = doc or _fresh()
-        lines = _event_lines(config, root, doc["through"] - _OVERLAP)
+        lines = _event_lines(config, root, _since(doc, now))
         new = advance(doc, lines, now, local_host)
         return new, new
 
