@@ -485,6 +485,30 @@ def test_status_reads_a_big_log_a_line_at_a_time(cfg):
     assert status["events_pending"] == 40_005  # no monitor has read it: every line
 
 
+def test_status_after_the_clock_steps_back_shows_the_run_that_happened_last(cfg):
+    """A run failed with the clock 3 hours ahead; the clock was set back and two runs
+    succeeded. ``status`` picked the last run by the largest time: "signals FAILED at" a
+    time to come, beside "runs / failures (1 h) 1 / 0", until the clock passed it (sweep
+    G). A run stamped ahead of the clock now loses to any that is not."""
+    now = time.time()
+    path = events_dir(root(cfg)) / "events.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        for i, (t, kind) in enumerate([(now + 3 * 3600 - 3600, "run_failed"),
+                                       (now - 3600 + 20, "run_finished"),
+                                       (now - 10, "run_finished")]):
+            fh.write(json.dumps({"id": f"{i:032d}", "t": t, "type": kind, "pid": 1,
+                                 "data": {"command": "signals", "duration_s": 0.1}}) + "\n")
+    status = get_status(cfg, now=now)
+    assert status["last_run"]["ok"] and status["last_run"]["finished_at"] == now - 10
+    assert status["jobs"]["signals"]["ok"]
+    assert (status["runs_last_hour"], status["failures_last_hour"]) == (2, 0)
+    alone = events_dir(root(cfg)) / "events.log"  # only a run from the future: shown
+    alone.write_text(json.dumps({"id": "9" * 32, "t": now + 600, "type": "run_failed",
+                                 "pid": 1, "data": {"command": "signals"}}) + "\n")
+    assert not get_status(cfg, now=now)["last_run"]["ok"]
+
+
 def test_doctor_tells_a_killed_monitor_from_a_cron_driven_one(cfg):
     """A long-running monitor killed (SIGKILL, the OOM killer) left a recent state file, and
     `doctor` called it "driven by cron": the user was told all was well while nothing

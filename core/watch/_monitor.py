@@ -628,16 +628,28 @@ class _StatusScan:
         if e["type"] not in (EventType.RUN_FINISHED, EventType.RUN_FAILED):
             return
         cmd = str((e.get("data") or {}).get("command") or "?")[:80]
-        held = self.last_by_command.get(cmd)
-        if held is None or t >= held["t"]:
+        if self._newer(self.last_by_command.get(cmd), t):
             self.last_by_command[cmd] = e
-        if self.last_run is None or t >= self.last_run["t"]:
+        if self._newer(self.last_run, t):
             self.last_run = e
         if self.now - 3600 < t <= self.now + 60:  # not runs from the future
             if e["type"] == EventType.RUN_FINISHED:
                 self.runs_hour += 1
             else:
                 self.failures_hour += 1
+
+
+    def _newer(self, held: dict[str, Any] | None, t: float) -> bool:
+        """Whether a run at ``t`` is later than ``held``. A run stamped ahead of the clock
+        (written before the clock was stepped back) loses to any run that is not: it
+        was shown as the last run, failed "at" a time to come, for as long as the clock
+        took to pass it (sweep G)."""
+        if held is None:
+            return True
+        ahead, held_ahead = t > self.now + 60, held["t"] > self.now + 60
+        if ahead != held_ahead:
+            return held_ahead
+        return bool(t >= held["t"])
 
 
 def _lines_from(path: Path, offset: int) -> int:
