@@ -179,6 +179,24 @@ def test_parse_as_of_forms():
         assert parse_as_of(text) == want
 
 
+@pytest.mark.parametrize("text", ["1516208399.9999999", "1516208399.999999999",
+                                  "2018-01-17T16:59:59.9999999Z"])
+def test_an_as_of_just_before_a_close_stays_before_it(text):
+    """Epoch seconds went through a float: 100 ns before 17:00 rounded up to 17:00 and the
+    run answered from the candle that closed then, while the same instant as ISO text was
+    cut to the microsecond (sweep G). Both are cut now."""
+    got = parse_as_of(text)
+    assert got is not None and got < datetime(2018, 1, 17, 17, 0, tzinfo=timezone.utc)
+    assert got == datetime(2018, 1, 17, 16, 59, 59, 999_999, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+14:00"])
+def test_an_as_of_past_the_calendar_in_utc_says_so(text):
+    """Valid ISO 8601 whose UTC time leaves the calendar was told to "use ISO 8601"."""
+    with pytest.raises(UsageError, match="outside the calendar in UTC"):
+        parse_as_of(text)
+
+
 def test_interval_lengths():
     assert interval_ms("5m") == 300_000 and interval_ms("1d") == 86_400_000
     assert interval_ms("8m") == 480_000 and interval_ms("2d") == 172_800_000  # local files

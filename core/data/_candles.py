@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -219,15 +219,25 @@ def parse_as_of(value: str | datetime | None) -> datetime | None:
                          f"{kind_of(value)}", key="--as-of")
     text = value.strip()
     try:
-        if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
-            return datetime.fromtimestamp(float(text), tz=timezone.utc)
+        epoch = re.fullmatch(r"(\d{9,11})(?:\.(\d+))?", text)
+        if epoch:
+            # whole seconds and microseconds, the rest cut off (as ISO text's digits past
+            # the sixth are): through a float, 100 ns before a close rounded up to it and
+            # answered from the next candle (sweep G)
+            micros = int(((epoch.group(2) or "") + "000000")[:6])
+            return datetime.fromtimestamp(int(epoch.group(1)), tz=timezone.utc) + \
+                timedelta(microseconds=micros)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
-        # In UTC a time near year 9999 can overflow (9999-12-31T23:59-05:00).
-        return (dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None
-                else dt.astimezone(timezone.utc))
     except (ValueError, OverflowError):
         raise UsageError(f"invalid --as-of {value[:60]!r}: use ISO 8601, e.g. "
                          "2018-01-20T12:00:00Z", key="--as-of") from None
+    try:
+        return (dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None
+                else dt.astimezone(timezone.utc))
+    except (ValueError, OverflowError):
+        # valid text, but its UTC time is past the calendar (9999-12-31T23:59-05:00)
+        raise UsageError(f"--as-of {value[:60]!r} is outside the calendar in UTC (years "
+                         "1 to 9999)", key="--as-of") from None
 
 
 def _to_canonical(df: pl.DataFrame, symbol: str, where: str) -> pl.DataFrame:
