@@ -206,6 +206,12 @@ def test_interval_lengths():
     # Binance serves only its own intervals
     with pytest.raises(ConfigError, match="data.interval .*unknown interval '8m'"):
         load_config(overrides={"data.source": "binance", "data.interval": "8m"})
+    # weeks and months say why, not only "unknown" (sweep G)
+    for text, why in (("1w", "weekly candles are not supported"),
+                      ("1M", "monthly candles are not supported")):
+        with pytest.raises(ConfigError, match=why):
+            load_config(overrides={"data.source": "local", "data.data_dir": "/x",
+                                   "data.interval": text})
 
 
 def test_gaps_allowed_and_reported_in_debug(tmp_path):

@@ -49,6 +49,14 @@ INTERVAL_RE = re.compile(r"[1-9][0-9]{0,3}[mhd]")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
+# Weekly and monthly candles are not a fixed grid from the epoch (weeks open on Mondays,
+# months last 28-31 days), which the staleness, grid and carry rules assume: said, not
+# only refused.
+_CALENDAR_NOTE = {"w": "; weekly candles are not supported (they open on Mondays, not on "
+                       "a grid from 1970)",
+                  "M": "; monthly candles are not supported (a month has no fixed length)"}
+
+
 def interval_ms(interval: str) -> int:
     """Length of a candle interval in milliseconds ("5m" -> 300000); any whole number of
     minutes, hours or days (Binance's own are INTERVALS)."""
@@ -530,7 +538,8 @@ def _validate(cfg: Config) -> None:
         raise bad("data.interval", f"unknown interval {cfg.data.interval!r}; "
                   f"use one of {', '.join(INTERVALS)}"
                   + ("" if cfg.data.source == "binance" else " (or other minutes, hours "
-                     "or days, e.g. 8m, for local files)"))
+                     "or days, e.g. 8m, for local files)") + _CALENDAR_NOTE.get(
+                         str(cfg.data.interval).strip()[-1:], ""))
     if cfg.data.source == "local" and cfg.data.data_dir is None:
         raise bad("data.data_dir", "source 'local' needs a data directory (--data-dir)")
     for name in ("features_ttl", "predictions_ttl", "regime_ttl", "gates_ttl"):
