@@ -309,6 +309,7 @@ def test_a_signal_passed_after_a_blocked_candidate_does_not_block_it():
     assert c.passed and b.reasons == ("p_dir 0.30 < 0.55", "correlated 0.95 with active C long")
 
 
+@pytest.mark.slow  # 30 runs
 def test_a_cooldown_longer_than_two_days_holds_at_daily_candles(tmp_path):
     """Every cooldown store kept its records 2 days whatever the cooldown, so a 5-day
     cooldown at 1d candles let a symbol and direction pass again on day 3 or 4 (sweep G;
