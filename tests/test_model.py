@@ -196,3 +196,38 @@ def test_model_train_writes_only_a_new_file_or_a_model(tmp_path, shared_data):
     assert keep.read_text() == "[data]\n" and fifo.is_fifo()
     every = runner.invoke(app, [*data, "-s", "all", "--as-of", "2018-01-28", "--json"])
     assert every.exit_code == 0, every.stderr
+
+
+def test_a_rug_pull_prints_no_numpy_warning(tmp_path):
+    """A price doubling for 15 candles, then one candle to a millionth of the peak: the
+    model's logit passed -709 and numpy printed "RuntimeWarning: overflow encountered in
+    exp" with its source line on stderr of ``signals`` and ``backtest`` (sweep I). P(up)
+    is the limit, 0, and nothing but botopt's own lines reaches stderr."""
+    import subprocess
+    from datetime import timedelta
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src = pl.read_ipc(root / "sample_data" / "ETHUSDT-5m.feather").sort("date").tail(1000)
+    mult = np.ones(src.height)
+    at = src.height - 40
+    for i in range(at, at + 15):
+        mult[i:] *= 2.0
+    mult[at + 15:] *= 1e-6
+    o, h, lo, c = (src[k].to_numpy() * mult for k in ("open", "high", "low", "close"))
+    o[1:] = np.where(mult[1:] != mult[:-1], c[:-1], o[1:])
+    data = tmp_path / "data"
+    data.mkdir()
+    pl.DataFrame({"date": src["date"], "open": o, "high": np.maximum(h, np.maximum(o, c)),
+                  "low": np.minimum(lo, np.minimum(o, c)), "close": c,
+                  "volume": src["volume"]}).write_ipc(data / "RUG_USDT-5m.feather")
+    end = src["date"][-1] + timedelta(minutes=5)
+    for args in (["signals", "--as-of", end.isoformat()],
+                 ["backtest", "--since", src["date"][at].isoformat(),
+                  "--until", end.isoformat()]):
+        done = subprocess.run(
+            [sys.executable, "-m", "botopt.cli.main", "--cache-dir", str(tmp_path / "c"),
+             *args, "--data-dir", str(data), "-s", "RUG_USDT", "--json", "--no-cache"],
+            capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "Warning" not in done.stderr and ".py:" not in done.stderr, done.stderr

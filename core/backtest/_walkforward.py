@@ -162,7 +162,8 @@ class _Score:
         import numpy as np
 
         z = (x.astype(np.float32).astype(np.float64) - self.mean) / self.std
-        p = 1 / (1 + np.exp(-(z @ self.w[:-1] + self.w[-1])))
+        with np.errstate(over="ignore"):  # the limit, 0, without a warning (sweep I)
+            p = 1 / (1 + np.exp(-(z @ self.w[:-1] + self.w[-1])))
         yh = y.astype(np.float64)
         self.n += len(yh)
         self.right += int(np.count_nonzero((p >= 0.5) == (yh == 1)))

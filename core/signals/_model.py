@@ -111,7 +111,10 @@ class LogisticModel:
         logits = np.full(x.shape[0], self.bias, dtype=np.float64)
         for j, w in enumerate(self.weights):
             logits = logits + z[:, j] * w
-        return 1.0 / (1.0 + np.exp(-logits))
+        # exp of a logit past -709 is inf and P(up) its limit, 0: no warning on stderr
+        # (a crash's candles reach it; sweep I)
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-logits))
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": self.version, "inputs": list(self.names),
@@ -230,7 +233,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2
     reg = np.eye(a.shape[1]) * l2
     reg[-1, -1] = 0.0
     for _ in range(25):  # Newton/IRLS: converges in a handful of steps, deterministically
-        p = 1 / (1 + np.exp(-(a @ w)))
+        with np.errstate(over="ignore"):  # the limit, 0, without a warning
+            p = 1 / (1 + np.exp(-(a @ w)))
         grad = a.T @ (p - y) / len(y) + reg @ w
         hess = (a * (p * (1 - p))[:, None]).T @ a / len(y) + reg
         step = np.linalg.solve(hess, grad)
@@ -274,7 +278,8 @@ def train_model(features: pl.DataFrame, *, interval_ms: int,
                           weights=tuple(w[:-1].tolist()), bias=float(w[-1]), features=fc,
                           meta=(("holdout_fraction", holdout_fraction), ("l2", l2),
                                 ("train_rows", int(train.sum()))))
-    ph = 1 / (1 + np.exp(-(np.hstack([z[hold], np.ones((int(hold.sum()), 1))]) @ w)))
+    with np.errstate(over="ignore"):  # the limit, 0, without a warning
+        ph = 1 / (1 + np.exp(-(np.hstack([z[hold], np.ones((int(hold.sum()), 1))]) @ w)))
     yh = y[hold]
     base_p = float(yt.mean())
     majority = 1.0 if base_p >= 0.5 else 0.0
