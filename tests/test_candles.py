@@ -372,3 +372,31 @@ def test_a_csv_cut_inside_its_last_line_is_refused_not_read_short(tmp_path, cut)
     assert str(path) in line and "last line does not end" in line
     path.write_bytes(whole)  # whole again: read as before
     assert load_candles(["CUTUSDT"], config=cfg_local(tmp_path), as_of="2030-01-01").height == 5
+
+
+@pytest.mark.parametrize("scale, column, says", [
+    (1e-160, "price", "open is below 1e-20"), (1e-23, "price", "is below 1e-20"),
+    (1e-200, "volume", "volume is below 1e-20 but not 0"),
+])
+def test_prices_and_volumes_below_any_market_are_refused(tmp_path, scale, column, says):
+    """Prices below about 1e-154 were accepted, their squares underflowed to 0 in the
+    variances, and a moving price was blocked as "flat market"; a volume of 1e-200 gave a
+    z-score of 0 (sweep I). Below 1e-20 nothing trades: a unit error, named like the
+    values above the top. A volume of 0 (no trades) is still read."""
+    data = rows(5)
+    for r in data:
+        if column == "price":
+            for k in ("open", "high", "low", "close"):
+                r[k] *= scale
+        else:
+            r["volume"] *= scale
+    write_csv(tmp_path, "TINYUSDT", data)
+    result = invoke_signals(tmp_path, "-s", "TINYUSDT")
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "TINYUSDT" in line and says in line, line
+    for r in data:
+        r["volume"] = 0.0 if column == "volume" else r["volume"]
+    if column == "volume":
+        write_csv(tmp_path, "TINYUSDT", data)
+        assert "volume is below" not in invoke_signals(tmp_path, "-s", "TINYUSDT").stderr

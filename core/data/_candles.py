@@ -629,6 +629,12 @@ def _ends_whole(path: Path, symbol: str) -> None:
 # would overflow to inf and silently turn a feature into NaN.
 MAX_PRICE = 1e15
 MAX_VOLUME = 1e20
+# Below these no market quotes or trades either (a meme coin priced in BTC is ~1e-10, a
+# volume's smallest step 1e-8): a smaller positive value is a unit error, and squared in a
+# variance it underflows to 0, so a moving price read as "flat market" (sweep I). A volume
+# of exactly 0 (no trades) is a volume.
+MIN_PRICE = 1e-20
+MIN_VOLUME = 1e-20
 
 
 def _checks(interval: str) -> list[tuple[pl.Expr, str]]:
@@ -654,11 +660,14 @@ def _checks(interval: str) -> list[tuple[pl.Expr, str]]:
         checks.append((x.is_null() | ~x.is_finite(), f"{col} is not a finite number"))
         checks.append((x <= 0, f"{col} is not positive"))
         checks.append((x > MAX_PRICE, f"{col} is above {MAX_PRICE:g} (wrong unit?)"))
+        # (after "not positive": a row at or below 0 is named by that check first)
+        checks.append((x < MIN_PRICE, f"{col} is below {MIN_PRICE:g} (wrong unit?)"))
     v = pl.col("volume")
     checks += [
         (v.is_null() | ~v.is_finite(), "volume is not a finite number"),
         (v < 0, "volume is negative"),
         (v > MAX_VOLUME, f"volume is above {MAX_VOLUME:g} (wrong unit?)"),
+        ((v > 0) & (v < MIN_VOLUME), f"volume is below {MIN_VOLUME:g} but not 0 (wrong unit?)"),
         (pl.col("high") < pl.max_horizontal("open", "close"), "high is below max(open, close)"),
         (pl.col("low") > pl.min_horizontal("open", "close"), "low is above min(open, close)"),
         ((ms % step) != 0, f"open time is not on a {interval} boundary (wrong interval?)"),
