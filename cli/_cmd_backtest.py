@@ -106,7 +106,7 @@ def _render(state: AppState, run: Backtest) -> None:
                 [[fmt_minute(p.start), fmt_minute(p.end), p.train_rows,
                   p.test_rows, _num(p.accuracy, ".3f"), _num(p.baseline_accuracy, ".3f"),
                   _num(p.log_loss, ".4f"), _num(p.baseline_log_loss, ".4f"),
-                  p.skipped or ""] for p in run.walk_forward])
+                  p.skipped or p.note or ""] for p in run.walk_forward])
 
 
 def _render_compare(state: AppState, a: Backtest, b: Backtest) -> None:

@@ -542,3 +542,29 @@ def test_symbols_as_text_or_missing(real) -> None:
                                                         .cast(real.closes.schema["symbol"]))])
     got = forward_returns(nobody, closes, 300_000, [1], 10.0)
     assert got.height == 5 and got["ret_1"].null_count() == 5
+
+
+def test_walk_forward_on_a_market_that_never_moved_says_its_figures_say_little(
+        shared_data, cache_dir, clean_env, tmp_path) -> None:
+    """A pair whose closes stop moving: its test rows were all "not up", and the period
+    read accuracy 1.000 against a majority of 1.000 with nothing said (sweep I). The
+    figures stay (they are what was measured) with a note; a pair that moves has none."""
+    from botopt.core import load_config
+
+    src = shared_data / "candles" / "5m" / "ETH_BTC-5m.feather"
+    df = pl.read_ipc(src).sort("date")
+    a = datetime(2018, 1, 20, tzinfo=timezone.utc)
+    flat = df.with_columns(
+        [pl.when(pl.col("date") >= a - timedelta(days=1)).then(pl.lit(0.09))
+         .otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close")])
+    d = tmp_path / "flat"
+    d.mkdir()
+    flat.write_ipc(d / "K_BTC-5m.feather")
+    df.write_ipc(d / "ETH_BTC-5m.feather")
+    cfg = load_config(None, overrides={"data.source": "local", "data.data_dir": str(d),
+                                       "cache.dir": str(cache_dir)})
+    periods = period_bounds(a, a + timedelta(days=1), 1)
+    (still,) = walk_forward(cfg, ["K_BTC"], periods)
+    assert still.accuracy == 1.0 and still.note is not None and "say little" in still.note
+    (moving,) = walk_forward(cfg, ["ETH_BTC"], periods)
+    assert moving.note is None and moving.accuracy is not None

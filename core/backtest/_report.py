@@ -132,7 +132,8 @@ def _section(run: Backtest) -> str:
         f"<tr><td>{fmt_minute(p.start)}</td><td>{fmt_minute(p.end)}</td>"
         f"<td>{p.train_rows}</td><td>{p.test_rows}</td><td>{_fmt(p.accuracy, '.3f')}</td>"
         f"<td>{_fmt(p.baseline_accuracy, '.3f')}</td><td>{_fmt(p.log_loss, '.4f')}</td>"
-        f"<td>{_fmt(p.baseline_log_loss, '.4f')}</td><td>{html.escape(p.skipped or '')}</td>"
+        f"<td>{_fmt(p.baseline_log_loss, '.4f')}</td>"
+        f"<td>{html.escape(p.skipped or p.note or '')}</td>"
         "</tr>" for p in run.walk_forward)
     parts.append("<h3>model walk-forward</h3><table><tr><th>from</th><th>to</th><th>train</th>"
                  "<th>test</th><th>accuracy</th><th>majority</th><th>log loss</th>"

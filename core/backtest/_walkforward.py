@@ -40,6 +40,7 @@ class WalkForwardPeriod:
     baseline_accuracy: float | None = None
     baseline_log_loss: float | None = None
     skipped: str | None = None  # why this period has no figures
+    note: str | None = None  # what to keep in mind reading them
 
     def to_dict(self) -> dict[str, Any]:
         from ..signals._results import iso
@@ -153,7 +154,7 @@ class _Score:
         self.mean, self.std, self.w = fit_logistic(x.astype(np.float64), yt)
         self.base_p = float(yt.mean())
         self.majority = 1.0 if self.base_p >= 0.5 else 0.0
-        self.n = self.right = self.base_right = 0
+        self.n = self.right = self.base_right = self.ups = 0
         self.loss = self.base_loss = 0.0
 
     def add(self, x: Any, y: Any) -> None:
@@ -165,6 +166,7 @@ class _Score:
         with np.errstate(over="ignore"):  # the limit, 0, without a warning (sweep I)
             p = 1 / (1 + np.exp(-(z @ self.w[:-1] + self.w[-1])))
         yh = y.astype(np.float64)
+        self.ups += int(np.count_nonzero(yh == 1))
         self.n += len(yh)
         self.right += int(np.count_nonzero((p >= 0.5) == (yh == 1)))
         self.base_right += int(np.count_nonzero(yh == self.majority))
@@ -173,10 +175,17 @@ class _Score:
 
     def period(self) -> WalkForwardPeriod:
         n = self.n
+        # A period whose test rows all have one label (candles that never closed up, as a
+        # flat or halted market's) scores the majority's 1.000 and a model that learnt
+        # the same: figures that look perfect and say nothing (sweep I)
+        one = "every test row is 'up'" if self.ups == n else \
+            "no test row is 'up'" if self.ups == 0 else None
         return WalkForwardPeriod(self.start, self.end, self.n_train, n,
                                  accuracy=self.right / n, log_loss=self.loss / n,
                                  baseline_accuracy=self.base_right / n,
-                                 baseline_log_loss=self.base_loss / n)
+                                 baseline_log_loss=self.base_loss / n,
+                                 note=None if one is None else f"{one} (a market that did "
+                                 "not move?): the figures say little")
 
 
 def _loss_sum(y: Any, p: Any) -> float:

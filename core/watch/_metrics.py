@@ -196,7 +196,7 @@ def advance(doc: dict[str, Any], lines: Iterable[bytes], now: float,
 def _since(doc: dict[str, Any], now: float) -> float:
     """The time before which every event has been counted: the last count's, or, when the
     clock has gone back since, the clock's now (both less the overlap)."""
-    return min(doc["through"], now) - _OVERLAP
+    return min(float(doc["through"]), now) - _OVERLAP
 
 
 # ---- the figures ----------------------------------------------------------------------------

@@ -646,7 +646,7 @@ class _StatusScan:
         took to pass it (sweep G)."""
         if held is None:
             return True
-        ahead, held_ahead = t > self.now + 60, held["t"] > self.now + 60
+        ahead, held_ahead = t > self.now + 60, bool(held["t"] > self.now + 60)
         if ahead != held_ahead:
             return held_ahead
         return bool(t >= held["t"])
