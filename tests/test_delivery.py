@@ -322,6 +322,43 @@ def test_a_hanging_api_cannot_hold_a_flush_past_its_budget(tmp_path, server):
 
 
 @pytest.mark.slow
+def test_a_refusal_then_one_interrupted_send_is_resent_not_buried(tmp_path, server):
+    """Telegram refused an alert once; the next flush's send of it was killed before the
+    answer: the flush after that buried it as "unconfirmed 2 times" (one counter held the
+    refusal and the unconfirmed send together; sweep H). Unconfirmed sends are counted on
+    their own now: it is resent once and delivered."""
+    import signal
+
+    from botopt.core.delivery._notify import dead_letters
+
+    cache = tmp_path / "c"
+    assert botopt(cache, "notify", "add", "-t", "alert", "-d",
+                  json.dumps({"message": "TOK-R"}), url=server.url).returncode == 0
+    server.refuse_containing = "TOK-R"
+    botopt(cache, "notify-flush", "--force", url=server.url)
+    server.refuse_containing = None
+    server.always = "hang:1.0"  # recorded, answered a second later
+    env = {**os.environ, "BOTOPT_TELEGRAM_TOKEN": TOKEN, "BOTOPT_TELEGRAM_CHAT_ID": "42",
+           "BOTOPT_TELEGRAM_API_URL": server.url, "PYTHONPATH": str(ROOT)}
+    before = server.arrived
+    p = subprocess.Popen([sys.executable, "-m", "botopt.cli.main", "--cache-dir", str(cache),
+                          "notify-flush", "--force"], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while server.arrived == before and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert p.poll() is None, "the flush ended before sending"
+    time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    time.sleep(1.2)
+    server.always = None
+    done = botopt(cache, "notify-flush", "--force", url=server.url)
+    assert done.returncode == 0, done.stderr
+    assert dead_letters(config(cache, server.url)) == []
+    assert sum("TOK-R" in m["shown"] for m in server.received) == 2  # killed one, resent
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["KILL"])  # SIGTERM's default ends it the same way
 def test_a_flush_stopped_mid_send_again_and_again_sends_a_batch_at_most_twice(
         tmp_path, server, sig):

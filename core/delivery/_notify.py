@@ -67,6 +67,8 @@ DEAD_AFTER = 3  # refusals of one notification, over as many flushes, before it 
 # is not the Bot API's) before it is dead: each may have been delivered, so this bounds how
 # often one batch can reach the chat (twice) whatever the network does.
 UNCONFIRMED_AFTER = 2
+# how many unconfirmed sends a notification has had, kept in its note
+_UNCONFIRMED_RE = re.compile(r"\[unconfirmed (\d+)\]")
 MAX_SPLITS = 3  # "message is too long" answers to one piece before it counts as refused
 MAX_DEPTH = 32  # nesting of a notification's data
 MAX_DATA_BYTES = 32_000  # of a notification's JSON: at most ~8 messages when split
@@ -450,11 +452,30 @@ class _Flush:
             self.qtype, self.dest = qtype, dest
             reason = "a flush was stopped while sending it (it may have been delivered)" + (
                 f" [key {key}]" if key else "")
-            if self.held.refuse(nid, reason) >= UNCONFIRMED_AFTER:
-                self._bury(nid, kind, f"{reason}; unconfirmed {UNCONFIRMED_AFTER} times, "
-                           "it may have been delivered", None)
+            if self._count_unconfirmed(kind, [nid], reason):
                 buried.add(nid)
         del found[:]
+        return buried
+
+    def _count_unconfirmed(self, kind: str, ids: list[str], reason: str) -> set[str]:
+        """Count one unconfirmed send of each of ``ids`` and bury those at UNCONFIRMED_AFTER
+        unconfirmed sends, or at DEAD_AFTER tries of any kind; returns those buried. The
+        unconfirmed sends are counted in the note (``[unconfirmed N]``), apart from the
+        refusals: one counter for both buried a notification refused once and then sent
+        unanswered once, as "unconfirmed 2 times" (sweep H)."""
+        notes = self.held.notes(ids)
+        buried = set()
+        for nid in ids:
+            m = _UNCONFIRMED_RE.search(notes.get(nid, ""))
+            n = (int(m.group(1)) if m else 0) + 1
+            tries = self.held.refuse(nid, f"{reason} [unconfirmed {n}]")
+            if n >= UNCONFIRMED_AFTER or tries >= DEAD_AFTER:
+                why = f"unconfirmed {n} times" if n >= UNCONFIRMED_AFTER else \
+                    f"{tries} tries, refused or unconfirmed"
+                self._bury(nid, kind, f"{reason}; {why}" + (
+                    "" if "may have been delivered" in reason
+                    else ", it may have been delivered"), None)
+                buried.add(nid)
         return buried
 
     def _budget_used(self) -> str:
@@ -756,14 +777,9 @@ class _Flush:
         could deliver it again and again); the next flush resends it once, and after
         UNCONFIRMED_AFTER unconfirmed sends it is a dead letter (it may have arrived: the
         user decides with ``notify retry`` or ``notify drop``)."""
-        for nid in ids:
-            if nid in self.refused:
-                continue
-            self.refused.add(nid)  # not sent again in this flush
-            tries = self.held.refuse(nid, reason)
-            if tries >= UNCONFIRMED_AFTER:
-                self._bury(nid, kind, f"{reason}; unconfirmed {tries} times, it may have "
-                           "been delivered", None)
+        fresh = [nid for nid in dict.fromkeys(ids) if nid not in self.refused]
+        self.refused.update(fresh)  # not sent again in this flush
+        self._count_unconfirmed(kind, fresh, reason)
 
     def _bury(self, nid: str, kind: str, reason: str, data: Any) -> None:
         """Move to the dead letters; count it and say so once (the monitor alerts on the

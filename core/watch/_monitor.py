@@ -212,7 +212,8 @@ class Monitor:
             log.warning("dead-letter alert %s could not be delivered either: %s", nid[:8],
                         reason)
             return
-        self._alert(f"a {kind} notification could not be delivered and was moved to the "
+        article = "an" if str(kind)[:1].lower() in "aeiou" else "a"  # not "a alert"
+        self._alert(f"{article} {kind} notification could not be delivered and was moved to the "
                     f"dead letters: {reason}; see botopt notify list --failed, then "
                     f"notify retry {nid[:8]} or notify drop {nid[:8]}", dead_letter=nid)
 
