@@ -725,10 +725,11 @@ def _stored(root: Path) -> tuple[dict[str, tuple[int, int, float]],
     if not path.exists():
         return counts, entries
     try:
+        db = _ro(path)
         try:
-            db = _ro(path)
             db.execute("SELECT 1 FROM Cache LIMIT 1").fetchall()
         except sqlite3.OperationalError:
+            db.close()
             if os.access(path.parent, os.W_OK):
                 raise
             # A folder where nothing may be written (a read-only mount, another user's
