@@ -248,7 +248,9 @@ def _gates_reference(candidates, records, config, correlation=None):
         for r in history:
             if (r.symbol == c.symbol and r.direction == c.direction
                     and c.candle_time - cooldown < r.candle_time < c.candle_time):
-                reasons.append(f"cooldown: {c.direction} signal at {r.candle_time:%H:%M}")
+                when = f"{r.candle_time:%H:%M}" if r.candle_time.date() == \
+                    c.candle_time.date() else f"{r.candle_time:%Y-%m-%d %H:%M}"
+                reasons.append(f"cooldown: {c.direction} signal at {when}")
                 break
         if correlation is not None and c.symbol in index:
             matrix = correlation[1]
