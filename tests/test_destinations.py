@@ -444,12 +444,21 @@ def test_sigkill_of_notify_flush_mid_run_loses_nothing(tmp_path, hook, discord, 
     while queue_stats(cfg)["pending"]:
         flush_notifications(cfg, force=True)
     counts = seen(fake)
-    assert len(counts) == 30 and dead_letters(cfg) == []  # none lost
+    # None lost: each arrived, or was in flight at two kills (a loaded machine slows each
+    # flush's start, so kills can land on one batch's resend again) and is a dead letter
+    # saying so, by design (test_delivery), for the user to retry or drop.
+    dead = dead_letters(cfg)
+    assert all("may have been delivered" in d["reason"] for d in dead), dead
+    buried = {d["id"][:12] for d in dead}  # Discord's footers show 12 characters
+    assert len({n[:12] for n in counts} | buried) == 30, (sorted(counts), buried)
     assert sum(counts.values()) <= 30 + 2 * kills  # at most one batch resent per kill
     # A batch can be in flight at two kills in a row (its resend killed too, as on a loaded
     # machine): sent once per kill it was in flight at, never more.
     assert max(counts.values()) <= 1 + kills
-    assert all(len(k) == 1 for k in keys_by_id(fake).values())  # duplicates share their key
+    # duplicates share their key; the part of a batch whose rest was buried goes out under
+    # a key of its own (docs/notifications.md), so only with nothing buried is it every one
+    if not dead:
+        assert all(len(k) == 1 for k in keys_by_id(fake).values())
 
 
 @pytest.mark.slow
