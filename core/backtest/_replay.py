@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     import polars as pl
 
 
-
 @dataclass(frozen=True)
 class Replay:
     """What a replay found. ``candidates``: one row per (symbol, candle_time) where an engine

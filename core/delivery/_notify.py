@@ -414,7 +414,7 @@ class _Flush:
                 self._send_parked()
                 break
             qtype, items = got
-            if getattr(self.held, "interrupted", None):
+            if self.held.interrupted:
                 # the shared queue finds them at a takeover, in the batch it hands over
                 buried = self._count_interrupted()
                 items = [(nid, data) for nid, data in items if nid not in buried]
@@ -445,7 +445,7 @@ class _Flush:
         times; counted, the next flush resends it once and a second one interrupted makes
         it a dead letter, as two timeouts do. A webhook's key stays with it. Returns the
         ids buried; each is counted once (the list is emptied)."""
-        found = getattr(self.held, "interrupted", None) or []
+        found = self.held.interrupted
         buried: set[str] = set()
         for nid, qtype, key in list(found):
             kind, dest = split_type(qtype)
@@ -732,14 +732,13 @@ class _Flush:
             self.held.keep_alive()
 
     def _send_with_retries(self, msg: Any) -> Any:
-        mark = getattr(self.held, "sending", None)
-        if mark is None:
-            return self._retrying(msg)
-        mark(msg.ids, getattr(msg, "key", "") or "")
+        # marked in flight (a Telegram message has no idempotency key), so a flush that
+        # takes over after a kill counts the send as unconfirmed
+        self.held.sending(msg.ids, getattr(msg, "key", "") or "")
         try:
             return self._retrying(msg)
         finally:
-            self.held.settled(msg.ids)  # type: ignore[attr-defined]
+            self.held.settled(msg.ids)
 
     def _retrying(self, msg: Any) -> Any:
         outcome = self._send_once(msg)

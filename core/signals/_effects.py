@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
 
 from ..base._config import Config
 from ..base._vocab import DataStatus, Direction, EventType, NotificationType
@@ -41,23 +40,17 @@ def record(config: Config, ws: Workspace, result: SignalsResult,
         # Not queued (a full disk, a damaged queue): what this run recorded is taken back,
         # so the next run on the candle finds the signals and changes new and queues them.
         # Kept, every later run took them for notified already: lost for good.
-        _take_back(cooldowns, recorded)
-        _take_back(regimes, [(sym, old, new_, at[sym]) for sym, old, new_ in changes],
-                   "revert")
+        # Each store takes back what it recorded where it recorded it (the shared server's
+        # stores: on the server, or on their local fallback).
+        if recorded:
+            cooldowns.forget(recorded)
+        if changes:
+            regimes.revert([(sym, old, new_, at[sym]) for sym, old, new_ in changes])
     return dataclasses.replace(result, new_signals=new, regime_changes=changes)
 
 
 _SIGNAL_FIELDS = ("symbol", "candle_time", "close", "regime", "direction", "strength", "p_dir",
                   "engine")
-
-
-def _take_back(store: object, items: list[Any], how: str = "forget") -> None:
-    """``store.forget(items)`` (or ``revert``): each store takes back what it recorded,
-    where it recorded it (the shared server's stores on the server or on their local
-    fallback)."""
-    undo = getattr(store, how, None)
-    if items and undo is not None:
-        undo(items)
 
 
 def publish(config: Config, new: list[SymbolResult],

@@ -161,9 +161,15 @@ class FlushSession(Protocol):
 
     def keep_alive(self) -> None: ...
 
-    # Optional (the local queue has them; ``_notify`` asks with getattr): ``sending(nids,
-    # key)`` marks rows in a request now, ``settled(nids)`` unmarks them once it has its
-    # outcome, and ``interrupted`` lists (id, queue type, key) a killed flush left marked.
+    # (id, queue type, idempotency key) of the sends a killed flush left in a request:
+    # ``_notify`` counts each as an unconfirmed send
+    interrupted: list[tuple[str, str, str]]
+
+    def sending(self, nids: Sequence[str], key: str) -> None:
+        """Mark ``nids`` as in a request now, before it leaves."""
+
+    def settled(self, nids: Sequence[str]) -> None:
+        """Their request has its outcome: unmarked."""
 
 
 class NotificationQueue(Protocol):

@@ -20,6 +20,8 @@ class RegimeHistory(Protocol):
     def update(self, seen: Iterable[tuple[str, str, datetime]]
                ) -> list[tuple[str, str | None, str]]: ...
 
+    def revert(self, changes: Sequence[tuple[str, str | None, str, datetime]]) -> None: ...
+
 
 class RegimeState:
     def __init__(self, path: Path, root: Path | None = None) -> None:
