@@ -46,7 +46,7 @@ from ..base._config import Config
 from ..base._fs import atomic_writer
 from ..base._versions import stage_tag
 from ..base._vocab import Regime
-from ._features import SMOOTHERS, _columns, feature_columns
+from ._features import SMOOTHERS, _columns, _with_nulls, feature_columns
 from ._regime import detect_regime, regime_inputs
 
 _FORMAT = 2  # 2: states by symbol in shared files; 1: a file per symbol
@@ -318,6 +318,7 @@ def features_and_regimes(config: Config, candles: pl.DataFrame, syms: Sequence[s
     regimes: dict[str, str] = {}
     computed = 0
     order: list[str] = []
+    work = int((lens - from_row).sum())
     for resumed in (False, True):
         idx = [j for j, s in enumerate(states) if (s is not None) == resumed]
         if not idx:
@@ -332,7 +333,7 @@ def features_and_regimes(config: Config, candles: pl.DataFrame, syms: Sequence[s
             if not part_idx.size:
                 continue
             part = _compute(config, candles, syms, part_idx.tolist(), starts, lens,
-                            from_row, states, hashes, first_ms, store)
+                            from_row, states, hashes, first_ms, store, work)
             out_last.append(part[0])
             regimes.update(part[1])
             computed += part[2]
@@ -354,8 +355,10 @@ def _empty_last(config: Config, candles: pl.DataFrame) -> pl.DataFrame:
 def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: list[int],
              starts: np.ndarray, lens: np.ndarray, from_row: np.ndarray,
              states: list[CarryState | None], hashes: np.ndarray | None,
-             first_ms: np.ndarray, store: CarryStore | None
+             first_ms: np.ndarray, store: CarryStore | None, work: int
              ) -> tuple[pl.DataFrame, dict[str, str], int]:
+    """One stretch of ``features_and_regimes``; ``work``: the rows of the whole run (for
+    ``kernel_for``)."""
     fc = config.features
     js = np.asarray(idx, dtype=np.int64)
     a = starts[js] + from_row[js]
@@ -376,14 +379,13 @@ def _compute(config: Config, candles: pl.DataFrame, syms: Sequence[str], idx: li
     if states[idx[0]] is not None:
         resume = np.asarray([states[j].values for j in idx], dtype=np.float64).T  # type: ignore[union-attr]
     inputs = regime_inputs(fc)
-    out, last = _columns(frame, n, fc, inputs, resume, capture)
+    out, last = _columns(frame, n, fc, inputs, resume, capture, work=work)
     carry = last.pop("_carry")
-    whole = frame.select("symbol", *(pl.Series(c, out.pop(c)).fill_nan(None) for c in inputs))
+    whole = _with_nulls(frame.select("symbol"), out, inputs)
     prior = {syms[j]: (None if states[j] is None else states[j].prior) for j in idx}  # type: ignore[union-attr]
     regimes = detect_regime(whole, config.regime, fc, prior=prior)
     ends = np.cumsum(n)
-    tail = frame.gather(ends - 1).with_columns(
-        pl.Series(c, x).fill_nan(None) for c, x in last.items())
+    tail = _with_nulls(frame.gather(ends - 1), last, list(last))
     if store is not None:
         assert hashes is not None
         labels: _Labels | None = None  # read only when some anchor moves
@@ -483,10 +485,9 @@ class SeriesPass:
             carry = last.pop("_carry")
             prior = {str(j): (None if self.states[j] is None else self.states[j].prior)  # type: ignore[union-attr]
                      for j in js}
-            part = frame.with_columns(
+            part = _with_nulls(frame.with_columns(
                 pl.Series("symbol", [str(j) for j in js]).gather(
-                    np.repeat(np.arange(len(js)), n)),
-                *(pl.Series(c, out.pop(c)).fill_nan(None) for c in names))
+                    np.repeat(np.arange(len(js)), n))), out, names)
             part = part.with_columns(regime_expr(self.config.regime, fc, prior)
                                      .alias("regime"))
             labels = _Labels(self.config, part)

@@ -28,7 +28,11 @@ that is what a user's TA-Lib code sees too).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 from collections.abc import Mapping
+from types import ModuleType
 
 import numpy as np
 import polars as pl
@@ -40,6 +44,65 @@ from ..base._versions import stage_tag
 from ..errors import UsageError
 
 _CHUNK = 128  # symbols computed together: arrays of 1 MB at 1,000 bars, memory bounded
+
+# The compiled features (``_kernel``, numba from the ``fast`` extra) cost about 0.5 s to
+# load in a process that has not (numba's import and the cached machine code); from this
+# many candles in one job they save more than that (docs/performance.md, "Compiled
+# features"). A process that has loaded them uses them for every size.
+KERNEL_MIN_ROWS = 5_000_000
+KERNEL_ENV = "BOTOPT_KERNEL"  # "numpy": never the compiled loops; "auto" (default); "numba"
+_KERNEL_MODES = ("auto", "numpy", "numba")
+_kernel_state: dict[str, ModuleType | None] = {}
+
+
+def kernel_for(rows: int) -> ModuleType | None:
+    """The compiled features for a job over ``rows`` candles, or None for numpy's.
+
+    Both give the same bits (tests/test_kernel.py), so this decides speed only: compiled
+    when numba is installed and already loaded in this process, or when the job is large
+    enough to pay for loading it (``KERNEL_MIN_ROWS``), or always with
+    ``BOTOPT_KERNEL=numba``. A numba that cannot be imported or cannot compile here (a
+    version mismatch, no writable cache) means numpy, for the process's lifetime."""
+    mode = _kernel_mode()
+    if mode == "numpy" or (mode == "auto" and rows < KERNEL_MIN_ROWS
+                           and "kernel" not in _kernel_state):
+        return None
+    module = _load_kernel()
+    if module is None and mode == "numba":
+        raise UsageError(f"{KERNEL_ENV}=numba, but numba is not installed or does not work "
+                         "here: pip install 'botopt[fast]', or unset it", key=KERNEL_ENV)
+    return module
+
+
+def _kernel_mode() -> str:
+    mode = os.environ.get(KERNEL_ENV, "auto").strip().lower() or "auto"
+    if mode not in _KERNEL_MODES:
+        raise UsageError(f"{KERNEL_ENV}={mode[:40]!r}: expected one of "
+                         f"{', '.join(_KERNEL_MODES)}", key=KERNEL_ENV)
+    return mode
+
+
+def _load_kernel() -> ModuleType | None:
+    """Load the compiled features now if numba is installed (None if not, or if it fails):
+    for a long-lived process whose many small calls together pay for the import.
+    ``BOTOPT_KERNEL=numpy`` still wins."""
+    if _kernel_mode() == "numpy":
+        return None
+    if "kernel" in _kernel_state:
+        return _kernel_state["kernel"]
+    module: ModuleType | None = None
+    if importlib.util.find_spec("numba") is not None:
+        try:
+            module = importlib.import_module(f"{__package__}._kernel")
+            # The first call compiles (or loads the on-disk cache): any failure shows here,
+            # once, not in the middle of a run.
+            one = np.ones(40)
+            _indicators_compiled(module, one, one, one, one, np.array([40]),
+                                 FeaturesConfig(), None, None)
+        except Exception:  # noqa: BLE001 - any failure of an optional speed-up means numpy
+            module = None
+    _kernel_state["kernel"] = module
+    return module
 
 
 def feature_columns(config: FeaturesConfig | None = None) -> list[str]:
@@ -187,8 +250,7 @@ def _window_sum(x: np.ndarray, n: int) -> np.ndarray:
     return pre.reshape(blocks * n, m)[:bars]
 
 
-def _rolling_stds(specs: list[tuple[np.ndarray, int, int]]
-                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+def _rolling_stds(specs: list[tuple[np.ndarray, int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """``_rolling_std`` for several (x, n, ddof): inputs with the same window side by side
     as one array, so the sums, the flatness check and the square root are one pass each
     (per column the arithmetic is unchanged)."""
@@ -246,15 +308,34 @@ def compute_features(candles: pl.DataFrame,
     ``config`` is the ``features`` section or the whole ``Config`` (its ``features`` is used).
     """
     fc = _features_section(config)
-    candles, runs = _in_time_order(*_by_symbol(_candles_in(candles, "compute_features")),
-                                   "compute_features")
+    candles, runs = _symbol_runs(_candles_in(candles, "compute_features"), "compute_features")
     if not candles.height:
         return candles.with_columns(pl.lit(None, dtype=pl.Float64).alias(c)
                                     for c in feature_columns(fc))
-    out, _ = _columns(candles, runs, fc, feature_columns(fc))
-    # fill_nan(None) gives the same column as nan_to_null=True, 3.5x faster; each array is
-    # let go as soon as its column exists: the output columns, not twice them.
-    return candles.with_columns([pl.Series(n, out.pop(n)).fill_nan(None) for n in list(out)])
+    names = feature_columns(fc)
+    out, _ = _columns(candles, runs, fc, names)
+    return _with_nulls(candles, out, names)
+
+
+_SMALL_FRAME = 100_000
+
+
+def _with_nulls(candles: pl.DataFrame, columns: dict[str, np.ndarray], names: list[str]
+                ) -> pl.DataFrame:
+    """``candles`` with ``columns`` added (arrays, NaN for null) as float columns with nulls.
+
+    Two ways to the same columns, chosen by size: below about 100,000 rows
+    ``nan_to_null`` as each series is built (70 us for 11 columns of 10,000 rows, where
+    one query costs 280 us); above, one ``fill_nan(None)`` query over all of them (1.8x
+    faster at 500,000 rows; measured with polars 2.2). Each array is let go as soon as
+    its column exists: the output columns, not twice them."""
+    small = candles.height < _SMALL_FRAME
+    series = [pl.Series(n, columns.pop(n), nan_to_null=small) for n in names]
+    # hstack is no query (with_columns is one); it refuses a name the frame has, which
+    # with_columns replaces in place (features computed twice over)
+    fresh = not any(n in candles.schema for n in names)
+    frame = candles.hstack(series) if fresh else candles.with_columns(series)
+    return frame if small else frame.with_columns(pl.col(names).fill_nan(None))
 
 
 def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | Config | None,
@@ -264,15 +345,14 @@ def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | Confi
     feature column). The same values as ``compute_features``; at 2,000 symbols the feature
     columns nobody reads in full are 110 MB not held."""
     fc = _features_section(config)
-    candles, runs = _in_time_order(*_by_symbol(_candles_in(candles, "compute_features_split")),
-                                   "compute_features_split")
+    candles, runs = _symbol_runs(_candles_in(candles, "compute_features_split"),
+                                 "compute_features_split")
     if not candles.height:
         whole = compute_features(candles, fc)
         return whole.select(*candles.columns, *full), whole
     out, last = _columns(candles, runs, fc, full)
-    whole = candles.with_columns([pl.Series(n, out.pop(n)).fill_nan(None) for n in full])
-    tail = candles.gather(np.cumsum(runs) - 1).with_columns(
-        pl.Series(n, x).fill_nan(None) for n, x in last.items())
+    whole = _with_nulls(candles, out, full)
+    tail = _with_nulls(candles.gather(np.cumsum(runs) - 1), last, list(last))
     return whole, tail
 
 
@@ -289,6 +369,24 @@ def _candles_in(candles: object, fn: str) -> pl.DataFrame:
     if not (t.is_temporal() or t.is_integer()):
         raise UsageError(f"{fn}: column 'open_time' holds {t}, not times", key="open_time")
     return df
+
+
+def _symbol_runs(candles: pl.DataFrame, fn: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """The frame with each symbol's rows in one run and in time order, and the runs'
+    lengths (``_by_symbol`` then ``_in_time_order``). A frame that already is so, as
+    loaded candles are, is checked with one query and numpy (at 10 symbols the two
+    functions' queries cost a fifth of the features); any other goes through them."""
+    sym, t = candles.get_column("symbol"), candles.get_column("open_time").to_physical()
+    if candles.height < 2 or sym.null_count() or t.null_count() or not t.dtype.is_integer():
+        return _in_time_order(*_by_symbol(candles), fn)
+    same = (sym.head(-1) == sym.tail(-1)).to_numpy()
+    starts = np.concatenate(([0], np.flatnonzero(~same) + 1))
+    firsts = [sym[int(i)] for i in starts] if len(starts) <= 64 else \
+        sym.gather(starts).to_list()
+    times = t.to_numpy()
+    if len(set(firsts)) != len(starts) or (times[1:] <= times[:-1])[same].any():
+        return _in_time_order(*_by_symbol(candles), fn)  # reorders, or says which row
+    return candles, np.diff(np.append(starts, candles.height)).astype(np.int64)
 
 
 def _in_time_order(candles: pl.DataFrame, runs: np.ndarray, fn: str
@@ -332,11 +430,13 @@ def _by_symbol(candles: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
 
 
 def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: list[str],
-             resume: np.ndarray | None = None, capture: np.ndarray | None = None
+             resume: np.ndarray | None = None, capture: np.ndarray | None = None,
+             work: int | None = None
              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """({name: the column for every row} for ``full``, {name: each symbol's last value}
     for every feature column). ``resume`` / ``capture``: see ``_indicators`` (per symbol,
-    columns in the symbols' order); the captured values are ``last["_carry"]``."""
+    columns in the symbols' order); the captured values are ``last["_carry"]``. ``work``:
+    the rows of the whole job this call is part of (``kernel_for``), else this call's."""
     # Views of the frame's own buffers where it can (validated candles have no nulls):
     # only the (bars x symbols) chunks below are copies.
     inputs = [np.asarray(candles.get_column(k).to_numpy(), dtype=np.float64)
@@ -348,21 +448,34 @@ def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: 
     # Symbols in chunks: memory stays bounded (a few dozen arrays of chunk x bars) whatever
     # the universe, and a symbol's arithmetic does not depend on its chunk.
     ends = np.cumsum(runs)
+    kernel = kernel_for(candles.height if work is None else work)
     for lo_sym in range(0, len(runs), _CHUNK):
         part = runs[lo_sym:lo_sym + _CHUNK]
         a, b = int(ends[lo_sym] - runs[lo_sym]), int(ends[lo_sym + len(part) - 1])
-        lay = _Layout(part)
-        h, lo, c, v = (lay.wide(x[a:b]) for x in inputs)
         sl = slice(lo_sym, lo_sym + len(part))
-        cols = _indicators(h, lo, c, v, fc,
-                           None if resume is None else resume[:, sl],
-                           None if capture is None else capture[sl])
+        chunk_resume = None if resume is None else resume[:, sl]
+        chunk_capture = None if capture is None else capture[sl]
+        if kernel is not None:
+            h, lo, c, v = (x[a:b] for x in inputs)
+            cols = _indicators_compiled(kernel, h, lo, c, v, part, fc, chunk_resume,
+                                        chunk_capture)
+            rows_last = np.cumsum(part) - 1
+            for name, x in cols.items():
+                if name in out:
+                    out[name][a:b] = x
+                if name != "_carry":
+                    last[name][sl] = x[rows_last]
+        else:
+            lay = _Layout(part)
+            h, lo, c, v = (lay.wide(x[a:b]) for x in inputs)
+            cols = _indicators(h, lo, c, v, fc, chunk_resume, chunk_capture)
+            for name, x in cols.items():
+                if name in out:
+                    lay.put_long(x, out[name][a:b])
+                if name != "_carry":
+                    last[name][sl] = x[part - 1, np.arange(len(part))]
         if capture is not None:
             last["_carry"][:, sl] = cols.pop("_carry")
-        for name, x in cols.items():
-            if name in out:
-                lay.put_long(x, out[name][a:b])
-            last[name][sl] = x[part - 1, np.arange(len(part))]
         del cols
     return out, last
 
@@ -470,6 +583,55 @@ def _indicators(h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray,
     if carry is not None:
         out["_carry"] = carry
     return out
+
+
+def _indicators_compiled(kernel: ModuleType, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                         v: np.ndarray, runs: np.ndarray, fc: FeaturesConfig,
+                         resume: np.ndarray | None, capture: np.ndarray | None
+                         ) -> dict[str, np.ndarray]:
+    """``_indicators`` through the compiled kernel, on long columns (each symbol's rows in
+    one run, ``runs`` long): the same columns, bit for bit, long instead of wide."""
+    rows = len(c)
+    starts = np.cumsum(runs) - runs
+    log_ret = np.empty(rows)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.divide(c[1:], c[:-1], out=log_ret[1:])
+        log_ret[starts] = np.nan  # a symbol's first row has no change
+        np.log(log_ret, out=log_ret)
+    k = kernel
+    out = np.empty((k.ROWS, rows))
+    flat = np.empty(rows, dtype=np.uint8)
+    n_sym = len(runs)
+    carry = np.empty((len(SMOOTHERS), n_sym if capture is not None else 0))
+    periods = np.array([fc.ema_fast, fc.ema_slow, fc.rsi_period, fc.atr_period,
+                        fc.adx_period, fc.bb_period, fc.volume_z_period, fc.vol_period],
+                       dtype=np.int64)
+    k.indicators(h, lo, c, v, log_ret, runs.astype(np.int64), periods,
+                 np.zeros((0, len(SMOOTHERS))) if resume is None
+                 else np.ascontiguousarray(resume.T, dtype=np.float64),
+                 np.zeros(0, dtype=np.int64) if capture is None
+                 else np.asarray(capture, dtype=np.int64), out, flat, carry)
+    # Windows within rounding of flat: two-pass from their values, as ``_rolling_std``.
+    for bit, x, n, ddof, row in ((k.FLAT_BB, c, fc.bb_period, 0, k.BB_STD),
+                                 (k.FLAT_VZ, v, fc.volume_z_period, 1, k.VZ_STD),
+                                 (k.FLAT_VOL, log_ret, fc.vol_period, 1, k.VOL)):
+        (at,) = np.nonzero(flat & bit)
+        if at.size:
+            window = x[at[:, None] - np.arange(n)]
+            dev = window - window.mean(axis=1)[:, None]
+            exact = np.sqrt((dev * dev).sum(axis=1) / (n - ddof))
+            exact[(window == window[:, :1]).all(axis=1)] = 0.0
+            out[row, at] = exact
+    bb_width = np.multiply(out[k.BB_STD], 2 * fc.bb_std)
+    bb_width /= out[k.BB_MEAN]
+    volume_z = np.subtract(v, out[k.VZ_MEAN])
+    _ratio(volume_z, out[k.VZ_STD], scale=1.0, out=volume_z)
+    values = [out[k.EMA_F], out[k.EMA_S], out[k.RSI], out[k.ATR], out[k.ADX], out[k.PDI],
+              out[k.MDI], bb_width, out[k.VOL], volume_z, log_ret]
+    cols = dict(zip(feature_columns(fc), values, strict=True))
+    if capture is not None:
+        cols["_carry"] = carry
+    return cols
 
 
 def features_keys(config: FeaturesConfig, fingerprints: Mapping[str, str]) -> dict[str, str]:

@@ -1,0 +1,230 @@
+"""The compiled features (numba, the ``fast`` extra) against the numpy path, bit for bit,
+and when each is used: a small run never imports numba."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from botopt.cli.main import app
+from botopt.core import UsageError, compute_features, load_candles, load_config
+from botopt.core.base._config import FeaturesConfig
+from botopt.core.signals._features import (
+    KERNEL_ENV,
+    SMOOTHERS,
+    _columns,
+    compute_features_split,
+    feature_columns,
+    kernel_for,
+)
+
+pytest.importorskip("numba", reason="numba (the fast extra) is a test dependency")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def kernel(mode: str) -> Iterator[None]:
+    before = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[KERNEL_ENV]
+        else:
+            os.environ[KERNEL_ENV] = before
+
+
+def both(fn, *args, **kwargs):
+    with kernel("numpy"):
+        plain = fn(*args, **kwargs)
+    with kernel("numba"):
+        compiled = fn(*args, **kwargs)
+    return plain, compiled
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal values and NaN in the same places (0.0 and -0.0 compare equal, as the output
+    columns do)."""
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+
+
+@st.composite
+def candle_frames(draw):
+    """Several symbols of different lengths (0 rows to a few hundred) whose prices are
+    random walks over nine orders of magnitude, with flat stretches (the two-pass std's
+    windows), repeated highs and lows (directional movement ties), zero volumes, and
+    exact-zero changes."""
+    frames = []
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for k in range(draw(st.integers(1, 4))):
+        n = draw(st.integers(0, 260))
+        scale = draw(st.sampled_from([1e-8, 2e-5, 1.0, 60_000.0, 3e9]))
+        seed = draw(st.integers(0, 2**32 - 1))
+        rng = np.random.default_rng(seed)
+        rets = rng.normal(0, draw(st.sampled_from([1e-9, 1e-4, 0.03])), n)
+        if draw(st.booleans()):
+            rets[rng.random(n) < 0.6] = 0.0  # long flat stretches
+        close = scale * np.exp(np.cumsum(rets))
+        open_ = np.concatenate([close[:1], close[:-1]])
+        spread = rng.random(n) * draw(st.sampled_from([0.0, 1e-6, 0.02]))
+        high = np.maximum(open_, close) * (1 + spread)
+        low = np.minimum(open_, close) * (1 - spread / 2)
+        volume = rng.random(n) * 1e6
+        volume[rng.random(n) < 0.3] = 0.0
+        frames.append(pl.DataFrame({
+            "symbol": [f"S{k}"] * n,
+            "open_time": [t0 + timedelta(minutes=5 * i) for i in range(n)],
+            "open": open_, "high": high, "low": low, "close": close, "volume": volume,
+        }, schema_overrides={"symbol": pl.String, "open_time": pl.Datetime("ms", "UTC")}))
+    return pl.concat(frames)
+
+
+@st.composite
+def periods(draw):
+    fast = draw(st.integers(1, 15))
+    return FeaturesConfig(
+        ema_fast=fast, ema_slow=fast + draw(st.integers(1, 30)),
+        rsi_period=draw(st.integers(1, 20)), atr_period=draw(st.integers(1, 20)),
+        adx_period=draw(st.integers(1, 20)), bb_period=draw(st.integers(1, 30)),
+        bb_std=draw(st.sampled_from([0.0, 2.0, 2.5])), vol_period=draw(st.integers(1, 30)),
+        volume_z_period=draw(st.integers(1, 30)))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(candle_frames(), st.one_of(st.just(FeaturesConfig()), periods()))
+def test_the_compiled_features_equal_the_numpy_features_bit_for_bit(candles, fc):
+    plain, compiled = both(compute_features, candles, fc)
+    assert plain.columns == compiled.columns
+    for col in feature_columns(fc):
+        a = plain[col].to_numpy().astype(float)
+        b = compiled[col].to_numpy().astype(float)
+        assert same_bits(a, b), col
+        assert plain[col].null_count() == compiled[col].null_count(), col
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(candle_frames(), st.data())
+def test_resuming_and_capturing_give_the_same_bits_on_both_paths(candles, data):
+    # The carried step's use: capture the recursions at a row, resume a later slice from
+    # given values. Both paths get the same inputs; each output and carried value must match.
+    fc = FeaturesConfig()
+    runs = candles.get_column("symbol").rle().struct.field("len").to_numpy().astype(np.int64)
+    if not runs.size:
+        return
+    capture = np.array([data.draw(st.integers(0, max(int(r) - 1, 0))) for r in runs])
+    resume = np.array(data.draw(st.lists(
+        st.lists(st.floats(0, 1e4), min_size=len(runs), max_size=len(runs)),
+        min_size=len(SMOOTHERS), max_size=len(SMOOTHERS))))
+    names = feature_columns(fc)
+    for res in (None, resume):
+        (out_a, last_a), (out_b, last_b) = both(_columns, candles, runs, fc, names, res,
+                                                capture)
+        for name in names:
+            assert same_bits(out_a[name], out_b[name]), name
+            assert same_bits(last_a[name], last_b[name]), name
+        assert same_bits(last_a["_carry"], last_b["_carry"])
+
+
+def test_the_split_call_and_the_real_pairs_agree(shared_data):
+    d = shared_data / "candles" / "5m"
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(d)})
+    candles = load_candles(["ETH_BTC", "TRX_BTC", "XMR_BTC", "NXT_BTC", "ZEC_BTC"], config=cfg)
+    plain, compiled = both(compute_features, candles)
+    assert plain.equals(compiled)
+    (wa, ta), (wb, tb) = both(compute_features_split, candles, None, ["adx_14"])
+    assert wa.equals(wb) and ta.equals(tb)
+
+
+def test_a_flat_window_is_zero_on_both_paths():
+    # 40 identical candles, then one that moves: the windows over the flat part have std
+    # exactly 0 (two-pass), so volume_z and bb_width are 0 there, not rounding noise
+    n = 60
+    close = np.where(np.arange(n) < 40, 123.456, 123.5)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    candles = pl.DataFrame({
+        "symbol": ["F"] * n, "open_time": [t0 + timedelta(minutes=5 * i) for i in range(n)],
+        "open": close, "high": close, "low": close, "close": close, "volume": np.full(n, 7.0),
+    }, schema_overrides={"open_time": pl.Datetime("ms", "UTC")})
+    plain, compiled = both(compute_features, candles)
+    assert plain.equals(compiled)
+    assert compiled["bb_width_20"][19:40].to_list() == [0.0] * 21
+
+
+def test_the_kernel_setting_is_checked_and_named():
+    with kernel("numpy"):
+        assert kernel_for(10**9) is None
+    with kernel("fast please"), pytest.raises(UsageError, match=KERNEL_ENV) as info:
+        kernel_for(1)
+    assert info.value.key == KERNEL_ENV
+    runner = CliRunner()
+    sample = ROOT / "sample_data"
+    result = runner.invoke(app, ["signals", "--symbols", "BTCUSDT", "--no-cache",
+                                 "--data-dir", str(sample)],
+                           env={KERNEL_ENV: "turbo"})
+    assert result.exit_code == 2, result.output
+    assert KERNEL_ENV in result.output and "Traceback" not in result.output
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> str:
+    full = {k: v for k, v in os.environ.items() if k != KERNEL_ENV}
+    full.update(env or {})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+SMALL_RUN = """
+import sys
+from botopt.benchmarks._common import synthetic_candles
+from botopt.core import compute_features
+from botopt.core.signals import _features
+{setup}
+compute_features(synthetic_candles(20, 1000))
+print("numba" in sys.modules)
+"""
+
+
+def test_a_small_run_never_imports_numba_and_a_large_one_does():
+    # the cron-sized call: numba is installed here, and still not imported
+    assert _python(SMALL_RUN.format(setup="")) == "False"
+    # past the threshold (lowered to this call's 20,000 rows): loaded and used
+    assert _python(SMALL_RUN.format(setup="_features.KERNEL_MIN_ROWS = 20_000")) == "True"
+    assert _python(SMALL_RUN.format(setup=""), {KERNEL_ENV: "numba"}) == "True"
+
+
+def test_a_numba_that_cannot_be_imported_means_the_numpy_path(tmp_path):
+    # A numba whose import fails (here a stand-in package that raises, as a numba built
+    # for another numpy does): the large call is computed by numpy, the same answer; and
+    # asking for numba by name says it does not work, in one line.
+    fake = tmp_path / "numba"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('numba built for another numpy')\n")
+    code = SMALL_RUN.format(setup="_features.KERNEL_MIN_ROWS = 1") + \
+        "print(_features.kernel_for(10**9) is None)\n"
+    assert _python(code, {"PYTHONPATH": str(tmp_path)}).split() == ["False", "True"]
+    with pytest.raises(AssertionError, match="numba is not installed or does not work"):
+        _python(SMALL_RUN.format(setup=""), {"PYTHONPATH": str(tmp_path),
+                                             KERNEL_ENV: "numba"})
+
+
+def test_the_kernel_module_is_imported_only_by_the_features():
+    # numba is optional: the one module that imports it is loaded by kernel_for alone
+    users = [p for p in (ROOT / "core").rglob("*.py")
+             if "_kernel" in p.read_text() and p.name not in ("_kernel.py", "_features.py")]
+    assert users == []
+    assert "import numba" not in (ROOT / "core" / "signals" / "_features.py").read_text()
