@@ -116,6 +116,33 @@ def test_the_compiled_features_equal_the_numpy_features_bit_for_bit(candles, fc)
         assert plain[col].null_count() == compiled[col].null_count(), col
 
 
+HOSTILE = [np.nan, np.inf, -np.inf, 0.0, -0.0, -1.0, 1e308, 1e-308, 5e-324]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(candle_frames(), st.data())
+def test_hostile_values_give_the_same_bits_on_both_paths(candles, data):
+    # compute_features takes any numeric frame: NaN, infinities, zeros, negative and
+    # subnormal prices must propagate the same way through both paths (NaN where numpy's
+    # maximum gives NaN, 0 where a ratio's denominator vanishes)
+    n = candles.height
+    if not n:
+        return
+    cols = {}
+    for col in ("high", "low", "close", "volume"):
+        x = candles[col].to_numpy().copy()
+        at = data.draw(st.lists(st.integers(0, n - 1), max_size=6))
+        x[at] = data.draw(st.lists(st.sampled_from(HOSTILE), min_size=len(at),
+                                   max_size=len(at)))
+        cols[col] = x
+    candles = candles.with_columns(pl.Series(k, v) for k, v in cols.items())
+    with np.errstate(all="ignore"):
+        plain, compiled = both(compute_features, candles)
+    for col in feature_columns():
+        assert same_bits(plain[col].to_numpy().astype(float),
+                         compiled[col].to_numpy().astype(float)), col
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(candle_frames(), st.data())
 def test_resuming_and_capturing_give_the_same_bits_on_both_paths(candles, data):
