@@ -898,3 +898,29 @@ def test_candles_changed_under_the_state_are_taken_again(tmp_path, shared_data, 
                 close_enough(got, full, 1e-12), (change, k)
     rebuilt = any("changed under it" in r.getMessage() for r in caplog.records)
     assert rebuilt is (change is not None)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 1024])
+def test_a_row_rewritten_in_any_batch_of_symbols_is_found(tmp_path, shared_data, monkeypatch,
+                                                          batch):
+    """``rewritten`` compares a batch of symbols at a time (its arrays over 10,000 symbols
+    at once were the next candle's peak memory): a close corrected in the last symbol's
+    window is found whatever the batch, and an unchanged history is not."""
+    from botopt.core.signals import _correlation
+    from botopt.core.signals._correlation import candle_runs, rewritten
+
+    monkeypatch.setattr(_correlation, "_CHECK_BATCH", batch)
+    d = shared_data / "candles" / "5m"
+    cfg = load_config(overrides={"data.source": "local", "data.data_dir": str(d),
+                                 "cache.dir": str(tmp_path)})
+    syms = ["ETH_BTC", "LTC_BTC", "XMR_BTC"]
+    t = datetime(2018, 1, 22, 0, 0, tzinfo=timezone.utc)
+    whole = load_candles(syms, config=cfg, as_of=t, limit=400)
+    rc = RollingCorrelation(window=288, min_periods=30, interval_ms=300_000)
+    rc.update_frame(whole)
+    assert not rewritten(rc, candle_runs(whole))
+    at = whole.filter(pl.col("symbol") == "XMR_BTC").get_column("open_time")[-50]
+    changed = whole.with_columns(
+        pl.when((pl.col("symbol") == "XMR_BTC") & (pl.col("open_time") == at))
+        .then(pl.col("close") * 1.02).otherwise(pl.col("close")))
+    assert rewritten(rc, candle_runs(changed))
