@@ -442,3 +442,22 @@ def test_a_planted_huge_notification_is_a_dead_letter_not_a_budget_overrun(tmp_p
     [dead] = dead_letters(cfg)
     assert "more than botopt queues" in dead["reason"] and dead["id"] == nid
     assert len(dead["data"]["text"]) == 10_000_000  # kept whole for a person to read
+
+
+def test_status_reads_an_empty_queue_on_a_read_only_cache(read_only_cache):
+    """A read-only cache where nothing was ever queued (no notify/ directory): `status`'s
+    notifications row said "cannot create cache directory .../notify"; nothing queued is
+    an empty queue, and reading it creates nothing."""
+    d, freeze = read_only_cache
+    base = ["--cache-dir", str(d)]
+    # a process of its own: one in this process keeps the cache's databases open, and a
+    # file system with files open for writing cannot be remounted read-only
+    subprocess.run([sys.executable, "-m", "botopt.cli.main", *base, "signals", "--symbols",
+                    "BTCUSDT"], check=True, capture_output=True)
+    assert not (d / "notify").exists()
+    freeze()
+    result = runner.invoke(app, [*base, "status", "--json"])
+    assert result.exit_code == 0, result.stderr
+    row = json.loads(result.stdout)["notifications"]
+    assert "error" not in row and row["pending"] == 0 and row["dead_letters"] == 0, row
+    assert not (d / "notify").exists()

@@ -228,7 +228,7 @@ def batch_notify(notifications: Iterable[Mapping[str, Any]], max_batch_size: int
 
 
 def queue_stats(config: Config | None) -> dict[str, Any]:
-    return _queue(config).stats()
+    return _workspace(config).queue(create=False).stats()
 
 
 def destination_names(config: Config) -> list[str]:

@@ -414,6 +414,10 @@ class LocalQueue:
         return bool(was_empty)
 
     def stats(self) -> dict[str, Any]:
+        if not self.exists():  # nothing ever queued here: nothing to open, or to create
+            return {"pending": 0, "oldest_created_at": None, "claimed": 0, "dead_letters": 0,
+                    "by_type": {}, "oldest_by_type": {}, "dead_by_type": {},
+                    "last_flush_at": None, "last_error": None}
         with queue_db(self.directory, read_only=True) as con:
             pending, oldest = con.execute("SELECT COUNT(*), MIN(created) FROM queue").fetchone()
             claimed = con.execute("SELECT COUNT(*) FROM queue WHERE claim IS NOT NULL"

@@ -218,11 +218,13 @@ class Workspace:
                                     local)
         return local
 
-    def queue(self) -> NotificationQueue:
-        """The notification queue (with ``state.url``: every host's, on the server)."""
+    def queue(self, create: bool = True) -> NotificationQueue:
+        """The notification queue (with ``state.url``: every host's, on the server).
+        ``create`` False: only to read, so its directory is not made (a read-only cache
+        that never queued anything has an empty queue, not an error)."""
         from ._queue import LocalQueue
 
-        local = LocalQueue(self.queue_dir())
+        local = LocalQueue(self.queue_dir() if create else self.root / "notify")
         shared = self.shared
         if shared is None:
             return local
