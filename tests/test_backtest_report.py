@@ -275,7 +275,9 @@ def test_curves_sum_the_per_candle_mean_of_passed_signals(real_eval) -> None:
 def test_empty_candidates_give_zero_counts_not_errors(real) -> None:
     ev = evaluate(replace(real, candidates=real.candidates.head(0)))
     assert ev.overall.candidates == 0 and ev.overall.returns[0].mean_bps is None
-    assert ev.groups == () and ev.gates == ()
+    # every symbol of the run still has its row, of zeros; no other breakdown has one
+    assert [g.value for g in ev.groups] == sorted(real.symbols) and ev.gates == ()
+    assert all(g.by == "symbol" and g.candidates == 0 for g in ev.groups)
     assert all(i.periods == 0 and i.mean is None for i in ev.ic)
     assert ev.to_dict()["overall"]["signals"] == 0
 
@@ -568,3 +570,17 @@ def test_walk_forward_on_a_market_that_never_moved_says_its_figures_say_little(
     assert still.accuracy == 1.0 and still.note is not None and "say little" in still.note
     (moving,) = walk_forward(cfg, ["ETH_BTC"], periods)
     assert moving.note is None and moving.accuracy is not None
+
+
+def test_a_symbol_without_candidates_has_a_row_of_zeros(real) -> None:
+    """A symbol of the run that produced no candidate had no row in the per-symbol
+    breakdown, which read as "not in the run" (sweep I, I6): it has one, with zeros."""
+    quiet = real.symbols[3]
+    cands = real.candidates.filter(pl.col("symbol") != quiet)
+    ev = evaluate(FakeReplay(cands, real.closes, real.interval, real.since, real.until,
+                             real.symbols), EvalSettings(horizons=(1, 3), cost_bps=10.0))
+    rows = {g.value: g for g in ev.breakdown("symbol")}
+    assert list(rows) == sorted(real.symbols)
+    assert rows[quiet].candidates == 0 and rows[quiet].signals == 0
+    assert all(s.n == 0 for s in (*rows[quiet].returns, *rows[quiet].candidate_returns))
+    assert sum(g.candidates for g in rows.values()) == cands.height

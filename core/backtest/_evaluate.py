@@ -497,7 +497,17 @@ def evaluate_table(df: pl.DataFrame, interval: str, since: datetime, until: date
     passed = df.select(*BREAKDOWNS, *(f"net_{h}" for h in hs), "gate_passed") \
         .filter(pl.col("gate_passed"))
     overall = _groups(df, passed, None, hs)[0]
-    groups = [g for by in BREAKDOWNS for g in _groups(df, passed, by, hs)]
+    groups = []
+    for by in BREAKDOWNS:
+        part = _groups(df, passed, by, hs)
+        if by == "symbol":
+            # a symbol of the run with no candidate is a row of zeros, not absent: "no row"
+            # read as "not in the run" (sweep I, I6)
+            seen = {g.value for g in part}
+            part = sorted([*part, *(Group("symbol", s, 0, 0, _empty(hs), _empty(hs))
+                                    for s in dict.fromkeys(symbols) if s not in seen)],
+                          key=lambda g: g.value)
+        groups += part
     del passed
     return Evaluation(
         settings=st, interval=interval, since=since, until=until, symbols=tuple(symbols),
