@@ -49,13 +49,18 @@ def test_prices_are_plain_decimals_to_eight_significant_digits(price):
     assert "e" not in shown.lower()
     assert math.isclose(float(shown), price, rel_tol=1e-7)
     digits = shown.replace(".", "").lstrip("0")
-    assert len(digits.rstrip("0") if "." in shown else digits.rstrip("0")) <= 8
+    whole = len(str(int(price))) if price >= 1 else 0
+    assert len(digits.rstrip("0")) <= max(8, whole)
 
 
 def test_price_examples():
     assert fmt_price(4.3440000000000004e-05) == "0.00004344"
     assert fmt_price(43125.5) == "43125.5" and fmt_price(0.1 + 0.2) == "0.3"
     assert fmt_price(0.0) == "0" and fmt_price(float("nan")) == "nan"
+    # above 1e8 every whole unit is shown (sweep I, I8: 2512345700 before)
+    assert fmt_price(2512345678.0) == "2512345678" and fmt_price(-2512345678.0) == "-2512345678"
+    assert fmt_price(123456789.5) == "123456790" and fmt_price(99999999.5) == "100000000"
+    assert fmt_price(1.5e20) == "150000000000000000000"
 
 
 def test_times_read_as_hh_mm_in_the_zone():

@@ -1,7 +1,8 @@
 """Numbers and times as people read them in tables and Telegram messages.
 
 Prices keep the significant digits an exchange quotes (8 at most: Binance, Kraken and the
-rest tick prices to 8 significant digits or fewer), never float noise or an exponent
+rest tick prices to 8 significant digits or fewer, or to whole units above 1e8), never
+float noise or an exponent
 (``4.3440000000000004e-05`` is ``0.00004344``). Strengths and probabilities show two
 decimals, and more only where two would round a value across the gate threshold it is
 compared to. Times are ``HH:MM UTC`` or in the configured time zone.
@@ -22,7 +23,10 @@ def fmt_price(value: float) -> str:
         return str(value)
     if value == 0:
         return "0"
-    text = f"{value:.{PRICE_DIGITS}g}"
+    # ... and every integer digit: a price of 1e8 and more (BTC in rupiah or dong) is
+    # quoted in whole units, and 8 digits would round 2,512,345,678 to 2,512,345,700
+    whole = len(str(int(abs(value)))) if abs(value) >= 1 else 0
+    text = f"{value:.{min(max(PRICE_DIGITS, whole), 17)}g}"
     plain = format(Decimal(text), "f")
     if "." in plain:
         plain = plain.rstrip("0").rstrip(".")
