@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from botopt.cli.main import app
 from botopt.core import RollingCorrelation, load_candles, load_config
 from botopt.core.base import _fs
-from botopt.core.errors import CacheDirUnsafeError
+from botopt.core.errors import CacheDirUnsafeError, UsageError
 from botopt.core.signals._correlation import (
     aligned_window,
     recent_rows,
@@ -924,3 +924,45 @@ def test_a_row_rewritten_in_any_batch_of_symbols_is_found(tmp_path, shared_data,
         pl.when((pl.col("symbol") == "XMR_BTC") & (pl.col("open_time") == at))
         .then(pl.col("close") * 1.02).otherwise(pl.col("close")))
     assert rewritten(rc, candle_runs(changed))
+
+
+def test_a_null_symbol_or_time_is_refused_and_never_stored(tmp_path):
+    """sweep J: a cron-step frame (one row per symbol) with a null symbol was taken, its
+    None saved among the state's symbols, and every later run on that state failed ("symbols
+    must be a list of symbol names"); a null in a frame to sort was a raw TypeError, a null
+    time an IndexError. Each is now a one-line error naming the row, the state untouched;
+    and a stored state that fails its checks is rebuilt, not an error for ever."""
+    from botopt.core.signals._correlation import update_correlation
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path)})
+    t0 = datetime(2026, 9, 20, tzinfo=timezone.utc)
+    rng = np.random.default_rng(3)
+    frames = [pl.DataFrame({"symbol": [f"S{j}" for j in range(3)],
+                            "open_time": [t0 + timedelta(minutes=5 * k)] * 3,
+                            "close": 100 * np.exp(rng.normal(0, 0.01, 3))},
+                           schema_overrides={"open_time": pl.Datetime("ms", "UTC")})
+              for k in range(40)]
+    whole = pl.concat(frames).sort("symbol", "open_time")
+    state = tmp_path / "corr"
+    assert update_correlation(cfg, whole, state_dir=state).symbols == ["S0", "S1", "S2"]
+    step = frames[-1].with_columns(open_time=pl.col("open_time") + timedelta(minutes=5))
+    for col in ("symbol", "open_time"):
+        bad = step.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(None)
+                                .otherwise(pl.col(col)).alias(col))
+        for frame in (bad, bad.reverse()):
+            with pytest.raises(UsageError, match=f"row . of the candles has no {col}") as e:
+                update_correlation(cfg, frame, state_dir=state)
+            assert e.value.key == col
+    assert update_correlation(cfg, step, state_dir=state).symbols == ["S0", "S1", "S2"]
+    # a state whose stored symbols fail the load's checks (as the old code saved them):
+    # rebuilt from the candles
+    from botopt.core.signals._correlation import source_identity, state_name
+
+    path = state / state_name(cfg, cfg.correlation.window, source_identity(cfg))
+    stored = RollingCorrelation.load(path, source_identity(cfg))
+    stored.symbols[1] = None
+    stored.save(path, source_identity(cfg))
+    with pytest.raises(UsageError, match="symbols must be a list"):
+        RollingCorrelation.load(path, source_identity(cfg))
+    assert update_correlation(cfg, pl.concat([whole, step]).sort("symbol", "open_time"),
+                              state_dir=state).symbols == ["S0", "S1", "S2"]

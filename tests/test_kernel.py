@@ -244,7 +244,8 @@ def test_a_numba_that_cannot_be_imported_means_the_numpy_path(tmp_path):
     code = SMALL_RUN.format(setup="_features.KERNEL_MIN_ROWS = 1") + \
         "print(_features.kernel_for(10**9) is None)\n"
     assert _python(code, {"PYTHONPATH": str(tmp_path)}).split() == ["False", "True"]
-    with pytest.raises(AssertionError, match="numba is not installed or does not work"):
+    with pytest.raises(AssertionError, match=r"numba does not work here \(ImportError: "
+                                             "numba built for another numpy\\)"):
         _python(SMALL_RUN.format(setup=""), {"PYTHONPATH": str(tmp_path),
                                              KERNEL_ENV: "numba"})
 
@@ -255,3 +256,108 @@ def test_the_kernel_module_is_imported_only_by_the_features():
              if "_kernel" in p.read_text() and p.name not in ("_kernel.py", "_features.py")]
     assert users == []
     assert "import numba" not in (ROOT / "core" / "signals" / "_features.py").read_text()
+
+
+# -- sweep J: what reaches the features, checked where it enters (both paths) -------------
+
+def _frame(n: int = 60, symbols: tuple[str | None, ...] = ("A",)) -> pl.DataFrame:
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    c = 100 + np.sin(np.arange(n * len(symbols)) / 5.0)
+    return pl.DataFrame({
+        "symbol": [s for s in symbols for _ in range(n)],
+        "open_time": [t0 + timedelta(minutes=5 * i) for _ in symbols for i in range(n)],
+        "open": c, "high": c + 1, "low": c - 1, "close": c, "volume": np.ones(len(c)),
+    }, schema_overrides={"symbol": pl.String, "open_time": pl.Datetime("ms", "UTC")})
+
+
+@pytest.mark.parametrize("mode", ["numpy", "numba"])
+def test_a_config_built_in_code_is_checked_before_the_features(mode):
+    # a whole Config skipped the section's bounds: a period of 0 segfaulted the compiled
+    # path (no bounds checks there) and was a ZeroDivisionError on numpy's
+    from botopt.core import Config
+    from botopt.core.errors import ConfigError
+
+    cfg = Config(features=FeaturesConfig(bb_period=0))
+    with kernel(mode), pytest.raises(ConfigError, match="features.bb_period") as info:
+        compute_features(_frame(), cfg)
+    assert info.value.key == "features.bb_period"
+
+
+def test_the_split_call_refuses_a_full_list_it_cannot_honour():
+    df = _frame()
+    for full, why in ((["bogus"], "not a feature column"), (["close"], "not a feature column"),
+                      (["adx_14", "adx_14"], "named twice"), ("ema_12", "list")):
+        with pytest.raises(UsageError, match=why) as info:
+            compute_features_split(df, None, full)
+        assert info.value.key == "full"
+    # an empty frame that already has the feature columns: as compute_features does it
+    empty = compute_features(df).head(0)
+    whole, tail = compute_features_split(empty, None, ["adx_14"])
+    assert whole.columns == empty.columns and tail.height == 0
+
+
+@pytest.mark.parametrize("col", ["symbol", "open_time"])
+def test_a_null_symbol_or_time_is_refused_with_its_row(col):
+    # a null symbol's rows were never put in time order; a null time was used as a candle
+    df = _frame(symbols=("A", "B")).with_row_index("i").with_columns(
+        pl.when(pl.col("i") == 70).then(None).otherwise(pl.col(col)).alias(col)).drop("i")
+    with pytest.raises(UsageError, match=f"row 71 has no {col}") as info:
+        compute_features(df)
+    assert info.value.key == col and info.value.row == 71
+
+
+def test_a_symbol_column_of_lists_is_refused_in_one_line():
+    df = _frame().with_columns(pl.concat_list("symbol").alias("symbol"))
+    with pytest.raises(UsageError, match="column 'symbol' holds List"):
+        compute_features(df)
+
+
+def test_a_column_named_run_survives_a_reordering():
+    # the reordering's temporary column was "_run": the caller's was overwritten, dropped
+    df = _frame(symbols=("A", "B")).with_columns(pl.lit("keep me").alias("_run"))
+    out = compute_features(df.reverse())
+    assert out["_run"].to_list() == ["keep me"] * df.height
+    key = ["symbol", "open_time"]
+    assert out.drop("_run").sort(key).equals(compute_features(df.drop("_run")).sort(key))
+
+
+@pytest.mark.parametrize("times", [[-100, 100, 0], [100, -100, 0]])
+def test_small_integer_times_are_ordered_without_wrapping(times):
+    # Int8 differences wrapped (100 - -100 = -56): sorted times re-sorted until a
+    # RecursionError, reversed ones kept in the wrong order
+    c = np.array([100.0, 101.0, 102.0])
+    df = pl.DataFrame({"symbol": ["A", "A", "B"], "open_time": pl.Series(times, dtype=pl.Int8),
+                       "open": c, "high": c + 1, "low": c - 1, "close": c, "volume": c})
+    out = compute_features(df)
+    assert out.select("symbol", "open_time").rows() == [("A", -100), ("A", 100), ("B", 0)]
+
+
+def test_the_answer_does_not_depend_on_the_callers_error_settings():
+    # np.seterr(all="raise") made zero prices a FloatingPointError, and huge prices or a
+    # window of one raise on the numpy path while the compiled one answered
+    df = _frame(symbols=("A", "B"))
+    cases = [(df.with_columns(pl.lit(0.0).alias(c) for c in ("high", "low", "close")), None),
+             (df.with_columns(pl.col("close", "high", "low") * 1e300), None),
+             (df, FeaturesConfig(vol_period=1, volume_z_period=1))]
+    before = np.seterr(all="raise")
+    try:
+        for frame, fc in cases:
+            plain, compiled = both(compute_features, frame, fc)
+            assert plain.equals(compiled)
+    finally:
+        np.seterr(**before)
+
+
+@pytest.mark.parametrize("mode", ["numpy", "numba"])
+def test_runs_and_captured_rows_outside_the_frame_stop_before_the_arithmetic(mode):
+    # the compiled path reads and writes without bounds checks: runs longer than the frame
+    # corrupted the heap ("double free"), a captured row past its symbol read garbage
+    df = _frame(symbols=("A", "B"))
+    fc, names = FeaturesConfig(), feature_columns()
+    with kernel(mode):
+        with pytest.raises(ValueError, match="runs"):
+            _columns(df, np.array([60, 61]), fc, names)
+        with pytest.raises(ValueError, match="captured row"):
+            _columns(df, np.array([60, 60]), fc, names, None, np.array([0, 60]))
+        with pytest.raises(ValueError, match="resume"):
+            _columns(df, np.array([60, 60]), fc, names, np.zeros((9, 1)), np.array([0, 1]))

@@ -31,7 +31,9 @@ def section(config: Any, cls: type[S], name: str, fn: str) -> S:
     if config is None:
         return cls()
     if isinstance(config, Config):
-        return getattr(config, name)  # type: ignore[no-any-return]
+        # checked too: a Config built in code (``Config(features=FeaturesConfig(bb_period=0))``)
+        # never went through ``load_config``, and a period of 0 crashed the compiled features
+        config = getattr(config, name)
     if not isinstance(config, cls):
         raise UsageError(f"{fn} wants a {cls.__name__} or a Config, not {kind_of(config)}",
                          key="config")

@@ -165,7 +165,13 @@ def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.nda
     # Series methods, not a select: at one candle per symbol (the cron step) the plan would
     # cost more than the data.
     sym = candles.get_column("symbol")
-    t = _epoch_ms(candles.get_column("open_time"))
+    times = candles.get_column("open_time")
+    for col, what in ((sym, "symbol"), (times, "open_time")):
+        if col.null_count():  # a null symbol was stored in the state and broke it for good
+            row = int(col.is_null().arg_true()[0]) + 1
+            raise UsageError(f"correlation: row {row} of the candles has no {what}", key=what,
+                             row=row)
+    t = _epoch_ms(times)
     close = candles.get_column("close")
     c = (close if close.dtype == pl.Float64 else close.cast(pl.Float64)).to_numpy()
     names = sym.to_list() if sym.len() <= _SMALL_FRAME else None
@@ -1431,7 +1437,7 @@ def _load_state(path: Path, identity: str, fresh: Callable[[], RollingCorrelatio
         rc = RollingCorrelation.load(path, identity)
     except FileNotFoundError:
         return want
-    except ValueError as exc:
+    except (ValueError, UsageError) as exc:  # UsageError: a stored value out of bounds
         log.warning("correlation state %s unreadable (%s); rebuilding", path, exc)
         return want
     if (rc.window, rc.min_periods, rc.interval_ms) != (want.window, want.min_periods,
@@ -1490,6 +1496,8 @@ _CHECK_BATCH = 1024  # symbols per batch of ``rewritten``'s comparison
 def _rewritten(rc: RollingCorrelation, names: Any, starts: np.ndarray, ends: np.ndarray,
                t: np.ndarray, c: np.ndarray, held: np.ndarray, k: np.ndarray) -> bool:
     """``rewritten`` for the symbols at ``k`` in ``names``."""
+    end = rc.end_ms
+    assert end is not None  # ``rewritten`` returned before
     step = rc.interval_ms
     col = held[k]
     last = np.fromiter(map(rc.last_time.get, [names[i] for i in k.tolist()],
@@ -1513,8 +1521,8 @@ def _rewritten(rc: RollingCorrelation, names: Any, starts: np.ndarray, ends: np.
     if not np.array_equal(cs[at_last], took, equal_nan=True):
         return True
     # the returns held in the window, recomputed from the rows before them
-    first = rc.end_ms - (rc.window - 1) * step
-    old = (idx > st[run]) & (ts >= first) & (ts <= np.minimum(last[run], rc.end_ms))
+    first = end - (rc.window - 1) * step
+    old = (idx > st[run]) & (ts >= first) & (ts <= np.minimum(last[run], end))
     if not old.any():
         return False
     i = idx[old]

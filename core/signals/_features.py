@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 from collections.abc import Mapping
 from types import ModuleType
@@ -53,6 +54,8 @@ KERNEL_MIN_ROWS = 5_000_000
 KERNEL_ENV = "BOTOPT_KERNEL"  # "numpy": never the compiled loops; "auto" (default); "numba"
 _KERNEL_MODES = ("auto", "numpy", "numba")
 _kernel_state: dict[str, ModuleType | None] = {}
+_kernel_failure: dict[str, str] = {}
+log = logging.getLogger("botopt.features")
 
 
 def kernel_for(rows: int) -> ModuleType | None:
@@ -69,15 +72,19 @@ def kernel_for(rows: int) -> ModuleType | None:
         return None
     module = _load_kernel()
     if module is None and mode == "numba":
-        raise UsageError(f"{KERNEL_ENV}=numba, but numba is not installed or does not work "
-                         "here: pip install 'botopt[fast]', or unset it", key=KERNEL_ENV)
+        why = _kernel_failure.get("why")
+        raise UsageError(f"{KERNEL_ENV}=numba, but " + (
+            f"numba does not work here ({why}); unset it for the numpy path" if why else
+            "numba is not installed: pip install 'botopt[fast]', or unset it"),
+            key=KERNEL_ENV)
     return module
 
 
 def _kernel_mode() -> str:
-    mode = os.environ.get(KERNEL_ENV, "auto").strip().lower() or "auto"
+    raw = os.environ.get(KERNEL_ENV, "auto")
+    mode = raw.strip().lower() or "auto"
     if mode not in _KERNEL_MODES:
-        raise UsageError(f"{KERNEL_ENV}={mode[:40]!r}: expected one of "
+        raise UsageError(f"{KERNEL_ENV}={raw.strip()[:40]!r}: expected one of "
                          f"{', '.join(_KERNEL_MODES)}", key=KERNEL_ENV)
     return mode
 
@@ -91,16 +98,23 @@ def _load_kernel() -> ModuleType | None:
     if "kernel" in _kernel_state:
         return _kernel_state["kernel"]
     module: ModuleType | None = None
-    if importlib.util.find_spec("numba") is not None:
-        try:
+    try:
+        if importlib.util.find_spec("numba") is not None:
             module = importlib.import_module(f"{__package__}._kernel")
             # The first call compiles (or loads the on-disk cache): any failure shows here,
             # once, not in the middle of a run.
             one = np.ones(40)
+            one.flags.writeable = False  # as the frame's own buffers are: that signature
             _indicators_compiled(module, one, one, one, one, np.array([40]),
                                  FeaturesConfig(), None, None)
-        except Exception:  # noqa: BLE001 - any failure of an optional speed-up means numpy
-            module = None
+    except Exception as exc:  # noqa: BLE001 - any failure of an optional speed-up: numpy
+        module = None
+        # said where it is asked for by name, and to a --debug run: a numba that cannot
+        # cache (no writable directory) or reads a damaged cache file, not "not installed"
+        _kernel_failure["why"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" \
+            if str(exc) else type(exc).__name__
+        log.debug("compiled features unavailable, numpy computes them: %s",
+                  _kernel_failure["why"])
     _kernel_state["kernel"] = module
     return module
 
@@ -341,11 +355,21 @@ def compute_features_split(candles: pl.DataFrame, config: FeaturesConfig | Confi
     feature column). The same values as ``compute_features``; at 2,000 symbols the feature
     columns nobody reads in full are 110 MB not held."""
     fc = _features_section(config)
+    names = feature_columns(fc)
+    if isinstance(full, str) or not isinstance(full, (list, tuple)):
+        raise UsageError("compute_features_split: full must be a list of feature column "
+                         f"names, not {type(full).__name__}", key="full")
+    for k, name in enumerate(full):
+        if name not in names or name in full[:k]:
+            why = "named twice" if name in names else "not a feature column"
+            raise UsageError(f"compute_features_split: {str(name)[:40]!r} in full is {why} "
+                             f"(the columns: {', '.join(names)})", key="full")
+    full = list(full)
     candles, runs = _symbol_runs(_candles_in(candles, "compute_features_split"),
                                  "compute_features_split")
     if not candles.height:
         whole = compute_features(candles, fc)
-        return whole.select(*candles.columns, *full), whole
+        return whole.select(*dict.fromkeys([*candles.columns, *full])), whole
     out, last = _columns(candles, runs, fc, full)
     whole = _with_nulls(candles, out, full)
     tail = _with_nulls(candles.gather(np.cumsum(runs) - 1), last, list(last))
@@ -364,6 +388,18 @@ def _candles_in(candles: object, fn: str) -> pl.DataFrame:
     t = df.schema["open_time"]
     if not (t.is_temporal() or t.is_integer()):
         raise UsageError(f"{fn}: column 'open_time' holds {t}, not times", key="open_time")
+    if t == pl.UInt64 and bool((df.get_column("open_time") >= 2**63).any()):
+        raise UsageError(f"{fn}: column 'open_time' holds times past 64-bit integers",
+                         key="open_time")
+    s = df.schema["symbol"]
+    if not (s == pl.String or isinstance(s, (pl.Categorical, pl.Enum))):
+        raise UsageError(f"{fn}: column 'symbol' holds {s}, not names", key="symbol")
+    for col in ("symbol", "open_time"):
+        # a null symbol's rows were never put in time order, a null time was a candle
+        nulls = df.get_column(col).null_count()
+        if nulls:
+            row = int(df.get_column(col).is_null().arg_true()[0]) + 1
+            raise UsageError(f"{fn}: row {row} has no {col}", key=col, row=row)
     return df
 
 
@@ -393,13 +429,19 @@ def _in_time_order(candles: pl.DataFrame, runs: np.ndarray, fn: str
     if candles.height < 2:
         return candles, runs
     same = pl.col("symbol") == pl.col("symbol").shift()
-    step = candles.select(pl.when(same).then(pl.col("open_time").diff())).to_series()
-    step = step.cast(pl.Int64)  # a duration's count of its unit: exact
+    # the times as 64-bit integers before the difference: an Int8 column's wrapped
+    # (100 - -100 = -56), which sorted ascending times again and again
+    t = pl.col("open_time").to_physical().cast(pl.Int64)
+    step = candles.select(pl.when(same).then(t.diff())).to_series()
     if (step < 0).any():
-        # each symbol's run kept where it is (``runs`` still holds), its rows sorted
-        run = pl.Series("_run", np.repeat(np.arange(len(runs)), runs))
-        candles = candles.with_columns(run).sort("_run", "open_time", maintain_order=True) \
-            .drop("_run")
+        # each symbol's run kept where it is (``runs`` still holds), its rows sorted, by a
+        # column whose name is none of the caller's (a "_run" of theirs was dropped)
+        tmp = "_run"
+        while tmp in candles.schema:
+            tmp += "_"
+        run = pl.Series(tmp, np.repeat(np.arange(len(runs)), runs))
+        candles = candles.with_columns(run).sort(tmp, "open_time", maintain_order=True) \
+            .drop(tmp)
         return _in_time_order(candles, runs, fn)
     repeated = step == 0
     if repeated.any():
@@ -433,6 +475,8 @@ def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: 
     for every feature column). ``resume`` / ``capture``: see ``_indicators`` (per symbol,
     columns in the symbols' order); the captured values are ``last["_carry"]``. ``work``:
     the rows of the whole job this call is part of (``kernel_for``), else this call's."""
+    fc = _features_section(fc)  # a Config built in code was never checked (cached: cheap)
+    _check_layout(candles.height, runs, resume, capture)
     # Views of the frame's own buffers where it can (validated candles have no nulls):
     # only the (bars x symbols) chunks below are copies.
     inputs = [np.asarray(candles.get_column(k).to_numpy(), dtype=np.float64)
@@ -445,6 +489,19 @@ def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: 
     # the universe, and a symbol's arithmetic does not depend on its chunk.
     ends = np.cumsum(runs)
     kernel = kernel_for(candles.height if work is None else work)
+    # The answer must not depend on the caller's np.seterr: overflow, a zero price or a
+    # window of one are inf or NaN (then null) on both paths, never an exception on one
+    # and a value on the other, and never a warning on stderr.
+    with np.errstate(all="ignore"):
+        _fill(candles, runs, fc, inputs, out, last, ends, kernel, resume, capture)
+    return out, last
+
+
+def _fill(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig,
+          inputs: list[np.ndarray], out: dict[str, np.ndarray], last: dict[str, np.ndarray],
+          ends: np.ndarray, kernel: ModuleType | None, resume: np.ndarray | None,
+          capture: np.ndarray | None) -> None:
+    """``_columns``' loop over chunks of symbols, filling ``out`` and ``last``."""
     for lo_sym in range(0, len(runs), _CHUNK):
         part = runs[lo_sym:lo_sym + _CHUNK]
         a, b = int(ends[lo_sym] - runs[lo_sym]), int(ends[lo_sym + len(part) - 1])
@@ -473,7 +530,22 @@ def _columns(candles: pl.DataFrame, runs: np.ndarray, fc: FeaturesConfig, full: 
         if capture is not None:
             last["_carry"][:, sl] = cols.pop("_carry")
         del cols
-    return out, last
+
+
+def _check_layout(height: int, runs: np.ndarray, resume: np.ndarray | None,
+                  capture: np.ndarray | None) -> None:
+    """The runs cover the frame and the carried rows are inside them: the compiled path
+    reads and writes without bounds checks, so a caller's mistake must stop here."""
+    n = len(runs)
+    if int(np.sum(runs)) != height or (n and int(np.min(runs)) < 1):
+        raise ValueError(f"features: symbol runs of {int(np.sum(runs))} rows for a frame of "
+                         f"{height}")
+    if resume is not None and np.shape(resume) != (len(SMOOTHERS), n):
+        raise ValueError(f"features: resume of shape {np.shape(resume)}, not "
+                         f"{(len(SMOOTHERS), n)}")
+    if capture is not None and (len(capture) != n or (n and (
+            int(np.min(capture)) < 0 or bool((np.asarray(capture) >= runs).any())))):
+        raise ValueError("features: a captured row outside its symbol's rows")
 
 
 _PAGE = 1 << 21  # a huge page
