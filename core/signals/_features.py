@@ -264,7 +264,8 @@ def _window_sum(x: np.ndarray, n: int) -> np.ndarray:
     return pre.reshape(blocks * n, m)[:bars]
 
 
-def _rolling_stds(specs: list[tuple[np.ndarray, int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _rolling_stds(specs: list[tuple[np.ndarray, int, int]]
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``_rolling_std`` for several (x, n, ddof): inputs with the same window side by side
     as one array, so the sums, the flatness check and the square root are one pass each
     (per column the arithmetic is unchanged)."""
@@ -406,8 +407,9 @@ def _candles_in(candles: object, fn: str) -> pl.DataFrame:
 def _symbol_runs(candles: pl.DataFrame, fn: str) -> tuple[pl.DataFrame, np.ndarray]:
     """The frame with each symbol's rows in one run and in time order, and the runs'
     lengths (``_by_symbol`` then ``_in_time_order``). A frame that already is so, as
-    loaded candles are, is checked with one query and numpy (at 10 symbols the two
-    functions' queries cost a fifth of the features); any other goes through them."""
+    loaded candles are, is checked by comparing neighbours natively and in numpy, no query
+    (at 10 symbols the two functions' queries cost a fifth of the features); any other
+    goes through them."""
     sym, t = candles.get_column("symbol"), candles.get_column("open_time").to_physical()
     if candles.height < 2 or sym.null_count() or t.null_count() or not t.dtype.is_integer():
         return _in_time_order(*_by_symbol(candles), fn)

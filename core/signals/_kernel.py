@@ -6,13 +6,14 @@ row, which at a few symbols costs far more than the arithmetic, and each step re
 writes whole arrays. Here each symbol's rows (contiguous in the candle frame) go through
 scalar code that does the same operations on the same values in the same order: no
 reassociation, no fused multiply-add (numba compiles without fast-math, and LLVM fuses only
-where told to), so the bits are numpy's. What is not plain IEEE arithmetic stays in numpy
+where told to), and numpy's error model (a division by zero is inf or NaN, as numpy's, not
+an exception), so the bits are numpy's. What is not plain IEEE arithmetic stays in numpy
 around this: the logarithm (numpy's own implementation, not the C library's), and the
 exact two-pass standard deviation of nearly flat windows (numpy's pairwise sums).
 tests/test_kernel.py compares both paths bit for bit.
 
-This module imports numba, which costs about 0.2 s and, the first time on a machine, a
-compile of a few seconds (cached on disk after that). ``_features.kernel_for`` decides when
+This module imports numba: about 0.2 s, its cached machine code another 0.2-0.3 s, and the
+first time on a machine a compile of a few seconds (cached on disk after that). ``_features.kernel_for`` decides when
 that pays; nothing else imports this module.
 """
 
