@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -58,6 +60,23 @@ def best_time(fn: Callable[[], Any], repeat: int = 3, min_time: float = 0.05) ->
                 break
         best = min(best, elapsed / n)
     return best
+
+
+@contextmanager
+def features_kernel(mode: str) -> Iterator[None]:
+    """``BOTOPT_KERNEL`` set to ``mode`` (numpy, numba, auto) inside the block, as it was
+    after: one process measures or compares both feature paths."""
+    from ..core.signals._features import KERNEL_ENV
+
+    before = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(KERNEL_ENV, None)
+        else:
+            os.environ[KERNEL_ENV] = before
 
 
 def synthetic_candles(n_symbols: int, n_bars: int, seed: int = 1,

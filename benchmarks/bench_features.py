@@ -11,29 +11,12 @@ call); a last row is what loading it costs a fresh process.
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-from ._common import Row, best_time, main, synthetic_candles
-
-
-@contextmanager
-def _kernel(mode: str) -> Iterator[None]:
-    from ..core.signals._features import KERNEL_ENV
-
-    before = os.environ.get(KERNEL_ENV)
-    os.environ[KERNEL_ENV] = mode
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(KERNEL_ENV, None)
-        else:
-            os.environ[KERNEL_ENV] = before
+from ._common import Row, best_time, features_kernel, main, synthetic_candles
 
 
 def _load_cost(runs: int) -> Row:
@@ -85,7 +68,7 @@ def run(quick: bool = False) -> list[Row]:
         candles = synthetic_candles(n, 1000, seed=n)
         parts = candles.partition_by("symbol", maintain_order=True)
         repeat = 2 if quick else 3
-        with _kernel("numpy"):
+        with features_kernel("numpy"):
             batch = compute_features(candles)
             loop = pl.concat([compute_features(p) for p in parts])
             t_batch = best_time(lambda c=candles: compute_features(c), repeat)
@@ -104,7 +87,7 @@ def run(quick: bool = False) -> list[Row]:
                       for p in parts]
             paths = ["numpy", "numba"] if have_numba else ["numpy"]
             for path in paths:
-                with _kernel(path):
+                with features_kernel(path):
                     compiled = compute_features(candles)
                     rows.append(_against_talib(size, path, arrays, candles, compiled, batch,
                                                repeat, lambda c=candles: compute_features(c)))

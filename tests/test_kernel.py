@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from botopt.benchmarks._common import features_kernel as kernel
 from botopt.cli.main import app
 from botopt.core import UsageError, compute_features, load_candles, load_config
 from botopt.core.base._config import FeaturesConfig
@@ -33,19 +32,6 @@ from botopt.core.signals._features import (
 pytest.importorskip("numba", reason="numba (the fast extra) is a test dependency")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@contextmanager
-def kernel(mode: str) -> Iterator[None]:
-    before = os.environ.get(KERNEL_ENV)
-    os.environ[KERNEL_ENV] = mode
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[KERNEL_ENV]
-        else:
-            os.environ[KERNEL_ENV] = before
 
 
 def both(fn, *args, **kwargs):

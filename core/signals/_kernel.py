@@ -13,8 +13,8 @@ exact two-pass standard deviation of nearly flat windows (numpy's pairwise sums)
 tests/test_kernel.py compares both paths bit for bit.
 
 This module imports numba: about 0.2 s, its cached machine code another 0.2-0.3 s, and the
-first time on a machine a compile of a few seconds (cached on disk after that). ``_features.kernel_for`` decides when
-that pays; nothing else imports this module.
+first time on a machine a compile of a few seconds (cached on disk after that).
+``_features.kernel_for`` decides when that pays; nothing else imports this module.
 """
 
 from __future__ import annotations
