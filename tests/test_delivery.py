@@ -402,3 +402,17 @@ def test_a_flush_stopped_mid_send_again_and_again_sends_a_batch_at_most_twice(
     dead = dead_letters(config(cache, server.url))
     assert stops == 2 and len(dead) == 2
     assert all("stopped while sending" in d["reason"] for d in dead)
+
+
+def test_a_429_whose_body_is_not_the_bot_apis_keeps_its_retry_after():
+    """sweep K: a 429 with an HTML body (a proxy in front of the Bot API) was taken for a
+    5xx: four requests in four seconds, no wait kept, four more on the next run."""
+    import requests
+
+    from botopt.core.delivery._telegram import TelegramOutcome, _classify
+
+    resp = requests.models.Response()
+    resp.status_code, resp.reason = 429, "Too Many Requests"
+    resp.headers["Retry-After"] = "30"
+    out = _classify(resp, b"<html>Too Many Requests</html>")
+    assert out.kind == TelegramOutcome.RETRY_AFTER and out.retry_after == 30.0

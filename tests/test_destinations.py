@@ -867,5 +867,37 @@ def test_an_absurd_retry_after_names_who_asked(caplog):
     from botopt.core.state._queue import RETRY_AFTER_MAX
 
     assert _retry_after("1e308", "webhook destination hook") == RETRY_AFTER_MAX
-    assert "webhook destination hook asked to wait 1e+308 s" in caplog.text
+    assert "webhook destination hook asked to wait 1e308 s" in caplog.text
     assert "Telegram" not in caplog.text
+
+
+def test_a_retry_after_past_the_float_range_is_the_longest_wait(caplog):
+    """sweep K: Discord's JSON can hold an integer of 400 digits; float() of it raised
+    OverflowError, an internal error that ended every flush before the other destinations
+    were served. It is the longest wait (and a negative one the shortest)."""
+    from botopt.core.delivery._http_dest import _retry_after
+    from botopt.core.delivery._telegram import RETRY_AFTER_MIN, clamp_retry_after
+    from botopt.core.state._queue import RETRY_AFTER_MAX
+
+    assert _retry_after(10 ** 400, "discord destination disc") == RETRY_AFTER_MAX
+    assert clamp_retry_after(-(10 ** 400)) == RETRY_AFTER_MIN
+    assert "(401 digits)" in caplog.text and "0" * 100 not in caplog.text
+
+
+def test_telegram_is_served_after_another_destination_in_one_flush(tmp_path, discord):
+    """sweep K: Telegram's channel was made, on first use, from the client of the batch
+    being sent; with a Discord batch due first, the Telegram batch went through Discord's
+    client (an internal error on every flush, the Telegram queue stuck)."""
+    tg = FakeTelegram(token=TOKEN, enforce_limits=False).start()
+    try:
+        cfg = config(tmp_path, toml(None, discord.webhook_url,
+                                    routes='alert = ["disc"]\n"*" = ["telegram"]\n'),
+                     **{"telegram.token": TOKEN, "telegram.chat_id": "42",
+                        "telegram.api_url": tg.url})
+        enqueue(cfg, [{"type": "alert", "data": {"message": "to discord"}}])
+        enqueue(cfg, [{"type": "daily", "data": {"text": "to telegram"}}])
+        result = flush_notifications(cfg, force=True)
+        assert result.error is None and result.notifications_sent == 2
+        assert len(discord.received) == 1 and len(tg.received) == 1
+    finally:
+        tg.stop()

@@ -35,7 +35,6 @@ from ..base._redact import redact
 from ..base._vocab import TelegramOutcome as Kind
 from ._notify_format import _TAG, FORMATTERS, TITLES, _generic
 from ._telegram import (
-    RETRY_AFTER_DEFAULT,
     AnswerCut,
     AnswerTooSlow,
     clamp_retry_after,
@@ -235,12 +234,10 @@ def _said(body: Any, resp: Any) -> str:
 
 
 def _retry_after(raw: Any, who: str) -> float:
-    """A Retry-After in seconds (an HTTP date or garbage: the default wait)."""
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return RETRY_AFTER_DEFAULT
-    return clamp_retry_after(value, who)
+    """A Retry-After in seconds (an HTTP date or garbage: the default wait; an integer past
+    the float range, Discord's JSON can hold one: the longest wait, not an OverflowError
+    that ended every flush before the other destinations were served)."""
+    return clamp_retry_after(raw, who)
 
 
 def _discord(where: str, status: int, body: Any, headers: Any, said: str) -> HttpOutcome:

@@ -395,7 +395,12 @@ class _Flush:
         self.qtype = ""  # and its queue type
         self.retries = tc.max_retries
         self.label = "Telegram"
-        self.channels: dict[str, tuple[Any, str, Pacer, DestinationConfig | None]] = {}
+        # Telegram's channel, made now: ``self.client`` and ``self.chat`` are the channel of
+        # the batch being sent, so one made later from them was another destination's (a
+        # Discord batch due first sent the Telegram batch through Discord's client: an
+        # internal error on every flush, the Telegram queue stuck; sweep K)
+        self.channels: dict[str, tuple[Any, str, Pacer, DestinationConfig | None]] = {
+            TELEGRAM: (client, chat, held.pacer, None)}
         # Destinations given up on for this flush (a wait past the budget, a failure, a
         # configuration to fix), with why: the others are still served.
         self.stopped: dict[str, str] = {}
@@ -489,6 +494,8 @@ class _Flush:
     def _enter(self, dest: str) -> DestinationConfig | None:
         """Make ``dest`` the destination being sent to; its settings."""
         client, chat, pacer, spec = self._channel(dest)
+        if client is None:  # Telegram routed to, and no token or chat configured
+            _telegram_credentials(self.tc, False)  # raises: says which key to set
         self.dest, self.client, self.chat, self.pacer = dest, client, chat, pacer
         self.label = "Telegram" if spec is None or spec.type == "telegram" else dest
         self.retries = self.tc.max_retries if spec is None else spec.max_retries
@@ -506,11 +513,7 @@ class _Flush:
             return self.channels[dest]
         spec = self.config.notify.destination(dest) if self.config else None
         got: tuple[Any, str, Pacer, DestinationConfig | None]
-        if dest == TELEGRAM:
-            if self.client is None:
-                _telegram_credentials(self.tc, False)  # raises: says which key to set
-            got = (self.client, self.chat, self.held.pacer, None)
-        elif spec is None or spec.type == "telegram":
+        if spec is None or spec.type == "telegram":
             assert spec is not None  # _gone() buried the copies of unknown destinations
             got = (TelegramClient(spec.url or self.tc.api_url, spec.token or "",
                                   spec.timeout, self.http_session), spec.chat_id or "",

@@ -52,12 +52,15 @@ def clamp_retry_after(raw: Any, who: str = "Telegram") -> float:
     ``who`` asked (named in the warning)."""
     try:
         seconds = float(raw)
-    except (TypeError, ValueError, OverflowError):
+    except OverflowError:  # an integer past the float range: as long as it can be, or none
+        seconds = math.inf if raw > 0 else -math.inf
+    except (TypeError, ValueError):
         return RETRY_AFTER_DEFAULT
     if math.isnan(seconds):
         return RETRY_AFTER_DEFAULT
     if seconds > RETRY_AFTER_MAX:
-        log.warning("%s asked to wait %s s; waiting %.0f s at most", who, raw,
+        shown = str(raw) if len(str(raw)) <= 20 else f"{str(raw)[:12]}... ({len(str(raw))} digits)"
+        log.warning("%s asked to wait %s s; waiting %.0f s at most", who, shown,
                     RETRY_AFTER_MAX)
         return RETRY_AFTER_MAX
     return max(RETRY_AFTER_MIN, seconds)
@@ -193,6 +196,13 @@ def _classify(resp: Any, answer: bytes) -> Outcome:
     if 200 <= status < 300 and not _is_sent_message(body):
         return Outcome(TelegramOutcome.UNUSABLE, f"Telegram answered {status} with "
                        f"{_describe(body)}, not a Bot API answer")
+    if status == 429 and not isinstance(body, dict):
+        # A rate limit said by something in front of the Bot API (a proxy's HTML page): its
+        # Retry-After is still a wait to keep, not a failure to retry at once (4 requests in
+        # 4 s, and 4 more on the next run)
+        return Outcome(TelegramOutcome.RETRY_AFTER,
+                       f"Telegram answered 429 with {_describe(body)}",
+                       clamp_retry_after(resp.headers.get("Retry-After", RETRY_AFTER_DEFAULT)))
     if not isinstance(body, dict):
         # Not the Bot API talking (a proxy, a captive portal): try again later.
         return Outcome(TelegramOutcome.TRANSIENT,
