@@ -416,3 +416,20 @@ def test_a_429_whose_body_is_not_the_bot_apis_keeps_its_retry_after():
     resp.headers["Retry-After"] = "30"
     out = _classify(resp, b"<html>Too Many Requests</html>")
     assert out.kind == TelegramOutcome.RETRY_AFTER and out.retry_after == 30.0
+
+
+def test_what_a_server_says_reaches_the_terminal_as_plain_text():
+    """sweep K: a refusal's description with escape sequences, a bell or a right-to-left
+    override was printed raw to stderr, in the warning and in the error line."""
+    import requests
+
+    from botopt.core.delivery._telegram import TelegramOutcome, _classify
+
+    resp = requests.models.Response()
+    resp.status_code, resp.reason = 400, "Bad Request"
+    said = "Bad Request: \x1b[2J\x1b[31mred\x07 \u202etxt.exe\u200b  done"
+    out = _classify(resp, json.dumps({"ok": False, "error_code": 400,
+                                      "description": said}).encode())
+    assert out.kind == TelegramOutcome.REJECTED
+    assert out.detail.endswith("Bad Request: ?[2J?[31mred? ?txt.exe? done")
+    assert all(ch.isprintable() for ch in out.detail)

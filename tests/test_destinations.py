@@ -901,3 +901,16 @@ def test_telegram_is_served_after_another_destination_in_one_flush(tmp_path, dis
         assert len(discord.received) == 1 and len(tg.received) == 1
     finally:
         tg.stop()
+
+
+def test_what_a_destination_says_reaches_the_terminal_as_plain_text():
+    """sweep K: the same for a webhook's or Discord's refusal."""
+    import requests
+
+    from botopt.core.delivery._http_dest import _said
+
+    resp = requests.models.Response()
+    resp.reason = "Bad\x1b[0m Request"
+    shown = _said({"message": "no\x07 \u202eway\x1b[2J"}, resp)
+    assert shown == " (no? ?way?[2J)" and all(ch.isprintable() for ch in shown)
+    assert _said(None, resp) == " (Bad?[0m Request)"

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -461,3 +462,28 @@ def test_status_reads_an_empty_queue_on_a_read_only_cache(read_only_cache):
     row = json.loads(result.stdout)["notifications"]
     assert "error" not in row and row["pending"] == 0 and row["dead_letters"] == 0, row
     assert not (d / "notify").exists()
+
+
+def test_retrying_a_dead_letter_queued_again_since_says_so(tmp_path):
+    """sweep K: a signal's id is its symbol, candle and direction, so the same signal can be
+    queued again while its dead letter waits; `notify retry` then ended in "UNIQUE
+    constraint failed: queue.id" (exit 1). It says the notification is queued already."""
+    cache = tmp_path / "c"
+    base = ["--cache-dir", str(cache)]
+    sig = json.dumps({"symbol": "BTCUSDT", "direction": "long", "engine": "trend",
+                      "candle_time": "2026-12-08T00:00:00Z"})
+    assert runner.invoke(app, [*base, "notify", "add", "-t", "signal", "-d", sig]).exit_code == 0
+    db = cache / "notify" / "queue.db"
+    with sqlite3.connect(db) as con:  # as a flush buries it after its last try
+        con.execute("INSERT INTO dead(id, type, created, data, batch, attempts, failed_at, "
+                    "reason) SELECT id, type, created, data, batch, 3, created, 'refused' "
+                    "FROM queue")
+        nid = con.execute("SELECT id FROM queue").fetchone()[0]
+        con.execute("DELETE FROM queue")
+    assert runner.invoke(app, [*base, "notify", "add", "-t", "signal", "-d", sig]).exit_code == 0
+    again = runner.invoke(app, [*base, "notify", "retry", nid[:8]])
+    assert again.exit_code == 2, again.output
+    assert len(again.stderr.strip().splitlines()) == 1
+    assert "queued already" in again.stderr and "UNIQUE" not in again.stderr
+    listed = json.loads(runner.invoke(app, [*base, "notify", "list", "--json"]).stdout)
+    assert [n["id"] for n in listed["notifications"]] == [nid]

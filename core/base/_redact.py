@@ -78,6 +78,13 @@ _URL_AUTH_RE = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^:@/\s]*):([^/\s]+)@", re.
 _URL_QUERY_AUTH_RE = re.compile(r"([?&](?:password|passwd|pass|auth)=)[^&\s]*", re.IGNORECASE)
 
 
+def printable(text: str) -> str:
+    """``text`` from a server, as one line a terminal shows as it is: whitespace runs made
+    one space, and control and format characters (escape sequences, a bell, right-to-left
+    overrides, zero-width characters) each shown as "?"."""
+    return "".join(ch if ch.isprintable() else "?" for ch in " ".join(text.split()))
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (the user name is kept: it helps), and
     a Bot API path's token (``.../bot<token>``, a URL written with its token in it)."""

@@ -31,7 +31,7 @@ from ..base._codec import json_loads
 from ..base._destinations import DestinationConfig, redacted_url
 from ..base._http import reads_by
 from ..base._http import session as http_session
-from ..base._redact import redact
+from ..base._redact import printable, redact
 from ..base._vocab import TelegramOutcome as Kind
 from ._notify_format import _TAG, FORMATTERS, TITLES, _generic
 from ._telegram import (
@@ -229,7 +229,7 @@ def _said(body: Any, resp: Any) -> str:
     text = ""
     if isinstance(body, dict):
         text = str(body.get("message") or body.get("error") or body.get("detail") or "")
-    text = " ".join(text.split())[:200] or str(resp.reason or "")[:60]
+    text = printable(text)[:200] or printable(str(resp.reason or ""))[:60]
     return f" ({redact(text)})" if text else ""
 
 

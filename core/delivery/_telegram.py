@@ -17,7 +17,7 @@ from typing import Any
 from ..base._codec import json_loads
 from ..base._http import reads_by
 from ..base._http import session as http_session
-from ..base._redact import redact, register_secret
+from ..base._redact import printable, redact, register_secret
 from ..base._vocab import TelegramOutcome
 from ..state._queue import RETRY_AFTER_MAX
 
@@ -208,7 +208,7 @@ def _classify(resp: Any, answer: bytes) -> Outcome:
         return Outcome(TelegramOutcome.TRANSIENT,
                        f"Telegram answered {status} with {_describe(body)}, not a Bot API "
                        "answer")
-    desc = " ".join(str(body.get("description") or resp.reason or "").split())[:300]
+    desc = printable(str(body.get("description") or resp.reason or ""))[:300]
     if 200 <= status < 300:
         return Outcome(TelegramOutcome.OK)
     if status == 429:

@@ -462,6 +462,12 @@ class LocalQueue:
             con.execute("BEGIN IMMEDIATE")
             try:
                 nid = self._dead_id(con, ident)
+                if con.execute("SELECT 1 FROM queue WHERE id = ?", (nid,)).fetchone():
+                    # the same notification was queued again since (a signal's id is its
+                    # symbol, candle and direction): a raw "UNIQUE constraint failed" before
+                    raise UsageError(f"notification {nid[:8]} is queued already (added again "
+                                     f"since it failed); botopt notify drop {nid[:8]} removes "
+                                     "the dead letter", key="id")
                 # Queued afresh: its age starts now, so the monitor does not call it stuck.
                 con.execute("INSERT INTO queue(id, type, created, data, batch) SELECT id, "
                             "type, ?, data, batch FROM dead WHERE id = ?", (now, nid))
