@@ -131,7 +131,12 @@ def add(
             raise UsageError(f"--data is not JSON ({exc.args[0]})") from None
         items.append({"type": type_, "data": payload})
     ids = enqueue(state.config(), items)
-    state.notice(f"queued {len(ids)} notification(s)")
+    # a signal's id is its symbol, candle, direction and engine: the same signal twice is
+    # one notification, the first one's data (it said "queued 2" and kept 1)
+    repeated = len(ids) - len(set(ids))
+    state.notice(f"queued {len(set(ids))} notification(s)" + (
+        f"; {repeated} repeated a signal given before it (same symbol, candle, direction "
+        "and engine) and was not queued again" if repeated else ""))
 
 @notify_app.command("list")
 @opt.output_options

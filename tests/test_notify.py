@@ -487,3 +487,30 @@ def test_retrying_a_dead_letter_queued_again_since_says_so(tmp_path):
     assert "queued already" in again.stderr and "UNIQUE" not in again.stderr
     listed = json.loads(runner.invoke(app, [*base, "notify", "list", "--json"]).stdout)
     assert [n["id"] for n in listed["notifications"]] == [nid]
+
+
+def test_adding_the_same_signal_twice_says_it_was_queued_once(tmp_path):
+    """sweep K: two lines of the same signal (its id is its symbol, candle, direction and
+    engine) made one notification, and `notify add` said "queued 2"."""
+    base = ["--cache-dir", str(tmp_path / "c")]
+    sig = {"symbol": "BTCUSDT", "direction": "long", "engine": "trend",
+           "candle_time": "2026-12-08T00:00:00Z"}
+    lines = "\n".join(json.dumps({"type": "signal", "data": {**sig, "close": c}})
+                      for c in (1, 2))
+    added = runner.invoke(app, [*base, "notify", "add", "--stdin"], input=lines)
+    assert added.exit_code == 0, added.output
+    assert "queued 1 notification(s); 1 repeated a signal" in added.stderr
+    listed = json.loads(runner.invoke(app, [*base, "notify", "list", "--json"]).stdout)
+    assert [n["data"]["close"] for n in listed["notifications"]] == [1]
+
+
+def test_a_send_counted_unconfirmed_is_listed_as_unconfirmed():
+    """sweep K: a 2xx that is not the Bot API's answer is counted as an unconfirmed send
+    ("[unconfirmed 1]" in its note), but `notify list` called it refused."""
+    from botopt.core.delivery._notify import _state
+
+    note = "Telegram answered 200 with a JSON list, not a Bot API answer [unconfirmed 1]"
+    assert _state({"attempts": 1, "last_error": note}) == "unconfirmed"
+    assert _state({"attempts": 1, "last_error": "Telegram answered 400: bad"}) == "refused"
+    assert _state({"attempts": 1, "last_error": "timed out (it may have been delivered)"}) \
+        == "unconfirmed"

@@ -841,8 +841,11 @@ def _state(row: Mapping[str, Any]) -> str:
     if row.get("claimed"):
         return "sending"
     if row.get("attempts"):
-        return "unconfirmed" if "may have been delivered" in str(row.get("last_error")) \
-            else "refused"
+        # the note counts unconfirmed sends as "[unconfirmed N]" (a 2xx that is not the
+        # API's answer said neither "may have been delivered" nor was it a refusal)
+        note = str(row.get("last_error"))
+        return "unconfirmed" if "may have been delivered" in note or \
+            _UNCONFIRMED_RE.search(note) else "refused"
     return "pending"
 
 
