@@ -2,9 +2,10 @@
 
 Prices keep the significant digits an exchange quotes (8 at most: Binance, Kraken and the
 rest tick prices to 8 significant digits or fewer, or to whole units above 1e8), never
-float noise or an exponent (``4.3440000000000004e-05`` is ``0.00004344``). Strengths and probabilities show two
-decimals, and more only where two would round a value across the gate threshold it is
-compared to. Times are ``HH:MM UTC`` or in the configured time zone.
+float noise or an exponent (``4.3440000000000004e-05`` is ``0.00004344``).
+Strengths and probabilities show two decimals, and more only where two would round a value
+across the gate threshold it is compared to. Times are ``HH:MM UTC`` or in the configured
+time zone.
 """
 
 from __future__ import annotations
