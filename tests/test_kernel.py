@@ -347,3 +347,18 @@ def test_runs_and_captured_rows_outside_the_frame_stop_before_the_arithmetic(mod
             _columns(df, np.array([60, 60]), fc, names, None, np.array([0, 60]))
         with pytest.raises(ValueError, match="resume"):
             _columns(df, np.array([60, 60]), fc, names, np.zeros((9, 1)), np.array([0, 1]))
+
+
+@pytest.mark.slow
+def test_a_damaged_numba_cache_is_rebuilt_not_given_up(tmp_path):
+    # numba's cache file cut short (a full disk, a killed compile): the first call failed
+    # with UnpicklingError and the compiled path was off until someone removed the files;
+    # like any cache of botopt's, it is dropped and rebuilt, the answer unchanged
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "nb"), KERNEL_ENV: "numba"}
+    code = SMALL_RUN.format(setup="") + "print(_features.kernel_for(1) is not None)\n"
+    assert _python(code, env).split() == ["True", "True"]
+    damaged = list((tmp_path / "nb").rglob("*.nbc"))
+    assert damaged
+    for f in damaged:
+        f.write_bytes(f.read_bytes()[:100])
+    assert _python(code, env).split() == ["True", "True"]

@@ -180,23 +180,14 @@ def candle_runs(candles: Any) -> tuple[list[str], np.ndarray, np.ndarray, np.nda
         # rle's struct alone costs more than the step at 50 symbols.
         one = np.arange(len(names) + 1, dtype=np.int64)
         return names, one[:-1], one[1:], t, c
-    if sym.null_count() or t.size < 2:
-        runs = sym.rle().struct.unnest()
-        names = runs["value"].to_list()
-        lens = runs["len"].to_numpy().astype(np.int64)
-        del runs
-        ok = len(set(names)) == len(names)
-    else:
-        # Neighbours compared natively (no plan, no string hashing per row); the runs'
-        # first names read one by one when few (a gather costs 40 us even for ten)
-        same = (sym.head(-1) == sym.tail(-1)).to_numpy()
-        starts = np.concatenate(([0], np.flatnonzero(~same) + 1))
-        names = [sym[int(i)] for i in starts] if starts.size <= 64 else \
-            sym.gather(starts).to_list()
-        lens = np.diff(np.append(starts, t.size)).astype(np.int64)
-        # one run per symbol, each ascending in time (a run boundary is no step in time)
-        ok = len(set(names)) == len(names) and bool((t[1:] > t[:-1])[same].all())
-        del same
+    # several rows of some symbol (a first run, a backtest): its runs, each ascending in
+    # time (a run boundary is no step in time)
+    from ._features import symbol_runs  # polars' module: not on a warm run's import path
+
+    same, starts, names = symbol_runs(sym)
+    lens = np.diff(np.append(starts, t.size)).astype(np.int64)
+    ok = len(set(names)) == len(names) and bool((t[1:] > t[:-1])[same].all())
+    del same
     if not ok:
         names = list(dict.fromkeys(names))
         frame = candles.select(

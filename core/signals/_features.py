@@ -34,6 +34,7 @@ import logging
 import os
 from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -80,6 +81,15 @@ def kernel_for(rows: int) -> ModuleType | None:
     return module
 
 
+def _first_call(module: ModuleType) -> None:
+    """The compiled features' first call, which compiles them or loads numba's on-disk
+    cache: any failure shows here, once, not in the middle of a run."""
+    one = np.ones(40)
+    one.flags.writeable = False  # as the frame's own buffers are: that signature
+    _indicators_compiled(module, one, one, one, one, np.array([40]), FeaturesConfig(), None,
+                         None)
+
+
 def _kernel_mode() -> str:
     raw = os.environ.get(KERNEL_ENV, "auto")
     mode = raw.strip().lower() or "auto"
@@ -101,12 +111,15 @@ def _load_kernel() -> ModuleType | None:
     try:
         if importlib.util.find_spec("numba") is not None:
             module = importlib.import_module(f"{__package__}._kernel")
-            # The first call compiles (or loads the on-disk cache): any failure shows here,
-            # once, not in the middle of a run.
-            one = np.ones(40)
-            one.flags.writeable = False  # as the frame's own buffers are: that signature
-            _indicators_compiled(module, one, one, one, one, np.array([40]),
-                                 FeaturesConfig(), None, None)
+            try:
+                _first_call(module)
+            except Exception:  # noqa: BLE001 - as any cache of botopt's: a damaged one
+                # (a file cut by a full disk, another numba's) is dropped and rebuilt once
+                for fn in vars(module).values():
+                    cache = getattr(fn, "_cache", None)
+                    if cache is not None and hasattr(cache, "flush"):
+                        cache.flush()
+                _first_call(module)
     except Exception as exc:  # noqa: BLE001 - any failure of an optional speed-up: numpy
         module = None
         # said where it is asked for by name, and to a --debug run: a numba that cannot
@@ -410,17 +423,26 @@ def _symbol_runs(candles: pl.DataFrame, fn: str) -> tuple[pl.DataFrame, np.ndarr
     loaded candles are, is checked by comparing neighbours natively and in numpy, no query
     (at 10 symbols the two functions' queries cost a fifth of the features); any other
     goes through them."""
-    sym, t = candles.get_column("symbol"), candles.get_column("open_time").to_physical()
-    if candles.height < 2 or sym.null_count() or t.null_count() or not t.dtype.is_integer():
+    t = candles.get_column("open_time").to_physical()  # no nulls: ``_candles_in``
+    if candles.height < 2 or not t.dtype.is_integer():
         return _in_time_order(*_by_symbol(candles), fn)
-    same = (sym.head(-1) == sym.tail(-1)).to_numpy()
-    starts = np.concatenate(([0], np.flatnonzero(~same) + 1))
-    firsts = [sym[int(i)] for i in starts] if len(starts) <= 64 else \
-        sym.gather(starts).to_list()
+    same, starts, firsts = symbol_runs(candles.get_column("symbol"))
     times = t.to_numpy()
     if len(set(firsts)) != len(starts) or (times[1:] <= times[:-1])[same].any():
         return _in_time_order(*_by_symbol(candles), fn)  # reorders, or says which row
     return candles, np.diff(np.append(starts, candles.height)).astype(np.int64)
+
+
+def symbol_runs(sym: pl.Series) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """(whether each row after the first has the row before's symbol, where each run of
+    one symbol starts, each run's symbol) of a non-empty symbol column without nulls.
+    Neighbours are compared natively: no query, no string hashing per row; the runs'
+    names are read one by one when few (a gather costs 40 us even for ten)."""
+    same = (sym.head(-1) == sym.tail(-1)).to_numpy()
+    starts = np.concatenate(([0], np.flatnonzero(~same) + 1))
+    names = [sym[int(i)] for i in starts] if starts.size <= 64 else \
+        sym.gather(starts).to_list()
+    return same, starts, names
 
 
 def _in_time_order(candles: pl.DataFrame, runs: np.ndarray, fn: str

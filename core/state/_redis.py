@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from ..base._http import read_by
-from ..base._redact import redact, redact_url
+from ..base._redact import printable, redact, redact_url
 from ..errors import BotoptError, ConfigError, NotifyError
 
 log = logging.getLogger("botopt.state")
@@ -137,8 +137,7 @@ class SharedState:
                           re.S)
         if quoted:
             text = f"{quoted.group(1)} in a pipeline: {quoted.group(2)}"
-        text = "".join(c if c.isprintable() else "?" for c in text)
-        return redact(f"{type(exc).__name__}: {text}"[:200])
+        return redact(f"{type(exc).__name__}: {printable(text)}"[:200])
 
     def check(self) -> None:
         """Raise a one-line NotifyError when the server cannot be used (commands whose whole
